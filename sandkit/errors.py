@@ -1,0 +1,119 @@
+"""Every failure a user can cause is one of these: the message says the cause and the fix."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .api import ExecResult
+
+
+class SandkitError(Exception):
+    """Base class of every error sandkit raises on purpose."""
+
+
+# --- the host cannot do what was asked -------------------------------------------------------
+
+
+class HostUnsupportedError(SandkitError):
+    """The kernel or the host's configuration lacks something sandkit needs (the message says what
+    to change)."""
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+class ImageError(SandkitError):
+    """An image is missing, malformed or unsafe."""
+
+
+class ImageNotFoundError(ImageError):
+    pass
+
+
+class InvalidReferenceError(ImageError, ValueError):
+    pass
+
+
+class DigestMismatchError(ImageError):
+    pass
+
+
+class UnsafeLayerError(ImageError):
+    """A layer tried to write outside its own directory, or is otherwise hostile."""
+
+
+class ImageInUseError(ImageError):
+    pass
+
+
+class RegistryError(SandkitError):
+    pass
+
+
+class AuthenticationError(RegistryError):
+    pass
+
+
+# --- containers ------------------------------------------------------------------------------
+
+
+class ContainerError(SandkitError):
+    pass
+
+
+class ContainerStartError(ContainerError):
+    """The container could not be set up (the message names the step that failed)."""
+
+
+class ContainerNotRunningError(ContainerError):
+    """The container was never started, or has already stopped."""
+
+
+class ContainerDiedError(ContainerError):
+    """The container's init ended while it was still in use (killed from outside, or crashed)."""
+
+
+class ProtocolError(ContainerError):
+    """The host and the init disagree on the control protocol (a bug, or a version mismatch)."""
+
+
+class MountError(ContainerError, ValueError):
+    """A mount given by the caller is invalid."""
+
+
+# --- processes inside a container ------------------------------------------------------------
+
+
+class ExecStartError(ContainerError):
+    """A command could not be started inside the container."""
+
+    exit_code = 126  # what a shell (and `docker run`) reports for a command that cannot run
+
+
+class CommandNotFoundError(ExecStartError):
+    exit_code = 127
+
+
+class CommandNotExecutableError(ExecStartError):
+    pass
+
+
+class UserNotFoundError(ExecStartError):
+    pass
+
+
+class WorkdirError(ExecStartError):
+    pass
+
+
+class ExecError(SandkitError):
+    """Raised by ``exec(..., check=True)`` when the command failed; ``.result`` holds the result."""
+
+    def __init__(self, message: str, result: ExecResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class ExecTimeoutError(ExecError):
+    pass

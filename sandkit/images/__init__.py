@@ -1,0 +1,1 @@
+"""Images: the local content-addressed store, archives, layers and registries."""

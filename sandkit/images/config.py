@@ -1,0 +1,65 @@
+"""The part of an OCI image config that decides how a container runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class ImageConfig:
+    """What `docker inspect` shows under ``Config``; every field optional, as in the OCI spec."""
+
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    working_dir: str = ""
+    user: str = ""
+    exposed_ports: tuple[str, ...] = ()
+    labels: dict[str, str] = attrs.field(factory=dict)
+    stop_signal: str = ""
+
+    @classmethod
+    def from_oci(cls, config: dict[str, Any] | None) -> ImageConfig:
+        """Build from the ``config`` object of an OCI/Docker image config blob."""
+        config = config or {}
+
+        def strings(key: str) -> tuple[str, ...] | None:
+            value = config.get(key)
+            if value is None:
+                return None
+            if isinstance(value, str):  # some old tools write a bare string
+                return (value,)
+            return tuple(str(v) for v in value)
+
+        return cls(
+            env=strings("Env") or (),
+            entrypoint=strings("Entrypoint"),
+            cmd=strings("Cmd"),
+            working_dir=str(config.get("WorkingDir") or ""),
+            user=str(config.get("User") or ""),
+            exposed_ports=tuple(sorted((config.get("ExposedPorts") or {}).keys())),
+            labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+            stop_signal=str(config.get("StopSignal") or ""),
+        )
+
+    def to_oci(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.env:
+            out["Env"] = list(self.env)
+        if self.entrypoint is not None:
+            out["Entrypoint"] = list(self.entrypoint)
+        if self.cmd is not None:
+            out["Cmd"] = list(self.cmd)
+        if self.working_dir:
+            out["WorkingDir"] = self.working_dir
+        if self.user:
+            out["User"] = self.user
+        if self.exposed_ports:
+            out["ExposedPorts"] = {port: {} for port in self.exposed_ports}
+        if self.labels:
+            out["Labels"] = dict(self.labels)
+        if self.stop_signal:
+            out["StopSignal"] = self.stop_signal
+        return out
