@@ -1,0 +1,46 @@
+/* sandkit/_clone.h: the interface of _clone.c.
+ *
+ * This file is also the cffi cdef (sandkit/_build_clone.py feeds it to cffi with the
+ * preprocessor lines removed), so it must stay plain C declarations that cffi can parse:
+ * no macros, no includes outside the guard lines, explicit enum values. */
+#ifndef SANDKIT_CLONE_H
+#define SANDKIT_CLONE_H
+
+/* The step of the child's set-up that failed, as reported through the error pipe. */
+enum sk_stage {
+    SK_STAGE_WAIT = 1,     /* reading the "go" byte from the parent */
+    SK_STAGE_IDS = 2,      /* setresgid/setresuid to 0 inside the new user namespace */
+    SK_STAGE_FDS = 3,      /* moving the control socket to fd 3, closing the rest */
+    SK_STAGE_STDIO = 4,    /* pointing fds 0, 1 and 2 at /dev/null */
+    SK_STAGE_SIGNALS = 5,  /* resetting signal dispositions and the mask */
+    SK_STAGE_EXEC = 6      /* execveat of the init memfd */
+};
+
+struct sk_clone_args {
+    int control_fd;         /* becomes fd 3 of the init */
+    int exec_fd;            /* the sealed memfd holding the init executable */
+    int cgroup_fd;          /* a cgroup v2 directory to start in (CLONE_INTO_CGROUP), or -1 */
+    int new_user;           /* non-zero: new user namespace, become uid/gid 0 in it */
+    int new_net;            /* non-zero: new network namespace */
+    char *const *argv;      /* NULL-terminated */
+    char *const *envp;      /* NULL-terminated */
+};
+
+struct sk_child {
+    int pid;                /* in the caller's pid namespace */
+    int pidfd;              /* close-on-exec */
+    int go_fd;              /* write one byte here to let the child go on (close-on-exec) */
+    int err_fd;             /* EOF here = exec succeeded; else one struct sk_child_error */
+};
+
+/* What a child that failed before exec writes to the error pipe. */
+struct sk_child_error {
+    int stage;              /* enum sk_stage */
+    int err;                /* errno */
+};
+
+/* Clones the init into new namespaces. Returns 0 and fills *out, or -errno of clone3 (or of
+ * the pipe2 calls before it); on failure nothing is left open and no child exists. */
+int sk_clone(const struct sk_clone_args *a, struct sk_child *out);
+
+#endif

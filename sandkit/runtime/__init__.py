@@ -1,0 +1,1 @@
+"""Container lifecycle: spawning the init, rootfs, mounts, limits, teardown."""
