@@ -20,19 +20,28 @@ def _cdef_from_header(header: Path) -> str:
     return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
 
 
-ffibuilder = FFI()
-ffibuilder.cdef(_cdef_from_header(HERE / "_clone.h"))
-ffibuilder.set_source(
-    "sandkit._clone_ffi",
-    '#include "_clone.h"',
-    # Relative to the project root, where setup.py runs: setuptools wants relative sources.
-    sources=["sandkit/_clone.c"],
-    include_dirs=["sandkit"],
-    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
-)
+def make_builder(root: str = "") -> FFI:
+    """root prefixes the source paths: setuptools wants them relative to setup.py (""), a
+    direct compile (which runs in a scratch dir) wants them absolute."""
+    builder = FFI()
+    builder.cdef(_cdef_from_header(HERE / "_clone.h"))
+    builder.set_source(
+        "sandkit._clone_ffi",
+        '#include "_clone.h"',
+        sources=[f"{root}sandkit/_clone.c"],
+        include_dirs=[f"{root}sandkit"],
+        extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+    )
+    return builder
+
+
+ffibuilder = make_builder()
 
 if __name__ == "__main__":
-    import os
+    # Build in a scratch dir so the generated C and objects do not litter the tree.
+    import shutil
+    import tempfile
 
-    os.chdir(HERE.parent)
-    ffibuilder.compile(tmpdir=".", verbose=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        built = make_builder(f"{HERE.parent}/").compile(tmpdir=tmp)
+        shutil.copy(built, HERE)

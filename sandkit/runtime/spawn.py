@@ -1,0 +1,470 @@
+"""Start a container's init: clone3 into new namespaces, write the id maps, exec the init memfd.
+
+The C half (``sandkit/_clone.c``) does the clone and everything the child must do before exec;
+this half owns the policy: which namespaces, which id maps, and turning every failure into a
+sandkit error that says what to change. On any failure nothing is left behind: the child is
+killed and reaped, and every fd made here is closed.
+
+What the init gets (its side of the contract, see docs/protocol.md): fd 3 is ``control``; fds 0,
+1 and 2 are /dev/null; no other fd; an empty environment (host secrets stay out); default signal
+handling; pid 1 of a new pid namespace, in new mount, ipc, uts and cgroup namespaces (plus net
+and user when asked). In user-namespace mode it is uid 0 / gid 0 there.
+
+Id maps in user-namespace mode: by default the caller's own uid and gid become 0 inside, one id
+each (``"0 <uid> 1"``), for root as for anyone. That is what rootless mode needs (files the caller
+owns are root's inside), it keeps layer ownership the same in both modes, and it needs no
+/etc/subuid entry nor the setuid newuidmap helper. Callers who want a range (root mapping the
+container to a subordinate range, for example) pass ``id_maps``; see ``subid_maps``. Unprivileged
+callers can map only their own ids (the kernel's rule for writing the maps directly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import attrs
+
+from ..errors import ContainerStartError, HostUnsupportedError
+
+INIT_PATH = Path(__file__).resolve().parent.parent / "_init_bin" / "sandkit-init"
+
+_MFD_EXEC = 0x0010  # Linux >= 6.3: ask for an executable memfd (else a vm.memfd_noexec warning)
+_F_SEAL_EXEC = 0x0020  # Linux >= 6.3: nobody can chmod the exec bits away (or back)
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+_CHILD_ERROR = struct.Struct("=ii")  # struct sk_child_error: stage, errno
+_STAGES = {  # enum sk_stage -> what the child was doing
+    1: "waiting for the host to release it",
+    2: "becoming root in its new user namespace",
+    3: "arranging its file descriptors",
+    4: "opening /dev/null for its stdio",
+    5: "resetting its signal handling",
+    6: "executing the init",
+}
+_STAGE_EXEC = 6
+
+_USERNS_SYSCTLS = (
+    "user.max_user_namespaces",
+    "kernel.unprivileged_userns_clone",
+    "kernel.apparmor_restrict_unprivileged_userns",
+)
+
+
+# --- the init executable, as a sealed memfd -----------------------------------------------------
+
+_memfd_lock = threading.Lock()
+_memfd: int | None = None
+
+
+def init_memfd() -> int:
+    """The init executable in a sealed memfd, made once per host process and shared by every
+    container (a forked host inherits it and may keep using it). Close-on-exec."""
+    global _memfd
+    with _memfd_lock:
+        if _memfd is None:
+            _memfd = sealed_exec_memfd(INIT_PATH)
+        return _memfd
+
+
+def sealed_exec_memfd(path: Path, name: str = "sandkit-init") -> int:
+    """A new close-on-exec memfd holding the bytes of ``path``, sealed against any change: the
+    container cannot rewrite the binary through /proc/1/exe, nor can anyone else."""
+    data = _read_executable(path)
+    fd = _memfd_create(name)
+    try:
+        _write_all(fd, data)
+        _add_seals(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_executable(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ContainerStartError(
+            f"the container init {path} is missing: sandkit is not built. "
+            "Install it from its source tree with `pip install .` (or `pip install -e .`), "
+            "which compiles the init with gcc."
+        ) from None
+
+
+def _memfd_create(name: str) -> int:
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        return os.memfd_create(name, flags | _MFD_EXEC)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: a kernel before 6.3, which has no MFD_EXEC
+            raise
+    return os.memfd_create(name, flags)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _add_seals(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS | _F_SEAL_EXEC)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: no F_SEAL_EXEC before 6.3
+            raise
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+
+
+# --- id maps -----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class IdMaps:
+    """What to write to /proc/<pid>/{uid_map,gid_map} ("inside outside count" lines)."""
+
+    uid_map: str
+    gid_map: str
+    #: write "deny" to /proc/<pid>/setgroups first: the kernel demands it before an
+    #: unprivileged caller writes gid_map (else it could drop groups that deny it access).
+    deny_setgroups: bool
+
+
+def default_id_maps() -> IdMaps:
+    """The caller's euid and egid become 0 inside (one id each): see the module docstring."""
+    uid, gid = os.geteuid(), os.getegid()
+    return IdMaps(f"0 {uid} 1\n", f"0 {gid} 1\n", deny_setgroups=uid != 0)
+
+
+def subid_maps(user: str = "root", count: int = 65536) -> IdMaps | None:
+    """Maps 0..count-1 inside onto ``user``'s first subordinate range in /etc/subuid and
+    /etc/subgid, or None when either has no entry. Written directly, so only root can use
+    them (others would need the setuid newuidmap helper)."""
+    ranges = [_subid_range(Path(f), user) for f in ("/etc/subuid", "/etc/subgid")]
+    if ranges[0] is None or ranges[1] is None:
+        return None
+    (ustart, ucount), (gstart, gcount) = ranges
+    return IdMaps(
+        f"0 {ustart} {min(count, ucount)}\n", f"0 {gstart} {min(count, gcount)}\n", False
+    )
+
+
+def _subid_range(path: Path, user: str) -> tuple[int, int] | None:
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            fields = line.strip().split(":")
+            if len(fields) == 3 and fields[0] == user and fields[1].isdigit() and fields[2].isdigit():
+                return int(fields[1]), int(fields[2])
+    return None
+
+
+def _write_id_maps(pid: int, maps: IdMaps) -> None:
+    if maps.deny_setgroups:
+        _write_proc(pid, "setgroups", "deny")
+    _write_proc(pid, "uid_map", maps.uid_map)
+    _write_proc(pid, "gid_map", maps.gid_map)
+
+
+def _write_proc(pid: int, name: str, text: str) -> None:
+    """The kernel takes a map in one write() only."""
+    try:
+        fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise ContainerStartError(
+            f"cannot write /proc/{pid}/{name} ({text.strip()!r}) for the container's user "
+            f"namespace: {e.strerror}. Without privileges only your own uid and gid can be "
+            "mapped (one id each); map ranges as root."
+        ) from None
+
+
+# --- the spawned init ---------------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class SpawnedInit:
+    """A running init, held through its pidfd (immune to pid reuse). The pidfd is pollable:
+    it becomes readable when the init has exited, so async code can wait for that and then
+    call ``wait()`` without blocking."""
+
+    pid: int
+    pidfd: int
+    _status: int | None = attrs.field(default=None, init=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signals the init (SIGKILL by default); a no-op once it has exited or been closed."""
+        if self.pidfd < 0 or self._status is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self.pidfd, sig)
+
+    def wait(self) -> int:
+        """Blocks until the init exits and reaps it. Returns its exit code, or -signo when a
+        signal killed it (as subprocess does). Safe to call again and from several threads."""
+        with self._lock:
+            if self._status is None:
+                self._status = self._reap(0)
+            return self._status
+
+    def poll(self) -> int | None:
+        """The exit status if the init has exited (reaping it), else None."""
+        with self._lock:
+            if self._status is None:
+                self._status = self._reap(os.WNOHANG)
+            return self._status
+
+    def _reap(self, flags: int) -> int | None:
+        if self.pidfd < 0:
+            raise ValueError("SpawnedInit is closed")
+        result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | flags)
+        if result is None:
+            return None
+        if result.si_code == os.CLD_EXITED:
+            return result.si_status
+        return -result.si_status
+
+    def close(self) -> None:
+        """Kills the init if it still runs, reaps it, and closes the pidfd. Idempotent."""
+        if self.pidfd < 0:
+            return
+        self.kill()
+        self.wait()
+        os.close(self.pidfd)
+        self.pidfd = -1
+
+    def __enter__(self) -> SpawnedInit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def spawn_init(
+    control: socket.socket,
+    *,
+    user_namespace: bool,
+    network: bool = False,
+    cgroup_fd: int | None = None,
+    before_release: Callable[[int], None] | None = None,
+    id_maps: IdMaps | None = None,
+    exec_fd: int | None = None,
+    argv: Sequence[str | bytes] = ("sandkit-init",),
+    env: Sequence[str | bytes] = (),
+    timeout: float = 30.0,
+) -> SpawnedInit:
+    """Starts the init in new namespaces with ``control`` as its fd 3 and returns once it has
+    exec'd (or raises, leaving nothing behind).
+
+    user_namespace: new user namespace, ids mapped by ``id_maps`` (default: see module doc).
+    network: True = a new, empty network namespace (only a down ``lo``); False = the host's.
+    cgroup_fd: a cgroup v2 directory fd the init starts in (CLONE_INTO_CGROUP).
+    before_release: called with the init's pid after the id maps are written and before it
+        may run (e.g. to move it into v1 cgroups); if it raises, the spawn is undone.
+    exec_fd, argv, env: what to exec; default the sandkit init memfd, with no environment.
+    timeout: seconds to wait for the exec to succeed or fail before giving up.
+    """
+    exe = init_memfd() if exec_fd is None else exec_fd
+    pid, pidfd, go_fd, err_fd = _clone(
+        control.fileno(),
+        exe,
+        argv=argv,
+        env=env,
+        new_user=user_namespace,
+        new_net=network,
+        cgroup_fd=cgroup_fd,
+    )
+    child = SpawnedInit(pid, pidfd)
+    try:
+        with contextlib.closing(_Fd(err_fd)), contextlib.closing(_Fd(go_fd)) as go:
+            if user_namespace:
+                _write_id_maps(pid, id_maps or default_id_maps())
+            if before_release is not None:
+                before_release(pid)
+            os.write(go.fd, b"\0")
+            go.close()  # so a child that dies before reading it does not leave us stuck
+            _await_exec(err_fd, timeout)
+    except BaseException:
+        child.close()
+        raise
+    return child
+
+
+class _Fd:
+    """An fd closed exactly once (closing() calls close() again at the end)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _await_exec(err_fd: int, timeout: float) -> None:
+    """EOF on the error pipe means the exec succeeded (the pipe was close-on-exec)."""
+    if not select.select([err_fd], [], [], timeout)[0]:
+        raise ContainerStartError(
+            f"the container init neither started nor failed within {timeout:g} s "
+            "(is the host overloaded, or the process stopped?)"
+        )
+    report = os.read(err_fd, _CHILD_ERROR.size)
+    if not report:
+        return
+    if len(report) != _CHILD_ERROR.size:
+        raise ContainerStartError("the container init sent a torn error report (a sandkit bug)")
+    raise _child_error(*_CHILD_ERROR.unpack(report))
+
+
+def _child_error(stage: int, err: int) -> ContainerStartError:
+    what = _STAGES.get(stage, f"step {stage}")
+    msg = f"the container init failed while {what}: {os.strerror(err)} ({errno.errorcode.get(err, err)})"
+    if stage == _STAGE_EXEC and err in (errno.ENOEXEC, errno.EACCES, errno.EPERM):
+        msg += (
+            ". The init binary is not executable here: reinstall sandkit (`pip install .`); "
+            "if the host forbids executing memfds, set `sysctl vm.memfd_noexec=0`."
+        )
+    return ContainerStartError(msg)
+
+
+# --- the C call ----------------------------------------------------------------------------------
+
+
+def _lib():  # type: ignore[no-untyped-def]
+    try:
+        from .. import _clone_ffi
+    except ImportError as e:
+        raise ContainerStartError(
+            f"sandkit is not built (its C module is missing: {e}). Install it from its source "
+            "tree with `pip install .` (or `pip install -e .`)."
+        ) from None
+    return _clone_ffi
+
+
+def _clone(
+    control_fd: int,
+    exec_fd: int,
+    *,
+    argv: Sequence[str | bytes],
+    env: Sequence[str | bytes],
+    new_user: bool,
+    new_net: bool,
+    cgroup_fd: int | None,
+) -> tuple[int, int, int, int]:
+    """sk_clone(): returns (pid, pidfd, go_fd, err_fd) or raises the error clone3 earned."""
+    if not argv:
+        raise ValueError("argv must not be empty")
+    mod = _lib()
+    ffi = mod.ffi
+    keep: list[object] = []  # the C strings must outlive the call
+    args = ffi.new(
+        "struct sk_clone_args *",
+        {
+            "control_fd": control_fd,
+            "exec_fd": exec_fd,
+            "cgroup_fd": -1 if cgroup_fd is None else cgroup_fd,
+            "new_user": int(new_user),
+            "new_net": int(new_net),
+            "argv": _c_strings(ffi, argv, keep),
+            "envp": _c_strings(ffi, env, keep),
+        },
+    )
+    out = ffi.new("struct sk_child *")
+    rc = mod.lib.sk_clone(args, out)
+    if rc < 0:
+        raise _clone_error(-rc, new_user=new_user, cgroup=cgroup_fd is not None)
+    return out.pid, out.pidfd, out.go_fd, out.err_fd
+
+
+def _c_strings(ffi, items: Sequence[str | bytes], keep: list[object]):  # type: ignore[no-untyped-def]
+    """A NULL-terminated char *[] whose strings are kept alive in ``keep``."""
+    strings = [ffi.new("char[]", os.fsencode(item)) for item in items]
+    array = ffi.new("char *[]", [*strings, ffi.NULL])
+    keep.extend(strings)
+    keep.append(array)
+    return array
+
+
+def _clone_error(err: int, *, new_user: bool, cgroup: bool) -> Exception:
+    """Turns a failed clone3 into the error a user can act on."""
+    reason = f"{os.strerror(err)} ({errno.errorcode.get(err, err)})"
+    if err == errno.ENOSYS:
+        return HostUnsupportedError(
+            "this kernel has no clone3 system call: sandkit needs Linux 5.3 or newer (5.11+ "
+            "for rootless mode). Upgrade the kernel, or allow clone3 in the seccomp profile "
+            "of the container sandkit runs in."
+        )
+    if cgroup and err in (errno.EBADF, errno.EOPNOTSUPP, errno.EBUSY, errno.EACCES, errno.EINVAL):
+        return ContainerStartError(
+            f"cannot start the container in the given cgroup: {reason}. cgroup_fd must be an "
+            "open cgroup v2 directory that you may write cgroup.procs of, with no controllers "
+            "enabled in its cgroup.subtree_control (a leaf); starting in a cgroup needs Linux 5.7."
+        )
+    if new_user and err in (errno.EPERM, errno.ENOSPC, errno.EUSERS, errno.EACCES):
+        return HostUnsupportedError(
+            f"user namespaces are unavailable to this process: {reason}. Enable them: "
+            f"{_userns_hint()}."
+        )
+    if err == errno.EPERM:
+        return HostUnsupportedError(
+            f"creating namespaces was refused: {reason}. Without a user namespace this needs "
+            "root (CAP_SYS_ADMIN): run as root, or use rootless mode (user_namespace=True). "
+            "Inside a container, its seccomp profile or capabilities may forbid it."
+        )
+    if err in (errno.ENOSPC, errno.EUSERS):
+        return HostUnsupportedError(
+            f"the namespace limit is reached: {reason}. Raise the user.max_*_namespaces "
+            "sysctls (pid, mnt, net, ipc, uts, cgroup), or stop some containers."
+        )
+    if err == errno.EINVAL:
+        return HostUnsupportedError(
+            f"the kernel rejected the namespaces sandkit asks for: {reason}. It is too old or "
+            "built without namespace support (CONFIG_NAMESPACES, CONFIG_PID_NS, CONFIG_NET_NS, "
+            "CONFIG_USER_NS, CONFIG_CGROUPS); sandkit needs Linux 5.3+."
+        )
+    if err in (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE):
+        return ContainerStartError(
+            f"cannot create the container's init process: {reason}. The host is out of "
+            "processes, memory or file descriptors (check ulimit -u / -n and pids cgroups)."
+        )
+    return ContainerStartError(f"cannot create the container's init process: {reason}")
+
+
+def _userns_hint() -> str:
+    """The sysctls that gate user namespaces, with their values here, most likely culprit first."""
+    values = {name: _sysctl(name) for name in _USERNS_SYSCTLS}
+    hints = []
+    if values["user.max_user_namespaces"] == "0":
+        hints.append("sysctl user.max_user_namespaces=15000 (it is 0)")
+    if values["kernel.unprivileged_userns_clone"] == "0":
+        hints.append("sysctl kernel.unprivileged_userns_clone=1 (it is 0)")
+    if values["kernel.apparmor_restrict_unprivileged_userns"] == "1":
+        hints.append("sysctl kernel.apparmor_restrict_unprivileged_userns=0 (it is 1), or an "
+                     "AppArmor profile allowing userns for this program")
+    if not hints:
+        hints.append(
+            "check sysctl user.max_user_namespaces (too low?), "
+            "kernel.unprivileged_userns_clone and kernel.apparmor_restrict_unprivileged_userns; "
+            "a chroot or a seccomp filter also forbids them"
+        )
+    return "; ".join(hints)
+
+
+def _sysctl(name: str) -> str | None:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys", *name.split(".")).read_text().strip()
+    return None
