@@ -4,6 +4,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+__all__ = [
+    "SandkitError",
+    "HostUnsupportedError",
+    "ImageError",
+    "ImageNotFoundError",
+    "InvalidReferenceError",
+    "DigestMismatchError",
+    "UnsafeLayerError",
+    "ImageInUseError",
+    "RegistryError",
+    "AuthenticationError",
+    "ContainerError",
+    "ContainerStartError",
+    "ContainerNotRunningError",
+    "ContainerDiedError",
+    "ProtocolError",
+    "MountError",
+    "LimitsError",
+    "CgroupError",
+    "ExecStartError",
+    "CommandNotFoundError",
+    "CommandNotExecutableError",
+    "UserNotFoundError",
+    "WorkdirError",
+    "ExecError",
+    "ExecTimeoutError",
+]
+
 if TYPE_CHECKING:
     from .api import ExecResult
 
@@ -80,6 +108,14 @@ class ProtocolError(ContainerError):
 
 class MountError(ContainerError, ValueError):
     """A mount given by the caller is invalid."""
+
+
+class LimitsError(ContainerError, ValueError):
+    """A resource limit given by the caller is invalid (memory, cpus, pids, ...)."""
+
+
+class CgroupError(ContainerError):
+    """The host's cgroups could not be set up or cleaned up for a container."""
 
 
 # --- processes inside a container ------------------------------------------------------------

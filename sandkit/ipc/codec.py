@@ -1,0 +1,115 @@
+"""Messages to single packets and back. Strict: anything off-spec raises `ProtocolError`."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+import attrs
+import msgpack
+
+from ..errors import ProtocolError
+from .messages import REPLY_TYPES, REQUEST_TYPES, Exec, Reply, Request
+
+PROTOCOL_VERSION = 1
+MAX_PACKET = 65536
+MAX_FDS = 16
+
+# Limits handed to msgpack so that a hostile packet cannot make the host allocate much.
+_UNPACK_LIMITS = dict(
+    max_str_len=MAX_PACKET,
+    max_bin_len=MAX_PACKET,
+    max_array_len=4096,
+    max_map_len=4096,
+    max_ext_len=0,
+)
+
+
+def encode(message: Request | Reply) -> bytes:
+    """One message as one packet."""
+    wire: dict[str, Any] = {"t": message.TYPE}
+    for field in attrs.fields(type(message)):
+        value = getattr(message, field.name)
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        wire[field.name] = value
+    if isinstance(message, Exec):
+        wire["stdio"] = "pty" if wire.pop("pty") else "fds"
+    if message.TYPE == "setup":
+        wire["v"] = PROTOCOL_VERSION
+    packet = msgpack.packb(wire, use_bin_type=True)
+    if len(packet) > MAX_PACKET:
+        raise ProtocolError(
+            f"a {message.TYPE!r} message is {len(packet)} bytes, over the protocol's limit of "
+            f"{MAX_PACKET}: pass less data inline (large argv/env or too many mounts)"
+        )
+    return packet
+
+
+def decode(packet: bytes, *, direction: str = "reply") -> Request | Reply:
+    """Parse one packet. ``direction`` is "reply" (what the host receives) or "request"."""
+    if len(packet) > MAX_PACKET:
+        raise ProtocolError(f"packet of {len(packet)} bytes is over the limit of {MAX_PACKET}")
+    try:
+        wire = msgpack.unpackb(packet, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(f"undecodable packet ({type(exc).__name__}: {exc})") from None
+    if not isinstance(wire, dict):
+        raise ProtocolError(f"a packet must hold a map, not {type(wire).__name__}")
+    kind = wire.get("t")
+    table: dict[str, Any] = REPLY_TYPES if direction == "reply" else REQUEST_TYPES
+    cls = table.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    if cls is Exec:
+        stdio = wire.pop("stdio", "fds")
+        if stdio not in ("fds", "pty"):
+            raise ProtocolError(f"exec: bad stdio {stdio!r}")
+        wire["pty"] = stdio == "pty"
+    kwargs = {}
+    for field in attrs.fields(cls):
+        if field.name not in wire:
+            if field.default is attrs.NOTHING:
+                raise ProtocolError(f"{kind}: missing key {field.name!r}")
+            continue
+        kwargs[field.name] = _checked(kind, field.name, wire[field.name], _field_type(cls, field.name))
+    return cls(**kwargs)
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return _resolved_hints(cls)[name]
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _resolved_hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _checked(kind: str, key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against a field's annotation, converting lists to the tuples attrs expects."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        origin = typing.get_origin(option)
+        if origin is tuple:
+            if isinstance(value, list):
+                return tuple(value)
+            continue
+        if origin is dict or option is dict:
+            if isinstance(value, dict):
+                return value
+            continue
+        # bool is a subclass of int: keep them apart, a 'code' of True is a protocol error
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option in (str, bytes, bool) and type(value) is option:
+            return value
+    raise ProtocolError(f"{kind}: key {key!r} has a value of the wrong type: {value!r:.80}")

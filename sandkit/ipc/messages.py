@@ -1,0 +1,145 @@
+"""One attrs class per message type of docs/protocol.md.
+
+Requests go from the host to the init; replies and events come back. Each class knows its wire
+name (``TYPE``) and how many file descriptors travel with it; the codec does the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+
+# A path, argv or env entry may be text or raw bytes: Linux names are bytes, and the init takes both.
+StrOrBytes = str | bytes
+
+
+@attrs.frozen
+class Request:
+    TYPE: ClassVar[str]
+    id: int
+
+    def fd_count(self) -> int:
+        """How many fds travel with this request, in order."""
+        return 0
+
+
+@attrs.frozen
+class Setup(Request):
+    """The one message that tells a fresh init how to build the container (id is always 0)."""
+
+    TYPE: ClassVar[str] = "setup"
+    scratch: str
+    rootfs: dict[str, Any]
+    hostname: str
+    mounts: tuple[dict[str, Any], ...] = ()
+    masked: tuple[str, ...] = ()
+    readonly: tuple[str, ...] = ()
+    rootless: bool = False
+    scratch_size: int = 0
+    id: int = 0
+
+
+@attrs.frozen
+class Exec(Request):
+    TYPE: ClassVar[str] = "exec"
+    argv: tuple[StrOrBytes, ...]
+    env: tuple[StrOrBytes, ...]
+    cwd: str = "/"
+    user: str | None = None
+    pty: bool = False
+    rows: int = 24
+    cols: int = 80
+    caps: int | None = None
+    nnp: bool = True
+    seccomp: bytes | None = None
+    rlimits: tuple[tuple[int, int, int], ...] = ()
+    cgroups: int = 0
+
+    def fd_count(self) -> int:
+        return (0 if self.pty else 3) + self.cgroups
+
+
+@attrs.frozen
+class Signal(Request):
+    TYPE: ClassVar[str] = "signal"
+    target: int
+    sig: int
+    tree: bool = False
+
+
+@attrs.frozen
+class Open(Request):
+    TYPE: ClassVar[str] = "open"
+    path: str
+    mode: str  # "r", "w", "a" or "dir"
+    perm: int = 0o644
+
+
+@attrs.frozen
+class Ping(Request):
+    TYPE: ClassVar[str] = "ping"
+
+
+@attrs.frozen
+class Reply:
+    TYPE: ClassVar[str]
+    FDS: ClassVar[int] = 0
+    id: int
+
+
+@attrs.frozen
+class Ready(Reply):
+    TYPE: ClassVar[str] = "ready"
+    v: int = 0
+    id: int = 0
+
+
+@attrs.frozen
+class Started(Reply):
+    """An exec is running. For a pty exec, the pty master comes with it (see `Connection`)."""
+
+    TYPE: ClassVar[str] = "started"
+    pid: int = 0
+
+
+@attrs.frozen
+class Exit(Reply):
+    """An exec's process ended: either ``code`` or ``signal`` is set."""
+
+    TYPE: ClassVar[str] = "exit"
+    code: int | None = None
+    signal: int | None = None
+    core: bool = False
+
+
+@attrs.frozen
+class Opened(Reply):
+    TYPE: ClassVar[str] = "opened"
+    FDS: ClassVar[int] = 1
+
+
+@attrs.frozen
+class Pong(Reply):
+    TYPE: ClassVar[str] = "pong"
+
+
+@attrs.frozen
+class Ok(Reply):
+    TYPE: ClassVar[str] = "ok"
+
+
+@attrs.frozen
+class Error(Reply):
+    TYPE: ClassVar[str] = "error"
+    errno: int = 0
+    msg: str = ""
+    kind: str = ""
+
+
+REQUEST_TYPES: dict[str, type[Request]] = {
+    cls.TYPE: cls for cls in (Setup, Exec, Signal, Open, Ping)
+}
+REPLY_TYPES: dict[str, type[Reply]] = {
+    cls.TYPE: cls for cls in (Ready, Started, Exit, Opened, Pong, Ok, Error)
+}

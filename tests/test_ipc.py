@@ -1,0 +1,135 @@
+"""The sans-IO protocol: strict decoding, fd bookkeeping, no crash on any input."""
+
+import os
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sandkit.errors import ProtocolError
+from sandkit.ipc import MAX_PACKET, Connection, Error, Exec, Exit, Opened, Setup, Started, decode, encode
+
+
+def test_exec_round_trip_keeps_every_field():
+    request = Exec(id=7, argv=("sh", "-c", b"echo \xff"), env=("A=1",), cwd="/tmp", user="app:app",
+                   caps=5, seccomp=b"\x00" * 8, cgroups=2)
+    decoded = decode(encode(request), direction="request")
+    assert decoded == request
+
+
+def test_exec_with_pty_is_sent_as_stdio_pty():
+    wire = msgpack.unpackb(encode(Exec(id=1, argv=("sh",), env=(), pty=True)))
+    assert wire["stdio"] == "pty" and "pty" not in wire
+
+
+def test_setup_carries_the_protocol_version():
+    wire = msgpack.unpackb(encode(Setup(scratch="/s", rootfs={"kind": "tmpfs"}, hostname="h")))
+    assert wire["v"] == 1 and wire["t"] == "setup" and wire["id"] == 0
+
+
+@pytest.mark.parametrize(
+    "packet, complaint",
+    [
+        (b"", "undecodable"),
+        (b"\xc1", "undecodable"),
+        (msgpack.packb([1, 2]), "must hold a map"),
+        (msgpack.packb({"t": "nonsense", "id": 1}), "unknown message type"),
+        (msgpack.packb({"t": "exit", "code": 1}), "missing key 'id'"),
+        (msgpack.packb({"t": "exit", "id": 1, "code": True}), "wrong type"),
+        (msgpack.packb({"t": "exit", "id": "1"}), "wrong type"),
+        (msgpack.packb({"t": "error", "id": 1, "msg": b"bytes"}), "wrong type"),
+        (b"\x00" * (MAX_PACKET + 1), "over the limit"),
+    ],
+)
+def test_malformed_replies_are_protocol_errors(packet, complaint):
+    with pytest.raises(ProtocolError, match=complaint):
+        decode(packet)
+
+
+def test_unknown_keys_are_ignored_for_forward_compatibility():
+    assert decode(msgpack.packb({"t": "exit", "id": 3, "code": 0, "future": [1]})) == Exit(id=3, code=0)
+
+
+def test_an_oversized_request_is_refused_before_sending():
+    with pytest.raises(ProtocolError, match="over the protocol's limit"):
+        encode(Exec(id=1, argv=("x" * MAX_PACKET,), env=()))
+
+
+def _open_fds(n):
+    fds = []
+    for _ in range(n):
+        r, w = os.pipe()
+        os.close(w)
+        fds.append(r)
+    return fds
+
+
+def _is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def test_extra_fds_on_a_reply_are_closed_not_leaked():
+    connection = Connection()
+    fds = _open_fds(3)
+    reply, kept = connection.receive(encode(Opened(id=4)), fds)
+    assert reply == Opened(id=4) and kept == fds[:1]
+    assert _is_open(fds[0]) and not _is_open(fds[1]) and not _is_open(fds[2])
+    os.close(fds[0])
+
+
+def test_fds_of_a_rejected_packet_are_closed():
+    fds = _open_fds(2)
+    with pytest.raises(ProtocolError):
+        Connection().receive(b"\xc1", fds)
+    assert not any(_is_open(fd) for fd in fds)
+
+
+def test_a_pty_exec_expects_its_master_with_started():
+    connection = Connection()
+    connection.packet_for(Exec(id=5, argv=("sh",), env=(), pty=True))
+    fds = _open_fds(1)
+    reply, kept = connection.receive(encode(Started(id=5, pid=2)), fds)
+    assert kept == fds
+    os.close(fds[0])
+    with pytest.raises(ProtocolError, match="without its fd"):
+        connection.packet_for(Exec(id=6, argv=("sh",), env=(), pty=True))
+        connection.receive(encode(Started(id=6, pid=3)), [])
+
+
+def test_a_request_with_the_wrong_number_of_fds_is_refused():
+    with pytest.raises(ProtocolError, match="takes 3 fds"):
+        Connection().packet_for(Exec(id=1, argv=("true",), env=()), [])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=512))
+def test_decoding_arbitrary_bytes_never_crashes(data):
+    try:
+        decode(data)
+    except ProtocolError:
+        pass
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(["exit", "started", "error", "opened", "ready", "pong", "ok"]),
+       st.dictionaries(st.sampled_from(["id", "code", "signal", "core", "pid", "errno", "msg", "kind", "v"]), _values))
+def test_decoding_arbitrary_maps_gives_a_reply_or_a_protocol_error(kind, fields):
+    try:
+        reply = decode(msgpack.packb({"t": kind, **fields}))
+    except ProtocolError:
+        return
+    assert isinstance(reply.id, int)
+    if isinstance(reply, Error):
+        assert isinstance(reply.msg, str)
