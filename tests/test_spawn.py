@@ -1,0 +1,321 @@
+"""spawn_init on the real kernel, with Debian's static busybox standing in for the init.
+
+Needs root (it also checks rootless mode by dropping to an unprivileged uid in a forked
+process) and /bin/busybox (apt-get install busybox-static).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import pickle
+import signal
+import socket
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandkit.errors import ContainerStartError, HostUnsupportedError
+from sandkit.runtime.spawn import SpawnedInit, sealed_exec_memfd, spawn_init
+
+BUSYBOX = Path("/bin/busybox")
+NOBODY = 65534
+PR_SET_DUMPABLE = 4
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not BUSYBOX.exists(), reason="needs busybox-static"),
+]
+
+
+@pytest.fixture(scope="module")
+def busybox() -> Iterator[int]:
+    fd = sealed_exec_memfd(BUSYBOX, "busybox")
+    yield fd
+    os.close(fd)
+
+
+def open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def no_children_left() -> bool:
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def run_sh(exe: int, script: str, **kwargs: Any) -> tuple[list[bytes], int]:
+    """Runs busybox sh -c script as the init; returns what it sent on fd 3 and its status."""
+    host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with host:
+        with child_end:
+            init = spawn_init(child_end, exec_fd=exe, argv=["sh", "-c", script], **kwargs)
+        with init:
+            packets = list(iter(lambda: host.recv(65536), b""))
+            return packets, init.wait()
+
+
+def in_forked(fn: Callable[[], Any]) -> Any:
+    """Runs fn in a forked process (to change uids or fd numbers without harming pytest) and
+    returns its result, or re-raises its exception."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
+            outcome = (False, (type(e), str(e), traceback.format_exc()))
+        with os.fdopen(w, "wb") as f:
+            pickle.dump(outcome, f)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        ok, value = pickle.load(f)
+    os.waitpid(pid, 0)
+    if ok:
+        return value
+    exc_type, msg, tb = value
+    print(tb, file=sys.stderr)
+    raise exc_type(msg)
+
+
+def become_nobody() -> None:
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)
+    # Changing uid made us non-dumpable, which would make /proc/<child>/uid_map root's; a
+    # real unprivileged user never is (sandkit does not change it for the caller).
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+
+
+# --- what the init gets ---------------------------------------------------------------------
+
+
+def test_init_is_pid_1(busybox: int) -> None:
+    packets, status = run_sh(busybox, "echo $$ >&3", user_namespace=False)
+    assert (packets, status) == ([b"1\n"], 0)
+
+
+def test_new_namespaces(busybox: int) -> None:
+    host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with host, child_end, spawn_init(
+        child_end, user_namespace=False, network=True, exec_fd=busybox, argv=["sleep", "60"]
+    ) as init:
+        for ns in ("pid", "mnt", "ipc", "uts", "cgroup", "net"):
+            mine = os.readlink(f"/proc/self/ns/{ns}")
+            # pid: the init is *in* the new namespace (pid_for_children is for its children).
+            assert os.readlink(f"/proc/{init.pid}/ns/{ns}") != mine, ns
+        assert os.readlink(f"/proc/{init.pid}/ns/user") == os.readlink("/proc/self/ns/user")
+
+
+def test_only_loopback_in_new_network(busybox: int) -> None:
+    packets, _ = run_sh(busybox, "cat /proc/net/dev >&3", user_namespace=False, network=True)
+    names = {line.split(b":")[0].strip() for line in b"".join(packets).splitlines()[2:]}
+    assert names == {b"lo"}
+
+
+def test_host_network_when_not_asked(busybox: int) -> None:
+    host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with host, child_end, spawn_init(
+        child_end, user_namespace=False, exec_fd=busybox, argv=["sleep", "60"]
+    ) as init:
+        assert os.readlink(f"/proc/{init.pid}/ns/net") == os.readlink("/proc/self/ns/net")
+
+
+def test_fd_table_is_stdio_and_control_only(busybox: int) -> None:
+    host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    leaky = os.open("/etc/hostname", os.O_RDONLY)  # inheritable: must not get in anyway
+    os.set_inheritable(leaky, True)
+    try:
+        with host, child_end, spawn_init(
+            child_end, user_namespace=False, exec_fd=busybox, argv=["sleep", "60"]
+        ) as init:
+            fds = {int(n): os.readlink(f"/proc/{init.pid}/fd/{n}") for n in os.listdir(f"/proc/{init.pid}/fd")}
+            assert sorted(fds) == [0, 1, 2, 3]
+            assert fds[0] == fds[1] == fds[2] == "/dev/null"
+            assert fds[3] == os.readlink(f"/proc/self/fd/{child_end.fileno()}")
+    finally:
+        os.close(leaky)
+
+
+def test_empty_environment_and_default_signals(busybox: int) -> None:
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # Python's, must not get in
+    host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with host, child_end, spawn_init(
+        child_end, user_namespace=False, exec_fd=busybox, argv=["sleep", "60"]
+    ) as init:
+        assert Path(f"/proc/{init.pid}/environ").read_bytes() == b""
+        status = Path(f"/proc/{init.pid}/status").read_text()
+        assert "SigBlk:\t0000000000000000" in status
+        assert "SigIgn:\t0000000000000000" in status
+
+
+@pytest.mark.parametrize("target", [3, 4])
+def test_fd_number_collisions(busybox: int, target: int) -> None:
+    """The control socket already at 3, or the exec memfd at 3 (which 3 must then replace)."""
+
+    def spawn_with_fd_at_3() -> list[bytes]:
+        host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        src = child_end.fileno() if target == 3 else busybox
+        os.dup2(src, 3)  # fd 3 may be anything in pytest; in this fork we own it
+        exe, ctl = (busybox, socket.socket(fileno=3)) if target == 3 else (3, child_end)
+        with spawn_init(ctl, user_namespace=False, exec_fd=exe, argv=["sh", "-c", "echo ok >&3"]) as init:
+            ctl.close()
+            child_end.close()
+            out = [host.recv(100)]
+            assert init.wait() == 0
+        return out
+
+    assert in_forked(spawn_with_fd_at_3) == [b"ok\n"]
+
+
+# --- user namespaces ------------------------------------------------------------------------
+
+
+def test_user_namespace_as_root(busybox: int) -> None:
+    packets, status = run_sh(
+        busybox, "id -u >&3; id -g >&3; cat /proc/self/uid_map >&3", user_namespace=True
+    )
+    assert status == 0
+    assert packets[:2] == [b"0\n", b"0\n"]
+    assert packets[2].split() == [b"0", b"0", b"1"]
+
+
+def test_user_namespace_unprivileged(busybox: int) -> None:
+    def rootless() -> tuple[list[bytes], int, list[bytes]]:
+        become_nobody()
+        packets, status = run_sh(
+            busybox,
+            "id -u >&3; id -g >&3; cat /proc/self/uid_map >&3; echo $$ >&3",
+            user_namespace=True,
+            network=True,
+        )
+        return packets, status, []
+
+    packets, status, _ = in_forked(rootless)
+    assert status == 0
+    assert packets[:2] == [b"0\n", b"0\n"]
+    assert packets[2].split() == [b"0", str(NOBODY).encode(), b"1"]
+    assert packets[3] == b"1\n"
+
+
+def test_unprivileged_without_user_namespace_is_refused(busybox: int) -> None:
+    def no_userns() -> str:
+        become_nobody()
+        try:
+            run_sh(busybox, "true", user_namespace=False)
+        except HostUnsupportedError as e:
+            return str(e)
+        return "no error"
+
+    msg = in_forked(no_userns)
+    assert "root" in msg and "user_namespace=True" in msg
+
+
+# --- failures leave nothing behind --------------------------------------------------------------
+
+
+def assert_clean_failure(exc: type[Exception], match: str, **kwargs: Any) -> None:
+    before = open_fds()
+    with pytest.raises(exc, match=match):
+        run_sh(**kwargs)
+    assert open_fds() == before
+    assert no_children_left()
+
+
+def test_not_an_executable() -> None:
+    fd = os.memfd_create("junk", os.MFD_CLOEXEC)
+    os.write(fd, b"this is no ELF file\n")
+    try:
+        assert_clean_failure(
+            ContainerStartError, "executing the init.*ENOEXEC", exe=fd, script="true", user_namespace=False
+        )
+    finally:
+        os.close(fd)
+
+
+def test_before_release_failure_kills_child(busybox: int) -> None:
+    pids: list[int] = []
+
+    def refuse(pid: int) -> None:
+        pids.append(pid)
+        raise ContainerStartError("cgroup join failed")
+
+    assert_clean_failure(
+        ContainerStartError, "cgroup join", exe=busybox, script="true",
+        user_namespace=True, before_release=refuse,
+    )
+    assert not Path(f"/proc/{pids[0]}").exists()
+
+
+def test_bad_cgroup_fd(busybox: int, tmp_path: Path) -> None:
+    dirfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert_clean_failure(
+            ContainerStartError, "cgroup", exe=busybox, script="true",
+            user_namespace=False, cgroup_fd=dirfd,
+        )
+    finally:
+        os.close(dirfd)
+
+
+def test_missing_init_binary(tmp_path: Path) -> None:
+    with pytest.raises(ContainerStartError, match="pip install"):
+        sealed_exec_memfd(tmp_path / "nope")
+
+
+def test_sealed_memfd_cannot_change(busybox: int) -> None:
+    with pytest.raises(PermissionError):
+        os.write(busybox, b"x")
+    with pytest.raises(PermissionError):
+        os.ftruncate(busybox, 0)
+
+
+def test_kill_and_wait(busybox: int) -> None:
+    host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with host, child_end:
+        init = spawn_init(child_end, user_namespace=False, exec_fd=busybox, argv=["sleep", "60"])
+        assert init.poll() is None
+        init.kill()
+        assert init.wait() == -9
+        assert init.wait() == -9
+        init.close()
+        init.close()
+    assert no_children_left()
+
+
+def test_200_spawns_leak_nothing(busybox: int) -> None:
+    before = open_fds()
+    for i in range(200):
+        packets, status = run_sh(busybox, "echo $$ >&3", user_namespace=i % 2 == 1, network=i % 4 == 0)
+        assert (packets, status) == ([b"1\n"], 0)
+    assert open_fds() == before
+    assert no_children_left()
+
+
+def test_spawn_exec_wait_speed(busybox: int) -> None:
+    """1000 x (clone3 + exec busybox true + wait); prints the median (pytest -s to see it)."""
+    times = []
+    host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with host, child_end:
+        for _ in range(1000):
+            t0 = time.perf_counter()
+            with spawn_init(child_end, user_namespace=False, exec_fd=busybox, argv=["true"]) as init:
+                assert init.wait() == 0
+            times.append(time.perf_counter() - t0)
+    median_ms = statistics.median(times) * 1000
+    print(f"\nspawn+exec+wait of busybox true: median {median_ms:.3f} ms, "
+          f"p90 {statistics.quantiles(times, n=10)[-1] * 1000:.3f} ms")
+    assert median_ms < 50
+
