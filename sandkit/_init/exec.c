@@ -1,0 +1,573 @@
+/* exec, signal and open requests: everything the host asks of a running container. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "init.h"
+#include "user.h"
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define MAX_RLIMITS 64
+
+/* Pids we owe an `exit` event. Anything else that dies is only reaped. */
+static struct track {
+	pid_t pid;
+	int64_t id;
+} *tracked;
+static size_t ntracked, captracked;
+
+static int track(pid_t pid, int64_t id)
+{
+	if (ntracked == captracked) {
+		size_t cap = captracked ? 2 * captracked : 16;
+		struct track *t = realloc(tracked, cap * sizeof(*t));
+		if (!t)
+			return -1;
+		tracked = t;
+		captracked = cap;
+	}
+	tracked[ntracked++] = (struct track){ pid, id };
+	return 0;
+}
+
+int64_t tracked_take(pid_t pid)
+{
+	for (size_t k = 0; k < ntracked; k++)
+		if (tracked[k].pid == pid) {
+			int64_t id = tracked[k].id;
+			tracked[k] = tracked[--ntracked];
+			return id;
+		}
+	return 0;
+}
+
+static pid_t tracked_pid(int64_t id)
+{
+	for (size_t k = 0; k < ntracked; k++)
+		if (tracked[k].id == id)
+			return tracked[k].pid;
+	return 0;
+}
+
+struct spec {
+	char **argv, **env, *cwd, *user;
+	bool pty, nnp;
+	int has_caps;
+	uint64_t caps;
+	struct sock_fprog prog;
+	struct rlimit rl[MAX_RLIMITS];
+	int rlres[MAX_RLIMITS], nrl;
+	int stdio[3], pty_slave;
+	int *cg;
+	int ncg;
+};
+
+/* What the child writes to the error pipe when it cannot reach execve. */
+struct child_err {
+	int no;
+	char kind[12];
+	char msg[512];
+};
+
+static char **str_array(const struct mp_doc *d, uint32_t arr, const char *what, int extra,
+			struct err *e)
+{
+	uint32_t n = d->o[arr].n;
+	char **v = arena_alloc((n + 1 + extra) * sizeof(char *));
+	if (!v) {
+		seterr(e, ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (uint32_t k = 0; k < n; k++)
+		if (!(v[k] = dup_strobj(d, mp_elem(d, arr, k), what, e)))
+			return NULL;
+	v[n] = NULL;
+	return v;
+}
+
+static int parse_exec(struct req *r, struct spec *s, struct err *e)
+{
+	const struct mp_doc *d = &r->doc;
+	uint32_t argv = 0, env = 0, sc = 0, rl = 0;
+	char *stdio = NULL;
+	int64_t caps = 0, cg = 0;
+	int want;
+
+	memset(s, 0, sizeof(*s));
+	s->nnp = true;
+	s->pty_slave = -1;
+	if (get_type(d, 0, "argv", MP_ARRAY, &argv, e) <= 0 || d->o[argv].n == 0)
+		return e->no ? -1 : seterr(e, EPROTO, "\"argv\" needs at least one element");
+	if (!(s->argv = str_array(d, argv, "argv", 0, e)))
+		return -1;
+	if (get_type(d, 0, "env", MP_ARRAY, &env, e) < 0)
+		return -1;
+	if (env ? !(s->env = str_array(d, env, "env", 1, e)) : !(s->env = arena_alloc(2 * sizeof(char *))))
+		return e->no ? -1 : seterr(e, ENOMEM, "out of memory");
+	if (!env)
+		s->env[0] = NULL;
+	if (get_str(d, 0, "cwd", &s->cwd, e) < 0 || get_str(d, 0, "user", &s->user, e) < 0 ||
+	    need_str(d, 0, "stdio", &stdio, e) < 0 || get_bool(d, 0, "nnp", &s->nnp, e) < 0 ||
+	    (s->has_caps = get_int(d, 0, "caps", &caps, e)) < 0 ||
+	    get_int(d, 0, "cgroups", &cg, e) < 0 || get_type(d, 0, "seccomp", MP_BIN, &sc, e) < 0 ||
+	    get_type(d, 0, "rlimits", MP_ARRAY, &rl, e) < 0)
+		return -1;
+	s->caps = (uint64_t)caps;
+	if (!s->cwd)
+		s->cwd = "/";
+	if (strcmp(stdio, "pty") == 0)
+		s->pty = true;
+	else if (strcmp(stdio, "fds") != 0)
+		return seterr(e, EPROTO, "\"stdio\" must be \"fds\" or \"pty\"");
+	want = (s->pty ? 0 : 3);
+	if (cg < 0 || cg > MAX_FDS - want)
+		return seterr(e, EPROTO, "bad \"cgroups\" count");
+	s->ncg = (int)cg;
+	want += s->ncg;
+	if (r->nfds < want)
+		return seterr(e, EPROTO, "exec expects %d fds, got %d", want, r->nfds);
+	close_fds(r->fds + want, r->nfds - want);
+	r->nfds = want;
+	if (!s->pty)
+		memcpy(s->stdio, r->fds, sizeof(s->stdio));
+	s->cg = r->fds + (s->pty ? 0 : 3);
+
+	if (sc) {
+		uint32_t n = d->o[sc].n;
+		if (n == 0 || n % sizeof(struct sock_filter) || n / sizeof(struct sock_filter) > BPF_MAXINSNS)
+			return seterr(e, EPROTO, "\"seccomp\" is not a BPF program");
+		s->prog.len = (unsigned short)(n / sizeof(struct sock_filter));
+		s->prog.filter = arena_alloc(n);
+		if (!s->prog.filter)
+			return seterr(e, ENOMEM, "out of memory");
+		memcpy(s->prog.filter, d->o[sc].v.p, n);
+	}
+	if (rl && d->o[rl].n > MAX_RLIMITS)
+		return seterr(e, EPROTO, "too many \"rlimits\"");
+	for (uint32_t k = 0; rl && k < d->o[rl].n; k++) {
+		uint32_t t = mp_elem(d, rl, k), a, b, c;
+		if (d->o[t].type != MP_ARRAY || d->o[t].n != 3 ||
+		    d->o[a = mp_elem(d, t, 0)].type != MP_INT || d->o[b = mp_elem(d, t, 1)].type != MP_INT ||
+		    d->o[c = mp_elem(d, t, 2)].type != MP_INT || d->o[a].v.i < 0 || d->o[a].v.i >= RLIM_NLIMITS)
+			return seterr(e, EPROTO, "\"rlimits\" entries must be [resource, soft, hard]");
+		s->rlres[k] = (int)d->o[a].v.i;
+		s->rl[k].rlim_cur = d->o[b].v.i < 0 ? RLIM_INFINITY : (rlim_t)d->o[b].v.i;
+		s->rl[k].rlim_max = d->o[c].v.i < 0 ? RLIM_INFINITY : (rlim_t)d->o[c].v.i;
+		s->nrl++;
+	}
+	return 0;
+}
+
+static const char *env_get(char **env, const char *key)
+{
+	size_t n = strlen(key);
+	for (; *env; env++)
+		if (strncmp(*env, key, n) == 0 && (*env)[n] == '=')
+			return *env + n + 1;
+	return NULL;
+}
+
+/* "No such file or directory" -> "no such file or directory", as Go tools print errors. */
+static const char *lc_strerror(int no, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", strerror(no));
+	if (buf[0] >= 'A' && buf[0] <= 'Z')
+		buf[0] = (char)(buf[0] - 'A' + 'a');
+	return buf;
+}
+
+static __attribute__((noreturn)) void child_fail(int pipefd, const char *kind, int no,
+						   const char *fmt, const char *arg)
+{
+	struct child_err ce = { .no = no };
+	char eb[128];
+	snprintf(ce.kind, sizeof(ce.kind), "%s", kind);
+	snprintf(ce.msg, sizeof(ce.msg), fmt, lc_strerror(no, eb, sizeof(eb)), arg);
+	(void)!write(pipefd, &ce, sizeof(ce));
+	_exit(127);
+}
+
+static int capset_all(uint64_t mask)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct c[2];
+	for (int k = 0; k < 2; k++) {
+		c[k].effective = c[k].permitted = c[k].inheritable = (uint32_t)(mask >> (32 * k));
+	}
+	return (int)syscall(SYS_capset, &h, c);
+}
+
+static void exec_search(struct spec *s, int pipefd)
+{
+	const char *file = s->argv[0], *path;
+	char buf[4096];
+	int seen_eacces = 0;
+
+	if (strchr(file, '/')) {
+		execve(file, s->argv, s->env);
+		child_fail(pipefd, errno == ENOENT ? "notfound" : "noexec", errno, "%s: \"%s\"", file);
+	}
+	path = env_get(s->env, "PATH");
+	if (!path)
+		path = DEFAULT_PATH;
+	for (const char *p = path;; p++) {
+		const char *end = strchrnul(p, ':');
+		int n = (int)(end - p);
+		snprintf(buf, sizeof(buf), "%.*s%s%s", n, p, n ? "/" : "", file);
+		execve(buf, s->argv, s->env);
+		if (errno == EACCES)
+			seen_eacces = 1;
+		else if (errno != ENOENT && errno != ENOTDIR)
+			child_fail(pipefd, "noexec", errno, "%s: \"%s\"", buf);
+		if (!*end)
+			break;
+		p = end;
+	}
+	if (seen_eacces)
+		child_fail(pipefd, "noexec", EACCES, "%s: \"%s\"", file);
+	child_fail(pipefd, "notfound", ENOENT, "executable file not found in $PATH%.0s: \"%s\"", file);
+}
+
+/* Runs in the forked child; it never returns. The order follows docs/protocol.md. */
+static __attribute__((noreturn)) void child(struct spec *s, int pipefd)
+{
+	struct user u;
+	struct err e = { 0 };
+	sigset_t none;
+	char num[] = "0";
+
+	for (int k = 0; k < s->ncg; k++) {
+		int fd = openat(s->cg[k], "cgroup.procs", O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, num, 1) != 1)
+			child_fail(pipefd, "setup", errno, "join cgroup: %s%s", "");
+		close(fd);
+	}
+	if (setsid() < 0)
+		child_fail(pipefd, "setup", errno, "setsid: %s%s", "");
+	if (s->pty) {
+		if (ioctl(s->pty_slave, TIOCSCTTY, 0) < 0)
+			child_fail(pipefd, "setup", errno, "set controlling terminal: %s%s", "");
+		s->stdio[0] = s->stdio[1] = s->stdio[2] = s->pty_slave;
+	}
+	/* Lift the stdio fds clear of 0..2 first so no dup2 clobbers a later source. */
+	for (int k = 0; k < 3; k++)
+		if (s->stdio[k] < 3 && (s->stdio[k] = fcntl(s->stdio[k], F_DUPFD_CLOEXEC, 10)) < 0)
+			child_fail(pipefd, "setup", errno, "dup stdio: %s%s", "");
+	for (int k = 0; k < 3; k++)
+		if (dup2(s->stdio[k], k) < 0)
+			child_fail(pipefd, "setup", errno, "dup2 stdio: %s%s", "");
+
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		child_fail(pipefd, "setup", errno, "reset signal mask: %s%s", "");
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL); /* fails harmlessly for the libc-reserved RT signals */
+
+	for (int k = 0; k < s->nrl; k++)
+		if (setrlimit(s->rlres[k], &s->rl[k]) < 0)
+			child_fail(pipefd, "setup", errno, "setrlimit: %s%s", "");
+
+	if (resolve_user(s->user, &u, &e) < 0) {
+		struct child_err ce = { .no = e.no, .kind = "user" };
+		memcpy(ce.msg, e.msg, sizeof(ce.msg) - 1);
+		(void)!write(pipefd, &ce, sizeof(ce));
+		_exit(127);
+	}
+	if (!env_get(s->env, "HOME")) {
+		char **v = s->env;
+		while (*v)
+			v++;
+		if (asprintf(v, "HOME=%s", u.home) < 0)
+			child_fail(pipefd, "setup", ENOMEM, "%s%s", "");
+		v[1] = NULL;
+	}
+
+	/* The bounding set must shrink while we still hold CAP_SETPCAP, i.e. before setuid. */
+	for (int cap = 0; cap < 64; cap++) {
+		if (s->has_caps && (s->caps >> cap & 1))
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+			if (errno == EINVAL)
+				break; /* past the kernel's last capability */
+			child_fail(pipefd, "setup", errno, "drop bounding capability: %s%s", "");
+		}
+	}
+	if (setgroups((size_t)u.ngroups, u.groups) < 0)
+		child_fail(pipefd, "setup", errno, "setgroups: %s%s", "");
+	if (setresgid(u.gid, u.gid, u.gid) < 0)
+		child_fail(pipefd, "setup", errno, "setgid: %s%s", "");
+	if (setresuid(u.uid, u.uid, u.uid) < 0)
+		child_fail(pipefd, "setup", errno, "setuid: %s%s", "");
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		child_fail(pipefd, "setup", errno, "clear ambient capabilities: %s%s", "");
+	if (capset_all(u.uid == 0 && s->has_caps ? s->caps : 0) < 0)
+		child_fail(pipefd, "setup", errno, "capset: %s%s", "");
+
+	if (chdir(s->cwd) < 0)
+		child_fail(pipefd, "cwd", errno, "%s: cwd \"%s\"", s->cwd);
+	if (s->nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		child_fail(pipefd, "setup", errno, "no_new_privs: %s%s", "");
+	if (s->prog.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->prog) < 0)
+		child_fail(pipefd, "setup", errno, "install seccomp filter: %s%s", "");
+	exec_search(s, pipefd);
+	_exit(127);
+}
+
+static int open_pty(struct spec *s, int64_t rows, int64_t cols, int *master, struct err *e)
+{
+	struct winsize ws = { .ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols };
+	int unlock = 0, m;
+
+	m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (m < 0)
+		return seterr(e, errno, "open /dev/ptmx: %s", strerror(errno));
+	if (ioctl(m, TIOCSPTLCK, &unlock) < 0 || (rows > 0 && cols > 0 && ioctl(m, TIOCSWINSZ, &ws) < 0) ||
+	    (s->pty_slave = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+		int no = errno;
+		close(m);
+		return seterr(e, no, "set up pty: %s", strerror(no));
+	}
+	*master = m;
+	return 0;
+}
+
+int do_exec(struct req *r, struct err *e)
+{
+	struct spec s;
+	struct child_err ce;
+	int64_t rows = 0, cols = 0;
+	int p[2], master = -1, rc = -1;
+	ssize_t n;
+	pid_t pid;
+
+	if (parse_exec(r, &s, e) < 0 || get_int(&r->doc, 0, "rows", &rows, e) < 0 ||
+	    get_int(&r->doc, 0, "cols", &cols, e) < 0)
+		goto out;
+	if (s.pty && open_pty(&s, rows, cols, &master, e) < 0)
+		goto out;
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		seterr(e, errno, "pipe: %s", strerror(errno));
+		goto out;
+	}
+	pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		child(&s, p[1]);
+	}
+	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		seterr(e, errno, "fork: %s", strerror(errno));
+		goto out;
+	}
+	/* The write end closes on execve: EOF means the program is running. */
+	do
+		n = read(p[0], &ce, sizeof(ce));
+	while (n < 0 && errno == EINTR);
+	close(p[0]);
+	if (n == (ssize_t)sizeof(ce)) {
+		/* The child is left for the SIGCHLD reaper; it was never tracked, so no exit event. */
+		ce.kind[sizeof(ce.kind) - 1] = 0;
+		ce.msg[sizeof(ce.msg) - 1] = 0;
+		seterr(e, ce.no, "%s", ce.msg);
+		e->kind = strcmp(ce.kind, "notfound") == 0 ? "notfound" :
+			  strcmp(ce.kind, "noexec") == 0   ? "noexec" :
+			  strcmp(ce.kind, "user") == 0     ? "user" :
+			  strcmp(ce.kind, "cwd") == 0      ? "cwd" : "setup";
+		goto out;
+	}
+	if (n != 0) {
+		seterr(e, EIO, "exec child died before execve");
+		e->kind = "setup";
+		goto out;
+	}
+	if (track(pid, r->id) < 0) {
+		kill(pid, SIGKILL);
+		seterr(e, ENOMEM, "out of memory");
+		goto out;
+	}
+	send_started(r->id, pid, master);
+	rc = 0;
+out:
+	if (master >= 0)
+		close(master);
+	if (s.pty_slave >= 0)
+		close(s.pty_slave);
+	close_fds(r->fds, r->nfds);
+	r->nfds = 0;
+	return rc;
+}
+
+/* pid, ppid, pgrp, session of one /proc/<pid>/stat; false for zombies and vanished pids. */
+static bool stat_of(pid_t pid, pid_t out[4])
+{
+	char path[64], buf[1024], *p, state;
+	int fd, n;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = (int)read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	/* comm may contain anything, including ") ": the last ')' ends it. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %c %d %d %d", &state, &out[1], &out[2], &out[3]) != 4)
+		return false;
+	out[0] = pid;
+	return state != 'Z' && state != 'X';
+}
+
+/* Signals the exec's session, process group and descendants; returns how many were hit. */
+static int signal_tree(pid_t root, int sig)
+{
+	pid_t (*ps)[4] = NULL;
+	size_t n = 0, cap = 0;
+	int hit = 0;
+	bool grew = true;
+	struct dirent *de;
+	DIR *dir = opendir("/proc");
+
+	if (!dir)
+		return -1;
+	while ((de = readdir(dir))) {
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 1)
+			continue;
+		if (n == cap) {
+			void *np = realloc(ps, (cap = cap ? 2 * cap : 256) * sizeof(*ps));
+			if (!np)
+				break;
+			ps = np;
+		}
+		if (stat_of((pid_t)pid, ps[n]))
+			n++;
+	}
+	closedir(dir);
+	/* Mark the matches in place (ppid := 0) and grow the set through parent links. */
+	for (size_t k = 0; k < n; k++)
+		if (ps[k][0] == root || ps[k][2] == root || ps[k][3] == root)
+			ps[k][1] = -ps[k][1] - 1;
+	while (grew) {
+		grew = false;
+		for (size_t k = 0; k < n; k++) {
+			if (ps[k][1] < 0)
+				continue;
+			for (size_t j = 0; j < n; j++)
+				if (ps[j][1] < 0 && ps[j][0] == ps[k][1]) {
+					ps[k][1] = -ps[k][1] - 1;
+					grew = true;
+					break;
+				}
+		}
+	}
+	for (size_t k = 0; k < n; k++)
+		if (ps[k][1] < 0 && kill(ps[k][0], sig) == 0)
+			hit++;
+	free(ps);
+	return hit;
+}
+
+int do_signal(struct req *r, struct err *e)
+{
+	int64_t target = 0, sig = 0;
+	bool tree = false;
+	pid_t pid;
+
+	close_fds(r->fds, r->nfds);
+	r->nfds = 0;
+	if (get_int(&r->doc, 0, "target", &target, e) <= 0 || get_int(&r->doc, 0, "sig", &sig, e) <= 0 ||
+	    get_bool(&r->doc, 0, "tree", &tree, e) < 0)
+		return e->no ? -1 : seterr(e, EPROTO, "signal needs \"target\" and \"sig\"");
+	if (sig < 0 || sig >= NSIG)
+		return seterr(e, EINVAL, "invalid signal %lld", (long long)sig);
+	/* An exec that has ended is untracked, so its pid can never be a reused one. */
+	pid = tracked_pid(target);
+	if (pid > 0) {
+		if (!tree) {
+			if (kill(pid, (int)sig) < 0 && errno != ESRCH)
+				return seterr(e, errno, "kill: %s", strerror(errno));
+		} else {
+			for (int round = 0; signal_tree(pid, (int)sig) > 0 && sig == SIGKILL && round < 1000;
+			     round++) {
+				struct timespec ts = { 0, 1000000 };
+				nanosleep(&ts, NULL);
+			}
+		}
+	}
+	return send_simple("ok", r->id);
+}
+
+int do_open(struct req *r, struct err *e)
+{
+	char *path = NULL, *mode = NULL;
+	int64_t perm = 0644;
+	int flags, fd, rootfd;
+	struct stat st;
+
+	close_fds(r->fds, r->nfds);
+	r->nfds = 0;
+	if (need_str(&r->doc, 0, "path", &path, e) < 0 || need_str(&r->doc, 0, "mode", &mode, e) < 0 ||
+	    get_int(&r->doc, 0, "perm", &perm, e) < 0)
+		return -1;
+	if (strcmp(mode, "r") == 0)
+		flags = O_RDONLY;
+	else if (strcmp(mode, "w") == 0)
+		flags = O_WRONLY | O_CREAT;
+	else if (strcmp(mode, "a") == 0)
+		flags = O_WRONLY | O_CREAT | O_APPEND;
+	else if (strcmp(mode, "dir") == 0)
+		flags = O_RDONLY | O_DIRECTORY;
+	else
+		return seterr(e, EPROTO, "\"mode\" must be r, w, a or dir");
+	if (perm < 0 || perm > 07777)
+		return seterr(e, EINVAL, "bad \"perm\"");
+
+	rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return seterr(e, errno, "open /: %s", strerror(errno));
+	/* O_NONBLOCK keeps a FIFO swapped in after any check from blocking the init; the type is
+	 * then checked on what was actually opened. */
+	fd = resolve(rootfd, path, flags | O_NONBLOCK | O_NOCTTY, (mode_t)perm);
+	close(rootfd);
+	if (fd < 0) {
+		char eb[128];
+		if (errno == ENXIO)
+			return seterr(e, EINVAL, "not a regular file: \"%s\"", path);
+		return seterr(e, errno, "%s: \"%s\"", lc_strerror(errno, eb, sizeof(eb)), path);
+	}
+	if (fstat(fd, &st) < 0 || (flags & O_DIRECTORY ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))) {
+		close(fd);
+		return seterr(e, EINVAL, "not a regular file: \"%s\"", path);
+	}
+	if ((strcmp(mode, "w") == 0 && ftruncate(fd, 0) < 0) ||
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		int no = errno;
+		close(fd);
+		return seterr(e, no, "open %s: %s", path, strerror(no));
+	}
+	send_fd_reply("opened", r->id, fd);
+	close(fd);
+	return 0;
+}

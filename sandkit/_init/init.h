@@ -1,0 +1,74 @@
+/* Shared declarations of the container init (PID 1 of every sandkit container). */
+#ifndef SK_INIT_H
+#define SK_INIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "mpack.h"
+
+#define CTRL_FD 3
+#define MAX_PACKET 65536
+#define MAX_FDS 16
+#define PROTO_VERSION 1
+
+/* One received request: the packet bytes, its decoded form and the fds that came with it. */
+struct req {
+	uint8_t buf[MAX_PACKET + 1];
+	size_t len;
+	struct mp_doc doc;
+	int fds[MAX_FDS];
+	int nfds;
+	int64_t id;
+};
+
+/* A failure to report: errno plus a plain-words message (and an exec error kind). */
+struct err {
+	int no;
+	const char *kind;
+	char msg[512];
+};
+
+int seterr(struct err *e, int no, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* proto.c */
+void arena_reset(void);
+void *arena_alloc(size_t n);
+int recv_req(struct req *r); /* 1 = packet, 0 = EOF, -1 = truncated/bad (err in r->doc.err) */
+void close_fds(int *fds, int n);
+int send_msg(const uint8_t *buf, size_t len, const int *fds, int nfds);
+int send_error(int64_t id, const struct err *e);
+int send_simple(const char *t, int64_t id);
+int send_fd_reply(const char *t, int64_t id, int fd);
+int send_started(int64_t id, pid_t pid, int fd);
+int send_exit(int64_t id, int status);
+int send_ready(void);
+
+/* Typed accessors for request fields: each returns 0 if absent (leaving *out alone), 1 if
+ * present and of the right type, -1 (err filled, EPROTO) on a wrong type. */
+int get_int(const struct mp_doc *d, uint32_t map, const char *key, int64_t *out, struct err *e);
+int get_bool(const struct mp_doc *d, uint32_t map, const char *key, bool *out, struct err *e);
+int get_str(const struct mp_doc *d, uint32_t map, const char *key, char **out, struct err *e);
+int need_str(const struct mp_doc *d, uint32_t map, const char *key, char **out, struct err *e);
+int get_type(const struct mp_doc *d, uint32_t map, const char *key, int type, uint32_t *out,
+	     struct err *e);
+char *dup_strobj(const struct mp_doc *d, uint32_t idx, const char *what, struct err *e);
+
+/* pathres.c: every container path resolved inside root, never escaping it */
+int resolve(int rootfd, const char *path, int oflags, mode_t mode);
+int mkdir_p(int rootfd, const char *path, mode_t mode);
+int make_file(int rootfd, const char *path);
+void fdpath(char buf[32], int fd);
+
+/* rootfs.c */
+int setup_container(struct req *r, struct err *e);
+
+/* exec.c */
+int do_exec(struct req *r, struct err *e);
+int do_signal(struct req *r, struct err *e);
+int do_open(struct req *r, struct err *e);
+int64_t tracked_take(pid_t pid); /* exec id of pid, untracked; 0 if not ours */
+
+#endif

@@ -1,0 +1,165 @@
+/* sandkit-init: PID 1 of a sandkit container. Builds the root from one `setup` message, then
+ * serves exec/signal/open/ping requests on fd 3 until the host goes away. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "init.h"
+
+static struct req req;
+
+static __attribute__((noreturn)) void die_eof(void)
+{
+	/* The host is gone: nothing in the container may outlive it. */
+	kill(-1, SIGKILL);
+	_exit(0);
+}
+
+static void reap(int sfd)
+{
+	struct signalfd_siginfo si;
+	int status;
+	pid_t pid;
+
+	while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		;
+	/* Signals coalesce, so one SIGCHLD may stand for many children: reap until none is left.
+	 * Orphans reparented to us are reaped too, silently. */
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		int64_t id = tracked_take(pid);
+		if (id && send_exit(id, status) < 0 && errno != EAGAIN)
+			die_eof();
+	}
+}
+
+static void protocol_error(int64_t id, const char *why)
+{
+	struct err e = { 0 };
+	seterr(&e, EPROTO, "protocol error: %s", why);
+	if (send_error(id, &e) < 0)
+		die_eof();
+}
+
+static void serve_one(void)
+{
+	struct err e = { 0 };
+	char *t = NULL;
+	int rc;
+
+	arena_reset();
+	rc = recv_req(&req);
+	if (rc == 0)
+		die_eof();
+	if (rc == -2)
+		return;
+	if (rc < 0) {
+		close_fds(req.fds, req.nfds);
+		protocol_error(req.id, req.doc.err);
+		return;
+	}
+	if (get_str(&req.doc, 0, "t", &t, &e) <= 0 || req.id <= 0) {
+		close_fds(req.fds, req.nfds);
+		protocol_error(req.id, e.no ? e.msg : !t ? "missing \"t\"" : "missing or invalid \"id\"");
+		return;
+	}
+	if (strcmp(t, "exec") == 0) {
+		rc = do_exec(&req, &e);
+	} else if (strcmp(t, "signal") == 0) {
+		rc = do_signal(&req, &e);
+	} else if (strcmp(t, "open") == 0) {
+		rc = do_open(&req, &e);
+	} else if (strcmp(t, "ping") == 0) {
+		close_fds(req.fds, req.nfds);
+		rc = send_simple("pong", req.id);
+	} else {
+		close_fds(req.fds, req.nfds);
+		rc = seterr(&e, EPROTO, "unknown message type \"%s\"", t);
+	}
+	req.nfds = 0;
+	if (rc < 0 && e.no && send_error(req.id, &e) < 0)
+		die_eof();
+}
+
+static int setup(void)
+{
+	struct err e = { 0 };
+	char *t = NULL;
+	int rc = recv_req(&req);
+
+	if (rc == 0)
+		_exit(1);
+	close_fds(req.fds, req.nfds);
+	if (rc < 0)
+		seterr(&e, EPROTO, "protocol error: %s", req.doc.err);
+	else if (get_str(&req.doc, 0, "t", &t, &e) <= 0 || strcmp(t, "setup") != 0)
+		seterr(&e, EPROTO, "protocol error: expected a setup message");
+	else if (setup_container(&req, &e) == 0)
+		return 0;
+	send_error(0, &e);
+	return -1;
+}
+
+/* Everything the init holds open is either fd 3 or about to be closed; 0..2 point at the
+ * container's /dev/null so nothing writes into a host terminal or pipe. */
+static int reset_fds(void)
+{
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	for (int k = 0; k < 3; k++)
+		if (fd != k && dup2(fd, k) < 0)
+			return -1;
+	if (fd > 3)
+		close(fd);
+	return close_range(4, ~0U, 0);
+}
+
+int main(void)
+{
+	struct err e = { 0 };
+	struct pollfd pf[2];
+	sigset_t mask;
+	int sfd;
+
+	if (fcntl(CTRL_FD, F_SETFD, FD_CLOEXEC) < 0)
+		return 1;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 || signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		return 1;
+	if (setup() < 0)
+		return 1;
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || reset_fds() < 0 ||
+	    (sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+		seterr(&e, errno, "finish setup: %s", strerror(errno));
+		send_error(0, &e);
+		return 1;
+	}
+	if (send_ready() < 0)
+		die_eof();
+
+	pf[0] = (struct pollfd){ CTRL_FD, POLLIN, 0 };
+	pf[1] = (struct pollfd){ sfd, POLLIN, 0 };
+	for (;;) {
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			die_eof();
+		}
+		/* Exit events are sent before new requests run, so a host sees a pid end first. */
+		if (pf[1].revents)
+			reap(sfd);
+		if (pf[0].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))
+			serve_one();
+	}
+}

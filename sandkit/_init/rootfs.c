@@ -1,0 +1,342 @@
+/* Builds the container root from the setup message, then pivots into it. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "init.h"
+
+struct ctx {
+	int rootfd;
+	bool rootless;
+	struct err *e;
+};
+
+static int mnt(const char *src, int fd, const char *type, unsigned long flags, const char *data)
+{
+	char p[32];
+	fdpath(p, fd);
+	return mount(src, p, type, flags, data);
+}
+
+static int set_ro(int dfd, const char *path, bool recursive)
+{
+	struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY };
+	unsigned flags = (path[0] ? 0 : AT_EMPTY_PATH) | (recursive ? AT_RECURSIVE : 0);
+	return (int)syscall(SYS_mount_setattr, dfd, path, flags, &a, sizeof(a));
+}
+
+/* A mount hides what the old fd pointed at, so read-only is applied to a fresh lookup. */
+static int set_ro_at(struct ctx *c, const char *path, bool recursive)
+{
+	int fd = resolve(c->rootfd, path, O_PATH, 0);
+	int rc;
+	if (fd < 0)
+		return -1;
+	rc = set_ro(fd, "", recursive);
+	close(fd);
+	return rc;
+}
+
+static int mount_in(struct ctx *c, const char *dst, bool file, const char *src, const char *type,
+		    unsigned long flags, const char *data)
+{
+	int fd = file ? make_file(c->rootfd, dst) : mkdir_p(c->rootfd, dst, 0755);
+	if (fd < 0)
+		return seterr(c->e, errno, "create mount point %s: %s", dst, strerror(errno));
+	if (mnt(src, fd, type, flags, data) < 0) {
+		int no = errno;
+		close(fd);
+		return seterr(c->e, no, "mount %s on %s: %s", type ? type : src, dst, strerror(no));
+	}
+	close(fd);
+	return 0;
+}
+
+static int make_rootfs(struct req *r, uint32_t spec, const char *root, const char *scratch,
+		       struct err *e)
+{
+	const struct mp_doc *d = &r->doc;
+	char *kind = NULL, *src = NULL;
+	bool ro = false, ux = false;
+	uint32_t lower = 0;
+
+	if (need_str(d, spec, "kind", &kind, e) < 0 || get_bool(d, spec, "readonly", &ro, e) < 0 ||
+	    get_bool(d, spec, "userxattr", &ux, e) < 0)
+		return -1;
+
+	if (strcmp(kind, "overlay") == 0) {
+		char opts[4096];
+		size_t len = 0;
+		uint32_t n;
+		if (get_type(d, spec, "lower", MP_ARRAY, &lower, e) <= 0 || d->o[lower].n == 0)
+			return seterr(e, EPROTO, "rootfs: overlay needs at least one \"lower\"");
+		n = d->o[lower].n;
+		if (ro && n == 1) {
+			/* overlayfs refuses a single lower without upper: a read-only bind does the same. */
+			char *l = dup_strobj(d, mp_elem(d, lower, 0), "lower", e);
+			if (!l)
+				return -1;
+			if (mount(l, root, NULL, MS_BIND | MS_REC, NULL) < 0)
+				return seterr(e, errno, "bind %s on /: %s", l, strerror(errno));
+			return set_ro(AT_FDCWD, root, false) < 0 ?
+				seterr(e, errno, "remount / read-only: %s", strerror(errno)) : 0;
+		}
+		len = (size_t)snprintf(opts, sizeof(opts), "lowerdir=");
+		for (uint32_t k = 0; k < n; k++) {
+			char *l = dup_strobj(d, mp_elem(d, lower, k), "lower", e);
+			if (!l)
+				return -1;
+			if (strpbrk(l, ",:"))
+				return seterr(e, EINVAL, "overlay layer path contains ',' or ':': %s", l);
+			len += (size_t)snprintf(opts + len, sizeof(opts) - len, "%s%s", k ? ":" : "", l);
+			if (len >= sizeof(opts))
+				return seterr(e, E2BIG, "overlay options too long (%u layers)", n);
+		}
+		if (!ro)
+			len += (size_t)snprintf(opts + len, sizeof(opts) - len,
+						",upperdir=%s/upper,workdir=%s/work", scratch, scratch);
+		if (ux)
+			len += (size_t)snprintf(opts + len, sizeof(opts) - len, ",userxattr");
+		if (len >= sizeof(opts))
+			return seterr(e, E2BIG, "overlay options too long");
+		if (mount("overlay", root, "overlay", ro ? MS_RDONLY : 0, opts) < 0)
+			return seterr(e, errno, "mount overlay on /: %s", strerror(errno));
+	} else if (strcmp(kind, "bind") == 0) {
+		if (need_str(d, spec, "src", &src, e) < 0)
+			return -1;
+		if (mount(src, root, NULL, MS_BIND | MS_REC, NULL) < 0)
+			return seterr(e, errno, "bind %s on /: %s", src, strerror(errno));
+	} else if (strcmp(kind, "tmpfs") == 0) {
+		/* pivot_root needs a mount point. */
+		if (mount(root, root, NULL, MS_BIND, NULL) < 0)
+			return seterr(e, errno, "bind scratch root on itself: %s", strerror(errno));
+	} else {
+		return seterr(e, EPROTO, "rootfs: unknown kind \"%s\"", kind);
+	}
+	return 0;
+}
+
+static int std_mounts(struct ctx *c)
+{
+	static const char *const devs[] = { "null", "zero", "full", "random", "urandom", "tty" };
+	static const char *const links[][2] = {
+		{ "fd", "/proc/self/fd" }, { "stdin", "/proc/self/fd/0" },
+		{ "stdout", "/proc/self/fd/1" }, { "stderr", "/proc/self/fd/2" },
+		{ "ptmx", "pts/ptmx" },
+	};
+	const unsigned long nse = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+	int dfd;
+
+	if (mount_in(c, "/proc", false, "proc", "proc", nse, NULL) < 0)
+		return -1;
+	if (mount_in(c, "/dev", false, "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC,
+		     "mode=755,size=65536") < 0)
+		return -1;
+	for (size_t k = 0; k < sizeof(devs) / sizeof(devs[0]); k++) {
+		char host[32], dst[32];
+		snprintf(host, sizeof(host), "/dev/%s", devs[k]);
+		snprintf(dst, sizeof(dst), "/dev/%s", devs[k]);
+		if (mount_in(c, dst, true, host, NULL, MS_BIND, NULL) < 0)
+			return -1;
+	}
+	dfd = resolve(c->rootfd, "/dev", O_PATH | O_DIRECTORY, 0);
+	if (dfd < 0)
+		return seterr(c->e, errno, "open /dev: %s", strerror(errno));
+	for (size_t k = 0; k < sizeof(links) / sizeof(links[0]); k++)
+		if (symlinkat(links[k][1], dfd, links[k][0]) < 0) {
+			close(dfd);
+			return seterr(c->e, errno, "symlink /dev/%s: %s", links[k][0], strerror(errno));
+		}
+	close(dfd);
+	if (mount_in(c, "/dev/pts", false, "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
+		     c->rootless ? "newinstance,ptmxmode=0666,mode=0620"
+				 : "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
+		return -1;
+	if (mount_in(c, "/dev/shm", false, "shm", "tmpfs", nse, "mode=1777") < 0)
+		return -1;
+	if (mount_in(c, "/sys", false, "sysfs", "sysfs", nse | MS_RDONLY, NULL) < 0) {
+		/* Without owning a net namespace's sysfs, a read-only view of the host's will do. */
+		if (!c->rootless)
+			return -1;
+		if (mount_in(c, "/sys", false, "/sys", NULL, MS_BIND | MS_REC, NULL) < 0 ||
+		    set_ro_at(c, "/sys", true) < 0)
+			return seterr(c->e, errno, "bind /sys read-only: %s", strerror(errno));
+	}
+	return 0;
+}
+
+static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
+{
+	struct err *e = c->e;
+	char *type = NULL, *dst = NULL, *src = NULL, *target = NULL;
+	int64_t size = 0, mode = 0755;
+	bool ro = false, rec = true;
+
+	if (d->o[m].type != MP_MAP)
+		return seterr(e, EPROTO, "\"mounts\" entries must be maps");
+	if (need_str(d, m, "type", &type, e) < 0 || need_str(d, m, "dst", &dst, e) < 0)
+		return -1;
+	if (dst[0] != '/')
+		return seterr(e, EINVAL, "mount destination must be absolute: %s", dst);
+	if (get_int(d, m, "size", &size, e) < 0 || get_int(d, m, "mode", &mode, e) < 0 ||
+	    get_bool(d, m, "ro", &ro, e) < 0 || get_bool(d, m, "rec", &rec, e) < 0)
+		return -1;
+
+	if (strcmp(type, "bind") == 0) {
+		struct stat st;
+		if (need_str(d, m, "src", &src, e) < 0)
+			return -1;
+		if (stat(src, &st) < 0)
+			return seterr(e, errno, "bind source %s: %s", src, strerror(errno));
+		if (mount_in(c, dst, !S_ISDIR(st.st_mode), src, NULL,
+			     MS_BIND | (rec ? MS_REC : 0), NULL) < 0)
+			return -1;
+		if (ro && set_ro_at(c, dst, rec) < 0)
+			return seterr(e, errno, "remount %s read-only: %s", dst, strerror(errno));
+	} else if (strcmp(type, "tmpfs") == 0) {
+		char opts[64];
+		if (size < 0 || mode < 0 || mode > 07777)
+			return seterr(e, EINVAL, "tmpfs %s: bad size or mode", dst);
+		if (size)
+			snprintf(opts, sizeof(opts), "mode=%o,size=%lld", (unsigned)mode, (long long)size);
+		else
+			snprintf(opts, sizeof(opts), "mode=%o", (unsigned)mode);
+		return mount_in(c, dst, false, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, opts);
+	} else if (strcmp(type, "symlink") == 0) {
+		char *slash = strrchr(dst, '/');
+		int dfd;
+		if (need_str(d, m, "target", &target, e) < 0)
+			return -1;
+		*slash = 0;
+		dfd = mkdir_p(c->rootfd, dst[0] ? dst : "/", 0755);
+		*slash = '/';
+		if (dfd < 0 || symlinkat(target, dfd, slash + 1) < 0) {
+			int no = errno;
+			if (dfd >= 0)
+				close(dfd);
+			return seterr(e, no, "symlink %s -> %s: %s", dst, target, strerror(no));
+		}
+		close(dfd);
+	} else if (strcmp(type, "dir") == 0) {
+		int fd = mkdir_p(c->rootfd, dst, (mode_t)(mode & 07777));
+		if (fd < 0)
+			return seterr(e, errno, "mkdir %s: %s", dst, strerror(errno));
+		close(fd);
+	} else {
+		return seterr(e, EPROTO, "unknown mount type \"%s\"", type);
+	}
+	return 0;
+}
+
+static int path_list(struct ctx *c, const struct mp_doc *d, uint32_t setup, const char *key,
+		     bool mask)
+{
+	uint32_t arr = 0;
+	int rc = get_type(d, setup, key, MP_ARRAY, &arr, c->e);
+	if (rc <= 0)
+		return rc;
+	for (uint32_t k = 0; k < d->o[arr].n; k++) {
+		char *p = dup_strobj(d, mp_elem(d, arr, k), key, c->e);
+		struct stat st;
+		int fd;
+		if (!p)
+			return -1;
+		fd = resolve(c->rootfd, p, O_PATH, 0);
+		if (fd < 0 && errno == ENOENT)
+			continue;
+		if (fd < 0 || fstat(fd, &st) < 0)
+			return seterr(c->e, errno, "%s path %s: %s", key, p, strerror(errno));
+		if (!mask) {
+			char self[32];
+			fdpath(self, fd);
+			rc = mount(self, self, NULL, MS_BIND | MS_REC, NULL) < 0 ? -1 : set_ro_at(c, p, true);
+		}
+		else if (S_ISDIR(st.st_mode))
+			rc = mnt("tmpfs", fd, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+				 "size=4k,mode=555");
+		else
+			rc = mnt("/dev/null", fd, NULL, MS_BIND, NULL);
+		close(fd);
+		if (rc < 0)
+			return seterr(c->e, errno, "%s %s: %s", mask ? "mask" : "make read-only", p,
+				      strerror(errno));
+	}
+	return 0;
+}
+
+int setup_container(struct req *r, struct err *e)
+{
+	const struct mp_doc *d = &r->doc;
+	char *scratch = NULL, *hostname = NULL, root[4200], sub[4200];
+	int64_t v = 0, ssize = 0;
+	uint32_t rootspec = 0, mounts = 0;
+	bool rootless = false, ro = false;
+	struct ctx c = { -1, false, e };
+	char opts[64];
+
+	if (get_int(d, 0, "v", &v, e) < 0)
+		return -1;
+	if (v != PROTO_VERSION)
+		return seterr(e, EPROTO, "protocol version mismatch: init speaks %d, host sent %lld",
+			      PROTO_VERSION, (long long)v);
+	if (need_str(d, 0, "scratch", &scratch, e) < 0)
+		return -1;
+	if (get_type(d, 0, "rootfs", MP_MAP, &rootspec, e) <= 0)
+		return e->no ? -1 : seterr(e, EPROTO, "missing \"rootfs\"");
+	if (get_int(d, 0, "scratch_size", &ssize, e) < 0 || get_bool(d, 0, "rootless", &rootless, e) < 0 ||
+	    get_str(d, 0, "hostname", &hostname, e) < 0 ||
+	    get_type(d, 0, "mounts", MP_ARRAY, &mounts, e) < 0 ||
+	    get_bool(d, rootspec, "readonly", &ro, e) < 0)
+		return -1;
+	if (strlen(scratch) > 4000 || ssize < 0)
+		return seterr(e, EINVAL, "bad scratch directory or size");
+	c.rootless = rootless;
+
+	/* Nothing done below may leak back into the host's mount namespace. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return seterr(e, errno, "make mounts private: %s", strerror(errno));
+	if (ssize)
+		snprintf(opts, sizeof(opts), "mode=755,size=%lld", (long long)ssize);
+	else
+		snprintf(opts, sizeof(opts), "mode=755");
+	if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+		return seterr(e, errno, "mount tmpfs on scratch %s: %s", scratch, strerror(errno));
+	for (const char *const *s = (const char *const[]){ "upper", "work", "root", NULL }; *s; s++) {
+		snprintf(sub, sizeof(sub), "%s/%s", scratch, *s);
+		if (mkdir(sub, 0755) < 0)
+			return seterr(e, errno, "mkdir %s: %s", sub, strerror(errno));
+	}
+	snprintf(root, sizeof(root), "%s/root", scratch);
+	if (make_rootfs(r, rootspec, root, scratch, e) < 0)
+		return -1;
+	c.rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (c.rootfd < 0)
+		return seterr(e, errno, "open new root: %s", strerror(errno));
+
+	if (hostname && sethostname(hostname, strlen(hostname)) < 0)
+		return seterr(e, errno, "sethostname %s: %s", hostname, strerror(errno));
+	if (std_mounts(&c) < 0)
+		return -1;
+	for (uint32_t k = 0; mounts && k < d->o[mounts].n; k++)
+		if (user_mount(&c, d, mp_elem(d, mounts, k)) < 0)
+			return -1;
+	if (path_list(&c, d, 0, "masked", true) < 0 || path_list(&c, d, 0, "readonly", false) < 0)
+		return -1;
+
+	/* Stack the old root under the new one and detach it: no path back to the host remains. */
+	if (fchdir(c.rootfd) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+		return seterr(e, errno, "pivot_root: %s", strerror(errno));
+	if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+		return seterr(e, errno, "detach old root: %s", strerror(errno));
+	close(c.rootfd);
+	if (ro && set_ro(AT_FDCWD, "/", false) < 0)
+		return seterr(e, errno, "remount / read-only: %s", strerror(errno));
+	return 0;
+}
