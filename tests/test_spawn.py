@@ -6,8 +6,8 @@ process) and /bin/busybox (apt-get install busybox-static).
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
-import errno
 import os
 import pickle
 import signal
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from sandkit.errors import ContainerStartError, HostUnsupportedError
-from sandkit.runtime.spawn import SpawnedInit, sealed_exec_memfd, spawn_init
+from sandkit.runtime.spawn import sealed_exec_memfd, spawn_init
 
 BUSYBOX = Path("/bin/busybox")
 NOBODY = 65534
@@ -109,9 +109,13 @@ def test_init_is_pid_1(busybox: int) -> None:
 
 def test_new_namespaces(busybox: int) -> None:
     host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with host, child_end, spawn_init(
-        child_end, user_namespace=False, network=True, exec_fd=busybox, argv=["sleep", "60"]
-    ) as init:
+    with (
+        host,
+        child_end,
+        spawn_init(
+            child_end, user_namespace=False, network=True, exec_fd=busybox, argv=["sleep", "60"]
+        ) as init,
+    ):
         for ns in ("pid", "mnt", "ipc", "uts", "cgroup", "net"):
             mine = os.readlink(f"/proc/self/ns/{ns}")
             # pid: the init is *in* the new namespace (pid_for_children is for its children).
@@ -127,9 +131,11 @@ def test_only_loopback_in_new_network(busybox: int) -> None:
 
 def test_host_network_when_not_asked(busybox: int) -> None:
     host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with host, child_end, spawn_init(
-        child_end, user_namespace=False, exec_fd=busybox, argv=["sleep", "60"]
-    ) as init:
+    with (
+        host,
+        child_end,
+        spawn_init(child_end, user_namespace=False, exec_fd=busybox, argv=["sleep", "60"]) as init,
+    ):
         assert os.readlink(f"/proc/{init.pid}/ns/net") == os.readlink("/proc/self/ns/net")
 
 
@@ -138,10 +144,17 @@ def test_fd_table_is_stdio_and_control_only(busybox: int) -> None:
     leaky = os.open("/etc/hostname", os.O_RDONLY)  # inheritable: must not get in anyway
     os.set_inheritable(leaky, True)
     try:
-        with host, child_end, spawn_init(
-            child_end, user_namespace=False, exec_fd=busybox, argv=["sleep", "60"]
-        ) as init:
-            fds = {int(n): os.readlink(f"/proc/{init.pid}/fd/{n}") for n in os.listdir(f"/proc/{init.pid}/fd")}
+        with (
+            host,
+            child_end,
+            spawn_init(
+                child_end, user_namespace=False, exec_fd=busybox, argv=["sleep", "60"]
+            ) as init,
+        ):
+            fds = {
+                int(n): os.readlink(f"/proc/{init.pid}/fd/{n}")
+                for n in os.listdir(f"/proc/{init.pid}/fd")
+            }
             assert sorted(fds) == [0, 1, 2, 3]
             assert fds[0] == fds[1] == fds[2] == "/dev/null"
             assert fds[3] == os.readlink(f"/proc/self/fd/{child_end.fileno()}")
@@ -152,9 +165,11 @@ def test_fd_table_is_stdio_and_control_only(busybox: int) -> None:
 def test_empty_environment_and_default_signals(busybox: int) -> None:
     assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # Python's, must not get in
     host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with host, child_end, spawn_init(
-        child_end, user_namespace=False, exec_fd=busybox, argv=["sleep", "60"]
-    ) as init:
+    with (
+        host,
+        child_end,
+        spawn_init(child_end, user_namespace=False, exec_fd=busybox, argv=["sleep", "60"]) as init,
+    ):
         assert Path(f"/proc/{init.pid}/environ").read_bytes() == b""
         status = Path(f"/proc/{init.pid}/status").read_text()
         assert "SigBlk:\t0000000000000000" in status
@@ -170,7 +185,9 @@ def test_fd_number_collisions(busybox: int, target: int) -> None:
         src = child_end.fileno() if target == 3 else busybox
         os.dup2(src, 3)  # fd 3 may be anything in pytest; in this fork we own it
         exe, ctl = (busybox, socket.socket(fileno=3)) if target == 3 else (3, child_end)
-        with spawn_init(ctl, user_namespace=False, exec_fd=exe, argv=["sh", "-c", "echo ok >&3"]) as init:
+        with spawn_init(
+            ctl, user_namespace=False, exec_fd=exe, argv=["sh", "-c", "echo ok >&3"]
+        ) as init:
             ctl.close()
             child_end.close()
             out = [host.recv(100)]
@@ -239,7 +256,11 @@ def test_not_an_executable() -> None:
     os.write(fd, b"this is no ELF file\n")
     try:
         assert_clean_failure(
-            ContainerStartError, "executing the init.*ENOEXEC", exe=fd, script="true", user_namespace=False
+            ContainerStartError,
+            "executing the init.*ENOEXEC",
+            exe=fd,
+            script="true",
+            user_namespace=False,
         )
     finally:
         os.close(fd)
@@ -253,8 +274,12 @@ def test_before_release_failure_kills_child(busybox: int) -> None:
         raise ContainerStartError("cgroup join failed")
 
     assert_clean_failure(
-        ContainerStartError, "cgroup join", exe=busybox, script="true",
-        user_namespace=True, before_release=refuse,
+        ContainerStartError,
+        "cgroup join",
+        exe=busybox,
+        script="true",
+        user_namespace=True,
+        before_release=refuse,
     )
     assert not Path(f"/proc/{pids[0]}").exists()
 
@@ -263,8 +288,12 @@ def test_bad_cgroup_fd(busybox: int, tmp_path: Path) -> None:
     dirfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         assert_clean_failure(
-            ContainerStartError, "cgroup", exe=busybox, script="true",
-            user_namespace=False, cgroup_fd=dirfd,
+            ContainerStartError,
+            "cgroup",
+            exe=busybox,
+            script="true",
+            user_namespace=False,
+            cgroup_fd=dirfd,
         )
     finally:
         os.close(dirfd)
@@ -298,8 +327,25 @@ def test_kill_and_wait(busybox: int) -> None:
 def test_200_spawns_leak_nothing(busybox: int) -> None:
     before = open_fds()
     for i in range(200):
-        packets, status = run_sh(busybox, "echo $$ >&3", user_namespace=i % 2 == 1, network=i % 4 == 0)
+        packets, status = run_sh(
+            busybox, "echo $$ >&3", user_namespace=i % 2 == 1, network=i % 4 == 0
+        )
         assert (packets, status) == ([b"1\n"], 0)
+    assert open_fds() == before
+    assert no_children_left()
+
+
+def test_spawns_from_many_threads(busybox: int) -> None:
+    """The host is multi-threaded: spawning from several threads at once must just work."""
+    before = open_fds()
+
+    def spawn_some() -> None:
+        for _ in range(25):
+            assert run_sh(busybox, "echo $$ >&3", user_namespace=True) == ([b"1\n"], 0)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for future in [pool.submit(spawn_some) for _ in range(4)]:
+            future.result()
     assert open_fds() == before
     assert no_children_left()
 
@@ -311,11 +357,14 @@ def test_spawn_exec_wait_speed(busybox: int) -> None:
     with host, child_end:
         for _ in range(1000):
             t0 = time.perf_counter()
-            with spawn_init(child_end, user_namespace=False, exec_fd=busybox, argv=["true"]) as init:
+            with spawn_init(
+                child_end, user_namespace=False, exec_fd=busybox, argv=["true"]
+            ) as init:
                 assert init.wait() == 0
             times.append(time.perf_counter() - t0)
     median_ms = statistics.median(times) * 1000
-    print(f"\nspawn+exec+wait of busybox true: median {median_ms:.3f} ms, "
-          f"p90 {statistics.quantiles(times, n=10)[-1] * 1000:.3f} ms")
+    print(
+        f"\nspawn+exec+wait of busybox true: median {median_ms:.3f} ms, "
+        f"p90 {statistics.quantiles(times, n=10)[-1] * 1000:.3f} ms"
+    )
     assert median_ms < 50
-

@@ -31,6 +31,7 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 import attrs
 
@@ -154,16 +155,19 @@ def subid_maps(user: str = "root", count: int = 65536) -> IdMaps | None:
     if ranges[0] is None or ranges[1] is None:
         return None
     (ustart, ucount), (gstart, gcount) = ranges
-    return IdMaps(
-        f"0 {ustart} {min(count, ucount)}\n", f"0 {gstart} {min(count, gcount)}\n", False
-    )
+    return IdMaps(f"0 {ustart} {min(count, ucount)}\n", f"0 {gstart} {min(count, gcount)}\n", False)
 
 
 def _subid_range(path: Path, user: str) -> tuple[int, int] | None:
     with contextlib.suppress(OSError):
         for line in path.read_text().splitlines():
             fields = line.strip().split(":")
-            if len(fields) == 3 and fields[0] == user and fields[1].isdigit() and fields[2].isdigit():
+            if (
+                len(fields) == 3
+                and fields[0] == user
+                and fields[1].isdigit()
+                and fields[2].isdigit()
+            ):
                 return int(fields[1]), int(fields[2])
     return None
 
@@ -246,7 +250,7 @@ class SpawnedInit:
         os.close(self.pidfd)
         self.pidfd = -1
 
-    def __enter__(self) -> SpawnedInit:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -453,8 +457,10 @@ def _userns_hint() -> str:
     if values["kernel.unprivileged_userns_clone"] == "0":
         hints.append("sysctl kernel.unprivileged_userns_clone=1 (it is 0)")
     if values["kernel.apparmor_restrict_unprivileged_userns"] == "1":
-        hints.append("sysctl kernel.apparmor_restrict_unprivileged_userns=0 (it is 1), or an "
-                     "AppArmor profile allowing userns for this program")
+        hints.append(
+            "sysctl kernel.apparmor_restrict_unprivileged_userns=0 (it is 1), or an "
+            "AppArmor profile allowing userns for this program"
+        )
     if not hints:
         hints.append(
             "check sysctl user.max_user_namespaces (too low?), "
