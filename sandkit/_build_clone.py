@@ -43,5 +43,8 @@ if __name__ == "__main__":
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        built = make_builder(f"{HERE.parent}/").compile(tmpdir=tmp)
+        built = Path(make_builder(f"{HERE.parent}/").compile(tmpdir=tmp))
+        # A stale build under another suffix (abi3 from pip, or this one) would shadow it.
+        for old in HERE.glob("_clone_ffi*.so"):
+            old.unlink()
         shutil.copy(built, HERE)
