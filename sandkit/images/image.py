@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from ..errors import ImageError
 from .config import ImageConfig
+
+if TYPE_CHECKING:
+    from .store import ImageRecord, Store
 
 
 @attrs.frozen
@@ -17,12 +23,17 @@ class Image:
 
     ``layer_dirs`` lists the applied layer directories from the bottom layer to the top one; a
     container stacks them as overlay lower directories, so nothing is copied per container.
+    Images from the store also carry ``digest`` (manifest digest) and ``tags``; a container
+    should hold ``image.lease()`` while it runs so that ``remove()`` is refused meanwhile.
     """
 
     layer_dirs: tuple[Path, ...]
     config: ImageConfig = ImageConfig()
     id: str = ""
     name: str = ""
+    digest: str = ""
+    tags: tuple[str, ...] = ()
+    store: Store | None = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod
     def from_directory(cls, path: str | os.PathLike[str], *, config: ImageConfig | None = None) -> Image:
@@ -40,3 +51,107 @@ class Image:
                 "in a layer path: move or rename the directory"
             )
         return cls(layer_dirs=(root,), config=config or ImageConfig(), name=str(root))
+
+    # --- from the store ----------------------------------------------------------------------
+
+    @classmethod
+    def _from_record(cls, store: Store, rec: ImageRecord, name: str = "") -> Image:
+        from .reference import parse
+
+        cfg = json.loads(store.read_blob(rec.id))
+        tags = tuple(parse(t).familiar() for t in store.tags_of(rec.id))
+        return cls(
+            layer_dirs=tuple(store.layer_dir(layer.diff_id) for layer in rec.layers),
+            config=ImageConfig.from_oci(cfg.get("config")),
+            id=rec.id,
+            name=name or (tags[0] if tags else rec.id[:19]),
+            digest=rec.manifest_digest,
+            tags=tags,
+            store=store,
+        )
+
+    @classmethod
+    def get(cls, ref: str, *, store: Store | None = None) -> Image:
+        """A local image by name[:tag], name@digest or id (prefix); ImageNotFoundError if absent."""
+        from .store import Store
+
+        store = store or Store.default()
+        return cls._from_record(store, store.resolve(ref), ref)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        ref: str | None = None,
+        platform: str | None = None,
+        tag: str | None = None,
+        store: Store | None = None,
+    ) -> Image:
+        """Load a `docker save` archive or an OCI layout (dir or tar) into the local store.
+
+        ``ref`` picks one image of a multi-image archive (a tag or `ref.name`); ``platform``
+        ("linux/arm64") overrides the host's for multi-platform indexes; ``tag`` adds a tag.
+        """
+        from . import archive
+        from .store import Store
+
+        store = store or Store.default()
+        ((rec, _tags),) = archive.load(store, path, platform=platform, ref=ref)
+        if tag:
+            store.tag(rec.id, tag)
+        return cls._from_record(store, rec)
+
+    def _store(self) -> Store:
+        if self.store is None:
+            raise ImageError(
+                f"image {self.name!r} is not in the image store (it was made from a directory): "
+                "only stored images can be tagged, saved, inspected or removed"
+            )
+        return self.store
+
+    def tag(self, ref: str) -> Image:
+        """Add the tag ``ref`` (moving it from any other image, as Docker does)."""
+        self._store().tag(self.id, ref)
+        return self._from_record(self._store(), self._store().record(self.id), self.name)
+
+    def remove(self) -> None:
+        """Delete the image and its tags; ImageInUseError while a container uses it."""
+        self._store().remove_image(self.id)
+
+    def lease(self) -> contextlib.AbstractContextManager[int]:
+        """Hold while a container runs from this image (blocks remove(), across processes)."""
+        if self.store is None:
+            return contextlib.nullcontext(0)
+        return self.store.lease(self.id)
+
+    def save(self, path: str | os.PathLike[str], format: Literal["docker", "oci"] = "docker") -> None:
+        """Write an archive that `docker load` (format="docker") or skopeo/podman read."""
+        from . import archive
+
+        store = self._store()
+        archive.save(store, [(store.record(self.id), store.tags_of(self.id))], path, format)
+
+    def inspect(self) -> dict[str, Any]:
+        """What `docker image inspect` shows, in the same spirit (id, digests, size, layers...)."""
+        from .reference import parse
+
+        store = self._store()
+        rec = store.record(self.id)
+        cfg = json.loads(store.read_blob(rec.id))
+        tags = store.tags_of(rec.id)
+        return {
+            "id": rec.id,
+            "repo_tags": [parse(t).familiar() for t in tags],
+            "repo_digests": sorted({f"{parse(t).familiar_name}@{rec.manifest_digest}" for t in tags}),
+            "manifest_digest": rec.manifest_digest,
+            "created": rec.created,
+            "platform": rec.platform,
+            "size": sum(store.layer_size(layer.diff_id) for layer in rec.layers),
+            "layers": [
+                {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
+                 "media_type": layer.media_type, "path": str(store.layer_dir(layer.diff_id))}
+                for layer in rec.layers
+            ],
+            "config": cfg.get("config") or {},
+        }

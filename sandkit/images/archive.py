@@ -1,0 +1,392 @@
+"""Reading and writing image archives: `docker save` (classic and Docker 25+) and OCI layouts.
+
+Accepted inputs: a tar (plain or gzip-compressed) or a directory, holding either a docker
+``manifest.json`` or an OCI ``index.json``. Docker 25+ writes both; ``manifest.json`` is used
+then, because Docker 25 may leave ``index.json`` without manifests. Every blob is verified
+against its digest (and size) before it is used; layers are streamed straight into the store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable
+
+from ..errors import ImageError, ImageNotFoundError
+from . import reference
+from .digest import check_digest, hex_of, sha256_bytes, verify_bytes
+from .layers import split_name
+from .platform import Platform, choose
+from .store import CONFIG_TYPES, INDEX_TYPES, ImageRecord, Store
+
+_JSON_LIMIT = 8 << 20  # manifests and configs are KBs; refuse to buffer absurd ones
+_REF_NAME = "org.opencontainers.image.ref.name"
+_CONTAINERD_NAME = "io.containerd.image.name"
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+class _Source:
+    """Files of an archive by relative name; names are checked so they cannot leave it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def open(self, name: str) -> BinaryIO:
+        raise NotImplementedError
+
+    def exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def read(self, name: str, what: str) -> bytes:
+        try:
+            with self.open(name) as f:
+                data = f.read(_JSON_LIMIT + 1)
+        except (FileNotFoundError, KeyError):
+            raise ImageError(f"{self.path}: {what} {name!r} is missing; the archive is incomplete") from None
+        if len(data) > _JSON_LIMIT:
+            raise ImageError(f"{self.path}: {what} {name!r} is larger than {_JSON_LIMIT} bytes; refused")
+        return data
+
+    def json(self, name: str, what: str) -> Any:
+        try:
+            return json.loads(self.read(name, what))
+        except ValueError as e:
+            raise ImageError(f"{self.path}: {what} {name!r} is not valid JSON ({e})") from None
+
+    @staticmethod
+    def norm(name: str) -> str:
+        return "/".join(split_name(name, "archive member"))
+
+
+class _DirSource(_Source):
+    def open(self, name: str) -> BinaryIO:
+        return open(self.path / self.norm(name), "rb")
+
+    def exists(self, name: str) -> bool:
+        return (self.path / self.norm(name)).is_file()
+
+
+class _TarSource(_Source):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        try:
+            self.tar = tarfile.open(path, "r:*")  # headers only; members are read on demand
+        except (tarfile.TarError, OSError) as e:
+            raise ImageError(
+                f"{path} is neither a directory nor a readable tar archive ({e}): give the file "
+                "written by `docker save`, `skopeo copy ... oci-archive:` or an OCI layout directory"
+            ) from None
+        self.members = {}
+        for m in self.tar.getmembers():
+            try:
+                self.members[self.norm(m.name)] = m
+            except ImageError:
+                continue  # a hostile member name is simply never looked up
+
+    def open(self, name: str) -> BinaryIO:
+        member = self.members[self.norm(name)]
+        try:
+            f = self.tar.extractfile(member)  # follows in-archive links (docker reuses layers so)
+        except KeyError:
+            f = None
+        if f is None:
+            raise ImageError(f"{self.path}: {name!r} is not a regular file in the archive")
+        return f  # type: ignore[return-value]
+
+    def exists(self, name: str) -> bool:
+        try:
+            return self.norm(name) in self.members
+        except ImageError:
+            return False
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+def _open_source(path: str | os.PathLike[str]) -> _Source:
+    p = Path(path)
+    if p.is_dir():
+        return _DirSource(p)
+    if not p.exists():
+        raise ImageNotFoundError(f"image archive {str(p)!r} does not exist")
+    return _TarSource(p)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+class _Loader:
+    def __init__(self, store: Store, source: _Source, platform: Platform | None) -> None:
+        self.store, self.src, self.platform = store, source, platform
+
+    def blob(self, desc: dict[str, Any], what: str) -> bytes:
+        digest = check_digest(desc.get("digest"), f"{what} digest")
+        data = self.src.read(f"blobs/sha256/{hex_of(digest)}", what)
+        return verify_bytes(data, digest, what, desc.get("size"))
+
+    def ingest_layers(self, source_names: Iterable[tuple[str, str | None, int | None]], diff_ids: list[str]) -> list[Any]:
+        out = []
+        for (name, digest, size), diff_id in zip(source_names, diff_ids):
+            check_digest(diff_id, "diff_id")
+            if digest and self.store.has_blob(digest) and self.store.has_layer(diff_id):
+                out.append(self.store.ingest_layer(io.BytesIO(), digest=digest, diff_id=diff_id))
+                continue
+            try:
+                stream = self.src.open(name)
+            except KeyError:
+                raise ImageError(f"{self.src.path}: layer {name!r} is missing; the archive is incomplete") from None
+            with stream:
+                out.append(self.store.ingest_layer(stream, digest=digest, diff_id=diff_id, size=size))
+        return out
+
+    # docker save ---------------------------------------------------------------------------
+
+    def docker(self, entry: Any) -> tuple[bytes, bytes, list[str]]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
+            raise ImageError(f"{self.src.path}: manifest.json entry has no Config; the archive is corrupt")
+        config = self.src.read(entry["Config"], "image config")
+        expected = _digest_from_name(entry["Config"])
+        if expected:
+            verify_bytes(config, expected, "image config")
+        cfg = _parse(config, "image config")
+        layers = entry.get("Layers") or []
+        diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+        if len(layers) != len(diff_ids):
+            raise ImageError(
+                f"{self.src.path}: manifest.json lists {len(layers)} layers but the config "
+                f"{len(diff_ids)}; the archive is corrupt"
+            )
+        names = [(n, _digest_from_name(n) if n.startswith("blobs/") else None, None) for n in layers]
+        records = self.ingest_layers(names, diff_ids)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha256_bytes(config), "size": len(config)},
+            "layers": [{"mediaType": r.media_type, "digest": r.digest, "size": r.size} for r in records],
+        }
+        tags = [t for t in (entry.get("RepoTags") or []) if isinstance(t, str)]
+        return json.dumps(manifest, separators=(",", ":")).encode(), config, tags
+
+    # OCI layout ----------------------------------------------------------------------------
+
+    def oci(self, desc: dict[str, Any]) -> tuple[bytes, bytes, str]:
+        """Follow ``desc`` (index or manifest) down to one image; returns manifest, config, type."""
+        for _depth in range(8):  # nested indexes are legal; unbounded nesting is not
+            data = self.blob(desc, "manifest")
+            doc = _parse(data, "manifest")
+            media_type = doc.get("mediaType") or desc.get("mediaType", "")
+            if "manifests" in doc or media_type in INDEX_TYPES:
+                desc = choose(doc.get("manifests") or [], self.platform, f"{self.src.path}: index {desc['digest'][:19]}")
+                continue
+            config_desc = doc.get("config") or {}
+            if config_desc.get("mediaType") not in CONFIG_TYPES:
+                raise ImageError(
+                    f"{self.src.path}: {desc['digest'][:19]} is an artifact (config type "
+                    f"{config_desc.get('mediaType')!r}), not a container image; nothing to run"
+                )
+            config = self.blob(config_desc, "image config")
+            diff_ids = (_parse(config, "image config").get("rootfs") or {}).get("diff_ids") or []
+            layers = doc.get("layers") or []
+            if len(layers) != len(diff_ids):
+                raise ImageError(f"{self.src.path}: manifest and config disagree on the number of layers")
+            names = []
+            for layer in layers:
+                if "tar" not in str(layer.get("mediaType", "")):
+                    raise ImageError(
+                        f"{self.src.path}: layer media type {layer.get('mediaType')!r} is not a tar "
+                        "layer; this is not a runnable container image"
+                    )
+                digest = check_digest(layer.get("digest"), "layer digest")
+                names.append((f"blobs/sha256/{hex_of(digest)}", digest, layer.get("size")))
+            self.ingest_layers(names, diff_ids)
+            return data, config, media_type or "application/vnd.oci.image.manifest.v1+json"
+        raise ImageError(f"{self.src.path}: indexes nested more than 8 deep; refused")
+
+
+def _parse(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        raise ImageError(f"{what} is not valid JSON ({e}); the archive is corrupt") from None
+    if not isinstance(obj, dict):
+        raise ImageError(f"{what} is not a JSON object; the archive is corrupt")
+    return obj
+
+
+def _digest_from_name(name: str) -> str | None:
+    """Docker names configs `<hex>.json`, `sha256:<hex>` or `blobs/sha256/<hex>`: all imply it."""
+    base = name.rsplit("/", 1)[-1].removesuffix(".json").removeprefix("sha256:")
+    if len(base) == 64 and all(c in "0123456789abcdef" for c in base):
+        return "sha256:" + base
+    return None
+
+
+def _oci_tags(desc: dict[str, Any]) -> tuple[list[str], str]:
+    """Tags an index entry asks for, and the short name to match ``ref=`` against.
+
+    `org.opencontainers.image.ref.name` is often a bare tag ("v1"), which names no repository;
+    such images are loaded untagged (as Docker does) unless the caller tags them.
+    """
+    ann = desc.get("annotations") or {}
+    full = ann.get(_CONTAINERD_NAME)
+    short = ann.get(_REF_NAME) or ""
+    tags = []
+    if full:
+        tags.append(full)
+    elif short and ("/" in short or ":" in short):
+        tags.append(short)
+    return tags, short
+
+
+def load(
+    store: Store,
+    path: str | os.PathLike[str],
+    *,
+    platform: str | None = None,
+    ref: str | None = None,
+    load_all: bool = False,
+) -> list[tuple[ImageRecord, list[str]]]:
+    """Load images from an archive into ``store``; returns (record, tags) per image.
+
+    Without ``load_all``, exactly one image must be selected (the only one, or ``ref``).
+    """
+    plat = Platform.parse(platform) if platform else None
+    src = _open_source(path)
+    try:
+        with store.loading():
+            return _load(store, src, plat, ref, load_all)
+    finally:
+        src.close()
+
+
+def _load(store: Store, src: _Source, plat: Platform | None, ref: str | None, load_all: bool) -> list[tuple[ImageRecord, list[str]]]:
+    loader = _Loader(store, src, plat)
+    done = []
+    if src.exists("manifest.json"):
+        entries = src.json("manifest.json", "manifest.json")
+        if not isinstance(entries, list) or not entries:
+            raise ImageError(f"{src.path}: manifest.json lists no images; the archive is empty or corrupt")
+        if ref is not None:
+            want = {str(reference.parse(ref))}
+            entries = [e for e in entries if isinstance(e, dict)
+                       and want & {str(reference.parse(t)) for t in e.get("RepoTags") or []}]
+            _one_or_error(src, entries, [ref], ref)
+        elif not load_all:
+            _one_or_error(src, entries, [t for e in entries if isinstance(e, dict) for t in e.get("RepoTags") or []], None)
+        for entry in entries:
+            manifest, config, tags = loader.docker(entry)
+            done.append((store.register_image(manifest, config, tags=tags), tags))
+        return done
+    if not src.exists("index.json"):
+        hint = " (it looks like a pre-2016 docker save: re-save it with a current docker)" if src.exists("repositories") else ""
+        raise ImageError(
+            f"{src.path} is not an image archive: it has neither manifest.json (docker save) nor "
+            f"index.json (OCI layout){hint}"
+        )
+    index = src.json("index.json", "index.json")
+    descs = index.get("manifests") if isinstance(index, dict) else None
+    if not descs:
+        raise ImageError(f"{src.path}: index.json lists no images; the layout is empty")
+    if ref is not None:
+        descs = [d for d in descs if ref in (_oci_tags(d)[1], *_oci_tags(d)[0])]
+        _one_or_error(src, descs, [ref], ref)
+    elif not load_all and len(descs) > 1:
+        _one_or_error(src, descs, [_oci_tags(d)[1] or d.get("digest", "?")[:19] for d in descs], None)
+    errors = []
+    for desc in descs:
+        try:
+            manifest, config, media_type = loader.oci(desc)
+        except ImageError as e:
+            if not load_all:
+                raise
+            errors.append(e)
+            continue
+        tags = _oci_tags(desc)[0]
+        done.append((store.register_image(manifest, config, tags=tags, manifest_media_type=media_type), tags))
+    if not done:
+        raise errors[0]
+    return done
+
+
+def _one_or_error(src: _Source, items: list[Any], names: list[str], ref: str | None) -> None:
+    if ref is not None and not items:
+        raise ImageNotFoundError(f"{src.path} holds no image named {ref!r}")
+    if len(items) > 1:
+        raise ImageError(
+            f"{src.path} holds {len(items)} images ({', '.join(names) or 'untagged'}): pass "
+            "ref=... to pick one, or use sandkit.images.load_all() / `sandkit load` for all"
+        )
+
+
+# --- saving ----------------------------------------------------------------------------------
+
+
+def save(store: Store, images: list[tuple[ImageRecord, list[str]]], path: str | os.PathLike[str], fmt: str = "docker") -> None:
+    """Write ``images`` (record, full tags) as one archive.
+
+    "docker" writes the Docker 25 shape (manifest.json + repositories + an OCI layout), which
+    both old and new `docker load` and `skopeo docker-archive:` read; "oci" writes an OCI image
+    layout tar (`skopeo oci-archive:`). The file appears only once complete.
+    """
+    if fmt not in ("docker", "oci"):
+        raise ImageError(f"unknown archive format {fmt!r}: use 'docker' or 'oci'")
+    target = Path(path).absolute()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            _write_archive(store, tar, images, fmt)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_archive(store: Store, tar: tarfile.TarFile, images: list[tuple[ImageRecord, list[str]]], fmt: str) -> None:
+    def add_bytes(name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o644, 0
+        tar.addfile(info, io.BytesIO(data))
+
+    written: set[str] = set()
+    index_entries, docker_entries, repositories = [], [], {}
+    for rec, tags in images:
+        blobs = store.image_blobs(rec.id)
+        for desc in blobs:
+            if desc["digest"] not in written:
+                written.add(desc["digest"])
+                with store.open_blob(desc["digest"]) as f:
+                    info = tarfile.TarInfo(f"blobs/sha256/{hex_of(desc['digest'])}")
+                    info.size, info.mode, info.mtime = os.fstat(f.fileno()).st_size, 0o644, 0
+                    tar.addfile(info, f)
+        refs = [reference.parse(t) for t in tags]
+        base = {"mediaType": rec.manifest_media_type, "digest": rec.manifest_digest, "size": blobs[0]["size"]}
+        for r in refs or [None]:
+            entry = dict(base)
+            if r is not None:
+                entry["annotations"] = {_CONTAINERD_NAME: str(r), _REF_NAME: r.tag or ""}
+            index_entries.append(entry)
+        docker_entries.append({
+            "Config": f"blobs/sha256/{hex_of(rec.id)}",
+            "RepoTags": [r.familiar() for r in refs] or None,
+            "Layers": [f"blobs/sha256/{hex_of(d['digest'])}" for d in blobs[2:]],
+        })
+        for r in refs:
+            repositories.setdefault(r.familiar_name, {})[r.tag or "latest"] = hex_of(rec.id)
+    add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+    add_bytes("index.json", json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index_entries,
+    }).encode())
+    if fmt == "docker":
+        add_bytes("manifest.json", json.dumps(docker_entries).encode())
+        if repositories:
+            add_bytes("repositories", json.dumps(repositories).encode())
+

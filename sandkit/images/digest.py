@@ -1,0 +1,101 @@
+"""Content digests: parsing, hashing while streaming, and verification.
+
+Only sha256 is accepted: it is what every registry and `docker save` writes, and accepting an
+algorithm we do not check would let unverified content into the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from typing import BinaryIO, Iterable
+
+from ..errors import DigestMismatchError, ImageError
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+CHUNK = 1 << 20
+
+
+def check_digest(value: object, what: str = "digest") -> str:
+    """Return ``value`` if it is a well-formed ``sha256:<64 hex>`` digest, else raise ImageError.
+
+    Digests become file names in the store, so a malformed one is a path-injection risk, not just
+    a cosmetic problem.
+    """
+    if not isinstance(value, str) or not _DIGEST_RE.match(value):
+        raise ImageError(
+            f"invalid {what} {value!r}: expected 'sha256:' followed by 64 lowercase hex digits "
+            "(the archive or manifest is corrupt, or uses an unsupported hash algorithm)"
+        )
+    return value
+
+
+def hex_of(digest: str) -> str:
+    return check_digest(digest)[len("sha256:") :]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def verify_bytes(data: bytes, expected: str, what: str, size: int | None = None) -> bytes:
+    """Check ``data`` against a descriptor's digest (and size, when the descriptor gives one)."""
+    if size is not None and len(data) != size:
+        raise DigestMismatchError(
+            f"{what} is {len(data)} bytes but its descriptor says {size}: the archive is corrupt "
+            "or was modified after it was written; re-export or re-download it"
+        )
+    actual = sha256_bytes(data)
+    if actual != expected:
+        raise mismatch(what, expected, actual)
+    return data
+
+
+def mismatch(what: str, expected: str, actual: str) -> DigestMismatchError:
+    return DigestMismatchError(
+        f"{what} has digest {actual} but {expected} was expected: the content is corrupt or was "
+        "tampered with; re-export or re-download it"
+    )
+
+
+class HashingReader(io.RawIOBase):
+    """A read-only stream that hashes and counts every byte read through it, and optionally
+    copies them to ``sink`` (a blob being written while a layer is applied from it)."""
+
+    def __init__(self, raw: BinaryIO, sink: BinaryIO | None = None) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sink = sink
+        self._hash = hashlib.sha256()
+        self.count = 0
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buf))
+        if data:
+            self._hash.update(data)
+            if self._sink is not None:
+                self._sink.write(data)
+            self.count += len(data)
+            buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        """Read to the end so the digest covers the whole stream (tar padding included)."""
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+def chain_ids(diff_ids: Iterable[str]) -> list[str]:
+    """OCI ChainID of each layer prefix: ChainID(n) = sha256(ChainID(n-1) + " " + DiffID(n))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        out.append(diff_id if not out else sha256_bytes(f"{out[-1]} {diff_id}".encode()))
+    return out

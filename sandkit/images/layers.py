@@ -1,0 +1,461 @@
+"""Safe application of one layer tar into its own directory (an overlayfs lower dir).
+
+Every entry is resolved component by component from an fd on the layer root with
+``O_NOFOLLOW | O_DIRECTORY``: a symlink or file in the middle of a path is never followed, so a
+hostile tar cannot write outside the layer directory whatever it contains. ``tarfile`` is used
+only to parse headers; nothing goes through ``extractall``/``extract``.
+
+OCI changeset rules, translated into overlayfs terms (the layer is a lower dir, not a merged
+tree, so deletions are recorded rather than performed):
+
+* ``.wh.NAME`` becomes an overlay whiteout at NAME: a 0/0 character device. The kernel lets an
+  unprivileged user create that one device (Linux >= 5.8), so root and rootless agree.
+* ``.wh..wh..opq`` marks its directory opaque: ``trusted.overlay.opaque=y`` (root) and
+  ``user.overlay.opaque=y`` (for rootless overlay mounted with ``userxattr``), both when allowed.
+* A directory that replaces a whiteout of the same layer (``.wh.a`` then ``a/x``) is made opaque,
+  since the layer deleted the lower ``a`` before recreating it.
+* Devices, foreign ownership and privileged xattrs that an unprivileged user cannot create are
+  replaced by visible stand-ins (an empty file with mode 000 for a device) and reported with a
+  :class:`LayerWarning`, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import os
+import shutil
+import stat
+import tarfile
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import attrs
+import zstandard
+
+from ..errors import ImageError, UnsafeLayerError
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+_MAX_NAME = 255
+_MAX_PATH = 4096
+_CHUNK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class LayerWarning(UserWarning):
+    """Part of a layer could not be reproduced exactly (typically in rootless mode)."""
+
+
+@attrs.define
+class ApplyReport:
+    entries: int = 0
+    placeholders: list[str] = attrs.field(factory=list)  # devices written as empty files
+    foreign_owners: int = 0  # entries whose uid/gid could not be set (rootless)
+    skipped_xattrs: list[str] = attrs.field(factory=list)
+
+    def warn(self, layer: str) -> None:
+        """Tell the caller what was approximated, in one warning per kind."""
+        if self.placeholders:
+            shown = ", ".join("/" + p for p in self.placeholders[:5])
+            warnings.warn(
+                f"layer {layer}: {len(self.placeholders)} device node(s) ({shown}) cannot be created "
+                "without root and were written as empty mode-000 files; run as root to get real "
+                "devices (containers get their own /dev anyway)",
+                LayerWarning,
+                stacklevel=3,
+            )
+        if self.foreign_owners:
+            warnings.warn(
+                f"layer {layer}: {self.foreign_owners} entries belong to other users and are owned "
+                "by you instead (they appear as root inside a rootless container); run as root to "
+                "keep the image's ownership",
+                LayerWarning,
+                stacklevel=3,
+            )
+        if self.skipped_xattrs:
+            warnings.warn(
+                f"layer {layer}: extended attributes not applied: "
+                f"{', '.join(sorted(set(self.skipped_xattrs))[:5])} (overlay-internal ones are "
+                "never taken from a layer; others need root)",
+                LayerWarning,
+                stacklevel=3,
+            )
+
+
+# compression -> OCI layer media type
+LAYER_TYPES = {
+    "": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+def _sniff(magic: bytes) -> str:
+    if magic[:2] == b"\x1f\x8b":
+        return "gzip"
+    if magic[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return ""
+
+
+def compression_of(path: str | os.PathLike[str]) -> str:
+    with open(path, "rb") as f:
+        return _sniff(f.read(4))
+
+
+def open_decompressed(raw: BinaryIO) -> tuple[str, BinaryIO]:
+    """Wrap ``raw`` in a decompressor chosen by the stream's magic bytes (gzip, zstd or none);
+    returns ("gzip"|"zstd"|"", stream).
+
+    The media type is not trusted for this: docker archives often label plain tars as gzip and
+    vice versa, while the first bytes cannot lie about the format.
+    """
+    buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw, _CHUNK)  # type: ignore[arg-type]
+    kind = _sniff(buffered.peek(4)[:4])  # type: ignore[attr-defined]
+    if kind == "gzip":
+        return kind, gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+    if kind == "zstd":
+        dctx = zstandard.ZstdDecompressor()
+        return kind, dctx.stream_reader(buffered, read_across_frames=True)  # type: ignore[return-value]
+    return kind, buffered  # type: ignore[return-value]
+
+
+def split_name(name: str, what: str = "entry") -> list[str]:
+    """Split a tar name into components, refusing anything that could leave the layer root."""
+    if name.startswith("/"):
+        raise UnsafeLayerError(
+            f"layer {what} {name!r} has an absolute path; layer tars must use relative names, "
+            "so this layer is malformed or hostile and was not applied"
+        )
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeLayerError(
+            f"layer {what} {name!r} contains '..', which would escape the layer; the layer is "
+            "hostile or malformed and was not applied"
+        )
+    if len(name.encode("utf-8", "surrogateescape")) > _MAX_PATH or any(
+        len(p.encode("utf-8", "surrogateescape")) > _MAX_NAME for p in parts
+    ):
+        raise UnsafeLayerError(
+            f"layer {what} {name[:80]!r}... has a name longer than Linux allows "
+            f"({_MAX_NAME} bytes per component, {_MAX_PATH} per path); the layer was not applied"
+        )
+    return parts
+
+
+class _Applier:
+    """Applies one tar stream under ``root``; see the module docstring for the rules."""
+
+    def __init__(self, root: Path) -> None:
+        self.root_fd = os.open(root, _DIR_FLAGS)
+        self.report = ApplyReport()
+        self.whiteouts: set[tuple[str, ...]] = set()  # created by this layer
+        self.dir_meta: dict[tuple[str, ...], tarfile.TarInfo] = {}
+        self._cache: tuple[tuple[str, ...], int] | None = None  # last parent dir opened
+
+    def close(self) -> None:
+        self._drop_cache()
+        os.close(self.root_fd)
+
+    # --- path resolution -------------------------------------------------------------------
+
+    def _drop_cache(self) -> None:
+        if self._cache:
+            os.close(self._cache[1])
+            self._cache = None
+
+    def open_dir(self, parts: tuple[str, ...], *, create: bool) -> int:
+        """Return an fd on directory ``parts`` (cached; do not close), creating missing ones."""
+        if self._cache and self._cache[0] == parts:
+            return self._cache[1]
+        fd = os.dup(self.root_fd)
+        try:
+            for i, comp in enumerate(parts):
+                fd = self._step(fd, parts[: i + 1], comp, create)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._drop_cache()
+        self._cache = (parts, fd)
+        return fd
+
+    def _step(self, fd: int, path: tuple[str, ...], comp: str, create: bool) -> int:
+        try:
+            nxt = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.mkdir(comp, 0o755, dir_fd=fd)
+            nxt = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            if not (create and path in self.whiteouts):
+                raise UnsafeLayerError(
+                    f"layer entry goes through {'/'.join(path)!r}, which is a symlink or a file "
+                    "in this layer; following it could write outside the layer, so the layer was "
+                    "refused"
+                ) from None
+            # `.wh.a` then `a/x` in one layer: the lower `a` is deleted, then a new `a` begins.
+            os.unlink(comp, dir_fd=fd)
+            os.mkdir(comp, 0o755, dir_fd=fd)
+            nxt = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+            self._make_opaque(nxt)
+            self.whiteouts.discard(path)
+        os.close(fd)
+        return nxt
+
+    def _clear(self, dfd: int, name: str, path: tuple[str, ...], keep_dir: bool) -> bool:
+        """Remove what is at ``name`` so a new entry can take its place (a later entry for the
+        same path wins). A directory is kept when the new entry is a directory too (its
+        metadata gets updated). Returns True if a directory was kept."""
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return True
+            # the fd cache holds only ``dfd`` itself (the parent), never a child of this tree
+            shutil.rmtree(name, dir_fd=dfd)
+        else:
+            os.unlink(name, dir_fd=dfd)
+        return False
+
+    # --- entries -----------------------------------------------------------------------------
+
+    def apply(self, tar: tarfile.TarFile) -> ApplyReport:
+        for member in tar:
+            self.report.entries += 1
+            parts = tuple(split_name(member.name))
+            if not parts:
+                if not member.isdir():
+                    raise UnsafeLayerError(
+                        f"layer entry {member.name!r} would replace the layer root with a "
+                        "non-directory; the layer is hostile or malformed and was not applied"
+                    )
+                self.dir_meta[()] = member
+                continue
+            parent, name = parts[:-1], parts[-1]
+            if name == OPAQUE_MARKER:
+                self._make_opaque(self.open_dir(parent, create=True))
+            elif name.startswith(WHITEOUT_PREFIX):
+                self._whiteout(parent, name[len(WHITEOUT_PREFIX) :], member)
+            else:
+                self._entry(tar, member, parent, name)
+        self._finish_dirs()
+        return self.report
+
+    def _entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parent: tuple[str, ...], name: str) -> None:
+        path = parent + (name,)
+        dfd = self.open_dir(parent, create=True)
+        replaced_whiteout = path in self.whiteouts
+        self.whiteouts.discard(path)
+        if m.isdir():
+            if not self._clear(dfd, name, path, keep_dir=True):
+                os.mkdir(name, 0o755, dir_fd=dfd)
+                if replaced_whiteout:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+                    try:
+                        self._make_opaque(fd)
+                    finally:
+                        os.close(fd)
+            self.dir_meta[path] = m  # modes/mtimes last, so a 0555 dir can still be filled
+            return
+        self._clear(dfd, name, path, keep_dir=False)
+        if m.isreg():
+            self._regular(tar, m, dfd, name)
+            return
+        if m.islnk():
+            self._hardlink(m, parent, name)
+            return  # a hard link shares the target's inode and so its metadata
+        if m.issym():
+            os.symlink(m.linkname, name, dir_fd=dfd)
+        elif m.ischr() or m.isblk():
+            self._device(m, dfd, name, path)
+        elif m.isfifo():
+            os.mkfifo(name, 0o600, dir_fd=dfd)
+        else:
+            raise UnsafeLayerError(
+                f"layer entry {m.name!r} has tar type {m.type!r}, which no image layer should "
+                "contain; the layer was not applied"
+            )
+        self._meta_at(dfd, name, m)
+
+    def _regular(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dfd: int, name: str) -> None:
+        free = os.statvfs(dfd).f_bavail * os.statvfs(dfd).f_frsize
+        if m.size > free:
+            raise UnsafeLayerError(
+                f"layer file {m.name!r} claims {m.size} bytes but only {free} are free in the "
+                "image store; free some space (sandkit image prune) or the layer is hostile"
+            )
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        try:
+            src = tar.extractfile(m)
+            assert src is not None
+            while chunk := src.read(_CHUNK):
+                os.write(fd, chunk)
+            self._meta_fd(fd, m)
+        finally:
+            os.close(fd)
+
+    def _hardlink(self, m: tarfile.TarInfo, parent: tuple[str, ...], name: str) -> None:
+        target = split_name(m.linkname, "hard link target")
+        if not target:
+            raise UnsafeLayerError(f"layer hard link {m.name!r} points at the layer root; refused")
+        try:  # dup: the next open_dir() may close the cached fd
+            tdfd = os.dup(self.open_dir(tuple(target[:-1]), create=False))
+        except FileNotFoundError:
+            tdfd = -1
+        dfd = self.open_dir(parent, create=True)
+        try:
+            # follow_symlinks=False: a link to a symlink links the symlink itself, never its target
+            os.link(target[-1], name, src_dir_fd=tdfd, dst_dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise ImageError(
+                f"layer hard link {m.name!r} points at {m.linkname!r}, which is not in the same "
+                "layer; the layer is malformed (hard links may only join files of one layer)"
+            ) from None
+        except PermissionError:
+            raise UnsafeLayerError(
+                f"layer hard link {m.name!r} -> {m.linkname!r} cannot be made (a directory, or a "
+                "file the kernel refuses to link); the layer was not applied"
+            ) from None
+        finally:
+            if tdfd >= 0:
+                os.close(tdfd)
+
+    def _device(self, m: tarfile.TarInfo, dfd: int, name: str, path: tuple[str, ...]) -> None:
+        kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+        try:
+            os.mknod(name, kind | (m.mode & 0o777), os.makedev(m.devmajor, m.devminor), dir_fd=dfd)
+        except PermissionError:
+            # Rootless: a device cannot be made; leave a visible stand-in rather than nothing.
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0, dir_fd=dfd))
+            self.report.placeholders.append("/".join(path))
+
+    def _whiteout(self, parent: tuple[str, ...], target: str, m: tarfile.TarInfo) -> None:
+        if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):
+            raise UnsafeLayerError(
+                f"layer whiteout {m.name!r} names {target!r}, which cannot be deleted; the layer "
+                "is hostile or malformed and was not applied"
+            )
+        dfd = self.open_dir(parent, create=True)
+        try:
+            st = os.stat(target, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            # The path also exists in this very layer: it already hides the lower one, except
+            # that a directory merges with a lower directory unless it is opaque.
+            if stat.S_ISDIR(st.st_mode):
+                fd = os.open(target, _DIR_FLAGS, dir_fd=dfd)
+                try:
+                    self._make_opaque(fd)
+                finally:
+                    os.close(fd)
+            return
+        try:
+            os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dfd)
+        except PermissionError:
+            raise ImageError(
+                "this kernel does not let an unprivileged user create overlay whiteouts (0/0 "
+                "character devices, allowed since Linux 5.8): upgrade the kernel or run as root"
+            ) from None
+        self.whiteouts.add(parent + (target,))
+
+    def _make_opaque(self, dir_fd: int) -> None:
+        done = False
+        for name in OPAQUE_XATTRS:
+            try:
+                os.setxattr(dir_fd, name, b"y")
+                done = True
+            except PermissionError:
+                pass  # trusted.* needs CAP_SYS_ADMIN; the user.* form serves rootless overlay
+        if not done:
+            raise ImageError(
+                "cannot set the overlay opaque attribute on a layer directory: the image store's "
+                "filesystem does not support extended attributes; put SANDKIT_HOME on ext4, xfs "
+                "or btrfs"
+            )
+
+    # --- metadata ----------------------------------------------------------------------------
+
+    def _owner(self, m: tarfile.TarInfo, chown: object, *args: object, **kw: object) -> None:
+        try:
+            chown(*args, m.uid, m.gid, **kw)  # type: ignore[operator]
+        except PermissionError:
+            if (m.uid, m.gid) != (0, 0):
+                self.report.foreign_owners += 1
+
+    def _xattrs(self, m: tarfile.TarInfo, target: int | str, **kw: object) -> None:
+        for key, value in m.pax_headers.items():
+            if not key.startswith("SCHILY.xattr."):
+                continue
+            attr = key[len("SCHILY.xattr.") :]
+            if ".overlay." in attr:  # would let a layer forge whiteouts/redirects: never taken
+                self.report.skipped_xattrs.append(attr)
+                continue
+            try:
+                os.setxattr(target, attr, value.encode("utf-8", "surrogateescape"), **kw)  # type: ignore[arg-type]
+            except OSError:
+                self.report.skipped_xattrs.append(attr)
+
+    def _meta_fd(self, fd: int, m: tarfile.TarInfo) -> None:
+        self._owner(m, os.fchown, fd)
+        os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid
+        self._xattrs(m, fd)
+        os.utime(fd, ns=(int(m.mtime * 1e9),) * 2)
+
+    def _meta_at(self, dfd: int, name: str, m: tarfile.TarInfo) -> None:
+        """Metadata of a symlink, device or fifo (not opened: opening a fifo would block)."""
+        self._owner(m, os.chown, name, dir_fd=dfd, follow_symlinks=False)
+        if not m.issym():
+            os.chmod(name, m.mode & 0o7777, dir_fd=dfd)
+        # xattrs on special files are rare and path-based calls would follow symlinks; skip.
+        os.utime(name, ns=(int(m.mtime * 1e9),) * 2, dir_fd=dfd, follow_symlinks=False)
+
+    def _finish_dirs(self) -> None:
+        # deepest first, so setting a parent's mtime is the last change inside it
+        for path in sorted(self.dir_meta, key=len, reverse=True):
+            fd = self.open_dir(path, create=False)
+            self._meta_fd(fd, self.dir_meta[path])
+        self._drop_cache()
+
+
+def apply_tar(stream: BinaryIO, root: str | os.PathLike[str]) -> ApplyReport:
+    """Apply the uncompressed layer tar read from ``stream`` into the empty directory ``root``.
+
+    Raises UnsafeLayerError for hostile content and ImageError for malformed tars; the caller
+    owns ``root`` and deletes it on error.
+    """
+    applier = _Applier(Path(root))
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:
+            return applier.apply(tar)
+    except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile) as e:
+        raise ImageError(
+            f"layer is not a valid tar archive ({e}); the archive is truncated or corrupt: "
+            "re-export or re-download it"
+        ) from None
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise UnsafeLayerError(f"layer entry name too long ({e}); the layer was not applied") from None
+        if e.errno == errno.ENOSPC:
+            raise ImageError("no space left in the image store while applying a layer: free space "
+                             "(sandkit image prune) or move SANDKIT_HOME") from None
+        raise
+    finally:
+        applier.close()
+
+
+def iter_tree(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Walk an applied layer without following symlinks (for tests and inspection)."""
+    for dirpath, dirs, files in os.walk(root):
+        for name in sorted(dirs + files):
+            full = os.path.join(dirpath, name)
+            yield os.path.relpath(full, root), os.lstat(full)

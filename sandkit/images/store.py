@@ -1,0 +1,491 @@
+"""The local image store: content-addressed blobs, applied layers, image records and tags.
+
+Layout (``$SANDKIT_HOME``; default ``/var/lib/sandkit`` for root, else
+``$XDG_DATA_HOME/sandkit``)::
+
+    blobs/sha256/<hex>        manifests, configs and layer blobs exactly as received
+    layers/<diff-id hex>/fs   a layer applied once (overlay lower dir); layer.json beside it
+    images/<config hex>.json  one record per image (id = config digest, as in Docker)
+    refs.json                 full reference ("docker.io/library/busybox:latest") -> image id
+    tmp/                      staging; each staging dir is flock'ed by the process using it
+    locks/, leases/           flock files
+
+Layers are keyed by DiffID, not ChainID: each layer is applied into its own directory with its
+whiteouts kept as overlay whiteouts, so the applied tree does not depend on the layers below it
+and one directory can serve every image that contains that layer, whatever its base.
+
+Crash safety: everything is built under ``tmp/`` and renamed into place; an image record is
+written only after all its blobs and layers exist, so a crash leaves at most unreferenced
+content that :meth:`Store.prune` removes. Concurrency: ``locks/store.lock`` serialises record
+and tag changes; ``locks/gc.lock`` is held shared by loads/pulls and exclusive by prune, so prune
+never deletes a blob a concurrent load is about to reference; ``locks/layer-<hex>.lock`` makes
+two processes apply one layer only once.
+
+API for a registry client (pull/push)
+-------------------------------------
+::
+
+    store = Store.default()
+    with store.loading():                           # shared gc lock for the whole pull
+        store.has_blob(digest) / store.has_layer(diff_id)
+        store.write_blob(stream, digest, size)      # hash while copying; verified, then renamed
+        store.ingest_layer(stream, digest=..., diff_id=..., size=...)
+            # ONE pass over the (compressed) download: written to blobs/, decompressed (gzip/zstd
+            # sniffed), hashed and applied to layers/ as it arrives; both digests verified
+        record = store.register_image(manifest_bytes, config_bytes, tags=["reg/x:1"],
+                                      manifest_media_type=...)   # atomic; moves existing tags
+    store.image_blobs(record.id)   # [manifest, config, *layers] descriptors, for push
+    store.open_blob(digest)        # read a blob (layers are kept compressed as received)
+
+API for the runtime
+-------------------
+``with store.lease(image_id): ...`` holds a shared flock on ``leases/<hex>.lock`` for as long as
+a container uses the image; :meth:`remove_image` takes the lock exclusively without waiting and
+raises ImageInUseError if any lease is held (also across processes; released if the holder dies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import attrs
+
+from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
+from . import reference
+from .digest import HashingReader, check_digest, hex_of, mismatch, sha256_bytes, verify_bytes
+from .fsutil import dir_size, remove_tree, write_json_atomic
+from .layers import LAYER_TYPES, apply_tar, compression_of, open_decompressed
+
+MANIFEST_TYPES = {
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+}
+INDEX_TYPES = {
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+}
+CONFIG_TYPES = {
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+}
+
+
+def default_home() -> Path:
+    if env := os.environ.get("SANDKIT_HOME"):
+        return Path(env).absolute()
+    if os.geteuid() == 0:
+        return Path("/var/lib/sandkit")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data) / "sandkit"
+
+
+@attrs.frozen
+class LayerRecord:
+    digest: str  # of the blob as stored (usually compressed)
+    diff_id: str  # of the uncompressed tar
+    size: int  # blob size
+    media_type: str
+
+
+@attrs.frozen
+class ImageRecord:
+    id: str  # config digest
+    manifest_digest: str
+    manifest_media_type: str
+    layers: tuple[LayerRecord, ...]
+    created: str = ""
+    platform: str = ""
+    loaded: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self, recurse=True)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ImageRecord:
+        layers = tuple(LayerRecord(**layer) for layer in obj.pop("layers"))
+        return cls(layers=layers, **obj)
+
+
+@attrs.frozen
+class PruneReport:
+    images: tuple[str, ...]
+    layers: int
+    blobs: int
+    bytes_freed: int
+
+
+class Store:
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home = Path(home).absolute() if home is not None else default_home()
+        if ":" in str(self.home) or "," in str(self.home):
+            raise ImageError(
+                f"SANDKIT_HOME {str(self.home)!r} contains ':' or ',', which overlayfs cannot take "
+                "in layer paths: choose another directory"
+            )
+        for sub in ("blobs/sha256", "layers", "images", "tmp", "locks", "leases"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def default(cls) -> Store:
+        return cls(default_home())
+
+    # --- locks -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _flock(self, path: Path, op: int) -> Iterator[int]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, op)
+            yield fd
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _store_lock(self) -> contextlib.AbstractContextManager[int]:
+        return self._flock(self.home / "locks" / "store.lock", fcntl.LOCK_EX)
+
+    def loading(self) -> contextlib.AbstractContextManager[int]:
+        """Hold while adding content, from the first blob to register_image (blocks prune)."""
+        return self._flock(self.home / "locks" / "gc.lock", fcntl.LOCK_SH)
+
+    def lease(self, image_id: str) -> contextlib.AbstractContextManager[int]:
+        """Mark ``image_id`` as in use until the context exits (see the module docstring)."""
+        return self._flock(self.home / "leases" / f"{hex_of(image_id)}.lock", fcntl.LOCK_SH)
+
+    def _in_use(self, image_id: str) -> bool:
+        path = self.home / "leases" / f"{hex_of(image_id)}.lock"
+        try:
+            with self._flock(path, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                return False
+        except BlockingIOError:
+            return True
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A private temporary directory inside the store (same filesystem, so rename works),
+        deleted on exit; it is flock'ed so a crashed process's leftovers can be told apart."""
+        path = Path(tempfile.mkdtemp(dir=self.home / "tmp"))
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            remove_tree(path)
+            os.close(fd)
+
+    def _sweep_tmp(self) -> None:
+        for entry in (self.home / "tmp").iterdir():
+            try:
+                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live process is using it
+            finally:
+                os.close(fd)
+            remove_tree(entry)
+
+    # --- blobs -------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.home / "blobs" / "sha256" / hex_of(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.blob_path(digest), "rb")
+        except FileNotFoundError:
+            raise ImageNotFoundError(
+                f"blob {digest} is not in the image store at {self.home}: load or pull the image again"
+            ) from None
+
+    def read_blob(self, digest: str) -> bytes:
+        with self.open_blob(digest) as f:
+            return f.read()
+
+    def put_blob(self, data: bytes, digest: str | None = None) -> str:
+        """Store small content (manifests, configs) already in memory; returns its digest."""
+        actual = sha256_bytes(data)
+        if digest is not None and actual != digest:
+            raise mismatch("blob", digest, actual)
+        if not self.has_blob(actual):
+            with self.staging() as tmp:
+                (tmp / "blob").write_bytes(data)
+                os.replace(tmp / "blob", self.blob_path(actual))
+        return actual
+
+    def write_blob(self, stream: BinaryIO, digest: str, size: int | None = None) -> Path:
+        """Copy ``stream`` into the store, verifying digest and size before it becomes visible."""
+        check_digest(digest)
+        with self.staging() as tmp, open(tmp / "blob", "wb") as out:
+            reader = HashingReader(stream, out)
+            reader.drain()
+            self._check(reader, digest, size, f"blob {digest}")
+            out.flush()
+            os.replace(tmp / "blob", self.blob_path(digest))
+        return self.blob_path(digest)
+
+    @staticmethod
+    def _check(reader: HashingReader, digest: str, size: int | None, what: str) -> None:
+        if size is not None and reader.count != size:
+            raise DigestMismatchError(
+                f"{what} is {reader.count} bytes but {size} were expected: the download or archive "
+                "is truncated or corrupt; try again or re-export it"
+            )
+        if reader.digest != digest:
+            raise mismatch(what, digest, reader.digest)
+
+    # --- layers ------------------------------------------------------------------------------
+
+    def layer_dir(self, diff_id: str) -> Path:
+        """The applied tree of a layer: what a container stacks as an overlay lower dir."""
+        return self.home / "layers" / hex_of(diff_id) / "fs"
+
+    def has_layer(self, diff_id: str) -> bool:
+        return (self.home / "layers" / hex_of(diff_id) / "layer.json").is_file()
+
+    def ingest_layer(
+        self,
+        stream: BinaryIO,
+        *,
+        digest: str | None,
+        diff_id: str,
+        size: int | None = None,
+        media_type: str | None = None,
+    ) -> LayerRecord:
+        """Store a layer blob and apply it, reading ``stream`` once (see module docstring).
+
+        ``digest=None`` (docker-save archives before v25 name no blob digest) computes it instead
+        of checking it; ``media_type=None`` derives it from the compression found. Nothing
+        becomes visible unless the digests verify; on any error the staging area is deleted.
+        """
+        if digest is not None:
+            check_digest(digest)
+        check_digest(diff_id, "diff_id")
+        if digest is not None and self.has_blob(digest) and self.has_layer(diff_id):
+            size = self.blob_path(digest).stat().st_size
+            return LayerRecord(digest, diff_id, size, media_type or LAYER_TYPES[compression_of(self.blob_path(digest))])
+        lock = self.home / "locks" / f"layer-{hex_of(diff_id)}.lock"
+        with self._flock(lock, fcntl.LOCK_EX), self.staging() as tmp:
+            apply = not self.has_layer(diff_id)  # re-checked under the lock
+            blob_out = open(tmp / "blob", "wb")
+            with blob_out:
+                raw = HashingReader(stream, blob_out)
+                kind, decompressed = open_decompressed(raw)  # type: ignore[arg-type]
+                plain = HashingReader(decompressed)
+                if apply:
+                    (tmp / "layer" / "fs").mkdir(parents=True)
+                    report = apply_tar(plain, tmp / "layer" / "fs")  # type: ignore[arg-type]
+                plain.drain()  # tar end padding is part of the DiffID
+                raw.drain()
+            digest = digest or raw.digest
+            self._check(raw, digest, size, f"layer blob {digest}")
+            if plain.digest != diff_id:
+                raise mismatch(f"uncompressed layer {digest}", diff_id, plain.digest)
+            if apply:
+                report.warn(diff_id[:19])
+                write_json_atomic(
+                    tmp / "layer" / "layer.json",
+                    {"diff_id": diff_id, "size": plain.count, "applied": time.time()},
+                )
+                target = self.home / "layers" / hex_of(diff_id)
+                remove_tree(target)  # a leftover without layer.json is an interrupted apply
+                os.rename(tmp / "layer", target)
+            if not self.has_blob(digest):
+                os.replace(tmp / "blob", self.blob_path(digest))
+        return LayerRecord(digest, diff_id, raw.count, media_type or LAYER_TYPES[kind])
+
+    # --- images and tags ---------------------------------------------------------------------
+
+    def _record_path(self, image_id: str) -> Path:
+        return self.home / "images" / f"{hex_of(image_id)}.json"
+
+    def _refs(self) -> dict[str, str]:
+        try:
+            return json.loads((self.home / "refs.json").read_text())
+        except FileNotFoundError:
+            return {}
+
+    def register_image(
+        self,
+        manifest: bytes,
+        config: bytes,
+        *,
+        tags: list[str] | tuple[str, ...] = (),
+        manifest_media_type: str | None = None,
+    ) -> ImageRecord:
+        """Record an image whose layers are all ingested, and point ``tags`` at it (atomic)."""
+        try:
+            man = json.loads(manifest)
+            cfg = json.loads(config)
+        except ValueError as e:
+            raise ImageError(f"image manifest or config is not valid JSON ({e}): the image is corrupt") from None
+        media_type = manifest_media_type or man.get("mediaType") or "application/vnd.oci.image.manifest.v1+json"
+        config_digest = check_digest(man.get("config", {}).get("digest"), "config digest")
+        verify_bytes(config, config_digest, "image config")
+        diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+        layers_desc = man.get("layers") or []
+        if len(diff_ids) != len(layers_desc):
+            raise ImageError(
+                f"image config lists {len(diff_ids)} layers but the manifest {len(layers_desc)}: "
+                "the image is corrupt; rebuild or re-export it"
+            )
+        layers = []
+        for desc, diff_id in zip(layers_desc, diff_ids):
+            digest = check_digest(desc.get("digest"), "layer digest")
+            if not (self.has_blob(digest) and self.has_layer(diff_id)):
+                raise ImageError(f"layer {digest} must be ingested before the image is registered")
+            layers.append(LayerRecord(digest, diff_id, int(desc.get("size", 0)), str(desc.get("mediaType", ""))))
+        manifest_digest = self.put_blob(manifest)
+        self.put_blob(config, config_digest)
+        plat = "/".join(p for p in (cfg.get("os"), cfg.get("architecture"), cfg.get("variant")) if p)
+        record = ImageRecord(
+            config_digest, manifest_digest, media_type, tuple(layers), str(cfg.get("created") or ""), plat, time.time()
+        )
+        refs = [reference.parse(t) for t in tags]
+        with self._store_lock():
+            write_json_atomic(self._record_path(config_digest), record.to_json())
+            if refs:
+                table = self._refs()
+                table.update({str(r): config_digest for r in refs})
+                write_json_atomic(self.home / "refs.json", table)
+        return record
+
+    def record(self, image_id: str) -> ImageRecord:
+        try:
+            return ImageRecord.from_json(json.loads(self._record_path(image_id).read_text()))
+        except FileNotFoundError:
+            raise ImageNotFoundError(f"image {image_id} is not in the local store {self.home}") from None
+
+    def records(self) -> list[ImageRecord]:
+        out = []
+        for path in sorted((self.home / "images").glob("*.json")):
+            try:
+                out.append(ImageRecord.from_json(json.loads(path.read_text())))
+            except (FileNotFoundError, ValueError):
+                continue  # removed (or being replaced) concurrently
+        return out
+
+    def tags_of(self, image_id: str) -> list[str]:
+        return sorted(ref for ref, target in self._refs().items() if target == image_id)
+
+    def resolve(self, ref: str) -> ImageRecord:
+        """Find a local image by name[:tag], name@digest, full id or unique id prefix."""
+        text = ref.removeprefix("sha256:") if ref.startswith("sha256:") and "@" not in ref else None
+        if text is None and len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref) and len(ref) <= 64:
+            text = ref  # docker also accepts a bare id prefix
+        if text is not None:
+            matches = [r for r in self.records() if hex_of(r.id).startswith(text)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise ImageNotFoundError(f"image id prefix {ref!r} is ambiguous: give more digits")
+        parsed = reference.parse(ref)
+        if parsed.digest:
+            for r in self.records():
+                if r.manifest_digest == parsed.digest or r.id == parsed.digest:
+                    return r
+        else:
+            image_id = self._refs().get(str(parsed))
+            if image_id:
+                return self.record(image_id)
+        raise ImageNotFoundError(
+            f"image {ref!r} is not in the local store ({self.home}): load it with "
+            "sandkit.Image.load(path) (`sandkit load -i FILE`) or pull it first"
+        )
+
+    def tag(self, image_id: str, ref: str) -> str:
+        parsed = reference.parse(ref)
+        if parsed.digest:
+            raise ImageError(f"cannot tag with a digest reference {ref!r}: give name:tag")
+        self.record(image_id)
+        with self._store_lock():
+            table = self._refs()
+            table[str(parsed)] = image_id
+            write_json_atomic(self.home / "refs.json", table)
+        return str(parsed)
+
+    def untag(self, ref: str) -> str:
+        parsed = str(reference.parse(ref))
+        with self._store_lock():
+            table = self._refs()
+            image_id = table.pop(parsed, None)
+            if image_id is None:
+                raise ImageNotFoundError(f"no local tag {ref!r}: see `sandkit images`")
+            write_json_atomic(self.home / "refs.json", table)
+        return image_id
+
+    def remove_image(self, image_id: str) -> None:
+        """Delete an image record and all its tags (layers and blobs go at the next prune).
+
+        Refused with ImageInUseError while a container holds a lease on it: its layers are
+        mounted as the container's root filesystem.
+        """
+        with self._store_lock():
+            self.record(image_id)
+            if self._in_use(image_id):
+                raise ImageInUseError(
+                    f"image {image_id[:19]} is used by a running container: stop the container "
+                    "first, then remove the image"
+                )
+            table = {r: t for r, t in self._refs().items() if t != image_id}
+            write_json_atomic(self.home / "refs.json", table)
+            self._record_path(image_id).unlink()
+
+    # --- push support and garbage collection -------------------------------------------------
+
+    def image_blobs(self, image_id: str) -> list[dict[str, Any]]:
+        """Descriptors of every blob of an image: manifest, config, then layers bottom to top."""
+        rec = self.record(image_id)
+        man = json.loads(self.read_blob(rec.manifest_digest))
+        return [
+            {"mediaType": rec.manifest_media_type, "digest": rec.manifest_digest,
+             "size": self.blob_path(rec.manifest_digest).stat().st_size},
+            dict(man["config"]),
+            *(dict(layer) for layer in man["layers"]),
+        ]
+
+    def prune(self) -> PruneReport:
+        """Remove untagged images not in use, then layers and blobs no image references."""
+        with self._flock(self.home / "locks" / "gc.lock", fcntl.LOCK_EX), self._store_lock():
+            self._sweep_tmp()
+            tagged = set(self._refs().values())
+            removed = []
+            for rec in self.records():
+                if rec.id not in tagged and not self._in_use(rec.id):
+                    self._record_path(rec.id).unlink()
+                    removed.append(rec.id)
+            keep_blobs: set[str] = set()
+            keep_layers: set[str] = set()
+            for rec in self.records():
+                keep_blobs.update((rec.id, rec.manifest_digest, *(layer.digest for layer in rec.layers)))
+                keep_layers.update(layer.diff_id for layer in rec.layers)
+            freed = n_layers = n_blobs = 0
+            for path in (self.home / "layers").iterdir():
+                if "sha256:" + path.name not in keep_layers:
+                    freed += dir_size(path)
+                    remove_tree(path)
+                    n_layers += 1
+            for path in (self.home / "blobs" / "sha256").iterdir():
+                if "sha256:" + path.name not in keep_blobs:
+                    freed += path.stat().st_size
+                    path.unlink()
+                    n_blobs += 1
+            return PruneReport(tuple(removed), n_layers, n_blobs, freed)
+
+    def layer_size(self, diff_id: str) -> int:
+        try:
+            return int(json.loads((self.home / "layers" / hex_of(diff_id) / "layer.json").read_text())["size"])
+        except (FileNotFoundError, KeyError, ValueError):
+            return 0
+
