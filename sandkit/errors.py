@@ -48,6 +48,10 @@ class HostUnsupportedError(SandkitError):
     to change)."""
 
 
+class SecurityConfigError(SandkitError, ValueError):
+    """A seccomp profile, capability name or other security option given by the caller is invalid."""
+
+
 # --- images ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,275 @@
+"""What the runtime sees of a container's cgroup, whatever the cgroup version.
+
+Layout, per hierarchy (v1: each of memory/cpu/cpuacct/pids that is needed; v2: the one tree):
+
+    <parent>/<name>/<host pid>-<host start time>/<container id>/     limits live here
+                                                              x<exec id>/  per-exec accounting
+                                                              init/        v2 only, see v2.py
+
+The per-host-process level lets `reap_stale` tell whose cgroups are orphans (pid dead, or reused:
+the start time no longer matches) without any state file.
+"""
+
+from __future__ import annotations
+
+import abc
+import atexit
+import os
+import re
+import threading
+from collections.abc import Callable
+from typing import ClassVar
+
+import attrs
+
+from ...errors import CgroupError
+from . import _fs
+from .detect import CgroupHost
+from .limits import Limits
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_TAG_RE = re.compile(r"^(\d+)-(\d+)$")
+
+# Called on each level of the per-host path (parent, <name>, <tag>) before the next one is made:
+# (dir fd, is the parent) -> None. v1 fixes memory.use_hierarchy there, v2 enables controllers.
+Prepare = Callable[[int, bool], None]
+
+
+@attrs.frozen
+class ExecUsage:
+    """What one exec consumed (its whole process tree)."""
+
+    cpu_ns: int  # user + system CPU time
+    memory_peak: int | None  # high-water mark of charged memory, bytes (None: kernel lacks it)
+    oom_killed: bool  # the kernel's OOM killer killed a process of this exec
+
+
+@attrs.frozen
+class CgroupStats:
+    """A container's resource use now; None where the container has no cgroup for it."""
+
+    memory_current: int | None
+    memory_peak: int | None
+    cpu_ns: int | None
+    pids_current: int | None
+
+
+def host_tag() -> str:
+    """This process's directory name: pid plus start time, so a recycled pid is not mistaken."""
+    pid = os.getpid()
+    return f"{pid}-{_fs.process_start_time(pid)}"
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        raise ValueError(f"not a usable cgroup name: {name!r} (letters, digits, '_.-', at most 128)")
+    return name
+
+
+def is_stale(tag: str) -> bool:
+    """A host directory whose process is gone (or whose pid now belongs to another process)."""
+    match = _TAG_RE.match(tag)
+    if not match:
+        return False  # not ours to judge
+    pid, start = match.groups()
+    return _fs.process_start_time(int(pid)) != start
+
+
+class HostDirs:
+    """This process's `<parent>/<name>/<tag>` directory fds, made on first use, one per hierarchy.
+
+    Kept open for the life of the process so creating a container is one mkdir per hierarchy.
+    A forked child gets its own tag (and so its own dirs) because the key includes the pid.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _cache: ClassVar[dict[tuple[str, str, str], int]] = {}
+
+    @classmethod
+    def get(cls, host: CgroupHost, parent: str, prepare_level: Prepare) -> int:
+        tag = host_tag()
+        key = (parent, host.name, tag)
+        with cls._lock:
+            fd = cls._cache.get(key)
+            if fd is None:
+                fd = cls._make(host, parent, tag, prepare_level)
+                if not cls._cache:
+                    atexit.register(cls.remove_own)
+                cls._cache[key] = fd
+            return fd
+
+    @classmethod
+    def remove_own(cls) -> None:
+        """At exit: rmdir this process's `<tag>` dirs (empty once every container was destroyed;
+        a busy one is left for `reap_stale`). Sandkit's `<name>/` dirs stay: others share them."""
+        with cls._lock:
+            for (parent, name, tag), fd in list(cls._cache.items()):
+                if tag != host_tag():
+                    continue  # inherited across fork: the parent process removes its own
+                os.close(fd)
+                del cls._cache[(parent, name, tag)]
+                try:
+                    os.rmdir(os.path.join(parent, name, tag))
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _make(host: CgroupHost, parent: str, tag: str, prepare_level: Prepare) -> int:
+        parent_fd = _fs.open_dir(parent)
+        try:
+            prepare_level(parent_fd, True)
+            base_fd = _fs.make_dir(parent_fd, host.name, exist_ok=True)
+        finally:
+            os.close(parent_fd)
+        try:
+            prepare_level(base_fd, False)
+            tag_fd = _fs.make_dir(base_fd, tag, exist_ok=True)
+        finally:
+            os.close(base_fd)
+        prepare_level(tag_fd, False)
+        return tag_fd
+
+    @classmethod
+    def forget(cls) -> None:
+        """Close every cached fd (tests; after the tree was reaped from outside)."""
+        with cls._lock:
+            for fd in cls._cache.values():
+                os.close(fd)
+            cls._cache.clear()
+
+
+class ExecCgroup(abc.ABC):
+    """The cgroup(s) one exec runs in, nested in its container's so the container's limits hold."""
+
+    @abc.abstractmethod
+    def fds(self) -> list[int]:
+        """Directory fds for the protocol's `cgroups` field (the child writes 0 to cgroup.procs)."""
+
+    @abc.abstractmethod
+    def usage(self) -> ExecUsage:
+        """Read after the exec ended (or any time: then it is usage so far)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close our fds and rmdir the cgroup if it is empty. Processes the exec left running in
+        the background keep it busy; it then goes with the container's `destroy()`."""
+
+    def finish(self) -> ExecUsage:
+        """`usage()` then `close()`: what the runtime calls when the exec's `exit` arrives."""
+        try:
+            return self.usage()
+        finally:
+            self.close()
+
+    def __enter__(self) -> ExecCgroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ContainerCgroup(abc.ABC):
+    """One container's cgroup(s): limits, join fds, per-exec children, stats, teardown."""
+
+    def __init__(self, host: CgroupHost, name: str, limits: Limits, accounting: bool) -> None:
+        self.host, self.name, self.limits, self.accounting = host, check_name(name), limits, accounting
+        self._destroyed = False
+
+    @staticmethod
+    def create(
+        host: CgroupHost, name: str, limits: Limits, accounting: bool = False
+    ) -> ContainerCgroup | None:
+        """Make the container's cgroup and write its limits; None when nothing needs one.
+
+        Raises `HostUnsupportedError` when the limits cannot be enforced here (check
+        ``host.why_not`` first to fall back to rlimits), `CgroupError` when the kernel refused.
+        On failure nothing is left behind.
+        """
+        if limits.empty and not accounting:
+            return None
+        host.check(limits, accounting)
+        cls: type[ContainerCgroup]
+        if host.version == 1:
+            from .v1 import V1ContainerCgroup as cls
+        else:
+            from .v2 import V2ContainerCgroup as cls
+        cg = cls(host, name, limits, accounting)
+        try:
+            cg._build()
+        except BaseException as e:
+            cg.destroy()
+            if isinstance(e, OSError):
+                raise CgroupError(f"cannot set up the cgroup of container {name}: {e}") from e
+            raise
+        return cg
+
+    @abc.abstractmethod
+    def _build(self) -> None:
+        """mkdir and write the limits (`create` cleans up if this raises)."""
+
+    @abc.abstractmethod
+    def join_fds(self) -> list[int]:
+        """Directory fds to put the init in: v2 one fd for clone3(CLONE_INTO_CGROUP); v1 one per
+        hierarchy, for a child that writes "0" to each's cgroup.procs (or use `add_pid`)."""
+
+    @abc.abstractmethod
+    def add_pid(self, pid: int) -> None:
+        """Move a host pid (the init, right after spawn) into the container's cgroup(s)."""
+
+    @abc.abstractmethod
+    def exec_cgroup(self, exec_id: int) -> ExecCgroup:
+        """A child cgroup for one exec (needs ``accounting=True``)."""
+
+    @abc.abstractmethod
+    def stats(self) -> CgroupStats: ...
+
+    @abc.abstractmethod
+    def _teardown(self) -> None:
+        """Kill what is left and remove every directory; must tolerate a partial `_build`."""
+
+    def destroy(self) -> None:
+        """Kill every process left in the container's cgroups and remove them. Idempotent."""
+        if self._destroyed:
+            return
+        try:
+            self._teardown()
+        except OSError as e:
+            raise CgroupError(f"cannot remove the cgroup of container {self.name}: {e}") from e
+        self._destroyed = True
+
+    def _require_accounting(self) -> None:
+        if not self.accounting:
+            raise ValueError("per-exec cgroups need ContainerCgroup.create(..., accounting=True)")
+        if self._destroyed:
+            raise CgroupError(f"the cgroup of container {self.name} was already destroyed")
+
+    def __enter__(self) -> ContainerCgroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+
+def write_limit(dir_fd: int, file: str, value: str | int) -> None:
+    """Write one limit, turning the kernel's refusal into a message that names file and value."""
+    try:
+        _fs.write(dir_fd, file, value)
+    except OSError as e:
+        raise CgroupError(f"the kernel refused {value!r} for {file}: {os.strerror(e.errno or 0)}") from e
+
+
+def reap_stale_under(parent: str, name: str, use_kill_file: bool) -> list[str]:
+    """Remove `<parent>/<name>/<tag>` trees of dead host processes; returns the paths removed."""
+    removed = []
+    try:
+        base_fd = _fs.open_dir(os.path.join(parent, name))
+    except FileNotFoundError:
+        return removed
+    try:
+        for tag in _fs.subdirs(base_fd):
+            if is_stale(tag):
+                _fs.remove_tree(base_fd, tag, use_kill_file)
+                removed.append(os.path.join(parent, name, tag))
+    finally:
+        os.close(base_fd)
+    return removed
