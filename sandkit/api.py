@@ -1,0 +1,216 @@
+"""The synchronous API: what most users touch. Each call runs the async core (`sandkit.aio`) on
+one background event-loop thread, so sync and async users share one implementation."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import select
+import signal as signals
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from . import _portal
+from .images.image import Image
+from .runtime.container import AsyncContainer
+from .runtime.mounts import Mount
+from .runtime.process import AsyncProcess
+from .runtime.results import ExecResult
+
+__all__ = ["Container", "ExecResult", "Image", "Mount", "Process"]
+
+
+class Container:
+    """An isolated container made from an image.
+
+        with sandkit.Container("host") as c:
+            r = c.exec(["sh", "-c", "echo hi"], timeout=5)
+
+    ``image`` is "host" (the host's own programs, read-only, over a fresh writable layer), an
+    `Image`, or a reference to an image in the local store. Leaving the ``with`` block stops every
+    process in the container and removes every trace of it.
+    """
+
+    def __init__(
+        self,
+        image: Image | str = "host",
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        hostname: str | None = None,
+        mounts: Sequence[Mount | str] = (),
+        read_only: bool = False,
+        network: str = "none",
+    ) -> None:
+        self._core = AsyncContainer(
+            image, env=env, workdir=workdir, user=user, hostname=hostname, mounts=mounts,
+            read_only=read_only, network=network,
+        )
+
+    @property
+    def id(self) -> str:
+        return self._core.id
+
+    @property
+    def hostname(self) -> str:
+        return self._core.hostname or ""
+
+    @property
+    def running(self) -> bool:
+        return self._core.running
+
+    def start(self) -> Container:
+        _portal.run(self._core.start)
+        return self
+
+    def stop(self) -> None:
+        _portal.run(self._core.stop)
+
+    def kill(self) -> None:
+        _portal.run(self._core.kill)
+
+    def __enter__(self) -> Container:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        max_output: int | None = None,
+    ) -> ExecResult:
+        """Run a command to completion; see `AsyncContainer.exec`."""
+        call = functools.partial(
+            self._core.exec, argv, input=input, env=env, workdir=workdir, user=user,
+            timeout=timeout, check=check, max_output=max_output,
+        )
+        return _portal.run(call)
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        stdin: bool = True,
+        tty: bool = False,
+        rows: int = 24,
+        cols: int = 80,
+    ) -> Process:
+        """Start a command and return at once; read its output while it runs."""
+        call = functools.partial(
+            self._core.spawn, argv, env=env, workdir=workdir, user=user, stdin=stdin, tty=tty,
+            rows=rows, cols=cols,
+        )
+        return Process(_portal.run(call))
+
+    def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        _portal.run(functools.partial(self._core.write_file, path, data, mode))
+
+    def read_file(self, path: str) -> bytes:
+        return _portal.run(self._core.read_file, path)
+
+    def listdir(self, path: str = "/") -> list[str]:
+        return _portal.run(self._core.listdir, path)
+
+    def ping(self) -> float:
+        return _portal.run(self._core.ping)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "not running"
+        return f"<sandkit.Container {self.id[:12]} image={self._core.image!r} {state}>"
+
+
+class _Output:
+    """A process's stdout or stderr: ``read()`` or iterate for chunks as they arrive."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def read(self, max_bytes: int = 65536) -> bytes:
+        while True:
+            try:
+                return os.read(self._fd, max_bytes)
+            except BlockingIOError:
+                select.select([self._fd], [], [])
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # pty closed
+                    return b""
+                raise
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read():
+            yield chunk
+
+
+class _Input:
+    def __init__(self, fd: int, owned: bool, closer: Any) -> None:
+        self._fd = fd
+        self._closer = closer
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view):]
+            except BlockingIOError:
+                select.select([], [self._fd], [])
+
+    def close(self) -> None:
+        self._closer()
+
+
+class Process:
+    """A command running in a container (from `Container.spawn`).
+
+    ``returncode`` is None while it runs, then its exit status, or -N for signal N.
+    """
+
+    def __init__(self, core: AsyncProcess) -> None:
+        self._core = core
+        self.stdout = _Output(core.stdout.fd) if core.stdout else None
+        self.stderr = _Output(core.stderr.fd) if core.stderr else None
+        self.stdin = _Input(core.stdin.fd, core.stdin.owns_fd, core.stdin.close) if core.stdin else None
+
+    @property
+    def pid(self) -> int:
+        return self._core.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._core.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        async def wait() -> int:
+            import anyio
+
+            with anyio.fail_after(timeout):
+                return await self._core.wait()
+
+        return _portal.run(wait)
+
+    def kill(self, sig: int = signals.SIGKILL) -> None:
+        _portal.run(self._core.kill, sig)
+
+    def send_signal(self, sig: int) -> None:
+        _portal.run(self._core.send_signal, sig)
+
+    def close(self) -> None:
+        self._core.close()
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _portal.run(self._core.__aexit__, None, None, None)

@@ -1,0 +1,519 @@
+"""The async core of a container: start its init, ask it to run things, tear it down."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import signal as signals
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import anyio
+import attrs
+
+from .. import errors
+from ..images.image import Image
+from ..ipc import Error, Exec, Exit, Open, Opened, Ping, Pong, Ready, Reply, Setup, Signal, Started
+from . import environment, plan
+from .channel import ControlChannel
+from .home import sandkit_home, scratch_mountpoint
+from .mounts import Mount
+from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking
+from .results import ExecResult
+from .spawn import SpawnedInit, spawn_init
+
+_START_TIMEOUT = 30.0
+# After a timeout kills an exec's tree, how long to wait for its pipes to close before giving up
+# on output still held open by something that escaped the kill.
+_DRAIN_AFTER_KILL = 2.0
+
+
+def _resolve_image(image: Image | str) -> Image | str:
+    if isinstance(image, Image) or image == plan.HOST_IMAGE:
+        return image
+    if isinstance(image, os.PathLike):
+        return Image.from_directory(image)
+    getter = getattr(Image, "get", None)
+    if getter is None:
+        raise errors.ImageNotFoundError(
+            f"image {image!r} is unknown: use 'host', or sandkit.Image.from_directory(path)"
+        )
+    return getter(image)
+
+
+@attrs.define(eq=False)
+class AsyncContainer:
+    """An isolated container made from an image; use ``async with``, or `start()` and `stop()`.
+
+    Works under trio and asyncio (through anyio). Nothing of it outlives the host process: the
+    init inside kills everything and exits as soon as the host's end of its socket closes.
+    """
+
+    image: Image | str = "host"
+    env: Mapping[str, str] | None = attrs.field(default=None, kw_only=True)
+    workdir: str | None = attrs.field(default=None, kw_only=True)
+    user: str | None = attrs.field(default=None, kw_only=True)
+    hostname: str | None = attrs.field(default=None, kw_only=True)
+    mounts: Sequence[Mount | str] = attrs.field(default=(), kw_only=True)
+    read_only: bool = attrs.field(default=False, kw_only=True)
+    network: str = attrs.field(default="none", kw_only=True)
+
+    id: str = attrs.field(factory=lambda: secrets.token_hex(32), init=False)
+    _resolved: Image | str | None = attrs.field(default=None, init=False)
+    _init: SpawnedInit | None = attrs.field(default=None, init=False)
+    _channel: ControlChannel | None = attrs.field(default=None, init=False)
+    _stopped: bool = attrs.field(default=False, init=False)
+    _devnull: int = attrs.field(default=-1, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.network not in ("none", "host"):
+            raise errors.ContainerError(
+                f"network={self.network!r} is not supported: use 'none' (loopback only, the "
+                "default) or 'host' (shares the host's network, not isolated)"
+            )
+        if self.hostname is None:
+            self.hostname = self.id[:12]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._channel is not None and not self._stopped and not self._channel.dead
+
+    @property
+    def rootless(self) -> bool:
+        return os.geteuid() != 0
+
+    async def start(self) -> AsyncContainer:
+        if self._channel is not None or self._stopped:
+            raise errors.ContainerError("this container was already started; make a new one")
+        self._resolved = _resolve_image(self.image)
+        setup = self._setup_message(self._resolved)
+        host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            with init_end:
+                self._init = spawn_init(
+                    init_end, user_namespace=self.rootless, network=self.network == "none"
+                )
+            self._channel = ControlChannel(host_end)
+            self._channel.send(setup)
+            with anyio.fail_after(_START_TIMEOUT):
+                reply, _ = await self._channel.reply(0)
+            if isinstance(reply, Error):
+                raise errors.ContainerStartError(_start_failure(reply, self.rootless))
+            if not isinstance(reply, Ready):
+                raise errors.ProtocolError(f"expected 'ready' from the init, got {reply!r}")
+            self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        except BaseException as exc:
+            await self._teardown(kill=True)
+            if isinstance(exc, errors.ContainerDiedError):
+                raise errors.ContainerStartError(
+                    "the container's init exited during set-up without saying why: "
+                    "run `sandkit doctor` to check what this host supports"
+                ) from None
+            if isinstance(exc, TimeoutError):
+                raise errors.ContainerStartError(
+                    f"the container did not finish set-up within {_START_TIMEOUT:.0f} s"
+                ) from None
+            raise
+        self._channel.forget(0)
+        return self
+
+    def _setup_message(self, image: Image | str) -> Setup:
+        from ..security import paths as security_paths
+
+        return plan.setup_message(
+            image,
+            scratch=scratch_mountpoint(sandkit_home()),
+            hostname=self.hostname or "",
+            mounts=[Mount.parse(m) for m in self.mounts],
+            read_only=self.read_only,
+            rootless=self.rootless,
+            masked=security_paths.MASKED_PATHS,
+            readonly_paths=security_paths.READONLY_PATHS,
+        )
+
+    async def stop(self) -> None:
+        """Stop every process in the container and remove all trace of it. Idempotent."""
+        await self._teardown(kill=False)
+
+    async def kill(self) -> None:
+        """Like `stop`, but SIGKILLs the init at once instead of letting it kill its processes."""
+        await self._teardown(kill=True)
+
+    async def _teardown(self, *, kill: bool) -> None:
+        self._stopped = True
+        if self._channel is not None:
+            self._channel.close()  # the init sees EOF: it kills everything and exits
+            self._channel = None
+        if self._devnull >= 0:
+            os.close(self._devnull)
+            self._devnull = -1
+        spawned, self._init = self._init, None
+        if spawned is None:
+            return
+        with anyio.CancelScope(shield=True):
+            if kill:
+                spawned.kill()
+            await anyio.wait_readable(spawned.pidfd)
+            spawned.wait()
+            spawned.close()
+
+    async def __aenter__(self) -> AsyncContainer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- running commands -----------------------------------------------------------------
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        stdin: bool = True,
+        tty: bool = False,
+        rows: int = 24,
+        cols: int = 80,
+    ) -> AsyncProcess:
+        """Start ``argv`` and return at once; its output streams while it runs."""
+        channel = self._live_channel()
+        request = self._exec_request(argv, env=env, workdir=workdir, user=user, tty=tty, rows=rows, cols=cols)
+        if tty:
+            return await self._start_process(channel, request, (), argv, ())
+        host_ends: list[int] = []
+        child_ends: list[int] = []
+        try:
+            if stdin:
+                r, w = os.pipe2(os.O_CLOEXEC)
+                child_ends.append(r)
+                host_ends.append(w)
+            else:
+                child_ends.append(self._devnull)
+            for _ in range(2):
+                r, w = os.pipe2(os.O_CLOEXEC)
+                host_ends.append(r)
+                child_ends.append(w)
+            return await self._start_process(channel, request, child_ends, argv, host_ends)
+        except BaseException:
+            for fd in host_ends:
+                os.close(fd)
+            raise
+        finally:
+            for fd in child_ends:
+                if fd != self._devnull:
+                    os.close(fd)
+
+    async def _start_process(
+        self,
+        channel: ControlChannel,
+        request: Exec,
+        child_fds: Sequence[int],
+        argv: Sequence[str],
+        host_fds: Sequence[int],
+    ) -> AsyncProcess:
+        channel.send(request, child_fds)
+        try:
+            reply, fds = await channel.reply(request.id)
+        except BaseException:
+            channel.forget(request.id)
+            raise
+        if isinstance(reply, Error):
+            channel.forget(request.id)
+            raise _exec_failure(reply, argv)
+        if not isinstance(reply, Started):
+            raise errors.ProtocolError(f"expected 'started', got {reply!r}")
+        if request.pty:
+            (master,) = fds
+            set_nonblocking(master)
+            return AsyncProcess(self, request.id, reply.pid, tuple(argv),
+                                stdin=AsyncInput(master, owns_fd=False), stdout=AsyncOutput(master),
+                                stderr=None, tty=True)
+        for fd in host_fds:
+            set_nonblocking(fd)
+        stdin_fd = host_fds[0] if len(host_fds) == 3 else None
+        out_fd, err_fd = host_fds[-2:]
+        return AsyncProcess(self, request.id, reply.pid, tuple(argv),
+                            stdin=AsyncInput(stdin_fd) if stdin_fd is not None else None,
+                            stdout=AsyncOutput(out_fd), stderr=AsyncOutput(err_fd))
+
+    def _exec_request(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None,
+        workdir: str | None,
+        user: str | None,
+        tty: bool,
+        rows: int,
+        cols: int,
+    ) -> Exec:
+        if isinstance(argv, str | bytes) or not argv:
+            raise errors.ExecStartError(
+                "argv must be a non-empty list of strings, e.g. ['sh', '-c', 'echo hi']"
+            )
+        channel = self._live_channel()
+        config = self._resolved.config if isinstance(self._resolved, Image) else None
+        merged_env = environment.merge(
+            image_env=config.env if config else (),
+            container_env=self.env,
+            exec_env=env,
+            hostname=self.hostname or "",
+            tty=tty,
+        )
+        from ..security import defaults as security_defaults
+
+        return Exec(
+            id=channel.protocol.next_id(),
+            argv=tuple(argv),
+            env=merged_env,
+            cwd=workdir or self.workdir or (config.working_dir if config else "") or "/",
+            user=user or self.user or (config.user if config else None) or None,
+            pty=tty,
+            rows=rows,
+            cols=cols,
+            caps=security_defaults.capabilities_mask(),
+            seccomp=security_defaults.seccomp_program(),
+        )
+
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        max_output: int | None = None,
+    ) -> ExecResult:
+        """Run ``argv`` to completion and collect its output.
+
+        A ``timeout`` (seconds) kills the process and everything it started. ``check=True``
+        raises `ExecError` when the command fails or times out.
+        """
+        started = time.monotonic()
+        process = await self.spawn(argv, env=env, workdir=workdir, user=user, stdin=input is not None)
+        timed_out = False
+        out, err = _Output(max_output), _Output(max_output)
+        async with process:
+            with anyio.move_on_after(timeout) as deadline:
+                await _communicate(process, input, out, err)
+            if deadline.cancelled_caught:
+                timed_out = True
+                await process.kill()
+                with anyio.move_on_after(_DRAIN_AFTER_KILL):
+                    await _communicate(process, None, out, err)
+            await process.wait()
+        result = _result(process, out, err, timed_out, time.monotonic() - started)
+        if check and not result.ok:
+            _raise_for(result, argv, timeout)
+        return result
+
+    # -- files ----------------------------------------------------------------------------
+
+    async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Create or replace a file inside the container (seen through the container's root)."""
+        if isinstance(data, str):
+            data = data.encode()
+        fd = await self._open(path, "w", mode)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    async def read_file(self, path: str) -> bytes:
+        fd = await self._open(path, "r")
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
+
+    async def listdir(self, path: str = "/") -> list[str]:
+        fd = await self._open(path, "dir")
+        try:
+            return sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
+
+    async def _open(self, path: str, mode: str, perm: int = 0o644) -> int:
+        if not path.startswith("/"):
+            path = "/" + path if self.workdir is None else os.path.join(self.workdir, path)
+        channel = self._live_channel()
+        request = Open(id=channel.protocol.next_id(), path=path, mode=mode, perm=perm)
+        reply, fds = await self._request(channel, request)
+        if isinstance(reply, Error):
+            raise _file_error(reply, path)
+        if not isinstance(reply, Opened):
+            raise errors.ProtocolError(f"expected 'opened', got {reply!r}")
+        return fds[0]
+
+    async def ping(self) -> float:
+        """Round trip to the init, in seconds."""
+        channel = self._live_channel()
+        started = time.perf_counter()
+        reply, _ = await self._request(channel, Ping(id=channel.protocol.next_id()))
+        if not isinstance(reply, Pong):
+            raise errors.ProtocolError(f"expected 'pong', got {reply!r}")
+        return time.perf_counter() - started
+
+    # -- plumbing used by AsyncProcess ------------------------------------------------------
+
+    async def _request(self, channel: ControlChannel, request: Open | Ping | Signal) -> tuple[Reply, list[int]]:
+        """Send a request that has exactly one reply, and wait for it."""
+        channel.send(request)
+        try:
+            return await channel.reply(request.id)
+        finally:
+            channel.forget(request.id)
+
+    async def _wait_exit(self, exec_id: int) -> Exit:
+        channel = self._live_channel()
+        try:
+            reply, _ = await channel.reply(exec_id)
+        except errors.ContainerDiedError:
+            if self._stopped:
+                raise errors.ContainerNotRunningError(
+                    "the container was stopped while this process was running"
+                ) from None
+            raise
+        channel.forget(exec_id)
+        if not isinstance(reply, Exit):
+            raise errors.ProtocolError(f"expected 'exit', got {reply!r}")
+        return reply
+
+    async def _signal(self, exec_id: int, sig: int, *, tree: bool) -> None:
+        channel = self._live_channel()
+        request = Signal(id=channel.protocol.next_id(), target=exec_id, sig=sig, tree=tree)
+        reply, _ = await self._request(channel, request)
+        if isinstance(reply, Error):
+            raise errors.ContainerError(f"could not signal the process: {reply.msg}")
+
+    def _channel_dead(self) -> bool:
+        return self._channel is None or self._channel.dead
+
+    def _live_channel(self) -> ControlChannel:
+        if self._channel is None or self._stopped:
+            state = "has been stopped" if self._stopped else "is not started"
+            raise errors.ContainerNotRunningError(
+                f"container {self.id[:12]} {state}: use it inside `with Container(...)` "
+                "or call start() first"
+            )
+        if self._channel.dead:
+            raise errors.ContainerDiedError(
+                f"container {self.id[:12]}'s init has exited (killed from outside?): "
+                "its processes are gone; start a new container"
+            )
+        return self._channel
+
+
+@attrs.define
+class _Output:
+    """What an exec printed so far, kept across a timeout; bytes beyond ``limit`` are dropped."""
+
+    limit: int | None
+    data: bytearray = attrs.field(factory=bytearray)
+    truncated: bool = False
+    done: bool = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.limit is not None and len(self.data) + len(chunk) > self.limit:
+            chunk = chunk[: max(0, self.limit - len(self.data))]
+            self.truncated = True
+        self.data += chunk
+
+
+async def _communicate(process: AsyncProcess, input: bytes | None, out: _Output, err: _Output) -> None:
+    """Feed stdin and read both outputs to their end, concurrently."""
+
+    async def feed() -> None:
+        assert process.stdin is not None
+        try:
+            await process.stdin.write(input or b"")
+        except BrokenPipeError:
+            pass  # the process did not read all its input: not an error, as in subprocess.run
+        finally:
+            process.stdin.close()
+
+    async def drain(stream: AsyncOutput | None, sink: _Output) -> None:
+        if stream is None:
+            return
+        while chunk := await stream.read():
+            sink.add(chunk)
+
+    async with anyio.create_task_group() as tasks:
+        if process.stdin is not None and process.stdin.fd >= 0:
+            tasks.start_soon(feed)
+        tasks.start_soon(drain, process.stdout, out)
+        tasks.start_soon(drain, process.stderr, err)
+
+
+def _result(process: AsyncProcess, out: _Output, err: _Output, timed_out: bool, duration: float) -> ExecResult:
+    assert process.exit is not None
+    sig = process.exit.signal
+    return ExecResult(
+        exit_code=128 + sig if sig is not None else (process.exit.code or 0),
+        stdout=bytes(out.data),
+        stderr=bytes(err.data),
+        signal=sig,
+        timed_out=timed_out,
+        duration=duration,
+        output_truncated=out.truncated or err.truncated,
+    )
+
+
+def _raise_for(result: ExecResult, argv: Sequence[str], timeout: float | None) -> None:
+    command = " ".join(argv)
+    if result.timed_out:
+        raise errors.ExecTimeoutError(f"{command!r} did not finish within {timeout} s and was killed", result)
+    how = f"was killed by signal {result.signal}" if result.signal else f"exited with code {result.exit_code}"
+    tail = result.stderr.decode(errors="replace").strip()[-500:]
+    raise errors.ExecError(f"{command!r} {how}" + (f": {tail}" if tail else ""), result)
+
+
+def _exec_failure(reply: Error, argv: Sequence[str]) -> errors.ExecStartError:
+    kinds: dict[str, type[errors.ExecStartError]] = {
+        "notfound": errors.CommandNotFoundError,
+        "noexec": errors.CommandNotExecutableError,
+        "user": errors.UserNotFoundError,
+        "cwd": errors.WorkdirError,
+    }
+    cls = kinds.get(reply.kind, errors.ExecStartError)
+    fixes = {
+        "notfound": "check the name, or give the full path of the program inside the image",
+        "noexec": "check the file's mode (chmod +x) and that it is a program for this machine",
+        "user": "use a user that exists in the image's /etc/passwd, or a numeric uid[:gid]",
+        "cwd": "use a working directory that exists in the container and the user may enter",
+    }
+    fix = fixes.get(reply.kind, "")
+    return cls(f"cannot run {argv[0]!r} in the container: {reply.msg}" + (f" ({fix})" if fix else ""))
+
+
+def _file_error(reply: Error, path: str) -> errors.SandkitError:
+    if reply.errno == errno.ENOENT:
+        return errors.ContainerError(f"no such file or directory in the container: {path!r}")
+    if reply.errno == errno.EISDIR:
+        return errors.ContainerError(f"{path!r} is a directory in the container, not a file")
+    if reply.errno == errno.ENOTDIR:
+        return errors.ContainerError(f"{path!r} is not a directory in the container")
+    return errors.ContainerError(f"cannot open {path!r} in the container: {reply.msg}")
+
+
+def _start_failure(reply: Error, rootless: bool) -> str:
+    message = reply.msg or os.strerror(reply.errno)
+    lowered = message.lower()
+    if "overlay" in lowered and reply.errno in (errno.ENODEV, errno.EPERM, errno.EINVAL):
+        fix = (
+            "overlayfs in a user namespace needs Linux >= 5.11; run as root, or use read_only=True"
+            if rootless else "load the overlay module (modprobe overlay)"
+        )
+        return f"cannot mount the container's root filesystem: {message} ({fix})"
+    return f"container set-up failed: {message}"

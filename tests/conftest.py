@@ -1,0 +1,184 @@
+"""Shared fixtures: a busybox root filesystem, an isolated SANDKIT_HOME, an unprivileged user,
+and counters that tell whether anything was left behind on the host."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import pytest
+
+BUSYBOX = Path("/bin/busybox")
+UNPRIVILEGED_USER = "sandkit-test"
+
+# Tests run with their own state directory, so they never touch /var/lib/sandkit.
+_home = tempfile.mkdtemp(prefix="sandkit-tests-")
+os.chmod(_home, 0o755)
+os.environ["SANDKIT_HOME"] = _home
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_home, ignore_errors=True)
+
+
+def make_busybox_rootfs(root: Path) -> Path:
+    """A tiny root filesystem: Debian's static busybox, its applets, and users root, app, nobody."""
+    if not BUSYBOX.exists():
+        pytest.fail("Debian's busybox-static is needed for these tests: apt-get install busybox-static")
+    for sub in ("bin", "etc", "tmp", "root", "home/app", "proc", "dev", "sys"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(root / "tmp", 0o1777)
+    shutil.copy2(BUSYBOX, root / "bin/busybox")
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        link = root / "bin" / applet
+        if not link.exists():
+            link.symlink_to("busybox")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "app:x:1000:1000:app:/home/app:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+    )
+    (root / "etc/group").write_text("root:x:0:\napp:x:1000:\nstaff:x:50:app\nnogroup:x:65534:\n")
+    if os.geteuid() == 0:
+        os.chown(root / "home/app", 1000, 1000)
+    return root
+
+
+@pytest.fixture(scope="session")
+def busybox_dir(tmp_path_factory) -> Path:
+    root = make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+    # The unprivileged user must be able to reach the rootfs too.
+    for parent in [root, *root.parents]:
+        if str(parent).startswith(tempfile.gettempdir()) and parent != Path(tempfile.gettempdir()):
+            os.chmod(parent, os.stat(parent).st_mode | 0o055)
+    return root
+
+
+@pytest.fixture(scope="session")
+def busybox(busybox_dir):
+    import sandkit
+
+    return sandkit.Image.from_directory(busybox_dir)
+
+
+# --- leaks ---------------------------------------------------------------------------------
+
+
+def host_footprint() -> dict[str, object]:
+    """What a container could leave behind on the host, in countable form."""
+    inits = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip().startswith(("sandkit-init", "memfd:sandkit")):
+                    inits.append(pid)
+            except OSError:
+                pass
+    return {
+        "inits": sorted(inits),
+        "mounts": Path("/proc/self/mountinfo").read_text().count("\n"),
+        "fds": sorted(os.listdir("/proc/self/fd")),
+        "home": sorted(str(p.relative_to(_home)) for p in Path(_home).rglob("*") if "images" not in p.parts and "blobs" not in p.parts and "layers" not in p.parts),
+    }
+
+
+@pytest.fixture(scope="session")
+def warmed_up(busybox):
+    """One container started and stopped first, so that what sandkit keeps for the life of the
+    process (the sealed init memfd, the event-loop thread and its fds, the scratch mountpoint)
+    is not counted as a leak."""
+    import sandkit
+
+    with sandkit.Container(busybox) as c:
+        c.exec(["true"])
+
+
+@pytest.fixture
+def no_leaks(warmed_up):
+    """Fails the test when it leaves a process, mount, fd or directory behind."""
+    before = host_footprint()
+    yield
+    after = host_footprint()
+    assert after == before
+
+
+# --- the unprivileged (rootless) side ------------------------------------------------------
+
+
+def unprivileged_ids() -> tuple[int, int]:
+    try:
+        entry = pwd.getpwnam(UNPRIVILEGED_USER)
+    except KeyError:
+        if os.geteuid() != 0:
+            pytest.fail("the rootless tests create a user and need root to do so")
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", UNPRIVILEGED_USER], check=True)
+        entry = pwd.getpwnam(UNPRIVILEGED_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _set_dumpable() -> None:
+    import ctypes
+
+    PR_SET_DUMPABLE = 4
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+
+
+def run_unprivileged(fn, *args):
+    """Run ``fn(*args)`` in a forked child that has dropped to the unprivileged test user.
+
+    The child keeps the parent's imported modules and the sealed init memfd, so it needs no
+    access to this checkout; its own SANDKIT_HOME belongs to the user. Returns what ``fn``
+    returns, or re-raises what it raised (as an AssertionError carrying the child's traceback).
+    """
+    import sandkit.runtime.spawn as spawn
+
+    spawn.init_memfd()  # created while we can still read the package
+    uid, gid = unprivileged_ids()
+    home = tempfile.mkdtemp(prefix="sandkit-rootless-")
+    os.chown(home, uid, gid)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            # Changing uid made us non-dumpable, which a real user's process is not; it would
+            # hide /proc/<child>/uid_map from us.
+            _set_dumpable()
+            os.environ["SANDKIT_HOME"] = home
+            os.environ["HOME"] = home
+            outcome = ("ok", fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            outcome = ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            status = 1
+        try:
+            os.write(write_end, pickle.dumps(outcome))  # our own child: trusted data
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    shutil.rmtree(home, ignore_errors=True)
+    kind, value = pickle.loads(data) if data else ("error", "the child died without a word")
+    if kind == "error":
+        raise AssertionError(f"in the unprivileged child: {value}")
+    return value
+
+
+@pytest.fixture
+def as_unprivileged():
+    if sys.platform != "linux":
+        pytest.skip("Linux only")
+    return run_unprivileged
