@@ -153,8 +153,9 @@ class _Loader:
         if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
             raise ImageError(f"{self.src.path}: manifest.json entry has no Config; the archive is corrupt")
         config = self.src.read(entry["Config"], "image config")
-        expected = _digest_from_name(entry["Config"])
-        if expected:
+        # Only `blobs/sha256/<hex>` (Docker 25+) is a content address; classic `<hex>.json` names
+        # are labels that Docker itself never checked (and real archives break them).
+        if entry["Config"].startswith("blobs/") and (expected := _digest_from_name(entry["Config"])):
             verify_bytes(config, expected, "image config")
         cfg = _parse(config, "image config")
         layers = entry.get("Layers") or []

@@ -222,6 +222,8 @@ class _Applier:
                 return True
             # the fd cache holds only ``dfd`` itself (the parent), never a child of this tree
             shutil.rmtree(name, dir_fd=dfd)
+            for gone in [p for p in self.dir_meta if p[: len(path)] == path]:
+                del self.dir_meta[gone]
         else:
             os.unlink(name, dir_fd=dfd)
         return False
@@ -273,10 +275,11 @@ class _Applier:
         if m.islnk():
             self._hardlink(m, parent, name)
             return  # a hard link shares the target's inode and so its metadata
+        placeholder = False
         if m.issym():
             os.symlink(m.linkname, name, dir_fd=dfd)
         elif m.ischr() or m.isblk():
-            self._device(m, dfd, name, path)
+            placeholder = self._device(m, dfd, name, path)
         elif m.isfifo():
             os.mkfifo(name, 0o600, dir_fd=dfd)
         else:
@@ -285,6 +288,8 @@ class _Applier:
                 "contain; the layer was not applied"
             )
         self._meta_at(dfd, name, m)
+        if placeholder:
+            os.chmod(name, 0, dir_fd=dfd)  # mode 000: visibly not the device the image meant
 
     def _regular(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dfd: int, name: str) -> None:
         free = os.statvfs(dfd).f_bavail * os.statvfs(dfd).f_frsize
@@ -329,14 +334,17 @@ class _Applier:
             if tdfd >= 0:
                 os.close(tdfd)
 
-    def _device(self, m: tarfile.TarInfo, dfd: int, name: str, path: tuple[str, ...]) -> None:
+    def _device(self, m: tarfile.TarInfo, dfd: int, name: str, path: tuple[str, ...]) -> bool:
+        """Make a device node; returns True if only a placeholder could be made (rootless)."""
         kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
         try:
             os.mknod(name, kind | (m.mode & 0o777), os.makedev(m.devmajor, m.devminor), dir_fd=dfd)
+            return False
         except PermissionError:
             # Rootless: a device cannot be made; leave a visible stand-in rather than nothing.
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0, dir_fd=dfd))
             self.report.placeholders.append("/".join(path))
+            return True
 
     def _whiteout(self, parent: tuple[str, ...], target: str, m: tarfile.TarInfo) -> None:
         if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):

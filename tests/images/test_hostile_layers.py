@@ -1,0 +1,135 @@
+"""The hostile-tar corpus: every layer is refused or contained, and the canary never changes."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from sandkit.errors import ImageError, UnsafeLayerError
+from sandkit.images.layers import apply_tar
+
+from .conftest import tar_bytes
+
+
+def apply(tmp_path: Path, entries: list, name: str | None = None) -> Path:
+    root = tmp_path / (name or f"layer{len(list(tmp_path.glob('layer*')))}")
+    root.mkdir()
+    apply_tar(io.BytesIO(tar_bytes(entries)), root)
+    return root
+
+
+def refused(tmp_path: Path, entries: list, exc: type[Exception] = UnsafeLayerError) -> None:
+    with pytest.raises(exc) as info:
+        apply(tmp_path, entries)
+    assert "layer" in str(info.value)  # a message that says what was wrong
+    for layer in tmp_path.glob("layer*"):  # nothing escaped: only names inside the layer dir
+        for dirpath, dirs, files in os.walk(layer):
+            assert Path(dirpath).resolve().is_relative_to(layer.resolve())
+
+
+def test_dotdot_names_refused(tmp_path, canary):
+    refused(tmp_path, [("../canary/file", "file", b"pwned")])
+    refused(tmp_path, [("a/../../canary/file", "file", b"pwned")])
+
+
+def test_absolute_names_refused(tmp_path, canary):
+    refused(tmp_path, [(str(canary / "file"), "file", b"pwned")])
+    refused(tmp_path, [("/", "symlink", str(canary))])
+
+
+def test_symlink_then_write_through_it_same_layer(tmp_path, canary):
+    refused(tmp_path, [("evil", "symlink", str(canary)), ("evil/file", "file", b"pwned")])
+    refused(tmp_path, [("evil", "symlink", "../canary"), ("evil/new", "file", b"pwned")])
+
+
+def test_symlink_then_write_through_it_across_layers(tmp_path, canary):
+    # Each layer is applied into its own directory: the upper layer's `evil/` is a real directory
+    # there, so nothing can follow the lower layer's symlink.
+    lower = apply(tmp_path, [("evil", "symlink", str(canary))], "lower")
+    upper = apply(tmp_path, [("evil/file", "file", b"pwned")], "upper")
+    assert (lower / "evil").is_symlink()
+    assert (upper / "evil").is_dir() and not (upper / "evil").is_symlink()
+    assert (upper / "evil" / "file").read_bytes() == b"pwned"
+
+
+def test_hardlink_to_outside_refused(tmp_path, canary):
+    refused(tmp_path, [("link", "hardlink", "../canary/file")])
+    refused(tmp_path, [("link", "hardlink", str(canary / "file"))])
+
+
+def test_hardlink_to_symlink_links_the_symlink_itself(tmp_path, canary):
+    root = apply(tmp_path, [("s", "symlink", str(canary / "file")), ("h", "hardlink", "s")])
+    assert (root / "h").is_symlink() and os.readlink(root / "h") == str(canary / "file")
+    # writing through a hardlink entry that points at a symlink must not reach the target
+    refused(tmp_path, [("s", "symlink", str(canary)), ("h", "hardlink", "s/file")], ImageError)
+
+
+def test_hardlink_through_symlinked_dir_refused(tmp_path, canary):
+    refused(tmp_path, [("d", "symlink", str(canary)), ("x", "hardlink", "d/file")])
+
+
+def test_symlink_named_dot_or_root_refused(tmp_path, canary):
+    refused(tmp_path, [(".", "symlink", str(canary))])
+    refused(tmp_path, [("./", "symlink", str(canary))])
+    refused(tmp_path, [("/", "symlink", str(canary))])
+
+
+def test_whiteout_of_dotdot_or_dot_refused(tmp_path, canary):
+    refused(tmp_path, [(".wh..", "file", b"")])
+    refused(tmp_path, [("sub/.wh..", "file", b"")])
+    refused(tmp_path, [("../.wh.file", "file", b"")])
+
+
+def test_whiteout_through_symlink_refused(tmp_path, canary):
+    refused(tmp_path, [("evil", "symlink", str(canary)), ("evil/.wh.file", "file", b"")])
+    refused(tmp_path, [("evil", "symlink", str(canary)), ("evil/.wh..wh..opq", "file", b"")])
+
+
+def test_directory_over_symlink_replaces_it(tmp_path, canary):
+    root = apply(tmp_path, [("d", "symlink", str(canary)), ("d", "dir", None), ("d/file", "file", b"inside")])
+    assert (root / "d").is_dir() and not (root / "d").is_symlink()
+    assert (root / "d" / "file").read_bytes() == b"inside"
+
+
+def test_file_over_directory_and_back(tmp_path):
+    root = apply(tmp_path, [("x", "dir", None), ("x/y", "file", b"1"), ("x", "file", b"now a file"),
+                            ("z", "file", b"f"), ("z", "dir", None)])
+    assert (root / "x").read_bytes() == b"now a file"
+    assert (root / "z").is_dir()
+
+
+def test_absurd_size_refused(tmp_path, canary):
+    data = bytearray(tar_bytes([("big", "file", b"x" * 10)]))
+    # patch the size field (octal, 12 bytes at offset 124 of the header after the pax header)
+    hdr = data.find(b"big\0")
+    data[hdr + 124 : hdr + 136] = b"77777777777\0"  # 8 GiB - 1
+    with pytest.raises(ImageError):
+        apply_tar(io.BytesIO(bytes(data)), (tmp_path / "l").mkdir() or tmp_path / "l")
+
+
+def test_absurd_names_refused(tmp_path, canary):
+    refused(tmp_path, [("a" * 300, "file", b"")])
+    refused(tmp_path, [("/".join(["d" * 200] * 30), "file", b"")])
+
+
+def test_truncated_tar_is_an_image_error(tmp_path):
+    data = tar_bytes([("f", "file", b"x" * 5000)])[:1200]
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        apply_tar(io.BytesIO(data), (tmp_path / "l").mkdir() or tmp_path / "l")
+
+
+def test_overlay_xattrs_from_layer_are_never_applied(tmp_path):
+    root = apply(tmp_path, [("d", "dir", None, {"xattrs": {"trusted.overlay.redirect": "/etc"}})])
+    assert "trusted.overlay.redirect" not in os.listxattr(root / "d")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="devices need root")
+def test_devices_as_root(tmp_path):
+    root = apply(tmp_path, [("null", "chr", (1, 3), {"mode": 0o666}), ("fifo", "fifo", None)])
+    st = os.lstat(root / "null")
+    assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3
+    assert stat.S_ISFIFO(os.lstat(root / "fifo").st_mode)
