@@ -141,6 +141,8 @@ class HostDirs:
 class ExecCgroup(abc.ABC):
     """The cgroup(s) one exec runs in, nested in its container's so the container's limits hold."""
 
+    _on_close: Callable[[ExecCgroup], None] | None = None
+
     @abc.abstractmethod
     def fds(self) -> list[int]:
         """Directory fds for the protocol's `cgroups` field (the child writes 0 to cgroup.procs)."""
@@ -149,10 +151,16 @@ class ExecCgroup(abc.ABC):
     def usage(self) -> ExecUsage:
         """Read after the exec ended (or any time: then it is usage so far)."""
 
-    @abc.abstractmethod
     def close(self) -> None:
         """Close our fds and rmdir the cgroup if it is empty. Processes the exec left running in
-        the background keep it busy; it then goes with the container's `destroy()`."""
+        the background keep it busy; it then goes with the container's `destroy()`. Idempotent."""
+        self._close()
+        if self._on_close is not None:
+            self._on_close(self)
+            self._on_close = None
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...
 
     def finish(self) -> ExecUsage:
         """`usage()` then `close()`: what the runtime calls when the exec's `exit` arrives."""
@@ -174,6 +182,7 @@ class ContainerCgroup(abc.ABC):
     def __init__(self, host: CgroupHost, name: str, limits: Limits, accounting: bool) -> None:
         self.host, self.name, self.limits, self.accounting = host, check_name(name), limits, accounting
         self._destroyed = False
+        self._execs: set[ExecCgroup] = set()  # open ones: their fds must close before teardown
 
     @staticmethod
     def create(
@@ -216,9 +225,20 @@ class ContainerCgroup(abc.ABC):
     def add_pid(self, pid: int) -> None:
         """Move a host pid (the init, right after spawn) into the container's cgroup(s)."""
 
-    @abc.abstractmethod
     def exec_cgroup(self, exec_id: int) -> ExecCgroup:
-        """A child cgroup for one exec (needs ``accounting=True``)."""
+        """A child cgroup for one exec (needs ``accounting=True``); `close()`/`finish()` it when
+        the exec ends (the container's `destroy()` closes any left open)."""
+        if not self.accounting:
+            raise ValueError("per-exec cgroups need ContainerCgroup.create(..., accounting=True)")
+        if self._destroyed:
+            raise CgroupError(f"the cgroup of container {self.name} was already destroyed")
+        ex = self._exec_cgroup(f"x{exec_id}")
+        self._execs.add(ex)
+        ex._on_close = self._execs.discard
+        return ex
+
+    @abc.abstractmethod
+    def _exec_cgroup(self, name: str) -> ExecCgroup: ...
 
     @abc.abstractmethod
     def stats(self) -> CgroupStats: ...
@@ -231,17 +251,13 @@ class ContainerCgroup(abc.ABC):
         """Kill every process left in the container's cgroups and remove them. Idempotent."""
         if self._destroyed:
             return
+        for ex in list(self._execs):
+            ex.close()
         try:
             self._teardown()
         except OSError as e:
             raise CgroupError(f"cannot remove the cgroup of container {self.name}: {e}") from e
         self._destroyed = True
-
-    def _require_accounting(self) -> None:
-        if not self.accounting:
-            raise ValueError("per-exec cgroups need ContainerCgroup.create(..., accounting=True)")
-        if self._destroyed:
-            raise CgroupError(f"the cgroup of container {self.name} was already destroyed")
 
     def __enter__(self) -> ContainerCgroup:
         return self

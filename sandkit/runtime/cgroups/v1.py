@@ -66,7 +66,7 @@ class V1ExecCgroup(ExecCgroup):
         try:
             self._dirs.make({"memory", "cpuacct"} & set(container.host.parents), self._parents, name)
         except BaseException:
-            self.close()
+            self._close()
             raise
 
     def fds(self) -> list[int]:
@@ -81,7 +81,7 @@ class V1ExecCgroup(ExecCgroup):
             oom_killed=oom > 0,
         )
 
-    def close(self) -> None:
+    def _close(self) -> None:
         mounts = list(self._dirs.by_mount)
         self._dirs.close()
         for mount in mounts:
@@ -136,9 +136,8 @@ class V1ContainerCgroup(ContainerCgroup):
         for fd in self._dirs.by_mount.values():
             _fs.write(fd, "cgroup.procs", pid)
 
-    def exec_cgroup(self, exec_id: int) -> ExecCgroup:
-        self._require_accounting()
-        return V1ExecCgroup(self, f"x{exec_id}")
+    def _exec_cgroup(self, name: str) -> ExecCgroup:
+        return V1ExecCgroup(self, name)
 
     def stats(self) -> CgroupStats:
         mem, acct, pids = self._dirs.fd("memory"), self._dirs.fd("cpuacct"), self._dirs.fd("pids")

@@ -29,6 +29,7 @@ from .base import (
     ExecCgroup,
     ExecUsage,
     HostDirs,
+    Prepare,
     host_tag,
     is_stale,
     reap_stale_under,
@@ -47,7 +48,7 @@ def _enable(dir_fd: int, controllers: frozenset[str] | set[str]) -> None:
         _fs.write(dir_fd, "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(missing)))
 
 
-def _preparer(host: CgroupHost):  # type: ignore[no-untyped-def]
+def _preparer(host: CgroupHost) -> Prepare:
     def prepare(dir_fd: int, is_top: bool) -> None:
         try:
             _enable(dir_fd, host.controllers)
@@ -94,7 +95,7 @@ class V2ExecCgroup(ExecCgroup):
             oom_killed=_fs.read_keyed(self._fd, "memory.events").get("oom_kill", 0) > 0,
         )
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self._fd is None:
             return
         os.close(self._fd)
@@ -142,11 +143,10 @@ class V2ContainerCgroup(ContainerCgroup):
         # After the split the container directory may not hold processes: its leaf takes them.
         _fs.write(self._init_fd if self._init_fd is not None else self._dir(), "cgroup.procs", pid)
 
-    def exec_cgroup(self, exec_id: int) -> ExecCgroup:
-        self._require_accounting()
+    def _exec_cgroup(self, name: str) -> ExecCgroup:
         if self._init_fd is None:
             self._split()
-        return V2ExecCgroup(self._dir(), f"x{exec_id}")
+        return V2ExecCgroup(self._dir(), name)
 
     def _split(self) -> None:
         """Move every process of the container directory into `init/`, then enable memory."""
@@ -157,7 +157,8 @@ class V2ContainerCgroup(ContainerCgroup):
                 for pid in _fs.pids(fd):
                     _move(init_fd, pid)
                 try:
-                    _enable(fd, {"memory"})
+                    # Only what the kernel offers here (a controller-less tree still gives cpu.stat).
+                    _enable(fd, {"memory"} & set(_fs.read(fd, "cgroup.controllers").split()))
                     self._init_fd = init_fd
                     return
                 except OSError as e:
