@@ -48,14 +48,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import json
 import os
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 import attrs
+import zstandard
 
 from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
 from . import reference
@@ -281,12 +284,23 @@ class Store:
             blob_out = open(tmp / "blob", "wb")
             with blob_out:
                 raw = HashingReader(stream, blob_out)
-                kind, decompressed = open_decompressed(raw)  # type: ignore[arg-type]
-                plain = HashingReader(decompressed)
-                if apply:
-                    (tmp / "layer" / "fs").mkdir(parents=True)
-                    report = apply_tar(plain, tmp / "layer" / "fs")  # type: ignore[arg-type]
-                plain.drain()  # tar end padding is part of the DiffID
+                try:
+                    kind, decompressed = open_decompressed(raw)  # type: ignore[arg-type]
+                    plain = HashingReader(decompressed)
+                    if apply:
+                        (tmp / "layer" / "fs").mkdir(parents=True)
+                        report = apply_tar(plain, tmp / "layer" / "fs")  # type: ignore[arg-type]
+                    plain.drain()  # tar end padding is part of the DiffID
+                except (ImageError, EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as e:
+                    # A tampered blob usually breaks decompression first: say "digest mismatch"
+                    # (the real cause) rather than "bad gzip" whenever the digest proves it.
+                    raw.drain()
+                    if digest is not None and raw.digest != digest:
+                        raise mismatch(f"layer blob {digest}", digest, raw.digest) from None
+                    if isinstance(e, ImageError):
+                        raise
+                    raise ImageError(f"layer blob {raw.digest} is not valid gzip/zstd data ({e}); "
+                                     "the archive is corrupt: re-export or re-download it") from None
                 raw.drain()
             digest = digest or raw.digest
             self._check(raw, digest, size, f"layer blob {digest}")
