@@ -357,7 +357,7 @@ def test_v2_fake_delegated_user(fake_v2) -> None:  # type: ignore[no-untyped-def
     lim = Limits(memory="64m", memory_swap="96m", cpus=0.5, cpu_shares=2048, pids=30)
     cg = ContainerCgroup.create(host, "c1", lim, accounting=True)
     assert cg is not None
-    (tag,) = os.listdir(f"{own}/sandkit")
+    (tag,) = [e.name for e in os.scandir(f"{own}/sandkit") if e.is_dir()]
     cdir = f"{own}/sandkit/{tag}/c1"
     # controllers handed down level by level; limits written in v2 syntax
     for level in (own, f"{own}/sandkit", f"{own}/sandkit/{tag}"):
