@@ -58,7 +58,7 @@ class CgroupHost:
             raise HostUnsupportedError(self.why_not)
         wanted = {
             "memory": limits.wants_memory or accounting,
-            "cpu": limits.wants_cpu or accounting,
+            "cpu": limits.wants_cpu,  # cpu time is read from cpuacct (v1) or core cpu.stat (v2)
             "pids": limits.wants_pids,
         }
         missing = sorted(c for c, want in wanted.items() if want and c not in self.controllers)
