@@ -96,7 +96,9 @@ def _outcomes(profile: SeccompProfile, table: dict[str, int]) -> dict[int, Outco
     return out
 
 
-def _intervals(outcomes: dict[int, Outcome], default: Action, top: int) -> list[tuple[int, Outcome]]:
+def _intervals(
+    outcomes: dict[int, Outcome], default: Action, top: int
+) -> list[tuple[int, Outcome]]:
     """[(first number, outcome)], merging neighbours with the same plain action; the last
     interval runs to 2**32 - 1."""
     out: list[tuple[int, Outcome]] = []
@@ -108,7 +110,9 @@ def _intervals(outcomes: dict[int, Outcome], default: Action, top: int) -> list[
     return out
 
 
-def _emit_tree(asm: bpf.Assembler, intervals: Sequence[tuple[int, Outcome]], default: Action) -> None:
+def _emit_tree(
+    asm: bpf.Assembler, intervals: Sequence[tuple[int, Outcome]], default: Action
+) -> None:
     if len(intervals) == 1:
         _emit_outcome(asm, intervals[0][1], default)
         return

@@ -80,10 +80,13 @@ def _action(name: Any, errno_ret: Any, fallback_errno: int) -> Action:
     return ALLOW if kind == "allow" else Action(kind)
 
 
-def _applies(entry: Mapping[str, Any], caps: int, arch: str, kernel: tuple[int, ...], where: str) -> bool:
+def _applies(
+    entry: Mapping[str, Any], caps: int, arch: str, kernel: tuple[int, ...], where: str
+) -> bool:
     inc = entry.get("includes") or {}
     exc = entry.get("excludes") or {}
     try:
+
         def has(cap: str) -> bool:
             return bool(caps >> cap_number(cap) & 1)
 
@@ -99,9 +102,7 @@ def _applies(entry: Mapping[str, Any], caps: int, arch: str, kernel: tuple[int, 
         return False
     if inc.get("minKernel") and kernel < _version(inc["minKernel"]):
         return False
-    if exc.get("minKernel") and kernel >= _version(exc["minKernel"]):
-        return False
-    return True
+    return not (exc.get("minKernel") and kernel >= _version(exc["minKernel"]))
 
 
 def _alternatives(raw_args: Sequence[Mapping[str, Any]], where: str) -> list[tuple[Arg, ...]]:

@@ -85,7 +85,9 @@ class Assembler:
         items = list(self.items)
         while True:
             addr = _addresses(items)
-            far = [i for i, it in enumerate(items) if isinstance(it, Insn) and _too_far(it, i, addr)]
+            far = [
+                i for i, it in enumerate(items) if isinstance(it, Insn) and _too_far(it, i, addr)
+            ]
             if not far:
                 return _encode_offsets(items, addr)
             items = self._with_trampolines(items, set(far), addr)

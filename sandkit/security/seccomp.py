@@ -26,7 +26,8 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Union
+from types import MappingProxyType
+from typing import Any, ClassVar, Union
 
 import attrs
 
@@ -122,20 +123,24 @@ class Action:
     kind: str = attrs.field()
     data: int = 0
 
-    _BASE = {
-        "kill_process": 0x80000000,
-        "kill_thread": 0x00000000,
-        "trap": 0x00030000,
-        "errno": 0x00050000,
-        "trace": 0x7FF00000,
-        "log": 0x7FFC0000,
-        "allow": 0x7FFF0000,
-    }
+    _BASE: ClassVar[Mapping[str, int]] = MappingProxyType(
+        {
+            "kill_process": 0x80000000,
+            "kill_thread": 0x00000000,
+            "trap": 0x00030000,
+            "errno": 0x00050000,
+            "trace": 0x7FF00000,
+            "log": 0x7FFC0000,
+            "allow": 0x7FFF0000,
+        }
+    )
 
     @kind.validator
     def _check_kind(self, _: Any, kind: str) -> None:
         if kind not in self._BASE:
-            raise SecurityConfigError(f"unknown seccomp action {kind!r}: one of {sorted(self._BASE)}")
+            raise SecurityConfigError(
+                f"unknown seccomp action {kind!r}: one of {sorted(self._BASE)}"
+            )
 
     @classmethod
     def errno(cls, number: int | str = _errno.EPERM) -> Action:
@@ -196,7 +201,9 @@ class SeccompProfile:
     def allow(self, *names: str, args: Iterable[Arg] = ()) -> SeccompProfile:
         return self.with_rule(Rule(_check_names(names), ALLOW, args))
 
-    def deny(self, *names: str, errno: int | str = _errno.EPERM, args: Iterable[Arg] = ()) -> SeccompProfile:
+    def deny(
+        self, *names: str, errno: int | str = _errno.EPERM, args: Iterable[Arg] = ()
+    ) -> SeccompProfile:
         return self.with_rule(Rule(_check_names(names), Action.errno(errno), args))
 
     def with_rule(self, rule: Rule) -> SeccompProfile:

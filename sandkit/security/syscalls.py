@@ -103,7 +103,9 @@ def _generate(include: Path = Path("/usr/include")) -> str:
             if name not in _NOT_ON.get(arch, ()):
                 nums.setdefault(name, nr)
         lines.append(f"    {arch!r}: {{")
-        lines += [f"        {name!r}: {nr}," for name, nr in sorted(nums.items(), key=lambda kv: kv[1])]
+        lines += [
+            f"        {name!r}: {nr}," for name, nr in sorted(nums.items(), key=lambda kv: kv[1])
+        ]
         lines.append("    },")
     lines.append("}")
     return "\n".join(lines) + "\n"

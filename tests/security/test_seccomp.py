@@ -86,7 +86,7 @@ def in_confined_child(program: bytes, probe: Callable[[], dict]) -> dict:
             install(program)
             os.write(w, json.dumps(probe()).encode())
             status = 0
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - report anything to the parent
             os.write(w, json.dumps({"__error__": repr(e)}).encode())
         finally:
             os._exit(status)
@@ -114,13 +114,17 @@ def errno_of(fn: Callable[[], object]) -> int:
 def _ordinary_probe() -> dict:
     out = {}
     with open("/proc/self/status", "rb") as f:
-        out["seccomp_mode"] = next(l for l in f.read().splitlines() if l.startswith(b"Seccomp:")).split()[1].decode()
+        out["seccomp_mode"] = (
+            next(l for l in f.read().splitlines() if l.startswith(b"Seccomp:")).split()[1].decode()
+        )
     r, w = os.pipe()
     os.write(w, b"x")
     out["pipe"] = os.read(r, 1).decode()
     out["getpid"] = os.getpid() > 0
     box = []
-    t = threading.Thread(target=lambda: box.append(1))  # clone3 -> ENOSYS -> glibc falls back to clone
+    t = threading.Thread(
+        target=lambda: box.append(1)
+    )  # clone3 -> ENOSYS -> glibc falls back to clone
     t.start()
     t.join()
     out["thread"] = box == [1]
@@ -128,9 +132,13 @@ def _ordinary_probe() -> dict:
     if pid == 0:
         os._exit(7)
     out["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    out["subprocess"] = subprocess.run(["true"]).returncode
-    for name, family in [("inet", socket.AF_INET), ("inet6", socket.AF_INET6), ("unix", socket.AF_UNIX)]:
-        out[name] = errno_of(lambda: socket.socket(family, socket.SOCK_STREAM).close())
+    out["subprocess"] = subprocess.run(["true"], check=False).returncode
+    for name, family in [
+        ("inet", socket.AF_INET),
+        ("inet6", socket.AF_INET6),
+        ("unix", socket.AF_UNIX),
+    ]:
+        out[name] = errno_of(lambda f=family: socket.socket(f, socket.SOCK_STREAM).close())
     out["socketpair"] = errno_of(lambda: [s.close() for s in socket.socketpair()])
     out["personality_query"] = sys_call(NR["personality"], 0xFFFFFFFF)[1]
     out["tty_ioctl"] = errno_of(lambda: _winsize())
@@ -140,7 +148,7 @@ def _ordinary_probe() -> dict:
 def _winsize() -> None:
     import fcntl
 
-    master, slave = os.openpty()
+    _master, slave = os.openpty()
     fcntl.ioctl(slave, TIOCGWINSZ, b"\0" * 8)
 
 
@@ -163,7 +171,6 @@ def test_ordinary_syscalls_work_under_the_default_program():
 
 
 def _refused_probe() -> dict:
-    import fcntl
 
     out: dict[str, int] = {}
     out["unshare_user"] = sys_call(NR["unshare"], CLONE_NEWUSER)[1]
@@ -194,10 +201,12 @@ def _refused_probe() -> dict:
     out["vsock"] = sys_call(NR["socket"], AF_VSOCK, socket.SOCK_STREAM, 0)[1]
     out["vsock_high_bits"] = sys_call(NR["socket"], (1 << 32) | AF_VSOCK, socket.SOCK_STREAM, 0)[1]
     out["af_alg"] = sys_call(NR["socket"], 38, socket.SOCK_SEQPACKET, 0)[1]
-    master, slave = os.openpty()
+    _master, slave = os.openpty()
     ch = ctypes.c_char(b"x")
     out["tiocsti"] = sys_call(NR["ioctl"], slave, TIOCSTI, ctypes.addressof(ch))[1]
-    out["tiocsti_high_bits"] = sys_call(NR["ioctl"], slave, (1 << 32) | TIOCSTI, ctypes.addressof(ch))[1]
+    out["tiocsti_high_bits"] = sys_call(
+        NR["ioctl"], slave, (1 << 32) | TIOCSTI, ctypes.addressof(ch)
+    )[1]
     out["tioclinux"] = sys_call(NR["ioctl"], slave, 0x541C, ctypes.addressof(ch))[1]
     out["personality_no_aslr"] = sys_call(NR["personality"], 0x0040000)[1]
     if ARCH == "x86_64":
@@ -233,15 +242,30 @@ DOCKER_JSON = {
             "action": "SCMP_ACT_ERRNO",
             "args": [{"index": 0, "value": socket.AF_INET6, "op": "SCMP_CMP_EQ"}],
         },
-        {   # MASKED_EQ: refuse SOCK_DGRAM (2) in the type argument whatever its flags
+        {  # MASKED_EQ: refuse SOCK_DGRAM (2) in the type argument whatever its flags
             "names": ["socket"],
             "action": "SCMP_ACT_ERRNO",
             "errnoRet": errno.EPROTONOSUPPORT,
-            "args": [{"index": 1, "value": 0xF, "valueTwo": socket.SOCK_DGRAM, "op": "SCMP_CMP_MASKED_EQ"}],
+            "args": [
+                {
+                    "index": 1,
+                    "value": 0xF,
+                    "valueTwo": socket.SOCK_DGRAM,
+                    "op": "SCMP_CMP_MASKED_EQ",
+                }
+            ],
         },
-        {"names": ["sched_yield"], "action": "SCMP_ACT_ERRNO", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+        {
+            "names": ["sched_yield"],
+            "action": "SCMP_ACT_ERRNO",
+            "includes": {"caps": ["CAP_SYS_ADMIN"]},
+        },
         {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
-        {"names": ["getpgid", "chown32"], "action": "SCMP_ACT_ERRNO", "includes": {"minKernel": "99.0"}},
+        {
+            "names": ["getpgid", "chown32"],
+            "action": "SCMP_ACT_ERRNO",
+            "includes": {"minKernel": "99.0"},
+        },
         {"names": ["getsid"], "action": "SCMP_ACT_ERRNO", "includes": {"arches": ["s390x"]}},
     ],
 }
@@ -380,12 +404,18 @@ _args = st.builds(
     lambda i, op, v, m, w: Arg(i, op, v & ((1 << w) - 1), m & ((1 << w) - 1), w),
     st.integers(0, 5), st.sampled_from(list(Op)), _u64, _u64, st.sampled_from([32, 64]),
 )  # fmt: skip
-_actions = st.sampled_from([ALLOW, Action.errno(1), Action.errno(38), Action("trap"), Action("log")])
+_actions = st.sampled_from(
+    [ALLOW, Action.errno(1), Action.errno(38), Action("trap"), Action("log")]
+)
 _rules = st.builds(
     lambda nrs, action, args: Rule(tuple(k for k, v in NR.items() if v in nrs), action, args),
-    st.sets(_nrs, min_size=1, max_size=300), _actions, st.lists(_args, max_size=3),
+    st.sets(_nrs, min_size=1, max_size=300),
+    _actions,
+    st.lists(_args, max_size=3),
 )
-_profiles = st.builds(SeccompProfile, st.sampled_from([ALLOW, Action.errno(1)]), st.lists(_rules, max_size=60))
+_profiles = st.builds(
+    SeccompProfile, st.sampled_from([ALLOW, Action.errno(1)]), st.lists(_rules, max_size=60)
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -432,5 +462,14 @@ def test_invalid_input_is_refused_clearly():
         SeccompProfile.from_docker_json("{oops")
     with pytest.raises(SecurityConfigError, match="unknown capability"):
         SeccompProfile.from_docker_json(
-            {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_NOPE"]}}]}
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {
+                        "names": ["read"],
+                        "action": "SCMP_ACT_ALLOW",
+                        "includes": {"caps": ["CAP_NOPE"]},
+                    }
+                ],
+            }
         )
