@@ -11,6 +11,7 @@ tests can check what a program decides without installing it.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -85,9 +86,7 @@ class Assembler:
         items = list(self.items)
         while True:
             addr = _addresses(items)
-            far = [
-                i for i, it in enumerate(items) if isinstance(it, Insn) and _too_far(it, i, addr)
-            ]
+            far = [i for i, it in enumerate(items) if isinstance(it, Insn) and _too_far(it, addr)]
             if not far:
                 return _encode_offsets(items, addr)
             items = self._with_trampolines(items, set(far), addr)
@@ -125,7 +124,7 @@ def _addresses(items: Sequence[Item]) -> dict:
     return addr
 
 
-def _too_far(it: Insn, index: int, addr: dict) -> bool:
+def _too_far(it: Insn, addr: dict) -> bool:
     if it.code not in _CONDITIONAL:
         return False
     pc = addr[id(it)]
@@ -194,7 +193,7 @@ def run(program: Sequence[tuple[int, int, int, int]], data: bytes) -> int:
         code, jt, jf, k = program[pc]
         pc += 1
         if code == LD_W_ABS:
-            acc = int.from_bytes(data[k : k + 4], _byteorder())
+            acc = int.from_bytes(data[k : k + 4], sys.byteorder)
         elif code == ALU_AND_K:
             acc &= k
         elif code == RET_K:
@@ -209,9 +208,3 @@ def run(program: Sequence[tuple[int, int, int, int]], data: bytes) -> int:
                 JSET: bool(acc & k),
             }[code]
             pc += jt if taken else jf
-
-
-def _byteorder() -> str:
-    import sys
-
-    return sys.byteorder

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from sandkit.errors import SecurityConfigError
 from sandkit.security import bpf, syscalls
+from sandkit.security import seccomp as seccomp_module
 from sandkit.security.capabilities import caps_mask
 from sandkit.security.seccomp import (
     ALLOW,
@@ -473,3 +475,42 @@ def test_invalid_input_is_refused_clearly():
                 ],
             }
         )
+
+
+# --- data guards ----------------------------------------------------------------------------------
+
+
+def test_default_profile_names_are_real_syscalls():
+    from sandkit.security._syscall_table import TABLES
+
+    data = json.loads(
+        (Path(seccomp_module.__file__).parent / "profiles" / "default.json").read_text()
+    )
+    names = [n for r in data["rules"] for n in r["names"]]
+    names += [n for group in data["allow"].values() for n in group]
+    assert [n for n in names if not any(n in t for t in TABLES.values())] == []
+    for refused in ("ptrace", "keyctl", "add_key", "request_key", "userfaultfd", "io_uring_setup",
+                    "kexec_load", "swapon", "modify_ldt", "name_to_handle_at"):  # fmt: skip
+        assert refused not in [n for group in data["allow"].values() for n in group]
+
+
+@pytest.mark.skipif(
+    not Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h").exists(), reason="no headers"
+)
+def test_checked_in_table_matches_the_headers():
+    header = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h").read_text()
+    parsed = syscalls.parse_header(header)
+    table = syscalls.table("x86_64")
+    assert {n: table[n] for n in parsed} == parsed
+    assert table["clone"] == 56 and table["clone3"] == 435 and table["fchmodat2"] == 452
+    assert syscalls.table("aarch64")["clone"] == 220 and "open" not in syscalls.table("aarch64")
+
+
+def test_aarch64_program_compiles():
+    program = bpf.unpack(SeccompProfile.docker_default().compile("aarch64"))
+    bpf.validate(program)
+    aarch64 = syscalls.AUDIT_ARCH["aarch64"]
+    nr = syscalls.table("aarch64")
+    assert bpf.run(program, seccomp_data(nr["getpid"], arch=aarch64)) == ALLOW.encode()
+    assert bpf.run(program, seccomp_data(nr["keyctl"], arch=aarch64)) == Action.errno(1).encode()
+    assert bpf.run(program, seccomp_data(nr["getpid"])) == 0x80000000  # x86_64 data: wrong arch
