@@ -13,10 +13,12 @@ from typing import Any
 
 from . import _portal
 from .images.image import Image
+from .runtime.cgroups import CgroupStats
 from .runtime.container import AsyncContainer
 from .runtime.mounts import Mount
 from .runtime.process import AsyncProcess
 from .runtime.results import ExecResult
+from .security.seccomp import SeccompSpec
 
 __all__ = ["Container", "ExecResult", "Image", "Mount", "Process"]
 
@@ -32,22 +34,11 @@ class Container:
     process in the container and removes every trace of it.
     """
 
-    def __init__(
-        self,
-        image: Image | str = "host",
-        *,
-        env: Mapping[str, str] | None = None,
-        workdir: str | None = None,
-        user: str | None = None,
-        hostname: str | None = None,
-        mounts: Sequence[Mount | str] = (),
-        read_only: bool = False,
-        network: str = "none",
-    ) -> None:
-        self._core = AsyncContainer(
-            image, env=env, workdir=workdir, user=user, hostname=hostname, mounts=mounts,
-            read_only=read_only, network=network,
-        )
+    def __init__(self, image: Image | str = "host", **options: Any) -> None:
+        """``options`` are `AsyncContainer`'s: env, workdir, user, hostname, mounts, read_only,
+        network; memory, memory_swap, cpus, cpu_shares, pids_limit, disk_size, rlimits, lifetime,
+        max_output, accounting; cap_add, cap_drop, seccomp."""
+        self._core = AsyncContainer(image, **options)
 
     @property
     def id(self) -> str:
@@ -88,11 +79,12 @@ class Container:
         timeout: float | None = None,
         check: bool = False,
         max_output: int | None = None,
+        seccomp: SeccompSpec = "default",
     ) -> ExecResult:
         """Run a command to completion; see `AsyncContainer.exec`."""
         call = functools.partial(
             self._core.exec, argv, input=input, env=env, workdir=workdir, user=user,
-            timeout=timeout, check=check, max_output=max_output,
+            timeout=timeout, check=check, max_output=max_output, seccomp=seccomp,
         )
         return _portal.run(call)
 
@@ -107,11 +99,12 @@ class Container:
         tty: bool = False,
         rows: int = 24,
         cols: int = 80,
+        seccomp: SeccompSpec = "default",
     ) -> Process:
         """Start a command and return at once; read its output while it runs."""
         call = functools.partial(
             self._core.spawn, argv, env=env, workdir=workdir, user=user, stdin=stdin, tty=tty,
-            rows=rows, cols=cols,
+            rows=rows, cols=cols, seccomp=seccomp,
         )
         return Process(_portal.run(call))
 
@@ -126,6 +119,9 @@ class Container:
 
     def ping(self) -> float:
         return _portal.run(self._core.ping)
+
+    def stats(self) -> CgroupStats:
+        return self._core.stats()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "not running"

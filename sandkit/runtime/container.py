@@ -18,10 +18,14 @@ from .. import errors
 from ..images.image import Image
 from ..ipc import Error, Exec, Exit, Open, Opened, Ping, Pong, Ready, Reply, Setup, Signal, Started
 from . import environment, plan
+from ..security import capabilities, paths as security_paths
+from ..security import seccomp as seccomp_profiles
+from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .home import sandkit_home, scratch_mountpoint
 from .mounts import Mount
 from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking
+from .resources import Resources
 from .results import ExecResult
 from .spawn import SpawnedInit, spawn_init
 
@@ -60,13 +64,32 @@ class AsyncContainer:
     mounts: Sequence[Mount | str] = attrs.field(default=(), kw_only=True)
     read_only: bool = attrs.field(default=False, kw_only=True)
     network: str = attrs.field(default="none", kw_only=True)
+    # limits (see `Limits`; sizes take ints or "256m"-style strings)
+    memory: int | str | None = attrs.field(default=None, kw_only=True)
+    memory_swap: int | str | None = attrs.field(default=None, kw_only=True)
+    cpus: float | None = attrs.field(default=None, kw_only=True)
+    cpu_shares: int | None = attrs.field(default=None, kw_only=True)
+    pids_limit: int | None = attrs.field(default=None, kw_only=True)
+    disk_size: int | str | None = attrs.field(default=None, kw_only=True)
+    rlimits: Mapping[str, int | tuple[int, int]] | None = attrs.field(default=None, kw_only=True)
+    lifetime: float | None = attrs.field(default=None, kw_only=True)
+    max_output: int | None = attrs.field(default=None, kw_only=True)
+    accounting: bool = attrs.field(default=False, kw_only=True)
+    # security
+    cap_add: Sequence[str] = attrs.field(default=(), kw_only=True)
+    cap_drop: Sequence[str] = attrs.field(default=(), kw_only=True)
+    seccomp: seccomp_profiles.SeccompSpec = attrs.field(default="default", kw_only=True)
 
     id: str = attrs.field(factory=lambda: secrets.token_hex(32), init=False)
     _resolved: Image | str | None = attrs.field(default=None, init=False)
+    _resources: Resources | None = attrs.field(default=None, init=False)
+    _caps: int = attrs.field(default=0, init=False)
+    _seccomp_program: bytes | None = attrs.field(default=None, init=False)
     _init: SpawnedInit | None = attrs.field(default=None, init=False)
     _channel: ControlChannel | None = attrs.field(default=None, init=False)
     _stopped: bool = attrs.field(default=False, init=False)
     _devnull: int = attrs.field(default=-1, init=False)
+    _limits: Limits = attrs.field(factory=Limits, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.network not in ("none", "host"):
@@ -76,6 +99,11 @@ class AsyncContainer:
             )
         if self.hostname is None:
             self.hostname = self.id[:12]
+        # Checked here, so that bad limits or security options fail before anything is made.
+        self._limits = Limits(memory=self.memory, memory_swap=self.memory_swap, cpus=self.cpus,
+                              cpu_shares=self.cpu_shares, pids=self.pids_limit)
+        self._caps = capabilities.resolve_caps(self.cap_add, self.cap_drop)
+        self._seccomp_program = seccomp_profiles.resolve_seccomp(self.seccomp, self._caps)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -92,11 +120,18 @@ class AsyncContainer:
             raise errors.ContainerError("this container was already started; make a new one")
         self._resolved = _resolve_image(self.image)
         setup = self._setup_message(self._resolved)
+        self._resources = Resources.prepare(
+            self.id, self._limits, accounting=self.accounting or not self._limits.empty,
+            rlimits=self.rlimits,
+        )
         host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
             with init_end:
                 self._init = spawn_init(
-                    init_end, user_namespace=self.rootless, network=self.network == "none"
+                    init_end,
+                    user_namespace=self.rootless,
+                    network=self.network == "none",
+                    **self._resources.spawn_options(),
                 )
             self._channel = ControlChannel(host_end)
             self._channel.send(setup)
@@ -123,8 +158,6 @@ class AsyncContainer:
         return self
 
     def _setup_message(self, image: Image | str) -> Setup:
-        from ..security import paths as security_paths
-
         return plan.setup_message(
             image,
             scratch=scratch_mountpoint(sandkit_home()),
@@ -134,6 +167,7 @@ class AsyncContainer:
             rootless=self.rootless,
             masked=security_paths.MASKED_PATHS,
             readonly_paths=security_paths.READONLY_PATHS,
+            scratch_size=parse_size(self.disk_size) if self.disk_size is not None else 0,
         )
 
     async def stop(self) -> None:
@@ -153,14 +187,16 @@ class AsyncContainer:
             os.close(self._devnull)
             self._devnull = -1
         spawned, self._init = self._init, None
-        if spawned is None:
-            return
+        resources, self._resources = self._resources, None
         with anyio.CancelScope(shield=True):
-            if kill:
-                spawned.kill()
-            await anyio.wait_readable(spawned.pidfd)
-            spawned.wait()
-            spawned.close()
+            if spawned is not None:
+                if kill:
+                    spawned.kill()
+                await anyio.wait_readable(spawned.pidfd)
+                spawned.wait()
+                spawned.close()
+            if resources is not None:
+                resources.destroy()
 
     async def __aenter__(self) -> AsyncContainer:
         return await self.start()
@@ -181,29 +217,42 @@ class AsyncContainer:
         tty: bool = False,
         rows: int = 24,
         cols: int = 80,
+        seccomp: seccomp_profiles.SeccompSpec = "default",
     ) -> AsyncProcess:
-        """Start ``argv`` and return at once; its output streams while it runs."""
+        """Start ``argv`` and return at once; its output streams while it runs.
+
+        ``seccomp`` replaces the container's profile for this process only ("default" keeps it).
+        """
         channel = self._live_channel()
-        request = self._exec_request(argv, env=env, workdir=workdir, user=user, tty=tty, rows=rows, cols=cols)
-        if tty:
-            return await self._start_process(channel, request, (), argv, ())
+        request = self._exec_request(argv, env=env, workdir=workdir, user=user, tty=tty, rows=rows,
+                                     cols=cols, seccomp_spec=seccomp)
+        assert self._resources is not None
+        accounting = self._resources.exec_cgroup(request.id)
+        if accounting is not None:
+            request = attrs.evolve(request, cgroups=len(accounting.fds()))
         host_ends: list[int] = []
         child_ends: list[int] = []
         try:
-            if stdin:
-                r, w = os.pipe2(os.O_CLOEXEC)
-                child_ends.append(r)
-                host_ends.append(w)
-            else:
-                child_ends.append(self._devnull)
-            for _ in range(2):
-                r, w = os.pipe2(os.O_CLOEXEC)
-                host_ends.append(r)
-                child_ends.append(w)
-            return await self._start_process(channel, request, child_ends, argv, host_ends)
+            if not tty:  # a pty exec gets its terminal from the init instead of pipes
+                if stdin:
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    child_ends.append(r)
+                    host_ends.append(w)
+                else:
+                    child_ends.append(self._devnull)
+                for _ in range(2):
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    host_ends.append(r)
+                    child_ends.append(w)
+            cgroup_fds = accounting.fds() if accounting else []
+            process = await self._start_process(channel, request, child_ends + cgroup_fds, argv, host_ends)
+            process.accounting = accounting
+            return process
         except BaseException:
             for fd in host_ends:
                 os.close(fd)
+            if accounting is not None:
+                accounting.close()
             raise
         finally:
             for fd in child_ends:
@@ -253,6 +302,7 @@ class AsyncContainer:
         tty: bool,
         rows: int,
         cols: int,
+        seccomp_spec: seccomp_profiles.SeccompSpec,
     ) -> Exec:
         if isinstance(argv, str | bytes) or not argv:
             raise errors.ExecStartError(
@@ -267,8 +317,6 @@ class AsyncContainer:
             hostname=self.hostname or "",
             tty=tty,
         )
-        from ..security import defaults as security_defaults
-
         return Exec(
             id=channel.protocol.next_id(),
             argv=tuple(argv),
@@ -278,8 +326,9 @@ class AsyncContainer:
             pty=tty,
             rows=rows,
             cols=cols,
-            caps=security_defaults.capabilities_mask(),
-            seccomp=security_defaults.seccomp_program(),
+            caps=self._caps,
+            seccomp=self._seccomp_program if seccomp_spec == "default" else seccomp_profiles.resolve_seccomp(seccomp_spec, self._caps),
+            rlimits=self._resources.rlimits if self._resources else (),
         )
 
     async def exec(
@@ -293,6 +342,7 @@ class AsyncContainer:
         timeout: float | None = None,
         check: bool = False,
         max_output: int | None = None,
+        seccomp: seccomp_profiles.SeccompSpec = "default",
     ) -> ExecResult:
         """Run ``argv`` to completion and collect its output.
 
@@ -300,9 +350,11 @@ class AsyncContainer:
         raises `ExecError` when the command fails or times out.
         """
         started = time.monotonic()
-        process = await self.spawn(argv, env=env, workdir=workdir, user=user, stdin=input is not None)
+        process = await self.spawn(argv, env=env, workdir=workdir, user=user, stdin=input is not None,
+                                   seccomp=seccomp)
         timed_out = False
-        out, err = _Output(max_output), _Output(max_output)
+        limit = max_output if max_output is not None else self.max_output
+        out, err = _Output(limit), _Output(limit)
         async with process:
             with anyio.move_on_after(timeout) as deadline:
                 await _communicate(process, input, out, err)
@@ -355,6 +407,20 @@ class AsyncContainer:
         if not isinstance(reply, Opened):
             raise errors.ProtocolError(f"expected 'opened', got {reply!r}")
         return fds[0]
+
+    def stats(self) -> CgroupStats:
+        """Current and peak memory, cpu time and number of processes of the whole container.
+
+        Needs a cgroup: set a limit (memory, cpus, pids_limit...) or ``accounting=True``.
+        """
+        self._live_channel()
+        cgroup = self._resources.cgroup if self._resources else None
+        if cgroup is None:
+            raise errors.ContainerError(
+                "stats() needs the container to have a cgroup: create it with a limit "
+                "(memory=, cpus=, pids_limit=) or accounting=True (root, or cgroup v2 delegation)"
+            )
+        return cgroup.stats()
 
     async def ping(self) -> float:
         """Round trip to the init, in seconds."""
@@ -459,6 +525,7 @@ async def _communicate(process: AsyncProcess, input: bytes | None, out: _Output,
 def _result(process: AsyncProcess, out: _Output, err: _Output, timed_out: bool, duration: float) -> ExecResult:
     assert process.exit is not None
     sig = process.exit.signal
+    usage = process.usage
     return ExecResult(
         exit_code=128 + sig if sig is not None else (process.exit.code or 0),
         stdout=bytes(out.data),
@@ -467,6 +534,9 @@ def _result(process: AsyncProcess, out: _Output, err: _Output, timed_out: bool, 
         timed_out=timed_out,
         duration=duration,
         output_truncated=out.truncated or err.truncated,
+        oom_killed=usage.oom_killed if usage else False,
+        cpu_time=usage.cpu_ns / 1e9 if usage else None,
+        peak_memory=usage.memory_peak if usage else None,
     )
 
 

@@ -15,6 +15,7 @@ import attrs
 from ..ipc import Exit
 
 if TYPE_CHECKING:
+    from .cgroups import ExecCgroup, ExecUsage
     from .container import AsyncContainer
 
 
@@ -117,6 +118,8 @@ class AsyncProcess:
     stderr: AsyncOutput | None
     tty: bool = False
     exit: Exit | None = None
+    accounting: ExecCgroup | None = None
+    usage: ExecUsage | None = None
 
     @property
     def returncode(self) -> int | None:
@@ -130,6 +133,9 @@ class AsyncProcess:
         """Wait for the process (not its output) to end."""
         if self.exit is None:
             self.exit = await self.container._wait_exit(self.exec_id)
+            if self.accounting is not None:
+                self.usage = self.accounting.finish()
+                self.accounting = None
         code = self.returncode
         assert code is not None
         return code
@@ -148,6 +154,9 @@ class AsyncProcess:
         for stream in (self.stdin, self.stdout, self.stderr):
             if stream is not None:
                 stream.close()
+        if self.accounting is not None:
+            self.accounting.close()
+            self.accounting = None
 
     async def __aenter__(self) -> AsyncProcess:
         return self

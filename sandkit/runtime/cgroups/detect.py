@@ -95,15 +95,16 @@ def detect(
     return CgroupHost(0, {}, frozenset(), euid != 0, "no cgroup filesystem is mounted on this host", name)
 
 
-_cached: CgroupHost | None = None
+_cached: dict[int, CgroupHost] = {}
 
 
 def host() -> CgroupHost:
-    """`detect()` once per process: the layout does not change while we run."""
-    global _cached
-    if _cached is None:
-        _cached = detect()
-    return _cached
+    """`detect()` once per process and user: the layout does not change while we run, but what
+    we may do with it does when a (forked) process drops privileges."""
+    euid = os.geteuid()
+    if euid not in _cached:
+        _cached[euid] = detect()
+    return _cached[euid]
 
 
 # --- parsing ---------------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""Container start-up and exec latency, side by side with bwrap (and Docker when reachable).
+
+    python benchmarks/startup.py [--runs N] [--no-assert]
+
+Everything runs in one process, on one busybox root filesystem built from Debian's
+busybox-static, so the peers do the same work: new user (rootless only)/mount/pid/net/ipc/uts
+namespaces over the same directory, run `true`, tear down. Prints medians and ratios and, unless
+--no-assert, fails when sandkit's lifecycle is not faster than bwrap's or its exec round trip is
+over 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import sandkit  # noqa: E402
+from conftest import make_busybox_rootfs  # noqa: E402
+
+
+def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000
+
+
+def sandkit_lifecycle(image: sandkit.Image) -> Callable[[], object]:
+    def run() -> None:
+        with sandkit.Container(image) as c:
+            c.exec(["true"])
+
+    return run
+
+
+def bwrap_lifecycle(rootfs: Path) -> Callable[[], object]:
+    argv = [
+        "bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", str(rootfs), "/",
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--hostname", "bench", "/bin/true",
+    ]
+    return lambda: subprocess.run(argv, check=True)
+
+
+def docker_reachable() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def docker_image(rootfs: Path) -> str:
+    tag = "sandkit-bench-busybox:latest"
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "rootfs.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(rootfs, arcname=".")
+        subprocess.run(["docker", "import", str(archive), tag], check=True, capture_output=True)
+    return tag
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--no-assert", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rootfs = make_busybox_rootfs(Path(tmp) / "rootfs")
+        image = sandkit.Image.from_directory(rootfs)
+        rows: dict[str, float] = {}
+        rows["sandkit lifecycle (create, exec true, destroy)"] = median_ms(sandkit_lifecycle(image), args.runs)
+        with sandkit.Container(image) as c:
+            rows["sandkit exec round trip (true)"] = median_ms(lambda: c.exec(["true"]), args.runs * 2)
+            rows["sandkit control round trip (ping)"] = median_ms(c.ping, args.runs * 5)
+        if shutil.which("bwrap"):
+            rows["bwrap lifecycle (same namespaces, same dir)"] = median_ms(bwrap_lifecycle(rootfs), args.runs)
+        if docker_reachable():
+            tag = docker_image(rootfs)
+            rows["docker run --rm"] = median_ms(lambda: subprocess.run(["docker", "run", "--rm", "--network", "none", tag, "/bin/true"], check=True), max(10, args.runs // 10), warmup=2)
+            name = subprocess.run(["docker", "run", "-d", "--rm", tag, "sleep", "600"], check=True, capture_output=True, text=True).stdout.strip()
+            try:
+                rows["docker exec"] = median_ms(lambda: subprocess.run(["docker", "exec", name, "/bin/true"], check=True), max(10, args.runs // 10), warmup=2)
+            finally:
+                subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+    lifecycle = rows["sandkit lifecycle (create, exec true, destroy)"]
+    exec_rt = rows["sandkit exec round trip (true)"]
+    print(f"{'measurement (median of ' + str(args.runs) + '+ runs)':52} {'ms':>9}")
+    for name, value in rows.items():
+        print(f"{name:52} {value:9.3f}")
+    print()
+    failures = []
+    if "bwrap lifecycle (same namespaces, same dir)" in rows:
+        ratio = lifecycle / rows["bwrap lifecycle (same namespaces, same dir)"]
+        print(f"sandkit lifecycle / bwrap lifecycle  = {ratio:.2f}x  (target <= 0.6x, must be < 1x)")
+        if ratio >= 1:
+            failures.append(f"lifecycle is {ratio:.2f}x bwrap's")
+    if "docker run --rm" in rows:
+        print(f"docker run --rm / sandkit lifecycle  = {rows['docker run --rm'] / lifecycle:.0f}x faster")
+        print(f"docker exec / sandkit exec           = {rows['docker exec'] / exec_rt:.0f}x faster")
+    else:
+        print("docker: no reachable daemon, skipped")
+    print(f"sandkit exec round trip              = {exec_rt:.3f} ms (target 0.3 ms, must be < 1 ms)")
+    if exec_rt >= 1:
+        failures.append(f"exec round trip is {exec_rt:.3f} ms")
+    if failures and not args.no_assert:
+        print("FAILED: " + "; ".join(failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
