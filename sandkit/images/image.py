@@ -102,6 +102,52 @@ class Image:
             store.tag(rec.id, tag)
         return cls._from_record(store, rec)
 
+    @classmethod
+    def pull(
+        cls,
+        ref: str,
+        *,
+        platform: str | None = None,
+        insecure: bool = False,
+        auth: Any = None,
+        progress: Any = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        store: Store | None = None,
+    ) -> Image:
+        """Pull ``ref`` from its registry into the local store (see sandkit.images.registry).
+
+        ``auth``: (user, password) or registry.Credentials (default: the Docker config);
+        ``progress``: a callable receiving registry.Progress events; ``insecure``: allow plain
+        HTTP and unverified TLS; ``ca_file``: an extra CA bundle (PEM) to trust.
+        """
+        from .registry import pull_sync
+        from .store import Store
+
+        store = store or Store.default()
+        rec = pull_sync(ref, store=store, platform=platform, insecure=insecure, ca_file=ca_file, auth=auth, progress=progress)
+        return cls._from_record(store, rec, ref)
+
+    def push(
+        self,
+        ref: str | None = None,
+        *,
+        insecure: bool = False,
+        auth: Any = None,
+        progress: Any = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        chunk_size: int | None = None,
+    ) -> str:
+        """Push to ``ref`` (default: the image's first tag); returns the manifest digest."""
+        from .registry import push_sync
+        from .registry.push import DEFAULT_CHUNK_SIZE
+
+        store = self._store()
+        target = ref or next(iter(store.tags_of(self.id)), None)
+        if target is None:
+            raise ImageError(f"image {self.name!r} has no tag to push to: pass ref='registry/name:tag'")
+        return push_sync(self.id, target, store=store, insecure=insecure, ca_file=ca_file, auth=auth,
+                         progress=progress, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+
     def _store(self) -> Store:
         if self.store is None:
             raise ImageError(

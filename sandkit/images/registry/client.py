@@ -1,0 +1,270 @@
+"""An HTTP client for one registry (OCI Distribution API v2) on httpx, for anyio (trio/asyncio).
+
+It owns what every request needs: choosing https or (for insecure registries only) http, TLS
+verification, authentication with one retry on 401, and retries with exponential backoff on
+transient failures (connection errors, 408/429/5xx). Pull and push build on `request` and
+`stream`; they never touch httpx directly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import attrs
+import httpx
+
+from ...errors import AuthenticationError, RegistryError
+from .auth import DOCKER_HUB, Authenticator, Credentials, coerce, credentials_for
+
+# Where Docker Hub's API really lives (docker.io is only the name in references).
+_API_HOST = {DOCKER_HUB: "registry-1.docker.io"}
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+USER_AGENT = "sandkit/0.1 (+https://github.com/sandkit)"
+
+Body = bytes | Callable[[], AsyncIterator[bytes]] | None
+
+
+@attrs.frozen
+class RetryPolicy:
+    attempts: int = 5  # tries in all, the first included
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        # Jitter keeps parallel layer downloads from retrying in lock step.
+        return min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+RETRY = RetryPolicy()  # module default; tests shorten it
+
+
+class TransientError(RegistryError):
+    """A failure worth retrying (network hiccup, registry overloaded or restarting)."""
+
+
+def scope(repository: str, *actions: str) -> str:
+    return f"repository:{repository}:{','.join(actions)}"
+
+
+def insecure_by_default(registry: str) -> bool:
+    """Docker treats loopback registries as insecure without being told (plain HTTP allowed)."""
+    host = registry.rsplit(":", 1)[0] if not registry.endswith("]") else registry
+    host = host.strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ssl_context(registry: str, ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
+    """System CAs, plus ``ca_file`` and Docker's per-registry /etc/docker/certs.d/<host>/*.crt."""
+    ctx = ssl.create_default_context()
+    extra = [os.fspath(ca_file)] if ca_file else []
+    certs_d = os.path.join("/etc/docker/certs.d", registry)
+    if os.path.isdir(certs_d):
+        extra += [os.path.join(certs_d, n) for n in sorted(os.listdir(certs_d)) if n.endswith(".crt")]
+    for path in extra:
+        try:
+            ctx.load_verify_locations(cafile=path)
+        except (OSError, ssl.SSLError) as e:
+            raise RegistryError(f"cannot load CA certificate {path} ({e}): pass a PEM file") from None
+    return ctx
+
+
+def error_messages(resp: httpx.Response) -> str:
+    """The registry's own explanation: its JSON ``errors`` list, or the start of the body."""
+    try:
+        errors = resp.json().get("errors") or []
+        text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
+    except (ValueError, AttributeError, httpx.ResponseNotRead):
+        text = ""
+    if not text:
+        try:
+            text = resp.text[:200].strip()
+        except httpx.ResponseNotRead:
+            text = ""
+    return text or resp.reason_phrase
+
+
+class RegistryClient:
+    """``async with RegistryClient("host:5000") as c: r = await c.request("GET", ...)``."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        insecure: bool = False,
+        ca_file: str | os.PathLike[str] | None = None,
+        auth: Credentials | tuple[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.registry = registry
+        self.insecure = insecure
+        self.allow_http = insecure or insecure_by_default(registry)
+        self.retry = retry or RETRY
+        creds = coerce(auth)
+        self.auth = Authenticator(registry, creds if creds is not None else credentials_for(registry))
+        # An explicitly insecure registry may also have a self-signed certificate (as in Docker).
+        verify: ssl.SSLContext | bool = False if insecure else _ssl_context(registry, ca_file)
+        self.http = httpx.AsyncClient(
+            verify=verify,
+            timeout=httpx.Timeout(timeout, connect=15.0),
+            follow_redirects=True,  # blobs are often a redirect to object storage
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
+        )
+        self._base: str | None = None
+        self._base_lock = anyio.Lock()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+
+    # --- https or http -----------------------------------------------------------------------
+
+    async def base_url(self) -> str:
+        """``https://host`` or ``http://host``, found once by asking /v2/ (Docker's ping)."""
+        async with self._base_lock:
+            if self._base is None:
+                self._base = await self._ping()
+            return self._base
+
+    async def _ping(self) -> str:
+        host = _API_HOST.get(self.registry, self.registry)
+        schemes = ("https", "http") if self.allow_http else ("https",)
+        failures: list[str] = []
+        for attempt in range(self.retry.attempts):
+            failures.clear()
+            transient = False
+            for s in schemes:
+                try:
+                    resp = await self.http.get(f"{s}://{host}/v2/")
+                except httpx.TransportError as e:
+                    failures.append(_describe_transport(s, host, e))
+                    transient = transient or isinstance(e, (httpx.TimeoutException, httpx.ReadError))
+                    continue
+                # 200: open; 401: needs auth. Anything else is not a registry speaking this scheme
+                # (a TLS port answers plain HTTP with 400, for instance).
+                if resp.status_code in (200, 401):
+                    return f"{s}://{host}"
+                if resp.status_code in _TRANSIENT_STATUS:
+                    transient = True
+                failures.append(f"{s}://{host}/v2/ answered HTTP {resp.status_code} ({error_messages(resp)})")
+            if not transient:
+                break
+            await anyio.sleep(self.retry.delay(attempt))
+        hint = (
+            "check the address and that the registry is running"
+            if self.allow_http
+            else "check the address; for a registry without TLS pass insecure=True (--insecure)"
+        )
+        raise RegistryError(f"cannot talk to registry {self.registry}: {'; '.join(failures)}: {hint}")
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def _send(
+        self, method: str, url: str, scopes: frozenset[str], headers: dict[str, str], body: Body, stream: bool
+    ) -> httpx.Response:
+        """One request with authentication: cached credentials first, one retry after a 401."""
+        auth_header = await self.auth.header_for(self.http, scopes)
+        for retried in (False, True):
+            h = dict(headers)
+            if auth_header:
+                h["Authorization"] = auth_header
+            content = body() if callable(body) else body
+            req = self.http.build_request(method, url, headers=h, content=content)
+            resp = await self.http.send(req, stream=stream)
+            if resp.status_code != 401:
+                return resp
+            if stream:
+                await resp.aread()
+            if retried:
+                break
+            auth_header = await self.auth.on_unauthorized(self.http, resp, scopes, auth_header)
+        who = f"as {self.auth.credentials.username!r}" if self.auth.credentials else "anonymously"
+        raise AuthenticationError(
+            f"registry {self.registry} refused {method} {httpx.URL(url).path} {who} ({error_messages(resp)}): "
+            f"check the user name, password and permissions (`sandkit login {self.registry}`)"
+        )
+
+    async def _url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else await self.base_url() + path
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scopes: frozenset[str],
+        headers: dict[str, str] | None = None,
+        body: Body = None,
+    ) -> httpx.Response:
+        """Send and read the whole response, retrying transient failures. ``path`` is /v2/...
+        or an absolute URL (an upload Location). Status codes other than 401 are the caller's."""
+        url = await self._url(path)
+
+        async def once() -> httpx.Response:
+            resp = await self._send(method, url, scopes, headers or {}, body, stream=False)
+            if resp.status_code in _TRANSIENT_STATUS:
+                raise TransientError(f"{method} {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
+            return resp
+
+        return await self.with_retries(once, f"{method} {httpx.URL(url).path}")
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, path: str, *, scopes: frozenset[str], headers: dict[str, str] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed response (no retries here: the caller resumes with Range requests).
+        Transport errors surface as TransientError so the caller can tell them apart."""
+        url = await self._url(path)
+        try:
+            resp = await self._send(method, url, scopes, headers or {}, None, stream=True)
+        except httpx.TransportError as e:
+            raise TransientError(_describe_transport(url.split(":", 1)[0], self.registry, e)) from None
+        try:
+            if resp.status_code in _TRANSIENT_STATUS:
+                await resp.aread()
+                raise TransientError(f"{method} {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
+            yield resp
+        finally:
+            await resp.aclose()
+
+    async def with_retries(self, fn: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """Run ``fn`` again after transient failures, with exponential backoff and jitter."""
+        for attempt in range(self.retry.attempts):
+            try:
+                return await fn()
+            except (TransientError, httpx.TransportError) as e:
+                last = e if isinstance(e, TransientError) else TransientError(_describe_transport("", self.registry, e))
+                if attempt + 1 < self.retry.attempts:
+                    await anyio.sleep(self.retry.delay(attempt))
+        raise RegistryError(
+            f"{what} on registry {self.registry} kept failing after {self.retry.attempts} attempts: {last}; "
+            "check that the registry is up and reachable, then try again"
+        )
+
+
+def _describe_transport(scheme: str, host: str, e: Exception) -> str:
+    text = str(e) or type(e).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            f"the TLS certificate of {host} could not be verified ({text}): pass ca_file= (--ca-file) "
+            "with the CA that signed it, or mark the registry insecure"
+        )
+    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        return f"{host} does not speak TLS ({scheme})"
+    kind = {httpx.ConnectError: "cannot connect", httpx.ConnectTimeout: "connection timed out"}.get(type(e), "connection failed")
+    return f"{kind} to {scheme + '://' if scheme else ''}{host} ({type(e).__name__}: {text})"
