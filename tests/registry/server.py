@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -191,7 +192,8 @@ class Registry:
                                      start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
-        with httpx.Client(verify=str(self.ca_file) if self.ca_file else False) as c:
+        verify = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else False
+        with httpx.Client(verify=verify) as c:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"docker-registry exited: {(self.root / 'registry.log').read_text()[-2000:]}")

@@ -166,6 +166,7 @@ def _write_config(path: Path, config: dict[str, Any]) -> None:
 
 def save_credentials(registry: str, creds: Credentials) -> Path:
     """Record ``creds`` in the Docker config's ``auths``, as `docker login` does without a helper."""
+    registry = normalize_host(registry)
     path = config_path()
     config = _read_config(path)
     auths = config.setdefault("auths", {})
@@ -181,6 +182,7 @@ def save_credentials(registry: str, creds: Credentials) -> Path:
 
 def remove_credentials(registry: str) -> bool:
     """Forget the stored login for ``registry``; False if there was none."""
+    registry = normalize_host(registry)
     path = config_path()
     config = _read_config(path)
     auths = config.get("auths") or {}
