@@ -258,7 +258,16 @@ class RegistryClient:
 
 
 def _describe_transport(scheme: str, host: str, e: Exception) -> str:
-    text = str(e) or type(e).__name__
+    # httpx often wraps the informative error (ssl.SSLCertVerificationError, OSError) without
+    # repeating its text: collect the whole cause chain.
+    texts, seen = [], set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if str(cur) and str(cur) not in texts and str(cur) != type(cur).__name__:
+            texts.append(str(cur))
+        cur = cur.__cause__ or cur.__context__
+    text = "; ".join(texts) or type(e).__name__
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return (
             f"the TLS certificate of {host} could not be verified ({text}): pass ca_file= (--ca-file) "
