@@ -1,147 +1,67 @@
-"""`sandkit`, a docker-style command line: `sandkit run [--rm] IMAGE [CMD...]` and friends."""
+"""`sandkit`: a docker-style command line (`sandkit run/ps/exec/images/pull/...`).
+
+One module per group of commands; each adds its sub-parsers and sets ``func``, a function of
+the parsed arguments that returns the exit code. Errors that escape a command become Docker's
+exit codes here, with the message on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
-import anyio
+from .. import errors
+from . import exitcodes
+from .containers import add_container_commands
+from .images import add_image_and_registry_commands
+from .parser import DockerArgumentParser
+from .run import add_run_command
+from .system import add_system_commands
 
-from . import errors
-from .images.image import Image
-from .runtime.container import AsyncContainer
-from .runtime.mounts import Mount
-
-# Docker's exit codes for failures of the tool itself rather than of the command.
-EXIT_SANDKIT_FAILED = 125
-EXIT_CANNOT_RUN = 126
-EXIT_NOT_FOUND = 127
+# The commands whose failures are the container's own (exit 125/126/127 as `docker run`); the
+# others fail with 1, as Docker's management commands do.
+_RUN_LIKE = {"run", "exec"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = DockerArgumentParser(
         prog="sandkit",
         description="Run OCI/Docker images as isolated Linux containers, without a daemon.",
+        epilog="Run 'sandkit COMMAND --help' for more information on a command.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-    _add_run(commands)
+    parser.add_argument("-v", "--version", action="store_true", help="print version information and quit")
+    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND", title="commands")
+    add_run_command(commands)
+    add_container_commands(commands)
+    add_image_and_registry_commands(commands)
+    add_system_commands(commands)
     return parser
 
 
-def _add_run(commands: argparse._SubParsersAction) -> None:
-    run = commands.add_parser(
-        "run",
-        help="run a command in a new container",
-        description="Run a command in a new container and exit with its exit code. Containers "
-        "run in the foreground only: a container lives as long as the sandkit process that runs it.",
-    )
-    run.add_argument("--rm", action="store_true", help="accepted for Docker compatibility: containers are always removed when they exit")
-    run.add_argument("-i", "--interactive", action="store_true", help="keep stdin open and pass it to the command")
-    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="set an environment variable")
-    run.add_argument("-w", "--workdir", help="working directory inside the container")
-    run.add_argument("-u", "--user", help="user[:group] or uid[:gid] to run as")
-    run.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="bind-mount a host path")
-    run.add_argument("--hostname", help="container host name")
-    run.add_argument("--network", default="none", choices=("none", "host"), help="'none' (loopback only, default) or 'host' (not isolated)")
-    run.add_argument("--read-only", action="store_true", help="mount the container's root filesystem read-only")
-    run.add_argument("image", help="'host', a directory holding a root filesystem, or an image reference")
-    run.add_argument("cmd", nargs=argparse.REMAINDER, help="command and arguments")
-    run.set_defaults(handler=_run)
-
-
-def _parse_env(entries: Sequence[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for entry in entries:
-        key, sep, value = entry.partition("=")
-        if not sep:
-            value = os.environ.get(key, "")  # `-e NAME` passes the caller's value, as in Docker
-        env[key] = value
-    return env
-
-
-def _image_argument(name: str) -> Image | str:
-    if name != "host" and (name.startswith(("/", ".")) or os.path.isdir(name)):
-        return Image.from_directory(name)
-    return name
-
-
-def _command_for(args: argparse.Namespace, image: Image | str) -> list[str]:
-    config = image.config if isinstance(image, Image) else None
-    entrypoint = list(config.entrypoint or ()) if config else []
-    cmd = list(args.cmd) or (list(config.cmd or ()) if config else [])
-    argv = entrypoint + cmd
-    if not argv:
-        raise errors.ExecStartError("no command given and the image has no default command: add one after the image name")
-    return argv
-
-
-async def _run(args: argparse.Namespace) -> int:
-    image = _image_argument(args.image)
-    container = AsyncContainer(
-        image,
-        env=_parse_env(args.env),
-        workdir=args.workdir,
-        user=args.user,
-        hostname=args.hostname,
-        mounts=[Mount.parse(v) for v in args.volume],
-        read_only=args.read_only,
-        network=args.network,
-    )
-    async with container:
-        argv = _command_for(args, container._resolved or image)
-        process = await container.spawn(argv, stdin=args.interactive)
-        async with process, anyio.create_task_group() as tasks:
-            if process.stdin is not None:
-                tasks.start_soon(_pump_stdin, process)
-            tasks.start_soon(_pump_output, process.stdout, sys.stdout.buffer)
-            tasks.start_soon(_pump_output, process.stderr, sys.stderr.buffer)
-            code = await process.wait()
-    return 128 - code if code < 0 else code
-
-
-async def _pump_output(stream, sink) -> None:  # type: ignore[no-untyped-def]
-    if stream is None:
-        return
-    async for chunk in stream:
-        sink.write(chunk)
-        sink.flush()
-
-
-async def _pump_stdin(process) -> None:  # type: ignore[no-untyped-def]
-    from .runtime.process import AsyncOutput, set_nonblocking
-
-    fd = os.dup(sys.stdin.fileno())
-    set_nonblocking(fd)
-    source = AsyncOutput(fd)
-    try:
-        async for chunk in source:
-            await process.stdin.write(chunk)
-    except BrokenPipeError:
-        pass
-    finally:
-        source.close()
-        process.stdin.close()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from .. import __version__
+
+        print(f"sandkit version {__version__}")
+        return exitcodes.OK
+    if args.subcommand is None:
+        parser.print_help()
+        return exitcodes.OK
     try:
-        return anyio.run(args.handler, args, backend="trio")
-    except errors.CommandNotFoundError as exc:
-        print(f"sandkit: {exc}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    except errors.ExecStartError as exc:
-        print(f"sandkit: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
+        return int(args.func(args))
     except errors.SandkitError as exc:
-        print(f"sandkit: {exc}", file=sys.stderr)
-        return EXIT_SANDKIT_FAILED
+        if args.subcommand in _RUN_LIKE:
+            print(f"sandkit: {exc}", file=sys.stderr)
+            return exitcodes.for_error(exc)
+        print(f"Error: {exc}", file=sys.stderr)
+        return exitcodes.FAILED
     except KeyboardInterrupt:
-        return 130
+        return exitcodes.SIGNAL_BASE + 2
+    except BrokenPipeError:
+        return exitcodes.OK  # `sandkit images | head`
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,392 @@
+"""Commands on detached containers: ps, exec, logs, stop, kill, rm (and container inspect).
+
+They find a container through its state directory (see `state`) and talk to its supervisor over
+its control socket (see `supervisor`). Errors read and exit like Docker's: "Error: ..." and 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+
+from .. import errors
+from ..runtime.process import AsyncInput, AsyncOutput, set_nonblocking
+from . import attach, control, exitcodes, output, state
+from .options import add_process_options, environment
+from .parser import Subparsers, command_with_remainder
+from .supervisor import LOG_HEADER, STOP_TIMEOUT
+
+# After asking a supervisor to stop, how long past the stop timeout before it is SIGKILLed (its
+# init then kills the container).
+_STOP_SLACK = 5.0
+
+
+class ContainerNotRunning(errors.ContainerError):
+    pass
+
+
+def add_container_commands(commands: Subparsers) -> None:
+    p = commands.add_parser("ps", help="list containers", description="List detached containers "
+                            "(those started with `run -d`); -a includes stopped ones.")
+    p.add_argument("-a", "--all", action="store_true", help="show all containers, not just running ones")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="table, or one JSON object per line")
+    p.set_defaults(func=cmd_ps)
+
+    p = commands.add_parser("exec", help="run a command in a running container",
+                            description="Run a command in a running (detached) container.")
+    add_process_options(p)
+    command_with_remainder(p, "container", "container name or ID")
+    p.set_defaults(func=cmd_exec)
+
+    p = commands.add_parser("logs", help="fetch the logs of a container",
+                            description="Print what a detached container's main process wrote.")
+    p.add_argument("-f", "--follow", action="store_true", help="follow log output")
+    p.add_argument("-n", "--tail", default="all", help="number of lines to show from the end (default all)")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_logs)
+
+    p = commands.add_parser("stop", help="stop running containers",
+                            description="Send the stop signal (SIGTERM or the image's StopSignal), "
+                            "then SIGKILL after the timeout.")
+    p.add_argument("-t", "--time", type=float, default=STOP_TIMEOUT, help="seconds to wait before killing")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_stop)
+
+    p = commands.add_parser("kill", help="kill running containers")
+    p.add_argument("-s", "--signal", default="KILL", help="signal to send (name or number, default KILL)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_kill)
+
+    p = commands.add_parser("rm", help="remove stopped containers")
+    p.add_argument("-f", "--force", action="store_true", help="kill and remove a running container")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_rm)
+
+
+def _each(refs: list[str], action: Any) -> int:
+    """Docker's multi-container commands: act on each, print it, report errors, exit 1 if any."""
+    code = exitcodes.OK
+    for ref in refs:
+        try:
+            action(state.find(ref))
+            print(ref)
+        except errors.SandkitError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            code = exitcodes.FAILED
+    return code
+
+
+# --- ps -------------------------------------------------------------------------------------------
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    shown = [r for r in state.records() if args.all or r.running]
+    if args.quiet:
+        for record in shown:
+            print(record.id if args.no_trunc else record.id[:12])
+        return exitcodes.OK
+    rows = [_ps_row(r, args.no_trunc) for r in shown]
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(row))
+        return exitcodes.OK
+    headers = ("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")
+    keys = ("ID", "Image", "Command", "RunningFor", "Status", "Names")
+    output.print_table(headers, [[row[k] for k in keys] for row in rows])
+    return exitcodes.OK
+
+
+def _ps_row(record: state.Record, no_trunc: bool) -> dict[str, str]:
+    now = time.time()
+    command = shlex.join(record.config.get("command", []))
+    return {
+        "ID": record.id if no_trunc else record.id[:12],
+        "Image": str(record.config.get("image", "")),
+        "Command": json.dumps(command if no_trunc else output.truncate(command, 20), ensure_ascii=False),
+        "CreatedAt": _iso(record.config.get("created")),
+        "RunningFor": output.human_duration(now - record.config.get("created", now)) + " ago",
+        "Status": _status_text(record, now),
+        "State": record.status,
+        "Names": record.name,
+    }
+
+
+def _status_text(record: state.Record, now: float) -> str:
+    if record.status == "running":
+        return "Up " + output.human_duration(now - record.state.get("started_at", now))
+    if record.status == "created":
+        return "Created"
+    code = record.exit_code
+    ago = output.human_duration(now - record.state.get("finished_at", now)) + " ago"
+    return f"Exited ({code if code is not None else 'unknown'}) {ago}"
+
+
+def _iso(timestamp: float | None) -> str:
+    if not timestamp:
+        return "0001-01-01T00:00:00Z"
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def inspect_record(record: state.Record) -> dict[str, Any]:
+    """A container as `docker inspect` shows one, for the fields sandkit has."""
+    spec = record.config.get("spec", {})
+    command = record.config.get("command", [])
+    return {
+        "Id": record.id,
+        "Created": _iso(record.config.get("created")),
+        "Path": command[0] if command else "",
+        "Args": command[1:],
+        "State": {
+            "Status": record.status,
+            "Running": record.running,
+            "Pid": record.state.get("pid", 0) if record.running else 0,
+            "ExitCode": record.exit_code if record.exit_code is not None else -1,
+            "Error": record.state.get("error", ""),
+            "StartedAt": _iso(record.state.get("started_at")),
+            "FinishedAt": _iso(record.state.get("finished_at")),
+        },
+        "Image": record.config.get("image", ""),
+        "Name": "/" + record.name,
+        "LogPath": str(record.log_path),
+        "Config": {
+            "Hostname": spec.get("hostname") or record.id[:12],
+            "User": spec.get("user") or "",
+            "Env": [f"{k}={v}" for k, v in spec.get("env", {}).items()],
+            "Cmd": spec.get("command"),
+            "Entrypoint": spec.get("entrypoint"),
+            "WorkingDir": spec.get("workdir") or "",
+            "Image": record.config.get("image", ""),
+            "Tty": spec.get("tty", False),
+            "OpenStdin": spec.get("interactive", False),
+        },
+        "HostConfig": {
+            "AutoRemove": spec.get("remove", False),
+            "NetworkMode": spec.get("network", "none"),
+            "ReadonlyRootfs": spec.get("read_only", False),
+            "Mounts": spec.get("mounts", []),
+            "CapAdd": spec.get("cap_add", []),
+            "CapDrop": spec.get("cap_drop", []),
+        },
+    }
+
+
+# --- exec -----------------------------------------------------------------------------------------
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    if not args.command:
+        raise errors.ExecStartError("exec needs a command: sandkit exec CONTAINER COMMAND [ARG...]")
+    if args.interactive and args.tty and not attach.stdin_is_terminal():
+        print("the input device is not a TTY", file=sys.stderr)
+        return exitcodes.FAILED
+    record = _running(state.find(args.container))
+    rows, cols = attach.terminal_size()
+    request = {
+        "op": "exec", "argv": list(args.command), "env": environment(args.env_file, args.env),
+        "workdir": args.workdir, "user": args.user, "interactive": args.interactive,
+        "tty": args.tty, "rows": rows, "cols": cols, "detach": args.detach,
+    }
+    return anyio.run(_exec, record, request, backend="trio")
+
+
+async def _exec(record: state.Record, request: dict[str, Any]) -> int:
+    with await _connect(record) as sock:
+        await control.send(sock, request)
+        reply, fds = await control.receive(sock)
+        if reply is None or "error" in reply:
+            for fd in fds:
+                os.close(fd)
+            message = reply["error"] if reply else f"container {record.name} stopped"
+            print(f"Error: {message}", file=sys.stderr)
+            return int(reply.get("code", exitcodes.SANDKIT_FAILED)) if reply else exitcodes.SANDKIT_FAILED
+        if request["detach"]:
+            return exitcodes.OK
+        streams = _streams(dict(zip(reply["streams"], fds)), request["interactive"])
+
+        async def wait() -> int:
+            while True:
+                message, extra = await control.receive(sock)
+                for fd in extra:
+                    os.close(fd)
+                if message is None:  # the supervisor went away: the container was stopped
+                    return -signal.SIGKILL
+                if "exit" in message:
+                    return int(message["exit"])
+
+        async def forward(signum: int) -> None:
+            await control.send(sock, {"op": "signal", "signal": signum})
+
+        returncode = await attach.attach(streams, wait=wait, forward_signal=forward)
+    return exitcodes.from_returncode(returncode)
+
+
+def _streams(fds: dict[str, int], interactive: bool) -> attach.Streams:
+    for fd in fds.values():
+        set_nonblocking(fd)
+    if "pty" in fds:
+        master = fds["pty"]
+        return attach.Streams(stdin=AsyncInput(master, owns_fd=False) if interactive else None,
+                              stdout=AsyncOutput(master), stderr=None, tty=True)
+    return attach.Streams(stdin=AsyncInput(fds["stdin"]) if "stdin" in fds else None,
+                          stdout=AsyncOutput(fds["stdout"]), stderr=AsyncOutput(fds["stderr"]))
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    record = state.find(args.container)
+    tail = None if args.tail == "all" else _int_arg(args.tail, "--tail")
+    try:
+        with open(record.log_path, "rb") as log:
+            frames = list(_frames(log, follow=False, record=record))
+            _print_frames(_last_lines(frames, tail) if tail is not None else frames)
+            if args.follow:
+                _print_frames(_frames(log, follow=True, record=record))
+    except FileNotFoundError:
+        pass  # nothing written yet
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends `logs -f`, as in Docker
+    return exitcodes.OK
+
+
+def _frames(log: Any, *, follow: bool, record: state.Record) -> Iterator[tuple[int, bytes]]:
+    """(stream, data) frames from the log; with ``follow``, wait for more while it runs."""
+    pending = b""
+    while True:
+        data = log.read(65536)
+        if data:
+            pending += data
+            while len(pending) >= LOG_HEADER.size:
+                stream, size = LOG_HEADER.unpack_from(pending)
+                if len(pending) < LOG_HEADER.size + size:
+                    break  # the rest of this frame is still being written
+                yield stream, pending[LOG_HEADER.size:LOG_HEADER.size + size]
+                pending = pending[LOG_HEADER.size + size:]
+            continue
+        if not follow or not state.supervisor_alive(record.state):
+            return
+        time.sleep(0.1)
+
+
+def _last_lines(frames: list[tuple[int, bytes]], count: int) -> list[tuple[int, bytes]]:
+    lines: list[tuple[int, bytes]] = []
+    for stream, data in frames:
+        for piece in data.splitlines(keepends=True):
+            if lines and lines[-1][0] == stream and not lines[-1][1].endswith(b"\n"):
+                lines[-1] = (stream, lines[-1][1] + piece)  # a line split across two writes
+            else:
+                lines.append((stream, piece))
+    return lines[-count:] if count > 0 else []
+
+
+def _print_frames(frames: Any) -> None:
+    for stream, data in frames:
+        out = sys.stdout.buffer if stream == 1 else sys.stderr.buffer
+        out.write(data)
+        out.flush()
+
+
+# --- stop, kill, rm -------------------------------------------------------------------------------
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    return _each(args.containers, lambda record: _stop(record, args.time))
+
+
+def _stop(record: state.Record, timeout: float) -> None:
+    if not record.running:
+        return  # Docker: stopping a stopped container succeeds
+    anyio.run(_request, record, {"op": "stop", "timeout": timeout}, False, backend="trio")
+    _wait_for_exit(record, timeout + _STOP_SLACK)
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    signum = _signal_number(args.signal)
+
+    def kill(record: state.Record) -> None:
+        _running(record)
+        anyio.run(_request, record, {"op": "kill", "signal": signum}, True, backend="trio")
+
+    return _each(args.containers, kill)
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    def remove(record: state.Record) -> None:
+        if record.running:
+            if not args.force:
+                raise errors.ContainerError(
+                    f"You cannot remove a running container {record.id}. "
+                    "Stop the container before attempting removal or force remove")
+            anyio.run(_request, record, {"op": "kill", "signal": int(signal.SIGKILL)}, True, backend="trio")
+            _wait_for_exit(record, _STOP_SLACK)
+        state.remove(record)
+
+    return _each(args.containers, remove)
+
+
+def _running(record: state.Record) -> state.Record:
+    if not record.running:
+        raise ContainerNotRunning(f"Container {record.id} is not running")
+    return record
+
+
+async def _connect(record: state.Record) -> socket.socket:
+    try:
+        return await control.connect(record.socket_path)
+    except OSError:
+        raise ContainerNotRunning(f"Container {record.id} is not running") from None
+
+
+async def _request(record: state.Record, message: dict[str, Any], wait_reply: bool) -> None:
+    with await _connect(record) as sock:
+        await control.send(sock, message)
+        if wait_reply:
+            reply, fds = await control.receive(sock)
+            for fd in fds:
+                os.close(fd)
+            if reply is not None and "error" in reply:
+                raise errors.ContainerError(reply["error"])
+
+
+def _wait_for_exit(record: state.Record, timeout: float) -> None:
+    """Until the supervisor is gone; past ``timeout`` it is SIGKILLed (its container dies with
+    it, since the init sees the control socket close)."""
+    deadline = time.monotonic() + timeout
+    while state.supervisor_alive(record.state):
+        if time.monotonic() > deadline:
+            try:
+                os.kill(int(record.state["supervisor_pid"]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            deadline = float("inf")
+        time.sleep(0.02)
+
+
+def _signal_number(name: str) -> int:
+    try:
+        if name.isdigit():
+            return int(signal.Signals(int(name)))
+        return int(signal.Signals["SIG" + name.upper().removeprefix("SIG")])
+    except (KeyError, ValueError):
+        raise errors.SandkitError(f"invalid signal: {name}") from None
+
+
+def _int_arg(value: str, flag: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise errors.SandkitError(f"invalid value for {flag}: {value!r} (a number, or 'all')") from None

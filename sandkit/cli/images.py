@@ -1,0 +1,51 @@
+"""Image and registry commands, written in `sandkit.images`; here they are wired in, and
+`inspect` learns containers (as `docker inspect` takes either)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .. import errors
+from ..images.cli_commands import add_image_commands
+from ..images.image import Image
+from ..images.registry_cli import add_registry_commands
+from . import exitcodes, state
+from .containers import inspect_record
+from .parser import Subparsers
+
+
+def add_image_and_registry_commands(commands: Subparsers) -> None:
+    add_image_commands(commands)
+    add_registry_commands(commands)
+    inspect = commands.choices["inspect"]
+    inspect.description = "Show details of containers or images as JSON."
+    inspect.add_argument("-f", "--format", choices=("json",), default="json",
+                         help="output format (JSON, the only one)")
+    inspect.add_argument("--type", choices=("container", "image"), help="only look for this kind of object")
+    inspect.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    found: list[dict[str, Any]] = []
+    code = exitcodes.OK
+    for ref in args.images:
+        try:
+            found.append(_inspect_one(ref, args.type))
+        except errors.SandkitError:
+            print(f"Error: No such object: {ref}", file=sys.stderr)
+            code = exitcodes.FAILED
+    print(json.dumps(found, indent=4))
+    return code
+
+
+def _inspect_one(ref: str, kind: str | None) -> dict[str, Any]:
+    if kind != "image":
+        try:
+            return inspect_record(state.find(ref))
+        except errors.SandkitError:
+            if kind == "container":
+                raise
+    return Image.get(ref).inspect()

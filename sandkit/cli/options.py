@@ -1,0 +1,163 @@
+"""The flags of `run` and `exec`, and how Docker reads their values.
+
+Everything here is checked in the CLI process, before anything is started, so that a bad value
+costs nothing but a message and exit code 125.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+from .. import errors
+from ..runtime.cgroups import parse_size
+from ..runtime.mounts import Mount
+
+
+class UsageError(errors.SandkitError):
+    """A flag's value cannot be used (exit 125, like Docker's flag errors)."""
+
+
+def add_process_options(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `run` and `exec`: how the one process is started."""
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="run in the background and print the container ID (see `sandkit ps`)")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open and pass it to the command")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (use with -i for a shell)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an environment variable (KEY alone passes the caller's value)")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read environment variables from a file of KEY=VALUE lines")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("-u", "--user", help="user[:group] or uid[:gid] to run as")
+
+
+def add_container_options(p: argparse.ArgumentParser) -> None:
+    """Flags of `run` that shape the container itself."""
+    # -h means --hostname here, as in `docker run`: the parser is made with add_help=False.
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("--name", help="assign a name to the container")
+    p.add_argument("--rm", action="store_true", help="remove the container's state when it exits")
+    p.add_argument("--hostname", "-h", dest="hostname", help="container host name")
+    p.add_argument("--entrypoint", help="override the image's ENTRYPOINT ('' clears it)")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]",
+                   help="bind-mount an absolute host path")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:size=N,mode=M]",
+                   help="mount a fresh tmpfs")
+    p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
+    p.add_argument("--network", "--net", default="none", choices=("none", "host"),
+                   help="'none' (loopback only, the default) or 'host' (not isolated)")
+    p.add_argument("-m", "--memory", help="memory limit, e.g. 256m")
+    p.add_argument("--memory-swap", help="memory plus swap limit; -1 for unlimited swap")
+    p.add_argument("--cpus", type=float, help="number of CPUs, e.g. 1.5")
+    p.add_argument("-c", "--cpu-shares", type=int, help="relative CPU weight")
+    p.add_argument("--pids-limit", type=int, help="maximum number of processes")
+    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help="set a resource limit, e.g. nofile=1024:2048")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a Linux capability")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a Linux capability")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="seccomp=PROFILE.json|unconfined, or no-new-privileges (always on)")
+
+
+# --- environment ---------------------------------------------------------------------------------
+
+
+def environment(env_files: Sequence[str], entries: Sequence[str],
+                caller: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Docker's order: --env-file files first, then -e, later values win."""
+    env: dict[str, str] = {}
+    for path in env_files:
+        env.update(_env_pairs(_read_env_file(path), caller))
+    env.update(_env_pairs(entries, caller))
+    return env
+
+
+def _read_env_file(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read the env file {path!r}: {exc.strerror}") from None
+    # Docker takes each line literally (no quotes, no expansion), skipping blanks and comments.
+    return [line for line in (raw.lstrip() for raw in lines) if line and not line.startswith("#")]
+
+
+def _env_pairs(entries: Iterable[str], caller: Mapping[str, str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if not key:
+            raise UsageError(f"invalid environment variable {entry!r}: write KEY=VALUE")
+        if sep:
+            pairs[key] = value
+        elif key in caller:  # `-e NAME` passes the caller's value; unset names are left out
+            pairs[key] = caller[key]
+    return pairs
+
+
+# --- mounts --------------------------------------------------------------------------------------
+
+
+def volume(spec: str) -> Mount:
+    """`-v SRC:DST[:ro|rw]` with an absolute (or ./relative) host path."""
+    source = spec.split(":", 1)[0]
+    if ":" not in spec:
+        raise UsageError(f"invalid volume {spec!r}: anonymous volumes are not supported; "
+                         "write /host/path:/container/path (or use --tmpfs for scratch space)")
+    if not source.startswith(("/", ".")):
+        raise UsageError(f"invalid volume {spec!r}: named volumes are not supported; "
+                         "give an absolute host path as the source")
+    mount = Mount.parse(spec)
+    # Absolute now: a detached container is started from another working directory.
+    return Mount.bind(os.path.abspath(mount.source), mount.target, read_only=mount.read_only)
+
+
+def tmpfs(spec: str) -> Mount:
+    """`--tmpfs DST[:size=64m,mode=1777,rw]`."""
+    target, _, opts = spec.partition(":")
+    size, mode = 0, 0o1777
+    for opt in filter(None, opts.split(",")):
+        key, _, value = opt.partition("=")
+        if key == "size":
+            size = parse_size(value)
+        elif key == "mode":
+            try:
+                mode = int(value, 8)
+            except ValueError:
+                raise UsageError(f"invalid tmpfs mode {value!r}: write octal, e.g. mode=1777") from None
+        elif key != "rw":  # noexec, nosuid, ro...: refused rather than silently not applied
+            raise UsageError(f"tmpfs option {opt!r} is not supported: use size=N, mode=OCTAL or rw")
+    return Mount.tmpfs(target, size=size, mode=mode)
+
+
+# --- limits and security ------------------------------------------------------------------------
+
+
+def ulimits(entries: Sequence[str]) -> dict[str, tuple[int, int]]:
+    limits: dict[str, tuple[int, int]] = {}
+    for entry in entries:
+        name, sep, values = entry.partition("=")
+        soft, _, hard = values.partition(":")
+        try:
+            limits[name] = (int(soft), int(hard or soft))
+        except ValueError:
+            raise UsageError(f"invalid ulimit {entry!r}: write NAME=SOFT[:HARD], e.g. nofile=1024:2048") from None
+        if not sep or not name:
+            raise UsageError(f"invalid ulimit {entry!r}: write NAME=SOFT[:HARD]")
+    return limits
+
+
+def seccomp(security_opts: Sequence[str]) -> str:
+    """The seccomp choice in `--security-opt` values: "default", "unconfined" or a profile path."""
+    profile = "default"
+    for opt in security_opts:
+        key, sep, value = opt.replace(":", "=", 1).partition("=")  # Docker also takes `seccomp:x`
+        if key == "no-new-privileges" and value in ("", "true"):
+            continue  # sandkit always sets no_new_privs
+        if key != "seccomp" or not sep or not value:
+            raise UsageError(f"security option {opt!r} is not supported: use seccomp=PROFILE.json, "
+                             "seccomp=unconfined or no-new-privileges")
+        profile = value if value == "unconfined" else os.path.abspath(value)
+    return profile

@@ -1,0 +1,118 @@
+"""`sandkit run`: a command in a new container, in the foreground or detached (-d)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+
+from . import attach, exitcodes, state
+from .options import add_container_options, add_process_options
+from .parser import Subparsers, command_with_remainder
+from .spec import RunSpec
+
+DESCRIPTION = """\
+Run a command in a new container and exit with its exit code (125: sandkit failed, 126: the
+command cannot be run, 127: it was not found, 128+N: it was killed by signal N).
+
+IMAGE is an image in the local store (see `sandkit images`, `sandkit load`, `sandkit pull`), a
+directory holding a root filesystem, or 'host' (the host's own root filesystem).
+
+Without -d the container lives exactly as long as this command. With -d it is kept by a small
+supervisor process of its own, and `sandkit ps`, `exec`, `logs`, `stop`, `kill` and `rm` reach it;
+if that supervisor is killed, the container is stopped with it, never left running unreachable.
+"""
+
+
+def add_run_command(commands: Subparsers) -> None:
+    p = commands.add_parser("run", help="run a command in a new container", description=DESCRIPTION,
+                            add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_process_options(p)
+    add_container_options(p)
+    command_with_remainder(p, "image", "image reference, root filesystem directory, or 'host'")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = RunSpec.from_args(args)
+    if spec.interactive and spec.tty and not args.detach and not attach.stdin_is_terminal():
+        print("the input device is not a TTY", file=sys.stderr)
+        return exitcodes.FAILED
+    # Everything that can be checked is, before anything starts: the image, the command, and the
+    # container's options (building the container object validates limits, caps, seccomp).
+    image = spec.resolve_image()
+    argv = spec.argv(image)
+    spec.container(image)
+    if args.detach:
+        return start_detached(spec, argv)
+    return anyio.run(run_foreground, spec, image, argv, backend="trio")
+
+
+async def run_foreground(spec: RunSpec, image: object, argv: list[str]) -> int:
+    rows, cols = attach.terminal_size()
+    async with spec.container(image) as container:  # type: ignore[arg-type]
+        process = await container.spawn(argv, stdin=spec.interactive, tty=spec.tty, rows=rows, cols=cols)
+        async with process:
+            streams = attach.Streams(
+                stdin=process.stdin if spec.interactive else None,
+                stdout=process.stdout, stderr=process.stderr, tty=spec.tty,
+            )  # type: ignore[arg-type]
+            returncode = await attach.attach(
+                streams, wait=process.wait, forward_signal=process.send_signal,
+                after_exit=container.stop,
+            )
+    return exitcodes.from_returncode(returncode)
+
+
+def start_detached(spec: RunSpec, argv: list[str]) -> int:
+    """Hand the container to a supervisor of its own; print its id once it runs."""
+    record = state.create({"spec": spec.to_json(), "image": spec.image, "command": argv}, spec.name)
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        env = dict(os.environ)
+        # The supervisor imports this very sandkit, installed or not.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        with open(record.dir / "supervisor.log", "ab") as log:
+            supervisor = subprocess.Popen(
+                [sys.executable, "-m", "sandkit.cli.supervisor", str(record.dir), str(write_end)],
+                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=log, cwd="/", env=env,
+                start_new_session=True,  # no terminal, and no Ctrl-C from the shell that started it
+            )
+        os.close(write_end)
+        write_end = -1
+        with os.fdopen(read_end, "rb") as ready:
+            read_end = -1
+            line = ready.readline()
+    except BaseException:
+        state.remove(record)
+        raise
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+    report = json.loads(line) if line.strip() else None
+    if report and report.get("ok"):
+        print(record.id)
+        return exitcodes.OK
+    supervisor.wait()  # it has given up; make sure it is gone before removing its directory
+    message = report["error"] if report else _last_lines(record.dir / "supervisor.log")
+    state.remove(record)
+    print(f"sandkit: {message}", file=sys.stderr)
+    return int(report["code"]) if report else exitcodes.SANDKIT_FAILED
+
+
+def _last_lines(path: Path, count: int = 5) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    detail = "\n".join(lines[-count:])
+    return "the container's supervisor exited before the container started" + (f":\n{detail}" if detail else "")
+

@@ -1,0 +1,217 @@
+"""Where detached containers are found again: `$SANDKIT_HOME/run/<id>/`.
+
+    config.json      the RunSpec, the resolved command, name, image, creation time (written once)
+    state.json       status, supervisor pid (+ its start time), exit code, times (replaced atomically)
+    control.sock     the supervisor's socket (exists while it runs)
+    log              the main process's output, in Docker's multiplexed frame format
+    supervisor.log   the supervisor's own stderr, for when something goes wrong
+
+A container is running exactly while its supervisor process is: the supervisor holds the
+container's control socket, and the init inside kills everything when that socket closes. So a
+dead supervisor means a stopped container, and `ps` can tell by looking at the pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .. import errors
+from ..runtime.home import sandkit_home
+
+_ID = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+# Docker names containers adjective_noun; these word lists are sandkit's own.
+_ADJECTIVES = ("amber", "brisk", "calm", "daring", "eager", "fuzzy", "gentle", "hardy", "jolly",
+               "keen", "lucid", "mellow", "nimble", "proud", "quiet", "rapid", "sturdy", "tidy",
+               "vivid", "witty")
+_NOUNS = ("badger", "canyon", "delta", "ember", "falcon", "glacier", "harbor", "island", "juniper",
+          "kestrel", "lagoon", "meadow", "nebula", "otter", "prairie", "quartz", "river", "summit",
+          "tundra", "willow")
+
+
+class NoSuchContainerError(errors.ContainerError):
+    pass
+
+
+class NameInUseError(errors.ContainerError):
+    pass
+
+
+def run_dir() -> Path:
+    path = sandkit_home() / "run"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _names_dir() -> Path:
+    path = run_dir() / "names"
+    path.mkdir(exist_ok=True, mode=0o700)
+    return path
+
+
+@attrs.define
+class Record:
+    """One detached container, as its state directory describes it."""
+
+    id: str
+    dir: Path
+    config: dict[str, Any]
+    state: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name", ""))
+
+    @property
+    def socket_path(self) -> str:
+        return str(self.dir / "control.sock")
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "log"
+
+    @property
+    def running(self) -> bool:
+        return self.state.get("status") in ("created", "running") and supervisor_alive(self.state)
+
+    @property
+    def status(self) -> str:
+        """Docker's State.Status: created, running or exited."""
+        if self.running:
+            return str(self.state["status"])
+        return "exited"
+
+    @property
+    def exit_code(self) -> int | None:
+        """None when the supervisor died without recording one (it was SIGKILLed)."""
+        code = self.state.get("exit_code")
+        return int(code) if code is not None else None
+
+    def reload(self) -> Record:
+        return load(self.dir)
+
+
+def load(directory: Path) -> Record:
+    config = _read_json(directory / "config.json")
+    state = _read_json(directory / "state.json") or {"status": "created"}
+    return Record(directory.name, directory, config, state)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(directory: Path, **state: Any) -> None:
+    """Replace state.json at once (write then rename), so a reader never sees half of it."""
+    current = _read_json(directory / "state.json")
+    current.update(state)
+    tmp = directory / f".state.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(current))
+    os.replace(tmp, directory / "state.json")
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of a live (non-zombie) process, which tells it apart from a later
+    process that reuses its pid."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def supervisor_alive(state: dict[str, Any]) -> bool:
+    pid = state.get("supervisor_pid")
+    return bool(pid) and process_start_time(int(pid)) == state.get("supervisor_start")
+
+
+# --- creating, finding and removing ------------------------------------------------------------
+
+
+def create(config: dict[str, Any], name: str | None) -> Record:
+    """A new state directory with a unique id and name (Docker's rules for both)."""
+    container_id = secrets.token_hex(32)
+    directory = run_dir() / container_id
+    directory.mkdir(mode=0o700)
+    try:
+        name = _reserve_name(name, container_id)
+        config = {**config, "id": container_id, "name": name, "created": time.time()}
+        (directory / "config.json").write_text(json.dumps(config))
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return load(directory)
+
+
+def _reserve_name(name: str | None, container_id: str) -> str:
+    if name is None:
+        for _ in range(100):
+            candidate = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+            if _try_link(candidate, container_id):
+                return candidate
+        name = f"sandkit_{container_id[:8]}"
+    if not _NAME.match(name):
+        raise errors.ContainerError(
+            f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    if not _try_link(name, container_id):
+        owner = os.readlink(_names_dir() / name)
+        raise NameInUseError(
+            f'Conflict. The container name "/{name}" is already in use by container "{owner}". '
+            "You have to remove (or rename) that container to be able to reuse that name.")
+    return name
+
+
+def _try_link(name: str, container_id: str) -> bool:
+    """Claim ``name`` with a symlink (atomic); a link to a container that is gone is stale."""
+    link = _names_dir() / name
+    for _ in range(2):
+        try:
+            os.symlink(container_id, link)
+            return True
+        except FileExistsError:
+            if (run_dir() / os.readlink(link)).is_dir():
+                return False
+            link.unlink(missing_ok=True)
+    return False
+
+
+def records() -> list[Record]:
+    found = [load(d) for d in run_dir().iterdir() if _ID.match(d.name) and d.is_dir()]
+    return sorted(found, key=lambda r: r.config.get("created", 0), reverse=True)
+
+
+def find(ref: str) -> Record:
+    """By name, full id or unique id prefix, as Docker finds containers."""
+    link = _names_dir() / ref
+    if _NAME.match(ref) and link.is_symlink():
+        directory = run_dir() / os.readlink(link)
+        if directory.is_dir():
+            return load(directory)
+    matches = [r for r in records() if r.id.startswith(ref)] if ref else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise errors.ContainerError(f"multiple containers found with provided prefix: {ref}")
+    raise NoSuchContainerError(f"No such container: {ref}")
+
+
+def remove(record: Record) -> None:
+    link = _names_dir() / record.name
+    if record.name and link.is_symlink() and os.readlink(link) == record.id:
+        link.unlink(missing_ok=True)
+    shutil.rmtree(record.dir, ignore_errors=True)

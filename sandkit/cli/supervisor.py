@@ -1,0 +1,280 @@
+"""The process that keeps a detached container (`sandkit run -d`) alive after the CLI exits.
+
+    python -m sandkit.cli.supervisor STATE_DIR READY_FD
+
+One supervisor per container, in its own session (no terminal, no signals from the caller's
+shell). It starts the container through the normal async API, writes the main process's output
+to STATE_DIR/log, serves STATE_DIR/control.sock for `exec`, `kill` and `stop`, and when the main
+process ends it stops the container, records the exit code and exits. If the supervisor itself
+dies (even by SIGKILL) the container's init sees its control socket close and kills everything,
+so a container is never left running without a way to reach it.
+
+READY_FD is a pipe to the `sandkit run -d` that started us: one JSON line saying whether the
+container started ({"ok": true} or {"error": ..., "code": ...}), then EOF.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+
+from .. import errors
+from ..images.image import Image
+from ..runtime.container import AsyncContainer
+from ..runtime.process import AsyncOutput, AsyncProcess
+from . import control, exitcodes, state
+from .attach import OUTPUT_GRACE
+from .spec import RunSpec
+
+# Docker's log multiplexing header: stream (1 stdout, 2 stderr), 3 zero bytes, big-endian length.
+LOG_HEADER = struct.Struct(">BxxxI")
+STOP_TIMEOUT = 10.0
+_SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@attrs.define(eq=False)
+class Supervisor:
+    record: state.Record
+    container: AsyncContainer
+    main: AsyncProcess
+    stop_signal: int
+    main_exited: anyio.Event = attrs.field(factory=anyio.Event)
+    stopping: bool = False
+
+    async def run(self, listener: socket.socket) -> int:
+        """Serve until the main process ends; its return code."""
+        async with anyio.create_task_group() as services:
+            services.start_soon(self._serve, listener, services)
+            services.start_soon(self._stop_on_signals, services)
+            log_fd = os.open(self.record.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                async with anyio.create_task_group() as logs:
+                    logs.start_soon(_log_stream, self.main.stdout, 1, log_fd)
+                    if self.main.stderr is not None:
+                        logs.start_soon(_log_stream, self.main.stderr, 2, log_fd)
+                    returncode = await self.main.wait()
+                    self.main_exited.set()
+                    await self.container.stop()  # as in Docker: the container ends with its main process
+                    logs.cancel_scope.deadline = anyio.current_time() + OUTPUT_GRACE
+            finally:
+                os.close(log_fd)
+            services.cancel_scope.cancel()
+        return returncode
+
+    # --- requests -------------------------------------------------------------------------------
+
+    async def _serve(self, listener: socket.socket, services: anyio.abc.TaskGroup) -> None:
+        while True:
+            await anyio.wait_readable(listener)
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                continue
+            conn.setblocking(False)
+            services.start_soon(self._handle, conn, services)
+
+    async def _handle(self, conn: socket.socket, services: anyio.abc.TaskGroup) -> None:
+        # One bad request or vanished client must not take the container down with it.
+        try:
+            with conn:
+                await self._dispatch(conn, services)
+        except Exception:  # noqa: BLE001 - logged to supervisor.log, the container goes on
+            traceback.print_exc()
+
+    async def _dispatch(self, conn: socket.socket, services: anyio.abc.TaskGroup) -> None:
+        request, fds = await control.receive(conn)
+        for fd in fds:  # clients send none; never keep what we did not ask for
+            os.close(fd)
+        if request is None:
+            return
+        op = request.get("op")
+        if op == "ping":
+            await control.send(conn, {"ok": True, "pid": self.main.pid})
+        elif op == "kill":
+            await self._kill(int(request.get("signal", signal.SIGKILL)))
+            await control.send(conn, {"ok": True})
+        elif op == "stop":
+            # In the services group, so that it goes on after the client hangs up; the
+            # client waits for this supervisor to exit.
+            services.start_soon(self.stop, float(request.get("timeout", STOP_TIMEOUT)))
+        elif op == "exec":
+            await self._exec(conn, request, services)
+        else:
+            await control.send(conn, {"error": f"unknown request {op!r}", "code": exitcodes.SANDKIT_FAILED})
+
+    async def stop(self, timeout: float) -> None:
+        """Docker's stop: the stop signal, then SIGKILL to everything after ``timeout`` s."""
+        if self.stopping:
+            return
+        self.stopping = True
+        await self._kill(self.stop_signal)
+        with anyio.move_on_after(timeout):
+            await self.main_exited.wait()
+        if not self.main_exited.is_set():
+            await self._kill(signal.SIGKILL)
+
+    async def _kill(self, signum: int) -> None:
+        if self.main_exited.is_set():
+            return
+        try:
+            if signum == signal.SIGKILL:
+                await self.main.kill()  # the whole tree, like killing a container's PID 1
+            else:
+                await self.main.send_signal(signum)
+        except errors.SandkitError:
+            pass  # it ended meanwhile
+
+    async def _exec(self, conn: socket.socket, request: dict[str, Any], services: anyio.abc.TaskGroup) -> None:
+        detach = bool(request.get("detach"))
+        tty = bool(request.get("tty")) and not detach
+        try:
+            process = await self.container.spawn(
+                [str(a) for a in request["argv"]],
+                env={str(k): str(v) for k, v in (request.get("env") or {}).items()},
+                workdir=request.get("workdir"), user=request.get("user"),
+                stdin=bool(request.get("interactive")) and not detach, tty=tty,
+                rows=int(request.get("rows", 24)), cols=int(request.get("cols", 80)),
+            )
+        except errors.SandkitError as exc:
+            await control.send(conn, {"error": str(exc), "code": exitcodes.for_error(exc)})
+            return
+        except (KeyError, TypeError, ValueError):
+            await control.send(conn, {"error": "malformed exec request", "code": exitcodes.SANDKIT_FAILED})
+            return
+        if detach:
+            services.start_soon(_discard_output, process)
+            await control.send(conn, {"ok": True})
+            return
+        # The client reads and writes the process's pipes (or pty) itself: pass them over and
+        # drop our copies, so that its closing stdin is the process's EOF.
+        if tty:  # stdin and stdout are the same pty master
+            named = [("pty", process.stdout)]
+        else:
+            named = [(n, s) for n, s in (("stdin", process.stdin), ("stdout", process.stdout),
+                                         ("stderr", process.stderr)) if s is not None]
+        await control.send(conn, {"ok": True, "streams": [n for n, _ in named]}, [s.fd for _, s in named])
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+        try:
+            async with anyio.create_task_group() as session:
+                session.start_soon(_forward_client_signals, conn, process)
+                returncode = await process.wait()
+                session.cancel_scope.cancel()
+        except errors.SandkitError:
+            returncode = -signal.SIGKILL  # the container stopped under it, as `docker exec` sees it
+        try:
+            await control.send(conn, {"exit": returncode})
+        except OSError:
+            pass  # the client went away; the process ran to its end anyway
+
+    async def _stop_on_signals(self, services: anyio.abc.TaskGroup) -> None:
+        with anyio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as received:
+            async for _ in received:
+                services.start_soon(self.stop, STOP_TIMEOUT)
+
+
+async def _forward_client_signals(conn: socket.socket, process: AsyncProcess) -> None:
+    while True:
+        message, fds = await control.receive(conn)
+        for fd in fds:
+            os.close(fd)
+        if message is None:
+            return  # the client left (docker exec's process also keeps running then)
+        if message.get("op") == "signal":
+            try:
+                await process.send_signal(int(message["signal"]))
+            except (errors.SandkitError, KeyError, ValueError):
+                pass
+
+
+async def _discard_output(process: AsyncProcess) -> None:
+    async with process:
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                await stream.read_all(limit=0)
+        await process.wait()
+
+
+async def _log_stream(source: AsyncOutput | None, stream: int, log_fd: int) -> None:
+    if source is None:
+        return
+    while chunk := await source.read():
+        os.write(log_fd, LOG_HEADER.pack(stream, len(chunk)) + chunk)
+
+
+def _stop_signal(image: Image | str) -> int:
+    name = image.config.stop_signal if isinstance(image, Image) else ""
+    if not name:
+        return signal.SIGTERM
+    try:
+        return int(name) if name.isdigit() else signal.Signals["SIG" + name.upper().removeprefix("SIG")]
+    except KeyError:
+        return signal.SIGTERM
+
+
+def _report(ready_fd: int, message: dict[str, Any]) -> None:
+    if ready_fd >= 0:
+        try:
+            os.write(ready_fd, json.dumps(message).encode() + b"\n")
+        finally:
+            os.close(ready_fd)
+
+
+async def supervise(directory: Path, ready_fd: int) -> None:
+    record = state.load(directory)
+    spec = RunSpec.from_json(record.config["spec"])
+    state.write_state(directory, status="created", supervisor_pid=os.getpid(),
+                      supervisor_start=state.process_start_time(os.getpid()))
+    listener = control.make_socket()
+    try:
+        listener.bind(record.socket_path)
+        listener.listen(16)
+        image = spec.resolve_image()
+        container = spec.container(image, hostname=record.id[:12])
+        async with container:
+            main = await container.spawn(record.config["command"], stdin=spec.interactive, tty=spec.tty)
+            state.write_state(directory, status="running", started_at=time.time(), pid=main.pid)
+            _report(ready_fd, {"ok": True})
+            ready_fd = -1
+            supervisor = Supervisor(record, container, main, _stop_signal(image))
+            returncode = await supervisor.run(listener)
+        state.write_state(directory, status="exited", finished_at=time.time(),
+                          exit_code=exitcodes.from_returncode(returncode))
+    except errors.SandkitError as exc:
+        if ready_fd < 0:
+            raise
+        _report(ready_fd, {"error": str(exc), "code": exitcodes.for_error(exc)})
+    finally:
+        listener.close()
+        Path(record.socket_path).unlink(missing_ok=True)
+    if spec.remove:
+        state.remove(record)
+
+
+def main(argv: list[str]) -> int:
+    directory, ready_fd = Path(argv[0]), int(argv[1])
+    try:
+        anyio.run(supervise, directory, ready_fd, backend="trio")
+    except BaseException as exc:
+        traceback.print_exc()
+        if directory.is_dir():  # gone when `run -d` already cleaned up after a failed start
+            state.write_state(directory, status="exited", finished_at=time.time(), exit_code=None,
+                              error=f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
