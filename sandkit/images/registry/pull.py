@@ -32,7 +32,8 @@ from .events import Progress, ProgressCallback, silent
 
 MAX_CONFIG = 32 << 20
 CONCURRENT_DOWNLOADS = 3  # Docker's default max-concurrent-downloads
-QUEUE_CHUNKS = 64  # chunks buffered between a download and its apply thread (~4 MiB)
+HANDOFF_BYTES = 1 << 20  # network chunks are grouped into pieces this big for the apply thread
+QUEUE_CHUNKS = 4  # pieces buffered between a download and its apply thread
 _REPORT_EVERY = 512 << 10
 
 
@@ -132,6 +133,8 @@ class Puller:
         path = f"/v2/{self.ref.repository}/blobs/{digest}"
         sent = reported = 0
         failures = 0
+        pending: list[bytes] = []  # received, not yet handed to the apply thread
+        pending_len = 0
         while True:
             start = sent
             try:
@@ -141,21 +144,28 @@ class Puller:
                     async for chunk in resp.aiter_raw():  # raw: never let httpx decode the blob
                         if skip:
                             chunk, skip = chunk[skip:], max(0, skip - len(chunk))
-                        if sent + len(chunk) > size:
+                        if sent + pending_len + len(chunk) > size:
                             raise DigestMismatchError(
                                 f"layer {digest} of {self.where} is longer than the {size} bytes its descriptor says: "
                                 "the registry sent the wrong content"
                             )
                         if chunk:
-                            await send.send(chunk)
-                            sent += len(chunk)
+                            pending.append(chunk)
+                            pending_len += len(chunk)
+                        if pending_len >= HANDOFF_BYTES:
+                            sent += await self._hand_off(send, pending)
+                            pending_len = 0
                         if sent - reported >= _REPORT_EVERY:
                             reported = sent
                             self.report(Progress("downloading", digest, sent, size))
+                sent += await self._hand_off(send, pending)
+                pending_len = 0
                 if sent == size:
                     return
                 raise TransientError(f"the body of {digest} ended after {sent} of {size} bytes")
             except (TransientError, httpx.TransportError) as e:
+                sent += await self._hand_off(send, pending)  # what arrived intact is kept
+                pending_len = 0
                 failures = 0 if sent > start else failures + 1  # only attempts without progress count
                 if failures >= self.client.retry.attempts:
                     raise RegistryError(
@@ -164,6 +174,17 @@ class Puller:
                     ) from None
                 self.report(Progress("retrying", digest, sent, size, detail=str(e)))
                 await anyio.sleep(self.client.retry.delay(failures))
+
+    @staticmethod
+    async def _hand_off(send: ObjectSendStream[bytes], pending: list[bytes]) -> int:
+        """Pass buffered chunks on as one piece: each hand-off to the thread costs a loop round
+        trip, so 64 KiB network reads are grouped into ~1 MiB pieces."""
+        if not pending:
+            return 0
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        await send.send(data)
+        return len(data)
 
     def _resume_offset(self, resp: httpx.Response, sent: int, digest: str) -> int:
         """How many leading bytes of this response to drop (they were already sent)."""

@@ -1,0 +1,98 @@
+"""Pull of a multi-layer image (>= 100 MB compressed) from a local docker-registry: sandkit
+(download + verify + decompress + apply, one pass) side by side with `skopeo copy` of the same
+image into an OCI layout (download + verify only). Prints the times and the ratio.
+
+    python benchmarks/pull.py [--layers 5] [--mb-per-layer 24] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from images.conftest import oci_layout, tar_bytes  # noqa: E402
+from registry.server import make_registry  # noqa: E402
+
+from sandkit.images.image import Image  # noqa: E402
+from sandkit.images.store import Store  # noqa: E402
+
+
+def layer(index: int, mb: int) -> bytes:
+    """Files like a real image: mostly incompressible (binaries, archives) plus some text."""
+    rng = random.Random(index)
+    words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(2000)]
+    entries: list = [(f"layer{index}", "dir", None)]
+    for n in range(mb):
+        if n % 4 == 3:
+            data = b" ".join(rng.choice(words) for _ in range(200_000))[: 1 << 20]
+        else:
+            data = rng.randbytes(1 << 20)
+        entries.append((f"layer{index}/file{n}", "file", data))
+    return tar_bytes(entries)
+
+
+def timed(fn) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=5)
+    ap.add_argument("--mb-per-layer", type=int, default=24)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if not shutil.which("skopeo"):
+        sys.exit("skopeo is needed: apt-get install skopeo")
+    work = Path(tempfile.mkdtemp(prefix="sandkit-bench-"))
+    reg = make_registry(work / "registry", "http")
+    try:
+        print(f"building {args.layers} layers of {args.mb_per_layer} MiB ...", file=sys.stderr)
+        layout = oci_layout(work / "layout", [layer(i, args.mb_per_layer) for i in range(args.layers)], ref_name="bench:1")
+        image = Image.load(layout, store=Store(work / "src"))
+        ref = reg.ref("bench/app:1")
+        image.push(ref)
+        size = sum(layer.size for layer in image.store.record(image.id).layers)
+        print(f"image: {args.layers} layers, {size / 1e6:.1f} MB compressed", file=sys.stderr)
+
+        def sandkit_pull(run: int) -> float:
+            home = work / f"pull{run}"
+            t = timed(lambda: Image.pull(ref, store=Store(home)))
+            shutil.rmtree(home)
+            return t
+
+        def skopeo_copy(run: int) -> float:
+            dest = work / f"skopeo{run}"
+            t = timed(lambda: subprocess.run(
+                ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{dest}:1"], check=True))
+            shutil.rmtree(dest)
+            return t
+
+        sandkit_pull(-1), skopeo_copy(-1)  # warm the page cache and the registry
+        ours, theirs = [], []
+        for run in range(args.runs):  # interleaved so both see the same machine state
+            ours.append(sandkit_pull(run))
+            theirs.append(skopeo_copy(run))
+        a, b = statistics.median(ours), statistics.median(theirs)
+        print(f"sandkit pull (download+verify+decompress+apply): {a:.2f} s  ({size / a / 1e6:.0f} MB/s)")
+        print(f"skopeo copy to oci layout (download+verify):      {b:.2f} s  ({size / b / 1e6:.0f} MB/s)")
+        print(f"ratio sandkit/skopeo: {a / b:.2f}  ({'faster' if a <= b else 'slower'} than skopeo)")
+    finally:
+        reg.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
