@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import errors
-from . import exitcodes
+from . import exitcodes, state
 from .containers import add_container_commands
 from .images import add_image_and_registry_commands
 from .parser import DockerArgumentParser
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except errors.SandkitError as exc:
-        if args.subcommand in _RUN_LIKE:
+        if args.subcommand in _RUN_LIKE and not isinstance(exc, state.LOOKUP_ERRORS):
             print(f"sandkit: {exc}", file=sys.stderr)
             return exitcodes.for_error(exc)
         print(f"Error: {exc}", file=sys.stderr)

@@ -32,10 +32,6 @@ from .supervisor import LOG_HEADER, STOP_TIMEOUT
 _STOP_SLACK = 5.0
 
 
-class ContainerNotRunning(errors.ContainerError):
-    pass
-
-
 def add_container_commands(commands: Subparsers) -> None:
     p = commands.add_parser("ps", help="list containers", description="List detached containers "
                             "(those started with `run -d`); -a includes stopped ones.")
@@ -340,7 +336,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 def _running(record: state.Record) -> state.Record:
     if not record.running:
-        raise ContainerNotRunning(f"Container {record.id} is not running")
+        raise state.ContainerNotRunning(f"Container {record.id} is not running")
     return record
 
 
@@ -348,7 +344,7 @@ async def _connect(record: state.Record) -> socket.socket:
     try:
         return await control.connect(record.socket_path)
     except OSError:
-        raise ContainerNotRunning(f"Container {record.id} is not running") from None
+        raise state.ContainerNotRunning(f"Container {record.id} is not running") from None
 
 
 async def _request(record: state.Record, message: dict[str, Any], wait_reply: bool) -> None:

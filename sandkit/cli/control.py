@@ -7,8 +7,11 @@ socket can at worst send a bad request, never code.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -54,10 +57,34 @@ async def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]
     return message, fds
 
 
+@contextlib.contextmanager
+def short_path(path: str) -> Iterator[str]:
+    """``path`` as a name that fits in a unix socket address (108 bytes): a deep SANDKIT_HOME
+    plus a 64-digit id do not. The socket's directory is reached through an fd of ours."""
+    directory = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{directory}/{os.path.basename(path)}"
+    finally:
+        os.close(directory)
+
+
+def listen(path: str) -> socket.socket:
+    sock = make_socket()
+    try:
+        with short_path(path) as name:
+            sock.bind(name)
+        sock.listen(16)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def connect(path: str) -> socket.socket:
     sock = make_socket()
     try:
-        sock.connect(path)
+        with short_path(path) as name:
+            sock.connect(name)
     except BlockingIOError:
         await anyio.wait_writable(sock)
     except OSError:

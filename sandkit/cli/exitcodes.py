@@ -14,8 +14,9 @@ SIGNAL_BASE = 128  # 128 + N: the command was ended by signal N
 
 def for_error(exc: errors.SandkitError) -> int:
     """The exit code `docker run` gives for the same failure."""
-    if isinstance(exc, errors.UserNotFoundError):
-        # Docker resolves the user before it creates the process: a daemon-side failure (125).
+    if isinstance(exc, errors.UserNotFoundError | errors.WorkdirError):
+        # Docker resolves the user and the working directory before it creates the process:
+        # daemon-side failures (125), not the command's.
         return SANDKIT_FAILED
     if isinstance(exc, errors.ExecStartError):
         return exc.exit_code  # 126, or 127 for CommandNotFoundError

@@ -47,6 +47,14 @@ class NameInUseError(errors.ContainerError):
     pass
 
 
+class ContainerNotRunning(errors.ContainerError):
+    pass
+
+
+# Failures to find the container asked for: Docker exits 1 for these, even for `exec`.
+LOOKUP_ERRORS = (NoSuchContainerError, ContainerNotRunning)
+
+
 def run_dir() -> Path:
     path = sandkit_home() / "run"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)

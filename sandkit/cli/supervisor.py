@@ -237,10 +237,8 @@ async def supervise(directory: Path, ready_fd: int) -> None:
     spec = RunSpec.from_json(record.config["spec"])
     state.write_state(directory, status="created", supervisor_pid=os.getpid(),
                       supervisor_start=state.process_start_time(os.getpid()))
-    listener = control.make_socket()
+    listener = control.listen(record.socket_path)
     try:
-        listener.bind(record.socket_path)
-        listener.listen(16)
         image = spec.resolve_image()
         container = spec.container(image, hostname=record.id[:12])
         async with container:
