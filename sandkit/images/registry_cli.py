@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
+from typing import Any, Self
 
 from ..errors import SandkitError
 from .image import Image
@@ -74,12 +74,13 @@ class _Display:
         self.bars: Any = None
         self.tasks: dict[str, Any] = {}
         if not quiet and sys.stderr.isatty():
-            from rich.progress import BarColumn, DownloadColumn, Progress as Bars, TextColumn, TransferSpeedColumn
+            from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
+            from rich.progress import Progress as Bars
 
             self.bars = Bars(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                              transient=False)
 
-    def __enter__(self) -> _Display:
+    def __enter__(self) -> Self:
         if self.bars:
             self.bars.start()
         return self

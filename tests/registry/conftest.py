@@ -8,12 +8,13 @@ import http.server
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from images.conftest import oci_layout, tar_bytes  # the images engineer's layout builder
+
 from sandkit.images.image import Image
 from sandkit.images.registry import client as client_module
 from sandkit.images.registry.client import RetryPolicy
@@ -90,6 +91,7 @@ def make_image(tmp_path: Path, store: Store, name: str = "bb", *, extra: bytes =
                         config={"Cmd": ["sh"], "Env": ["PATH=/bin"]})
     if arch != "amd64":
         import json
+
         # Rewrite the config's architecture and re-link it: a second "platform" of the same image.
         from images.conftest import sha
 
@@ -148,7 +150,7 @@ class BreakingProxy:
                 self.close_connection = True
                 conn.close()
 
-            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = _relay  # noqa: N815
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = _relay
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.host = f"127.0.0.1:{self.httpd.server_address[1]}"

@@ -52,7 +52,7 @@ def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
 
 def _cert(subject: str, key: rsa.RSAPrivateKey, issuer: tuple[str, rsa.RSAPrivateKey] | None = None,
           *, ca: bool = False) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     issuer_name, issuer_key = issuer or (subject, key)
     b = (
         x509.CertificateBuilder()
@@ -111,7 +111,7 @@ class TokenServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 url = urllib.parse.urlsplit(self.path)
                 query = urllib.parse.parse_qs(url.query)
                 user = server.check(self.headers.get("Authorization", ""))
@@ -187,7 +187,7 @@ class Registry:
         return self.root / "data/docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
 
     def start(self, timeout: float = 15.0) -> None:
-        log = open(self.root / "registry.log", "ab")
+        log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - handed to the child, closed here
         self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.config)], stdout=log, stderr=log,
                                      start_new_session=True)
         log.close()

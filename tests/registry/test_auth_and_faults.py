@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sandkit.errors import AuthenticationError, DigestMismatchError, ImageNotFoundError, RegistryError
+from sandkit.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    ImageNotFoundError,
+    RegistryError,
+)
 from sandkit.images.image import Image
 from sandkit.images.registry import login, logout
 from sandkit.images.store import Store

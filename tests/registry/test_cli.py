@@ -7,8 +7,6 @@ import io
 import json
 from pathlib import Path
 
-import pytest
-
 from sandkit.images.image import Image
 from sandkit.images.registry_cli import add_registry_commands
 from sandkit.images.store import Store

@@ -114,7 +114,7 @@ def _run_helper(helper: str, registry: str) -> Credentials | None:
     """Ask `docker-credential-<helper> get` (the credential helper protocol)."""
     program = f"docker-credential-{helper}"
     try:
-        proc = subprocess.run([program, "get"], input=_config_key(registry).encode(), capture_output=True, timeout=30)
+        proc = subprocess.run([program, "get"], input=_config_key(registry).encode(), capture_output=True, timeout=30, check=False)
     except FileNotFoundError:
         raise AuthenticationError(
             f"the Docker config names credential helper {helper!r} but {program} is not on PATH: "

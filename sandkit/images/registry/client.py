@@ -14,7 +14,7 @@ import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import attrs
@@ -126,7 +126,7 @@ class RegistryClient:
         self._base: str | None = None
         self._base_lock = anyio.Lock()
 
-    async def __aenter__(self) -> RegistryClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

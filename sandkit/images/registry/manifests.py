@@ -24,7 +24,7 @@ IMAGE_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
 INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
 # Schema 1 is deliberately absent: a registry then either serves schema 2 or (for an image that
 # only exists as schema 1) sends schema 1 anyway, which `parse` refuses with an explanation.
-ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+ACCEPT = f"{OCI_INDEX}, {DOCKER_LIST}, {OCI_MANIFEST}, {DOCKER_MANIFEST}"
 LAYER_TYPES = {
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",

@@ -148,7 +148,7 @@ class Pusher:
 
     async def run(self, image_id: str) -> str:
         rec = self.store.record(image_id)
-        manifest_desc, *blobs = self.store.image_blobs(image_id)
+        _manifest, *blobs = self.store.image_blobs(image_id)
         limiter = anyio.CapacityLimiter(CONCURRENT_UPLOADS)
         async with anyio.create_task_group() as tg:
             for desc in blobs:
