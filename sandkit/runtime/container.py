@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -90,6 +91,7 @@ class AsyncContainer:
     _stopped: bool = attrs.field(default=False, init=False)
     _devnull: int = attrs.field(default=-1, init=False)
     _limits: Limits = attrs.field(factory=Limits, init=False)
+    _lease: contextlib.AbstractContextManager[Any] | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.network not in ("none", "host"):
@@ -118,22 +120,27 @@ class AsyncContainer:
     async def start(self) -> AsyncContainer:
         if self._channel is not None or self._stopped:
             raise errors.ContainerError("this container was already started; make a new one")
-        self._resolved = _resolve_image(self.image)
-        setup = self._setup_message(self._resolved)
-        self._resources = Resources.prepare(
-            self.id, self._limits, accounting=self.accounting or not self._limits.empty,
-            rlimits=self.rlimits,
-        )
-        host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
+            self._resolved = _resolve_image(self.image)
+            if isinstance(self._resolved, Image) and self._resolved.id:
+                # A shared lock on the image for the container's life: `image.remove()` refuses
+                # to delete layers a running container has mounted, in any process.
+                self._lease = self._resolved.lease()
+                self._lease.__enter__()
+            setup = self._setup_message(self._resolved)
+            self._resources = Resources.prepare(
+                self.id, self._limits, accounting=self.accounting or not self._limits.empty,
+                rlimits=self.rlimits,
+            )
+            host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
             with init_end:
+                self._channel = ControlChannel(host_end)
                 self._init = spawn_init(
                     init_end,
                     user_namespace=self.rootless,
                     network=self.network == "none",
                     **self._resources.spawn_options(),
                 )
-            self._channel = ControlChannel(host_end)
             self._channel.send(setup)
             with anyio.fail_after(_START_TIMEOUT):
                 reply, _ = await self._channel.reply(0)
@@ -197,6 +204,9 @@ class AsyncContainer:
                 spawned.close()
             if resources is not None:
                 resources.destroy()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.__exit__(None, None, None)
 
     async def __aenter__(self) -> AsyncContainer:
         return await self.start()
