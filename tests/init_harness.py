@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import array
 import os
+import select
 import pwd
 import shutil
 import socket
 import stat
 import subprocess
 import tempfile
+import time
 
 import msgpack
 
@@ -68,6 +70,8 @@ def make_rootfs(base: str) -> str:
     with open(os.path.join(root, "bin", "noexec.sh"), "w") as f:
         f.write("#!/bin/sh\necho no\n")
     os.chmod(os.path.join(root, "bin", "noexec.sh"), 0o644)
+    with open(os.path.join(root, "etc", "secret"), "w") as f:
+        f.write("secret\n")
     os.mkfifo(os.path.join(root, "etc", "fifo"))
     os.symlink("/../../../etc/shadow", os.path.join(root, "etc", "escape"))
     return root
@@ -115,7 +119,7 @@ class Init:
             "rootfs": {"kind": "overlay", "lower": [self.rootfs], "readonly": False,
                        "userxattr": self.rootless},
             "hostname": "sandbox", "mounts": [], "rootless": self.rootless,
-            "masked": ["/proc/kcore", "/proc/scsi", "/sys/firmware", "/nonexistent"],
+            "masked": ["/proc/kcore", "/etc/secret", "/proc/scsi", "/sys/firmware", "/nonexistent"],
             "readonly": ["/proc/sys", "/proc/sysrq-trigger"],
         }
         msg.update(over)
@@ -204,10 +208,14 @@ class Init:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def read_all(fd: int) -> bytes:
+def read_all(fd: int, timeout: float = 15) -> bytes:
+    """Reads to EOF; a process left holding the pipe fails the test instead of hanging it."""
     chunks = []
+    deadline = time.monotonic() + timeout
     try:
         while True:
+            if not select.select([fd], [], [], max(0, deadline - time.monotonic()))[0]:
+                raise TimeoutError("pipe still open: a process outlived its test")
             b = os.read(fd, 65536)
             if not b:
                 break

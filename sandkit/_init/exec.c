@@ -245,13 +245,24 @@ static void exec_search(struct spec *s, int pipefd)
 	child_fail(pipefd, "notfound", ENOENT, "executable file not found in $PATH%.0s: \"%s\"", file);
 }
 
+static bool setgroups_denied(void)
+{
+	char buf[8] = "";
+	int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	(void)!read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return strncmp(buf, "deny", 4) == 0;
+}
+
 /* Runs in the forked child; it never returns. The order follows docs/protocol.md. */
 static __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 {
 	struct user u;
 	struct err e = { 0 };
 	sigset_t none;
-	char num[] = "0";
+	char num[] = "0", idbuf[16];
 
 	for (int k = 0; k < s->ncg; k++) {
 		int fd = openat(s->cg[k], "cgroup.procs", O_WRONLY | O_CLOEXEC);
@@ -310,12 +321,20 @@ static __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 			child_fail(pipefd, "setup", errno, "drop bounding capability: %s%s", "");
 		}
 	}
-	if (setgroups((size_t)u.ngroups, u.groups) < 0)
+	/* A user namespace whose setgroups is "deny" (rootless with a single mapping) keeps the
+	 * groups it was born with; failing every exec there would help no one. */
+	if (setgroups((size_t)u.ngroups, u.groups) < 0 && !(errno == EPERM && setgroups_denied()))
 		child_fail(pipefd, "setup", errno, "setgroups: %s%s", "");
+	snprintf(idbuf, sizeof(idbuf), "%u", u.gid);
 	if (setresgid(u.gid, u.gid, u.gid) < 0)
-		child_fail(pipefd, "setup", errno, "setgid: %s%s", "");
+		child_fail(pipefd, "user", errno, errno == EINVAL ?
+			   "setgid %.0s%s: gid not mapped in the container's user namespace" :
+			   "setgid: %s %s", idbuf);
+	snprintf(idbuf, sizeof(idbuf), "%u", u.uid);
 	if (setresuid(u.uid, u.uid, u.uid) < 0)
-		child_fail(pipefd, "setup", errno, "setuid: %s%s", "");
+		child_fail(pipefd, "user", errno, errno == EINVAL ?
+			   "setuid %.0s%s: uid not mapped in the container's user namespace" :
+			   "setuid: %s %s", idbuf);
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		child_fail(pipefd, "setup", errno, "clear ambient capabilities: %s%s", "");
 	if (capset_all(u.uid == 0 && s->has_caps ? s->caps : 0) < 0)

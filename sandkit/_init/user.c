@@ -76,6 +76,16 @@ static bool member(char *list, const char *name)
 	return false;
 }
 
+/* Like initgroups(3): the primary gid leads the supplementary list. */
+static void add_group(struct user *u, gid_t g)
+{
+	for (int k = 0; k < u->ngroups; k++)
+		if (u->groups[k] == g)
+			return;
+	if (u->ngroups < USER_MAX_GROUPS)
+		u->groups[u->ngroups++] = g;
+}
+
 int resolve_user(const char *spec, struct user *u, struct err *e)
 {
 	char buf[1024], *grp, *db, *line, *f[7];
@@ -85,9 +95,7 @@ int resolve_user(const char *spec, struct user *u, struct err *e)
 
 	memset(u, 0, sizeof(*u));
 	u->home = "/";
-	if (!spec || !*spec)
-		return 0;
-	snprintf(buf, sizeof(buf), "%s", spec);
+	snprintf(buf, sizeof(buf), "%s", spec && *spec ? spec : "0");
 	grp = strchr(buf, ':');
 	if (grp)
 		*grp++ = 0;
@@ -118,8 +126,10 @@ int resolve_user(const char *spec, struct user *u, struct err *e)
 
 	if (grp && *grp) {
 		/* An explicit group replaces the primary gid and the supplementary list. */
-		if (parse_id(grp, &u->gid))
+		if (parse_id(grp, &u->gid)) {
+			add_group(u, u->gid);
 			return 0;
+		}
 		found = false;
 		db = slurp("/etc/group");
 		for (line = db; line && *line;) {
@@ -133,8 +143,10 @@ int resolve_user(const char *spec, struct user *u, struct err *e)
 		if (!found)
 			return seterr(e, ENOENT, "unable to find group %s: no matching entries in group file",
 				      grp);
+		add_group(u, u->gid);
 		return 0;
 	}
+	add_group(u, u->gid);
 	if (!u->name[0])
 		return 0;
 	db = slurp("/etc/group");
@@ -142,7 +154,7 @@ int resolve_user(const char *spec, struct user *u, struct err *e)
 		unsigned gid;
 		line = fields(line, f, 4, &nf);
 		if (nf == 4 && parse_id(f[2], &gid) && member(f[3], u->name))
-			u->groups[u->ngroups++] = gid;
+			add_group(u, gid);
 	}
 	free(db);
 	return 0;
