@@ -16,7 +16,7 @@ import struct
 import sys
 import termios
 import tty as ttymod
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
 import attrs
@@ -86,14 +86,20 @@ async def attach(
     ``after_exit`` runs once the process has ended and before its output is drained (the
     foreground run stops the container there, which closes every pipe the process left open).
     """
-    with raw_terminal(streams.tty and streams.stdin is not None):
+    # The signal handlers are in place before any output is shown, so that whoever reacts to
+    # that output with a signal (a person, a test) reaches the process, not sandkit's default.
+    if streams.tty:
+        watched: tuple[int, ...] = (signal.SIGWINCH,)
+    else:
+        watched = PROXIED_SIGNALS if forward_signal is not None else ()
+    with raw_terminal(streams.tty and streams.stdin is not None), _receiver(watched) as received:
         async with anyio.create_task_group() as helpers:
             if streams.stdin is not None:
                 helpers.start_soon(_pump_stdin, streams.stdin, streams.tty)
-            if streams.tty:
-                helpers.start_soon(_follow_window_size, streams.stdout.fd)
-            elif forward_signal is not None:
-                helpers.start_soon(_proxy_signals, forward_signal)
+            if received is not None and streams.tty:
+                helpers.start_soon(_follow_window_size, received, streams.stdout.fd)
+            elif received is not None and forward_signal is not None:
+                helpers.start_soon(_proxy_signals, received, forward_signal)
             async with anyio.create_task_group() as outputs:
                 outputs.start_soon(_pump_output, streams.stdout, 1)
                 if streams.stderr is not None:
@@ -139,21 +145,25 @@ async def _pump_stdin(sink: AsyncInput, tty: bool) -> None:
             sink.close()  # EOF for the process, as when a pipe's writer closes
 
 
-async def _follow_window_size(master_fd: int) -> None:
+def _receiver(signums: tuple[int, ...]) -> contextlib.AbstractContextManager[AsyncIterator[int] | None]:
+    if not signums:
+        return contextlib.nullcontext()
+    return anyio.open_signal_receiver(*signums)
+
+
+async def _follow_window_size(changes: AsyncIterator[int], master_fd: int) -> None:
     """Copy our terminal's size to the container's pty on each SIGWINCH; the kernel then sends
     SIGWINCH to the foreground process inside."""
-    with anyio.open_signal_receiver(signal.SIGWINCH) as changes:
-        async for _ in changes:
-            rows, cols = terminal_size()
-            with contextlib.suppress(OSError):
-                fcntl.ioctl(master_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    async for _ in changes:
+        rows, cols = terminal_size()
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(master_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-async def _proxy_signals(forward: Callable[[int], Awaitable[None]]) -> None:
-    with anyio.open_signal_receiver(*PROXIED_SIGNALS) as received:
-        async for signum in received:
-            with contextlib.suppress(Exception):  # the process may have just exited
-                await forward(signum)
+async def _proxy_signals(received: AsyncIterator[int], forward: Callable[[int], Awaitable[None]]) -> None:
+    async for signum in received:
+        with contextlib.suppress(Exception):  # the process may have just exited
+            await forward(signum)
 
 
 def stdin_is_terminal() -> bool:

@@ -265,7 +265,7 @@ def main(argv: list[str]) -> int:
     directory, ready_fd = Path(argv[0]), int(argv[1])
     try:
         anyio.run(supervise, directory, ready_fd, backend="trio")
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - whatever ended us is recorded for `ps`/`inspect`
         traceback.print_exc()
         if directory.is_dir():  # gone when `run -d` already cleaned up after a failed start
             state.write_state(directory, status="exited", finished_at=time.time(), exit_code=None,

@@ -18,12 +18,13 @@ def sandkit_env() -> dict[str, str]:
     return env
 
 
-def sandkit(*argv: str, input: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def sandkit(*argv: str, input: bytes | None = None, timeout: float = 30,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m sandkit ARGV...` with its output captured (so: not on a terminal)."""
     return subprocess.run(
         [sys.executable, "-m", "sandkit", *argv],
         input=input.decode() if input is not None else None,
-        capture_output=True, text=True, timeout=timeout, env=sandkit_env(),
+        capture_output=True, text=True, timeout=timeout, env=sandkit_env() | (env or {}), check=False,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
 

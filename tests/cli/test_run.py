@@ -71,9 +71,8 @@ def test_env_workdir_user_entrypoint(bb, tmp_path):
 
 
 def test_env_passthrough_from_caller(bb):
-    env = sandkit_env() | {"PASSED": "yes"}
-    r = subprocess.run([sys.executable, "-m", "sandkit", "run", "--rm", "-e", "PASSED", "-e", "UNSET_XYZ", bb,
-                        "sh", "-c", 'echo "$PASSED ${UNSET_XYZ-unset}"'], capture_output=True, text=True, env=env)
+    r = sandkit("run", "--rm", "-e", "PASSED", "-e", "UNSET_XYZ", bb,
+                "sh", "-c", 'echo "$PASSED ${UNSET_XYZ-unset}"', env={"PASSED": "yes"})
     assert r.stdout == "yes unset\n"
 
 
