@@ -373,3 +373,40 @@ def test_rootless_host_image(as_unprivileged):
             return c.exec(["sh", "-c", "echo $((6*7)); cat /etc/shadow"]).stdout
 
     assert as_unprivileged(check) == b"42\n"
+
+
+def test_loopback_is_up_and_usable(busybox):
+    with sandkit.Container(busybox) as c:
+        assert b"UP" in sh(c, "ip link show lo").stdout
+        r = sh(c, "nc -l -p 8080 > /tmp/got & sleep 0.2; echo hello | nc -w 1 127.0.0.1 8080; sleep 0.2; cat /tmp/got", timeout=10)
+    assert r.stdout == b"hello\n", r
+
+
+def test_a_container_ends_when_its_lifetime_is_over(busybox):
+    with sandkit.Container(busybox, lifetime=0.5) as c:
+        started = time.monotonic()
+        with pytest.raises(errors.ContainerDiedError, match="lifetime is over"):
+            c.exec(["sleep", "30"])
+        assert time.monotonic() - started < 10
+        assert not c.running
+
+
+def test_the_writable_layer_has_an_inode_limit(busybox):
+    with sandkit.Container(busybox, disk_inodes=500) as c:
+        r = sh(c, "mkdir /many && cd /many && for i in $(seq 1000); do touch f$i || exit 1; done")
+        assert r.exit_code != 0 and b"No space left" in r.stderr
+        assert sh(c, "echo fine").stdout == b"fine\n"
+
+
+def test_an_image_of_a_hundred_layers_mounts(tmp_path, busybox_dir):
+    layers = [busybox_dir]
+    for i in range(99):
+        layer = tmp_path / f"layer-with-a-long-name-to-overflow-one-page-of-options-{i:03d}"
+        (layer / "layers").mkdir(parents=True)
+        (layer / "layers" / f"{i:03d}").write_text(str(i))
+        layers.append(layer)
+    image = sandkit.Image(layer_dirs=tuple(layers))
+    assert len(":".join(map(str, layers))) > 4096
+    with sandkit.Container(image) as c:
+        assert len(c.listdir("/layers")) == 99
+        assert sh(c, "cat /layers/098").stdout == b"98"

@@ -62,6 +62,18 @@ int mkdir_p(int rootfd, const char *path, mode_t mode);
 int make_file(int rootfd, const char *path);
 void fdpath(char buf[32], int fd);
 
+/* overlay.c */
+struct overlay {
+	char **lower; /* topmost first */
+	uint32_t n;
+	const char *scratch; /* holds upper/ and work/ */
+	bool readonly, userxattr;
+};
+int mount_overlay(const struct overlay *o, const char *target, struct err *e);
+
+/* net.c */
+int loopback_up(struct err *e);
+
 /* rootfs.c */
 int setup_container(struct req *r, struct err *e);
 

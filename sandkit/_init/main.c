@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -124,12 +125,39 @@ static int reset_fds(void)
 	return close_range(4, ~0U, 0);
 }
 
+/* A container given a lifetime ends when it is over, whatever the host does meanwhile. */
+static int lifetime_timer(void)
+{
+	int64_t ms = 0;
+	struct err e = { 0 };
+	struct itimerspec when = { 0 };
+	int fd;
+
+	if (get_int(&req.doc, 0, "lifetime_ms", &ms, &e) <= 0 || ms <= 0)
+		return -1;
+	fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (fd < 0)
+		return -1;
+	when.it_value.tv_sec = ms / 1000;
+	when.it_value.tv_nsec = (ms % 1000) * 1000000;
+	timerfd_settime(fd, 0, &when, NULL);
+	return fd;
+}
+
+static __attribute__((noreturn)) void lifetime_over(void)
+{
+	struct err e = { 0 };
+	seterr(&e, ETIME, "the container's lifetime is over: it was stopped with everything in it");
+	send_error(0, &e);
+	die_eof();
+}
+
 int main(void)
 {
 	struct err e = { 0 };
-	struct pollfd pf[2];
+	struct pollfd pf[3];
 	sigset_t mask;
-	int sfd;
+	int sfd, tfd;
 
 	if (fcntl(CTRL_FD, F_SETFD, FD_CLOEXEC) < 0)
 		return 1;
@@ -148,10 +176,12 @@ int main(void)
 	if (send_ready() < 0)
 		die_eof();
 
+	tfd = lifetime_timer();
 	pf[0] = (struct pollfd){ CTRL_FD, POLLIN, 0 };
 	pf[1] = (struct pollfd){ sfd, POLLIN, 0 };
+	pf[2] = (struct pollfd){ tfd, POLLIN, 0 };
 	for (;;) {
-		if (poll(pf, 2, -1) < 0) {
+		if (poll(pf, tfd >= 0 ? 3 : 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			die_eof();
@@ -161,5 +191,7 @@ int main(void)
 			reap(sfd);
 		if (pf[0].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))
 			serve_one();
+		if (tfd >= 0 && pf[2].revents)
+			lifetime_over();
 	}
 }

@@ -72,8 +72,7 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 		return -1;
 
 	if (strcmp(kind, "overlay") == 0) {
-		char opts[4096];
-		size_t len = 0;
+		struct overlay o = { 0 };
 		uint32_t n;
 		if (get_type(d, spec, "lower", MP_ARRAY, &lower, e) <= 0 || d->o[lower].n == 0)
 			return seterr(e, EPROTO, "rootfs: overlay needs at least one \"lower\"");
@@ -88,26 +87,17 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 			return set_ro(AT_FDCWD, root, false) < 0 ?
 				seterr(e, errno, "remount / read-only: %s", strerror(errno)) : 0;
 		}
-		len = (size_t)snprintf(opts, sizeof(opts), "lowerdir=");
-		for (uint32_t k = 0; k < n; k++) {
-			char *l = dup_strobj(d, mp_elem(d, lower, k), "lower", e);
-			if (!l)
+		o.lower = arena_alloc(n * sizeof(*o.lower));
+		if (!o.lower)
+			return seterr(e, ENOMEM, "too many layers");
+		for (uint32_t k = 0; k < n; k++)
+			if (!(o.lower[k] = dup_strobj(d, mp_elem(d, lower, k), "lower", e)))
 				return -1;
-			if (strpbrk(l, ",:"))
-				return seterr(e, EINVAL, "overlay layer path contains ',' or ':': %s", l);
-			len += (size_t)snprintf(opts + len, sizeof(opts) - len, "%s%s", k ? ":" : "", l);
-			if (len >= sizeof(opts))
-				return seterr(e, E2BIG, "overlay options too long (%u layers)", n);
-		}
-		if (!ro)
-			len += (size_t)snprintf(opts + len, sizeof(opts) - len,
-						",upperdir=%s/upper,workdir=%s/work", scratch, scratch);
-		if (ux)
-			len += (size_t)snprintf(opts + len, sizeof(opts) - len, ",userxattr");
-		if (len >= sizeof(opts))
-			return seterr(e, E2BIG, "overlay options too long");
-		if (mount("overlay", root, "overlay", ro ? MS_RDONLY : 0, opts) < 0)
-			return seterr(e, errno, "mount overlay on /: %s", strerror(errno));
+		o.n = n;
+		o.scratch = scratch;
+		o.readonly = ro;
+		o.userxattr = ux;
+		return mount_overlay(&o, root, e);
 	} else if (strcmp(kind, "bind") == 0) {
 		if (need_str(d, spec, "src", &src, e) < 0)
 			return -1;
@@ -275,11 +265,12 @@ int setup_container(struct req *r, struct err *e)
 {
 	const struct mp_doc *d = &r->doc;
 	char *scratch = NULL, *hostname = NULL, root[4200], sub[4200];
-	int64_t v = 0, ssize = 0;
+	int64_t v = 0, ssize = 0, inodes = 0;
 	uint32_t rootspec = 0, mounts = 0;
-	bool rootless = false, ro = false;
+	bool rootless = false, ro = false, loopback = false;
 	struct ctx c = { -1, false, e };
-	char opts[64];
+	char opts[96];
+	size_t len;
 
 	if (get_int(d, 0, "v", &v, e) < 0)
 		return -1;
@@ -293,19 +284,22 @@ int setup_container(struct req *r, struct err *e)
 	if (get_int(d, 0, "scratch_size", &ssize, e) < 0 || get_bool(d, 0, "rootless", &rootless, e) < 0 ||
 	    get_str(d, 0, "hostname", &hostname, e) < 0 ||
 	    get_type(d, 0, "mounts", MP_ARRAY, &mounts, e) < 0 ||
-	    get_bool(d, rootspec, "readonly", &ro, e) < 0)
+	    get_bool(d, rootspec, "readonly", &ro, e) < 0 ||
+	    get_int(d, 0, "scratch_inodes", &inodes, e) < 0 || get_bool(d, 0, "loopback", &loopback, e) < 0)
 		return -1;
-	if (strlen(scratch) > 4000 || ssize < 0)
-		return seterr(e, EINVAL, "bad scratch directory or size");
+	if (strlen(scratch) > 4000 || ssize < 0 || inodes < 0)
+		return seterr(e, EINVAL, "bad scratch directory, size or inode count");
 	c.rootless = rootless;
 
 	/* Nothing done below may leak back into the host's mount namespace. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return seterr(e, errno, "make mounts private: %s", strerror(errno));
+	/* The scratch tmpfs holds the writable layer: its size and inode count are the disk quota. */
+	len = (size_t)snprintf(opts, sizeof(opts), "mode=755");
 	if (ssize)
-		snprintf(opts, sizeof(opts), "mode=755,size=%lld", (long long)ssize);
-	else
-		snprintf(opts, sizeof(opts), "mode=755");
+		len += (size_t)snprintf(opts + len, sizeof(opts) - len, ",size=%lld", (long long)ssize);
+	if (inodes)
+		snprintf(opts + len, sizeof(opts) - len, ",nr_inodes=%lld", (long long)inodes);
 	if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
 		return seterr(e, errno, "mount tmpfs on scratch %s: %s", scratch, strerror(errno));
 	for (const char *const *s = (const char *const[]){ "upper", "work", "root", NULL }; *s; s++) {
@@ -320,6 +314,8 @@ int setup_container(struct req *r, struct err *e)
 	if (c.rootfd < 0)
 		return seterr(e, errno, "open new root: %s", strerror(errno));
 
+	if (loopback && loopback_up(e) < 0)
+		return -1;
 	if (hostname && sethostname(hostname, strlen(hostname)) < 0)
 		return seterr(e, errno, "sethostname %s: %s", hostname, strerror(errno));
 	if (std_mounts(&c) < 0)

@@ -37,6 +37,9 @@ class Setup(Request):
     readonly: tuple[str, ...] = ()
     rootless: bool = False
     scratch_size: int = 0
+    scratch_inodes: int = 0
+    loopback: bool = False
+    lifetime_ms: int = 0
     id: int = 0
 
 

@@ -17,7 +17,7 @@ import anyio
 import attrs
 
 from ..errors import ContainerDiedError, ProtocolError
-from ..ipc import MAX_FDS, MAX_PACKET, Connection, Reply, Request
+from ..ipc import MAX_FDS, MAX_PACKET, Connection, Error, Reply, Request
 
 _FD_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
@@ -109,6 +109,11 @@ class ControlChannel:
             raise ProtocolError("the init sent an oversized packet or too many fds")
         reply, kept = self.protocol.receive(data, fds)
         slot = self._slots.get(reply.id)
+        if slot is None and reply.id == 0 and isinstance(reply, Error):
+            # After set-up, an error for request 0 is the init's last word before it ends the
+            # container (its lifetime is over): it becomes the reason every waiter is given.
+            self._die(reply.msg)
+            raise ContainerDiedError(self._dead)
         if slot is None:
             # A reply for a request nobody waits for any more (its waiter was cancelled).
             for fd in kept:

@@ -72,6 +72,7 @@ class AsyncContainer:
     cpu_shares: int | None = attrs.field(default=None, kw_only=True)
     pids_limit: int | None = attrs.field(default=None, kw_only=True)
     disk_size: int | str | None = attrs.field(default=None, kw_only=True)
+    disk_inodes: int | None = attrs.field(default=None, kw_only=True)
     rlimits: Mapping[str, int | tuple[int, int]] | None = attrs.field(default=None, kw_only=True)
     lifetime: float | None = attrs.field(default=None, kw_only=True)
     max_output: int | None = attrs.field(default=None, kw_only=True)
@@ -175,6 +176,9 @@ class AsyncContainer:
             masked=security_paths.MASKED_PATHS,
             readonly_paths=security_paths.READONLY_PATHS,
             scratch_size=parse_size(self.disk_size) if self.disk_size is not None else 0,
+            scratch_inodes=self.disk_inodes or 0,
+            loopback=self.network == "none",
+            lifetime=self.lifetime,
         )
 
     async def stop(self) -> None:

@@ -37,6 +37,9 @@ def setup_message(
     masked: tuple[str, ...] = (),
     readonly_paths: tuple[str, ...] = (),
     scratch_size: int = 0,
+    scratch_inodes: int = 0,
+    loopback: bool = True,
+    lifetime: float | None = None,
 ) -> Setup:
     if image == HOST_IMAGE:
         rootfs: dict[str, Any] = {"kind": "tmpfs", "readonly": read_only}
@@ -47,13 +50,16 @@ def setup_message(
         base_mounts = []
     return Setup(
         scratch=str(scratch),
-        scratch_size=scratch_size,
         rootfs=rootfs,
         hostname=hostname,
         mounts=tuple(base_mounts + [m.to_wire() for m in mounts]),
         masked=masked,
         readonly=readonly_paths,
         rootless=rootless,
+        scratch_size=scratch_size,
+        scratch_inodes=scratch_inodes,
+        loopback=loopback,
+        lifetime_ms=round(lifetime * 1000) if lifetime else 0,
     )
 
 
