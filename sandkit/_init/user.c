@@ -110,7 +110,11 @@ int resolve_user(const char *spec, struct user *u, struct err *e)
 			continue;
 		if (by_id ? u->uid == id : strcmp(f[0], buf) == 0) {
 			found = true;
-			u->home = strdup(f[5]);
+			/* From the request arena: the exec child shares the init's memory (CLONE_VM), and
+			 * the arena is reset with the next request, so nothing leaks. */
+			char *home = arena_alloc(strlen(f[5]) + 1);
+			if (home)
+				u->home = strcpy(home, f[5]);
 			snprintf(u->name, sizeof(u->name), "%s", f[0]);
 			break;
 		}
