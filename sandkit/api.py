@@ -9,14 +9,14 @@ import os
 import select
 import signal as signals
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from . import _portal
 from .images.image import Image
 from .runtime.cgroups import CgroupStats
 from .runtime.container import AsyncContainer
 from .runtime.mounts import Mount
-from .runtime.process import AsyncProcess
+from .runtime.process import AsyncInput, AsyncProcess
 from .runtime.results import ExecResult
 from .security.seccomp import SeccompSpec
 
@@ -62,7 +62,7 @@ class Container:
     def kill(self) -> None:
         _portal.run(self._core.kill)
 
-    def __enter__(self) -> Container:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -151,9 +151,11 @@ class _Output:
 
 
 class _Input:
-    def __init__(self, fd: int, owned: bool, closer: Any) -> None:
-        self._fd = fd
-        self._closer = closer
+    """A process's stdin: ``write()`` blocks until the process has taken the data."""
+
+    def __init__(self, core: AsyncInput) -> None:
+        self._fd = core.fd
+        self._core = core
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -164,7 +166,7 @@ class _Input:
                 select.select([], [self._fd], [])
 
     def close(self) -> None:
-        self._closer()
+        self._core.close()
 
 
 class Process:
@@ -177,7 +179,7 @@ class Process:
         self._core = core
         self.stdout = _Output(core.stdout.fd) if core.stdout else None
         self.stderr = _Output(core.stderr.fd) if core.stderr else None
-        self.stdin = _Input(core.stdin.fd, core.stdin.owns_fd, core.stdin.close) if core.stdin else None
+        self.stdin = _Input(core.stdin) if core.stdin else None
 
     @property
     def pid(self) -> int:
@@ -205,7 +207,7 @@ class Process:
     def close(self) -> None:
         self._core.close()
 
-    def __enter__(self) -> Process:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

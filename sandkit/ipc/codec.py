@@ -17,13 +17,13 @@ MAX_PACKET = 65536
 MAX_FDS = 16
 
 # Limits handed to msgpack so that a hostile packet cannot make the host allocate much.
-_UNPACK_LIMITS = dict(
-    max_str_len=MAX_PACKET,
-    max_bin_len=MAX_PACKET,
-    max_array_len=4096,
-    max_map_len=4096,
-    max_ext_len=0,
-)
+_UNPACK_LIMITS = {
+    "max_str_len": MAX_PACKET,
+    "max_bin_len": MAX_PACKET,
+    "max_array_len": 4096,
+    "max_map_len": 4096,
+    "max_ext_len": 0,
+}
 
 
 def encode(message: Request | Reply) -> bytes:
@@ -55,7 +55,7 @@ def decode(packet: bytes, *, direction: str = "reply") -> Request | Reply:
         raise ProtocolError(f"packet of {len(packet)} bytes is over the limit of {MAX_PACKET}")
     try:
         wire = msgpack.unpackb(packet, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types for bad input
         raise ProtocolError(f"undecodable packet ({type(exc).__name__}: {exc})") from None
     if not isinstance(wire, dict):
         raise ProtocolError(f"a packet must hold a map, not {type(wire).__name__}")

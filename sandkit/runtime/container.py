@@ -6,11 +6,10 @@ import contextlib
 import errno
 import os
 import secrets
-import signal as signals
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
 
 import anyio
 import attrs
@@ -18,9 +17,10 @@ import attrs
 from .. import errors
 from ..images.image import Image
 from ..ipc import Error, Exec, Exit, Open, Opened, Ping, Pong, Ready, Reply, Setup, Signal, Started
-from . import environment, plan
-from ..security import capabilities, paths as security_paths
+from ..security import capabilities
+from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
+from . import environment, plan
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .home import sandkit_home, scratch_mountpoint
@@ -212,7 +212,7 @@ class AsyncContainer:
         if lease is not None:
             lease.__exit__(None, None, None)
 
-    async def __aenter__(self) -> AsyncContainer:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -7,7 +7,7 @@ import fcntl
 import os
 import signal as signals
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import anyio
 import attrs
@@ -158,7 +158,7 @@ class AsyncProcess:
             self.accounting.close()
             self.accounting = None
 
-    async def __aenter__(self) -> AsyncProcess:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
