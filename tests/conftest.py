@@ -22,6 +22,9 @@ UNPRIVILEGED_USER = "sandkit-test"
 _home = tempfile.mkdtemp(prefix="sandkit-tests-")
 os.chmod(_home, 0o755)
 os.environ["SANDKIT_HOME"] = _home
+# Spare inits kept ready in the background would count as leaks in every test; the pool has
+# tests of its own (test_prespawn.py).
+os.environ["SANDKIT_PRESPAWN"] = "0"
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -161,6 +161,8 @@ int main(void)
 
 	if (fcntl(CTRL_FD, F_SETFD, FD_CLOEXEC) < 0)
 		return 1;
+	/* Exec'd from a memfd, the kernel would call us "memfd:sandkit-i": say who we are in ps. */
+	prctl(PR_SET_NAME, "sandkit-init", 0, 0, 0);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 || signal(SIGPIPE, SIG_IGN) == SIG_ERR)

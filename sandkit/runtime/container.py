@@ -20,7 +20,7 @@ from ..ipc import Error, Exec, Exit, Open, Opened, Ping, Pong, Ready, Reply, Set
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
-from . import environment, plan
+from . import environment, plan, prespawn
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .home import sandkit_home, scratch_mountpoint
@@ -133,15 +133,8 @@ class AsyncContainer:
                 self.id, self._limits, accounting=self.accounting or not self._limits.empty,
                 rlimits=self.rlimits,
             )
-            host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-            with init_end:
-                self._channel = ControlChannel(host_end)
-                self._init = spawn_init(
-                    init_end,
-                    user_namespace=self.rootless,
-                    network=self.network == "none",
-                    **self._resources.spawn_options(),
-                )
+            self._init, host_end = self._spawn_init()
+            self._channel = ControlChannel(host_end)
             self._channel.send(setup)
             with anyio.fail_after(_START_TIMEOUT):
                 reply, _ = await self._channel.reply(0)
@@ -164,6 +157,25 @@ class AsyncContainer:
             raise
         self._channel.forget(0)
         return self
+
+    def _spawn_init(self) -> tuple[SpawnedInit, socket.socket]:
+        assert self._resources is not None
+        kind = prespawn.InitKind(user_namespace=self.rootless, network=self.network == "none")
+        if self._resources.cgroup is None and (ready := prespawn.take(kind)) is not None:
+            return ready.init, ready.control
+        host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        with init_end:
+            try:
+                spawned = spawn_init(
+                    init_end,
+                    user_namespace=kind.user_namespace,
+                    network=kind.network,
+                    **self._resources.spawn_options(),
+                )
+            except BaseException:
+                host_end.close()
+                raise
+        return spawned, host_end
 
     def _setup_message(self, image: Image | str) -> Setup:
         return plan.setup_message(
