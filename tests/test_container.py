@@ -410,3 +410,10 @@ def test_an_image_of_a_hundred_layers_mounts(tmp_path, busybox_dir):
     with sandkit.Container(image) as c:
         assert len(c.listdir("/layers")) == 99
         assert sh(c, "cat /layers/098").stdout == b"98"
+
+
+def test_the_containers_working_directory_is_created_like_dockers(busybox):
+    with sandkit.Container(busybox, workdir="/srv/app", read_only=True) as c:
+        assert sh(c, "pwd").stdout == b"/srv/app\n"
+        with pytest.raises(errors.WorkdirError):  # but an exec's own workdir must exist
+            c.exec(["true"], workdir="/not/there")

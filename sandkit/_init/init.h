@@ -67,7 +67,7 @@ struct overlay {
 	char **lower; /* topmost first */
 	uint32_t n;
 	const char *scratch; /* holds upper/ and work/ */
-	bool readonly, userxattr;
+	bool userxattr;
 };
 int mount_overlay(const struct overlay *o, const char *target, struct err *e);
 

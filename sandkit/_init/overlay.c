@@ -49,15 +49,15 @@ static int mount_with_fsconfig(const struct overlay *o, const char *target, stru
 	}
 	snprintf(upper, sizeof(upper), "%s/upper", o->scratch);
 	snprintf(work, sizeof(work), "%s/work", o->scratch);
-	if ((!o->readonly && (fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
-			      fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", work, 0) < 0)) ||
+	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
+	    fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", work, 0) < 0 ||
 	    (o->userxattr && fsconfig(fsfd, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0) ||
 	    fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
 		context_error(fsfd, e, errno, "create");
 		close(fsfd);
 		return -1;
 	}
-	mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, o->readonly ? MOUNT_ATTR_RDONLY : 0);
+	mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, 0);
 	close(fsfd);
 	if (mfd < 0)
 		return seterr(e, errno, "mount overlay on /: fsmount: %s", strerror(errno));
@@ -81,16 +81,15 @@ static int mount_with_options(const struct overlay *o, const char *target, struc
 		len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0, "%s%s",
 					k ? ":" : "", o->lower[k]);
 	}
-	if (!o->readonly)
-		len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0,
-					",upperdir=%s/upper,workdir=%s/work", o->scratch, o->scratch);
+	len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0,
+				",upperdir=%s/upper,workdir=%s/work", o->scratch, o->scratch);
 	if (o->userxattr)
 		len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0,
 					",userxattr");
 	if (len >= sizeof(opts))
 		return seterr(e, E2BIG, "overlay options too long for this kernel (%u layers): "
 			      "Linux >= 6.8 takes any number of layers", o->n);
-	if (mount("overlay", target, "overlay", o->readonly ? MS_RDONLY : 0, opts) < 0)
+	if (mount("overlay", target, "overlay", 0, opts) < 0)
 		return seterr(e, errno, "mount overlay on /: %s", strerror(errno));
 	return 0;
 }

@@ -64,11 +64,10 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 {
 	const struct mp_doc *d = &r->doc;
 	char *kind = NULL, *src = NULL;
-	bool ro = false, ux = false;
+	bool ux = false;
 	uint32_t lower = 0;
 
-	if (need_str(d, spec, "kind", &kind, e) < 0 || get_bool(d, spec, "readonly", &ro, e) < 0 ||
-	    get_bool(d, spec, "userxattr", &ux, e) < 0)
+	if (need_str(d, spec, "kind", &kind, e) < 0 || get_bool(d, spec, "userxattr", &ux, e) < 0)
 		return -1;
 
 	if (strcmp(kind, "overlay") == 0) {
@@ -77,16 +76,6 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 		if (get_type(d, spec, "lower", MP_ARRAY, &lower, e) <= 0 || d->o[lower].n == 0)
 			return seterr(e, EPROTO, "rootfs: overlay needs at least one \"lower\"");
 		n = d->o[lower].n;
-		if (ro && n == 1) {
-			/* overlayfs refuses a single lower without upper: a read-only bind does the same. */
-			char *l = dup_strobj(d, mp_elem(d, lower, 0), "lower", e);
-			if (!l)
-				return -1;
-			if (mount(l, root, NULL, MS_BIND | MS_REC, NULL) < 0)
-				return seterr(e, errno, "bind %s on /: %s", l, strerror(errno));
-			return set_ro(AT_FDCWD, root, false) < 0 ?
-				seterr(e, errno, "remount / read-only: %s", strerror(errno)) : 0;
-		}
 		o.lower = arena_alloc(n * sizeof(*o.lower));
 		if (!o.lower)
 			return seterr(e, ENOMEM, "too many layers");
@@ -95,7 +84,8 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 				return -1;
 		o.n = n;
 		o.scratch = scratch;
-		o.readonly = ro;
+		/* Even a read-only root gets its writable layer: mount points can be made in it during
+		 * set-up, and the root is made read-only once everything is mounted. */
 		o.userxattr = ux;
 		return mount_overlay(&o, root, e);
 	} else if (strcmp(kind, "bind") == 0) {

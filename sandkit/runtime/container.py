@@ -191,6 +191,7 @@ class AsyncContainer:
             scratch_inodes=self.disk_inodes or 0,
             loopback=self.network == "none",
             lifetime=self.lifetime,
+            workdir=self.workdir or (image.config.working_dir if isinstance(image, Image) else None),
         )
 
     async def stop(self) -> None:

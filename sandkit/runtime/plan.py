@@ -40,6 +40,7 @@ def setup_message(
     scratch_inodes: int = 0,
     loopback: bool = True,
     lifetime: float | None = None,
+    workdir: str | None = None,
 ) -> Setup:
     if image == HOST_IMAGE:
         rootfs: dict[str, Any] = {"kind": "tmpfs", "readonly": read_only}
@@ -52,7 +53,7 @@ def setup_message(
         scratch=str(scratch),
         rootfs=rootfs,
         hostname=hostname,
-        mounts=tuple(base_mounts + [m.to_wire() for m in mounts]),
+        mounts=tuple(base_mounts + [m.to_wire() for m in mounts] + _workdir(workdir)),
         masked=masked,
         readonly=readonly_paths,
         rootless=rootless,
@@ -61,6 +62,11 @@ def setup_message(
         loopback=loopback,
         lifetime_ms=round(lifetime * 1000) if lifetime else 0,
     )
+
+
+def _workdir(path: str | None) -> list[dict[str, Any]]:
+    # Docker creates the container's working directory when the image lacks it.
+    return [{"type": "dir", "dst": path, "mode": 0o755}] if path and path != "/" else []
 
 
 def _layered_rootfs(image: Image, *, read_only: bool, rootless: bool) -> dict[str, Any]:
