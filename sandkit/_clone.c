@@ -1,10 +1,14 @@
 /* sandkit/_clone.c: clone3 the container init into new namespaces, then exec it.
  *
- * Called through cffi from a multi-threaded Python process. The child is a fork-like copy
- * (no CLONE_VM) of the calling thread only: any lock another thread held (malloc, stdio, the
- * GIL, glibc's own) stays locked forever in it. So until execveat the child makes only raw
- * system calls through syscall(2); in particular it never calls glibc's setresuid(), which
- * would try to signal the parent's other threads and hang.
+ * Called through cffi from a multi-threaded Python process. On x86_64 the child shares the
+ * caller's memory (CLONE_VM, as posix_spawn does) and runs on a stack of its own until it
+ * execs: a fork-like copy would first copy the page tables of the whole Python process, which
+ * costs about a millisecond for a few dozen MiB, more than everything else a start does. Such
+ * a child may touch nothing but its own stack and the context block handed to it, and makes
+ * its system calls through raw_syscall() below, which does not write errno (errno lives in
+ * the parent thread's TLS, which the child shares). Elsewhere the child is a fork-like copy
+ * and uses syscall(2). Either way it makes only raw system calls until execveat: any lock
+ * another thread held (malloc, stdio, the GIL, glibc's own) is held forever from its view.
  *
  * The child's contract with the init (docs/protocol.md): fd 3 is the control socket, fds 0,
  * 1 and 2 are /dev/null (so no host terminal or pipe reaches the container, and the init's
@@ -19,6 +23,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -52,21 +57,82 @@ struct kernel_sigaction {
 static const uint64_t ALWAYS_NEW =
     CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
 
+/* ---- raw system calls: the result, or -errno; errno untouched -------------------------- */
+
+#if defined(__x86_64__)
+#define SHARED_VM_CHILD 1
+
+static long raw_syscall(long n, long a, long b, long c, long d, long e, long f)
+{
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long ret;
+
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "0"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+/* clone3 whose child starts in fn(arg) on the stack given in *ca, and exits if fn returns.
+ * The child cannot return through this function: its stack holds no frame of ours. */
+static long clone3_calling(struct clone_args *ca, void (*fn)(void *), void *arg)
+{
+    register void (*r12)(void *) __asm__("r12") = fn;
+    register void *r13 __asm__("r13") = arg;
+    long ret;
+
+    __asm__ volatile("syscall\n\t"
+                     "test %%rax, %%rax\n\t"
+                     "jnz 1f\n\t"
+                     "xor %%ebp, %%ebp\n\t" /* the outermost frame, for unwinders */
+                     "mov %%r13, %%rdi\n\t"
+                     "call *%%r12\n\t"
+                     "mov $60, %%eax\n\t" /* SYS_exit(127) */
+                     "mov $127, %%edi\n\t"
+                     "syscall\n\t"
+                     "ud2\n"
+                     "1:"
+                     : "=a"(ret)
+                     : "0"((long)SYS_clone3), "D"(ca), "S"(sizeof *ca), "r"(r12), "r"(r13)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#else
+#define SHARED_VM_CHILD 0
+
+static long raw_syscall(long n, long a, long b, long c, long d, long e, long f)
+{
+    long ret = syscall(n, a, b, c, d, e, f);
+    return ret < 0 ? -errno : ret;
+}
+#endif
+
+#define SYS0(n) raw_syscall((n), 0, 0, 0, 0, 0, 0)
+#define SYS1(n, a) raw_syscall((n), (long)(a), 0, 0, 0, 0, 0)
+#define SYS2(n, a, b) raw_syscall((n), (long)(a), (long)(b), 0, 0, 0, 0)
+#define SYS3(n, a, b, c) raw_syscall((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define SYS4(n, a, b, c, d) raw_syscall((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+#define SYS5(n, a, b, c, d, e) \
+    raw_syscall((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), 0)
+
 /* ---- the child: raw syscalls only ------------------------------------------------------- */
 
 static void sys_close(int fd)
 {
-    syscall(SYS_close, fd);
+    SYS1(SYS_close, fd);
 }
 
 /* Reports {stage, errno} to the parent and exits. Never returns. */
-__attribute__((noreturn)) static void child_fail(int err_fd, enum sk_stage stage)
+__attribute__((noreturn)) static void child_fail(int err_fd, enum sk_stage stage, long rc)
 {
-    struct sk_child_error e = {.stage = stage, .err = errno};
+    struct sk_child_error e = {.stage = stage, .err = (int)-rc};
 
-    syscall(SYS_write, err_fd, &e, sizeof e);
+    SYS3(SYS_write, err_fd, &e, sizeof e);
     for (;;)
-        syscall(SYS_exit_group, 127);
+        SYS1(SYS_exit_group, 127);
 }
 
 /* Blocks until the parent has written the id maps (and done anything else it needs with
@@ -77,13 +143,13 @@ static void wait_for_go(int go_fd, int err_fd)
     long n;
 
     do
-        n = syscall(SYS_read, go_fd, &byte, 1);
-    while (n < 0 && errno == EINTR);
+        n = SYS3(SYS_read, go_fd, &byte, 1);
+    while (n == -EINTR);
     if (n < 0)
-        child_fail(err_fd, SK_STAGE_WAIT);
+        child_fail(err_fd, SK_STAGE_WAIT, n);
     if (n == 0)
         for (;;)
-            syscall(SYS_exit_group, 127);
+            SYS1(SYS_exit_group, 127);
     sys_close(go_fd);
 }
 
@@ -92,36 +158,39 @@ static void wait_for_go(int go_fd, int err_fd)
  * unprivileged case); the group list is then already empty of anything that matters. */
 static void become_root(int err_fd)
 {
-    if (syscall(SYS_setgroups, 0, NULL) < 0 && errno != EPERM)
-        child_fail(err_fd, SK_STAGE_IDS);
-    if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
-        child_fail(err_fd, SK_STAGE_IDS);
+    long rc = SYS2(SYS_setgroups, 0, NULL);
+
+    if (rc < 0 && rc != -EPERM)
+        child_fail(err_fd, SK_STAGE_IDS, rc);
+    if ((rc = SYS3(SYS_setresgid, 0, 0, 0)) < 0 || (rc = SYS3(SYS_setresuid, 0, 0, 0)) < 0)
+        child_fail(err_fd, SK_STAGE_IDS, rc);
 }
 
 /* close_range over [first, last], a no-op for an empty range. */
-static int close_between(unsigned int first, unsigned int last)
+static long close_between(unsigned int first, unsigned int last)
 {
     if (first > last)
         return 0;
-    return (int)syscall(SYS_close_range, first, last, 0);
+    return SYS3(SYS_close_range, first, last, 0);
 }
 
 /* Closes every fd from FIRST_FREE_FD up except the two given (both >= FIRST_FREE_FD). */
-static int close_all_but(int keep_a, int keep_b)
+static long close_all_but(int keep_a, int keep_b)
 {
     unsigned int lo = (unsigned int)(keep_a < keep_b ? keep_a : keep_b);
     unsigned int hi = (unsigned int)(keep_a < keep_b ? keep_b : keep_a);
+    long rc;
 
-    if (close_between(FIRST_FREE_FD, lo - 1) < 0 || close_between(lo + 1, hi - 1) < 0)
-        return -1;
+    if ((rc = close_between(FIRST_FREE_FD, lo - 1)) < 0 || (rc = close_between(lo + 1, hi - 1)) < 0)
+        return rc;
     return close_between(hi + 1, ~0U);
 }
 
 /* Duplicates fd to the lowest free number >= FIRST_FREE_FD, close-on-exec, so it cannot be
  * overwritten when the control socket moves to fd 3 and goes away by itself at exec. */
-static int dup_high(int fd)
+static long dup_high(int fd)
 {
-    return (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD);
+    return SYS3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD);
 }
 
 /* Makes fd 3 the control socket (without close-on-exec) and closes every other fd >= 4
@@ -129,37 +198,36 @@ static int dup_high(int fd)
  * close-on-exec. Returns the new error-pipe fd; *exec_fd is updated. */
 static int arrange_fds(int control_fd, int *exec_fd, int err_fd)
 {
-    int exe = dup_high(*exec_fd);
-    int err = dup_high(err_fd);
+    long exe = dup_high(*exec_fd);
+    long err = dup_high(err_fd);
+    long rc;
 
     if (exe < 0 || err < 0)
-        child_fail(err_fd, SK_STAGE_FDS);
+        child_fail(err_fd, SK_STAGE_FDS, exe < 0 ? exe : err);
     /* dup3 refuses equal fds, and the socket Python made is close-on-exec: clear the flag. */
-    if (control_fd == CONTROL_FD) {
-        if (syscall(SYS_fcntl, CONTROL_FD, F_SETFD, 0) < 0)
-            child_fail(err, SK_STAGE_FDS);
-    } else if (syscall(SYS_dup3, control_fd, CONTROL_FD, 0) < 0) {
-        child_fail(err, SK_STAGE_FDS);
-    }
-    if (close_all_but(exe, err) < 0)
-        child_fail(err, SK_STAGE_FDS);
-    *exec_fd = exe;
-    return err;
+    if (control_fd == CONTROL_FD)
+        rc = SYS3(SYS_fcntl, CONTROL_FD, F_SETFD, 0);
+    else
+        rc = SYS3(SYS_dup3, control_fd, CONTROL_FD, 0);
+    if (rc < 0 || (rc = close_all_but((int)exe, (int)err)) < 0)
+        child_fail((int)err, SK_STAGE_FDS, rc);
+    *exec_fd = (int)exe;
+    return (int)err;
 }
 
 /* Points 0, 1 and 2 at /dev/null. Runs after arrange_fds, so fd 3 is taken and /dev/null
  * lands either on a free stdio number (kept) or on >= 4 (closed again). */
 static void null_stdio(int err_fd)
 {
-    int null = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR);
+    long null = SYS3(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR), rc;
 
     if (null < 0)
-        child_fail(err_fd, SK_STAGE_STDIO);
+        child_fail(err_fd, SK_STAGE_STDIO, null);
     for (int fd = 0; fd <= 2; fd++)
-        if (fd != null && syscall(SYS_dup3, null, fd, 0) < 0)
-            child_fail(err_fd, SK_STAGE_STDIO);
+        if (fd != null && (rc = SYS3(SYS_dup3, null, fd, 0)) < 0)
+            child_fail(err_fd, SK_STAGE_STDIO, rc);
     if (null > 2)
-        sys_close(null);
+        sys_close((int)null);
 }
 
 /* Default disposition for every signal (Python ignores SIGPIPE and SIGXFSZ, and ignored
@@ -167,19 +235,18 @@ static void null_stdio(int err_fd)
  * around clone3, and the mask survives exec). */
 static void reset_signals(int err_fd)
 {
-    struct kernel_sigaction dfl;
+    struct kernel_sigaction dfl = {.handler = SIG_DFL};
     uint64_t empty = 0;
+    long rc;
 
-    memset(&dfl, 0, sizeof dfl);
-    dfl.handler = SIG_DFL;
     for (int sig = 1; sig <= KERNEL_NSIG; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP)
             continue;
-        if (syscall(SYS_rt_sigaction, sig, &dfl, NULL, KERNEL_SIGSET_SIZE) < 0)
-            child_fail(err_fd, SK_STAGE_SIGNALS);
+        if ((rc = SYS4(SYS_rt_sigaction, sig, &dfl, NULL, KERNEL_SIGSET_SIZE)) < 0)
+            child_fail(err_fd, SK_STAGE_SIGNALS, rc);
     }
-    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, KERNEL_SIGSET_SIZE) < 0)
-        child_fail(err_fd, SK_STAGE_SIGNALS);
+    if ((rc = SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, KERNEL_SIGSET_SIZE)) < 0)
+        child_fail(err_fd, SK_STAGE_SIGNALS, rc);
 }
 
 /* The two pipes between parent and child. */
@@ -203,8 +270,8 @@ __attribute__((noreturn)) static void child_main(const struct sk_clone_args *a,
     err_fd = arrange_fds(a->control_fd, &exec_fd, err_fd);
     null_stdio(err_fd);
     reset_signals(err_fd);
-    syscall(SYS_execveat, exec_fd, "", a->argv, a->envp, AT_EMPTY_PATH);
-    child_fail(err_fd, SK_STAGE_EXEC);
+    child_fail(err_fd, SK_STAGE_EXEC,
+               SYS5(SYS_execveat, exec_fd, "", a->argv, a->envp, AT_EMPTY_PATH));
 }
 
 /* ---- the parent ------------------------------------------------------------------------- */
@@ -228,22 +295,103 @@ static uint64_t clone_flags(const struct sk_clone_args *a)
     return flags;
 }
 
+/* Everything a shared-memory child reads lives in one mapping, which stays valid until the
+ * caller has seen the child exec or die (EOF on err_fd) and calls sk_release(): the caller's
+ * own stack frame and Python's objects may be gone by the time the child reads them. */
+#define CHILD_STACK_SIZE (64 * 1024)
+#define CTX_MAX_STRINGS 64
+#define CTX_STRING_BYTES 4096
+
+struct child_ctx {
+    struct sk_clone_args args; /* argv and envp point into the arrays below */
+    struct sync_pipes pipes;
+    char *ptrs[2 * (CTX_MAX_STRINGS + 1)];
+    char strings[CTX_STRING_BYTES];
+};
+
+static size_t page_round(size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + page - 1) / page * page;
+}
+
+/* Copies a NULL-terminated string array into the context; NULL if it does not fit. */
+static char **copy_strings(char *const *src, char ***next_ptr, char **next_byte, char *end)
+{
+    char **start = *next_ptr;
+
+    for (; *src; src++) {
+        size_t len = strlen(*src) + 1;
+        if (len > (size_t)(end - *next_byte) || *next_ptr - start >= CTX_MAX_STRINGS)
+            return NULL;
+        memcpy(*next_byte, *src, len);
+        *(*next_ptr)++ = *next_byte;
+        *next_byte += len;
+    }
+    *(*next_ptr)++ = NULL;
+    return start;
+}
+
+/* Maps [context | guard page | stack]; fills the context. NULL (errno set) on failure. */
+static struct child_ctx *make_ctx(const struct sk_clone_args *a, const struct sync_pipes *p,
+                                  size_t *size)
+{
+    size_t head = page_round(sizeof(struct child_ctx)), guard = page_round(1);
+    struct child_ctx *c;
+    char **next_ptr;
+    char *next_byte;
+
+    *size = head + guard + CHILD_STACK_SIZE;
+    c = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (c == MAP_FAILED)
+        return NULL;
+    if (mprotect((char *)c + head, guard, PROT_NONE) < 0) {
+        munmap(c, *size);
+        return NULL;
+    }
+    c->args = *a;
+    c->pipes = *p;
+    next_ptr = c->ptrs;
+    next_byte = c->strings;
+    c->args.argv = copy_strings(a->argv, &next_ptr, &next_byte, c->strings + CTX_STRING_BYTES);
+    c->args.envp = c->args.argv ?
+        copy_strings(a->envp, &next_ptr, &next_byte, c->strings + CTX_STRING_BYTES) : NULL;
+    if (!c->args.envp) {
+        munmap(c, *size);
+        errno = E2BIG;
+        return NULL;
+    }
+    return c;
+}
+
+#if SHARED_VM_CHILD
+static void child_entry(void *arg)
+{
+    struct child_ctx *c = arg;
+    child_main(&c->args, &c->pipes);
+}
+#endif
+
 /* clone3 with every signal blocked, so that no handler of the host (Python's writes to its
  * wakeup fd, which the child shares) can run in the child before it resets them. */
-static long clone_blocked(struct clone_args *ca, const struct sk_clone_args *a,
-                          const struct sync_pipes *p)
+static long clone_blocked(struct clone_args *ca, struct child_ctx *c, size_t ctx_size)
 {
     uint64_t all = ~(uint64_t)0, old;
     long pid;
-    int saved;
 
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, KERNEL_SIGSET_SIZE);
-    pid = syscall(SYS_clone3, ca, sizeof *ca);
+#if SHARED_VM_CHILD
+    ca->flags |= CLONE_VM;
+    ca->stack = (uint64_t)(uintptr_t)((char *)c + ctx_size - CHILD_STACK_SIZE);
+    ca->stack_size = CHILD_STACK_SIZE;
+    pid = clone3_calling(ca, child_entry, c);
+#else
+    (void)ctx_size;
+    pid = SYS2(SYS_clone3, ca, sizeof *ca);
     if (pid == 0)
-        child_main(a, p);
-    saved = errno;
+        child_main(&c->args, &c->pipes);
+#endif
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, KERNEL_SIGSET_SIZE);
-    errno = saved;
     return pid;
 }
 
@@ -252,6 +400,8 @@ int sk_clone(const struct sk_clone_args *a, struct sk_child *out)
     int go[2], err[2], pidfd = -1, saved;
     struct sync_pipes p;
     struct clone_args ca;
+    struct child_ctx *ctx;
+    size_t ctx_size;
     long pid;
 
     if (pipe2(go, O_CLOEXEC) < 0)
@@ -263,24 +413,41 @@ int sk_clone(const struct sk_clone_args *a, struct sk_child *out)
     }
     p = (struct sync_pipes){.go_read = go[0], .go_write = go[1],
                             .err_read = err[0], .err_write = err[1]};
+    ctx = make_ctx(a, &p, &ctx_size);
+    if (!ctx) {
+        saved = errno;
+        close_pair(go);
+        close_pair(err);
+        return -saved;
+    }
     memset(&ca, 0, sizeof ca);
     ca.flags = clone_flags(a);
     ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
     ca.exit_signal = SIGCHLD;
     ca.cgroup = a->cgroup_fd >= 0 ? (uint64_t)a->cgroup_fd : 0;
 
-    pid = clone_blocked(&ca, a, &p);
-    saved = errno;
+    pid = clone_blocked(&ca, ctx, ctx_size);
     close(go[0]);
     close(err[1]);
     if (pid < 0) {
+        munmap(ctx, ctx_size);
         close(go[1]);
         close(err[0]);
-        return -saved;
+        return (int)pid;
     }
     out->pid = (int)pid;
     out->pidfd = pidfd;
     out->go_fd = go[1];
     out->err_fd = err[0];
+    out->region = (unsigned long)(uintptr_t)ctx;
+    out->region_size = (unsigned long)ctx_size;
     return 0;
+}
+
+void sk_release(struct sk_child *c)
+{
+    if (c->region) {
+        munmap((void *)(uintptr_t)c->region, (size_t)c->region_size);
+        c->region = 0;
+    }
 }

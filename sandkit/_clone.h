@@ -31,6 +31,8 @@ struct sk_child {
     int pidfd;              /* close-on-exec */
     int go_fd;              /* write one byte here to let the child go on (close-on-exec) */
     int err_fd;             /* EOF here = exec succeeded; else one struct sk_child_error */
+    unsigned long region;   /* the child's context and stack: sk_release() it once err_fd */
+    unsigned long region_size; /* has said the child exec'd or died (or it was reaped) */
 };
 
 /* What a child that failed before exec writes to the error pipe. */
@@ -42,5 +44,9 @@ struct sk_child_error {
 /* Clones the init into new namespaces. Returns 0 and fills *out, or -errno of clone3 (or of
  * the pipe2 calls before it); on failure nothing is left open and no child exists. */
 int sk_clone(const struct sk_clone_args *a, struct sk_child *out);
+
+/* Frees the memory the child ran on before exec. Call it only when the child can no longer
+ * be using it: after EOF or a report on err_fd, or after reaping the child. */
+void sk_release(struct sk_child *c);
 
 #endif

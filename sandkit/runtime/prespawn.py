@@ -54,16 +54,21 @@ class _Pool:
         self._wake = threading.Condition(self._lock)
         self._ready: dict[InitKind, list[ReadyInit]] = {}
         self._failed: set[InitKind] = set()
+        self._spawning: InitKind | None = None
         self._worker: threading.Thread | None = None
 
     def take(self, kind: InitKind) -> ReadyInit | None:
-        """A ready init of this kind if one is waiting; asks for the next one either way."""
+        """A ready init of this kind if one is waiting or about to be; asks for the next one
+        either way. Waiting for one the worker is already making beats making a second one
+        while it competes for the same cores."""
         with self._lock:
             spares = self._ready.setdefault(kind, [])
+            while not spares and self._spawning == kind:
+                self._wake.wait()
             ready = spares.pop() if spares else None
             if kind not in self._failed:
                 self._start_worker()
-                self._wake.notify()
+                self._wake.notify_all()
         if ready is not None and ready.init.poll() is not None:
             # It died while waiting (killed from outside): no use to anyone.
             ready.control.close()
@@ -87,13 +92,18 @@ class _Pool:
             with self._lock:
                 while (kind := self._wanted()) is None:
                     self._wake.wait()
+                self._spawning = kind
             try:
                 ready = spawn_ready(kind)
             except Exception:  # noqa: BLE001 - the foreground start reports the real error
                 with self._lock:
                     self._failed.add(kind)
+                    self._spawning = None
+                    self._wake.notify_all()
                 continue
             with self._lock:
+                self._spawning = None
+                self._wake.notify_all()
                 if kind in self._ready:
                     self._ready[kind].append(ready)
                     continue

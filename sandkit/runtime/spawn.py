@@ -282,7 +282,7 @@ def spawn_init(
     timeout: seconds to wait for the exec to succeed or fail before giving up.
     """
     exe = init_memfd() if exec_fd is None else exec_fd
-    pid, pidfd, go_fd, err_fd = _clone(
+    pid, pidfd, go_fd, err_fd, release = _clone(
         control.fileno(),
         exe,
         argv=argv,
@@ -304,6 +304,8 @@ def spawn_init(
     except BaseException:
         child.close()
         raise
+    finally:
+        release()  # the child has exec'd or is gone: its stack and context are free
     return child
 
 
@@ -368,8 +370,9 @@ def _clone(
     new_user: bool,
     new_net: bool,
     cgroup_fd: int | None,
-) -> tuple[int, int, int, int]:
-    """sk_clone(): returns (pid, pidfd, go_fd, err_fd) or raises the error clone3 earned."""
+) -> tuple[int, int, int, int, Callable[[], None]]:
+    """sk_clone(): returns (pid, pidfd, go_fd, err_fd, release) or raises the error clone3
+    earned. Call ``release()`` once err_fd reported the exec or the child is reaped."""
     if not argv:
         raise ValueError("argv must not be empty")
     mod = _lib()
@@ -391,7 +394,7 @@ def _clone(
     rc = mod.lib.sk_clone(args, out)
     if rc < 0:
         raise _clone_error(-rc, new_user=new_user, cgroup=cgroup_fd is not None)
-    return out.pid, out.pidfd, out.go_fd, out.err_fd
+    return out.pid, out.pidfd, out.go_fd, out.err_fd, lambda: mod.lib.sk_release(out)
 
 
 def _c_strings(ffi, items: Sequence[str | bytes], keep: list[object]):  # type: ignore[no-untyped-def]
