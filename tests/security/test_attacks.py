@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,12 @@ def _open_to_others(path: Path) -> None:
     for parent in [path, *path.parents]:
         if str(parent).startswith(tempfile.gettempdir()) and parent != Path(tempfile.gettempdir()):
             os.chmod(parent, os.stat(parent).st_mode | 0o055)
+
+
+@pytest.fixture(autouse=True)
+def _sandkit_loaded(warmed_up):
+    """The C module and the init memfd are loaded as root first: the rootless child, forked from
+    us, cannot read this checkout or the interpreter's site-packages itself."""
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +150,7 @@ class HostState:
     """What the host looked like before an attack; `check()` compares, restoring any sysctl."""
 
     def __init__(self, canary_dir: Path, sentinel: subprocess.Popen, busybox_dir: Path) -> None:
-        import sandkit.runtime.spawn as spawn
+        from sandkit.runtime import spawn
 
         self.canary_dir = canary_dir
         self.canary = canary_dir / "canary"
@@ -416,8 +421,9 @@ def _hostile_dev_images(image_dir_parent: str, canary_dir: str):
             p.symlink_to(dest)
         try:
             with sandkit.Container(sandkit.Image.from_directory(root)) as c:
-                r = c.exec(["sh", "-c", "echo pwned > /dev/null; echo pwned > /dev/zero; : > /dev/shm/pwned; "
-                                        "stat -c '%F %t:%T' /dev/null; ls /proc/self/status"], timeout=10)
+                script = ("echo pwned > /dev/null; echo pwned > /dev/zero; : > /dev/shm/pwned; "
+                          "stat -c '%F %t:%T' /dev/null; ls /proc/self/status")
+                r = c.exec(["sh", "-c", script], timeout=10)
                 seen[name] = (r.exit_code, r.stdout.decode(), r.stderr.decode())
         except sandkit.ContainerStartError as exc:
             seen[name] = ("refused", str(exc), "")
@@ -444,7 +450,7 @@ def test_dev_null_symlink_in_image(mode, as_unprivileged, tmp_path, host):
 
 def _others_keep_running(image) -> None:
     """While a container is under attack: the host can fork, another container can run."""
-    assert subprocess.run(["true"], timeout=10).returncode == 0
+    assert subprocess.run(["true"], check=False, timeout=10).returncode == 0
     with sandkit.Container(image) as other:
         r = other.exec(["echo", "alive"], timeout=10)
     assert r.stdout == b"alive\n"
