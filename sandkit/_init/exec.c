@@ -289,9 +289,9 @@ static __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 	sigemptyset(&none);
 	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
 		child_fail(pipefd, "setup", errno, "reset signal mask: %s%s", "");
-	for (int sig = 1; sig < NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			signal(sig, SIG_DFL); /* fails harmlessly for the libc-reserved RT signals */
+	/* execve resets handled signals; an ignored one stays ignored, and SIGPIPE is the only
+	 * signal the init ignores. */
+	signal(SIGPIPE, SIG_DFL);
 
 	for (int k = 0; k < s->nrl; k++)
 		if (setrlimit(s->rlres[k], &s->rl[k]) < 0)
@@ -312,16 +312,6 @@ static __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 		v[1] = NULL;
 	}
 
-	/* The bounding set must shrink while we still hold CAP_SETPCAP, i.e. before setuid. */
-	for (int cap = 0; cap < 64; cap++) {
-		if (s->has_caps && (s->caps >> cap & 1))
-			continue;
-		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-			if (errno == EINVAL)
-				break; /* past the kernel's last capability */
-			child_fail(pipefd, "setup", errno, "drop bounding capability: %s%s", "");
-		}
-	}
 	/* A user namespace whose setgroups is "deny" (rootless with a single mapping) keeps the
 	 * groups it was born with; failing every exec there would help no one. */
 	/* Raw syscalls: glibc's set*id wrappers would coordinate with "other threads" through
@@ -386,6 +376,27 @@ static int open_pty(struct spec *s, int64_t rows, int64_t cols, int *master, str
 	return 0;
 }
 
+/* The capabilities the init still has in its bounding set, which every process it starts
+ * inherits. Shrunk once, on the first exec, to what the container's processes may have, instead
+ * of a few dozen prctl calls in every exec child; the init keeps its own effective set. */
+static uint64_t bounding = ~(uint64_t)0;
+
+static int limit_bounding_set(const struct spec *s, struct err *e)
+{
+	uint64_t keep = s->has_caps ? s->caps : 0;
+
+	if (keep & ~bounding)
+		return seterr(e, EPERM, "capabilities beyond the container's first exec were asked for");
+	for (int cap = 0; cap < 64 && (bounding & ~keep); cap++) {
+		if (!(bounding & ~keep & (uint64_t)1 << cap))
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			return seterr(e, errno, "drop bounding capability %d: %s", cap, strerror(errno));
+		bounding &= ~((uint64_t)1 << cap); /* EINVAL: past the kernel's last capability */
+	}
+	return 0;
+}
+
 int do_exec(struct req *r, struct err *e)
 {
 	struct spec s;
@@ -398,6 +409,8 @@ int do_exec(struct req *r, struct err *e)
 
 	if (parse_exec(r, &s, e) < 0 || get_int(&r->doc, 0, "rows", &rows, e) < 0 ||
 	    get_int(&r->doc, 0, "cols", &cols, e) < 0)
+		goto out;
+	if (limit_bounding_set(&s, e) < 0)
 		goto out;
 	if (s.pty && open_pty(&s, rows, cols, &master, e) < 0)
 		goto out;
