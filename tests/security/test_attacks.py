@@ -57,17 +57,21 @@ def _sandkit_loaded(warmed_up):
 
 
 @pytest.fixture(scope="session")
-def attack_bin(tmp_path_factory) -> Path:
-    """The helpers, compiled static (the busybox image has no libc), in a directory to bind."""
+def attack_bin() -> Path:
+    """The helpers, compiled static (the busybox image has no libc), in a directory to bind.
+    Not under pytest's basetemp: a concurrent pytest run on the host prunes old basetemps."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.fail("gcc is needed to build the attack helpers: apt-get install gcc libc6-dev")
-    out = tmp_path_factory.mktemp("attacks-bin")
-    for src in sorted(ATTACKS.glob("*.c")):
-        subprocess.run([gcc, "-static", "-O1", "-Wall", "-o", str(out / src.stem), str(src)],
-                       check=True, capture_output=True)
-    _open_to_others(out)
-    return out
+    out = Path(tempfile.mkdtemp(prefix="sandkit-attacks-"))
+    try:
+        for src in sorted(ATTACKS.glob("*.c")):
+            subprocess.run([gcc, "-static", "-O1", "-Wall", "-o", str(out / src.stem), str(src)],
+                           check=True, capture_output=True)
+        _open_to_others(out)
+        yield out
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -133,16 +137,17 @@ def _descendants(root: int) -> set[int]:
 
 
 def _attack_processes() -> list[str]:
-    """Host processes still running one of the helpers (a container that outlived its test)."""
+    """Processes of ours still running one of the helpers (a container that outlived its test).
+    Only our descendants: another test run on the same host has its own (orphans of a container
+    would be re-parented to us, the subreaper, so they are found too)."""
     left = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmd.startswith(b"/attacks/"):
-                left.append(f"{entry}: {cmd!r}")
+    for pid in _descendants(os.getpid()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"/attacks/"):
+            left.append(f"{pid}: {cmd!r}")
     return left
 
 

@@ -142,15 +142,33 @@ _REAPER = textwrap.dedent("""
 """)
 
 
-def _marked_sleeps() -> list[str]:
-    left = []
+def _descendants(root: int) -> set[int]:
+    parent = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if Path(f"/proc/{entry}/cmdline").read_bytes() == b"sleep\x00987654\x00":
-                    left.append(entry)
-            except OSError:
-                pass
+                parent[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError):
+                continue
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        kids = [p for p, pp in parent.items() if pp == pid]
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+
+def _marked_sleeps() -> list[int]:
+    """Our container processes of the killed-host test (only ours: other test runs may share
+    the host; orphans come back to us, the subreaper, so an escaped one is still found)."""
+    left = []
+    for pid in _descendants(os.getpid()):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x00987654\x00":
+                left.append(pid)
+        except OSError:
+            pass
     return left
 
 
