@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -417,3 +418,20 @@ def test_the_containers_working_directory_is_created_like_dockers(busybox):
         assert sh(c, "pwd").stdout == b"/srv/app\n"
         with pytest.raises(errors.WorkdirError):  # but an exec's own workdir must exist
             c.exec(["true"], workdir="/not/there")
+
+
+def test_device_nodes_other_than_devs_own_do_not_open(tmp_path, busybox_dir):
+    # The host's root disk, as a node shipped in an image layer and as one made inside.
+    disk = os.stat("/").st_dev
+    major, minor = os.major(disk), os.minor(disk)
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    os.mknod(layer / "disk", 0o666 | stat.S_IFBLK, disk)
+    image = sandkit.Image(layer_dirs=(busybox_dir, layer))
+    with sandkit.Container(image, mounts=[f"{tmp_path}:/host-dir"]) as c:
+        shipped = sh(c, "head -c 512 /disk | wc -c")
+        made = sh(c, f"mknod /tmp/made b {major} {minor} && head -c 512 /tmp/made | wc -c")
+        bound = sh(c, "head -c 512 /host-dir/layer/disk | wc -c")
+        assert sh(c, "head -c 4 /dev/zero | wc -c").stdout == b"4\n"  # /dev's own still work
+    for r in (shipped, made, bound):
+        assert r.stdout.strip() == b"0" and b"Permission denied" in r.stderr, r

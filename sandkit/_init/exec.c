@@ -7,6 +7,7 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <linux/openat2.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -210,7 +211,10 @@ static int capset_all(uint64_t mask)
 	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
 	struct __user_cap_data_struct c[2];
 	for (int k = 0; k < 2; k++) {
-		c[k].effective = c[k].permitted = c[k].inheritable = (uint32_t)(mask >> (32 * k));
+		/* Inheritable stays empty (CVE-2022-24769): file capabilities of a program must not
+		 * combine with it to grant more than the process had. */
+		c[k].effective = c[k].permitted = (uint32_t)(mask >> (32 * k));
+		c[k].inheritable = 0;
 	}
 	return (int)syscall(SYS_capset, &h, c);
 }
@@ -257,6 +261,19 @@ static bool setgroups_denied(void)
 	return strncmp(buf, "deny", 4) == 0;
 }
 
+/* No magic links: "/proc/self/fd/N" or "/proc/1/cwd" as a working directory could point at
+ * anything an fd of this process reaches, so only a real path inside the root is accepted. */
+static void enter_workdir(const char *cwd, int pipefd)
+{
+	struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+				.resolve = RESOLVE_NO_MAGICLINKS };
+	int fd = (int)syscall(SYS_openat2, AT_FDCWD, cwd, &how, sizeof(how));
+
+	if (fd < 0 || fchdir(fd) < 0)
+		child_fail(pipefd, "cwd", errno, "%s: cwd \"%s\"", cwd);
+	close(fd);
+}
+
 /* Runs in the exec child; it never returns. The order follows docs/protocol.md. */
 static __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 {
@@ -270,6 +287,9 @@ static __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 		if (fd < 0 || write(fd, num, 1) != 1)
 			child_fail(pipefd, "setup", errno, "join cgroup: %s%s", "");
 		close(fd);
+		/* A host directory fd must be gone before anything the caller chose (the working
+		 * directory: "/proc/self/fd/N" would lead out of the container) is looked up. */
+		close(s->cg[k]);
 	}
 	if (setsid() < 0)
 		child_fail(pipefd, "setup", errno, "setsid: %s%s", "");
@@ -334,8 +354,7 @@ static __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 	if (capset_all(u.uid == 0 && s->has_caps ? s->caps : 0) < 0)
 		child_fail(pipefd, "setup", errno, "capset: %s%s", "");
 
-	if (chdir(s->cwd) < 0)
-		child_fail(pipefd, "cwd", errno, "%s: cwd \"%s\"", s->cwd);
+	enter_workdir(s->cwd, pipefd);
 	if (s->nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		child_fail(pipefd, "setup", errno, "no_new_privs: %s%s", "");
 	if (s->prog.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->prog) < 0)

@@ -57,7 +57,8 @@ static int mount_with_fsconfig(const struct overlay *o, const char *target, stru
 		close(fsfd);
 		return -1;
 	}
-	mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, 0);
+	/* nodev: a device node in an image layer (or made with CAP_MKNOD) must not open. */
+	mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
 	close(fsfd);
 	if (mfd < 0)
 		return seterr(e, errno, "mount overlay on /: fsmount: %s", strerror(errno));
@@ -89,7 +90,7 @@ static int mount_with_options(const struct overlay *o, const char *target, struc
 	if (len >= sizeof(opts))
 		return seterr(e, E2BIG, "overlay options too long for this kernel (%u layers): "
 			      "Linux >= 6.8 takes any number of layers", o->n);
-	if (mount("overlay", target, "overlay", 0, opts) < 0)
+	if (mount("overlay", target, "overlay", MS_NODEV, opts) < 0)
 		return seterr(e, errno, "mount overlay on /: %s", strerror(errno));
 	return 0;
 }

@@ -25,23 +25,33 @@ static int mnt(const char *src, int fd, const char *type, unsigned long flags, c
 	return mount(src, p, type, flags, data);
 }
 
-static int set_ro(int dfd, const char *path, bool recursive)
+static int set_attrs(int dfd, const char *path, bool recursive, uint64_t attrs)
 {
-	struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY };
+	struct mount_attr a = { .attr_set = attrs };
 	unsigned flags = (path[0] ? 0 : AT_EMPTY_PATH) | (recursive ? AT_RECURSIVE : 0);
 	return (int)syscall(SYS_mount_setattr, dfd, path, flags, &a, sizeof(a));
 }
 
-/* A mount hides what the old fd pointed at, so read-only is applied to a fresh lookup. */
-static int set_ro_at(struct ctx *c, const char *path, bool recursive)
+static int set_ro(int dfd, const char *path, bool recursive)
+{
+	return set_attrs(dfd, path, recursive, MOUNT_ATTR_RDONLY);
+}
+
+/* A mount hides what the old fd pointed at, so attributes are applied to a fresh lookup. */
+static int set_attrs_at(struct ctx *c, const char *path, bool recursive, uint64_t attrs)
 {
 	int fd = resolve(c->rootfd, path, O_PATH, 0);
 	int rc;
 	if (fd < 0)
 		return -1;
-	rc = set_ro(fd, "", recursive);
+	rc = set_attrs(fd, "", recursive, attrs);
 	close(fd);
 	return rc;
+}
+
+static int set_ro_at(struct ctx *c, const char *path, bool recursive)
+{
+	return set_attrs_at(c, path, recursive, MOUNT_ATTR_RDONLY);
 }
 
 static int mount_in(struct ctx *c, const char *dst, bool file, const char *src, const char *type,
@@ -91,7 +101,8 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 	} else if (strcmp(kind, "bind") == 0) {
 		if (need_str(d, spec, "src", &src, e) < 0)
 			return -1;
-		if (mount(src, root, NULL, MS_BIND | MS_REC, NULL) < 0)
+		if (mount(src, root, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+		    set_attrs(AT_FDCWD, root, true, MOUNT_ATTR_NODEV) < 0)
 			return seterr(e, errno, "bind %s on /: %s", src, strerror(errno));
 	} else if (strcmp(kind, "tmpfs") == 0) {
 		/* pivot_root needs a mount point. */
@@ -100,6 +111,29 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 	} else {
 		return seterr(e, EPROTO, "rootfs: unknown kind \"%s\"", kind);
 	}
+	return 0;
+}
+
+/* One device of the container's /dev: the host's node bound over an empty file. Every other
+ * mount in the container is nodev, so these binds are the only device nodes that open, and a
+ * node made with CAP_MKNOD or shipped in an image layer is inert. */
+static int make_device(int dfd, const char *name)
+{
+	char host[32], self[48];
+	int fd;
+
+	fd = openat(dfd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return -1;
+	snprintf(host, sizeof(host), "/dev/%s", name);
+	fdpath(self, fd);
+	if (mount(host, self, NULL, MS_BIND, NULL) < 0) {
+		int no = errno;
+		close(fd);
+		errno = no;
+		return -1;
+	}
+	close(fd);
 	return 0;
 }
 
@@ -116,19 +150,17 @@ static int std_mounts(struct ctx *c)
 
 	if (mount_in(c, "/proc", false, "proc", "proc", nse, NULL) < 0)
 		return -1;
-	if (mount_in(c, "/dev", false, "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC,
-		     "mode=755,size=65536") < 0)
+	if (mount_in(c, "/dev", false, "tmpfs", "tmpfs", nse, "mode=755,size=65536,nr_inodes=1024") < 0)
 		return -1;
-	for (size_t k = 0; k < sizeof(devs) / sizeof(devs[0]); k++) {
-		char host[32], dst[32];
-		snprintf(host, sizeof(host), "/dev/%s", devs[k]);
-		snprintf(dst, sizeof(dst), "/dev/%s", devs[k]);
-		if (mount_in(c, dst, true, host, NULL, MS_BIND, NULL) < 0)
-			return -1;
-	}
-	dfd = resolve(c->rootfd, "/dev", O_PATH | O_DIRECTORY, 0);
+	dfd = resolve(c->rootfd, "/dev", O_DIRECTORY, 0);
 	if (dfd < 0)
 		return seterr(c->e, errno, "open /dev: %s", strerror(errno));
+	for (size_t k = 0; k < sizeof(devs) / sizeof(devs[0]); k++)
+		if (make_device(dfd, devs[k]) < 0) {
+			int no = errno;
+			close(dfd);
+			return seterr(c->e, no, "create /dev/%s: %s", devs[k], strerror(no));
+		}
 	for (size_t k = 0; k < sizeof(links) / sizeof(links[0]); k++)
 		if (symlinkat(links[k][1], dfd, links[k][0]) < 0) {
 			close(dfd);
@@ -139,7 +171,8 @@ static int std_mounts(struct ctx *c)
 		     c->rootless ? "newinstance,ptmxmode=0666,mode=0620"
 				 : "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
 		return -1;
-	if (mount_in(c, "/dev/shm", false, "shm", "tmpfs", nse, "mode=1777") < 0)
+	/* Docker's 64 MiB: shared memory is RAM, and rootless on cgroup v1 nothing else bounds it. */
+	if (mount_in(c, "/dev/shm", false, "shm", "tmpfs", nse, "mode=1777,size=64m,nr_inodes=16k") < 0)
 		return -1;
 	if (mount_in(c, "/sys", false, "sysfs", "sysfs", nse | MS_RDONLY, NULL) < 0) {
 		/* Without owning a net namespace's sysfs, a read-only view of the host's will do. */
@@ -178,8 +211,10 @@ static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
 		if (mount_in(c, dst, !S_ISDIR(st.st_mode), src, NULL,
 			     MS_BIND | (rec ? MS_REC : 0), NULL) < 0)
 			return -1;
-		if (ro && set_ro_at(c, dst, rec) < 0)
-			return seterr(e, errno, "remount %s read-only: %s", dst, strerror(errno));
+		/* No device node reached through a bind may be opened: only /dev's own are usable. */
+		if (set_attrs_at(c, dst, rec, MOUNT_ATTR_NODEV | (ro ? MOUNT_ATTR_RDONLY : 0)) < 0)
+			return seterr(e, errno, "remount %s %s: %s", dst, ro ? "read-only" : "nodev",
+				      strerror(errno));
 	} else if (strcmp(type, "tmpfs") == 0) {
 		char opts[64];
 		if (size < 0 || mode < 0 || mode > 07777)

@@ -76,6 +76,8 @@ def decode(packet: bytes, *, direction: str = "reply") -> Request | Reply:
                 raise ProtocolError(f"{kind}: missing key {field.name!r}")
             continue
         kwargs[field.name] = _checked(kind, field.name, wire[field.name], _field_type(cls, field.name))
+    if kwargs.get("id", 0) < 0:
+        raise ProtocolError(f"{kind}: a negative id ({kwargs['id']}) is not a request id")
     return cls(**kwargs)
 
 

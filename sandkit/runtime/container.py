@@ -36,6 +36,18 @@ _START_TIMEOUT = 30.0
 _DRAIN_AFTER_KILL = 2.0
 
 
+# The writable layer is a tmpfs, whose inodes are kernel memory: bound them even when no size is
+# given (a million empty files would otherwise cost the host about a GiB).
+_DEFAULT_INODES = 262144
+
+
+def _default_inodes(disk_size: int | str | None) -> int:
+    if disk_size is None:
+        return _DEFAULT_INODES
+    # about one inode per 4 KiB of space, as ext4 makes them, within sane bounds
+    return min(max(parse_size(disk_size) // 4096, 4096), 1 << 20)
+
+
 def _resolve_image(image: Image | str) -> Image | str:
     if isinstance(image, Image) or image == plan.HOST_IMAGE:
         return image
@@ -188,7 +200,7 @@ class AsyncContainer:
             masked=security_paths.MASKED_PATHS,
             readonly_paths=security_paths.READONLY_PATHS,
             scratch_size=parse_size(self.disk_size) if self.disk_size is not None else 0,
-            scratch_inodes=self.disk_inodes or 0,
+            scratch_inodes=self.disk_inodes or _default_inodes(self.disk_size),
             loopback=self.network == "none",
             lifetime=self.lifetime,
             workdir=self.workdir or (image.config.working_dir if isinstance(image, Image) else None),

@@ -139,9 +139,7 @@ def test_mutated_real_messages_give_a_message_or_a_protocol_error(seed, data):
     b"\xdb\x7f\xff\xff\xff" + b"x" * 16,                # str32 likewise
     b"\x81\xa1t\xdc\x10\x00" + b"\xc0" * 4096,          # a 4096-element array where "t" goes
     msgpack.packb({"t": "exit", "id": 1, "code": 2**64 - 1}),
-    pytest.param(msgpack.packb({"t": "exit", "id": -(2**63)}), marks=pytest.mark.xfail(
-        strict=True, reason="the host decoder accepts a negative id (docs/protocol.md: ids are "
-        "positive, 0 only for start-up); refuse it in sandkit/ipc/codec.py decode()")),
+    msgpack.packb({"t": "exit", "id": -(2**63)}),
     msgpack.packb({"t": "started", "id": 1, "pid": 1.5}),
     msgpack.packb({1: "exit"}),
     msgpack.packb({"t": b"exit", "id": 1}),

@@ -34,12 +34,6 @@ MODES = ["root", "rootless"]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attack suite runs as root (it covers rootless mode as a user it creates)")
 
 
-def _xfail_in(mode_names, reason):
-    """The modes list with ``mode_names`` marked as a known hole."""
-    return [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=reason)) if m in mode_names else m
-            for m in MODES]
-
-
 # --- fixtures --------------------------------------------------------------------------------
 
 
@@ -271,13 +265,6 @@ def test_overwrite_init_or_own_binary_through_proc_exe(mode, as_unprivileged, bu
     attack(mode, as_unprivileged, busybox_dir, attack_bin, ["/attacks/escape", "exe"])
 
 
-_FD_WORKDIR_HOLE = (
-    "the init's exec child keeps the container's cgroup directory fds (received with "
-    "MSG_CMSG_CLOEXEC) open until execve, and chdir(cwd) runs before that: workdir="
-    "/proc/self/fd/N lands in the host's cgroupfs, and '..' from there walks up to the host's "
-    "root filesystem: the helper opened the host canary read-write (CVE-2024-21626 pattern). Fix in "
-    "sandkit/_init/exec.c child(): close s->cg[k] right after joining, before chdir"
-)
 
 
 def _workdir_attack(image_dir, bindir, canary):
@@ -297,7 +284,7 @@ def _workdir_attack(image_dir, bindir, canary):
     return outcomes
 
 
-@pytest.mark.parametrize("mode", _xfail_in(["root"], _FD_WORKDIR_HOLE))
+@pytest.mark.parametrize("mode", MODES)
 def test_leaked_fd_as_workdir(mode, as_unprivileged, busybox_dir, attack_bin, host):
     outcomes = in_mode(mode, as_unprivileged, _workdir_attack, str(busybox_dir), str(attack_bin), str(host.canary))
     escaped = {wd: out for wd, (code, out) in outcomes.items() if code != 0 or "HOLE" in out}
@@ -358,18 +345,9 @@ def test_kernel_modules_kexec_bpf_ioports(mode, as_unprivileged, busybox_dir, at
     assert before == after
 
 
-_MKNOD_HOLE = (
-    "root mode keeps CAP_MKNOD (Docker's default set) but, unlike Docker, has no device "
-    "allowlist (devices cgroup / BPF_CGROUP_DEVICE) and mounts neither the overlay root nor /dev "
-    "nodev: mknod c 1 11 opens the host's /dev/kmsg (writes reach the host kernel log), and "
-    "tty1, console, kvm, loop-control, fuse and tun open too. Fix in sandkit/_init/rootfs.c: "
-    "MS_NODEV on the overlay/bind/tmpfs root and on the /dev tmpfs (the device nodes there are "
-    "separate bind mounts), plus a device allowlist in sandkit/runtime/cgroups (v1 devices.deny, "
-    "v2 a BPF_CGROUP_DEVICE program)"
-)
 
 
-@pytest.mark.parametrize("mode", _xfail_in(["root"], _MKNOD_HOLE))
+@pytest.mark.parametrize("mode", MODES)
 def test_mknod_and_open_host_devices(mode, as_unprivileged, busybox_dir, attack_bin, host):
     disk = os.stat("/").st_dev
     attack(mode, as_unprivileged, busybox_dir, attack_bin,
@@ -527,28 +505,15 @@ def test_filling_the_disk_hits_disk_size(mode, as_unprivileged, busybox_dir, att
         assert wrote <= 16 and "ENOSPC" in out, f"{path}: {out}"
 
 
-_SHM_HOLE = (
-    "/dev/shm is a tmpfs without size= (the kernel default: half of the host's RAM) and is not "
-    "covered by disk_size: without a memory limit (always, in rootless mode on cgroup v1) a "
-    "container can pin gigabytes of host RAM there. Docker caps it at 64m (--shm-size). Fix in "
-    "sandkit/_init/rootfs.c std_mounts(): size= (e.g. 64m or scratch_size) and nr_inodes= on /dev/shm"
-)
 
 
-@pytest.mark.parametrize("mode", _xfail_in(MODES, _SHM_HOLE))
+@pytest.mark.parametrize("mode", MODES)
 def test_filling_dev_shm_is_bounded(mode, as_unprivileged, busybox_dir, attack_bin, host):
     results = in_mode(mode, as_unprivileged, _fill, str(busybox_dir), str(attack_bin), ["/dev/shm/fill"])
     out = results["/dev/shm/fill"]
     assert int(out.split()[1]) <= 64 and "ENOSPC" in out, out
 
 
-_INODE_HOLE = (
-    "the writable layer's tmpfs is mounted with size= only (sandkit/_init/rootfs.c "
-    "setup_container): its nr_inodes is the kernel default (half the RAM pages), so a 16m "
-    "disk_size container creates 1,000,000 empty files (~1 GiB of host kernel memory, not charged "
-    "to anything in rootless mode). Fix: add nr_inodes= to the scratch tmpfs options, derived "
-    "from scratch_size (e.g. size/4096 or a setup key), and likewise on /dev and /dev/shm"
-)
 
 
 def _inode_bomb(image_dir, bindir):
@@ -559,7 +524,7 @@ def _inode_bomb(image_dir, bindir):
     return r.stdout.decode()
 
 
-@pytest.mark.parametrize("mode", _xfail_in(MODES, _INODE_HOLE))
+@pytest.mark.parametrize("mode", MODES)
 def test_a_million_inodes_hits_a_limit(mode, as_unprivileged, busybox_dir, attack_bin, host):
     out = in_mode(mode, as_unprivileged, _inode_bomb, str(busybox_dir), str(attack_bin))
     assert int(out.split()[1]) < 1_000_000 and "ENOSPC" in out, out
@@ -671,11 +636,7 @@ def test_capabilities_no_new_privs_seccomp(mode, as_unprivileged, busybox_dir):
         assert int(views["app"]["CapEff"], 16) == 0 and int(views["app"]["CapPrm"], 16) == 0
 
 
-@pytest.mark.parametrize("mode", _xfail_in(MODES, (
-    "the inheritable set is Docker's default set; moby emptied it after CVE-2022-24769 (a "
-    "program with inheritable file capabilities would gain them). Fix in sandkit/_init/exec.c "
-    "capset_all(): inheritable = 0"
-)))
+@pytest.mark.parametrize("mode", MODES)
 def test_inheritable_capabilities_are_empty(mode, as_unprivileged, busybox_dir):
     views = in_mode(mode, as_unprivileged, _status, str(busybox_dir))
     assert int(views["root"]["CapInh"], 16) == 0, views
