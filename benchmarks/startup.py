@@ -29,14 +29,22 @@ from conftest import make_busybox_rootfs  # noqa: E402
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
+    return interleaved_medians({"": fn}, runs, warmup)[""]
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 5) -> dict[str, float]:
+    """Median milliseconds of each function, run in turns so that each sees the same machine
+    (a busy moment slows all of them, not only the one that happened to run then)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1000
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) * 1000 for name, values in samples.items()}
 
 
 def sandkit_lifecycle(image: sandkit.Image) -> Callable[[], object]:
@@ -80,13 +88,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         rootfs = make_busybox_rootfs(Path(tmp) / "rootfs")
         image = sandkit.Image.from_directory(rootfs)
-        rows: dict[str, float] = {}
-        rows["sandkit lifecycle (create, exec true, destroy)"] = median_ms(sandkit_lifecycle(image), args.runs)
+        lifecycles = {"sandkit lifecycle (create, exec true, destroy)": sandkit_lifecycle(image)}
+        if shutil.which("bwrap"):
+            lifecycles["bwrap lifecycle (same namespaces, same dir)"] = bwrap_lifecycle(rootfs)
+        rows = interleaved_medians(lifecycles, args.runs)
         with sandkit.Container(image) as c:
             rows["sandkit exec round trip (true)"] = median_ms(lambda: c.exec(["true"]), args.runs * 2)
             rows["sandkit control round trip (ping)"] = median_ms(c.ping, args.runs * 5)
-        if shutil.which("bwrap"):
-            rows["bwrap lifecycle (same namespaces, same dir)"] = median_ms(bwrap_lifecycle(rootfs), args.runs)
         if docker_reachable():
             tag = docker_image(rootfs)
             rows["docker run --rm"] = median_ms(lambda: subprocess.run(["docker", "run", "--rm", "--network", "none", tag, "/bin/true"], check=True), max(10, args.runs // 10), warmup=2)
