@@ -75,18 +75,6 @@ def busybox(busybox_dir):
 # --- leaks ---------------------------------------------------------------------------------
 
 
-def _become_subreaper() -> None:
-    # Orphans of our forked (rootless) children are re-parented to us, so that counting our own
-    # children finds every init the tests started, and none started by anything else.
-    import ctypes
-
-    PR_SET_CHILD_SUBREAPER = 36
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-_become_subreaper()
-
-
 def _our_children() -> list[str]:
     me = str(os.getpid())
     children = []
@@ -101,13 +89,26 @@ def _our_children() -> list[str]:
     return children
 
 
+def _open_fds() -> list[str]:
+    """Our fds, less the cgroup directories sandkit keeps open for the life of the process."""
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the fd listdir itself used
+        if not target.startswith("/sys/fs/cgroup/"):
+            fds.append(fd)
+    return sorted(fds)
+
+
 def host_footprint() -> dict[str, object]:
     """What a container could leave behind on the host, in countable form."""
     inits = _our_children()
     return {
         "inits": sorted(inits),
         "mounts": Path("/proc/self/mountinfo").read_text().count("\n"),
-        "fds": sorted(os.listdir("/proc/self/fd")),
+        "fds": _open_fds(),
         "home": sorted(str(p.relative_to(_home)) for p in Path(_home).rglob("*") if "images" not in p.parts and "blobs" not in p.parts and "layers" not in p.parts),
     }
 
