@@ -1,7 +1,8 @@
-"""Inits started ahead of need: used when there, never leaked, never shared."""
+"""Containers made ahead of need: used when there, never leaked, never shared."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -13,18 +14,19 @@ from sandkit.runtime import prespawn
 @pytest.fixture
 def prespawning(monkeypatch):
     monkeypatch.setenv("SANDKIT_PRESPAWN", "1")
+    prespawn.drain()
     yield
     prespawn.drain()
 
 
 def _spare_pids():
-    return {ready.init.pid for spares in prespawn._pool._ready.values() for ready in spares}
+    return {ready.init.pid for ready in prespawn.spares()}
 
 
 def _wait_for_a_spare(timeout=10.0):
     deadline = time.monotonic() + timeout
     while not _spare_pids():
-        assert time.monotonic() < deadline, "no spare init was made"
+        assert time.monotonic() < deadline, "no spare container was made"
         time.sleep(0.005)
     return _spare_pids()
 
@@ -47,13 +49,26 @@ def test_containers_from_spares_are_as_isolated_as_any(busybox, prespawning):
     with sandkit.Container(busybox) as c:
         assert c.exec(["cat", "/tmp/mine"]).exit_code != 0
         assert c.exec(["cat", "/proc/1/comm"]).stdout == b"sandkit-init\n"
+        assert c.exec(["hostname"]).stdout == f"{c.id[:12]}\n".encode()
 
 
-def test_limits_bypass_the_spares(busybox, prespawning):
+def test_a_different_setup_gets_no_spare(busybox, prespawning, tmp_path):
+    with sandkit.Container(busybox) as c:
+        c.exec(["true"])
+    spare = _wait_for_a_spare()
+    with sandkit.Container(busybox, mounts=[f"{tmp_path}:/data"]) as c:
+        assert c._core._init.pid not in spare
+    with sandkit.Container(busybox, read_only=True) as c:
+        assert c._core._init.pid not in spare
+
+
+def test_limits_and_lifetimes_bypass_the_spares(busybox, prespawning):
     with sandkit.Container(busybox) as c:
         c.exec(["true"])
     spare = _wait_for_a_spare()
     with sandkit.Container(busybox, pids_limit=50) as c:
+        assert c._core._init.pid not in spare
+    with sandkit.Container(busybox, lifetime=30) as c:
         assert c._core._init.pid not in spare
 
 
@@ -65,6 +80,4 @@ def test_drain_stops_every_spare(busybox, prespawning):
     assert not _spare_pids()
     for pid in spare:
         with pytest.raises(ProcessLookupError):
-            import os
-
             os.kill(pid, 0)

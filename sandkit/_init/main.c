@@ -79,6 +79,14 @@ static void serve_one(void)
 		rc = do_signal(&req, &e);
 	} else if (strcmp(t, "open") == 0) {
 		rc = do_open(&req, &e);
+	} else if (strcmp(t, "hostname") == 0) {
+		char *name = NULL;
+		close_fds(req.fds, req.nfds);
+		rc = need_str(&req.doc, 0, "name", &name, &e);
+		if (rc > 0)
+			rc = sethostname(name, strlen(name)) < 0 ?
+				seterr(&e, errno, "sethostname: %s", strerror(errno)) :
+				send_simple("ok", req.id);
 	} else if (strcmp(t, "ping") == 0) {
 		close_fds(req.fds, req.nfds);
 		rc = send_simple("pong", req.id);

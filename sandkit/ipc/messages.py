@@ -80,6 +80,14 @@ class Open(Request):
 
 
 @attrs.frozen
+class Hostname(Request):
+    """Set the container's host name (a spare container gets its own this way)."""
+
+    TYPE: ClassVar[str] = "hostname"
+    name: str
+
+
+@attrs.frozen
 class Ping(Request):
     TYPE: ClassVar[str] = "ping"
 
@@ -141,7 +149,7 @@ class Error(Reply):
 
 
 REQUEST_TYPES: dict[str, type[Request]] = {
-    cls.TYPE: cls for cls in (Setup, Exec, Signal, Open, Ping)
+    cls.TYPE: cls for cls in (Setup, Exec, Signal, Open, Hostname, Ping)
 }
 REPLY_TYPES: dict[str, type[Reply]] = {
     cls.TYPE: cls for cls in (Ready, Started, Exit, Opened, Pong, Ok, Error)

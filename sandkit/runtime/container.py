@@ -16,7 +16,7 @@ import attrs
 
 from .. import errors
 from ..images.image import Image
-from ..ipc import Error, Exec, Exit, Open, Opened, Ping, Pong, Ready, Reply, Setup, Signal, Started
+from ..ipc import Error, Exec, Exit, Hostname, Open, Opened, Ping, Pong, Ready, Reply, Setup, Signal, Started
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
@@ -31,6 +31,9 @@ from .results import ExecResult
 from .spawn import SpawnedInit, spawn_init
 
 _START_TIMEOUT = 30.0
+# How long a start waits for a spare container that is being made (20 x 0.2 ms).
+_SPARE_POLLS = 20
+_SPARE_POLL_INTERVAL = 0.0002
 # After a timeout kills an exec's tree, how long to wait for its pipes to close before giving up
 # on output still held open by something that escaped the kill.
 _DRAIN_AFTER_KILL = 2.0
@@ -105,6 +108,7 @@ class AsyncContainer:
     _devnull: int = attrs.field(default=-1, init=False)
     _limits: Limits = attrs.field(factory=Limits, init=False)
     _lease: contextlib.AbstractContextManager[Any] | None = attrs.field(default=None, init=False)
+    _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.network not in ("none", "host"):
@@ -145,15 +149,8 @@ class AsyncContainer:
                 self.id, self._limits, accounting=self.accounting or not self._limits.empty,
                 rlimits=self.rlimits,
             )
-            self._init, host_end = self._spawn_init()
-            self._channel = ControlChannel(host_end)
-            self._channel.send(setup)
-            with anyio.fail_after(_START_TIMEOUT):
-                reply, _ = await self._channel.reply(0)
-            if isinstance(reply, Error):
-                raise errors.ContainerStartError(_start_failure(reply, self.rootless))
-            if not isinstance(reply, Ready):
-                raise errors.ProtocolError(f"expected 'ready' from the init, got {reply!r}")
+            if not await self._start_from_spare(setup):
+                await self._start_fresh(setup)
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         except BaseException as exc:
             await self._teardown(kill=True)
@@ -167,27 +164,61 @@ class AsyncContainer:
                     f"the container did not finish set-up within {_START_TIMEOUT:.0f} s"
                 ) from None
             raise
-        self._channel.forget(0)
         return self
 
-    def _spawn_init(self) -> tuple[SpawnedInit, socket.socket]:
+    def _recipe(self, setup: Setup) -> prespawn.Recipe | None:
+        """How a spare for this container is made, if it may use one."""
         assert self._resources is not None
-        kind = prespawn.InitKind(user_namespace=self.rootless, network=self.network == "none")
-        if self._resources.cgroup is None and (ready := prespawn.take(kind)) is not None:
-            return ready.init, ready.control
+        if self._resources.cgroup is not None or self.lifetime:
+            return None
+        return prespawn.recipe_for(setup, user_namespace=self.rootless, network=self.network == "none")
+
+    async def _start_from_spare(self, setup: Setup) -> bool:
+        recipe = self._recipe_used = self._recipe(setup)
+        if recipe is None:
+            return False
+        spare = prespawn.take(recipe)
+        # One being made is ready sooner than one made now, which would compete for the cores.
+        for _ in range(_SPARE_POLLS):
+            if spare is not None or not prespawn.making(recipe):
+                break
+            await anyio.sleep(_SPARE_POLL_INTERVAL)
+            spare = prespawn.take(recipe)
+        if spare is None:
+            return False
+        if isinstance(self._resolved, Image) and not all(d.is_dir() for d in self._resolved.layer_dirs):
+            spare.discard()  # its image was removed after the spare was made
+            return False
+        self._init = spare.init
+        self._channel = ControlChannel(spare.control)
+        reply, _ = await self._request(self._channel, Hostname(id=self._channel.protocol.next_id(), name=setup.hostname))
+        if isinstance(reply, Error):
+            raise errors.ContainerStartError(f"container set-up failed: {reply.msg}")
+        return True
+
+    async def _start_fresh(self, setup: Setup) -> None:
+        assert self._resources is not None
         host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         with init_end:
             try:
-                spawned = spawn_init(
+                self._init = spawn_init(
                     init_end,
-                    user_namespace=kind.user_namespace,
-                    network=kind.network,
+                    user_namespace=self.rootless,
+                    network=self.network == "none",
                     **self._resources.spawn_options(),
                 )
             except BaseException:
                 host_end.close()
                 raise
-        return spawned, host_end
+        self._channel = ControlChannel(host_end)
+        self._channel.send(setup)
+        with anyio.fail_after(_START_TIMEOUT):
+            reply, _ = await self._channel.reply(0)
+        self._channel.forget(0)
+        if isinstance(reply, Error):
+            raise errors.ContainerStartError(_start_failure(reply, self.rootless))
+        if not isinstance(reply, Ready):
+            raise errors.ProtocolError(f"expected 'ready' from the init, got {reply!r}")
 
     def _setup_message(self, image: Image | str) -> Setup:
         return plan.setup_message(
@@ -236,6 +267,8 @@ class AsyncContainer:
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.__exit__(None, None, None)
+        if self._recipe_used is not None and spawned is not None:
+            prespawn.request(self._recipe_used)  # the next container like this one is ready sooner
 
     async def __aenter__(self) -> Self:
         return await self.start()

@@ -1,130 +1,160 @@
-"""Inits started ahead of need, so that a container's start does not wait for clone and exec.
+"""Containers made ahead of need, so that `start()` does not wait for clone, exec and mounts.
 
-Creating the namespaces and exec'ing the init is most of a container's start-up (about 1-2 ms
-here, the network namespace alone ~0.4 ms), and none of it depends on the container: an init
-waits for its `setup` message before doing anything container-specific. So once a kind of
-container has been started, a background thread keeps one more init of that kind ready, on
-the other core while the caller works, and the next `start()` takes it.
+Creating the namespaces, exec'ing the init and building the root filesystem is all of a
+container's start-up, and none of it depends on anything but the container's `setup` message.
+So when a container has stopped, a background thread makes one more with the same setup, and
+the next `start()` with that setup takes it: it then only sets the host name. Asking when a
+container stops, not when it starts, keeps that work from competing with the container's own
+(on two cores, kernel locks shared by mounts and namespaces make such overlap a loss); a start
+that comes while a spare is still being made waits the little that is left rather than making a
+second one. A spare is indistinguishable from a fresh container: nothing
+has run in it, its writable layer is empty, its namespaces are its own.
 
-Only containers without a cgroup are served this way (a cgroup must be joined at clone time
-on v2). The ready inits are ordinary children of this process: they die with it like any
-container (their control socket closes), and a forked child never uses its parent's.
-``SANDKIT_PRESPAWN=0`` turns this off.
+Not served this way: containers with a cgroup (made per container, before the clone) or a
+lifetime (its clock starts at set-up). A spare of a store image holds no lease on it; the
+container that takes a spare takes the lease and then checks the layers are still there.
+Spares are ordinary children of this process: they die with it like any container (their
+control socket closes), and a forked child never uses its parent's. ``SANDKIT_PRESPAWN=0``
+turns this off; `drain()` stops the spares.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 
 import attrs
 
+from ..errors import ContainerStartError
+from ..ipc import MAX_PACKET, Error, Ready, Setup, decode, encode
 from .spawn import SpawnedInit, spawn_init
 
-_SPARES_PER_KIND = 1
+_SET_UP_TIMEOUT = 30.0
 
 
 @attrs.frozen
-class InitKind:
+class Recipe:
+    """What makes two containers interchangeable before their first exec."""
+
     user_namespace: bool
     network: bool
+    setup: bytes  # the encoded setup message, host name left out
 
 
 @attrs.define(eq=False)
-class ReadyInit:
+class ReadyContainer:
     init: SpawnedInit
     control: socket.socket
 
+    def discard(self) -> None:
+        self.control.close()
+        self.init.close()
 
-def spawn_ready(kind: InitKind) -> ReadyInit:
+
+def recipe_for(setup: Setup, *, user_namespace: bool, network: bool) -> Recipe:
+    return Recipe(user_namespace, network, encode(attrs.evolve(setup, hostname="")))
+
+
+def make_container(recipe: Recipe) -> ReadyContainer:
+    """Spawn an init and have it build the container (blocking: for the worker thread)."""
     host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     with init_end:
         try:
-            init = spawn_init(init_end, user_namespace=kind.user_namespace, network=kind.network)
+            init = spawn_init(init_end, user_namespace=recipe.user_namespace, network=recipe.network)
         except BaseException:
             host_end.close()
             raise
-    return ReadyInit(init, host_end)
+    ready = ReadyContainer(init, host_end)
+    try:
+        host_end.sendmsg([recipe.setup])
+        if not select.select([host_end], [], [], _SET_UP_TIMEOUT)[0]:
+            raise ContainerStartError("a spare container did not finish set-up in time")
+        reply = decode(host_end.recv(MAX_PACKET + 1))
+        if isinstance(reply, Error) or not isinstance(reply, Ready):
+            raise ContainerStartError(f"a spare container failed to set up: {reply!r}")
+    except BaseException:
+        ready.discard()
+        raise
+    return ready
 
 
 class _Pool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._ready: dict[InitKind, list[ReadyInit]] = {}
-        self._failed: set[InitKind] = set()
-        self._spawning: InitKind | None = None
+        self._ready: dict[Recipe, ReadyContainer] = {}
+        self._wanted: list[Recipe] = []
+        self._failed: set[Recipe] = set()
+        self._making: Recipe | None = None
         self._worker: threading.Thread | None = None
 
-    def take(self, kind: InitKind) -> ReadyInit | None:
-        """A ready init of this kind if one is waiting or about to be; asks for the next one
-        either way. Waiting for one the worker is already making beats making a second one
-        while it competes for the same cores."""
+    def take(self, recipe: Recipe) -> ReadyContainer | None:
+        """A spare made from ``recipe`` if one is ready (never blocks)."""
         with self._lock:
-            spares = self._ready.setdefault(kind, [])
-            while not spares and self._spawning == kind:
-                self._wake.wait()
-            ready = spares.pop() if spares else None
-            if kind not in self._failed:
-                self._start_worker()
-                self._wake.notify_all()
+            ready = self._ready.pop(recipe, None)
         if ready is not None and ready.init.poll() is not None:
-            # It died while waiting (killed from outside): no use to anyone.
-            ready.control.close()
-            ready.init.close()
+            ready.discard()  # it died while waiting (killed from outside): no use to anyone
             return None
         return ready
+
+    def request(self, recipe: Recipe) -> None:
+        """Have a spare made from ``recipe`` (unless one is there, or making one failed)."""
+        with self._lock:
+            if recipe in self._ready or recipe in self._failed or recipe in self._wanted:
+                return
+            self._wanted.append(recipe)
+            self._start_worker()
+            self._wake.notify_all()
 
     def _start_worker(self) -> None:
         if self._worker is None:
             self._worker = threading.Thread(target=self._fill, name="sandkit-prespawn", daemon=True)
             self._worker.start()
 
-    def _wanted(self) -> InitKind | None:
-        for kind, spares in self._ready.items():
-            if len(spares) < _SPARES_PER_KIND and kind not in self._failed:
-                return kind
-        return None
-
     def _fill(self) -> None:
         while True:
             with self._lock:
-                while (kind := self._wanted()) is None:
+                while not self._wanted:
                     self._wake.wait()
-                self._spawning = kind
+                recipe = self._making = self._wanted.pop(0)
             try:
-                ready = spawn_ready(kind)
+                ready = make_container(recipe)
             except Exception:  # noqa: BLE001 - the foreground start reports the real error
-                with self._lock:
-                    self._failed.add(kind)
-                    self._spawning = None
-                    self._wake.notify_all()
-                continue
+                ready = None
             with self._lock:
-                self._spawning = None
+                self._making = None
                 self._wake.notify_all()
-                if kind in self._ready:
-                    self._ready[kind].append(ready)
+                if ready is None:
+                    self._failed.add(recipe)
                     continue
-            ready.control.close()  # drained meanwhile
-            ready.init.close()
+                old = self._ready.pop(recipe, None)
+                self._ready[recipe] = ready
+            if old is not None:
+                old.discard()
+
+    def making(self, recipe: Recipe) -> bool:
+        with self._lock:
+            return self._making == recipe
 
     def drain(self) -> None:
-        """Stop every spare and forget the kinds asked for (until the next `take`)."""
         with self._lock:
-            spares = [ready for kind in self._ready.values() for ready in kind]
+            spares = list(self._ready.values())
             self._ready.clear()
+            self._wanted.clear()
         for ready in spares:
-            ready.control.close()
-            ready.init.close()
+            ready.discard()
+
+    def spares(self) -> list[ReadyContainer]:
+        with self._lock:
+            return list(self._ready.values())
 
     def forget_after_fork(self) -> None:
-        """In a forked child: the spares belong to the parent; drop our copies of their sockets."""
-        for spares in self._ready.values():
-            for ready in spares:
-                ready.control.close()
-                os.close(ready.init.pidfd)
+        """In a forked child: the spares belong to the parent; drop our copies of their fds."""
+        for ready in self._ready.values():
+            ready.control.close()
+            os.close(ready.init.pidfd)
         self.__init__()  # type: ignore[misc]
 
 
@@ -136,10 +166,24 @@ def enabled() -> bool:
     return os.environ.get("SANDKIT_PRESPAWN", "1") != "0"
 
 
-def take(kind: InitKind) -> ReadyInit | None:
-    return _pool.take(kind) if enabled() else None
+def take(recipe: Recipe) -> ReadyContainer | None:
+    return _pool.take(recipe) if enabled() else None
+
+
+def request(recipe: Recipe) -> None:
+    if enabled():
+        _pool.request(recipe)
+
+
+def making(recipe: Recipe) -> bool:
+    """Whether the worker is making a spare from ``recipe`` right now."""
+    return _pool.making(recipe)
 
 
 def drain() -> None:
-    """Stop the inits kept ready (they cost a few processes); the next start makes new ones."""
+    """Stop the spare containers (each costs a process or so); the next start makes new ones."""
     _pool.drain()
+
+
+def spares() -> list[ReadyContainer]:
+    return _pool.spares()
