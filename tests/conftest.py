@@ -51,7 +51,7 @@ def busybox(busybox_dir):
 # --- leaks ---------------------------------------------------------------------------------
 
 
-def _our_children() -> list[str]:
+def our_children() -> list[str]:
     me = str(os.getpid())
     children = []
     for pid in os.listdir("/proc"):
@@ -80,7 +80,7 @@ def _open_fds() -> list[str]:
 
 def host_footprint() -> dict[str, object]:
     """What a container could leave behind on the host, in countable form."""
-    inits = _our_children()
+    inits = our_children()
     return {
         "inits": sorted(inits),
         "mounts": Path("/proc/self/mountinfo").read_text().count("\n"),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import our_children
 
 from sandkit.errors import ContainerStartError, HostUnsupportedError
 from sandkit.runtime.spawn import sealed_exec_memfd, spawn_init
@@ -46,12 +47,19 @@ def open_fds() -> set[int]:
     return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
+_children_before: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def _children_baseline() -> None:
+    # Other tests' long-lived helpers (a private dockerd, say) are our children too.
+    global _children_before
+    _children_before = set(our_children())
+
+
 def no_children_left() -> bool:
-    try:
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return False
+    """No child (running or zombie) that the test started is left."""
+    return set(our_children()) <= _children_before
 
 
 def run_sh(exe: int, script: str, **kwargs: Any) -> tuple[list[bytes], int]:

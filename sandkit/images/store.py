@@ -48,23 +48,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gzip
 import json
 import os
 import tempfile
 import time
-import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import attrs
-import zstandard
 
 from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
 from . import reference
 from .digest import HashingReader, check_digest, hex_of, mismatch, sha256_bytes, verify_bytes
 from .fsutil import dir_size, remove_tree, write_json_atomic
-from .layers import LAYER_TYPES, apply_tar, compression_of, open_decompressed
+from .layers import DECOMPRESSION_ERRORS, LAYER_TYPES, apply_tar, compression_of, open_decompressed
 
 MANIFEST_TYPES = {
     "application/vnd.oci.image.manifest.v1+json",
@@ -291,7 +289,7 @@ class Store:
                         (tmp / "layer" / "fs").mkdir(parents=True)
                         report = apply_tar(plain, tmp / "layer" / "fs")  # type: ignore[arg-type]
                     plain.drain()  # tar end padding is part of the DiffID
-                except (ImageError, EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as e:
+                except (ImageError, *DECOMPRESSION_ERRORS) as e:
                     # A tampered blob usually breaks decompression first: say "digest mismatch"
                     # (the real cause) rather than "bad gzip" whenever the digest proves it.
                     raw.drain()
