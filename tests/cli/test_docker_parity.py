@@ -200,3 +200,18 @@ def test_same_stdout_and_exit_code(case, outcomes):
 
 def test_enough_cases():
     assert len([c for c in CASES if not c.known_gap]) >= 30
+
+
+def test_docker_loads_and_runs_what_sandkit_saves(docker, parity_images, tmp_path):
+    """The other direction of image interchange: `image.save(format="docker")` -> `docker load`."""
+    from sandkit import Image
+
+    saved_ref = "sandkit-saved/busybox:1"
+    Image.get(IMAGE).tag(saved_ref)
+    archive = tmp_path / "saved.tar"
+    Image.get(saved_ref).save(archive, format="docker")
+    loaded = _docker(docker, "load", "-i", str(archive))
+    assert saved_ref.encode() in loaded.stdout, loaded
+    r = _docker(docker, "run", "--rm", "--network", "none", saved_ref, "sh", "-c", "echo $GREETING; ls /bin/busybox")
+    assert r.stdout == b"hello\n/bin/busybox\n"
+    _docker(docker, "rmi", saved_ref)
