@@ -24,6 +24,7 @@ import os
 import select
 import socket
 import threading
+import time
 
 import attrs
 
@@ -47,6 +48,7 @@ class Recipe:
 class ReadyContainer:
     init: SpawnedInit
     control: socket.socket
+    made_at: float = attrs.field(factory=time.monotonic)
 
     def discard(self) -> None:
         self.control.close()
