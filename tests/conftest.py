@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 import pytest
+from proctable import children
 from rootfs import make_busybox_rootfs  # noqa: F401 - tests import it from here too
 
 UNPRIVILEGED_USER = "sandkit-test"
@@ -52,17 +53,7 @@ def busybox(busybox_dir):
 
 
 def our_children() -> list[str]:
-    me = str(os.getpid())
-    children = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue
-            if stat.rpartition(")")[2].split()[1] == me:
-                children.append(pid)
-    return children
+    return sorted(str(pid) for pid in children(os.getpid()))
 
 
 def _open_fds() -> list[str]:

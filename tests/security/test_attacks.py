@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from proctable import descendants
 
 import sandkit
 from sandkit.security import MASKED_PATHS, READONLY_PATHS
@@ -112,30 +113,12 @@ def _release_agents() -> dict[str, str]:
     return agents
 
 
-def _descendants(root: int) -> set[int]:
-    parent = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent[int(entry)] = int(stat.rpartition(")")[2].split()[1])
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        kids = [p for p, pp in parent.items() if pp == pid]
-        found.update(kids)
-        todo.extend(kids)
-    return found
-
-
 def _attack_processes() -> list[str]:
     """Processes of ours still running one of the helpers (a container that outlived its test).
     Only our descendants: another test run on the same host has its own (orphans of a container
     would be re-parented to us, the subreaper, so they are found too)."""
     left = []
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
@@ -165,7 +148,7 @@ class HostState:
         self.busybox_hash = _sha(self.busybox)
         self.python_hash = _sha(os.path.realpath(sys.executable))
         self.canary_stat = self._canary_stat()
-        self.children = _descendants(os.getpid())
+        self.children = descendants(os.getpid())
 
     def _memfd_hash(self) -> str:
         fd = self.memfd if isinstance(self.memfd, int) else self.memfd.fileno()
@@ -194,7 +177,7 @@ class HostState:
         assert "State:\tS" in status, f"a host process is not sleeping: {status.splitlines()[2]}"
         assert not _attack_processes(), f"container processes outlived their container: {_attack_processes()}"
         deadline = time.monotonic() + 5
-        while (extra := _descendants(os.getpid()) - self.children) and time.monotonic() < deadline:
+        while (extra := descendants(os.getpid()) - self.children) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not extra, f"processes left behind on the host: {extra}"
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from proctable import children, descendants
 import trio
 
 import sandkit
@@ -64,7 +65,7 @@ def test_a_hundred_containers_at_once(busybox, no_leaks):
             process = await c.spawn(["sleep", "1000"], stdin=False)
             up.append(n)
             if len(up) == 100:
-                peak["inits"] = len(_our_inits())
+                peak["inits"] = len(children(os.getpid()))
                 peak["cgroups"] = len(_ours(_cgroup_dirs(), ids))
                 all_up.set()
             await all_up.wait()
@@ -85,20 +86,6 @@ def test_a_hundred_containers_at_once(busybox, no_leaks):
     assert peak["inits"] >= 100  # they really were all running at once
     assert peak["cgroups"] > 0
     assert not _ours(_cgroup_dirs(), ids)
-
-
-def _our_inits() -> list[int]:
-    me = os.getpid()
-    inits = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == me:
-                inits.append(int(entry))
-    return inits
 
 
 # The host process that gets SIGKILLed: containers with processes running, one with cgroups.
@@ -142,28 +129,11 @@ _REAPER = textwrap.dedent("""
 """)
 
 
-def _descendants(root: int) -> set[int]:
-    parent = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
-            except (OSError, ValueError):
-                continue
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        kids = [p for p, pp in parent.items() if pp == pid]
-        found.update(kids)
-        todo.extend(kids)
-    return found
-
-
 def _marked_sleeps() -> list[int]:
     """Our container processes of the killed-host test (only ours: other test runs may share
     the host; orphans come back to us, the subreaper, so an escaped one is still found)."""
     left = []
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x00987654\x00":
                 left.append(pid)
