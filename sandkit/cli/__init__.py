@@ -8,6 +8,7 @@ exit codes here, with the message on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # One command, one container: a spare made after it stops would die unused with us.
+    os.environ.setdefault("SANDKIT_PRESPAWN", "0")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
