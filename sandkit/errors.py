@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 __all__ = [
     "SandkitError",
     "HostUnsupportedError",
+    "SecurityConfigError",
     "ImageError",
     "ImageNotFoundError",
     "InvalidReferenceError",

@@ -430,3 +430,21 @@ def test_device_nodes_other_than_devs_own_do_not_open(tmp_path, busybox_dir):
         assert sh(c, "head -c 4 /dev/zero | wc -c").stdout == b"4\n"  # /dev's own still work
     for r in (shipped, made, bound):
         assert r.stdout.strip() == b"0" and b"Permission denied" in r.stderr, r
+
+
+def test_seccomp_per_container_and_per_exec(busybox):
+    from sandkit.security import SeccompProfile
+
+    def mode(c, **kwargs):
+        return sh(c, "grep Seccomp: /proc/self/status", **kwargs).stdout.split()[1]
+
+    with sandkit.Container(busybox) as c:
+        assert mode(c) == b"2"
+        no_mkdir = SeccompProfile.docker_default().deny("mkdir", "mkdirat")
+        r = sh(c, "mkdir /tmp/x", seccomp=no_mkdir)
+        assert r.exit_code != 0 and b"Operation not permitted" in r.stderr, r
+        assert sh(c, "mkdir /tmp/y").exit_code == 0  # the container's own profile is unchanged
+        with pytest.raises(sandkit.SecurityConfigError, match="seccomp=None"):
+            c.exec(["true"], seccomp=None)
+    with sandkit.Container(busybox, seccomp=None) as c:
+        assert mode(c) == b"0"

@@ -74,6 +74,7 @@ struct spec {
 	int has_caps;
 	uint64_t caps;
 	struct sock_fprog prog;
+	bool shared_seccomp; /* prog is the container's own profile, which the init may carry */
 	struct rlimit rl[MAX_RLIMITS];
 	int rlres[MAX_RLIMITS], nrl;
 	int stdio[3], pty_slave;
@@ -129,7 +130,8 @@ static int parse_exec(struct req *r, struct spec *s, struct err *e)
 	    need_str(d, 0, "stdio", &stdio, e) < 0 || get_bool(d, 0, "nnp", &s->nnp, e) < 0 ||
 	    (s->has_caps = get_int(d, 0, "caps", &caps, e)) < 0 ||
 	    get_int(d, 0, "cgroups", &cg, e) < 0 || get_type(d, 0, "seccomp", MP_BIN, &sc, e) < 0 ||
-	    get_type(d, 0, "rlimits", MP_ARRAY, &rl, e) < 0)
+	    get_type(d, 0, "rlimits", MP_ARRAY, &rl, e) < 0 ||
+	    get_bool(d, 0, "seccomp_shared", &s->shared_seccomp, e) < 0)
 		return -1;
 	s->caps = (uint64_t)caps;
 	if (!s->cwd)
@@ -416,6 +418,37 @@ static int limit_bounding_set(const struct spec *s, struct err *e)
 	return 0;
 }
 
+/* The container's own seccomp profile, once the init carries it (see share_seccomp). */
+static struct sock_filter *carried;
+static unsigned short carried_len;
+
+/* Installing a filter costs the kernel a pass over every syscall number (it precomputes which
+ * are always allowed), a good part of a short exec. So the init installs the container's
+ * profile on itself at the first exec that uses it, and every later process inherits it
+ * instead of installing it again. The init's own remaining work (clone, set*id, capset, kill,
+ * wait, sendmsg...) is all allowed by any profile an exec could run under. */
+static int share_seccomp(struct spec *s, struct err *e)
+{
+	size_t bytes = s->prog.len * sizeof(struct sock_filter);
+
+	if (!s->prog.len || !s->shared_seccomp)
+		return 0;
+	if (!carried) {
+		/* CAP_SYS_ADMIN (which the init has) stands in for no_new_privs here: the init's
+		 * children may still be started without it. */
+		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->prog) < 0)
+			return seterr(e, errno, "install the container's seccomp filter: %s", strerror(errno));
+		carried = malloc(bytes);
+		if (!carried)
+			return seterr(e, ENOMEM, "out of memory");
+		memcpy(carried, s->prog.filter, bytes);
+		carried_len = s->prog.len;
+	}
+	if (carried_len == s->prog.len && memcmp(carried, s->prog.filter, bytes) == 0)
+		s->prog.len = 0; /* inherited */
+	return 0;
+}
+
 int do_exec(struct req *r, struct err *e)
 {
 	struct spec s;
@@ -429,7 +462,7 @@ int do_exec(struct req *r, struct err *e)
 	if (parse_exec(r, &s, e) < 0 || get_int(&r->doc, 0, "rows", &rows, e) < 0 ||
 	    get_int(&r->doc, 0, "cols", &cols, e) < 0)
 		goto out;
-	if (limit_bounding_set(&s, e) < 0)
+	if (limit_bounding_set(&s, e) < 0 || share_seccomp(&s, e) < 0)
 		goto out;
 	if (s.pty && open_pty(&s, rows, cols, &master, e) < 0)
 		goto out;

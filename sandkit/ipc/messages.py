@@ -56,6 +56,7 @@ class Exec(Request):
     caps: int | None = None
     nnp: bool = True
     seccomp: bytes | None = None
+    seccomp_shared: bool = False
     rlimits: tuple[tuple[int, int, int], ...] = ()
     cgroups: int = 0
 

@@ -111,6 +111,7 @@ class AsyncContainer:
     _limits: Limits = attrs.field(factory=Limits, init=False)
     _lease: contextlib.AbstractContextManager[Any] | None = attrs.field(default=None, init=False)
     _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
+    _init_filtered: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.network not in ("none", "host"):
@@ -397,6 +398,18 @@ class AsyncContainer:
             hostname=self.hostname or "",
             tty=tty,
         )
+        if seccomp_spec == "default":  # the container's own profile (or none, if it has none)
+            program = self._seccomp_program
+        else:
+            program = seccomp_profiles.resolve_seccomp(seccomp_spec, self._caps)
+        shared = seccomp_spec == "default" and program is not None
+        if program is None and self._init_filtered:
+            raise errors.SecurityConfigError(
+                "seccomp=None for one exec is not possible once a process of this container has "
+                "run under the container's profile (the init carries it, and filters only stack): "
+                "create the container with seccomp=None instead"
+            )
+        self._init_filtered |= shared
         return Exec(
             id=channel.protocol.next_id(),
             argv=tuple(argv),
@@ -407,7 +420,8 @@ class AsyncContainer:
             rows=rows,
             cols=cols,
             caps=self._caps,
-            seccomp=self._seccomp_program if seccomp_spec == "default" else seccomp_profiles.resolve_seccomp(seccomp_spec, self._caps),
+            seccomp=program,
+            seccomp_shared=shared,
             rlimits=self._resources.rlimits if self._resources else (),
         )
 
