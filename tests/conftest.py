@@ -131,9 +131,15 @@ def run_unprivileged(fn, *args):
     access to this checkout; its own SANDKIT_HOME belongs to the user. Returns what ``fn``
     returns, or re-raises what it raised (as an AssertionError carrying the child's traceback).
     """
+    import sandkit.runtime.cgroups.v1
+    import sandkit.runtime.cgroups.v2
     import sandkit.runtime.spawn as spawn
+    import sandkit.security._syscall_table  # noqa: F401 - imported lazily elsewhere
 
-    spawn.init_memfd()  # created while we can still read the package
+    # Everything sandkit loads lazily is loaded now, while the checkout is still readable: the
+    # child's user may not be able to read it (a clone under /root, say).
+    spawn._lib()
+    spawn.init_memfd()
     uid, gid = unprivileged_ids()
     home = tempfile.mkdtemp(prefix="sandkit-rootless-")
     os.chown(home, uid, gid)
