@@ -4,6 +4,7 @@ protocol (docs/protocol.md) with the msgpack package. Not the real host side (sa
 from __future__ import annotations
 
 import array
+import atexit
 import os
 import select
 import pwd
@@ -23,6 +24,22 @@ BUSYBOX = "/bin/busybox"
 APPLETS = ("sh echo cat ls sleep id hostname tty head test true false mkdir touch pwd env ps "
            "readlink stat wc grep mount kill mkfifo chmod").split()
 TEST_USER = "sandkit-test"
+
+_copies: dict[str, str] = {}
+
+
+def _readable_copy(path: str) -> str:
+    """A world-readable copy of an executable, made once per process."""
+    if path not in _copies:
+        directory = tempfile.mkdtemp(prefix="sandkit-init-")
+        atexit.register(shutil.rmtree, directory, True)
+        os.chmod(directory, 0o755)
+        copy = os.path.join(directory, os.path.basename(path))
+        shutil.copy(path, copy)
+        os.chmod(copy, 0o755)
+        _copies[path] = copy
+    return _copies[path]
+
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false
@@ -107,6 +124,7 @@ class Init:
         cmd = ["unshare", "--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--kill-child"]
         if rootless:
             cmd[1:1] = ["--user", "--map-root-user"]
+            init_bin = _readable_copy(init_bin)  # the checkout may be closed to the test user
         self.proc = subprocess.Popen(cmd + [init_bin], pass_fds=(3,), preexec_fn=pre,
                                      stdin=subprocess.DEVNULL)
         child.close()
