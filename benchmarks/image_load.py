@@ -10,9 +10,7 @@ and written as a docker-archive, so no network or debootstrap is needed.
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
-import json
 import os
 import shutil
 import subprocess
