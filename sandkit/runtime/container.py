@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import socket
@@ -16,7 +15,21 @@ import attrs
 
 from .. import errors
 from ..images.image import Image
-from ..ipc import Error, Exec, Exit, Hostname, Open, Opened, Ping, Pong, Ready, Reply, Setup, Signal, Started
+from ..ipc import (
+    Error,
+    Exec,
+    Exit,
+    Hostname,
+    Open,
+    Opened,
+    Ping,
+    Pong,
+    Ready,
+    Reply,
+    Setup,
+    Signal,
+    Started,
+)
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
@@ -25,6 +38,15 @@ from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .home import sandkit_home, scratch_mountpoint
 from .mounts import Mount
+from .outcomes import (
+    CapturedOutput,
+    communicate,
+    exec_failure,
+    exec_result,
+    file_error,
+    raise_for,
+    start_failure,
+)
 from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking
 from .resources import Resources
 from .results import ExecResult
@@ -225,7 +247,7 @@ class AsyncContainer:
             reply, _ = await self._channel.reply(0)
         self._channel.forget(0)
         if isinstance(reply, Error):
-            raise errors.ContainerStartError(_start_failure(reply, self.rootless))
+            raise errors.ContainerStartError(start_failure(reply, self.rootless))
         if not isinstance(reply, Ready):
             raise errors.ProtocolError(f"expected 'ready' from the init, got {reply!r}")
 
@@ -356,7 +378,7 @@ class AsyncContainer:
             raise
         if isinstance(reply, Error):
             channel.forget(request.id)
-            raise _exec_failure(reply, argv)
+            raise exec_failure(reply, argv)
         if not isinstance(reply, Started):
             raise errors.ProtocolError(f"expected 'started', got {reply!r}")
         if request.pty:
@@ -448,19 +470,19 @@ class AsyncContainer:
                                    seccomp=seccomp)
         timed_out = False
         limit = max_output if max_output is not None else self.max_output
-        out, err = _Output(limit), _Output(limit)
+        out, err = CapturedOutput(limit), CapturedOutput(limit)
         async with process:
             with anyio.move_on_after(timeout) as deadline:
-                await _communicate(process, input, out, err)
+                await communicate(process, input, out, err)
             if deadline.cancelled_caught:
                 timed_out = True
                 await process.kill()
                 with anyio.move_on_after(_DRAIN_AFTER_KILL):
-                    await _communicate(process, None, out, err)
+                    await communicate(process, None, out, err)
             await process.wait()
-        result = _result(process, out, err, timed_out, time.monotonic() - started)
+        result = exec_result(process, out, err, timed_out, time.monotonic() - started)
         if check and not result.ok:
-            _raise_for(result, argv, timeout)
+            raise_for(result, argv, timeout)
         return result
 
     # -- files ----------------------------------------------------------------------------
@@ -497,7 +519,7 @@ class AsyncContainer:
         request = Open(id=channel.protocol.next_id(), path=path, mode=mode, perm=perm)
         reply, fds = await self._request(channel, request)
         if isinstance(reply, Error):
-            raise _file_error(reply, path)
+            raise file_error(reply, path)
         if not isinstance(reply, Opened):
             raise errors.ProtocolError(f"expected 'opened', got {reply!r}")
         return fds[0]
@@ -573,111 +595,3 @@ class AsyncContainer:
                 "its processes are gone; start a new container"
             )
         return self._channel
-
-
-@attrs.define
-class _Output:
-    """What an exec printed so far, kept across a timeout; bytes beyond ``limit`` are dropped."""
-
-    limit: int | None
-    data: bytearray = attrs.field(factory=bytearray)
-    truncated: bool = False
-    done: bool = False
-
-    def add(self, chunk: bytes) -> None:
-        if self.limit is not None and len(self.data) + len(chunk) > self.limit:
-            chunk = chunk[: max(0, self.limit - len(self.data))]
-            self.truncated = True
-        self.data += chunk
-
-
-async def _communicate(process: AsyncProcess, input: bytes | None, out: _Output, err: _Output) -> None:
-    """Feed stdin and read both outputs to their end, concurrently."""
-
-    async def feed() -> None:
-        assert process.stdin is not None
-        try:
-            await process.stdin.write(input or b"")
-        except BrokenPipeError:
-            pass  # the process did not read all its input: not an error, as in subprocess.run
-        finally:
-            process.stdin.close()
-
-    async def drain(stream: AsyncOutput | None, sink: _Output) -> None:
-        if stream is None:
-            return
-        while chunk := await stream.read():
-            sink.add(chunk)
-
-    async with anyio.create_task_group() as tasks:
-        if process.stdin is not None and process.stdin.fd >= 0:
-            tasks.start_soon(feed)
-        tasks.start_soon(drain, process.stdout, out)
-        tasks.start_soon(drain, process.stderr, err)
-
-
-def _result(process: AsyncProcess, out: _Output, err: _Output, timed_out: bool, duration: float) -> ExecResult:
-    assert process.exit is not None
-    sig = process.exit.signal
-    usage = process.usage
-    return ExecResult(
-        exit_code=128 + sig if sig is not None else (process.exit.code or 0),
-        stdout=bytes(out.data),
-        stderr=bytes(err.data),
-        signal=sig,
-        timed_out=timed_out,
-        duration=duration,
-        output_truncated=out.truncated or err.truncated,
-        oom_killed=usage.oom_killed if usage else False,
-        cpu_time=usage.cpu_ns / 1e9 if usage else None,
-        peak_memory=usage.memory_peak if usage else None,
-    )
-
-
-def _raise_for(result: ExecResult, argv: Sequence[str], timeout: float | None) -> None:
-    command = " ".join(argv)
-    if result.timed_out:
-        raise errors.ExecTimeoutError(f"{command!r} did not finish within {timeout} s and was killed", result)
-    how = f"was killed by signal {result.signal}" if result.signal else f"exited with code {result.exit_code}"
-    tail = result.stderr.decode(errors="replace").strip()[-500:]
-    raise errors.ExecError(f"{command!r} {how}" + (f": {tail}" if tail else ""), result)
-
-
-def _exec_failure(reply: Error, argv: Sequence[str]) -> errors.ExecStartError:
-    kinds: dict[str, type[errors.ExecStartError]] = {
-        "notfound": errors.CommandNotFoundError,
-        "noexec": errors.CommandNotExecutableError,
-        "user": errors.UserNotFoundError,
-        "cwd": errors.WorkdirError,
-    }
-    cls = kinds.get(reply.kind, errors.ExecStartError)
-    fixes = {
-        "notfound": "check the name, or give the full path of the program inside the image",
-        "noexec": "check the file's mode (chmod +x) and that it is a program for this machine",
-        "user": "use a user that exists in the image's /etc/passwd, or a numeric uid[:gid]",
-        "cwd": "use a working directory that exists in the container and the user may enter",
-    }
-    fix = fixes.get(reply.kind, "")
-    return cls(f"cannot run {argv[0]!r} in the container: {reply.msg}" + (f" ({fix})" if fix else ""))
-
-
-def _file_error(reply: Error, path: str) -> errors.SandkitError:
-    if reply.errno == errno.ENOENT:
-        return errors.ContainerError(f"no such file or directory in the container: {path!r}")
-    if reply.errno == errno.EISDIR:
-        return errors.ContainerError(f"{path!r} is a directory in the container, not a file")
-    if reply.errno == errno.ENOTDIR:
-        return errors.ContainerError(f"{path!r} is not a directory in the container")
-    return errors.ContainerError(f"cannot open {path!r} in the container: {reply.msg}")
-
-
-def _start_failure(reply: Error, rootless: bool) -> str:
-    message = reply.msg or os.strerror(reply.errno)
-    lowered = message.lower()
-    if "overlay" in lowered and reply.errno in (errno.ENODEV, errno.EPERM, errno.EINVAL):
-        fix = (
-            "overlayfs in a user namespace needs Linux >= 5.11; run as root, or use read_only=True"
-            if rootless else "load the overlay module (modprobe overlay)"
-        )
-        return f"cannot mount the container's root filesystem: {message} ({fix})"
-    return f"container set-up failed: {message}"

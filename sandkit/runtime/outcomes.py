@@ -1,0 +1,123 @@
+"""What running a command in a container comes to: its output, its result, its errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+
+import anyio
+import attrs
+
+from .. import errors
+from ..ipc import Error
+from .process import AsyncOutput, AsyncProcess
+from .results import ExecResult
+
+
+@attrs.define
+class CapturedOutput:
+    """What an exec printed so far, kept across a timeout; bytes beyond ``limit`` are dropped."""
+
+    limit: int | None
+    data: bytearray = attrs.field(factory=bytearray)
+    truncated: bool = False
+    done: bool = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.limit is not None and len(self.data) + len(chunk) > self.limit:
+            chunk = chunk[: max(0, self.limit - len(self.data))]
+            self.truncated = True
+        self.data += chunk
+
+
+async def communicate(process: AsyncProcess, input: bytes | None, out: CapturedOutput, err: CapturedOutput) -> None:
+    """Feed stdin and read both outputs to their end, concurrently."""
+
+    async def feed() -> None:
+        assert process.stdin is not None
+        try:
+            await process.stdin.write(input or b"")
+        except BrokenPipeError:
+            pass  # the process did not read all its input: not an error, as in subprocess.run
+        finally:
+            process.stdin.close()
+
+    async def drain(stream: AsyncOutput | None, sink: CapturedOutput) -> None:
+        if stream is None:
+            return
+        while chunk := await stream.read():
+            sink.add(chunk)
+
+    async with anyio.create_task_group() as tasks:
+        if process.stdin is not None and process.stdin.fd >= 0:
+            tasks.start_soon(feed)
+        tasks.start_soon(drain, process.stdout, out)
+        tasks.start_soon(drain, process.stderr, err)
+
+
+def exec_result(process: AsyncProcess, out: CapturedOutput, err: CapturedOutput, timed_out: bool, duration: float) -> ExecResult:
+    assert process.exit is not None
+    sig = process.exit.signal
+    usage = process.usage
+    return ExecResult(
+        exit_code=128 + sig if sig is not None else (process.exit.code or 0),
+        stdout=bytes(out.data),
+        stderr=bytes(err.data),
+        signal=sig,
+        timed_out=timed_out,
+        duration=duration,
+        output_truncated=out.truncated or err.truncated,
+        oom_killed=usage.oom_killed if usage else False,
+        cpu_time=usage.cpu_ns / 1e9 if usage else None,
+        peak_memory=usage.memory_peak if usage else None,
+    )
+
+
+def raise_for(result: ExecResult, argv: Sequence[str], timeout: float | None) -> None:
+    command = " ".join(argv)
+    if result.timed_out:
+        raise errors.ExecTimeoutError(f"{command!r} did not finish within {timeout} s and was killed", result)
+    how = f"was killed by signal {result.signal}" if result.signal else f"exited with code {result.exit_code}"
+    tail = result.stderr.decode(errors="replace").strip()[-500:]
+    raise errors.ExecError(f"{command!r} {how}" + (f": {tail}" if tail else ""), result)
+
+
+def exec_failure(reply: Error, argv: Sequence[str]) -> errors.ExecStartError:
+    kinds: dict[str, type[errors.ExecStartError]] = {
+        "notfound": errors.CommandNotFoundError,
+        "noexec": errors.CommandNotExecutableError,
+        "user": errors.UserNotFoundError,
+        "cwd": errors.WorkdirError,
+    }
+    cls = kinds.get(reply.kind, errors.ExecStartError)
+    fixes = {
+        "notfound": "check the name, or give the full path of the program inside the image",
+        "noexec": "check the file's mode (chmod +x) and that it is a program for this machine",
+        "user": "use a user that exists in the image's /etc/passwd, or a numeric uid[:gid]",
+        "cwd": "use a working directory that exists in the container and the user may enter",
+    }
+    fix = fixes.get(reply.kind, "")
+    return cls(f"cannot run {argv[0]!r} in the container: {reply.msg}" + (f" ({fix})" if fix else ""))
+
+
+def file_error(reply: Error, path: str) -> errors.SandkitError:
+    if reply.errno == errno.ENOENT:
+        return errors.ContainerError(f"no such file or directory in the container: {path!r}")
+    if reply.errno == errno.EISDIR:
+        return errors.ContainerError(f"{path!r} is a directory in the container, not a file")
+    if reply.errno == errno.ENOTDIR:
+        return errors.ContainerError(f"{path!r} is not a directory in the container")
+    return errors.ContainerError(f"cannot open {path!r} in the container: {reply.msg}")
+
+
+def start_failure(reply: Error, rootless: bool) -> str:
+    message = reply.msg or os.strerror(reply.errno)
+    lowered = message.lower()
+    if "overlay" in lowered and reply.errno in (errno.ENODEV, errno.EPERM, errno.EINVAL):
+        fix = (
+            "overlayfs in a user namespace needs Linux >= 5.11; run as root, or use read_only=True"
+            if rootless else "load the overlay module (modprobe overlay)"
+        )
+        return f"cannot mount the container's root filesystem: {message} ({fix})"
+    return f"container set-up failed: {message}"
