@@ -214,43 +214,40 @@ int send_exit(int64_t id, int status)
 	return send_msg(b, w.len, NULL, 0);
 }
 
-static int wrong(struct err *e, const char *key, const char *want)
+/* The index of `key`'s value in `map`: 0 if absent, -1 (err set) if not of `type`. */
+static int64_t lookup(const struct mp_doc *d, uint32_t map, const char *key, int type,
+		      const char *want, struct err *e)
 {
-	return seterr(e, EPROTO, "\"%s\" must be %s", key, want);
+	uint32_t v = mp_get(d, map, key);
+	if (v && d->o[v].type != type)
+		return seterr(e, EPROTO, "\"%s\" must be %s", key, want);
+	return v;
 }
 
 int get_type(const struct mp_doc *d, uint32_t map, const char *key, int type, uint32_t *out,
 	     struct err *e)
 {
-	uint32_t v = mp_get(d, map, key);
-	if (!v)
-		return 0;
-	if (d->o[v].type != type)
-		return wrong(e, key, type == MP_ARRAY ? "an array" : type == MP_MAP ? "a map" : "bytes");
-	*out = v;
-	return 1;
+	const char *want = type == MP_ARRAY ? "an array" : type == MP_MAP ? "a map" : "bytes";
+	int64_t v = lookup(d, map, key, type, want, e);
+	if (v > 0)
+		*out = (uint32_t)v;
+	return v > 0 ? 1 : (int)v;
 }
 
 int get_int(const struct mp_doc *d, uint32_t map, const char *key, int64_t *out, struct err *e)
 {
-	uint32_t v = mp_get(d, map, key);
-	if (!v)
-		return 0;
-	if (d->o[v].type != MP_INT)
-		return wrong(e, key, "an integer");
-	*out = d->o[v].v.i;
-	return 1;
+	int64_t v = lookup(d, map, key, MP_INT, "an integer", e);
+	if (v > 0)
+		*out = d->o[v].v.i;
+	return v > 0 ? 1 : (int)v;
 }
 
 int get_bool(const struct mp_doc *d, uint32_t map, const char *key, bool *out, struct err *e)
 {
-	uint32_t v = mp_get(d, map, key);
-	if (!v)
-		return 0;
-	if (d->o[v].type != MP_BOOL)
-		return wrong(e, key, "a bool");
-	*out = d->o[v].v.b;
-	return 1;
+	int64_t v = lookup(d, map, key, MP_BOOL, "a bool", e);
+	if (v > 0)
+		*out = d->o[v].v.b;
+	return v > 0 ? 1 : (int)v;
 }
 
 char *dup_strobj(const struct mp_doc *d, uint32_t idx, const char *what, struct err *e)
@@ -258,7 +255,7 @@ char *dup_strobj(const struct mp_doc *d, uint32_t idx, const char *what, struct 
 	const struct mp_obj *o = &d->o[idx];
 	char *s;
 	if (o->type != MP_STR && o->type != MP_BIN) {
-		wrong(e, what, "a string");
+		seterr(e, EPROTO, "\"%s\" must be a string", what);
 		return NULL;
 	}
 	/* A NUL inside would silently cut a path or argument short. */
