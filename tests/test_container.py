@@ -448,3 +448,12 @@ def test_seccomp_per_container_and_per_exec(busybox):
             c.exec(["true"], seccomp=None)
     with sandkit.Container(busybox, seccomp=None) as c:
         assert mode(c) == b"0"
+
+
+def test_write_file_replaces_content_and_reports_a_full_disk(busybox):
+    with sandkit.Container(busybox, disk_size="1m") as c:
+        c.write_file("/tmp/f", b"a long first version")
+        c.write_file("/tmp/f", b"short")
+        assert c.read_file("/tmp/f") == b"short"
+        with pytest.raises(sandkit.ContainerError, match="cannot write '/big'"):
+            c.write_file("/big", b"x" * (4 << 20))

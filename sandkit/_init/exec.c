@@ -637,7 +637,7 @@ int do_open(struct req *r, struct err *e)
 	if (strcmp(mode, "r") == 0)
 		flags = O_RDONLY;
 	else if (strcmp(mode, "w") == 0)
-		flags = O_WRONLY | O_CREAT;
+		flags = O_WRONLY | O_CREAT | O_TRUNC;
 	else if (strcmp(mode, "a") == 0)
 		flags = O_WRONLY | O_CREAT | O_APPEND;
 	else if (strcmp(mode, "dir") == 0)

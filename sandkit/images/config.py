@@ -70,15 +70,6 @@ class ImageConfig:
 _UNSET: Any = object()
 
 
-def merge_env(image_env: tuple[str, ...] | list[str], caller: dict[str, str] | None) -> list[str]:
-    """Image Env first, then the caller's values win per name (as `docker run -e`)."""
-    merged: dict[str, str] = {}
-    for item in image_env:
-        name, _, value = item.partition("=")
-        merged[name] = value
-    merged.update(caller or {})
-    return [f"{k}={v}" for k, v in merged.items()]
-
 
 def resolve_command(
     config: ImageConfig, command: list[str] | tuple[str, ...] | None = None, entrypoint: Any = _UNSET
@@ -98,14 +89,3 @@ def resolve_command(
         raise ImageError("no command: the image has neither Entrypoint nor Cmd; pass a command")
     return argv
 
-
-def parse_user(user: str) -> tuple[str | int | None, str | int | None]:
-    """The six OCI forms: user, uid, user:group, uid:gid, uid:group, user:gid -> (user, group);
-    numbers become ints, names stay strings for lookup in the image's /etc/passwd and /etc/group.
-    "" means root."""
-    name, _, group = user.partition(":")
-
-    def conv(v: str) -> str | int | None:
-        return None if v == "" else int(v) if v.isdigit() else v
-
-    return conv(name) if name else 0, conv(group)

@@ -497,18 +497,25 @@ class AsyncContainer:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+        except OSError as exc:  # a full writable layer, mostly
+            raise errors.ContainerError(f"cannot write {path!r} in the container: {exc.strerror}") from None
         finally:
             os.close(fd)
 
     async def read_file(self, path: str) -> bytes:
         fd = await self._open(path, "r")
-        with os.fdopen(fd, "rb") as f:
-            return f.read()
+        try:
+            with os.fdopen(fd, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise errors.ContainerError(f"cannot read {path!r} in the container: {exc.strerror}") from None
 
     async def listdir(self, path: str = "/") -> list[str]:
         fd = await self._open(path, "dir")
         try:
             return sorted(os.listdir(fd))
+        except OSError as exc:
+            raise errors.ContainerError(f"cannot list {path!r} in the container: {exc.strerror}") from None
         finally:
             os.close(fd)
 

@@ -3,11 +3,7 @@ from __future__ import annotations
 import pytest
 
 from sandkit.errors import ImageError
-from sandkit.images.config import ImageConfig, merge_env, parse_user, resolve_command
-
-
-def test_env_merge_caller_wins():
-    assert merge_env(("PATH=/bin", "A=1"), {"A": "2", "B": "3"}) == ["PATH=/bin", "A=2", "B=3"]
+from sandkit.images.config import ImageConfig, resolve_command
 
 
 def test_command_rules():
@@ -18,14 +14,6 @@ def test_command_rules():
     assert resolve_command(cfg, ["y"], entrypoint=[]) == ["y"]
     with pytest.raises(ImageError):
         resolve_command(ImageConfig())
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("", (0, None)), ("alice", ("alice", None)), ("1000", (1000, None)), ("alice:staff", ("alice", "staff")),
-    ("1000:50", (1000, 50)), ("1000:staff", (1000, "staff")), ("alice:50", ("alice", 50)),
-])
-def test_user_forms(text, expected):
-    assert parse_user(text) == expected
 
 
 def test_config_fields_from_oci():

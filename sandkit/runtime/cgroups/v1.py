@@ -17,9 +17,17 @@ import os
 
 from ...errors import CgroupError
 from . import _fs
-from .base import CgroupStats, ContainerCgroup, ExecCgroup, ExecUsage, HostDirs, reap_stale_under, write_limit
+from .base import (
+    CgroupStats,
+    ContainerCgroup,
+    ExecCgroup,
+    ExecUsage,
+    HostDirs,
+    reap_stale_under,
+    write_limit,
+)
 from .detect import CgroupHost
-from .limits import UNLIMITED, CFS_PERIOD_US
+from .limits import CFS_PERIOD_US, UNLIMITED
 
 
 def _prepare(dir_fd: int, is_top: bool) -> None:
