@@ -43,6 +43,10 @@ def _current_token() -> trio.lowlevel.TrioToken:
         return _token
 
 
+def on_loop_thread() -> bool:
+    return threading.get_ident() == _loop_thread
+
+
 def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run ``await fn(*args)`` on the loop thread and return its result (or raise its error).
 
@@ -50,7 +54,7 @@ def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     every thread wake-up counts, and an exec is only a few of them.
     """
     token = _current_token()
-    if threading.get_ident() == _loop_thread:
+    if on_loop_thread():
         raise RuntimeError(
             "sandkit's synchronous API was called from its own event loop thread (from async "
             "code run through it?): use sandkit.AsyncContainer there"

@@ -22,7 +22,7 @@ INIT_BIN = os.path.join(ROOT, "sandkit", "_init_bin", "sandkit-init")
 INIT_SRC = os.path.join(ROOT, "sandkit", "_init")
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh echo cat ls sleep id hostname tty head test true false mkdir touch pwd env ps "
-           "readlink stat wc grep mount kill mkfifo chmod").split()
+           "readlink stat wc grep mount kill mkfifo chmod seq setsid").split()
 TEST_USER = "sandkit-test"
 
 _copies: dict[str, str] = {}
@@ -203,6 +203,33 @@ class Init:
         if reply["t"] == "started":
             ex = self.wait_exit(reply["id"])
         return {"reply": reply, "exit": ex, "stdout": out, "stderr": err}
+
+    def capture(self, argv, **kw) -> dict:
+        """Runs with stdio "capture" (the init collects the output): {'reply' (the last message),
+        'exit', 'stdout', 'stderr', 'chunks' (output events)}."""
+        msg = {"t": "exec", "argv": argv, "env": kw.pop("env", ["PATH=/bin"]), "stdio": "capture", **kw}
+        msg.setdefault("id", self.new_id())
+        self.send(msg)
+        return self.collect(msg["id"])
+
+    def collect(self, exec_id: int) -> dict:
+        """A captured exec's events until its exit (or error); other messages are dropped."""
+        streams: dict[int, list[bytes]] = {1: [], 2: []}
+        chunks = 0
+        while True:
+            msg, fds = self.recv()
+            for fd in fds:
+                os.close(fd)
+            if msg["id"] != exec_id:
+                continue
+            if msg["t"] == "output":
+                streams[msg["fd"]].append(msg["data"])
+                chunks += 1
+                continue
+            ex = msg if msg["t"] == "exit" else None
+            return {"reply": msg, "exit": ex, "chunks": chunks,
+                    "stdout": b"".join(streams[1]) + (ex["stdout"] if ex else b""),
+                    "stderr": b"".join(streams[2]) + (ex["stderr"] if ex else b"")}
 
     def wait_exit(self, exec_id: int) -> dict:
         while True:

@@ -146,6 +146,66 @@ def test_check_raises_with_the_result_attached(busybox):
             sh(c, "sleep 10", timeout=0.2, check=True)
 
 
+def test_large_output_and_large_input_arrive_whole(busybox):
+    with sandkit.Container(busybox) as c:
+        r = sh(c, "head -c 5000000 /dev/zero | tr '\\0' x; head -c 300000 /dev/zero >&2")
+        assert r.stdout == b"x" * 5_000_000 and r.stderr == b"\0" * 300_000
+        data = os.urandom(1_000_000)  # over what travels inside the request: fed through a pipe
+        assert c.exec(["cat"], input=data).stdout == data
+        assert c.exec(["cat"], input=data[:16384]).stdout == data[:16384]
+
+
+def test_sync_exec_runs_on_the_callers_thread(busybox, monkeypatch):
+    from sandkit import _portal
+
+    with sandkit.Container(busybox) as c:
+        def no_hand_off(*args):
+            raise AssertionError("exec went through the loop thread")
+
+        monkeypatch.setattr(_portal, "run", no_hand_off)
+        assert sh(c, "echo direct", input=b"x").stdout == b"direct\n"
+        assert sh(c, "sleep 10", timeout=0.2).timed_out
+        monkeypatch.undo()
+
+
+def test_sync_execs_from_many_threads_share_one_container(busybox):
+    import concurrent.futures
+
+    with sandkit.Container(busybox) as c, c.spawn(["sh", "-c", "sleep 0.5; echo late"]) as waited:
+        def work(n: int) -> list[bytes]:
+            return [sh(c, f"echo {n}-{k}; sleep 0.0{k % 3}").stdout for k in range(15)]
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            # one thread waits for a spawned process (on the loop) while the others exec
+            waiting = pool.submit(waited.wait)
+            results = list(pool.map(work, range(5)))
+            started = time.monotonic()
+            assert waiting.result(timeout=10) == 0 and time.monotonic() - started < 5
+    assert results == [[f"{n}-{k}\n".encode() for k in range(15)] for n in range(5)]
+
+
+def test_stopping_from_another_thread_ends_a_running_exec(busybox):
+    import threading
+
+    c = sandkit.Container(busybox).start()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c.exec(["sleep", "100"])
+        except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    c.stop()
+    worker.join(10)
+    assert not worker.is_alive() and time.monotonic() - started < 5
+    assert isinstance(outcome[0], errors.ContainerNotRunningError)
+
+
 def test_streaming_output_arrives_before_the_process_ends(busybox):
     with sandkit.Container(busybox) as c:
         with c.spawn(["sh", "-c", "echo first; sleep 30; echo second"]) as p:

@@ -390,6 +390,84 @@ def test_orphans_are_reaped(rctr):
     assert r["stdout"].strip() == b"0"
 
 
+# -- captured exec ---------------------------------------------------------------------------------
+
+def test_a_captured_exec_answers_once_with_its_output(ctr):
+    r = ctr.capture(["sh", "-c", "cat; echo err >&2; exit 7"], input=b"in\n")
+    assert r["exit"] == {"t": "exit", "id": r["reply"]["id"], "code": 7, "stdout": b"in\n",
+                         "stderr": b"err\n", "truncated": False}
+    assert r["chunks"] == 0  # no started event, no output events: one packet back
+
+
+def test_captured_output_larger_than_a_packet_arrives_whole_and_in_order(ctr):
+    r = ctr.capture(["sh", "-c", "seq 1 300000; seq 1 1000 >&2"])
+    assert r["stdout"] == b"".join(b"%d\n" % n for n in range(1, 300001))
+    assert r["stderr"] == b"".join(b"%d\n" % n for n in range(1, 1001))
+    assert r["chunks"] > 50 and r["exit"]["code"] == 0
+
+
+def test_a_captured_exec_keeps_the_first_bytes_up_to_its_limit(ctr):
+    r = ctr.capture(["sh", "-c", "seq 1 100000; echo done >&2"], limit=100)
+    assert r["stdout"] == b"".join(b"%d\n" % n for n in range(1, 100))[:100]
+    assert r["stderr"] == b"done\n"
+    # the writer was never blocked or cut off: the rest was read and dropped
+    assert r["exit"]["code"] == 0 and r["exit"]["truncated"] is True
+
+
+def test_a_captured_exec_ends_when_its_output_does(rctr):
+    r = rctr.capture(["sh", "-c", "echo a; (sleep 0.3; echo b) &"])
+    assert r["stdout"] == b"a\nb\n" and r["exit"]["code"] == 0
+
+
+def test_a_tree_kill_ends_a_captured_exec_whose_output_is_held_open(ctr):
+    marker = "4242%d" % ctr.rootless
+    exec_id = ctr.new_id()
+    ctr.send({"t": "exec", "id": exec_id, "argv": ["sh", "-c", f"echo a; sleep {marker} &"],
+              "env": ["PATH=/bin"], "stdio": "capture"})
+    deadline = time.time() + 5
+    while not H.procs_with(f"sleep\0{marker}") and time.time() < deadline:
+        time.sleep(0.02)
+    # sh has exited, its background sleep holds stdout: no exit event yet
+    assert select.select([ctr.sock], [], [], 0.3)[0] == []
+    ctr.send({"t": "signal", "id": ctr.new_id(), "target": exec_id, "sig": 9, "tree": True})
+    r = ctr.collect(exec_id)
+    assert r["stdout"] == b"a\n" and r["exit"]["code"] == 0
+    deadline = time.time() + 5
+    while H.procs_with(f"sleep\0{marker}") and time.time() < deadline:
+        time.sleep(0.02)
+    assert H.procs_with(f"sleep\0{marker}") == []
+
+
+def test_a_captured_exec_that_cannot_start_is_an_error_and_nothing_else(ctr):
+    r = ctr.capture(["no-such-program"])
+    assert r["reply"]["t"] == "error" and r["reply"]["kind"] == "notfound"
+    assert ctr.request({"t": "ping"})[0]["t"] == "pong"  # no exit event came in between
+
+
+def test_input_needs_a_captured_exec(ctr):
+    reply, _ = ctr.request({"t": "exec", "argv": ["cat"], "env": [], "stdio": "pty", "input": b"x"})
+    assert reply["t"] == "error" and "capture" in reply["msg"]
+
+
+def test_captured_execs_run_side_by_side(rctr):
+    ids = []
+    for n in range(20):
+        ids.append(rctr.new_id())
+        rctr.send({"t": "exec", "id": ids[-1], "argv": ["sh", "-c", f"sleep 0.{n % 3}; seq 1 {n * 500}"],
+                   "env": ["PATH=/bin"], "stdio": "capture"})
+    outputs: dict[int, list[bytes]] = {i: [] for i in ids}
+    done = {}
+    while len(done) < len(ids):
+        msg, _ = rctr.recv()
+        if msg["t"] == "output":
+            outputs[msg["id"]].append(msg["data"])
+        else:
+            assert msg["t"] == "exit", msg
+            done[msg["id"]] = b"".join(outputs[msg["id"]]) + msg["stdout"]
+    for n, i in enumerate(ids):
+        assert done[i] == b"".join(b"%d\n" % k for k in range(1, n * 500 + 1))
+
+
 # -- open ------------------------------------------------------------------------------------------
 
 def test_open_read_write_append_dir(ctr):

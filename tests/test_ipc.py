@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandkit.errors import ProtocolError
-from sandkit.ipc import MAX_PACKET, Connection, Error, Exec, Exit, Opened, Setup, Started, decode, encode
+from sandkit.ipc import MAX_PACKET, Connection, Error, Exec, Exit, Opened, Output, Setup, Started, decode, encode
 
 
 def test_exec_round_trip_keeps_every_field():
@@ -18,9 +18,28 @@ def test_exec_round_trip_keeps_every_field():
     assert decoded == request
 
 
-def test_exec_with_pty_is_sent_as_stdio_pty():
-    wire = msgpack.unpackb(encode(Exec(id=1, argv=("sh",), env=(), pty=True)))
-    assert wire["stdio"] == "pty" and "pty" not in wire
+def test_exec_stdio_kinds_take_their_fds():
+    assert Exec(id=1, argv=("sh",), env=()).fd_count() == 3
+    assert Exec(id=1, argv=("sh",), env=(), stdio="pty").fd_count() == 0
+    assert Exec(id=1, argv=("sh",), env=(), stdio="capture", cgroups=2).fd_count() == 2
+
+
+def test_a_captured_exec_round_trips_with_its_input_and_limit():
+    request = Exec(id=3, argv=("cat",), env=(), stdio="capture", input=b"\x00data", limit=100)
+    assert decode(encode(request), direction="request") == request
+
+
+def test_an_unknown_stdio_kind_is_refused():
+    packet = msgpack.packb({"t": "exec", "id": 1, "argv": ["sh"], "env": [], "stdio": "socket"})
+    with pytest.raises(ProtocolError, match="bad stdio"):
+        decode(packet, direction="request")
+
+
+def test_exit_and_output_events_carry_captured_bytes():
+    exit = Exit(id=4, code=0, stdout=b"out", stderr=b"err", truncated=True)
+    output = Output(id=4, fd=2, data=b"\xff" * 100)
+    assert decode(encode(exit)) == exit
+    assert decode(encode(output)) == output
 
 
 def test_setup_carries_the_protocol_version():
@@ -91,13 +110,13 @@ def test_fds_of_a_rejected_packet_are_closed():
 
 def test_a_pty_exec_expects_its_master_with_started():
     connection = Connection()
-    connection.packet_for(Exec(id=5, argv=("sh",), env=(), pty=True))
+    connection.packet_for(Exec(id=5, argv=("sh",), env=(), stdio="pty"))
     fds = _open_fds(1)
     reply, kept = connection.receive(encode(Started(id=5, pid=2)), fds)
     assert kept == fds
     os.close(fds[0])
     with pytest.raises(ProtocolError, match="without its fd"):
-        connection.packet_for(Exec(id=6, argv=("sh",), env=(), pty=True))
+        connection.packet_for(Exec(id=6, argv=("sh",), env=(), stdio="pty"))
         connection.receive(encode(Started(id=6, pid=3)), [])
 
 

@@ -70,7 +70,10 @@ static pid_t tracked_pid(int64_t id)
 
 struct spec {
 	char **argv, **env, *cwd, *user;
-	bool pty, nnp;
+	bool pty, capture, nnp;
+	int64_t limit;          /* capture: bytes kept per stream, < 0 = all */
+	const uint8_t *input;   /* capture: what stdin reads (NULL: /dev/null) */
+	uint32_t input_len;
 	int has_caps;
 	uint64_t caps;
 	struct sock_fprog prog;
@@ -108,7 +111,7 @@ static char **str_array(const struct mp_doc *d, uint32_t arr, const char *what, 
 static int parse_exec(struct req *r, struct spec *s, struct err *e)
 {
 	const struct mp_doc *d = &r->doc;
-	uint32_t argv = 0, env = 0, sc = 0, rl = 0;
+	uint32_t argv = 0, env = 0, sc = 0, rl = 0, in = 0;
 	char *stdio = NULL;
 	int64_t caps = 0, cg = 0;
 	int want;
@@ -116,6 +119,7 @@ static int parse_exec(struct req *r, struct spec *s, struct err *e)
 	memset(s, 0, sizeof(*s));
 	s->nnp = true;
 	s->pty_slave = -1;
+	s->limit = -1;
 	if (get_type(d, 0, "argv", MP_ARRAY, &argv, e) <= 0 || d->o[argv].n == 0)
 		return e->no ? -1 : seterr(e, EPROTO, "\"argv\" needs at least one element");
 	if (!(s->argv = str_array(d, argv, "argv", 0, e)))
@@ -131,16 +135,25 @@ static int parse_exec(struct req *r, struct spec *s, struct err *e)
 	    (s->has_caps = get_int(d, 0, "caps", &caps, e)) < 0 ||
 	    get_int(d, 0, "cgroups", &cg, e) < 0 || get_type(d, 0, "seccomp", MP_BIN, &sc, e) < 0 ||
 	    get_type(d, 0, "rlimits", MP_ARRAY, &rl, e) < 0 ||
-	    get_bool(d, 0, "seccomp_shared", &s->shared_seccomp, e) < 0)
+	    get_bool(d, 0, "seccomp_shared", &s->shared_seccomp, e) < 0 ||
+	    get_type(d, 0, "input", MP_BIN, &in, e) < 0 || get_int(d, 0, "limit", &s->limit, e) < 0)
 		return -1;
 	s->caps = (uint64_t)caps;
 	if (!s->cwd)
 		s->cwd = "/";
 	if (strcmp(stdio, "pty") == 0)
 		s->pty = true;
+	else if (strcmp(stdio, "capture") == 0)
+		s->capture = true;
 	else if (strcmp(stdio, "fds") != 0)
-		return seterr(e, EPROTO, "\"stdio\" must be \"fds\" or \"pty\"");
-	want = (s->pty ? 0 : 3);
+		return seterr(e, EPROTO, "\"stdio\" must be \"fds\", \"pty\" or \"capture\"");
+	if (in && !s->capture)
+		return seterr(e, EPROTO, "\"input\" goes with \"stdio\": \"capture\" only");
+	if (in) {
+		s->input = d->o[in].v.p;
+		s->input_len = d->o[in].n;
+	}
+	want = (s->pty || s->capture ? 0 : 3);
 	if (cg < 0 || cg > MAX_FDS - want)
 		return seterr(e, EPROTO, "bad \"cgroups\" count");
 	s->ncg = (int)cg;
@@ -149,9 +162,9 @@ static int parse_exec(struct req *r, struct spec *s, struct err *e)
 		return seterr(e, EPROTO, "exec expects %d fds, got %d", want, r->nfds);
 	close_fds(r->fds + want, r->nfds - want);
 	r->nfds = want;
-	if (!s->pty)
+	if (!s->pty && !s->capture)
 		memcpy(s->stdio, r->fds, sizeof(s->stdio));
-	s->cg = r->fds + (s->pty ? 0 : 3);
+	s->cg = r->fds + (s->pty || s->capture ? 0 : 3);
 
 	if (sc) {
 		uint32_t n = d->o[sc].n;
@@ -397,6 +410,48 @@ static int open_pty(struct spec *s, int64_t rows, int64_t cols, int *master, str
 	return 0;
 }
 
+/* A captured exec's stdio: stdin is a pipe already holding the request's input (or the init's
+ * /dev/null), stdout and stderr are pipes whose read ends the init keeps in rd. */
+static int open_capture(struct spec *s, int rd[2], struct err *e)
+{
+	int p[2];
+
+	s->stdio[0] = 0;
+	if (s->input_len) {
+		ssize_t n;
+		if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+			return seterr(e, errno, "pipe: %s", strerror(errno));
+		/* A fresh pipe holds 64 KiB, more than a packet can carry; only a user over its pipe
+		 * quota gets a smaller one, and then the input does not fit. */
+		n = write(p[1], s->input, s->input_len);
+		close(p[1]);
+		if (n != (ssize_t)s->input_len) {
+			close(p[0]);
+			return seterr(e, n < 0 ? errno : ENOSPC, "pass the input to stdin: %s",
+				      n < 0 ? strerror(errno) : "the pipe is too small");
+		}
+		s->stdio[0] = p[0];
+	}
+	for (int k = 0; k < 2; k++) {
+		if (pipe2(p, O_CLOEXEC) < 0 || fcntl(p[0], F_SETFL, O_NONBLOCK) < 0)
+			return seterr(e, errno, "pipe: %s", strerror(errno));
+		rd[k] = p[0];
+		s->stdio[k + 1] = p[1];
+	}
+	return 0;
+}
+
+/* The child's ends of a captured exec's pipes: the init must not hold them, or the streams
+ * would never end. */
+static void close_capture_ends(struct spec *s)
+{
+	for (int k = 0; k < 3; k++)
+		if (s->stdio[k] > 2) {
+			close(s->stdio[k]);
+			s->stdio[k] = -1;
+		}
+}
+
 /* The capabilities the init still has in its bounding set, which every process it starts
  * inherits. Shrunk once, on the first exec, to what the container's processes may have, instead
  * of a few dozen prctl calls in every exec child; the init keeps its own effective set. */
@@ -456,6 +511,7 @@ int do_exec(struct req *r, struct err *e)
 	int64_t rows = 0, cols = 0;
 	int p[2], master = -1, rc = -1;
 	struct child_args ca;
+	int rd[2] = { -1, -1 };
 	ssize_t n;
 	pid_t pid;
 
@@ -465,6 +521,8 @@ int do_exec(struct req *r, struct err *e)
 	if (limit_bounding_set(&s, e) < 0 || share_seccomp(&s, e) < 0)
 		goto out;
 	if (s.pty && open_pty(&s, rows, cols, &master, e) < 0)
+		goto out;
+	if (s.capture && open_capture(&s, rd, e) < 0)
 		goto out;
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		seterr(e, errno, "pipe: %s", strerror(errno));
@@ -502,14 +560,22 @@ int do_exec(struct req *r, struct err *e)
 		e->kind = "setup";
 		goto out;
 	}
-	if (track(pid, r->id) < 0) {
+	if (track(pid, r->id) < 0 || (s.capture && capture_new(r->id, pid, s.limit, rd) < 0)) {
+		tracked_take(pid);
 		kill(pid, SIGKILL);
 		seterr(e, ENOMEM, "out of memory");
 		goto out;
 	}
-	send_started(r->id, pid, master);
+	if (s.capture)
+		rd[0] = rd[1] = -1; /* the capture has them now; no started event, its exit says it all */
+	else
+		send_started(r->id, pid, master);
 	rc = 0;
 out:
+	if (s.capture) {
+		close_capture_ends(&s);
+		close_fds(rd, 2);
+	}
 	if (master >= 0)
 		close(master);
 	if (s.pty_slave >= 0)
@@ -541,8 +607,10 @@ static bool stat_of(pid_t pid, pid_t out[4])
 	return state != 'Z' && state != 'X';
 }
 
-/* Signals the exec's session, process group and descendants; returns how many were hit. */
-static int signal_tree(pid_t root, int sig)
+/* Signals the exec's session, process group and descendants; returns how many were hit. A
+ * root that has been reaped is no process any more (its pid may be another's by now), but its
+ * session and group stay what they were while any member lives. */
+static int signal_tree(pid_t root, bool root_alive, int sig)
 {
 	pid_t (*ps)[4] = NULL;
 	size_t n = 0, cap = 0;
@@ -570,7 +638,7 @@ static int signal_tree(pid_t root, int sig)
 	closedir(dir);
 	/* Mark the matches in place (ppid := 0) and grow the set through parent links. */
 	for (size_t k = 0; k < n; k++)
-		if (ps[k][0] == root || ps[k][2] == root || ps[k][3] == root)
+		if ((root_alive && ps[k][0] == root) || ps[k][2] == root || ps[k][3] == root)
 			ps[k][1] = -ps[k][1] - 1;
 	while (grew) {
 		grew = false;
@@ -595,7 +663,7 @@ static int signal_tree(pid_t root, int sig)
 int do_signal(struct req *r, struct err *e)
 {
 	int64_t target = 0, sig = 0;
-	bool tree = false;
+	bool tree = false, alive;
 	pid_t pid;
 
 	close_fds(r->fds, r->nfds);
@@ -605,20 +673,27 @@ int do_signal(struct req *r, struct err *e)
 		return e->no ? -1 : seterr(e, EPROTO, "signal needs \"target\" and \"sig\"");
 	if (sig < 0 || sig >= NSIG)
 		return seterr(e, EINVAL, "invalid signal %lld", (long long)sig);
-	/* An exec that has ended is untracked, so its pid can never be a reused one. */
+	/* An exec that has ended is untracked, so its pid can never be a reused one. A captured
+	 * exec whose process ended while what it started still holds its output open is found
+	 * through its session: the tree is all that is left to signal. */
 	pid = tracked_pid(target);
+	alive = pid > 0;
+	if (!alive && tree)
+		pid = capture_pid(target);
 	if (pid > 0) {
 		if (!tree) {
 			if (kill(pid, (int)sig) < 0 && errno != ESRCH)
 				return seterr(e, errno, "kill: %s", strerror(errno));
 		} else {
-			for (int round = 0; signal_tree(pid, (int)sig) > 0 && sig == SIGKILL && round < 1000;
+			for (int round = 0; signal_tree(pid, alive, (int)sig) > 0 && sig == SIGKILL && round < 1000;
 			     round++) {
 				struct timespec ts = { 0, 1000000 };
 				nanosleep(&ts, NULL);
 			}
 		}
 	}
+	if (tree && sig == SIGKILL)
+		capture_killed(target); /* a failed send means the host is gone: the loop sees it */
 	return send_simple("ok", r->id);
 }
 

@@ -43,7 +43,14 @@ int send_error(int64_t id, const struct err *e);
 int send_simple(const char *t, int64_t id);
 int send_fd_reply(const char *t, int64_t id, int fd);
 int send_started(int64_t id, pid_t pid, int fd);
-int send_exit(int64_t id, int status);
+/* What a captured exec printed and the host has not been sent yet: stdout, stderr. */
+struct output {
+	const uint8_t *data[2];
+	size_t len[2];
+	bool truncated;
+};
+int send_exit(int64_t id, int status, const struct output *out); /* out: NULL unless captured */
+int send_output(int64_t id, int stream, const uint8_t *data, size_t len);
 int send_ready(void);
 
 /* Typed accessors for request fields: each returns 0 if absent (leaving *out alone), 1 if
@@ -82,5 +89,17 @@ int do_exec(struct req *r, struct err *e);
 int do_signal(struct req *r, struct err *e);
 int do_open(struct req *r, struct err *e);
 int64_t tracked_take(pid_t pid); /* exec id of pid, untracked; 0 if not ours */
+
+/* capture.c: execs whose output the init collects (stdio "capture") */
+struct pollfd;
+int capture_new(int64_t id, pid_t pid, int64_t limit, const int fds[2]);
+size_t capture_count(void);
+int capture_exited(int64_t id, int status, bool *handled); /* sends exit once output ended */
+int capture_killed(int64_t id);                            /* stop waiting for end of output */
+pid_t capture_pid(int64_t id);                             /* 0: no such capture */
+bool capture_backlog(void);                                /* output waits for socket room */
+int capture_fill(struct pollfd *pf);                       /* at most 2 * capture_count() */
+int capture_ready(const struct pollfd *pf, int n);
+void capture_flush(void);
 
 #endif

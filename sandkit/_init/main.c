@@ -38,7 +38,14 @@ static void reap(int sfd)
 	 * Orphans reparented to us are reaped too, silently. */
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		int64_t id = tracked_take(pid);
-		if (id && send_exit(id, status) < 0 && errno != EAGAIN)
+		bool captured;
+		int rc;
+		if (!id)
+			continue;
+		rc = capture_exited(id, status, &captured);
+		if (!captured)
+			rc = send_exit(id, status, NULL);
+		if (rc < 0 && errno != EAGAIN)
 			die_eof();
 	}
 }
@@ -160,12 +167,38 @@ static __attribute__((noreturn)) void lifetime_over(void)
 	die_eof();
 }
 
+/* The poll set: the control socket, SIGCHLD, the lifetime timer, then the captured execs'
+ * pipes, whose number changes. */
+static struct pollfd *poll_set(int sfd, int tfd, int *n)
+{
+	static struct pollfd *pf;
+	static size_t cap;
+	size_t want = 3 + 2 * capture_count();
+	int k;
+
+	if (want > cap) {
+		struct pollfd *grown = realloc(pf, want * sizeof(*pf));
+		if (!grown)
+			return NULL;
+		pf = grown;
+		cap = want;
+	}
+	/* With output waiting for room on the socket, its room is worth waking for. */
+	pf[0] = (struct pollfd){ CTRL_FD, POLLIN | (capture_backlog() ? POLLOUT : 0), 0 };
+	pf[1] = (struct pollfd){ sfd, POLLIN, 0 };
+	pf[2] = (struct pollfd){ tfd, POLLIN, 0 }; /* a negative fd is skipped by poll */
+	if ((k = capture_fill(pf + 3)) < 0)
+		return NULL;
+	*n = 3 + k;
+	return pf;
+}
+
 int main(void)
 {
 	struct err e = { 0 };
-	struct pollfd pf[3];
+	struct pollfd *pf;
 	sigset_t mask;
-	int sfd, tfd;
+	int sfd, tfd, n;
 
 	if (fcntl(CTRL_FD, F_SETFD, FD_CLOEXEC) < 0)
 		return 1;
@@ -187,15 +220,19 @@ int main(void)
 		die_eof();
 
 	tfd = lifetime_timer();
-	pf[0] = (struct pollfd){ CTRL_FD, POLLIN, 0 };
-	pf[1] = (struct pollfd){ sfd, POLLIN, 0 };
-	pf[2] = (struct pollfd){ tfd, POLLIN, 0 };
 	for (;;) {
-		if (poll(pf, tfd >= 0 ? 3 : 2, -1) < 0) {
+		if (!(pf = poll_set(sfd, tfd, &n)))
+			die_eof(); /* out of memory: nothing can be served any more */
+		if (poll(pf, (nfds_t)n, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			die_eof();
 		}
+		/* Output first: a process's last words are read before its exit is reported. */
+		if (capture_ready(pf + 3, n - 3) < 0 && errno != EAGAIN)
+			die_eof();
+		if (pf[0].revents & POLLOUT)
+			capture_flush();
 		/* Exit events are sent before new requests run, so a host sees a pid end first. */
 		if (pf[1].revents)
 			reap(sfd);

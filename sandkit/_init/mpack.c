@@ -241,6 +241,17 @@ void mp_w_str(struct mp_w *w, const char *s)
 	put(w, s, n);
 }
 
+void mp_w_bin(struct mp_w *w, const void *p, size_t n)
+{
+	if (n <= 0xff)
+		put_be(w, 0xc4, n, 1);
+	else if (n <= 0xffff)
+		put_be(w, 0xc5, n, 2);
+	else
+		put_be(w, 0xc6, n, 4);
+	put(w, p, n);
+}
+
 void mp_w_int(struct mp_w *w, int64_t v)
 {
 	if (v >= 0 && v <= 0x7f) {

@@ -48,6 +48,7 @@ struct mp_w {
 void mp_w_map(struct mp_w *w, uint32_t n);
 void mp_w_array(struct mp_w *w, uint32_t n);
 void mp_w_str(struct mp_w *w, const char *s);
+void mp_w_bin(struct mp_w *w, const void *p, size_t n);
 void mp_w_int(struct mp_w *w, int64_t v);
 void mp_w_bool(struct mp_w *w, bool b);
 

@@ -111,7 +111,7 @@ int recv_req(struct req *r)
 	return 1;
 }
 
-int send_msg(const uint8_t *buf, size_t len, const int *fds, int nfds)
+static int send_packet(const uint8_t *buf, size_t len, const int *fds, int nfds, int flags)
 {
 	union {
 		struct cmsghdr h;
@@ -132,9 +132,14 @@ int send_msg(const uint8_t *buf, size_t len, const int *fds, int nfds)
 		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
 	}
 	do
-		n = sendmsg(CTRL_FD, &mh, MSG_NOSIGNAL);
+		n = sendmsg(CTRL_FD, &mh, MSG_NOSIGNAL | flags);
 	while (n < 0 && errno == EINTR);
 	return n < 0 ? -1 : 0;
+}
+
+int send_msg(const uint8_t *buf, size_t len, const int *fds, int nfds)
+{
+	return send_packet(buf, len, fds, nfds, 0);
 }
 
 #define WBUF(w, b) uint8_t b[2048]; struct mp_w w = { b, sizeof(b), 0, false }
@@ -193,11 +198,14 @@ int send_started(int64_t id, pid_t pid, int fd)
 	return send_msg(b, w.len, &fd, fd >= 0 ? 1 : 0);
 }
 
-int send_exit(int64_t id, int status)
+/* One exit event: the status, and for a captured exec what is left of its output. */
+int send_exit(int64_t id, int status, const struct output *out)
 {
-	WBUF(w, b);
+	static uint8_t b[MAX_PACKET];
+	struct mp_w w = { b, sizeof(b), 0, false };
 	bool sig = WIFSIGNALED(status);
-	mp_w_map(&w, sig ? 4 : 3);
+
+	mp_w_map(&w, (sig ? 4 : 3) + (out ? 3 : 0));
 	mp_w_str(&w, "t");
 	mp_w_str(&w, "exit");
 	mp_w_str(&w, "id");
@@ -211,7 +219,39 @@ int send_exit(int64_t id, int status)
 		mp_w_str(&w, "code");
 		mp_w_int(&w, WEXITSTATUS(status));
 	}
+	if (out) {
+		mp_w_str(&w, "stdout");
+		mp_w_bin(&w, out->data[0], out->len[0]);
+		mp_w_str(&w, "stderr");
+		mp_w_bin(&w, out->data[1], out->len[1]);
+		mp_w_str(&w, "truncated");
+		mp_w_bool(&w, out->truncated);
+	}
+	if (w.overflow)
+		return errno = EMSGSIZE, -1;
 	return send_msg(b, w.len, NULL, 0);
+}
+
+/* A chunk of a captured exec's output (stream 1 or 2). Never blocks: with the socket full it
+ * fails with EAGAIN, and the caller keeps the chunk (and stops reading that pipe) until the
+ * host has read. A blocked init could serve nobody. */
+int send_output(int64_t id, int stream, const uint8_t *data, size_t len)
+{
+	static uint8_t b[MAX_PACKET];
+	struct mp_w w = { b, sizeof(b), 0, false };
+
+	mp_w_map(&w, 4);
+	mp_w_str(&w, "t");
+	mp_w_str(&w, "output");
+	mp_w_str(&w, "id");
+	mp_w_int(&w, id);
+	mp_w_str(&w, "fd");
+	mp_w_int(&w, stream);
+	mp_w_str(&w, "data");
+	mp_w_bin(&w, data, len);
+	if (w.overflow)
+		return errno = EMSGSIZE, -1;
+	return send_packet(b, w.len, NULL, 0, MSG_DONTWAIT);
 }
 
 /* The index of `key`'s value in `map`: 0 if absent, -1 (err set) if not of `type`. */

@@ -36,8 +36,6 @@ def encode(message: Request | Reply) -> bytes:
         if isinstance(value, tuple):
             value = [list(v) if isinstance(v, tuple) else v for v in value]
         wire[field.name] = value
-    if isinstance(message, Exec):
-        wire["stdio"] = "pty" if wire.pop("pty") else "fds"
     if message.TYPE == "setup":
         wire["v"] = PROTOCOL_VERSION
     packet = msgpack.packb(wire, use_bin_type=True)
@@ -64,11 +62,8 @@ def decode(packet: bytes, *, direction: str = "reply") -> Request | Reply:
     cls = table.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message type {kind!r}")
-    if cls is Exec:
-        stdio = wire.pop("stdio", "fds")
-        if stdio not in ("fds", "pty"):
-            raise ProtocolError(f"exec: bad stdio {stdio!r}")
-        wire["pty"] = stdio == "pty"
+    if cls is Exec and wire.get("stdio", "fds") not in Exec.STDIO:
+        raise ProtocolError(f"exec: bad stdio {wire['stdio']!r}")
     kwargs = {}
     for field in attrs.fields(cls):
         if field.name not in wire:

@@ -50,7 +50,11 @@ class Exec(Request):
     env: tuple[StrOrBytes, ...]
     cwd: str = "/"
     user: str | None = None
-    pty: bool = False
+    # "fds": stdin, stdout, stderr come with the request; "pty": the init makes a terminal;
+    # "capture": the init collects the output and sends it with the exit event.
+    stdio: str = "fds"
+    input: bytes | None = None  # capture only: what stdin reads
+    limit: int | None = None  # capture only: bytes kept per stream
     rows: int = 24
     cols: int = 80
     caps: int | None = None
@@ -60,8 +64,14 @@ class Exec(Request):
     rlimits: tuple[tuple[int, int, int], ...] = ()
     cgroups: int = 0
 
+    STDIO: ClassVar[tuple[str, ...]] = ("fds", "pty", "capture")
+
+    @property
+    def pty(self) -> bool:
+        return self.stdio == "pty"
+
     def fd_count(self) -> int:
-        return (0 if self.pty else 3) + self.cgroups
+        return (3 if self.stdio == "fds" else 0) + self.cgroups
 
 
 @attrs.frozen
@@ -123,6 +133,19 @@ class Exit(Reply):
     code: int | None = None
     signal: int | None = None
     core: bool = False
+    # A captured exec's output that no `Output` event carried, and whether any was dropped.
+    stdout: bytes = b""
+    stderr: bytes = b""
+    truncated: bool = False
+
+
+@attrs.frozen
+class Output(Reply):
+    """A chunk of a captured exec's output, sent while it runs when there is much of it."""
+
+    TYPE: ClassVar[str] = "output"
+    fd: int = 1  # 1 stdout, 2 stderr
+    data: bytes = b""
 
 
 @attrs.frozen
@@ -153,5 +176,5 @@ REQUEST_TYPES: dict[str, type[Request]] = {
     cls.TYPE: cls for cls in (Setup, Exec, Signal, Open, Hostname, Ping)
 }
 REPLY_TYPES: dict[str, type[Reply]] = {
-    cls.TYPE: cls for cls in (Ready, Started, Exit, Opened, Pong, Ok, Error)
+    cls.TYPE: cls for cls in (Ready, Started, Exit, Output, Opened, Pong, Ok, Error)
 }

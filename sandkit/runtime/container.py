@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
+import signal as signals
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any, Self
 
 import anyio
@@ -40,10 +42,12 @@ from .home import sandkit_home, scratch_mountpoint
 from .mounts import Mount
 from .outcomes import (
     CapturedOutput,
+    CapturedReplies,
+    ExecOutcome,
     communicate,
     exec_failure,
-    exec_result,
     file_error,
+    finished,
     raise_for,
     start_failure,
 )
@@ -61,6 +65,14 @@ _BACK_TO_BACK = 0.005
 # After a timeout kills an exec's tree, how long to wait for its pipes to close before giving up
 # on output still held open by something that escaped the kill.
 _DRAIN_AFTER_KILL = 2.0
+# An exec's input up to this size travels inside its request (a pipe in the container holds it
+# whole); more goes through a pipe the host feeds.
+_INLINE_INPUT = 16 * 1024
+
+# A captured exec is written once, as a generator that yields (request id, deadline) when it
+# needs the next reply for that id, and is sent the reply (None when the deadline passed). Two
+# drivers run it: one awaits on the event loop, one blocks a thread of the sync API.
+_ExecFlow = Generator[tuple[int, float | None], Reply | None, ExecOutcome]
 
 
 # The writable layer is a tmpfs, whose inodes are kernel memory: bound them even when no size is
@@ -328,7 +340,7 @@ class AsyncContainer:
         """
         channel = self._live_channel()
         request = self._exec_request(argv, env=env, workdir=workdir, user=user, tty=tty, rows=rows,
-                                     cols=cols, seccomp_spec=seccomp)
+                                     cols=cols, seccomp=seccomp, stdio="pty" if tty else "fds")
         assert self._resources is not None
         accounting = self._resources.exec_cgroup(request.id)
         if accounting is not None:
@@ -405,7 +417,10 @@ class AsyncContainer:
         tty: bool,
         rows: int,
         cols: int,
-        seccomp_spec: seccomp_profiles.SeccompSpec,
+        seccomp: seccomp_profiles.SeccompSpec,
+        stdio: str,
+        input: bytes | None = None,
+        limit: int | None = None,
     ) -> Exec:
         if isinstance(argv, str | bytes) or not argv:
             raise errors.ExecStartError(
@@ -420,11 +435,11 @@ class AsyncContainer:
             hostname=self.hostname or "",
             tty=tty,
         )
-        if seccomp_spec == "default":  # the container's own profile (or none, if it has none)
+        if seccomp == "default":  # the container's own profile (or none, if it has none)
             program = self._seccomp_program
         else:
-            program = seccomp_profiles.resolve_seccomp(seccomp_spec, self._caps)
-        shared = seccomp_spec == "default" and program is not None
+            program = seccomp_profiles.resolve_seccomp(seccomp, self._caps)
+        shared = seccomp == "default" and program is not None
         if program is None and self._init_filtered:
             raise errors.SecurityConfigError(
                 "seccomp=None for one exec is not possible once a process of this container has "
@@ -438,7 +453,9 @@ class AsyncContainer:
             env=merged_env,
             cwd=workdir or self.workdir or (config.working_dir if config else "") or "/",
             user=user or self.user or (config.user if config else None) or None,
-            pty=tty,
+            stdio=stdio,
+            input=input,
+            limit=limit,
             rows=rows,
             cols=cols,
             caps=self._caps,
@@ -466,10 +483,130 @@ class AsyncContainer:
         raises `ExecError` when the command fails or times out.
         """
         started = time.monotonic()
-        process = await self.spawn(argv, env=env, workdir=workdir, user=user, stdin=input is not None,
-                                   seccomp=seccomp)
-        timed_out = False
         limit = max_output if max_output is not None else self.max_output
+        options = dict(env=env, workdir=workdir, user=user, seccomp=seccomp)
+        if input is not None and len(input) > _INLINE_INPUT:
+            outcome = await self._exec_piped(argv, input, limit, timeout, **options)
+        else:
+            outcome = await self._drive(self._captured_exec(argv, input, limit, timeout, **options))
+        return finished(outcome, argv, timeout, check, started)
+
+    def exec_on_this_thread(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        max_output: int | None = None,
+        **options: Any,
+    ) -> ExecResult | None:
+        """`exec` for the sync API, done on the caller's thread with blocking I/O: no hand-off
+        to the loop thread and back. None when it cannot be done so (large input, or the loop is
+        reading this container's socket for another caller): then use `exec`."""
+        started = time.monotonic()
+        if input is not None and len(input) > _INLINE_INPUT:
+            return None
+        channel = self._live_channel()
+        limit = max_output if max_output is not None else self.max_output
+        with channel.thread_reader() as mine:
+            if not mine:
+                return None
+            flow = self._captured_exec(argv, input, limit, timeout, **options)
+            outcome = self._drive_blocking(channel, flow)
+        return finished(outcome, argv, timeout, check, started)
+
+    def _captured_exec(
+        self, argv: Sequence[str], input: bytes | None, limit: int | None, timeout: float | None,
+        **options: Any,
+    ) -> _ExecFlow:
+        """The init collects the output and sends it with the exit event: for a short command,
+        one packet each way."""
+        channel = self._live_channel()
+        request = self._exec_request(argv, tty=False, rows=0, cols=0, stdio="capture",
+                                     input=input or None, limit=limit, **options)
+        assert self._resources is not None
+        accounting = self._resources.exec_cgroup(request.id)
+        if accounting is not None:
+            request = attrs.evolve(request, cgroups=len(accounting.fds()))
+        replies = CapturedReplies(argv, CapturedOutput(limit), CapturedOutput(limit))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = False
+        try:
+            channel.send(request, accounting.fds() if accounting else [])
+            while True:
+                reply = yield request.id, deadline
+                if reply is None:  # timed out: kill it all, then take what it printed
+                    timed_out, deadline = True, None
+                    kill = Signal(id=channel.protocol.next_id(), target=request.id,
+                                  sig=signals.SIGKILL, tree=True)
+                    channel.send(kill)
+                    signalled = yield kill.id, None
+                    channel.forget(kill.id)
+                    if isinstance(signalled, Error):
+                        raise errors.ContainerError(f"could not kill the command: {signalled.msg}")
+                elif (exit := replies.take(reply)) is not None:
+                    break
+            usage = accounting.finish() if accounting is not None else None
+        except errors.ExecStartError:
+            raise
+        except BaseException:
+            self._abandon(channel, request.id)
+            raise
+        finally:
+            channel.forget(request.id)
+            if accounting is not None:
+                accounting.close()
+        return ExecOutcome(exit, usage, replies.out, replies.err, timed_out)
+
+    async def _drive(self, flow: _ExecFlow) -> ExecOutcome:
+        channel = self._live_channel()
+        try:
+            wanted = next(flow)
+            while True:
+                request_id, deadline = wanted
+                reply = None
+                with anyio.move_on_after(math.inf if deadline is None else deadline - time.monotonic()):
+                    reply, _ = await self._reply_or_stopped(channel, request_id)
+                wanted = flow.send(reply)
+        except StopIteration as done:
+            return done.value
+        finally:
+            flow.close()
+
+    def _drive_blocking(self, channel: ControlChannel, flow: _ExecFlow) -> ExecOutcome:
+        try:
+            wanted = next(flow)
+            while True:
+                try:
+                    answer = channel.reply_blocking(*wanted)
+                except errors.ContainerDiedError:
+                    self._raise_if_stopped()
+                    raise
+                wanted = flow.send(answer[0] if answer else None)
+        except StopIteration as done:
+            return done.value
+        finally:
+            flow.close()
+
+    def _abandon(self, channel: ControlChannel, exec_id: int) -> None:
+        """An exec given up on (cancelled, or the container failed): kill what it started,
+        without waiting, and drop whatever the init still sends about it."""
+        channel.forget(exec_id)
+        if channel.dead:
+            return
+        request = Signal(id=channel.protocol.next_id(), target=exec_id, sig=signals.SIGKILL, tree=True)
+        with contextlib.suppress(errors.ContainerDiedError):
+            channel.send(request)
+        channel.forget(request.id)
+
+    async def _exec_piped(
+        self, argv: Sequence[str], input: bytes, limit: int | None, timeout: float | None,
+        **options: Any,
+    ) -> ExecOutcome:
+        """Input too large to travel inline goes through a pipe the host feeds."""
+        process = await self.spawn(argv, stdin=True, **options)
+        timed_out = False
         out, err = CapturedOutput(limit), CapturedOutput(limit)
         async with process:
             with anyio.move_on_after(timeout) as deadline:
@@ -480,10 +617,8 @@ class AsyncContainer:
                 with anyio.move_on_after(_DRAIN_AFTER_KILL):
                     await communicate(process, None, out, err)
             await process.wait()
-        result = exec_result(process, out, err, timed_out, time.monotonic() - started)
-        if check and not result.ok:
-            raise_for(result, argv, timeout)
-        return result
+        assert process.exit is not None
+        return ExecOutcome(process.exit, process.usage, out, err, timed_out=timed_out)
 
     # -- files ----------------------------------------------------------------------------
 
@@ -564,16 +699,22 @@ class AsyncContainer:
         finally:
             channel.forget(request.id)
 
+    async def _reply_or_stopped(self, channel: ControlChannel, exec_id: int) -> tuple[Reply, list[int]]:
+        try:
+            return await channel.reply(exec_id)
+        except errors.ContainerDiedError:
+            self._raise_if_stopped()
+            raise
+
+    def _raise_if_stopped(self) -> None:
+        if self._stopped:
+            raise errors.ContainerNotRunningError(
+                "the container was stopped while this process was running"
+            ) from None
+
     async def _wait_exit(self, exec_id: int) -> Exit:
         channel = self._live_channel()
-        try:
-            reply, _ = await channel.reply(exec_id)
-        except errors.ContainerDiedError:
-            if self._stopped:
-                raise errors.ContainerNotRunningError(
-                    "the container was stopped while this process was running"
-                ) from None
-            raise
+        reply, _ = await self._reply_or_stopped(channel, exec_id)
         channel.forget(exec_id)
         if not isinstance(reply, Exit):
             raise errors.ProtocolError(f"expected 'exit', got {reply!r}")

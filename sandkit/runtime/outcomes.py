@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Sequence
 
 import anyio
 import attrs
 
 from .. import errors
-from ..ipc import Error
+from ..ipc import Error, Exit, Output, Reply
+from .cgroups import ExecUsage
 from .process import AsyncOutput, AsyncProcess
 from .results import ExecResult
 
@@ -56,22 +58,64 @@ async def communicate(process: AsyncProcess, input: bytes | None, out: CapturedO
         tasks.start_soon(drain, process.stderr, err)
 
 
-def exec_result(process: AsyncProcess, out: CapturedOutput, err: CapturedOutput, timed_out: bool, duration: float) -> ExecResult:
-    assert process.exit is not None
-    sig = process.exit.signal
-    usage = process.usage
+@attrs.frozen
+class ExecOutcome:
+    """What an exec came to, before it is an `ExecResult`."""
+
+    exit: Exit
+    usage: ExecUsage | None
+    out: CapturedOutput
+    err: CapturedOutput
+    timed_out: bool
+
+
+def exec_result(outcome: ExecOutcome, duration: float) -> ExecResult:
+    sig = outcome.exit.signal
+    usage = outcome.usage
     return ExecResult(
-        exit_code=128 + sig if sig is not None else (process.exit.code or 0),
-        stdout=bytes(out.data),
-        stderr=bytes(err.data),
+        exit_code=128 + sig if sig is not None else (outcome.exit.code or 0),
+        stdout=bytes(outcome.out.data),
+        stderr=bytes(outcome.err.data),
         signal=sig,
-        timed_out=timed_out,
+        timed_out=outcome.timed_out,
         duration=duration,
-        output_truncated=out.truncated or err.truncated,
+        output_truncated=outcome.out.truncated or outcome.err.truncated,
         oom_killed=usage.oom_killed if usage else False,
         cpu_time=usage.cpu_ns / 1e9 if usage else None,
         peak_memory=usage.memory_peak if usage else None,
     )
+
+
+@attrs.define
+class CapturedReplies:
+    """The replies of one captured exec as they come: chunks of output, then its exit (or an
+    error, when it could not start)."""
+
+    argv: Sequence[str]
+    out: CapturedOutput
+    err: CapturedOutput
+
+    def take(self, reply: Reply) -> Exit | None:
+        """File one reply; the exit event once it has come."""
+        if isinstance(reply, Output):
+            (self.out if reply.fd == 1 else self.err).add(reply.data)
+            return None
+        if isinstance(reply, Error):
+            raise exec_failure(reply, self.argv)
+        if not isinstance(reply, Exit):
+            raise errors.ProtocolError(f"expected 'exit', got {reply!r}")
+        self.out.add(reply.stdout)
+        self.err.add(reply.stderr)
+        self.out.truncated |= reply.truncated
+        return reply
+
+
+def finished(outcome: ExecOutcome, argv: Sequence[str], timeout: float | None, check: bool, started: float) -> ExecResult:
+    """The result of an exec begun at ``started``; with ``check``, an error if it failed."""
+    result = exec_result(outcome, duration=time.monotonic() - started)
+    if check and not result.ok:
+        raise_for(result, argv, timeout)
+    return result
 
 
 def raise_for(result: ExecResult, argv: Sequence[str], timeout: float | None) -> None:

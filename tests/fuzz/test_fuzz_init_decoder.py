@@ -48,7 +48,8 @@ def _seeds() -> dict[str, bytes]:
     return {
         "setup": encode(setup),
         "exec": encode(exe),
-        "exec-pty": encode(Exec(id=8, argv=("sh",), env=(), pty=True, rows=50, cols=200)),
+        "exec-pty": encode(Exec(id=8, argv=("sh",), env=(), stdio="pty", rows=50, cols=200)),
+        "exec-capture": encode(Exec(id=12, argv=("cat",), env=(), stdio="capture", input=b"in", limit=10)),
         "signal": encode(Signal(id=9, target=7, sig=9, tree=True)),
         "open": encode(Open(id=10, path="/etc/passwd", mode="r")),
         "ping": encode(Ping(id=11)),
