@@ -71,21 +71,24 @@ class HashingReader(io.RawIOBase):
         self.count = 0
 
     def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._raw.read(len(buf))
-        if data:
+        # The source fills the caller's buffer itself: a layer passes through several of these
+        # readers, and a copy at each of them cost as much as hashing.
+        n = self._raw.readinto(buf) or 0  # type: ignore[attr-defined]
+        if n:
+            data = memoryview(buf)[:n]
             self._hash.update(data)
             if self._sink is not None:
                 self._sink.write(data)
-            self.count += len(data)
-            buf[: len(data)] = data
-        return len(data)
+            self.count += n
+        return n
 
     def readable(self) -> bool:
         return True
 
     def drain(self) -> None:
         """Read to the end so the digest covers the whole stream (tar padding included)."""
-        while self.read(CHUNK):
+        buf = bytearray(CHUNK)
+        while self.readinto(buf):
             pass
 
     @property

@@ -39,6 +39,7 @@ import zstandard
 from isal import igzip, isal_zlib
 
 from ..errors import ImageError, UnsafeLayerError
+from .tarstream import ForwardReader
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -46,6 +47,7 @@ OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 _MAX_NAME = 255
 _MAX_PATH = 4096
 _CHUNK = 1 << 20
+_PEEK_BUFFER = 64 << 10
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -123,7 +125,9 @@ def open_decompressed(raw: BinaryIO) -> tuple[str, BinaryIO]:
     The media type is not trusted for this: docker archives often label plain tars as gzip and
     vice versa, while the first bytes cannot lie about the format.
     """
-    buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw, _CHUNK)  # type: ignore[arg-type]
+    # A small buffer: it serves the peek, while the decompressor's big reads bypass it and go
+    # straight to ``raw`` (a big buffer would copy every byte once more).
+    buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw, _PEEK_BUFFER)  # type: ignore[arg-type]
     kind = _sniff(buffered.peek(4)[:4])  # type: ignore[attr-defined]
     if kind == "gzip":
         # ISA-L's inflate is several times faster than zlib's, and layer apply is mostly that.
@@ -160,8 +164,9 @@ def split_name(name: str, what: str = "entry") -> list[str]:
 class _Applier:
     """Applies one tar stream under ``root``; see the module docstring for the rules."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, reader: ForwardReader) -> None:
         self.root_fd = os.open(root, _DIR_FLAGS)
+        self.reader = reader  # what the tarfile reads: regular files are copied from it directly
         self.report = ApplyReport()
         self.whiteouts: set[tuple[str, ...]] = set()  # created by this layer
         self.dir_meta: dict[tuple[str, ...], tarfile.TarInfo] = {}
@@ -310,10 +315,14 @@ class _Applier:
             )
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
         try:
-            src = tar.extractfile(m)
-            assert src is not None
-            while chunk := src.read(_CHUNK):
-                os.write(fd, chunk)
+            if m.issparse():  # rare (GNU sparse): tarfile knows how to lay the pieces out
+                src = tar.extractfile(m)
+                assert src is not None
+                while chunk := src.read(_CHUNK):
+                    os.write(fd, chunk)
+            else:
+                self.reader.seek(m.offset_data)
+                self.reader.copy_to(fd, m.size)
             self._meta_fd(fd, m)
         finally:
             os.close(fd)
@@ -451,9 +460,10 @@ def apply_tar(stream: BinaryIO, root: str | os.PathLike[str]) -> ApplyReport:
     Raises UnsafeLayerError for hostile content and ImageError for malformed tars; the caller
     owns ``root`` and deletes it on error.
     """
-    applier = _Applier(Path(root))
+    reader = ForwardReader(stream)
+    applier = _Applier(Path(root), reader)
     try:
-        with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:
+        with tarfile.TarFile(fileobj=reader, mode="r", errorlevel=2) as tar:  # type: ignore[arg-type]
             return applier.apply(tar)
     except (tarfile.TarError, *DECOMPRESSION_ERRORS) as e:
         raise ImageError(
