@@ -86,7 +86,7 @@ class Container:
                        max_output=max_output, seccomp=seccomp)
         if not _portal.on_loop_thread():
             # Mostly done right here, blocking this thread: two thread hand-offs fewer.
-            result = self._core.exec_on_this_thread(argv, **options)
+            result = self._core._exec_on_this_thread(argv, **options)
             if result is not None:
                 return result
         return _portal.run(functools.partial(self._core.exec, argv, **options))

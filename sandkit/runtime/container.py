@@ -491,7 +491,7 @@ class AsyncContainer:
             outcome = await self._drive(self._captured_exec(argv, input, limit, timeout, **options))
         return finished(outcome, argv, timeout, check, started)
 
-    def exec_on_this_thread(
+    def _exec_on_this_thread(
         self,
         argv: Sequence[str],
         *,
