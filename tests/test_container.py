@@ -39,6 +39,9 @@ def test_the_hostname_is_the_containers(busybox):
     with sandkit.Container(busybox, hostname="box1") as c:
         assert sh(c, "hostname").stdout == b"box1\n"
     assert os.uname().nodename != "box1"
+    for bad in ("x" * 65, "a\0b", ""):
+        with pytest.raises(errors.ContainerError, match="1 to 64 bytes"):
+            sandkit.Container(busybox, hostname=bad)
 
 
 def test_default_network_has_only_loopback(busybox):

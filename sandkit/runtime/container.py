@@ -80,6 +80,15 @@ _ExecFlow = Generator[tuple[int, float | None], Reply | None, ExecOutcome]
 _DEFAULT_INODES = 262144
 
 
+def _check_hostname(name: str) -> None:
+    # What sethostname(2) takes: HOST_NAME_MAX bytes, and no NUL (the protocol's strings).
+    if not name or len(name.encode()) > 64 or "\0" in name:
+        raise errors.ContainerError(
+            f"hostname {name!r} is not valid: it takes 1 to 64 bytes (letters, digits and '-' "
+            "are what other machines will accept)"
+        )
+
+
 def _default_inodes(disk_size: int | str | None) -> int:
     if disk_size is None:
         return _DEFAULT_INODES
@@ -155,6 +164,7 @@ class AsyncContainer:
             )
         if self.hostname is None:
             self.hostname = self.id[:12]
+        _check_hostname(self.hostname)
         # Checked here, so that bad limits or security options fail before anything is made.
         self._limits = Limits(memory=self.memory, memory_swap=self.memory_swap, cpus=self.cpus,
                               cpu_shares=self.cpu_shares, pids=self.pids_limit)
@@ -234,9 +244,11 @@ class AsyncContainer:
             return False
         self._init = spare.init
         self._channel = ControlChannel(spare.control)
-        reply, _ = await self._request(self._channel, Hostname(id=self._channel.protocol.next_id(), name=setup.hostname))
-        if isinstance(reply, Error):
-            raise errors.ContainerStartError(f"container set-up failed: {reply.msg}")
+        # Not waited for: the init serves requests in order, so whatever comes next sees the
+        # name, and a name checked here (see _check_hostname) cannot fail there.
+        rename = Hostname(id=self._channel.protocol.next_id(), name=setup.hostname)
+        self._channel.send(rename)
+        self._channel.forget(rename.id)
         return True
 
     async def _start_fresh(self, setup: Setup) -> None:
