@@ -1,6 +1,7 @@
 """Pull of a multi-layer image (>= 100 MB compressed) from a local docker-registry: sandkit
 (download + verify + decompress + apply, one pass) side by side with `skopeo copy` of the same
-image into an OCI layout (download + verify only). Prints the times and the ratio.
+image into an OCI layout (download + verify only). Prints the times, the CPU seconds each side
+and the registry used (medians over the same interleaved runs), and the ratio.
 
     python benchmarks/pull.py [--layers 5] [--mb-per-layer 24] [--runs 3]
 """
@@ -8,7 +9,9 @@ image into an OCI layout (download + verify only). Prints the times and the rati
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,6 +50,18 @@ def timed(fn) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0
 
 
+def cpu_seconds(who: int) -> float:
+    """user + sys of this process (RUSAGE_SELF) or of its waited-for children (RUSAGE_CHILDREN)."""
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """user + sys so far of a process we did not wait for (the registry), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=5)
@@ -66,15 +81,26 @@ def main() -> None:
         size = sum(layer.size for layer in image.store.record(image.id).layers)
         print(f"image: {args.layers} layers, {size / 1e6:.1f} MB compressed", file=sys.stderr)
 
+        # CPU seconds of each side and of the registry serving it: on a 2-core machine a pull
+        # is CPU-bound, so these say where a gap comes from better than the wall times.
+        cpu: dict[str, list[float]] = {"sandkit": [], "skopeo": [], "registry-sandkit": [], "registry-skopeo": []}
+
+        def measured(side: str, who: int, fn) -> float:  # type: ignore[no-untyped-def]
+            mine, served = cpu_seconds(who), process_cpu(reg.proc.pid)
+            t = timed(fn)
+            cpu[side].append(cpu_seconds(who) - mine)
+            cpu[f"registry-{side}"].append(process_cpu(reg.proc.pid) - served)
+            return t
+
         def sandkit_pull(run: int) -> float:
             home = work / f"pull{run}"
-            t = timed(lambda: Image.pull(ref, store=Store(home)))
+            t = measured("sandkit", resource.RUSAGE_SELF, lambda: Image.pull(ref, store=Store(home)))
             shutil.rmtree(home)
             return t
 
         def skopeo_copy(run: int) -> float:
             dest = work / f"skopeo{run}"
-            t = timed(lambda: subprocess.run(
+            t = measured("skopeo", resource.RUSAGE_CHILDREN, lambda: subprocess.run(
                 ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{dest}:1"], check=True))
             shutil.rmtree(dest)
             return t
@@ -93,6 +119,8 @@ def main() -> None:
             return t
 
         sandkit_pull(-1), skopeo_copy(-1)  # warm the page cache and the registry
+        for samples in cpu.values():
+            samples.clear()
         ours, theirs = [], []
         for run in range(args.runs):  # interleaved so both see the same machine state
             ours.append(sandkit_pull(run))
@@ -100,6 +128,9 @@ def main() -> None:
         a, b = statistics.median(ours), statistics.median(theirs)
         print(f"sandkit pull (download+verify+decompress+apply): {a:.2f} s  ({size / a / 1e6:.0f} MB/s)")
         print(f"skopeo copy to oci layout (download+verify):      {b:.2f} s  ({size / b / 1e6:.0f} MB/s)")
+        m = {side: statistics.median(samples) for side, samples in cpu.items()}
+        print(f"cpu (user+sys, median): sandkit {m['sandkit']:.2f} s + registry {m['registry-sandkit']:.2f} s; "
+              f"skopeo {m['skopeo']:.2f} s + registry {m['registry-skopeo']:.2f} s")
         floor = statistics.median(apply_only(run) for run in range(args.runs))
         print(f"(store apply alone, from local files, no network:  {floor:.2f} s)")
         print(f"ratio sandkit/skopeo: {a / b:.2f}  ({'faster' if a <= b else 'slower'} than skopeo)")
