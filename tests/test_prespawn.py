@@ -62,7 +62,7 @@ def test_a_different_setup_gets_no_spare(busybox, prespawning, tmp_path):
         assert c._core._init.pid not in spare
 
 
-def test_limits_and_lifetimes_bypass_the_spares(busybox, prespawning):
+def test_lifetimes_and_other_limits_bypass_the_spares(busybox, prespawning):
     with sandkit.Container(busybox) as c:
         c.exec(["true"])
     spare = _wait_for_a_spare()
@@ -70,6 +70,29 @@ def test_limits_and_lifetimes_bypass_the_spares(busybox, prespawning):
         assert c._core._init.pid not in spare
     with sandkit.Container(busybox, lifetime=30) as c:
         assert c._core._init.pid not in spare
+
+
+def test_a_container_with_limits_gets_a_spare_already_in_its_cgroup(busybox, prespawning):
+    limits = {"memory": "64m", "memory_swap": "64m", "pids_limit": 20}
+    with sandkit.Container(busybox, **limits) as c:
+        c.exec(["true"])
+    spare = _wait_for_a_spare()
+    (ready,) = prespawn.spares()
+    cgroup_dirs = [os.readlink(f"/proc/self/fd/{fd}") for fd in ready.cgroup.join_fds()]
+    with sandkit.Container(busybox, **limits) as c:
+        assert c._core._init.pid in spare
+        forks = c.exec(["sh", "-c", "for i in $(seq 40); do sleep 5 & done; wait"], timeout=20)
+        assert b"can't fork" in forks.stderr or b"Resource temporarily unavailable" in forks.stderr, forks
+        bomb = c.exec(["sh", "-c", "awk 'BEGIN { s = \"x\"; while (1) s = s s }'"], timeout=30)
+        assert bomb.oom_killed and bomb.peak_memory <= 65 * 2**20, bomb
+        assert c.stats().pids_current is not None
+    # the container's teardown removed the cgroup it took over from the spare
+    assert cgroup_dirs and not any(os.path.exists(d) for d in cgroup_dirs)
+    _wait_for_a_spare()
+    (ready,) = prespawn.spares()
+    cgroup_dirs = [os.readlink(f"/proc/self/fd/{fd}") for fd in ready.cgroup.join_fds()]
+    prespawn.drain()
+    assert not any(os.path.exists(d) for d in cgroup_dirs)
 
 
 def test_drain_stops_every_spare(busybox, prespawning):

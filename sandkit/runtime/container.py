@@ -52,7 +52,7 @@ from .outcomes import (
     start_failure,
 )
 from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking
-from .resources import Resources
+from .resources import ResourcePlan, Resources
 from .results import ExecResult
 from .spawn import SpawnedInit, spawn_init
 
@@ -192,11 +192,10 @@ class AsyncContainer:
                 self._lease = self._resolved.lease()
                 self._lease.__enter__()
             setup = self._setup_message(self._resolved)
-            self._resources = Resources.prepare(
-                self.id, self._limits, accounting=self.accounting or not self._limits.empty,
-                rlimits=self.rlimits,
-            )
-            if not await self._start_from_spare(setup):
+            plan = ResourcePlan.decide(self._limits, accounting=self.accounting or not self._limits.empty,
+                                       rlimits=self.rlimits)
+            if not await self._start_from_spare(setup, plan):
+                self._resources = plan.resources(plan.make_cgroup(self.id))
                 await self._start_fresh(setup)
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         except BaseException as exc:
@@ -213,15 +212,15 @@ class AsyncContainer:
             raise
         return self
 
-    def _recipe(self, setup: Setup) -> prespawn.Recipe | None:
+    def _recipe(self, setup: Setup, plan: ResourcePlan) -> prespawn.Recipe | None:
         """How a spare for this container is made, if it may use one."""
-        assert self._resources is not None
-        if self._resources.cgroup is not None or self.lifetime:
+        if self.lifetime:
             return None
-        return prespawn.recipe_for(setup, user_namespace=self.rootless, network=self.network == "none")
+        return prespawn.recipe_for(setup, user_namespace=self.rootless, network=self.network == "none",
+                                   resources=plan)
 
-    async def _start_from_spare(self, setup: Setup) -> bool:
-        recipe = self._recipe_used = self._recipe(setup)
+    async def _start_from_spare(self, setup: Setup, plan: ResourcePlan) -> bool:
+        recipe = self._recipe_used = self._recipe(setup, plan)
         if recipe is None:
             return False
         spare = prespawn.take(recipe)
@@ -243,6 +242,7 @@ class AsyncContainer:
             spare.discard()  # its image was removed after the spare was made
             return False
         self._init = spare.init
+        self._resources = plan.resources(spare.cgroup)
         self._channel = ControlChannel(spare.control)
         # Not waited for: the init serves requests in order, so whatever comes next sees the
         # name, and a name checked here (see _check_hostname) cannot fail there.

@@ -10,8 +10,9 @@ that comes while a spare is still being made waits the little that is left rathe
 second one. A spare is indistinguishable from a fresh container: nothing
 has run in it, its writable layer is empty, its namespaces are its own.
 
-Not served this way: containers with a cgroup (made per container, before the clone) or a
-lifetime (its clock starts at set-up). A spare of a store image holds no lease on it; the
+A container with limits gets a spare with its cgroup already made and limited (the recipe
+holds the limits), named after the spare rather than the container. Not served this way:
+containers with a lifetime (its clock starts at set-up). A spare of a store image holds no lease on it; the
 container that takes a spare takes the lease and then checks the layers are still there.
 Spares are ordinary children of this process: they die with it like any container (their
 control socket closes), and a forked child never uses its parent's. ``SANDKIT_PRESPAWN=0``
@@ -21,6 +22,7 @@ turns this off; `drain()` stops the spares.
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import socket
 import threading
@@ -30,6 +32,8 @@ import attrs
 
 from ..errors import ContainerStartError
 from ..ipc import MAX_PACKET, Error, Ready, Setup, decode, encode
+from .cgroups import ContainerCgroup
+from .resources import ResourcePlan, spawn_options
 from .spawn import SpawnedInit, spawn_init
 
 _SET_UP_TIMEOUT = 30.0
@@ -42,33 +46,42 @@ class Recipe:
     user_namespace: bool
     network: bool
     setup: bytes  # the encoded setup message, host name left out
+    resources: ResourcePlan | None = None  # when the container has a cgroup
 
 
 @attrs.define(eq=False)
 class ReadyContainer:
     init: SpawnedInit
     control: socket.socket
+    cgroup: ContainerCgroup | None = None
     made_at: float = attrs.field(factory=time.monotonic)
 
     def discard(self) -> None:
         self.control.close()
         self.init.close()
+        if self.cgroup is not None:
+            self.cgroup.destroy()
 
 
-def recipe_for(setup: Setup, *, user_namespace: bool, network: bool) -> Recipe:
-    return Recipe(user_namespace, network, encode(attrs.evolve(setup, hostname="")))
+def recipe_for(setup: Setup, *, user_namespace: bool, network: bool, resources: ResourcePlan) -> Recipe:
+    return Recipe(user_namespace, network, encode(attrs.evolve(setup, hostname="")),
+                  resources if resources.wants_cgroup else None)
 
 
 def make_container(recipe: Recipe) -> ReadyContainer:
     """Spawn an init and have it build the container (blocking: for the worker thread)."""
+    cgroup = recipe.resources.make_cgroup(f"spare-{secrets.token_hex(8)}") if recipe.resources else None
     host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     with init_end:
         try:
-            init = spawn_init(init_end, user_namespace=recipe.user_namespace, network=recipe.network)
+            init = spawn_init(init_end, user_namespace=recipe.user_namespace, network=recipe.network,
+                              **spawn_options(cgroup))
         except BaseException:
             host_end.close()
+            if cgroup is not None:
+                cgroup.destroy()
             raise
-    ready = ReadyContainer(init, host_end)
+    ready = ReadyContainer(init, host_end, cgroup)
     try:
         host_end.sendmsg([recipe.setup])
         if not select.select([host_end], [], [], _SET_UP_TIMEOUT)[0]:

@@ -56,6 +56,46 @@ def parse_rlimits(rlimits: Mapping[str, int | tuple[int, int]] | None) -> tuple[
     return tuple(parsed)
 
 
+@attrs.frozen
+class ResourcePlan:
+    """A container's resources as decided before anything is made: whether it gets a cgroup,
+    and its rlimits (with the fallback ones when the host cannot give it a cgroup). Equal plans
+    make interchangeable containers, so a spare container can be made from one ahead of need."""
+
+    limits: Limits
+    accounting: bool  # per-exec cgroups, when there is a cgroup
+    wants_cgroup: bool
+    rlimits: tuple[tuple[int, int, int], ...]
+
+    @classmethod
+    def decide(
+        cls,
+        limits: Limits,
+        *,
+        accounting: bool,
+        rlimits: Mapping[str, int | tuple[int, int]] | None,
+    ) -> ResourcePlan:
+        parsed = parse_rlimits(rlimits)
+        if limits.empty and not accounting:
+            return cls(limits, False, False, parsed)
+        host = cgroups.host()
+        if host.usable:
+            host.check(limits, accounting)
+            return cls(limits, accounting, True, parsed)
+        if limits.empty:  # accounting only: quietly do without
+            return cls(limits, False, False, parsed)
+        return cls(limits, False, False, parsed + _fallback_rlimits(limits, host.why_not or ""))
+
+    def make_cgroup(self, name: str) -> ContainerCgroup | None:
+        """The cgroup of the plan, made and limited (before the init is spawned into it)."""
+        if not self.wants_cgroup:
+            return None
+        return ContainerCgroup.create(cgroups.host(), name, self.limits, self.accounting)
+
+    def resources(self, cgroup: ContainerCgroup | None) -> Resources:
+        return Resources(self.limits, cgroup, self.rlimits)
+
+
 @attrs.define(eq=False)
 class Resources:
     limits: Limits
@@ -72,23 +112,12 @@ class Resources:
         rlimits: Mapping[str, int | tuple[int, int]] | None,
     ) -> Resources:
         """Make the container's cgroup (or decide on the fallback) before its init is spawned."""
-        parsed = parse_rlimits(rlimits)
-        if limits.empty and not accounting:
-            return cls(limits, None, parsed)
-        host = cgroups.host()
-        if host.usable:
-            return cls(limits, ContainerCgroup.create(host, name, limits, accounting), parsed)
-        if limits.empty:  # accounting only: quietly do without
-            return cls(limits, None, parsed)
-        return cls(limits, None, parsed + _fallback_rlimits(limits, host.why_not or ""))
+        plan = ResourcePlan.decide(limits, accounting=accounting, rlimits=rlimits)
+        return plan.resources(plan.make_cgroup(name))
 
     def spawn_options(self) -> dict[str, Any]:
         """How `spawn_init` puts the init into the cgroup: at clone time on v2, by pid on v1."""
-        if self.cgroup is None:
-            return {}
-        if self.cgroup.host.version == 2:
-            return {"cgroup_fd": self.cgroup.join_fds()[0]}
-        return {"before_release": self.cgroup.add_pid}
+        return spawn_options(self.cgroup)
 
     def exec_cgroup(self, exec_id: int) -> ExecCgroup | None:
         if self.cgroup is None or not self.cgroup.accounting:
@@ -98,6 +127,15 @@ class Resources:
     def destroy(self) -> None:
         if self.cgroup is not None:
             self.cgroup.destroy()
+
+
+def spawn_options(cgroup: ContainerCgroup | None) -> dict[str, Any]:
+    """How `spawn_init` puts the init into ``cgroup``: at clone time on v2, by pid on v1."""
+    if cgroup is None:
+        return {}
+    if cgroup.host.version == 2:
+        return {"cgroup_fd": cgroup.join_fds()[0]}
+    return {"before_release": cgroup.add_pid}
 
 
 def _fallback_rlimits(limits: Limits, why_not: str) -> tuple[tuple[int, int, int], ...]:
