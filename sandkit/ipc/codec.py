@@ -65,48 +65,53 @@ def decode(packet: bytes, *, direction: str = "reply") -> Request | Reply:
     if cls is Exec and wire.get("stdio", "fds") not in Exec.STDIO:
         raise ProtocolError(f"exec: bad stdio {wire['stdio']!r}")
     kwargs = {}
-    for field in attrs.fields(cls):
+    for field in _wire_fields(cls):
         if field.name not in wire:
-            if field.default is attrs.NOTHING:
+            if field.required:
                 raise ProtocolError(f"{kind}: missing key {field.name!r}")
             continue
-        kwargs[field.name] = _checked(kind, field.name, wire[field.name], _field_type(cls, field.name))
+        kwargs[field.name] = field.checked(kind, wire[field.name])
     if kwargs.get("id", 0) < 0:
         raise ProtocolError(f"{kind}: a negative id ({kwargs['id']}) is not a request id")
     return cls(**kwargs)
 
 
-def _field_type(cls: type, name: str) -> Any:
-    return _resolved_hints(cls)[name]
+@attrs.frozen
+class _WireField:
+    """What one message field accepts on the wire, worked out once per class from its type hint:
+    the exact Python types msgpack gives for it (bool is not an int here: a 'code' of True is a
+    protocol error), and whether a list (made a tuple) or a map may stand for it."""
+
+    name: str
+    required: bool
+    exact: frozenset[type]
+    sequence: bool
+    mapping: bool
+
+    def checked(self, kind: str, value: Any) -> Any:
+        kind_of = type(value)
+        if kind_of in self.exact:
+            return value
+        if kind_of is list and self.sequence:
+            return tuple(value)
+        if kind_of is dict and self.mapping:
+            return value
+        raise ProtocolError(f"{kind}: key {self.name!r} has a value of the wrong type: {value!r:.80}")
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+_FIELDS: dict[type, tuple[_WireField, ...]] = {}
 
 
-def _resolved_hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+def _wire_fields(cls: type) -> tuple[_WireField, ...]:
+    if cls not in _FIELDS:
+        hints = typing.get_type_hints(cls)
+        _FIELDS[cls] = tuple(_wire_field(f.name, f.default is attrs.NOTHING, hints[f.name]) for f in attrs.fields(cls))
+    return _FIELDS[cls]
 
 
-def _checked(kind: str, key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against a field's annotation, converting lists to the tuples attrs expects."""
+def _wire_field(name: str, required: bool, hint: Any) -> _WireField:
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    for option in options:
-        if option is type(None) and value is None:
-            return None
-        origin = typing.get_origin(option)
-        if origin is tuple:
-            if isinstance(value, list):
-                return tuple(value)
-            continue
-        if origin is dict or option is dict:
-            if isinstance(value, dict):
-                return value
-            continue
-        # bool is a subclass of int: keep them apart, a 'code' of True is a protocol error
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option in (str, bytes, bool) and type(value) is option:
-            return value
-    raise ProtocolError(f"{kind}: key {key!r} has a value of the wrong type: {value!r:.80}")
+    exact = frozenset(o for o in options if o in (str, bytes, bool, int, type(None)))
+    sequence = any(typing.get_origin(o) is tuple for o in options)
+    mapping = any(o is dict or typing.get_origin(o) is dict for o in options)
+    return _WireField(name, required, exact, sequence, mapping)
