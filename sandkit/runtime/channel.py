@@ -65,19 +65,24 @@ class ControlChannel:
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         try:
             # A seqpacket send to a live init never blocks long: its buffer holds many requests.
-            self.sock.sendmsg([packet], ancillary)
-        except BlockingIOError:
-            self._blocking_send(packet, ancillary)
+            self._send_packet(packet, ancillary)
         except (BrokenPipeError, ConnectionResetError):
             self._die("the container's init has exited")
             raise ContainerDiedError(self._dead) from None
 
-    def _blocking_send(self, packet: bytes, ancillary: list) -> None:
-        self.sock.setblocking(True)
-        try:
-            self.sock.sendmsg([packet], ancillary)
-        finally:
-            self.sock.setblocking(False)
+    def _send_packet(self, packet: bytes, ancillary: list) -> None:
+        # When the socket is full this waits for room rather than making the socket blocking:
+        # a thread reader relies on a receive never blocking.
+        poller: select.poll | None = None
+        while True:
+            try:
+                self.sock.sendmsg([packet], ancillary)
+                return
+            except BlockingIOError:
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(self.sock, select.POLLOUT)
+                poller.poll()
 
     # -- receiving ------------------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""The host's end of the control socket against a scripted peer: a full socket, and the two kinds
+of reader (tasks on the loop, one blocking thread) sharing it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import msgpack
+import pytest
+import trio
+
+from sandkit.errors import ContainerDiedError
+from sandkit.ipc import Ping, Pong, encode
+from sandkit.runtime.channel import ControlChannel
+
+
+@pytest.fixture
+def pair():
+    host, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = ControlChannel(host)
+    yield channel, peer
+    channel.close()
+    peer.close()
+
+
+def _answer_pings(peer: socket.socket, count: int, delay: float = 0.0) -> threading.Thread:
+    """Reads ``count`` pings after ``delay``, then answers them all (answering while the host
+    is still sending could fill the other direction too)."""
+
+    def run() -> None:
+        time.sleep(delay)
+        ids = [msgpack.unpackb(peer.recv(65536))["id"] for _ in range(count)]
+        for request_id in ids:
+            peer.send(encode(Pong(id=request_id)))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_send_to_a_full_socket_waits_for_room(pair):
+    channel, peer = pair
+    count = 0
+    # fill the socket: the peer reads nothing for a while
+    channel.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    reader = _answer_pings(peer, 400, delay=0.3)
+    started = time.monotonic()
+    for _ in range(400):
+        channel.send(Ping(id=channel.protocol.next_id()))
+        count += 1
+    assert count == 400 and time.monotonic() - started >= 0.25  # some sends had to wait
+    with channel.thread_reader() as mine:
+        assert mine
+        assert all(isinstance(channel.reply_blocking(i)[0], Pong) for i in range(1, 401))
+    reader.join()
+
+
+def test_a_thread_reader_times_out_and_files_others_replies(pair):
+    channel, peer = pair
+    first, second = Ping(id=channel.protocol.next_id()), Ping(id=channel.protocol.next_id())
+    channel.send(first)
+    channel.send(second)
+    with channel.thread_reader() as mine:
+        assert mine
+        assert channel.reply_blocking(first.id, deadline=time.monotonic() + 0.05) is None
+        peer.send(encode(Pong(id=second.id)))
+        peer.send(encode(Pong(id=first.id)))
+        assert channel.reply_blocking(first.id)[0] == Pong(id=first.id)
+    # the reply read on the way stays filed for its owner, here a task on the loop
+    assert trio.run(channel.reply, second.id)[0] == Pong(id=second.id)
+
+
+def test_the_loop_waits_while_a_thread_reads(pair):
+    channel, peer = pair
+    request = Ping(id=channel.protocol.next_id())
+    channel.send(request)
+
+    async def main() -> None:
+        with channel.thread_reader() as mine:
+            assert mine
+            with channel.thread_reader() as second:
+                assert not second  # one thread reader at a time
+            async with trio.open_nursery() as nursery:
+                got: list[object] = []
+
+                async def wait() -> None:
+                    got.append((await channel.reply(request.id))[0])
+
+                nursery.start_soon(wait)
+                await trio.sleep(0.05)
+                peer.send(encode(Pong(id=request.id)))
+                await trio.sleep(0.05)
+                assert got == []  # the loop does not read while the thread may
+                channel.reply_blocking(Ping(id=999).id, deadline=time.monotonic() + 0.05)
+        # the thread filed it; the waiting task finds it without reading
+        assert got == [Pong(id=request.id)]
+
+    trio.run(main)
+
+
+def test_closing_wakes_a_blocked_thread_reader(pair):
+    channel, peer = pair
+    request = Ping(id=channel.protocol.next_id())
+    channel.send(request)
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        with channel.thread_reader():
+            try:
+                channel.reply_blocking(request.id)
+            except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
+                outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.1)
+    channel.close()
+    thread.join(5)
+    assert not thread.is_alive() and isinstance(outcome[0], ContainerDiedError)
