@@ -7,16 +7,16 @@ Elsewhere every case is skipped, with the reason shown.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import signal
 import subprocess
 import tarfile
-import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+import dockerd
 import pytest
 
 from .conftest import sandkit
@@ -92,52 +92,14 @@ class Docker(NamedTuple):
     env: dict[str, str]
 
 
-def _reachable(env: dict[str, str]) -> bool:
-    try:
-        r = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], env=env,
-                           capture_output=True, timeout=15, check=False)
-    except subprocess.TimeoutExpired:
-        return False
-    return r.returncode == 0
-
-
 @pytest.fixture(scope="session")
-def docker(tmp_path_factory) -> Docker:
-    if shutil.which("docker") is None:
-        pytest.skip("docker parity: no `docker` client here (apt-get install docker.io)")
-    env = dict(os.environ)
-    if _reachable(env):
-        yield Docker(env)
-        return
-    if os.geteuid() != 0 or shutil.which("dockerd") is None:
-        pytest.skip("docker parity: no reachable Docker daemon, and none can be started "
-                    "(needs root and dockerd)")
-    # A private daemon: its own data root, socket and exec root, so the host's Docker (if any)
-    # is untouched; no bridge or iptables, since every case runs with --network none.
-    base = tmp_path_factory.mktemp("dockerd")
-    socket = base / "docker.sock"
-    with open(base / "dockerd.log", "wb") as log:
-        daemon = subprocess.Popen(
-            ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-             "--pidfile", str(base / "docker.pid"), "-H", f"unix://{socket}",
-             "--iptables=false", "--ip6tables=false", "--bridge=none"],
-            stdout=log, stderr=log, start_new_session=True)
-    env["DOCKER_HOST"] = f"unix://{socket}"
-    try:
-        deadline = time.monotonic() + 60
-        while not _reachable(env):
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"docker parity: dockerd did not start (see {base}/dockerd.log)")
-            time.sleep(0.3)
-        yield Docker(env)
-    finally:
-        daemon.send_signal(signal.SIGTERM)
+def docker() -> Iterator[Docker]:
+    with contextlib.ExitStack() as stack:
         try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        shutil.rmtree(base, ignore_errors=True)
+            env = stack.enter_context(dockerd.docker_env())
+        except dockerd.DockerUnavailable as e:
+            pytest.skip(f"docker parity: {e}")
+        yield Docker(env)
 
 
 def _docker(docker: Docker, *argv: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
