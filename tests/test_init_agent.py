@@ -311,6 +311,53 @@ def test_seccomp_filter(ctr):
     assert r["reply"]["t"] == "error" and r["reply"]["errno"] == errno.EPROTO
 
 
+def _deny(nr: int) -> bytes:
+    """BPF: syscall ``nr`` fails with EPERM, everything else is allowed (x86_64, no arch check)."""
+    ld, jeq, ret = 0x20, 0x15, 0x06
+    prog = [(ld, 0, 0, 0), (jeq, 0, 1, nr), (ret, 0, 0, 0x00050000 | 1), (ret, 0, 0, 0x7fff0000)]
+    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+
+
+SETHOSTNAME, GETPPID = 170, 110
+
+
+def _init_status(i, **kw) -> dict[str, bytes]:
+    r = sh(i, "grep -E '^(Seccomp|CapBnd):' /proc/1/status", **kw)
+    return dict(line.split(b":\t") for line in r["stdout"].splitlines())
+
+
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_setup_confines_the_init_before_any_exec(rootless):
+    i = H.Init(rootless=rootless)
+    try:
+        assert i.setup(caps=1 << 0, seccomp=_deny(GETPPID))["t"] == "ready"
+        # the exec asks for no filter, and for what set-up left: PID 1 got both at set-up
+        assert _init_status(i, caps=1) == {b"Seccomp": b"2", b"CapBnd": b"0000000000000001"}
+        r = i.run(["true"], caps=1 << 1)
+        assert r["reply"]["t"] == "error" and "capabilities beyond" in r["reply"]["msg"]
+        assert sh(i, "echo $PPID")["stdout"] == b"4294967295\n"  # getppid failed (-1): it is denied
+    finally:
+        i.close()
+
+
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_a_container_named_later_can_be_named_under_a_profile_without_sethostname(rootless):
+    i = H.Init(rootless=rootless)
+    try:
+        assert i.setup(hostname="", caps=0, seccomp=_deny(SETHOSTNAME))["t"] == "ready"
+        assert i.request({"t": "hostname", "name": "taken"})[0]["t"] == "ok"
+        assert sh(i, "hostname")["stdout"] == b"taken\n"
+        if not rootless:
+            # root: the init kept /proc/sys/kernel/hostname open and was confined at set-up
+            assert _init_status(i)[b"Seccomp"] == b"2"
+        # rootless cannot keep that file open: the first exec of the profile confines the init
+        r = sh(i, "hostname other; grep Seccomp: /proc/1/status", seccomp=_deny(SETHOSTNAME),
+               seccomp_shared=True)
+        assert b"Operation not permitted" in r["stderr"] and b"Seccomp:\t2" in r["stdout"]
+    finally:
+        i.close()
+
+
 def test_pty_exec(ctr):
     reply, fds = ctr.request({"t": "exec", "argv": ["sh", "-c", "tty; test -t 0 && echo isatty; "
                                                     "stty size"],

@@ -108,6 +108,20 @@ static char **str_array(const struct mp_doc *d, uint32_t arr, const char *what, 
 	return v;
 }
 
+/* A "seccomp" field: an array of struct sock_filter, copied into the request's arena. */
+static int bpf_program(const struct mp_doc *d, uint32_t sc, struct sock_fprog *prog, struct err *e)
+{
+	uint32_t n = d->o[sc].n;
+	if (n == 0 || n % sizeof(struct sock_filter) || n / sizeof(struct sock_filter) > BPF_MAXINSNS)
+		return seterr(e, EPROTO, "\"seccomp\" is not a BPF program");
+	prog->len = (unsigned short)(n / sizeof(struct sock_filter));
+	prog->filter = arena_alloc(n);
+	if (!prog->filter)
+		return seterr(e, ENOMEM, "out of memory");
+	memcpy(prog->filter, d->o[sc].v.p, n);
+	return 0;
+}
+
 static int parse_exec(struct req *r, struct spec *s, struct err *e)
 {
 	const struct mp_doc *d = &r->doc;
@@ -166,16 +180,8 @@ static int parse_exec(struct req *r, struct spec *s, struct err *e)
 		memcpy(s->stdio, r->fds, sizeof(s->stdio));
 	s->cg = r->fds + (s->pty || s->capture ? 0 : 3);
 
-	if (sc) {
-		uint32_t n = d->o[sc].n;
-		if (n == 0 || n % sizeof(struct sock_filter) || n / sizeof(struct sock_filter) > BPF_MAXINSNS)
-			return seterr(e, EPROTO, "\"seccomp\" is not a BPF program");
-		s->prog.len = (unsigned short)(n / sizeof(struct sock_filter));
-		s->prog.filter = arena_alloc(n);
-		if (!s->prog.filter)
-			return seterr(e, ENOMEM, "out of memory");
-		memcpy(s->prog.filter, d->o[sc].v.p, n);
-	}
+	if (sc && bpf_program(d, sc, &s->prog, e) < 0)
+		return -1;
 	if (rl && d->o[rl].n > MAX_RLIMITS)
 		return seterr(e, EPROTO, "too many \"rlimits\"");
 	for (uint32_t k = 0; rl && k < d->o[rl].n; k++) {
@@ -502,6 +508,22 @@ static int share_seccomp(struct spec *s, struct err *e)
 	if (carried_len == s->prog.len && memcmp(carried, s->prog.filter, bytes) == 0)
 		s->prog.len = 0; /* inherited */
 	return 0;
+}
+
+int confine_init(const struct mp_doc *d, struct err *e)
+{
+	struct spec s;
+	uint32_t sc = 0;
+	int64_t caps = 0;
+
+	memset(&s, 0, sizeof(s));
+	s.shared_seccomp = true;
+	if ((s.has_caps = get_int(d, 0, "caps", &caps, e)) < 0 || get_type(d, 0, "seccomp", MP_BIN, &sc, e) < 0 ||
+	    (sc && bpf_program(d, sc, &s.prog, e) < 0))
+		return -1;
+	s.caps = (uint64_t)caps;
+	/* Absent keys leave the init as it is (the first exec then does it, as without set-up). */
+	return (s.has_caps && limit_bounding_set(&s, e) < 0) || share_seccomp(&s, e) < 0 ? -1 : 0;
 }
 
 int do_exec(struct req *r, struct err *e)

@@ -83,8 +83,15 @@ int loopback_up(struct err *e);
 
 /* rootfs.c */
 int setup_container(struct req *r, struct err *e);
+/* A container set up without a name (a spare, named when taken) keeps its hostname sysctl
+ * open for writing, opened before /proc/sys became read-only: renaming it then needs no
+ * sethostname, which the container's seccomp profile may forbid. -1 otherwise. */
+extern int hostname_fd;
 
 /* exec.c */
+/* The container's capabilities and seccomp profile ("caps", "seccomp" of the setup message),
+ * applied to the init itself so that no exec pays for them. */
+int confine_init(const struct mp_doc *d, struct err *e);
 int do_exec(struct req *r, struct err *e);
 int do_signal(struct req *r, struct err *e);
 int do_open(struct req *r, struct err *e);

@@ -58,6 +58,14 @@ static void protocol_error(int64_t id, const char *why)
 		die_eof();
 }
 
+static int rename_host(const char *name)
+{
+	size_t len = strlen(name);
+	if (hostname_fd < 0)
+		return sethostname(name, len);
+	return pwrite(hostname_fd, name, len, 0) == (ssize_t)len ? 0 : -1;
+}
+
 static void serve_one(void)
 {
 	struct err e = { 0 };
@@ -91,9 +99,8 @@ static void serve_one(void)
 		close_fds(req.fds, req.nfds);
 		rc = need_str(&req.doc, 0, "name", &name, &e);
 		if (rc > 0)
-			rc = sethostname(name, strlen(name)) < 0 ?
-				seterr(&e, errno, "sethostname: %s", strerror(errno)) :
-				send_simple("ok", req.id);
+			rc = rename_host(name) < 0 ? seterr(&e, errno, "set the host name: %s", strerror(errno)) :
+						     send_simple("ok", req.id);
 	} else if (strcmp(t, "ping") == 0) {
 		close_fds(req.fds, req.nfds);
 		rc = send_simple("pong", req.id);
@@ -125,19 +132,35 @@ static int setup(void)
 	return -1;
 }
 
-/* Everything the init holds open is either fd 3 or about to be closed; 0..2 point at the
- * container's /dev/null so nothing writes into a host terminal or pipe. */
+/* Everything the init holds open is fd 3, the hostname sysctl (then fd 4) or about to be
+ * closed; 0..2 point at the container's /dev/null so nothing writes into a host terminal or pipe. */
 static int reset_fds(void)
 {
-	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (fd < 0)
+	int fd, keep = 4;
+
+	/* Out of the way of 0..2 first, should the init have been started with them closed. */
+	if (hostname_fd >= 0 && hostname_fd < 3 && (hostname_fd = fcntl(hostname_fd, F_DUPFD_CLOEXEC, 5)) < 0)
+		return -1;
+	if ((fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
 		return -1;
 	for (int k = 0; k < 3; k++)
 		if (fd != k && dup2(fd, k) < 0)
 			return -1;
 	if (fd > 3)
 		close(fd);
-	return close_range(4, ~0U, 0);
+	if (hostname_fd >= 0) {
+		if (hostname_fd != 4 && (dup3(hostname_fd, 4, O_CLOEXEC) < 0 || close(hostname_fd) < 0))
+			return -1;
+		hostname_fd = keep++;
+	}
+	return close_range((unsigned)keep, ~0U, 0);
+}
+
+static bool named(void)
+{
+	struct err e = { 0 };
+	char *name = NULL;
+	return get_str(&req.doc, 0, "hostname", &name, &e) > 0 && *name;
 }
 
 /* A container given a lifetime ends when it is over, whatever the host does meanwhile. */
@@ -216,10 +239,16 @@ int main(void)
 		send_error(0, &e);
 		return 1;
 	}
+	tfd = lifetime_timer();
+	/* Last, so that set-up itself is not filtered. A container to be named later that cannot
+	 * keep its hostname sysctl (rootless) is confined at its first exec instead. */
+	if ((hostname_fd >= 0 || named()) && confine_init(&req.doc, &e) < 0) {
+		send_error(0, &e);
+		return 1;
+	}
 	if (send_ready() < 0)
 		die_eof();
 
-	tfd = lifetime_timer();
 	for (;;) {
 		if (!(pf = poll_set(sfd, tfd, &n)))
 			die_eof(); /* out of memory: nothing can be served any more */

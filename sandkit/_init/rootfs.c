@@ -286,6 +286,8 @@ static int path_list(struct ctx *c, const struct mp_doc *d, uint32_t setup, cons
 	return 0;
 }
 
+int hostname_fd = -1;
+
 int setup_container(struct req *r, struct err *e)
 {
 	const struct mp_doc *d = &r->doc;
@@ -345,6 +347,8 @@ int setup_container(struct req *r, struct err *e)
 		return seterr(e, errno, "sethostname %s: %s", hostname, strerror(errno));
 	if (std_mounts(&c) < 0)
 		return -1;
+	if (!hostname || !*hostname)
+		hostname_fd = openat(c.rootfd, "proc/sys/kernel/hostname", O_WRONLY | O_CLOEXEC);
 	for (uint32_t k = 0; mounts && k < d->o[mounts].n; k++)
 		if (user_mount(&c, d, mp_elem(d, mounts, k)) < 0)
 			return -1;

@@ -40,6 +40,10 @@ class Setup(Request):
     scratch_inodes: int = 0
     loopback: bool = False
     lifetime_ms: int = 0
+    # The container's capabilities and seccomp profile: the init applies them to itself at the
+    # end of set-up (or at the first exec, see docs/protocol.md), and every process inherits them.
+    caps: int | None = None
+    seccomp: bytes | None = None
     id: int = 0
 
 

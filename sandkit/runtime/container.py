@@ -154,7 +154,6 @@ class AsyncContainer:
     _limits: Limits = attrs.field(factory=Limits, init=False)
     _lease: contextlib.AbstractContextManager[Any] | None = attrs.field(default=None, init=False)
     _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
-    _init_filtered: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.network not in ("none", "host"):
@@ -290,6 +289,8 @@ class AsyncContainer:
             loopback=self.network == "none",
             lifetime=self.lifetime,
             workdir=self.workdir or (image.config.working_dir if isinstance(image, Image) else None),
+            caps=self._caps,
+            seccomp=self._seccomp_program,
         )
 
     async def stop(self) -> None:
@@ -452,13 +453,12 @@ class AsyncContainer:
         else:
             program = seccomp_profiles.resolve_seccomp(seccomp, self._caps)
         shared = seccomp == "default" and program is not None
-        if program is None and self._init_filtered:
+        if program is None and self._seccomp_program is not None:  # the init carries it
             raise errors.SecurityConfigError(
-                "seccomp=None for one exec is not possible once a process of this container has "
-                "run under the container's profile (the init carries it, and filters only stack): "
-                "create the container with seccomp=None instead"
+                "seccomp=None for one exec is not possible in a container with a seccomp profile "
+                "(its init carries the profile, and filters only stack): create the container "
+                "with seccomp=None instead"
             )
-        self._init_filtered |= shared
         return Exec(
             id=channel.protocol.next_id(),
             argv=tuple(argv),

@@ -41,6 +41,8 @@ def setup_message(
     loopback: bool = True,
     lifetime: float | None = None,
     workdir: str | None = None,
+    caps: int | None = None,
+    seccomp: bytes | None = None,
 ) -> Setup:
     if image == HOST_IMAGE:
         rootfs: dict[str, Any] = {"kind": "tmpfs", "readonly": read_only}
@@ -61,6 +63,8 @@ def setup_message(
         scratch_inodes=scratch_inodes,
         loopback=loopback,
         lifetime_ms=round(lifetime * 1000) if lifetime else 0,
+        caps=caps,
+        seccomp=seccomp,
     )
 
 
