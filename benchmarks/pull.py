@@ -1,7 +1,9 @@
 """Pull of a multi-layer image (>= 100 MB compressed) from a local docker-registry: sandkit
 (download + verify + decompress + apply, one pass) side by side with `skopeo copy` of the same
 image into an OCI layout (download + verify only). Prints the times, the CPU seconds each side
-and the registry used (medians over the same interleaved runs), and the ratio.
+and the registry used (medians over the same interleaved runs), and the ratio. With umoci
+installed, also the peers' way to what a sandkit pull gives (a root filesystem ready to run):
+skopeo copy, then `umoci raw unpack`.
 
     python benchmarks/pull.py [--layers 5] [--mb-per-layer 24] [--runs 3]
 """
@@ -105,6 +107,18 @@ def main() -> None:
             shutil.rmtree(dest)
             return t
 
+        def skopeo_umoci(run: int) -> float:
+            """The same result as a sandkit pull, a root filesystem ready to run, from the peers."""
+            dest = work / f"unpack{run}"
+            dest.mkdir()
+            t = timed(lambda: (
+                subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
+                                f"oci:{dest}/layout:1"], check=True),
+                subprocess.run(["umoci", "raw", "unpack", "--image", f"{dest}/layout:1", f"{dest}/rootfs"],
+                               check=True, capture_output=True)))
+            shutil.rmtree(dest)
+            return t
+
         def apply_only(run: int) -> float:
             """The floor for any pull into this store: ingest the same blobs from local files."""
             target = Store(work / f"apply{run}")
@@ -134,6 +148,10 @@ def main() -> None:
         floor = statistics.median(apply_only(run) for run in range(args.runs))
         print(f"(store apply alone, from local files, no network:  {floor:.2f} s)")
         print(f"ratio sandkit/skopeo: {a / b:.2f}  ({'faster' if a <= b else 'slower'} than skopeo)")
+        if shutil.which("umoci"):
+            c = statistics.median(skopeo_umoci(run) for run in range(args.runs))
+            print(f"skopeo copy + umoci raw unpack (a runnable root filesystem, as sandkit's pull gives): "
+                  f"{c:.2f} s; sandkit/that = {a / c:.2f}")
     finally:
         reg.close()
         shutil.rmtree(work, ignore_errors=True)
