@@ -156,7 +156,7 @@ class Init:
         self.send_raw(msgpack.packb(msg, use_bin_type=True), fds)
 
     def recv(self) -> tuple[dict, list[int]]:
-        data, anc, flags, _ = self.sock.recvmsg(70000, socket.CMSG_SPACE(16 * 4))
+        data, anc, _flags, _ = self.sock.recvmsg(70000, socket.CMSG_SPACE(16 * 4))
         if not data:
             raise EOFError("init closed the control socket")
         fds = []

@@ -101,7 +101,7 @@ def test_the_loop_waits_while_a_thread_reads(pair):
 
 
 def test_closing_wakes_a_blocked_thread_reader(pair):
-    channel, peer = pair
+    channel, _peer = pair
     request = Ping(id=channel.protocol.next_id())
     channel.send(request)
     outcome: list[BaseException] = []

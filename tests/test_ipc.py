@@ -112,7 +112,7 @@ def test_a_pty_exec_expects_its_master_with_started():
     connection = Connection()
     connection.packet_for(Exec(id=5, argv=("sh",), env=(), stdio="pty"))
     fds = _open_fds(1)
-    reply, kept = connection.receive(encode(Started(id=5, pid=2)), fds)
+    _reply, kept = connection.receive(encode(Started(id=5, pid=2)), fds)
     assert kept == fds
     os.close(fds[0])
     with pytest.raises(ProtocolError, match="without its fd"):

@@ -48,7 +48,6 @@ from .outcomes import (
     exec_failure,
     file_error,
     finished,
-    raise_for,
     start_failure,
 )
 from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking

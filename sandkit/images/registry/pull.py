@@ -54,23 +54,20 @@ class _ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:
+    def readinto(self, buf: Any) -> int:
+        # Straight from the downloaded piece into the reader's buffer: one copy (slicing the
+        # piece first and assigning that would be two, a measurable share of a pull's CPU).
         if self._pos >= len(self._chunk):
             try:
                 self._chunk, self._pos = anyio.from_thread.run(self._receive.receive), 0
             except anyio.EndOfStream:
                 if self.aborted:
                     raise _Aborted("download aborted") from None
-                return b""
-        end = len(self._chunk) if n < 0 else self._pos + n
-        out = self._chunk[self._pos : end]
-        self._pos += len(out)
-        return out
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
+                return 0
+        n = min(len(buf), len(self._chunk) - self._pos)
+        buf[:n] = memoryview(self._chunk)[self._pos : self._pos + n]
+        self._pos += n
+        return n
 
 
 class Puller:
