@@ -119,3 +119,51 @@ def test_plain_http_only_for_loopback_or_insecure() -> None:
     assert not insecure_by_default("registry.example:5000")
     assert not RegistryClient("registry.example:5000").allow_http
     assert RegistryClient("registry.example:5000", insecure=True).allow_http
+
+
+def _read_in_thread(pieces: list[bytes], buffer_size: int, *, fail: bool = False) -> bytes | BaseException:
+    """Send ``pieces`` (then end or, with ``fail``, abort) to a `_ChunkReader` that a worker
+    thread drains through a buffer of ``buffer_size``, as the apply thread does."""
+    import anyio
+    import trio
+
+    from sandkit.images.registry.pull import _ChunkReader
+
+    async def main() -> bytes | BaseException:
+        # Room for every piece, so a reader that stops early fails the test instead of hanging it.
+        send, receive = anyio.create_memory_object_stream[bytes](len(pieces))
+        reader = _ChunkReader(receive)
+
+        def drain() -> bytes | BaseException:
+            out, buf = bytearray(), bytearray(buffer_size)
+            try:
+                while n := reader.readinto(buf):
+                    out += buf[:n]
+            except BaseException as e:  # noqa: BLE001 - the test inspects it
+                return e
+            return bytes(out)
+
+        async def feed() -> None:
+            with send:
+                for piece in pieces:
+                    await send.send(piece)
+                reader.aborted = fail
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feed)
+            result = await anyio.to_thread.run_sync(drain)
+        return result
+
+    return trio.run(main)
+
+
+@pytest.mark.parametrize("buffer_size", [1, 7, 4096, 1 << 20])
+def test_chunk_reader_hands_the_thread_every_byte_in_order(buffer_size: int) -> None:
+    pieces = [bytes([i]) * size for i, size in enumerate([5, 1, 0, 4096, 3, 9000])]
+    assert _read_in_thread(pieces, buffer_size) == b"".join(pieces)
+
+
+def test_chunk_reader_reports_an_aborted_download_instead_of_a_short_stream() -> None:
+    from sandkit.images.registry.pull import _Aborted
+
+    assert isinstance(_read_in_thread([b"abc", b"def"], 4, fail=True), _Aborted)

@@ -57,7 +57,7 @@ class _ChunkReader(io.RawIOBase):
     def readinto(self, buf: Any) -> int:
         # Straight from the downloaded piece into the reader's buffer: one copy (slicing the
         # piece first and assigning that would be two, a measurable share of a pull's CPU).
-        if self._pos >= len(self._chunk):
+        while self._pos >= len(self._chunk):  # (an empty piece must not read as the end)
             try:
                 self._chunk, self._pos = anyio.from_thread.run(self._receive.receive), 0
             except anyio.EndOfStream:
