@@ -117,11 +117,14 @@ def busybox(tmp_path: Path, store: Store) -> Image:
 
 class BreakingProxy:
     """An HTTP reverse proxy in front of a registry that cuts GETs of one blob short (sending
-    the full Content-Length, then closing) for the first ``breaks`` requests."""
+    the full Content-Length, then closing) for the first ``breaks`` requests. With ``stall``,
+    it keeps the connection open after the half instead, sending nothing more until closed."""
 
-    def __init__(self, target: str, digest: str, breaks: int) -> None:
+    def __init__(self, target: str, digest: str, breaks: int, *, stall: bool = False) -> None:
         self.breaks = breaks
         self.ranges: list[str] = []
+        self.stalled = threading.Event()  # set once a stalled download has had its half
+        self._release = threading.Event()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -147,6 +150,10 @@ class BreakingProxy:
                         self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data[: len(data) // 2] if cut else data)
+                if cut and stall:
+                    self.wfile.flush()
+                    proxy.stalled.set()
+                    proxy._release.wait()
                 self.close_connection = True
                 conn.close()
 
@@ -157,6 +164,7 @@ class BreakingProxy:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self._release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -165,8 +173,8 @@ class BreakingProxy:
 def breaking_proxy() -> Iterator[Any]:
     made: list[BreakingProxy] = []
 
-    def make(target: str, digest: str, breaks: int) -> BreakingProxy:
-        made.append(BreakingProxy(target, digest, breaks))
+    def make(target: str, digest: str, breaks: int, *, stall: bool = False) -> BreakingProxy:
+        made.append(BreakingProxy(target, digest, breaks, stall=stall))
         return made[-1]
 
     yield make

@@ -2,18 +2,19 @@
 
 It owns what every request needs: choosing https or (for insecure registries only) http, TLS
 verification, authentication with one retry on 401, and retries with exponential backoff on
-transient failures (connection errors, 408/429/5xx). Pull and push build on `request` and
-`stream`; they never touch httpx directly.
+transient failures (connection errors, 408/429/5xx). Pull and push build on `request` (async)
+and `open_in_thread` (a layer download in the thread that applies it); they never touch httpx
+directly.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any, Self
 
 import anyio
@@ -65,13 +66,22 @@ def insecure_by_default(registry: str) -> bool:
         return False
 
 
+@functools.cache
+def _system_ssl_context() -> ssl.SSLContext:
+    # Loading the system CA bundle takes ~20 ms, half of a pull that finds every layer in the
+    # store; a context is safe to share between clients and threads once it is set up.
+    return ssl.create_default_context()
+
+
 def _ssl_context(registry: str, ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
     """System CAs, plus ``ca_file`` and Docker's per-registry /etc/docker/certs.d/<host>/*.crt."""
-    ctx = ssl.create_default_context()
     extra = [os.fspath(ca_file)] if ca_file else []
     certs_d = os.path.join("/etc/docker/certs.d", registry)
     if os.path.isdir(certs_d):
         extra += [os.path.join(certs_d, n) for n in sorted(os.listdir(certs_d)) if n.endswith(".crt")]
+    if not extra:
+        return _system_ssl_context()
+    ctx = ssl.create_default_context()
     for path in extra:
         try:
             ctx.load_verify_locations(cafile=path)
@@ -116,13 +126,16 @@ class RegistryClient:
         self.auth = Authenticator(registry, creds if creds is not None else credentials_for(registry))
         # An explicitly insecure registry may also have a self-signed certificate (as in Docker).
         verify: ssl.SSLContext | bool = False if insecure else _ssl_context(registry, ca_file)
-        self.http = httpx.AsyncClient(
-            verify=verify,
-            timeout=httpx.Timeout(timeout, connect=15.0),
-            follow_redirects=True,  # blobs are often a redirect to object storage
-            headers={"User-Agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
-        )
+        settings: dict[str, Any] = {
+            "verify": verify,
+            "timeout": httpx.Timeout(timeout, connect=15.0),
+            "follow_redirects": True,  # blobs are often a redirect to object storage
+            "headers": {"User-Agent": USER_AGENT},
+            "limits": httpx.Limits(max_connections=16, max_keepalive_connections=8),
+        }
+        self.http = httpx.AsyncClient(**settings)
+        # Layer blobs are read by the threads that apply them (see download.py).
+        self.blocking = httpx.Client(**settings)
         self._base: str | None = None
         self._base_lock = anyio.Lock()
 
@@ -130,6 +143,7 @@ class RegistryClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.blocking.close()
         await self.http.aclose()
 
     # --- https or http -----------------------------------------------------------------------
@@ -180,11 +194,8 @@ class RegistryClient:
         """One request with authentication: cached credentials first, one retry after a 401."""
         auth_header = await self.auth.header_for(self.http, scopes)
         for retried in (False, True):
-            h = dict(headers)
-            if auth_header:
-                h["Authorization"] = auth_header
             content = body() if callable(body) else body
-            req = self.http.build_request(method, url, headers=h, content=content)
+            req = self.http.build_request(method, url, headers=_authorized(headers, auth_header), content=content)
             resp = await self.http.send(req, stream=stream)
             if resp.status_code != 401:
                 return resp
@@ -193,13 +204,17 @@ class RegistryClient:
             if retried:
                 break
             auth_header = await self.auth.on_unauthorized(self.http, resp, scopes, auth_header)
+        raise self._refused(method, url, resp)
+
+    def _refused(self, method: str, url: str, resp: httpx.Response) -> AuthenticationError:
         who = f"as {self.auth.credentials.username!r}" if self.auth.credentials else "anonymously"
-        raise AuthenticationError(
+        return AuthenticationError(
             f"registry {self.registry} refused {method} {httpx.URL(url).path} {who} ({error_messages(resp)}): "
             f"check the user name, password and permissions (`sandkit login {self.registry}`)"
         )
 
-    async def _url(self, path: str) -> str:
+    async def url(self, path: str) -> str:
+        """The absolute URL of ``path`` (/v2/...; an absolute URL is returned as it is)."""
         return path if path.startswith(("http://", "https://")) else await self.base_url() + path
 
     async def request(
@@ -213,7 +228,7 @@ class RegistryClient:
     ) -> httpx.Response:
         """Send and read the whole response, retrying transient failures. ``path`` is /v2/...
         or an absolute URL (an upload Location). Status codes other than 401 are the caller's."""
-        url = await self._url(path)
+        url = await self.url(path)
 
         async def once() -> httpx.Response:
             resp = await self._send(method, url, scopes, headers or {}, body, stream=False)
@@ -223,24 +238,28 @@ class RegistryClient:
 
         return await self.with_retries(once, f"{method} {httpx.URL(url).path}")
 
-    @asynccontextmanager
-    async def stream(
-        self, method: str, path: str, *, scopes: frozenset[str], headers: dict[str, str] | None = None
-    ) -> AsyncIterator[httpx.Response]:
-        """A streamed response (no retries here: the caller resumes with Range requests).
-        Transport errors surface as TransientError so the caller can tell them apart."""
-        url = await self._url(path)
-        try:
-            resp = await self._send(method, url, scopes, headers or {}, None, stream=True)
-        except httpx.TransportError as e:
-            raise TransientError(_describe_transport(url.split(":", 1)[0], self.registry, e)) from None
-        try:
+    def open_in_thread(self, url: str, *, scopes: frozenset[str], headers: dict[str, str]) -> httpx.Response:
+        """A streamed GET sent with the sync client from a worker thread of this client's loop;
+        the loop authenticates it (one token cache for every request). No retries here: the
+        caller resumes with Range requests. Failures worth retrying raise TransientError."""
+        auth_header = anyio.from_thread.run(self.auth.header_for, self.http, scopes)
+        for retried in (False, True):
+            request = self.blocking.build_request("GET", url, headers=_authorized(headers, auth_header))
+            try:
+                resp = self.blocking.send(request, stream=True)
+            except httpx.TransportError as e:
+                raise TransientError(_describe_transport(url.split(":", 1)[0], self.registry, e)) from None
+            if resp.status_code in _TRANSIENT_STATUS or resp.status_code == 401:
+                resp.read()  # for error_messages
+                resp.close()
             if resp.status_code in _TRANSIENT_STATUS:
-                await resp.aread()
-                raise TransientError(f"{method} {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
-            yield resp
-        finally:
-            await resp.aclose()
+                raise TransientError(f"GET {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
+            if resp.status_code != 401:
+                return resp
+            if retried:
+                break
+            auth_header = anyio.from_thread.run(self.auth.on_unauthorized, self.http, resp, scopes, auth_header)
+        raise self._refused("GET", url, resp)
 
     async def with_retries(self, fn: Callable[[], Awaitable[Any]], what: str) -> Any:
         """Run ``fn`` again after transient failures, with exponential backoff and jitter."""
@@ -255,6 +274,10 @@ class RegistryClient:
             f"{what} on registry {self.registry} kept failing after {self.retry.attempts} attempts: {last}; "
             "check that the registry is up and reachable, then try again"
         )
+
+
+def _authorized(headers: dict[str, str], auth_header: str | None) -> dict[str, str]:
+    return {**headers, "Authorization": auth_header} if auth_header else headers
 
 
 def _describe_transport(scheme: str, host: str, e: Exception) -> str:

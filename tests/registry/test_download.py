@@ -1,0 +1,90 @@
+"""The layer download that the apply thread reads (download.py): bytes, resumes, cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+import trio
+
+from sandkit.images.image import Image
+from sandkit.images.registry.client import RegistryClient, scope
+from sandkit.images.registry.download import BlobDownload
+from sandkit.images.registry.pull import pull
+from sandkit.images.store import Store
+
+from .conftest import assert_clean, make_image, random_bytes
+from .server import Registry
+
+
+def _read_blob(host: str, digest: str, size: int, buffer_size: int) -> tuple[bytes, list[str]]:
+    """Read a blob of team/app through a `BlobDownload` in a worker thread, as a pull does."""
+    events: list[str] = []
+
+    async def main() -> bytes:
+        async with RegistryClient(host) as client:
+            url = await client.url(f"/v2/team/app/blobs/{digest}")
+            blob = BlobDownload(client, url, scopes=frozenset({scope("team/app", "pull")}), digest=digest,
+                                size=size, where="team/app", report=lambda e: events.append(e.status))
+
+            def drain() -> bytes:
+                out, buf = bytearray(), bytearray(buffer_size)
+                while n := blob.readinto(buf):
+                    out += buf[:n]
+                return bytes(out)
+
+            with blob:
+                return await anyio.to_thread.run_sync(drain)
+
+    return trio.run(main), events
+
+
+@pytest.mark.parametrize("buffer_size", [7, (64 << 10) + 1, 1 << 20])
+def test_every_byte_in_order_across_a_resume_at_any_read_size(
+    plain_registry: Registry, tmp_path: Path, store: Store, breaking_proxy, buffer_size: int
+) -> None:
+    image = make_image(tmp_path, store, extra=random_bytes(1 << 20))
+    image.push(plain_registry.ref("team/app:1"))
+    top = store.record(image.id).layers[-1]
+    proxy = breaking_proxy(plain_registry.host, top.digest, breaks=1)
+    data, events = _read_blob(proxy.host, top.digest, top.size, buffer_size)
+    assert data == plain_registry.blob_file(top.digest).read_bytes()
+    assert "retrying" in events and len(proxy.ranges) == 2
+
+
+@pytest.mark.trio
+async def test_cancelling_a_pull_ends_a_stalled_download_at_once(
+    plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store, breaking_proxy
+) -> None:
+    image = make_image(tmp_path, store, extra=random_bytes(4 << 20))
+    await trio.to_thread.run_sync(image.push, plain_registry.ref("team/app:1"))  # (the sync API runs its own loop)
+    top = store.record(image.id).layers[-1].digest
+    proxy = breaking_proxy(plain_registry.host, top, breaks=1, stall=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: pull(f"{proxy.host}/team/app:1", store=other_store))
+        await trio.to_thread.run_sync(proxy.stalled.wait)
+        await trio.sleep(0.2)  # the apply thread is now blocked reading the socket
+        cancelled_at = time.monotonic()
+        nursery.cancel_scope.cancel()
+    # The read timeout is 60 s: only shutting the socket down ends the read this soon.
+    assert time.monotonic() - cancelled_at < 10
+    assert_clean(other_store)
+
+
+def test_progress_is_reported_on_the_callers_thread(plain_registry: Registry, tmp_path: Path, store: Store,
+                                                    other_store: Store) -> None:
+    image = make_image(tmp_path, store, extra=random_bytes(2 << 20))
+    image.push(plain_registry.ref("team/app:1"))
+    threads: set[int] = set()
+    statuses: list[str] = []
+
+    def progress(event) -> None:  # type: ignore[no-untyped-def]
+        threads.add(threading.get_ident())
+        statuses.append(event.status)
+
+    Image.pull(plain_registry.ref("team/app:1"), store=other_store, progress=progress)
+    assert threads == {threading.get_ident()}
+    assert "downloading" in statuses and statuses[-1] == "manifest"
