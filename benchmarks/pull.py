@@ -5,7 +5,9 @@ and the registry used (medians over the same interleaved runs), and the ratio. W
 installed, also the peers' way to what a sandkit pull gives (a root filesystem ready to run):
 skopeo copy, then `umoci raw unpack`.
 
-    python benchmarks/pull.py [--layers 5] [--mb-per-layer 24] [--runs 3]
+    python benchmarks/pull.py [--layers 5] [--mb-per-layer 24] [--runs 3] [--tls]
+
+``--tls`` serves the registry over HTTPS with a CA made for the run, as real registries are.
 """
 
 from __future__ import annotations
@@ -69,19 +71,26 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=5)
     ap.add_argument("--mb-per-layer", type=int, default=24)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tls", action="store_true", help="serve the registry over HTTPS")
     args = ap.parse_args()
     if not shutil.which("skopeo"):
         sys.exit("skopeo is needed: apt-get install skopeo")
     work = Path(tempfile.mkdtemp(prefix="sandkit-bench-"))
-    reg = make_registry(work / "registry", "http")
+    reg = make_registry(work / "registry", "tls" if args.tls else "http")
+    # skopeo reads a registry's CA from a directory; without TLS it is told not to verify.
+    certs = work / "certs"
+    certs.mkdir()
+    if reg.ca_file:
+        shutil.copy(reg.ca_file, certs / "ca.crt")
+    skopeo_tls = [f"--src-cert-dir={certs}"] if args.tls else ["--src-tls-verify=false"]
     try:
         print(f"building {args.layers} layers of {args.mb_per_layer} MiB ...", file=sys.stderr)
         layout = oci_layout(work / "layout", [layer(i, args.mb_per_layer) for i in range(args.layers)], ref_name="bench:1")
         image = Image.load(layout, store=Store(work / "src"))
         ref = reg.ref("bench/app:1")
-        image.push(ref)
+        image.push(ref, ca_file=reg.ca_file)
         size = sum(layer.size for layer in image.store.record(image.id).layers)
-        print(f"image: {args.layers} layers, {size / 1e6:.1f} MB compressed", file=sys.stderr)
+        print(f"image: {args.layers} layers, {size / 1e6:.1f} MB compressed, served over {reg.scheme}", file=sys.stderr)
 
         # CPU seconds of each side and of the registry serving it: on a 2-core machine a pull
         # is CPU-bound, so these say where a gap comes from better than the wall times.
@@ -96,14 +105,14 @@ def main() -> None:
 
         def sandkit_pull(run: int) -> float:
             home = work / f"pull{run}"
-            t = measured("sandkit", resource.RUSAGE_SELF, lambda: Image.pull(ref, store=Store(home)))
+            t = measured("sandkit", resource.RUSAGE_SELF, lambda: Image.pull(ref, store=Store(home), ca_file=reg.ca_file))
             shutil.rmtree(home)
             return t
 
         def skopeo_copy(run: int) -> float:
             dest = work / f"skopeo{run}"
             t = measured("skopeo", resource.RUSAGE_CHILDREN, lambda: subprocess.run(
-                ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{dest}:1"], check=True))
+                ["skopeo", "copy", "-q", *skopeo_tls, f"docker://{ref}", f"oci:{dest}:1"], check=True))
             shutil.rmtree(dest)
             return t
 
@@ -112,7 +121,7 @@ def main() -> None:
             dest = work / f"unpack{run}"
             dest.mkdir()
             t = timed(lambda: (
-                subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
+                subprocess.run(["skopeo", "copy", "-q", *skopeo_tls, f"docker://{ref}",
                                 f"oci:{dest}/layout:1"], check=True),
                 subprocess.run(["umoci", "raw", "unpack", "--image", f"{dest}/layout:1", f"{dest}/rootfs"],
                                check=True, capture_output=True)))

@@ -120,3 +120,22 @@ def test_plain_http_only_for_loopback_or_insecure() -> None:
     assert not RegistryClient("registry.example:5000").allow_http
     assert RegistryClient("registry.example:5000", insecure=True).allow_http
 
+
+
+def test_tls_contexts_are_shared_until_a_ca_file_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from sandkit.images.registry.client import _ssl_context
+
+    from .server import write_tls
+
+    ca = write_tls(tmp_path)[0]
+    first = _ssl_context("127.0.0.1:1", ca)
+    assert _ssl_context("127.0.0.1:1", ca) is first
+    assert _ssl_context("127.0.0.1:1", None) is _ssl_context("127.0.0.1:1", None) is not first
+    (tmp_path / "new").mkdir()
+    ca.write_bytes(write_tls(tmp_path / "new")[0].read_bytes())
+    os.utime(ca, ns=(1, 1))  # a new version even within the clock's resolution
+    assert _ssl_context("127.0.0.1:1", ca) is not first
+    with pytest.raises(RegistryError, match="cannot load CA certificate .*missing.pem.*pass a PEM file"):
+        _ssl_context("127.0.0.1:1", tmp_path / "missing.pem")

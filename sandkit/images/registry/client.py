@@ -66,23 +66,30 @@ def insecure_by_default(registry: str) -> bool:
         return False
 
 
-@functools.cache
-def _system_ssl_context() -> ssl.SSLContext:
-    # Loading the system CA bundle takes ~20 ms, half of a pull that finds every layer in the
-    # store; a context is safe to share between clients and threads once it is set up.
-    return ssl.create_default_context()
-
-
 def _ssl_context(registry: str, ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
     """System CAs, plus ``ca_file`` and Docker's per-registry /etc/docker/certs.d/<host>/*.crt."""
     extra = [os.fspath(ca_file)] if ca_file else []
     certs_d = os.path.join("/etc/docker/certs.d", registry)
     if os.path.isdir(certs_d):
         extra += [os.path.join(certs_d, n) for n in sorted(os.listdir(certs_d)) if n.endswith(".crt")]
-    if not extra:
-        return _system_ssl_context()
+    return _context_trusting(tuple((path, _version(path)) for path in extra))
+
+
+def _version(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # loading it says why
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=16)
+def _context_trusting(extra: tuple[tuple[str, tuple[int, int] | None], ...]) -> ssl.SSLContext:
+    """A context with the system CAs and the ``extra`` CA files, made once per set of file
+    versions: loading the system bundle takes ~20 ms, half of a pull that finds every layer in
+    the store. (A context is safe to share between clients and threads once it is set up.)"""
     ctx = ssl.create_default_context()
-    for path in extra:
+    for path, _ in extra:
         try:
             ctx.load_verify_locations(cafile=path)
         except (OSError, ssl.SSLError) as e:
