@@ -27,11 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from images.conftest import oci_layout, tar_bytes
-from registry.server import make_registry
+from images.conftest import oci_layout, tar_bytes  # noqa: E402 (found through sys.path above)
+from registry.server import make_registry  # noqa: E402
 
-from sandkit.images.image import Image
-from sandkit.images.store import Store
+from sandkit.images.image import Image  # noqa: E402
+from sandkit.images.store import Store  # noqa: E402
 
 
 def layer(index: int, mb: int) -> bytes:

@@ -63,8 +63,10 @@ async def test_cancelling_a_pull_ends_a_stalled_download_at_once(
     await trio.to_thread.run_sync(image.push, plain_registry.ref("team/app:1"))  # (the sync API runs its own loop)
     top = store.record(image.id).layers[-1].digest
     proxy = breaking_proxy(plain_registry.host, top, breaks=1, stall=True)
+    statuses: list[str] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: pull(f"{proxy.host}/team/app:1", store=other_store))
+        nursery.start_soon(lambda: pull(f"{proxy.host}/team/app:1", store=other_store,
+                                        progress=lambda e: statuses.append(e.status)))
         await trio.to_thread.run_sync(proxy.stalled.wait)
         await trio.sleep(0.2)  # the apply thread is now blocked reading the socket
         cancelled_at = time.monotonic()
@@ -72,6 +74,7 @@ async def test_cancelling_a_pull_ends_a_stalled_download_at_once(
     # The read timeout is 60 s: only shutting the socket down ends the read this soon.
     assert time.monotonic() - cancelled_at < 10
     assert_clean(other_store)
+    assert "retrying" not in statuses  # the socket was shut on purpose, not broken
 
 
 def test_progress_is_reported_on_the_callers_thread(plain_registry: Registry, tmp_path: Path, store: Store,

@@ -117,7 +117,7 @@ def _ordinary_probe() -> dict:
     out = {}
     with open("/proc/self/status", "rb") as f:
         out["seccomp_mode"] = (
-            next(l for l in f.read().splitlines() if l.startswith(b"Seccomp:")).split()[1].decode()
+            next(line for line in f.read().splitlines() if line.startswith(b"Seccomp:")).split()[1].decode()
         )
     r, w = os.pipe()
     os.write(w, b"x")

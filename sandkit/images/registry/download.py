@@ -109,9 +109,7 @@ class BlobDownload(io.RawIOBase):
     def _next_chunk(self) -> bytes:
         """The next bytes of the blob (b"" once the whole blob arrived and the body ended)."""
         while True:
-            if self._stop.is_set():
-                self._close_response()
-                raise DownloadCancelled(f"the pull of {self._where} was cancelled")
+            self._raise_if_stopped()
             try:
                 if self._response is None:
                     self._open()
@@ -125,7 +123,13 @@ class BlobDownload(io.RawIOBase):
                 return self._accept(chunk)
             except (TransientError, httpx.TransportError) as e:
                 self._close_response()
+                self._raise_if_stopped()  # the break was interrupt(): no retry to announce
                 self._wait_before_retry(e)
+
+    def _raise_if_stopped(self) -> None:
+        if self._stop.is_set():
+            self._close_response()
+            raise DownloadCancelled(f"the pull of {self._where} was cancelled")
 
     def _open(self) -> None:
         start = self._attempt_start = self._received
