@@ -14,6 +14,7 @@ import ipaddress
 import os
 import random
 import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Self
 
@@ -133,16 +134,16 @@ class RegistryClient:
         self.auth = Authenticator(registry, creds if creds is not None else credentials_for(registry))
         # An explicitly insecure registry may also have a self-signed certificate (as in Docker).
         verify: ssl.SSLContext | bool = False if insecure else _ssl_context(registry, ca_file)
-        settings: dict[str, Any] = {
+        self._settings: dict[str, Any] = {
             "verify": verify,
             "timeout": httpx.Timeout(timeout, connect=15.0),
             "follow_redirects": True,  # blobs are often a redirect to object storage
             "headers": {"User-Agent": USER_AGENT},
             "limits": httpx.Limits(max_connections=16, max_keepalive_connections=8),
         }
-        self.http = httpx.AsyncClient(**settings)
-        # Layer blobs are read by the threads that apply them (see download.py).
-        self.blocking = httpx.Client(**settings)
+        self.http = httpx.AsyncClient(**self._settings)
+        self._blocking: httpx.Client | None = None  # made on first use: only pulls need it
+        self._blocking_lock = threading.Lock()
         self._base: str | None = None
         self._base_lock = anyio.Lock()
 
@@ -150,7 +151,8 @@ class RegistryClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.blocking.close()
+        if self._blocking is not None:
+            self._blocking.close()
         await self.http.aclose()
 
     # --- https or http -----------------------------------------------------------------------
@@ -245,15 +247,25 @@ class RegistryClient:
 
         return await self.with_retries(once, f"{method} {httpx.URL(url).path}")
 
+    @property
+    def blocking(self) -> httpx.Client:
+        """The sync client, with the same settings, for the threads that apply layers as they
+        download them (see download.py)."""
+        with self._blocking_lock:
+            if self._blocking is None:
+                self._blocking = httpx.Client(**self._settings)
+            return self._blocking
+
     def open_in_thread(self, url: str, *, scopes: frozenset[str], headers: dict[str, str]) -> httpx.Response:
         """A streamed GET sent with the sync client from a worker thread of this client's loop;
         the loop authenticates it (one token cache for every request). No retries here: the
         caller resumes with Range requests. Failures worth retrying raise TransientError."""
         auth_header = anyio.from_thread.run(self.auth.header_for, self.http, scopes)
         for retried in (False, True):
-            request = self.blocking.build_request("GET", url, headers=_authorized(headers, auth_header))
+            blocking = self.blocking
+            request = blocking.build_request("GET", url, headers=_authorized(headers, auth_header))
             try:
-                resp = self.blocking.send(request, stream=True)
+                resp = blocking.send(request, stream=True)
             except httpx.TransportError as e:
                 raise TransientError(_describe_transport(url.split(":", 1)[0], self.registry, e)) from None
             if resp.status_code in _TRANSIENT_STATUS or resp.status_code == 401:
