@@ -104,3 +104,39 @@ def test_pull_runs_under_asyncio_too(plain_registry: Registry, tmp_path: Path, s
 
     assert anyio.run(main, backend="asyncio") == image.id
     assert "downloading" in statuses
+
+
+def test_a_download_refused_with_401_gets_a_token_from_the_loop_and_goes_on(
+    tmp_path: Path, store: Store, other_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandkit.images.registry.auth import Authenticator
+
+    from .server import make_registry
+
+    reg = make_registry(tmp_path / "tok", "token")
+    try:
+        image = make_image(tmp_path, store)
+        image.push(reg.ref("tok/app:1"), auth=reg.auth)
+        # Once the layers are due, offer a token the registry refuses (as one revoked early):
+        # each download thread must get a 401, ask the loop for a good token, and retry.
+        layers_due = threading.Event()
+        refused: list[str | None] = []
+        header_for, on_unauthorized = Authenticator.header_for, Authenticator.on_unauthorized
+
+        async def stale_once_layers_are_due(self, http, scopes):  # type: ignore[no-untyped-def]
+            header = await header_for(self, http, scopes)
+            return "Bearer stale" if layers_due.is_set() else header
+
+        async def recording(self, http, response, scopes, sent):  # type: ignore[no-untyped-def]
+            refused.append(sent)
+            return await on_unauthorized(self, http, response, scopes, sent)
+
+        monkeypatch.setattr(Authenticator, "header_for", stale_once_layers_are_due)
+        monkeypatch.setattr(Authenticator, "on_unauthorized", recording)
+        pulled = Image.pull(reg.ref("tok/app:1"), store=other_store, auth=reg.auth,
+                            progress=lambda e: layers_due.set() if e.status == "waiting" else None)
+        assert pulled.id == image.id
+        # (None: the first request, sent before the registry's challenge was known)
+        assert refused == [None] + ["Bearer stale"] * len(store.record(image.id).layers)
+    finally:
+        reg.close()
