@@ -100,11 +100,14 @@ class Puller:
                 self.store.ingest_layer, blob, digest=digest, diff_id=diff_id,
                 size=desc["size"], media_type=desc.get("mediaType"),
             )
+            done = anyio.Event()
             with blob:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_interrupt_when_cancelled, blob)
-                    await anyio.to_thread.run_sync(ingest)
-                    tg.cancel_scope.cancel()
+                    tg.start_soon(_interrupt_when_cancelled, blob, done)
+                    try:
+                        await anyio.to_thread.run_sync(ingest)
+                    finally:
+                        done.set()
         self.report(Progress("complete", digest, desc["size"], desc["size"]))
 
     async def run(self, platform: Platform | None) -> ImageRecord:
@@ -130,11 +133,12 @@ class Puller:
         return record
 
 
-async def _interrupt_when_cancelled(blob: BlobDownload) -> None:
-    """Sleep beside the thread applying ``blob``; if the pull is cancelled, end its download
-    (the thread, which cannot be abandoned while it writes the store, then stops soon)."""
+async def _interrupt_when_cancelled(blob: BlobDownload, done: anyio.Event) -> None:
+    """Wait beside the thread applying ``blob`` until it is ``done``. If the pull is cancelled
+    first, end the download: the thread, which is not abandoned while it writes to the store,
+    then stops at once instead of at the end of a read from a stalled registry."""
     try:
-        await anyio.sleep_forever()
+        await done.wait()
     except anyio.get_cancelled_exc_class():
         blob.interrupt()
         raise
