@@ -255,6 +255,13 @@ class Store:
     def has_layer(self, diff_id: str) -> bool:
         return (self.home / "layers" / hex_of(diff_id) / "layer.json").is_file()
 
+    def _stored_layer(self, digest: str | None, diff_id: str, media_type: str | None) -> LayerRecord | None:
+        """The record of a layer whose blob and applied tree are both in the store already."""
+        if digest is None or not (self.has_blob(digest) and self.has_layer(diff_id)):
+            return None
+        blob = self.blob_path(digest)
+        return LayerRecord(digest, diff_id, blob.stat().st_size, media_type or LAYER_TYPES[compression_of(blob)])
+
     def ingest_layer(
         self,
         stream: BinaryIO,
@@ -273,12 +280,15 @@ class Store:
         if digest is not None:
             check_digest(digest)
         check_digest(diff_id, "diff_id")
-        if digest is not None and self.has_blob(digest) and self.has_layer(diff_id):
-            size = self.blob_path(digest).stat().st_size
-            return LayerRecord(digest, diff_id, size, media_type or LAYER_TYPES[compression_of(self.blob_path(digest))])
+        if (stored := self._stored_layer(digest, diff_id, media_type)) is not None:
+            return stored
         lock = self.home / "locks" / f"layer-{hex_of(diff_id)}.lock"
         with self._flock(lock, fcntl.LOCK_EX), self.staging() as tmp:
-            apply = not self.has_layer(diff_id)  # re-checked under the lock
+            # Checked again under the lock: if another process stored the layer while we
+            # waited, the stream is not read at all (a pull never even requests the blob).
+            if (stored := self._stored_layer(digest, diff_id, media_type)) is not None:
+                return stored
+            apply = not self.has_layer(diff_id)
             blob_out = open(tmp / "blob", "wb")
             with blob_out:
                 raw = HashingReader(stream, blob_out)

@@ -8,6 +8,7 @@ import http.server
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,9 +119,10 @@ def busybox(tmp_path: Path, store: Store) -> Image:
 class BreakingProxy:
     """An HTTP reverse proxy in front of a registry that cuts GETs of one blob short (sending
     the full Content-Length, then closing) for the first ``breaks`` requests. With ``stall``,
-    it keeps the connection open after the half instead, sending nothing more until closed."""
+    it keeps the connection open after the half instead, sending nothing more until closed.
+    ``delay`` holds the first GET of the blob that many seconds before answering it."""
 
-    def __init__(self, target: str, digest: str, breaks: int, *, stall: bool = False) -> None:
+    def __init__(self, target: str, digest: str, breaks: int, *, stall: bool = False, delay: float = 0.0) -> None:
         self.breaks = breaks
         self.ranges: list[str] = []
         self.stalled = threading.Event()  # set once a stalled download has had its half
@@ -144,6 +146,8 @@ class BreakingProxy:
                     proxy.breaks -= 1
                 if self.command == "GET" and digest in self.path:
                     proxy.ranges.append(self.headers.get("Range", ""))
+                    if len(proxy.ranges) == 1:
+                        time.sleep(delay)
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("connection", "transfer-encoding"):
@@ -173,8 +177,8 @@ class BreakingProxy:
 def breaking_proxy() -> Iterator[Any]:
     made: list[BreakingProxy] = []
 
-    def make(target: str, digest: str, breaks: int, *, stall: bool = False) -> BreakingProxy:
-        made.append(BreakingProxy(target, digest, breaks, stall=stall))
+    def make(target: str, digest: str, breaks: int, *, stall: bool = False, delay: float = 0.0) -> BreakingProxy:
+        made.append(BreakingProxy(target, digest, breaks, stall=stall, delay=delay))
         return made[-1]
 
     yield make

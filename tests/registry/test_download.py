@@ -140,3 +140,22 @@ def test_a_download_refused_with_401_gets_a_token_from_the_loop_and_goes_on(
         assert refused == [None] + ["Bearer stale"] * len(store.record(image.id).layers)
     finally:
         reg.close()
+
+
+def test_two_pulls_of_one_image_into_one_store_fetch_each_layer_once(
+    plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store, breaking_proxy
+) -> None:
+    """As parallel test workers sharing a store do: the pull that waits for a layer's lock
+    finds the layer stored when it gets it, and never requests the blob."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = make_image(tmp_path, store, extra=random_bytes(2 << 20))
+    image.push(plain_registry.ref("team/app:1"))
+    top = store.record(image.id).layers[-1].digest
+    # The first request for the layer is held long enough for the other pull to queue up behind
+    # the layer's lock.
+    proxy = breaking_proxy(plain_registry.host, top, breaks=0, delay=1.0)
+    with ThreadPoolExecutor(2) as pool:
+        ids = list(pool.map(lambda _: Image.pull(f"{proxy.host}/team/app:1", store=other_store).id, range(2)))
+    assert ids == [image.id, image.id]
+    assert len(proxy.ranges) == 1
