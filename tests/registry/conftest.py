@@ -120,9 +120,12 @@ class BreakingProxy:
     """An HTTP reverse proxy in front of a registry that cuts GETs of one blob short (sending
     the full Content-Length, then closing) for the first ``breaks`` requests. With ``stall``,
     it keeps the connection open after the half instead, sending nothing more until closed.
-    ``delay`` holds the first GET of the blob that many seconds before answering it."""
+    ``delay`` holds the first GET of the blob that many seconds before answering it. With
+    ``redirect_to`` (a `BlobStorage`), it answers every blob GET with a redirect there instead,
+    as Docker Hub and most cloud registries send blob downloads to object storage."""
 
-    def __init__(self, target: str, digest: str, breaks: int, *, stall: bool = False, delay: float = 0.0) -> None:
+    def __init__(self, target: str, digest: str, breaks: int, *, stall: bool = False, delay: float = 0.0,
+                 redirect_to: BlobStorage | None = None) -> None:
         self.breaks = breaks
         self.ranges: list[str] = []
         self.stalled = threading.Event()  # set once a stalled download has had its half
@@ -134,6 +137,12 @@ class BreakingProxy:
                 pass
 
             def _relay(self) -> None:
+                if redirect_to and self.command == "GET" and "/blobs/sha256:" in self.path:
+                    self.send_response(307)
+                    self.send_header("Location", redirect_to.url_of(self.path.rsplit("/", 1)[1]))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
@@ -173,12 +182,49 @@ class BreakingProxy:
         self.httpd.server_close()
 
 
+class BlobStorage:
+    """The object storage a registry redirects blob downloads to: serves a registry's blob files
+    by digest on a port of its own (another origin), honours Range, and keeps the headers of
+    every request it gets."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.requests: list[dict[str, str]] = []
+        storage = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                storage.requests.append(dict(self.headers))
+                data = registry.blob_file(self.path.split("?", 1)[0].lstrip("/")).read_bytes()
+                start = int(self.headers.get("Range", "bytes=0-")[len("bytes="):].rstrip("-"))
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url_of(self, digest: str) -> str:
+        return f"http://{self.host}/{digest}?X-Amz-Signature=0123abcd"  # a pre-signed URL's shape
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 @pytest.fixture
 def breaking_proxy() -> Iterator[Any]:
     made: list[BreakingProxy] = []
 
-    def make(target: str, digest: str, breaks: int, *, stall: bool = False, delay: float = 0.0) -> BreakingProxy:
-        made.append(BreakingProxy(target, digest, breaks, stall=stall, delay=delay))
+    def make(target: str, digest: str, breaks: int, *, stall: bool = False, delay: float = 0.0,
+             redirect_to: BlobStorage | None = None) -> BreakingProxy:
+        made.append(BreakingProxy(target, digest, breaks, stall=stall, delay=delay, redirect_to=redirect_to))
         return made[-1]
 
     yield make

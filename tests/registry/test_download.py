@@ -159,3 +159,26 @@ def test_two_pulls_of_one_image_into_one_store_fetch_each_layer_once(
         ids = list(pool.map(lambda _: Image.pull(f"{proxy.host}/team/app:1", store=other_store).id, range(2)))
     assert ids == [image.id, image.id]
     assert len(proxy.ranges) == 1
+
+
+def test_blobs_redirected_to_object_storage_are_fetched_there_without_the_registry_token(
+    tmp_path: Path, store: Store, other_store: Store, breaking_proxy
+) -> None:
+    from .conftest import BlobStorage
+    from .server import make_registry
+
+    reg = make_registry(tmp_path / "tok", "token")
+    storage = BlobStorage(reg)
+    try:
+        image = make_image(tmp_path, store, extra=random_bytes(1 << 20))
+        image.push(reg.ref("tok/app:1"), auth=reg.auth)
+        proxy = breaking_proxy(reg.host, "-", breaks=0, redirect_to=storage)
+        pulled = Image.pull(f"{proxy.host}/tok/app:1", store=other_store, auth=reg.auth)
+        assert pulled.id == image.id
+        # The config (fetched by the loop) and each layer (by its thread) came from storage,
+        # and the registry's bearer token never left for that other origin.
+        assert len(storage.requests) == 1 + len(store.record(image.id).layers)
+        assert not [r for r in storage.requests if "Authorization" in r]
+    finally:
+        storage.close()
+        reg.close()
