@@ -12,8 +12,9 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 from ..errors import ImageError, ImageNotFoundError
 from . import reference

@@ -289,8 +289,7 @@ class Store:
             if (stored := self._stored_layer(digest, diff_id, media_type)) is not None:
                 return stored
             apply = not self.has_layer(diff_id)
-            blob_out = open(tmp / "blob", "wb")
-            with blob_out:
+            with open(tmp / "blob", "wb") as blob_out:
                 raw = HashingReader(stream, blob_out)
                 try:
                     kind, decompressed = open_decompressed(raw)  # type: ignore[arg-type]

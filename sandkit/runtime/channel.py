@@ -13,8 +13,8 @@ it to finish (its reply may well be filed by then).
 from __future__ import annotations
 
 import array
-import errno
 import contextlib
+import errno
 import os
 import select
 import socket

@@ -14,7 +14,7 @@ from ...errors import LimitsError
 
 # Docker's units are binary (`docker run -m 1g` is 1 GiB); we follow it so copied flags mean the same.
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.I)
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 
 MIN_MEMORY = 6 << 20  # Docker refuses less: below this the container's own init cannot even start
 CFS_PERIOD_US = 100_000  # the CFS default period; Docker's --cpus uses it too
