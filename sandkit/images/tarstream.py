@@ -18,15 +18,19 @@ import tarfile
 from typing import BinaryIO
 
 CHUNK = 1 << 20
+FIRST_CHUNK = 64 << 10
 
 
 class ForwardReader:
     def __init__(self, source: BinaryIO, chunk_size: int = CHUNK) -> None:
         self._source = source
+        self._chunk_size = chunk_size
         # One buffer for every chunk: a fresh one per chunk would be fresh memory for the
         # kernel to fault in and zero each time. Nothing keeps a view of it past the next fill:
         # read() copies what it returns and copy_to() writes before taking the next piece.
-        self._buffer = memoryview(bytearray(chunk_size))
+        # It starts small and grows once the stream fills it: most layers are small, and
+        # faulting in a 1 MiB buffer costs ~0.5 ms, a fifth of applying a small layer.
+        self._buffer = memoryview(bytearray(min(chunk_size, FIRST_CHUNK)))
         self._view = self._buffer[:0]  # the current chunk
         self._start = 0  # stream offset of the current chunk's first byte
         self._pos = 0  # read position inside the current chunk
@@ -37,6 +41,8 @@ class ForwardReader:
     def _next_chunk(self) -> bool:
         """Replace the current chunk by the next one; False at the end of the stream."""
         self._start += len(self._view)
+        if len(self._view) == len(self._buffer) < self._chunk_size:  # a full fill: a big stream
+            self._buffer = memoryview(bytearray(self._chunk_size))
         n = self._source.readinto(self._buffer) or 0
         self._view, self._pos = self._buffer[:n], 0
         return n > 0

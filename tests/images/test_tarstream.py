@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandkit.images.layers import apply_tar
-from sandkit.images.tarstream import ForwardReader
+from sandkit.images.tarstream import CHUNK, ForwardReader
 
 from .conftest import tar_bytes
 
@@ -98,3 +98,17 @@ def test_a_layer_of_many_files_applies_whole(tmp_path: Path):
     apply_tar(io.BytesIO(tar_bytes(entries)), root)
     for name, kind, payload in entries[1:]:
         assert (root / name).read_bytes() == payload
+
+
+def test_the_buffer_starts_small_and_grows_for_a_big_stream(tmp_path):
+    payload = os.urandom(300 << 10)  # several fills of the first, small buffer
+    reader = ForwardReader(io.BytesIO(tar_bytes([("big", "file", payload)])))
+    assert len(reader._buffer) < CHUNK  # a small layer never pays for the big buffer
+    with tarfile.TarFile(fileobj=reader, mode="r") as tar:  # type: ignore[arg-type]
+        member = tar.next()
+        assert member is not None
+        reader.seek(member.offset_data)
+        with open(tmp_path / "big", "wb") as f:
+            reader.copy_to(f.fileno(), member.size)
+    assert (tmp_path / "big").read_bytes() == payload
+    assert len(reader._buffer) == CHUNK
