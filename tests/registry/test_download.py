@@ -10,6 +10,7 @@ import anyio
 import pytest
 import trio
 
+from sandkit.errors import DigestMismatchError
 from sandkit.images.image import Image
 from sandkit.images.registry.client import RegistryClient, scope
 from sandkit.images.registry.download import BlobDownload
@@ -20,8 +21,11 @@ from .conftest import assert_clean, make_image, random_bytes
 from .server import Registry
 
 
-def _read_blob(host: str, digest: str, size: int, buffer_size: int) -> tuple[bytes, list[str]]:
-    """Read a blob of team/app through a `BlobDownload` in a worker thread, as a pull does."""
+def _read_blob(host: str, digest: str, size: int, buffer_size: int, *, again_after_error: bool = False,
+               ) -> tuple[bytes, list[str]]:
+    """Read a blob of team/app through a `BlobDownload` in a worker thread, as a pull does.
+    With ``again_after_error``, a failed read is followed by one more, as `Store.ingest_layer`
+    drains its source after an error to name the blob's digest."""
     events: list[str] = []
 
     async def main() -> bytes:
@@ -32,8 +36,13 @@ def _read_blob(host: str, digest: str, size: int, buffer_size: int) -> tuple[byt
 
             def drain() -> bytes:
                 out, buf = bytearray(), bytearray(buffer_size)
-                while n := blob.readinto(buf):
-                    out += buf[:n]
+                try:
+                    while n := blob.readinto(buf):
+                        out += buf[:n]
+                except Exception:
+                    if again_after_error:
+                        blob.readinto(buf)
+                    raise
                 return bytes(out)
 
             with blob:
@@ -52,7 +61,19 @@ def test_every_byte_in_order_across_a_resume_at_any_read_size(
     proxy = breaking_proxy(plain_registry.host, top.digest, breaks=1)
     data, events = _read_blob(proxy.host, top.digest, top.size, buffer_size)
     assert data == plain_registry.blob_file(top.digest).read_bytes()
-    assert "retrying" in events and len(proxy.ranges) == 2
+    assert "retrying" in events and len(proxy.ranges) == 2 and proxy.ranges[1].startswith("bytes=")
+
+
+def test_a_blob_longer_than_its_descriptor_fails_once_and_stays_failed(
+    plain_registry: Registry, tmp_path: Path, store: Store, breaking_proxy
+) -> None:
+    image = make_image(tmp_path, store)
+    image.push(plain_registry.ref("team/app:1"))
+    top = store.record(image.id).layers[-1]
+    proxy = breaking_proxy(plain_registry.host, top.digest, breaks=0)
+    with pytest.raises(DigestMismatchError, match="longer than the .* bytes its descriptor says"):
+        _read_blob(proxy.host, top.digest, top.size - 1, 1 << 20, again_after_error=True)
+    assert proxy.ranges == [""]  # one request: reading again neither resumes nor retries
 
 
 @pytest.mark.trio

@@ -268,13 +268,11 @@ class RegistryClient:
                 resp = blocking.send(request, stream=True)
             except httpx.TransportError as e:
                 raise TransientError(_describe_transport(url.split(":", 1)[0], self.registry, e)) from None
-            if resp.status_code in _TRANSIENT_STATUS or resp.status_code == 401:
-                resp.read()  # for error_messages
-                resp.close()
-            if resp.status_code in _TRANSIENT_STATUS:
-                raise TransientError(f"GET {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
-            if resp.status_code != 401:
+            if resp.status_code not in _TRANSIENT_STATUS and resp.status_code != 401:
                 return resp
+            resp.read()  # (and closed): error_messages reads the registry's explanation
+            if resp.status_code != 401:
+                raise TransientError(f"GET {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
             if retried:
                 break
             auth_header = anyio.from_thread.run(self.auth.on_unauthorized, self.http, resp, scopes, auth_header)

@@ -57,6 +57,7 @@ class BlobDownload(io.RawIOBase):
         self._attempt_start = 0  # bytes received when the current attempt began
         self._skip = 0  # bytes of the current response that were already received
         self._chunk, self._pos = b"", 0
+        self._failure: BaseException | None = None  # a download that failed stays failed
         self._response: httpx.Response | None = None
         self._chunks: Iterator[bytes] = iter(())
         self._lock = threading.Lock()  # guards _response against interrupt() from the loop
@@ -66,17 +67,26 @@ class BlobDownload(io.RawIOBase):
         return True
 
     def readinto(self, buf: Any) -> int:
+        # A reader may read again after an error (the store drains its source to name the blob's
+        # digest): that must neither resume nor retry, only repeat the error.
+        if self._failure is not None:
+            raise self._failure
+        try:
+            return self._fill(memoryview(buf).cast("B"))
+        except BaseException as e:
+            self._failure = e
+            raise
+
+    def _fill(self, view: memoryview) -> int:
         # Fill the whole buffer unless the blob ends first. Every reader above hashes, writes or
         # inflates once per call, and each of those drops and retakes the GIL: a few big calls
         # cost much less than one per 64 KiB network read (3 layers' threads share the GIL).
-        view = memoryview(buf).cast("B")
         filled = 0
         while filled < len(view):
-            if self._pos >= len(self._chunk):
-                if self._received == self._size and self._response is None:
-                    break
+            if self._pos == len(self._chunk):
                 self._chunk, self._pos = self._next_chunk(), 0
-                continue
+                if not self._chunk:
+                    break
             # Straight from the network's piece into the reader's buffer: the only copy here.
             n = min(len(view) - filled, len(self._chunk) - self._pos)
             view[filled : filled + n] = memoryview(self._chunk)[self._pos : self._pos + n]
@@ -107,20 +117,22 @@ class BlobDownload(io.RawIOBase):
     # --- the network side --------------------------------------------------------------------
 
     def _next_chunk(self) -> bytes:
-        """The next bytes of the blob (b"" once the whole blob arrived and the body ended)."""
+        """The next bytes of the blob, never empty; b"" once it all arrived and the body ended."""
         while True:
             self._raise_if_stopped()
             try:
                 if self._response is None:
+                    if self._received == self._size:
+                        return b""
                     self._open()
                     continue  # (re-check the stop flag: the open may have waited a long time)
                 chunk = next(self._chunks, None)
                 if chunk is None:
                     self._close_response()
-                    if self._received == self._size:
-                        return b""
-                    raise TransientError(f"the body of {self._digest} ended after {self._received} of {self._size} bytes")
-                return self._accept(chunk)
+                    if self._received < self._size:
+                        raise TransientError(f"the body of {self._digest} ended after {self._received} of {self._size} bytes")
+                elif chunk := self._accept(chunk):
+                    return chunk
             except (TransientError, httpx.TransportError) as e:
                 self._close_response()
                 self._raise_if_stopped()  # the break was interrupt(): no retry to announce
@@ -137,23 +149,27 @@ class BlobDownload(io.RawIOBase):
         resp = self._client.open_in_thread(self._url, scopes=self._scopes, headers=headers)
         with self._lock:
             self._response, self._chunks = resp, resp.iter_raw()  # raw: httpx must not decode a blob
-        if resp.status_code == 404:
+        try:
+            self._skip = self._already_received(resp, start)
+        except RegistryError:
             self._close_response()
-            raise RegistryError(f"layer {self._digest} of {self._where} is missing on registry {self._client.registry} (blob unknown)")
-        if start and resp.status_code == 206:
+            raise
+
+    def _already_received(self, resp: httpx.Response, start: int) -> int:
+        """How many leading bytes of ``resp`` to drop: it was asked to start at ``start``."""
+        if resp.status_code == 206 and start:
             got = resp.headers.get("content-range", "")
             if not got.startswith(f"bytes {start}-"):
-                self._close_response()
                 raise RegistryError(f"registry answered a resume of {self._digest} from byte {start} with range {got!r}")
-            self._skip = 0
-        elif resp.status_code == 200:
-            self._skip = start  # the registry ignored Range: drop what was already received
-        else:
-            resp.read()
-            self._close_response()
-            raise RegistryError(
-                f"downloading layer {self._digest} of {self._where} failed: HTTP {resp.status_code} ({error_messages(resp)})"
-            )
+            return 0
+        if resp.status_code == 200:
+            return start  # the registry ignored Range
+        if resp.status_code == 404:
+            raise RegistryError(f"layer {self._digest} of {self._where} is missing on registry {self._client.registry} (blob unknown)")
+        resp.read()  # for error_messages
+        raise RegistryError(
+            f"downloading layer {self._digest} of {self._where} failed: HTTP {resp.status_code} ({error_messages(resp)})"
+        )
 
     def _accept(self, chunk: bytes) -> bytes:
         if self._skip:
