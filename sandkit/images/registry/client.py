@@ -24,6 +24,7 @@ import httpx
 
 from ...errors import AuthenticationError, RegistryError
 from .auth import DOCKER_HUB, Authenticator, Credentials, coerce, credentials_for
+from .transport import LargeReadTransport
 
 # Where Docker Hub's API really lives (docker.io is only the name in references).
 _API_HOST = {DOCKER_HUB: "registry-1.docker.io"}
@@ -250,10 +251,11 @@ class RegistryClient:
     @property
     def blocking(self) -> httpx.Client:
         """The sync client, with the same settings, for the threads that apply layers as they
-        download them (see download.py)."""
+        download them (see download.py). Its connections read bodies in big pieces (transport.py)."""
         with self._blocking_lock:
             if self._blocking is None:
-                self._blocking = httpx.Client(**self._settings)
+                transport = LargeReadTransport(verify=self._settings["verify"], limits=self._settings["limits"])
+                self._blocking = httpx.Client(**self._settings, transport=transport)
             return self._blocking
 
     def open_in_thread(self, url: str, *, scopes: frozenset[str], headers: dict[str, str]) -> httpx.Response:

@@ -9,6 +9,7 @@ shuts the socket down so that a read waiting on a stalled registry ends at once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import threading
@@ -103,12 +104,10 @@ class BlobDownload(io.RawIOBase):
             stream = self._response.extensions.get("network_stream") if self._response is not None else None
             sock = stream.get_extra_info("socket") if stream is not None else None
             if sock is not None:
-                try:
-                    # The plain socket's shutdown, also under TLS: the reading thread owns the
-                    # SSL object. The kernel wakes the blocked read with end-of-file.
+                # The plain socket's shutdown, also under TLS: the reading thread owns the
+                # SSL object. The kernel wakes the blocked read with end-of-file.
+                with contextlib.suppress(OSError):
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self._close_response()

@@ -125,7 +125,7 @@ class Puller:
         with self.store.loading():
             limiter = anyio.CapacityLimiter(CONCURRENT_DOWNLOADS)
             async with anyio.create_task_group() as tg:
-                for desc, diff_id in zip(layers, diff_ids):
+                for desc, diff_id in zip(layers, diff_ids, strict=True):
                     tg.start_soon(self.layer, desc, diff_id, limiter)
             tags = [str(self.ref)] if self.ref.tag and not self.ref.digest else []
             record = self.store.register_image(man.raw, config, tags=tags, manifest_media_type=man.media_type)
