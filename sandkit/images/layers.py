@@ -131,7 +131,10 @@ def open_decompressed(raw: BinaryIO) -> tuple[str, BinaryIO]:
     kind = _sniff(buffered.peek(4)[:4])  # type: ignore[attr-defined]
     if kind == "gzip":
         # ISA-L's inflate is several times faster than zlib's, and layer apply is mostly that.
-        return kind, igzip.IGzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+        # Its gzip reader (the raw stream inside igzip.IGzipFile, typed in isal_zlib.pyi)
+        # inflates straight into the caller's buffer, where IGzipFile's readinto would inflate
+        # into a bytes object of its own and copy that: a copy of every byte of the layer.
+        return kind, isal_zlib._GzipReader(buffered, igzip.READ_BUFFER_SIZE)  # type: ignore[return-value]
     if kind == "zstd":
         dctx = zstandard.ZstdDecompressor()
         return kind, dctx.stream_reader(buffered, read_across_frames=True)  # type: ignore[return-value]
