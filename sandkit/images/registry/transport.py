@@ -91,8 +91,8 @@ def _records_already_here(sock: ssl.SSLSocket, data: bytes) -> bytes:
         while total < READ_SIZE:
             try:
                 more = sock.recv(READ_SIZE - total)
-            except ssl.SSLWantReadError:
-                break
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break  # no whole record yet (or TLS wants to write first): the next read waits
             if not more:
                 break  # end of stream: the next read says so
             pieces.append(more)
