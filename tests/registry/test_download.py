@@ -10,7 +10,7 @@ import anyio
 import pytest
 import trio
 
-from sandkit.errors import DigestMismatchError
+from sandkit.errors import DigestMismatchError, RegistryError
 from sandkit.images.image import Image
 from sandkit.images.registry.client import RegistryClient, scope
 from sandkit.images.registry.download import BlobDownload
@@ -203,3 +203,48 @@ def test_blobs_redirected_to_object_storage_are_fetched_there_without_the_regist
     finally:
         storage.close()
         reg.close()
+
+
+class _RedirectLoop:
+    """Object storage gone wrong: every blob URL redirects to itself."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url_of(self, digest: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{digest}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_redirect_loop_is_a_registry_error_that_leaves_nothing(
+    plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store, breaking_proxy
+) -> None:
+    loop = _RedirectLoop()
+    try:
+        image = make_image(tmp_path, store)
+        image.push(plain_registry.ref("team/app:1"))
+        proxy = breaking_proxy(plain_registry.host, "-", breaks=0, redirect_to=loop)
+        with pytest.raises(RegistryError, match=r"redirected GET /v2/team/app/blobs/sha256:\w+ more than 20 times"):
+            Image.pull(f"{proxy.host}/team/app:1", store=other_store)  # (the config meets it first)
+        assert_clean(other_store)
+        layer = store.record(image.id).layers[0]  # and a layer's download, in its thread
+        with pytest.raises(RegistryError, match="a redirect loop"):
+            _read_blob(proxy.host, layer.digest, layer.size, 1 << 20)
+    finally:
+        loop.close()

@@ -9,13 +9,14 @@ directly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import os
 import random
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Self
 
 import anyio
@@ -174,7 +175,8 @@ class RegistryClient:
             transient = False
             for s in schemes:
                 try:
-                    resp = await self.http.get(f"{s}://{host}/v2/")
+                    with self._no_redirect_loop("GET", f"{s}://{host}/v2/"):
+                        resp = await self.http.get(f"{s}://{host}/v2/")
                 except httpx.TransportError as e:
                     failures.append(_describe_transport(s, host, e))
                     transient = transient or isinstance(e, (httpx.TimeoutException, httpx.ReadError))
@@ -206,7 +208,8 @@ class RegistryClient:
         for retried in (False, True):
             content = body() if callable(body) else body
             req = self.http.build_request(method, url, headers=_authorized(headers, auth_header), content=content)
-            resp = await self.http.send(req, stream=stream)
+            with self._no_redirect_loop(method, url):
+                resp = await self.http.send(req, stream=stream)
             if resp.status_code != 401:
                 return resp
             if stream:
@@ -215,6 +218,17 @@ class RegistryClient:
                 break
             auth_header = await self.auth.on_unauthorized(self.http, resp, scopes, auth_header)
         raise self._refused(method, url, resp)
+
+    @contextlib.contextmanager
+    def _no_redirect_loop(self, method: str, url: str) -> Iterator[None]:
+        try:
+            yield
+        except httpx.TooManyRedirects:
+            raise RegistryError(
+                f"registry {self.registry} redirected {method} {httpx.URL(url).path} more than "
+                f"{self.http.max_redirects} times (a redirect loop): the registry or the storage behind it "
+                "is misconfigured; tell its operator"
+            ) from None
 
     def _refused(self, method: str, url: str, resp: httpx.Response) -> AuthenticationError:
         who = f"as {self.auth.credentials.username!r}" if self.auth.credentials else "anonymously"
@@ -267,7 +281,8 @@ class RegistryClient:
             blocking = self.blocking
             request = blocking.build_request("GET", url, headers=_authorized(headers, auth_header))
             try:
-                resp = blocking.send(request, stream=True)
+                with self._no_redirect_loop("GET", url):
+                    resp = blocking.send(request, stream=True)
             except httpx.TransportError as e:
                 raise TransientError(_describe_transport(url.split(":", 1)[0], self.registry, e)) from None
             if resp.status_code not in _TRANSIENT_STATUS and resp.status_code != 401:
