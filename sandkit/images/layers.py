@@ -310,7 +310,8 @@ class _Applier:
             os.chmod(name, 0, dir_fd=dfd)  # mode 000: visibly not the device the image meant
 
     def _regular(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dfd: int, name: str) -> None:
-        free = os.statvfs(dfd).f_bavail * os.statvfs(dfd).f_frsize
+        fs = os.statvfs(dfd)
+        free = fs.f_bavail * fs.f_frsize
         if m.size > free:
             raise UnsafeLayerError(
                 f"layer file {m.name!r} claims {m.size} bytes but only {free} are free in the "
