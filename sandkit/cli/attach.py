@@ -17,11 +17,14 @@ import sys
 import termios
 import tty as ttymod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
-from ..runtime.process import AsyncInput, AsyncOutput
+if TYPE_CHECKING:
+    from ..runtime.process import AsyncInput, AsyncOutput
+
 
 # Docker's --sig-proxy forwards every signal it can catch; these are the ones a user sends.
 PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,

@@ -21,11 +21,10 @@ from typing import Any
 import anyio
 
 from .. import errors
-from ..runtime.process import AsyncInput, AsyncOutput, set_nonblocking
 from . import attach, control, exitcodes, output, state
+from .control import LOG_HEADER, STOP_TIMEOUT
 from .options import add_process_options, environment
 from .parser import Subparsers, command_with_remainder
-from .supervisor import LOG_HEADER, STOP_TIMEOUT
 
 # After asking a supervisor to stop, how long past the stop timeout before it is SIGKILLed (its
 # init then kills the container).
@@ -230,6 +229,12 @@ async def _exec(record: state.Record, request: dict[str, Any]) -> int:
 
 
 def _streams(fds: dict[str, int], interactive: bool) -> attach.Streams:
+    from ..runtime.process import (  # (the runtime: only when needed)
+        AsyncInput,
+        AsyncOutput,
+        set_nonblocking,
+    )
+
     for fd in fds.values():
         set_nonblocking(fd)
     if "pty" in fds:

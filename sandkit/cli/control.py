@@ -11,10 +11,16 @@ import contextlib
 import json
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
+
+# Docker's log multiplexing header, in the supervisor's log file: stream (1 stdout, 2 stderr),
+# 3 zero bytes, big-endian length.
+LOG_HEADER = struct.Struct(">BxxxI")
+STOP_TIMEOUT = 10.0  # seconds a stop waits before it kills
 
 MAX_MESSAGE = 65536
 MAX_FDS = 3

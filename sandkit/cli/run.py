@@ -8,13 +8,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from . import attach, exitcodes, state
 from .options import add_container_options, add_process_options
 from .parser import Subparsers, command_with_remainder
-from .spec import RunSpec
+
+if TYPE_CHECKING:
+    from .spec import RunSpec
 
 DESCRIPTION = """\
 Run a command in a new container and exit with its exit code (125: sandkit failed, 126: the
@@ -39,6 +42,8 @@ def add_run_command(commands: Subparsers) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .spec import RunSpec  # the container runtime, imported by the commands that use it
+
     spec = RunSpec.from_args(args)
     if spec.interactive and spec.tty and not args.detach and not attach.stdin_is_terminal():
         print("the input device is not a TTY", file=sys.stderr)

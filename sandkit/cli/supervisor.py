@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -35,11 +34,9 @@ from ..runtime.container import AsyncContainer
 from ..runtime.process import AsyncOutput, AsyncProcess
 from . import control, exitcodes, state
 from .attach import OUTPUT_GRACE
+from .control import LOG_HEADER, STOP_TIMEOUT
 from .spec import RunSpec
 
-# Docker's log multiplexing header: stream (1 stdout, 2 stderr), 3 zero bytes, big-endian length.
-LOG_HEADER = struct.Struct(">BxxxI")
-STOP_TIMEOUT = 10.0
 _SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import SandkitError
 from .image import Image
-from .registry.events import Progress
+
+if TYPE_CHECKING:
+    # (the registry's modules bring the HTTP stack: imported by the commands that use it)
+    from .registry.events import Progress
 
 _WORDS = {
     "exists": "Already exists", "complete": "Complete", "mounted": "Mounted", "waiting": "Waiting",
