@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from ._lazy import lazy_exports
 from .errors import *  # noqa: F403 - the exception types are part of the public API
 from .errors import __all__ as _errors_all  # type: ignore[attr-defined]
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-# The API's classes are imported on first use: the container runtime and the async machinery
+# The API's classes are imported on first use (PEP 562): the container runtime and the async machinery
 # under it take ~0.2 s to import, which `sandkit images`, or a program that only needs the
 # error types, should not pay.
 _WHERE = {
@@ -31,5 +31,17 @@ _WHERE = {
     "Mount": "api",
     "Process": "api",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 __all__ = [*_WHERE, *_errors_all]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: called for names not (yet) in the module
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sandkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup is an ordinary one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
