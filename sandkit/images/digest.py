@@ -61,6 +61,15 @@ def mismatch(what: str, expected: str, actual: str) -> DigestMismatchError:
     )
 
 
+def drain(stream: BinaryIO | io.RawIOBase) -> None:
+    """Read ``stream`` to its end, dropping the bytes."""
+    # What a consumer leaves is usually a few KiB of padding or a gzip trailer: a small
+    # buffer (a 1 MiB one cost ~0.4 ms to fault in, twice per layer).
+    buf = bytearray(_DRAIN_CHUNK)
+    while stream.readinto(buf):  # type: ignore[union-attr]
+        pass
+
+
 class HashingReader(io.RawIOBase):
     """A read-only stream that hashes and counts every byte read through it, and optionally
     copies them to ``sink`` (a blob being written while a layer is applied from it)."""
@@ -89,11 +98,7 @@ class HashingReader(io.RawIOBase):
 
     def drain(self) -> None:
         """Read to the end so the digest covers the whole stream (tar padding included)."""
-        # What a consumer leaves is usually a few KiB of padding or a gzip trailer: a small
-        # buffer (a 1 MiB one cost ~0.4 ms to fault in, twice per layer).
-        buf = bytearray(_DRAIN_CHUNK)
-        while self.readinto(buf):
-            pass
+        drain(self)
 
     @property
     def digest(self) -> str:

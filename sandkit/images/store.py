@@ -32,6 +32,7 @@ API for a registry client (pull/push)
         store.ingest_layer(stream, digest=..., diff_id=..., size=...)
             # ONE pass over the (compressed) download: written to blobs/, decompressed (gzip/zstd
             # sniffed), hashed and applied to layers/ as it arrives; both digests verified
+            # (a second thread reads ahead while a core is idle: readahead.py)
         record = store.register_image(manifest_bytes, config_bytes, tags=["reg/x:1"],
                                       manifest_media_type=...)   # atomic; moves existing tags
     store.image_blobs(record.id)   # [manifest, config, *layers] descriptors, for push
@@ -60,9 +61,10 @@ import attrs
 
 from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
 from . import reference
-from .digest import HashingReader, check_digest, hex_of, mismatch, sha256_bytes, verify_bytes
+from .digest import HashingReader, check_digest, drain, hex_of, mismatch, sha256_bytes, verify_bytes
 from .fsutil import dir_size, remove_tree, write_json_atomic
 from .layers import DECOMPRESSION_ERRORS, LAYER_TYPES, apply_tar, compression_of, open_decompressed
+from .readahead import ReadAhead
 
 MANIFEST_TYPES = {
     "application/vnd.oci.image.manifest.v1+json",
@@ -291,24 +293,28 @@ class Store:
             apply = not self.has_layer(diff_id)
             with open(tmp / "blob", "wb") as blob_out:
                 raw = HashingReader(stream, blob_out)
-                try:
-                    kind, decompressed = open_decompressed(raw)  # type: ignore[arg-type]
-                    plain = HashingReader(decompressed)
-                    if apply:
-                        (tmp / "layer" / "fs").mkdir(parents=True)
-                        report = apply_tar(plain, tmp / "layer" / "fs")  # type: ignore[arg-type]
-                    plain.drain()  # tar end padding is part of the DiffID
-                except (ImageError, *DECOMPRESSION_ERRORS) as e:
-                    # A tampered blob usually breaks decompression first: say "digest mismatch"
-                    # (the real cause) rather than "bad gzip" whenever the digest proves it.
-                    raw.drain()
-                    if digest is not None and raw.digest != digest:
-                        raise mismatch(f"layer blob {digest}", digest, raw.digest) from None
-                    if isinstance(e, ImageError):
-                        raise
-                    raise ImageError(f"layer blob {raw.digest} is not valid gzip/zstd data ({e}); "
-                                     "the archive is corrupt: re-export or re-download it") from None
-                raw.drain()
+                # The compressed side may run in a thread of its own (readahead.py): the
+                # source is drained before its hash is read, and joined before the blob closes.
+                with contextlib.closing(ReadAhead(raw)) as source:
+                    try:
+                        kind, decompressed = open_decompressed(source)  # type: ignore[arg-type]
+                        plain = HashingReader(decompressed)
+                        if apply:
+                            (tmp / "layer" / "fs").mkdir(parents=True)
+                            report = apply_tar(plain, tmp / "layer" / "fs")  # type: ignore[arg-type]
+                        plain.drain()  # tar end padding is part of the DiffID
+                    except (ImageError, *DECOMPRESSION_ERRORS) as e:
+                        # A tampered blob usually breaks decompression first: say "digest
+                        # mismatch" (the real cause) rather than "bad gzip" whenever the
+                        # digest proves it.
+                        drain(source)
+                        if digest is not None and raw.digest != digest:
+                            raise mismatch(f"layer blob {digest}", digest, raw.digest) from None
+                        if isinstance(e, ImageError):
+                            raise
+                        raise ImageError(f"layer blob {raw.digest} is not valid gzip/zstd data ({e}); "
+                                         "the archive is corrupt: re-export or re-download it") from None
+                    drain(source)
             digest = digest or raw.digest
             self._check(raw, digest, size, f"layer blob {digest}")
             if plain.digest != diff_id:

@@ -272,11 +272,14 @@ class RegistryClient:
                 self._blocking = httpx.Client(**self._settings, transport=transport)
             return self._blocking
 
-    def open_in_thread(self, url: str, *, scopes: frozenset[str], headers: dict[str, str]) -> httpx.Response:
-        """A streamed GET sent with the sync client from a worker thread of this client's loop;
-        the loop authenticates it (one token cache for every request). No retries here: the
-        caller resumes with Range requests. Failures worth retrying raise TransientError."""
-        auth_header = anyio.from_thread.run(self.auth.header_for, self.http, scopes)
+    def open_in_thread(
+        self, url: str, *, scopes: frozenset[str], headers: dict[str, str], loop: anyio.lowlevel.EventLoopToken,
+    ) -> httpx.Response:
+        """A streamed GET sent with the sync client from a thread other than the loop's; the
+        loop (``loop``, its anyio token) authenticates it: one token cache for every request.
+        No retries here: the caller resumes with Range requests. Failures worth retrying raise
+        TransientError."""
+        auth_header = anyio.from_thread.run(self.auth.header_for, self.http, scopes, token=loop)
         for retried in (False, True):
             blocking = self.blocking
             request = blocking.build_request("GET", url, headers=_authorized(headers, auth_header))
@@ -292,7 +295,7 @@ class RegistryClient:
                 raise TransientError(f"GET {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
             if retried:
                 break
-            auth_header = anyio.from_thread.run(self.auth.on_unauthorized, self.http, resp, scopes, auth_header)
+            auth_header = anyio.from_thread.run(self.auth.on_unauthorized, self.http, resp, scopes, auth_header, token=loop)
         raise self._refused("GET", url, resp)
 
     async def with_retries(self, fn: Callable[[], Awaitable[Any]], what: str) -> Any:

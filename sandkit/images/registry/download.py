@@ -1,6 +1,7 @@
-"""A layer blob's download as a blocking file object, read by the thread that applies the layer.
+"""A layer blob's download as a blocking file object, read by the thread that applies the layer
+(or by its read-ahead thread, see readahead.py: any thread may read it).
 
-The apply thread fetches the bytes itself, with httpx's sync client. Handing each 64 KiB network
+The reading thread fetches the bytes itself, with httpx's sync client. Handing each 64 KiB network
 read from an async task to the thread cost a loop round trip and kept the loop's thread busy
 under the GIL: a pull of a 106 MB image took a quarter longer that way. The loop keeps what has
 to stay on it: tokens (a 401 asks it for a new one), progress callbacks, and cancellation, which
@@ -52,6 +53,7 @@ class BlobDownload(io.RawIOBase):
         self._size = size
         self._where = where
         self._report = report
+        self._loop = anyio.lowlevel.current_token()  # reads may come from any thread
         self._received = self._reported = 0
         self._next_report = 0.0  # monotonic time before which no "downloading" event is sent
         self._failures = 0  # attempts in a row that brought nothing
@@ -145,7 +147,7 @@ class BlobDownload(io.RawIOBase):
     def _open(self) -> None:
         start = self._attempt_start = self._received
         headers = {"Range": f"bytes={start}-"} if start else {}
-        resp = self._client.open_in_thread(self._url, scopes=self._scopes, headers=headers)
+        resp = self._client.open_in_thread(self._url, scopes=self._scopes, headers=headers, loop=self._loop)
         with self._lock:
             self._response, self._chunks = resp, resp.iter_raw()  # raw: httpx must not decode a blob
         try:
@@ -181,7 +183,9 @@ class BlobDownload(io.RawIOBase):
         self._received += len(chunk)
         if self._received - self._reported >= REPORT_BYTES and (now := time.monotonic()) >= self._next_report:
             self._reported, self._next_report = self._received, now + REPORT_INTERVAL
-            anyio.from_thread.run_sync(self._report, Progress("downloading", self._digest, self._received, self._size))
+            anyio.from_thread.run_sync(
+                self._report, Progress("downloading", self._digest, self._received, self._size), token=self._loop
+            )
         return chunk
 
     def _wait_before_retry(self, e: Exception) -> None:
@@ -194,7 +198,7 @@ class BlobDownload(io.RawIOBase):
                 f"{self._failures} times in a row ({e}): check that the registry is up, then pull again"
             ) from None
         anyio.from_thread.run_sync(
-            self._report, Progress("retrying", self._digest, self._received, self._size, detail=str(e))
+            self._report, Progress("retrying", self._digest, self._received, self._size, detail=str(e)), token=self._loop
         )
         self._stop.wait(retry.delay(self._failures))
 
