@@ -42,7 +42,7 @@ def add_run_command(commands: Subparsers) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .spec import RunSpec  # the container runtime, imported by the commands that use it
+    from .spec import RunSpec
 
     spec = RunSpec.from_args(args)
     if spec.interactive and spec.tty and not args.detach and not attach.stdin_is_terminal():
