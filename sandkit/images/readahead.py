@@ -13,6 +13,7 @@ took longer (the GIL changed hands more often, and each chunk moved to another c
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import queue
@@ -28,9 +29,15 @@ _active_lock = threading.Lock()
 _active = 0  # ReadAheads open in this process: layers being applied
 
 
+@functools.cache
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
 def cores_to_spare() -> bool:
     """Whether the layers being applied now leave a core idle for each of them to read ahead."""
-    return _active * 2 <= len(os.sched_getaffinity(0))
+    # (Asked at every full read until it says yes: the CPU count is looked up once.)
+    return _active * 2 <= usable_cpus()
 
 
 class _End:

@@ -295,7 +295,7 @@ class Store:
                 raw = HashingReader(stream, blob_out)
                 # The compressed side may run in a thread of its own (readahead.py): the
                 # source is drained before its hash is read, and joined before the blob closes.
-                with contextlib.closing(ReadAhead(raw)) as source:
+                with ReadAhead(raw) as source:
                     try:
                         kind, decompressed = open_decompressed(source)  # type: ignore[arg-type]
                         plain = HashingReader(decompressed)

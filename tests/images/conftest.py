@@ -93,6 +93,11 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def ingest(store: Store, blob: bytes, tar: bytes) -> Any:
+    """`Store.ingest_layer` of ``blob`` (the compressed ``tar``), named by its own digests."""
+    return store.ingest_layer(io.BytesIO(blob), digest=sha(blob), diff_id=sha(tar), size=len(blob))
+
+
 def oci_layout(
     path: Path,
     layers: list[bytes],

@@ -14,7 +14,7 @@ from sandkit.errors import DigestMismatchError, ImageInUseError, ImageNotFoundEr
 from sandkit.images import Image
 from sandkit.images.reference import parse
 
-from .conftest import oci_layout, tar_bytes
+from .conftest import ingest, oci_layout, tar_bytes
 
 LAYER = tar_bytes([("bin", "dir", None), ("bin/hello", "file", b"hi", {"mode": 0o755})])
 
@@ -147,21 +147,13 @@ def test_saved_archives_are_read_by_skopeo_and_reload(tmp_path, store, fmt, tran
     assert not list(tmp_path.glob(".*.partial"))
 
 
-def _ingest(store, blob: bytes, tar: bytes, digest: str | None = None):
-    import io
-
-    from .conftest import sha
-
-    return store.ingest_layer(io.BytesIO(blob), digest=digest or sha(blob), diff_id=sha(tar), size=len(blob))
-
-
 def test_a_layer_of_several_gzip_members_applies_whole(store):
     """gzip allows concatenated members (pigz, appending tools); all of them are the layer."""
     import gzip
 
     tar = tar_bytes([("a", "file", b"first half " * 5000), ("b", "file", b"second half " * 5000)])
     half = len(tar) // 2
-    rec = _ingest(store, gzip.compress(tar[:half]) + gzip.compress(tar[half:]), tar)
+    rec = ingest(store, gzip.compress(tar[:half]) + gzip.compress(tar[half:]), tar)
     fs = store.layer_dir(rec.diff_id)
     assert (fs / "a").read_bytes() == b"first half " * 5000
     assert (fs / "b").read_bytes() == b"second half " * 5000
@@ -178,7 +170,7 @@ def test_a_damaged_gzip_layer_is_a_clear_error_and_leaves_nothing(store, damage)
     blob = blob[: len(blob) // 2] if damage == "truncated" else blob[:-8] + b"\0\0\0\0" + blob[-4:]
     # The digest is the damaged blob's own: only the gzip stream itself can tell.
     with pytest.raises(ImageError, match="not valid gzip|truncated or corrupt"):
-        _ingest(store, blob, tar)
+        ingest(store, blob, tar)
     assert not list((store.home / "layers").iterdir())
     assert not list((store.home / "tmp").iterdir())
     assert not list((store.home / "blobs/sha256").iterdir())

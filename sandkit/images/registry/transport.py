@@ -20,7 +20,7 @@ from typing import Any
 import httpcore
 import httpx
 
-READ_SIZE = 1 << 20  # a ForwardReader chunk; 64 KiB, httpcore's, costs the climb through the stack
+READ_SIZE = 1 << 20  # per read: httpcore's 64 KiB made every 64 KiB climb through the stack
 
 # httpcore's errors as httpx's, most specific first (httpx's own transport does the same).
 _ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
