@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <linux/openat2.h>
 #include <sys/types.h>
 
 #include "mpack.h"
@@ -63,9 +64,14 @@ int get_type(const struct mp_doc *d, uint32_t map, const char *key, int type, ui
 	     struct err *e);
 char *dup_strobj(const struct mp_doc *d, uint32_t idx, const char *what, struct err *e);
 
-/* pathres.c: every container path resolved inside root, never escaping it */
-int resolve(int rootfd, const char *path, int oflags, mode_t mode);
-int mkdir_p(int rootfd, const char *path, mode_t mode);
+/* pathres.c: every container path resolved inside root, never escaping it. IN_ROOT follows the
+ * image's symlinks as if the root were "/" (what Docker does for mount targets); the standard
+ * mount points (/proc, /dev, /sys) and what the init opens in them take no symlink at all. */
+#define IN_ROOT (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+#define IN_ROOT_NO_SYMLINKS (IN_ROOT | RESOLVE_NO_SYMLINKS)
+int resolve_at(int dirfd, const char *path, int oflags, mode_t mode, uint64_t rflags);
+int resolve(int rootfd, const char *path, int oflags, mode_t mode); /* resolve_at(IN_ROOT) */
+int mkdir_p(int rootfd, const char *path, mode_t mode, uint64_t rflags);
 int make_file(int rootfd, const char *path);
 void fdpath(char buf[32], int fd);
 
