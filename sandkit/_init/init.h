@@ -98,13 +98,19 @@ extern int hostname_fd;
 /* The container's capabilities and seccomp profile ("caps", "seccomp" of the setup message),
  * applied to the init itself so that no exec pays for them. */
 int confine_init(const struct mp_doc *d, struct err *e);
+/* Starts the process and returns at once: its `started` (or `error`) reply follows when its
+ * error pipe says how the start ended (starting_*), never blocking the init meanwhile. */
 int do_exec(struct req *r, struct err *e);
+struct pollfd;
+size_t starting_count(void);
+int starting_fill(struct pollfd *pf);                /* at most starting_count() */
+int starting_ready(const struct pollfd *pf, int n); /* -1: the host could not be told */
+int starting_reaped(pid_t pid);                     /* before pid's exit is handled */
 int do_signal(struct req *r, struct err *e);
 int do_open(struct req *r, struct err *e);
 int64_t tracked_take(pid_t pid); /* exec id of pid, untracked; 0 if not ours */
 
 /* capture.c: execs whose output the init collects (stdio "capture") */
-struct pollfd;
 int capture_new(int64_t id, pid_t pid, int64_t limit, const int fds[2]);
 size_t capture_count(void);
 int capture_exited(int64_t id, int status, bool *handled); /* sends exit once output ended */

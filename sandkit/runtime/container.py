@@ -64,6 +64,9 @@ _BACK_TO_BACK = 0.005
 # After a timeout kills an exec's tree, how long to wait for its pipes to close before giving up
 # on output still held open by something that escaped the kill.
 _DRAIN_AFTER_KILL = 2.0
+# How long a stop waits for the init to end the container once told to (it kills everything and
+# exits at once) before the host SIGKILLs it: stop() returns even if the init cannot answer.
+_STOP_GRACE = 5.0
 # An exec's input up to this size travels inside its request (a pipe in the container holds it
 # whole); more goes through a pipe the host feeds.
 _INLINE_INPUT = 16 * 1024
@@ -312,7 +315,12 @@ class AsyncContainer:
         resources, self._resources = self._resources, None
         with anyio.CancelScope(shield=True):
             if spawned is not None:
-                if kill:
+                if not kill:
+                    with anyio.move_on_after(_STOP_GRACE):
+                        await anyio.wait_readable(spawned.pidfd)
+                # The init's pid namespace dies with it, taking every process of the container,
+                # stopped or traced ones too.
+                if kill or spawned.poll() is None:
                     spawned.kill()
                 await anyio.wait_readable(spawned.pidfd)
                 spawned.wait()

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from test_attacks import MODES, _open_to_others, in_mode
+from test_attacks import MODES, _open_to_others, attack_bin, in_mode  # noqa: F401 - a fixture
 
 import sandkit
 from sandkit.runtime import prespawn
@@ -96,3 +96,162 @@ def test_image_proc_symlink_cannot_reach_host_files(mode, as_unprivileged, tmp_p
     # Docker's runtime mounts proc only on a real directory too; the user learns why.
     for started in outcome:
         assert started.startswith("refused:") and "/proc is a symlink" in started, outcome
+
+
+# --- 3. a container process that stops, traces or floods the init's work ---------------------
+
+PID1_ATTACKS = ["stop", "trace", "flood"]
+
+
+def _attackers(token: str) -> list[int]:
+    """Processes anywhere on the host still running the pid1 helper of this test (an orphaned
+    init is not our descendant, so all of /proc is searched, by a token of the test's own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"/attacks/pid1\0") and token.encode() in cmd:
+            found.append(int(entry.name))
+    return found
+
+
+def _start_attacker(c, attack: str, token: str):
+    p = c.spawn(["/attacks/pid1", attack, token], stdin=False)
+    assert next(iter(p.stdout)) == b"started\n"
+    return p
+
+
+def _serve_under_attack(image_dir: str, bindir: str, attack: str, token: str) -> dict[str, object]:
+    """What the host gets from a container while one of its processes attacks: every call must
+    come back, whatever the process does."""
+    from test_attacks import _image
+
+    seen: dict[str, object] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"]) as c:
+            _start_attacker(c, attack, token)
+            execs = [c.exec(["echo", "served"], timeout=3) for _ in range(5)]
+            seen["execs"] = [(r.stdout, r.timed_out, r.signal) for r in execs]
+            seen["ping"] = c.ping() if hasattr(c, "ping") else True
+        with sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"], lifetime=1.5) as c:
+            _start_attacker(c, attack, token)
+            started = time.monotonic()
+            try:
+                while time.monotonic() - started < 20:
+                    c.exec(["true"], timeout=1)
+            except sandkit.ContainerError as exc:
+                seen["lifetime"] = (type(exc).__name__, round(time.monotonic() - started, 1))
+    return seen
+
+
+def _exit_with_exec_in_flight(image_dir: str, bindir: str, attack: str, token: str) -> list[int]:
+    """A host process that exits while an exec is starting under attack; returns the attack's
+    processes still alive 10 s later (the container must die with its host)."""
+    import threading
+
+    from test_attacks import _image
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                c = sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"])
+                c.start()
+                _start_attacker(c, attack, token)
+                threading.Thread(target=lambda: [c.exec(["true"]) for _ in range(100)], daemon=True).start()
+                time.sleep(0.5)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    deadline = time.monotonic() + 10
+    while _attackers(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _attackers(token)
+
+
+def _with_watchdog(token: str, fn, *args):
+    """Runs fn; should it hang (an init frozen by the attack), kills the attack's containers
+    after 90 s so the test fails instead of hanging the suite."""
+    import threading
+
+    box: dict[str, object] = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(90)
+    if thread.is_alive():
+        for entry in Path("/proc").iterdir():
+            try:
+                if (entry / "comm").read_text() == "sandkit-init\n" and _attackers(token):
+                    os.kill(int(entry.name), 9)
+            except (OSError, ValueError):
+                pass
+        thread.join(30)
+        pytest.fail(f"the host hung while a container process attacked with {args[-2]!r}")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]
+
+
+@pytest.mark.parametrize("attack", PID1_ATTACKS)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_container_process_cannot_freeze_the_init(mode, attack, as_unprivileged, busybox_dir, attack_bin):
+    token = f"t{os.getpid()}x{time.monotonic_ns()}"
+    seen = _with_watchdog(token, in_mode, mode, as_unprivileged, _serve_under_attack, str(busybox_dir),
+                          str(attack_bin), attack, token)
+    for stdout, timed_out, signal in seen["execs"]:
+        # Stopped before or after its execve, an exec still ends: by itself, or by its timeout.
+        assert stdout == b"served\n" or timed_out, seen
+    assert seen["lifetime"][0] in {"ContainerNotRunningError", "ContainerDiedError"}, seen
+    assert seen["lifetime"][1] < 10, f"the lifetime of 1.5 s was not kept: {seen}"
+    assert not _attackers(token), "the attack outlived its container"
+
+
+@pytest.mark.parametrize("attack", ["stop", "trace"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_container_under_attack_dies_with_its_host(mode, attack, as_unprivileged, busybox_dir, attack_bin):
+    token = f"t{os.getpid()}x{time.monotonic_ns()}"
+    left = _with_watchdog(token, in_mode, mode, as_unprivileged, _exit_with_exec_in_flight, str(busybox_dir),
+                          str(attack_bin), attack, token)
+    assert not left, f"container processes outlived their host: {left}"
+
+
+def _stop_a_frozen_init(image_dir: str) -> tuple[float, bool]:
+    """stop() of a container whose init cannot answer (stopped from the host): how long it
+    took, and whether the init is gone."""
+    import signal
+
+    from test_attacks import _image
+
+    c = sandkit.Container(_image(image_dir))
+    c.start()
+    c.exec(["true"])
+    pid = c._core._init.pid
+    os.kill(pid, signal.SIGSTOP)
+    import threading
+
+    # Should stop() wait for the init forever, the test fails rather than hangs.
+    rescue = threading.Timer(40, os.kill, (pid, signal.SIGKILL))
+    rescue.start()
+    started = time.monotonic()
+    c.stop()
+    took = time.monotonic() - started
+    rescue.cancel()
+    return took, not Path(f"/proc/{pid}").exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stop_ends_a_container_whose_init_cannot_answer(mode, as_unprivileged, busybox_dir):
+    took, gone = in_mode(mode, as_unprivileged, _stop_a_frozen_init, str(busybox_dir))
+    assert gone, "the init outlived stop()"
+    assert took < 30, f"stop() took {took:.1f} s"
