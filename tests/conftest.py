@@ -49,6 +49,13 @@ def busybox(busybox_dir):
     return sandkit.Image.from_directory(busybox_dir)
 
 
+@pytest.fixture(scope="session")
+def oci_fixtures() -> Path:
+    """Images written by other OCI tools (go-containerregistry, regclient), kept in the
+    repository with their licences: see tests/fixtures/oci/README.md."""
+    return Path(__file__).resolve().parent / "fixtures" / "oci"
+
+
 # --- leaks ---------------------------------------------------------------------------------
 
 
