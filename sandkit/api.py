@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import select
 import signal as signals
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Self
@@ -16,7 +15,7 @@ from .images.image import Image
 from .runtime.cgroups import CgroupStats
 from .runtime.container import AsyncContainer
 from .runtime.mounts import Mount
-from .runtime.process import AsyncInput, AsyncProcess
+from .runtime.process import AsyncInput, AsyncProcess, wait_ready
 from .runtime.results import ExecResult
 from .security.seccomp import SeccompSpec
 
@@ -142,7 +141,7 @@ class _Output:
             try:
                 return os.read(self._fd, max_bytes)
             except BlockingIOError:
-                select.select([self._fd], [], [])
+                wait_ready(self._fd)
             except OSError as exc:
                 if exc.errno == errno.EIO:  # pty closed
                     return b""
@@ -166,7 +165,7 @@ class _Input:
             try:
                 view = view[os.write(self._fd, view):]
             except BlockingIOError:
-                select.select([], [self._fd], [])
+                wait_ready(self._fd, write=True)
 
     def close(self) -> None:
         self._core.close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import select
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ import attrs
 from ..errors import ContainerStartError
 from ..ipc import MAX_PACKET, Error, Ready, Setup, decode, encode
 from .cgroups import ContainerCgroup
+from .process import wait_ready
 from .resources import ResourcePlan, spawn_options
 from .spawn import SpawnedInit, spawn_init
 
@@ -84,7 +84,7 @@ def make_container(recipe: Recipe) -> ReadyContainer:
     ready = ReadyContainer(init, host_end, cgroup)
     try:
         host_end.sendmsg([recipe.setup])
-        if not select.select([host_end], [], [], _SET_UP_TIMEOUT)[0]:
+        if not wait_ready(host_end.fileno(), timeout=_SET_UP_TIMEOUT):
             raise ContainerStartError("a spare container did not finish set-up in time")
         reply = decode(host_end.recv(MAX_PACKET + 1))
         if isinstance(reply, Error) or not isinstance(reply, Ready):

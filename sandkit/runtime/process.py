@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import signal as signals
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Self
@@ -17,6 +18,17 @@ from ..ipc import Exit
 if TYPE_CHECKING:
     from .cgroups import ExecCgroup, ExecUsage
     from .container import AsyncContainer
+
+
+def wait_ready(fd: int, *, write: bool = False, timeout: float | None = None) -> bool:
+    """Block until ``fd`` is readable (or writable): False when ``timeout`` (seconds) passed.
+
+    poll, not select: select cannot watch an fd above 1023, which a process that holds many
+    files or containers soon has.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
 
 
 def set_nonblocking(fd: int) -> None:
