@@ -17,7 +17,7 @@ import atexit
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import attrs
@@ -92,6 +92,8 @@ class HostDirs:
         with cls._lock:
             fd = cls._cache.get(key)
             if fd is None:
+                if not cls._cache:
+                    remove_empty_stale(host)
                 fd = cls._make(host, parent, tag, prepare_level)
                 if not cls._cache:
                     atexit.register(cls.remove_own)
@@ -100,18 +102,22 @@ class HostDirs:
 
     @classmethod
     def remove_own(cls) -> None:
-        """At exit: rmdir this process's `<tag>` dirs (empty once every container was destroyed;
-        a busy one is left for `reap_stale`). Sandkit's `<name>/` dirs stay: others share them."""
+        """At exit: rmdir this process's `<tag>` dirs (empty once every container was destroyed).
+        A busy one is kept, so that a later call (prespawn's exit hook, after it destroyed the
+        spares' cgroups) can try again; what still stays is removed by the next process's
+        `_make`. Sandkit's `<name>/` dirs stay: others share them."""
         with cls._lock:
             for (parent, name, tag), fd in list(cls._cache.items()):
                 if tag != host_tag():
                     continue  # inherited across fork: the parent process removes its own
-                os.close(fd)
-                del cls._cache[(parent, name, tag)]
                 try:
                     os.rmdir(os.path.join(parent, name, tag))
-                except OSError:
+                except FileNotFoundError:
                     pass
+                except OSError:
+                    continue
+                os.close(fd)
+                del cls._cache[(parent, name, tag)]
 
     @staticmethod
     def _make(host: CgroupHost, parent: str, tag: str, prepare_level: Prepare) -> int:
@@ -274,18 +280,33 @@ def write_limit(dir_fd: int, file: str, value: str | int) -> None:
         raise CgroupError(f"the kernel refused {value!r} for {file}: {os.strerror(e.errno or 0)}") from e
 
 
+def remove_empty_stale(host: CgroupHost) -> None:
+    """The `<tag>` trees of host processes that are gone, where empty, in every hierarchy: what
+    a process killed before its exit hooks left. One that still holds a process is left alone
+    (`reap_stale` kills). Done when a process first makes a `<tag>` of its own."""
+    for parent in sorted(set(host.parents.values())):
+        for base_fd, tag in _stale_tags(parent, host.name):
+            _fs.remove_if_empty(base_fd, tag)
+
+
 def reap_stale_under(parent: str, name: str, use_kill_file: bool) -> list[str]:
     """Remove `<parent>/<name>/<tag>` trees of dead host processes; returns the paths removed."""
     removed = []
+    for base_fd, tag in _stale_tags(parent, name):
+        _fs.remove_tree(base_fd, tag, use_kill_file)
+        removed.append(os.path.join(parent, name, tag))
+    return removed
+
+
+def _stale_tags(parent: str, name: str) -> Iterator[tuple[int, str]]:
+    """(fd of `<parent>/<name>`, tag) of each `<tag>` there whose host process is gone."""
     try:
         base_fd = _fs.open_dir(os.path.join(parent, name))
     except FileNotFoundError:
-        return removed
+        return
     try:
         for tag in _fs.subdirs(base_fd):
             if is_stale(tag):
-                _fs.remove_tree(base_fd, tag, use_kill_file)
-                removed.append(os.path.join(parent, name, tag))
+                yield base_fd, tag
     finally:
         os.close(base_fd)
-    return removed
