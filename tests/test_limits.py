@@ -27,7 +27,9 @@ def test_a_fork_bomb_hits_the_pids_limit(busybox):
     with sandkit.Container(busybox, pids_limit=20) as c:
         r = c.exec(["sh", "-c", "for i in $(seq 40); do sleep 5 & done; wait"], timeout=20)
         assert b"can't fork" in r.stderr or b"Resource temporarily unavailable" in r.stderr, r
+        assert r.pids_limit_hit, r
         assert c.stats().pids_current <= 20
+        assert not c.exec(["sh", "-c", "sleep 0 & wait"]).pids_limit_hit  # counted per exec
     with sandkit.Container(busybox) as c:  # and the next container is unaffected
         assert c.exec(["true"]).exit_code == 0
 

@@ -42,6 +42,7 @@ class ExecUsage:
     cpu_ns: int  # user + system CPU time
     memory_peak: int | None  # high-water mark of charged memory, bytes (None: kernel lacks it)
     oom_killed: bool  # the kernel's OOM killer killed a process of this exec
+    pids_limit_hit: bool = False  # a fork failed on the container's pids limit during the exec
 
 
 @attrs.frozen
@@ -148,6 +149,10 @@ class ExecCgroup(abc.ABC):
     """The cgroup(s) one exec runs in, nested in its container's so the container's limits hold."""
 
     _on_close: Callable[[ExecCgroup], None] | None = None
+    # The container's count of forks refused by its pids limit, and that count when this exec
+    # began: the limit is the container's, so that is where the kernel counts (pids.events).
+    _pids_refused: Callable[[], int] | None = None
+    _pids_refused_before: int = 0
 
     @abc.abstractmethod
     def fds(self) -> list[int]:
@@ -171,7 +176,10 @@ class ExecCgroup(abc.ABC):
     def finish(self) -> ExecUsage:
         """`usage()` then `close()`: what the runtime calls when the exec's `exit` arrives."""
         try:
-            return self.usage()
+            usage = self.usage()
+            if self._pids_refused is not None:
+                usage = attrs.evolve(usage, pids_limit_hit=self._pids_refused() > self._pids_refused_before)
+            return usage
         finally:
             self.close()
 
@@ -241,7 +249,19 @@ class ContainerCgroup(abc.ABC):
         ex = self._exec_cgroup(f"x{exec_id}")
         self._execs.add(ex)
         ex._on_close = self._execs.discard
+        if self.limits.pids is not None:
+            ex._pids_refused, ex._pids_refused_before = self._pids_refused, self._pids_refused()
         return ex
+
+    def _pids_refused(self) -> int:
+        """How many forks the container's pids limit refused so far (0 where the kernel does
+        not count them: pids.events is Linux >= 4.6 on v1)."""
+        fd = self._pids_dir()
+        return 0 if fd is None else _fs.read_keyed(fd, "pids.events").get("max", 0)
+
+    def _pids_dir(self) -> int | None:
+        """The directory fd of the container's pids cgroup, if it has one."""
+        return None
 
     @abc.abstractmethod
     def _exec_cgroup(self, name: str) -> ExecCgroup: ...
