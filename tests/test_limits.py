@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -53,6 +54,23 @@ def test_stats_need_a_cgroup_and_report_memory(busybox):
         p.kill()
         p.wait()
         p.close()
+
+
+def _writable_layer() -> tuple[int, int]:
+    with sandkit.Container("host") as c:
+        blocks, block_size, inodes = c.exec(["stat", "-f", "-c", "%b %S %c", "/"], check=True).stdout.split()
+    return int(blocks) * int(block_size), int(inodes)
+
+
+@pytest.mark.parametrize("mode", ["root", "rootless"])
+def test_the_writable_layer_is_bounded_by_default(mode, as_unprivileged):
+    if mode == "rootless" and os.geteuid() != 0:
+        pytest.skip("root creates the unprivileged user")
+    size, inodes = _writable_layer() if mode == "root" else as_unprivileged(_writable_layer)
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    expected = min(1 << 30, ram // 4)  # the README's default: 1 GiB, a quarter of RAM if less
+    assert size == expected
+    assert inodes == expected // 4096
 
 
 def test_the_writable_layer_has_a_size_limit(busybox):

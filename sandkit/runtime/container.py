@@ -79,9 +79,16 @@ _ExecFlow = Generator[tuple[int, float | None], Reply | None, ExecOutcome]
 DEFAULT_MAX_OUTPUT = 16 << 20
 DEFAULT_MAX_READ = 64 << 20
 
-# The writable layer is a tmpfs, whose inodes are kernel memory: bound them even when no size is
-# given (a million empty files would otherwise cost the host about a GiB).
-_DEFAULT_INODES = 262144
+# The writable layer is a tmpfs: its pages and its inodes are the host's memory. Without a
+# disk_size it gets 1 GiB, or a quarter of RAM on a smaller host (tmpfs's own default, half of
+# RAM per container, let any container take the host's memory), and one inode per 4 KiB.
+_DEFAULT_DISK_SIZE = 1 << 30
+
+
+def default_disk_size() -> int:
+    """The writable layer's size when the container gives no ``disk_size`` (documented)."""
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return min(_DEFAULT_DISK_SIZE, ram // 4)
 
 
 def _check_hostname(name: str) -> None:
@@ -93,11 +100,9 @@ def _check_hostname(name: str) -> None:
         )
 
 
-def _default_inodes(disk_size: int | str | None) -> int:
-    if disk_size is None:
-        return _DEFAULT_INODES
+def _default_inodes(disk_size: int) -> int:
     # about one inode per 4 KiB of space, as ext4 makes them, within sane bounds
-    return min(max(parse_size(disk_size) // 4096, 4096), 1 << 20)
+    return min(max(disk_size // 4096, 4096), 1 << 20)
 
 
 def _check_size(path: str, size: int, max_size: int) -> None:
@@ -288,6 +293,7 @@ class AsyncContainer:
             raise errors.ProtocolError(f"expected 'ready' from the init, got {reply!r}")
 
     def _setup_message(self, image: Image | str) -> Setup:
+        disk_size = parse_size(self.disk_size) if self.disk_size is not None else default_disk_size()
         return plan.setup_message(
             image,
             scratch=scratch_mountpoint(sandkit_home()),
@@ -297,8 +303,8 @@ class AsyncContainer:
             rootless=self.rootless,
             masked=security_paths.MASKED_PATHS,
             readonly_paths=security_paths.READONLY_PATHS,
-            scratch_size=parse_size(self.disk_size) if self.disk_size is not None else 0,
-            scratch_inodes=self.disk_inodes or _default_inodes(self.disk_size),
+            scratch_size=disk_size,
+            scratch_inodes=self.disk_inodes or _default_inodes(disk_size),
             loopback=self.network == "none",
             lifetime=self.lifetime,
             workdir=self.workdir or (image.config.working_dir if isinstance(image, Image) else None),
