@@ -56,14 +56,14 @@ class AsyncOutput:
                     return b""
                 raise
 
-    async def read_all(self, limit: int | None = None) -> tuple[bytes, bool]:
-        """Everything until end of stream; beyond ``limit`` bytes the rest is read and dropped.
-        Returns the data and whether it was cut."""
+    async def read_all(self, limit: int) -> tuple[bytes, bool]:
+        """Everything until end of stream; beyond ``limit`` bytes the rest is read and dropped
+        (no default: a process's output may be endless). Returns the data and whether it was cut."""
         chunks: list[bytes] = []
         kept = 0
         truncated = False
         while chunk := await self.read():
-            if limit is not None and kept + len(chunk) > limit:
+            if kept + len(chunk) > limit:
                 chunk = chunk[: max(0, limit - kept)]
                 truncated = True
             kept += len(chunk)
