@@ -131,8 +131,9 @@ def _set_dumpable() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
-def run_unprivileged(fn, *args):
-    """Run ``fn(*args)`` in a forked child that has dropped to the unprivileged test user.
+def run_unprivileged(fn, *args, unprivileged=True):
+    """Run ``fn(*args)`` in a forked child that has dropped to the unprivileged test user
+    (``unprivileged=False``: that stays root, for a measure of one process of its own).
 
     The child keeps the parent's imported modules and the sealed init memfd, so it needs no
     access to this checkout; its own SANDKIT_HOME belongs to the user. Returns what ``fn``
@@ -149,19 +150,21 @@ def run_unprivileged(fn, *args):
     spawn.init_memfd()
     uid, gid = unprivileged_ids()
     home = tempfile.mkdtemp(prefix="sandkit-rootless-")
-    os.chown(home, uid, gid)
+    if unprivileged:
+        os.chown(home, uid, gid)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         status = 0
         try:
             os.close(read_end)
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-            # Changing uid made us non-dumpable, which a real user's process is not; it would
-            # hide /proc/<child>/uid_map from us.
-            _set_dumpable()
+            if unprivileged:
+                os.setgroups([])
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+                # Changing uid made us non-dumpable, which a real user's process is not; it
+                # would hide /proc/<child>/uid_map from us.
+                _set_dumpable()
             os.environ["SANDKIT_HOME"] = home
             os.environ["HOME"] = home
             outcome = ("ok", fn(*args))
