@@ -148,6 +148,12 @@ __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 	}
 	if (setsid() < 0)
 		child_fail(pipefd, "setup", errno, "setsid: %s%s", "");
+	/* What the process starts stays in its tree even when an intermediate parent exits (a
+	 * double fork with setsid): orphans come to it rather than to PID 1, so a timeout or a
+	 * kill of the exec's tree reaches them. A program that never waits for children it did
+	 * not start keeps their zombies until it exits, as a container's PID 1 would. */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+		child_fail(pipefd, "setup", errno, "become a subreaper: %s%s", "");
 	if (s->pty) {
 		if (ioctl(s->pty_slave, TIOCSCTTY, 0) < 0)
 			child_fail(pipefd, "setup", errno, "set controlling terminal: %s%s", "");

@@ -281,20 +281,57 @@ static int share_seccomp(struct spec *s, struct err *e)
 	return 0;
 }
 
-int confine_init(const struct mp_doc *d, struct err *e)
+/* The container's confinement from its setup message, kept until the init applies it to itself:
+ * at the end of set-up, or, for a container to be named later that cannot keep its hostname
+ * sysctl (rootless), right after the name is set (the filter may forbid sethostname) and in any
+ * case before anything else a request asks for. It must never depend on what an exec asks. */
+static struct {
+	bool pending;
+	int has_caps;
+	uint64_t caps;
+	struct sock_filter *prog;
+	unsigned short len;
+} confinement;
+
+int confine_prepare(const struct mp_doc *d, struct err *e)
 {
-	struct spec s;
+	struct sock_fprog prog = { 0 };
 	uint32_t sc = 0;
 	int64_t caps = 0;
+	size_t bytes;
 
-	memset(&s, 0, sizeof(s));
-	s.shared_seccomp = true;
-	if ((s.has_caps = get_int(d, 0, "caps", &caps, e)) < 0 || get_type(d, 0, "seccomp", MP_BIN, &sc, e) < 0 ||
-	    (sc && bpf_program(d, sc, &s.prog, e) < 0))
+	if ((confinement.has_caps = get_int(d, 0, "caps", &caps, e)) < 0 ||
+	    get_type(d, 0, "seccomp", MP_BIN, &sc, e) < 0 || (sc && bpf_program(d, sc, &prog, e) < 0))
 		return -1;
-	s.caps = (uint64_t)caps;
-	/* Absent keys leave the init as it is (the first exec then does it, as without set-up). */
-	return (s.has_caps && limit_bounding_set(&s, e) < 0) || share_seccomp(&s, e) < 0 ? -1 : 0;
+	confinement.caps = (uint64_t)caps;
+	bytes = prog.len * sizeof(struct sock_filter);
+	if (bytes && !(confinement.prog = malloc(bytes)))
+		return seterr(e, ENOMEM, "out of memory");
+	if (bytes)
+		memcpy(confinement.prog, prog.filter, bytes);
+	confinement.len = prog.len;
+	/* Absent keys leave the init as it is (each exec then carries its own, as without set-up). */
+	confinement.pending = confinement.has_caps || confinement.len;
+	return 0;
+}
+
+int confine_now(struct err *e)
+{
+	struct spec s;
+
+	if (!confinement.pending)
+		return 0;
+	memset(&s, 0, sizeof(s));
+	s.has_caps = confinement.has_caps;
+	s.caps = confinement.caps;
+	s.prog = (struct sock_fprog){ confinement.len, confinement.prog };
+	s.shared_seccomp = true;
+	if ((s.has_caps && limit_bounding_set(&s, e) < 0) || share_seccomp(&s, e) < 0)
+		return -1;
+	confinement.pending = false;
+	free(confinement.prog); /* share_seccomp keeps its own copy */
+	confinement.prog = NULL;
+	return 0;
 }
 
 /* Execs whose child has not reached execve yet. The init never waits for one: it goes on
@@ -499,15 +536,54 @@ static bool stat_of(pid_t pid, pid_t out[4])
 	return state != 'Z' && state != 'X';
 }
 
+/* One process of the container as the tree walk sees it: /proc/<pid>/stat's pid, ppid, process
+ * group and session, and whether it belongs to the tree being signalled. */
+struct proc {
+	pid_t pid, ppid, pgrp, sid;
+	enum { UNKNOWN, WALKING, IN, OUT } mark;
+};
+
+static int by_pid(const void *a, const void *b)
+{
+	pid_t x = ((const struct proc *)a)->pid, y = ((const struct proc *)b)->pid;
+	return (x > y) - (x < y);
+}
+
+static struct proc *find_proc(struct proc *ps, size_t n, pid_t pid)
+{
+	struct proc key = { .pid = pid };
+	return bsearch(&key, ps, n, sizeof(*ps), by_pid);
+}
+
+/* Marks p and its ancestors up to the first one already decided: IN when that one is, OUT
+ * otherwise. Each process is walked once, so a whole tree costs O(n log n) however deep or wide
+ * a container makes it. A parent link back into the walk (pid reuse between two reads of /proc)
+ * ends it as OUT. */
+static void mark_tree(struct proc *ps, size_t n, struct proc *p, struct proc **path)
+{
+	size_t depth = 0;
+	int mark = OUT;
+
+	while (p && p->mark == UNKNOWN) {
+		p->mark = WALKING;
+		path[depth++] = p;
+		p = p->ppid > 1 ? find_proc(ps, n, p->ppid) : NULL;
+	}
+	if (p && p->mark == IN)
+		mark = IN;
+	while (depth)
+		path[--depth]->mark = mark;
+}
+
 /* Signals the exec's session, process group and descendants; returns how many were hit. A
  * root that has been reaped is no process any more (its pid may be another's by now), but its
- * session and group stay what they were while any member lives. */
+ * session and group stay what they were while any member lives. Every exec root is a subreaper
+ * (see child.c), so what it started stays its descendant even after a double fork and setsid. */
 static int signal_tree(pid_t root, bool root_alive, int sig)
 {
-	pid_t (*ps)[4] = NULL;
+	struct proc *ps = NULL, **path = NULL;
 	size_t n = 0, cap = 0;
 	int hit = 0;
-	bool grew = true;
 	struct dirent *de;
 	DIR *dir = opendir("/proc");
 
@@ -516,7 +592,8 @@ static int signal_tree(pid_t root, bool root_alive, int sig)
 	while ((de = readdir(dir))) {
 		char *end;
 		long pid = strtol(de->d_name, &end, 10);
-		if (*end || pid <= 1)
+		pid_t st[4];
+		if (*end || pid <= 1 || !stat_of((pid_t)pid, st))
 			continue;
 		if (n == cap) {
 			void *np = realloc(ps, (cap = cap ? 2 * cap : 256) * sizeof(*ps));
@@ -524,30 +601,24 @@ static int signal_tree(pid_t root, bool root_alive, int sig)
 				break;
 			ps = np;
 		}
-		if (stat_of((pid_t)pid, ps[n]))
-			n++;
+		ps[n++] = (struct proc){ st[0], st[1], st[2], st[3], UNKNOWN };
 	}
 	closedir(dir);
-	/* Mark the matches in place (ppid := 0) and grow the set through parent links. */
-	for (size_t k = 0; k < n; k++)
-		if ((root_alive && ps[k][0] == root) || ps[k][2] == root || ps[k][3] == root)
-			ps[k][1] = -ps[k][1] - 1;
-	while (grew) {
-		grew = false;
-		for (size_t k = 0; k < n; k++) {
-			if (ps[k][1] < 0)
-				continue;
-			for (size_t j = 0; j < n; j++)
-				if (ps[j][1] < 0 && ps[j][0] == ps[k][1]) {
-					ps[k][1] = -ps[k][1] - 1;
-					grew = true;
-					break;
-				}
-		}
+	path = malloc((n ? n : 1) * sizeof(*path));
+	if (!path) {
+		free(ps);
+		return -1;
 	}
+	qsort(ps, n, sizeof(*ps), by_pid);
 	for (size_t k = 0; k < n; k++)
-		if (ps[k][1] < 0 && kill(ps[k][0], sig) == 0)
+		if ((root_alive && ps[k].pid == root) || ps[k].pgrp == root || ps[k].sid == root)
+			ps[k].mark = IN;
+	for (size_t k = 0; k < n; k++)
+		mark_tree(ps, n, &ps[k], path);
+	for (size_t k = 0; k < n; k++)
+		if (ps[k].mark == IN && kill(ps[k].pid, sig) == 0)
 			hit++;
+	free(path);
 	free(ps);
 	return hit;
 }

@@ -96,8 +96,10 @@ extern int hostname_fd;
 
 /* exec.c */
 /* The container's capabilities and seccomp profile ("caps", "seccomp" of the setup message),
- * applied to the init itself so that no exec pays for them. */
-int confine_init(const struct mp_doc *d, struct err *e);
+ * applied to the init itself so that no exec pays for them and every process inherits them:
+ * confine_prepare keeps them, confine_now applies them (once; later calls do nothing). */
+int confine_prepare(const struct mp_doc *d, struct err *e);
+int confine_now(struct err *e);
 /* Starts the process and returns at once: its `started` (or `error`) reply follows when its
  * error pipe says how the start ended (starting_*), never blocking the init meanwhile. */
 int do_exec(struct req *r, struct err *e);

@@ -61,6 +61,13 @@ static void protocol_error(int64_t id, const char *why)
 		die_eof();
 }
 
+/* The container's confinement could not be applied: nothing may run in it. */
+static __attribute__((noreturn)) void unconfined(const struct err *e)
+{
+	send_error(0, e);
+	die_eof();
+}
+
 static int rename_host(const char *name)
 {
 	size_t len = strlen(name);
@@ -91,6 +98,10 @@ static void serve_one(void)
 		protocol_error(req.id, e.no ? e.msg : !t ? "missing \"t\"" : "missing or invalid \"id\"");
 		return;
 	}
+	/* Still unconfined only when set up to be named later: nothing but the naming (and a ping)
+	 * may happen before the container's confinement is in force. */
+	if (strcmp(t, "hostname") != 0 && strcmp(t, "ping") != 0 && confine_now(&e) < 0)
+		unconfined(&e);
 	if (strcmp(t, "exec") == 0) {
 		rc = do_exec(&req, &e);
 	} else if (strcmp(t, "signal") == 0) {
@@ -104,6 +115,8 @@ static void serve_one(void)
 		if (rc > 0)
 			rc = rename_host(name) < 0 ? seterr(&e, errno, "set the host name: %s", strerror(errno)) :
 						     send_simple("ok", req.id);
+		if (confine_now(&e) < 0)
+			unconfined(&e);
 	} else if (strcmp(t, "ping") == 0) {
 		close_fds(req.fds, req.nfds);
 		rc = send_simple("pong", req.id);
@@ -245,8 +258,8 @@ int main(void)
 	}
 	tfd = lifetime_timer();
 	/* Last, so that set-up itself is not filtered. A container to be named later that cannot
-	 * keep its hostname sysctl (rootless) is confined at its first exec instead. */
-	if ((hostname_fd >= 0 || named()) && confine_init(&req.doc, &e) < 0) {
+	 * keep its hostname sysctl (rootless) is confined once it is named (see serve_one). */
+	if (confine_prepare(&req.doc, &e) < 0 || ((hostname_fd >= 0 || named()) && confine_now(&e) < 0)) {
 		send_error(0, &e);
 		return 1;
 	}

@@ -255,3 +255,79 @@ def test_stop_ends_a_container_whose_init_cannot_answer(mode, as_unprivileged, b
     took, gone = in_mode(mode, as_unprivileged, _stop_a_frozen_init, str(busybox_dir))
     assert gone, "the init outlived stop()"
     assert took < 30, f"stop() took {took:.1f} s"
+
+
+# --- 4. a first exec with a profile of its own still runs under the container's --------------
+
+ALLOW_ALL = {"defaultAction": "SCMP_ACT_ALLOW"}
+
+
+def _first_exec_with_own_profile(image_dir: str, bindir: str, from_spare: bool) -> list[tuple[int, str]]:
+    """The container's first exec passes a profile that allows everything: filters stack, so
+    the container's profile must still refuse nested namespaces, in that exec and the next."""
+    from test_attacks import _image
+
+    image = _image(image_dir)
+    mounts = [f"{bindir}:/attacks:ro"]
+    outcomes = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if from_spare:
+            os.environ["SANDKIT_PRESPAWN"] = "1"
+            with sandkit.Container(image, mounts=mounts):
+                pass
+            _poll(prespawn.spares, 10, "a spare container")
+            spare = {ready.init.pid for ready in prespawn.spares()}
+        try:
+            with sandkit.Container(image, mounts=mounts) as c:
+                if from_spare:
+                    assert c._core._init.pid in spare, "the container did not start from the spare"
+                for seccomp in (ALLOW_ALL, "default"):
+                    r = c.exec(["/attacks/kernel", "userns"], seccomp=seccomp, timeout=30)
+                    outcomes.append((r.exit_code, r.stdout.decode(errors="replace")))
+        finally:
+            os.environ["SANDKIT_PRESPAWN"] = "0"
+            prespawn.drain()
+    return outcomes
+
+
+@pytest.mark.parametrize("start", ["spare", "fresh"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_per_exec_profile_stacks_on_the_containers(mode, start, as_unprivileged, busybox_dir, attack_bin):
+    outcomes = in_mode(mode, as_unprivileged, _first_exec_with_own_profile, str(busybox_dir),
+                       str(attack_bin), start == "spare")
+    for code, out in outcomes:
+        holes = [line for line in out.splitlines() if line.startswith("HOLE")]
+        assert code == 0 and not holes, f"the container's profile was not in force: {outcomes}"
+
+
+# --- a double-forked, setsid process and an exec's timeout ----------------------------------
+
+
+def _escape_the_timeout(image_dir: str) -> tuple[bool, str]:
+    from test_attacks import _image
+
+    with sandkit.Container(_image(image_dir)) as c:
+        # The subshell starts a new session and exits at once: its orphan is no descendant of
+        # the command any more, nor in its session or process group.
+        r = c.exec(["sh", "-c", "(setsid sleep 987 &); (setsid sleep 987 </dev/null >/dev/null 2>&1 &); sleep 986"],
+                   timeout=1)
+        left = _poll_ps(c)
+    return r.timed_out, left
+
+
+def _poll_ps(c) -> str:
+    deadline = time.monotonic() + 5
+    while True:
+        ps = c.exec(["ps", "-o", "pid,ppid,args"]).stdout.decode()
+        left = "\n".join(line for line in ps.splitlines() if "sleep 98" in line)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_exec_timeout_ends_what_escaped_its_session(mode, as_unprivileged, busybox_dir):
+    timed_out, left = in_mode(mode, as_unprivileged, _escape_the_timeout, str(busybox_dir))
+    assert timed_out
+    assert not left, f"processes the command started outlived its timeout:\n{left}"
