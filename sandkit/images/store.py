@@ -60,6 +60,7 @@ from typing import Any, BinaryIO
 import attrs
 
 from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
+from ..runtime.home import private_home, private_subdir, sandkit_home
 from . import reference
 from .digest import HashingReader, check_digest, drain, hex_of, mismatch, sha256_bytes, verify_bytes
 from .fsutil import dir_size, remove_tree, write_json_atomic
@@ -81,12 +82,7 @@ CONFIG_TYPES = {
 
 
 def default_home() -> Path:
-    if env := os.environ.get("SANDKIT_HOME"):
-        return Path(env).absolute()
-    if os.geteuid() == 0:
-        return Path("/var/lib/sandkit")
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data) / "sandkit"
+    return sandkit_home()
 
 
 @attrs.frozen
@@ -132,8 +128,10 @@ class Store:
                 f"SANDKIT_HOME {str(self.home)!r} contains ':' or ',', which overlayfs cannot take "
                 "in layer paths: choose another directory"
             )
+        # Private to its owner, checked at every open (see runtime/home.py for why).
+        private_home(self.home)
         for sub in ("blobs/sha256", "layers", "images", "tmp", "locks", "leases"):
-            (self.home / sub).mkdir(parents=True, exist_ok=True)
+            private_subdir(self.home, sub)
 
     @classmethod
     def default(cls) -> Store:
@@ -143,7 +141,7 @@ class Store:
 
     @contextlib.contextmanager
     def _flock(self, path: Path, op: int) -> Iterator[int]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, op)
             yield fd
