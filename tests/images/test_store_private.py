@@ -57,9 +57,10 @@ def filled_store(shared_dir: Path):
     return store, image
 
 
-def _attempt(action) -> str:
+def _attempt(fn, *args) -> str:
+    """Run in the other user's process: what ``fn`` got, or "denied"."""
     try:
-        return f"succeeded: {action()!r}"
+        return f"succeeded: {fn(*args)!r}"
     except PermissionError:
         return "denied"
 
@@ -84,15 +85,11 @@ def _block(lock: Path) -> str:
 
 
 def _as_other_user(as_unprivileged, fn, *args) -> str:
-    return as_unprivileged(_attempt_with, fn, *args)
-
-
-def _attempt_with(fn, *args) -> str:
-    return _attempt(lambda: fn(*args))
+    return as_unprivileged(_attempt, fn, *args)
 
 
 def test_another_user_cannot_run_a_setuid_file_of_an_unpacked_layer(filled_store, as_unprivileged):
-    store, image = filled_store
+    _store, image = filled_store
     assert _as_other_user(as_unprivileged, _run_setuid, image.layer_dirs[0]) == "denied"
 
 
@@ -103,7 +100,7 @@ def test_another_user_cannot_read_a_blob(filled_store, as_unprivileged):
 
 
 def test_another_user_cannot_plant_a_file_in_an_unpacked_layer(filled_store, as_unprivileged):
-    store, image = filled_store
+    _store, image = filled_store
     assert _as_other_user(as_unprivileged, _plant, image.layer_dirs[0]) == "denied"
     assert not (image.layer_dirs[0] / "tmp" / "planted").exists()
 
