@@ -208,7 +208,8 @@ class _Loader:
                 f"{len(diff_ids)}; the archive is corrupt"
             )
         names = [(n, _digest_from_name(n) if n.startswith("blobs/") else None, None) for n in layers]
-        records = self.ingest_layers(names, diff_ids)
+        with self.store.unpacking(len(layers)):  # each image has its own disk budget
+            records = self.ingest_layers(names, diff_ids)
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -250,7 +251,8 @@ class _Loader:
                     )
                 digest = check_digest(layer.get("digest"), "layer digest")
                 names.append((f"blobs/sha256/{hex_of(digest)}", digest, layer.get("size")))
-            self.ingest_layers(names, diff_ids)
+            with self.store.unpacking(len(layers)):
+                self.ingest_layers(names, diff_ids)
             return data, config, media_type or "application/vnd.oci.image.manifest.v1+json"
         raise ImageError(f"{self.src.path}: indexes nested more than 8 deep; refused")
 

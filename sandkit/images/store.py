@@ -48,6 +48,7 @@ raises ImageInUseError if any lease is held (also across processes; released if 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import os
@@ -62,6 +63,7 @@ import attrs
 from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
 from ..runtime.home import private_home, private_subdir, sandkit_home
 from . import reference
+from .budget import ChargedWriter, DiskBudget, StoreLimits, check_layer_count
 from .digest import HashingReader, check_digest, drain, hex_of, mismatch, sha256_bytes, verify_bytes
 from .fsutil import dir_size, remove_tree, write_json_atomic
 from .layers import DECOMPRESSION_ERRORS, LAYER_TYPES, apply_tar, compression_of, open_decompressed
@@ -79,6 +81,9 @@ CONFIG_TYPES = {
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 }
+
+# The budget of the pull or load running in this context (its layers' threads inherit it).
+_budget: contextvars.ContextVar[DiskBudget | None] = contextvars.ContextVar("sandkit_store_budget", default=None)
 
 
 def default_home() -> Path:
@@ -121,7 +126,20 @@ class PruneReport:
 
 
 class Store:
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+    """The store at ``home`` (default: $SANDKIT_HOME). ``max_image_size``, ``max_store_size``
+    and ``min_free`` (bytes, or sizes like "32g") bound what a pull or load may write; they
+    default to their environment variables, then to the defaults in budget.py (README,
+    "Images")."""
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        max_image_size: int | str | None = None,
+        max_store_size: int | str | None = None,
+        min_free: int | str | None = None,
+    ) -> None:
+        self.limits = StoreLimits.resolve(max_image_size, max_store_size, min_free)
         self.home = Path(home).absolute() if home is not None else default_home()
         if ":" in str(self.home) or "," in str(self.home):
             raise ImageError(
@@ -151,9 +169,40 @@ class Store:
     def _store_lock(self) -> contextlib.AbstractContextManager[int]:
         return self._flock(self.home / "locks" / "store.lock", fcntl.LOCK_EX)
 
-    def loading(self) -> contextlib.AbstractContextManager[int]:
-        """Hold while adding content, from the first blob to register_image (blocks prune)."""
-        return self._flock(self.home / "locks" / "gc.lock", fcntl.LOCK_SH)
+    @contextlib.contextmanager
+    def loading(self, layers: int | None = None) -> Iterator[int]:
+        """Hold while adding content, from the first blob to register_image (blocks prune).
+
+        What is written meanwhile in this context (and the threads it starts) shares one disk
+        budget; ``layers``, the image's layer count when known, is checked against Docker's
+        limit before anything is fetched.
+        """
+        with self._flock(self.home / "locks" / "gc.lock", fcntl.LOCK_SH) as fd, self.unpacking(layers):
+            yield fd
+
+    @contextlib.contextmanager
+    def unpacking(self, layers: int | None = None) -> Iterator[DiskBudget]:
+        """A fresh disk budget for one image's blobs and layers (see budget.py)."""
+        if layers is not None:
+            check_layer_count(layers, "the image")
+        token = _budget.set(self._new_budget())
+        try:
+            yield _budget.get()  # type: ignore[misc]
+        finally:
+            _budget.reset(token)
+
+    def _new_budget(self) -> DiskBudget:
+        used = self._usage() if self.limits.max_store_size is not None else 0
+        return DiskBudget(self.home, self.limits, used)
+
+    def _current_budget(self) -> DiskBudget:
+        """The budget of the pull or load in progress, else one for this write alone."""
+        return _budget.get() or self._new_budget()
+
+    def _usage(self) -> int:
+        """Bytes the store holds: its blobs, and its layers as their tars' sizes."""
+        blobs = sum(entry.stat().st_size for entry in os.scandir(self.home / "blobs" / "sha256"))
+        return blobs + sum(self.layer_size("sha256:" + entry.name) for entry in os.scandir(self.home / "layers"))
 
     def lease(self, image_id: str) -> contextlib.AbstractContextManager[int]:
         """Mark ``image_id`` as in use until the context exits (see the module docstring)."""
@@ -229,7 +278,7 @@ class Store:
         """Copy ``stream`` into the store, verifying digest and size before it becomes visible."""
         check_digest(digest)
         with self.staging() as tmp, open(tmp / "blob", "wb") as out:
-            reader = HashingReader(stream, out)
+            reader = HashingReader(stream, ChargedWriter(out, self._current_budget(), f"blob {digest}"))  # type: ignore[arg-type]
             reader.drain()
             self._check(reader, digest, size, f"blob {digest}")
             out.flush()
@@ -283,6 +332,7 @@ class Store:
         if (stored := self._stored_layer(digest, diff_id, media_type)) is not None:
             return stored
         lock = self.home / "locks" / f"layer-{hex_of(diff_id)}.lock"
+        budget = self._current_budget()
         with self._flock(lock, fcntl.LOCK_EX), self.staging() as tmp:
             # Checked again under the lock: if another process stored the layer while we
             # waited, the stream is not read at all (a pull never even requests the blob).
@@ -290,7 +340,7 @@ class Store:
                 return stored
             apply = not self.has_layer(diff_id)
             with open(tmp / "blob", "wb") as blob_out:
-                raw = HashingReader(stream, blob_out)
+                raw = HashingReader(stream, ChargedWriter(blob_out, budget, f"layer blob {digest or ''}"))  # type: ignore[arg-type]
                 # The compressed side may run in a thread of its own (readahead.py): the
                 # source is drained before its hash is read, and joined before the blob closes.
                 with ReadAhead(raw) as source:
@@ -299,7 +349,7 @@ class Store:
                         plain = HashingReader(decompressed)
                         if apply:
                             (tmp / "layer" / "fs").mkdir(parents=True)
-                            report = apply_tar(plain, tmp / "layer" / "fs")  # type: ignore[arg-type]
+                            report = apply_tar(plain, tmp / "layer" / "fs", budget)  # type: ignore[arg-type]
                         plain.drain()  # tar end padding is part of the DiffID
                     except (ImageError, *DECOMPRESSION_ERRORS) as e:
                         # A tampered blob usually breaks decompression first: say "digest
@@ -360,6 +410,7 @@ class Store:
         verify_bytes(config, config_digest, "image config")
         diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
         layers_desc = man.get("layers") or []
+        check_layer_count(len(layers_desc), "the image")
         if len(diff_ids) != len(layers_desc):
             raise ImageError(
                 f"image config lists {len(diff_ids)} layers but the manifest {len(layers_desc)}: "
