@@ -7,7 +7,8 @@ Layout (``$SANDKIT_HOME``; default ``/var/lib/sandkit`` for root, else
     layers/<diff-id hex>/fs   a layer applied once (overlay lower dir); layer.json beside it
     images/<config hex>.json  one record per image (id = config digest, as in Docker)
     refs.json                 full reference ("docker.io/library/busybox:latest") -> image id
-    tmp/                      staging; each staging dir is flock'ed by the process using it
+    tmp/                      staging; each staging dir is flock'ed by the process using it, and
+                              one whose process is gone (killed) is removed at the next open
     locks/, leases/           flock files
 
 Layers are keyed by DiffID, not ChainID: each layer is applied into its own directory with its
@@ -122,7 +123,8 @@ class PruneReport:
     images: tuple[str, ...]
     layers: int
     blobs: int
-    bytes_freed: int
+    bytes_freed: int  # layers, blobs and the staging of killed pulls and loads
+    staging: int = 0  # staging directories removed (by this prune, or when the store was opened)
 
 
 class Store:
@@ -150,6 +152,9 @@ class Store:
         private_home(self.home)
         for sub in ("blobs/sha256", "layers", "images", "tmp", "locks", "leases"):
             private_subdir(self.home, sub)
+        # A pull or load killed mid-way leaves its staging behind (hundreds of MB): clear it
+        # now rather than at the next prune, which reports it then as freed all the same.
+        self._swept = self._sweep_tmp()
 
     @classmethod
     def default(cls) -> Store:
@@ -219,29 +224,45 @@ class Store:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A private temporary directory inside the store (same filesystem, so rename works),
-        deleted on exit; it is flock'ed so a crashed process's leftovers can be told apart."""
-        path = Path(tempfile.mkdtemp(dir=self.home / "tmp"))
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deleted on exit; it is flock'ed for as long as it is used, so that a killed process's
+        leftovers can be told apart (_sweep_tmp)."""
+        path, fd = self._new_staging()
         try:
             yield path
         finally:
             remove_tree(path)
             os.close(fd)
 
-    def _sweep_tmp(self) -> None:
+    def _new_staging(self) -> tuple[Path, int]:
+        while True:
+            path = Path(tempfile.mkdtemp(dir=self.home / "tmp"))
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink > 0:
+                return path, fd
+            # A sweep took it for a leftover between mkdtemp and flock, and removed it.
+            os.close(fd)
+
+    def _sweep_tmp(self) -> tuple[int, int]:
+        """Remove staging that no live process holds; returns (directories, bytes) freed."""
+        count = freed = 0
         for entry in (self.home / "tmp").iterdir():
             try:
-                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
-                continue
+                continue  # gone meanwhile, or not a staging directory
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # Removed while locked: a process that made it a moment ago and waits for the
+                # lock finds it unlinked and makes another (_new_staging).
+                freed += dir_size(entry)
+                remove_tree(entry)
+                count += 1
             except BlockingIOError:
-                continue  # a live process is using it
+                pass  # a live process is using it
             finally:
                 os.close(fd)
-            remove_tree(entry)
+        return count, freed
 
     # --- blobs -------------------------------------------------------------------------------
 
@@ -534,7 +555,9 @@ class Store:
     def prune(self) -> PruneReport:
         """Remove untagged images not in use, then layers and blobs no image references."""
         with self._flock(self.home / "locks" / "gc.lock", fcntl.LOCK_EX), self._store_lock():
-            self._sweep_tmp()
+            swept, freed = self._sweep_tmp()
+            swept, freed = swept + self._swept[0], freed + self._swept[1]
+            self._swept = (0, 0)  # reported once
             tagged = set(self._refs().values())
             removed = []
             for rec in self.records():
@@ -546,7 +569,7 @@ class Store:
             for rec in self.records():
                 keep_blobs.update((rec.id, rec.manifest_digest, *(layer.digest for layer in rec.layers)))
                 keep_layers.update(layer.diff_id for layer in rec.layers)
-            freed = n_layers = n_blobs = 0
+            n_layers = n_blobs = 0
             for path in (self.home / "layers").iterdir():
                 if "sha256:" + path.name not in keep_layers:
                     freed += dir_size(path)
@@ -557,7 +580,7 @@ class Store:
                     freed += path.stat().st_size
                     path.unlink()
                     n_blobs += 1
-            return PruneReport(tuple(removed), n_layers, n_blobs, freed)
+            return PruneReport(tuple(removed), n_layers, n_blobs, freed, swept)
 
     def layer_size(self, diff_id: str) -> int:
         try:
