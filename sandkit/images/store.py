@@ -27,7 +27,8 @@ API for a registry client (pull/push)
 ::
 
     store = Store.default()
-    with store.loading():                           # shared gc lock for the whole pull
+    with store.loading(layers=n):                   # shared gc lock and one disk budget
+                                                    # (budget.py) for the whole pull
         store.has_blob(digest) / store.has_layer(diff_id)
         store.write_blob(stream, digest, size)      # hash while copying; verified, then renamed
         store.ingest_layer(stream, digest=..., diff_id=..., size=...)
