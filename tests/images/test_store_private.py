@@ -160,3 +160,36 @@ def test_run_state_of_detached_containers_checks_the_home(tmp_path: Path, monkey
     monkeypatch.setenv("SANDKIT_HOME", str(home))
     assert stat.S_IMODE(state.run_dir().stat().st_mode) == 0o700
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def _rootless_homes(shared: str) -> dict[str, str]:
+    """As the unprivileged user: its own open home, a world-writable one, and root's."""
+    outcomes = {}
+    for name, mode in (("open", 0o755), ("writable", 0o777)):
+        home = Path(shared) / f"user-{name}"
+        home.mkdir()
+        os.chmod(home, mode)
+        try:
+            Store(home)
+            outcomes[name] = f"{stat.S_IMODE(home.stat().st_mode):o}"
+        except HostUnsupportedError as e:
+            outcomes[name] = str(e)
+    try:
+        Store(Path(shared) / "root-home")
+        outcomes["root's"] = "opened"
+    except HostUnsupportedError as e:
+        outcomes["root's"] = str(e)
+    return outcomes
+
+
+def test_rootless_a_users_store_is_private_too(as_unprivileged):
+    shared = Path(tempfile.mkdtemp(prefix="sandkit-shared-"))
+    try:
+        os.chmod(shared, 0o777)  # both users may make directories here
+        (shared / "root-home").mkdir(mode=0o755)
+        outcomes = as_unprivileged(_rootless_homes, str(shared))
+    finally:
+        shutil.rmtree(shared)
+    assert outcomes["open"] == "700"
+    assert "writable by other users" in outcomes["writable"]
+    assert "belongs to uid 0, not to you" in outcomes["root's"]
