@@ -78,7 +78,10 @@ class _DirSource(_Source):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise ImageError(f"cannot open the image directory {str(path)!r}: {e.strerror}") from None
 
     def open(self, name: str) -> BinaryIO:
         try:
