@@ -20,8 +20,9 @@ from rootfs import make_busybox_rootfs  # noqa: F401 - tests import it from here
 UNPRIVILEGED_USER = "sandkit-test"
 
 # Tests run with their own state directory, so they never touch /var/lib/sandkit.
+# It stays private (mkdtemp's 0700), as sandkit requires of every home; the unprivileged user's
+# tests run with a home of their own that belongs to that user (run_unprivileged).
 _home = tempfile.mkdtemp(prefix="sandkit-tests-")
-os.chmod(_home, 0o755)
 os.environ["SANDKIT_HOME"] = _home
 # Spare inits kept ready in the background would count as leaks in every test; the pool has
 # tests of its own (test_prespawn.py).
