@@ -203,8 +203,10 @@ class RegistryClient:
     async def _send(
         self, method: str, url: str, scopes: frozenset[str], headers: dict[str, str], body: Body, stream: bool
     ) -> httpx.Response:
-        """One request with authentication: cached credentials first, one retry after a 401."""
-        auth_header = await self.auth.header_for(self.http, scopes)
+        """One request with authentication: cached credentials first, one retry after a 401.
+        Credentials go only to the registry's own origin (see `_own_origin`)."""
+        own = self._own_origin(url)
+        auth_header = await self.auth.header_for(self.http, scopes) if own else None
         for retried in (False, True):
             content = body() if callable(body) else body
             req = self.http.build_request(method, url, headers=_authorized(headers, auth_header), content=content)
@@ -214,10 +216,19 @@ class RegistryClient:
                 return resp
             if stream:
                 await resp.aread()
-            if retried:
+            if retried or not self._own_origin(str(resp.url)):
                 break
             auth_header = await self.auth.on_unauthorized(self.http, resp, scopes, auth_header)
         raise self._refused(method, url, resp)
+
+    def _own_origin(self, url: str) -> bool:
+        """Whether ``url`` is on the registry's own origin (scheme, host and port), the only one
+        its credentials and tokens were issued for. Docker's authorizer works the same way: it
+        answers only challenges from the registry's ping, so an upload Location or a redirect to
+        another host never gets the registry's Authorization header, and a 401 from there is
+        not answered with the user's credentials. (httpx drops the header on redirects to
+        another origin by itself.)"""
+        return self._base is not None and _origin(url) == _origin(self._base)
 
     @contextlib.contextmanager
     def _no_redirect_loop(self, method: str, url: str) -> Iterator[None]:
@@ -231,6 +242,13 @@ class RegistryClient:
             ) from None
 
     def _refused(self, method: str, url: str, resp: httpx.Response) -> AuthenticationError:
+        if not self._own_origin(str(resp.url)):
+            other = f"{resp.url.scheme}://{resp.url.netloc.decode('ascii')}"
+            return AuthenticationError(
+                f"registry {self.registry} sent {method} {httpx.URL(url).path} on to {other}, which asks for "
+                "credentials: sandkit sends a registry's credentials only to the registry itself (as Docker "
+                "does); the registry is misconfigured or hostile, tell its operator"
+            )
         who = f"as {self.auth.credentials.username!r}" if self.auth.credentials else "anonymously"
         return AuthenticationError(
             f"registry {self.registry} refused {method} {httpx.URL(url).path} {who} ({error_messages(resp)}): "
@@ -279,7 +297,8 @@ class RegistryClient:
         loop (``loop``, its anyio token) authenticates it: one token cache for every request.
         No retries here: the caller resumes with Range requests. Failures worth retrying raise
         TransientError."""
-        auth_header = anyio.from_thread.run(self.auth.header_for, self.http, scopes, token=loop)
+        own = self._own_origin(url)
+        auth_header = anyio.from_thread.run(self.auth.header_for, self.http, scopes, token=loop) if own else None
         for retried in (False, True):
             blocking = self.blocking
             request = blocking.build_request("GET", url, headers=_authorized(headers, auth_header))
@@ -293,7 +312,7 @@ class RegistryClient:
             resp.read()  # (and closed): error_messages reads the registry's explanation
             if resp.status_code != 401:
                 raise TransientError(f"GET {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
-            if retried:
+            if retried or not self._own_origin(str(resp.url)):
                 break
             auth_header = anyio.from_thread.run(self.auth.on_unauthorized, self.http, resp, scopes, auth_header, token=loop)
         raise self._refused("GET", url, resp)
@@ -311,6 +330,14 @@ class RegistryClient:
             f"{what} on registry {self.registry} kept failing after {self.retry.attempts} attempts: {last}; "
             "check that the registry is up and reachable, then try again"
         )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = httpx.URL(url)
+    return u.scheme, u.host, u.port or _DEFAULT_PORTS.get(u.scheme)
 
 
 def _authorized(headers: dict[str, str], auth_header: str | None) -> dict[str, str]:
