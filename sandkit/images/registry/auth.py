@@ -28,6 +28,7 @@ import attrs
 import httpx
 
 from ...errors import AuthenticationError, RegistryError
+from .bodies import MAX_TOKEN, Limit, ProgressRule, ProgressWatch, error_limit, read_async
 
 DOCKER_HUB = "docker.io"
 # What `docker login` writes for Docker Hub; other spellings seen in the wild map to docker.io.
@@ -239,9 +240,10 @@ class _Token:
 class Authenticator:
     """Per-registry authentication state: which scheme it wants, and tokens cached per scope."""
 
-    def __init__(self, registry: str, credentials: Credentials | None) -> None:
+    def __init__(self, registry: str, credentials: Credentials | None, progress: ProgressRule) -> None:
         self.registry = registry
         self.credentials = credentials
+        self.progress = progress
         self._challenge: Challenge | None = None  # remembered so later scopes skip the 401 round
         self._tokens: dict[tuple[str, str, frozenset[str]], _Token] = {}
         self._lock = anyio.Lock()
@@ -306,15 +308,21 @@ class Authenticator:
         query: list[tuple[str, str]] = [("service", c.params["service"])] if c.params.get("service") else []
         query += [("scope", s) for s in sorted(scopes)]
         creds = self.credentials
+        if creds and creds.identity_token:
+            # OAuth2 refresh-token grant: what `docker login` leaves for SSO registries.
+            form = dict(query, grant_type="refresh_token", refresh_token=creds.identity_token, client_id="sandkit")
+            form["scope"] = " ".join(sorted(scopes))
+            request = http.build_request("POST", realm, data=form)
+        else:
+            # The password goes to the realm whatever its host, as Docker and skopeo send it: the
+            # realm is named by the registry's own challenge (see client._own_origin).
+            headers = {"Authorization": creds.basic()} if creds else {}
+            request = http.build_request("GET", realm, params=query, headers=headers)
+        watch = ProgressWatch(self.progress, f"the token request to {realm}")
         try:
-            if creds and creds.identity_token:
-                # OAuth2 refresh-token grant: what `docker login` leaves for SSO registries.
-                form = dict(query, grant_type="refresh_token", refresh_token=creds.identity_token, client_id="sandkit")
-                form["scope"] = " ".join(sorted(scopes))
-                resp = await http.post(realm, data=form)
-            else:
-                headers = {"Authorization": creds.basic()} if creds else {}
-                resp = await http.get(realm, params=query, headers=headers)
+            resp = await http.send(request, stream=True)
+            limit = Limit(MAX_TOKEN, f"the token response of {realm}") if resp.status_code == 200 else error_limit(realm)
+            resp = await read_async(resp, limit, watch)
         except httpx.HTTPError as e:
             raise RegistryError(f"cannot reach the token server {realm} of {self.registry} ({e!r}): check the network") from None
         if resp.status_code in (401, 403):

@@ -11,6 +11,7 @@ import attrs
 from ...errors import ImageError, RegistryError
 from ..digest import check_digest, sha256_bytes, verify_bytes
 from ..platform import Platform, choose
+from .bodies import MAX_DOCUMENT
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -34,7 +35,7 @@ LAYER_TYPES = {
 }
 # Content types that say nothing about the manifest kind: trust the body's own mediaType then.
 _GENERIC_TYPES = {"", "application/json", "text/plain", "application/octet-stream"}
-MAX_MANIFEST = 4 << 20  # what registries themselves accept; bigger is an attack or a mistake
+MAX_MANIFEST = MAX_DOCUMENT  # what registries themselves accept; bigger is an attack or a mistake
 
 
 @attrs.frozen

@@ -23,12 +23,13 @@ from ..platform import Platform
 from ..store import ImageRecord, Store
 from . import manifests
 from .auth import Credentials
+from .bodies import MAX_DOCUMENT, Limit
 from .client import RegistryClient, error_messages, scope
 from .download import BlobDownload
 from .errors import first_error
 from .events import Progress, ProgressCallback, silent
 
-MAX_CONFIG = 32 << 20
+MAX_CONFIG = MAX_DOCUMENT  # skopeo's cap on a config (4 MiB)
 CONCURRENT_DOWNLOADS = 3  # Docker's default max-concurrent-downloads
 
 
@@ -43,10 +44,13 @@ class Puller:
 
     # --- manifests and config ----------------------------------------------------------------
 
-    async def manifest(self, target: str, expected: str | None) -> manifests.Manifest:
+    async def manifest(self, target: str, expected: str | None, size: int | None = None) -> manifests.Manifest:
+        """The manifest ``target`` (a tag or digest); ``size``: what its index entry says."""
+        what = f"the manifest of {self.where}"
+        limit = Limit(size, what, exact=True) if size is not None else Limit(manifests.MAX_MANIFEST, what)
         resp = await self.client.request(
             "GET", f"/v2/{self.ref.repository}/manifests/{target}",
-            scopes=self.scopes, headers={"Accept": manifests.ACCEPT},
+            scopes=self.scopes, headers={"Accept": manifests.ACCEPT}, limit=limit,
         )
         if resp.status_code == 404:
             raise ImageNotFoundError(
@@ -66,7 +70,7 @@ class Puller:
         man = await self.manifest(self.ref.digest or self.ref.tag or "latest", self.ref.digest)
         if man.is_index:
             desc = manifests.select(man, platform, self.where)
-            man = await self.manifest(desc["digest"], desc["digest"])
+            man = await self.manifest(desc["digest"], desc["digest"], desc["size"])
             if man.is_index:
                 raise ImageError(f"{self.where}: the index for the chosen platform is another index; nested indexes are not supported")
         manifests.check_image(man, self.where)
@@ -76,7 +80,10 @@ class Puller:
         size = desc.get("size")
         if not isinstance(size, int) or not 0 < size <= MAX_CONFIG:
             raise RegistryError(f"the config of {self.where} has an invalid size {size!r} in the manifest")
-        resp = await self.client.request("GET", f"/v2/{self.ref.repository}/blobs/{desc['digest']}", scopes=self.scopes)
+        resp = await self.client.request(
+            "GET", f"/v2/{self.ref.repository}/blobs/{desc['digest']}", scopes=self.scopes,
+            limit=Limit(size, f"the config of {self.where}", exact=True),
+        )
         if resp.status_code != 200:
             raise RegistryError(
                 f"fetching the config {desc['digest']} of {self.where} failed: HTTP {resp.status_code} ({error_messages(resp)})"
