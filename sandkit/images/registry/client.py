@@ -149,6 +149,9 @@ class RegistryClient:
             "headers": {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             "limits": httpx.Limits(max_connections=16, max_keepalive_connections=8),
         }
+        # An upload's answer may take a registry a while (it checks the digest of what it got,
+        # object storage commits it): those wait the whole timeout, and sent bytes count as progress.
+        self._upload_timeout = httpx.Timeout(timeout, connect=15.0)
         self.http = httpx.AsyncClient(**self._settings)
         self._blocking: httpx.Client | None = None  # made on first use: only pulls need it
         self._blocking_lock = threading.Lock()
@@ -217,8 +220,12 @@ class RegistryClient:
         own = self._own_origin(url)
         auth_header = await self.auth.header_for(self.http, scopes) if own else None
         for retried in (False, True):
-            content = body() if callable(body) else body
-            req = self.http.build_request(method, url, headers=_authorized(headers, auth_header), content=content)
+            upload = callable(body)
+            content = _counted(body(), watch) if upload else body
+            req = self.http.build_request(
+                method, url, headers=_authorized(headers, auth_header), content=content,
+                timeout=self._upload_timeout if upload else httpx.USE_CLIENT_DEFAULT,
+            )
             with self._no_redirect_loop(method, url):
                 resp = await self.http.send(req, stream=True)
             if resp.status_code != 401:
@@ -348,6 +355,12 @@ class RegistryClient:
             f"{what} on registry {self.registry} kept failing after {self.retry.attempts} attempts: {last}; "
             "check that the registry is up and reachable, then try again"
         )
+
+
+async def _counted(chunks: AsyncIterator[bytes], watch: ProgressWatch) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        watch.advance(len(chunk))
+        yield chunk
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
