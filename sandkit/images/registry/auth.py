@@ -29,6 +29,7 @@ import httpx
 
 from ...errors import AuthenticationError, RegistryError
 from .bodies import MAX_TOKEN, Limit, ProgressRule, ProgressWatch, error_limit, read_async
+from .errors import printable
 
 DOCKER_HUB = "docker.io"
 # What `docker login` writes for Docker Hub; other spellings seen in the wild map to docker.io.
@@ -267,7 +268,7 @@ class Authenticator:
         if not usable:
             raise AuthenticationError(
                 f"registry {self.registry} asks for authentication of a kind sandkit does not speak "
-                f"({response.headers.get('www-authenticate') or 'no WWW-Authenticate header'})"
+                f"({printable(response.headers.get('www-authenticate') or 'no WWW-Authenticate header')})"
             )
         c = next((c for c in usable if c.scheme == "bearer"), usable[0])
         self._challenge = c
@@ -302,9 +303,10 @@ class Authenticator:
             return header
 
     async def _fetch_token(self, http: httpx.AsyncClient, c: Challenge, scopes: frozenset[str]) -> tuple[str, int]:
-        realm = c.params.get("realm")
-        if not realm or not realm.startswith(("https://", "http://")):
-            raise AuthenticationError(f"registry {self.registry} sent a Bearer challenge without a usable realm: {c.params}")
+        realm = c.params.get("realm") or ""
+        if not realm.startswith(("https://", "http://")):
+            raise AuthenticationError(f"registry {self.registry} sent a Bearer challenge without a usable realm: {c.params!r}")
+        shown = printable(realm)  # (the realm comes from a header: its text goes into messages)
         query: list[tuple[str, str]] = [("service", c.params["service"])] if c.params.get("service") else []
         query += [("scope", s) for s in sorted(scopes)]
         creds = self.credentials
@@ -318,13 +320,13 @@ class Authenticator:
             # realm is named by the registry's own challenge (see client._own_origin).
             headers = {"Authorization": creds.basic()} if creds else {}
             request = http.build_request("GET", realm, params=query, headers=headers)
-        watch = ProgressWatch(self.progress, f"the token request to {realm}")
+        watch = ProgressWatch(self.progress, f"the token request to {shown}")
         try:
             resp = await http.send(request, stream=True)
-            limit = Limit(MAX_TOKEN, f"the token response of {realm}") if resp.status_code == 200 else error_limit(realm)
+            limit = Limit(MAX_TOKEN, f"the token response of {shown}") if resp.status_code == 200 else error_limit(shown)
             resp = await read_async(resp, limit, watch)
         except httpx.HTTPError as e:
-            raise RegistryError(f"cannot reach the token server {realm} of {self.registry} ({e!r}): check the network") from None
+            raise RegistryError(f"cannot reach the token server {shown} of {self.registry} ({e!r}): check the network") from None
         if resp.status_code in (401, 403):
             who = f"user {creds.username!r}" if creds else "anonymous access"
             raise AuthenticationError(
@@ -332,13 +334,13 @@ class Authenticator:
                 f"user name and password (`sandkit login {self.registry}`)"
             )
         if resp.status_code != 200:
-            raise RegistryError(f"the token server {realm} of {self.registry} answered HTTP {resp.status_code}")
+            raise RegistryError(f"the token server {shown} of {self.registry} answered HTTP {resp.status_code}")
         try:
             body = resp.json()
             token = body.get("token") or body.get("access_token")
             life = max(int(body.get("expires_in") or 0), _MIN_TOKEN_LIFE)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):
             token = None
         if not isinstance(token, str) or not token:
-            raise RegistryError(f"the token server {realm} of {self.registry} sent no token")
+            raise RegistryError(f"the token server {shown} of {self.registry} sent no token")
         return f"Bearer {token}", life

@@ -27,6 +27,7 @@ from ...errors import AuthenticationError, RegistryError
 from . import bodies
 from .auth import DOCKER_HUB, Authenticator, Credentials, coerce, credentials_for
 from .bodies import Limit, ProgressRule, ProgressWatch, error_limit, read_async, read_sync
+from .errors import printable
 from .transport import LargeReadTransport
 
 # Where Docker Hub's API really lives (docker.io is only the name in references).
@@ -103,18 +104,19 @@ def _context_trusting(extra: tuple[tuple[str, tuple[int, int] | None], ...]) -> 
 
 
 def error_messages(resp: httpx.Response) -> str:
-    """The registry's own explanation: its JSON ``errors`` list, or the start of the body."""
+    """The registry's own explanation: its JSON ``errors`` list, or the start of the body;
+    printable (see `printable`) whatever the registry put in it."""
     try:
         errors = resp.json().get("errors") or []
         text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
-    except (ValueError, AttributeError, httpx.ResponseNotRead):
+    except (ValueError, AttributeError, TypeError, RecursionError, httpx.ResponseNotRead):
         text = ""
     if not text:
         try:
             text = resp.text[:200].strip()
         except httpx.ResponseNotRead:
             text = ""
-    return text or resp.reason_phrase
+    return printable(text or resp.reason_phrase)
 
 
 class RegistryClient:

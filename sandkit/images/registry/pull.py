@@ -10,7 +10,6 @@ resumed with a Range request. The image record is written last, so a failed pull
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any
 
@@ -120,15 +119,10 @@ class Puller:
     async def run(self, platform: Platform | None) -> ImageRecord:
         man = await self.resolve(platform)
         config = await self.config(man.body["config"])
-        try:
-            diff_ids = json.loads(config)["rootfs"]["diff_ids"]
-        except (ValueError, KeyError, TypeError):
-            raise ImageError(f"the config of {self.where} has no rootfs.diff_ids: the image is corrupt") from None
+        diff_ids = manifests.check_config(config, self.where)
         layers = man.body["layers"]
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+        if len(diff_ids) != len(layers):
             raise ImageError(f"{self.where}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}: the image is corrupt")
-        for d in diff_ids:
-            check_digest(d, f"diff_id in the config of {self.where}")
         with self.store.loading():
             limiter = anyio.CapacityLimiter(CONCURRENT_DOWNLOADS)
             async with anyio.create_task_group() as tg:
