@@ -50,7 +50,8 @@ class StalledError(RegistryError):
 
 class ProgressWatch:
     """Enforces a `ProgressRule` on one request or blob, across all of its attempts: told of
-    every piece that arrives (`advance`) and asked after each failed attempt (`check`)."""
+    every piece that arrives (`advance`) and asked after each failed attempt (`check`). Only
+    time spent waiting for the registry counts: a reader busy elsewhere `pause`s the watch."""
 
     def __init__(self, rule: ProgressRule, what: str, size: int | None = None) -> None:
         self.rule = rule
@@ -59,6 +60,16 @@ class ProgressWatch:
         self.received = 0
         self._window_start = time.monotonic()
         self._window_bytes = 0
+        self._paused_at: float | None = None
+
+    def pause(self) -> None:
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._window_start += time.monotonic() - self._paused_at
+            self._paused_at = None
 
     def advance(self, n: int) -> None:
         self.received += n

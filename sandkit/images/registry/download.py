@@ -68,6 +68,7 @@ class BlobDownload(io.RawIOBase):
         self._lock = threading.Lock()  # guards _response against interrupt() from the loop
         self._stop = threading.Event()
         self._watch = ProgressWatch(client.progress, f"the download of layer {digest} of {where}", size)
+        self._watch.pause()  # runs only while a read waits for the registry (see _next_chunk)
 
     def readable(self) -> bool:
         return True
@@ -122,6 +123,15 @@ class BlobDownload(io.RawIOBase):
 
     def _next_chunk(self) -> bytes:
         """The next bytes of the blob, never empty; b"" once it all arrived and the body ended."""
+        # The progress rule is the registry's: time the reader spends elsewhere (applying what
+        # it read, waiting for another process's lock on the layer) is not the registry's.
+        self._watch.resume()
+        try:
+            return self._next_chunk_from_registry()
+        finally:
+            self._watch.pause()
+
+    def _next_chunk_from_registry(self) -> bytes:
         while True:
             self._raise_if_stopped()
             try:
