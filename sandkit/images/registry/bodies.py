@@ -122,6 +122,9 @@ class _Collector:
         declared = _content_length(resp)
         if declared is not None and declared > limit.size and not limit.truncate:
             raise _too_long(limit, f"announces {declared} bytes (Content-Length), more")
+        # A body of known size that has it all is done. One that announced its length ends by
+        # itself and keeps its connection for reuse; one that did not may never end.
+        self.stop_at_size = limit.truncate or (limit.exact and declared is None)
 
     def add(self, chunk: bytes) -> bool:
         """Keep ``chunk``; False once the body needs no more reading."""
@@ -133,7 +136,7 @@ class _Collector:
                 raise _too_long(self.limit, "is longer")
             del self.data[self.limit.size :]
             return False
-        return len(self.data) < self.limit.size or not (self.limit.exact or self.limit.truncate)
+        return len(self.data) < self.limit.size or not self.stop_at_size
 
     def response(self, resp: httpx.Response) -> httpx.Response:
         """A copy of ``resp`` that holds the body read. The raw bytes are kept: a body is never

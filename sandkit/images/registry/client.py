@@ -296,8 +296,8 @@ class RegistryClient:
 
         async def once() -> httpx.Response:
             resp = await self._send(method, url, scopes, headers or {}, body, watch)
-            ok = 200 <= resp.status_code < 300 and limit is not None
-            resp = await read_async(resp, limit if ok and limit else error_limit(f"the answer to {what}"), watch)
+            success = limit is not None and 200 <= resp.status_code < 300
+            resp = await read_async(resp, limit if success and limit else error_limit(f"the answer to {what}"), watch)
             if resp.status_code in _TRANSIENT_STATUS:
                 raise TransientError(f"{method} {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
             return resp

@@ -136,8 +136,7 @@ class BlobDownload(io.RawIOBase):
             self._raise_if_stopped()
             try:
                 if self._received == self._size:
-                    # All there: never wait for the end of a body that promised more.
-                    self._close_response()
+                    self._finish_response()
                     return b""
                 if self._response is None:
                     self._open()
@@ -234,6 +233,15 @@ class BlobDownload(io.RawIOBase):
             self._report, Progress("retrying", self._digest, self._received, self._size, detail=str(e)), token=self._loop
         )
         self._stop.wait(retry.delay(self._failures))
+
+    def _finish_response(self) -> None:
+        """Done with the blob: a body that announced its length (never longer than the blob,
+        see `_refuse_if_announced_longer`) is at its end, and its connection goes back for
+        reuse; one that did not is closed rather than waited on, since it may never end."""
+        if self._response is not None and "content-length" in self._response.headers:
+            with contextlib.suppress(httpx.TransportError):
+                next(self._chunks, None)  # (the end: known to h11 without another read)
+        self._close_response()
 
     def _close_response(self) -> None:
         with self._lock:
