@@ -198,15 +198,17 @@ def trickle(data: bytes, every: float, headers: dict[str, str] | None = None, *,
     return route
 
 
-def promise_more(blob: Blob, extra: int, release: threading.Event, *, for_at_most: float = 10.0,
+def promise_more(blob: Blob, extra: int | None, release: threading.Event, *, for_at_most: float = 10.0,
                  held: list[str] | None = None) -> Route:
-    """``blob`` under a Content-Length ``extra`` bytes longer, then nothing more, the connection
-    held open until ``release`` (or ``for_at_most`` seconds; then "timed out" goes to ``held``)."""
+    """``blob`` under a Content-Length ``extra`` bytes longer (None: no Content-Length, so the
+    body ends when the connection does), then nothing more, the connection held open until
+    ``release`` (or ``for_at_most`` seconds; then "timed out" goes to ``held``)."""
 
     def route(h: http.server.BaseHTTPRequestHandler) -> None:
         h.send_response(200)
         h.send_header("Content-Type", blob.media_type)
-        h.send_header("Content-Length", str(len(blob.data) + extra))
+        if extra is not None:
+            h.send_header("Content-Length", str(len(blob.data) + extra))
         h.end_headers()
         h.wfile.write(blob.data)
         h.wfile.flush()

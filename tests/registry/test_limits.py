@@ -172,3 +172,20 @@ def test_a_body_announced_longer_than_its_descriptor_is_refused_at_once(
     finally:
         release.set()
     assert store.records() == []
+
+
+@pytest.mark.parametrize("what", ["config", "layer"])
+def test_a_body_without_length_that_never_ends_is_read_to_its_descriptors_size(
+    scripted, store: Store, short_progress, what: str
+) -> None:
+    """No Content-Length, the whole blob, then the connection held open: the descriptor says
+    how much there is, so the pull takes that and goes on without waiting for the end."""
+    release, held = threading.Event(), []
+    reg = scripted(lambda reg: {})
+    blob = reg.config if what == "config" else reg.layer
+    reg.routes[f"/v2/team/app/blobs/{blob.digest}"] = promise_more(blob, None, release, held=held)
+    try:
+        assert Image.pull(reg.ref(), store=store).id == reg.config.digest
+        assert held == [], "the pull waited for the registry to hang up"
+    finally:
+        release.set()
