@@ -43,9 +43,11 @@ Edit = Callable[[Seen, Answer], Answer]
 class Relay:
     """An HTTP reverse proxy on a port of its own (another origin than ``target``) that records
     each request's method, path and headers in ``seen``. ``intercept`` may answer a request
-    itself; ``edit`` may rewrite the registry's answers."""
+    itself; ``edit`` may rewrite the registry's answers. With ``keep_host`` the registry sees the
+    relay's Host header, so that the URLs it sends back (upload Locations) point at the relay."""
 
-    def __init__(self, target: str | None, *, intercept: Intercept | None = None, edit: Edit | None = None) -> None:
+    def __init__(self, target: str | None, *, intercept: Intercept | None = None, edit: Edit | None = None,
+                 keep_host: bool = False) -> None:
         self.seen: list[Seen] = []
         relay = self
 
@@ -60,7 +62,7 @@ class Relay:
                 body = self.rfile.read(length) if length else None
                 answer = intercept(seen) if intercept else None
                 if answer is None:
-                    answer = relay._forward(target, seen, body)
+                    answer = relay._forward(target, seen, body, keep_host)
                     if edit:
                         answer = edit(seen, answer)
                 self.send_response(answer.status)
@@ -79,13 +81,14 @@ class Relay:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     @staticmethod
-    def _forward(target: str | None, seen: Seen, body: bytes | None) -> Answer:
+    def _forward(target: str | None, seen: Seen, body: bytes | None, keep_host: bool) -> Answer:
         if target is None:
             return Answer(404, [])
-        headers = {k: v for k, v in seen.headers.items() if k.lower() not in ("host", "connection")}
+        dropped = ("connection",) if keep_host else ("host", "connection")
+        headers = {k: v for k, v in seen.headers.items() if k.lower() not in dropped}
         conn = http.client.HTTPConnection(target, timeout=30)
         try:
-            conn.request(seen.method, seen.path, body=body, headers=headers)
+            conn.request(seen.method, seen.path, body=body, headers=headers)  # (a Host given is kept)
             resp = conn.getresponse()
             return Answer(resp.status, resp.getheaders(), resp.read())
         finally:

@@ -68,3 +68,25 @@ def test_a_pull_sent_elsewhere_never_answers_that_origins_challenge(
     assert elsewhere.seen, "the request never went to the other origin: the test proves nothing"
     assert elsewhere.authorized() == []
     assert realm.seen == []
+
+
+def test_the_token_realm_gets_the_password_and_the_registry_only_tokens(
+    tmp_path, store: Store, other_store: Store, relay: Callable[..., Relay]
+) -> None:
+    """Docker's token handler (distribution's fetchTokenWithBasicAuth) sends the user name and
+    password to the realm the registry's challenge names, on whatever host: so does sandkit.
+    The registry itself then sees only bearer tokens."""
+    from .conftest import make_image
+    from .server import USER, make_registry
+
+    reg = make_registry(tmp_path / "tok", "token")
+    try:
+        image = make_image(tmp_path, store)
+        front = relay(reg.host, keep_host=True)  # records what the registry's origin gets
+        image.push(f"{front.host}/tok/app:1", auth=reg.auth)
+        Image.pull(f"{front.host}/tok/app:1", store=other_store, auth=reg.auth)
+        assert reg.token_server.requests and all(r["user"] == USER for r in reg.token_server.requests)
+        sent = {s.headers.get("Authorization", "").split(" ", 1)[0] for s in front.authorized()}
+        assert sent == {"Bearer"}
+    finally:
+        reg.close()
