@@ -32,7 +32,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import attrs
 import zstandard
@@ -40,6 +40,9 @@ from isal import igzip, isal_zlib
 
 from ..errors import ImageError, UnsafeLayerError
 from .tarstream import ForwardReader
+
+if TYPE_CHECKING:
+    from .budget import DiskBudget
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -167,8 +170,9 @@ def split_name(name: str, what: str = "entry") -> list[str]:
 class _Applier:
     """Applies one tar stream under ``root``; see the module docstring for the rules."""
 
-    def __init__(self, root: Path, reader: ForwardReader) -> None:
+    def __init__(self, root: Path, reader: ForwardReader, budget: DiskBudget | None = None) -> None:
         self.root_fd = os.open(root, _DIR_FLAGS)
+        self.budget = budget  # charged for each entry before it is written (budget.py)
         self.reader = reader  # what the tarfile reads: regular files are copied from it directly
         self.report = ApplyReport()
         self.whiteouts: set[tuple[str, ...]] = set()  # created by this layer
@@ -251,6 +255,8 @@ class _Applier:
     def apply(self, tar: tarfile.TarFile) -> ApplyReport:
         for member in tar:
             self.report.entries += 1
+            if self.budget is not None:
+                self.budget.charge_entry(member)
             parts = tuple(split_name(member.name))
             if not parts:
                 if not member.isdir():
@@ -458,14 +464,15 @@ class _Applier:
         self._drop_cache()
 
 
-def apply_tar(stream: BinaryIO, root: str | os.PathLike[str]) -> ApplyReport:
-    """Apply the uncompressed layer tar read from ``stream`` into the empty directory ``root``.
+def apply_tar(stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudget | None = None) -> ApplyReport:
+    """Apply the uncompressed layer tar read from ``stream`` into the empty directory ``root``,
+    charging each entry to ``budget`` (if given) before it is written.
 
     Raises UnsafeLayerError for hostile content and ImageError for malformed tars; the caller
     owns ``root`` and deletes it on error.
     """
     reader = ForwardReader(stream)
-    applier = _Applier(Path(root), reader)
+    applier = _Applier(Path(root), reader, budget)
     try:
         with tarfile.TarFile(fileobj=reader, mode="r", errorlevel=2) as tar:  # type: ignore[arg-type]
             return applier.apply(tar)

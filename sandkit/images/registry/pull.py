@@ -123,7 +123,7 @@ class Puller:
         layers = man.body["layers"]
         if len(diff_ids) != len(layers):
             raise ImageError(f"{self.where}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}: the image is corrupt")
-        with self.store.loading():
+        with self.store.loading(layers=len(layers)):  # one disk budget for all layers
             limiter = anyio.CapacityLimiter(CONCURRENT_DOWNLOADS)
             async with anyio.create_task_group() as tg:
                 for desc, diff_id in zip(layers, diff_ids, strict=True):
