@@ -136,6 +136,18 @@ def test_a_trickled_manifest_fails_within_the_progress_period(scripted, store: S
     assert store.records() == []
 
 
+def test_a_trickled_token_response_fails_within_the_progress_period(scripted, store: Store, short_progress) -> None:
+    def routes(reg: ScriptedRegistry) -> dict:
+        challenge = {"WWW-Authenticate": f'Bearer realm="http://{reg.host}/token",service="hostile"'}
+        token = json.dumps({"token": "t" * 400}).encode()
+        return {"/v2/": answer(401, b"{}", challenge), "/v2/team/app/manifests/1": answer(401, b"{}", challenge),
+                "/token": trickle(token, 0.05, {"Content-Type": "application/json"})}
+
+    reg = scripted(routes)
+    with pytest.raises(StalledError, match=r"the token request to http://.*/token made too little progress"):
+        Image.pull(reg.ref(), store=store)
+
+
 def test_a_trickled_layer_fails_within_the_progress_period(scripted, store: Store, short_progress) -> None:
     reg = scripted(lambda reg: {f"/v2/team/app/blobs/{reg.layer.digest}": trickle(reg.layer.data, 0.01, for_at_most=5)})
     with pytest.raises(StalledError, match=r"the download of layer sha256:\w+ of .* made too little progress"):
