@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 from ..errors import ImageError, ImageNotFoundError
 from . import reference
 from .digest import check_digest, hex_of, sha256_bytes, verify_bytes
+from .documents import check_config, check_descriptor, load_json
 from .fsutil import open_regular_beneath
 from .layers import split_name
 from .platform import Platform, choose
@@ -62,7 +63,10 @@ class _Source:
         try:
             return json.loads(self.read(name, what))
         except ValueError as e:
-            raise ImageError(f"{self.path}: {what} {name!r} is not valid JSON ({e})") from None
+            raise ImageError(f"{self.path}: {what} {name!r} is not valid JSON ({e}); the archive is corrupt") from None
+        except RecursionError:
+            raise ImageError(f"{self.path}: {what} {name!r} nests its JSON too deeply to be read; "
+                             "the archive is corrupt or hostile") from None
 
     @staticmethod
     def norm(name: str) -> str:
@@ -194,17 +198,14 @@ class _Loader:
 
     # docker save ---------------------------------------------------------------------------
 
-    def docker(self, entry: Any) -> tuple[bytes, bytes, list[str]]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
-            raise ImageError(f"{self.src.path}: manifest.json entry has no Config; the archive is corrupt")
+    def docker(self, entry: dict[str, Any]) -> tuple[bytes, bytes, list[str]]:
         config = self.src.read(entry["Config"], "image config")
         # Only `blobs/sha256/<hex>` (Docker 25+) is a content address; classic `<hex>.json` names
         # are labels that Docker itself never checked (and real archives break them).
         if entry["Config"].startswith("blobs/") and (expected := _digest_from_name(entry["Config"])):
             verify_bytes(config, expected, "image config")
-        cfg = _parse(config, "image config")
+        diff_ids = check_config(config, str(self.src.path))
         layers = entry.get("Layers") or []
-        diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
         if len(layers) != len(diff_ids):
             raise ImageError(
                 f"{self.src.path}: manifest.json lists {len(layers)} layers but the config "
@@ -220,8 +221,7 @@ class _Loader:
                        "digest": sha256_bytes(config), "size": len(config)},
             "layers": [{"mediaType": r.media_type, "digest": r.digest, "size": r.size} for r in records],
         }
-        tags = [t for t in (entry.get("RepoTags") or []) if isinstance(t, str)]
-        return json.dumps(manifest, separators=(",", ":")).encode(), config, tags
+        return json.dumps(manifest, separators=(",", ":")).encode(), config, list(entry.get("RepoTags") or [])
 
     # OCI layout ----------------------------------------------------------------------------
 
@@ -231,18 +231,23 @@ class _Loader:
             data = self.blob(desc, "manifest")
             doc = _parse(data, "manifest")
             media_type = doc.get("mediaType") or desc.get("mediaType", "")
+            where = f"{self.src.path}: {desc['digest'][:19]}"
             if "manifests" in doc or media_type in INDEX_TYPES:
-                desc = choose(doc.get("manifests") or [], self.platform, f"{self.src.path}: index {desc['digest'][:19]}")
+                desc = choose(_descriptors(doc.get("manifests"), f"index {where}"), self.platform, f"index {where}")
                 continue
             config_desc = doc.get("config") or {}
+            layers = doc.get("layers") or []
+            if not isinstance(config_desc, dict) or not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
+                raise ImageError(f"{where}: the manifest's config or layers are not descriptors; the image is corrupt")
+            for d in (config_desc, *layers):
+                check_descriptor(d, f"a descriptor of the manifest {where}")
             if config_desc.get("mediaType") not in CONFIG_TYPES:
                 raise ImageError(
                     f"{self.src.path}: {desc['digest'][:19]} is an artifact (config type "
                     f"{config_desc.get('mediaType')!r}), not a container image; nothing to run"
                 )
             config = self.blob(config_desc, "image config")
-            diff_ids = (_parse(config, "image config").get("rootfs") or {}).get("diff_ids") or []
-            layers = doc.get("layers") or []
+            diff_ids = check_config(config, where)
             if len(layers) != len(diff_ids):
                 raise ImageError(f"{self.src.path}: manifest and config disagree on the number of layers")
             names = []
@@ -261,13 +266,39 @@ class _Loader:
 
 
 def _parse(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(data)
-    except ValueError as e:
-        raise ImageError(f"{what} is not valid JSON ({e}); the archive is corrupt") from None
+    obj = load_json(data, what)
     if not isinstance(obj, dict):
         raise ImageError(f"{what} is not a JSON object; the archive is corrupt")
     return obj
+
+
+def _descriptors(value: Any, where: str) -> list[dict[str, Any]]:
+    """An index's ``manifests``: a list of descriptors with the spec's field types."""
+    if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
+        raise ImageError(f"{where} has no list of manifest descriptors; the archive is corrupt")
+    for desc in value:
+        check_descriptor(desc, f"an entry of {where}")
+    return value
+
+
+def _docker_entries(value: Any, where: str) -> list[dict[str, Any]]:
+    """manifest.json of `docker save`: entries with a Config name, Layers names, RepoTags strings."""
+    if not isinstance(value, list) or not value:
+        raise ImageError(f"{where} lists no images; the archive is empty or corrupt")
+    for entry in value:
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("Config"), str)
+            and _null_or_strings(entry.get("Layers"))
+            and _null_or_strings(entry.get("RepoTags"))
+        ):
+            raise ImageError(f"{where} has an entry without a Config name, or with Layers or RepoTags "
+                             "that are not lists of names; the archive is corrupt")
+    return value
+
+
+def _null_or_strings(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value))
 
 
 def _digest_from_name(name: str) -> str | None:
@@ -320,16 +351,13 @@ def _load(store: Store, src: _Source, plat: Platform | None, ref: str | None, lo
     loader = _Loader(store, src, plat)
     done = []
     if src.exists("manifest.json"):
-        entries = src.json("manifest.json", "manifest.json")
-        if not isinstance(entries, list) or not entries:
-            raise ImageError(f"{src.path}: manifest.json lists no images; the archive is empty or corrupt")
+        entries = _docker_entries(src.json("manifest.json", "manifest.json"), f"{src.path}: manifest.json")
         if ref is not None:
             want = {str(reference.parse(ref))}
-            entries = [e for e in entries if isinstance(e, dict)
-                       and want & {str(reference.parse(t)) for t in e.get("RepoTags") or []}]
+            entries = [e for e in entries if want & {str(reference.parse(t)) for t in e.get("RepoTags") or []}]
             _one_or_error(src, entries, [ref], ref)
         elif not load_all:
-            _one_or_error(src, entries, [t for e in entries if isinstance(e, dict) for t in e.get("RepoTags") or []], None)
+            _one_or_error(src, entries, [t for e in entries for t in e.get("RepoTags") or []], None)
         for entry in entries:
             manifest, config, tags = loader.docker(entry)
             done.append((store.register_image(manifest, config, tags=tags), tags))
@@ -341,7 +369,7 @@ def _load(store: Store, src: _Source, plat: Platform | None, ref: str | None, lo
             f"index.json (OCI layout){hint}"
         )
     index = src.json("index.json", "index.json")
-    descs = index.get("manifests") if isinstance(index, dict) else None
+    descs = _descriptors(index.get("manifests") if isinstance(index, dict) else None, f"{src.path}: index.json")
     if not descs:
         raise ImageError(f"{src.path}: index.json lists no images; the layout is empty")
     if ref is not None:

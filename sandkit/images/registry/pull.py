@@ -18,6 +18,7 @@ import anyio
 from ...errors import ImageError, ImageNotFoundError, RegistryError
 from .. import reference
 from ..digest import check_digest, verify_bytes
+from ..documents import check_config
 from ..platform import Platform
 from ..store import ImageRecord, Store
 from . import manifests
@@ -119,7 +120,7 @@ class Puller:
     async def run(self, platform: Platform | None) -> ImageRecord:
         man = await self.resolve(platform)
         config = await self.config(man.body["config"])
-        diff_ids = manifests.check_config(config, self.where)
+        diff_ids = check_config(config, self.where)
         layers = man.body["layers"]
         if len(diff_ids) != len(layers):
             raise ImageError(f"{self.where}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}: the image is corrupt")
