@@ -141,6 +141,7 @@ class _TarSource(_Source):
             raise
         self.members = {}
         for m in members:
+            m.pax_headers = {}  # names, types, sizes and offsets are all that is used
             try:
                 self.members[self.norm(m.name)] = m
             except ImageError:

@@ -53,8 +53,11 @@ class HeaderBudget:
 
     header_budget: int | None = None
 
-    def renew_header_budget(self, budget: int | None = MAX_MEMBER_HEADERS) -> None:
-        self.header_budget = budget
+    def renew_header_budget(self) -> None:
+        self.header_budget = MAX_MEMBER_HEADERS
+
+    def end_header_budget(self) -> None:
+        self.header_budget = None
 
     def _charge(self, n: int) -> None:
         if self.header_budget is None:
@@ -205,7 +208,7 @@ class BoundedTarFile(tarfile.TarFile):
             # what tarfile lets out of some malformed numbers and sparse maps
             raise tarfile.ReadError(f"malformed header: {e}") from None
         finally:
-            self.fileobj.renew_header_budget(None)  # type: ignore[union-attr]
+            self.fileobj.end_header_budget()  # type: ignore[union-attr]
 
 
 class LayerTarFile(BoundedTarFile):
