@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
+import struct
+import subprocess
 
 import pytest
 
@@ -61,3 +65,53 @@ def test_remove_refused_while_container_runs(busybox):
         with pytest.raises(ImageInUseError):
             busybox.remove()
     busybox.remove()
+
+
+WHO_C = rb"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(void)
+{
+	char line[256];
+	FILE *f = fopen("/proc/self/status", "r");
+	printf("euid=%d", (int)geteuid());
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "CapEff:", 7) || !strncmp(line, "CapPrm:", 7))
+			printf(" %.*s", (int)strcspn(line, "\n"), line);
+	printf("\n");
+	return 0;
+}
+"""
+# security.capability, VFS_CAP_REVISION_2 with the effective flag: CAP_DAC_OVERRIDE and CAP_SETUID
+FILE_CAPS = struct.pack("<5I", 0x02000001, (1 << 1) | (1 << 7), 0, 0, 0)
+
+
+def _static_who(tmp_path) -> bytes:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is needed to build the helper: apt-get install gcc libc6-dev")
+    (tmp_path / "who.c").write_bytes(WHO_C)
+    subprocess.run([gcc, "-static", "-O1", "-o", str(tmp_path / "who"), str(tmp_path / "who.c")], check=True)
+    return (tmp_path / "who").read_bytes()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a setuid-root file and file capabilities need root to apply")
+def test_setuid_and_file_caps_from_a_layer_give_no_privilege(tmp_path, store):
+    # Layers keep setuid bits and file capabilities (Docker does too); in a container they give
+    # nothing because every process runs with no_new_privs. (On the host, only the store's owner
+    # can reach the layer directories.)
+    who = _static_who(tmp_path)
+    caps = FILE_CAPS.decode("utf-8", "surrogateescape")
+    suid = [("bin/suid", "file", who, {"mode": 0o4755}),
+            ("bin/capped", "file", who, {"mode": 0o755, "xattrs": {"security.capability": caps}})]
+    image = Image.load(oci_layout(tmp_path / "suid", busybox_layers() + [tar_bytes(suid)],
+                                  config={"Env": ["PATH=/bin"], "User": "nobody"}), store=store)
+    applied = {p.name: p for p in (store.home / "layers").glob("*/fs/bin/*") if p.name in ("suid", "capped")}
+    assert applied["suid"].stat().st_mode & stat.S_ISUID and applied["suid"].stat().st_uid == 0
+    assert os.getxattr(applied["capped"], "security.capability") == FILE_CAPS
+    with sandkit.Container(image) as c:
+        for name in ("suid", "capped"):
+            r = c.exec([f"/bin/{name}"])
+            assert r.exit_code == 0, r
+            assert r.stdout.decode().split() == ["euid=65534", "CapPrm:", "0" * 16, "CapEff:", "0" * 16], name
