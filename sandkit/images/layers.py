@@ -55,6 +55,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_ID = (1 << 32) - 2  # uid_t; (uid_t)-1 means "leave unchanged" to chown
 _MAX_MTIME_NS = (1 << 63) - 1
 _MAX_MAJOR, _MAX_MINOR = (1 << 12) - 1, (1 << 20) - 1  # the kernel's dev_t: 12 and 20 bits
+_DEVICE_TYPES = (tarfile.CHRTYPE, tarfile.BLKTYPE)
 
 
 class LayerWarning(UserWarning):
@@ -189,7 +190,7 @@ def check_numbers(m: tarfile.TarInfo) -> None:
         bad = f"owner {m.uid}:{m.gid}"
     elif m.size < 0:
         bad = f"size {m.size}"
-    elif (m.ischr() or m.isblk()) and not (0 <= m.devmajor <= _MAX_MAJOR and 0 <= m.devminor <= _MAX_MINOR):
+    elif m.type in _DEVICE_TYPES and not (0 <= m.devmajor <= _MAX_MAJOR and 0 <= m.devminor <= _MAX_MINOR):
         bad = f"device number {m.devmajor}:{m.devminor}"
     if bad:
         raise UnsafeLayerError(f"layer entry {m.name[:200]!r} has {bad}, which Linux cannot represent; "
@@ -354,7 +355,7 @@ class _Applier:
                         f"layer entry {member.name!r} would replace the layer root with a "
                         "non-directory; the layer is hostile or malformed and was not applied"
                     )
-                self._directory_meta(self.root_fd, (), member)
+                self._directory_meta((), member, self.root_fd, None)
                 continue
             parent, name = parts[:-1], parts[-1]
             if name == OPAQUE_MARKER:
@@ -380,11 +381,7 @@ class _Applier:
                         self._make_opaque(fd)
                     finally:
                         os.close(fd)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-            try:
-                self._directory_meta(fd, path, m)
-            finally:
-                os.close(fd)
+            self._directory_meta(path, m, dfd, name)
             return
         self._clear(dfd, name, path, keep_dir=False)
         if m.isreg():
@@ -553,10 +550,16 @@ class _Applier:
         self._xattrs(m, fd)  # after chown too, which clears security.capability
         os.utime(fd, ns=(_mtime_ns(m),) * 2)
 
-    def _directory_meta(self, fd: int, path: tuple[str, ...], m: tarfile.TarInfo) -> None:
-        """Set a directory's xattrs now; keep its owner, mode and mtime for the end (a 0555
-        directory must still be filled, and every entry made inside changes the mtime)."""
-        self._xattrs(m, fd)
+    def _directory_meta(self, path: tuple[str, ...], m: tarfile.TarInfo, dfd: int, name: str | None) -> None:
+        """Set the xattrs of directory ``name`` in ``dfd`` (``dfd`` itself if None) now; keep its
+        owner, mode and mtime for the end (a 0555 directory must still be filled, and every entry
+        made inside changes the mtime)."""
+        if any(key.startswith("SCHILY.xattr.") for key in m.pax_headers):
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dfd) if name is not None else os.dup(dfd)
+            try:
+                self._xattrs(m, fd)
+            finally:
+                os.close(fd)
         self.dirs.set(path, _DirMeta(m.uid, m.gid, m.mode & 0o7777, _mtime_ns(m)))
 
     def _meta_at(self, dfd: int, name: str, m: tarfile.TarInfo) -> None:

@@ -111,7 +111,8 @@ class ForwardReader(HeaderBudget):
         while n and (piece := self._take(n)):
             pieces.append(bytes(piece))  # copied now: the next chunk overwrites the buffer
             n -= len(piece)
-            self._charge(len(piece))
+            if self.header_budget is not None:
+                self._charge(len(piece))
         return b"".join(pieces)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
