@@ -524,11 +524,11 @@ class _Applier:
 
     # --- metadata ----------------------------------------------------------------------------
 
-    def _owner(self, m: tarfile.TarInfo, chown: object, *args: object, **kw: object) -> None:
+    def _owner(self, uid: int, gid: int, chown: object, *args: object, **kw: object) -> None:
         try:
-            chown(*args, m.uid, m.gid, **kw)  # type: ignore[operator]
+            chown(*args, uid, gid, **kw)  # type: ignore[operator]
         except PermissionError:
-            if (m.uid, m.gid) != (0, 0):
+            if (uid, gid) != (0, 0):
                 self.report.foreign_owners += 1
 
     def _xattrs(self, m: tarfile.TarInfo, target: int | str, **kw: object) -> None:
@@ -545,7 +545,7 @@ class _Applier:
                 self.report.skipped_xattrs.append(attr)
 
     def _meta_fd(self, fd: int, m: tarfile.TarInfo) -> None:
-        self._owner(m, os.fchown, fd)
+        self._owner(m.uid, m.gid, os.fchown, fd)
         os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid
         self._xattrs(m, fd)  # after chown too, which clears security.capability
         os.utime(fd, ns=(_mtime_ns(m),) * 2)
@@ -564,7 +564,7 @@ class _Applier:
 
     def _meta_at(self, dfd: int, name: str, m: tarfile.TarInfo) -> None:
         """Metadata of a symlink, device or fifo (not opened: opening a fifo would block)."""
-        self._owner(m, os.chown, name, dir_fd=dfd, follow_symlinks=False)
+        self._owner(m.uid, m.gid, os.chown, name, dir_fd=dfd, follow_symlinks=False)
         if not m.issym():
             os.chmod(name, m.mode & 0o7777, dir_fd=dfd)
         # xattrs on special files are rare and path-based calls would follow symlinks; skip.
@@ -574,11 +574,7 @@ class _Applier:
         # deepest first, so setting a parent's mtime is the last change inside it
         for path, meta in self.dirs.deepest_first():
             fd = self.open_dir(path, create=False)
-            try:
-                os.fchown(fd, meta.uid, meta.gid)
-            except PermissionError:
-                if (meta.uid, meta.gid) != (0, 0):
-                    self.report.foreign_owners += 1
+            self._owner(meta.uid, meta.gid, os.fchown, fd)
             os.fchmod(fd, meta.mode)  # after chown, which clears setgid
             os.utime(fd, ns=(meta.mtime_ns,) * 2)
         self._drop_cache()
