@@ -34,7 +34,7 @@ import stat
 import tarfile
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -261,10 +261,15 @@ def _not_in_layer(m: tarfile.TarInfo) -> ImageError:
     )
 
 
+# Called with (bytes, inodes) before each entry is written; raises to stop the apply.
+Charge = Callable[[int, int], None]
+
+
 class _Applier:
     """Applies one tar stream under ``root``; see the module docstring for the rules."""
 
-    def __init__(self, root: Path, reader: ForwardReader) -> None:
+    def __init__(self, root: Path, reader: ForwardReader, charge: Charge | None = None) -> None:
+        self.charge = charge
         self.root_fd = os.open(root, _DIR_FLAGS)
         self.reader = reader  # what the tarfile reads: regular files are copied from it directly
         self.report = ApplyReport()
@@ -349,6 +354,9 @@ class _Applier:
             self.report.entries += 1
             parts = tuple(split_name(member.name))
             check_numbers(member)
+            if self.charge is not None:
+                # at most: a regular file's data, and an inode for all but hard links
+                self.charge(member.size if member.isreg() else 0, 0 if member.islnk() else 1)
             if not parts:
                 if not member.isdir():
                     raise UnsafeLayerError(
@@ -580,23 +588,27 @@ class _Applier:
         self._drop_cache()
 
 
-def apply_tar(stream: BinaryIO, root: str | os.PathLike[str], *, layer: str | None = None) -> ApplyReport:
+def apply_tar(
+    stream: BinaryIO, root: str | os.PathLike[str], *, layer: str | None = None, charge: Charge | None = None
+) -> ApplyReport:
     """Apply the uncompressed layer tar read from ``stream`` into the empty directory ``root``.
 
     Raises UnsafeLayerError for hostile content and ImageError for malformed tars, naming
     ``layer`` (its digest) when given; the caller owns ``root`` and deletes it on error.
+    ``charge(bytes, inodes)`` is called before each entry is written (for disk accounting): an
+    error it raises stops the apply (an ImageError gets the layer's name, as the others do).
     """
     try:
-        return _apply_tar(stream, root)
+        return _apply_tar(stream, root, charge)
     except ImageError as e:
         if layer is None:
             raise
         raise type(e)(f"layer {layer}: {e}") from None
 
 
-def _apply_tar(stream: BinaryIO, root: str | os.PathLike[str]) -> ApplyReport:
+def _apply_tar(stream: BinaryIO, root: str | os.PathLike[str], charge: Charge | None) -> ApplyReport:
     reader = ForwardReader(stream)
-    applier = _Applier(Path(root), reader)
+    applier = _Applier(Path(root), reader, charge)
     try:
         with LayerTarFile(fileobj=reader, mode="r", errorlevel=2) as tar:  # type: ignore[arg-type]
             return applier.apply(tar)
