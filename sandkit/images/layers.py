@@ -29,7 +29,6 @@ import errno
 import gzip
 import io
 import os
-import shutil
 import stat
 import tarfile
 import warnings
@@ -43,6 +42,8 @@ import zstandard
 from isal import igzip, isal_zlib
 
 from ..errors import ImageError, UnsafeLayerError
+from .fsutil import DIR_FLAGS as _DIR_FLAGS
+from .fsutil import remove_tree_at
 from .tarstream import ForwardReader, LayerTarFile
 
 WHITEOUT_PREFIX = ".wh."
@@ -51,7 +52,6 @@ OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 _MAX_NAME = 255
 _MAX_PATH = 4096
 _PEEK_BUFFER = 64 << 10
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_ID = (1 << 32) - 2  # uid_t; (uid_t)-1 means "leave unchanged" to chown
 _MAX_MTIME_NS = (1 << 63) - 1
 _MAX_MAJOR, _MAX_MINOR = (1 << 12) - 1, (1 << 20) - 1  # the kernel's dev_t: 12 and 20 bits
@@ -341,7 +341,7 @@ class _Applier:
             if keep_dir:
                 return True
             # the fd cache holds only ``dfd`` itself (the parent), never a child of this tree
-            shutil.rmtree(name, dir_fd=dfd)
+            remove_tree_at(dfd, name)
             self.dirs.drop(path)
         else:
             os.unlink(name, dir_fd=dfd)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sandkit.errors import UnsafeLayerError
+from sandkit.images.fsutil import dir_size, remove_tree
 from sandkit.images.layers import apply_tar
 
 from .conftest import ingest
@@ -31,6 +32,7 @@ CHILD = """
 import resource, sys, tempfile
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
 from sandkit.errors import ImageError
+from sandkit.images.fsutil import dir_size, remove_tree
 from sandkit.images.layers import apply_tar
 from tests.images.hostile_tar import END, StreamOf, header, member, pax
 
@@ -178,3 +180,49 @@ def test_replacing_directories_by_files_costs_linear_time():
     small = _lines_run_in_layers_py(_dirs_then_files(500))
     large = _lines_run_in_layers_py(_dirs_then_files(2000))
     assert large < 6 * small, (small, large)
+
+
+# --- deep trees ----------------------------------------------------------------------------------
+
+DEPTH = 1500  # deeper than Python's recursion limit, within Linux's 4,096-byte paths
+
+
+@pytest.fixture
+def cleaned(tmp_path):
+    """tmp_path, emptied after the test even if a deep tree stays there: pytest's own cleanup
+    (shutil.rmtree) fails on one, in every later pytest session of this user."""
+    yield tmp_path
+    for child in tmp_path.iterdir():
+        remove_tree(child)
+
+
+def _deep_layer(then: bytes = b"") -> bytes:
+    """A file 1,500 directories down, then ``then``."""
+    return pax({"path": "/".join(["d"] * DEPTH) + "/f"}) + member("placeholder", b"deep") + then + END
+
+
+def test_a_deep_directory_replaced_by_a_file(cleaned):
+    # shutil.rmtree recursed once per level: a RecursionError traceback
+    root = cleaned / "layer"
+    root.mkdir()
+    apply_tar(io.BytesIO(_deep_layer(member("d", b"a file now"))), root)
+    assert (root / "d").read_bytes() == b"a file now"
+
+
+def test_a_refused_deep_layer_leaves_no_staging(store, cleaned):
+    # the store deletes the half-applied layer on error: that deletion recursed too, and the
+    # RecursionError replaced the real error and left the staging directory behind
+    tar = _deep_layer(member("../escape", b"x"))
+    blob = gzip.compress(tar)
+    with pytest.raises(UnsafeLayerError, match="escape"):
+        ingest(store, blob, tar)
+    assert os.listdir(store.home / "tmp") == [] and os.listdir(store.home / "layers") == []
+
+
+def test_a_stored_deep_layer_can_be_measured_and_removed(store, cleaned):
+    tar = _deep_layer()
+    ingest(store, gzip.compress(tar), tar)
+    fs = next((store.home / "layers").glob("*/fs"))
+    assert dir_size(fs) == len(b"deep")  # what prune counts: os.walk recursed
+    remove_tree(store.home / "layers")
+    assert not (store.home / "layers").exists()
