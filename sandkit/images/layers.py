@@ -56,6 +56,7 @@ _MAX_ID = (1 << 32) - 2  # uid_t; (uid_t)-1 means "leave unchanged" to chown
 _MAX_MTIME_NS = (1 << 63) - 1
 _MAX_MAJOR, _MAX_MINOR = (1 << 12) - 1, (1 << 20) - 1  # the kernel's dev_t: 12 and 20 bits
 _DEVICE_TYPES = (tarfile.CHRTYPE, tarfile.BLKTYPE)
+_WALK_DEPTH = 4  # parents this deep or deeper are opened in one openat2
 
 
 class LayerWarning(UserWarning):
@@ -310,7 +311,7 @@ class _Applier:
         way (else None: the walk component by component creates what is missing and says what is
         wrong). A path may be 2,000 directories deep: opened one by one, entries alternating
         between two such paths cost a 30 KB layer half a minute."""
-        if not parts:
+        if len(parts) < _WALK_DEPTH:  # a few os.open cost less than one call through ctypes
             return None
         try:
             return open_beneath(self.root_fd, "/".join(parts), _DIR_FLAGS)
