@@ -136,9 +136,9 @@ class _TarSource(_Source):
                 f"{path} is neither a directory nor a readable tar archive ({e}): give the file "
                 "written by `docker save`, `skopeo copy ... oci-archive:` or an OCI layout directory"
             ) from None
-        except ImageError:
+        except ImageError as e:  # a hostile header (tarstream.py): say which file
             self.file.close()
-            raise
+            raise type(e)(f"{path}: {e}") from None
         self.members = {}
         for m in members:
             m.pax_headers = {}  # names, types, sizes and offsets are all that is used

@@ -113,7 +113,7 @@ print([int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswi
     proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome, peak = proc.stdout.strip().splitlines()
-    assert outcome.startswith("refused:") and "1048576-byte limit" in outcome
+    assert outcome.startswith(f"refused: {archive}:") and "1048576-byte limit" in outcome
     assert int(peak) < 160 << 20
 
 
