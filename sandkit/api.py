@@ -6,17 +6,16 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import select
 import signal as signals
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 from . import _portal
 from .images.image import Image
 from .runtime.cgroups import CgroupStats
-from .runtime.container import AsyncContainer
+from .runtime.container import DEFAULT_MAX_READ, AsyncContainer
 from .runtime.mounts import Mount
-from .runtime.process import AsyncInput, AsyncProcess
+from .runtime.process import AsyncInput, AsyncProcess, wait_ready
 from .runtime.results import ExecResult
 from .security.seccomp import SeccompSpec
 
@@ -114,8 +113,14 @@ class Container:
     def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         _portal.run(functools.partial(self._core.write_file, path, data, mode))
 
-    def read_file(self, path: str) -> bytes:
-        return _portal.run(self._core.read_file, path)
+    def read_file(self, path: str, *, max_size: int = DEFAULT_MAX_READ) -> bytes:
+        """A file's whole content, up to ``max_size`` bytes (else `FileTooLargeError`)."""
+        return _portal.run(functools.partial(self._core.read_file, path, max_size=max_size))
+
+    def open_file(self, path: str) -> BinaryIO:
+        """Open a file of the container for reading (binary), to stream one of any size:
+        ``with c.open_file(p) as f: shutil.copyfileobj(f, dst)``."""
+        return _portal.run(self._core._open_for_reading, path)
 
     def listdir(self, path: str = "/") -> list[str]:
         return _portal.run(self._core.listdir, path)
@@ -142,7 +147,7 @@ class _Output:
             try:
                 return os.read(self._fd, max_bytes)
             except BlockingIOError:
-                select.select([self._fd], [], [])
+                wait_ready(self._fd)
             except OSError as exc:
                 if exc.errno == errno.EIO:  # pty closed
                     return b""
@@ -166,7 +171,7 @@ class _Input:
             try:
                 view = view[os.write(self._fd, view):]
             except BlockingIOError:
-                select.select([], [self._fd], [])
+                wait_ready(self._fd, write=True)
 
     def close(self) -> None:
         self._core.close()

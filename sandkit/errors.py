@@ -24,6 +24,7 @@ __all__ = [
     "MountError",
     "LimitsError",
     "CgroupError",
+    "FileTooLargeError",
     "ExecStartError",
     "CommandNotFoundError",
     "CommandNotExecutableError",
@@ -121,6 +122,10 @@ class LimitsError(ContainerError, ValueError):
 
 class CgroupError(ContainerError):
     """The host's cgroups could not be set up or cleaned up for a container."""
+
+
+class FileTooLargeError(ContainerError):
+    """A file of the container is over `read_file`'s size limit (use `open_file` to stream it)."""
 
 
 # --- processes inside a container ------------------------------------------------------------

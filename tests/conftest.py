@@ -20,8 +20,9 @@ from rootfs import make_busybox_rootfs  # noqa: F401 - tests import it from here
 UNPRIVILEGED_USER = "sandkit-test"
 
 # Tests run with their own state directory, so they never touch /var/lib/sandkit.
+# It stays private (mkdtemp's 0700), as sandkit requires of every home; the unprivileged user's
+# tests run with a home of their own that belongs to that user (run_unprivileged).
 _home = tempfile.mkdtemp(prefix="sandkit-tests-")
-os.chmod(_home, 0o755)
 os.environ["SANDKIT_HOME"] = _home
 # Spare inits kept ready in the background would count as leaks in every test; the pool has
 # tests of its own (test_prespawn.py).
@@ -49,6 +50,13 @@ def busybox(busybox_dir):
     return sandkit.Image.from_directory(busybox_dir)
 
 
+@pytest.fixture(scope="session")
+def oci_fixtures() -> Path:
+    """Images written by other OCI tools (go-containerregistry, regclient), kept in the
+    repository with their licences: see tests/fixtures/oci/README.md."""
+    return Path(__file__).resolve().parent / "fixtures" / "oci"
+
+
 # --- leaks ---------------------------------------------------------------------------------
 
 
@@ -69,12 +77,24 @@ def _open_fds() -> list[str]:
     return sorted(fds)
 
 
+def _our_mounts() -> list[str]:
+    """Mount points in the host's namespace that sandkit could have left: under our state
+    directory or a temporary directory of ours. Mounts elsewhere (another test run, the host's
+    own) come and go on a shared machine and say nothing about sandkit."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4]
+        if point.startswith(_home) or "sandkit" in point:
+            points.append(point)
+    return sorted(points)
+
+
 def host_footprint() -> dict[str, object]:
     """What a container could leave behind on the host, in countable form."""
     inits = our_children()
     return {
         "inits": sorted(inits),
-        "mounts": Path("/proc/self/mountinfo").read_text().count("\n"),
+        "mounts": _our_mounts(),
         "fds": _open_fds(),
         "home": sorted(str(p.relative_to(_home)) for p in Path(_home).rglob("*") if "images" not in p.parts and "blobs" not in p.parts and "layers" not in p.parts),
     }
@@ -124,8 +144,9 @@ def _set_dumpable() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
-def run_unprivileged(fn, *args):
-    """Run ``fn(*args)`` in a forked child that has dropped to the unprivileged test user.
+def run_unprivileged(fn, *args, unprivileged=True):
+    """Run ``fn(*args)`` in a forked child that has dropped to the unprivileged test user
+    (``unprivileged=False``: that stays root, for a measure of one process of its own).
 
     The child keeps the parent's imported modules and the sealed init memfd, so it needs no
     access to this checkout; its own SANDKIT_HOME belongs to the user. Returns what ``fn``
@@ -142,19 +163,21 @@ def run_unprivileged(fn, *args):
     spawn.init_memfd()
     uid, gid = unprivileged_ids()
     home = tempfile.mkdtemp(prefix="sandkit-rootless-")
-    os.chown(home, uid, gid)
+    if unprivileged:
+        os.chown(home, uid, gid)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         status = 0
         try:
             os.close(read_end)
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-            # Changing uid made us non-dumpable, which a real user's process is not; it would
-            # hide /proc/<child>/uid_map from us.
-            _set_dumpable()
+            if unprivileged:
+                os.setgroups([])
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+                # Changing uid made us non-dumpable, which a real user's process is not; it
+                # would hide /proc/<child>/uid_map from us.
+                _set_dumpable()
             os.environ["SANDKIT_HOME"] = home
             os.environ["HOME"] = home
             outcome = ("ok", fn(*args))

@@ -348,7 +348,7 @@ def read(path: str) -> str:
         return f.read()
 
 
-def test_v2_fake_delegated_user(fake_v2) -> None:  # type: ignore[no-untyped-def]
+def test_v2_fake_delegated_user(fake_v2, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     host, root = fake_v2
     own = f"{root}/user/app"
     assert host.version == 2 and host.usable and host.rootless
@@ -379,9 +379,20 @@ def test_v2_fake_delegated_user(fake_v2) -> None:  # type: ignore[no-untyped-def
     assert usage.cpu_ns == 1_500_000 and usage.memory_peak == 8192 and usage.oom_killed
     assert not os.path.exists(f"{cdir}/x5")
 
+    # The fake rmdir empties a directory before removing it, so the writes are watched instead.
+    killed = []
+    real_write = _fs.write
+
+    def write(dir_fd: int, name: str, value: str | int) -> None:
+        if name == "cgroup.kill":
+            killed.append((os.readlink(f"/proc/self/fd/{dir_fd}"), str(value)))
+        real_write(dir_fd, name, value)
+
+    monkeypatch.setattr(_fs, "write", write)
     cg.exec_cgroup(6)  # left open: destroy must take it
     cg.destroy()
-    assert read(f"{cdir}/cgroup.kill") == "1" if os.path.exists(cdir) else True
+    # v2 kills a whole subtree at once by writing "1" to its cgroup.kill (kernel cgroup-v2.rst)
+    assert killed == [(cdir, "1")]
     assert not os.path.exists(cdir)
     cg.destroy()
 
@@ -471,6 +482,14 @@ def cgroup2_mount(tmp_path) -> Iterator[tuple[CgroupHost, str]]:  # type: ignore
         subprocess.run(["umount", mnt], check=True, capture_output=True)
 
 
+def _wait_until_in(procs_file: str, pid: int) -> None:
+    """The forked child joins its cgroup itself: wait for it to show there."""
+    deadline = time.monotonic() + 10
+    while str(pid) not in read(procs_file).split():
+        assert time.monotonic() < deadline, f"{pid} never joined {procs_file}"
+        time.sleep(0.002)
+
+
 def test_v2_real_clone_join_split_kill(cgroup2_mount) -> None:  # type: ignore[no-untyped-def]
     from sandkit.runtime.cgroups.v2 import V2ContainerCgroup
 
@@ -479,7 +498,7 @@ def test_v2_real_clone_join_split_kill(cgroup2_mount) -> None:  # type: ignore[n
     cg._build()  # create() would refuse: this tree has no memory controller to account with
     (cdir,) = glob.glob(f"{top}/sandkit/*/real")
     init = fork(lambda: time.sleep(30) or 0, cg.join_fds())  # stands in for the init
-    time.sleep(0.02)
+    _wait_until_in(f"{cdir}/cgroup.procs", init)
     assert read(f"{cdir}/cgroup.procs").split() == [str(init)]
 
     def spin() -> int:
@@ -495,8 +514,9 @@ def test_v2_real_clone_join_split_kill(cgroup2_mount) -> None:  # type: ignore[n
     usage = ex.finish()
     assert usage.cpu_ns >= 0.08e9 and usage.memory_peak is None and not usage.oom_killed
 
-    straggler = fork(lambda: time.sleep(30) or 0, cg.exec_cgroup(2).fds())
-    time.sleep(0.02)
+    ex2 = cg.exec_cgroup(2)
+    straggler = fork(lambda: time.sleep(30) or 0, ex2.fds())
+    _wait_until_in(f"{cdir}/x2/cgroup.procs", straggler)
     cg.destroy()  # cgroup.kill takes the whole subtree
     assert os.WTERMSIG(wait(init)) == signal.SIGKILL and os.WTERMSIG(wait(straggler)) == signal.SIGKILL
     assert not os.path.exists(cdir)

@@ -3,6 +3,7 @@ of reader (tasks on the loop, one blocking thread) sharing it."""
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -25,12 +26,16 @@ def pair():
     peer.close()
 
 
-def _answer_pings(peer: socket.socket, count: int, delay: float = 0.0) -> threading.Thread:
-    """Reads ``count`` pings after ``delay``, then answers them all (answering while the host
+DEADLINE = 10.0
+
+
+def _answer_pings(peer: socket.socket, count: int, go: threading.Event) -> threading.Thread:
+    """Once ``go`` is set, reads ``count`` pings, then answers them all (answering while the host
     is still sending could fill the other direction too)."""
 
     def run() -> None:
-        time.sleep(delay)
+        go.wait(DEADLINE)
+        peer.settimeout(DEADLINE)  # a lost ping ends this thread instead of hanging the test
         ids = [msgpack.unpackb(peer.recv(65536))["id"] for _ in range(count)]
         for request_id in ids:
             peer.send(encode(Pong(id=request_id)))
@@ -40,21 +45,42 @@ def _answer_pings(peer: socket.socket, count: int, delay: float = 0.0) -> thread
     return thread
 
 
+def _writable(sock: socket.socket) -> bool:
+    return bool(select.select([], [sock], [], 0)[1])
+
+
 def test_a_send_to_a_full_socket_waits_for_room(pair):
     channel, peer = pair
-    count = 0
-    # fill the socket: the peer reads nothing for a while
+    count = 400
     channel.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    reader = _answer_pings(peer, 400, delay=0.3)
-    started = time.monotonic()
-    for _ in range(400):
-        channel.send(Ping(id=channel.protocol.next_id()))
-        count += 1
-    assert count == 400 and time.monotonic() - started >= 0.25  # some sends had to wait
-    with channel.thread_reader() as mine:
+    failures: list[BaseException] = []
+
+    def send_all() -> None:
+        try:
+            for _ in range(count):
+                channel.send(Ping(id=channel.protocol.next_id()))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            failures.append(exc)
+
+    go = threading.Event()
+    reader = _answer_pings(peer, count, go)
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    # The peer reads nothing until the socket is full while the sender still has pings to send:
+    # from then on the sender can only be waiting for room.
+    deadline = time.monotonic() + DEADLINE
+    while sender.is_alive() and _writable(channel.sock) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    full_while_sending = sender.is_alive() and not _writable(channel.sock)
+    go.set()
+    sender.join(DEADLINE)
+    assert full_while_sending, "the socket never filled up while the pings were being sent"
+    assert not sender.is_alive() and not failures, failures
+    with channel.thread_reader() as mine:  # read while the peer answers: both ways are small
         assert mine
-        assert all(isinstance(channel.reply_blocking(i)[0], Pong) for i in range(1, 401))
-    reader.join()
+        replies = [channel.reply_blocking(i, deadline=time.monotonic() + DEADLINE) for i in range(1, count + 1)]
+    reader.join(DEADLINE)
+    assert replies == [(Pong(id=i), []) for i in range(1, count + 1)]  # every ping arrived
 
 
 def test_a_thread_reader_times_out_and_files_others_replies(pair):

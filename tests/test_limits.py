@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -27,7 +28,9 @@ def test_a_fork_bomb_hits_the_pids_limit(busybox):
     with sandkit.Container(busybox, pids_limit=20) as c:
         r = c.exec(["sh", "-c", "for i in $(seq 40); do sleep 5 & done; wait"], timeout=20)
         assert b"can't fork" in r.stderr or b"Resource temporarily unavailable" in r.stderr, r
+        assert r.pids_limit_hit, r
         assert c.stats().pids_current <= 20
+        assert not c.exec(["sh", "-c", "sleep 0 & wait"]).pids_limit_hit  # counted per exec
     with sandkit.Container(busybox) as c:  # and the next container is unaffected
         assert c.exec(["true"]).exit_code == 0
 
@@ -51,6 +54,23 @@ def test_stats_need_a_cgroup_and_report_memory(busybox):
         p.kill()
         p.wait()
         p.close()
+
+
+def _writable_layer() -> tuple[int, int]:
+    with sandkit.Container("host") as c:
+        blocks, block_size, inodes = c.exec(["stat", "-f", "-c", "%b %S %c", "/"], check=True).stdout.split()
+    return int(blocks) * int(block_size), int(inodes)
+
+
+@pytest.mark.parametrize("mode", ["root", "rootless"])
+def test_the_writable_layer_is_bounded_by_default(mode, as_unprivileged):
+    if mode == "rootless" and os.geteuid() != 0:
+        pytest.skip("root creates the unprivileged user")
+    size, inodes = _writable_layer() if mode == "root" else as_unprivileged(_writable_layer)
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    expected = min(1 << 30, ram // 4)  # the README's default: 1 GiB, a quarter of RAM if less
+    assert size == expected
+    assert inodes == expected // 4096
 
 
 def test_the_writable_layer_has_a_size_limit(busybox):

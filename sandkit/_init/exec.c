@@ -3,30 +3,25 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <linux/openat2.h>
-#include <sched.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "exec.h"
 #include "init.h"
-#include "user.h"
 
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#define MAX_RLIMITS 64
 
 /* Pids we owe an `exit` event. Anything else that dies is only reaped. */
 static struct track {
@@ -67,30 +62,6 @@ static pid_t tracked_pid(int64_t id)
 			return tracked[k].pid;
 	return 0;
 }
-
-struct spec {
-	char **argv, **env, *cwd, *user;
-	bool pty, capture, nnp;
-	int64_t limit;          /* capture: bytes kept per stream, < 0 = all */
-	const uint8_t *input;   /* capture: what stdin reads (NULL: /dev/null) */
-	uint32_t input_len;
-	int has_caps;
-	uint64_t caps;
-	struct sock_fprog prog;
-	bool shared_seccomp; /* prog is the container's own profile, which the init may carry */
-	struct rlimit rl[MAX_RLIMITS];
-	int rlres[MAX_RLIMITS], nrl;
-	int stdio[3], pty_slave;
-	int *cg;
-	int ncg;
-};
-
-/* What the child writes to the error pipe when it cannot reach execve. */
-struct child_err {
-	int no;
-	char kind[12];
-	char msg[512];
-};
 
 static char **str_array(const struct mp_doc *d, uint32_t arr, const char *what, int extra,
 			struct err *e)
@@ -197,206 +168,6 @@ static int parse_exec(struct req *r, struct spec *s, struct err *e)
 	}
 	return 0;
 }
-
-static const char *env_get(char **env, const char *key)
-{
-	size_t n = strlen(key);
-	for (; *env; env++)
-		if (strncmp(*env, key, n) == 0 && (*env)[n] == '=')
-			return *env + n + 1;
-	return NULL;
-}
-
-/* "No such file or directory" -> "no such file or directory", as Go tools print errors. */
-static const char *lc_strerror(int no, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s", strerror(no));
-	if (buf[0] >= 'A' && buf[0] <= 'Z')
-		buf[0] = (char)(buf[0] - 'A' + 'a');
-	return buf;
-}
-
-static __attribute__((noreturn)) void child_fail(int pipefd, const char *kind, int no,
-						   const char *fmt, const char *arg)
-{
-	struct child_err ce = { .no = no };
-	char eb[128];
-	snprintf(ce.kind, sizeof(ce.kind), "%s", kind);
-	snprintf(ce.msg, sizeof(ce.msg), fmt, lc_strerror(no, eb, sizeof(eb)), arg);
-	(void)!write(pipefd, &ce, sizeof(ce));
-	_exit(127);
-}
-
-static int capset_all(uint64_t mask)
-{
-	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
-	struct __user_cap_data_struct c[2];
-	for (int k = 0; k < 2; k++) {
-		/* Inheritable stays empty (CVE-2022-24769): file capabilities of a program must not
-		 * combine with it to grant more than the process had. */
-		c[k].effective = c[k].permitted = (uint32_t)(mask >> (32 * k));
-		c[k].inheritable = 0;
-	}
-	return (int)syscall(SYS_capset, &h, c);
-}
-
-static void exec_search(struct spec *s, int pipefd)
-{
-	const char *file = s->argv[0], *path;
-	char buf[4096];
-	int seen_eacces = 0;
-
-	if (strchr(file, '/')) {
-		execve(file, s->argv, s->env);
-		child_fail(pipefd, errno == ENOENT ? "notfound" : "noexec", errno, "%s: \"%s\"", file);
-	}
-	path = env_get(s->env, "PATH");
-	if (!path)
-		path = DEFAULT_PATH;
-	for (const char *p = path;; p++) {
-		const char *end = strchrnul(p, ':');
-		int n = (int)(end - p);
-		snprintf(buf, sizeof(buf), "%.*s%s%s", n, p, n ? "/" : "", file);
-		execve(buf, s->argv, s->env);
-		if (errno == EACCES)
-			seen_eacces = 1;
-		else if (errno != ENOENT && errno != ENOTDIR)
-			child_fail(pipefd, "noexec", errno, "%s: \"%s\"", buf);
-		if (!*end)
-			break;
-		p = end;
-	}
-	if (seen_eacces)
-		child_fail(pipefd, "noexec", EACCES, "%s: \"%s\"", file);
-	child_fail(pipefd, "notfound", ENOENT, "executable file not found in $PATH%.0s: \"%s\"", file);
-}
-
-static bool setgroups_denied(void)
-{
-	char buf[8] = "";
-	int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	(void)!read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	return strncmp(buf, "deny", 4) == 0;
-}
-
-/* No magic links: "/proc/self/fd/N" or "/proc/1/cwd" as a working directory could point at
- * anything an fd of this process reaches, so only a real path inside the root is accepted. */
-static void enter_workdir(const char *cwd, int pipefd)
-{
-	struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-				.resolve = RESOLVE_NO_MAGICLINKS };
-	int fd = (int)syscall(SYS_openat2, AT_FDCWD, cwd, &how, sizeof(how));
-
-	if (fd < 0 || fchdir(fd) < 0)
-		child_fail(pipefd, "cwd", errno, "%s: cwd \"%s\"", cwd);
-	close(fd);
-}
-
-/* Runs in the exec child; it never returns. The order follows docs/protocol.md. */
-static __attribute__((noreturn)) void child(struct spec *s, int pipefd)
-{
-	struct user u;
-	struct err e = { 0 };
-	sigset_t none;
-	char num[] = "0", idbuf[16];
-
-	for (int k = 0; k < s->ncg; k++) {
-		int fd = openat(s->cg[k], "cgroup.procs", O_WRONLY | O_CLOEXEC);
-		if (fd < 0 || write(fd, num, 1) != 1)
-			child_fail(pipefd, "setup", errno, "join cgroup: %s%s", "");
-		close(fd);
-		/* A host directory fd must be gone before anything the caller chose (the working
-		 * directory: "/proc/self/fd/N" would lead out of the container) is looked up. */
-		close(s->cg[k]);
-	}
-	if (setsid() < 0)
-		child_fail(pipefd, "setup", errno, "setsid: %s%s", "");
-	if (s->pty) {
-		if (ioctl(s->pty_slave, TIOCSCTTY, 0) < 0)
-			child_fail(pipefd, "setup", errno, "set controlling terminal: %s%s", "");
-		s->stdio[0] = s->stdio[1] = s->stdio[2] = s->pty_slave;
-	}
-	/* Lift the stdio fds clear of 0..2 first so no dup2 clobbers a later source. */
-	for (int k = 0; k < 3; k++)
-		if (s->stdio[k] < 3 && (s->stdio[k] = fcntl(s->stdio[k], F_DUPFD_CLOEXEC, 10)) < 0)
-			child_fail(pipefd, "setup", errno, "dup stdio: %s%s", "");
-	for (int k = 0; k < 3; k++)
-		if (dup2(s->stdio[k], k) < 0)
-			child_fail(pipefd, "setup", errno, "dup2 stdio: %s%s", "");
-
-	sigemptyset(&none);
-	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-		child_fail(pipefd, "setup", errno, "reset signal mask: %s%s", "");
-	/* execve resets handled signals; an ignored one stays ignored, and SIGPIPE is the only
-	 * signal the init ignores. */
-	signal(SIGPIPE, SIG_DFL);
-
-	for (int k = 0; k < s->nrl; k++)
-		if (setrlimit(s->rlres[k], &s->rl[k]) < 0)
-			child_fail(pipefd, "setup", errno, "setrlimit: %s%s", "");
-
-	if (resolve_user(s->user, &u, &e) < 0) {
-		struct child_err ce = { .no = e.no, .kind = "user" };
-		memcpy(ce.msg, e.msg, sizeof(ce.msg) - 1);
-		(void)!write(pipefd, &ce, sizeof(ce));
-		_exit(127);
-	}
-	if (!env_get(s->env, "HOME")) {
-		char **v = s->env;
-		while (*v)
-			v++;
-		if (asprintf(v, "HOME=%s", u.home) < 0)
-			child_fail(pipefd, "setup", ENOMEM, "%s%s", "");
-		v[1] = NULL;
-	}
-
-	/* A user namespace whose setgroups is "deny" (rootless with a single mapping) keeps the
-	 * groups it was born with; failing every exec there would help no one. */
-	/* Raw syscalls: glibc's set*id wrappers would coordinate with "other threads" through
-	 * memory this child shares with the init (CLONE_VM). */
-	if (syscall(SYS_setgroups, (size_t)u.ngroups, u.groups) < 0 &&
-	    !(errno == EPERM && setgroups_denied()))
-		child_fail(pipefd, "setup", errno, "setgroups: %s%s", "");
-	snprintf(idbuf, sizeof(idbuf), "%u", u.gid);
-	if (syscall(SYS_setresgid, u.gid, u.gid, u.gid) < 0)
-		child_fail(pipefd, "user", errno, errno == EINVAL ?
-			   "setgid %.0s%s: gid not mapped in the container's user namespace" :
-			   "setgid: %s %s", idbuf);
-	snprintf(idbuf, sizeof(idbuf), "%u", u.uid);
-	if (syscall(SYS_setresuid, u.uid, u.uid, u.uid) < 0)
-		child_fail(pipefd, "user", errno, errno == EINVAL ?
-			   "setuid %.0s%s: uid not mapped in the container's user namespace" :
-			   "setuid: %s %s", idbuf);
-	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-		child_fail(pipefd, "setup", errno, "clear ambient capabilities: %s%s", "");
-	if (capset_all(u.uid == 0 && s->has_caps ? s->caps : 0) < 0)
-		child_fail(pipefd, "setup", errno, "capset: %s%s", "");
-
-	enter_workdir(s->cwd, pipefd);
-	if (s->nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		child_fail(pipefd, "setup", errno, "no_new_privs: %s%s", "");
-	if (s->prog.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->prog) < 0)
-		child_fail(pipefd, "setup", errno, "install seccomp filter: %s%s", "");
-	exec_search(s, pipefd);
-	_exit(127);
-}
-
-struct child_args {
-	struct spec *s;
-	int pipefd;
-};
-
-static int child_entry(void *arg)
-{
-	struct child_args *a = arg;
-	child(a->s, a->pipefd);
-}
-
-/* The exec child's own stack (it shares the init's memory, so it must not share its stack). */
-static _Alignas(64) char child_stack[256 * 1024];
 
 static int open_pty(struct spec *s, int64_t rows, int64_t cols, int *master, struct err *e)
 {
@@ -510,31 +281,188 @@ static int share_seccomp(struct spec *s, struct err *e)
 	return 0;
 }
 
-int confine_init(const struct mp_doc *d, struct err *e)
+/* The container's confinement from its setup message, kept until the init applies it to itself:
+ * at the end of set-up, or, for a container to be named later that cannot keep its hostname
+ * sysctl (rootless), right after the name is set (the filter may forbid sethostname) and in any
+ * case before anything else a request asks for. It must never depend on what an exec asks. */
+static struct {
+	bool pending;
+	int has_caps;
+	uint64_t caps;
+	struct sock_filter *prog;
+	unsigned short len;
+} confinement;
+
+int confine_prepare(const struct mp_doc *d, struct err *e)
 {
-	struct spec s;
+	struct sock_fprog prog = { 0 };
 	uint32_t sc = 0;
 	int64_t caps = 0;
+	size_t bytes;
 
-	memset(&s, 0, sizeof(s));
-	s.shared_seccomp = true;
-	if ((s.has_caps = get_int(d, 0, "caps", &caps, e)) < 0 || get_type(d, 0, "seccomp", MP_BIN, &sc, e) < 0 ||
-	    (sc && bpf_program(d, sc, &s.prog, e) < 0))
+	if ((confinement.has_caps = get_int(d, 0, "caps", &caps, e)) < 0 ||
+	    get_type(d, 0, "seccomp", MP_BIN, &sc, e) < 0 || (sc && bpf_program(d, sc, &prog, e) < 0))
 		return -1;
-	s.caps = (uint64_t)caps;
-	/* Absent keys leave the init as it is (the first exec then does it, as without set-up). */
-	return (s.has_caps && limit_bounding_set(&s, e) < 0) || share_seccomp(&s, e) < 0 ? -1 : 0;
+	confinement.caps = (uint64_t)caps;
+	bytes = prog.len * sizeof(struct sock_filter);
+	if (bytes && !(confinement.prog = malloc(bytes)))
+		return seterr(e, ENOMEM, "out of memory");
+	if (bytes)
+		memcpy(confinement.prog, prog.filter, bytes);
+	confinement.len = prog.len;
+	/* Absent keys leave the init as it is (each exec then carries its own, as without set-up). */
+	confinement.pending = confinement.has_caps || confinement.len;
+	return 0;
+}
+
+int confine_now(struct err *e)
+{
+	struct spec s;
+
+	if (!confinement.pending)
+		return 0;
+	memset(&s, 0, sizeof(s));
+	s.has_caps = confinement.has_caps;
+	s.caps = confinement.caps;
+	s.prog = (struct sock_fprog){ confinement.len, confinement.prog };
+	s.shared_seccomp = true;
+	if ((s.has_caps && limit_bounding_set(&s, e) < 0) || share_seccomp(&s, e) < 0)
+		return -1;
+	confinement.pending = false;
+	free(confinement.prog); /* share_seccomp keeps its own copy */
+	confinement.prog = NULL;
+	return 0;
+}
+
+/* Execs whose child has not reached execve yet. The init never waits for one: it goes on
+ * serving, and each child's error pipe, in the poll set, says how its start ended. */
+static struct starting {
+	int64_t id;
+	pid_t pid;
+	int errfd;   /* the error pipe's read end */
+	int master;  /* pty: sent with `started` */
+	int rd[2];   /* capture: stdout and stderr read ends */
+	int64_t limit;
+	bool capture;
+} *starting;
+static size_t nstarting, capstarting;
+
+static int starting_add(const struct starting *st)
+{
+	if (nstarting == capstarting) {
+		size_t cap = capstarting ? 2 * capstarting : 8;
+		struct starting *grown = realloc(starting, cap * sizeof(*grown));
+		if (!grown)
+			return -1;
+		starting = grown;
+		capstarting = cap;
+	}
+	starting[nstarting++] = *st;
+	return 0;
+}
+
+static void starting_drop(size_t k)
+{
+	struct starting *st = &starting[k];
+	close(st->errfd);
+	if (st->master >= 0)
+		close(st->master);
+	close_fds(st->rd, 2);
+	starting[k] = starting[--nstarting];
+}
+
+static pid_t starting_pid(int64_t id)
+{
+	for (size_t k = 0; k < nstarting; k++)
+		if (starting[k].id == id)
+			return starting[k].pid;
+	return 0;
+}
+
+size_t starting_count(void)
+{
+	return nstarting;
+}
+
+int starting_fill(struct pollfd *pf)
+{
+	for (size_t k = 0; k < nstarting; k++)
+		pf[k] = (struct pollfd){ starting[k].errfd, POLLIN, 0 };
+	return (int)nstarting;
+}
+
+/* Reads the end of one child's start: a child_err (it failed before execve: an `error` reply),
+ * or end of file (it exec'd, or died on a signal before it could: either way a process the host
+ * will get an `exit` for). 0: not ended yet; -1: the host could not be told. */
+static int starting_settle(size_t k)
+{
+	struct starting *st = &starting[k];
+	struct child_err ce;
+	struct err e = { 0 };
+	ssize_t n;
+	int rc = 0;
+
+	do
+		n = read(st->errfd, &ce, sizeof(ce));
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return 0;
+	if (n == (ssize_t)sizeof(ce)) {
+		/* The child is left for the reaper; it is not tracked, so there is no exit event. */
+		ce.kind[sizeof(ce.kind) - 1] = 0;
+		ce.msg[sizeof(ce.msg) - 1] = 0;
+		seterr(&e, ce.no, "%s", ce.msg);
+		e.kind = strcmp(ce.kind, "notfound") == 0 ? "notfound" :
+			 strcmp(ce.kind, "noexec") == 0   ? "noexec" :
+			 strcmp(ce.kind, "user") == 0     ? "user" :
+			 strcmp(ce.kind, "cwd") == 0      ? "cwd" : "setup";
+		rc = send_error(st->id, &e);
+	} else if (n != 0) {
+		kill(st->pid, SIGKILL);
+		seterr(&e, EIO, "exec child failed before execve without saying why");
+		e.kind = "setup";
+		rc = send_error(st->id, &e);
+	} else if (track(st->pid, st->id) < 0 ||
+		   (st->capture && capture_new(st->id, st->pid, st->limit, st->rd) < 0)) {
+		tracked_take(st->pid);
+		kill(st->pid, SIGKILL);
+		rc = send_error(st->id, &(struct err){ .no = ENOMEM, .kind = "setup", .msg = "out of memory" });
+	} else if (st->capture) {
+		st->rd[0] = st->rd[1] = -1; /* the capture has them now; its exit event says it all */
+	} else {
+		rc = send_started(st->id, st->pid, st->master);
+	}
+	starting_drop(k);
+	return rc < 0 ? -1 : 1;
+}
+
+int starting_ready(const struct pollfd *pf, int n)
+{
+	int rc = 0;
+	/* Backwards: settling one moves the last entry into its slot. */
+	for (int k = n - 1; k >= 0; k--)
+		if (pf[k].revents && (size_t)k < nstarting && starting[k].errfd == pf[k].fd &&
+		    starting_settle((size_t)k) < 0)
+			rc = -1;
+	return rc;
+}
+
+int starting_reaped(pid_t pid)
+{
+	/* A child reaped before its pipe was seen to end: its end of file is there by now (a dead
+	 * process holds no fds), and must be read first so that `started` precedes `exit`. */
+	for (size_t k = 0; k < nstarting; k++)
+		if (starting[k].pid == pid)
+			return starting_settle(k) < 0 ? -1 : 0;
+	return 0;
 }
 
 int do_exec(struct req *r, struct err *e)
 {
 	struct spec s;
-	struct child_err ce;
+	struct starting st = { .master = -1, .rd = { -1, -1 } };
 	int64_t rows = 0, cols = 0;
-	int p[2], master = -1, rc = -1;
-	struct child_args ca;
-	int rd[2] = { -1, -1 };
-	ssize_t n;
+	int p[2] = { -1, -1 }, rc = -1;
 	pid_t pid;
 
 	if (parse_exec(r, &s, e) < 0 || get_int(&r->doc, 0, "rows", &rows, e) < 0 ||
@@ -542,64 +470,43 @@ int do_exec(struct req *r, struct err *e)
 		goto out;
 	if (limit_bounding_set(&s, e) < 0 || share_seccomp(&s, e) < 0)
 		goto out;
-	if (s.pty && open_pty(&s, rows, cols, &master, e) < 0)
+	if (s.pty && open_pty(&s, rows, cols, &st.master, e) < 0)
 		goto out;
-	if (s.capture && open_capture(&s, rd, e) < 0)
+	if (s.capture && open_capture(&s, st.rd, e) < 0)
 		goto out;
-	if (pipe2(p, O_CLOEXEC) < 0) {
+	if (pipe2(p, O_CLOEXEC) < 0 || fcntl(p[0], F_SETFL, O_NONBLOCK) < 0) {
 		seterr(e, errno, "pipe: %s", strerror(errno));
 		goto out;
 	}
-	/* Like vfork: the child borrows the init's memory until it execs, so starting a process
-	 * costs no page-table copy; the init sleeps meanwhile, and on return the pipe already says
-	 * whether the exec happened. */
-	ca = (struct child_args){ &s, p[1] };
-	pid = clone(child_entry, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, &ca);
-	close(p[1]);
+	/* A plain fork, not vfork: the init must not sleep until the child execs, since the child
+	 * is a process of the container that any other one may stop (SIGSTOP) or slow down. */
+	pid = fork();
+	if (pid == 0)
+		child(&s, p[1]);
 	if (pid < 0) {
-		close(p[0]);
 		seterr(e, errno, "start process: %s", strerror(errno));
 		goto out;
 	}
-	/* The write end closes on execve: EOF means the program is running. */
-	do
-		n = read(p[0], &ce, sizeof(ce));
-	while (n < 0 && errno == EINTR);
-	close(p[0]);
-	if (n == (ssize_t)sizeof(ce)) {
-		/* The child is left for the SIGCHLD reaper; it was never tracked, so no exit event. */
-		ce.kind[sizeof(ce.kind) - 1] = 0;
-		ce.msg[sizeof(ce.msg) - 1] = 0;
-		seterr(e, ce.no, "%s", ce.msg);
-		e->kind = strcmp(ce.kind, "notfound") == 0 ? "notfound" :
-			  strcmp(ce.kind, "noexec") == 0   ? "noexec" :
-			  strcmp(ce.kind, "user") == 0     ? "user" :
-			  strcmp(ce.kind, "cwd") == 0      ? "cwd" : "setup";
-		goto out;
-	}
-	if (n != 0) {
-		seterr(e, EIO, "exec child died before execve");
-		e->kind = "setup";
-		goto out;
-	}
-	if (track(pid, r->id) < 0 || (s.capture && capture_new(r->id, pid, s.limit, rd) < 0)) {
-		tracked_take(pid);
+	st.id = r->id;
+	st.pid = pid;
+	st.errfd = p[0];
+	st.capture = s.capture;
+	st.limit = s.limit;
+	if (starting_add(&st) < 0) {
 		kill(pid, SIGKILL);
 		seterr(e, ENOMEM, "out of memory");
 		goto out;
 	}
-	if (s.capture)
-		rd[0] = rd[1] = -1; /* the capture has them now; no started event, its exit says it all */
-	else
-		send_started(r->id, pid, master);
+	p[0] = -1;
+	st.master = st.rd[0] = st.rd[1] = -1; /* the starting entry holds them now */
 	rc = 0;
 out:
-	if (s.capture) {
+	close_fds(p, 2);
+	if (s.capture)
 		close_capture_ends(&s);
-		close_fds(rd, 2);
-	}
-	if (master >= 0)
-		close(master);
+	close_fds(st.rd, 2);
+	if (st.master >= 0)
+		close(st.master);
 	if (s.pty_slave >= 0)
 		close(s.pty_slave);
 	close_fds(r->fds, r->nfds);
@@ -629,15 +536,54 @@ static bool stat_of(pid_t pid, pid_t out[4])
 	return state != 'Z' && state != 'X';
 }
 
+/* One process of the container as the tree walk sees it: /proc/<pid>/stat's pid, ppid, process
+ * group and session, and whether it belongs to the tree being signalled. */
+struct proc {
+	pid_t pid, ppid, pgrp, sid;
+	enum { UNKNOWN, WALKING, IN, OUT } mark;
+};
+
+static int by_pid(const void *a, const void *b)
+{
+	pid_t x = ((const struct proc *)a)->pid, y = ((const struct proc *)b)->pid;
+	return (x > y) - (x < y);
+}
+
+static struct proc *find_proc(struct proc *ps, size_t n, pid_t pid)
+{
+	struct proc key = { .pid = pid };
+	return bsearch(&key, ps, n, sizeof(*ps), by_pid);
+}
+
+/* Marks p and its ancestors up to the first one already decided: IN when that one is, OUT
+ * otherwise. Each process is walked once, so a whole tree costs O(n log n) however deep or wide
+ * a container makes it. A parent link back into the walk (pid reuse between two reads of /proc)
+ * ends it as OUT. */
+static void mark_tree(struct proc *ps, size_t n, struct proc *p, struct proc **path)
+{
+	size_t depth = 0;
+	int mark = OUT;
+
+	while (p && p->mark == UNKNOWN) {
+		p->mark = WALKING;
+		path[depth++] = p;
+		p = p->ppid > 1 ? find_proc(ps, n, p->ppid) : NULL;
+	}
+	if (p && p->mark == IN)
+		mark = IN;
+	while (depth)
+		path[--depth]->mark = mark;
+}
+
 /* Signals the exec's session, process group and descendants; returns how many were hit. A
  * root that has been reaped is no process any more (its pid may be another's by now), but its
- * session and group stay what they were while any member lives. */
+ * session and group stay what they were while any member lives. Every exec root is a subreaper
+ * (see child.c), so what it started stays its descendant even after a double fork and setsid. */
 static int signal_tree(pid_t root, bool root_alive, int sig)
 {
-	pid_t (*ps)[4] = NULL;
+	struct proc *ps = NULL, **path = NULL;
 	size_t n = 0, cap = 0;
 	int hit = 0;
-	bool grew = true;
 	struct dirent *de;
 	DIR *dir = opendir("/proc");
 
@@ -646,7 +592,8 @@ static int signal_tree(pid_t root, bool root_alive, int sig)
 	while ((de = readdir(dir))) {
 		char *end;
 		long pid = strtol(de->d_name, &end, 10);
-		if (*end || pid <= 1)
+		pid_t st[4];
+		if (*end || pid <= 1 || !stat_of((pid_t)pid, st))
 			continue;
 		if (n == cap) {
 			void *np = realloc(ps, (cap = cap ? 2 * cap : 256) * sizeof(*ps));
@@ -654,30 +601,24 @@ static int signal_tree(pid_t root, bool root_alive, int sig)
 				break;
 			ps = np;
 		}
-		if (stat_of((pid_t)pid, ps[n]))
-			n++;
+		ps[n++] = (struct proc){ st[0], st[1], st[2], st[3], UNKNOWN };
 	}
 	closedir(dir);
-	/* Mark the matches in place (ppid := 0) and grow the set through parent links. */
-	for (size_t k = 0; k < n; k++)
-		if ((root_alive && ps[k][0] == root) || ps[k][2] == root || ps[k][3] == root)
-			ps[k][1] = -ps[k][1] - 1;
-	while (grew) {
-		grew = false;
-		for (size_t k = 0; k < n; k++) {
-			if (ps[k][1] < 0)
-				continue;
-			for (size_t j = 0; j < n; j++)
-				if (ps[j][1] < 0 && ps[j][0] == ps[k][1]) {
-					ps[k][1] = -ps[k][1] - 1;
-					grew = true;
-					break;
-				}
-		}
+	path = malloc((n ? n : 1) * sizeof(*path));
+	if (!path) {
+		free(ps);
+		return -1;
 	}
+	qsort(ps, n, sizeof(*ps), by_pid);
 	for (size_t k = 0; k < n; k++)
-		if (ps[k][1] < 0 && kill(ps[k][0], sig) == 0)
+		if ((root_alive && ps[k].pid == root) || ps[k].pgrp == root || ps[k].sid == root)
+			ps[k].mark = IN;
+	for (size_t k = 0; k < n; k++)
+		mark_tree(ps, n, &ps[k], path);
+	for (size_t k = 0; k < n; k++)
+		if (ps[k].mark == IN && kill(ps[k].pid, sig) == 0)
 			hit++;
+	free(path);
 	free(ps);
 	return hit;
 }
@@ -699,6 +640,8 @@ int do_signal(struct req *r, struct err *e)
 	 * exec whose process ended while what it started still holds its output open is found
 	 * through its session: the tree is all that is left to signal. */
 	pid = tracked_pid(target);
+	if (!pid)
+		pid = starting_pid(target); /* not exec'd yet: a stopped child must not stay so */
 	alive = pid > 0;
 	if (!alive && tree)
 		pid = capture_pid(target);

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <linux/openat2.h>
 #include <sys/types.h>
 
 #include "mpack.h"
@@ -63,9 +64,14 @@ int get_type(const struct mp_doc *d, uint32_t map, const char *key, int type, ui
 	     struct err *e);
 char *dup_strobj(const struct mp_doc *d, uint32_t idx, const char *what, struct err *e);
 
-/* pathres.c: every container path resolved inside root, never escaping it */
-int resolve(int rootfd, const char *path, int oflags, mode_t mode);
-int mkdir_p(int rootfd, const char *path, mode_t mode);
+/* pathres.c: every container path resolved inside root, never escaping it. IN_ROOT follows the
+ * image's symlinks as if the root were "/" (what Docker does for mount targets); the standard
+ * mount points (/proc, /dev, /sys) and what the init opens in them take no symlink at all. */
+#define IN_ROOT (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+#define IN_ROOT_NO_SYMLINKS (IN_ROOT | RESOLVE_NO_SYMLINKS)
+int resolve_at(int dirfd, const char *path, int oflags, mode_t mode, uint64_t rflags);
+int resolve(int rootfd, const char *path, int oflags, mode_t mode); /* resolve_at(IN_ROOT) */
+int mkdir_p(int rootfd, const char *path, mode_t mode, uint64_t rflags);
 int make_file(int rootfd, const char *path);
 void fdpath(char buf[32], int fd);
 
@@ -90,15 +96,23 @@ extern int hostname_fd;
 
 /* exec.c */
 /* The container's capabilities and seccomp profile ("caps", "seccomp" of the setup message),
- * applied to the init itself so that no exec pays for them. */
-int confine_init(const struct mp_doc *d, struct err *e);
+ * applied to the init itself so that no exec pays for them and every process inherits them:
+ * confine_prepare keeps them, confine_now applies them (once; later calls do nothing). */
+int confine_prepare(const struct mp_doc *d, struct err *e);
+int confine_now(struct err *e);
+/* Starts the process and returns at once: its `started` (or `error`) reply follows when its
+ * error pipe says how the start ended (starting_*), never blocking the init meanwhile. */
 int do_exec(struct req *r, struct err *e);
+struct pollfd;
+size_t starting_count(void);
+int starting_fill(struct pollfd *pf);                /* at most starting_count() */
+int starting_ready(const struct pollfd *pf, int n); /* -1: the host could not be told */
+int starting_reaped(pid_t pid);                     /* before pid's exit is handled */
 int do_signal(struct req *r, struct err *e);
 int do_open(struct req *r, struct err *e);
 int64_t tracked_take(pid_t pid); /* exec id of pid, untracked; 0 if not ours */
 
 /* capture.c: execs whose output the init collects (stdio "capture") */
-struct pollfd;
 int capture_new(int64_t id, pid_t pid, int64_t limit, const int fds[2]);
 size_t capture_count(void);
 int capture_exited(int64_t id, int status, bool *handled); /* sends exit once output ended */

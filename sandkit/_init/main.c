@@ -37,9 +37,12 @@ static void reap(int sfd)
 	/* Signals coalesce, so one SIGCHLD may stand for many children: reap until none is left.
 	 * Orphans reparented to us are reaped too, silently. */
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		int64_t id = tracked_take(pid);
+		int64_t id;
 		bool captured;
 		int rc;
+		if (starting_reaped(pid) < 0)
+			die_eof();
+		id = tracked_take(pid);
 		if (!id)
 			continue;
 		rc = capture_exited(id, status, &captured);
@@ -56,6 +59,13 @@ static void protocol_error(int64_t id, const char *why)
 	seterr(&e, EPROTO, "protocol error: %s", why);
 	if (send_error(id, &e) < 0)
 		die_eof();
+}
+
+/* The container's confinement could not be applied: nothing may run in it. */
+static __attribute__((noreturn)) void unconfined(const struct err *e)
+{
+	send_error(0, e);
+	die_eof();
 }
 
 static int rename_host(const char *name)
@@ -88,6 +98,10 @@ static void serve_one(void)
 		protocol_error(req.id, e.no ? e.msg : !t ? "missing \"t\"" : "missing or invalid \"id\"");
 		return;
 	}
+	/* Still unconfined only when set up to be named later: nothing but the naming (and a ping)
+	 * may happen before the container's confinement is in force. */
+	if (strcmp(t, "hostname") != 0 && strcmp(t, "ping") != 0 && confine_now(&e) < 0)
+		unconfined(&e);
 	if (strcmp(t, "exec") == 0) {
 		rc = do_exec(&req, &e);
 	} else if (strcmp(t, "signal") == 0) {
@@ -101,6 +115,8 @@ static void serve_one(void)
 		if (rc > 0)
 			rc = rename_host(name) < 0 ? seterr(&e, errno, "set the host name: %s", strerror(errno)) :
 						     send_simple("ok", req.id);
+		if (confine_now(&e) < 0)
+			unconfined(&e);
 	} else if (strcmp(t, "ping") == 0) {
 		close_fds(req.fds, req.nfds);
 		rc = send_simple("pong", req.id);
@@ -190,13 +206,13 @@ static __attribute__((noreturn)) void lifetime_over(void)
 	die_eof();
 }
 
-/* The poll set: the control socket, SIGCHLD, the lifetime timer, then the captured execs'
- * pipes, whose number changes. */
-static struct pollfd *poll_set(int sfd, int tfd, int *n)
+/* The poll set: the control socket, SIGCHLD, the lifetime timer, then the error pipes of the
+ * execs still starting (*nstart of them), then the captured execs' pipes. */
+static struct pollfd *poll_set(int sfd, int tfd, int *n, int *nstart)
 {
 	static struct pollfd *pf;
 	static size_t cap;
-	size_t want = 3 + 2 * capture_count();
+	size_t want = 3 + starting_count() + 2 * capture_count();
 	int k;
 
 	if (want > cap) {
@@ -210,9 +226,10 @@ static struct pollfd *poll_set(int sfd, int tfd, int *n)
 	pf[0] = (struct pollfd){ CTRL_FD, POLLIN | (capture_backlog() ? POLLOUT : 0), 0 };
 	pf[1] = (struct pollfd){ sfd, POLLIN, 0 };
 	pf[2] = (struct pollfd){ tfd, POLLIN, 0 }; /* a negative fd is skipped by poll */
-	if ((k = capture_fill(pf + 3)) < 0)
+	*nstart = starting_fill(pf + 3);
+	if ((k = capture_fill(pf + 3 + *nstart)) < 0)
 		return NULL;
-	*n = 3 + k;
+	*n = 3 + *nstart + k;
 	return pf;
 }
 
@@ -221,7 +238,7 @@ int main(void)
 	struct err e = { 0 };
 	struct pollfd *pf;
 	sigset_t mask;
-	int sfd, tfd, n;
+	int sfd, tfd, n, nstart;
 
 	if (fcntl(CTRL_FD, F_SETFD, FD_CLOEXEC) < 0)
 		return 1;
@@ -241,8 +258,8 @@ int main(void)
 	}
 	tfd = lifetime_timer();
 	/* Last, so that set-up itself is not filtered. A container to be named later that cannot
-	 * keep its hostname sysctl (rootless) is confined at its first exec instead. */
-	if ((hostname_fd >= 0 || named()) && confine_init(&req.doc, &e) < 0) {
+	 * keep its hostname sysctl (rootless) is confined once it is named (see serve_one). */
+	if (confine_prepare(&req.doc, &e) < 0 || ((hostname_fd >= 0 || named()) && confine_now(&e) < 0)) {
 		send_error(0, &e);
 		return 1;
 	}
@@ -250,7 +267,7 @@ int main(void)
 		die_eof();
 
 	for (;;) {
-		if (!(pf = poll_set(sfd, tfd, &n)))
+		if (!(pf = poll_set(sfd, tfd, &n, &nstart)))
 			die_eof(); /* out of memory: nothing can be served any more */
 		if (poll(pf, (nfds_t)n, -1) < 0) {
 			if (errno == EINTR)
@@ -258,7 +275,10 @@ int main(void)
 			die_eof();
 		}
 		/* Output first: a process's last words are read before its exit is reported. */
-		if (capture_ready(pf + 3, n - 3) < 0 && errno != EAGAIN)
+		if (capture_ready(pf + 3 + nstart, n - 3 - nstart) < 0 && errno != EAGAIN)
+			die_eof();
+		/* Then starts that ended: `started` comes before anything else about a process. */
+		if (starting_ready(pf + 3, nstart) < 0)
 			die_eof();
 		if (pf[0].revents & POLLOUT)
 			capture_flush();

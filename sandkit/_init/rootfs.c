@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -54,19 +56,43 @@ static int set_ro_at(struct ctx *c, const char *path, bool recursive)
 	return set_attrs_at(c, path, recursive, MOUNT_ATTR_RDONLY);
 }
 
+/* Mounts on a mount point already resolved inside the root (fd, closed here). */
+static int mount_on(struct ctx *c, int fd, const char *dst, const char *src, const char *type,
+		    unsigned long flags, const char *data)
+{
+	int rc = mnt(src, fd, type, flags, data);
+	int no = errno;
+
+	close(fd);
+	if (rc < 0)
+		return seterr(c->e, no, "mount %s on %s: %s", type ? type : src, dst, strerror(no));
+	return 0;
+}
+
+/* A mount the caller asked for: its target may lie behind the image's symlinks, followed as if
+ * the container root were "/" (as Docker does). */
 static int mount_in(struct ctx *c, const char *dst, bool file, const char *src, const char *type,
 		    unsigned long flags, const char *data)
 {
-	int fd = file ? make_file(c->rootfd, dst) : mkdir_p(c->rootfd, dst, 0755);
+	int fd = file ? make_file(c->rootfd, dst) : mkdir_p(c->rootfd, dst, 0755, IN_ROOT);
 	if (fd < 0)
 		return seterr(c->e, errno, "create mount point %s: %s", dst, strerror(errno));
-	if (mnt(src, fd, type, flags, data) < 0) {
-		int no = errno;
-		close(fd);
-		return seterr(c->e, no, "mount %s on %s: %s", type ? type : src, dst, strerror(no));
-	}
-	close(fd);
-	return 0;
+	return mount_on(c, fd, dst, src, type, flags, data);
+}
+
+/* One of the mounts every container gets (/proc, /dev, /sys...). The init opens files in them
+ * (the hostname sysctl, the pty multiplexer), so they must be where they say they are: a
+ * symlink anywhere on the way is refused, not followed. */
+static int mount_std(struct ctx *c, const char *dst, const char *src, const char *type,
+		     unsigned long flags, const char *data)
+{
+	int fd = mkdir_p(c->rootfd, dst, 0755, IN_ROOT_NO_SYMLINKS);
+	if (fd < 0 && errno == ELOOP)
+		return seterr(c->e, ELOOP, "the image's %s is a symlink (or lies behind one): sandkit "
+			      "mounts %s only on a real directory; fix the image", dst, type ? type : src);
+	if (fd < 0)
+		return seterr(c->e, errno, "create mount point %s: %s", dst, strerror(errno));
+	return mount_on(c, fd, dst, src, type, flags, data);
 }
 
 static int make_rootfs(struct req *r, uint32_t spec, const char *root, const char *scratch,
@@ -148,11 +174,11 @@ static int std_mounts(struct ctx *c)
 	const unsigned long nse = MS_NOSUID | MS_NODEV | MS_NOEXEC;
 	int dfd;
 
-	if (mount_in(c, "/proc", false, "proc", "proc", nse, NULL) < 0)
+	if (mount_std(c, "/proc", "proc", "proc", nse, NULL) < 0)
 		return -1;
-	if (mount_in(c, "/dev", false, "tmpfs", "tmpfs", nse, "mode=755,size=65536,nr_inodes=1024") < 0)
+	if (mount_std(c, "/dev", "tmpfs", "tmpfs", nse, "mode=755,size=65536,nr_inodes=1024") < 0)
 		return -1;
-	dfd = resolve(c->rootfd, "/dev", O_DIRECTORY, 0);
+	dfd = resolve_at(c->rootfd, "/dev", O_DIRECTORY, 0, IN_ROOT_NO_SYMLINKS);
 	if (dfd < 0)
 		return seterr(c->e, errno, "open /dev: %s", strerror(errno));
 	for (size_t k = 0; k < sizeof(devs) / sizeof(devs[0]); k++)
@@ -167,18 +193,18 @@ static int std_mounts(struct ctx *c)
 			return seterr(c->e, errno, "symlink /dev/%s: %s", links[k][0], strerror(errno));
 		}
 	close(dfd);
-	if (mount_in(c, "/dev/pts", false, "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
+	if (mount_std(c, "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
 		     c->rootless ? "newinstance,ptmxmode=0666,mode=0620"
 				 : "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
 		return -1;
 	/* Docker's 64 MiB: shared memory is RAM, and rootless on cgroup v1 nothing else bounds it. */
-	if (mount_in(c, "/dev/shm", false, "shm", "tmpfs", nse, "mode=1777,size=64m,nr_inodes=16k") < 0)
+	if (mount_std(c, "/dev/shm", "shm", "tmpfs", nse, "mode=1777,size=64m,nr_inodes=16k") < 0)
 		return -1;
-	if (mount_in(c, "/sys", false, "sysfs", "sysfs", nse | MS_RDONLY, NULL) < 0) {
+	if (mount_std(c, "/sys", "sysfs", "sysfs", nse | MS_RDONLY, NULL) < 0) {
 		/* Without owning a net namespace's sysfs, a read-only view of the host's will do. */
-		if (!c->rootless)
+		if (!c->rootless || c->e->no == ELOOP)
 			return -1;
-		if (mount_in(c, "/sys", false, "/sys", NULL, MS_BIND | MS_REC, NULL) < 0 ||
+		if (mount_std(c, "/sys", "/sys", NULL, MS_BIND | MS_REC, NULL) < 0 ||
 		    set_ro_at(c, "/sys", true) < 0)
 			return seterr(c->e, errno, "bind /sys read-only: %s", strerror(errno));
 	}
@@ -230,7 +256,7 @@ static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
 		if (need_str(d, m, "target", &target, e) < 0)
 			return -1;
 		*slash = 0;
-		dfd = mkdir_p(c->rootfd, dst[0] ? dst : "/", 0755);
+		dfd = mkdir_p(c->rootfd, dst[0] ? dst : "/", 0755, IN_ROOT);
 		*slash = '/';
 		if (dfd < 0 || symlinkat(target, dfd, slash + 1) < 0) {
 			int no = errno;
@@ -240,7 +266,7 @@ static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
 		}
 		close(dfd);
 	} else if (strcmp(type, "dir") == 0) {
-		int fd = mkdir_p(c->rootfd, dst, (mode_t)(mode & 07777));
+		int fd = mkdir_p(c->rootfd, dst, (mode_t)(mode & 07777), IN_ROOT);
 		if (fd < 0)
 			return seterr(e, errno, "mkdir %s: %s", dst, strerror(errno));
 		close(fd);
@@ -287,6 +313,28 @@ static int path_list(struct ctx *c, const struct mp_doc *d, uint32_t setup, cons
 }
 
 int hostname_fd = -1;
+
+/* The UTS hostname sysctl of the container's own proc mount, opened for writing. Reached from
+ * the proc mount itself, without crossing a symlink or another mount, and checked to be procfs:
+ * nothing the image holds can turn this open into one of a host file. */
+static int open_hostname_sysctl(struct ctx *c)
+{
+	struct statfs sf;
+	int procfd, fd;
+
+	procfd = resolve_at(c->rootfd, "/proc", O_PATH | O_DIRECTORY, 0, IN_ROOT_NO_SYMLINKS);
+	if (procfd < 0)
+		return -1;
+	fd = resolve_at(procfd, "sys/kernel/hostname", O_WRONLY | O_NOCTTY | O_NONBLOCK, 0,
+			RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS);
+	close(procfd);
+	if (fd >= 0 && (fstatfs(fd, &sf) < 0 || sf.f_type != PROC_SUPER_MAGIC)) {
+		close(fd);
+		errno = EXDEV;
+		return -1;
+	}
+	return fd;
+}
 
 int setup_container(struct req *r, struct err *e)
 {
@@ -348,7 +396,7 @@ int setup_container(struct req *r, struct err *e)
 	if (std_mounts(&c) < 0)
 		return -1;
 	if (!hostname || !*hostname)
-		hostname_fd = openat(c.rootfd, "proc/sys/kernel/hostname", O_WRONLY | O_CLOEXEC);
+		hostname_fd = open_hostname_sysctl(&c);
 	for (uint32_t k = 0; mounts && k < d->o[mounts].n; k++)
 		if (user_mount(&c, d, mp_elem(d, mounts, k)) < 0)
 			return -1;

@@ -130,9 +130,9 @@ def _write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view):]
         except BlockingIOError:
             # our stdout was left non-blocking by someone else; wait for room
-            import select
+            from ..runtime.process import wait_ready
 
-            select.select([], [fd], [])
+            wait_ready(fd, write=True)
 
 
 async def _pump_stdin(sink: AsyncInput, tty: bool) -> None:

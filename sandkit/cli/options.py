@@ -53,6 +53,8 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=float, help="number of CPUs, e.g. 1.5")
     p.add_argument("-c", "--cpu-shares", type=int, help="relative CPU weight")
     p.add_argument("--pids-limit", type=int, help="maximum number of processes")
+    p.add_argument("--storage-opt", action="append", default=[], metavar="size=N",
+                   help="size of the writable layer, e.g. size=4g (default 1g, or a quarter of RAM if less)")
     p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
                    help="set a resource limit, e.g. nofile=1024:2048")
     p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a Linux capability")
@@ -133,6 +135,18 @@ def tmpfs(spec: str) -> Mount:
 
 
 # --- limits and security ------------------------------------------------------------------------
+
+
+def storage_size(storage_opts: Sequence[str]) -> str | None:
+    """The writable layer's size in `--storage-opt size=N` values (Docker's option)."""
+    size = None
+    for opt in storage_opts:
+        key, sep, value = opt.partition("=")
+        if key != "size" or not sep:
+            raise UsageError(f"storage option {opt!r} is not supported: use size=N, e.g. size=4g")
+        parse_size(value)  # a bad size is a usage error here, not at start
+        size = value
+    return size
 
 
 def ulimits(entries: Sequence[str]) -> dict[str, tuple[int, int]]:

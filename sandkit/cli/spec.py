@@ -38,6 +38,7 @@ class RunSpec:
     cpus: float | None = None
     cpu_shares: int | None = None
     pids_limit: int | None = None
+    disk_size: str | None = None
     rlimits: dict[str, tuple[int, int]] = attrs.field(factory=dict)
     cap_add: list[str] = attrs.field(factory=list)
     cap_drop: list[str] = attrs.field(factory=list)
@@ -66,6 +67,7 @@ class RunSpec:
             cpus=args.cpus,
             cpu_shares=args.cpu_shares,
             pids_limit=args.pids_limit,
+            disk_size=options.storage_size(args.storage_opt),
             rlimits=options.ulimits(args.ulimit),
             cap_add=list(args.cap_add),
             cap_drop=list(args.cap_drop),
@@ -118,6 +120,7 @@ class RunSpec:
             cpus=self.cpus,
             cpu_shares=self.cpu_shares,
             pids_limit=self.pids_limit,
+            disk_size=self.disk_size,
             rlimits=self.rlimits or None,
             cap_add=self.cap_add,
             cap_drop=self.cap_drop,

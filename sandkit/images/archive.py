@@ -9,6 +9,7 @@ against its digest (and size) before it is used; layers are streamed straight in
 from __future__ import annotations
 
 import bz2
+import errno
 import io
 import json
 import lzma
@@ -24,6 +25,7 @@ from typing import Any, BinaryIO
 from ..errors import ImageError, ImageNotFoundError
 from . import reference
 from .digest import check_digest, hex_of, sha256_bytes, verify_bytes
+from .fsutil import open_regular_beneath
 from .layers import DECOMPRESSION_ERRORS, open_decompressed, split_name
 from .platform import Platform, choose
 from .store import CONFIG_TYPES, INDEX_TYPES, ImageRecord, Store
@@ -75,11 +77,53 @@ class _Source:
 
 
 class _DirSource(_Source):
+    """A docker-save or OCI layout directory. Every file is opened inside it (openat2 with
+    RESOLVE_BENEATH) and must be a regular file: a symlink out of the directory would make a
+    host file the image's config or layer (or its digest error a hash oracle), a FIFO would
+    hang the load and a device would never end. Symlinks that stay inside are followed: Docker
+    links reused layers so."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        try:
+            self.dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise ImageError(f"cannot open the image directory {str(path)!r}: {e.strerror}") from None
+
     def open(self, name: str) -> BinaryIO:
-        return open(self.path / self.norm(name), "rb")
+        try:
+            f = open_regular_beneath(self.dir_fd, self.norm(name))
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                raise FileNotFoundError(name) from None
+            if e.errno == errno.EXDEV:
+                raise ImageError(
+                    f"{self.path}: {name!r} is a symlink that leads outside the directory; an "
+                    "image directory must hold its own files, so it was refused"
+                ) from None
+            if e.errno == errno.ELOOP:
+                raise ImageError(
+                    f"{self.path}: {name!r} is a symlink that cannot be followed safely (a loop, "
+                    "a /proc link, or any symlink on kernels before 5.6): replace it by the file"
+                ) from None
+            raise ImageError(f"{self.path}: cannot open {name!r}: {e.strerror}") from None
+        if f is None:
+            raise ImageError(
+                f"{self.path}: {name!r} is not a regular file (a FIFO, device or directory); "
+                "the directory is not an image archive as docker or skopeo write it"
+            )
+        return f
 
     def exists(self, name: str) -> bool:
-        return (self.path / self.norm(name)).is_file()
+        """Whether ``name`` is there; one that is there but unsafe raises (it is not "absent")."""
+        try:
+            self.open(name).close()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def close(self) -> None:
+        os.close(self.dir_fd)
 
 
 def _decompressed(f: BinaryIO) -> BinaryIO | None:
@@ -213,7 +257,7 @@ class _Loader:
                 continue
             try:
                 stream = self.src.open(name)
-            except KeyError:
+            except (FileNotFoundError, KeyError):
                 raise ImageError(f"{self.src.path}: layer {name!r} is missing; the archive is incomplete") from None
             with stream:
                 out.append(self.store.ingest_layer(stream, digest=digest, diff_id=diff_id, size=size))
@@ -238,7 +282,8 @@ class _Loader:
                 f"{len(diff_ids)}; the archive is corrupt"
             )
         names = [(n, _digest_from_name(n) if n.startswith("blobs/") else None, None) for n in layers]
-        records = self.ingest_layers(names, diff_ids)
+        with self.store.unpacking(len(layers)):  # each image has its own disk budget
+            records = self.ingest_layers(names, diff_ids)
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -280,7 +325,8 @@ class _Loader:
                     )
                 digest = check_digest(layer.get("digest"), "layer digest")
                 names.append((f"blobs/sha256/{hex_of(digest)}", digest, layer.get("size")))
-            self.ingest_layers(names, diff_ids)
+            with self.store.unpacking(len(layers)):
+                self.ingest_layers(names, diff_ids)
             return data, config, media_type or "application/vnd.oci.image.manifest.v1+json"
         raise ImageError(f"{self.src.path}: indexes nested more than 8 deep; refused")
 

@@ -202,6 +202,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if not args.quiet:
         for image_id in report.images:
             print(f"Deleted: {image_id}")
-        print(f"Removed {report.layers} layers and {report.blobs} blobs; reclaimed {_human(report.bytes_freed)} "
-              f"in {time.monotonic() - t0:.2f}s")
+        staging = f", {report.staging} left by interrupted pulls or loads" if report.staging else ""
+        print(f"Removed {report.layers} layers and {report.blobs} blobs{staging}; reclaimed "
+              f"{_human(report.bytes_freed)} in {time.monotonic() - t0:.2f}s")
     return 0

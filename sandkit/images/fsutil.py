@@ -10,44 +10,9 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-# openat2(2): its number is the same on every Linux architecture (it came after the tables were
-# unified); RESOLVE_NO_SYMLINKS refuses a symlink anywhere in the path, RESOLVE_BENEATH any escape.
-_NR_OPENAT2 = 437
-_RESOLVE_NO_SYMLINKS_BENEATH = 0x04 | 0x08
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-_openat2_works = True
-
-
-def open_beneath(dir_fd: int, path: str, flags: int) -> int | None:
-    """Open ``path`` under ``dir_fd`` in one syscall, refusing symlinks anywhere in it and any way
-    out of ``dir_fd`` (openat2 with RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH); raises OSError as
-    os.open does, or returns None where the kernel has no openat2 (Linux < 5.6, or a seccomp
-    filter that refuses it): then open component by component with O_NOFOLLOW instead."""
-    global _openat2_works
-    if not _openat2_works:
-        return None
-    how = _OpenHow(flags, 0, _RESOLVE_NO_SYMLINKS_BENEATH)
-    fd = _libc.syscall(ctypes.c_long(_NR_OPENAT2), ctypes.c_int(dir_fd), os.fsencode(path),
-                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
-    if fd >= 0:
-        return int(fd)
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EPERM):
-        _openat2_works = False
-        return None
-    raise OSError(err, os.strerror(err), path)
 
 
 def _scan(fd: int, on_file: Callable[[int, os.DirEntry[str]], None]) -> list[str]:
@@ -172,3 +137,90 @@ def dir_size(path: Path) -> int:
     finally:
         os.close(fd)
     return total
+
+
+# --- opening files inside a directory, never outside it ---------------------------------------
+
+_SYS_OPENAT2 = 437  # one number on every architecture: openat2 came after the tables were unified
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _openat2(dir_fd: int, name: str, flags: int, resolve: int) -> int:
+    how = _OpenHow(flags, 0, resolve)
+    fd = _libc.syscall(
+        ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), os.fsencode(name),
+        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), name)
+    return int(fd)
+
+
+def _openat2_beneath(dir_fd: int, name: str, flags: int) -> int:
+    return _openat2(dir_fd, name, flags, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+
+
+def _open_without_symlinks(dir_fd: int, name: str, flags: int) -> int:
+    """The fallback before Linux 5.6 (or under a seccomp filter that hides openat2): no symlink
+    is followed at all, which also refuses links that stay inside."""
+    parts = [p for p in name.split("/") if p]
+    fd = os.dup(dir_fd)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def open_beneath(dir_fd: int, name: str, flags: int) -> int:
+    """Open ``name`` relative to ``dir_fd`` so that nothing, symlinks included, resolves outside
+    that directory (openat2's RESOLVE_BENEATH; no /proc magic links). A path that would leave it
+    fails with EXDEV (ELOOP from the fallback)."""
+    try:
+        return _openat2_beneath(dir_fd, name, flags)
+    except OSError as e:
+        if e.errno not in (errno.ENOSYS, errno.EPERM):
+            raise
+    return _open_without_symlinks(dir_fd, name, flags)
+
+
+def open_regular_beneath(dir_fd: int, name: str) -> BinaryIO | None:
+    """A regular file ``name`` under ``dir_fd``, opened for reading; None if what is there is not
+    a regular file (a FIFO, a device, a directory). Opened non-blocking first, so that a FIFO
+    cannot hang the open, then made blocking again."""
+    fd = open_beneath(dir_fd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def openat2_no_symlinks(dir_fd: int, name: str, flags: int) -> int | None:
+    """Open ``name`` under ``dir_fd`` in one syscall, refusing a symlink anywhere on the way
+    (openat2's RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH); raises OSError as os.open does, or returns
+    None where the kernel has no openat2: then the caller walks component by component."""
+    try:
+        return _openat2(dir_fd, name, flags, _RESOLVE_NO_SYMLINKS | _RESOLVE_BENEATH)
+    except OSError as e:
+        if e.errno in (errno.ENOSYS, errno.EPERM):
+            return None
+        raise

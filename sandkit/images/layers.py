@@ -33,9 +33,9 @@ import stat
 import tarfile
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import attrs
 import zstandard
@@ -43,8 +43,11 @@ from isal import igzip, isal_zlib
 
 from ..errors import ImageError, UnsafeLayerError
 from .fsutil import DIR_FLAGS as _DIR_FLAGS
-from .fsutil import open_beneath, remove_tree_at
+from .fsutil import openat2_no_symlinks, remove_tree_at
 from .tarstream import ForwardReader, LayerTarFile
+
+if TYPE_CHECKING:
+    from .budget import DiskBudget
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -262,16 +265,12 @@ def _not_in_layer(m: tarfile.TarInfo) -> ImageError:
     )
 
 
-# Called with (bytes, inodes) before each entry is written; raises to stop the apply.
-Charge = Callable[[int, int], None]
-
-
 class _Applier:
     """Applies one tar stream under ``root``; see the module docstring for the rules."""
 
-    def __init__(self, root: Path, reader: ForwardReader, charge: Charge | None = None) -> None:
-        self.charge = charge
+    def __init__(self, root: Path, reader: ForwardReader, budget: DiskBudget | None = None) -> None:
         self.root_fd = os.open(root, _DIR_FLAGS)
+        self.budget = budget  # charged for each entry before it is written (budget.py)
         self.reader = reader  # what the tarfile reads: regular files are copied from it directly
         self.report = ApplyReport()
         self.whiteouts: set[tuple[str, ...]] = set()  # created by this layer
@@ -314,7 +313,7 @@ class _Applier:
         if len(parts) < _WALK_DEPTH:  # a few os.open cost less than one call through ctypes
             return None
         try:
-            return open_beneath(self.root_fd, "/".join(parts), _DIR_FLAGS)
+            return openat2_no_symlinks(self.root_fd, "/".join(parts), _DIR_FLAGS)
         except OSError:
             return None
 
@@ -367,11 +366,10 @@ class _Applier:
     def apply(self, tar: LayerTarFile) -> ApplyReport:
         while (member := tar.next()) is not None:
             self.report.entries += 1
+            check_numbers(member)  # (a negative size would credit the budget)
+            if self.budget is not None:
+                self.budget.charge_entry(member)
             parts = tuple(split_name(member.name))
-            check_numbers(member)
-            if self.charge is not None:
-                # at most: a regular file's data, and an inode for all but hard links
-                self.charge(member.size if member.isreg() else 0, 0 if member.islnk() else 1)
             if not parts:
                 if not member.isdir():
                     raise UnsafeLayerError(
@@ -604,26 +602,25 @@ class _Applier:
 
 
 def apply_tar(
-    stream: BinaryIO, root: str | os.PathLike[str], *, layer: str | None = None, charge: Charge | None = None
+    stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudget | None = None, *, layer: str | None = None
 ) -> ApplyReport:
-    """Apply the uncompressed layer tar read from ``stream`` into the empty directory ``root``.
+    """Apply the uncompressed layer tar read from ``stream`` into the empty directory ``root``,
+    charging each entry to ``budget`` (if given) before it is written.
 
     Raises UnsafeLayerError for hostile content and ImageError for malformed tars, naming
     ``layer`` (its digest) when given; the caller owns ``root`` and deletes it on error.
-    ``charge(bytes, inodes)`` is called before each entry is written (for disk accounting): an
-    error it raises stops the apply (an ImageError gets the layer's name, as the others do).
     """
     try:
-        return _apply_tar(stream, root, charge)
+        return _apply_tar(stream, root, budget)
     except ImageError as e:
         if layer is None:
             raise
         raise type(e)(f"layer {layer}: {e}") from None
 
 
-def _apply_tar(stream: BinaryIO, root: str | os.PathLike[str], charge: Charge | None) -> ApplyReport:
+def _apply_tar(stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudget | None) -> ApplyReport:
     reader = ForwardReader(stream)
-    applier = _Applier(Path(root), reader, charge)
+    applier = _Applier(Path(root), reader, budget)
     try:
         with LayerTarFile(fileobj=reader, mode="r", errorlevel=2) as tar:  # type: ignore[arg-type]
             return applier.apply(tar)

@@ -7,7 +7,8 @@ Layout (``$SANDKIT_HOME``; default ``/var/lib/sandkit`` for root, else
     layers/<diff-id hex>/fs   a layer applied once (overlay lower dir); layer.json beside it
     images/<config hex>.json  one record per image (id = config digest, as in Docker)
     refs.json                 full reference ("docker.io/library/busybox:latest") -> image id
-    tmp/                      staging; each staging dir is flock'ed by the process using it
+    tmp/                      staging; each staging dir is flock'ed by the process using it, and
+                              one whose process is gone (killed) is removed at the next open
     locks/, leases/           flock files
 
 Layers are keyed by DiffID, not ChainID: each layer is applied into its own directory with its
@@ -26,7 +27,8 @@ API for a registry client (pull/push)
 ::
 
     store = Store.default()
-    with store.loading():                           # shared gc lock for the whole pull
+    with store.loading(layers=n):                   # shared gc lock and one disk budget
+                                                    # (budget.py) for the whole pull
         store.has_blob(digest) / store.has_layer(diff_id)
         store.write_blob(stream, digest, size)      # hash while copying; verified, then renamed
         store.ingest_layer(stream, digest=..., diff_id=..., size=...)
@@ -48,6 +50,7 @@ raises ImageInUseError if any lease is held (also across processes; released if 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import os
@@ -60,7 +63,9 @@ from typing import Any, BinaryIO
 import attrs
 
 from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
+from ..runtime.home import private_home, private_subdir, sandkit_home
 from . import reference
+from .budget import ChargedWriter, DiskBudget, StoreLimits, check_layer_count
 from .digest import HashingReader, check_digest, drain, hex_of, mismatch, sha256_bytes, verify_bytes
 from .fsutil import dir_size, remove_tree, write_json_atomic
 from .layers import DECOMPRESSION_ERRORS, LAYER_TYPES, apply_tar, compression_of, open_decompressed
@@ -79,14 +84,12 @@ CONFIG_TYPES = {
     "application/vnd.docker.container.image.v1+json",
 }
 
+# The budget of the pull or load running in this context (its layers' threads inherit it).
+_budget: contextvars.ContextVar[DiskBudget | None] = contextvars.ContextVar("sandkit_store_budget", default=None)
+
 
 def default_home() -> Path:
-    if env := os.environ.get("SANDKIT_HOME"):
-        return Path(env).absolute()
-    if os.geteuid() == 0:
-        return Path("/var/lib/sandkit")
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data) / "sandkit"
+    return sandkit_home()
 
 
 @attrs.frozen
@@ -121,19 +124,38 @@ class PruneReport:
     images: tuple[str, ...]
     layers: int
     blobs: int
-    bytes_freed: int
+    bytes_freed: int  # layers, blobs and the staging of killed pulls and loads
+    staging: int = 0  # staging directories removed (by this prune, or when the store was opened)
 
 
 class Store:
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+    """The store at ``home`` (default: $SANDKIT_HOME). ``max_image_size``, ``max_store_size``
+    and ``min_free`` (bytes, or sizes like "32g") bound what a pull or load may write; they
+    default to their environment variables, then to the defaults in budget.py (README,
+    "Images")."""
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        max_image_size: int | str | None = None,
+        max_store_size: int | str | None = None,
+        min_free: int | str | None = None,
+    ) -> None:
+        self.limits = StoreLimits.resolve(max_image_size, max_store_size, min_free)
         self.home = Path(home).absolute() if home is not None else default_home()
         if ":" in str(self.home) or "," in str(self.home):
             raise ImageError(
                 f"SANDKIT_HOME {str(self.home)!r} contains ':' or ',', which overlayfs cannot take "
                 "in layer paths: choose another directory"
             )
+        # Private to its owner, checked at every open (see runtime/home.py for why).
+        private_home(self.home)
         for sub in ("blobs/sha256", "layers", "images", "tmp", "locks", "leases"):
-            (self.home / sub).mkdir(parents=True, exist_ok=True)
+            private_subdir(self.home, sub)
+        # A pull or load killed mid-way leaves its staging behind (hundreds of MB): clear it
+        # now rather than at the next prune, which reports it then as freed all the same.
+        self._swept = self._sweep_tmp()
 
     @classmethod
     def default(cls) -> Store:
@@ -143,7 +165,7 @@ class Store:
 
     @contextlib.contextmanager
     def _flock(self, path: Path, op: int) -> Iterator[int]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, op)
             yield fd
@@ -153,9 +175,40 @@ class Store:
     def _store_lock(self) -> contextlib.AbstractContextManager[int]:
         return self._flock(self.home / "locks" / "store.lock", fcntl.LOCK_EX)
 
-    def loading(self) -> contextlib.AbstractContextManager[int]:
-        """Hold while adding content, from the first blob to register_image (blocks prune)."""
-        return self._flock(self.home / "locks" / "gc.lock", fcntl.LOCK_SH)
+    @contextlib.contextmanager
+    def loading(self, layers: int | None = None) -> Iterator[int]:
+        """Hold while adding content, from the first blob to register_image (blocks prune).
+
+        What is written meanwhile in this context (and the threads it starts) shares one disk
+        budget; ``layers``, the image's layer count when known, is checked against Docker's
+        limit before anything is fetched.
+        """
+        with self._flock(self.home / "locks" / "gc.lock", fcntl.LOCK_SH) as fd, self.unpacking(layers):
+            yield fd
+
+    @contextlib.contextmanager
+    def unpacking(self, layers: int | None = None) -> Iterator[DiskBudget]:
+        """A fresh disk budget for one image's blobs and layers (see budget.py)."""
+        if layers is not None:
+            check_layer_count(layers, "the image")
+        token = _budget.set(self._new_budget())
+        try:
+            yield _budget.get()  # type: ignore[misc]
+        finally:
+            _budget.reset(token)
+
+    def _new_budget(self) -> DiskBudget:
+        used = self._usage() if self.limits.max_store_size is not None else 0
+        return DiskBudget(self.home, self.limits, used)
+
+    def _current_budget(self) -> DiskBudget:
+        """The budget of the pull or load in progress, else one for this write alone."""
+        return _budget.get() or self._new_budget()
+
+    def _usage(self) -> int:
+        """Bytes the store holds: its blobs, and its layers as their tars' sizes."""
+        blobs = sum(entry.stat().st_size for entry in os.scandir(self.home / "blobs" / "sha256"))
+        return blobs + sum(self.layer_size("sha256:" + entry.name) for entry in os.scandir(self.home / "layers"))
 
     def lease(self, image_id: str) -> contextlib.AbstractContextManager[int]:
         """Mark ``image_id`` as in use until the context exits (see the module docstring)."""
@@ -172,29 +225,45 @@ class Store:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A private temporary directory inside the store (same filesystem, so rename works),
-        deleted on exit; it is flock'ed so a crashed process's leftovers can be told apart."""
-        path = Path(tempfile.mkdtemp(dir=self.home / "tmp"))
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deleted on exit; it is flock'ed for as long as it is used, so that a killed process's
+        leftovers can be told apart (_sweep_tmp)."""
+        path, fd = self._new_staging()
         try:
             yield path
         finally:
             remove_tree(path)
             os.close(fd)
 
-    def _sweep_tmp(self) -> None:
+    def _new_staging(self) -> tuple[Path, int]:
+        while True:
+            path = Path(tempfile.mkdtemp(dir=self.home / "tmp"))
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink > 0:
+                return path, fd
+            # A sweep took it for a leftover between mkdtemp and flock, and removed it.
+            os.close(fd)
+
+    def _sweep_tmp(self) -> tuple[int, int]:
+        """Remove staging that no live process holds; returns (directories, bytes) freed."""
+        count = freed = 0
         for entry in (self.home / "tmp").iterdir():
             try:
-                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
-                continue
+                continue  # gone meanwhile, or not a staging directory
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # Removed while locked: a process that made it a moment ago and waits for the
+                # lock finds it unlinked and makes another (_new_staging).
+                freed += dir_size(entry)
+                remove_tree(entry)
+                count += 1
             except BlockingIOError:
-                continue  # a live process is using it
+                pass  # a live process is using it
             finally:
                 os.close(fd)
-            remove_tree(entry)
+        return count, freed
 
     # --- blobs -------------------------------------------------------------------------------
 
@@ -231,7 +300,7 @@ class Store:
         """Copy ``stream`` into the store, verifying digest and size before it becomes visible."""
         check_digest(digest)
         with self.staging() as tmp, open(tmp / "blob", "wb") as out:
-            reader = HashingReader(stream, out)
+            reader = HashingReader(stream, ChargedWriter(out, self._current_budget(), f"blob {digest}"))  # type: ignore[arg-type]
             reader.drain()
             self._check(reader, digest, size, f"blob {digest}")
             out.flush()
@@ -285,6 +354,7 @@ class Store:
         if (stored := self._stored_layer(digest, diff_id, media_type)) is not None:
             return stored
         lock = self.home / "locks" / f"layer-{hex_of(diff_id)}.lock"
+        budget = self._current_budget()
         with self._flock(lock, fcntl.LOCK_EX), self.staging() as tmp:
             # Checked again under the lock: if another process stored the layer while we
             # waited, the stream is not read at all (a pull never even requests the blob).
@@ -292,7 +362,7 @@ class Store:
                 return stored
             apply = not self.has_layer(diff_id)
             with open(tmp / "blob", "wb") as blob_out:
-                raw = HashingReader(stream, blob_out)
+                raw = HashingReader(stream, ChargedWriter(blob_out, budget, f"layer blob {digest or ''}"))  # type: ignore[arg-type]
                 # The compressed side may run in a thread of its own (readahead.py): the
                 # source is drained before its hash is read, and joined before the blob closes.
                 with ReadAhead(raw) as source:
@@ -301,7 +371,7 @@ class Store:
                         plain = HashingReader(decompressed)
                         if apply:
                             (tmp / "layer" / "fs").mkdir(parents=True)
-                            report = apply_tar(plain, tmp / "layer" / "fs", layer=diff_id[:19])  # type: ignore[arg-type]
+                            report = apply_tar(plain, tmp / "layer" / "fs", budget, layer=diff_id[:19])  # type: ignore[arg-type]
                         plain.drain()  # tar end padding is part of the DiffID
                     except (ImageError, *DECOMPRESSION_ERRORS) as e:
                         # A tampered blob usually breaks decompression first: say "digest
@@ -362,6 +432,7 @@ class Store:
         verify_bytes(config, config_digest, "image config")
         diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
         layers_desc = man.get("layers") or []
+        check_layer_count(len(layers_desc), "the image")
         if len(diff_ids) != len(layers_desc):
             raise ImageError(
                 f"image config lists {len(diff_ids)} layers but the manifest {len(layers_desc)}: "
@@ -485,7 +556,9 @@ class Store:
     def prune(self) -> PruneReport:
         """Remove untagged images not in use, then layers and blobs no image references."""
         with self._flock(self.home / "locks" / "gc.lock", fcntl.LOCK_EX), self._store_lock():
-            self._sweep_tmp()
+            swept, freed = self._sweep_tmp()
+            swept, freed = swept + self._swept[0], freed + self._swept[1]
+            self._swept = (0, 0)  # reported once
             tagged = set(self._refs().values())
             removed = []
             for rec in self.records():
@@ -497,7 +570,7 @@ class Store:
             for rec in self.records():
                 keep_blobs.update((rec.id, rec.manifest_digest, *(layer.digest for layer in rec.layers)))
                 keep_layers.update(layer.diff_id for layer in rec.layers)
-            freed = n_layers = n_blobs = 0
+            n_layers = n_blobs = 0
             for path in (self.home / "layers").iterdir():
                 if "sha256:" + path.name not in keep_layers:
                     freed += dir_size(path)
@@ -508,7 +581,7 @@ class Store:
                     freed += path.stat().st_size
                     path.unlink()
                     n_blobs += 1
-            return PruneReport(tuple(removed), n_layers, n_blobs, freed)
+            return PruneReport(tuple(removed), n_layers, n_blobs, freed, swept)
 
     def layer_size(self, diff_id: str) -> int:
         try:

@@ -10,7 +10,7 @@ import signal as signals
 import socket
 import time
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 import anyio
 import attrs
@@ -64,6 +64,9 @@ _BACK_TO_BACK = 0.005
 # After a timeout kills an exec's tree, how long to wait for its pipes to close before giving up
 # on output still held open by something that escaped the kill.
 _DRAIN_AFTER_KILL = 2.0
+# How long a stop waits for the init to end the container once told to (it kills everything and
+# exits at once) before the host SIGKILLs it: stop() returns even if the init cannot answer.
+_STOP_GRACE = 5.0
 # An exec's input up to this size travels inside its request (a pipe in the container holds it
 # whole); more goes through a pipe the host feeds.
 _INLINE_INPUT = 16 * 1024
@@ -74,9 +77,21 @@ _INLINE_INPUT = 16 * 1024
 _ExecFlow = Generator[tuple[int, float | None], Reply | None, ExecOutcome]
 
 
-# The writable layer is a tmpfs, whose inodes are kernel memory: bound them even when no size is
-# given (a million empty files would otherwise cost the host about a GiB).
-_DEFAULT_INODES = 262144
+# What one call may bring into this process with its default arguments (documented in the
+# README): an exec keeps this much of each stream, read_file reads a file up to this size.
+DEFAULT_MAX_OUTPUT = 16 << 20
+DEFAULT_MAX_READ = 64 << 20
+
+# The writable layer is a tmpfs: its pages and its inodes are the host's memory. Without a
+# disk_size it gets 1 GiB, or a quarter of RAM on a smaller host (tmpfs's own default, half of
+# RAM per container, let any container take the host's memory), and one inode per 4 KiB.
+_DEFAULT_DISK_SIZE = 1 << 30
+
+
+def default_disk_size() -> int:
+    """The writable layer's size when the container gives no ``disk_size`` (documented)."""
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return min(_DEFAULT_DISK_SIZE, ram // 4)
 
 
 def _check_hostname(name: str) -> None:
@@ -88,11 +103,17 @@ def _check_hostname(name: str) -> None:
         )
 
 
-def _default_inodes(disk_size: int | str | None) -> int:
-    if disk_size is None:
-        return _DEFAULT_INODES
+def _default_inodes(disk_size: int) -> int:
     # about one inode per 4 KiB of space, as ext4 makes them, within sane bounds
-    return min(max(parse_size(disk_size) // 4096, 4096), 1 << 20)
+    return min(max(disk_size // 4096, 4096), 1 << 20)
+
+
+def _check_size(path: str, size: int, max_size: int) -> None:
+    if size > max_size:
+        raise errors.FileTooLargeError(
+            f"{path!r} in the container is {size} bytes, over read_file's limit of {max_size} "
+            "bytes: stream it with open_file(path), or pass a larger max_size="
+        )
 
 
 def _resolve_image(image: Image | str) -> Image | str:
@@ -134,7 +155,7 @@ class AsyncContainer:
     disk_inodes: int | None = attrs.field(default=None, kw_only=True)
     rlimits: Mapping[str, int | tuple[int, int]] | None = attrs.field(default=None, kw_only=True)
     lifetime: float | None = attrs.field(default=None, kw_only=True)
-    max_output: int | None = attrs.field(default=None, kw_only=True)
+    max_output: int | None = attrs.field(default=DEFAULT_MAX_OUTPUT, kw_only=True)
     accounting: bool = attrs.field(default=False, kw_only=True)
     # security
     cap_add: Sequence[str] = attrs.field(default=(), kw_only=True)
@@ -163,6 +184,7 @@ class AsyncContainer:
         if self.hostname is None:
             self.hostname = self.id[:12]
         _check_hostname(self.hostname)
+        self._output_limit(self.max_output)
         # Checked here, so that bad limits or security options fail before anything is made.
         self._limits = Limits(memory=self.memory, memory_swap=self.memory_swap, cpus=self.cpus,
                               cpu_shares=self.cpu_shares, pids=self.pids_limit)
@@ -274,6 +296,7 @@ class AsyncContainer:
             raise errors.ProtocolError(f"expected 'ready' from the init, got {reply!r}")
 
     def _setup_message(self, image: Image | str) -> Setup:
+        disk_size = parse_size(self.disk_size) if self.disk_size is not None else default_disk_size()
         return plan.setup_message(
             image,
             scratch=scratch_mountpoint(sandkit_home()),
@@ -283,8 +306,8 @@ class AsyncContainer:
             rootless=self.rootless,
             masked=security_paths.MASKED_PATHS,
             readonly_paths=security_paths.READONLY_PATHS,
-            scratch_size=parse_size(self.disk_size) if self.disk_size is not None else 0,
-            scratch_inodes=self.disk_inodes or _default_inodes(self.disk_size),
+            scratch_size=disk_size,
+            scratch_inodes=self.disk_inodes or _default_inodes(disk_size),
             loopback=self.network == "none",
             lifetime=self.lifetime,
             workdir=self.workdir or (image.config.working_dir if isinstance(image, Image) else None),
@@ -312,7 +335,12 @@ class AsyncContainer:
         resources, self._resources = self._resources, None
         with anyio.CancelScope(shield=True):
             if spawned is not None:
-                if kill:
+                if not kill:
+                    with anyio.move_on_after(_STOP_GRACE):
+                        await anyio.wait_readable(spawned.pidfd)
+                # The init's pid namespace dies with it, taking every process of the container,
+                # stopped or traced ones too.
+                if kill or spawned.poll() is None:
                     spawned.kill()
                 await anyio.wait_readable(spawned.pidfd)
                 spawned.wait()
@@ -491,16 +519,32 @@ class AsyncContainer:
         """Run ``argv`` to completion and collect its output.
 
         A ``timeout`` (seconds) kills the process and everything it started. ``check=True``
-        raises `ExecError` when the command fails or times out.
+        raises `ExecError` when the command fails or times out. Each of stdout and stderr keeps
+        at most ``max_output`` bytes (None: the container's, 16 MiB by default); the rest is
+        read and dropped and the result says ``output_truncated``. `spawn` streams instead.
         """
         started = time.monotonic()
-        limit = max_output if max_output is not None else self.max_output
+        limit = self._output_limit(max_output)
         options = dict(env=env, workdir=workdir, user=user, seccomp=seccomp)
         if input is not None and len(input) > _INLINE_INPUT:
             outcome = await self._exec_piped(argv, input, limit, timeout, **options)
         else:
             outcome = await self._drive(self._captured_exec(argv, input, limit, timeout, **options))
         return finished(outcome, argv, timeout, check, started)
+
+    def _output_limit(self, max_output: int | None) -> int:
+        """Bytes an exec keeps per stream: its own ``max_output``, else the container's, else
+        `DEFAULT_MAX_OUTPUT`; never unbounded, so that no exec fills this process's memory."""
+        for limit in (max_output, self.max_output):
+            if limit is None:
+                continue
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise errors.LimitsError(
+                    f"max_output={limit!r} is not valid: give the bytes to keep per stream, an int "
+                    f">= 0 (default {DEFAULT_MAX_OUTPUT}); use spawn() to stream larger output"
+                )
+            return limit
+        return DEFAULT_MAX_OUTPUT
 
     def _exec_on_this_thread(
         self,
@@ -519,7 +563,7 @@ class AsyncContainer:
         if input is not None and len(input) > _INLINE_INPUT:
             return None
         channel = self._live_channel()
-        limit = max_output if max_output is not None else self.max_output
+        limit = self._output_limit(max_output)
         with channel.thread_reader() as mine:
             if not mine:
                 return None
@@ -648,13 +692,27 @@ class AsyncContainer:
         finally:
             os.close(fd)
 
-    async def read_file(self, path: str) -> bytes:
+    async def read_file(self, path: str, *, max_size: int = DEFAULT_MAX_READ) -> bytes:
+        """A file's whole content; one over ``max_size`` bytes (64 MiB by default) is refused
+        with `FileTooLargeError` before it is read: stream those with `open_file`."""
         fd = await self._open(path, "r")
         try:
             with os.fdopen(fd, "rb") as f:
-                return f.read()
+                _check_size(path, os.fstat(f.fileno()).st_size, max_size)
+                # st_size can lie (a file that grows, procfs): never read past the limit.
+                data = f.read(max_size + 1)
+                _check_size(path, len(data), max_size)
+                return data
         except OSError as exc:
             raise errors.ContainerError(f"cannot read {path!r} in the container: {exc.strerror}") from None
+
+    async def open_file(self, path: str) -> anyio.AsyncFile[bytes]:
+        """Open a file of the container for reading, in binary: a file object to stream from,
+        for files too large to hold at once (``async with``; ``await f.read(n)``)."""
+        return anyio.wrap_file(await self._open_for_reading(path))
+
+    async def _open_for_reading(self, path: str) -> BinaryIO:
+        return os.fdopen(await self._open(path, "r"), "rb")
 
     async def listdir(self, path: str = "/") -> list[str]:
         fd = await self._open(path, "dir")

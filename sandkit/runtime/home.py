@@ -1,9 +1,20 @@
-"""Where sandkit keeps its state (`SANDKIT_HOME`), and the few fixed directories in it."""
+"""Where sandkit keeps its state (`SANDKIT_HOME`), and the few fixed directories in it.
+
+The home holds unpacked image layers with their images' own modes (setuid files, world-writable
+directories), blobs, lock and lease files and the run state of detached containers. None of it
+may be reachable by another local user: they could run a setuid-root file from a layer, read a
+secret from a blob, plant a file that every container then sees, or flock a lease file to block
+our runs. So the home is private to the user who owns it (mode 0700; Docker keeps
+/var/lib/docker 0710), and this is checked every time it is opened, not only when created.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+PRIVATE_MODE = 0o700
 
 
 def sandkit_home() -> Path:
@@ -17,6 +28,66 @@ def sandkit_home() -> Path:
     return Path(data_home) / "sandkit"
 
 
+def _state_error(message: str) -> Exception:
+    from ..errors import HostUnsupportedError
+
+    return HostUnsupportedError(message)
+
+
+def private_home(home: Path | None = None) -> Path:
+    """``home`` (default: `sandkit_home()`), created 0700 if missing and checked if not.
+
+    An existing home must belong to us: one owned by another user is refused (whoever owns it
+    could plant content for our containers). One that others may write to is refused too,
+    because its content can no longer be trusted; one that others may only read or enter is
+    made private (chmod 0700), which is what it should have been.
+    """
+    path = (home or sandkit_home()).absolute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=PRIVATE_MODE, exist_ok=True)
+        st = os.stat(path)
+    except OSError as exc:
+        raise _state_error(
+            f"cannot create sandkit's state directory {str(path)!r}: {exc.strerror}; "
+            "set SANDKIT_HOME to a writable directory"
+        ) from None
+    _check_private(path, st)
+    return path
+
+
+def _check_private(path: Path, st: os.stat_result) -> None:
+    uid = os.geteuid()
+    if not stat.S_ISDIR(st.st_mode):
+        raise _state_error(f"sandkit's state directory {str(path)!r} is not a directory: "
+                           "remove it or set SANDKIT_HOME to another path")
+    if st.st_uid != uid:
+        raise _state_error(
+            f"sandkit's state directory {str(path)!r} belongs to uid {st.st_uid}, not to you "
+            f"(uid {uid}): its owner could change the images your containers run. Set "
+            "SANDKIT_HOME to a directory of your own (sandkit creates it, mode 0700)"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise _state_error(
+            f"sandkit's state directory {str(path)!r} is writable by other users (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}), so what is in it may have been planted by them: "
+            "remove it (images are pulled or loaded again), or if you trust its content, "
+            f"`chmod 700 {path}`"
+        )
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        # Readable or enterable only: nothing can have been added, so closing it is enough.
+        os.chmod(path, PRIVATE_MODE)
+
+
+def private_subdir(home: Path, *parts: str) -> Path:
+    """A directory under the (already checked) home, created 0700 (each level) if missing."""
+    path = home
+    for part in (p for name in parts for p in name.split("/")):
+        path = path / part
+        path.mkdir(exist_ok=True, mode=PRIVATE_MODE)
+    return path
+
+
 def scratch_mountpoint(home: Path) -> Path:
     """An empty directory that every container mounts its own scratch tmpfs over.
 
@@ -24,14 +95,11 @@ def scratch_mountpoint(home: Path) -> Path:
     container at once and the host never sees those mounts: nothing to clean up, even after
     `kill -9` of the host.
     """
-    path = home / "mnt"
+    home = private_home(home)
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return private_subdir(home, "mnt")
     except OSError as exc:
-        from ..errors import HostUnsupportedError
-
-        raise HostUnsupportedError(
-            f"cannot create sandkit's state directory {str(path)!r}: {exc.strerror}; "
+        raise _state_error(
+            f"cannot create sandkit's state directory {str(home / 'mnt')!r}: {exc.strerror}; "
             "set SANDKIT_HOME to a writable directory"
         ) from None
-    return path

@@ -81,6 +81,7 @@ def exec_result(outcome: ExecOutcome, duration: float) -> ExecResult:
         duration=duration,
         output_truncated=outcome.out.truncated or outcome.err.truncated,
         oom_killed=usage.oom_killed if usage else False,
+        pids_limit_hit=usage.pids_limit_hit if usage else False,
         cpu_time=usage.cpu_ns / 1e9 if usage else None,
         peak_memory=usage.memory_peak if usage else None,
     )

@@ -21,9 +21,9 @@ turns this off; `drain()` stops the spares.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
-import select
 import socket
 import threading
 import time
@@ -33,6 +33,8 @@ import attrs
 from ..errors import ContainerStartError
 from ..ipc import MAX_PACKET, Error, Ready, Setup, decode, encode
 from .cgroups import ContainerCgroup
+from .cgroups.base import HostDirs
+from .process import wait_ready
 from .resources import ResourcePlan, spawn_options
 from .spawn import SpawnedInit, spawn_init
 
@@ -84,7 +86,7 @@ def make_container(recipe: Recipe) -> ReadyContainer:
     ready = ReadyContainer(init, host_end, cgroup)
     try:
         host_end.sendmsg([recipe.setup])
-        if not select.select([host_end], [], [], _SET_UP_TIMEOUT)[0]:
+        if not wait_ready(host_end.fileno(), timeout=_SET_UP_TIMEOUT):
             raise ContainerStartError("a spare container did not finish set-up in time")
         reply = decode(host_end.recv(MAX_PACKET + 1))
         if isinstance(reply, Error) or not isinstance(reply, Ready):
@@ -104,6 +106,7 @@ class _Pool:
         self._failed: set[Recipe] = set()
         self._making: Recipe | None = None
         self._worker: threading.Thread | None = None
+        self._closed = False
 
     def take(self, recipe: Recipe) -> ReadyContainer | None:
         """A spare made from ``recipe`` if one is ready (never blocks)."""
@@ -117,7 +120,7 @@ class _Pool:
     def request(self, recipe: Recipe) -> None:
         """Have a spare made from ``recipe`` (unless one is there, or making one failed)."""
         with self._lock:
-            if recipe in self._ready or recipe in self._failed or recipe in self._wanted:
+            if self._closed or recipe in self._ready or recipe in self._failed or recipe in self._wanted:
                 return
             self._wanted.append(recipe)
             self._start_worker()
@@ -144,8 +147,11 @@ class _Pool:
                 if ready is None:
                     self._failed.add(recipe)
                     continue
-                old = self._ready.pop(recipe, None)
-                self._ready[recipe] = ready
+                if self._closed:  # made while the process exits: nobody will take it
+                    old = ready
+                else:
+                    old = self._ready.pop(recipe, None)
+                    self._ready[recipe] = ready
             if old is not None:
                 old.discard()
 
@@ -154,12 +160,22 @@ class _Pool:
             return self._making == recipe
 
     def drain(self) -> None:
+        """Discard every spare, the one being made included (it is waited for: left to land
+        after the drain, it would outlive it)."""
         with self._lock:
+            self._wanted.clear()
+            self._wake.wait_for(lambda: self._making is None, timeout=_SET_UP_TIMEOUT)
             spares = list(self._ready.values())
             self._ready.clear()
-            self._wanted.clear()
         for ready in spares:
             ready.discard()
+
+    def close(self) -> None:
+        """At exit: make no more spares and discard them all, so that their cgroups are
+        removed rather than left empty on the host."""
+        with self._lock:
+            self._closed = True
+        self.drain()
 
     def spares(self) -> list[ReadyContainer]:
         with self._lock:
@@ -173,8 +189,16 @@ class _Pool:
         self.__init__()  # type: ignore[misc]
 
 
+def _close_at_exit() -> None:
+    _pool.close()
+    # The spares' cgroups were under this process's own cgroup directories, which the cgroup
+    # module's exit hook may have found busy (whichever hook runs first): try those again.
+    HostDirs.remove_own()
+
+
 _pool = _Pool()
 os.register_at_fork(after_in_child=_pool.forget_after_fork)
+atexit.register(_close_at_exit)
 
 
 def enabled() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import signal as signals
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Self
@@ -17,6 +18,17 @@ from ..ipc import Exit
 if TYPE_CHECKING:
     from .cgroups import ExecCgroup, ExecUsage
     from .container import AsyncContainer
+
+
+def wait_ready(fd: int, *, write: bool = False, timeout: float | None = None) -> bool:
+    """Block until ``fd`` is readable (or writable): False when ``timeout`` (seconds) passed.
+
+    poll, not select: select cannot watch an fd above 1023, which a process that holds many
+    files or containers soon has.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
 
 
 def set_nonblocking(fd: int) -> None:
@@ -44,14 +56,14 @@ class AsyncOutput:
                     return b""
                 raise
 
-    async def read_all(self, limit: int | None = None) -> tuple[bytes, bool]:
-        """Everything until end of stream; beyond ``limit`` bytes the rest is read and dropped.
-        Returns the data and whether it was cut."""
+    async def read_all(self, limit: int) -> tuple[bytes, bool]:
+        """Everything until end of stream; beyond ``limit`` bytes the rest is read and dropped
+        (no default: a process's output may be endless). Returns the data and whether it was cut."""
         chunks: list[bytes] = []
         kept = 0
         truncated = False
         while chunk := await self.read():
-            if limit is not None and kept + len(chunk) > limit:
+            if kept + len(chunk) > limit:
                 chunk = chunk[: max(0, limit - kept)]
                 truncated = True
             kept += len(chunk)

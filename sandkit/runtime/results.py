@@ -11,7 +11,9 @@ class ExecResult:
 
     ``exit_code`` follows the shell's (and Docker's) convention: the process's own status, or
     128 + N when signal N ended it (``signal`` then says N). ``timed_out`` is true when the
-    timeout killed the process tree.
+    timeout killed the process tree. With a cgroup (limits, or ``accounting=True``):
+    ``oom_killed`` when the memory limit killed a process of it, ``pids_limit_hit`` when the
+    pids limit refused it (or anything in the container meanwhile) a fork.
     """
 
     exit_code: int
@@ -24,6 +26,7 @@ class ExecResult:
     cpu_time: float | None = None
     peak_memory: int | None = None
     output_truncated: bool = False
+    pids_limit_hit: bool = False
 
     @property
     def ok(self) -> bool:

@@ -24,7 +24,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import select
 import signal
 import socket
 import struct
@@ -36,6 +35,7 @@ from typing import Self
 import attrs
 
 from ..errors import ContainerStartError, HostUnsupportedError
+from .process import wait_ready
 
 INIT_PATH = Path(__file__).resolve().parent.parent / "_init_bin" / "sandkit-init"
 
@@ -323,7 +323,7 @@ class _Fd:
 
 def _await_exec(err_fd: int, timeout: float) -> None:
     """EOF on the error pipe means the exec succeeded (the pipe was close-on-exec)."""
-    if not select.select([err_fd], [], [], timeout)[0]:
+    if not wait_ready(err_fd, timeout=timeout):
         raise ContainerStartError(
             f"the container init neither started nor failed within {timeout:g} s "
             "(is the host overloaded, or the process stopped?)"

@@ -107,8 +107,21 @@ def _docker(docker: Docker, *argv: str, input: bytes | None = None, check: bool 
                           timeout=120, check=check)
 
 
+@contextlib.contextmanager
+def removed_from_docker_after(docker: Docker, *refs: str) -> Iterator[None]:
+    """At the end of the block, removes whichever of `refs` Docker then holds: the daemon may be
+    the host's own, which must not keep our test images. A failed removal fails the test."""
+    try:
+        yield
+    finally:
+        present = [ref for ref in refs
+                   if _docker(docker, "image", "inspect", ref, check=False).returncode == 0]
+        if present:
+            _docker(docker, "rmi", *present)
+
+
 @pytest.fixture(scope="session")
-def parity_images(docker, busybox_dir, tmp_path_factory) -> None:
+def parity_images(docker, busybox_dir, tmp_path_factory) -> Iterator[None]:
     """One busybox root filesystem, imported into Docker and then from `docker save` into
     sandkit's store, so that both run byte-for-byte the same image."""
     work = tmp_path_factory.mktemp("parity")
@@ -116,14 +129,16 @@ def parity_images(docker, busybox_dir, tmp_path_factory) -> None:
     with tarfile.open(rootfs_tar, "w") as tar:
         tar.add(busybox_dir, arcname=".")
     base_changes = ["--change", f"ENV PATH={PATH}", "--change", "ENV GREETING=hello"]
-    _docker(docker, "import", *base_changes, "--change", 'CMD ["sh", "-c", "echo default-cmd"]',
-            str(rootfs_tar), IMAGE)
-    _docker(docker, "import", *base_changes, "--change", 'ENTRYPOINT ["echo", "ep"]',
-            "--change", 'CMD ["default"]', str(rootfs_tar), EP_IMAGE)
-    archive = work / "images.tar"
-    _docker(docker, "save", "-o", str(archive), IMAGE, EP_IMAGE)
-    r = sandkit("load", "-i", str(archive))
-    assert r.returncode == 0, r.stderr
+    with removed_from_docker_after(docker, IMAGE, EP_IMAGE):
+        _docker(docker, "import", *base_changes, "--change", 'CMD ["sh", "-c", "echo default-cmd"]',
+                str(rootfs_tar), IMAGE)
+        _docker(docker, "import", *base_changes, "--change", 'ENTRYPOINT ["echo", "ep"]',
+                "--change", 'CMD ["default"]', str(rootfs_tar), EP_IMAGE)
+        archive = work / "images.tar"
+        _docker(docker, "save", "-o", str(archive), IMAGE, EP_IMAGE)
+        r = sandkit("load", "-i", str(archive))
+        assert r.returncode == 0, r.stderr
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -172,8 +187,8 @@ def test_docker_loads_and_runs_what_sandkit_saves(docker, parity_images, tmp_pat
     Image.get(IMAGE).tag(saved_ref)
     archive = tmp_path / "saved.tar"
     Image.get(saved_ref).save(archive, format="docker")
-    loaded = _docker(docker, "load", "-i", str(archive))
-    assert saved_ref.encode() in loaded.stdout, loaded
-    r = _docker(docker, "run", "--rm", "--network", "none", saved_ref, "sh", "-c", "echo $GREETING; ls /bin/busybox")
-    assert r.stdout == b"hello\n/bin/busybox\n"
-    _docker(docker, "rmi", saved_ref)
+    with removed_from_docker_after(docker, saved_ref):
+        loaded = _docker(docker, "load", "-i", str(archive))
+        assert saved_ref.encode() in loaded.stdout, loaded
+        r = _docker(docker, "run", "--rm", "--network", "none", saved_ref, "sh", "-c", "echo $GREETING; ls /bin/busybox")
+        assert r.stdout == b"hello\n/bin/busybox\n"

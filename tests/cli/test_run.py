@@ -40,6 +40,8 @@ def test_exit_codes(bb, argv, code, stderr_has):
         (["--env-file", "/no/such/file"], "cannot read the env file"),
         (["--security-opt", "apparmor=x"], "not supported"),
         (["--ulimit", "nofile=x"], "invalid ulimit"),
+        (["--storage-opt", "size=lots"], "cannot read 'lots' as a size"),
+        (["--storage-opt", "overlay2.size=1g"], "not supported"),
         (["--cap-add", "NOT_A_CAP"], "NOT_A_CAP"),
         (["-u", "nosuchuser"], "unable to find user"),
     ],
@@ -88,6 +90,11 @@ def test_mounts_read_only_tmpfs(bb, tmp_path):
                 "touch /root/y 2>/dev/null || echo ro-mount; touch /tmp/z && echo tmp-ok; "
                 "df -k /tmp | tail -1 | awk '{print $2}'")
     assert r.stdout.split() == ["from", "host", "ro-root", "ro-mount", "tmp-ok", "1024"], r.stderr
+
+
+def test_storage_opt_size_sizes_the_writable_layer(bb):
+    r = sandkit("run", "--rm", "--storage-opt", "size=8m", bb, "sh", "-c", "df -k / | tail -1 | awk '{print $2}'")
+    assert r.stdout.split() == ["8192"], r.stderr
 
 
 def test_signal_is_forwarded_without_tty(bb):

@@ -16,21 +16,6 @@ import pytest
 from sandkit.images.store import Store
 
 
-def fixtures_root() -> Path:
-    env = os.environ.get("SANDKIT_FIXTURES")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
-
-
-@pytest.fixture
-def oci_fixtures() -> Path:
-    root = fixtures_root() / "oci"
-    if not root.is_dir():
-        pytest.skip(f"fixtures not found at {root} (set SANDKIT_FIXTURES)")
-    return root
-
-
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
     home = tmp_path / "home"

@@ -224,26 +224,3 @@ def test_pax_global_headers_are_ignored_as_docker_does(tmp_path):
     assert sorted(os.listdir(root)) == ["a", "b"]
     assert os.lstat(root / "a").st_uid == os.getuid()
 
-
-def test_charge_is_told_each_entry_before_it_is_written_and_can_stop_the_apply(tmp_path):
-    # the hook the store's disk accounting uses: (bytes, inodes) per entry, hard links cost none
-    entries = [("d", "dir", None), ("d/f", "file", b"x" * 1000), ("d/h", "hardlink", "d/f"),
-               ("s", "symlink", "d/f"), ("big", "file", b"y" * 5000)]
-    seen: list[tuple[int, int]] = []
-    root = tmp_path / "layer"
-    root.mkdir()
-    apply_tar(io.BytesIO(tar_bytes(entries)), root, charge=lambda b, i: seen.append((b, i)))
-    assert seen == [(0, 1), (1000, 1), (0, 0), (0, 1), (5000, 1)]
-
-    class Full(ImageError):
-        pass
-
-    def refuse_big(nbytes: int, inodes: int) -> None:
-        if nbytes > 4096:
-            raise Full("over the store's limit")
-
-    root2 = tmp_path / "layer2"
-    root2.mkdir()
-    with pytest.raises(Full, match="over the store's limit"):
-        apply_tar(io.BytesIO(tar_bytes(entries)), root2, charge=refuse_big)
-    assert not (root2 / "big").exists()

@@ -236,7 +236,7 @@ def test_entries_alternating_between_two_deep_directories_cost_one_open_each(cle
     # opens, not time.
     top = os.open(cleaned, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        probe = fsutil.open_beneath(top, ".", os.O_RDONLY | os.O_DIRECTORY)
+        probe = fsutil.openat2_no_symlinks(top, ".", os.O_RDONLY | os.O_DIRECTORY)
     finally:
         os.close(top)
     if probe is None:
@@ -246,7 +246,7 @@ def test_entries_alternating_between_two_deep_directories_cost_one_open_each(cle
     tops = ["/".join([top] * depth) for top in ("a", "b")]
     tar = b"".join(pax({"path": f"{tops[i % 2]}/f{i}"}) + member("x", b"") for i in range(entries)) + END
     opens = [0]
-    real_open, real_beneath = os.open, fsutil.open_beneath
+    real_open, real_openat2 = os.open, fsutil.openat2_no_symlinks
 
     def counting(real):
         def call(*args, **kwargs):
@@ -255,7 +255,7 @@ def test_entries_alternating_between_two_deep_directories_cost_one_open_each(cle
         return call
 
     monkeypatch.setattr(os, "open", counting(real_open))
-    monkeypatch.setattr(layers, "open_beneath", counting(real_beneath), raising=False)
+    monkeypatch.setattr(layers, "openat2_no_symlinks", counting(real_openat2), raising=False)
     root = cleaned / "layer"
     root.mkdir()
     apply_tar(io.BytesIO(tar), root)

@@ -88,11 +88,10 @@ def test_multi_platform_index(plain_registry: Registry, tmp_path: Path, store: S
         Image.pull(ref, store=other_store, platform="linux/s390x")
 
 
-def test_fixture_image_from_go_containerregistry(plain_registry: Registry, store: Store, other_store: Store) -> None:
-    layout = Path(__file__).resolve().parents[3] / "shared/fixtures/oci/ggcr/v1_layout_testdata/test_index_one_image"
-    if not layout.is_dir():
-        pytest.skip(f"fixture {layout} missing")
-    image = Image.load(layout, store=store)
+def test_fixture_image_from_go_containerregistry(
+    plain_registry: Registry, store: Store, other_store: Store, oci_fixtures: Path
+) -> None:
+    image = Image.load(oci_fixtures / "ggcr/v1_layout_testdata/test_index_one_image", store=store)
     ref = plain_registry.ref("fixtures/ggcr:1")
     assert image.push(ref) == image.digest
     assert Image.pull(ref, store=other_store).digest == image.digest

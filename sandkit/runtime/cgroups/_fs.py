@@ -165,6 +165,30 @@ def remove_tree(parent_fd: int, name: str, use_kill_file: bool = False) -> None:
     rmdir_patiently(parent_fd, name, deadline)
 
 
+def remove_if_empty(parent_fd: int, name: str) -> bool:
+    """rmdir cgroup ``name`` and its descendants, deepest first, killing nothing: the kernel
+    refuses (EBUSY) a cgroup that holds a process, and then the rest is left as it is."""
+    top = _try_open(parent_fd, name)
+    if top is None:
+        return True
+    try:
+        for fd, child in walk_post_order(top):
+            os.rmdir(child, dir_fd=fd)
+    except FileNotFoundError:
+        pass  # removed meanwhile by another process doing the same
+    except OSError:
+        return False
+    finally:
+        os.close(top)
+    try:
+        os.rmdir(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
 def kill_tree(dir_fd: int) -> None:
     for fd, child in walk_post_order(dir_fd):
         sub = _try_open(fd, child)

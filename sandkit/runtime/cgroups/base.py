@@ -17,7 +17,7 @@ import atexit
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import attrs
@@ -42,6 +42,7 @@ class ExecUsage:
     cpu_ns: int  # user + system CPU time
     memory_peak: int | None  # high-water mark of charged memory, bytes (None: kernel lacks it)
     oom_killed: bool  # the kernel's OOM killer killed a process of this exec
+    pids_limit_hit: bool = False  # a fork failed on the container's pids limit during the exec
 
 
 @attrs.frozen
@@ -92,6 +93,8 @@ class HostDirs:
         with cls._lock:
             fd = cls._cache.get(key)
             if fd is None:
+                if not cls._cache:
+                    remove_empty_stale(host)
                 fd = cls._make(host, parent, tag, prepare_level)
                 if not cls._cache:
                     atexit.register(cls.remove_own)
@@ -100,18 +103,22 @@ class HostDirs:
 
     @classmethod
     def remove_own(cls) -> None:
-        """At exit: rmdir this process's `<tag>` dirs (empty once every container was destroyed;
-        a busy one is left for `reap_stale`). Sandkit's `<name>/` dirs stay: others share them."""
+        """At exit: rmdir this process's `<tag>` dirs (empty once every container was destroyed).
+        A busy one is kept, so that a later call (prespawn's exit hook, after it destroyed the
+        spares' cgroups) can try again; what still stays is removed by the next process's
+        `_make`. Sandkit's `<name>/` dirs stay: others share them."""
         with cls._lock:
             for (parent, name, tag), fd in list(cls._cache.items()):
                 if tag != host_tag():
                     continue  # inherited across fork: the parent process removes its own
-                os.close(fd)
-                del cls._cache[(parent, name, tag)]
                 try:
                     os.rmdir(os.path.join(parent, name, tag))
-                except OSError:
+                except FileNotFoundError:
                     pass
+                except OSError:
+                    continue
+                os.close(fd)
+                del cls._cache[(parent, name, tag)]
 
     @staticmethod
     def _make(host: CgroupHost, parent: str, tag: str, prepare_level: Prepare) -> int:
@@ -142,6 +149,10 @@ class ExecCgroup(abc.ABC):
     """The cgroup(s) one exec runs in, nested in its container's so the container's limits hold."""
 
     _on_close: Callable[[ExecCgroup], None] | None = None
+    # The container's count of forks refused by its pids limit, and that count when this exec
+    # began: the limit is the container's, so that is where the kernel counts (pids.events).
+    _pids_refused: Callable[[], int] | None = None
+    _pids_refused_before: int = 0
 
     @abc.abstractmethod
     def fds(self) -> list[int]:
@@ -165,7 +176,10 @@ class ExecCgroup(abc.ABC):
     def finish(self) -> ExecUsage:
         """`usage()` then `close()`: what the runtime calls when the exec's `exit` arrives."""
         try:
-            return self.usage()
+            usage = self.usage()
+            if self._pids_refused is not None:
+                usage = attrs.evolve(usage, pids_limit_hit=self._pids_refused() > self._pids_refused_before)
+            return usage
         finally:
             self.close()
 
@@ -235,7 +249,19 @@ class ContainerCgroup(abc.ABC):
         ex = self._exec_cgroup(f"x{exec_id}")
         self._execs.add(ex)
         ex._on_close = self._execs.discard
+        if self.limits.pids is not None:
+            ex._pids_refused, ex._pids_refused_before = self._pids_refused, self._pids_refused()
         return ex
+
+    def _pids_refused(self) -> int:
+        """How many forks the container's pids limit refused so far (0 where the kernel does
+        not count them: pids.events is Linux >= 4.6 on v1)."""
+        fd = self._pids_dir()
+        return 0 if fd is None else _fs.read_keyed(fd, "pids.events").get("max", 0)
+
+    def _pids_dir(self) -> int | None:
+        """The directory fd of the container's pids cgroup, if it has one."""
+        return None
 
     @abc.abstractmethod
     def _exec_cgroup(self, name: str) -> ExecCgroup: ...
@@ -274,18 +300,33 @@ def write_limit(dir_fd: int, file: str, value: str | int) -> None:
         raise CgroupError(f"the kernel refused {value!r} for {file}: {os.strerror(e.errno or 0)}") from e
 
 
+def remove_empty_stale(host: CgroupHost) -> None:
+    """The `<tag>` trees of host processes that are gone, where empty, in every hierarchy: what
+    a process killed before its exit hooks left. One that still holds a process is left alone
+    (`reap_stale` kills). Done when a process first makes a `<tag>` of its own."""
+    for parent in sorted(set(host.parents.values())):
+        for base_fd, tag in _stale_tags(parent, host.name):
+            _fs.remove_if_empty(base_fd, tag)
+
+
 def reap_stale_under(parent: str, name: str, use_kill_file: bool) -> list[str]:
     """Remove `<parent>/<name>/<tag>` trees of dead host processes; returns the paths removed."""
     removed = []
+    for base_fd, tag in _stale_tags(parent, name):
+        _fs.remove_tree(base_fd, tag, use_kill_file)
+        removed.append(os.path.join(parent, name, tag))
+    return removed
+
+
+def _stale_tags(parent: str, name: str) -> Iterator[tuple[int, str]]:
+    """(fd of `<parent>/<name>`, tag) of each `<tag>` there whose host process is gone."""
     try:
         base_fd = _fs.open_dir(os.path.join(parent, name))
     except FileNotFoundError:
-        return removed
+        return
     try:
         for tag in _fs.subdirs(base_fd):
             if is_stale(tag):
-                _fs.remove_tree(base_fd, tag, use_kill_file)
-                removed.append(os.path.join(parent, name, tag))
+                yield base_fd, tag
     finally:
         os.close(base_fd)
-    return removed

@@ -147,6 +147,9 @@ class V1ContainerCgroup(ContainerCgroup):
     def _exec_cgroup(self, name: str) -> ExecCgroup:
         return V1ExecCgroup(self, name)
 
+    def _pids_dir(self) -> int | None:
+        return self._dirs.fd("pids")
+
     def stats(self) -> CgroupStats:
         mem, acct, pids = self._dirs.fd("memory"), self._dirs.fd("cpuacct"), self._dirs.fd("pids")
         return CgroupStats(

@@ -148,6 +148,9 @@ class V2ContainerCgroup(ContainerCgroup):
             self._split()
         return V2ExecCgroup(self._dir(), name)
 
+    def _pids_dir(self) -> int | None:
+        return self._fd
+
     def _split(self) -> None:
         """Move every process of the container directory into `init/`, then enable memory."""
         fd = self._dir()

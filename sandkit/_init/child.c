@@ -1,0 +1,225 @@
+/* The exec child: what runs between fork and execve, in the order docs/protocol.md gives.
+ *
+ * It is a fork of PID 1 (not a vfork: the init goes on serving while it starts, so nothing a
+ * container process does to it, such as SIGSTOP, can freeze the init). It inherits the init's
+ * bounding set, seccomp filter (the container's profile, when the init carries it) and its
+ * non-dumpable state, so until execve no container process may trace it or take its fds. Its
+ * first act is to let go of what only the init may hold: the control socket and the hostname
+ * sysctl. Anything that fails before execve is written to the error pipe, which closes on
+ * execve (O_CLOEXEC): the init reads either a child_err or end of file. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "init.h"
+#include "user.h"
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+static const char *env_get(char **env, const char *key)
+{
+	size_t n = strlen(key);
+	for (; *env; env++)
+		if (strncmp(*env, key, n) == 0 && (*env)[n] == '=')
+			return *env + n + 1;
+	return NULL;
+}
+
+const char *lc_strerror(int no, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", strerror(no));
+	if (buf[0] >= 'A' && buf[0] <= 'Z')
+		buf[0] = (char)(buf[0] - 'A' + 'a');
+	return buf;
+}
+
+static __attribute__((noreturn)) void child_fail(int pipefd, const char *kind, int no,
+						   const char *fmt, const char *arg)
+{
+	struct child_err ce = { .no = no };
+	char eb[128];
+	snprintf(ce.kind, sizeof(ce.kind), "%s", kind);
+	snprintf(ce.msg, sizeof(ce.msg), fmt, lc_strerror(no, eb, sizeof(eb)), arg);
+	(void)!write(pipefd, &ce, sizeof(ce));
+	_exit(127);
+}
+
+static int capset_all(uint64_t mask)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct c[2];
+	for (int k = 0; k < 2; k++) {
+		/* Inheritable stays empty (CVE-2022-24769): file capabilities of a program must not
+		 * combine with it to grant more than the process had. */
+		c[k].effective = c[k].permitted = (uint32_t)(mask >> (32 * k));
+		c[k].inheritable = 0;
+	}
+	return (int)syscall(SYS_capset, &h, c);
+}
+
+static void exec_search(struct spec *s, int pipefd)
+{
+	const char *file = s->argv[0], *path;
+	char buf[4096];
+	int seen_eacces = 0;
+
+	if (strchr(file, '/')) {
+		execve(file, s->argv, s->env);
+		child_fail(pipefd, errno == ENOENT ? "notfound" : "noexec", errno, "%s: \"%s\"", file);
+	}
+	path = env_get(s->env, "PATH");
+	if (!path)
+		path = DEFAULT_PATH;
+	for (const char *p = path;; p++) {
+		const char *end = strchrnul(p, ':');
+		int n = (int)(end - p);
+		snprintf(buf, sizeof(buf), "%.*s%s%s", n, p, n ? "/" : "", file);
+		execve(buf, s->argv, s->env);
+		if (errno == EACCES)
+			seen_eacces = 1;
+		else if (errno != ENOENT && errno != ENOTDIR)
+			child_fail(pipefd, "noexec", errno, "%s: \"%s\"", buf);
+		if (!*end)
+			break;
+		p = end;
+	}
+	if (seen_eacces)
+		child_fail(pipefd, "noexec", EACCES, "%s: \"%s\"", file);
+	child_fail(pipefd, "notfound", ENOENT, "executable file not found in $PATH%.0s: \"%s\"", file);
+}
+
+static bool setgroups_denied(void)
+{
+	char buf[8] = "";
+	int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	(void)!read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return strncmp(buf, "deny", 4) == 0;
+}
+
+/* No magic links: "/proc/self/fd/N" or "/proc/1/cwd" as a working directory could point at
+ * anything an fd of this process reaches, so only a real path inside the root is accepted. */
+static void enter_workdir(const char *cwd, int pipefd)
+{
+	struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+				.resolve = RESOLVE_NO_MAGICLINKS };
+	int fd = (int)syscall(SYS_openat2, AT_FDCWD, cwd, &how, sizeof(how));
+
+	if (fd < 0 || fchdir(fd) < 0)
+		child_fail(pipefd, "cwd", errno, "%s: cwd \"%s\"", cwd);
+	close(fd);
+}
+
+__attribute__((noreturn)) void child(struct spec *s, int pipefd)
+{
+	struct user u;
+	struct err e = { 0 };
+	sigset_t none;
+	char num[] = "0", idbuf[16];
+
+	close(CTRL_FD);
+	if (hostname_fd >= 0)
+		close(hostname_fd);
+
+	for (int k = 0; k < s->ncg; k++) {
+		int fd = openat(s->cg[k], "cgroup.procs", O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, num, 1) != 1)
+			child_fail(pipefd, "setup", errno, "join cgroup: %s%s", "");
+		close(fd);
+		/* A host directory fd must be gone before anything the caller chose (the working
+		 * directory: "/proc/self/fd/N" would lead out of the container) is looked up. */
+		close(s->cg[k]);
+	}
+	if (setsid() < 0)
+		child_fail(pipefd, "setup", errno, "setsid: %s%s", "");
+	/* What the process starts stays in its tree even when an intermediate parent exits (a
+	 * double fork with setsid): orphans come to it rather than to PID 1, so a timeout or a
+	 * kill of the exec's tree reaches them. A program that never waits for children it did
+	 * not start keeps their zombies until it exits, as a container's PID 1 would. */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+		child_fail(pipefd, "setup", errno, "become a subreaper: %s%s", "");
+	if (s->pty) {
+		if (ioctl(s->pty_slave, TIOCSCTTY, 0) < 0)
+			child_fail(pipefd, "setup", errno, "set controlling terminal: %s%s", "");
+		s->stdio[0] = s->stdio[1] = s->stdio[2] = s->pty_slave;
+	}
+	/* Lift the stdio fds clear of 0..2 first so no dup2 clobbers a later source. */
+	for (int k = 0; k < 3; k++)
+		if (s->stdio[k] < 3 && (s->stdio[k] = fcntl(s->stdio[k], F_DUPFD_CLOEXEC, 10)) < 0)
+			child_fail(pipefd, "setup", errno, "dup stdio: %s%s", "");
+	for (int k = 0; k < 3; k++)
+		if (dup2(s->stdio[k], k) < 0)
+			child_fail(pipefd, "setup", errno, "dup2 stdio: %s%s", "");
+
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		child_fail(pipefd, "setup", errno, "reset signal mask: %s%s", "");
+	/* execve resets handled signals; an ignored one stays ignored, and SIGPIPE is the only
+	 * signal the init ignores. */
+	signal(SIGPIPE, SIG_DFL);
+
+	for (int k = 0; k < s->nrl; k++)
+		if (setrlimit(s->rlres[k], &s->rl[k]) < 0)
+			child_fail(pipefd, "setup", errno, "setrlimit: %s%s", "");
+
+	if (resolve_user(s->user, &u, &e) < 0) {
+		struct child_err ce = { .no = e.no, .kind = "user" };
+		memcpy(ce.msg, e.msg, sizeof(ce.msg) - 1);
+		(void)!write(pipefd, &ce, sizeof(ce));
+		_exit(127);
+	}
+	if (!env_get(s->env, "HOME")) {
+		char **v = s->env;
+		while (*v)
+			v++;
+		if (asprintf(v, "HOME=%s", u.home) < 0)
+			child_fail(pipefd, "setup", ENOMEM, "%s%s", "");
+		v[1] = NULL;
+	}
+
+	/* A user namespace whose setgroups is "deny" (rootless with a single mapping) keeps the
+	 * groups it was born with; failing every exec there would help no one. */
+	/* Raw syscalls, which set this process's ids only (the init is single-threaded anyway). */
+	if (syscall(SYS_setgroups, (size_t)u.ngroups, u.groups) < 0 &&
+	    !(errno == EPERM && setgroups_denied()))
+		child_fail(pipefd, "setup", errno, "setgroups: %s%s", "");
+	snprintf(idbuf, sizeof(idbuf), "%u", u.gid);
+	if (syscall(SYS_setresgid, u.gid, u.gid, u.gid) < 0)
+		child_fail(pipefd, "user", errno, errno == EINVAL ?
+			   "setgid %.0s%s: gid not mapped in the container's user namespace" :
+			   "setgid: %s %s", idbuf);
+	snprintf(idbuf, sizeof(idbuf), "%u", u.uid);
+	if (syscall(SYS_setresuid, u.uid, u.uid, u.uid) < 0)
+		child_fail(pipefd, "user", errno, errno == EINVAL ?
+			   "setuid %.0s%s: uid not mapped in the container's user namespace" :
+			   "setuid: %s %s", idbuf);
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		child_fail(pipefd, "setup", errno, "clear ambient capabilities: %s%s", "");
+	if (capset_all(u.uid == 0 && s->has_caps ? s->caps : 0) < 0)
+		child_fail(pipefd, "setup", errno, "capset: %s%s", "");
+
+	enter_workdir(s->cwd, pipefd);
+	if (s->nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		child_fail(pipefd, "setup", errno, "no_new_privs: %s%s", "");
+	if (s->prog.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->prog) < 0)
+		child_fail(pipefd, "setup", errno, "install seccomp filter: %s%s", "");
+	exec_search(s, pipefd);
+	_exit(127);
+}
+
