@@ -371,7 +371,7 @@ class Store:
                         plain = HashingReader(decompressed)
                         if apply:
                             (tmp / "layer" / "fs").mkdir(parents=True)
-                            report = apply_tar(plain, tmp / "layer" / "fs", budget)  # type: ignore[arg-type]
+                            report = apply_tar(plain, tmp / "layer" / "fs", budget, layer=diff_id[:19])  # type: ignore[arg-type]
                         plain.drain()  # tar end padding is part of the DiffID
                     except (ImageError, *DECOMPRESSION_ERRORS) as e:
                         # A tampered blob usually breaks decompression first: say "digest
