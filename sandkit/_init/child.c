@@ -39,14 +39,6 @@ static const char *env_get(char **env, const char *key)
 	return NULL;
 }
 
-const char *lc_strerror(int no, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s", strerror(no));
-	if (buf[0] >= 'A' && buf[0] <= 'Z')
-		buf[0] = (char)(buf[0] - 'A' + 'a');
-	return buf;
-}
-
 static __attribute__((noreturn)) void child_fail(int pipefd, const char *kind, int no,
 						   const char *fmt, const char *arg)
 {

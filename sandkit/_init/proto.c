@@ -41,6 +41,14 @@ int seterr(struct err *e, int no, const char *fmt, ...)
 	return -1;
 }
 
+const char *lc_strerror(int no, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", strerror(no));
+	if (buf[0] >= 'A' && buf[0] <= 'Z')
+		buf[0] = (char)(buf[0] - 'A' + 'a');
+	return buf;
+}
+
 void close_fds(int *fds, int n)
 {
 	for (int k = 0; k < n; k++)

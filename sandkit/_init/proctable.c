@@ -1,0 +1,167 @@
+/* The init's process table: the execs it owes an `exit` event (tracked) and those whose child
+ * has not reached execve yet (starting), with the error pipes that say how each start ended. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "init.h"
+
+/* Pids we owe an `exit` event. Anything else that dies is only reaped. */
+static struct track {
+	pid_t pid;
+	int64_t id;
+} *tracked;
+static size_t ntracked, captracked;
+
+static int track(pid_t pid, int64_t id)
+{
+	if (ntracked == captracked) {
+		size_t cap = captracked ? 2 * captracked : 16;
+		struct track *t = realloc(tracked, cap * sizeof(*t));
+		if (!t)
+			return -1;
+		tracked = t;
+		captracked = cap;
+	}
+	tracked[ntracked++] = (struct track){ pid, id };
+	return 0;
+}
+
+int64_t tracked_take(pid_t pid)
+{
+	for (size_t k = 0; k < ntracked; k++)
+		if (tracked[k].pid == pid) {
+			int64_t id = tracked[k].id;
+			tracked[k] = tracked[--ntracked];
+			return id;
+		}
+	return 0;
+}
+
+pid_t tracked_pid(int64_t id)
+{
+	for (size_t k = 0; k < ntracked; k++)
+		if (tracked[k].id == id)
+			return tracked[k].pid;
+	return 0;
+}
+
+/* Execs whose child has not reached execve yet. The init never waits for one: it goes on
+ * serving, and each child's error pipe, in the poll set, says how its start ended. */
+static struct starting *starting;
+static size_t nstarting, capstarting;
+
+int starting_add(const struct starting *st)
+{
+	if (nstarting == capstarting) {
+		size_t cap = capstarting ? 2 * capstarting : 8;
+		struct starting *grown = realloc(starting, cap * sizeof(*grown));
+		if (!grown)
+			return -1;
+		starting = grown;
+		capstarting = cap;
+	}
+	starting[nstarting++] = *st;
+	return 0;
+}
+
+static void starting_drop(size_t k)
+{
+	struct starting *st = &starting[k];
+	close(st->errfd);
+	if (st->master >= 0)
+		close(st->master);
+	close_fds(st->rd, 2);
+	starting[k] = starting[--nstarting];
+}
+
+pid_t starting_pid(int64_t id)
+{
+	for (size_t k = 0; k < nstarting; k++)
+		if (starting[k].id == id)
+			return starting[k].pid;
+	return 0;
+}
+
+size_t starting_count(void)
+{
+	return nstarting;
+}
+
+int starting_fill(struct pollfd *pf)
+{
+	for (size_t k = 0; k < nstarting; k++)
+		pf[k] = (struct pollfd){ starting[k].errfd, POLLIN, 0 };
+	return (int)nstarting;
+}
+
+/* Reads the end of one child's start: a child_err (it failed before execve: an `error` reply),
+ * or end of file (it exec'd, or died on a signal before it could: either way a process the host
+ * will get an `exit` for). 0: not ended yet; -1: the host could not be told. */
+static int starting_settle(size_t k)
+{
+	struct starting *st = &starting[k];
+	struct child_err ce;
+	struct err e = { 0 };
+	ssize_t n;
+	int rc = 0;
+
+	do
+		n = read(st->errfd, &ce, sizeof(ce));
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return 0;
+	if (n == (ssize_t)sizeof(ce)) {
+		/* The child is left for the reaper; it is not tracked, so there is no exit event. */
+		ce.kind[sizeof(ce.kind) - 1] = 0;
+		ce.msg[sizeof(ce.msg) - 1] = 0;
+		seterr(&e, ce.no, "%s", ce.msg);
+		e.kind = strcmp(ce.kind, "notfound") == 0 ? "notfound" :
+			 strcmp(ce.kind, "noexec") == 0   ? "noexec" :
+			 strcmp(ce.kind, "user") == 0     ? "user" :
+			 strcmp(ce.kind, "cwd") == 0      ? "cwd" : "setup";
+		rc = send_error(st->id, &e);
+	} else if (n != 0) {
+		kill(st->pid, SIGKILL);
+		seterr(&e, EIO, "exec child failed before execve without saying why");
+		e.kind = "setup";
+		rc = send_error(st->id, &e);
+	} else if (track(st->pid, st->id) < 0 ||
+		   (st->capture && capture_new(st->id, st->pid, st->limit, st->rd) < 0)) {
+		tracked_take(st->pid);
+		kill(st->pid, SIGKILL);
+		rc = send_error(st->id, &(struct err){ .no = ENOMEM, .kind = "setup", .msg = "out of memory" });
+	} else if (st->capture) {
+		st->rd[0] = st->rd[1] = -1; /* the capture has them now; its exit event says it all */
+	} else {
+		rc = send_started(st->id, st->pid, st->master);
+	}
+	starting_drop(k);
+	return rc < 0 ? -1 : 1;
+}
+
+int starting_ready(const struct pollfd *pf, int n)
+{
+	int rc = 0;
+	/* Backwards: settling one moves the last entry into its slot. */
+	for (int k = n - 1; k >= 0; k--)
+		if (pf[k].revents && (size_t)k < nstarting && starting[k].errfd == pf[k].fd &&
+		    starting_settle((size_t)k) < 0)
+			rc = -1;
+	return rc;
+}
+
+int starting_reaped(pid_t pid)
+{
+	/* A child reaped before its pipe was seen to end: its end of file is there by now (a dead
+	 * process holds no fds), and must be read first so that `started` precedes `exit`. */
+	for (size_t k = 0; k < nstarting; k++)
+		if (starting[k].pid == pid)
+			return starting_settle(k) < 0 ? -1 : 0;
+	return 0;
+}
