@@ -40,7 +40,7 @@ static const char *env_get(char **env, const char *key)
 }
 
 static __attribute__((noreturn)) void child_fail(int pipefd, const char *kind, int no,
-						   const char *fmt, const char *arg)
+						 const char *fmt, const char *arg)
 {
 	struct child_err ce = { .no = no };
 	char eb[128];
@@ -71,7 +71,8 @@ static void exec_search(struct spec *s, int pipefd)
 
 	if (strchr(file, '/')) {
 		execve(file, s->argv, s->env);
-		child_fail(pipefd, errno == ENOENT ? "notfound" : "noexec", errno, "%s: \"%s\"", file);
+		child_fail(pipefd, errno == ENOENT ? "notfound" : "noexec", errno, "%s: \"%s\"",
+			   file);
 	}
 	path = env_get(s->env, "PATH");
 	if (!path)
@@ -91,7 +92,20 @@ static void exec_search(struct spec *s, int pipefd)
 	}
 	if (seen_eacces)
 		child_fail(pipefd, "noexec", EACCES, "%s: \"%s\"", file);
-	child_fail(pipefd, "notfound", ENOENT, "executable file not found in $PATH%.0s: \"%s\"", file);
+	child_fail(pipefd, "notfound", ENOENT, "executable file not found in $PATH%.0s: \"%s\"",
+		   file);
+}
+
+/* The child_fail format for a failed setresgid (gid) or setresuid: EINVAL means the id has no
+ * mapping in the container's user namespace, which its strerror text would not say. */
+static const char *id_error(bool gid, int no)
+{
+	if (gid)
+		return no == EINVAL ?
+			       "setgid %.0s%s: gid not mapped in the container's user namespace" :
+			       "setgid: %s %s";
+	return no == EINVAL ? "setuid %.0s%s: uid not mapped in the container's user namespace" :
+			      "setuid: %s %s";
 }
 
 static bool setgroups_denied(void)
@@ -193,14 +207,10 @@ __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 		child_fail(pipefd, "setup", errno, "setgroups: %s%s", "");
 	snprintf(idbuf, sizeof(idbuf), "%u", u.gid);
 	if (syscall(SYS_setresgid, u.gid, u.gid, u.gid) < 0)
-		child_fail(pipefd, "user", errno, errno == EINVAL ?
-			   "setgid %.0s%s: gid not mapped in the container's user namespace" :
-			   "setgid: %s %s", idbuf);
+		child_fail(pipefd, "user", errno, id_error(true, errno), idbuf);
 	snprintf(idbuf, sizeof(idbuf), "%u", u.uid);
 	if (syscall(SYS_setresuid, u.uid, u.uid, u.uid) < 0)
-		child_fail(pipefd, "user", errno, errno == EINVAL ?
-			   "setuid %.0s%s: uid not mapped in the container's user namespace" :
-			   "setuid: %s %s", idbuf);
+		child_fail(pipefd, "user", errno, id_error(false, errno), idbuf);
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		child_fail(pipefd, "setup", errno, "clear ambient capabilities: %s%s", "");
 	if (capset_all(u.uid == 0 && s->has_caps ? s->caps : 0) < 0)
@@ -214,4 +224,3 @@ __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 	exec_search(s, pipefd);
 	_exit(127);
 }
-

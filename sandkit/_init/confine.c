@@ -23,12 +23,14 @@ int limit_bounding_set(const struct spec *s, struct err *e)
 	uint64_t keep = s->has_caps ? s->caps : 0;
 
 	if (keep & ~bounding)
-		return seterr(e, EPERM, "capabilities beyond the container's first exec were asked for");
+		return seterr(e, EPERM,
+			      "capabilities beyond the container's first exec were asked for");
 	for (int cap = 0; cap < 64 && (bounding & ~keep); cap++) {
 		if (!(bounding & ~keep & (uint64_t)1 << cap))
 			continue;
 		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-			return seterr(e, errno, "drop bounding capability %d: %s", cap, strerror(errno));
+			return seterr(e, errno, "drop bounding capability %d: %s", cap,
+				      strerror(errno));
 		bounding &= ~((uint64_t)1 << cap); /* EINVAL: past the kernel's last capability */
 	}
 	return 0;
@@ -53,7 +55,8 @@ int share_seccomp(struct spec *s, struct err *e)
 		/* CAP_SYS_ADMIN (which the init has) stands in for no_new_privs here: the init's
 		 * children may still be started without it. */
 		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->prog) < 0)
-			return seterr(e, errno, "install the container's seccomp filter: %s", strerror(errno));
+			return seterr(e, errno, "install the container's seccomp filter: %s",
+				      strerror(errno));
 		carried = malloc(bytes);
 		if (!carried)
 			return seterr(e, ENOMEM, "out of memory");
@@ -85,7 +88,8 @@ int confine_prepare(const struct mp_doc *d, struct err *e)
 	size_t bytes;
 
 	if ((confinement.has_caps = get_int(d, 0, "caps", &caps, e)) < 0 ||
-	    get_type(d, 0, "seccomp", MP_BIN, &sc, e) < 0 || (sc && bpf_program(d, sc, &prog, e) < 0))
+	    get_type(d, 0, "seccomp", MP_BIN, &sc, e) < 0 ||
+	    (sc && bpf_program(d, sc, &prog, e) < 0))
 		return -1;
 	confinement.caps = (uint64_t)caps;
 	bytes = prog.len * sizeof(struct sock_filter);

@@ -21,7 +21,8 @@ static int open_pty(struct spec *s, int64_t rows, int64_t cols, int *master, str
 	m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (m < 0)
 		return seterr(e, errno, "open /dev/ptmx: %s", strerror(errno));
-	if (ioctl(m, TIOCSPTLCK, &unlock) < 0 || (rows > 0 && cols > 0 && ioctl(m, TIOCSWINSZ, &ws) < 0) ||
+	if (ioctl(m, TIOCSPTLCK, &unlock) < 0 ||
+	    (rows > 0 && cols > 0 && ioctl(m, TIOCSWINSZ, &ws) < 0) ||
 	    (s->pty_slave = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
 		int no = errno;
 		close(m);

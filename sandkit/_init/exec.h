@@ -16,8 +16,8 @@
 struct spec {
 	char **argv, **env, *cwd, *user;
 	bool pty, capture, nnp;
-	int64_t limit;          /* capture: bytes kept per stream, < 0 = all */
-	const uint8_t *input;   /* capture: what stdin reads (NULL: /dev/null) */
+	int64_t limit;        /* capture: bytes kept per stream, < 0 = all */
+	const uint8_t *input; /* capture: what stdin reads (NULL: /dev/null) */
 	uint32_t input_len;
 	int has_caps;
 	uint64_t caps;

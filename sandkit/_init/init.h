@@ -2,10 +2,10 @@
 #ifndef SK_INIT_H
 #define SK_INIT_H
 
+#include <linux/openat2.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <linux/openat2.h>
 #include <sys/types.h>
 
 #include "mpack.h"
@@ -107,10 +107,10 @@ int do_exec(struct req *r, struct err *e);
 /* proctable.c */
 struct pollfd;
 size_t starting_count(void);
-int starting_fill(struct pollfd *pf);                /* at most starting_count() */
+int starting_fill(struct pollfd *pf);               /* at most starting_count() */
 int starting_ready(const struct pollfd *pf, int n); /* -1: the host could not be told */
 int starting_reaped(pid_t pid);                     /* before pid's exit is handled */
-int64_t tracked_take(pid_t pid); /* exec id of pid, untracked; 0 if not ours */
+int64_t tracked_take(pid_t pid);                    /* exec id of pid, untracked; 0 if not ours */
 /* signal.c */
 int do_signal(struct req *r, struct err *e);
 /* open.c */

@@ -17,8 +17,8 @@ int do_open(struct req *r, struct err *e)
 
 	close_fds(r->fds, r->nfds);
 	r->nfds = 0;
-	if (need_str(&r->doc, 0, "path", &path, e) < 0 || need_str(&r->doc, 0, "mode", &mode, e) < 0 ||
-	    get_int(&r->doc, 0, "perm", &perm, e) < 0)
+	if (need_str(&r->doc, 0, "path", &path, e) < 0 ||
+	    need_str(&r->doc, 0, "mode", &mode, e) < 0 || get_int(&r->doc, 0, "perm", &perm, e) < 0)
 		return -1;
 	if (strcmp(mode, "r") == 0)
 		flags = O_RDONLY;
@@ -46,7 +46,8 @@ int do_open(struct req *r, struct err *e)
 			return seterr(e, EINVAL, "not a regular file: \"%s\"", path);
 		return seterr(e, errno, "%s: \"%s\"", lc_strerror(errno, eb, sizeof(eb)), path);
 	}
-	if (fstat(fd, &st) < 0 || (flags & O_DIRECTORY ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))) {
+	if (fstat(fd, &st) < 0 ||
+	    (flags & O_DIRECTORY ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))) {
 		close(fd);
 		return seterr(e, EINVAL, "not a regular file: \"%s\"", path);
 	}

@@ -35,7 +35,8 @@ static int mount_with_fsconfig(const struct overlay *o, const char *target, stru
 
 	fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
 	if (fsfd < 0)
-		return errno == ENOSYS ? 0 : seterr(e, errno, "fsopen overlay: %s", strerror(errno));
+		return errno == ENOSYS ? 0 :
+					 seterr(e, errno, "fsopen overlay: %s", strerror(errno));
 	for (uint32_t k = 0; k < o->n; k++) {
 		if (fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", o->lower[k], 0) == 0)
 			continue;
@@ -78,9 +79,10 @@ static int mount_with_options(const struct overlay *o, const char *target, struc
 
 	for (uint32_t k = 0; k < o->n; k++) {
 		if (strpbrk(o->lower[k], ",:"))
-			return seterr(e, EINVAL, "overlay layer path contains ',' or ':': %s", o->lower[k]);
-		len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0, "%s%s",
-					k ? ":" : "", o->lower[k]);
+			return seterr(e, EINVAL, "overlay layer path contains ',' or ':': %s",
+				      o->lower[k]);
+		len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0,
+					"%s%s", k ? ":" : "", o->lower[k]);
 	}
 	len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0,
 				",upperdir=%s/upper,workdir=%s/work", o->scratch, o->scratch);
@@ -88,8 +90,10 @@ static int mount_with_options(const struct overlay *o, const char *target, struc
 		len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0,
 					",userxattr");
 	if (len >= sizeof(opts))
-		return seterr(e, E2BIG, "overlay options too long for this kernel (%u layers): "
-			      "Linux >= 6.8 takes any number of layers", o->n);
+		return seterr(e, E2BIG,
+			      "overlay options too long for this kernel (%u layers): "
+			      "Linux >= 6.8 takes any number of layers",
+			      o->n);
 	if (mount("overlay", target, "overlay", MS_NODEV, opts) < 0)
 		return seterr(e, errno, "mount overlay on /: %s", strerror(errno));
 	return 0;

@@ -28,7 +28,8 @@ static char **str_array(const struct mp_doc *d, uint32_t arr, const char *what, 
 int bpf_program(const struct mp_doc *d, uint32_t sc, struct sock_fprog *prog, struct err *e)
 {
 	uint32_t n = d->o[sc].n;
-	if (n == 0 || n % sizeof(struct sock_filter) || n / sizeof(struct sock_filter) > BPF_MAXINSNS)
+	if (n == 0 || n % sizeof(struct sock_filter) ||
+	    n / sizeof(struct sock_filter) > BPF_MAXINSNS)
 		return seterr(e, EPROTO, "\"seccomp\" is not a BPF program");
 	prog->len = (unsigned short)(n / sizeof(struct sock_filter));
 	prog->filter = arena_alloc(n);
@@ -56,7 +57,8 @@ int parse_exec(struct req *r, struct spec *s, struct err *e)
 		return -1;
 	if (get_type(d, 0, "env", MP_ARRAY, &env, e) < 0)
 		return -1;
-	if (env ? !(s->env = str_array(d, env, "env", 1, e)) : !(s->env = arena_alloc(2 * sizeof(char *))))
+	if (env ? !(s->env = str_array(d, env, "env", 1, e)) :
+		  !(s->env = arena_alloc(2 * sizeof(char *))))
 		return e->no ? -1 : seterr(e, ENOMEM, "out of memory");
 	if (!env)
 		s->env[0] = NULL;
@@ -103,9 +105,12 @@ int parse_exec(struct req *r, struct spec *s, struct err *e)
 	for (uint32_t k = 0; rl && k < d->o[rl].n; k++) {
 		uint32_t t = mp_elem(d, rl, k), a, b, c;
 		if (d->o[t].type != MP_ARRAY || d->o[t].n != 3 ||
-		    d->o[a = mp_elem(d, t, 0)].type != MP_INT || d->o[b = mp_elem(d, t, 1)].type != MP_INT ||
-		    d->o[c = mp_elem(d, t, 2)].type != MP_INT || d->o[a].v.i < 0 || d->o[a].v.i >= RLIM_NLIMITS)
-			return seterr(e, EPROTO, "\"rlimits\" entries must be [resource, soft, hard]");
+		    d->o[a = mp_elem(d, t, 0)].type != MP_INT ||
+		    d->o[b = mp_elem(d, t, 1)].type != MP_INT ||
+		    d->o[c = mp_elem(d, t, 2)].type != MP_INT || d->o[a].v.i < 0 ||
+		    d->o[a].v.i >= RLIM_NLIMITS)
+			return seterr(e, EPROTO,
+				      "\"rlimits\" entries must be [resource, soft, hard]");
 		s->rlres[k] = (int)d->o[a].v.i;
 		s->rl[k].rlim_cur = d->o[b].v.i < 0 ? RLIM_INFINITY : (rlim_t)d->o[b].v.i;
 		s->rl[k].rlim_max = d->o[c].v.i < 0 ? RLIM_INFINITY : (rlim_t)d->o[c].v.i;

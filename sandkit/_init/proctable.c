@@ -12,10 +12,11 @@
 #include "init.h"
 
 /* Pids we owe an `exit` event. Anything else that dies is only reaped. */
-static struct track {
+struct track {
 	pid_t pid;
 	int64_t id;
-} *tracked;
+};
+static struct track *tracked;
 static size_t ntracked, captracked;
 
 static int track(pid_t pid, int64_t id)
@@ -100,6 +101,18 @@ int starting_fill(struct pollfd *pf)
 	return (int)nstarting;
 }
 
+/* The error kind a child reported, as one of the init's own strings (what the child wrote is
+ * only data). */
+static const char *error_kind(const char *kind)
+{
+	static const char *const known[] = { "notfound", "noexec", "user", "cwd" };
+
+	for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+		if (strcmp(kind, known[k]) == 0)
+			return known[k];
+	return "setup";
+}
+
 /* Reads the end of one child's start: a child_err (it failed before execve: an `error` reply),
  * or end of file (it exec'd, or died on a signal before it could: either way a process the host
  * will get an `exit` for). 0: not ended yet; -1: the host could not be told. */
@@ -121,10 +134,7 @@ static int starting_settle(size_t k)
 		ce.kind[sizeof(ce.kind) - 1] = 0;
 		ce.msg[sizeof(ce.msg) - 1] = 0;
 		seterr(&e, ce.no, "%s", ce.msg);
-		e.kind = strcmp(ce.kind, "notfound") == 0 ? "notfound" :
-			 strcmp(ce.kind, "noexec") == 0   ? "noexec" :
-			 strcmp(ce.kind, "user") == 0     ? "user" :
-			 strcmp(ce.kind, "cwd") == 0      ? "cwd" : "setup";
+		e.kind = error_kind(ce.kind);
 		rc = send_error(st->id, &e);
 	} else if (n != 0) {
 		kill(st->pid, SIGKILL);
@@ -135,9 +145,12 @@ static int starting_settle(size_t k)
 		   (st->capture && capture_new(st->id, st->pid, st->limit, st->rd) < 0)) {
 		tracked_take(st->pid);
 		kill(st->pid, SIGKILL);
-		rc = send_error(st->id, &(struct err){ .no = ENOMEM, .kind = "setup", .msg = "out of memory" });
+		seterr(&e, ENOMEM, "out of memory");
+		e.kind = "setup";
+		rc = send_error(st->id, &e);
 	} else if (st->capture) {
-		st->rd[0] = st->rd[1] = -1; /* the capture has them now; its exit event says it all */
+		/* The capture has them now; its exit event says it all. */
+		st->rd[0] = st->rd[1] = -1;
 	} else {
 		rc = send_started(st->id, st->pid, st->master);
 	}

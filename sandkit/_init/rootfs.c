@@ -2,12 +2,12 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <linux/magic.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -88,8 +88,10 @@ static int mount_std(struct ctx *c, const char *dst, const char *src, const char
 {
 	int fd = mkdir_p(c->rootfd, dst, 0755, IN_ROOT_NO_SYMLINKS);
 	if (fd < 0 && errno == ELOOP)
-		return seterr(c->e, ELOOP, "the image's %s is a symlink (or lies behind one): sandkit "
-			      "mounts %s only on a real directory; fix the image", dst, type ? type : src);
+		return seterr(c->e, ELOOP,
+			      "the image's %s is a symlink (or lies behind one): sandkit "
+			      "mounts %s only on a real directory; fix the image",
+			      dst, type ? type : src);
 	if (fd < 0)
 		return seterr(c->e, errno, "create mount point %s: %s", dst, strerror(errno));
 	return mount_on(c, fd, dst, src, type, flags, data);
@@ -167,7 +169,7 @@ static int std_mounts(struct ctx *c)
 {
 	static const char *const devs[] = { "null", "zero", "full", "random", "urandom", "tty" };
 	static const char *const links[][2] = {
-		{ "fd", "/proc/self/fd" }, { "stdin", "/proc/self/fd/0" },
+		{ "fd", "/proc/self/fd" },       { "stdin", "/proc/self/fd/0" },
 		{ "stdout", "/proc/self/fd/1" }, { "stderr", "/proc/self/fd/2" },
 		{ "ptmx", "pts/ptmx" },
 	};
@@ -190,12 +192,13 @@ static int std_mounts(struct ctx *c)
 	for (size_t k = 0; k < sizeof(links) / sizeof(links[0]); k++)
 		if (symlinkat(links[k][1], dfd, links[k][0]) < 0) {
 			close(dfd);
-			return seterr(c->e, errno, "symlink /dev/%s: %s", links[k][0], strerror(errno));
+			return seterr(c->e, errno, "symlink /dev/%s: %s", links[k][0],
+				      strerror(errno));
 		}
 	close(dfd);
 	if (mount_std(c, "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
-		     c->rootless ? "newinstance,ptmxmode=0666,mode=0620"
-				 : "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
+		      c->rootless ? "newinstance,ptmxmode=0666,mode=0620" :
+				    "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
 		return -1;
 	/* Docker's 64 MiB: shared memory is RAM, and rootless on cgroup v1 nothing else bounds it. */
 	if (mount_std(c, "/dev/shm", "shm", "tmpfs", nse, "mode=1777,size=64m,nr_inodes=16k") < 0)
@@ -234,19 +237,20 @@ static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
 			return -1;
 		if (stat(src, &st) < 0)
 			return seterr(e, errno, "bind source %s: %s", src, strerror(errno));
-		if (mount_in(c, dst, !S_ISDIR(st.st_mode), src, NULL,
-			     MS_BIND | (rec ? MS_REC : 0), NULL) < 0)
+		if (mount_in(c, dst, !S_ISDIR(st.st_mode), src, NULL, MS_BIND | (rec ? MS_REC : 0),
+			     NULL) < 0)
 			return -1;
 		/* No device node reached through a bind may be opened: only /dev's own are usable. */
 		if (set_attrs_at(c, dst, rec, MOUNT_ATTR_NODEV | (ro ? MOUNT_ATTR_RDONLY : 0)) < 0)
-			return seterr(e, errno, "remount %s %s: %s", dst, ro ? "read-only" : "nodev",
-				      strerror(errno));
+			return seterr(e, errno, "remount %s %s: %s", dst,
+				      ro ? "read-only" : "nodev", strerror(errno));
 	} else if (strcmp(type, "tmpfs") == 0) {
 		char opts[64];
 		if (size < 0 || mode < 0 || mode > 07777)
 			return seterr(e, EINVAL, "tmpfs %s: bad size or mode", dst);
 		if (size)
-			snprintf(opts, sizeof(opts), "mode=%o,size=%lld", (unsigned)mode, (long long)size);
+			snprintf(opts, sizeof(opts), "mode=%o,size=%lld", (unsigned)mode,
+				 (long long)size);
 		else
 			snprintf(opts, sizeof(opts), "mode=%o", (unsigned)mode);
 		return mount_in(c, dst, false, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, opts);
@@ -297,9 +301,10 @@ static int path_list(struct ctx *c, const struct mp_doc *d, uint32_t setup, cons
 		if (!mask) {
 			char self[32];
 			fdpath(self, fd);
-			rc = mount(self, self, NULL, MS_BIND | MS_REC, NULL) < 0 ? -1 : set_ro_at(c, p, true);
-		}
-		else if (S_ISDIR(st.st_mode))
+			rc = mount(self, self, NULL, MS_BIND | MS_REC, NULL) < 0 ?
+				     -1 :
+				     set_ro_at(c, p, true);
+		} else if (S_ISDIR(st.st_mode))
 			rc = mnt("tmpfs", fd, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
 				 "size=4k,mode=555");
 		else
@@ -326,7 +331,8 @@ static int open_hostname_sysctl(struct ctx *c)
 	if (procfd < 0)
 		return -1;
 	fd = resolve_at(procfd, "sys/kernel/hostname", O_WRONLY | O_NOCTTY | O_NONBLOCK, 0,
-			RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS);
+			RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV |
+				RESOLVE_NO_MAGICLINKS);
 	close(procfd);
 	if (fd >= 0 && (fstatfs(fd, &sf) < 0 || sf.f_type != PROC_SUPER_MAGIC)) {
 		close(fd);
@@ -338,6 +344,7 @@ static int open_hostname_sysctl(struct ctx *c)
 
 int setup_container(struct req *r, struct err *e)
 {
+	static const char *const scratch_dirs[] = { "upper", "work", "root" };
 	const struct mp_doc *d = &r->doc;
 	char *scratch = NULL, *hostname = NULL, root[4200], sub[4200];
 	int64_t v = 0, ssize = 0, inodes = 0;
@@ -350,17 +357,20 @@ int setup_container(struct req *r, struct err *e)
 	if (get_int(d, 0, "v", &v, e) < 0)
 		return -1;
 	if (v != PROTO_VERSION)
-		return seterr(e, EPROTO, "protocol version mismatch: init speaks %d, host sent %lld",
+		return seterr(e, EPROTO,
+			      "protocol version mismatch: init speaks %d, host sent %lld",
 			      PROTO_VERSION, (long long)v);
 	if (need_str(d, 0, "scratch", &scratch, e) < 0)
 		return -1;
 	if (get_type(d, 0, "rootfs", MP_MAP, &rootspec, e) <= 0)
 		return e->no ? -1 : seterr(e, EPROTO, "missing \"rootfs\"");
-	if (get_int(d, 0, "scratch_size", &ssize, e) < 0 || get_bool(d, 0, "rootless", &rootless, e) < 0 ||
+	if (get_int(d, 0, "scratch_size", &ssize, e) < 0 ||
+	    get_bool(d, 0, "rootless", &rootless, e) < 0 ||
 	    get_str(d, 0, "hostname", &hostname, e) < 0 ||
 	    get_type(d, 0, "mounts", MP_ARRAY, &mounts, e) < 0 ||
 	    get_bool(d, rootspec, "readonly", &ro, e) < 0 ||
-	    get_int(d, 0, "scratch_inodes", &inodes, e) < 0 || get_bool(d, 0, "loopback", &loopback, e) < 0)
+	    get_int(d, 0, "scratch_inodes", &inodes, e) < 0 ||
+	    get_bool(d, 0, "loopback", &loopback, e) < 0)
 		return -1;
 	if (strlen(scratch) > 4000 || ssize < 0 || inodes < 0)
 		return seterr(e, EINVAL, "bad scratch directory, size or inode count");
@@ -372,13 +382,14 @@ int setup_container(struct req *r, struct err *e)
 	/* The scratch tmpfs holds the writable layer: its size and inode count are the disk quota. */
 	len = (size_t)snprintf(opts, sizeof(opts), "mode=755");
 	if (ssize)
-		len += (size_t)snprintf(opts + len, sizeof(opts) - len, ",size=%lld", (long long)ssize);
+		len += (size_t)snprintf(opts + len, sizeof(opts) - len, ",size=%lld",
+					(long long)ssize);
 	if (inodes)
 		snprintf(opts + len, sizeof(opts) - len, ",nr_inodes=%lld", (long long)inodes);
 	if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
 		return seterr(e, errno, "mount tmpfs on scratch %s: %s", scratch, strerror(errno));
-	for (const char *const *s = (const char *const[]){ "upper", "work", "root", NULL }; *s; s++) {
-		snprintf(sub, sizeof(sub), "%s/%s", scratch, *s);
+	for (size_t k = 0; k < sizeof(scratch_dirs) / sizeof(scratch_dirs[0]); k++) {
+		snprintf(sub, sizeof(sub), "%s/%s", scratch, scratch_dirs[k]);
 		if (mkdir(sub, 0755) < 0)
 			return seterr(e, errno, "mkdir %s: %s", sub, strerror(errno));
 	}

@@ -130,8 +130,8 @@ int do_signal(struct req *r, struct err *e)
 
 	close_fds(r->fds, r->nfds);
 	r->nfds = 0;
-	if (get_int(&r->doc, 0, "target", &target, e) <= 0 || get_int(&r->doc, 0, "sig", &sig, e) <= 0 ||
-	    get_bool(&r->doc, 0, "tree", &tree, e) < 0)
+	if (get_int(&r->doc, 0, "target", &target, e) <= 0 ||
+	    get_int(&r->doc, 0, "sig", &sig, e) <= 0 || get_bool(&r->doc, 0, "tree", &tree, e) < 0)
 		return e->no ? -1 : seterr(e, EPROTO, "signal needs \"target\" and \"sig\"");
 	if (sig < 0 || sig >= NSIG)
 		return seterr(e, EINVAL, "invalid signal %lld", (long long)sig);
@@ -149,7 +149,8 @@ int do_signal(struct req *r, struct err *e)
 			if (kill(pid, (int)sig) < 0 && errno != ESRCH)
 				return seterr(e, errno, "kill: %s", strerror(errno));
 		} else {
-			for (int round = 0; signal_tree(pid, alive, (int)sig) > 0 && sig == SIGKILL && round < 1000;
+			for (int round = 0; signal_tree(pid, alive, (int)sig) > 0 &&
+					    sig == SIGKILL && round < 1000;
 			     round++) {
 				struct timespec ts = { 0, 1000000 };
 				nanosleep(&ts, NULL);

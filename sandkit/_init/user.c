@@ -122,7 +122,8 @@ int resolve_user(const char *spec, struct user *u, struct err *e)
 	free(db);
 	if (!found) {
 		if (buf[0] && !by_id)
-			return seterr(e, ENOENT, "unable to find user %s: no matching entries in passwd file",
+			return seterr(e, ENOENT,
+				      "unable to find user %s: no matching entries in passwd file",
 				      buf);
 		u->uid = by_id ? id : 0;
 		u->gid = 0;
@@ -145,7 +146,8 @@ int resolve_user(const char *spec, struct user *u, struct err *e)
 		}
 		free(db);
 		if (!found)
-			return seterr(e, ENOENT, "unable to find group %s: no matching entries in group file",
+			return seterr(e, ENOENT,
+				      "unable to find group %s: no matching entries in group file",
 				      grp);
 		add_group(u, u->gid);
 		return 0;
