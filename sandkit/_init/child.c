@@ -24,6 +24,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "exec.h"
 #include "init.h"
 #include "user.h"
@@ -111,11 +112,10 @@ static const char *id_error(bool gid, int no)
 static bool setgroups_denied(void)
 {
 	char buf[8] = "";
-	int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	autoclose int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || read(fd, buf, sizeof(buf) - 1) < 0)
 		return false;
-	(void)!read(fd, buf, sizeof(buf) - 1);
-	close(fd);
 	return strncmp(buf, "deny", 4) == 0;
 }
 

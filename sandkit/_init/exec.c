@@ -10,25 +10,23 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "exec.h"
 #include "init.h"
 
 static int open_pty(struct spec *s, int64_t rows, int64_t cols, int *master, struct err *e)
 {
 	struct winsize ws = { .ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols };
-	int unlock = 0, m;
+	autoclose int m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	int unlock = 0;
 
-	m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (m < 0)
 		return seterr(e, errno, "open /dev/ptmx: %s", strerror(errno));
 	if (ioctl(m, TIOCSPTLCK, &unlock) < 0 ||
 	    (rows > 0 && cols > 0 && ioctl(m, TIOCSWINSZ, &ws) < 0) ||
-	    (s->pty_slave = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
-		int no = errno;
-		close(m);
-		return seterr(e, no, "set up pty: %s", strerror(no));
-	}
-	*master = m;
+	    (s->pty_slave = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
+		return seterr(e, errno, "set up pty: %s", strerror(errno));
+	*master = take_fd(&m);
 	return 0;
 }
 
@@ -55,10 +53,13 @@ static int open_capture(struct spec *s, int rd[2], struct err *e)
 		s->stdio[0] = p[0];
 	}
 	for (int k = 0; k < 2; k++) {
-		if (pipe2(p, O_CLOEXEC) < 0 || fcntl(p[0], F_SETFL, O_NONBLOCK) < 0)
+		if (pipe2(p, O_CLOEXEC) < 0)
 			return seterr(e, errno, "pipe: %s", strerror(errno));
+		/* Handed over before anything else can fail: the caller closes them on failure. */
 		rd[k] = p[0];
 		s->stdio[k + 1] = p[1];
+		if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0)
+			return seterr(e, errno, "pipe: %s", strerror(errno));
 	}
 	return 0;
 }

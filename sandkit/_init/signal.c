@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "exec.h"
 #include "init.h"
 
@@ -17,13 +18,14 @@
 static bool stat_of(pid_t pid, pid_t out[4])
 {
 	char path[64], buf[1024], *p, state;
-	int fd, n;
+	autoclose int fd = -1;
+	int n;
+
 	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
 	n = (int)read(fd, buf, sizeof(buf) - 1);
-	close(fd);
 	if (n <= 0)
 		return false;
 	buf[n] = 0;
@@ -74,40 +76,50 @@ static void mark_tree(struct proc *ps, size_t n, struct proc *p, struct proc **p
 		path[--depth]->mark = mark;
 }
 
-/* Signals the exec's session, process group and descendants; returns how many were hit. A
- * root that has been reaped is no process any more (its pid may be another's by now), but its
- * session and group stay what they were while any member lives. Every exec root is a subreaper
- * (see child.c), so what it started stays its descendant even after a double fork and setsid. */
-static int signal_tree(pid_t root, bool root_alive, int sig)
+/* The container's live processes but PID 1, as /proc shows them now, in a malloc'd array of *n
+ * (NULL: none, or /proc could not be read). */
+static struct proc *read_procs(size_t *n)
 {
-	struct proc *ps = NULL, **path = NULL;
-	size_t n = 0, cap = 0;
-	int hit = 0;
+	autoclosedir DIR *dir = opendir("/proc");
+	autofree struct proc *ps = NULL;
 	struct dirent *de;
-	DIR *dir = opendir("/proc");
+	size_t cap = 0;
 
+	*n = 0;
 	if (!dir)
-		return -1;
+		return NULL;
 	while ((de = readdir(dir))) {
 		char *end;
 		long pid = strtol(de->d_name, &end, 10);
 		pid_t st[4];
 		if (*end || pid <= 1 || !stat_of((pid_t)pid, st))
 			continue;
-		if (n == cap) {
-			void *np = realloc(ps, (cap = cap ? 2 * cap : 256) * sizeof(*ps));
-			if (!np)
+		if (*n == cap) {
+			void *grown = realloc(ps, (cap = cap ? 2 * cap : 256) * sizeof(*ps));
+			if (!grown)
 				break;
-			ps = np;
+			ps = grown;
 		}
-		ps[n++] = (struct proc){ st[0], st[1], st[2], st[3], UNKNOWN };
+		ps[(*n)++] = (struct proc){ st[0], st[1], st[2], st[3], UNKNOWN };
 	}
-	closedir(dir);
-	path = malloc((n ? n : 1) * sizeof(*path));
-	if (!path) {
-		free(ps);
+	return take_ptr(ps);
+}
+
+/* Signals the exec's session, process group and descendants; returns how many were hit. A
+ * root that has been reaped is no process any more (its pid may be another's by now), but its
+ * session and group stay what they were while any member lives. Every exec root is a subreaper
+ * (see child.c), so what it started stays its descendant even after a double fork and setsid. */
+static int signal_tree(pid_t root, bool root_alive, int sig)
+{
+	size_t n;
+	autofree struct proc *ps = read_procs(&n);
+	autofree struct proc **path = malloc((n ? n : 1) * sizeof(*path));
+	int hit = 0;
+
+	if (!ps)
+		return 0; /* nothing to signal, or /proc could not be read */
+	if (!path)
 		return -1;
-	}
 	qsort(ps, n, sizeof(*ps), by_pid);
 	for (size_t k = 0; k < n; k++)
 		if ((root_alive && ps[k].pid == root) || ps[k].pgrp == root || ps[k].sid == root)
@@ -117,8 +129,6 @@ static int signal_tree(pid_t root, bool root_alive, int sig)
 	for (size_t k = 0; k < n; k++)
 		if (ps[k].mark == IN && kill(ps[k].pid, sig) == 0)
 			hit++;
-	free(path);
-	free(ps);
 	return hit;
 }
 
