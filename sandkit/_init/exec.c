@@ -3,10 +3,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -14,14 +17,39 @@
 #include "exec.h"
 #include "init.h"
 
+/* The pty multiplexer of the container's own devpts instance, opened for the init to make a pty
+ * in. Not "/dev/ptmx": /dev is the container's tmpfs, where its root may have put a FIFO or a
+ * symlink to any file in place of the ptmx symlink. /dev/pts/ptmx is reached without following
+ * a symlink, opened without blocking (should it be a FIFO), and used only if it is a character
+ * device on a devpts mount. */
+static int open_ptmx(struct err *e)
+{
+	autoclose int m = resolve_at(AT_FDCWD, "/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_NONBLOCK, 0,
+				     RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+	struct statfs sf;
+	struct stat st;
+
+	if (m < 0)
+		return seterr(e, errno, "open /dev/pts/ptmx: %s", strerror(errno));
+	if (fstatfs(m, &sf) < 0 || fstat(m, &st) < 0)
+		return seterr(e, errno, "open /dev/pts/ptmx: %s", strerror(errno));
+	if (sf.f_type != DEVPTS_SUPER_MAGIC || !S_ISCHR(st.st_mode))
+		return seterr(e, ENOTTY,
+			      "no pty: /dev/pts/ptmx is not the multiplexer of a devpts "
+			      "mount (a process of the container replaced /dev/pts)");
+	if (fcntl(m, F_SETFL, fcntl(m, F_GETFL) & ~O_NONBLOCK) < 0)
+		return seterr(e, errno, "open /dev/pts/ptmx: %s", strerror(errno));
+	return take_fd(&m);
+}
+
 static int open_pty(struct spec *s, int64_t rows, int64_t cols, int *master, struct err *e)
 {
 	struct winsize ws = { .ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols };
-	autoclose int m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	autoclose int m = open_ptmx(e);
 	int unlock = 0;
 
 	if (m < 0)
-		return seterr(e, errno, "open /dev/ptmx: %s", strerror(errno));
+		return -1;
 	if (ioctl(m, TIOCSPTLCK, &unlock) < 0 ||
 	    (rows > 0 && cols > 0 && ioctl(m, TIOCSWINSZ, &ws) < 0) ||
 	    (s->pty_slave = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)

@@ -5,7 +5,8 @@ regression tests, root and rootless:
 - a container process that stops the exec child before its execve, freezing PID 1;
 - a rootless spare whose first exec carries its own seccomp profile, never getting the
   container's;
-- a double-forked, setsid process outliving its exec's timeout.
+- a double-forked, setsid process outliving its exec's timeout;
+- a container process that replaces /dev/ptmx, which the init opened to make an exec's pty.
 """
 
 from __future__ import annotations
@@ -331,3 +332,36 @@ def test_an_exec_timeout_ends_what_escaped_its_session(mode, as_unprivileged, bu
     timed_out, left = in_mode(mode, as_unprivileged, _escape_the_timeout, str(busybox_dir))
     assert timed_out
     assert not left, f"processes the command started outlived its timeout:\n{left}"
+
+
+# --- a container process that replaces /dev/ptmx ---------------------------------------------
+
+# /dev is the container's tmpfs: its root may replace the ptmx symlink by anything.
+PTMX_REPLACEMENTS = {
+    "fifo": "rm /dev/ptmx && mkfifo /dev/ptmx",
+    "symlink to a file": "ln -sfn /etc/passwd /dev/ptmx",
+}
+
+
+def _pty_after_ptmx_replaced(image_dir: str, replace: str) -> tuple[str, int, str]:
+    """A root process of the container replaces /dev/ptmx, then the host asks for a pty: what
+    /dev/ptmx was, and the exit code and output of a command on the pty."""
+    from test_attacks import _image
+
+    with sandkit.Container(_image(image_dir)) as c:
+        replaced = c.exec(["sh", "-c", f"{replace} && ls -l /dev/ptmx"], timeout=10)
+        assert replaced.exit_code == 0, replaced
+        with c.spawn(["sh", "-c", "tty; test -t 0 && echo isatty"], tty=True) as p:
+            output = b"".join(p.stdout)
+            code = p.wait()
+        return replaced.stdout.decode(), code, output.decode().replace("\r", "")
+
+
+@pytest.mark.parametrize("replacement", PTMX_REPLACEMENTS)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_pty_comes_from_the_containers_devpts_whatever_dev_ptmx_is(mode, replacement, as_unprivileged,
+                                                                     busybox_dir):
+    listing, code, output = in_mode(mode, as_unprivileged, _pty_after_ptmx_replaced, str(busybox_dir),
+                                    PTMX_REPLACEMENTS[replacement])
+    assert listing[0] in "pl", f"/dev/ptmx was not replaced: {listing}"  # a FIFO, a symlink
+    assert code == 0 and output.startswith("/dev/pts/") and "isatty" in output, output
