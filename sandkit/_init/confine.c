@@ -14,8 +14,15 @@
 #include "init.h"
 
 /* The capabilities the init still has in its bounding set, which every process it starts
- * inherits. Shrunk once, on the first exec, to what the container's processes may have, instead
- * of a few dozen prctl calls in every exec child; the init keeps its own effective set. */
+ * inherits. Why the bounding set, and not only each child's capset: a uid-0 process that execs
+ * a program is given every capability of its bounding set (the kernel treats any file as fully
+ * capable for root), unless no_new_privs holds it to what it had, and an exec may run without
+ * no_new_privs. Only the bounding set bounds that for good: no process can add to it, and only
+ * one holding CAP_SETPCAP can shrink it. So the init shrinks its own, once (at the end of set-up,
+ * see confine_now, or at the first exec of a container set up without "caps"), to what the
+ * container's processes may have, instead of a few dozen prctl calls in every exec child. The
+ * init keeps its own permitted and effective sets: it needs them to start processes (the
+ * child's set*id and capset) and to install a filter without no_new_privs. */
 static uint64_t bounding = ~(uint64_t)0;
 
 int limit_bounding_set(const struct spec *s, struct err *e)
@@ -52,8 +59,10 @@ int share_seccomp(struct spec *s, struct err *e)
 	if (!s->prog.len || !s->shared_seccomp)
 		return 0;
 	if (!carried) {
-		/* CAP_SYS_ADMIN (which the init has) stands in for no_new_privs here: the init's
-		 * children may still be started without it. */
+		/* Without no_new_privs: it is inherited by every child and can never be cleared,
+		 * and an exec may ask to run without it (so that setuid programs work, as Docker's
+		 * no-new-privileges=false). The kernel takes CAP_SYS_ADMIN in the init's user
+		 * namespace, which the init has, instead. */
 		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->prog) < 0)
 			return seterr(e, errno, "install the container's seccomp filter: %s",
 				      strerror(errno));
@@ -114,6 +123,8 @@ int confine_now(struct err *e)
 	s.caps = confinement.caps;
 	s.prog = (struct sock_fprog){ confinement.len, confinement.prog };
 	s.shared_seccomp = true;
+	/* The bounding set first: the filter may forbid prctl(PR_CAPBSET_DROP), and dropping needs
+	 * nothing the filter could take away. */
 	if ((s.has_caps && limit_bounding_set(&s, e) < 0) || share_seccomp(&s, e) < 0)
 		return -1;
 	confinement.pending = false;

@@ -114,6 +114,8 @@ int do_exec(struct req *r, struct err *e)
 	if (parse_exec(r, &s, e) < 0 || get_int(&r->doc, 0, "rows", &rows, e) < 0 ||
 	    get_int(&r->doc, 0, "cols", &cols, e) < 0)
 		goto out;
+	/* In the init, before the fork, in confine_now's order: what the init carries for the
+	 * container (bounding set, then filter) is done once, not in every child. */
 	if (limit_bounding_set(&s, e) < 0 || share_seccomp(&s, e) < 0)
 		goto out;
 	if (s.pty && open_pty(&s, rows, cols, &st.master, e) < 0)
