@@ -128,14 +128,19 @@ static const char *id_error(bool gid, int no)
 			      "setuid: %s %s";
 }
 
-static bool setgroups_denied(void)
-{
-	char buf[8] = "";
-	autoclose int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC);
+bool setgroups_deny;
 
-	if (fd < 0 || read(fd, buf, sizeof(buf) - 1) < 0)
-		return false;
-	return strncmp(buf, "deny", 4) == 0;
+void read_setgroups_policy(void)
+{
+	char path[32], buf[8] = "";
+	autoclose int fd = -1;
+
+	/* The init's own entry: "/proc/self" is a symlink. */
+	snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)getpid());
+	fd = resolve_at(AT_FDCWD, path, O_RDONLY | O_NOCTTY | O_NONBLOCK, 0,
+			RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+	setgroups_deny = fd >= 0 && read(fd, buf, sizeof(buf) - 1) > 0 &&
+			 strncmp(buf, "deny", 4) == 0;
 }
 
 /* No magic links: "/proc/self/fd/N" or "/proc/1/cwd" as a working directory could point at
@@ -243,9 +248,9 @@ __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 	 * Raw syscalls: they set this process's ids only (glibc's wrappers would also signal other
 	 * threads, and there are none). A user namespace whose setgroups is "deny" (rootless with a
 	 * single mapping) keeps the groups it was born with; failing every exec there would help no
-	 * one. */
+	 * one (the init read that policy at set-up, see setgroups_deny). */
 	if (syscall(SYS_setgroups, (size_t)u.ngroups, u.groups) < 0 &&
-	    !(errno == EPERM && setgroups_denied()))
+	    !(errno == EPERM && setgroups_deny))
 		child_fail(pipefd, "setup", errno, "setgroups: %s%s", "");
 	snprintf(idbuf, sizeof(idbuf), "%u", u.gid);
 	if (syscall(SYS_setresgid, u.gid, u.gid, u.gid) < 0)

@@ -101,6 +101,13 @@ extern int hostname_fd;
  * confine_prepare keeps them, confine_now applies them (once; later calls do nothing). */
 int confine_prepare(const struct mp_doc *d, struct err *e);
 int confine_now(struct err *e);
+/* child.c: whether the container's user namespace denies setgroups (rootless with a single
+ * mapping), which execs then cannot change their groups in. Read once by the init at the end of
+ * set-up, before any process of the container exists (one with CAP_SYS_ADMIN could mount over
+ * /proc later), and inherited by every exec child. */
+extern bool setgroups_deny;
+void read_setgroups_policy(void);
+
 /* exec.c: starts the process and returns at once: its `started` (or `error`) reply follows when its
  * error pipe says how the start ended (starting_*), never blocking the init meanwhile. */
 int do_exec(struct req *r, struct err *e);

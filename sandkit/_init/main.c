@@ -259,6 +259,7 @@ int main(void)
 		return 1;
 	if (setup() < 0)
 		return 1;
+	read_setgroups_policy();
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || reset_fds() < 0 ||
 	    (sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
 		seterr(&e, errno, "finish setup: %s", strerror(errno));

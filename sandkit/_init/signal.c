@@ -3,10 +3,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,15 +16,18 @@
 #include "exec.h"
 #include "init.h"
 
-/* pid, ppid, pgrp, session of one /proc/<pid>/stat; false for zombies and vanished pids. */
-static bool stat_of(pid_t pid, pid_t out[4])
+/* pid, ppid, pgrp, session of one <pid>/stat of the proc mount procfd, read without leaving
+ * that mount (no symlink, no other mount on the way); false for zombies and vanished pids. */
+static bool stat_of(int procfd, pid_t pid, pid_t out[4])
 {
-	char path[64], buf[1024], *p, state;
+	char path[32], buf[1024], *p, state;
 	autoclose int fd = -1;
 	int n;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "%d/stat", pid);
+	fd = resolve_at(procfd, path, O_RDONLY | O_NOCTTY | O_NONBLOCK, 0,
+			RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+				RESOLVE_NO_XDEV);
 	if (fd < 0)
 		return false;
 	n = (int)read(fd, buf, sizeof(buf) - 1);
@@ -76,11 +81,29 @@ static void mark_tree(struct proc *ps, size_t n, struct proc *p, struct proc **p
 		path[--depth]->mark = mark;
 }
 
-/* The container's live processes but PID 1, as /proc shows them now, in a malloc'd array of *n
- * (NULL: none, or /proc could not be read). */
+/* The container's proc mount, as a directory to read. After pivot_root, "/proc" is the
+ * container's to change: a process with CAP_SYS_ADMIN may have mounted something else there,
+ * with a FIFO for a <pid>/stat (whose open would block the init) or made-up processes. So /proc
+ * is reached without a symlink, opened without blocking, and used only if it is procfs. */
+static DIR *open_proc(void)
+{
+	autoclose int fd = resolve_at(AT_FDCWD, "/proc", O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0,
+				      RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+	struct statfs sf;
+	DIR *dir;
+
+	if (fd < 0 || fstatfs(fd, &sf) < 0 || sf.f_type != PROC_SUPER_MAGIC)
+		return NULL;
+	if ((dir = fdopendir(fd)))
+		fd = -1; /* the DIR has it */
+	return dir;
+}
+
+/* The container's live processes but PID 1, as its proc mount shows them now, in a malloc'd
+ * array of *n (NULL: none, or no proc mount to read). */
 static struct proc *read_procs(size_t *n)
 {
-	autoclosedir DIR *dir = opendir("/proc");
+	autoclosedir DIR *dir = open_proc();
 	autofree struct proc *ps = NULL;
 	struct dirent *de;
 	size_t cap = 0;
@@ -92,7 +115,7 @@ static struct proc *read_procs(size_t *n)
 		char *end;
 		long pid = strtol(de->d_name, &end, 10);
 		pid_t st[4];
-		if (*end || pid <= 1 || !stat_of((pid_t)pid, st))
+		if (*end || pid <= 1 || !stat_of(dirfd(dir), (pid_t)pid, st))
 			continue;
 		if (*n == cap) {
 			void *grown = realloc(ps, (cap = cap ? 2 * cap : 256) * sizeof(*ps));
@@ -116,8 +139,12 @@ static int signal_tree(pid_t root, bool root_alive, int sig)
 	autofree struct proc **path = malloc((n ? n : 1) * sizeof(*path));
 	int hit = 0;
 
-	if (!ps)
-		return 0; /* nothing to signal, or /proc could not be read */
+	if (!ps) {
+		/* Nothing to signal, or no proc mount to read: then the exec's process group (its
+		 * root made one, see child.c) is all the init can still find. */
+		kill(-root, sig);
+		return 0;
+	}
 	if (!path)
 		return -1;
 	qsort(ps, n, sizeof(*ps), by_pid);

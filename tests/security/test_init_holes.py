@@ -6,7 +6,9 @@ regression tests, root and rootless:
 - a rootless spare whose first exec carries its own seccomp profile, never getting the
   container's;
 - a double-forked, setsid process outliving its exec's timeout;
-- a container process that replaces /dev/ptmx, which the init opened to make an exec's pty.
+- a container process that replaces /dev/ptmx, which the init opened to make an exec's pty;
+- a container process with CAP_SYS_ADMIN that mounts over /proc, which the init walks to signal
+  an exec's tree.
 """
 
 from __future__ import annotations
@@ -365,3 +367,57 @@ def test_a_pty_comes_from_the_containers_devpts_whatever_dev_ptmx_is(mode, repla
                                     PTMX_REPLACEMENTS[replacement])
     assert listing[0] in "pl", f"/dev/ptmx was not replaced: {listing}"  # a FIFO, a symlink
     assert code == 0 and output.startswith("/dev/pts/") and "isatty" in output, output
+
+
+# --- a container process that mounts over /proc --------------------------------------------
+
+
+def _tree_kill_under_a_fake_proc(image_dir: str, token: str) -> tuple[bool, bytes]:
+    """A root process with CAP_SYS_ADMIN mounts a tmpfs over /proc, with a FIFO where the init
+    reads a process's stat; then an exec's timeout (a tree kill) must still end it, and the init
+    must go on serving."""
+    from test_attacks import _image
+
+    with sandkit.Container(_image(image_dir), cap_add=["SYS_ADMIN"]) as c:
+        fake = c.exec(["sh", "-c", "mount -t tmpfs none /proc && mkdir /proc/2 && mkfifo /proc/2/stat"],
+                      timeout=10)
+        assert fake.exit_code == 0, fake
+        timed = c.exec(["sleep", token], timeout=1)
+        served = c.exec(["echo", "served"], timeout=5)
+    return timed.timed_out, served.stdout
+
+
+def _kill_the_init_running(token: str) -> None:
+    """SIGKILLs the init whose exec runs `sleep <token>` (its parent), should the test hang."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry / "cmdline").read_bytes() == f"sleep\0{token}\0".encode():
+                status = (entry / "status").read_text()
+                os.kill(int(status.split("PPid:")[1].split()[0]), 9)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_exec_timeout_works_when_proc_is_mounted_over(mode, as_unprivileged, busybox_dir):
+    import threading
+
+    token = str(1_000_000 + time.monotonic_ns() % 1_000_000)
+    box: dict[str, object] = {}
+
+    def run():
+        try:
+            box["value"] = in_mode(mode, as_unprivileged, _tree_kill_under_a_fake_proc, str(busybox_dir), token)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        _kill_the_init_running(token)
+        thread.join(30)
+        pytest.fail("the init stopped serving once /proc was mounted over")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    assert box["value"] == (True, b"served\n")
