@@ -19,16 +19,29 @@ struct track {
 static struct track *tracked;
 static size_t ntracked, captracked;
 
+/* The malloc'd array arr of *cap elements of `size` bytes, with room for `want`: it at least
+ * doubles, so it is reallocated only while the number of execs in flight sets a new high. NULL
+ * (arr untouched) when out of memory. */
+static void *reserve(void *arr, size_t *cap, size_t want, size_t size)
+{
+	size_t n = *cap ? *cap : 8;
+
+	if (want <= *cap)
+		return arr;
+	while (n < want)
+		n *= 2;
+	if ((arr = realloc(arr, n * size)))
+		*cap = n;
+	return arr;
+}
+
 static int track(pid_t pid, int64_t id)
 {
-	if (ntracked == captracked) {
-		size_t cap = captracked ? 2 * captracked : 16;
-		struct track *t = realloc(tracked, cap * sizeof(*t));
-		if (!t)
-			return -1;
-		tracked = t;
-		captracked = cap;
-	}
+	struct track *grown = reserve(tracked, &captracked, ntracked + 1, sizeof(*grown));
+
+	if (!grown)
+		return -1;
+	tracked = grown;
 	tracked[ntracked++] = (struct track){ pid, id };
 	return 0;
 }
@@ -59,14 +72,11 @@ static size_t nstarting, capstarting;
 
 int starting_add(const struct starting *st)
 {
-	if (nstarting == capstarting) {
-		size_t cap = capstarting ? 2 * capstarting : 8;
-		struct starting *grown = realloc(starting, cap * sizeof(*grown));
-		if (!grown)
-			return -1;
-		starting = grown;
-		capstarting = cap;
-	}
+	struct starting *grown = reserve(starting, &capstarting, nstarting + 1, sizeof(*grown));
+
+	if (!grown)
+		return -1;
+	starting = grown;
 	starting[nstarting++] = *st;
 	return 0;
 }
