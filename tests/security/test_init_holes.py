@@ -5,7 +5,10 @@ regression tests, root and rootless:
 - a container process that stops the exec child before its execve, freezing PID 1;
 - a rootless spare whose first exec carries its own seccomp profile, never getting the
   container's;
-- a double-forked, setsid process outliving its exec's timeout.
+- a double-forked, setsid process outliving its exec's timeout;
+- a container process that replaces /dev/ptmx, which the init opened to make an exec's pty;
+- a container process with CAP_SYS_ADMIN that mounts over /proc, which the init walks to signal
+  an exec's tree.
 """
 
 from __future__ import annotations
@@ -331,3 +334,90 @@ def test_an_exec_timeout_ends_what_escaped_its_session(mode, as_unprivileged, bu
     timed_out, left = in_mode(mode, as_unprivileged, _escape_the_timeout, str(busybox_dir))
     assert timed_out
     assert not left, f"processes the command started outlived its timeout:\n{left}"
+
+
+# --- a container process that replaces /dev/ptmx ---------------------------------------------
+
+# /dev is the container's tmpfs: its root may replace the ptmx symlink by anything.
+PTMX_REPLACEMENTS = {
+    "fifo": "rm /dev/ptmx && mkfifo /dev/ptmx",
+    "symlink to a file": "ln -sfn /etc/passwd /dev/ptmx",
+}
+
+
+def _pty_after_ptmx_replaced(image_dir: str, replace: str) -> tuple[str, int, str]:
+    """A root process of the container replaces /dev/ptmx, then the host asks for a pty: what
+    /dev/ptmx was, and the exit code and output of a command on the pty."""
+    from test_attacks import _image
+
+    with sandkit.Container(_image(image_dir)) as c:
+        replaced = c.exec(["sh", "-c", f"{replace} && ls -l /dev/ptmx"], timeout=10)
+        assert replaced.exit_code == 0, replaced
+        with c.spawn(["sh", "-c", "tty; test -t 0 && echo isatty"], tty=True) as p:
+            output = b"".join(p.stdout)
+            code = p.wait()
+        return replaced.stdout.decode(), code, output.decode().replace("\r", "")
+
+
+@pytest.mark.parametrize("replacement", PTMX_REPLACEMENTS)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_pty_comes_from_the_containers_devpts_whatever_dev_ptmx_is(mode, replacement, as_unprivileged,
+                                                                     busybox_dir):
+    listing, code, output = in_mode(mode, as_unprivileged, _pty_after_ptmx_replaced, str(busybox_dir),
+                                    PTMX_REPLACEMENTS[replacement])
+    assert listing[0] in "pl", f"/dev/ptmx was not replaced: {listing}"  # a FIFO, a symlink
+    assert code == 0 and output.startswith("/dev/pts/") and "isatty" in output, output
+
+
+# --- a container process that mounts over /proc --------------------------------------------
+
+
+def _tree_kill_under_a_fake_proc(image_dir: str, token: str) -> tuple[bool, bytes]:
+    """A root process with CAP_SYS_ADMIN mounts a tmpfs over /proc, with a FIFO where the init
+    reads a process's stat; then an exec's timeout (a tree kill) must still end it, and the init
+    must go on serving."""
+    from test_attacks import _image
+
+    with sandkit.Container(_image(image_dir), cap_add=["SYS_ADMIN"]) as c:
+        fake = c.exec(["sh", "-c", "mount -t tmpfs none /proc && mkdir /proc/2 && mkfifo /proc/2/stat"],
+                      timeout=10)
+        assert fake.exit_code == 0, fake
+        timed = c.exec(["sleep", token], timeout=1)
+        served = c.exec(["echo", "served"], timeout=5)
+    return timed.timed_out, served.stdout
+
+
+def _kill_the_init_running(token: str) -> None:
+    """SIGKILLs the init whose exec runs `sleep <token>` (its parent), should the test hang."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry / "cmdline").read_bytes() == f"sleep\0{token}\0".encode():
+                status = (entry / "status").read_text()
+                os.kill(int(status.split("PPid:")[1].split()[0]), 9)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_exec_timeout_works_when_proc_is_mounted_over(mode, as_unprivileged, busybox_dir):
+    import threading
+
+    token = str(1_000_000 + time.monotonic_ns() % 1_000_000)
+    box: dict[str, object] = {}
+
+    def run():
+        try:
+            box["value"] = in_mode(mode, as_unprivileged, _tree_kill_under_a_fake_proc, str(busybox_dir), token)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        _kill_the_init_running(token)
+        thread.join(30)
+        pytest.fail("the init stopped serving once /proc was mounted over")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    assert box["value"] == (True, b"served\n")
