@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sandkit.images.cli_commands import add_image_commands
+from sandkit.cli.image_commands import add_image_commands
 
 from .conftest import oci_layout, tar_bytes
 

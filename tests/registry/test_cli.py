@@ -7,8 +7,8 @@ import io
 import json
 from pathlib import Path
 
+from sandkit.cli.registry_commands import add_registry_commands
 from sandkit.images.image import Image
-from sandkit.images.registry_cli import add_registry_commands
 from sandkit.images.store import Store
 
 from .server import PASSWORD, USER, Registry, make_registry

@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 from ..errors import ImageError
-from . import archive
-from .image import Image
-from .reference import parse
-from .store import Store
+from ..images import archive
+from ..images.image import Image
+from ..images.reference import parse
+from ..images.store import Store
 
 
 def add_image_commands(subparsers: Any) -> None:
