@@ -16,6 +16,7 @@ import anyio
 import attrs
 
 from .. import errors
+from ..home import sandkit_home, scratch_mountpoint
 from ..images.image import Image
 from ..ipc import (
     Error,
@@ -38,7 +39,6 @@ from ..security import seccomp as seccomp_profiles
 from . import environment, plan, prespawn
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
-from .home import sandkit_home, scratch_mountpoint
 from .mounts import Mount
 from .outcomes import (
     CapturedOutput,

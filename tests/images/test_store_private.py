@@ -22,7 +22,7 @@ from conftest import unprivileged_ids
 from sandkit.errors import HostUnsupportedError
 from sandkit.images.image import Image
 from sandkit.images.store import Store
-from sandkit.runtime.home import scratch_mountpoint
+from sandkit.home import scratch_mountpoint
 
 from .conftest import oci_layout, tar_bytes
 
