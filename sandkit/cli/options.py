@@ -11,8 +11,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from .. import errors
-from ..runtime.cgroups import parse_size
 from ..runtime.mounts import Mount
+from ..sizes import parse_size
 
 
 class UsageError(errors.SandkitError):
