@@ -1,5 +1,5 @@
-"""Image and registry commands, written in `sandkit.images`; here they are wired in, and
-`inspect` learns containers (as `docker inspect` takes either)."""
+"""Image and registry commands (image_commands.py, registry_commands.py) are wired in here,
+and `inspect` learns containers (as `docker inspect` takes either)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CLI pieces for registries; the lead's sandkit/cli.py calls add_registry_commands().
+"""The registry commands; cli/images.py adds them to the parser (add_registry_commands()).
 
     sandkit pull [-q] [--platform os/arch] [--insecure] [--ca-file PEM] NAME[:TAG|@DIGEST]
     sandkit push [-q] [--insecure] [--ca-file PEM] [--chunk-size BYTES] NAME[:TAG] [DEST]

@@ -1,4 +1,4 @@
-"""The image CLI commands, driven through argparse as the lead's cli.py will."""
+"""The image CLI commands, driven through argparse as cli/images.py wires them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`sandkit pull/push/login/logout` pieces, wired into a parser the way cli.py will."""
+"""`sandkit pull/push/login/logout`, wired into a parser the way cli/images.py does."""
 
 from __future__ import annotations
 
