@@ -26,7 +26,7 @@ from sandkit.home import scratch_mountpoint
 
 from .conftest import oci_layout, tar_bytes
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user")
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user")]
 
 SECRET = b"root-only-secret-4c1d"
 

@@ -21,6 +21,8 @@ from sandkit.images.store import Store
 from .conftest import assert_clean, make_image, random_bytes
 from .server import PASSWORD, USER, Registry, make_registry
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module", params=["basic", "token"])
 def auth_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):

@@ -22,7 +22,7 @@ import sandkit
 from sandkit.runtime import prespawn
 from sandkit.home import sandkit_home, scratch_mountpoint
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates")
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates")]
 
 
 @pytest.fixture(autouse=True)
