@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, Self
 from . import _portal
 from .images.image import Image
 from .runtime.cgroups import CgroupStats
-from .runtime.container import DEFAULT_MAX_READ, AsyncContainer
+from .runtime.container import DEFAULT_MAX_READ, AsyncContainer, exec_on_this_thread
 from .runtime.mounts import Mount
 from .runtime.process import AsyncInput, AsyncProcess, wait_ready
 from .runtime.results import ExecResult
@@ -85,7 +85,7 @@ class Container:
                        max_output=max_output, seccomp=seccomp)
         if not _portal.on_loop_thread():
             # Mostly done right here, blocking this thread: two thread hand-offs fewer.
-            result = self._core._exec_on_this_thread(argv, **options)
+            result = exec_on_this_thread(self._core, argv, **options)
             if result is not None:
                 return result
         return _portal.run(functools.partial(self._core.exec, argv, **options))
@@ -120,7 +120,10 @@ class Container:
     def open_file(self, path: str) -> BinaryIO:
         """Open a file of the container for reading (binary), to stream one of any size:
         ``with c.open_file(p) as f: shutil.copyfileobj(f, dst)``."""
-        return _portal.run(self._core._open_for_reading, path)
+        async def open_() -> BinaryIO:
+            return (await self._core.open_file(path)).wrapped
+
+        return _portal.run(open_)
 
     def listdir(self, path: str = "/") -> list[str]:
         return _portal.run(self._core.listdir, path)

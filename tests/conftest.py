@@ -33,6 +33,17 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_home, ignore_errors=True)
 
 
+# Fixtures that only root can provide (a second user, a cgroup2 mount, the host's v1 cgroups):
+# a test that uses one needs root, wherever it is (pyproject.toml registers the markers).
+_ROOT_FIXTURES = {"as_unprivileged", "cgroup2_mount", "v1host"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.root)
+
+
 @pytest.fixture(scope="session")
 def busybox_dir(tmp_path_factory) -> Path:
     root = make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")

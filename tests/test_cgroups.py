@@ -20,9 +20,10 @@ import pytest
 
 from sandkit.errors import CgroupError, HostUnsupportedError, LimitsError
 from sandkit.runtime import cgroups
-from sandkit.runtime.cgroups import ContainerCgroup, Limits, _fs, detect, parse_size
+from sandkit.runtime.cgroups import ContainerCgroup, Limits, _fs, detect
 from sandkit.runtime.cgroups.base import HostDirs
 from sandkit.runtime.cgroups.detect import CgroupHost
+from sandkit.sizes import parse_size
 
 MiB = 1 << 20
 TEST_NAME = f"sandkit-test-{os.getpid()}"

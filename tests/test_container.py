@@ -17,7 +17,7 @@ import pytest
 import sandkit
 from sandkit import errors
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leaks")]
 
 
 def sh(container, script, **kwargs):

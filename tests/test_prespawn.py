@@ -10,6 +10,8 @@ import pytest
 import sandkit
 from sandkit.runtime import prespawn
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def prespawning(monkeypatch):

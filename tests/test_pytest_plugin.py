@@ -1,6 +1,9 @@
 """The pytest fixtures sandkit installs, used by a test suite of their own."""
 
+import pytest
+
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.slow
 
 
 def test_the_fixtures_start_and_stop_containers(pytester, busybox_dir):

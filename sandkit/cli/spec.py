@@ -12,11 +12,11 @@ from typing import Any
 
 import attrs
 
+from ..aio import AsyncContainer
 from ..images.config import ImageConfig, resolve_command
 from ..images.image import Image
-from ..runtime.container import AsyncContainer
-from ..runtime.mounts import Mount
 from . import options
+from ._runtime import Mount
 
 HOST_IMAGE = "host"
 

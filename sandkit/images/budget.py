@@ -52,7 +52,7 @@ def _size(value: int | str | None, env: str) -> int | None:
     if value is None:
         return None
     from ..errors import LimitsError
-    from ..runtime.cgroups.limits import parse_size
+    from ..sizes import parse_size
 
     try:
         return parse_size(value)

@@ -63,7 +63,7 @@ from typing import Any, BinaryIO
 import attrs
 
 from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
-from ..runtime.home import private_home, private_subdir, sandkit_home
+from ..home import private_home, private_subdir, sandkit_home
 from . import reference
 from .budget import ChargedWriter, DiskBudget, StoreLimits, check_layer_count
 from .digest import HashingReader, check_digest, drain, hex_of, mismatch, sha256_bytes, verify_bytes
@@ -149,7 +149,7 @@ class Store:
                 f"SANDKIT_HOME {str(self.home)!r} contains ':' or ',', which overlayfs cannot take "
                 "in layer paths: choose another directory"
             )
-        # Private to its owner, checked at every open (see runtime/home.py for why).
+        # Private to its owner, checked at every open (see sandkit/home.py for why).
         private_home(self.home)
         for sub in ("blobs/sha256", "layers", "images", "tmp", "locks", "leases"):
             private_subdir(self.home, sub)

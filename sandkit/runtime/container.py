@@ -16,6 +16,7 @@ import anyio
 import attrs
 
 from .. import errors
+from ..home import sandkit_home, scratch_mountpoint
 from ..images.image import Image
 from ..ipc import (
     Error,
@@ -38,7 +39,6 @@ from ..security import seccomp as seccomp_profiles
 from . import environment, plan, prespawn
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
-from .home import sandkit_home, scratch_mountpoint
 from .mounts import Mount
 from .outcomes import (
     CapturedOutput,
@@ -438,14 +438,15 @@ class AsyncContainer:
             set_nonblocking(master)
             return AsyncProcess(self, request.id, reply.pid, tuple(argv),
                                 stdin=AsyncInput(master, owns_fd=False), stdout=AsyncOutput(master),
-                                stderr=None, tty=True)
+                                stderr=None, tty=True, link=ProcessLink(self))
         for fd in host_fds:
             set_nonblocking(fd)
         stdin_fd = host_fds[0] if len(host_fds) == 3 else None
         out_fd, err_fd = host_fds[-2:]
         return AsyncProcess(self, request.id, reply.pid, tuple(argv),
                             stdin=AsyncInput(stdin_fd) if stdin_fd is not None else None,
-                            stdout=AsyncOutput(out_fd), stderr=AsyncOutput(err_fd))
+                            stdout=AsyncOutput(out_fd), stderr=AsyncOutput(err_fd),
+                            link=ProcessLink(self))
 
     def _exec_request(
         self,
@@ -545,31 +546,6 @@ class AsyncContainer:
                 )
             return limit
         return DEFAULT_MAX_OUTPUT
-
-    def _exec_on_this_thread(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        timeout: float | None = None,
-        check: bool = False,
-        max_output: int | None = None,
-        **options: Any,
-    ) -> ExecResult | None:
-        """`exec` for the sync API, done on the caller's thread with blocking I/O: no hand-off
-        to the loop thread and back. None when it cannot be done so (large input, or the loop is
-        reading this container's socket for another caller): then use `exec`."""
-        started = time.monotonic()
-        if input is not None and len(input) > _INLINE_INPUT:
-            return None
-        channel = self._live_channel()
-        limit = self._output_limit(max_output)
-        with channel.thread_reader() as mine:
-            if not mine:
-                return None
-            flow = self._captured_exec(argv, input, limit, timeout, **options)
-            outcome = self._drive_blocking(channel, flow)
-        return finished(outcome, argv, timeout, check, started)
 
     def _captured_exec(
         self, argv: Sequence[str], input: bytes | None, limit: int | None, timeout: float | None,
@@ -758,7 +734,7 @@ class AsyncContainer:
             raise errors.ProtocolError(f"expected 'pong', got {reply!r}")
         return time.perf_counter() - started
 
-    # -- plumbing used by AsyncProcess ------------------------------------------------------
+    # -- plumbing (also used by the internal interface at the end of this module) ------------
 
     async def _request(self, channel: ControlChannel, request: Open | Ping | Signal) -> tuple[Reply, list[int]]:
         """Send a request that has exactly one reply, and wait for it."""
@@ -781,24 +757,6 @@ class AsyncContainer:
                 "the container was stopped while this process was running"
             ) from None
 
-    async def _wait_exit(self, exec_id: int) -> Exit:
-        channel = self._live_channel()
-        reply, _ = await self._reply_or_stopped(channel, exec_id)
-        channel.forget(exec_id)
-        if not isinstance(reply, Exit):
-            raise errors.ProtocolError(f"expected 'exit', got {reply!r}")
-        return reply
-
-    async def _signal(self, exec_id: int, sig: int, *, tree: bool) -> None:
-        channel = self._live_channel()
-        request = Signal(id=channel.protocol.next_id(), target=exec_id, sig=sig, tree=tree)
-        reply, _ = await self._request(channel, request)
-        if isinstance(reply, Error):
-            raise errors.ContainerError(f"could not signal the process: {reply.msg}")
-
-    def _channel_dead(self) -> bool:
-        return self._channel is None or self._channel.dead
-
     def _live_channel(self) -> ControlChannel:
         if self._channel is None or self._stopped:
             state = "has been stopped" if self._stopped else "is not started"
@@ -812,3 +770,64 @@ class AsyncContainer:
                 "its processes are gone; start a new container"
             )
         return self._channel
+
+
+# -- the internal interface of this module --------------------------------------------------
+# What the sync API (api.py) and `AsyncProcess` (process.py) need of a container beyond its
+# public methods. Not public API: named here so that no private name crosses a module and
+# `AsyncContainer` shows its users only what they may call.
+
+
+def exec_on_this_thread(
+    container: AsyncContainer,
+    argv: Sequence[str],
+    *,
+    input: bytes | None = None,
+    timeout: float | None = None,
+    check: bool = False,
+    max_output: int | None = None,
+    **options: Any,
+) -> ExecResult | None:
+    """`exec` for the sync API, done on the caller's thread with blocking I/O: no hand-off
+    to the loop thread and back. None when it cannot be done so (large input, or the loop is
+    reading this container's socket for another caller): then use `exec`."""
+    started = time.monotonic()
+    if input is not None and len(input) > _INLINE_INPUT:
+        return None
+    channel = container._live_channel()
+    limit = container._output_limit(max_output)
+    with channel.thread_reader() as mine:
+        if not mine:
+            return None
+        flow = container._captured_exec(argv, input, limit, timeout, **options)
+        outcome = container._drive_blocking(channel, flow)
+    return finished(outcome, argv, timeout, check, started)
+
+
+@attrs.frozen
+class ProcessLink:
+    """What an `AsyncProcess` asks of the container that started it: its exit, signals, and
+    whether the container's socket is gone."""
+
+    container: AsyncContainer
+
+    async def wait_exit(self, exec_id: int) -> Exit:
+        """The exec's exit event; ContainerNotRunningError if the container is stopped first."""
+        channel = self.container._live_channel()
+        reply, _ = await self.container._reply_or_stopped(channel, exec_id)
+        channel.forget(exec_id)
+        if not isinstance(reply, Exit):
+            raise errors.ProtocolError(f"expected 'exit', got {reply!r}")
+        return reply
+
+    async def signal(self, exec_id: int, sig: int, *, tree: bool) -> None:
+        """Send ``sig`` to the exec's process, or with ``tree`` to everything it started too."""
+        channel = self.container._live_channel()
+        request = Signal(id=channel.protocol.next_id(), target=exec_id, sig=sig, tree=tree)
+        reply, _ = await self.container._request(channel, request)
+        if isinstance(reply, Error):
+            raise errors.ContainerError(f"could not signal the process: {reply.msg}")
+
+    def channel_dead(self) -> bool:
+        channel = self.container._channel
+        return channel is None or channel.dead

@@ -17,7 +17,7 @@ from ..ipc import Exit
 
 if TYPE_CHECKING:
     from .cgroups import ExecCgroup, ExecUsage
-    from .container import AsyncContainer
+    from .container import AsyncContainer, ProcessLink
 
 
 def wait_ready(fd: int, *, write: bool = False, timeout: float | None = None) -> bool:
@@ -132,6 +132,8 @@ class AsyncProcess:
     exit: Exit | None = None
     accounting: ExecCgroup | None = None
     usage: ExecUsage | None = None
+    # how it reaches its container (the internal interface of runtime/container.py)
+    link: ProcessLink = attrs.field(kw_only=True, repr=False)
 
     @property
     def returncode(self) -> int | None:
@@ -144,7 +146,7 @@ class AsyncProcess:
     async def wait(self) -> int:
         """Wait for the process (not its output) to end."""
         if self.exit is None:
-            self.exit = await self.container._wait_exit(self.exec_id)
+            self.exit = await self.link.wait_exit(self.exec_id)
             if self.accounting is not None:
                 self.usage = self.accounting.finish()
                 self.accounting = None
@@ -154,12 +156,12 @@ class AsyncProcess:
 
     async def send_signal(self, sig: int) -> None:
         if self.exit is None:
-            await self.container._signal(self.exec_id, sig, tree=False)
+            await self.link.signal(self.exec_id, sig, tree=False)
 
     async def kill(self, sig: int = signals.SIGKILL) -> None:
         """Signal the process and everything it started."""
         if self.exit is None:
-            await self.container._signal(self.exec_id, sig, tree=True)
+            await self.link.signal(self.exec_id, sig, tree=True)
 
     def close(self) -> None:
         """Close the host's ends of the stdio pipes."""
@@ -175,7 +177,7 @@ class AsyncProcess:
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
-            if self.exit is None and not self.container._channel_dead():
+            if self.exit is None and not self.link.channel_dead():
                 await self.kill()
                 await self.wait()
         finally:

@@ -21,6 +21,8 @@ import pytest
 
 from .conftest import sandkit
 
+pytestmark = pytest.mark.slow
+
 IMAGE = "sandkit-parity/busybox:1"
 EP_IMAGE = "sandkit-parity/entrypoint:1"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -10,6 +10,8 @@ import pytest
 
 from .conftest import sandkit, sandkit_env
 
+pytestmark = pytest.mark.slow
+
 PROMPT = "# "
 
 

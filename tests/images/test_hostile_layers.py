@@ -128,6 +128,7 @@ def test_overlay_xattrs_from_layer_are_never_applied(tmp_path):
     assert "trusted.overlay.redirect" not in os.listxattr(root / "d")
 
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="devices need root")
 def test_devices_as_root(tmp_path):
     root = apply(tmp_path, [("null", "chr", (1, 3), {"mode": 0o666}), ("fifo", "fifo", None)])

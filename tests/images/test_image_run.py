@@ -17,6 +17,8 @@ from sandkit.images import Image
 from .conftest import oci_layout, tar_bytes
 from .test_overlay_view import EXPECTED, LAYERS
 
+pytestmark = pytest.mark.slow
+
 sandkit = pytest.importorskip("sandkit")
 if not hasattr(sandkit, "Container"):
     pytest.skip("the runtime (sandkit.Container) has not landed yet", allow_module_level=True)

@@ -44,7 +44,8 @@ def _reading_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "sandkit-readahead"]
 
 
-@pytest.mark.parametrize("size", [7, (64 << 10) + 1, CHUNK + 3])
+# (7 bytes takes a second or two per switch: slow)
+@pytest.mark.parametrize("size", [pytest.param(7, marks=pytest.mark.slow), (64 << 10) + 1, CHUNK + 3])
 @pytest.mark.parametrize("switch", [None, 1, 4], ids=["never", "at-once", "later"])
 def test_every_byte_in_order_whether_and_whenever_it_reads_ahead(size: int, switch: int | None) -> None:
     policy = (lambda: False) if switch is None else _after(switch)

@@ -21,6 +21,8 @@ from sandkit.images.store import Store
 from .conftest import assert_clean, make_image, random_bytes
 from .server import PASSWORD, USER, Registry, make_registry
 
+pytestmark = pytest.mark.slow
+
 
 def test_wrong_password(auth_registry: Registry, busybox: Image, other_store: Store) -> None:
     busybox.push(auth_registry.ref("auth/app:1"), auth=(USER, PASSWORD))

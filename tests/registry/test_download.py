@@ -20,6 +20,8 @@ from sandkit.images.store import Store
 from .conftest import assert_clean, make_image, random_bytes
 from .server import Registry
 
+pytestmark = pytest.mark.slow
+
 
 def _read_blob(host: str, digest: str, size: int, buffer_size: int, *, again_after_error: bool = False,
                ) -> tuple[bytes, list[str]]:

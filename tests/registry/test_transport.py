@@ -19,6 +19,8 @@ from sandkit.images.registry.transport import READ_SIZE, LargeReadBackend, Large
 from .conftest import random_bytes
 from .server import write_tls
 
+pytestmark = pytest.mark.slow  # a TLS server per test
+
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:

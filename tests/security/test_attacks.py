@@ -32,7 +32,7 @@ from sandkit.security.capabilities import DOCKER_DEFAULT_MASK
 ATTACKS = Path(__file__).parent / "attacks"
 MODES = ["root", "rootless"]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attack suite runs as root (it covers rootless mode as a user it creates)")
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the attack suite runs as root (it covers rootless mode as a user it creates)")]
 
 
 # --- fixtures --------------------------------------------------------------------------------

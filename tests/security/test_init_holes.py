@@ -23,9 +23,9 @@ from test_attacks import MODES, _open_to_others, attack_bin, in_mode  # noqa: F4
 
 import sandkit
 from sandkit.runtime import prespawn
-from sandkit.runtime.home import scratch_mountpoint, sandkit_home
+from sandkit.home import sandkit_home, scratch_mountpoint
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates")
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates")]
 
 
 @pytest.fixture(autouse=True)
