@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 import attrs
 
 from ..images.config import ImageConfig, resolve_command
 from ..images.image import Image
-from ..runtime.container import AsyncContainer
+from ..runtime.container import AsyncContainer, resolve_image
 from ..runtime.mounts import Mount
+from ..runtime.plan import HOST_IMAGE
 from . import options
-
-HOST_IMAGE = "host"
 
 
 @attrs.define
@@ -91,11 +91,10 @@ class RunSpec:
 
     def resolve_image(self) -> Image | str:
         """'host', a directory holding a root filesystem, or an image in the local store."""
-        if self.image == HOST_IMAGE:
-            return HOST_IMAGE
-        if self.image.startswith(("/", ".")) or os.path.isdir(self.image):
-            return Image.from_directory(self.image)
-        return Image.get(self.image)
+        image = self.image
+        if image != HOST_IMAGE and (image.startswith(("/", ".")) or os.path.isdir(image)):
+            return resolve_image(Path(image))
+        return resolve_image(image)
 
     def argv(self, image: Image | str) -> list[str]:
         """The command per Docker's ENTRYPOINT/CMD rules (see `resolve_command`)."""

@@ -7,7 +7,6 @@ import math
 import os
 import secrets
 import signal as signals
-import socket
 import time
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any, BinaryIO, Self
@@ -26,16 +25,16 @@ from ..ipc import (
     Opened,
     Ping,
     Pong,
-    Ready,
     Reply,
     Setup,
     Signal,
     Started,
+    encode,
 )
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
-from . import environment, plan, prespawn
+from . import environment, plan, prespawn, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .home import sandkit_home, scratch_mountpoint
@@ -48,14 +47,12 @@ from .outcomes import (
     exec_failure,
     file_error,
     finished,
-    start_failure,
 )
 from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking
 from .resources import ResourcePlan, Resources
 from .results import ExecResult
-from .spawn import SpawnedInit, spawn_init
+from .spawn import SpawnedInit
 
-_START_TIMEOUT = 30.0
 # How long a start waits for a spare container that is being made (20 x 0.2 ms).
 _SPARE_POLLS = 20
 _SPARE_POLL_INTERVAL = 0.0002
@@ -116,17 +113,14 @@ def _check_size(path: str, size: int, max_size: int) -> None:
         )
 
 
-def _resolve_image(image: Image | str) -> Image | str:
-    if isinstance(image, Image) or image == plan.HOST_IMAGE:
-        return image
+def resolve_image(image: Image | str | os.PathLike[str]) -> Image | str:
+    """What a container runs: "host" (see `plan.HOST_IMAGE`), an `Image`, a directory holding a
+    root filesystem (an `os.PathLike`), or an image in the local store by reference."""
     if isinstance(image, os.PathLike):
         return Image.from_directory(image)
-    getter = getattr(Image, "get", None)
-    if getter is None:
-        raise errors.ImageNotFoundError(
-            f"image {image!r} is unknown: use 'host', or sandkit.Image.from_directory(path)"
-        )
-    return getter(image)
+    if isinstance(image, Image) or image == plan.HOST_IMAGE:
+        return image
+    return Image.get(image)
 
 
 @attrs.define(eq=False)
@@ -205,7 +199,7 @@ class AsyncContainer:
         if self._channel is not None or self._stopped:
             raise errors.ContainerError("this container was already started; make a new one")
         try:
-            self._resolved = _resolve_image(self.image)
+            self._resolved = resolve_image(self.image)
             if isinstance(self._resolved, Image) and self._resolved.id:
                 # A shared lock on the image for the container's life: `image.remove()` refuses
                 # to delete layers a running container has mounted, in any process.
@@ -220,15 +214,8 @@ class AsyncContainer:
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         except BaseException as exc:
             await self._teardown(kill=True)
-            if isinstance(exc, errors.ContainerDiedError):
-                raise errors.ContainerStartError(
-                    "the container's init exited during set-up without saying why: "
-                    "run `sandkit doctor` to check what this host supports"
-                ) from None
-            if isinstance(exc, TimeoutError):
-                raise errors.ContainerStartError(
-                    f"the container did not finish set-up within {_START_TIMEOUT:.0f} s"
-                ) from None
+            if isinstance(exc, errors.ContainerDiedError):  # a spare that died, taken
+                raise startup.init_exited() from None
             raise
         return self
 
@@ -263,7 +250,7 @@ class AsyncContainer:
             return False
         self._init = spare.init
         self._resources = plan.resources(spare.cgroup)
-        self._channel = ControlChannel(spare.control)
+        self._channel = spare.channel
         # Not waited for: the init serves requests in order, so whatever comes next sees the
         # name, and a name checked here (see _check_hostname) cannot fail there.
         rename = Hostname(id=self._channel.protocol.next_id(), name=setup.hostname)
@@ -273,27 +260,11 @@ class AsyncContainer:
 
     async def _start_fresh(self, setup: Setup) -> None:
         assert self._resources is not None
-        host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        with init_end:
-            try:
-                self._init = spawn_init(
-                    init_end,
-                    user_namespace=self.rootless,
-                    network=self.network == "none",
-                    **self._resources.spawn_options(),
-                )
-            except BaseException:
-                host_end.close()
-                raise
-        self._channel = ControlChannel(host_end)
-        self._channel.send(setup)
-        with anyio.fail_after(_START_TIMEOUT):
-            reply, _ = await self._channel.reply(0)
-        self._channel.forget(0)
-        if isinstance(reply, Error):
-            raise errors.ContainerStartError(start_failure(reply, self.rootless))
-        if not isinstance(reply, Ready):
-            raise errors.ProtocolError(f"expected 'ready' from the init, got {reply!r}")
+        self._init, self._channel = startup.spawn_with_setup(
+            encode(setup), user_namespace=self.rootless, network=self.network == "none",
+            cgroup=self._resources.cgroup,
+        )
+        await startup.await_ready(self._channel, rootless=self.rootless)
 
     def _setup_message(self, image: Image | str) -> Setup:
         disk_size = parse_size(self.disk_size) if self.disk_size is not None else default_disk_size()
