@@ -9,7 +9,7 @@ import secrets
 import signal as signals
 import time
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, BinaryIO, Self
+from typing import Any, BinaryIO, Self, Unpack
 
 import anyio
 import attrs
@@ -39,6 +39,7 @@ from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .home import sandkit_home, scratch_mountpoint
 from .mounts import Mount
+from .options import ContainerOptions, check_option_names
 from .outcomes import (
     CapturedOutput,
     CapturedReplies,
@@ -123,40 +124,22 @@ def resolve_image(image: Image | str | os.PathLike[str]) -> Image | str:
     return Image.get(image)
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, init=False)
 class AsyncContainer:
     """An isolated container made from an image; use ``async with``, or `start()` and `stop()`.
+
+    ``image`` is "host" (the host's own programs, read-only, over a fresh writable layer), an
+    `Image`, a directory (an `os.PathLike`) holding a root filesystem, or a reference to an image
+    in the local store; ``options`` are `ContainerOptions`.
 
     Works under trio and asyncio (through anyio). Nothing of it outlives the host process: the
     init inside kills everything and exits as soon as the host's end of its socket closes.
     """
 
-    image: Image | str = "host"
-    env: Mapping[str, str] | None = attrs.field(default=None, kw_only=True)
-    workdir: str | None = attrs.field(default=None, kw_only=True)
-    user: str | None = attrs.field(default=None, kw_only=True)
-    hostname: str | None = attrs.field(default=None, kw_only=True)
-    mounts: Sequence[Mount | str] = attrs.field(default=(), kw_only=True)
-    read_only: bool = attrs.field(default=False, kw_only=True)
-    network: str = attrs.field(default="none", kw_only=True)
-    # limits (see `Limits`; sizes take ints or "256m"-style strings)
-    memory: int | str | None = attrs.field(default=None, kw_only=True)
-    memory_swap: int | str | None = attrs.field(default=None, kw_only=True)
-    cpus: float | None = attrs.field(default=None, kw_only=True)
-    cpu_shares: int | None = attrs.field(default=None, kw_only=True)
-    pids_limit: int | None = attrs.field(default=None, kw_only=True)
-    disk_size: int | str | None = attrs.field(default=None, kw_only=True)
-    disk_inodes: int | None = attrs.field(default=None, kw_only=True)
-    rlimits: Mapping[str, int | tuple[int, int]] | None = attrs.field(default=None, kw_only=True)
-    lifetime: float | None = attrs.field(default=None, kw_only=True)
-    max_output: int | None = attrs.field(default=DEFAULT_MAX_OUTPUT, kw_only=True)
-    accounting: bool = attrs.field(default=False, kw_only=True)
-    # security
-    cap_add: Sequence[str] = attrs.field(default=(), kw_only=True)
-    cap_drop: Sequence[str] = attrs.field(default=(), kw_only=True)
-    seccomp: seccomp_profiles.SeccompSpec = attrs.field(default="default", kw_only=True)
-
-    id: str = attrs.field(factory=lambda: secrets.token_hex(32), init=False)
+    image: Image | str | os.PathLike[str]
+    options: ContainerOptions
+    hostname: str
+    id: str
     _resolved: Image | str | None = attrs.field(default=None, init=False)
     _resources: Resources | None = attrs.field(default=None, init=False)
     _caps: int = attrs.field(default=0, init=False)
@@ -169,21 +152,37 @@ class AsyncContainer:
     _lease: contextlib.AbstractContextManager[Any] | None = attrs.field(default=None, init=False)
     _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
 
-    def __attrs_post_init__(self) -> None:
-        if self.network not in ("none", "host"):
+    def __init__(
+        self, image: Image | str | os.PathLike[str] = "host", **options: Unpack[ContainerOptions]
+    ) -> None:
+        check_option_names(options)
+        container_id = secrets.token_hex(32)
+        hostname = options.get("hostname")
+        self.__attrs_init__(image, options, container_id[:12] if hostname is None else hostname,
+                            container_id)
+        if self._network not in ("none", "host"):
             raise errors.ContainerError(
-                f"network={self.network!r} is not supported: use 'none' (loopback only, the "
+                f"network={self._network!r} is not supported: use 'none' (loopback only, the "
                 "default) or 'host' (shares the host's network, not isolated)"
             )
-        if self.hostname is None:
-            self.hostname = self.id[:12]
         _check_hostname(self.hostname)
-        self._output_limit(self.max_output)
+        self._output_limit(None)
         # Checked here, so that bad limits or security options fail before anything is made.
-        self._limits = Limits(memory=self.memory, memory_swap=self.memory_swap, cpus=self.cpus,
-                              cpu_shares=self.cpu_shares, pids=self.pids_limit)
-        self._caps = capabilities.resolve_caps(self.cap_add, self.cap_drop)
-        self._seccomp_program = seccomp_profiles.resolve_seccomp(self.seccomp, self._caps)
+        self._limits = Limits(memory=options.get("memory"), memory_swap=options.get("memory_swap"),
+                              cpus=options.get("cpus"), cpu_shares=options.get("cpu_shares"),
+                              pids=options.get("pids_limit"))
+        self._caps = capabilities.resolve_caps(options.get("cap_add", ()), options.get("cap_drop", ()))
+        self._seccomp_program = seccomp_profiles.resolve_seccomp(options.get("seccomp", "default"),
+                                                                 self._caps)
+
+    @property
+    def _network(self) -> str:
+        return self.options.get("network", "none")
+
+    @property
+    def _own_network(self) -> bool:
+        """Whether the container gets a network namespace of its own (loopback only)."""
+        return self._network == "none"
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -206,8 +205,8 @@ class AsyncContainer:
                 self._lease = self._resolved.lease()
                 self._lease.__enter__()
             setup = self._setup_message(self._resolved)
-            plan = ResourcePlan.decide(self._limits, accounting=self.accounting or not self._limits.empty,
-                                       rlimits=self.rlimits)
+            accounting = self.options.get("accounting") or not self._limits.empty
+            plan = ResourcePlan.decide(self._limits, accounting=accounting, rlimits=self.options.get("rlimits"))
             if not await self._start_from_spare(setup, plan):
                 self._resources = plan.resources(plan.make_cgroup(self.id))
                 await self._start_fresh(setup)
@@ -221,9 +220,9 @@ class AsyncContainer:
 
     def _recipe(self, setup: Setup, plan: ResourcePlan) -> prespawn.Recipe | None:
         """How a spare for this container is made, if it may use one."""
-        if self.lifetime:
+        if self.options.get("lifetime"):
             return None
-        return prespawn.recipe_for(setup, user_namespace=self.rootless, network=self.network == "none",
+        return prespawn.recipe_for(setup, user_namespace=self.rootless, network=self._own_network,
                                    resources=plan)
 
     async def _start_from_spare(self, setup: Setup, plan: ResourcePlan) -> bool:
@@ -261,27 +260,29 @@ class AsyncContainer:
     async def _start_fresh(self, setup: Setup) -> None:
         assert self._resources is not None
         self._init, self._channel = startup.spawn_with_setup(
-            encode(setup), user_namespace=self.rootless, network=self.network == "none",
+            encode(setup), user_namespace=self.rootless, network=self._own_network,
             cgroup=self._resources.cgroup,
         )
         await startup.await_ready(self._channel, rootless=self.rootless)
 
     def _setup_message(self, image: Image | str) -> Setup:
-        disk_size = parse_size(self.disk_size) if self.disk_size is not None else default_disk_size()
+        options = self.options
+        disk_size = options.get("disk_size")
+        disk_bytes = default_disk_size() if disk_size is None else parse_size(disk_size)
         return plan.setup_message(
             image,
             scratch=scratch_mountpoint(sandkit_home()),
-            hostname=self.hostname or "",
-            mounts=[Mount.parse(m) for m in self.mounts],
-            read_only=self.read_only,
+            hostname=self.hostname,
+            mounts=[Mount.parse(m) for m in options.get("mounts", ())],
+            read_only=options.get("read_only", False),
             rootless=self.rootless,
             masked=security_paths.MASKED_PATHS,
             readonly_paths=security_paths.READONLY_PATHS,
-            scratch_size=disk_size,
-            scratch_inodes=self.disk_inodes or _default_inodes(disk_size),
-            loopback=self.network == "none",
-            lifetime=self.lifetime,
-            workdir=self.workdir or (image.config.working_dir if isinstance(image, Image) else None),
+            scratch_size=disk_bytes,
+            scratch_inodes=options.get("disk_inodes") or _default_inodes(disk_bytes),
+            loopback=self._own_network,
+            lifetime=options.get("lifetime"),
+            workdir=options.get("workdir") or (image.config.working_dir if isinstance(image, Image) else None),
             caps=self._caps,
             seccomp=self._seccomp_program,
         )
@@ -441,9 +442,9 @@ class AsyncContainer:
         config = self._resolved.config if isinstance(self._resolved, Image) else None
         merged_env = environment.merge(
             image_env=config.env if config else (),
-            container_env=self.env,
+            container_env=self.options.get("env"),
             exec_env=env,
-            hostname=self.hostname or "",
+            hostname=self.hostname,
             tty=tty,
         )
         if seccomp == "default":  # the container's own profile (or none, if it has none)
@@ -461,8 +462,8 @@ class AsyncContainer:
             id=channel.protocol.next_id(),
             argv=tuple(argv),
             env=merged_env,
-            cwd=workdir or self.workdir or (config.working_dir if config else "") or "/",
-            user=user or self.user or (config.user if config else None) or None,
+            cwd=workdir or self.options.get("workdir") or (config.working_dir if config else "") or "/",
+            user=user or self.options.get("user") or (config.user if config else None) or None,
             stdio=stdio,
             input=input,
             limit=limit,
@@ -506,7 +507,7 @@ class AsyncContainer:
     def _output_limit(self, max_output: int | None) -> int:
         """Bytes an exec keeps per stream: its own ``max_output``, else the container's, else
         `DEFAULT_MAX_OUTPUT`; never unbounded, so that no exec fills this process's memory."""
-        for limit in (max_output, self.max_output):
+        for limit in (max_output, self.options.get("max_output")):
             if limit is None:
                 continue
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -696,7 +697,8 @@ class AsyncContainer:
 
     async def _open(self, path: str, mode: str, perm: int = 0o644) -> int:
         if not path.startswith("/"):
-            path = "/" + path if self.workdir is None else os.path.join(self.workdir, path)
+            workdir = self.options.get("workdir")
+            path = "/" + path if workdir is None else os.path.join(workdir, path)
         channel = self._live_channel()
         request = Open(id=channel.protocol.next_id(), path=path, mode=mode, perm=perm)
         reply, fds = await self._request(channel, request)
