@@ -13,7 +13,7 @@ from typing import BinaryIO, Self, Unpack
 from . import _portal
 from .images.image import Image
 from .runtime.cgroups import CgroupStats
-from .runtime.container import DEFAULT_MAX_READ, AsyncContainer
+from .runtime.container import DEFAULT_MAX_READ, AsyncContainer, ImageSource
 from .runtime.mounts import Mount
 from .runtime.options import ContainerOptions
 from .runtime.process import AsyncInput, AsyncProcess, wait_ready
@@ -31,13 +31,11 @@ class Container:
 
     ``image`` is "host" (the host's own programs, read-only, over a fresh writable layer), an
     `Image`, a directory (an `os.PathLike`) holding a root filesystem, or a reference to an image
-    in the local store. Leaving the ``with`` block stops every
-    process in the container and removes every trace of it.
+    in the local store. Leaving the ``with`` block stops every process in the container and
+    removes every trace of it.
     """
 
-    def __init__(
-        self, image: Image | str | os.PathLike[str] = "host", **options: Unpack[ContainerOptions]
-    ) -> None:
+    def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
         """``options``: see `ContainerOptions` (memory=, cpus=, mounts=, network=, ...)."""
         self._core = AsyncContainer(image, **options)
 

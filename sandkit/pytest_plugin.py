@@ -21,13 +21,14 @@ from typing import Protocol, Unpack
 
 import pytest
 
-from .api import Container, ContainerOptions, Image
+from .api import Container, ContainerOptions
+from .runtime.container import ImageSource
 
 
 class ContainerFactory(Protocol):
     """The ``sandkit_factory`` fixture: call it as `sandkit.Container` is called."""
 
-    def __call__(self, image: Image | str = "host", **options: Unpack[ContainerOptions]) -> Container:
+    def __call__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> Container:
         ...
 
 
@@ -44,7 +45,7 @@ def sandkit_factory() -> Iterator[ContainerFactory]:
     """Call it as ``sandkit_factory(image="host", **options)`` to start containers."""
     started: list[Container] = []
 
-    def start(image: Image | str = "host", **options: Unpack[ContainerOptions]) -> Container:
+    def start(image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> Container:
         container = Container(image, **options).start()
         started.append(container)
         return container

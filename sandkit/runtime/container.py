@@ -9,7 +9,7 @@ import secrets
 import signal as signals
 import time
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, BinaryIO, Self, Unpack
+from typing import Any, BinaryIO, Self, TypeAlias, Unpack
 
 import anyio
 import attrs
@@ -114,7 +114,11 @@ def _check_size(path: str, size: int, max_size: int) -> None:
         )
 
 
-def resolve_image(image: Image | str | os.PathLike[str]) -> Image | str:
+# What a container can be made from (see `resolve_image`).
+ImageSource: TypeAlias = Image | str | os.PathLike[str]
+
+
+def resolve_image(image: ImageSource) -> Image | str:
     """What a container runs: "host" (see `plan.HOST_IMAGE`), an `Image`, a directory holding a
     root filesystem (an `os.PathLike`), or an image in the local store by reference."""
     if isinstance(image, os.PathLike):
@@ -136,7 +140,7 @@ class AsyncContainer:
     init inside kills everything and exits as soon as the host's end of its socket closes.
     """
 
-    image: Image | str | os.PathLike[str]
+    image: ImageSource
     options: ContainerOptions
     hostname: str
     id: str
@@ -152,9 +156,7 @@ class AsyncContainer:
     _lease: contextlib.AbstractContextManager[Any] | None = attrs.field(default=None, init=False)
     _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
 
-    def __init__(
-        self, image: Image | str | os.PathLike[str] = "host", **options: Unpack[ContainerOptions]
-    ) -> None:
+    def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
         check_option_names(options)
         container_id = secrets.token_hex(32)
         hostname = options.get("hostname")
