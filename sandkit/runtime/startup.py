@@ -33,8 +33,8 @@ def spawn_with_setup(
 ) -> tuple[SpawnedInit, ControlChannel]:
     """Spawn an init (in ``cgroup``, if any) and send it ``setup``, an encoded `Setup`.
 
-    Its answer is the caller's to wait for. On failure nothing is left behind but the cgroup,
-    which is the caller's.
+    Its answer is the caller's to wait for. On failure nothing is left behind (the cgroup is the
+    caller's).
     """
     host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     with init_end:
@@ -44,10 +44,15 @@ def spawn_with_setup(
         except BaseException:
             host_end.close()
             raise
-    # The socket is new and empty: this one packet never blocks. An init that died already is
-    # found by the wait for its answer (end of file), which says so.
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        host_end.sendmsg([setup])
+    try:
+        # The socket is new and empty: this one packet never blocks. An init that died already
+        # is found by the wait for its answer (end of file), which says so.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            host_end.sendmsg([setup])
+    except BaseException:
+        host_end.close()
+        init.close()  # kills and reaps it
+        raise
     return init, ControlChannel(host_end)
 
 
