@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import json
 import textwrap
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_every_option_is_documented_where_it_is_defined():
     body = ast.parse(source).body[0].body
     documented = {
         statement.target.id
-        for statement, following in zip(body, body[1:], strict=False)
+        for statement, following in itertools.pairwise(body)
         if isinstance(statement, ast.AnnAssign) and isinstance(following, ast.Expr)
         and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)
     }
