@@ -482,6 +482,14 @@ def cgroup2_mount(tmp_path) -> Iterator[tuple[CgroupHost, str]]:  # type: ignore
         subprocess.run(["umount", mnt], check=True, capture_output=True)
 
 
+def _wait_until_in(procs_file: str, pid: int) -> None:
+    """The forked child joins its cgroup itself: wait for it to show there."""
+    deadline = time.monotonic() + 10
+    while str(pid) not in read(procs_file).split():
+        assert time.monotonic() < deadline, f"{pid} never joined {procs_file}"
+        time.sleep(0.002)
+
+
 def test_v2_real_clone_join_split_kill(cgroup2_mount) -> None:  # type: ignore[no-untyped-def]
     from sandkit.runtime.cgroups.v2 import V2ContainerCgroup
 
@@ -490,7 +498,7 @@ def test_v2_real_clone_join_split_kill(cgroup2_mount) -> None:  # type: ignore[n
     cg._build()  # create() would refuse: this tree has no memory controller to account with
     (cdir,) = glob.glob(f"{top}/sandkit/*/real")
     init = fork(lambda: time.sleep(30) or 0, cg.join_fds())  # stands in for the init
-    time.sleep(0.02)
+    _wait_until_in(f"{cdir}/cgroup.procs", init)
     assert read(f"{cdir}/cgroup.procs").split() == [str(init)]
 
     def spin() -> int:
@@ -506,8 +514,9 @@ def test_v2_real_clone_join_split_kill(cgroup2_mount) -> None:  # type: ignore[n
     usage = ex.finish()
     assert usage.cpu_ns >= 0.08e9 and usage.memory_peak is None and not usage.oom_killed
 
-    straggler = fork(lambda: time.sleep(30) or 0, cg.exec_cgroup(2).fds())
-    time.sleep(0.02)
+    ex2 = cg.exec_cgroup(2)
+    straggler = fork(lambda: time.sleep(30) or 0, ex2.fds())
+    _wait_until_in(f"{cdir}/x2/cgroup.procs", straggler)
     cg.destroy()  # cgroup.kill takes the whole subtree
     assert os.WTERMSIG(wait(init)) == signal.SIGKILL and os.WTERMSIG(wait(straggler)) == signal.SIGKILL
     assert not os.path.exists(cdir)
