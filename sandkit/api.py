@@ -8,18 +8,19 @@ import functools
 import os
 import signal as signals
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO, Self
+from typing import BinaryIO, Self, Unpack
 
 from . import _portal
 from .images.image import Image
 from .runtime.cgroups import CgroupStats
-from .runtime.container import DEFAULT_MAX_READ, AsyncContainer, exec_on_this_thread
+from .runtime.container import DEFAULT_MAX_READ, AsyncContainer, ImageSource, exec_on_this_thread
 from .runtime.mounts import Mount
+from .runtime.options import ContainerOptions
 from .runtime.process import AsyncInput, AsyncProcess, wait_ready
 from .runtime.results import ExecResult
 from .security.seccomp import SeccompSpec
 
-__all__ = ["Container", "ExecResult", "Image", "Mount", "Process"]
+__all__ = ["Container", "ContainerOptions", "ExecResult", "Image", "ImageSource", "Mount", "Process"]
 
 
 class Container:
@@ -29,14 +30,13 @@ class Container:
             r = c.exec(["sh", "-c", "echo hi"], timeout=5)
 
     ``image`` is "host" (the host's own programs, read-only, over a fresh writable layer), an
-    `Image`, or a reference to an image in the local store. Leaving the ``with`` block stops every
-    process in the container and removes every trace of it.
+    `Image`, a directory (an `os.PathLike`) holding a root filesystem, or a reference to an image
+    in the local store. Leaving the ``with`` block stops every process in the container and
+    removes every trace of it.
     """
 
-    def __init__(self, image: Image | str = "host", **options: Any) -> None:
-        """``options`` are `AsyncContainer`'s: env, workdir, user, hostname, mounts, read_only,
-        network; memory, memory_swap, cpus, cpu_shares, pids_limit, disk_size, rlimits, lifetime,
-        max_output, accounting; cap_add, cap_drop, seccomp."""
+    def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
+        """``options``: see `ContainerOptions` (memory=, cpus=, mounts=, network=, ...)."""
         self._core = AsyncContainer(image, **options)
 
     @property
