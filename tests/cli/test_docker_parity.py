@@ -7,23 +7,14 @@ Elsewhere every case is skipped, with the reason shown.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import tarfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-import dockerd
 import pytest
 
-from .conftest import sandkit
-
-IMAGE = "sandkit-parity/busybox:1"
-EP_IMAGE = "sandkit-parity/entrypoint:1"
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+from .conftest import EP_IMAGE, IMAGE, removed_from_docker_after, run_docker, sandkit
 
 
 class Case(NamedTuple):
@@ -85,62 +76,6 @@ CASES = [
 ]
 
 
-# --- a Docker daemon and the images -----------------------------------------------------------
-
-
-class Docker(NamedTuple):
-    env: dict[str, str]
-
-
-@pytest.fixture(scope="session")
-def docker() -> Iterator[Docker]:
-    with contextlib.ExitStack() as stack:
-        try:
-            env = stack.enter_context(dockerd.docker_env())
-        except dockerd.DockerUnavailable as e:
-            pytest.skip(f"docker parity: {e}")
-        yield Docker(env)
-
-
-def _docker(docker: Docker, *argv: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["docker", *argv], env=docker.env, input=input, capture_output=True,
-                          timeout=120, check=check)
-
-
-@contextlib.contextmanager
-def removed_from_docker_after(docker: Docker, *refs: str) -> Iterator[None]:
-    """At the end of the block, removes whichever of `refs` Docker then holds: the daemon may be
-    the host's own, which must not keep our test images. A failed removal fails the test."""
-    try:
-        yield
-    finally:
-        present = [ref for ref in refs
-                   if _docker(docker, "image", "inspect", ref, check=False).returncode == 0]
-        if present:
-            _docker(docker, "rmi", *present)
-
-
-@pytest.fixture(scope="session")
-def parity_images(docker, busybox_dir, tmp_path_factory) -> Iterator[None]:
-    """One busybox root filesystem, imported into Docker and then from `docker save` into
-    sandkit's store, so that both run byte-for-byte the same image."""
-    work = tmp_path_factory.mktemp("parity")
-    rootfs_tar = work / "rootfs.tar"
-    with tarfile.open(rootfs_tar, "w") as tar:
-        tar.add(busybox_dir, arcname=".")
-    base_changes = ["--change", f"ENV PATH={PATH}", "--change", "ENV GREETING=hello"]
-    with removed_from_docker_after(docker, IMAGE, EP_IMAGE):
-        _docker(docker, "import", *base_changes, "--change", 'CMD ["sh", "-c", "echo default-cmd"]',
-                str(rootfs_tar), IMAGE)
-        _docker(docker, "import", *base_changes, "--change", 'ENTRYPOINT ["echo", "ep"]',
-                "--change", 'CMD ["default"]', str(rootfs_tar), EP_IMAGE)
-        archive = work / "images.tar"
-        _docker(docker, "save", "-o", str(archive), IMAGE, EP_IMAGE)
-        r = sandkit("load", "-i", str(archive))
-        assert r.returncode == 0, r.stderr
-        yield
-
-
 @pytest.fixture(scope="session")
 def host_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("parity-host")
@@ -157,7 +92,7 @@ def outcomes(docker, parity_images, host_dir) -> dict[str, tuple[tuple[int, byte
     def both(case: Case) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
         flags = [f.replace("{host}", str(host_dir)) for f in case.flags]
         argv = ["run", "--rm", "--network", "none", *flags, case.image, *case.command]
-        d = _docker(docker, *argv, input=case.stdin, check=False)
+        d = run_docker(docker, *argv, input=case.stdin, check=False)
         s = sandkit(*argv, input=case.stdin)
         return (d.returncode, d.stdout), (s.returncode, s.stdout.encode())
 
@@ -188,7 +123,7 @@ def test_docker_loads_and_runs_what_sandkit_saves(docker, parity_images, tmp_pat
     archive = tmp_path / "saved.tar"
     Image.get(saved_ref).save(archive, format="docker")
     with removed_from_docker_after(docker, saved_ref):
-        loaded = _docker(docker, "load", "-i", str(archive))
+        loaded = run_docker(docker, "load", "-i", str(archive))
         assert saved_ref.encode() in loaded.stdout, loaded
-        r = _docker(docker, "run", "--rm", "--network", "none", saved_ref, "sh", "-c", "echo $GREETING; ls /bin/busybox")
+        r = run_docker(docker, "run", "--rm", "--network", "none", saved_ref, "sh", "-c", "echo $GREETING; ls /bin/busybox")
         assert r.stdout == b"hello\n/bin/busybox\n"

@@ -5,19 +5,15 @@ idea of what it set. The command line runs as a user would run it: a separate pr
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from cgroup_view import Limits, limits_of
 from docker_defaults import DOCKER_CAP_MASK, cap_mask
-from proctable import descendants
 
-from .conftest import sandkit, sandkit_env
+from .conftest import held, init_under, sandkit, sandkit_env
 
 MiB = 1024 * 1024
 
@@ -29,31 +25,12 @@ def status_field(stdout: str, field: str) -> str:
 # --- limits -----------------------------------------------------------------------------------
 
 
-def _init_of(cli_pid: int, deadline: float) -> int:
-    while True:
-        for pid in descendants(cli_pid):
-            try:
-                if Path(f"/proc/{pid}/comm").read_text() == "sandkit-init\n":
-                    return pid
-            except OSError:
-                pass
-        assert time.monotonic() < deadline, "no sandkit-init under the CLI"
-        time.sleep(0.01)
-
-
 @contextmanager
 def running(*flags: str, image: str) -> Iterator[int]:
-    """`sandkit run -i FLAGS IMAGE` kept running (its command waits on stdin) while the block
-    runs; yields the host pid of its init."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandkit", "run", "-i", "--rm", *flags, image, "sh", "-c", "echo up; read x"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sandkit_env(),
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == b"up\n", proc.stderr.read() if proc.stderr else ""
-        yield _init_of(proc.pid, time.monotonic() + 10)
-    finally:
-        proc.communicate(b"\n", timeout=30)
+    """`sandkit run -i FLAGS IMAGE` kept running while the block runs; yields its init's pid."""
+    argv = [sys.executable, "-m", "sandkit", "run", "-i", "--rm", *flags, image]
+    with held(argv, sandkit_env()) as (cli, _):
+        yield init_under(cli)
 
 
 def test_limits_are_in_the_cgroup_files(bb):
