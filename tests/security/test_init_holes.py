@@ -213,7 +213,7 @@ def test_a_container_process_cannot_freeze_the_init(mode, attack, as_unprivilege
         # Stopped before or after its execve, an exec still ends: by itself, or by its timeout.
         assert stdout == b"served\n" or timed_out, seen
     assert seen["lifetime"][0] in {"ContainerNotRunningError", "ContainerDiedError"}, seen
-    assert seen["lifetime"][1] < 10, f"the lifetime of 1.5 s was not kept: {seen}"
+    assert seen["lifetime"][1] < 3, f"the lifetime of 1.5 s was not kept: {seen}"
     assert not _attackers(token), "the attack outlived its container"
 
 
@@ -254,7 +254,7 @@ def _stop_a_frozen_init(image_dir: str) -> tuple[float, bool]:
 def test_stop_ends_a_container_whose_init_cannot_answer(mode, as_unprivileged, busybox_dir):
     took, gone = in_mode(mode, as_unprivileged, _stop_a_frozen_init, str(busybox_dir))
     assert gone, "the init outlived stop()"
-    assert took < 30, f"stop() took {took:.1f} s"
+    assert took < 10, f"stop() took {took:.1f} s"  # 5 s for the init to answer, then SIGKILL
 
 
 # --- 4. a first exec with a profile of its own still runs under the container's --------------
