@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from polling import POLL_SH, wait_until
 
 import sandkit
 from sandkit import errors
@@ -202,7 +203,7 @@ def test_stopping_from_another_thread_ends_a_running_exec(busybox):
 
     worker = threading.Thread(target=run)
     worker.start()
-    time.sleep(0.3)
+    wait_until(lambda: sh(c, "ps -o comm | grep -qx sleep").exit_code == 0, "the exec to be running")
     started = time.monotonic()
     c.stop()
     worker.join(10)
@@ -438,7 +439,9 @@ def test_rootless_host_image(as_unprivileged):
 def test_loopback_is_up_and_usable(busybox):
     with sandkit.Container(busybox) as c:
         assert b"UP" in sh(c, "ip link show lo").stdout
-        r = sh(c, "nc -l -p 8080 > /tmp/got & sleep 0.2; echo hello | nc -w 1 127.0.0.1 8080; sleep 0.2; cat /tmp/got", timeout=10)
+        listening = POLL_SH.format(condition="grep -q ':1F90 00000000:0000 0A' /proc/net/tcp")  # port 8080
+        r = sh(c, f"nc -l -p 8080 > /tmp/got & {listening}; echo hello | nc -w 1 127.0.0.1 8080; wait; cat /tmp/got",
+               timeout=10)
     assert r.stdout == b"hello\n", r
 
 
