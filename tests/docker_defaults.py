@@ -54,6 +54,9 @@ DOCKER_READONLY_PATHS = (
 )
 
 
+# The namespaces every container gets (by their /proc/PID/ns names): mount, pid, network, uts, ipc.
+DOCKER_NAMESPACES = ("mnt", "pid", "net", "uts", "ipc")
+
 
 def cap_mask(names: Iterable[str]) -> int:
     """The bitmask of capabilities named in `DOCKER_CAPS` or `NOT_IN_DOCKER_CAPS`."""
