@@ -6,22 +6,14 @@ import contextlib
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
-import dockerd
 import pytest
 from proctable import descendants
 
 REPO = Path(__file__).resolve().parents[2]
-
-# The images the Docker parity tests load into both tools (see `parity_images`).
-IMAGE = "sandkit-parity/busybox:1"
-EP_IMAGE = "sandkit-parity/entrypoint:1"
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def sandkit_env() -> dict[str, str]:
@@ -90,59 +82,3 @@ def containers_on_disk() -> list[str]:
 def bb(busybox_dir: Path) -> str:
     """The busybox root filesystem, as an IMAGE argument."""
     return str(busybox_dir)
-
-
-# --- a Docker daemon and the images -----------------------------------------------------------
-
-
-class Docker(NamedTuple):
-    env: dict[str, str]
-
-
-@pytest.fixture(scope="session")
-def docker() -> Iterator[Docker]:
-    with contextlib.ExitStack() as stack:
-        try:
-            env = stack.enter_context(dockerd.docker_env())
-        except dockerd.DockerUnavailable as e:
-            pytest.skip(f"docker parity: {e}")
-        yield Docker(env)
-
-
-def run_docker(docker: Docker, *argv: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["docker", *argv], env=docker.env, input=input, capture_output=True,
-                          timeout=120, check=check)
-
-
-@contextlib.contextmanager
-def removed_from_docker_after(docker: Docker, *refs: str) -> Iterator[None]:
-    """At the end of the block, removes whichever of `refs` Docker then holds: the daemon may be
-    the host's own, which must not keep our test images. A failed removal fails the test."""
-    try:
-        yield
-    finally:
-        present = [ref for ref in refs
-                   if run_docker(docker, "image", "inspect", ref, check=False).returncode == 0]
-        if present:
-            run_docker(docker, "rmi", *present)
-
-
-@pytest.fixture(scope="session")
-def parity_images(docker, busybox_dir, tmp_path_factory) -> Iterator[None]:
-    """One busybox root filesystem, imported into Docker and then from `docker save` into
-    sandkit's store, so that both run byte-for-byte the same image."""
-    work = tmp_path_factory.mktemp("parity")
-    rootfs_tar = work / "rootfs.tar"
-    with tarfile.open(rootfs_tar, "w") as tar:
-        tar.add(busybox_dir, arcname=".")
-    base_changes = ["--change", f"ENV PATH={PATH}", "--change", "ENV GREETING=hello"]
-    with removed_from_docker_after(docker, IMAGE, EP_IMAGE):
-        run_docker(docker, "import", *base_changes, "--change", 'CMD ["sh", "-c", "echo default-cmd"]',
-                   str(rootfs_tar), IMAGE)
-        run_docker(docker, "import", *base_changes, "--change", 'ENTRYPOINT ["echo", "ep"]',
-                   "--change", 'CMD ["default"]', str(rootfs_tar), EP_IMAGE)
-        archive = work / "images.tar"
-        run_docker(docker, "save", "-o", str(archive), IMAGE, EP_IMAGE)
-        r = sandkit("load", "-i", str(archive))
-        assert r.returncode == 0, r.stderr
-        yield
