@@ -31,11 +31,18 @@ def started(image: sandkit.Image, start: str, **options: object) -> Iterator[san
         wait_until(prespawn.spares, "a spare container")
         spares = {ready.init.pid for ready in prespawn.spares()}
         with sandkit.Container(image, **options) as c:
+            # Spares off again before this one stops, or its stop has the next spare made,
+            # which would outlive the test.
+            _restore(before)
             assert c._core._init.pid in spares, "the container did not start from the spare"
             yield c
     finally:
-        if before is None:
-            del os.environ["SANDKIT_PRESPAWN"]
-        else:
-            os.environ["SANDKIT_PRESPAWN"] = before
+        _restore(before)
         prespawn.drain()
+
+
+def _restore(setting: str | None) -> None:
+    if setting is None:
+        os.environ.pop("SANDKIT_PRESPAWN", None)
+    else:
+        os.environ["SANDKIT_PRESPAWN"] = setting

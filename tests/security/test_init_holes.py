@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import spares
 from test_attacks import MODES, _open_to_others, attack_bin, in_mode  # noqa: F401 - a fixture
 
 import sandkit
@@ -272,22 +273,10 @@ def _first_exec_with_own_profile(image_dir: str, bindir: str, from_spare: bool) 
     outcomes = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if from_spare:
-            os.environ["SANDKIT_PRESPAWN"] = "1"
-            with sandkit.Container(image, mounts=mounts):
-                pass
-            _poll(prespawn.spares, 10, "a spare container")
-            spare = {ready.init.pid for ready in prespawn.spares()}
-        try:
-            with sandkit.Container(image, mounts=mounts) as c:
-                if from_spare:
-                    assert c._core._init.pid in spare, "the container did not start from the spare"
-                for seccomp in (ALLOW_ALL, "default"):
-                    r = c.exec(["/attacks/kernel", "userns"], seccomp=seccomp, timeout=30)
-                    outcomes.append((r.exit_code, r.stdout.decode(errors="replace")))
-        finally:
-            os.environ["SANDKIT_PRESPAWN"] = "0"
-            prespawn.drain()
+        with spares.started(image, "spare" if from_spare else "fresh", mounts=mounts) as c:
+            for seccomp in (ALLOW_ALL, "default"):
+                r = c.exec(["/attacks/kernel", "userns"], seccomp=seccomp, timeout=30)
+                outcomes.append((r.exit_code, r.stdout.decode(errors="replace")))
     return outcomes
 
 
