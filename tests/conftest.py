@@ -77,12 +77,24 @@ def _open_fds() -> list[str]:
     return sorted(fds)
 
 
+def _our_mounts() -> list[str]:
+    """Mount points in the host's namespace that sandkit could have left: under our state
+    directory or a temporary directory of ours. Mounts elsewhere (another test run, the host's
+    own) come and go on a shared machine and say nothing about sandkit."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4]
+        if point.startswith(_home) or "sandkit" in point:
+            points.append(point)
+    return sorted(points)
+
+
 def host_footprint() -> dict[str, object]:
     """What a container could leave behind on the host, in countable form."""
     inits = our_children()
     return {
         "inits": sorted(inits),
-        "mounts": Path("/proc/self/mountinfo").read_text().count("\n"),
+        "mounts": _our_mounts(),
         "fds": _open_fds(),
         "home": sorted(str(p.relative_to(_home)) for p in Path(_home).rglob("*") if "images" not in p.parts and "blobs" not in p.parts and "layers" not in p.parts),
     }

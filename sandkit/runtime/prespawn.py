@@ -160,20 +160,21 @@ class _Pool:
             return self._making == recipe
 
     def drain(self) -> None:
+        """Discard every spare, the one being made included (it is waited for: left to land
+        after the drain, it would outlive it)."""
         with self._lock:
+            self._wanted.clear()
+            self._wake.wait_for(lambda: self._making is None, timeout=_SET_UP_TIMEOUT)
             spares = list(self._ready.values())
             self._ready.clear()
-            self._wanted.clear()
         for ready in spares:
             ready.discard()
 
     def close(self) -> None:
-        """At exit: make no more spares, let the one being made finish, and discard them all,
-        so that their cgroups are removed rather than left empty on the host."""
+        """At exit: make no more spares and discard them all, so that their cgroups are
+        removed rather than left empty on the host."""
         with self._lock:
             self._closed = True
-            self._wanted.clear()
-            self._wake.wait_for(lambda: self._making is None, timeout=_SET_UP_TIMEOUT)
         self.drain()
 
     def spares(self) -> list[ReadyContainer]:

@@ -22,13 +22,6 @@ from .conftest import assert_clean, make_image, random_bytes
 from .server import PASSWORD, USER, Registry, make_registry
 
 
-@pytest.fixture(scope="module", params=["basic", "token"])
-def auth_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    reg = make_registry(tmp_path_factory.mktemp(f"auth-{request.param}"), request.param)
-    yield reg
-    reg.close()
-
-
 def test_wrong_password(auth_registry: Registry, busybox: Image, other_store: Store) -> None:
     busybox.push(auth_registry.ref("auth/app:1"), auth=(USER, PASSWORD))
     with pytest.raises(AuthenticationError, match="(refused|check the user name)"):
