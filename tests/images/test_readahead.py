@@ -6,11 +6,11 @@ import gzip
 import io
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from polling import stack_of, wait_until
 
 from sandkit.errors import ImageError
 from sandkit.images import readahead
@@ -97,7 +97,9 @@ def test_closing_stops_a_thread_that_waits_for_room() -> None:
     buf = bytearray(CHUNK)
     stream.readinto(buf)
     stream.readinto(buf)
-    time.sleep(0.05)  # the thread fills the queue and waits
+    (reader,) = _reading_threads()
+    # the thread fills the queue and waits for room
+    wait_until(lambda: stack_of(reader)[:1] == ["wait"] and "_put" in stack_of(reader), "a full queue")
     closer = threading.Thread(target=stream.close)
     closer.start()
     closer.join(timeout=2)  # (a close that never returned would otherwise hang the suite)

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import spares
 from test_attacks import MODES, _open_to_others, attack_bin, in_mode  # noqa: F401 - a fixture
 
 import sandkit
@@ -216,7 +217,7 @@ def test_a_container_process_cannot_freeze_the_init(mode, attack, as_unprivilege
         # Stopped before or after its execve, an exec still ends: by itself, or by its timeout.
         assert stdout == b"served\n" or timed_out, seen
     assert seen["lifetime"][0] in {"ContainerNotRunningError", "ContainerDiedError"}, seen
-    assert seen["lifetime"][1] < 10, f"the lifetime of 1.5 s was not kept: {seen}"
+    assert seen["lifetime"][1] < 3, f"the lifetime of 1.5 s was not kept: {seen}"
     assert not _attackers(token), "the attack outlived its container"
 
 
@@ -257,7 +258,7 @@ def _stop_a_frozen_init(image_dir: str) -> tuple[float, bool]:
 def test_stop_ends_a_container_whose_init_cannot_answer(mode, as_unprivileged, busybox_dir):
     took, gone = in_mode(mode, as_unprivileged, _stop_a_frozen_init, str(busybox_dir))
     assert gone, "the init outlived stop()"
-    assert took < 30, f"stop() took {took:.1f} s"
+    assert took < 10, f"stop() took {took:.1f} s"  # 5 s for the init to answer, then SIGKILL
 
 
 # --- 4. a first exec with a profile of its own still runs under the container's --------------
@@ -275,22 +276,10 @@ def _first_exec_with_own_profile(image_dir: str, bindir: str, from_spare: bool) 
     outcomes = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if from_spare:
-            os.environ["SANDKIT_PRESPAWN"] = "1"
-            with sandkit.Container(image, mounts=mounts):
-                pass
-            _poll(prespawn.spares, 10, "a spare container")
-            spare = {ready.init.pid for ready in prespawn.spares()}
-        try:
-            with sandkit.Container(image, mounts=mounts) as c:
-                if from_spare:
-                    assert c._core._init.pid in spare, "the container did not start from the spare"
-                for seccomp in (ALLOW_ALL, "default"):
-                    r = c.exec(["/attacks/kernel", "userns"], seccomp=seccomp, timeout=30)
-                    outcomes.append((r.exit_code, r.stdout.decode(errors="replace")))
-        finally:
-            os.environ["SANDKIT_PRESPAWN"] = "0"
-            prespawn.drain()
+        with spares.started(image, "spare" if from_spare else "fresh", mounts=mounts) as c:
+            for seccomp in (ALLOW_ALL, "default"):
+                r = c.exec(["/attacks/kernel", "userns"], seccomp=seccomp, timeout=30)
+                outcomes.append((r.exit_code, r.stdout.decode(errors="replace")))
     return outcomes
 
 
