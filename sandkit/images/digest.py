@@ -10,7 +10,7 @@ import hashlib
 import io
 import re
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import DigestMismatchError, ImageError
 
@@ -70,11 +70,17 @@ def drain(stream: BinaryIO | io.RawIOBase) -> None:
         pass
 
 
+class ByteSink(Protocol):
+    """Where bytes are copied to: a file open for writing, or a ChargedWriter in front of one."""
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+
 class HashingReader(io.RawIOBase):
     """A read-only stream that hashes and counts every byte read through it, and optionally
     copies them to ``sink`` (a blob being written while a layer is applied from it)."""
 
-    def __init__(self, raw: BinaryIO, sink: BinaryIO | None = None) -> None:
+    def __init__(self, raw: BinaryIO, sink: ByteSink | None = None) -> None:
         super().__init__()
         self._raw = raw
         self._sink = sink

@@ -84,6 +84,10 @@ CONFIG_TYPES = {
     "application/vnd.docker.container.image.v1+json",
 }
 
+# What reading a layer blob raises for a bad blob. A name of its own: mypy cannot check a
+# starred tuple of unknown length inside an `except (...)`.
+_BAD_LAYER_BLOB: tuple[type[BaseException], ...] = (ImageError, *DECOMPRESSION_ERRORS)
+
 # The budget of the pull or load running in this context (its layers' threads inherit it).
 _budget: contextvars.ContextVar[DiskBudget | None] = contextvars.ContextVar("sandkit_store_budget", default=None)
 
@@ -300,7 +304,7 @@ class Store:
         """Copy ``stream`` into the store, verifying digest and size before it becomes visible."""
         check_digest(digest)
         with self.staging() as tmp, open(tmp / "blob", "wb") as out:
-            reader = HashingReader(stream, ChargedWriter(out, self._current_budget(), f"blob {digest}"))  # type: ignore[arg-type]
+            reader = HashingReader(stream, ChargedWriter(out, self._current_budget(), f"blob {digest}"))
             reader.drain()
             self._check(reader, digest, size, f"blob {digest}")
             out.flush()
@@ -362,7 +366,7 @@ class Store:
                 return stored
             apply = not self.has_layer(diff_id)
             with open(tmp / "blob", "wb") as blob_out:
-                raw = HashingReader(stream, ChargedWriter(blob_out, budget, f"layer blob {digest or ''}"))  # type: ignore[arg-type]
+                raw = HashingReader(stream, ChargedWriter(blob_out, budget, f"layer blob {digest or ''}"))
                 # The compressed side may run in a thread of its own (readahead.py): the
                 # source is drained before its hash is read, and joined before the blob closes.
                 with ReadAhead(raw) as source:
@@ -373,7 +377,7 @@ class Store:
                             (tmp / "layer" / "fs").mkdir(parents=True)
                             report = apply_tar(plain, tmp / "layer" / "fs", budget)  # type: ignore[arg-type]
                         plain.drain()  # tar end padding is part of the DiffID
-                    except (ImageError, *DECOMPRESSION_ERRORS) as e:
+                    except _BAD_LAYER_BLOB as e:
                         # A tampered blob usually breaks decompression first: say "digest
                         # mismatch" (the real cause) rather than "bad gzip" whenever the
                         # digest proves it.
@@ -439,7 +443,7 @@ class Store:
                 "the image is corrupt; rebuild or re-export it"
             )
         layers = []
-        for desc, diff_id in zip(layers_desc, diff_ids):
+        for desc, diff_id in zip(layers_desc, diff_ids, strict=True):  # counts checked above
             digest = check_digest(desc.get("digest"), "layer digest")
             if not (self.has_blob(digest) and self.has_layer(diff_id)):
                 raise ImageError(f"layer {digest} must be ingested before the image is registered")
