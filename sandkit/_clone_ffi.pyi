@@ -1,5 +1,5 @@
-"""Types of the cffi extension module that setup.py builds from _clone.c (see _build_clone.py);
-the C declarations are in _clone.h."""
+# Types of the cffi extension module that setup.py builds from _clone.c (see _build_clone.py);
+# the C declarations are in _clone.h.
 
 from cffi import FFI
 

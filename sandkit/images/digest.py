@@ -61,13 +61,17 @@ def mismatch(what: str, expected: str, actual: str) -> DigestMismatchError:
     )
 
 
-def drain(stream: BinaryIO | io.RawIOBase) -> None:
+def drain(stream: ByteSource) -> None:
     """Read ``stream`` to its end, dropping the bytes."""
     # What a consumer leaves is usually a few KiB of padding or a gzip trailer: a small
     # buffer (a 1 MiB one cost ~0.4 ms to fault in, twice per layer).
     buf = bytearray(_DRAIN_CHUNK)
     while stream.readinto(buf):  # type: ignore[union-attr]
         pass
+
+
+# What a blob or layer is read from: a file, or a raw stream (a download, a decompressor).
+ByteSource = BinaryIO | io.RawIOBase
 
 
 class ByteSink(Protocol):
@@ -80,7 +84,7 @@ class HashingReader(io.RawIOBase):
     """A read-only stream that hashes and counts every byte read through it, and optionally
     copies them to ``sink`` (a blob being written while a layer is applied from it)."""
 
-    def __init__(self, raw: BinaryIO, sink: ByteSink | None = None) -> None:
+    def __init__(self, raw: ByteSource, sink: ByteSink | None = None) -> None:
         super().__init__()
         self._raw = raw
         self._sink = sink
@@ -90,7 +94,7 @@ class HashingReader(io.RawIOBase):
     def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
         # The source fills the caller's buffer itself: a layer passes through several of these
         # readers, and a copy at each of them cost as much as hashing.
-        n = self._raw.readinto(buf) or 0  # type: ignore[attr-defined]
+        n = self._raw.readinto(buf) or 0  # type: ignore[union-attr]  # typing.BinaryIO omits readinto
         if n:
             data = memoryview(buf)[:n]
             self._hash.update(data)

@@ -66,7 +66,16 @@ from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotF
 from ..runtime.home import private_home, private_subdir, sandkit_home
 from . import reference
 from .budget import ChargedWriter, DiskBudget, StoreLimits, check_layer_count
-from .digest import HashingReader, check_digest, drain, hex_of, mismatch, sha256_bytes, verify_bytes
+from .digest import (
+    ByteSource,
+    HashingReader,
+    check_digest,
+    drain,
+    hex_of,
+    mismatch,
+    sha256_bytes,
+    verify_bytes,
+)
 from .fsutil import dir_size, remove_tree, write_json_atomic
 from .layers import DECOMPRESSION_ERRORS, LAYER_TYPES, apply_tar, compression_of, open_decompressed
 from .readahead import ReadAhead
@@ -300,7 +309,7 @@ class Store:
                 os.replace(tmp / "blob", self.blob_path(actual))
         return actual
 
-    def write_blob(self, stream: BinaryIO, digest: str, size: int | None = None) -> Path:
+    def write_blob(self, stream: ByteSource, digest: str, size: int | None = None) -> Path:
         """Copy ``stream`` into the store, verifying digest and size before it becomes visible."""
         check_digest(digest)
         with self.staging() as tmp, open(tmp / "blob", "wb") as out:
@@ -339,7 +348,7 @@ class Store:
 
     def ingest_layer(
         self,
-        stream: BinaryIO,
+        stream: ByteSource,
         *,
         digest: str | None,
         diff_id: str,
