@@ -61,6 +61,10 @@ def mismatch(what: str, expected: str, actual: str) -> DigestMismatchError:
     )
 
 
+# What a blob or layer is read from: a file, or a raw stream (a download, a decompressor).
+ByteSource = BinaryIO | io.RawIOBase
+
+
 def drain(stream: ByteSource) -> None:
     """Read ``stream`` to its end, dropping the bytes."""
     # What a consumer leaves is usually a few KiB of padding or a gzip trailer: a small
@@ -68,10 +72,6 @@ def drain(stream: ByteSource) -> None:
     buf = bytearray(_DRAIN_CHUNK)
     while stream.readinto(buf):  # type: ignore[union-attr]
         pass
-
-
-# What a blob or layer is read from: a file, or a raw stream (a download, a decompressor).
-ByteSource = BinaryIO | io.RawIOBase
 
 
 class ByteSink(Protocol):
