@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - in the order of the class hierarchy below
     "SandkitError",
     "HostUnsupportedError",
     "SecurityConfigError",

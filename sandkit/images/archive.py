@@ -254,7 +254,8 @@ class _Loader:
 
     def ingest_layers(self, source_names: Iterable[tuple[str, str | None, int | None]], diff_ids: list[str]) -> list[Any]:
         out = []
-        for (name, digest, size), diff_id in zip(source_names, diff_ids):
+        # Both callers checked that the manifest and the config count the same layers.
+        for (name, digest, size), diff_id in zip(source_names, diff_ids, strict=True):
             check_digest(diff_id, "diff_id")
             if digest and self.store.has_blob(digest) and self.store.has_layer(diff_id):
                 out.append(self.store.ingest_layer(io.BytesIO(), digest=digest, diff_id=diff_id))
@@ -504,7 +505,8 @@ def _write_archive(store: Store, tar: tarfile.TarFile, images: list[tuple[ImageR
         tar.addfile(info, io.BytesIO(data))
 
     written: set[str] = set()
-    index_entries, docker_entries, repositories = [], [], {}
+    index_entries, docker_entries = [], []
+    repositories: dict[str, dict[str, str]] = {}
     for rec, tags in images:
         blobs = store.image_blobs(rec.id)
         for desc in blobs:
@@ -516,7 +518,9 @@ def _write_archive(store: Store, tar: tarfile.TarFile, images: list[tuple[ImageR
                     tar.addfile(info, f)
         refs = [reference.parse(t) for t in tags]
         base = {"mediaType": rec.manifest_media_type, "digest": rec.manifest_digest, "size": blobs[0]["size"]}
-        for r in refs or [None]:
+        # An image without a tag still gets its (unnamed) index entry.
+        entry_refs: list[reference.Reference | None] = [*refs] or [None]
+        for r in entry_refs:
             entry = dict(base)
             if r is not None:
                 entry["annotations"] = {_CONTAINERD_NAME: str(r), _REF_NAME: r.tag or ""}
