@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from ..errors import ImageError, ImageNotFoundError
 from . import reference
+from .budget import ChargedWriter, DiskBudget
 from .digest import check_digest, hex_of, sha256_bytes, verify_bytes
 from .documents import check_config, check_descriptor, load_json
 from .fsutil import open_regular_beneath
@@ -142,7 +143,7 @@ def _decompressed(f: BinaryIO) -> BinaryIO | None:
     return stream if kind else None
 
 
-def _plain_tar(path: Path, spool_dir: Path) -> BinaryIO:
+def _plain_tar(path: Path, spool_dir: Path, budget: DiskBudget) -> BinaryIO:
     """``path`` opened, or its decompressed copy if compressed (as skopeo does): members are read
     in the manifest's order, and each step back in a compressed stream inflated it again from
     the start (a 4 MB tar.gz cost 208 s of CPU). The copy is an unnamed file in the store's
@@ -154,7 +155,8 @@ def _plain_tar(path: Path, spool_dir: Path) -> BinaryIO:
             return f
         spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - returned, or closed here
         try:
-            shutil.copyfileobj(stream, spool, 1 << 20)
+            # Charged as it is written: a small archive of zeros inflates without bound.
+            shutil.copyfileobj(stream, ChargedWriter(spool, budget, f"the decompressed copy of {path}"), 1 << 20)
             spool.seek(0)
         except BaseException:
             spool.close()
@@ -171,9 +173,9 @@ def _plain_tar(path: Path, spool_dir: Path) -> BinaryIO:
 
 
 class _TarSource(_Source):
-    def __init__(self, path: Path, spool_dir: Path) -> None:
+    def __init__(self, path: Path, spool_dir: Path, budget: DiskBudget) -> None:
         super().__init__(path)
-        self.file = _plain_tar(path, spool_dir)
+        self.file = _plain_tar(path, spool_dir, budget)
         try:
             # headers only, each bounded (tarstream.py); members are read on demand
             self.tar = BoundedTarFile(fileobj=BudgetedFile(self.file), mode="r")  # type: ignore[arg-type]
@@ -231,13 +233,13 @@ class _TarSource(_Source):
         self.file.close()
 
 
-def _open_source(path: str | os.PathLike[str], spool_dir: Path) -> _Source:
+def _open_source(path: str | os.PathLike[str], store: Store) -> _Source:
     p = Path(path)
     if p.is_dir():
         return _DirSource(p)
     if not p.exists():
         raise ImageNotFoundError(f"image archive {str(p)!r} does not exist")
-    return _TarSource(p, spool_dir)
+    return _TarSource(p, store.home / "tmp", store.budget())
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -411,7 +413,7 @@ def load(
     Without ``load_all``, exactly one image must be selected (the only one, or ``ref``).
     """
     plat = Platform.parse(platform) if platform else None
-    src = _open_source(path, store.home / "tmp")
+    src = _open_source(path, store)
     try:
         with store.loading():
             return _load(store, src, plat, ref, load_all)

@@ -210,6 +210,11 @@ class Store:
         finally:
             _budget.reset(token)
 
+    def budget(self) -> DiskBudget:
+        """A fresh disk budget for writing into the store's filesystem under its limits (the
+        decompressed copy of a compressed archive being loaded, say)."""
+        return self._new_budget()
+
     def _new_budget(self) -> DiskBudget:
         used = self._usage() if self.limits.max_store_size is not None else 0
         return DiskBudget(self.home, self.limits, used)

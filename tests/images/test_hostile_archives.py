@@ -123,3 +123,20 @@ def test_a_damaged_compressed_archive_is_an_image_error(tmp_path, store):
     with pytest.raises(ImageError, match="damaged compressed archive"):
         Image.load(archive, store=store)
     assert os.listdir(store.home / "tmp") == []
+
+
+def test_a_compressed_archive_that_inflates_past_the_image_limit_is_refused(tmp_path, monkeypatch):
+    """The decompressed copy of a .tar.gz is written to the store's tmp/: a small archive of
+    zeros must not fill the disk through it. It is charged like everything a load writes."""
+    from sandkit.images.store import Store
+
+    monkeypatch.setenv("SANDKIT_MAX_IMAGE_SIZE", "8m")
+    store = Store(tmp_path / "home")
+    bomb = tmp_path / "bomb.tar.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(ImageError, match="more than 8.0 MiB"):
+        Image.load(bomb, store=store)
+    assert list((store.home / "tmp").iterdir()) == []
