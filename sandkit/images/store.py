@@ -255,7 +255,10 @@ class Store:
     def _new_staging(self) -> tuple[Path, int]:
         while True:
             path = Path(tempfile.mkdtemp(dir=self.home / "tmp"))
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # another process's sweep took it for a leftover before we opened it
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_nlink > 0:
                 return path, fd
