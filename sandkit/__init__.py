@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import *  # noqa: F403 - the exception types are part of the public API
-from .errors import __all__ as _errors_all  # type: ignore[attr-defined]
+from .errors import __all__ as _errors_all
 
 if TYPE_CHECKING:
     from .aio import AsyncContainer as AsyncContainer

@@ -196,7 +196,7 @@ class AsyncContainer:
     def rootless(self) -> bool:
         return os.geteuid() != 0
 
-    async def start(self) -> AsyncContainer:
+    async def start(self) -> Self:
         if self._channel is not None or self._stopped:
             raise errors.ContainerError("this container was already started; make a new one")
         try:
