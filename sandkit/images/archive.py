@@ -37,6 +37,9 @@ _JSON_LIMIT = 8 << 20  # manifests and configs are KBs; refuse to buffer absurd 
 _REF_NAME = "org.opencontainers.image.ref.name"
 _CONTAINERD_NAME = "io.containerd.image.name"
 _MAX_LINKS = 40  # links followed inside an archive, as the kernel's MAXSYMLINKS
+# What decompressing an archive into the store's tmp/ raises. A name of its own: mypy cannot
+# check a starred tuple of unknown length inside an `except (...)`.
+_BAD_SPOOL: tuple[type[BaseException], ...] = (*DECOMPRESSION_ERRORS, lzma.LZMAError, OSError)
 
 
 # --- sources ---------------------------------------------------------------------------------
@@ -162,8 +165,8 @@ def _plain_tar(path: Path, spool_dir: Path, budget: DiskBudget) -> BinaryIO:
             spool.close()
             raise
         f.close()
-        return spool  # type: ignore[return-value]
-    except (*DECOMPRESSION_ERRORS, lzma.LZMAError, OSError) as e:
+        return spool
+    except _BAD_SPOOL as e:
         f.close()
         raise ImageError(f"{path} is a damaged compressed archive, or it cannot be unpacked into the "
                          f"image store's tmp/ ({e})") from None
