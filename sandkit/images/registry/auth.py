@@ -319,7 +319,7 @@ class Authenticator:
             # The password goes to the realm whatever its host, as Docker and skopeo send it: the
             # realm is named by the registry's own challenge (see client._own_origin).
             headers = {"Authorization": creds.basic()} if creds else {}
-            request = http.build_request("GET", realm, params=query, headers=headers)
+            request = http.build_request("GET", realm, params=tuple(query), headers=headers)
         watch = ProgressWatch(self.progress, f"the token request to {shown}")
         try:
             resp = await http.send(request, stream=True)

@@ -223,7 +223,7 @@ class RegistryClient:
         auth_header = await self.auth.header_for(self.http, scopes) if own else None
         for retried in (False, True):
             upload = callable(body)
-            content = _counted(body(), watch) if upload else body
+            content = _counted(body(), watch) if callable(body) else body  # (mypy narrows by callable(), not `upload`)
             req = self.http.build_request(
                 method, url, headers=_authorized(headers, auth_header), content=content,
                 timeout=self._upload_timeout if upload else httpx.USE_CLIENT_DEFAULT,
@@ -395,5 +395,8 @@ def _describe_transport(scheme: str, host: str, e: Exception) -> str:
         )
     if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
         return f"{host} does not speak TLS ({scheme})"
-    kind = {httpx.ConnectError: "cannot connect", httpx.ConnectTimeout: "connection timed out"}.get(type(e), "connection failed")
+    kinds: dict[type[Exception], str] = {
+        httpx.ConnectError: "cannot connect", httpx.ConnectTimeout: "connection timed out",
+    }
+    kind = kinds.get(type(e), "connection failed")
     return f"{kind} to {scheme + '://' if scheme else ''}{host} ({type(e).__name__}: {text})"
