@@ -29,7 +29,7 @@ import anyio
 import attrs
 
 from .. import errors
-from ..aio import AsyncContainer, AsyncOutput, AsyncProcess
+from ..aio import AsyncContainer, AsyncInput, AsyncOutput, AsyncProcess
 from ..images.image import Image
 from . import control, exitcodes, state
 from .attach import OUTPUT_GRACE
@@ -154,7 +154,9 @@ class Supervisor:
             return
         # The client reads and writes the process's pipes (or pty) itself: pass them over and
         # drop our copies, so that its closing stdin is the process's EOF.
+        named: list[tuple[str, AsyncInput | AsyncOutput]]
         if tty:  # stdin and stdout are the same pty master
+            assert process.stdout is not None
             named = [("pty", process.stdout)]
         else:
             named = [(n, s) for n, s in (("stdin", process.stdin), ("stdout", process.stdout),
