@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "images"))
 
-from conftest import oci_layout, tar_bytes  # noqa: E402
+from conftest import oci_layout, tar_bytes
 
-from sandkit.images import Image, Store  # noqa: E402
+from sandkit.images import Image, Store
 
 
 def layer_from_dir(src: Path, names: list[str]) -> bytes:

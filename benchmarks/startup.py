@@ -30,10 +30,11 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import sandkit  # noqa: E402
-from sandkit.runtime import prespawn  # noqa: E402
-import dockerd  # noqa: E402
-from rootfs import make_busybox_rootfs  # noqa: E402
+import dockerd
+from rootfs import make_busybox_rootfs
+
+import sandkit
+from sandkit.runtime import prespawn
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:

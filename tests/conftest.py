@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from proctable import children
-from rootfs import make_busybox_rootfs  # noqa: F401 - tests import it from here too
+from rootfs import make_busybox_rootfs  # tests import it from here too
 
 UNPRIVILEGED_USER = "sandkit-test"
 

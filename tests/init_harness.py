@@ -6,8 +6,8 @@ from __future__ import annotations
 import array
 import atexit
 import os
-import select
 import pwd
+import select
 import shutil
 import socket
 import stat
@@ -21,8 +21,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INIT_BIN = os.path.join(ROOT, "sandkit", "_init_bin", "sandkit-init")
 INIT_SRC = os.path.join(ROOT, "sandkit", "_init")
 BUSYBOX = "/bin/busybox"
-APPLETS = ("sh echo cat ls sleep id hostname tty head test true false mkdir touch pwd env ps "
-           "readlink stat wc grep mount kill mkfifo chmod seq setsid").split()
+APPLETS = [
+    "sh", "echo", "cat", "ls", "sleep", "id", "hostname", "tty", "head", "test", "true", "false",
+    "mkdir", "touch", "pwd", "env", "ps", "readlink", "stat", "wc", "grep", "mount", "kill",
+    "mkfifo", "chmod", "seq", "setsid",
+]
 TEST_USER = "sandkit-test"
 
 _copies: dict[str, str] = {}

@@ -212,25 +212,23 @@ def test_stopping_from_another_thread_ends_a_running_exec(busybox):
 
 
 def test_streaming_output_arrives_before_the_process_ends(busybox):
-    with sandkit.Container(busybox) as c:
-        with c.spawn(["sh", "-c", "echo first; sleep 30; echo second"]) as p:
-            started = time.monotonic()
-            assert p.stdout.read() == b"first\n"
-            assert time.monotonic() - started < 5
-            assert p.returncode is None
-            p.kill()
-            assert p.wait() == -signal.SIGKILL
+    with sandkit.Container(busybox) as c, c.spawn(["sh", "-c", "echo first; sleep 30; echo second"]) as p:
+        started = time.monotonic()
+        assert p.stdout.read() == b"first\n"
+        assert time.monotonic() - started < 5
+        assert p.returncode is None
+        p.kill()
+        assert p.wait() == -signal.SIGKILL
 
 
 def test_interactive_stdin_with_spawn(busybox):
-    with sandkit.Container(busybox) as c:
-        with c.spawn(["sh", "-c", "while read line; do echo got $line; done"]) as p:
-            p.stdin.write(b"one\n")
-            assert p.stdout.read() == b"got one\n"
-            p.stdin.write(b"two\n")
-            assert p.stdout.read() == b"got two\n"
-            p.stdin.close()
-            assert p.wait() == 0
+    with sandkit.Container(busybox) as c, c.spawn(["sh", "-c", "while read line; do echo got $line; done"]) as p:
+        p.stdin.write(b"one\n")
+        assert p.stdout.read() == b"got one\n"
+        p.stdin.write(b"two\n")
+        assert p.stdout.read() == b"got two\n"
+        p.stdin.close()
+        assert p.wait() == 0
 
 
 def test_many_processes_at_once_in_one_container(busybox):
@@ -292,10 +290,9 @@ def test_mounts_bind_and_tmpfs(busybox, tmp_path):
 
 
 def test_an_exception_inside_the_block_still_cleans_up(busybox):
-    with pytest.raises(RuntimeError):
-        with sandkit.Container(busybox) as c:
-            c.spawn(["sleep", "100"])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), sandkit.Container(busybox) as c:
+        c.spawn(["sleep", "100"])
+        raise RuntimeError("boom")
     assert not c.running
 
 

@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-import init_harness as H  # noqa: E402
+import init_harness as H
 from polling import POLL_SH
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, useradd)")]

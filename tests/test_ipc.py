@@ -8,7 +8,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandkit.errors import ProtocolError
-from sandkit.ipc import MAX_PACKET, Connection, Error, Exec, Exit, Opened, Output, Setup, Started, decode, encode
+from sandkit.ipc import (
+    MAX_PACKET,
+    Connection,
+    Error,
+    Exec,
+    Exit,
+    Opened,
+    Output,
+    Setup,
+    Started,
+    decode,
+    encode,
+)
 
 
 def test_exec_round_trip_keeps_every_field():

@@ -65,9 +65,8 @@ def test_whiteouts_and_opaque_dirs_inside_a_container(tmp_path, store):
 def test_remove_refused_while_container_runs(busybox):
     from sandkit.errors import ImageInUseError
 
-    with sandkit.Container(busybox):
-        with pytest.raises(ImageInUseError):
-            busybox.remove()
+    with sandkit.Container(busybox), pytest.raises(ImageInUseError):
+        busybox.remove()
     busybox.remove()
 
 

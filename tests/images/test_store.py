@@ -10,7 +10,12 @@ import subprocess
 import pytest
 
 import sandkit.images
-from sandkit.errors import DigestMismatchError, ImageInUseError, ImageNotFoundError, InvalidReferenceError
+from sandkit.errors import (
+    DigestMismatchError,
+    ImageInUseError,
+    ImageNotFoundError,
+    InvalidReferenceError,
+)
 from sandkit.images import Image
 from sandkit.images.reference import parse
 

@@ -133,7 +133,7 @@ class TokenServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     @staticmethod
-    def check(header: str) -> str | None | bool:
+    def check(header: str) -> str | bool | None:
         """The user name, None for anonymous, False for wrong credentials."""
         if not header:
             return None

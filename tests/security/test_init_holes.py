@@ -23,8 +23,8 @@ import spares
 from test_attacks import MODES, _open_to_others, attack_bin, in_mode  # noqa: F401 - a fixture
 
 import sandkit
-from sandkit.runtime import prespawn
 from sandkit.home import sandkit_home, scratch_mountpoint
+from sandkit.runtime import prespawn
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates")]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from proctable import children, descendants
 import trio
+from proctable import children, descendants
 
 import sandkit
 from sandkit.errors import ContainerDiedError, ContainerNotRunningError

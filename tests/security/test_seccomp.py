@@ -219,7 +219,7 @@ def _refused_probe() -> dict:
 
 def test_refused_syscalls_fail_under_the_default_program():
     out = in_confined_child(default_program(), _refused_probe)
-    expected = {k: errno.EPERM for k in out}
+    expected = dict.fromkeys(out, errno.EPERM)
     expected["clone3"] = errno.ENOSYS  # so libc falls back to clone, whose flags are filtered
     expected["future_syscall"] = errno.ENOSYS  # newer than the table: look like an older kernel
     assert out == expected

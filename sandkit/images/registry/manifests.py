@@ -13,7 +13,6 @@ from ..documents import check_descriptor, load_json
 from ..platform import Platform, choose
 from .bodies import MAX_DOCUMENT
 
-
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
