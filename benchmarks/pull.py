@@ -45,10 +45,8 @@ def layer(index: int, mb: int) -> bytes:
     words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(2000)]
     entries: list = [(f"layer{index}", "dir", None)]
     for n in range(mb):
-        if n % 4 == 3:
-            data = b" ".join(rng.choice(words) for _ in range(200_000))[: 1 << 20]
-        else:
-            data = rng.randbytes(1 << 20)
+        text = n % 4 == 3  # a quarter compressible, the rest random
+        data = b" ".join(rng.choice(words) for _ in range(200_000))[: 1 << 20] if text else rng.randbytes(1 << 20)
         entries.append((f"layer{index}/file{n}", "file", data))
     return tar_bytes(entries)
 

@@ -33,7 +33,7 @@ _WHERE = {
     "Mount": "api",
     "Process": "api",
 }
-__all__ = [*_WHERE, *_errors_all]
+__all__ = [*_WHERE, *_errors_all]  # noqa: PLE0604 - both are lists of names (str)
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: called for names not (yet) in the module

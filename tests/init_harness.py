@@ -128,7 +128,7 @@ class Init:
         if rootless:
             cmd[1:1] = ["--user", "--map-root-user"]
             init_bin = _readable_copy(init_bin)  # the checkout may be closed to the test user
-        self.proc = subprocess.Popen(cmd + [init_bin], pass_fds=(3,), preexec_fn=pre,
+        self.proc = subprocess.Popen([*cmd, init_bin], pass_fds=(3,), preexec_fn=pre,
                                      stdin=subprocess.DEVNULL)
         child.close()
         self.sock.settimeout(10)
@@ -188,7 +188,7 @@ class Init:
         e_r, e_w = os.pipe()
         msg = {"t": "exec", "argv": argv, "env": kw.pop("env", ["PATH=/bin"]), "stdio": "fds", **kw}
         try:
-            reply, _ = self.request(msg, [i_r, o_w, e_w] + kw.get("_extra_fds", []))
+            reply, _ = self.request(msg, [i_r, o_w, e_w, *kw.get("_extra_fds", [])])
         finally:
             os.close(i_r)
             os.close(o_w)

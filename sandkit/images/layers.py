@@ -258,7 +258,7 @@ class _DirTree:
                     yield path, node.meta
                 continue
             stack.append((path, node, True))
-            stack.extend((path + (name,), child, False) for name, child in node.children.items())
+            stack.extend(((*path, name), child, False) for name, child in node.children.items())
 
 
 def _not_in_layer(m: tarfile.TarInfo) -> ImageError:
@@ -393,7 +393,7 @@ class _Applier:
         return self.report
 
     def _entry(self, m: tarfile.TarInfo, parent: tuple[str, ...], name: str) -> None:
-        path = parent + (name,)
+        path = (*parent, name)
         dfd = self.open_dir(parent, create=True)
         replaced_whiteout = path in self.whiteouts
         self.whiteouts.discard(path)
@@ -532,7 +532,7 @@ class _Applier:
                 "this kernel does not let an unprivileged user create overlay whiteouts (0/0 "
                 "character devices, allowed since Linux 5.8): upgrade the kernel or run as root"
             ) from None
-        self.whiteouts.add(parent + (target,))
+        self.whiteouts.add((*parent, target))
 
     def _make_opaque(self, dir_fd: int) -> None:
         done = False

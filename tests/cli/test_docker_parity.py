@@ -169,7 +169,7 @@ def outcomes(docker, parity_images, host_dir) -> dict[str, tuple[tuple[int, byte
         return (d.returncode, d.stdout), (s.returncode, s.stdout.encode())
 
     with ThreadPoolExecutor(4) as pool:
-        return dict(zip([c.id for c in CASES], pool.map(both, CASES)))
+        return dict(zip([c.id for c in CASES], pool.map(both, CASES), strict=True))
 
 
 @pytest.mark.parametrize(

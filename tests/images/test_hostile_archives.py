@@ -29,7 +29,7 @@ def docker_archive(layers: list[bytes], *, first: list[tuple[str, bytes]] = (), 
     names = [f"l{i}/layer.tar" for i in range(len(layers))]
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
                          "rootfs": {"type": "layers", "diff_ids": [sha(x) for x in layers]}}).encode()
-    order = list(zip(names, layers))
+    order = list(zip(names, layers, strict=True))
     members = list(first) + (order[::-1] if reverse else order)
     out = b"".join(member(n, d) for n, d in members)
     out += b"".join(member(name, typeflag=b"2", linkname=target) for name, target in (links or {}).items())

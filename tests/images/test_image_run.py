@@ -105,7 +105,7 @@ def _suid_image(tmp_path, store) -> Image:
     caps = FILE_CAPS.decode("utf-8", "surrogateescape")
     suid = [("bin/suid", "file", who, {"mode": 0o4755}),
             ("bin/capped", "file", who, {"mode": 0o755, "xattrs": {"security.capability": caps}})]
-    return Image.load(oci_layout(tmp_path / "suid", busybox_layers() + [tar_bytes(suid)],
+    return Image.load(oci_layout(tmp_path / "suid", [*busybox_layers(), tar_bytes(suid)],
                                  config={"Env": ["PATH=/bin"], "User": "nobody"}), store=store)
 
 

@@ -237,7 +237,7 @@ def attack(mode, as_unprivileged, busybox_dir, bindir, *commands, **options):
     results = in_mode(mode, as_unprivileged, _run_helpers, str(busybox_dir), str(bindir),
                       [list(c) for c in commands], options)
     report = []
-    for argv, (code, out, err) in zip(commands, results):
+    for argv, (code, out, err) in zip(commands, results, strict=True):
         holes = [line for line in out.splitlines() if line.startswith("HOLE")]
         if code != 0 or holes:
             report.append(f"{' '.join(argv)} (exit {code}): " + "; ".join(holes or [err.strip() or out.strip()]))
@@ -525,7 +525,7 @@ def _fd_view(image_dir, bindir):
     # Host fds that a careless runtime would pass on: inheritable ones, a socket, a directory.
     bait = [os.open("/", os.O_RDONLY | os.O_DIRECTORY), os.open("/etc/passwd", os.O_RDONLY)]
     sock_a, sock_b = __import__("socket").socketpair()
-    for fd in bait + [sock_a.fileno(), sock_b.fileno()]:
+    for fd in [*bait, sock_a.fileno(), sock_b.fileno()]:
         os.set_inheritable(fd, True)
     try:
         views = {}
@@ -662,7 +662,7 @@ def _namespaces(image_dir, start):
         inside = c.exec(["sh", "-c", "for n in " + " ".join(kinds) + "; do readlink /proc/self/ns/$n; done"],
                         timeout=10).stdout.decode().split()
         return {kind: (os.readlink(f"/proc/self/ns/{kind}"), os.readlink(f"/proc/{init}/ns/{kind}"), seen)
-                for kind, seen in zip(kinds, inside)}
+                for kind, seen in zip(kinds, inside, strict=True)}
 
 
 @pytest.mark.parametrize("start", STARTS)

@@ -213,7 +213,7 @@ def test_a_container_process_cannot_freeze_the_init(mode, attack, as_unprivilege
     token = f"t{os.getpid()}x{time.monotonic_ns()}"
     seen = _with_watchdog(token, in_mode, mode, as_unprivileged, _serve_under_attack, str(busybox_dir),
                           str(attack_bin), attack, token)
-    for stdout, timed_out, signal in seen["execs"]:
+    for stdout, timed_out, _signal in seen["execs"]:
         # Stopped before or after its execve, an exec still ends: by itself, or by its timeout.
         assert stdout == b"served\n" or timed_out, seen
     assert seen["lifetime"][0] in {"ContainerNotRunningError", "ContainerDiedError"}, seen

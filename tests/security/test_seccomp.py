@@ -426,7 +426,7 @@ _profiles = st.builds(
 def test_compiled_programs_are_valid_and_mean_the_profile(profile, calls):
     program = bpf.unpack(profile.compile())
     bpf.validate(program)  # every jump lands inside the program, the last insn returns
-    for pc, (code, jt, jf, k) in enumerate(program):
+    for pc, (code, jt, jf, _k) in enumerate(program):
         if code in (bpf.JEQ, bpf.JGT, bpf.JGE, bpf.JSET):
             assert pc + 1 + max(jt, jf) < len(program)
     for nr, args in calls:
