@@ -242,10 +242,12 @@ def test_many_processes_at_once_in_one_container(busybox):
 
 
 def test_a_pty_gives_a_terminal(busybox):
-    with sandkit.Container(busybox) as c:
-        with c.spawn(["sh", "-c", "tty; test -t 0 && echo isatty; stty size"], tty=True, rows=33, cols=101) as p:
-            output = b"".join(p.stdout)
-            assert p.wait() == 0
+    with (
+        sandkit.Container(busybox) as c,
+        c.spawn(["sh", "-c", "tty; test -t 0 && echo isatty; stty size"], tty=True, rows=33, cols=101) as p,
+    ):
+        output = b"".join(p.stdout)
+        assert p.wait() == 0
     text = output.decode().replace("\r", "")
     assert text.startswith("/dev/pts/") and "isatty" in text and "33 101" in text
 

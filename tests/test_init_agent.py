@@ -413,7 +413,7 @@ def test_signal_plain_and_ended(ctr):
 
 
 def test_tree_kill_kills_grandchildren(ctr):
-    marker = "31337%d" % (ctr.rootless)
+    marker = f"31337{ctr.rootless:d}"
     # same process group, a new session below it, a grandchild; a double-forked daemon that
     # left the session is out of reach by design (see docs/protocol.md "signal")
     script = f"sleep {marker} & setsid sleep {marker} & sh -c 'sleep {marker}; true' & wait"
@@ -470,7 +470,7 @@ def test_a_captured_exec_ends_when_its_output_does(rctr):
 
 
 def test_a_tree_kill_ends_a_captured_exec_whose_output_is_held_open(ctr):
-    marker = "4242%d" % ctr.rootless
+    marker = f"4242{ctr.rootless:d}"
     exec_id = ctr.new_id()
     ctr.send({"t": "exec", "id": exec_id, "argv": ["sh", "-c", f"echo a; sleep {marker} &"],
               "env": ["PATH=/bin"], "stdio": "capture"})
@@ -607,7 +607,7 @@ def test_error_echoes_id(ctr):
 @pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
 def test_eof_kills_everything(rootless):
     i = H.Init(rootless=rootless)
-    marker = "4242%d" % rootless
+    marker = f"4242{rootless:d}"
     assert i.setup()["t"] == "ready"
     reply, (o_r, e_r) = i.start(["sh", "-c", f"(setsid sleep {marker} &); sleep {marker}"])
     assert reply["t"] == "started"

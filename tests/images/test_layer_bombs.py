@@ -132,7 +132,7 @@ def test_an_endless_old_gnu_sparse_map_is_refused(tmp_path):
     root = tmp_path / "l"
     root.mkdir()
     stream = StreamOf(_then_repeat(sparse, bytes(extension), 20_000))
-    with pytest.raises(UnsafeLayerError, match="headers .* exceed"):
+    with pytest.raises(UnsafeLayerError, match=r"headers .* exceed"):
         apply_tar(stream, root)
 
 

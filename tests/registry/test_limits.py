@@ -177,7 +177,7 @@ def test_a_body_announced_longer_than_its_descriptor_is_refused_at_once(
     blob = reg.config if what == "config" else reg.layer
     reg.routes[f"/v2/team/app/blobs/{blob.digest}"] = promise_more(blob, 100, release, held=held)
     try:
-        with pytest.raises((RegistryError, DigestMismatchError), match="(longer|more) than"):
+        with pytest.raises((RegistryError, DigestMismatchError), match=r"(longer|more) than"):
             Image.pull(reg.ref(), store=store)
         assert held == [], "the pull waited for the registry to hang up"
         assert reg.requests.count(f"/v2/team/app/blobs/{blob.digest}") == 1

@@ -181,7 +181,7 @@ def test_killing_the_init_from_outside_is_a_clear_error(busybox, no_leaks):
         init = c._core._init
         assert init is not None
         os.kill(init.pid, signal.SIGKILL)
-        with pytest.raises(ContainerDiedError, match="init has exited|killed"):
+        with pytest.raises(ContainerDiedError, match=r"init has exited|killed"):
             process.wait(timeout=10)
         with pytest.raises(ContainerDiedError, match="start a new container"):
             c.exec(["true"], timeout=5)
