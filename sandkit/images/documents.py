@@ -90,4 +90,8 @@ def _null_or(value: object, kind: type) -> bool:
 
 
 def _is_string_list(value: object) -> bool:
-    return value is None or isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    )

@@ -292,14 +292,18 @@ class RegistryClient:
         every other answer, which only ever explains an error); see bodies.py."""
         url = await self.url(path)
         what = f"{method} {httpx.URL(url).path}"
-        watch = ProgressWatch(self.progress, f"{what} on registry {self.registry}", limit.size if limit and limit.exact else None)
+        watch = ProgressWatch(
+            self.progress, f"{what} on registry {self.registry}", limit.size if limit and limit.exact else None
+        )
 
         async def once() -> httpx.Response:
             resp = await self._send(method, url, scopes, headers or {}, body, watch)
             success = limit is not None and 200 <= resp.status_code < 300
             resp = await read_async(resp, limit if success and limit else error_limit(f"the answer to {what}"), watch)
             if resp.status_code in _TRANSIENT_STATUS:
-                raise TransientError(f"{method} {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
+                raise TransientError(
+                    f"{method} {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})"
+                )
             return resp
 
         return await self.with_retries(once, what, watch)
@@ -339,7 +343,9 @@ class RegistryClient:
                 raise TransientError(f"GET {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
             if retried or not self._own_origin(str(resp.url)):
                 break
-            auth_header = anyio.from_thread.run(self.auth.on_unauthorized, self.http, resp, scopes, auth_header, token=loop)
+            auth_header = anyio.from_thread.run(
+                self.auth.on_unauthorized, self.http, resp, scopes, auth_header, token=loop
+            )
         raise self._refused("GET", url, resp)
 
     async def with_retries(self, fn: Callable[[], Awaitable[Any]], what: str, watch: ProgressWatch) -> Any:

@@ -66,7 +66,9 @@ def parse(raw: bytes, content_type: str, *, expected: str | None, where: str) ->
             "buildah or skopeo (`skopeo copy` converts it), then pull again"
         )
     if not isinstance(body, dict):
-        raise RegistryError(f"manifest of {where} is not a JSON object (Content-Type {ctype!r}): the registry sent garbage")
+        raise RegistryError(
+            f"manifest of {where} is not a JSON object (Content-Type {ctype!r}): the registry sent garbage"
+        )
     declared = body.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise RegistryError(f"manifest of {where} has a non-string mediaType")
