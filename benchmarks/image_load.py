@@ -82,8 +82,8 @@ def main() -> None:
         store = Store(work / "home2")
         many = [tar_bytes([(f"f{i}", "file", str(i).encode())]) for i in range(100)]
         img100 = Image.load(oci_layout(work / "l100", [tar_bytes([("bin", "dir", None)]), *many[:99]]), store=store)
-        img1 = Image.load(oci_layout(work / "l1", [tar_bytes([("bin", "dir", None)] + [(f"f{i}", "file", b"x") for i in range(100)])],
-                                     ref_name="b/one:1"), store=store)
+        one_layer = tar_bytes([("bin", "dir", None)] + [(f"f{i}", "file", b"x") for i in range(100)])
+        img1 = Image.load(oci_layout(work / "l1", [one_layer], ref_name="b/one:1"), store=store)
         for label, img in (("1 layer", img1), ("100 layers", img100)):
             runs = []
             try:

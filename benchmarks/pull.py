@@ -88,7 +88,8 @@ def main() -> None:
     skopeo_tls = [f"--src-cert-dir={certs}"] if args.tls else ["--src-tls-verify=false"]
     try:
         print(f"building {args.layers} layers of {args.mb_per_layer} MiB ...", file=sys.stderr)
-        layout = oci_layout(work / "layout", [layer(i, args.mb_per_layer) for i in range(args.layers)], ref_name="bench:1")
+        layers = [layer(i, args.mb_per_layer) for i in range(args.layers)]
+        layout = oci_layout(work / "layout", layers, ref_name="bench:1")
         image = Image.load(layout, store=Store(work / "src"))
         ref = reg.ref("bench/app:1")
         image.push(ref, ca_file=reg.ca_file)
@@ -108,7 +109,9 @@ def main() -> None:
 
         def sandkit_pull(run: int) -> float:
             home = work / f"pull{run}"
-            t = measured("sandkit", resource.RUSAGE_SELF, lambda: Image.pull(ref, store=Store(home), ca_file=reg.ca_file))
+            t = measured(
+                "sandkit", resource.RUSAGE_SELF, lambda: Image.pull(ref, store=Store(home), ca_file=reg.ca_file)
+            )
             shutil.rmtree(home)
             return t
 

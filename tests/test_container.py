@@ -126,7 +126,8 @@ def test_env_workdir_and_user(busybox):
     with sandkit.Container(busybox, env={"A": "container", "B": "b"}, workdir="/tmp") as c:
         r = sh(c, "echo $A $B $C; pwd; id -u; id -g", env={"A": "exec", "C": "c"})
         assert r.stdout.decode().split() == ["exec", "b", "c", "/tmp", "0", "0"]
-        assert sh(c, "id -u; id -g; id -G; echo $HOME", user="app").stdout.decode().split() == ["1000", "1000", "1000", "50", "/home/app"]
+        r = sh(c, "id -u; id -g; id -G; echo $HOME", user="app")
+        assert r.stdout.decode().split() == ["1000", "1000", "1000", "50", "/home/app"]
         assert sh(c, "id -u; id -g", user="4242:4343").stdout.decode().split() == ["4242", "4343"]
         assert sh(c, "id -u; id -g", user="nobody:app").stdout.decode().split() == ["65534", "1000"]
 

@@ -17,7 +17,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 import init_harness as H
 from polling import POLL_SH
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, useradd)")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, useradd)"),
+]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -31,7 +31,8 @@ def busybox_layers() -> list[bytes]:
         pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
     data = Path(binary).read_bytes()
     entries = [("bin", "dir", None), ("bin/busybox", "file", data, {"mode": 0o755}),
-               ("etc", "dir", None), ("etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"),
+               ("etc", "dir", None),
+               ("etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"),
                ("etc/group", "file", b"root:x:0:\nnogroup:x:65534:\n"), ("tmp", "dir", None, {"mode": 0o1777})]
     entries += [(f"bin/{a}", "symlink", "busybox") for a in ("sh", "ls", "cat", "echo", "id", "env", "pwd", "find")]
     return [tar_bytes(entries)]

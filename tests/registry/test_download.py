@@ -126,13 +126,17 @@ def test_progress_is_reported_on_the_callers_thread(plain_registry: Registry, tm
     assert "downloading" in statuses and statuses[-1] == "manifest"
 
 
-def test_pull_runs_under_asyncio_too(plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store) -> None:
+def test_pull_runs_under_asyncio_too(
+    plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store
+) -> None:
     image = make_image(tmp_path, store, extra=random_bytes(2 << 20))
     image.push(plain_registry.ref("team/app:1"))
     statuses: list[str] = []
 
     async def main() -> str:
-        record = await pull(plain_registry.ref("team/app:1"), store=other_store, progress=lambda e: statuses.append(e.status))
+        record = await pull(
+            plain_registry.ref("team/app:1"), store=other_store, progress=lambda e: statuses.append(e.status)
+        )
         return record.id
 
     assert anyio.run(main, backend="asyncio") == image.id

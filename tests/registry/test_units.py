@@ -30,7 +30,9 @@ def test_references_normalise_like_docker(text: str, expected: str) -> None:
     assert str(parse(text)) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "UPPER/app", "app:", "app@sha256:123", "a//b", "host:port/app", "-app", "app:tag!"])
+@pytest.mark.parametrize(
+    "bad", ["", "UPPER/app", "app:", "app@sha256:123", "a//b", "host:port/app", "-app", "app:tag!"]
+)
 def test_bad_references_are_clear_errors(bad: str) -> None:
     with pytest.raises(InvalidReferenceError, match="invalid image reference"):
         parse(bad)

@@ -37,7 +37,13 @@ import sandkit
 ATTACKS = Path(__file__).parent / "attacks"
 MODES = ["root", "rootless"]
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the attack suite runs as root (it covers rootless mode as a user it creates)")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="the attack suite runs as root (it covers rootless mode as a user it creates)"
+    ),
+]
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -487,7 +493,9 @@ def _fill(image_dir, bindir, targets):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_filling_the_disk_hits_disk_size(mode, as_unprivileged, busybox_dir, attack_bin, host):
-    results = in_mode(mode, as_unprivileged, _fill, str(busybox_dir), str(attack_bin), ["/fill", "/tmp/fill", "/dev/fill"])
+    results = in_mode(
+        mode, as_unprivileged, _fill, str(busybox_dir), str(attack_bin), ["/fill", "/tmp/fill", "/dev/fill"]
+    )
     for path, out in results.items():
         wrote = int(out.split()[1])
         assert wrote <= 16 and "ENOSPC" in out, f"{path}: {out}"
@@ -531,7 +539,8 @@ def _fd_view(image_dir, bindir):
         views = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for label, options in (("plain", {}), ("limits", {"memory": "256m", "pids_limit": 500, "accounting": True})):
+            limits = {"memory": "256m", "pids_limit": 500, "accounting": True}
+            for label, options in (("plain", {}), ("limits", limits)):
                 with sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"], **options) as c:
                     views[label] = c.exec(["/attacks/escape", "fds"], timeout=10).stdout.decode()
                     views[label + "-sh"] = c.exec(["ls", "-l", "/proc/self/fd/"], timeout=10).stdout.decode()

@@ -26,7 +26,11 @@ import sandkit
 from sandkit.home import sandkit_home, scratch_mountpoint
 from sandkit.runtime import prespawn
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates"),
+]
 
 
 @pytest.fixture(autouse=True)
