@@ -30,10 +30,11 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import sandkit  # noqa: E402
-from sandkit.runtime import prespawn  # noqa: E402
-import dockerd  # noqa: E402
-from rootfs import make_busybox_rootfs  # noqa: E402
+import dockerd
+from rootfs import make_busybox_rootfs
+
+import sandkit
+from sandkit.runtime import prespawn
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
@@ -147,7 +148,9 @@ def main() -> int:
         if shutil.which("bwrap"):
             lifecycles["bwrap lifecycle (same namespaces, same dir)"] = bwrap_lifecycle(rootfs)
         rows = interleaved_medians(lifecycles, args.runs)
-        rows["sandkit start + exec true, 20 ms apart (spare ready)"] = sandkit_start_after_a_pause(image, args.runs // 2)
+        rows["sandkit start + exec true, 20 ms apart (spare ready)"] = sandkit_start_after_a_pause(
+            image, args.runs // 2
+        )
         with warnings.catch_warnings():  # rootless: the limits fall back to rlimits, and say so
             warnings.simplefilter("ignore")
             rows["  the same with memory, cpu and pids limits"] = sandkit_start_after_a_pause(
@@ -176,7 +179,8 @@ def main() -> int:
         ratio = lifecycle / rows["bwrap lifecycle (same namespaces, same dir)"]
         print(f"sandkit lifecycle / bwrap lifecycle  = {ratio:.2f}x  (back to back; target <= 0.6x, must be < 1x)")
         spare = rows["sandkit start + exec true, 20 ms apart (spare ready)"]
-        print(f"sandkit start+exec with a spare / bwrap lifecycle = {spare / rows['bwrap lifecycle (same namespaces, same dir)']:.2f}x")
+        bwrap = rows["bwrap lifecycle (same namespaces, same dir)"]
+        print(f"sandkit start+exec with a spare / bwrap lifecycle = {spare / bwrap:.2f}x")
         if ratio >= 1:
             failures.append(f"lifecycle is {ratio:.2f}x bwrap's")
     if "docker run --rm" in rows:
