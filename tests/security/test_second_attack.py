@@ -46,7 +46,6 @@ def _clone_parent_past_the_timeout(image_dir: str, bindir: str, token: str) -> t
             return r.timed_out, r.stdout.decode(), _left_after(c, token)
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: clone(CLONE_PARENT) from an exec's root escapes its tree")
 @pytest.mark.parametrize("mode", MODES)
 def test_clone_parent_does_not_outlive_the_exec_timeout(mode, as_unprivileged, busybox_dir, attack_bin):
     token = f"cp{os.getpid() % 100000}"
