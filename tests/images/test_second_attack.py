@@ -39,7 +39,6 @@ def _load_under_8m(tmp_path: Path, monkeypatch, layer: bytes) -> str:
     return f"loaded, {_used_bytes(store.home / 'layers') >> 20} MiB on disk"
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: a long symlink target is charged no block")
 def test_long_symlink_targets_are_charged_their_block(tmp_path: Path, monkeypatch):
     # A symlink target longer than fits in the inode (60 bytes on ext4) takes a data block.
     layer = tar_bytes([(f"l{i}", "symlink", "t" * 3000) for i in range(ENTRIES)])
@@ -47,7 +46,6 @@ def test_long_symlink_targets_are_charged_their_block(tmp_path: Path, monkeypatc
     assert outcome.startswith("refused") and "8.0 MiB" in outcome, outcome
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: xattrs are charged nothing")
 def test_xattrs_are_charged_their_block(tmp_path: Path, monkeypatch):
     # xattrs that do not fit in the inode take a block of their own (ext4; more on xfs, btrfs).
     layer = tar_bytes([(f"x{i}", "file", b"", {"xattrs": {"user.pad": "v" * 3000}}) for i in range(ENTRIES)])
