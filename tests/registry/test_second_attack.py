@@ -102,7 +102,6 @@ REDIRECTS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: httpx reads a redirect's body whole, before any limit of sandkit's")
 @pytest.mark.parametrize("case", REDIRECTS)
 def test_an_endless_redirect_body_costs_bounded_memory(case: str, scripted, tmp_path: Path) -> None:
     # Blobs are often redirected to object storage, so redirects are followed; the body of the
