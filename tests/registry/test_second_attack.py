@@ -43,7 +43,7 @@ def short_progress(monkeypatch: pytest.MonkeyPatch) -> ProgressRule:
     return rule
 
 
-def trickled_headers(blob: Blob, every: float, left: list[str], *, for_at_most: float = 8.0):
+def trickled_headers(blob: Blob, every: float, left: list[str], *, for_at_most: float = 4.0):
     """A status line, then a header one byte every ``every`` seconds (never long enough for a read
     to time out, nor for the client's header-size limit) for ``for_at_most`` seconds, then an
     honest answer. "left early" goes to ``left`` if the client hung up while it trickled."""
@@ -87,7 +87,7 @@ def test_trickled_response_headers_fail_within_the_progress_period(case: str, sc
     with pytest.raises(StalledError):
         Image.pull(reg.ref(), store=store)
     assert store.records() == []
-    # The rule's period is 0.5 s, the registry trickles for 8 s: the client must not wait it out.
+    # The rule's period is 0.5 s, the registry trickles for 4 s: the client must not wait it out.
     assert left == ["left early"], "the pull waited for the trickled headers to end"
 
 
