@@ -67,8 +67,11 @@ def _beyond_inode(m: tarfile.TarInfo) -> int:
     (ext4 keeps up to 59 bytes there), and xattrs (each filesystem keeps only a little in the
     inode; ext4 gives the rest one block, xfs and btrfs more), charged as whole blocks."""
     extra = BLOCK if m.issym() and len(m.linkname) > INLINE_SYMLINK else 0
-    xattrs = sum(len(k) + len(v.encode("utf-8", "surrogateescape"))
-                 for k, v in m.pax_headers.items() if k.startswith("SCHILY.xattr."))
+    xattrs = sum(
+        len(k) + len(v.encode("utf-8", "surrogateescape"))
+        for k, v in m.pax_headers.items()
+        if k.startswith("SCHILY.xattr.")
+    )
     return extra + -(-xattrs // BLOCK) * BLOCK
 
 

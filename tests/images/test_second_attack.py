@@ -14,7 +14,11 @@ from sandkit.images.store import Store
 
 from .conftest import oci_layout, tar_bytes
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="as the budget tests")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="as the budget tests"),
+]
 
 ENTRIES = 4000  # each takes a 4 KiB block of its own: 16 MiB in all, against an 8 MiB limit
 
@@ -48,6 +52,8 @@ def test_long_symlink_targets_are_charged_their_block(tmp_path: Path, monkeypatc
 
 def test_xattrs_are_charged_their_block(tmp_path: Path, monkeypatch):
     # xattrs that do not fit in the inode take a block of their own (ext4; more on xfs, btrfs).
-    layer = tar_bytes([(f"x{i}", "file", b"", {"xattrs": {"user.pad": "v" * 3000}}) for i in range(ENTRIES)])
+    layer = tar_bytes(
+        [(f"x{i}", "file", b"", {"xattrs": {"user.pad": "v" * 3000}}) for i in range(ENTRIES)]
+    )
     outcome = _load_under_8m(tmp_path, monkeypatch, layer)
     assert outcome.startswith("refused") and "8.0 MiB" in outcome, outcome

@@ -5,42 +5,17 @@ from __future__ import annotations
 import contextlib
 import http.server
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sandkit.images.image import Image
-from sandkit.images.registry import bodies
-from sandkit.images.registry.bodies import ProgressRule, StalledError
+from sandkit.images.registry.bodies import StalledError
 from sandkit.images.store import Store
 
 from .hostile import Blob, ScriptedRegistry, endless, serve
-from .test_limits import _pull_in_subprocess
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-@pytest.fixture
-def scripted() -> Iterator[Callable[..., ScriptedRegistry]]:
-    made: list[ScriptedRegistry] = []
-
-    def make(routes: Callable[[ScriptedRegistry], dict]) -> ScriptedRegistry:
-        reg = ScriptedRegistry()
-        reg.routes.update(routes(reg))
-        made.append(reg)
-        return reg
-
-    yield make
-    for reg in made:
-        reg.close()
-
-
-@pytest.fixture
-def short_progress(monkeypatch: pytest.MonkeyPatch) -> ProgressRule:
-    rule = ProgressRule(period=0.5, min_bytes=1024)
-    monkeypatch.setattr(bodies, "PROGRESS", rule)
-    return rule
+from .test_limits import _pull_in_subprocess, scripted, short_progress  # noqa: F401 - fixtures
 
 
 def trickled_headers(blob: Blob, every: float, left: list[str], *, for_at_most: float = 4.0):
@@ -73,15 +48,22 @@ def trickled_headers(blob: Blob, every: float, left: list[str], *, for_at_most: 
 
 TRICKLED = {
     # the manifest is read by the async client, a layer by the sync one (in a thread)
-    "manifest": lambda reg, left: {"/v2/team/app/manifests/1": trickled_headers(reg.manifest, 0.05, left)},
-    "layer": lambda reg, left: {f"/v2/team/app/blobs/{reg.layer.digest}": trickled_headers(reg.layer, 0.05, left)},
+    "manifest": lambda reg, left: {
+        "/v2/team/app/manifests/1": trickled_headers(reg.manifest, 0.05, left)
+    },
+    "layer": lambda reg, left: {
+        f"/v2/team/app/blobs/{reg.layer.digest}": trickled_headers(reg.layer, 0.05, left)
+    },
 }
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: the progress rule starts only with the body; headers may trickle")
+@pytest.mark.xfail(
+    strict=True, reason="HOLE: the progress rule starts only with the body; headers may trickle"
+)
 @pytest.mark.parametrize("case", TRICKLED)
-def test_trickled_response_headers_fail_within_the_progress_period(case: str, scripted, store: Store,
-                                                                   short_progress) -> None:
+def test_trickled_response_headers_fail_within_the_progress_period(
+    case: str, scripted, store: Store, short_progress
+) -> None:
     left: list[str] = []
     reg = scripted(lambda reg: TRICKLED[case](reg, left))
     with pytest.raises(StalledError):
@@ -94,7 +76,9 @@ def test_trickled_response_headers_fail_within_the_progress_period(case: str, sc
 # --- the body of a redirect ---------------------------------------------------------------------
 
 
-def _redirected(path: str, blob: Callable[[ScriptedRegistry], Blob]) -> Callable[[ScriptedRegistry], dict]:
+def _redirected(
+    path: str, blob: Callable[[ScriptedRegistry], Blob]
+) -> Callable[[ScriptedRegistry], dict]:
     """``path`` answered by a redirect with an endless body (1 GiB) to where ``blob`` is served."""
 
     def routes(reg: ScriptedRegistry) -> dict:

@@ -8,20 +8,23 @@ import time
 import warnings
 
 import pytest
-from test_attacks import MODES, _image, attack_bin, in_mode  # noqa: F401 - a fixture
+from test_attacks import (  # noqa: F401 - fixtures: the helpers, and the C module loaded as root first
+    MODES,
+    _image,
+    _sandkit_loaded,
+    attack_bin,
+    in_mode,
+)
 
 import sandkit
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates"),
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates"
+    ),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _sandkit_loaded(warmed_up):
-    """The C module and the init memfd are loaded as root first (see test_attacks.py)."""
 
 
 def _left_after(c, token: str) -> str:
@@ -38,7 +41,9 @@ def _left_after(c, token: str) -> str:
 # --- a process made a child of PID 1 by the exec's root (clone with CLONE_PARENT) ------------
 
 
-def _clone_parent_past_the_timeout(image_dir: str, bindir: str, token: str) -> tuple[bool, str, str]:
+def _clone_parent_past_the_timeout(
+    image_dir: str, bindir: str, token: str
+) -> tuple[bool, str, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"]) as c:
@@ -47,10 +52,18 @@ def _clone_parent_past_the_timeout(image_dir: str, bindir: str, token: str) -> t
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_clone_parent_does_not_outlive_the_exec_timeout(mode, as_unprivileged, busybox_dir, attack_bin):
+def test_clone_parent_does_not_outlive_the_exec_timeout(
+    mode, as_unprivileged, busybox_dir, attack_bin
+):
     token = f"cp{os.getpid() % 100000}"
-    timed_out, out, left = in_mode(mode, as_unprivileged, _clone_parent_past_the_timeout, str(busybox_dir),
-                                   str(attack_bin), token)
+    timed_out, out, left = in_mode(
+        mode,
+        as_unprivileged,
+        _clone_parent_past_the_timeout,
+        str(busybox_dir),
+        str(attack_bin),
+        token,
+    )
     assert timed_out, out
     assert not left, f"a process the exec made outlived its timeout ({out.strip()}):\n{left}"
 
@@ -69,10 +82,16 @@ def _setsid_orphan_past_the_timeout(image_dir: str, token: str) -> tuple[bool, s
             return r.timed_out, _left_after(c, f"sleep {token}")
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: a setsid orphan of an exited exec root outlives the exec's timeout")
+@pytest.mark.xfail(
+    strict=True, reason="HOLE: a setsid orphan of an exited exec root outlives the exec's timeout"
+)
 @pytest.mark.parametrize("mode", MODES)
-def test_a_setsid_orphan_of_an_exited_root_does_not_outlive_the_timeout(mode, as_unprivileged, busybox_dir):
+def test_a_setsid_orphan_of_an_exited_root_does_not_outlive_the_timeout(
+    mode, as_unprivileged, busybox_dir
+):
     token = str(900_000 + os.getpid() % 100_000)
-    timed_out, left = in_mode(mode, as_unprivileged, _setsid_orphan_past_the_timeout, str(busybox_dir), token)
+    timed_out, left = in_mode(
+        mode, as_unprivileged, _setsid_orphan_past_the_timeout, str(busybox_dir), token
+    )
     assert timed_out
     assert not left, f"a process the exec started outlived its timeout:\n{left}"

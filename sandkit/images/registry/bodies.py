@@ -207,7 +207,8 @@ class _Unread(httpx.SyncByteStream, httpx.AsyncByteStream):
         return iter(())
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in ():
+        nothing: tuple[bytes, ...] = ()
+        for chunk in nothing:
             yield chunk
 
     def close(self) -> None:
