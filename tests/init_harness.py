@@ -22,7 +22,7 @@ INIT_BIN = os.path.join(ROOT, "sandkit", "_init_bin", "sandkit-init")
 INIT_SRC = os.path.join(ROOT, "sandkit", "_init")
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh echo cat ls sleep id hostname tty head test true false mkdir touch pwd env ps "
-           "readlink stat wc grep mount kill mkfifo chmod seq setsid").split()
+           "readlink stat wc grep mount kill mkfifo chmod seq setsid nc").split()
 TEST_USER = "sandkit-test"
 
 _copies: dict[str, str] = {}

@@ -60,7 +60,8 @@ static int parse_connect(const struct req *r, bool *udp, int *port, struct err *
 
 int do_connect(struct req *r, struct err *e)
 {
-	struct sockaddr_in to = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in to = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	bool udp = false;
 	int port = 0, fd, rc;
 
@@ -68,7 +69,8 @@ int do_connect(struct req *r, struct err *e)
 	if (parse_connect(r, &udp, &port, e) < 0)
 		return -1;
 	if (!udp && npending >= MAX_CONNECTING)
-		return seterr(e, EAGAIN, "%d connects are in progress already: try again", MAX_CONNECTING);
+		return seterr(e, EAGAIN, "%d connects are in progress already: try again",
+			      MAX_CONNECTING);
 	fd = socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return connect_error(e, errno, port, udp ? "udp" : "tcp");

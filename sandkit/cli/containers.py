@@ -189,7 +189,7 @@ def inspect_record(record: state.Record) -> dict[str, Any]:
 
 def cmd_port(args: argparse.Namespace) -> int:
     """Docker's format: "80/tcp -> 127.0.0.1:49153", or for one port its host addresses alone."""
-    from ..runtime.ports import container_side
+    from ._runtime import container_side
 
     record = state.find(args.container)
     published = record.state.get("ports", []) if record.running else []

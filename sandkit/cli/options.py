@@ -176,7 +176,7 @@ def ulimits(entries: Sequence[str]) -> dict[str, tuple[int, int]]:
 
 def published_ports(specs: Sequence[str]) -> list[str]:
     """`-p` values, checked now (a malformed one is exit 125 before anything starts)."""
-    from ..runtime.ports import parse_port
+    from ._runtime import parse_port
 
     for spec in specs:
         parse_port(spec)

@@ -112,7 +112,7 @@ class RunSpec:
 def exposed_ports(image: Image, published: list[str]) -> list[str]:
     """The image's ExposedPorts ("80/tcp") that ``-p`` does not publish already, as `-P` takes
     them: each on an ephemeral host port."""
-    from ..runtime.ports import container_side, parse_port
+    from ._runtime import container_side, parse_port
 
     taken = {parse_port(p).key for p in published}
     wanted = []
