@@ -244,3 +244,26 @@ def test_stop_closes_listeners_and_connections(busybox, no_leaks):
     _assert_free(udp[1], socket.SOCK_DGRAM)
     assert not [t for t in threading.enumerate() if t.name.startswith(("sandkit-ports", "sandkit-relay"))]
     assert c.ports == {}
+
+
+def test_a_container_that_ended_by_itself_resets_clients(busybox, no_leaks):
+    with sandkit.Container(busybox, ports=["80"], lifetime=0.2) as c:
+        c.spawn(TCP_ECHO, stdin=False)
+        address = c.port(80)
+
+        def refused_for_good() -> bool:
+            # each connection now asks an init that is gone: the client is reset, and the
+            # accepting thread lives on to serve (and reset) the next one
+            try:
+                with socket.create_connection(address, timeout=10) as sock:
+                    sock.sendall(b"?")
+                    return sock.recv(1) == b""
+            except ConnectionResetError:
+                return not c.running
+
+        wait_until(refused_for_good, "the container's lifetime to end")
+        for _ in range(3):
+            with contextlib.suppress(ConnectionResetError), socket.create_connection(address, timeout=10) as sock:
+                assert sock.recv(1) == b""
+        assert [t for t in threading.enumerate() if t.name == "sandkit-ports"]
+    _assert_free(address[1])

@@ -29,7 +29,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from ..errors import PortInUseError
+from ..errors import PortInUseError, SandkitError
 from .ports import PortSpec
 
 # At most this many TCP connections (or UDP clients) per published port at once: each costs
@@ -268,8 +268,10 @@ class PortForwarder:
             return
         try:
             inner = self.connect("tcp", port.spec.container_port)
-        except OSError:
-            _reset(client)  # nothing listens in the container: the client sees what it would there
+        except (OSError, SandkitError):
+            # Nothing listens in the container (the client sees what it would there), or the
+            # container is stopping.
+            _reset(client)
             return
         client.setblocking(True)
         inner.setblocking(True)
@@ -303,7 +305,7 @@ class PortForwarder:
             self._drop_udp_client(port, min(port.clients, key=lambda a: port.clients[a].last))
         try:
             inner = self.connect("udp", port.spec.container_port)
-        except OSError:
+        except (OSError, SandkitError):
             return None
         inner.setblocking(False)
         client = port.clients[address] = _UdpClient(inner, time.monotonic())
