@@ -35,8 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import sandkit  # noqa: E402
-from polling import wait_until  # noqa: E402
+from polling import wait_until
+
+import sandkit
 
 SINK_PORT, ECHO_PORT = 9000, 9001
 # Both servers in one program: a sink that counts what one connection carries, and a one-byte

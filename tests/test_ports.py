@@ -267,3 +267,46 @@ def test_a_container_that_ended_by_itself_resets_clients(busybox, no_leaks):
                 assert sock.recv(1) == b""
         assert [t for t in threading.enumerate() if t.name == "sandkit-ports"]
     _assert_free(address[1])
+
+
+def test_many_short_connections_at_once(no_leaks):
+    """Connections that end on both sides at once (the server closes after its answer while the
+    client closes on reading it), many after each other and side by side: every one is served,
+    and the port serves afterwards (both sockets of a relay ready in one wake-up must not end
+    the serving thread)."""
+    with sandkit.Container("host", ports=["80"]) as c:
+        c.spawn(["python3", "-c", ONE_BYTE_ECHO], stdin=False)
+        wait_until(lambda: _one_byte_echo(c.port(80)), "the echo server")
+        results: list[bool] = []
+
+        def client() -> None:
+            results.extend(_one_byte_echo(c.port(80)) for _ in range(300))
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        assert results == [True] * 1200
+        assert [t for t in threading.enumerate() if t.name == "sandkit-ports"]
+
+
+ONE_BYTE_ECHO = """
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 80))
+s.listen(512)
+while True:
+    c, _ = s.accept()
+    c.sendall(c.recv(1))
+    c.close()
+"""
+
+
+def _one_byte_echo(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=10) as sock:
+            sock.sendall(b"x")
+            return sock.recv(1) == b"x"
+    except (ConnectionResetError, ConnectionRefusedError):
+        return False

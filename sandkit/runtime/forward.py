@@ -8,16 +8,20 @@ A container with no network at all can thus serve a port, and a container proces
 from it that it could not reach itself: only the init's socket crosses over, and it only ever
 connects to the container's own 127.0.0.1.
 
-Everything runs on threads of its own, not on an event loop: a container works without a
-nursery (sync and async alike), and a relay blocked in ``splice`` costs no event loop a wake-up.
-One thread accepts on every listener of a container and handles UDP; each TCP connection has two
-relay threads, one per direction, copying with ``splice`` through a pipe (zero-copy).
+It all runs on one thread per container, not on the caller's event loop: a container works
+without a nursery (sync and async alike), under trio or asyncio. That thread accepts on every
+listener, handles UDP, and moves each TCP connection's bytes with non-blocking ``splice`` through
+a pipe per direction (zero-copy: the data never enters Python). No thread per connection: a
+connection costs its two sockets and two pipes, and the rate of new ones is not bound by thread
+start-up and the GIL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import functools
 import os
 import selectors
 import socket
@@ -33,7 +37,7 @@ from ..errors import PortInUseError, SandkitError
 from .ports import PortSpec
 
 # At most this many TCP connections (or UDP clients) per published port at once: each costs
-# two threads and six fds on the host. A connection beyond it is closed at once (documented).
+# six fds on the host (two sockets, two pipes). A connection beyond it is closed at once (documented).
 MAX_CONNECTIONS_PER_PORT = 128
 # A UDP client's mapping (and its socket into the container) is dropped after this long without
 # a datagram either way (documented).
@@ -41,7 +45,6 @@ UDP_IDLE_TIMEOUT = 60.0
 # How long the accepting thread waits for the init to connect (a loopback connect is immediate;
 # a listener whose backlog is full is the slow case).
 CONNECT_TIMEOUT = 5.0
-_SPLICE_CHUNK = 1 << 20
 _UDP_MAX = 65535
 
 # A UDP client's (host, port), as recvfrom gives it.
@@ -94,53 +97,106 @@ class Binding:
     host_port: int
 
 
+# How much a relay's pipe holds (F_SETPIPE_SZ, best effort): bigger moves, fewer wake-ups.
+_PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = 1031
+_NONBLOCK = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+
+
+@attrs.define(eq=False)
+class _Direction:
+    """One way of a TCP connection: what ``src`` sends goes to ``dst`` through a pipe."""
+
+    src: socket.socket
+    dst: socket.socket
+    pipe: tuple[int, int]
+    buffered: int = 0  # bytes in the pipe, not yet written to dst
+    eof: bool = False  # src has ended and everything went to dst (dst was half-closed)
+
+    def pump(self) -> None:
+        """Move what can be moved now; OSError on a reset or error of either side."""
+        while not self.eof:
+            if not self.buffered:
+                try:
+                    self.buffered = os.splice(self.src.fileno(), self.pipe[1], _PIPE_SIZE, flags=_NONBLOCK)
+                except BlockingIOError:
+                    return
+                if not self.buffered:
+                    self.eof = True
+                    self.dst.shutdown(socket.SHUT_WR)  # the half-close goes on
+                    return
+            try:
+                self.buffered -= os.splice(self.pipe[0], self.dst.fileno(), self.buffered, flags=_NONBLOCK)
+            except BlockingIOError:
+                return
+
+    @property
+    def wants_read(self) -> bool:
+        return not self.eof and not self.buffered
+
+    @property
+    def wants_write(self) -> bool:
+        return self.buffered > 0
+
+
+def _pipe() -> tuple[int, int]:
+    read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    with contextlib.suppress(OSError):  # over /proc/sys/fs/pipe-max-size for an unprivileged user
+        fcntl.fcntl(write_end, _F_SETPIPE_SZ, _PIPE_SIZE)
+    return read_end, write_end
+
+
 @attrs.define(eq=False)
 class _Relay:
-    """One TCP connection: the client's socket and the container's, two threads copying."""
+    """One TCP connection: the client's socket and the container's, one direction each way."""
 
     client: socket.socket
     inner: socket.socket
-    on_done: Callable[[_Relay], None]
-    _running: int = 2
-    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+    ways: tuple[_Direction, _Direction] = attrs.field(init=False)
+    closed: bool = False
 
-    def start(self) -> None:
-        for src, dst in ((self.client, self.inner), (self.inner, self.client)):
-            threading.Thread(target=self._pump, args=(src, dst), name="sandkit-relay", daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def __attrs_post_init__(self) -> None:
+        self.client.setblocking(False)
+        self.inner.setblocking(False)
+        first = _pipe()
         try:
-            _copy(src, dst)
-            dst.shutdown(socket.SHUT_WR)  # the half-close goes on
+            second = _pipe()
         except OSError:
-            self.abort()  # a reset or error on either side ends the connection both ways
-        with self._lock:
-            self._running -= 1
-            last = self._running == 0
-        if last:
-            self.client.close()
-            self.inner.close()
-            self.on_done(self)
+            _close_fds(first)
+            raise
+        self.ways = (_Direction(self.client, self.inner, first), _Direction(self.inner, self.client, second))
 
-    def abort(self) -> None:
-        for sock in (self.client, self.inner):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    def pump(self) -> bool:
+        """Move what can be moved; False once the connection is over (both ways ended, or an
+        error on either side, which ends both)."""
+        try:
+            for way in self.ways:
+                way.pump()
+        except OSError:
+            return False
+        return not all(way.eof for way in self.ways)
+
+    def events(self, sock: socket.socket) -> int:
+        """What to wait for on one of the two sockets."""
+        wanted = 0
+        for way in self.ways:
+            if way.src is sock and way.wants_read:
+                wanted |= selectors.EVENT_READ
+            if way.dst is sock and way.wants_write:
+                wanted |= selectors.EVENT_WRITE
+        return wanted
+
+    def close(self) -> None:
+        self.closed = True
+        self.client.close()
+        self.inner.close()
+        for way in self.ways:
+            _close_fds(way.pipe)
 
 
-def _copy(src: socket.socket, dst: socket.socket) -> None:
-    """Everything ``src`` sends, to ``dst``, until end of file: zero-copy through a pipe."""
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    try:
-        while True:
-            n = os.splice(src.fileno(), write_end, _SPLICE_CHUNK, flags=os.SPLICE_F_MOVE)
-            if n == 0:
-                return
-            while n:
-                n -= os.splice(read_end, dst.fileno(), n, flags=os.SPLICE_F_MOVE)
-    finally:
-        os.close(read_end)
-        os.close(write_end)
+def _close_fds(fds: Sequence[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _reset(sock: socket.socket) -> None:
@@ -179,7 +235,6 @@ class PortForwarder:
     _selector: selectors.BaseSelector | None = attrs.field(default=None, init=False)
     _wake: tuple[int, int] | None = attrs.field(default=None, init=False)
     _thread: threading.Thread | None = attrs.field(default=None, init=False)
-    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _closed: bool = attrs.field(default=False, init=False)
 
     def bind(self, specs: Sequence[PortSpec]) -> list[Binding]:
@@ -202,25 +257,24 @@ class PortForwarder:
         self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._selector.register(self._wake[0], selectors.EVENT_READ, None)
         for port in self._ports:
-            self._selector.register(port.sock, selectors.EVENT_READ, (port, None))
+            serve = self._accept if port.spec.proto == "tcp" else self._udp_from_client
+            self._selector.register(port.sock, selectors.EVENT_READ, functools.partial(serve, port))
         self._thread = threading.Thread(target=self._serve, name="sandkit-ports", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        """Stop listening and end every connection; returns when no thread of ours is left
-        holding a socket. Idempotent."""
+        """Stop listening and end every connection (its client sees the connection close);
+        returns once the serving thread has ended. Idempotent."""
         self._closed = True
         if self._wake is not None:
             with contextlib.suppress(OSError):
                 os.write(self._wake[1], b"x")
         if self._thread is not None:
-            self._thread.join()  # no new relay after this
-        with self._lock:
-            relays = [r for p in self._ports for r in p.relays]
-        for relay in relays:
-            relay.abort()
+            self._thread.join()  # nothing is served after this: what is left is ours alone
         for port in self._ports:
-            self._wait_relays(port)
+            for relay in port.relays:
+                relay.close()
+            port.relays.clear()
             port.sock.close()
             for client in port.clients.values():
                 client.inner.close()
@@ -229,16 +283,10 @@ class PortForwarder:
         if self._selector is not None:
             self._selector.close()
         if self._wake is not None:
-            for fd in self._wake:
-                os.close(fd)
+            _close_fds(self._wake)
             self._wake = None
 
-    def _wait_relays(self, port: _Port) -> None:
-        deadline = time.monotonic() + 5.0
-        while port.relays and time.monotonic() < deadline:
-            time.sleep(0.001)  # relay threads end within microseconds of the shutdown above
-
-    # -- the accepting thread ------------------------------------------------------------
+    # -- the serving thread --------------------------------------------------------------
 
     def _serve(self) -> None:
         assert self._selector is not None
@@ -246,14 +294,19 @@ class PortForwarder:
             for key, _ in self._selector.select(timeout=self._next_expiry()):
                 if key.data is None:
                     return  # woken by close()
-                port, client = key.data
-                if client is not None:
-                    self._udp_from_container(port, client, key.fileobj)
-                elif port.spec.proto == "tcp":
-                    self._accept(port)
-                else:
-                    self._udp_from_client(port)
+                key.data()
             self._expire_udp_clients()
+
+    def _watch(self, sock: socket.socket, events: int, handler: Callable[[], None]) -> None:
+        """Wait for ``events`` on ``sock`` (0: for nothing) and then call ``handler``."""
+        assert self._selector is not None
+        registered = sock in self._selector.get_map()
+        if events and registered:
+            self._selector.modify(sock, events, handler)
+        elif events:
+            self._selector.register(sock, events, handler)
+        elif registered:
+            self._selector.unregister(sock)
 
     def _accept(self, port: _Port) -> None:
         try:
@@ -261,7 +314,7 @@ class PortForwarder:
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
         except OSError:
-            time.sleep(0.01)  # out of fds: let relays end rather than spin
+            time.sleep(0.01)  # out of fds: let connections end rather than spin
             return
         if len(port.relays) >= MAX_CONNECTIONS_PER_PORT:
             _reset(client)
@@ -273,16 +326,27 @@ class PortForwarder:
             # container is stopping.
             _reset(client)
             return
-        client.setblocking(True)
-        inner.setblocking(True)
-        relay = _Relay(client, inner, on_done=lambda r: self._relay_done(port, r))
-        with self._lock:
-            port.relays.add(relay)
-        relay.start()
+        try:
+            relay = _Relay(client, inner)
+        except OSError:  # out of fds for its pipes
+            _reset(client)
+            inner.close()
+            return
+        port.relays.add(relay)
+        self._pump(port, relay)
 
-    def _relay_done(self, port: _Port, relay: _Relay) -> None:
-        with self._lock:
-            port.relays.discard(relay)
+    def _pump(self, port: _Port, relay: _Relay) -> None:
+        if relay.closed:
+            return  # both its sockets were ready in one select: the first call ended it
+        handler = functools.partial(self._pump, port, relay)
+        if relay.pump():
+            for sock in (relay.client, relay.inner):
+                self._watch(sock, relay.events(sock), handler)
+            return
+        for sock in (relay.client, relay.inner):
+            self._watch(sock, 0, handler)
+        port.relays.discard(relay)
+        relay.close()
 
     def _udp_from_client(self, port: _Port) -> None:
         try:
@@ -310,11 +374,11 @@ class PortForwarder:
         inner.setblocking(False)
         client = port.clients[address] = _UdpClient(inner, time.monotonic())
         assert self._selector is not None
-        self._selector.register(inner, selectors.EVENT_READ, (port, address))
+        self._selector.register(inner, selectors.EVENT_READ,
+                                functools.partial(self._udp_from_container, port, address, inner))
         return client
 
-    def _udp_from_container(self, port: _Port, address: Address, inner: object) -> None:
-        assert isinstance(inner, socket.socket)
+    def _udp_from_container(self, port: _Port, address: Address, inner: socket.socket) -> None:
         try:
             data = inner.recv(_UDP_MAX)
         except (BlockingIOError, InterruptedError):
