@@ -14,6 +14,7 @@ from . import _portal
 from .images.image import Image
 from .runtime.cgroups import CgroupStats
 from .runtime.container import DEFAULT_MAX_READ, AsyncContainer, ImageSource, exec_on_this_thread
+from .runtime.forward import Binding
 from .runtime.mounts import Mount
 from .runtime.options import ContainerOptions
 from .runtime.process import AsyncInput, AsyncProcess, wait_ready
@@ -146,6 +147,15 @@ class Container:
 
     def ping(self) -> float:
         return _portal.run(self._core.ping)
+
+    @property
+    def ports(self) -> dict[str, list[Binding]]:
+        """The published ports: {"80/tcp": [Binding(spec, host_ip, host_port)], ...}."""
+        return self._core.ports
+
+    def port(self, container_port: int | str) -> tuple[str, int]:
+        """Where ``container_port`` (80, "53/udp") is published: (host address, host port)."""
+        return self._core.port(container_port)
 
     def stats(self) -> CgroupStats:
         return self._core.stats()

@@ -23,6 +23,8 @@ __all__ = [  # noqa: RUF022 - in the order of the class hierarchy below
     "ProtocolError",
     "MountError",
     "LimitsError",
+    "PortSpecError",
+    "PortInUseError",
     "CgroupError",
     "FileTooLargeError",
     "ExecStartError",
@@ -120,6 +122,14 @@ class MountError(ContainerError, ValueError):
 
 class LimitsError(ContainerError, ValueError):
     """A resource limit given by the caller is invalid (memory, cpus, pids, ...)."""
+
+
+class PortSpecError(ContainerError, ValueError):
+    """A published port given by the caller is malformed, or cannot be published in this mode."""
+
+
+class PortInUseError(ContainerStartError):
+    """A host port to publish on is taken already (or the address is not the host's)."""
 
 
 class CgroupError(ContainerError):

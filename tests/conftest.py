@@ -95,7 +95,8 @@ def _our_mounts() -> list[str]:
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4]
-        if point.startswith(_home) or "sandkit" in point:
+        # (a private dockerd of the parity tests mounts under /tmp/sandkit-dockerd-*: not ours)
+        if point.startswith(_home) or ("sandkit" in point and "sandkit-dockerd" not in point):
             points.append(point)
     return sorted(points)
 

@@ -24,7 +24,7 @@ BUSYBOX = "/bin/busybox"
 APPLETS = [
     "sh", "echo", "cat", "ls", "sleep", "id", "hostname", "tty", "head", "test", "true", "false",
     "mkdir", "touch", "pwd", "env", "ps", "readlink", "stat", "wc", "grep", "mount", "kill",
-    "mkfifo", "chmod", "seq", "setsid",
+    "mkfifo", "chmod", "seq", "setsid", "nc",
 ]
 TEST_USER = "sandkit-test"
 

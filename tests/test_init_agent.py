@@ -628,3 +628,66 @@ def test_eof_kills_everything(rootless):
         time.sleep(0.02)
     assert H.procs_with(f"sleep\0{marker}") == []
     H.read_all(o_r), H.read_all(e_r)
+
+
+# -- connect (published ports) ---------------------------------------------------------------
+
+@pytest.fixture(params=[False, True], ids=["root", "rootless"])
+def lo_ctr(request):
+    """A container whose network namespace has its loopback up, as network="none" makes it."""
+    i = H.Init(rootless=request.param)
+    try:
+        assert i.setup(loopback=True) == {"t": "ready", "v": 1}
+        yield i
+    finally:
+        i.close()
+
+
+@pytest.mark.parametrize("fields", [
+    {"proto": "sctp", "port": 80}, {"proto": "tcp", "port": 0}, {"proto": "udp", "port": 65536},
+    {"proto": "tcp"}, {"port": 80}, {"proto": "tcp", "port": "80"},
+])
+def test_connect_refuses_malformed_requests(lo_ctr, fields):
+    reply, fds = lo_ctr.request({"t": "connect", **fields})
+    assert (reply["t"], reply["errno"], fds) == ("error", errno.EPROTO, [])
+    assert lo_ctr.request({"t": "ping"})[0]["t"] == "pong"
+
+
+def test_connect_reaches_the_containers_loopback_not_the_hosts(lo_ctr):
+    import socket
+
+    with socket.socket() as host_listener:  # on the host's own 127.0.0.1
+        host_listener.bind(("127.0.0.1", 0))
+        host_listener.listen()
+        port = host_listener.getsockname()[1]
+        reply, fds = lo_ctr.request({"t": "connect", "proto": "tcp", "port": port})
+        assert (reply["t"], reply["errno"], fds) == ("error", errno.ECONNREFUSED, [])
+        assert f"127.0.0.1:{port}/tcp" in reply["msg"]
+
+    # a UDP socket is connected at once, to the container's 127.0.0.1
+    reply, fds = lo_ctr.request({"t": "connect", "proto": "udp", "port": 53})
+    assert reply["t"] == "connected" and len(fds) == 1
+    with socket.socket(fileno=fds[0]) as sock:
+        assert (sock.type, sock.getpeername()) == (socket.SOCK_DGRAM, ("127.0.0.1", 53))
+
+
+def test_connect_hands_over_a_connected_tcp_socket(lo_ctr):
+    import socket
+
+    started, (out, err) = lo_ctr.start(["nc", "-l", "-p", "8080"])
+    assert started["t"] == "started"
+    os.close(err)
+    deadline = time.monotonic() + 10
+    while True:  # until nc listens
+        reply, fds = lo_ctr.request({"t": "connect", "proto": "tcp", "port": 8080})
+        if reply["t"] == "connected" or time.monotonic() > deadline:
+            break
+        assert reply["errno"] == errno.ECONNREFUSED
+        time.sleep(0.01)
+    assert reply["t"] == "connected" and len(fds) == 1
+    with socket.socket(fileno=fds[0]) as sock:
+        sock.setblocking(True)
+        sock.sendall(b"through the init\n")
+        sock.shutdown(socket.SHUT_WR)
+    assert H.read_all(out) == b"through the init\n"
+    assert lo_ctr.wait_exit(started["id"])["code"] == 0

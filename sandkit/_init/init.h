@@ -122,6 +122,11 @@ int64_t tracked_take(pid_t pid);                    /* exec id of pid, untracked
 int do_signal(struct req *r, struct err *e);
 /* open.c */
 int do_open(struct req *r, struct err *e);
+/* connect.c: sockets connected to the container's own loopback, for published ports */
+int do_connect(struct req *r, struct err *e);
+size_t connecting_count(void);
+int connecting_fill(struct pollfd *pf);               /* at most connecting_count() */
+int connecting_ready(const struct pollfd *pf, int n); /* -1: the host could not be told */
 
 /* capture.c: execs whose output the init collects (stdio "capture") */
 int capture_new(int64_t id, pid_t pid, int64_t limit, const int fds[2]);

@@ -114,6 +114,8 @@ static void serve_one(void)
 		rc = do_signal(&req, &e);
 	} else if (strcmp(t, "open") == 0) {
 		rc = do_open(&req, &e);
+	} else if (strcmp(t, "connect") == 0) {
+		rc = do_connect(&req, &e);
 	} else if (strcmp(t, "hostname") == 0) {
 		char *name = NULL;
 		close_fds(req.fds, req.nfds);
@@ -216,12 +218,13 @@ static __attribute__((noreturn)) void lifetime_over(void)
 }
 
 /* The poll set: the control socket, SIGCHLD, the lifetime timer, then the error pipes of the
- * execs still starting (*nstart of them), then the captured execs' pipes. */
-static struct pollfd *poll_set(int sfd, int tfd, int *n, int *nstart)
+ * execs still starting (*nstart of them), then the connects in progress (*nconn), then the
+ * captured execs' pipes. */
+static struct pollfd *poll_set(int sfd, int tfd, int *n, int *nstart, int *nconn)
 {
 	static struct pollfd *pf;
 	static size_t cap;
-	size_t want = 3 + starting_count() + 2 * capture_count();
+	size_t want = 3 + starting_count() + connecting_count() + 2 * capture_count();
 	int k;
 
 	if (want > cap) {
@@ -236,9 +239,10 @@ static struct pollfd *poll_set(int sfd, int tfd, int *n, int *nstart)
 	pf[1] = (struct pollfd){ sfd, POLLIN, 0 };
 	pf[2] = (struct pollfd){ tfd, POLLIN, 0 }; /* a negative fd is skipped by poll */
 	*nstart = starting_fill(pf + 3);
-	if ((k = capture_fill(pf + 3 + *nstart)) < 0)
+	*nconn = connecting_fill(pf + 3 + *nstart);
+	if ((k = capture_fill(pf + 3 + *nstart + *nconn)) < 0)
 		return NULL;
-	*n = 3 + *nstart + k;
+	*n = 3 + *nstart + *nconn + k;
 	return pf;
 }
 
@@ -247,7 +251,7 @@ int main(void)
 	struct err e = { 0 };
 	struct pollfd *pf;
 	sigset_t mask;
-	int sfd, tfd, n, nstart;
+	int sfd, tfd, n, nstart, nconn;
 
 	if (fcntl(CTRL_FD, F_SETFD, FD_CLOEXEC) < 0)
 		return 1;
@@ -278,7 +282,7 @@ int main(void)
 		die_eof();
 
 	for (;;) {
-		if (!(pf = poll_set(sfd, tfd, &n, &nstart)))
+		if (!(pf = poll_set(sfd, tfd, &n, &nstart, &nconn)))
 			die_eof(); /* out of memory: nothing can be served any more */
 		if (poll(pf, (nfds_t)n, -1) < 0) {
 			if (errno == EINTR)
@@ -286,10 +290,13 @@ int main(void)
 			die_eof();
 		}
 		/* Output first: a process's last words are read before its exit is reported. */
-		if (capture_ready(pf + 3 + nstart, n - 3 - nstart) < 0 && errno != EAGAIN)
+		if (capture_ready(pf + 3 + nstart + nconn, n - 3 - nstart - nconn) < 0 &&
+		    errno != EAGAIN)
 			die_eof();
 		/* Then starts that ended: `started` comes before anything else about a process. */
 		if (starting_ready(pf + 3, nstart) < 0)
+			die_eof();
+		if (connecting_ready(pf + 3 + nstart, nconn) < 0)
 			die_eof();
 		if (pf[0].revents & POLLOUT)
 			capture_flush();

@@ -14,6 +14,8 @@ and its users in the CLI together.
 - `set_nonblocking`, `wait_ready`: the fd helpers those streams are built on.
 - `ContainerOptions`: public as `sandkit.ContainerOptions`; `RunSpec` holds the options of
   `sandkit run` in it, so that a detached container's supervisor starts the same container.
+- `parse_port`, `container_side`: Docker's `-p` syntax, checked by `run` before anything starts
+  (and `sandkit port`'s PORT[/PROTO]), without the container runtime.
 - `resolve_image`, `HOST_IMAGE`: how a container resolves the image it is given ("host", a
   store reference or an Image); `sandkit run` resolves its IMAGE argument the same way, once.
 
@@ -28,6 +30,7 @@ from ..runtime.container import resolve_image
 from ..runtime.mounts import Mount
 from ..runtime.options import ContainerOptions
 from ..runtime.plan import HOST_IMAGE
+from ..runtime.ports import container_side, parse_port
 from ..runtime.process import AsyncInput, AsyncOutput, set_nonblocking, wait_ready
 
 __all__ = [
@@ -36,6 +39,8 @@ __all__ = [
     "AsyncOutput",
     "ContainerOptions",
     "Mount",
+    "container_side",
+    "parse_port",
     "resolve_image",
     "set_nonblocking",
     "wait_ready",

@@ -65,6 +65,12 @@ def add_container_commands(commands: Subparsers) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_kill)
 
+    p = commands.add_parser("port", help="list port mappings or a specific mapping for the container",
+                            description="Where a running container's published ports are on the host.")
+    p.add_argument("container")
+    p.add_argument("port", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
+    p.set_defaults(func=cmd_port)
+
     p = commands.add_parser("rm", help="remove stopped containers")
     p.add_argument("-f", "--force", action="store_true", help="kill and remove a running container")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
@@ -176,6 +182,34 @@ def inspect_record(record: state.Record) -> dict[str, Any]:
             "CapDrop": spec.get("cap_drop", []),
         },
     }
+
+
+# --- port -----------------------------------------------------------------------------------------
+
+
+def cmd_port(args: argparse.Namespace) -> int:
+    """Docker's format: "80/tcp -> 127.0.0.1:49153", or for one port its host addresses alone."""
+    from ._runtime import container_side
+
+    record = state.find(args.container)
+    published = record.state.get("ports", []) if record.running else []
+    if args.port is None:
+        for entry in published:
+            print(f"{entry['port']} -> {_host_address(entry)}")
+        return exitcodes.OK
+    number, proto = container_side(args.port, args.port)
+    wanted = f"{number}/{proto}"
+    found = [_host_address(e) for e in published if e["port"] == wanted]
+    if not found:
+        raise errors.ContainerError(f"No public port '{wanted}' published for {args.container}")
+    for address in found:
+        print(address)
+    return exitcodes.OK
+
+
+def _host_address(entry: dict[str, Any]) -> str:
+    ip = entry["host_ip"]
+    return f"[{ip}]:{entry['host_port']}" if ":" in ip else f"{ip}:{entry['host_port']}"
 
 
 # --- exec -----------------------------------------------------------------------------------------

@@ -51,6 +51,10 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
     p.add_argument("--network", "--net", default="none", choices=("none", "host"),
                    help="'none' (loopback only, the default) or 'host' (not isolated)")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HOST_PORT:]PORT[/PROTO]",
+                   help="publish a container port on the host (on 127.0.0.1 unless an IP is given)")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every port the image exposes on an ephemeral host port")
     p.add_argument("-m", "--memory", help="memory limit, e.g. 256m")
     p.add_argument("--memory-swap", help="memory plus swap limit; -1 for unlimited swap")
     p.add_argument("--cpus", type=float, help="number of CPUs, e.g. 1.5")
@@ -168,6 +172,15 @@ def ulimits(entries: Sequence[str]) -> dict[str, tuple[int, int]]:
         if not sep or not name:
             raise UsageError(f"invalid ulimit {entry!r}: write NAME=SOFT[:HARD]")
     return limits
+
+
+def published_ports(specs: Sequence[str]) -> list[str]:
+    """`-p` values, checked now (a malformed one is exit 125 before anything starts)."""
+    from ._runtime import parse_port
+
+    for spec in specs:
+        parse_port(spec)
+    return list(specs)
 
 
 def seccomp(security_opts: Sequence[str]) -> str:

@@ -30,6 +30,7 @@ class RunSpec:
     tty: bool = False
     name: str | None = None
     remove: bool = False
+    publish_all: bool = False  # -P: the image's ExposedPorts too, on ephemeral host ports
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunSpec:
@@ -45,6 +46,7 @@ class RunSpec:
                 mounts=mounts,
                 read_only=args.read_only,
                 network=args.network,
+                ports=options.published_ports(args.publish),
                 memory=args.memory,
                 memory_swap=args.memory_swap,
                 cpus=args.cpus,
@@ -62,6 +64,7 @@ class RunSpec:
             tty=args.tty,
             name=args.name,
             remove=args.rm,
+            publish_all=args.publish_all,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -100,4 +103,21 @@ class RunSpec:
         """A container for the spec; its options are checked here (bad limits raise)."""
         wanted = self.options.copy()
         wanted["hostname"] = wanted.get("hostname") or hostname
+        if self.publish_all and isinstance(image, Image):
+            published = list(cast(list[str], wanted.get("ports") or []))
+            wanted["ports"] = published + exposed_ports(image, published)
         return AsyncContainer(image, **wanted)
+
+
+def exposed_ports(image: Image, published: list[str]) -> list[str]:
+    """The image's ExposedPorts ("80/tcp") that ``-p`` does not publish already, as `-P` takes
+    them: each on an ephemeral host port."""
+    from ._runtime import container_side, parse_port
+
+    taken = {parse_port(p).key for p in published}
+    wanted = []
+    for exposed in image.config.exposed_ports:
+        number, proto = container_side(exposed, exposed)
+        if f"{number}/{proto}" not in taken:
+            wanted.append(f"{number}/{proto}")
+    return wanted

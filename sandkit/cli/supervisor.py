@@ -222,6 +222,12 @@ def _stop_signal(image: Image | str) -> int:
         return signal.SIGTERM
 
 
+def published(container: AsyncContainer) -> list[dict[str, Any]]:
+    """Where each published port landed, for `sandkit port` (the listeners are ours)."""
+    return [{"port": key, "host_ip": b.host_ip, "host_port": b.host_port}
+            for key, bindings in container.ports.items() for b in bindings]
+
+
 def _report(ready_fd: int, message: dict[str, Any]) -> None:
     if ready_fd >= 0:
         try:
@@ -241,7 +247,8 @@ async def supervise(directory: Path, ready_fd: int) -> None:
         container = spec.container(image, hostname=record.id[:12])
         async with container:
             main = await container.spawn(record.config["command"], stdin=spec.interactive, tty=spec.tty)
-            state.write_state(directory, status="running", started_at=time.time(), pid=main.pid)
+            state.write_state(directory, status="running", started_at=time.time(), pid=main.pid,
+                              ports=published(container))
             _report(ready_fd, {"ok": True})
             ready_fd = -1
             supervisor = Supervisor(record, container, main, _stop_signal(image))

@@ -9,6 +9,8 @@ in docs/protocol.md, which the C init (`sandkit/_init/`) implements too.
 from .codec import MAX_FDS, MAX_PACKET, PROTOCOL_VERSION, decode, encode
 from .connection import Connection
 from .messages import (
+    Connect,
+    Connected,
     Error,
     Exec,
     Exit,
@@ -31,6 +33,8 @@ __all__ = [
     "MAX_FDS",
     "MAX_PACKET",
     "PROTOCOL_VERSION",
+    "Connect",
+    "Connected",
     "Connection",
     "Error",
     "Exec",

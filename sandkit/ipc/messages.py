@@ -95,6 +95,15 @@ class Open(Request):
 
 
 @attrs.frozen
+class Connect(Request):
+    """A socket connected to 127.0.0.1:``port`` inside the container, for a published port."""
+
+    TYPE: ClassVar[str] = "connect"
+    proto: str  # "tcp" or "udp"
+    port: int
+
+
+@attrs.frozen
 class Hostname(Request):
     """Set the container's host name (a spare container gets its own this way)."""
 
@@ -159,6 +168,14 @@ class Opened(Reply):
 
 
 @attrs.frozen
+class Connected(Reply):
+    """The socket a `Connect` asked for comes with it."""
+
+    TYPE: ClassVar[str] = "connected"
+    FDS: ClassVar[int] = 1
+
+
+@attrs.frozen
 class Pong(Reply):
     TYPE: ClassVar[str] = "pong"
 
@@ -177,8 +194,8 @@ class Error(Reply):
 
 
 REQUEST_TYPES: dict[str, type[Request]] = {
-    cls.TYPE: cls for cls in (Setup, Exec, Signal, Open, Hostname, Ping)
+    cls.TYPE: cls for cls in (Setup, Exec, Signal, Open, Connect, Hostname, Ping)
 }
 REPLY_TYPES: dict[str, type[Reply]] = {
-    cls.TYPE: cls for cls in (Ready, Started, Exit, Output, Opened, Pong, Ok, Error)
+    cls.TYPE: cls for cls in (Ready, Started, Exit, Output, Opened, Connected, Pong, Ok, Error)
 }

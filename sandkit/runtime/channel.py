@@ -143,6 +143,31 @@ class ControlChannel:
             poller.poll(None if wait is None else wait * 1000 + 1)
         return slot.replies.pop(0)
 
+    def request_from_thread(self, request: Request, timeout: float) -> tuple[Reply, list[int]] | None:
+        """Send a request with one reply and wait for it on a thread that is neither the loop's
+        nor the sync API caller's (a published port's): it reads the socket itself when nobody
+        else does, else waits for the reader to file its reply. None after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        self.send(request)
+        try:
+            while time.monotonic() < deadline:
+                with self.thread_reader() as mine:
+                    if mine:
+                        return self.reply_blocking(request.id, deadline)
+                got = self._take_filed(request.id)
+                if got is not None:
+                    return got
+                time.sleep(0.0005)  # a loop task reads: it files our reply, or is done soon
+            return None
+        finally:
+            self.forget(request.id)
+
+    def _take_filed(self, request_id: int) -> tuple[Reply, list[int]] | None:
+        if self._dead is not None:
+            raise ContainerDiedError(self._dead)
+        slot = self._slots.get(request_id)
+        return slot.replies.pop(0) if slot and slot.replies else None
+
     def forget(self, request_id: int) -> None:
         """Drop a request's slot and close fds nobody will collect."""
         slot = self._slots.pop(request_id, None)

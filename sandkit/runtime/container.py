@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import secrets
 import signal as signals
+import socket
 import time
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any, BinaryIO, Self, TypeAlias, Unpack
@@ -18,6 +20,8 @@ from .. import errors
 from ..home import sandkit_home, scratch_mountpoint
 from ..images.image import Image
 from ..ipc import (
+    Connect,
+    Connected,
     Error,
     Exec,
     Exit,
@@ -38,6 +42,7 @@ from ..security import seccomp as seccomp_profiles
 from . import environment, plan, prespawn, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
+from .forward import CONNECT_TIMEOUT, Binding, PortForwarder
 from .mounts import Mount
 from .options import ContainerOptions, check_option_names
 from .outcomes import (
@@ -49,6 +54,7 @@ from .outcomes import (
     file_error,
     finished,
 )
+from .ports import PortSpec, container_side, parse_ports
 from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking
 from .resources import ResourcePlan, Resources
 from .results import ExecResult
@@ -155,6 +161,8 @@ class AsyncContainer:
     _limits: Limits = attrs.field(factory=Limits, init=False)
     _lease: contextlib.AbstractContextManager[Any] | None = attrs.field(default=None, init=False)
     _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
+    _port_specs: tuple[PortSpec, ...] = attrs.field(default=(), init=False)
+    _forwarder: PortForwarder | None = attrs.field(default=None, init=False)
 
     def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
         check_option_names(options)
@@ -168,6 +176,12 @@ class AsyncContainer:
                 "default) or 'host' (shares the host's network, not isolated)"
             )
         _check_hostname(self.hostname)
+        self._port_specs = parse_ports(options.get("ports"))
+        if self._port_specs and self._network == "host":
+            raise errors.PortSpecError(
+                "ports= cannot be used with network='host': the container's ports are the host's "
+                "already (Docker ignores -p there with a warning; sandkit refuses it)"
+            )
         self._output_limit(None)
         # Checked here, so that bad limits or security options fail before anything is made.
         self._limits = Limits(memory=options.get("memory"), memory_swap=options.get("memory_swap"),
@@ -207,12 +221,16 @@ class AsyncContainer:
                 self._lease = self._resolved.lease()
                 self._lease.__enter__()
             setup = self._setup_message(self._resolved)
+            # Bound before the container is made: a port in use fails the start at no cost.
+            self._forwarder = PortForwarder(self._connect_blocking)
+            self._forwarder.bind(self._port_specs)
             accounting = self.options.get("accounting") or not self._limits.empty
             plan = ResourcePlan.decide(self._limits, accounting=accounting, rlimits=self.options.get("rlimits"))
             if not await self._start_from_spare(setup, plan):
                 self._resources = plan.resources(plan.make_cgroup(self.id))
                 await self._start_fresh(setup)
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            self._forwarder.start()
         except BaseException as exc:
             await self._teardown(kill=True)
             if isinstance(exc, errors.ContainerDiedError):  # a spare that died, taken
@@ -299,6 +317,9 @@ class AsyncContainer:
 
     async def _teardown(self, *, kill: bool) -> None:
         self._stopped = True
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            forwarder.close()  # before the channel: its accepting thread may be using it
         if self._channel is not None:
             self._channel.close()  # the init sees EOF: it kills everything and exits
             self._channel = None
@@ -699,6 +720,43 @@ class AsyncContainer:
                 "(memory=, cpus=, pids_limit=) or accounting=True (root, or cgroup v2 delegation)"
             )
         return cgroup.stats()
+
+    @property
+    def ports(self) -> dict[str, list[Binding]]:
+        """The published ports, by container port as Docker names them ("80/tcp"), each with
+        the host address and port it is published on."""
+        published: dict[str, list[Binding]] = {}
+        for binding in self._forwarder.bindings if self._forwarder else ():
+            published.setdefault(binding.spec.key, []).append(binding)
+        return published
+
+    def port(self, container_port: int | str) -> tuple[str, int]:
+        """The host address and port that ``container_port`` (80, "80/tcp", "53/udp") is
+        published on: ``host, port = c.port(80)``."""
+        number, proto = container_side(str(container_port), container_port)
+        bindings = self.ports.get(f"{number}/{proto}")
+        if not bindings:
+            self._live_channel()
+            raise errors.PortSpecError(
+                f"port {number}/{proto} of the container is not published: publish it with "
+                f"ports=[\"{number}/{proto}\"] (published: {', '.join(self.ports) or 'none'})"
+            )
+        return bindings[0].host_ip, bindings[0].host_port
+
+    def _connect_blocking(self, proto: str, port: int) -> socket.socket:
+        """A socket connected to ``port`` on the container's loopback, made by its init (for
+        the thread that serves published ports); OSError when that fails."""
+        channel = self._live_channel()
+        request = Connect(id=channel.protocol.next_id(), proto=proto, port=port)
+        got = channel.request_from_thread(request, CONNECT_TIMEOUT)
+        if got is None:
+            raise TimeoutError(errno.ETIMEDOUT, f"the container did not connect to port {port} in time")
+        reply, fds = got
+        if isinstance(reply, Error):
+            raise OSError(reply.errno, reply.msg)
+        if not isinstance(reply, Connected):
+            raise errors.ProtocolError(f"expected 'connected', got {reply!r}")
+        return socket.socket(fileno=fds[0])
 
     async def ping(self) -> float:
         """Round trip to the init, in seconds."""
