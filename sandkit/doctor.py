@@ -81,9 +81,9 @@ class DoctorReport:
 
 
 def doctor() -> DoctorReport:
-    """Check what this host offers sandkit (kernel features, namespaces, cgroups, the init, the
-    store) and say how to fix what it lacks. Never raises: a check that crashes is reported as
-    failed."""
+    """Check what this host offers sandkit (user namespaces, overlayfs, cgroups, seccomp,
+    Landlock, pidfd and clone3, subordinate ids) and say how to fix what it lacks. Never raises:
+    a check that crashes is reported as failed."""
     checks: list[Check] = []
     for probe in _PROBES:
         try:
