@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .aio import AsyncContainer as AsyncContainer
     from .aio import AsyncProcess as AsyncProcess
     from .api import Container as Container
+    from .api import ContainerOptions as ContainerOptions
     from .api import ExecResult as ExecResult
     from .api import Image as Image
     from .api import Mount as Mount
@@ -26,6 +27,7 @@ _WHERE = {
     "AsyncContainer": "aio",
     "AsyncProcess": "aio",
     "Container": "api",
+    "ContainerOptions": "api",
     "ExecResult": "api",
     "Image": "api",
     "Mount": "api",

@@ -8,18 +8,19 @@ import functools
 import os
 import signal as signals
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO, Self
+from typing import BinaryIO, Self, Unpack
 
 from . import _portal
 from .images.image import Image
 from .runtime.cgroups import CgroupStats
-from .runtime.container import DEFAULT_MAX_READ, AsyncContainer
+from .runtime.container import DEFAULT_MAX_READ, AsyncContainer, ImageSource, exec_on_this_thread
 from .runtime.mounts import Mount
+from .runtime.options import ContainerOptions
 from .runtime.process import AsyncInput, AsyncProcess, wait_ready
 from .runtime.results import ExecResult
 from .security.seccomp import SeccompSpec
 
-__all__ = ["Container", "ExecResult", "Image", "Mount", "Process"]
+__all__ = ["Container", "ContainerOptions", "ExecResult", "Image", "ImageSource", "Mount", "Process"]
 
 
 class Container:
@@ -29,14 +30,13 @@ class Container:
             r = c.exec(["sh", "-c", "echo hi"], timeout=5)
 
     ``image`` is "host" (the host's own programs, read-only, over a fresh writable layer), an
-    `Image`, or a reference to an image in the local store. Leaving the ``with`` block stops every
-    process in the container and removes every trace of it.
+    `Image`, a directory (an `os.PathLike`) holding a root filesystem, or a reference to an image
+    in the local store. Leaving the ``with`` block stops every process in the container and
+    removes every trace of it.
     """
 
-    def __init__(self, image: Image | str = "host", **options: Any) -> None:
-        """``options`` are `AsyncContainer`'s: env, workdir, user, hostname, mounts, read_only,
-        network; memory, memory_swap, cpus, cpu_shares, pids_limit, disk_size, rlimits, lifetime,
-        max_output, accounting; cap_add, cap_drop, seccomp."""
+    def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
+        """``options``: see `ContainerOptions` (memory=, cpus=, mounts=, network=, ...)."""
         self._core = AsyncContainer(image, **options)
 
     @property
@@ -85,7 +85,7 @@ class Container:
                        max_output=max_output, seccomp=seccomp)
         if not _portal.on_loop_thread():
             # Mostly done right here, blocking this thread: two thread hand-offs fewer.
-            result = self._core._exec_on_this_thread(argv, **options)
+            result = exec_on_this_thread(self._core, argv, **options)
             if result is not None:
                 return result
         return _portal.run(functools.partial(self._core.exec, argv, **options))
@@ -120,7 +120,10 @@ class Container:
     def open_file(self, path: str) -> BinaryIO:
         """Open a file of the container for reading (binary), to stream one of any size:
         ``with c.open_file(p) as f: shutil.copyfileobj(f, dst)``."""
-        return _portal.run(self._core._open_for_reading, path)
+        async def open_() -> BinaryIO:
+            return (await self._core.open_file(path)).wrapped
+
+        return _portal.run(open_)
 
     def listdir(self, path: str = "/") -> list[str]:
         return _portal.run(self._core.listdir, path)

@@ -170,7 +170,7 @@ def _rootless_identity() -> tuple[int, int, str]:
 
 
 def _kernel() -> tuple[int, int]:
-    major, minor, *_ = (os.uname().release.split("-")[0].split(".") + ["0"])[:2]
+    major, minor, *_ = [*os.uname().release.split("-")[0].split("."), "0"][:2]
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
@@ -323,7 +323,8 @@ def _cgroups() -> list[Check]:
                                 "run rootless sandkit in a delegated scope", essential=False))  # fmt: skip
         else:
             checks.append(Check("cgroup delegation (rootless)", True,
-                                "cgroup v2: run `sandkit doctor` as the user to see its delegated subtree"))  # fmt: skip
+                                "cgroup v2: run `sandkit doctor` as the user to see its "
+                                "delegated subtree"))  # fmt: skip
     return checks
 
 
@@ -334,7 +335,7 @@ def _seccomp() -> list[Check]:
     status = _read("/proc/self/status") or ""
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     mode = _libc.prctl(PR_GET_SECCOMP, 0, 0, 0, 0)
-    if "Seccomp" not in fields or mode == -1 and ctypes.get_errno() == errno.EINVAL:
+    if "Seccomp" not in fields or (mode == -1 and ctypes.get_errno() == errno.EINVAL):
         return [Check("seccomp", False, "the kernel has no seccomp (CONFIG_SECCOMP off)",
                       "use a kernel built with CONFIG_SECCOMP_FILTER, or run with seccomp='unconfined' "
                       "(much weaker isolation)")]  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - in the order of the class hierarchy below
     "SandkitError",
     "HostUnsupportedError",
     "SecurityConfigError",
@@ -35,7 +35,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .api import ExecResult
+    # For the annotation only: at run time errors.py imports nothing of sandkit (it is the bottom
+    # layer; tests/test_layering.py allows this one type-only name).
+    from .runtime.results import ExecResult
 
 
 class SandkitError(Exception):

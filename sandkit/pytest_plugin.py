@@ -2,40 +2,49 @@
 
 Installed with sandkit (a ``pytest11`` entry point), so any test can ask for them::
 
-    @pytest.mark.sandkit(image="postgres:16", env={"POSTGRES_PASSWORD": "x"})
+    @pytest.mark.sandkit("postgres:16", env={"POSTGRES_PASSWORD": "x"})
     def test_query(sandkit_container):
         r = sandkit_container.exec(["psql", "-c", "select 1"])
 
     def test_two(sandkit_factory):
         a, b = sandkit_factory("host"), sandkit_factory("host", network="none")
 
-Every container a fixture started is stopped when its test ends, whatever the outcome.
+The marker and the factory take what `sandkit.Container` takes: the image, then
+`sandkit.ContainerOptions` as keywords (annotate the factory with `ContainerFactory` to have them
+checked). Every container a fixture started is stopped when its test ends, whatever the outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Protocol, Unpack
 
 import pytest
 
-from .api import Container, Image
+from .api import Container, ContainerOptions, ImageSource
+
+
+class ContainerFactory(Protocol):
+    """The ``sandkit_factory`` fixture: call it as `sandkit.Container` is called."""
+
+    def __call__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> Container:
+        ...
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "sandkit(image='host', **options): the image and sandkit.Container options of the "
-        "sandkit_container fixture",
+        "sandkit(image='host', **options): the image (positional or image=) and the "
+        "sandkit.ContainerOptions of the sandkit_container fixture",
     )
 
 
 @pytest.fixture
-def sandkit_factory() -> Iterator[Callable[..., Container]]:
+def sandkit_factory() -> Iterator[ContainerFactory]:
     """Call it as ``sandkit_factory(image="host", **options)`` to start containers."""
     started: list[Container] = []
 
-    def start(image: Image | str = "host", **options: Any) -> Container:
+    def start(image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> Container:
         container = Container(image, **options).start()
         started.append(container)
         return container
@@ -46,9 +55,15 @@ def sandkit_factory() -> Iterator[Callable[..., Container]]:
 
 
 @pytest.fixture
-def sandkit_container(request: pytest.FixtureRequest, sandkit_factory: Callable[..., Container]) -> Container:
+def sandkit_container(request: pytest.FixtureRequest, sandkit_factory: ContainerFactory) -> Container:
     """One started container, made from the test's ``@pytest.mark.sandkit(...)`` (default: the
     ``host`` image with sandkit's defaults)."""
     marker = request.node.get_closest_marker("sandkit")
-    options = dict(marker.kwargs) if marker else {}
-    return sandkit_factory(options.pop("image", "host"), **options)
+    if marker is None:
+        return sandkit_factory()
+    if len(marker.args) > 1 or (marker.args and "image" in marker.kwargs):
+        raise pytest.UsageError(
+            f"@pytest.mark.sandkit takes one image, positionally or as image=, then keyword "
+            f"options: not args={marker.args!r} with {sorted(marker.kwargs)}"
+        )
+    return sandkit_factory(*marker.args, **marker.kwargs)

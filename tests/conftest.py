@@ -33,6 +33,17 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_home, ignore_errors=True)
 
 
+# Fixtures that only root can provide (a second user, a cgroup2 mount, the host's v1 cgroups):
+# a test that uses one needs root, wherever it is (pyproject.toml registers the markers).
+_ROOT_FIXTURES = {"as_unprivileged", "cgroup2_mount", "v1host"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.root)
+
+
 @pytest.fixture(scope="session")
 def busybox_dir(tmp_path_factory) -> Path:
     root = make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
@@ -77,12 +88,24 @@ def _open_fds() -> list[str]:
     return sorted(fds)
 
 
+def _our_mounts() -> list[str]:
+    """Mount points in the host's namespace that sandkit could have left: under our state
+    directory or a temporary directory of ours. Mounts elsewhere (another test run, the host's
+    own) come and go on a shared machine and say nothing about sandkit."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4]
+        if point.startswith(_home) or "sandkit" in point:
+            points.append(point)
+    return sorted(points)
+
+
 def host_footprint() -> dict[str, object]:
     """What a container could leave behind on the host, in countable form."""
     inits = our_children()
     return {
         "inits": sorted(inits),
-        "mounts": Path("/proc/self/mountinfo").read_text().count("\n"),
+        "mounts": _our_mounts(),
         "fds": _open_fds(),
         "home": sorted(str(p.relative_to(_home)) for p in Path(_home).rglob("*") if "images" not in p.parts and "blobs" not in p.parts and "layers" not in p.parts),
     }

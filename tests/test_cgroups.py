@@ -17,12 +17,14 @@ from collections.abc import Callable, Iterator
 
 import attrs
 import pytest
+from polling import wait_until
 
 from sandkit.errors import CgroupError, HostUnsupportedError, LimitsError
 from sandkit.runtime import cgroups
-from sandkit.runtime.cgroups import ContainerCgroup, Limits, _fs, detect, parse_size
+from sandkit.runtime.cgroups import ContainerCgroup, Limits, _fs, detect
 from sandkit.runtime.cgroups.base import HostDirs
 from sandkit.runtime.cgroups.detect import CgroupHost
+from sandkit.sizes import parse_size
 
 MiB = 1 << 20
 TEST_NAME = f"sandkit-test-{os.getpid()}"
@@ -129,6 +131,13 @@ def fork(body: Callable[[], int], fds: list[int] = ()) -> int:  # type: ignore[a
         finally:
             os._exit(code)
     return pid
+
+
+def joined(pid: int, fds: list[int]) -> None:
+    """Waits until `pid` (a `fork` child) is in each cgroup directory of `fds`."""
+    dirs = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds]
+    wait_until(lambda: all(str(pid) in read(f"{d}/cgroup.procs").split() for d in dirs),
+               f"{pid} to join {dirs}")
 
 
 def wait(pid: int) -> int:
@@ -251,7 +260,8 @@ def test_v1_destroy_kills_and_leaves_nothing(v1host: CgroupHost) -> None:
     assert cg is not None
     ex = cg.exec_cgroup(1)
     sleepers = [fork(lambda: time.sleep(30) or 0, cg.join_fds()), fork(lambda: time.sleep(30) or 0, ex.fds())]
-    time.sleep(0.05)
+    joined(sleepers[0], cg.join_fds())
+    joined(sleepers[1], ex.fds())
     cg.destroy()
     for pid in sleepers:
         assert os.WTERMSIG(wait(pid)) == signal.SIGKILL
@@ -490,7 +500,7 @@ def test_v2_real_clone_join_split_kill(cgroup2_mount) -> None:  # type: ignore[n
     cg._build()  # create() would refuse: this tree has no memory controller to account with
     (cdir,) = glob.glob(f"{top}/sandkit/*/real")
     init = fork(lambda: time.sleep(30) or 0, cg.join_fds())  # stands in for the init
-    time.sleep(0.02)
+    joined(init, cg.join_fds())
     assert read(f"{cdir}/cgroup.procs").split() == [str(init)]
 
     def spin() -> int:
@@ -506,8 +516,9 @@ def test_v2_real_clone_join_split_kill(cgroup2_mount) -> None:  # type: ignore[n
     usage = ex.finish()
     assert usage.cpu_ns >= 0.08e9 and usage.memory_peak is None and not usage.oom_killed
 
-    straggler = fork(lambda: time.sleep(30) or 0, cg.exec_cgroup(2).fds())
-    time.sleep(0.02)
+    second = cg.exec_cgroup(2)
+    straggler = fork(lambda: time.sleep(30) or 0, second.fds())
+    joined(straggler, second.fds())
     cg.destroy()  # cgroup.kill takes the whole subtree
     assert os.WTERMSIG(wait(init)) == signal.SIGKILL and os.WTERMSIG(wait(straggler)) == signal.SIGKILL
     assert not os.path.exists(cdir)

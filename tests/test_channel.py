@@ -3,14 +3,17 @@ of reader (tasks on the loop, one blocking thread) sharing it."""
 
 from __future__ import annotations
 
+import linecache
 import select
 import socket
+import sys
 import threading
 import time
 
 import msgpack
 import pytest
 import trio
+from polling import wait_until
 
 from sandkit.errors import ContainerDiedError
 from sandkit.ipc import Ping, Pong, encode
@@ -126,6 +129,13 @@ def test_the_loop_waits_while_a_thread_reads(pair):
     trio.run(main)
 
 
+def _blocked_in_poll(thread: threading.Thread) -> bool:
+    """Whether `thread` is inside `reply_blocking`'s poll (a C call: its own frame is on top)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return (frame is not None and frame.f_code.co_name == "reply_blocking"
+            and ".poll(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno))
+
+
 def test_closing_wakes_a_blocked_thread_reader(pair):
     channel, _peer = pair
     request = Ping(id=channel.protocol.next_id())
@@ -141,7 +151,7 @@ def test_closing_wakes_a_blocked_thread_reader(pair):
 
     thread = threading.Thread(target=wait)
     thread.start()
-    time.sleep(0.1)
+    wait_until(lambda: _blocked_in_poll(thread), "the thread to block waiting for its reply")
     channel.close()
     thread.join(5)
     assert not thread.is_alive() and isinstance(outcome[0], ContainerDiedError)

@@ -15,8 +15,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import init_harness as H  # noqa: E402
+from polling import POLL_SH
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, useradd)")
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, useradd)")]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -196,7 +197,8 @@ def test_masked_and_readonly_paths(rctr):
 
 
 def test_init_holds_no_stray_fds(rctr):
-    r = sh(rctr, "sleep 0.2; ls /proc/1/fd")
+    # the init closes its side of this exec's start-up pipe once the exec has started
+    r = sh(rctr, POLL_SH.format(condition="[ $(ls /proc/1/fd | wc -l) -le 5 ]") + "; ls /proc/1/fd")
     assert r["stdout"].split() == [b"0", b"1", b"2", b"3", b"4"]  # 4 = signalfd
 
 
@@ -393,7 +395,7 @@ def test_exec_wrong_fd_count_and_extra_fds_closed(ctr):
     finally:
         os.close(r_)
         os.close(w_)
-    r = sh(ctr, "sleep 0.2; ls /proc/1/fd | wc -l")
+    r = sh(ctr, POLL_SH.format(condition="[ $(ls /proc/1/fd | wc -l) -le 5 ]") + "; ls /proc/1/fd | wc -l")
     assert r["stdout"].strip() == b"5"
 
 
@@ -432,8 +434,9 @@ def test_tree_kill_kills_grandchildren(ctr):
 
 
 def test_orphans_are_reaped(rctr):
-    r = sh(rctr, "for i in 1 2 3 4 5; do (sleep 0 &) ; done; sleep 0.3; "
-                 "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l")
+    zombies = "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l"
+    r = sh(rctr, "for i in 1 2 3 4 5; do (sleep 0 &) ; done; "
+                 + POLL_SH.format(condition=f"[ $({zombies}) -eq 0 ]") + f"; {zombies}")
     assert r["stdout"].strip() == b"0"
 
 

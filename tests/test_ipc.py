@@ -141,6 +141,7 @@ _values = st.recursive(
 )
 
 
+@pytest.mark.slow  # 500 examples: seconds
 @settings(max_examples=500, deadline=None)
 @given(st.sampled_from(["exit", "started", "error", "opened", "ready", "pong", "ok"]),
        st.dictionaries(st.sampled_from(["id", "code", "signal", "core", "pid", "errno", "msg", "kind", "v"]), _values))

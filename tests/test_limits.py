@@ -10,7 +10,7 @@ import pytest
 import sandkit
 from sandkit.runtime.resources import LimitsNotEnforcedWarning
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leaks")]
 
 MiB = 1024 * 1024
 

@@ -15,6 +15,8 @@ from conftest import make_busybox_rootfs
 import sandkit
 from sandkit.runtime import prespawn
 
+pytestmark = pytest.mark.slow
+
 # Every fd sandkit makes after these are open is above select()'s FD_SETSIZE (1024).
 _HIGH_FD = 1100
 

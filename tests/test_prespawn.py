@@ -9,6 +9,10 @@ import pytest
 
 import sandkit
 from sandkit.runtime import prespawn
+from sandkit.runtime.cgroups import Limits
+from sandkit.runtime.resources import ResourcePlan
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -104,3 +108,21 @@ def test_drain_stops_every_spare(busybox, prespawning):
     for pid in spare:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_spare_that_fails_set_up_says_what_a_start_says(tmp_path):
+    # Both bring an init up with the same code: the same failure reads the same either way.
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    image = sandkit.Image.from_directory(root)
+    root.rmdir()  # the init's overlay mount now fails (ENOENT), whoever spawned it
+    with pytest.raises(sandkit.ContainerStartError) as started:
+        sandkit.Container(image).start()
+    core = sandkit.AsyncContainer(image)
+    plan = ResourcePlan.decide(Limits(), accounting=False, rlimits=None)
+    recipe = prespawn.recipe_for(core._setup_message(image), user_namespace=core.rootless,
+                                 network=True, resources=plan)
+    with pytest.raises(sandkit.ContainerStartError) as spare:
+        prespawn.make_container(recipe)
+    assert "No such file or directory" in str(started.value)
+    assert str(spare.value) == str(started.value)

@@ -1,6 +1,9 @@
 """The pytest fixtures sandkit installs, used by a test suite of their own."""
 
+import pytest
+
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.slow
 
 
 def test_the_fixtures_start_and_stop_containers(pytester, busybox_dir):
@@ -29,3 +32,32 @@ def test_the_fixtures_start_and_stop_containers(pytester, busybox_dir):
     """)
     result = pytester.runpytest_inprocess("-q")
     result.assert_outcomes(passed=4)
+
+
+def test_the_marker_takes_the_image_positionally_as_container_does(pytester, busybox_dir):
+    pytester.makepyfile(f"""
+        import pytest
+        import sandkit
+
+        BUSYBOX = sandkit.Image.from_directory({str(busybox_dir)!r})
+
+        @pytest.mark.sandkit(BUSYBOX, hostname="box")
+        def test_positional(sandkit_container):
+            # the busybox root has no /usr: the host image (the default) has one
+            assert sandkit_container.exec(["test", "-d", "/usr"]).exit_code == 1
+            assert sandkit_container.exec(["hostname"]).stdout == b"box\\n"
+
+        @pytest.mark.sandkit(BUSYBOX, image="host")
+        def test_two_images(sandkit_container):
+            pass
+
+        @pytest.mark.sandkit("host", memroy="1g")
+        def test_a_misspelt_option(sandkit_container):
+            pass
+    """)
+    result = pytester.runpytest_inprocess("-q")
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines([
+        "*UsageError: @pytest.mark.sandkit takes one image, positionally or as image=*",
+        "*TypeError: 'memroy' is not a container option; the options are: env, workdir,*",
+    ])

@@ -31,6 +31,8 @@ NOBODY = 65534
 PR_SET_DUMPABLE = 4
 
 pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(not BUSYBOX.exists(), reason="needs busybox-static"),
 ]

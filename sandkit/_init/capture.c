@@ -34,10 +34,11 @@ static struct capture *captures;
 static size_t ncaptures;
 
 /* Which stream each poll slot of the last capture_fill stands for. */
-static struct slot {
+struct slot {
 	struct capture *c;
 	int k;
-} *slots;
+};
+static struct slot *slots;
 static size_t nslots_cap;
 
 int capture_new(int64_t id, pid_t pid, int64_t limit, const int fds[2])

@@ -1,12 +1,31 @@
 /* The exec child: what runs between fork and execve, in the order docs/protocol.md gives.
  *
- * It is a fork of PID 1 (not a vfork: the init goes on serving while it starts, so nothing a
- * container process does to it, such as SIGSTOP, can freeze the init). It inherits the init's
- * bounding set, seccomp filter (the container's profile, when the init carries it) and its
- * non-dumpable state, so until execve no container process may trace it or take its fds. Its
- * first act is to let go of what only the init may hold: the control socket and the hostname
- * sysctl. Anything that fails before execve is written to the error pipe, which closes on
- * execve (O_CLOEXEC): the init reads either a child_err or end of file. */
+ * What it is. A plain fork of PID 1, not a vfork: the init goes on serving while the child
+ * starts, so nothing a container process does to the child (SIGSTOP, ptrace, slowness) can
+ * freeze the init. The init is single-threaded, so the fork copied a whole, consistent process:
+ * no lock of the libc is held by a thread that did not come along.
+ *
+ * What it may do. Call the libc freely (malloc, stdio, asprintf, getenv...): the memory is the
+ * child's own copy, and what it allocates is gone at its execve or _exit; the init's memory is
+ * untouched. It leaves by execve or by _exit, never exit(): the init's stdio buffers and atexit
+ * handlers are not its to run.
+ *
+ * What it must not do. Touch the control socket (fd 3: a packet from it would pass for the
+ * init's, and a read would steal a request) or send anything to the host: everything it has to
+ * say goes on the error pipe, as one child_err, and the init reports it. Let the container see
+ * any fd of the init's: fd 3 and the hostname sysctl are closed first thing, the per-exec cgroup
+ * directories (host fds) as soon as they are used, and every other fd of the init is O_CLOEXEC.
+ *
+ * What it inherits from the init. Its credentials (uid 0 of the container with the init's
+ * capabilities, given up by the privilege steps below, in the order they explain); its bounding
+ * set and seccomp filter (the container's confinement, once the init carries it: a child can
+ * only narrow them); its non-dumpable state, so until execve no container process may trace it
+ * or open its /proc files and fds (execve resets it from the new program's credentials); its
+ * root and working directory (the container's "/"); its signal mask (SIGCHLD blocked) and
+ * ignored SIGPIPE, both reset below; its own copy of the request (struct spec, in the arena).
+ *
+ * How it reports. Anything that fails before execve is written to the error pipe, which closes
+ * on execve (O_CLOEXEC): the init reads either a child_err or end of file. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +43,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "exec.h"
 #include "init.h"
 #include "user.h"
@@ -39,16 +59,8 @@ static const char *env_get(char **env, const char *key)
 	return NULL;
 }
 
-const char *lc_strerror(int no, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s", strerror(no));
-	if (buf[0] >= 'A' && buf[0] <= 'Z')
-		buf[0] = (char)(buf[0] - 'A' + 'a');
-	return buf;
-}
-
 static __attribute__((noreturn)) void child_fail(int pipefd, const char *kind, int no,
-						   const char *fmt, const char *arg)
+						 const char *fmt, const char *arg)
 {
 	struct child_err ce = { .no = no };
 	char eb[128];
@@ -79,7 +91,8 @@ static void exec_search(struct spec *s, int pipefd)
 
 	if (strchr(file, '/')) {
 		execve(file, s->argv, s->env);
-		child_fail(pipefd, errno == ENOENT ? "notfound" : "noexec", errno, "%s: \"%s\"", file);
+		child_fail(pipefd, errno == ENOENT ? "notfound" : "noexec", errno, "%s: \"%s\"",
+			   file);
 	}
 	path = env_get(s->env, "PATH");
 	if (!path)
@@ -99,18 +112,35 @@ static void exec_search(struct spec *s, int pipefd)
 	}
 	if (seen_eacces)
 		child_fail(pipefd, "noexec", EACCES, "%s: \"%s\"", file);
-	child_fail(pipefd, "notfound", ENOENT, "executable file not found in $PATH%.0s: \"%s\"", file);
+	child_fail(pipefd, "notfound", ENOENT, "executable file not found in $PATH%.0s: \"%s\"",
+		   file);
 }
 
-static bool setgroups_denied(void)
+/* The child_fail format for a failed setresgid (gid) or setresuid: EINVAL means the id has no
+ * mapping in the container's user namespace, which its strerror text would not say. */
+static const char *id_error(bool gid, int no)
 {
-	char buf[8] = "";
-	int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	(void)!read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	return strncmp(buf, "deny", 4) == 0;
+	if (gid)
+		return no == EINVAL ?
+			       "setgid %.0s%s: gid not mapped in the container's user namespace" :
+			       "setgid: %s %s";
+	return no == EINVAL ? "setuid %.0s%s: uid not mapped in the container's user namespace" :
+			      "setuid: %s %s";
+}
+
+bool setgroups_deny;
+
+void read_setgroups_policy(void)
+{
+	char path[32], buf[8] = "";
+	autoclose int fd = -1;
+
+	/* The init's own entry: "/proc/self" is a symlink. */
+	snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)getpid());
+	fd = resolve_at(AT_FDCWD, path, O_RDONLY | O_NOCTTY | O_NONBLOCK, 0,
+			RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+	setgroups_deny = fd >= 0 && read(fd, buf, sizeof(buf) - 1) > 0 &&
+			 strncmp(buf, "deny", 4) == 0;
 }
 
 /* No magic links: "/proc/self/fd/N" or "/proc/1/cwd" as a working directory could point at
@@ -174,10 +204,13 @@ __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 	 * signal the init ignores. */
 	signal(SIGPIPE, SIG_DFL);
 
+	/* While still privileged: raising a hard limit needs CAP_SYS_RESOURCE, which the process
+	 * may not keep. */
 	for (int k = 0; k < s->nrl; k++)
 		if (setrlimit(s->rlres[k], &s->rl[k]) < 0)
 			child_fail(pipefd, "setup", errno, "setrlimit: %s%s", "");
 
+	/* As the container's root: its /etc/passwd and /etc/group may be unreadable to the user. */
 	if (resolve_user(s->user, &u, &e) < 0) {
 		struct child_err ce = { .no = e.no, .kind = "user" };
 		memcpy(ce.msg, e.msg, sizeof(ce.msg) - 1);
@@ -193,22 +226,38 @@ __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 		v[1] = NULL;
 	}
 
-	/* A user namespace whose setgroups is "deny" (rootless with a single mapping) keeps the
-	 * groups it was born with; failing every exec there would help no one. */
-	/* Raw syscalls, which set this process's ids only (the init is single-threaded anyway). */
+	/* The privilege steps, in this order:
+	 * 1. setgroups, setresgid, setresuid: each needs a capability (CAP_SETGID, CAP_SETUID) that
+	 *    the next steps take away. Groups and gid come before the uid: once the uid is not 0
+	 *    the kernel clears the permitted and effective sets, and a gid left behind would stay
+	 *    root's (0), as would the supplementary groups.
+	 * 2. ambient set cleared: ambient capabilities survive the execve of an ordinary program,
+	 *    even for a user other than root. After the uid change (which may already have cleared
+	 *    them), before capset: nothing below may depend on what was ambient.
+	 * 3. capset: effective and permitted become the exec's capabilities for uid 0, none for any
+	 *    other user; inheritable stays empty. After the id changes, which need capabilities
+	 *    the exec may not have. The bounding set was already reduced by the init (confine.c).
+	 * 4. working directory: entered with the process's own credentials, so that a directory its
+	 *    user may not search fails as it would under Docker.
+	 * 5. no_new_privs: nothing changes before execve, where it stops setuid bits and file
+	 *    capabilities from granting more; just before the filter, which it lets a process
+	 *    without CAP_SYS_ADMIN install.
+	 * 6. seccomp filter last: it may forbid what the steps above need (setgroups, capset, prctl,
+	 *    chdir), so only execve itself, and the failure path (write, exit), run under it.
+	 *
+	 * Raw syscalls: they set this process's ids only (glibc's wrappers would also signal other
+	 * threads, and there are none). A user namespace whose setgroups is "deny" (rootless with a
+	 * single mapping) keeps the groups it was born with; failing every exec there would help no
+	 * one (the init read that policy at set-up, see setgroups_deny). */
 	if (syscall(SYS_setgroups, (size_t)u.ngroups, u.groups) < 0 &&
-	    !(errno == EPERM && setgroups_denied()))
+	    !(errno == EPERM && setgroups_deny))
 		child_fail(pipefd, "setup", errno, "setgroups: %s%s", "");
 	snprintf(idbuf, sizeof(idbuf), "%u", u.gid);
 	if (syscall(SYS_setresgid, u.gid, u.gid, u.gid) < 0)
-		child_fail(pipefd, "user", errno, errno == EINVAL ?
-			   "setgid %.0s%s: gid not mapped in the container's user namespace" :
-			   "setgid: %s %s", idbuf);
+		child_fail(pipefd, "user", errno, id_error(true, errno), idbuf);
 	snprintf(idbuf, sizeof(idbuf), "%u", u.uid);
 	if (syscall(SYS_setresuid, u.uid, u.uid, u.uid) < 0)
-		child_fail(pipefd, "user", errno, errno == EINVAL ?
-			   "setuid %.0s%s: uid not mapped in the container's user namespace" :
-			   "setuid: %s %s", idbuf);
+		child_fail(pipefd, "user", errno, id_error(false, errno), idbuf);
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		child_fail(pipefd, "setup", errno, "clear ambient capabilities: %s%s", "");
 	if (capset_all(u.uid == 0 && s->has_caps ? s->caps : 0) < 0)
@@ -222,4 +271,3 @@ __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 	exec_search(s, pipefd);
 	_exit(127);
 }
-

@@ -2,10 +2,10 @@
 #ifndef SK_INIT_H
 #define SK_INIT_H
 
+#include <linux/openat2.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <linux/openat2.h>
 #include <sys/types.h>
 
 #include "mpack.h"
@@ -33,6 +33,8 @@ struct err {
 };
 
 int seterr(struct err *e, int no, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* "No such file or directory" -> "no such file or directory", as Go tools print errors. */
+const char *lc_strerror(int no, char *buf, size_t len);
 
 /* proto.c */
 void arena_reset(void);
@@ -94,23 +96,32 @@ int setup_container(struct req *r, struct err *e);
  * sethostname, which the container's seccomp profile may forbid. -1 otherwise. */
 extern int hostname_fd;
 
-/* exec.c */
-/* The container's capabilities and seccomp profile ("caps", "seccomp" of the setup message),
+/* confine.c: the container's capabilities and seccomp profile ("caps", "seccomp" of the setup message),
  * applied to the init itself so that no exec pays for them and every process inherits them:
  * confine_prepare keeps them, confine_now applies them (once; later calls do nothing). */
 int confine_prepare(const struct mp_doc *d, struct err *e);
 int confine_now(struct err *e);
-/* Starts the process and returns at once: its `started` (or `error`) reply follows when its
+/* child.c: whether the container's user namespace denies setgroups (rootless with a single
+ * mapping), which execs then cannot change their groups in. Read once by the init at the end of
+ * set-up, before any process of the container exists (one with CAP_SYS_ADMIN could mount over
+ * /proc later), and inherited by every exec child. */
+extern bool setgroups_deny;
+void read_setgroups_policy(void);
+
+/* exec.c: starts the process and returns at once: its `started` (or `error`) reply follows when its
  * error pipe says how the start ended (starting_*), never blocking the init meanwhile. */
 int do_exec(struct req *r, struct err *e);
+/* proctable.c */
 struct pollfd;
 size_t starting_count(void);
-int starting_fill(struct pollfd *pf);                /* at most starting_count() */
+int starting_fill(struct pollfd *pf);               /* at most starting_count() */
 int starting_ready(const struct pollfd *pf, int n); /* -1: the host could not be told */
 int starting_reaped(pid_t pid);                     /* before pid's exit is handled */
+int64_t tracked_take(pid_t pid);                    /* exec id of pid, untracked; 0 if not ours */
+/* signal.c */
 int do_signal(struct req *r, struct err *e);
+/* open.c */
 int do_open(struct req *r, struct err *e);
-int64_t tracked_take(pid_t pid); /* exec id of pid, untracked; 0 if not ours */
 
 /* capture.c: execs whose output the init collects (stdio "capture") */
 int capture_new(int64_t id, pid_t pid, int64_t limit, const int fds[2]);

@@ -76,6 +76,12 @@ static int rename_host(const char *name)
 	return pwrite(hostname_fd, name, len, 0) == (ssize_t)len ? 0 : -1;
 }
 
+/* Why a request without a valid type or id is refused. */
+static const char *bad_header(const char *t)
+{
+	return t ? "missing or invalid \"id\"" : "missing \"t\"";
+}
+
 static void serve_one(void)
 {
 	struct err e = { 0 };
@@ -95,7 +101,7 @@ static void serve_one(void)
 	}
 	if (get_str(&req.doc, 0, "t", &t, &e) <= 0 || req.id <= 0) {
 		close_fds(req.fds, req.nfds);
-		protocol_error(req.id, e.no ? e.msg : !t ? "missing \"t\"" : "missing or invalid \"id\"");
+		protocol_error(req.id, e.no ? e.msg : bad_header(t));
 		return;
 	}
 	/* Still unconfined only when set up to be named later: nothing but the naming (and a ping)
@@ -112,9 +118,10 @@ static void serve_one(void)
 		char *name = NULL;
 		close_fds(req.fds, req.nfds);
 		rc = need_str(&req.doc, 0, "name", &name, &e);
-		if (rc > 0)
-			rc = rename_host(name) < 0 ? seterr(&e, errno, "set the host name: %s", strerror(errno)) :
-						     send_simple("ok", req.id);
+		if (rc > 0 && rename_host(name) < 0)
+			rc = seterr(&e, errno, "set the host name: %s", strerror(errno));
+		else if (rc > 0)
+			rc = send_simple("ok", req.id);
 		if (confine_now(&e) < 0)
 			unconfined(&e);
 	} else if (strcmp(t, "ping") == 0) {
@@ -155,7 +162,8 @@ static int reset_fds(void)
 	int fd, keep = 4;
 
 	/* Out of the way of 0..2 first, should the init have been started with them closed. */
-	if (hostname_fd >= 0 && hostname_fd < 3 && (hostname_fd = fcntl(hostname_fd, F_DUPFD_CLOEXEC, 5)) < 0)
+	if (hostname_fd >= 0 && hostname_fd < 3 &&
+	    (hostname_fd = fcntl(hostname_fd, F_DUPFD_CLOEXEC, 5)) < 0)
 		return -1;
 	if ((fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
 		return -1;
@@ -165,7 +173,8 @@ static int reset_fds(void)
 	if (fd > 3)
 		close(fd);
 	if (hostname_fd >= 0) {
-		if (hostname_fd != 4 && (dup3(hostname_fd, 4, O_CLOEXEC) < 0 || close(hostname_fd) < 0))
+		if (hostname_fd != 4 &&
+		    (dup3(hostname_fd, 4, O_CLOEXEC) < 0 || close(hostname_fd) < 0))
 			return -1;
 		hostname_fd = keep++;
 	}
@@ -250,6 +259,7 @@ int main(void)
 		return 1;
 	if (setup() < 0)
 		return 1;
+	read_setgroups_policy();
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || reset_fds() < 0 ||
 	    (sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
 		seterr(&e, errno, "finish setup: %s", strerror(errno));
@@ -259,7 +269,8 @@ int main(void)
 	tfd = lifetime_timer();
 	/* Last, so that set-up itself is not filtered. A container to be named later that cannot
 	 * keep its hostname sysctl (rootless) is confined once it is named (see serve_one). */
-	if (confine_prepare(&req.doc, &e) < 0 || ((hostname_fd >= 0 || named()) && confine_now(&e) < 0)) {
+	if (confine_prepare(&req.doc, &e) < 0 ||
+	    ((hostname_fd >= 0 || named()) && confine_now(&e) < 0)) {
 		send_error(0, &e);
 		return 1;
 	}

@@ -120,7 +120,10 @@ static int value(struct rd *r, int depth)
 		o->type = MP_BOOL;
 		o->v.b = c == 0xc3;
 		return 0;
-	case 0xcc: case 0xcd: case 0xce: case 0xcf:
+	case 0xcc:
+	case 0xcd:
+	case 0xce:
+	case 0xcf:
 		o->type = MP_INT;
 		if (rd_uint(r, 1 << (c - 0xcc), &u) < 0)
 			return -1;
@@ -128,7 +131,10 @@ static int value(struct rd *r, int depth)
 			return fail(r, "msgpack integer does not fit in int64");
 		o->v.i = (int64_t)u;
 		return 0;
-	case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+	case 0xd0:
+	case 0xd1:
+	case 0xd2:
+	case 0xd3: {
 		int n = 1 << (c - 0xd0);
 		o->type = MP_INT;
 		if (rd_uint(r, n, &u) < 0)
@@ -142,10 +148,16 @@ static int value(struct rd *r, int depth)
 	case 0xcb:
 		o->type = MP_FLOAT;
 		return take(r, c == 0xca ? 4 : 8, &p);
-	case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
+	case 0xd4:
+	case 0xd5:
+	case 0xd6:
+	case 0xd7:
+	case 0xd8:
 		o->type = MP_EXT;
 		return take(r, 1 + (1 << (c - 0xd4)), &p);
-	case 0xc7: case 0xc8: case 0xc9:
+	case 0xc7:
+	case 0xc8:
+	case 0xc9:
 		o->type = MP_EXT;
 		if (rd_uint(r, 1 << (c - 0xc7), &u) < 0)
 			return -1;
@@ -222,8 +234,14 @@ static void head(struct mp_w *w, uint8_t fix, uint8_t fixmax, uint8_t t16, uint3
 	}
 }
 
-void mp_w_map(struct mp_w *w, uint32_t n) { head(w, 0x80, 15, 0xde, n); }
-void mp_w_array(struct mp_w *w, uint32_t n) { head(w, 0x90, 15, 0xdc, n); }
+void mp_w_map(struct mp_w *w, uint32_t n)
+{
+	head(w, 0x80, 15, 0xde, n);
+}
+void mp_w_array(struct mp_w *w, uint32_t n)
+{
+	head(w, 0x90, 15, 0xdc, n);
+}
 
 void mp_w_str(struct mp_w *w, const char *s)
 {

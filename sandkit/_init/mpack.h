@@ -16,7 +16,7 @@ enum mp_type { MP_NIL, MP_BOOL, MP_INT, MP_FLOAT, MP_STR, MP_BIN, MP_ARRAY, MP_M
  * children, and `next` is the index just past its whole subtree, so siblings are one hop apart. */
 struct mp_obj {
 	uint8_t type;
-	uint32_t n;    /* str/bin: bytes; array: elements; map: pairs */
+	uint32_t n; /* str/bin: bytes; array: elements; map: pairs */
 	uint32_t next;
 	union {
 		bool b;

@@ -11,6 +11,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "init.h"
 
 /* The kernel explains a refused fs context in messages read from the context fd. */
@@ -31,20 +32,18 @@ static void context_error(int fsfd, struct err *e, int no, const char *what)
 static int mount_with_fsconfig(const struct overlay *o, const char *target, struct err *e)
 {
 	char upper[4200], work[4200];
-	int fsfd, mfd;
+	autoclose int fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
+	autoclose int mfd = -1;
 
-	fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
 	if (fsfd < 0)
-		return errno == ENOSYS ? 0 : seterr(e, errno, "fsopen overlay: %s", strerror(errno));
+		return errno == ENOSYS ? 0 :
+					 seterr(e, errno, "fsopen overlay: %s", strerror(errno));
 	for (uint32_t k = 0; k < o->n; k++) {
 		if (fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", o->lower[k], 0) == 0)
 			continue;
-		if (k == 0 && errno == EINVAL) { /* no "lowerdir+" before Linux 6.8 */
-			close(fsfd);
+		if (k == 0 && errno == EINVAL) /* no "lowerdir+" before Linux 6.8 */
 			return 0;
-		}
 		context_error(fsfd, e, errno, o->lower[k]);
-		close(fsfd);
 		return -1;
 	}
 	snprintf(upper, sizeof(upper), "%s/upper", o->scratch);
@@ -54,20 +53,14 @@ static int mount_with_fsconfig(const struct overlay *o, const char *target, stru
 	    (o->userxattr && fsconfig(fsfd, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0) ||
 	    fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
 		context_error(fsfd, e, errno, "create");
-		close(fsfd);
 		return -1;
 	}
 	/* nodev: a device node in an image layer (or made with CAP_MKNOD) must not open. */
 	mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
-	close(fsfd);
 	if (mfd < 0)
 		return seterr(e, errno, "mount overlay on /: fsmount: %s", strerror(errno));
-	if (move_mount(mfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
-		int no = errno;
-		close(mfd);
-		return seterr(e, no, "mount overlay on /: move_mount: %s", strerror(no));
-	}
-	close(mfd);
+	if (move_mount(mfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		return seterr(e, errno, "mount overlay on /: move_mount: %s", strerror(errno));
 	return 1;
 }
 
@@ -78,9 +71,10 @@ static int mount_with_options(const struct overlay *o, const char *target, struc
 
 	for (uint32_t k = 0; k < o->n; k++) {
 		if (strpbrk(o->lower[k], ",:"))
-			return seterr(e, EINVAL, "overlay layer path contains ',' or ':': %s", o->lower[k]);
-		len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0, "%s%s",
-					k ? ":" : "", o->lower[k]);
+			return seterr(e, EINVAL, "overlay layer path contains ',' or ':': %s",
+				      o->lower[k]);
+		len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0,
+					"%s%s", k ? ":" : "", o->lower[k]);
 	}
 	len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0,
 				",upperdir=%s/upper,workdir=%s/work", o->scratch, o->scratch);
@@ -88,8 +82,10 @@ static int mount_with_options(const struct overlay *o, const char *target, struc
 		len += (size_t)snprintf(opts + len, len < sizeof(opts) ? sizeof(opts) - len : 0,
 					",userxattr");
 	if (len >= sizeof(opts))
-		return seterr(e, E2BIG, "overlay options too long for this kernel (%u layers): "
-			      "Linux >= 6.8 takes any number of layers", o->n);
+		return seterr(e, E2BIG,
+			      "overlay options too long for this kernel (%u layers): "
+			      "Linux >= 6.8 takes any number of layers",
+			      o->n);
 	if (mount("overlay", target, "overlay", MS_NODEV, opts) < 0)
 		return seterr(e, errno, "mount overlay on /: %s", strerror(errno));
 	return 0;

@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "init.h"
 
 void fdpath(char buf[32], int fd)
@@ -47,7 +48,8 @@ int mkdir_p(int rootfd, const char *path, mode_t mode, uint64_t rflags)
 {
 	char buf[4096];
 	size_t n = strlen(path);
-	int cur, next;
+	autoclose int cur = -1;
+	int next;
 
 	if (n >= sizeof(buf)) {
 		errno = ENAMETOOLONG;
@@ -69,19 +71,17 @@ int mkdir_p(int rootfd, const char *path, mode_t mode, uint64_t rflags)
 		buf[k] = 0;
 		next = resolve_at(rootfd, buf, O_PATH | O_DIRECTORY, 0, rflags);
 		if (next < 0 && errno == ENOENT) {
-			if (mkdirat(cur, buf + start, mode) < 0 && errno != EEXIST) {
-				close(cur);
+			if (mkdirat(cur, buf + start, mode) < 0 && errno != EEXIST)
 				return -1;
-			}
 			next = resolve_at(rootfd, buf, O_PATH | O_DIRECTORY, 0, rflags);
 		}
 		buf[k] = save;
-		close(cur);
 		if (next < 0)
 			return -1;
+		close(cur);
 		cur = next;
 	}
-	return cur;
+	return take_fd(&cur);
 }
 
 /* An empty file to bind a file mount onto; an existing entry is simply resolved. */
@@ -89,7 +89,8 @@ int make_file(int rootfd, const char *path)
 {
 	char dir[4096];
 	const char *slash = strrchr(path, '/');
-	int dfd, fd;
+	autoclose int dfd = -1;
+	int fd;
 
 	fd = resolve(rootfd, path, O_PATH, 0);
 	if (fd >= 0 || errno != ENOENT)
@@ -104,7 +105,6 @@ int make_file(int rootfd, const char *path)
 	if (dfd < 0)
 		return -1;
 	fd = openat(dfd, slash + 1, O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC, 0644);
-	close(dfd);
 	if (fd < 0 && errno != EEXIST)
 		return -1;
 	if (fd >= 0)

@@ -20,7 +20,10 @@ static struct mp_obj nodes[MAX_PACKET + 1];
 static _Alignas(16) char arena[512 * 1024];
 static size_t arena_used;
 
-void arena_reset(void) { arena_used = 0; }
+void arena_reset(void)
+{
+	arena_used = 0;
+}
 
 void *arena_alloc(size_t n)
 {
@@ -41,6 +44,14 @@ int seterr(struct err *e, int no, const char *fmt, ...)
 	return -1;
 }
 
+const char *lc_strerror(int no, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", strerror(no));
+	if (buf[0] >= 'A' && buf[0] <= 'Z')
+		buf[0] = (char)(buf[0] - 'A' + 'a');
+	return buf;
+}
+
 void close_fds(int *fds, int n)
 {
 	for (int k = 0; k < n; k++)
@@ -57,7 +68,9 @@ int recv_req(struct req *r)
 		char b[CMSG_SPACE(MAX_FDS * sizeof(int))];
 	} ctl;
 	struct iovec iov = { r->buf, sizeof(r->buf) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = ctl.b,
 			     .msg_controllen = sizeof(ctl.b) };
 	ssize_t n;
 
@@ -142,7 +155,9 @@ int send_msg(const uint8_t *buf, size_t len, const int *fds, int nfds)
 	return send_packet(buf, len, fds, nfds, 0);
 }
 
-#define WBUF(w, b) uint8_t b[2048]; struct mp_w w = { b, sizeof(b), 0, false }
+#define WBUF(w, b)       \
+	uint8_t b[2048]; \
+	struct mp_w w = { b, sizeof(b), 0, false }
 
 int send_error(int64_t id, const struct err *e)
 {

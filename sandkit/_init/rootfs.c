@@ -2,16 +2,17 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <linux/magic.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "init.h"
 
 struct ctx {
@@ -42,13 +43,10 @@ static int set_ro(int dfd, const char *path, bool recursive)
 /* A mount hides what the old fd pointed at, so attributes are applied to a fresh lookup. */
 static int set_attrs_at(struct ctx *c, const char *path, bool recursive, uint64_t attrs)
 {
-	int fd = resolve(c->rootfd, path, O_PATH, 0);
-	int rc;
+	autoclose int fd = resolve(c->rootfd, path, O_PATH, 0);
 	if (fd < 0)
 		return -1;
-	rc = set_attrs(fd, "", recursive, attrs);
-	close(fd);
-	return rc;
+	return set_attrs(fd, "", recursive, attrs);
 }
 
 static int set_ro_at(struct ctx *c, const char *path, bool recursive)
@@ -56,16 +54,13 @@ static int set_ro_at(struct ctx *c, const char *path, bool recursive)
 	return set_attrs_at(c, path, recursive, MOUNT_ATTR_RDONLY);
 }
 
-/* Mounts on a mount point already resolved inside the root (fd, closed here). */
+/* Mounts on a mount point already resolved inside the root. */
 static int mount_on(struct ctx *c, int fd, const char *dst, const char *src, const char *type,
 		    unsigned long flags, const char *data)
 {
-	int rc = mnt(src, fd, type, flags, data);
-	int no = errno;
-
-	close(fd);
-	if (rc < 0)
-		return seterr(c->e, no, "mount %s on %s: %s", type ? type : src, dst, strerror(no));
+	if (mnt(src, fd, type, flags, data) < 0)
+		return seterr(c->e, errno, "mount %s on %s: %s", type ? type : src, dst,
+			      strerror(errno));
 	return 0;
 }
 
@@ -74,7 +69,8 @@ static int mount_on(struct ctx *c, int fd, const char *dst, const char *src, con
 static int mount_in(struct ctx *c, const char *dst, bool file, const char *src, const char *type,
 		    unsigned long flags, const char *data)
 {
-	int fd = file ? make_file(c->rootfd, dst) : mkdir_p(c->rootfd, dst, 0755, IN_ROOT);
+	autoclose int fd = file ? make_file(c->rootfd, dst) :
+				  mkdir_p(c->rootfd, dst, 0755, IN_ROOT);
 	if (fd < 0)
 		return seterr(c->e, errno, "create mount point %s: %s", dst, strerror(errno));
 	return mount_on(c, fd, dst, src, type, flags, data);
@@ -86,10 +82,12 @@ static int mount_in(struct ctx *c, const char *dst, bool file, const char *src, 
 static int mount_std(struct ctx *c, const char *dst, const char *src, const char *type,
 		     unsigned long flags, const char *data)
 {
-	int fd = mkdir_p(c->rootfd, dst, 0755, IN_ROOT_NO_SYMLINKS);
+	autoclose int fd = mkdir_p(c->rootfd, dst, 0755, IN_ROOT_NO_SYMLINKS);
 	if (fd < 0 && errno == ELOOP)
-		return seterr(c->e, ELOOP, "the image's %s is a symlink (or lies behind one): sandkit "
-			      "mounts %s only on a real directory; fix the image", dst, type ? type : src);
+		return seterr(c->e, ELOOP,
+			      "the image's %s is a symlink (or lies behind one): sandkit "
+			      "mounts %s only on a real directory; fix the image",
+			      dst, type ? type : src);
 	if (fd < 0)
 		return seterr(c->e, errno, "create mount point %s: %s", dst, strerror(errno));
 	return mount_on(c, fd, dst, src, type, flags, data);
@@ -146,56 +144,52 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 static int make_device(int dfd, const char *name)
 {
 	char host[32], self[48];
-	int fd;
+	autoclose int fd = openat(dfd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC,
+				  0666);
 
-	fd = openat(dfd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0666);
 	if (fd < 0)
 		return -1;
 	snprintf(host, sizeof(host), "/dev/%s", name);
 	fdpath(self, fd);
-	if (mount(host, self, NULL, MS_BIND, NULL) < 0) {
-		int no = errno;
-		close(fd);
-		errno = no;
-		return -1;
-	}
-	close(fd);
+	return mount(host, self, NULL, MS_BIND, NULL);
+}
+
+/* The devices and symlinks of the container's fresh /dev. */
+static int populate_dev(struct ctx *c)
+{
+	static const char *const devs[] = { "null", "zero", "full", "random", "urandom", "tty" };
+	static const char *const links[][2] = {
+		{ "fd", "/proc/self/fd" },       { "stdin", "/proc/self/fd/0" },
+		{ "stdout", "/proc/self/fd/1" }, { "stderr", "/proc/self/fd/2" },
+		{ "ptmx", "pts/ptmx" },
+	};
+	autoclose int dfd = resolve_at(c->rootfd, "/dev", O_DIRECTORY, 0, IN_ROOT_NO_SYMLINKS);
+
+	if (dfd < 0)
+		return seterr(c->e, errno, "open /dev: %s", strerror(errno));
+	for (size_t k = 0; k < sizeof(devs) / sizeof(devs[0]); k++)
+		if (make_device(dfd, devs[k]) < 0)
+			return seterr(c->e, errno, "create /dev/%s: %s", devs[k], strerror(errno));
+	for (size_t k = 0; k < sizeof(links) / sizeof(links[0]); k++)
+		if (symlinkat(links[k][1], dfd, links[k][0]) < 0)
+			return seterr(c->e, errno, "symlink /dev/%s: %s", links[k][0],
+				      strerror(errno));
 	return 0;
 }
 
 static int std_mounts(struct ctx *c)
 {
-	static const char *const devs[] = { "null", "zero", "full", "random", "urandom", "tty" };
-	static const char *const links[][2] = {
-		{ "fd", "/proc/self/fd" }, { "stdin", "/proc/self/fd/0" },
-		{ "stdout", "/proc/self/fd/1" }, { "stderr", "/proc/self/fd/2" },
-		{ "ptmx", "pts/ptmx" },
-	};
 	const unsigned long nse = MS_NOSUID | MS_NODEV | MS_NOEXEC;
-	int dfd;
 
 	if (mount_std(c, "/proc", "proc", "proc", nse, NULL) < 0)
 		return -1;
 	if (mount_std(c, "/dev", "tmpfs", "tmpfs", nse, "mode=755,size=65536,nr_inodes=1024") < 0)
 		return -1;
-	dfd = resolve_at(c->rootfd, "/dev", O_DIRECTORY, 0, IN_ROOT_NO_SYMLINKS);
-	if (dfd < 0)
-		return seterr(c->e, errno, "open /dev: %s", strerror(errno));
-	for (size_t k = 0; k < sizeof(devs) / sizeof(devs[0]); k++)
-		if (make_device(dfd, devs[k]) < 0) {
-			int no = errno;
-			close(dfd);
-			return seterr(c->e, no, "create /dev/%s: %s", devs[k], strerror(no));
-		}
-	for (size_t k = 0; k < sizeof(links) / sizeof(links[0]); k++)
-		if (symlinkat(links[k][1], dfd, links[k][0]) < 0) {
-			close(dfd);
-			return seterr(c->e, errno, "symlink /dev/%s: %s", links[k][0], strerror(errno));
-		}
-	close(dfd);
+	if (populate_dev(c) < 0)
+		return -1;
 	if (mount_std(c, "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
-		     c->rootless ? "newinstance,ptmxmode=0666,mode=0620"
-				 : "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
+		      c->rootless ? "newinstance,ptmxmode=0666,mode=0620" :
+				    "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
 		return -1;
 	/* Docker's 64 MiB: shared memory is RAM, and rootless on cgroup v1 nothing else bounds it. */
 	if (mount_std(c, "/dev/shm", "shm", "tmpfs", nse, "mode=1777,size=64m,nr_inodes=16k") < 0)
@@ -234,45 +228,71 @@ static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
 			return -1;
 		if (stat(src, &st) < 0)
 			return seterr(e, errno, "bind source %s: %s", src, strerror(errno));
-		if (mount_in(c, dst, !S_ISDIR(st.st_mode), src, NULL,
-			     MS_BIND | (rec ? MS_REC : 0), NULL) < 0)
+		if (mount_in(c, dst, !S_ISDIR(st.st_mode), src, NULL, MS_BIND | (rec ? MS_REC : 0),
+			     NULL) < 0)
 			return -1;
 		/* No device node reached through a bind may be opened: only /dev's own are usable. */
 		if (set_attrs_at(c, dst, rec, MOUNT_ATTR_NODEV | (ro ? MOUNT_ATTR_RDONLY : 0)) < 0)
-			return seterr(e, errno, "remount %s %s: %s", dst, ro ? "read-only" : "nodev",
-				      strerror(errno));
+			return seterr(e, errno, "remount %s %s: %s", dst,
+				      ro ? "read-only" : "nodev", strerror(errno));
 	} else if (strcmp(type, "tmpfs") == 0) {
 		char opts[64];
 		if (size < 0 || mode < 0 || mode > 07777)
 			return seterr(e, EINVAL, "tmpfs %s: bad size or mode", dst);
 		if (size)
-			snprintf(opts, sizeof(opts), "mode=%o,size=%lld", (unsigned)mode, (long long)size);
+			snprintf(opts, sizeof(opts), "mode=%o,size=%lld", (unsigned)mode,
+				 (long long)size);
 		else
 			snprintf(opts, sizeof(opts), "mode=%o", (unsigned)mode);
 		return mount_in(c, dst, false, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, opts);
 	} else if (strcmp(type, "symlink") == 0) {
 		char *slash = strrchr(dst, '/');
-		int dfd;
+		autoclose int dfd = -1;
 		if (need_str(d, m, "target", &target, e) < 0)
 			return -1;
 		*slash = 0;
 		dfd = mkdir_p(c->rootfd, dst[0] ? dst : "/", 0755, IN_ROOT);
 		*slash = '/';
-		if (dfd < 0 || symlinkat(target, dfd, slash + 1) < 0) {
-			int no = errno;
-			if (dfd >= 0)
-				close(dfd);
-			return seterr(e, no, "symlink %s -> %s: %s", dst, target, strerror(no));
-		}
-		close(dfd);
+		if (dfd < 0 || symlinkat(target, dfd, slash + 1) < 0)
+			return seterr(e, errno, "symlink %s -> %s: %s", dst, target,
+				      strerror(errno));
 	} else if (strcmp(type, "dir") == 0) {
-		int fd = mkdir_p(c->rootfd, dst, (mode_t)(mode & 07777), IN_ROOT);
+		autoclose int fd = mkdir_p(c->rootfd, dst, (mode_t)(mode & 07777), IN_ROOT);
 		if (fd < 0)
 			return seterr(e, errno, "mkdir %s: %s", dst, strerror(errno));
-		close(fd);
 	} else {
 		return seterr(e, EPROTO, "unknown mount type \"%s\"", type);
 	}
+	return 0;
+}
+
+/* Hides one container path (mask: an empty read-only tmpfs over a directory, /dev/null over
+ * anything else) or makes it read-only. A path the image does not have is skipped. */
+static int hide_or_protect(struct ctx *c, const char *key, const char *p, bool mask)
+{
+	autoclose int fd = resolve(c->rootfd, p, O_PATH, 0);
+	struct stat st;
+	char self[32];
+	int rc;
+
+	if (fd < 0 && errno == ENOENT)
+		return 0;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return seterr(c->e, errno, "%s path %s: %s", key, p, strerror(errno));
+	if (!mask) {
+		fdpath(self, fd);
+		rc = mount(self, self, NULL, MS_BIND | MS_REC, NULL);
+		if (rc == 0)
+			rc = set_ro_at(c, p, true);
+	} else if (S_ISDIR(st.st_mode)) {
+		rc = mnt("tmpfs", fd, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+			 "size=4k,mode=555");
+	} else {
+		rc = mnt("/dev/null", fd, NULL, MS_BIND, NULL);
+	}
+	if (rc < 0)
+		return seterr(c->e, errno, "%s %s: %s", mask ? "mask" : "make read-only", p,
+			      strerror(errno));
 	return 0;
 }
 
@@ -285,29 +305,8 @@ static int path_list(struct ctx *c, const struct mp_doc *d, uint32_t setup, cons
 		return rc;
 	for (uint32_t k = 0; k < d->o[arr].n; k++) {
 		char *p = dup_strobj(d, mp_elem(d, arr, k), key, c->e);
-		struct stat st;
-		int fd;
-		if (!p)
+		if (!p || hide_or_protect(c, key, p, mask) < 0)
 			return -1;
-		fd = resolve(c->rootfd, p, O_PATH, 0);
-		if (fd < 0 && errno == ENOENT)
-			continue;
-		if (fd < 0 || fstat(fd, &st) < 0)
-			return seterr(c->e, errno, "%s path %s: %s", key, p, strerror(errno));
-		if (!mask) {
-			char self[32];
-			fdpath(self, fd);
-			rc = mount(self, self, NULL, MS_BIND | MS_REC, NULL) < 0 ? -1 : set_ro_at(c, p, true);
-		}
-		else if (S_ISDIR(st.st_mode))
-			rc = mnt("tmpfs", fd, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-				 "size=4k,mode=555");
-		else
-			rc = mnt("/dev/null", fd, NULL, MS_BIND, NULL);
-		close(fd);
-		if (rc < 0)
-			return seterr(c->e, errno, "%s %s: %s", mask ? "mask" : "make read-only", p,
-				      strerror(errno));
 	}
 	return 0;
 }
@@ -320,29 +319,33 @@ int hostname_fd = -1;
 static int open_hostname_sysctl(struct ctx *c)
 {
 	struct statfs sf;
-	int procfd, fd;
+	autoclose int procfd = resolve_at(c->rootfd, "/proc", O_PATH | O_DIRECTORY, 0,
+					  IN_ROOT_NO_SYMLINKS);
+	autoclose int fd = -1;
 
-	procfd = resolve_at(c->rootfd, "/proc", O_PATH | O_DIRECTORY, 0, IN_ROOT_NO_SYMLINKS);
 	if (procfd < 0)
 		return -1;
 	fd = resolve_at(procfd, "sys/kernel/hostname", O_WRONLY | O_NOCTTY | O_NONBLOCK, 0,
-			RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS);
-	close(procfd);
-	if (fd >= 0 && (fstatfs(fd, &sf) < 0 || sf.f_type != PROC_SUPER_MAGIC)) {
-		close(fd);
+			RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV |
+				RESOLVE_NO_MAGICLINKS);
+	if (fd < 0)
+		return -1;
+	if (fstatfs(fd, &sf) < 0 || sf.f_type != PROC_SUPER_MAGIC) {
 		errno = EXDEV;
 		return -1;
 	}
-	return fd;
+	return take_fd(&fd);
 }
 
 int setup_container(struct req *r, struct err *e)
 {
+	static const char *const scratch_dirs[] = { "upper", "work", "root" };
 	const struct mp_doc *d = &r->doc;
 	char *scratch = NULL, *hostname = NULL, root[4200], sub[4200];
 	int64_t v = 0, ssize = 0, inodes = 0;
 	uint32_t rootspec = 0, mounts = 0;
 	bool rootless = false, ro = false, loopback = false;
+	autoclose int rootfd = -1;
 	struct ctx c = { -1, false, e };
 	char opts[96];
 	size_t len;
@@ -350,17 +353,20 @@ int setup_container(struct req *r, struct err *e)
 	if (get_int(d, 0, "v", &v, e) < 0)
 		return -1;
 	if (v != PROTO_VERSION)
-		return seterr(e, EPROTO, "protocol version mismatch: init speaks %d, host sent %lld",
+		return seterr(e, EPROTO,
+			      "protocol version mismatch: init speaks %d, host sent %lld",
 			      PROTO_VERSION, (long long)v);
 	if (need_str(d, 0, "scratch", &scratch, e) < 0)
 		return -1;
 	if (get_type(d, 0, "rootfs", MP_MAP, &rootspec, e) <= 0)
 		return e->no ? -1 : seterr(e, EPROTO, "missing \"rootfs\"");
-	if (get_int(d, 0, "scratch_size", &ssize, e) < 0 || get_bool(d, 0, "rootless", &rootless, e) < 0 ||
+	if (get_int(d, 0, "scratch_size", &ssize, e) < 0 ||
+	    get_bool(d, 0, "rootless", &rootless, e) < 0 ||
 	    get_str(d, 0, "hostname", &hostname, e) < 0 ||
 	    get_type(d, 0, "mounts", MP_ARRAY, &mounts, e) < 0 ||
 	    get_bool(d, rootspec, "readonly", &ro, e) < 0 ||
-	    get_int(d, 0, "scratch_inodes", &inodes, e) < 0 || get_bool(d, 0, "loopback", &loopback, e) < 0)
+	    get_int(d, 0, "scratch_inodes", &inodes, e) < 0 ||
+	    get_bool(d, 0, "loopback", &loopback, e) < 0)
 		return -1;
 	if (strlen(scratch) > 4000 || ssize < 0 || inodes < 0)
 		return seterr(e, EINVAL, "bad scratch directory, size or inode count");
@@ -372,21 +378,22 @@ int setup_container(struct req *r, struct err *e)
 	/* The scratch tmpfs holds the writable layer: its size and inode count are the disk quota. */
 	len = (size_t)snprintf(opts, sizeof(opts), "mode=755");
 	if (ssize)
-		len += (size_t)snprintf(opts + len, sizeof(opts) - len, ",size=%lld", (long long)ssize);
+		len += (size_t)snprintf(opts + len, sizeof(opts) - len, ",size=%lld",
+					(long long)ssize);
 	if (inodes)
 		snprintf(opts + len, sizeof(opts) - len, ",nr_inodes=%lld", (long long)inodes);
 	if (mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
 		return seterr(e, errno, "mount tmpfs on scratch %s: %s", scratch, strerror(errno));
-	for (const char *const *s = (const char *const[]){ "upper", "work", "root", NULL }; *s; s++) {
-		snprintf(sub, sizeof(sub), "%s/%s", scratch, *s);
+	for (size_t k = 0; k < sizeof(scratch_dirs) / sizeof(scratch_dirs[0]); k++) {
+		snprintf(sub, sizeof(sub), "%s/%s", scratch, scratch_dirs[k]);
 		if (mkdir(sub, 0755) < 0)
 			return seterr(e, errno, "mkdir %s: %s", sub, strerror(errno));
 	}
 	snprintf(root, sizeof(root), "%s/root", scratch);
 	if (make_rootfs(r, rootspec, root, scratch, e) < 0)
 		return -1;
-	c.rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (c.rootfd < 0)
+	c.rootfd = rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
 		return seterr(e, errno, "open new root: %s", strerror(errno));
 
 	if (loopback && loopback_up(e) < 0)
@@ -404,11 +411,10 @@ int setup_container(struct req *r, struct err *e)
 		return -1;
 
 	/* Stack the old root under the new one and detach it: no path back to the host remains. */
-	if (fchdir(c.rootfd) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+	if (fchdir(rootfd) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
 		return seterr(e, errno, "pivot_root: %s", strerror(errno));
 	if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
 		return seterr(e, errno, "detach old root: %s", strerror(errno));
-	close(c.rootfd);
 	if (ro && set_ro(AT_FDCWD, "/", false) < 0)
 		return seterr(e, errno, "remount / read-only: %s", strerror(errno));
 	return 0;

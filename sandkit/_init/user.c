@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "init.h"
 #include "user.h"
 
@@ -21,18 +22,13 @@ static char *slurp(const char *path)
 	char *buf;
 	ssize_t n;
 	size_t len = 0;
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	autoclose int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 
-	if (fd < 0)
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > DB_MAX ||
+	    !(buf = malloc((size_t)st.st_size + 1)))
 		return NULL;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > DB_MAX ||
-	    !(buf = malloc((size_t)st.st_size + 1))) {
-		close(fd);
-		return NULL;
-	}
 	while (len < (size_t)st.st_size && (n = read(fd, buf + len, (size_t)st.st_size - len)) > 0)
 		len += (size_t)n;
-	close(fd);
 	buf[len] = 0;
 	return buf;
 }
@@ -110,8 +106,8 @@ int resolve_user(const char *spec, struct user *u, struct err *e)
 			continue;
 		if (by_id ? u->uid == id : strcmp(f[0], buf) == 0) {
 			found = true;
-			/* From the request arena: the exec child shares the init's memory (CLONE_VM), and
-			 * the arena is reset with the next request, so nothing leaks. */
+			/* From the request arena, of which this child has its own copy: gone at its
+			 * execve, never in the init's memory. */
 			char *home = arena_alloc(strlen(f[5]) + 1);
 			if (home)
 				u->home = strcpy(home, f[5]);
@@ -122,7 +118,8 @@ int resolve_user(const char *spec, struct user *u, struct err *e)
 	free(db);
 	if (!found) {
 		if (buf[0] && !by_id)
-			return seterr(e, ENOENT, "unable to find user %s: no matching entries in passwd file",
+			return seterr(e, ENOENT,
+				      "unable to find user %s: no matching entries in passwd file",
 				      buf);
 		u->uid = by_id ? id : 0;
 		u->gid = 0;
@@ -145,7 +142,8 @@ int resolve_user(const char *spec, struct user *u, struct err *e)
 		}
 		free(db);
 		if (!found)
-			return seterr(e, ENOENT, "unable to find group %s: no matching entries in group file",
+			return seterr(e, ENOENT,
+				      "unable to find group %s: no matching entries in group file",
 				      grp);
 		add_group(u, u->gid);
 		return 0;

@@ -23,7 +23,7 @@ import anyio
 import attrs
 
 if TYPE_CHECKING:
-    from ..runtime.process import AsyncInput, AsyncOutput
+    from ..aio import AsyncInput, AsyncOutput
 
 
 # Docker's --sig-proxy forwards every signal it can catch; these are the ones a user sends.
@@ -130,7 +130,7 @@ def _write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view):]
         except BlockingIOError:
             # our stdout was left non-blocking by someone else; wait for room
-            from ..runtime.process import wait_ready
+            from ._runtime import wait_ready
 
             wait_ready(fd, write=True)
 

@@ -229,7 +229,7 @@ async def _exec(record: state.Record, request: dict[str, Any]) -> int:
 
 
 def _streams(fds: dict[str, int], interactive: bool) -> attach.Streams:
-    from ..runtime.process import AsyncInput, AsyncOutput, set_nonblocking
+    from ._runtime import AsyncInput, AsyncOutput, set_nonblocking
 
     for fd in fds.values():
         set_nonblocking(fd)

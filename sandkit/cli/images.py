@@ -1,5 +1,5 @@
-"""Image and registry commands, written in `sandkit.images`; here they are wired in, and
-`inspect` learns containers (as `docker inspect` takes either)."""
+"""Image and registry commands (image_commands.py, registry_commands.py) are wired in here,
+and `inspect` learns containers (as `docker inspect` takes either)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import sys
 from typing import Any
 
 from .. import errors
-from ..images.cli_commands import add_image_commands
 from ..images.image import Image
-from ..images.registry_cli import add_registry_commands
 from . import exitcodes, state
 from .containers import inspect_record
+from .image_commands import add_image_commands
 from .parser import Subparsers
+from .registry_commands import add_registry_commands
 
 
 def add_image_and_registry_commands(commands: Subparsers) -> None:

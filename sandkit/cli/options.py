@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from .. import errors
-from ..runtime.cgroups import parse_size
-from ..runtime.mounts import Mount
+from ..sizes import parse_size
+
+if TYPE_CHECKING:
+    from ._runtime import Mount
 
 
 class UsageError(errors.SandkitError):
@@ -104,6 +107,8 @@ def _env_pairs(entries: Iterable[str], caller: Mapping[str, str]) -> dict[str, s
 
 def volume(spec: str) -> Mount:
     """`-v SRC:DST[:ro|rw]` with an absolute (or ./relative) host path."""
+    from ._runtime import Mount
+
     source = spec.split(":", 1)[0]
     if ":" not in spec:
         raise UsageError(f"invalid volume {spec!r}: anonymous volumes are not supported; "
@@ -118,6 +123,8 @@ def volume(spec: str) -> Mount:
 
 def tmpfs(spec: str) -> Mount:
     """`--tmpfs DST[:size=64m,mode=1777,rw]`."""
+    from ._runtime import Mount
+
     target, _, opts = spec.partition(":")
     size, mode = 0, 0o1777
     for opt in filter(None, opts.split(",")):

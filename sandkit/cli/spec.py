@@ -8,41 +8,24 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import attrs
 
+from ..aio import AsyncContainer
 from ..images.config import ImageConfig, resolve_command
 from ..images.image import Image
-from ..runtime.container import AsyncContainer
-from ..runtime.mounts import Mount
 from . import options
-
-HOST_IMAGE = "host"
+from ._runtime import HOST_IMAGE, ContainerOptions, Mount, resolve_image
 
 
 @attrs.define
 class RunSpec:
     image: str
+    options: ContainerOptions = attrs.field(factory=ContainerOptions)  # the container's
     command: list[str] | None = None  # None: the image's default
     entrypoint: str | None = None  # None: the image's; "" clears it
-    env: dict[str, str] = attrs.field(factory=dict)
-    workdir: str | None = None
-    user: str | None = None
-    hostname: str | None = None
-    mounts: list[dict[str, Any]] = attrs.field(factory=list)
-    read_only: bool = False
-    network: str = "none"
-    memory: str | None = None
-    memory_swap: str | None = None
-    cpus: float | None = None
-    cpu_shares: int | None = None
-    pids_limit: int | None = None
-    disk_size: str | None = None
-    rlimits: dict[str, tuple[int, int]] = attrs.field(factory=dict)
-    cap_add: list[str] = attrs.field(factory=list)
-    cap_drop: list[str] = attrs.field(factory=list)
-    seccomp: str = "default"
     interactive: bool = False
     tty: bool = False
     name: str | None = None
@@ -51,27 +34,30 @@ class RunSpec:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunSpec:
         mounts = [options.volume(v) for v in args.volume] + [options.tmpfs(t) for t in args.tmpfs]
+        seccomp = options.seccomp(args.security_opt)
         return cls(
             image=args.image,
+            options=ContainerOptions(
+                env=options.environment(args.env_file, args.env),
+                workdir=args.workdir,
+                user=args.user,
+                hostname=args.hostname,
+                mounts=mounts,
+                read_only=args.read_only,
+                network=args.network,
+                memory=args.memory,
+                memory_swap=args.memory_swap,
+                cpus=args.cpus,
+                cpu_shares=args.cpu_shares,
+                pids_limit=args.pids_limit,
+                disk_size=options.storage_size(args.storage_opt),
+                rlimits=options.ulimits(args.ulimit) or None,
+                cap_add=list(args.cap_add),
+                cap_drop=list(args.cap_drop),
+                seccomp=None if seccomp == "unconfined" else seccomp,
+            ),
             command=list(args.command) or None,
             entrypoint=args.entrypoint,
-            env=options.environment(args.env_file, args.env),
-            workdir=args.workdir,
-            user=args.user,
-            hostname=args.hostname,
-            mounts=[attrs.asdict(m) for m in mounts],
-            read_only=args.read_only,
-            network=args.network,
-            memory=args.memory,
-            memory_swap=args.memory_swap,
-            cpus=args.cpus,
-            cpu_shares=args.cpu_shares,
-            pids_limit=args.pids_limit,
-            disk_size=options.storage_size(args.storage_opt),
-            rlimits=options.ulimits(args.ulimit),
-            cap_add=list(args.cap_add),
-            cap_drop=list(args.cap_drop),
-            seccomp=options.seccomp(args.security_opt),
             interactive=args.interactive,
             tty=args.tty,
             name=args.name,
@@ -79,23 +65,29 @@ class RunSpec:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        """One flat object: the run's fields and the container's options side by side (what
+        `sandkit inspect` reads)."""
+        data = attrs.asdict(self, filter=lambda field, _: field.name != "options")
+        mounts = [attrs.asdict(Mount.parse(m)) for m in self.options.get("mounts", ())]
+        return {**data, **self.options, "mounts": mounts}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSpec:
-        data = dict(data)
-        data["rlimits"] = {k: tuple(v) for k, v in data.get("rlimits", {}).items()}
-        return cls(**data)
+        names = ContainerOptions.__optional_keys__
+        container = cast(ContainerOptions, {k: v for k, v in data.items() if k in names})
+        container["mounts"] = [Mount(**m) for m in data.get("mounts", ())]
+        if rlimits := data.get("rlimits"):
+            container["rlimits"] = {k: tuple(v) for k, v in rlimits.items()}
+        return cls(options=container, **{k: v for k, v in data.items() if k not in names})
 
     # --- what the spec becomes ------------------------------------------------------------------
 
     def resolve_image(self) -> Image | str:
         """'host', a directory holding a root filesystem, or an image in the local store."""
-        if self.image == HOST_IMAGE:
-            return HOST_IMAGE
-        if self.image.startswith(("/", ".")) or os.path.isdir(self.image):
-            return Image.from_directory(self.image)
-        return Image.get(self.image)
+        image = self.image
+        if image != HOST_IMAGE and (image.startswith(("/", ".")) or os.path.isdir(image)):
+            return resolve_image(Path(image))
+        return resolve_image(image)
 
     def argv(self, image: Image | str) -> list[str]:
         """The command per Docker's ENTRYPOINT/CMD rules (see `resolve_command`)."""
@@ -106,23 +98,6 @@ class RunSpec:
 
     def container(self, image: Image | str, *, hostname: str | None = None) -> AsyncContainer:
         """A container for the spec; its options are checked here (bad limits raise)."""
-        return AsyncContainer(
-            image,
-            env=self.env,
-            workdir=self.workdir,
-            user=self.user,
-            hostname=self.hostname or hostname,
-            mounts=[Mount(**m) for m in self.mounts],
-            read_only=self.read_only,
-            network=self.network,
-            memory=self.memory,
-            memory_swap=self.memory_swap,
-            cpus=self.cpus,
-            cpu_shares=self.cpu_shares,
-            pids_limit=self.pids_limit,
-            disk_size=self.disk_size,
-            rlimits=self.rlimits or None,
-            cap_add=self.cap_add,
-            cap_drop=self.cap_drop,
-            seccomp=None if self.seccomp == "unconfined" else self.seccomp,
-        )
+        wanted = self.options.copy()
+        wanted["hostname"] = wanted.get("hostname") or hostname
+        return AsyncContainer(image, **wanted)

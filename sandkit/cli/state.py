@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from .. import errors
-from ..runtime.home import private_home, private_subdir
+from ..home import private_home, private_subdir
 
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -56,7 +56,7 @@ LOOKUP_ERRORS = (NoSuchContainerError, ContainerNotRunning)
 
 
 def run_dir() -> Path:
-    """``$SANDKIT_HOME/run``: the home is checked to be private first (runtime/home.py), since
+    """``$SANDKIT_HOME/run``: the home is checked to be private first (sandkit/home.py), since
     control sockets and logs of detached containers live here."""
     return private_subdir(private_home(), "run")
 

@@ -29,9 +29,8 @@ import anyio
 import attrs
 
 from .. import errors
+from ..aio import AsyncContainer, AsyncOutput, AsyncProcess
 from ..images.image import Image
-from ..runtime.container import AsyncContainer
-from ..runtime.process import AsyncOutput, AsyncProcess
 from . import control, exitcodes, state
 from .attach import OUTPUT_GRACE
 from .control import LOG_HEADER, STOP_TIMEOUT

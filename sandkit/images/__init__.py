@@ -22,7 +22,7 @@ def list(*, store: Store | None = None) -> builtins.list[Image]:  # noqa: A001 -
     """Every local image, newest load first."""
     store = store or Store.default()
     recs = sorted(store.records(), key=lambda r: r.loaded, reverse=True)
-    return [Image._from_record(store, r) for r in recs]
+    return [Image.from_record(store, r) for r in recs]
 
 
 def load_all(path: str | os.PathLike[str], *, platform: str | None = None, store: Store | None = None) -> builtins.list[Image]:
@@ -30,7 +30,7 @@ def load_all(path: str | os.PathLike[str], *, platform: str | None = None, store
     from . import archive
 
     store = store or Store.default()
-    return [Image._from_record(store, rec) for rec, _ in archive.load(store, path, platform=platform, load_all=True)]
+    return [Image.from_record(store, rec) for rec, _ in archive.load(store, path, platform=platform, load_all=True)]
 
 
 def prune(*, store: Store | None = None) -> PruneReport:

@@ -8,26 +8,35 @@ against its digest (and size) before it is used; layers are streamed straight in
 
 from __future__ import annotations
 
+import bz2
 import errno
 import io
 import json
+import lzma
 import os
+import posixpath
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import ImageError, ImageNotFoundError
 from . import reference
+from .budget import ChargedWriter, DiskBudget
 from .digest import check_digest, hex_of, sha256_bytes, verify_bytes
+from .documents import check_config, check_descriptor, load_json
 from .fsutil import open_regular_beneath
-from .layers import split_name
+from .layers import DECOMPRESSION_ERRORS, open_decompressed, split_name
 from .platform import Platform, choose
 from .store import CONFIG_TYPES, INDEX_TYPES, ImageRecord, Store
+from .tarstream import BoundedTarFile, BudgetedFile
 
 _JSON_LIMIT = 8 << 20  # manifests and configs are KBs; refuse to buffer absurd ones
 _REF_NAME = "org.opencontainers.image.ref.name"
 _CONTAINERD_NAME = "io.containerd.image.name"
+_MAX_LINKS = 40  # links followed inside an archive, as the kernel's MAXSYMLINKS
 
 
 # --- sources ---------------------------------------------------------------------------------
@@ -62,7 +71,10 @@ class _Source:
         try:
             return json.loads(self.read(name, what))
         except ValueError as e:
-            raise ImageError(f"{self.path}: {what} {name!r} is not valid JSON ({e})") from None
+            raise ImageError(f"{self.path}: {what} {name!r} is not valid JSON ({e}); the archive is corrupt") from None
+        except RecursionError:
+            raise ImageError(f"{self.path}: {what} {name!r} nests its JSON too deeply to be read; "
+                             "the archive is corrupt or hostile") from None
 
     @staticmethod
     def norm(name: str) -> str:
@@ -119,29 +131,93 @@ class _DirSource(_Source):
         os.close(self.dir_fd)
 
 
-class _TarSource(_Source):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+def _decompressed(f: BinaryIO) -> BinaryIO | None:
+    """A decompressing reader of ``f`` (gzip, zstd, bzip2, xz, as docker load takes), or None."""
+    magic = f.read(6)
+    f.seek(0)
+    if magic[:3] == b"BZh":
+        return bz2.BZ2File(f)  # type: ignore[return-value]
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(f)  # type: ignore[return-value]
+    kind, stream = open_decompressed(f)
+    return stream if kind else None
+
+
+def _plain_tar(path: Path, spool_dir: Path, budget: DiskBudget) -> BinaryIO:
+    """``path`` opened, or its decompressed copy if compressed (as skopeo does): members are read
+    in the manifest's order, and each step back in a compressed stream inflated it again from
+    the start (a 4 MB tar.gz cost 208 s of CPU). The copy is an unnamed file in the store's
+    tmp/: it goes away with the process, however that ends."""
+    f = open(path, "rb")  # noqa: SIM115 - returned, or closed here
+    try:
+        stream = _decompressed(f)
+        if stream is None:
+            return f
+        spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - returned, or closed here
         try:
-            self.tar = tarfile.open(path, "r:*")  # headers only; members are read on demand
+            # Charged as it is written: a small archive of zeros inflates without bound.
+            shutil.copyfileobj(stream, ChargedWriter(spool, budget, f"the decompressed copy of {path}"), 1 << 20)
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        f.close()
+        return spool  # type: ignore[return-value]
+    except (*DECOMPRESSION_ERRORS, lzma.LZMAError, OSError) as e:
+        f.close()
+        raise ImageError(f"{path} is a damaged compressed archive, or it cannot be unpacked into the "
+                         f"image store's tmp/ ({e})") from None
+    except BaseException:
+        f.close()
+        raise
+
+
+class _TarSource(_Source):
+    def __init__(self, path: Path, spool_dir: Path, budget: DiskBudget) -> None:
+        super().__init__(path)
+        self.file = _plain_tar(path, spool_dir, budget)
+        try:
+            # headers only, each bounded (tarstream.py); members are read on demand
+            self.tar = BoundedTarFile(fileobj=BudgetedFile(self.file), mode="r")  # type: ignore[arg-type]
+            members = self.tar.getmembers()
         except (tarfile.TarError, OSError) as e:
+            self.file.close()
             raise ImageError(
                 f"{path} is neither a directory nor a readable tar archive ({e}): give the file "
                 "written by `docker save`, `skopeo copy ... oci-archive:` or an OCI layout directory"
             ) from None
+        except ImageError as e:  # a hostile header (tarstream.py): say which file
+            self.file.close()
+            raise type(e)(f"{path}: {e}") from None
         self.members = {}
-        for m in self.tar.getmembers():
+        for m in members:
+            m.pax_headers = {}  # names, types, sizes and offsets are all that is used
             try:
                 self.members[self.norm(m.name)] = m
             except ImageError:
                 continue  # a hostile member name is simply never looked up
 
-    def open(self, name: str) -> BinaryIO:
+    def _resolve(self, name: str) -> tarfile.TarInfo:
+        """The member ``name`` leads to through in-archive links (docker save links a layer it
+        saved once); a loop is an error, where tarfile's own following recursed without end."""
         member = self.members[self.norm(name)]
-        try:
-            f = self.tar.extractfile(member)  # follows in-archive links (docker reuses layers so)
-        except KeyError:
-            f = None
+        for _ in range(_MAX_LINKS):
+            if not (member.issym() or member.islnk()):
+                return member
+            target = member.linkname
+            if member.issym():
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), target))
+            try:
+                member = self.members[self.norm(target)]
+            except (KeyError, ImageError):
+                raise ImageError(f"{self.path}: {name!r} links to {member.linkname!r}, which is not in "
+                                 "the archive; the archive is incomplete or hostile") from None
+        raise ImageError(f"{self.path}: {name!r} is a loop of links (more than {_MAX_LINKS}); the archive "
+                         "is hostile or corrupt")
+
+    def open(self, name: str) -> BinaryIO:
+        member = self._resolve(name)
+        f = self.tar.extractfile(member) if member.isreg() else None
         if f is None:
             raise ImageError(f"{self.path}: {name!r} is not a regular file in the archive")
         return f  # type: ignore[return-value]
@@ -154,15 +230,16 @@ class _TarSource(_Source):
 
     def close(self) -> None:
         self.tar.close()
+        self.file.close()
 
 
-def _open_source(path: str | os.PathLike[str]) -> _Source:
+def _open_source(path: str | os.PathLike[str], store: Store) -> _Source:
     p = Path(path)
     if p.is_dir():
         return _DirSource(p)
     if not p.exists():
         raise ImageNotFoundError(f"image archive {str(p)!r} does not exist")
-    return _TarSource(p)
+    return _TarSource(p, store.home / "tmp", store.budget())
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -179,7 +256,8 @@ class _Loader:
 
     def ingest_layers(self, source_names: Iterable[tuple[str, str | None, int | None]], diff_ids: list[str]) -> list[Any]:
         out = []
-        for (name, digest, size), diff_id in zip(source_names, diff_ids):
+        # Both callers checked that the manifest and the config count the same layers.
+        for (name, digest, size), diff_id in zip(source_names, diff_ids, strict=True):
             check_digest(diff_id, "diff_id")
             if digest and self.store.has_blob(digest) and self.store.has_layer(diff_id):
                 out.append(self.store.ingest_layer(io.BytesIO(), digest=digest, diff_id=diff_id))
@@ -194,17 +272,14 @@ class _Loader:
 
     # docker save ---------------------------------------------------------------------------
 
-    def docker(self, entry: Any) -> tuple[bytes, bytes, list[str]]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
-            raise ImageError(f"{self.src.path}: manifest.json entry has no Config; the archive is corrupt")
+    def docker(self, entry: dict[str, Any]) -> tuple[bytes, bytes, list[str]]:
         config = self.src.read(entry["Config"], "image config")
         # Only `blobs/sha256/<hex>` (Docker 25+) is a content address; classic `<hex>.json` names
         # are labels that Docker itself never checked (and real archives break them).
         if entry["Config"].startswith("blobs/") and (expected := _digest_from_name(entry["Config"])):
             verify_bytes(config, expected, "image config")
-        cfg = _parse(config, "image config")
+        diff_ids = check_config(config, str(self.src.path))
         layers = entry.get("Layers") or []
-        diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
         if len(layers) != len(diff_ids):
             raise ImageError(
                 f"{self.src.path}: manifest.json lists {len(layers)} layers but the config "
@@ -220,8 +295,7 @@ class _Loader:
                        "digest": sha256_bytes(config), "size": len(config)},
             "layers": [{"mediaType": r.media_type, "digest": r.digest, "size": r.size} for r in records],
         }
-        tags = [t for t in (entry.get("RepoTags") or []) if isinstance(t, str)]
-        return json.dumps(manifest, separators=(",", ":")).encode(), config, tags
+        return json.dumps(manifest, separators=(",", ":")).encode(), config, list(entry.get("RepoTags") or [])
 
     # OCI layout ----------------------------------------------------------------------------
 
@@ -231,18 +305,23 @@ class _Loader:
             data = self.blob(desc, "manifest")
             doc = _parse(data, "manifest")
             media_type = doc.get("mediaType") or desc.get("mediaType", "")
+            where = f"{self.src.path}: {desc['digest'][:19]}"
             if "manifests" in doc or media_type in INDEX_TYPES:
-                desc = choose(doc.get("manifests") or [], self.platform, f"{self.src.path}: index {desc['digest'][:19]}")
+                desc = choose(_descriptors(doc.get("manifests"), f"index {where}"), self.platform, f"index {where}")
                 continue
             config_desc = doc.get("config") or {}
+            layers = doc.get("layers") or []
+            if not isinstance(config_desc, dict) or not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
+                raise ImageError(f"{where}: the manifest's config or layers are not descriptors; the image is corrupt")
+            for d in (config_desc, *layers):
+                check_descriptor(d, f"a descriptor of the manifest {where}")
             if config_desc.get("mediaType") not in CONFIG_TYPES:
                 raise ImageError(
                     f"{self.src.path}: {desc['digest'][:19]} is an artifact (config type "
                     f"{config_desc.get('mediaType')!r}), not a container image; nothing to run"
                 )
             config = self.blob(config_desc, "image config")
-            diff_ids = (_parse(config, "image config").get("rootfs") or {}).get("diff_ids") or []
-            layers = doc.get("layers") or []
+            diff_ids = check_config(config, where)
             if len(layers) != len(diff_ids):
                 raise ImageError(f"{self.src.path}: manifest and config disagree on the number of layers")
             names = []
@@ -261,13 +340,39 @@ class _Loader:
 
 
 def _parse(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(data)
-    except ValueError as e:
-        raise ImageError(f"{what} is not valid JSON ({e}); the archive is corrupt") from None
+    obj = load_json(data, what)
     if not isinstance(obj, dict):
         raise ImageError(f"{what} is not a JSON object; the archive is corrupt")
     return obj
+
+
+def _descriptors(value: Any, where: str) -> list[dict[str, Any]]:
+    """An index's ``manifests``: a list of descriptors with the spec's field types."""
+    if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
+        raise ImageError(f"{where} has no list of manifest descriptors; the archive is corrupt")
+    for desc in value:
+        check_descriptor(desc, f"an entry of {where}")
+    return value
+
+
+def _docker_entries(value: Any, where: str) -> list[dict[str, Any]]:
+    """manifest.json of `docker save`: entries with a Config name, Layers names, RepoTags strings."""
+    if not isinstance(value, list) or not value:
+        raise ImageError(f"{where} lists no images; the archive is empty or corrupt")
+    for entry in value:
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("Config"), str)
+            and _null_or_strings(entry.get("Layers"))
+            and _null_or_strings(entry.get("RepoTags"))
+        ):
+            raise ImageError(f"{where} has an entry without a Config name, or with Layers or RepoTags "
+                             "that are not lists of names; the archive is corrupt")
+    return value
+
+
+def _null_or_strings(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value))
 
 
 def _digest_from_name(name: str) -> str | None:
@@ -308,7 +413,7 @@ def load(
     Without ``load_all``, exactly one image must be selected (the only one, or ``ref``).
     """
     plat = Platform.parse(platform) if platform else None
-    src = _open_source(path)
+    src = _open_source(path, store)
     try:
         with store.loading():
             return _load(store, src, plat, ref, load_all)
@@ -320,16 +425,13 @@ def _load(store: Store, src: _Source, plat: Platform | None, ref: str | None, lo
     loader = _Loader(store, src, plat)
     done = []
     if src.exists("manifest.json"):
-        entries = src.json("manifest.json", "manifest.json")
-        if not isinstance(entries, list) or not entries:
-            raise ImageError(f"{src.path}: manifest.json lists no images; the archive is empty or corrupt")
+        entries = _docker_entries(src.json("manifest.json", "manifest.json"), f"{src.path}: manifest.json")
         if ref is not None:
             want = {str(reference.parse(ref))}
-            entries = [e for e in entries if isinstance(e, dict)
-                       and want & {str(reference.parse(t)) for t in e.get("RepoTags") or []}]
+            entries = [e for e in entries if want & {str(reference.parse(t)) for t in e.get("RepoTags") or []}]
             _one_or_error(src, entries, [ref], ref)
         elif not load_all:
-            _one_or_error(src, entries, [t for e in entries if isinstance(e, dict) for t in e.get("RepoTags") or []], None)
+            _one_or_error(src, entries, [t for e in entries for t in e.get("RepoTags") or []], None)
         for entry in entries:
             manifest, config, tags = loader.docker(entry)
             done.append((store.register_image(manifest, config, tags=tags), tags))
@@ -341,7 +443,7 @@ def _load(store: Store, src: _Source, plat: Platform | None, ref: str | None, lo
             f"index.json (OCI layout){hint}"
         )
     index = src.json("index.json", "index.json")
-    descs = index.get("manifests") if isinstance(index, dict) else None
+    descs = _descriptors(index.get("manifests") if isinstance(index, dict) else None, f"{src.path}: index.json")
     if not descs:
         raise ImageError(f"{src.path}: index.json lists no images; the layout is empty")
     if ref is not None:
@@ -405,7 +507,8 @@ def _write_archive(store: Store, tar: tarfile.TarFile, images: list[tuple[ImageR
         tar.addfile(info, io.BytesIO(data))
 
     written: set[str] = set()
-    index_entries, docker_entries, repositories = [], [], {}
+    index_entries, docker_entries = [], []
+    repositories: dict[str, dict[str, str]] = {}
     for rec, tags in images:
         blobs = store.image_blobs(rec.id)
         for desc in blobs:
@@ -417,7 +520,9 @@ def _write_archive(store: Store, tar: tarfile.TarFile, images: list[tuple[ImageR
                     tar.addfile(info, f)
         refs = [reference.parse(t) for t in tags]
         base = {"mediaType": rec.manifest_media_type, "digest": rec.manifest_digest, "size": blobs[0]["size"]}
-        for r in refs or [None]:
+        # An image without a tag still gets its (unnamed) index entry.
+        entry_refs: list[reference.Reference | None] = [*refs] or [None]
+        for r in entry_refs:
             entry = dict(base)
             if r is not None:
                 entry["annotations"] = {_CONTAINERD_NAME: str(r), _REF_NAME: r.tag or ""}

@@ -29,6 +29,7 @@ from pathlib import Path
 import attrs
 
 from ..errors import ImageError
+from .digest import ByteSink
 
 MAX_LAYERS = 125  # Docker refuses images of more layers (its layer store's maxLayerDepth)
 DEFAULT_MAX_IMAGE_SIZE = 32 << 30
@@ -52,7 +53,7 @@ def _size(value: int | str | None, env: str) -> int | None:
     if value is None:
         return None
     from ..errors import LimitsError
-    from ..runtime.cgroups.limits import parse_size
+    from ..sizes import parse_size
 
     try:
         return parse_size(value)
@@ -168,11 +169,11 @@ class DiskBudget:
 class ChargedWriter:
     """A file being written whose every write is charged to a budget first."""
 
-    def __init__(self, out: object, budget: DiskBudget, what: str) -> None:
+    def __init__(self, out: ByteSink, budget: DiskBudget, what: str) -> None:
         self._out, self._budget, self._what = out, budget, what
 
     def write(self, data: bytes | memoryview) -> int:
         """Charge ``data`` to the budget (`ImageError` when it is over a limit, before anything
         is written), then write it; returns the bytes written."""
         self._budget.charge(len(data), 0, self._what)
-        return self._out.write(data)  # type: ignore[attr-defined, no-any-return]
+        return self._out.write(data)

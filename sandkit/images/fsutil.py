@@ -2,35 +2,101 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
 import os
-import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _scan(fd: int, on_file: Callable[[int, os.DirEntry[str]], None]) -> list[str]:
+    """Call ``on_file`` on every entry of directory ``fd`` but subdirectories; return those."""
+    subdirs = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            else:
+                on_file(fd, entry)
+    return subdirs
+
+
+def walk_tree(
+    top_fd: int,
+    on_file: Callable[[int, os.DirEntry[str]], None],
+    on_dir_done: Callable[[int, str], None] = lambda parent_fd, name: None,
+    on_enter: Callable[[int], None] = lambda fd: None,
+) -> None:
+    """Visit the tree under directory ``top_fd``: ``on_enter(fd)`` on entering each directory,
+    ``on_file(dir_fd, entry)`` for each entry that is not a directory (symlinks are not
+    followed), ``on_dir_done(parent_fd, name)`` once a subdirectory's contents were visited.
+
+    Without recursion and with one directory open at a time, by fds and names: a layer may nest
+    2,000 directories, deeper than Python's recursion limit (shutil.rmtree and os.walk fail
+    there) and deeper than any path from the store can name (PATH_MAX).
+    """
+    fd = os.dup(top_fd)
+    try:
+        on_enter(fd)
+        subdirs = _scan(fd, on_file)
+        stack: list[tuple[str, list[str]]] = []  # (a directory's name in its parent, its siblings left)
+        while True:
+            if subdirs:  # down into the next subdirectory
+                name = subdirs.pop()
+                step = os.open(name, DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = step
+                stack.append((name, subdirs))
+                on_enter(fd)
+                subdirs = _scan(fd, on_file)
+            elif stack:  # this directory is done: back up to its parent
+                name, subdirs = stack.pop()
+                step = os.open("..", DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = step
+                on_dir_done(fd, name)
+            else:
+                return
+    finally:
+        os.close(fd)
+
+
+def _owner_writable(fd: int) -> None:
+    # mode 0555 directories are common in images, and a rootless user has no CAP_DAC_OVERRIDE
+    with contextlib.suppress(PermissionError):
+        os.fchmod(fd, stat.S_IRWXU)
+
+
+def remove_tree_at(dir_fd: int | None, name: str) -> None:
+    """Delete directory ``name`` (relative to ``dir_fd`` if given) and everything under it, even
+    read-only directories, however deep."""
+    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        walk_tree(fd, lambda dfd, entry: os.unlink(entry.name, dir_fd=dfd),
+                  lambda parent_fd, sub: os.rmdir(sub, dir_fd=parent_fd), _owner_writable)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
 
 def remove_tree(path: str | os.PathLike[str]) -> None:
-    """Delete a directory tree even when some of its directories are read-only (mode 0555 is
-    common in images, and a rootless user has no CAP_DAC_OVERRIDE to ignore it)."""
-
-    def fix_and_retry(func: Any, failed: str, exc_info: Any) -> None:
-        parent = os.path.dirname(failed)
-        try:
-            os.chmod(parent, stat.S_IRWXU)
-            if os.path.isdir(failed) and not os.path.islink(failed):
-                os.chmod(failed, stat.S_IRWXU)
-            func(failed)
-        except FileNotFoundError:
-            pass
-
-    if os.path.lexists(path):
+    """Delete ``path``: a directory tree (see :func:`remove_tree_at`) or a file; gone is fine."""
+    if not os.path.lexists(path):
+        return
+    try:
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, onerror=fix_and_retry)
+            remove_tree_at(None, os.fspath(path))
         else:
             os.unlink(path)
+    except FileNotFoundError:
+        if os.path.lexists(path):  # only a tree that vanished meanwhile is fine
+            raise
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -53,15 +119,25 @@ def dir_size(path: Path) -> int:
     """Bytes used by regular files under ``path`` (hard links counted once)."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
+
+    def count(dir_fd: int, entry: os.DirEntry[str]) -> None:
+        nonlocal total
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            return
+        if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+
+    try:
+        fd = os.open(path, DIR_FLAGS)
+    except FileNotFoundError:
+        return 0
+    try:
+        walk_tree(fd, count)
+    finally:
+        os.close(fd)
     return total
 
 
@@ -69,6 +145,7 @@ def dir_size(path: Path) -> int:
 
 _SYS_OPENAT2 = 437  # one number on every architecture: openat2 came after the tables were unified
 _RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 
 
@@ -80,8 +157,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
-def _openat2_beneath(dir_fd: int, name: str, flags: int) -> int:
-    how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+def _openat2(dir_fd: int, name: str, flags: int, resolve: int) -> int:
+    how = _OpenHow(flags, 0, resolve)
     fd = _libc.syscall(
         ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), os.fsencode(name),
         ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)),
@@ -90,6 +167,10 @@ def _openat2_beneath(dir_fd: int, name: str, flags: int) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), name)
     return int(fd)
+
+
+def _openat2_beneath(dir_fd: int, name: str, flags: int) -> int:
+    return _openat2(dir_fd, name, flags, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
 
 
 def _open_without_symlinks(dir_fd: int, name: str, flags: int) -> int:
@@ -133,3 +214,15 @@ def open_regular_beneath(dir_fd: int, name: str) -> BinaryIO | None:
         os.close(fd)
         raise
     return os.fdopen(fd, "rb")
+
+
+def openat2_no_symlinks(dir_fd: int, name: str, flags: int) -> int | None:
+    """Open ``name`` under ``dir_fd`` in one syscall, refusing a symlink anywhere on the way
+    (openat2's RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH); raises OSError as os.open does, or returns
+    None where the kernel has no openat2: then the caller walks component by component."""
+    try:
+        return _openat2(dir_fd, name, flags, _RESOLVE_NO_SYMLINKS | _RESOLVE_BENEATH)
+    except OSError as e:
+        if e.errno in (errno.ENOSYS, errno.EPERM):
+            return None
+        raise

@@ -55,7 +55,9 @@ class Image:
     # --- from the store ----------------------------------------------------------------------
 
     @classmethod
-    def _from_record(cls, store: Store, rec: ImageRecord, name: str = "") -> Image:
+    def from_record(cls, store: Store, rec: ImageRecord, name: str = "") -> Image:
+        """The image that ``rec`` (one of `Store.records()`) describes in ``store``, named
+        ``name`` or else by its first tag (its short id if it has none)."""
         from .reference import parse
 
         cfg = json.loads(store.read_blob(rec.id))
@@ -76,7 +78,7 @@ class Image:
         from .store import Store
 
         store = store or Store.default()
-        return cls._from_record(store, store.resolve(ref), ref)
+        return cls.from_record(store, store.resolve(ref), ref)
 
     @classmethod
     def load(
@@ -100,7 +102,7 @@ class Image:
         ((rec, _tags),) = archive.load(store, path, platform=platform, ref=ref)
         if tag:
             store.tag(rec.id, tag)
-        return cls._from_record(store, rec)
+        return cls.from_record(store, rec)
 
     @classmethod
     def pull(
@@ -125,7 +127,7 @@ class Image:
 
         store = store or Store.default()
         rec = pull_sync(ref, store=store, platform=platform, insecure=insecure, ca_file=ca_file, auth=auth, progress=progress)
-        return cls._from_record(store, rec, ref)
+        return cls.from_record(store, rec, ref)
 
     def push(
         self,
@@ -159,7 +161,7 @@ class Image:
     def tag(self, ref: str) -> Image:
         """Add the tag ``ref`` (moving it from any other image, as Docker does)."""
         self._store().tag(self.id, ref)
-        return self._from_record(self._store(), self._store().record(self.id), self.name)
+        return self.from_record(self._store(), self._store().record(self.id), self.name)
 
     def remove(self) -> None:
         """Delete the image and its tags; ImageInUseError while a container uses it."""

@@ -17,6 +17,10 @@ tree, so deletions are recorded rather than performed):
 * Devices, foreign ownership and privileged xattrs that an unprivileged user cannot create are
   replaced by visible stand-ins (an empty file with mode 000 for a device) and reported with a
   :class:`LayerWarning`, never silently dropped.
+
+Memory stays flat whatever the layer holds: headers are bounded (tarstream.py), a member is
+forgotten once applied, and directories keep only the four numbers set when the apply ends.
+Work is linear in the entries: replacing a directory forgets the metadata of its own subtree.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import errno
 import gzip
 import io
 import os
-import shutil
 import stat
 import tarfile
 import warnings
@@ -39,7 +42,9 @@ import zstandard
 from isal import igzip, isal_zlib
 
 from ..errors import ImageError, UnsafeLayerError
-from .tarstream import ForwardReader
+from .fsutil import DIR_FLAGS as _DIR_FLAGS
+from .fsutil import openat2_no_symlinks, remove_tree_at
+from .tarstream import ForwardReader, LayerTarFile
 
 if TYPE_CHECKING:
     from .budget import DiskBudget
@@ -49,9 +54,12 @@ OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 _MAX_NAME = 255
 _MAX_PATH = 4096
-_CHUNK = 1 << 20
 _PEEK_BUFFER = 64 << 10
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_ID = (1 << 32) - 2  # uid_t; (uid_t)-1 means "leave unchanged" to chown
+_MAX_MTIME_NS = (1 << 63) - 1
+_MAX_MAJOR, _MAX_MINOR = (1 << 12) - 1, (1 << 20) - 1  # the kernel's dev_t: 12 and 20 bits
+_DEVICE_TYPES = (tarfile.CHRTYPE, tarfile.BLKTYPE)
+_WALK_DEPTH = 4  # parents this deep or deeper are opened in one openat2
 
 
 class LayerWarning(UserWarning):
@@ -157,14 +165,104 @@ def split_name(name: str, what: str = "entry") -> list[str]:
             f"layer {what} {name!r} contains '..', which would escape the layer; the layer is "
             "hostile or malformed and was not applied"
         )
-    if len(name.encode("utf-8", "surrogateescape")) > _MAX_PATH or any(
-        len(p.encode("utf-8", "surrogateescape")) > _MAX_NAME for p in parts
-    ):
+    if "\0" in name:
+        raise UnsafeLayerError(f"layer {what} {name[:80]!r} contains a NUL byte; the layer was not applied")
+    encoded = name.encode("utf-8", "surrogateescape")
+    # (split in C: a name may have 2,000 components, and this runs for every entry)
+    if len(encoded) > _MAX_PATH or (len(encoded) > _MAX_NAME and max(map(len, encoded.split(b"/"))) > _MAX_NAME):
         raise UnsafeLayerError(
             f"layer {what} {name[:80]!r}... has a name longer than Linux allows "
             f"({_MAX_NAME} bytes per component, {_MAX_PATH} per path); the layer was not applied"
         )
     return parts
+
+
+def _mtime_ns(m: tarfile.TarInfo) -> int:
+    """The member's mtime in ns; Docker sets times before 1970 or past what the kernel takes
+    (a PAX mtime may say 1e400) to the epoch, and so does this."""
+    try:
+        ns = int(m.mtime * 1_000_000_000)
+    except (OverflowError, ValueError, TypeError):  # inf, nan
+        return 0
+    return ns if 0 <= ns <= _MAX_MTIME_NS else 0
+
+
+def check_numbers(m: tarfile.TarInfo) -> None:
+    """Refuse numbers no filesystem takes (base-256 and PAX fields can say anything)."""
+    bad = None
+    if not (0 <= m.uid <= _MAX_ID and 0 <= m.gid <= _MAX_ID):
+        bad = f"owner {m.uid}:{m.gid}"
+    elif m.size < 0:
+        bad = f"size {m.size}"
+    elif m.type in _DEVICE_TYPES and not (0 <= m.devmajor <= _MAX_MAJOR and 0 <= m.devminor <= _MAX_MINOR):
+        bad = f"device number {m.devmajor}:{m.devminor}"
+    if bad:
+        raise UnsafeLayerError(f"layer entry {m.name[:200]!r} has {bad}, which Linux cannot represent; "
+                               "the layer is hostile or malformed and was not applied")
+
+
+@attrs.frozen
+class _DirMeta:
+    """What is set on a directory when the apply ends (kept instead of its whole header)."""
+
+    uid: int
+    gid: int
+    mode: int
+    mtime_ns: int
+
+
+class _DirNode:
+    """A directory of the layer's tree of declared directories."""
+
+    __slots__ = ("children", "meta")
+
+    def __init__(self) -> None:
+        self.meta: _DirMeta | None = None
+        self.children: dict[str, _DirNode] = {}
+
+
+class _DirTree:
+    """The directories this layer declared, with their deferred metadata. A tree, so that
+    dropping a replaced directory costs its depth, not a scan of every directory known (that scan
+    made a layer of 40,000 directories each replaced by a file take about a minute)."""
+
+    def __init__(self) -> None:
+        self.root = _DirNode()
+
+    def set(self, path: tuple[str, ...], meta: _DirMeta) -> None:
+        node = self.root
+        for comp in path:
+            node = node.children.setdefault(comp, _DirNode())
+        node.meta = meta
+
+    def drop(self, path: tuple[str, ...]) -> None:
+        """Forget ``path`` and everything under it (it was replaced)."""
+        node: _DirNode | None = self.root
+        for comp in path[:-1]:
+            node = node.children.get(comp) if node else None
+        if node is not None:
+            node.children.pop(path[-1], None)
+
+    def deepest_first(self) -> Iterator[tuple[tuple[str, ...], _DirMeta]]:
+        """Every declared directory, each after all the directories under it (no recursion: a
+        path may be 2,000 directories deep)."""
+        stack: list[tuple[tuple[str, ...], _DirNode, bool]] = [((), self.root, False)]
+        while stack:
+            path, node, expanded = stack.pop()
+            if expanded:
+                if node.meta is not None:
+                    yield path, node.meta
+                continue
+            stack.append((path, node, True))
+            stack.extend((path + (name,), child, False) for name, child in node.children.items())
+
+
+def _not_in_layer(m: tarfile.TarInfo) -> ImageError:
+    return ImageError(
+        f"layer hard link {m.name!r} points at {m.linkname!r}, which is not in the same layer "
+        "(or was replaced before the link); the layer is malformed (hard links may only join "
+        "files of one layer)"
+    )
 
 
 class _Applier:
@@ -176,7 +274,7 @@ class _Applier:
         self.reader = reader  # what the tarfile reads: regular files are copied from it directly
         self.report = ApplyReport()
         self.whiteouts: set[tuple[str, ...]] = set()  # created by this layer
-        self.dir_meta: dict[tuple[str, ...], tarfile.TarInfo] = {}
+        self.dirs = _DirTree()
         self._cache: tuple[tuple[str, ...], int] | None = None  # last parent dir opened
 
     def close(self) -> None:
@@ -194,16 +292,30 @@ class _Applier:
         """Return an fd on directory ``parts`` (cached; do not close), creating missing ones."""
         if self._cache and self._cache[0] == parts:
             return self._cache[1]
-        fd = os.dup(self.root_fd)
-        try:
-            for i, comp in enumerate(parts):
-                fd = self._step(fd, parts[: i + 1], comp, create)
-        except BaseException:
-            os.close(fd)
-            raise
+        fd = self._open_existing(parts)
+        if fd is None:
+            fd = os.dup(self.root_fd)
+            try:
+                for i, comp in enumerate(parts):
+                    fd = self._step(fd, parts[: i + 1], comp, create)
+            except BaseException:
+                os.close(fd)
+                raise
         self._drop_cache()
         self._cache = (parts, fd)
         return fd
+
+    def _open_existing(self, parts: tuple[str, ...]) -> int | None:
+        """An fd on directory ``parts`` in one syscall when it exists and no symlink is on the
+        way (else None: the walk component by component creates what is missing and says what is
+        wrong). A path may be 2,000 directories deep: opened one by one, entries alternating
+        between two such paths cost a 30 KB layer half a minute."""
+        if len(parts) < _WALK_DEPTH:  # a few os.open cost less than one call through ctypes
+            return None
+        try:
+            return openat2_no_symlinks(self.root_fd, "/".join(parts), _DIR_FLAGS)
+        except OSError:
+            return None
 
     def _step(self, fd: int, path: tuple[str, ...], comp: str, create: bool) -> int:
         try:
@@ -243,18 +355,18 @@ class _Applier:
             if keep_dir:
                 return True
             # the fd cache holds only ``dfd`` itself (the parent), never a child of this tree
-            shutil.rmtree(name, dir_fd=dfd)
-            for gone in [p for p in self.dir_meta if p[: len(path)] == path]:
-                del self.dir_meta[gone]
+            remove_tree_at(dfd, name)
+            self.dirs.drop(path)
         else:
             os.unlink(name, dir_fd=dfd)
         return False
 
     # --- entries -----------------------------------------------------------------------------
 
-    def apply(self, tar: tarfile.TarFile) -> ApplyReport:
-        for member in tar:
+    def apply(self, tar: LayerTarFile) -> ApplyReport:
+        while (member := tar.next()) is not None:
             self.report.entries += 1
+            check_numbers(member)  # (a negative size would credit the budget)
             if self.budget is not None:
                 self.budget.charge_entry(member)
             parts = tuple(split_name(member.name))
@@ -264,7 +376,7 @@ class _Applier:
                         f"layer entry {member.name!r} would replace the layer root with a "
                         "non-directory; the layer is hostile or malformed and was not applied"
                     )
-                self.dir_meta[()] = member
+                self._directory_meta((), member, self.root_fd, None)
                 continue
             parent, name = parts[:-1], parts[-1]
             if name == OPAQUE_MARKER:
@@ -272,11 +384,11 @@ class _Applier:
             elif name.startswith(WHITEOUT_PREFIX):
                 self._whiteout(parent, name[len(WHITEOUT_PREFIX) :], member)
             else:
-                self._entry(tar, member, parent, name)
+                self._entry(member, parent, name)
         self._finish_dirs()
         return self.report
 
-    def _entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parent: tuple[str, ...], name: str) -> None:
+    def _entry(self, m: tarfile.TarInfo, parent: tuple[str, ...], name: str) -> None:
         path = parent + (name,)
         dfd = self.open_dir(parent, create=True)
         replaced_whiteout = path in self.whiteouts
@@ -290,17 +402,20 @@ class _Applier:
                         self._make_opaque(fd)
                     finally:
                         os.close(fd)
-            self.dir_meta[path] = m  # modes/mtimes last, so a 0555 dir can still be filled
+            self._directory_meta(path, m, dfd, name)
             return
         self._clear(dfd, name, path, keep_dir=False)
         if m.isreg():
-            self._regular(tar, m, dfd, name)
+            self._regular(m, dfd, name)
             return
         if m.islnk():
             self._hardlink(m, parent, name)
             return  # a hard link shares the target's inode and so its metadata
         placeholder = False
         if m.issym():
+            if "\0" in m.linkname:
+                raise UnsafeLayerError(f"layer symlink {m.name!r} has a NUL byte in its target; "
+                                       "the layer was not applied")
             os.symlink(m.linkname, name, dir_fd=dfd)
         elif m.ischr() or m.isblk():
             placeholder = self._device(m, dfd, name, path)
@@ -315,7 +430,7 @@ class _Applier:
         if placeholder:
             os.chmod(name, 0, dir_fd=dfd)  # mode 000: visibly not the device the image meant
 
-    def _regular(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dfd: int, name: str) -> None:
+    def _regular(self, m: tarfile.TarInfo, dfd: int, name: str) -> None:
         fs = os.statvfs(dfd)
         free = fs.f_bavail * fs.f_frsize
         if m.size > free:
@@ -325,17 +440,29 @@ class _Applier:
             )
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
         try:
-            if m.issparse():  # rare (GNU sparse): tarfile knows how to lay the pieces out
-                src = tar.extractfile(m)
-                assert src is not None
-                while chunk := src.read(_CHUNK):
-                    os.write(fd, chunk)
+            if m.issparse():  # rare (GNU sparse): the pieces are stored one after the other
+                self._sparse(m, fd)
             else:
                 self.reader.seek(m.offset_data)
                 self.reader.copy_to(fd, m.size)
             self._meta_fd(fd, m)
         finally:
             os.close(fd)
+
+    def _sparse(self, m: tarfile.TarInfo, fd: int) -> None:
+        """Write each stored piece at its offset, leaving the holes as holes."""
+        self.reader.seek(m.offset_data)
+        end = 0
+        for offset, size in m.sparse or []:
+            if size == 0:  # GNU tar ends the map with empty pieces
+                continue
+            if offset < end or size < 0 or offset + size > m.size:
+                raise UnsafeLayerError(f"layer sparse file {m.name!r} has overlapping or out-of-range "
+                                       "pieces; the layer is hostile or malformed and was not applied")
+            os.lseek(fd, offset, os.SEEK_SET)
+            self.reader.copy_to(fd, size)
+            end = offset + size
+        os.ftruncate(fd, m.size)
 
     def _hardlink(self, m: tarfile.TarInfo, parent: tuple[str, ...], name: str) -> None:
         target = split_name(m.linkname, "hard link target")
@@ -344,24 +471,20 @@ class _Applier:
         try:  # dup: the next open_dir() may close the cached fd
             tdfd = os.dup(self.open_dir(tuple(target[:-1]), create=False))
         except FileNotFoundError:
-            tdfd = -1
-        dfd = self.open_dir(parent, create=True)
+            raise _not_in_layer(m) from None
         try:
+            dfd = self.open_dir(parent, create=True)
             # follow_symlinks=False: a link to a symlink links the symlink itself, never its target
             os.link(target[-1], name, src_dir_fd=tdfd, dst_dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
-            raise ImageError(
-                f"layer hard link {m.name!r} points at {m.linkname!r}, which is not in the same "
-                "layer; the layer is malformed (hard links may only join files of one layer)"
-            ) from None
+            raise _not_in_layer(m) from None
         except PermissionError:
             raise UnsafeLayerError(
                 f"layer hard link {m.name!r} -> {m.linkname!r} cannot be made (a directory, or a "
                 "file the kernel refuses to link); the layer was not applied"
             ) from None
         finally:
-            if tdfd >= 0:
-                os.close(tdfd)
+            os.close(tdfd)
 
     def _device(self, m: tarfile.TarInfo, dfd: int, name: str, path: tuple[str, ...]) -> bool:
         """Make a device node; returns True if only a placeholder could be made (rootless)."""
@@ -422,11 +545,11 @@ class _Applier:
 
     # --- metadata ----------------------------------------------------------------------------
 
-    def _owner(self, m: tarfile.TarInfo, chown: object, *args: object, **kw: object) -> None:
+    def _owner(self, uid: int, gid: int, chown: object, *args: object, **kw: object) -> None:
         try:
-            chown(*args, m.uid, m.gid, **kw)  # type: ignore[operator]
+            chown(*args, uid, gid, **kw)  # type: ignore[operator]
         except PermissionError:
-            if (m.uid, m.gid) != (0, 0):
+            if (uid, gid) != (0, 0):
                 self.report.foreign_owners += 1
 
     def _xattrs(self, m: tarfile.TarInfo, target: int | str, **kw: object) -> None:
@@ -443,38 +566,63 @@ class _Applier:
                 self.report.skipped_xattrs.append(attr)
 
     def _meta_fd(self, fd: int, m: tarfile.TarInfo) -> None:
-        self._owner(m, os.fchown, fd)
+        self._owner(m.uid, m.gid, os.fchown, fd)
         os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid
-        self._xattrs(m, fd)
-        os.utime(fd, ns=(int(m.mtime * 1e9),) * 2)
+        self._xattrs(m, fd)  # after chown too, which clears security.capability
+        os.utime(fd, ns=(_mtime_ns(m),) * 2)
+
+    def _directory_meta(self, path: tuple[str, ...], m: tarfile.TarInfo, dfd: int, name: str | None) -> None:
+        """Set the xattrs of directory ``name`` in ``dfd`` (``dfd`` itself if None) now; keep its
+        owner, mode and mtime for the end (a 0555 directory must still be filled, and every entry
+        made inside changes the mtime)."""
+        if any(key.startswith("SCHILY.xattr.") for key in m.pax_headers):
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dfd) if name is not None else os.dup(dfd)
+            try:
+                self._xattrs(m, fd)
+            finally:
+                os.close(fd)
+        self.dirs.set(path, _DirMeta(m.uid, m.gid, m.mode & 0o7777, _mtime_ns(m)))
 
     def _meta_at(self, dfd: int, name: str, m: tarfile.TarInfo) -> None:
         """Metadata of a symlink, device or fifo (not opened: opening a fifo would block)."""
-        self._owner(m, os.chown, name, dir_fd=dfd, follow_symlinks=False)
+        self._owner(m.uid, m.gid, os.chown, name, dir_fd=dfd, follow_symlinks=False)
         if not m.issym():
             os.chmod(name, m.mode & 0o7777, dir_fd=dfd)
         # xattrs on special files are rare and path-based calls would follow symlinks; skip.
-        os.utime(name, ns=(int(m.mtime * 1e9),) * 2, dir_fd=dfd, follow_symlinks=False)
+        os.utime(name, ns=(_mtime_ns(m),) * 2, dir_fd=dfd, follow_symlinks=False)
 
     def _finish_dirs(self) -> None:
         # deepest first, so setting a parent's mtime is the last change inside it
-        for path in sorted(self.dir_meta, key=len, reverse=True):
+        for path, meta in self.dirs.deepest_first():
             fd = self.open_dir(path, create=False)
-            self._meta_fd(fd, self.dir_meta[path])
+            self._owner(meta.uid, meta.gid, os.fchown, fd)
+            os.fchmod(fd, meta.mode)  # after chown, which clears setgid
+            os.utime(fd, ns=(meta.mtime_ns,) * 2)
         self._drop_cache()
 
 
-def apply_tar(stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudget | None = None) -> ApplyReport:
+def apply_tar(
+    stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudget | None = None, *, layer: str | None = None
+) -> ApplyReport:
     """Apply the uncompressed layer tar read from ``stream`` into the empty directory ``root``,
     charging each entry to ``budget`` (if given) before it is written.
 
-    Raises UnsafeLayerError for hostile content and ImageError for malformed tars; the caller
-    owns ``root`` and deletes it on error.
+    Raises UnsafeLayerError for hostile content and ImageError for malformed tars, naming
+    ``layer`` (its digest) when given; the caller owns ``root`` and deletes it on error.
     """
+    try:
+        return _apply_tar(stream, root, budget)
+    except ImageError as e:
+        if layer is None:
+            raise
+        raise type(e)(f"layer {layer}: {e}") from None
+
+
+def _apply_tar(stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudget | None) -> ApplyReport:
     reader = ForwardReader(stream)
     applier = _Applier(Path(root), reader, budget)
     try:
-        with tarfile.TarFile(fileobj=reader, mode="r", errorlevel=2) as tar:  # type: ignore[arg-type]
+        with LayerTarFile(fileobj=reader, mode="r", errorlevel=2) as tar:  # type: ignore[arg-type]
             return applier.apply(tar)
     except (tarfile.TarError, *DECOMPRESSION_ERRORS) as e:
         raise ImageError(

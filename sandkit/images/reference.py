@@ -14,10 +14,14 @@ import attrs
 from ..errors import InvalidReferenceError
 
 DEFAULT_REGISTRY = "docker.io"
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HOST = re.compile(r"^(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$")
+# The grammar of the distribution spec and Docker's reference package. Matched whole
+# (fullmatch: '$' would let a trailing newline through) and ASCII only: Python's \w, unlike
+# Go's, takes any Unicode letter or digit.
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)  # the spec: at most 128 characters
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_HOST = re.compile(r"(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?", re.ASCII)
+NAME_MAX = 255  # Docker's NameTotalLengthMax: registry/path, after normalisation
 
 
 @attrs.frozen
@@ -75,33 +79,37 @@ def _invalid(text: str, why: str) -> InvalidReferenceError:
 def parse(text: str, *, default_tag: bool = True) -> Reference:
     """Parse and normalise; ``default_tag`` adds ``:latest`` when neither tag nor digest is given."""
     if not isinstance(text, str) or not text or len(text) > 4096 or text != text.strip():
-        raise _invalid(str(text), "empty, too long, or surrounded by spaces")
+        raise _invalid(str(text)[:300], "empty, too long, or surrounded by spaces")
+    if not text.isascii() or not text.isprintable():
+        raise _invalid(text[:300], "only ASCII letters, digits and the separators / : @ . _ - may appear")
     rest, digest = text, None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise _invalid(text, "the digest after '@' must be sha256: and 64 lowercase hex digits")
     tag = None
     slash = rest.rfind("/")
     colon = rest.rfind(":")
     if colon > slash:  # a ':' after the last '/' is a tag; before it, a registry port
         rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise _invalid(text, f"tag {tag!r} may hold letters, digits, '_', '.', '-' (max 128)")
     parts = rest.split("/")
     if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
         registry, path = parts[0], parts[1:]
-        if not _HOST.match(registry):
+        if not _HOST.fullmatch(registry):
             raise _invalid(text, f"registry {registry!r} is not a valid host[:port]")
     else:
         registry, path = DEFAULT_REGISTRY, parts
     if registry in ("index.docker.io", "registry-1.docker.io"):
         registry = DEFAULT_REGISTRY
     for component in path:
-        if not _COMPONENT.match(component):
+        if not _COMPONENT.fullmatch(component):
             raise _invalid(text, f"name component {component!r} must be lowercase letters/digits and separators")
     if registry == DEFAULT_REGISTRY and len(path) == 1:
         path = ["library", *path]
+    if len(registry) + 1 + len("/".join(path)) > NAME_MAX:
+        raise _invalid(text, f"the name {registry}/{'/'.join(path)} is longer than {NAME_MAX} characters (Docker's limit)")
     if tag is None and digest is None and default_tag:
         tag = "latest"
     return Reference(registry, "/".join(path), tag, digest)

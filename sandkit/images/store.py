@@ -63,10 +63,19 @@ from typing import Any, BinaryIO
 import attrs
 
 from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
-from ..runtime.home import private_home, private_subdir, sandkit_home
+from ..home import private_home, private_subdir, sandkit_home
 from . import reference
 from .budget import ChargedWriter, DiskBudget, StoreLimits, check_layer_count
-from .digest import HashingReader, check_digest, drain, hex_of, mismatch, sha256_bytes, verify_bytes
+from .digest import (
+    ByteSource,
+    HashingReader,
+    check_digest,
+    drain,
+    hex_of,
+    mismatch,
+    sha256_bytes,
+    verify_bytes,
+)
 from .fsutil import dir_size, remove_tree, write_json_atomic
 from .layers import DECOMPRESSION_ERRORS, LAYER_TYPES, apply_tar, compression_of, open_decompressed
 from .readahead import ReadAhead
@@ -83,6 +92,10 @@ CONFIG_TYPES = {
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 }
+
+# What reading a layer blob raises for a bad blob. A name of its own: mypy cannot check a
+# starred tuple of unknown length inside an `except (...)`.
+_BAD_LAYER_BLOB: tuple[type[BaseException], ...] = (ImageError, *DECOMPRESSION_ERRORS)
 
 # The budget of the pull or load running in this context (its layers' threads inherit it).
 _budget: contextvars.ContextVar[DiskBudget | None] = contextvars.ContextVar("sandkit_store_budget", default=None)
@@ -164,7 +177,7 @@ class Store:
                 f"SANDKIT_HOME {str(self.home)!r} contains ':' or ',', which overlayfs cannot take "
                 "in layer paths: choose another directory"
             )
-        # Private to its owner, checked at every open (see runtime/home.py for why).
+        # Private to its owner, checked at every open (see sandkit/home.py for why).
         private_home(self.home)
         for sub in ("blobs/sha256", "layers", "images", "tmp", "locks", "leases"):
             private_subdir(self.home, sub)
@@ -214,6 +227,11 @@ class Store:
         finally:
             _budget.reset(token)
 
+    def budget(self) -> DiskBudget:
+        """A fresh disk budget for writing into the store's filesystem under its limits (the
+        decompressed copy of a compressed archive being loaded, say)."""
+        return self._new_budget()
+
     def _new_budget(self) -> DiskBudget:
         used = self._usage() if self.limits.max_store_size is not None else 0
         return DiskBudget(self.home, self.limits, used)
@@ -254,7 +272,10 @@ class Store:
     def _new_staging(self) -> tuple[Path, int]:
         while True:
             path = Path(tempfile.mkdtemp(dir=self.home / "tmp"))
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # another process's sweep took it for a leftover before we opened it
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_nlink > 0:
                 return path, fd
@@ -319,11 +340,11 @@ class Store:
                 os.replace(tmp / "blob", self.blob_path(actual))
         return actual
 
-    def write_blob(self, stream: BinaryIO, digest: str, size: int | None = None) -> Path:
+    def write_blob(self, stream: ByteSource, digest: str, size: int | None = None) -> Path:
         """Copy ``stream`` into the store, verifying digest and size before it becomes visible."""
         check_digest(digest)
         with self.staging() as tmp, open(tmp / "blob", "wb") as out:
-            reader = HashingReader(stream, ChargedWriter(out, self._current_budget(), f"blob {digest}"))  # type: ignore[arg-type]
+            reader = HashingReader(stream, ChargedWriter(out, self._current_budget(), f"blob {digest}"))
             reader.drain()
             self._check(reader, digest, size, f"blob {digest}")
             out.flush()
@@ -359,7 +380,7 @@ class Store:
 
     def ingest_layer(
         self,
-        stream: BinaryIO,
+        stream: ByteSource,
         *,
         digest: str | None,
         diff_id: str,
@@ -386,7 +407,7 @@ class Store:
                 return stored
             apply = not self.has_layer(diff_id)
             with open(tmp / "blob", "wb") as blob_out:
-                raw = HashingReader(stream, ChargedWriter(blob_out, budget, f"layer blob {digest or ''}"))  # type: ignore[arg-type]
+                raw = HashingReader(stream, ChargedWriter(blob_out, budget, f"layer blob {digest or ''}"))
                 # The compressed side may run in a thread of its own (readahead.py): the
                 # source is drained before its hash is read, and joined before the blob closes.
                 with ReadAhead(raw) as source:
@@ -395,9 +416,9 @@ class Store:
                         plain = HashingReader(decompressed)
                         if apply:
                             (tmp / "layer" / "fs").mkdir(parents=True)
-                            report = apply_tar(plain, tmp / "layer" / "fs", budget)  # type: ignore[arg-type]
+                            report = apply_tar(plain, tmp / "layer" / "fs", budget, layer=diff_id[:19])  # type: ignore[arg-type]
                         plain.drain()  # tar end padding is part of the DiffID
-                    except (ImageError, *DECOMPRESSION_ERRORS) as e:
+                    except _BAD_LAYER_BLOB as e:
                         # A tampered blob usually breaks decompression first: say "digest
                         # mismatch" (the real cause) rather than "bad gzip" whenever the
                         # digest proves it.
@@ -463,7 +484,7 @@ class Store:
                 "the image is corrupt; rebuild or re-export it"
             )
         layers = []
-        for desc, diff_id in zip(layers_desc, diff_ids):
+        for desc, diff_id in zip(layers_desc, diff_ids, strict=True):  # counts checked above
             digest = check_digest(desc.get("digest"), "layer digest")
             if not (self.has_blob(digest) and self.has_layer(diff_id)):
                 raise ImageError(f"layer {digest} must be ingested before the image is registered")

@@ -59,8 +59,7 @@ def decode(packet: bytes, *, direction: str = "reply") -> Request | Reply:
         raise ProtocolError(f"a packet must hold a map, not {type(wire).__name__}")
     kind = wire.get("t")
     table: dict[str, Any] = REPLY_TYPES if direction == "reply" else REQUEST_TYPES
-    cls = table.get(kind) if isinstance(kind, str) else None
-    if cls is None:
+    if not isinstance(kind, str) or (cls := table.get(kind)) is None:
         raise ProtocolError(f"unknown message type {kind!r}")
     if cls is Exec and wire.get("stdio", "fds") not in Exec.STDIO:
         raise ProtocolError(f"exec: bad stdio {wire['stdio']!r}")

@@ -73,7 +73,7 @@ class ControlChannel:
             self._die("the container's init has exited")
             raise ContainerDiedError(self._dead) from None
 
-    def _send_packet(self, packet: bytes, ancillary: list) -> None:
+    def _send_packet(self, packet: bytes, ancillary: list[tuple[int, int, array.array[int]]]) -> None:
         # When the socket is full this waits for room rather than making the socket blocking:
         # a thread reader relies on a receive never blocking.
         poller: select.poll | None = None

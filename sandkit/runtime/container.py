@@ -7,15 +7,15 @@ import math
 import os
 import secrets
 import signal as signals
-import socket
 import time
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, BinaryIO, Self
+from typing import Any, BinaryIO, Self, TypeAlias, Unpack
 
 import anyio
 import attrs
 
 from .. import errors
+from ..home import sandkit_home, scratch_mountpoint
 from ..images.image import Image
 from ..ipc import (
     Error,
@@ -26,20 +26,20 @@ from ..ipc import (
     Opened,
     Ping,
     Pong,
-    Ready,
     Reply,
     Setup,
     Signal,
     Started,
+    encode,
 )
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
-from . import environment, plan, prespawn
+from . import environment, plan, prespawn, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
-from .home import sandkit_home, scratch_mountpoint
 from .mounts import Mount
+from .options import ContainerOptions, check_option_names
 from .outcomes import (
     CapturedOutput,
     CapturedReplies,
@@ -48,14 +48,12 @@ from .outcomes import (
     exec_failure,
     file_error,
     finished,
-    start_failure,
 )
 from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking
 from .resources import ResourcePlan, Resources
 from .results import ExecResult
-from .spawn import SpawnedInit, spawn_init
+from .spawn import SpawnedInit
 
-_START_TIMEOUT = 30.0
 # How long a start waits for a spare container that is being made (20 x 0.2 ms).
 _SPARE_POLLS = 20
 _SPARE_POLL_INTERVAL = 0.0002
@@ -116,53 +114,36 @@ def _check_size(path: str, size: int, max_size: int) -> None:
         )
 
 
-def _resolve_image(image: Image | str) -> Image | str:
-    if isinstance(image, Image) or image == plan.HOST_IMAGE:
-        return image
+# What a container can be made from (see `resolve_image`).
+ImageSource: TypeAlias = Image | str | os.PathLike[str]
+
+
+def resolve_image(image: ImageSource) -> Image | str:
+    """What a container runs: "host" (see `plan.HOST_IMAGE`), an `Image`, a directory holding a
+    root filesystem (an `os.PathLike`), or an image in the local store by reference."""
     if isinstance(image, os.PathLike):
         return Image.from_directory(image)
-    getter = getattr(Image, "get", None)
-    if getter is None:
-        raise errors.ImageNotFoundError(
-            f"image {image!r} is unknown: use 'host', or sandkit.Image.from_directory(path)"
-        )
-    return getter(image)
+    if isinstance(image, Image) or image == plan.HOST_IMAGE:
+        return image
+    return Image.get(image)
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, init=False)
 class AsyncContainer:
     """An isolated container made from an image; use ``async with``, or `start()` and `stop()`.
+
+    ``image`` is "host" (the host's own programs, read-only, over a fresh writable layer), an
+    `Image`, a directory (an `os.PathLike`) holding a root filesystem, or a reference to an image
+    in the local store; ``options`` are `ContainerOptions`.
 
     Works under trio and asyncio (through anyio). Nothing of it outlives the host process: the
     init inside kills everything and exits as soon as the host's end of its socket closes.
     """
 
-    image: Image | str = "host"
-    env: Mapping[str, str] | None = attrs.field(default=None, kw_only=True)
-    workdir: str | None = attrs.field(default=None, kw_only=True)
-    user: str | None = attrs.field(default=None, kw_only=True)
-    hostname: str | None = attrs.field(default=None, kw_only=True)
-    mounts: Sequence[Mount | str] = attrs.field(default=(), kw_only=True)
-    read_only: bool = attrs.field(default=False, kw_only=True)
-    network: str = attrs.field(default="none", kw_only=True)
-    # limits (see `Limits`; sizes take ints or "256m"-style strings)
-    memory: int | str | None = attrs.field(default=None, kw_only=True)
-    memory_swap: int | str | None = attrs.field(default=None, kw_only=True)
-    cpus: float | None = attrs.field(default=None, kw_only=True)
-    cpu_shares: int | None = attrs.field(default=None, kw_only=True)
-    pids_limit: int | None = attrs.field(default=None, kw_only=True)
-    disk_size: int | str | None = attrs.field(default=None, kw_only=True)
-    disk_inodes: int | None = attrs.field(default=None, kw_only=True)
-    rlimits: Mapping[str, int | tuple[int, int]] | None = attrs.field(default=None, kw_only=True)
-    lifetime: float | None = attrs.field(default=None, kw_only=True)
-    max_output: int | None = attrs.field(default=DEFAULT_MAX_OUTPUT, kw_only=True)
-    accounting: bool = attrs.field(default=False, kw_only=True)
-    # security
-    cap_add: Sequence[str] = attrs.field(default=(), kw_only=True)
-    cap_drop: Sequence[str] = attrs.field(default=(), kw_only=True)
-    seccomp: seccomp_profiles.SeccompSpec = attrs.field(default="default", kw_only=True)
-
-    id: str = attrs.field(factory=lambda: secrets.token_hex(32), init=False)
+    image: ImageSource
+    options: ContainerOptions
+    hostname: str
+    id: str
     _resolved: Image | str | None = attrs.field(default=None, init=False)
     _resources: Resources | None = attrs.field(default=None, init=False)
     _caps: int = attrs.field(default=0, init=False)
@@ -175,21 +156,35 @@ class AsyncContainer:
     _lease: contextlib.AbstractContextManager[Any] | None = attrs.field(default=None, init=False)
     _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
 
-    def __attrs_post_init__(self) -> None:
-        if self.network not in ("none", "host"):
+    def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
+        check_option_names(options)
+        container_id = secrets.token_hex(32)
+        hostname = options.get("hostname")
+        self.__attrs_init__(image, options, container_id[:12] if hostname is None else hostname,
+                            container_id)
+        if self._network not in ("none", "host"):
             raise errors.ContainerError(
-                f"network={self.network!r} is not supported: use 'none' (loopback only, the "
+                f"network={self._network!r} is not supported: use 'none' (loopback only, the "
                 "default) or 'host' (shares the host's network, not isolated)"
             )
-        if self.hostname is None:
-            self.hostname = self.id[:12]
         _check_hostname(self.hostname)
-        self._output_limit(self.max_output)
+        self._output_limit(None)
         # Checked here, so that bad limits or security options fail before anything is made.
-        self._limits = Limits(memory=self.memory, memory_swap=self.memory_swap, cpus=self.cpus,
-                              cpu_shares=self.cpu_shares, pids=self.pids_limit)
-        self._caps = capabilities.resolve_caps(self.cap_add, self.cap_drop)
-        self._seccomp_program = seccomp_profiles.resolve_seccomp(self.seccomp, self._caps)
+        self._limits = Limits(memory=options.get("memory"), memory_swap=options.get("memory_swap"),
+                              cpus=options.get("cpus"), cpu_shares=options.get("cpu_shares"),
+                              pids=options.get("pids_limit"))
+        self._caps = capabilities.resolve_caps(options.get("cap_add", ()), options.get("cap_drop", ()))
+        self._seccomp_program = seccomp_profiles.resolve_seccomp(options.get("seccomp", "default"),
+                                                                 self._caps)
+
+    @property
+    def _network(self) -> str:
+        return self.options.get("network", "none")
+
+    @property
+    def _own_network(self) -> bool:
+        """Whether the container gets a network namespace of its own (loopback only)."""
+        return self._network == "none"
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -205,38 +200,31 @@ class AsyncContainer:
         if self._channel is not None or self._stopped:
             raise errors.ContainerError("this container was already started; make a new one")
         try:
-            self._resolved = _resolve_image(self.image)
+            self._resolved = resolve_image(self.image)
             if isinstance(self._resolved, Image) and self._resolved.id:
                 # A shared lock on the image for the container's life: `image.remove()` refuses
                 # to delete layers a running container has mounted, in any process.
                 self._lease = self._resolved.lease()
                 self._lease.__enter__()
             setup = self._setup_message(self._resolved)
-            plan = ResourcePlan.decide(self._limits, accounting=self.accounting or not self._limits.empty,
-                                       rlimits=self.rlimits)
+            accounting = self.options.get("accounting") or not self._limits.empty
+            plan = ResourcePlan.decide(self._limits, accounting=accounting, rlimits=self.options.get("rlimits"))
             if not await self._start_from_spare(setup, plan):
                 self._resources = plan.resources(plan.make_cgroup(self.id))
                 await self._start_fresh(setup)
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         except BaseException as exc:
             await self._teardown(kill=True)
-            if isinstance(exc, errors.ContainerDiedError):
-                raise errors.ContainerStartError(
-                    "the container's init exited during set-up without saying why: "
-                    "run `sandkit doctor` to check what this host supports"
-                ) from None
-            if isinstance(exc, TimeoutError):
-                raise errors.ContainerStartError(
-                    f"the container did not finish set-up within {_START_TIMEOUT:.0f} s"
-                ) from None
+            if isinstance(exc, errors.ContainerDiedError):  # a spare that died, taken
+                raise startup.init_exited() from None
             raise
         return self
 
     def _recipe(self, setup: Setup, plan: ResourcePlan) -> prespawn.Recipe | None:
         """How a spare for this container is made, if it may use one."""
-        if self.lifetime:
+        if self.options.get("lifetime"):
             return None
-        return prespawn.recipe_for(setup, user_namespace=self.rootless, network=self.network == "none",
+        return prespawn.recipe_for(setup, user_namespace=self.rootless, network=self._own_network,
                                    resources=plan)
 
     async def _start_from_spare(self, setup: Setup, plan: ResourcePlan) -> bool:
@@ -263,7 +251,7 @@ class AsyncContainer:
             return False
         self._init = spare.init
         self._resources = plan.resources(spare.cgroup)
-        self._channel = ControlChannel(spare.control)
+        self._channel = spare.channel
         # Not waited for: the init serves requests in order, so whatever comes next sees the
         # name, and a name checked here (see _check_hostname) cannot fail there.
         rename = Hostname(id=self._channel.protocol.next_id(), name=setup.hostname)
@@ -273,44 +261,30 @@ class AsyncContainer:
 
     async def _start_fresh(self, setup: Setup) -> None:
         assert self._resources is not None
-        host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        with init_end:
-            try:
-                self._init = spawn_init(
-                    init_end,
-                    user_namespace=self.rootless,
-                    network=self.network == "none",
-                    **self._resources.spawn_options(),
-                )
-            except BaseException:
-                host_end.close()
-                raise
-        self._channel = ControlChannel(host_end)
-        self._channel.send(setup)
-        with anyio.fail_after(_START_TIMEOUT):
-            reply, _ = await self._channel.reply(0)
-        self._channel.forget(0)
-        if isinstance(reply, Error):
-            raise errors.ContainerStartError(start_failure(reply, self.rootless))
-        if not isinstance(reply, Ready):
-            raise errors.ProtocolError(f"expected 'ready' from the init, got {reply!r}")
+        self._init, self._channel = startup.spawn_with_setup(
+            encode(setup), user_namespace=self.rootless, network=self._own_network,
+            cgroup=self._resources.cgroup,
+        )
+        await startup.await_ready(self._channel, rootless=self.rootless)
 
     def _setup_message(self, image: Image | str) -> Setup:
-        disk_size = parse_size(self.disk_size) if self.disk_size is not None else default_disk_size()
+        options = self.options
+        disk_size = options.get("disk_size")
+        disk_bytes = default_disk_size() if disk_size is None else parse_size(disk_size)
         return plan.setup_message(
             image,
             scratch=scratch_mountpoint(sandkit_home()),
-            hostname=self.hostname or "",
-            mounts=[Mount.parse(m) for m in self.mounts],
-            read_only=self.read_only,
+            hostname=self.hostname,
+            mounts=[Mount.parse(m) for m in options.get("mounts", ())],
+            read_only=options.get("read_only", False),
             rootless=self.rootless,
             masked=security_paths.MASKED_PATHS,
             readonly_paths=security_paths.READONLY_PATHS,
-            scratch_size=disk_size,
-            scratch_inodes=self.disk_inodes or _default_inodes(disk_size),
-            loopback=self.network == "none",
-            lifetime=self.lifetime,
-            workdir=self.workdir or (image.config.working_dir if isinstance(image, Image) else None),
+            scratch_size=disk_bytes,
+            scratch_inodes=options.get("disk_inodes") or _default_inodes(disk_bytes),
+            loopback=self._own_network,
+            lifetime=options.get("lifetime"),
+            workdir=options.get("workdir") or (image.config.working_dir if isinstance(image, Image) else None),
             caps=self._caps,
             seccomp=self._seccomp_program,
         )
@@ -438,14 +412,15 @@ class AsyncContainer:
             set_nonblocking(master)
             return AsyncProcess(self, request.id, reply.pid, tuple(argv),
                                 stdin=AsyncInput(master, owns_fd=False), stdout=AsyncOutput(master),
-                                stderr=None, tty=True)
+                                stderr=None, tty=True, link=ProcessLink(self))
         for fd in host_fds:
             set_nonblocking(fd)
         stdin_fd = host_fds[0] if len(host_fds) == 3 else None
         out_fd, err_fd = host_fds[-2:]
         return AsyncProcess(self, request.id, reply.pid, tuple(argv),
                             stdin=AsyncInput(stdin_fd) if stdin_fd is not None else None,
-                            stdout=AsyncOutput(out_fd), stderr=AsyncOutput(err_fd))
+                            stdout=AsyncOutput(out_fd), stderr=AsyncOutput(err_fd),
+                            link=ProcessLink(self))
 
     def _exec_request(
         self,
@@ -470,9 +445,9 @@ class AsyncContainer:
         config = self._resolved.config if isinstance(self._resolved, Image) else None
         merged_env = environment.merge(
             image_env=config.env if config else (),
-            container_env=self.env,
+            container_env=self.options.get("env"),
             exec_env=env,
-            hostname=self.hostname or "",
+            hostname=self.hostname,
             tty=tty,
         )
         if seccomp == "default":  # the container's own profile (or none, if it has none)
@@ -490,8 +465,8 @@ class AsyncContainer:
             id=channel.protocol.next_id(),
             argv=tuple(argv),
             env=merged_env,
-            cwd=workdir or self.workdir or (config.working_dir if config else "") or "/",
-            user=user or self.user or (config.user if config else None) or None,
+            cwd=workdir or self.options.get("workdir") or (config.working_dir if config else "") or "/",
+            user=user or self.options.get("user") or (config.user if config else None) or None,
             stdio=stdio,
             input=input,
             limit=limit,
@@ -535,7 +510,7 @@ class AsyncContainer:
     def _output_limit(self, max_output: int | None) -> int:
         """Bytes an exec keeps per stream: its own ``max_output``, else the container's, else
         `DEFAULT_MAX_OUTPUT`; never unbounded, so that no exec fills this process's memory."""
-        for limit in (max_output, self.max_output):
+        for limit in (max_output, self.options.get("max_output")):
             if limit is None:
                 continue
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -545,31 +520,6 @@ class AsyncContainer:
                 )
             return limit
         return DEFAULT_MAX_OUTPUT
-
-    def _exec_on_this_thread(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        timeout: float | None = None,
-        check: bool = False,
-        max_output: int | None = None,
-        **options: Any,
-    ) -> ExecResult | None:
-        """`exec` for the sync API, done on the caller's thread with blocking I/O: no hand-off
-        to the loop thread and back. None when it cannot be done so (large input, or the loop is
-        reading this container's socket for another caller): then use `exec`."""
-        started = time.monotonic()
-        if input is not None and len(input) > _INLINE_INPUT:
-            return None
-        channel = self._live_channel()
-        limit = self._output_limit(max_output)
-        with channel.thread_reader() as mine:
-            if not mine:
-                return None
-            flow = self._captured_exec(argv, input, limit, timeout, **options)
-            outcome = self._drive_blocking(channel, flow)
-        return finished(outcome, argv, timeout, check, started)
 
     def _captured_exec(
         self, argv: Sequence[str], input: bytes | None, limit: int | None, timeout: float | None,
@@ -725,7 +675,8 @@ class AsyncContainer:
 
     async def _open(self, path: str, mode: str, perm: int = 0o644) -> int:
         if not path.startswith("/"):
-            path = "/" + path if self.workdir is None else os.path.join(self.workdir, path)
+            workdir = self.options.get("workdir")
+            path = "/" + path if workdir is None else os.path.join(workdir, path)
         channel = self._live_channel()
         request = Open(id=channel.protocol.next_id(), path=path, mode=mode, perm=perm)
         reply, fds = await self._request(channel, request)
@@ -758,7 +709,7 @@ class AsyncContainer:
             raise errors.ProtocolError(f"expected 'pong', got {reply!r}")
         return time.perf_counter() - started
 
-    # -- plumbing used by AsyncProcess ------------------------------------------------------
+    # -- plumbing (also used by the internal interface at the end of this module) ------------
 
     async def _request(self, channel: ControlChannel, request: Open | Ping | Signal) -> tuple[Reply, list[int]]:
         """Send a request that has exactly one reply, and wait for it."""
@@ -781,24 +732,6 @@ class AsyncContainer:
                 "the container was stopped while this process was running"
             ) from None
 
-    async def _wait_exit(self, exec_id: int) -> Exit:
-        channel = self._live_channel()
-        reply, _ = await self._reply_or_stopped(channel, exec_id)
-        channel.forget(exec_id)
-        if not isinstance(reply, Exit):
-            raise errors.ProtocolError(f"expected 'exit', got {reply!r}")
-        return reply
-
-    async def _signal(self, exec_id: int, sig: int, *, tree: bool) -> None:
-        channel = self._live_channel()
-        request = Signal(id=channel.protocol.next_id(), target=exec_id, sig=sig, tree=tree)
-        reply, _ = await self._request(channel, request)
-        if isinstance(reply, Error):
-            raise errors.ContainerError(f"could not signal the process: {reply.msg}")
-
-    def _channel_dead(self) -> bool:
-        return self._channel is None or self._channel.dead
-
     def _live_channel(self) -> ControlChannel:
         if self._channel is None or self._stopped:
             state = "has been stopped" if self._stopped else "is not started"
@@ -812,3 +745,64 @@ class AsyncContainer:
                 "its processes are gone; start a new container"
             )
         return self._channel
+
+
+# -- the internal interface of this module --------------------------------------------------
+# What the sync API (api.py) and `AsyncProcess` (process.py) need of a container beyond its
+# public methods. Not public API: named here so that no private name crosses a module and
+# `AsyncContainer` shows its users only what they may call.
+
+
+def exec_on_this_thread(
+    container: AsyncContainer,
+    argv: Sequence[str],
+    *,
+    input: bytes | None = None,
+    timeout: float | None = None,
+    check: bool = False,
+    max_output: int | None = None,
+    **options: Any,
+) -> ExecResult | None:
+    """`exec` for the sync API, done on the caller's thread with blocking I/O: no hand-off
+    to the loop thread and back. None when it cannot be done so (large input, or the loop is
+    reading this container's socket for another caller): then use `exec`."""
+    started = time.monotonic()
+    if input is not None and len(input) > _INLINE_INPUT:
+        return None
+    channel = container._live_channel()
+    limit = container._output_limit(max_output)
+    with channel.thread_reader() as mine:
+        if not mine:
+            return None
+        flow = container._captured_exec(argv, input, limit, timeout, **options)
+        outcome = container._drive_blocking(channel, flow)
+    return finished(outcome, argv, timeout, check, started)
+
+
+@attrs.frozen
+class ProcessLink:
+    """What an `AsyncProcess` asks of the container that started it: its exit, signals, and
+    whether the container's socket is gone."""
+
+    container: AsyncContainer
+
+    async def wait_exit(self, exec_id: int) -> Exit:
+        """The exec's exit event; ContainerNotRunningError if the container is stopped first."""
+        channel = self.container._live_channel()
+        reply, _ = await self.container._reply_or_stopped(channel, exec_id)
+        channel.forget(exec_id)
+        if not isinstance(reply, Exit):
+            raise errors.ProtocolError(f"expected 'exit', got {reply!r}")
+        return reply
+
+    async def signal(self, exec_id: int, sig: int, *, tree: bool) -> None:
+        """Send ``sig`` to the exec's process, or with ``tree`` to everything it started too."""
+        channel = self.container._live_channel()
+        request = Signal(id=channel.protocol.next_id(), target=exec_id, sig=sig, tree=tree)
+        reply, _ = await self.container._request(channel, request)
+        if isinstance(reply, Error):
+            raise errors.ContainerError(f"could not signal the process: {reply.msg}")
+
+    def channel_dead(self) -> bool:
+        channel = self.container._channel
+        return channel is None or channel.dead

@@ -24,21 +24,18 @@ from __future__ import annotations
 import atexit
 import os
 import secrets
-import socket
 import threading
 import time
 
 import attrs
 
-from ..errors import ContainerStartError
-from ..ipc import MAX_PACKET, Error, Ready, Setup, decode, encode
+from ..ipc import Setup, encode
+from . import startup
 from .cgroups import ContainerCgroup
 from .cgroups.base import HostDirs
-from .process import wait_ready
-from .resources import ResourcePlan, spawn_options
-from .spawn import SpawnedInit, spawn_init
-
-_SET_UP_TIMEOUT = 30.0
+from .channel import ControlChannel
+from .resources import ResourcePlan
+from .spawn import SpawnedInit
 
 
 @attrs.frozen
@@ -54,17 +51,17 @@ class Recipe:
 @attrs.define(eq=False)
 class ReadyContainer:
     """A spare: an init that has built its container and answered ``ready``, with its control
-    socket and, when the recipe has limits, its cgroup. Whoever takes it owns all three."""
+    channel and, when the recipe has limits, its cgroup. Whoever takes it owns all three."""
 
     init: SpawnedInit
-    control: socket.socket
+    channel: ControlChannel  # its setup answered, nothing else sent yet
     cgroup: ContainerCgroup | None = None
     made_at: float = attrs.field(factory=time.monotonic)
 
     def discard(self) -> None:
-        """Close the spare's socket (its init then kills everything and exits), reap its init,
-        and remove its cgroup."""
-        self.control.close()
+        """Close the spare's control channel (its init then kills everything and exits), reap
+        its init, and remove its cgroup."""
+        self.channel.close()
         self.init.close()
         if self.cgroup is not None:
             self.cgroup.destroy()
@@ -81,24 +78,16 @@ def recipe_for(setup: Setup, *, user_namespace: bool, network: bool, resources: 
 def make_container(recipe: Recipe) -> ReadyContainer:
     """Spawn an init and have it build the container (blocking: for the worker thread)."""
     cgroup = recipe.resources.make_cgroup(f"spare-{secrets.token_hex(8)}") if recipe.resources else None
-    host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    with init_end:
-        try:
-            init = spawn_init(init_end, user_namespace=recipe.user_namespace, network=recipe.network,
-                              **spawn_options(cgroup))
-        except BaseException:
-            host_end.close()
-            if cgroup is not None:
-                cgroup.destroy()
-            raise
-    ready = ReadyContainer(init, host_end, cgroup)
     try:
-        host_end.sendmsg([recipe.setup])
-        if not wait_ready(host_end.fileno(), timeout=_SET_UP_TIMEOUT):
-            raise ContainerStartError("a spare container did not finish set-up in time")
-        reply = decode(host_end.recv(MAX_PACKET + 1))
-        if isinstance(reply, Error) or not isinstance(reply, Ready):
-            raise ContainerStartError(f"a spare container failed to set up: {reply!r}")
+        init, channel = startup.spawn_with_setup(recipe.setup, user_namespace=recipe.user_namespace,
+                                                 network=recipe.network, cgroup=cgroup)
+    except BaseException:
+        if cgroup is not None:
+            cgroup.destroy()
+        raise
+    ready = ReadyContainer(init, channel, cgroup)
+    try:
+        startup.wait_ready_blocking(channel, rootless=recipe.user_namespace)
     except BaseException:
         ready.discard()
         raise
@@ -168,20 +157,21 @@ class _Pool:
             return self._making == recipe
 
     def drain(self) -> None:
+        """Discard every spare, the one being made included (it is waited for: left to land
+        after the drain, it would outlive it)."""
         with self._lock:
+            self._wanted.clear()
+            self._wake.wait_for(lambda: self._making is None, timeout=startup.SET_UP_TIMEOUT)
             spares = list(self._ready.values())
             self._ready.clear()
-            self._wanted.clear()
         for ready in spares:
             ready.discard()
 
     def close(self) -> None:
-        """At exit: make no more spares, let the one being made finish, and discard them all,
-        so that their cgroups are removed rather than left empty on the host."""
+        """At exit: make no more spares and discard them all, so that their cgroups are
+        removed rather than left empty on the host."""
         with self._lock:
             self._closed = True
-            self._wanted.clear()
-            self._wake.wait_for(lambda: self._making is None, timeout=_SET_UP_TIMEOUT)
         self.drain()
 
     def spares(self) -> list[ReadyContainer]:
@@ -191,7 +181,7 @@ class _Pool:
     def forget_after_fork(self) -> None:
         """In a forked child: the spares belong to the parent; drop our copies of their fds."""
         for ready in self._ready.values():
-            ready.control.close()
+            ready.channel.sock.close()  # not channel.close(): its shutdown would end the parent's
             os.close(ready.init.pidfd)
         self.__init__()  # type: ignore[misc]
 

@@ -17,7 +17,7 @@ from ..ipc import Exit
 
 if TYPE_CHECKING:
     from .cgroups import ExecCgroup, ExecUsage
-    from .container import AsyncContainer
+    from .container import AsyncContainer, ProcessLink
 
 
 def wait_ready(fd: int, *, write: bool = False, timeout: float | None = None) -> bool:
@@ -137,6 +137,8 @@ class AsyncProcess:
     exit: Exit | None = None
     accounting: ExecCgroup | None = None
     usage: ExecUsage | None = None
+    # how it reaches its container (the internal interface of runtime/container.py)
+    link: ProcessLink = attrs.field(kw_only=True, repr=False)
 
     @property
     def returncode(self) -> int | None:
@@ -151,7 +153,7 @@ class AsyncProcess:
     async def wait(self) -> int:
         """Wait for the process (not its output) to end."""
         if self.exit is None:
-            self.exit = await self.container._wait_exit(self.exec_id)
+            self.exit = await self.link.wait_exit(self.exec_id)
             if self.accounting is not None:
                 self.usage = self.accounting.finish()
                 self.accounting = None
@@ -163,12 +165,12 @@ class AsyncProcess:
         """Send ``sig`` to the process only (not what it started); nothing happens once it has
         ended."""
         if self.exit is None:
-            await self.container._signal(self.exec_id, sig, tree=False)
+            await self.link.signal(self.exec_id, sig, tree=False)
 
     async def kill(self, sig: int = signals.SIGKILL) -> None:
         """Signal the process and everything it started."""
         if self.exit is None:
-            await self.container._signal(self.exec_id, sig, tree=True)
+            await self.link.signal(self.exec_id, sig, tree=True)
 
     def close(self) -> None:
         """Close the host's ends of the stdio pipes."""
@@ -184,7 +186,7 @@ class AsyncProcess:
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
-            if self.exit is None and not self.container._channel_dead():
+            if self.exit is None and not self.link.channel_dead():
                 await self.kill()
                 await self.wait()
         finally:

@@ -123,10 +123,6 @@ class Resources:
         plan = ResourcePlan.decide(limits, accounting=accounting, rlimits=rlimits)
         return plan.resources(plan.make_cgroup(name))
 
-    def spawn_options(self) -> dict[str, Any]:
-        """How `spawn_init` puts the init into the cgroup: at clone time on v2, by pid on v1."""
-        return spawn_options(self.cgroup)
-
     def exec_cgroup(self, exec_id: int) -> ExecCgroup | None:
         """A child cgroup to account exec ``exec_id`` in, or None when the container has no
         accounting."""

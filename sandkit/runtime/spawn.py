@@ -30,12 +30,17 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
 from ..errors import ContainerStartError, HostUnsupportedError
 from .process import wait_ready
+
+if TYPE_CHECKING:
+    from cffi import FFI
+
+    from .._clone_ffi import Lib
 
 INIT_PATH = Path(__file__).resolve().parent.parent / "_init_bin" / "sandkit-init"
 
@@ -151,10 +156,10 @@ def subid_maps(user: str = "root", count: int = 65536) -> IdMaps | None:
     """Maps 0..count-1 inside onto ``user``'s first subordinate range in /etc/subuid and
     /etc/subgid, or None when either has no entry. Written directly, so only root can use
     them (others would need the setuid newuidmap helper)."""
-    ranges = [_subid_range(Path(f), user) for f in ("/etc/subuid", "/etc/subgid")]
-    if ranges[0] is None or ranges[1] is None:
+    uids, gids = _subid_range(Path("/etc/subuid"), user), _subid_range(Path("/etc/subgid"), user)
+    if uids is None or gids is None:
         return None
-    (ustart, ucount), (gstart, gcount) = ranges
+    (ustart, ucount), (gstart, gcount) = uids, gids
     return IdMaps(f"0 {ustart} {min(count, ucount)}\n", f"0 {gstart} {min(count, gcount)}\n", False)
 
 
@@ -221,7 +226,9 @@ class SpawnedInit:
         signal killed it (as subprocess does). Safe to call again and from several threads."""
         with self._lock:
             if self._status is None:
-                self._status = self._reap(0)
+                status = self._reap(0)
+                assert status is not None  # a waitid without WNOHANG returns once it exited
+                self._status = status
             return self._status
 
     def poll(self) -> int | None:
@@ -350,15 +357,15 @@ def _child_error(stage: int, err: int) -> ContainerStartError:
 # --- the C call ----------------------------------------------------------------------------------
 
 
-def _lib():  # type: ignore[no-untyped-def]
+def _lib() -> tuple[FFI, Lib]:
     try:
-        from .. import _clone_ffi
+        from .._clone_ffi import ffi, lib
     except ImportError as e:
         raise ContainerStartError(
             f"sandkit is not built (its C module is missing: {e}). Install it from its source "
             "tree with `pip install .` (or `pip install -e .`)."
         ) from None
-    return _clone_ffi
+    return ffi, lib
 
 
 def _clone(
@@ -375,8 +382,7 @@ def _clone(
     earned. Call ``release()`` once err_fd reported the exec or the child is reaped."""
     if not argv:
         raise ValueError("argv must not be empty")
-    mod = _lib()
-    ffi = mod.ffi
+    ffi, lib = _lib()
     keep: list[object] = []  # the C strings must outlive the call
     args = ffi.new(
         "struct sk_clone_args *",
@@ -390,14 +396,14 @@ def _clone(
             "envp": _c_strings(ffi, env, keep),
         },
     )
-    out = ffi.new("struct sk_child *")
-    rc = mod.lib.sk_clone(args, out)
+    out: Any = ffi.new("struct sk_child *")  # cffi knows the struct's fields at run time only
+    rc = lib.sk_clone(args, out)
     if rc < 0:
         raise _clone_error(-rc, new_user=new_user, cgroup=cgroup_fd is not None)
-    return out.pid, out.pidfd, out.go_fd, out.err_fd, lambda: mod.lib.sk_release(out)
+    return out.pid, out.pidfd, out.go_fd, out.err_fd, lambda: lib.sk_release(out)
 
 
-def _c_strings(ffi, items: Sequence[str | bytes], keep: list[object]):  # type: ignore[no-untyped-def]
+def _c_strings(ffi: FFI, items: Sequence[str | bytes], keep: list[object]) -> FFI.CData:
     """A NULL-terminated char *[] whose strings are kept alive in ``keep``."""
     strings = [ffi.new("char[]", os.fsencode(item)) for item in items]
     array = ffi.new("char *[]", [*strings, ffi.NULL])

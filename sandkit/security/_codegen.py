@@ -159,6 +159,7 @@ def _emit_arg(asm: bpf.Assembler, arg: Arg, passed: str, failed: str) -> None:
     # MASKED_EQ as libseccomp: (arg & mask) == value; a value with bits outside the mask
     # therefore never matches.
     value, mask = arg.value, arg.mask
+    assert mask is not None  # Arg.__attrs_post_init__ fills in the full mask
     if arg.width == 64:
         low = asm.new_label()
         asm.load(hi_off)

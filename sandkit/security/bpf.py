@@ -58,6 +58,8 @@ class Label:
 
 
 Item = Insn | Label
+# Label name -> the address of the next instruction; id(insn) -> its own address.
+_Addresses = dict[str | int, int]
 
 
 @attrs.define
@@ -105,7 +107,7 @@ class Assembler:
                 return _encode_offsets(items, addr)
             items = self._with_trampolines(items, set(far), addr)
 
-    def _with_trampolines(self, items: list[Item], far: set[int], addr: dict) -> list[Item]:
+    def _with_trampolines(self, items: list[Item], far: set[int], addr: _Addresses) -> list[Item]:
         out: list[Item] = []
         for i, it in enumerate(items):
             if i not in far:
@@ -120,14 +122,14 @@ class Assembler:
                     hop = self.new_label()
                     targets[key] = hop
                     hops += [Label(hop), Insn(JA, jt=target)]
-            out.append(attrs.evolve(it, **targets))
+            out.append(attrs.evolve(it, jt=targets["jt"], jf=targets["jf"]))
             out += hops
         return out
 
 
-def _addresses(items: Sequence[Item]) -> dict:
+def _addresses(items: Sequence[Item]) -> _Addresses:
     """Label name -> address of the next instruction; id(insn) -> its own address."""
-    addr: dict = {}
+    addr: _Addresses = {}
     pc = 0
     for it in items:
         if isinstance(it, Label):
@@ -138,26 +140,32 @@ def _addresses(items: Sequence[Item]) -> dict:
     return addr
 
 
-def _too_far(it: Insn, addr: dict) -> bool:
+def _too_far(it: Insn, addr: _Addresses) -> bool:
     if it.code not in _CONDITIONAL:
         return False
     pc = addr[id(it)]
-    return any(addr[t] - pc - 1 > MAX_JUMP for t in (it.jt, it.jf))
+    return any(_target(addr, t) - pc - 1 > MAX_JUMP for t in (it.jt, it.jf))
 
 
-def _encode_offsets(items: Sequence[Item], addr: dict) -> list[tuple[int, int, int, int]]:
+def _encode_offsets(items: Sequence[Item], addr: _Addresses) -> list[tuple[int, int, int, int]]:
     out = []
     for it in items:
         if isinstance(it, Label):
             continue
         pc = addr[id(it)]
         if it.code == JA:
-            out.append((JA, 0, 0, _forward(addr[it.jt], pc)))
+            out.append((JA, 0, 0, _forward(_target(addr, it.jt), pc)))
         elif it.code in _CONDITIONAL:
-            out.append((it.code, _forward(addr[it.jt], pc), _forward(addr[it.jf], pc), it.k))
+            jt, jf = _target(addr, it.jt), _target(addr, it.jf)
+            out.append((it.code, _forward(jt, pc), _forward(jf, pc), it.k))
         else:
             out.append((it.code, 0, 0, it.k))
     return out
+
+
+def _target(addr: _Addresses, label: str | None) -> int:
+    assert label is not None  # every jump names its labels (Assembler.jump, the trampolines)
+    return addr[label]
 
 
 def _forward(target: int, pc: int) -> int:
@@ -177,7 +185,7 @@ def unpack(blob: bytes) -> list[tuple[int, int, int, int]]:
     `BPFError` if ``blob`` is not a whole number of entries."""
     if len(blob) % _SOCK_FILTER.size:
         raise BPFError(f"{len(blob)} bytes is not a whole number of sock_filter entries")
-    return [tuple(t) for t in _SOCK_FILTER.iter_unpack(blob)]  # type: ignore[misc]
+    return [tuple(t) for t in _SOCK_FILTER.iter_unpack(blob)]
 
 
 def validate(program: Sequence[tuple[int, int, int, int]]) -> None:

@@ -175,13 +175,26 @@ EPERM = Action.errno(_errno.EPERM)
 KILL_PROCESS = Action("kill_process")
 
 
+def _names(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(names)
+
+
+def _args(args: Iterable[Arg]) -> tuple[Arg, ...]:
+    return tuple(args)
+
+
 @attrs.frozen
 class Rule:
     """``action`` for the syscalls ``names`` when every condition in ``args`` holds."""
 
-    names: tuple[str, ...] = attrs.field(converter=tuple)
+    # Typed converters, not plain `tuple`: mypy cannot tell what a generic converter accepts.
+    names: tuple[str, ...] = attrs.field(converter=_names)
     action: Action
-    args: tuple[Arg, ...] = attrs.field(default=(), converter=tuple)
+    args: tuple[Arg, ...] = attrs.field(default=(), converter=_args)
+
+
+def _rules(rules: Iterable[Rule]) -> tuple[Rule, ...]:
+    return tuple(rules)
 
 
 def _check_names(names: Iterable[str]) -> tuple[str, ...]:
@@ -202,7 +215,7 @@ class SeccompProfile:
     """A seccomp policy; immutable and hashable, so its compiled program can be cached."""
 
     default_action: Action = EPERM
-    rules: tuple[Rule, ...] = attrs.field(default=(), converter=tuple)
+    rules: tuple[Rule, ...] = attrs.field(default=(), converter=_rules)
 
     # --- builders: each returns a new profile whose new rule is checked before the others ---
 
@@ -285,7 +298,7 @@ def _compile_cached(profile: SeccompProfile, arch: str) -> bytes:
 def _builtin_profile(caps: int) -> SeccompProfile:
     data = json.loads(Path(__file__).with_name("profiles").joinpath("default.json").read_text())
 
-    def has(names: Iterable[str]) -> Iterable[bool]:
+    def has(names: Iterable[str]) -> Iterable[int]:
         return (caps >> cap_number(n) & 1 for n in names)
 
     rules = []

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from proctable import descendants
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,6 +31,41 @@ def sandkit(*argv: str, input: bytes | None = None, timeout: float = 30,
         capture_output=True, text=True, timeout=timeout, env=sandkit_env() | (env or {}), check=False,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
+
+
+@contextlib.contextmanager
+def held(argv: list[str], env: dict[str, str], script: str = "") -> Iterator[tuple[int, list[str]]]:
+    """Runs `ARGV sh -c SCRIPT` (a `run -i` command line of either tool) with the command kept
+    running after the script, until the block ends; yields the pid of ARGV's process and the
+    lines the script printed."""
+    proc = subprocess.Popen([*argv, "sh", "-c", f"{script}\necho held; read x"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        lines = []
+        for line in proc.stdout:
+            if line == "held\n":
+                break
+            lines.append(line.rstrip("\n"))
+        else:
+            raise AssertionError(f"{argv} ended early: {lines} {proc.stderr.read() if proc.stderr else ''}")
+        yield proc.pid, lines
+    finally:
+        proc.communicate("\n", timeout=30)
+
+
+def init_under(ancestor: int, timeout: float = 10) -> int:
+    """The host pid of the sandkit init that `ancestor` (a `sandkit run` process) started."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in descendants(ancestor):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text() == "sandkit-init\n":
+                    return pid
+            except OSError:
+                pass  # gone meanwhile
+        assert time.monotonic() < deadline, f"no sandkit-init under {ancestor}"
+        time.sleep(0.01)
 
 
 def run_dir() -> Path:

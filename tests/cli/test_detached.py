@@ -13,6 +13,8 @@ from sandkit.cli import state
 
 from .conftest import containers_on_disk, sandkit
 
+pytestmark = pytest.mark.slow
+
 LOOP = 'echo started; echo to-stderr >&2; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.2; done'
 
 

@@ -11,6 +11,8 @@ from sandkit.cli import build_parser
 
 from .conftest import containers_on_disk, run_dir, sandkit, sandkit_env
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(
     ("argv", "code", "stderr_has"),

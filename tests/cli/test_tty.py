@@ -10,6 +10,8 @@ import pytest
 
 from .conftest import sandkit, sandkit_env
 
+pytestmark = pytest.mark.slow
+
 PROMPT = "# "
 
 
@@ -24,16 +26,22 @@ def _shell_session(child: pexpect.spawn) -> None:
     child.sendline("stty size")
     child.expect("30 100")
     child.setwinsize(40, 120)
-    time.sleep(0.3)
-    child.sendline("stty size")
-    child.expect("40 120")
+    # the new size reaches the container's terminal by a SIGWINCH relayed to it: ask until it has
+    deadline = time.monotonic() + 10
+    while True:
+        child.sendline("stty size")
+        if child.expect(["40 120", "30 100"]) == 0:
+            break
+        assert time.monotonic() < deadline, "the terminal never got the new size"
     # line editing by the container's line discipline: a typo erased with backspace
     child.send("echo heXX\x7f\x7fllo-edited")
     child.send("\r")
     child.expect("\r\nhello-edited\r\n")
     # Ctrl-C reaches the process inside, not sandkit
-    child.sendline("sleep 30")
-    time.sleep(0.5)
+    # Once "running" is printed the foreground process is the command, not the shell: a ^C
+    # before its exec kills the sh -c just as well (130). The echoed line has "runn''ing".
+    child.sendline("sh -c 'echo runn''ing; exec sleep 30'")
+    child.expect("running")
     child.sendcontrol("c")
     child.expect(PROMPT)
     child.sendline("echo status=$?")

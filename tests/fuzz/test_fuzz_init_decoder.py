@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 from sandkit.errors import ProtocolError
 from sandkit.ipc import Exec, Open, Ping, Setup, Signal, decode, encode
 
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
 FUZZ_SECONDS = int(os.environ.get("SANDKIT_FUZZ_SECONDS", "20"))

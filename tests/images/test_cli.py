@@ -1,11 +1,11 @@
-"""The image CLI commands, driven through argparse as the lead's cli.py will."""
+"""The image CLI commands, driven through argparse as cli/images.py wires them."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from sandkit.images.cli_commands import add_image_commands
+from sandkit.cli.image_commands import add_image_commands
 
 from .conftest import oci_layout, tar_bytes
 

@@ -23,7 +23,7 @@ from sandkit.images.store import Store
 from .conftest import oci_layout, tar_bytes
 from .smallfs import small_tmpfs
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")]
 
 MiB = 1 << 20
 

@@ -63,6 +63,7 @@ def mount_overlay(layer_dirs: list[Path], target: Path, *extra: str) -> None:
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(target)], check=True, capture_output=True)
 
 
+@pytest.mark.root
 @needs_root
 @pytest.mark.parametrize("compress", ["gzip", "zstd", "none"])
 def test_three_layers_merge_like_the_spec(tmp_path, store, compress):
@@ -80,6 +81,7 @@ def test_three_layers_merge_like_the_spec(tmp_path, store, compress):
         subprocess.run(["umount", str(merged)], check=True)
 
 
+@pytest.mark.root
 @needs_root
 def test_fixture_whiteout_image_merges(tmp_path, store, oci_fixtures):
     image = Image.load(oci_fixtures / "ggcr/v1_mutate_testdata/whiteout_dir.tar", store=store)
@@ -120,6 +122,7 @@ def _rootless_child(base: Path) -> None:
     }))
 
 
+@pytest.mark.root
 @needs_root
 def test_rootless_apply_is_visible_not_silent():
     base = Path(tempfile.mkdtemp(prefix="sandkit-rootless-"))

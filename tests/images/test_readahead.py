@@ -6,11 +6,11 @@ import gzip
 import io
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from polling import stack_of, wait_until
 
 from sandkit.errors import ImageError
 from sandkit.images import readahead
@@ -44,7 +44,8 @@ def _reading_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "sandkit-readahead"]
 
 
-@pytest.mark.parametrize("size", [7, (64 << 10) + 1, CHUNK + 3])
+# (7 bytes takes a second or two per switch: slow)
+@pytest.mark.parametrize("size", [pytest.param(7, marks=pytest.mark.slow), (64 << 10) + 1, CHUNK + 3])
 @pytest.mark.parametrize("switch", [None, 1, 4], ids=["never", "at-once", "later"])
 def test_every_byte_in_order_whether_and_whenever_it_reads_ahead(size: int, switch: int | None) -> None:
     policy = (lambda: False) if switch is None else _after(switch)
@@ -96,7 +97,9 @@ def test_closing_stops_a_thread_that_waits_for_room() -> None:
     buf = bytearray(CHUNK)
     stream.readinto(buf)
     stream.readinto(buf)
-    time.sleep(0.05)  # the thread fills the queue and waits
+    (reader,) = _reading_threads()
+    # the thread fills the queue and waits for room
+    wait_until(lambda: stack_of(reader)[:1] == ["wait"] and "_put" in stack_of(reader), "a full queue")
     closer = threading.Thread(target=stream.close)
     closer.start()
     closer.join(timeout=2)  # (a close that never returned would otherwise hang the suite)

@@ -11,10 +11,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
+from polling import wait_until
 
 from sandkit.images.store import Store
 
@@ -35,21 +34,13 @@ def staged_bytes(home: Path) -> int:
     return sum(f.stat().st_size for f in (home / "tmp").rglob("*") if f.is_file())
 
 
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def start_ingest(home: Path) -> subprocess.Popen:
     """A subprocess that has written part of the layer into staging and waits for the rest."""
     proc = subprocess.Popen([sys.executable, "-c", INGEST, str(home), sha(LAYER), str(len(LAYER))],
                             stdin=subprocess.PIPE)
     proc.stdin.write(LAYER[: 4 * MiB])
     proc.stdin.flush()
-    wait_for(lambda: staged_bytes(home) >= 2 * MiB, "the subprocess to stage part of the layer")
+    wait_until(lambda: staged_bytes(home) >= 2 * MiB, "the subprocess to stage part of the layer", timeout=30)
     return proc
 
 

@@ -22,11 +22,11 @@ from conftest import unprivileged_ids
 from sandkit.errors import HostUnsupportedError
 from sandkit.images.image import Image
 from sandkit.images.store import Store
-from sandkit.runtime.home import scratch_mountpoint
+from sandkit.home import scratch_mountpoint
 
 from .conftest import oci_layout, tar_bytes
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user")
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user")]
 
 SECRET = b"root-only-secret-4c1d"
 

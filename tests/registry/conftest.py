@@ -9,7 +9,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from sandkit.images.registry import client as client_module
 from sandkit.images.registry.client import RetryPolicy
 from sandkit.images.store import Store
 
+from .hostile import Relay
 from .server import Registry, make_registry
 
 if not shutil.which("docker-registry"):
@@ -64,6 +65,27 @@ def registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     reg = make_registry(tmp_path_factory.mktemp(f"registry-{request.param}"), request.param)
     yield reg
     reg.close()
+
+
+@pytest.fixture(scope="module", params=["basic", "token"])
+def auth_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    reg = make_registry(tmp_path_factory.mktemp(f"auth-{request.param}"), request.param)
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def relay() -> Iterator[Callable[..., Relay]]:
+    """Make `Relay` servers (each on a port of its own: another origin), closed after the test."""
+    made: list[Relay] = []
+
+    def make(target: str | None, **kwargs: Any) -> Relay:
+        made.append(Relay(target, **kwargs))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
 
 
 @pytest.fixture

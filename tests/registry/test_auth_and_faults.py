@@ -21,12 +21,7 @@ from sandkit.images.store import Store
 from .conftest import assert_clean, make_image, random_bytes
 from .server import PASSWORD, USER, Registry, make_registry
 
-
-@pytest.fixture(scope="module", params=["basic", "token"])
-def auth_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    reg = make_registry(tmp_path_factory.mktemp(f"auth-{request.param}"), request.param)
-    yield reg
-    reg.close()
+pytestmark = pytest.mark.slow
 
 
 def test_wrong_password(auth_registry: Registry, busybox: Image, other_store: Store) -> None:

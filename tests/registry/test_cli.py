@@ -1,4 +1,4 @@
-"""`sandkit pull/push/login/logout` pieces, wired into a parser the way cli.py will."""
+"""`sandkit pull/push/login/logout`, wired into a parser the way cli/images.py does."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
+from sandkit.cli.registry_commands import add_registry_commands
 from sandkit.images.image import Image
-from sandkit.images.registry_cli import add_registry_commands
 from sandkit.images.store import Store
 
 from .server import PASSWORD, USER, Registry, make_registry
+
+pytestmark = pytest.mark.slow
 
 
 def run(*argv: str) -> int:

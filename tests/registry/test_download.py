@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from sandkit.images.store import Store
 
 from .conftest import assert_clean, make_image, random_bytes
 from .server import Registry
+
+pytestmark = pytest.mark.slow
 
 
 def _read_blob(host: str, digest: str, size: int, buffer_size: int, *, again_after_error: bool = False,
@@ -76,6 +79,12 @@ def test_a_blob_longer_than_its_descriptor_fails_once_and_stays_failed(
     assert proxy.ranges == [""]  # one request: reading again neither resumes nor retries
 
 
+def _a_thread_blocked_reading_a_socket() -> bool:
+    """Whether some thread is inside httpcore's socket read (in recv: its frame is on top)."""
+    return any(frame.f_code.co_name == "read" and frame.f_code.co_filename.endswith("_backends/sync.py")
+               for frame in sys._current_frames().values())
+
+
 @pytest.mark.trio
 async def test_cancelling_a_pull_ends_a_stalled_download_at_once(
     plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store, breaking_proxy
@@ -89,7 +98,9 @@ async def test_cancelling_a_pull_ends_a_stalled_download_at_once(
         nursery.start_soon(lambda: pull(f"{proxy.host}/team/app:1", store=other_store,
                                         progress=lambda e: statuses.append(e.status)))
         await trio.to_thread.run_sync(proxy.stalled.wait)
-        await trio.sleep(0.2)  # the apply thread is now blocked reading the socket
+        with trio.fail_after(10):
+            while not _a_thread_blocked_reading_a_socket():  # the apply thread, in recv
+                await trio.sleep(0.005)
         cancelled_at = time.monotonic()
         nursery.cancel_scope.cancel()
     # The read timeout is 60 s: only shutting the socket down ends the read this soon.

@@ -18,6 +18,8 @@ from sandkit.images.store import Store
 from .conftest import make_image
 from .server import Registry
 
+pytestmark = pytest.mark.slow
+
 
 def statuses(events: list) -> list[str]:
     return [e.status for e in events]

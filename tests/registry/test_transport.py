@@ -3,8 +3,11 @@ httpx's errors. Pulls through it are tested against the real registry elsewhere.
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import ssl
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,11 +16,14 @@ from pathlib import Path
 import httpcore
 import httpx
 import pytest
+from polling import wait_until
 
 from sandkit.images.registry.transport import READ_SIZE, LargeReadBackend, LargeReadTransport
 
 from .conftest import random_bytes
 from .server import write_tls
+
+pytestmark = pytest.mark.slow  # a TLS server per test
 
 
 @pytest.fixture
@@ -63,6 +69,17 @@ def _connect(port: int, tls: tuple[Path, Path, Path] | None) -> httpcore.Network
     return stream
 
 
+def _wait_for_buffered(stream: httpcore.NetworkStream, size: int = 96 << 10) -> None:
+    """Waits until `size` bytes wait in the socket's receive buffer: whole TLS records with more
+    than 64 KiB of data in them (the buffer holds about 125 KiB here)."""
+    fd = stream.get_extra_info("socket").fileno()
+
+    def buffered() -> int:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+    wait_until(lambda: buffered() >= size, f"{size} bytes in the receive buffer")
+
+
 def _read_exactly(stream: httpcore.NetworkStream, n: int) -> bytes:
     out = b""
     while len(out) < n and (piece := stream.read(64 << 10, timeout=5)):
@@ -86,7 +103,7 @@ def test_a_read_returns_all_that_already_arrived_not_what_httpcore_asked_for(
     for port in _serve_once(send_when_connected, tls):
         stream = _connect(port, tls)
         connected.set()
-        time.sleep(0.3)  # the socket's receive buffer fills up meanwhile
+        _wait_for_buffered(stream)
         first = stream.read(64 << 10, timeout=5)
         assert len(first) > 64 << 10
         assert first + _read_exactly(stream, len(data) - len(first)) == data
@@ -98,7 +115,7 @@ def test_no_read_returns_more_than_read_size(tls_files: tuple[Path, Path, Path])
     data, done = random_bytes(READ_SIZE + (300 << 10)), threading.Event()
     for port in _serve_once(_send_then_wait(data, done), tls_files):
         stream = _connect(port, tls_files)
-        time.sleep(0.3)
+        _wait_for_buffered(stream)
         pieces = []
         while sum(map(len, pieces)) < len(data):
             pieces.append(stream.read(64 << 10, timeout=5))

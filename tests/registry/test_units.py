@@ -36,6 +36,28 @@ def test_bad_references_are_clear_errors(bad: str) -> None:
         parse(bad)
 
 
+# The distribution spec's grammar (tags: [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}; names: ASCII
+# lowercase components) and Docker's reference package (NameTotalLengthMax = 255, counted on the
+# normalised name, docker.io/library/... included).
+@pytest.mark.parametrize("bad, why", [
+    ("busybox:l\u00e4test", "only ASCII"),             # Python's \w took any letter
+    ("busybox:\u0661\u0662", "only ASCII"),           # Arabic-Indic digits
+    ("team/app\n:1", "only ASCII"),                    # '$' let a newline end a component
+    ("team/app\x1b[2J:1", "only ASCII"),
+    ("busybox:" + "t" * 129, "max 128"),
+    ("a" * 239, "longer than 255 characters"),         # docker.io/library/ + 239 = 257
+    ("reg.example:5000/" + "/".join(["c" * 60] * 4), "longer than 255 characters"),
+])
+def test_references_outside_dockers_grammar_and_limits_are_refused(bad: str, why: str) -> None:
+    with pytest.raises(InvalidReferenceError, match=f"invalid image reference.*{why}"):
+        parse(bad)
+
+
+@pytest.mark.parametrize("good", ["a" * 237, "busybox:" + "t" * 128, "reg.example:5000/" + "/".join(["c" * 58] * 4)])
+def test_references_at_dockers_limits_are_accepted(good: str) -> None:
+    parse(good)
+
+
 def _index(*platforms: tuple[str, str, str]) -> manifests.Manifest:
     entries = [{"mediaType": manifests.OCI_MANIFEST, "digest": "sha256:" + f"{i:064x}", "size": 1,
                 "platform": {"os": o, "architecture": a, **({"variant": v} if v else {})}}

@@ -23,16 +23,21 @@ import warnings
 from pathlib import Path
 
 import pytest
+from docker_defaults import (
+    DOCKER_CAP_MASK,
+    DOCKER_MASKED_PATHS,
+    DOCKER_NAMESPACES,
+    DOCKER_READONLY_PATHS,
+)
 from proctable import descendants
+from spares import STARTS, started
 
 import sandkit
-from sandkit.security import MASKED_PATHS, READONLY_PATHS
-from sandkit.security.capabilities import DOCKER_DEFAULT_MASK
 
 ATTACKS = Path(__file__).parent / "attacks"
 MODES = ["root", "rootless"]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attack suite runs as root (it covers rootless mode as a user it creates)")
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the attack suite runs as root (it covers rootless mode as a user it creates)")]
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -556,46 +561,62 @@ def test_no_host_fd_reaches_a_container_process(mode, as_unprivileged, busybox_d
             assert target == "/dev/null" or target.startswith(("pipe:", "/dev/pts/")), f"{label}: {out}"
 
 
-def _proc_sys_view(image_dir, masked, readonly):
+def _proc_sys_view(image_dir, masked, readonly, start="fresh"):
+    """One line per path: how a masked path looks (an empty directory, or a file and its device
+    and size), and for a read-only one its mount options and what a write attempt gets. The
+    attempt changes nothing that matters even where it succeeds: `touch -c` only sets the
+    times of the procfs inode (a mount that refuses writes refuses that with EROFS first)."""
     script = []
     for p in masked:
         script.append(f"if [ -d {p} ]; then echo \"{p} dir $(ls -A {p} | wc -l)\"; "
                       f"elif [ -e {p} ]; then echo \"{p} file $(stat -c %t:%T {p}) $(head -c 64 {p} | wc -c)\"; "
                       f"else echo \"{p} absent\"; fi")
     for p in readonly:
-        script.append(f"if [ -e {p} ]; then echo \"{p} ro $(awk '$5 == \"{p}\" {{print $6}}' /proc/self/mountinfo)\"; "
+        probe = f"touch -c {p}"
+        script.append(f"if [ -e {p} ]; then echo \"{p} ro $(awk '$5 == \"{p}\" {{print $6}}' /proc/self/mountinfo) "
+                      f"$({probe} 2>&1 | grep -q 'Read-only file system' && echo EROFS || echo writable)\"; "
                       f"else echo \"{p} absent\"; fi")
     script.append("echo \"/sys ro $(awk '$5 == \"/sys\" {print $6}' /proc/self/mountinfo)\"")
     script.append("touch /sys/kernel/sandkit 2>/dev/null && echo '/sys WRITABLE'; "
                   "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo '/proc/sys WRITABLE'; true")
-    with sandkit.Container(_image(image_dir)) as c:
+    with started(_image(image_dir), start) as c:
         return c.exec(["sh", "-c", "\n".join(script)], timeout=10).stdout.decode()
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_docker_masked_and_readonly_paths_hold(mode, as_unprivileged, busybox_dir):
-    out = in_mode(mode, as_unprivileged, _proc_sys_view, str(busybox_dir), list(MASKED_PATHS), list(READONLY_PATHS))
+def check_masked_and_readonly(out: str) -> None:
+    """Docker's own lists (not sandkit's): each masked path reads empty, each read-only path
+    refuses a write with EROFS. A path this host's kernel lacks has nothing to hide."""
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
     assert "WRITABLE" not in out, out
-    for p in MASKED_PATHS:
+    for p in DOCKER_MASKED_PATHS:
         if not os.path.exists(p):
-            continue  # nothing to hide on this host
+            continue
         kind, *rest = lines[p]
         if kind == "dir":
             assert rest == ["0"], f"{p} is not masked: {out}"
         else:
             assert kind == "file" and rest == ["1:3", "0"], f"{p} is not masked: {out}"
-    for p in [*READONLY_PATHS, "/sys"]:
+    for p in DOCKER_READONLY_PATHS:
         if not os.path.exists(p):
             continue
         kind, *opts = lines[p]
-        assert opts and opts[-1].split(",")[0] == "ro", f"{p} is not read-only: {out}"
+        assert kind == "ro" and opts[-1] == "EROFS", f"{p} is not read-only: {out}"
+        assert opts[0].split(",")[0] == "ro", f"{p} is not mounted read-only: {out}"
+    assert lines["/sys"][1].split(",")[0] == "ro", out
 
 
-def _status(image_dir):
+@pytest.mark.parametrize("start", STARTS)
+@pytest.mark.parametrize("mode", MODES)
+def test_docker_masked_and_readonly_paths_hold(mode, start, as_unprivileged, busybox_dir):
+    out = in_mode(mode, as_unprivileged, _proc_sys_view, str(busybox_dir),
+                  list(DOCKER_MASKED_PATHS), list(DOCKER_READONLY_PATHS), start)
+    check_masked_and_readonly(out)
+
+
+def _status(image_dir, start="fresh"):
     fields = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
     views = {}
-    with sandkit.Container(_image(image_dir)) as c:
+    with started(_image(image_dir), start) as c:
         users = [None] if os.geteuid() != 0 else [None, "app"]  # rootless maps only root
         for user in users:
             out = c.exec(["cat", "/proc/self/status"], user=user, timeout=10).stdout.decode()
@@ -604,22 +625,54 @@ def _status(image_dir):
     return views
 
 
+@pytest.mark.parametrize("start", STARTS)
 @pytest.mark.parametrize("mode", MODES)
-def test_capabilities_no_new_privs_seccomp(mode, as_unprivileged, busybox_dir):
-    views = in_mode(mode, as_unprivileged, _status, str(busybox_dir))
+def test_capabilities_no_new_privs_seccomp(mode, start, as_unprivileged, busybox_dir):
+    views = in_mode(mode, as_unprivileged, _status, str(busybox_dir), start)
+    check_status(views)
+
+
+def check_status(views: dict[str, dict[str, str]]) -> None:
+    """Docker's capability set (a literal, not sandkit's table) for root, none for a user, and
+    sandkit's no_new_privs and seccomp filter for both."""
     root = views["root"]
-    assert int(root["CapEff"], 16) == DOCKER_DEFAULT_MASK
-    assert int(root["CapPrm"], 16) == DOCKER_DEFAULT_MASK
-    assert int(root["CapBnd"], 16) == DOCKER_DEFAULT_MASK
+    assert int(root["CapEff"], 16) == DOCKER_CAP_MASK, root
+    assert int(root["CapPrm"], 16) == DOCKER_CAP_MASK, root
+    assert int(root["CapBnd"], 16) == DOCKER_CAP_MASK, root
     assert int(root["CapAmb"], 16) == 0
     for view in views.values():
         assert view["NoNewPrivs"] == "1" and view["Seccomp"] == "2", view
-        assert int(view["CapBnd"], 16) == DOCKER_DEFAULT_MASK
+        assert int(view["CapBnd"], 16) == DOCKER_CAP_MASK
     if "app" in views:
         assert int(views["app"]["CapEff"], 16) == 0 and int(views["app"]["CapPrm"], 16) == 0
 
 
+@pytest.mark.parametrize("start", STARTS)
 @pytest.mark.parametrize("mode", MODES)
-def test_inheritable_capabilities_are_empty(mode, as_unprivileged, busybox_dir):
-    views = in_mode(mode, as_unprivileged, _status, str(busybox_dir))
+def test_inheritable_capabilities_are_empty(mode, start, as_unprivileged, busybox_dir):
+    views = in_mode(mode, as_unprivileged, _status, str(busybox_dir), start)
     assert int(views["root"]["CapInh"], 16) == 0, views
+
+
+def _namespaces(image_dir, start):
+    """The namespaces of the caller, of the container's init and of a process in it."""
+    kinds = ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup")
+    with started(_image(image_dir), start) as c:
+        init = c._core._init.pid
+        inside = c.exec(["sh", "-c", "for n in " + " ".join(kinds) + "; do readlink /proc/self/ns/$n; done"],
+                        timeout=10).stdout.decode().split()
+        return {kind: (os.readlink(f"/proc/self/ns/{kind}"), os.readlink(f"/proc/{init}/ns/{kind}"), seen)
+                for kind, seen in zip(kinds, inside)}
+
+
+@pytest.mark.parametrize("start", STARTS)
+@pytest.mark.parametrize("mode", MODES)
+def test_namespaces_are_the_containers_own(mode, start, as_unprivileged, busybox_dir):
+    """Docker's namespaces (a process in the container shares its init's, none of the host's),
+    and a user namespace of its own in rootless mode."""
+    views = in_mode(mode, as_unprivileged, _namespaces, str(busybox_dir), start)
+    own = [*DOCKER_NAMESPACES, "user"] if mode == "rootless" else DOCKER_NAMESPACES
+    for kind, (host, init, inside) in views.items():
+        assert inside == init, f"{kind}: the process is not in its container's namespace: {views}"
+        if kind in own:
+            assert init != host, f"{kind}: the container shares the host's namespace: {views}"

@@ -23,7 +23,7 @@ import trio
 import sandkit
 from sandkit.errors import ContainerDiedError, ContainerNotRunningError
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="counts host cgroups and processes: runs as root")
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="counts host cgroups and processes: runs as root")]
 
 
 def _cgroup_dirs() -> set[str]:

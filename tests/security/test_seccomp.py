@@ -420,6 +420,7 @@ _profiles = st.builds(
 )
 
 
+@pytest.mark.slow  # hypothesis: seconds
 @settings(max_examples=60, deadline=None)
 @given(_profiles, st.lists(st.tuples(_nrs, st.tuples(*[_u64] * 6)), min_size=1, max_size=20))
 def test_compiled_programs_are_valid_and_mean_the_profile(profile, calls):
@@ -432,6 +433,7 @@ def test_compiled_programs_are_valid_and_mean_the_profile(profile, calls):
         assert bpf.run(program, seccomp_data(nr, args)) == reference(profile, nr, args)
 
 
+@pytest.mark.slow  # hypothesis: seconds
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(0, 1000), min_size=300, max_size=1200))
 def test_long_jumps_get_trampolines(targets_seen):

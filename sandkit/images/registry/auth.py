@@ -28,6 +28,8 @@ import attrs
 import httpx
 
 from ...errors import AuthenticationError, RegistryError
+from .bodies import MAX_TOKEN, Limit, ProgressRule, ProgressWatch, error_limit, read_async
+from .errors import printable
 
 DOCKER_HUB = "docker.io"
 # What `docker login` writes for Docker Hub; other spellings seen in the wild map to docker.io.
@@ -239,9 +241,10 @@ class _Token:
 class Authenticator:
     """Per-registry authentication state: which scheme it wants, and tokens cached per scope."""
 
-    def __init__(self, registry: str, credentials: Credentials | None) -> None:
+    def __init__(self, registry: str, credentials: Credentials | None, progress: ProgressRule) -> None:
         self.registry = registry
         self.credentials = credentials
+        self.progress = progress
         self._challenge: Challenge | None = None  # remembered so later scopes skip the 401 round
         self._tokens: dict[tuple[str, str, frozenset[str]], _Token] = {}
         self._lock = anyio.Lock()
@@ -265,7 +268,7 @@ class Authenticator:
         if not usable:
             raise AuthenticationError(
                 f"registry {self.registry} asks for authentication of a kind sandkit does not speak "
-                f"({response.headers.get('www-authenticate') or 'no WWW-Authenticate header'})"
+                f"({printable(response.headers.get('www-authenticate') or 'no WWW-Authenticate header')})"
             )
         c = next((c for c in usable if c.scheme == "bearer"), usable[0])
         self._challenge = c
@@ -300,23 +303,30 @@ class Authenticator:
             return header
 
     async def _fetch_token(self, http: httpx.AsyncClient, c: Challenge, scopes: frozenset[str]) -> tuple[str, int]:
-        realm = c.params.get("realm")
-        if not realm or not realm.startswith(("https://", "http://")):
-            raise AuthenticationError(f"registry {self.registry} sent a Bearer challenge without a usable realm: {c.params}")
+        realm = c.params.get("realm") or ""
+        if not realm.startswith(("https://", "http://")):
+            raise AuthenticationError(f"registry {self.registry} sent a Bearer challenge without a usable realm: {c.params!r}")
+        shown = printable(realm)  # (the realm comes from a header: its text goes into messages)
         query: list[tuple[str, str]] = [("service", c.params["service"])] if c.params.get("service") else []
         query += [("scope", s) for s in sorted(scopes)]
         creds = self.credentials
+        if creds and creds.identity_token:
+            # OAuth2 refresh-token grant: what `docker login` leaves for SSO registries.
+            form = dict(query, grant_type="refresh_token", refresh_token=creds.identity_token, client_id="sandkit")
+            form["scope"] = " ".join(sorted(scopes))
+            request = http.build_request("POST", realm, data=form)
+        else:
+            # The password goes to the realm whatever its host, as Docker and skopeo send it: the
+            # realm is named by the registry's own challenge (see client._own_origin).
+            headers = {"Authorization": creds.basic()} if creds else {}
+            request = http.build_request("GET", realm, params=query, headers=headers)
+        watch = ProgressWatch(self.progress, f"the token request to {shown}")
         try:
-            if creds and creds.identity_token:
-                # OAuth2 refresh-token grant: what `docker login` leaves for SSO registries.
-                form = dict(query, grant_type="refresh_token", refresh_token=creds.identity_token, client_id="sandkit")
-                form["scope"] = " ".join(sorted(scopes))
-                resp = await http.post(realm, data=form)
-            else:
-                headers = {"Authorization": creds.basic()} if creds else {}
-                resp = await http.get(realm, params=query, headers=headers)
+            resp = await http.send(request, stream=True)
+            limit = Limit(MAX_TOKEN, f"the token response of {shown}") if resp.status_code == 200 else error_limit(shown)
+            resp = await read_async(resp, limit, watch)
         except httpx.HTTPError as e:
-            raise RegistryError(f"cannot reach the token server {realm} of {self.registry} ({e!r}): check the network") from None
+            raise RegistryError(f"cannot reach the token server {shown} of {self.registry} ({e!r}): check the network") from None
         if resp.status_code in (401, 403):
             who = f"user {creds.username!r}" if creds else "anonymous access"
             raise AuthenticationError(
@@ -324,13 +334,13 @@ class Authenticator:
                 f"user name and password (`sandkit login {self.registry}`)"
             )
         if resp.status_code != 200:
-            raise RegistryError(f"the token server {realm} of {self.registry} answered HTTP {resp.status_code}")
+            raise RegistryError(f"the token server {shown} of {self.registry} answered HTTP {resp.status_code}")
         try:
             body = resp.json()
             token = body.get("token") or body.get("access_token")
             life = max(int(body.get("expires_in") or 0), _MIN_TOKEN_LIFE)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):
             token = None
         if not isinstance(token, str) or not token:
-            raise RegistryError(f"the token server {realm} of {self.registry} sent no token")
+            raise RegistryError(f"the token server {shown} of {self.registry} sent no token")
         return f"Bearer {token}", life

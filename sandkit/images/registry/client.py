@@ -24,7 +24,10 @@ import attrs
 import httpx
 
 from ...errors import AuthenticationError, RegistryError
+from . import bodies
 from .auth import DOCKER_HUB, Authenticator, Credentials, coerce, credentials_for
+from .bodies import Limit, ProgressRule, ProgressWatch, error_limit, read_async, read_sync
+from .errors import printable
 from .transport import LargeReadTransport
 
 # Where Docker Hub's API really lives (docker.io is only the name in references).
@@ -101,18 +104,19 @@ def _context_trusting(extra: tuple[tuple[str, tuple[int, int] | None], ...]) -> 
 
 
 def error_messages(resp: httpx.Response) -> str:
-    """The registry's own explanation: its JSON ``errors`` list, or the start of the body."""
+    """The registry's own explanation: its JSON ``errors`` list, or the start of the body;
+    printable (see `printable`) whatever the registry put in it."""
     try:
         errors = resp.json().get("errors") or []
         text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
-    except (ValueError, AttributeError, httpx.ResponseNotRead):
+    except (ValueError, AttributeError, TypeError, RecursionError, httpx.ResponseNotRead):
         text = ""
     if not text:
         try:
             text = resp.text[:200].strip()
         except httpx.ResponseNotRead:
             text = ""
-    return text or resp.reason_phrase
+    return printable(text or resp.reason_phrase)
 
 
 class RegistryClient:
@@ -127,22 +131,29 @@ class RegistryClient:
         auth: Credentials | tuple[str, str] | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
+        progress: ProgressRule | None = None,
     ) -> None:
         self.registry = registry
+        self.progress = progress or bodies.PROGRESS
         self.insecure = insecure
         self.allow_http = insecure or insecure_by_default(registry)
         self.retry = retry or RETRY
         creds = coerce(auth)
-        self.auth = Authenticator(registry, creds if creds is not None else credentials_for(registry))
+        self.auth = Authenticator(registry, creds if creds is not None else credentials_for(registry), self.progress)
         # An explicitly insecure registry may also have a self-signed certificate (as in Docker).
         verify: ssl.SSLContext | bool = False if insecure else _ssl_context(registry, ca_file)
         self._settings: dict[str, Any] = {
             "verify": verify,
-            "timeout": httpx.Timeout(timeout, connect=15.0),
+            # A read waits at most one progress period: the progress rule decides what then.
+            "timeout": httpx.Timeout(timeout, connect=15.0, read=min(timeout, self.progress.period)),
             "follow_redirects": True,  # blobs are often a redirect to object storage
-            "headers": {"User-Agent": USER_AGENT},
+            # Bodies are read raw against their limits: a compressed one could be 1000x larger.
+            "headers": {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             "limits": httpx.Limits(max_connections=16, max_keepalive_connections=8),
         }
+        # An upload's answer may take a registry a while (it checks the digest of what it got,
+        # object storage commits it): those wait the whole timeout, and sent bytes count as progress.
+        self._upload_timeout = httpx.Timeout(timeout, connect=15.0)
         self.http = httpx.AsyncClient(**self._settings)
         self._blocking: httpx.Client | None = None  # made on first use: only pulls need it
         self._blocking_lock = threading.Lock()
@@ -170,13 +181,15 @@ class RegistryClient:
         host = _API_HOST.get(self.registry, self.registry)
         schemes = ("https", "http") if self.allow_http else ("https",)
         failures: list[str] = []
+        watch = ProgressWatch(self.progress, f"the ping of registry {self.registry} (GET /v2/)")
         for attempt in range(self.retry.attempts):
             failures.clear()
             transient = False
             for s in schemes:
                 try:
                     with self._no_redirect_loop("GET", f"{s}://{host}/v2/"):
-                        resp = await self.http.get(f"{s}://{host}/v2/")
+                        resp = await self.http.send(self.http.build_request("GET", f"{s}://{host}/v2/"), stream=True)
+                    resp = await read_async(resp, error_limit(f"the answer of {s}://{host}/v2/"), watch)
                 except httpx.TransportError as e:
                     failures.append(_describe_transport(s, host, e))
                     transient = transient or isinstance(e, (httpx.TimeoutException, httpx.ReadError))
@@ -190,6 +203,7 @@ class RegistryClient:
                 failures.append(f"{s}://{host}/v2/ answered HTTP {resp.status_code} ({error_messages(resp)})")
             if not transient:
                 break
+            watch.check("; ".join(failures))
             await anyio.sleep(self.retry.delay(attempt))
         hint = (
             "check the address and that the registry is running"
@@ -201,23 +215,37 @@ class RegistryClient:
     # --- requests ----------------------------------------------------------------------------
 
     async def _send(
-        self, method: str, url: str, scopes: frozenset[str], headers: dict[str, str], body: Body, stream: bool
+        self, method: str, url: str, scopes: frozenset[str], headers: dict[str, str], body: Body, watch: ProgressWatch,
     ) -> httpx.Response:
-        """One request with authentication: cached credentials first, one retry after a 401."""
-        auth_header = await self.auth.header_for(self.http, scopes)
+        """One request with authentication: cached credentials first, one retry after a 401.
+        Credentials go only to the registry's own origin (see `_own_origin`)."""
+        own = self._own_origin(url)
+        auth_header = await self.auth.header_for(self.http, scopes) if own else None
         for retried in (False, True):
-            content = body() if callable(body) else body
-            req = self.http.build_request(method, url, headers=_authorized(headers, auth_header), content=content)
+            upload = callable(body)
+            content = _counted(body(), watch) if upload else body
+            req = self.http.build_request(
+                method, url, headers=_authorized(headers, auth_header), content=content,
+                timeout=self._upload_timeout if upload else httpx.USE_CLIENT_DEFAULT,
+            )
             with self._no_redirect_loop(method, url):
-                resp = await self.http.send(req, stream=stream)
+                resp = await self.http.send(req, stream=True)
             if resp.status_code != 401:
-                return resp
-            if stream:
-                await resp.aread()
-            if retried:
+                return resp  # streamed: the caller reads its body
+            resp = await read_async(resp, error_limit(f"the answer to {method} {httpx.URL(url).path}"), watch)
+            if retried or not self._own_origin(str(resp.url)):
                 break
             auth_header = await self.auth.on_unauthorized(self.http, resp, scopes, auth_header)
         raise self._refused(method, url, resp)
+
+    def _own_origin(self, url: str) -> bool:
+        """Whether ``url`` is on the registry's own origin (scheme, host and port), the only one
+        its credentials and tokens were issued for. Docker's authorizer works the same way: it
+        answers only challenges from the registry's ping, so an upload Location or a redirect to
+        another host never gets the registry's Authorization header, and a 401 from there is
+        not answered with the user's credentials. (httpx drops the header on redirects to
+        another origin by itself.)"""
+        return self._base is not None and _origin(url) == _origin(self._base)
 
     @contextlib.contextmanager
     def _no_redirect_loop(self, method: str, url: str) -> Iterator[None]:
@@ -231,6 +259,13 @@ class RegistryClient:
             ) from None
 
     def _refused(self, method: str, url: str, resp: httpx.Response) -> AuthenticationError:
+        if not self._own_origin(str(resp.url)):
+            other = f"{resp.url.scheme}://{resp.url.netloc.decode('ascii')}"
+            return AuthenticationError(
+                f"registry {self.registry} sent {method} {httpx.URL(url).path} on to {other}, which asks for "
+                "credentials: sandkit sends a registry's credentials only to the registry itself (as Docker "
+                "does); the registry is misconfigured or hostile, tell its operator"
+            )
         who = f"as {self.auth.credentials.username!r}" if self.auth.credentials else "anonymously"
         return AuthenticationError(
             f"registry {self.registry} refused {method} {httpx.URL(url).path} {who} ({error_messages(resp)}): "
@@ -249,18 +284,25 @@ class RegistryClient:
         scopes: frozenset[str],
         headers: dict[str, str] | None = None,
         body: Body = None,
+        limit: Limit | None = None,
     ) -> httpx.Response:
-        """Send and read the whole response, retrying transient failures. ``path`` is /v2/...
-        or an absolute URL (an upload Location). Status codes other than 401 are the caller's."""
+        """Send and read the response, retrying transient failures. ``path`` is /v2/... or an
+        absolute URL (an upload Location). Status codes other than 401 are the caller's. A
+        successful answer's body is read against ``limit`` (none given: only its start, as of
+        every other answer, which only ever explains an error); see bodies.py."""
         url = await self.url(path)
+        what = f"{method} {httpx.URL(url).path}"
+        watch = ProgressWatch(self.progress, f"{what} on registry {self.registry}", limit.size if limit and limit.exact else None)
 
         async def once() -> httpx.Response:
-            resp = await self._send(method, url, scopes, headers or {}, body, stream=False)
+            resp = await self._send(method, url, scopes, headers or {}, body, watch)
+            success = limit is not None and 200 <= resp.status_code < 300
+            resp = await read_async(resp, limit if success and limit else error_limit(f"the answer to {what}"), watch)
             if resp.status_code in _TRANSIENT_STATUS:
                 raise TransientError(f"{method} {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
             return resp
 
-        return await self.with_retries(once, f"{method} {httpx.URL(url).path}")
+        return await self.with_retries(once, what, watch)
 
     @property
     def blocking(self) -> httpx.Client:
@@ -274,12 +316,14 @@ class RegistryClient:
 
     def open_in_thread(
         self, url: str, *, scopes: frozenset[str], headers: dict[str, str], loop: anyio.lowlevel.EventLoopToken,
+        watch: ProgressWatch,
     ) -> httpx.Response:
         """A streamed GET sent with the sync client from a thread other than the loop's; the
         loop (``loop``, its anyio token) authenticates it: one token cache for every request.
         No retries here: the caller resumes with Range requests. Failures worth retrying raise
         TransientError."""
-        auth_header = anyio.from_thread.run(self.auth.header_for, self.http, scopes, token=loop)
+        own = self._own_origin(url)
+        auth_header = anyio.from_thread.run(self.auth.header_for, self.http, scopes, token=loop) if own else None
         for retried in (False, True):
             blocking = self.blocking
             request = blocking.build_request("GET", url, headers=_authorized(headers, auth_header))
@@ -290,27 +334,43 @@ class RegistryClient:
                 raise TransientError(_describe_transport(url.split(":", 1)[0], self.registry, e)) from None
             if resp.status_code not in _TRANSIENT_STATUS and resp.status_code != 401:
                 return resp
-            resp.read()  # (and closed): error_messages reads the registry's explanation
+            resp = read_sync(resp, error_limit(f"the answer to GET {httpx.URL(url).path}"), watch)  # for error_messages
             if resp.status_code != 401:
                 raise TransientError(f"GET {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
-            if retried:
+            if retried or not self._own_origin(str(resp.url)):
                 break
             auth_header = anyio.from_thread.run(self.auth.on_unauthorized, self.http, resp, scopes, auth_header, token=loop)
         raise self._refused("GET", url, resp)
 
-    async def with_retries(self, fn: Callable[[], Awaitable[Any]], what: str) -> Any:
-        """Run ``fn`` again after transient failures, with exponential backoff and jitter."""
+    async def with_retries(self, fn: Callable[[], Awaitable[Any]], what: str, watch: ProgressWatch) -> Any:
+        """Run ``fn`` again after transient failures, with exponential backoff and jitter, while
+        ``watch`` sees enough progress."""
         for attempt in range(self.retry.attempts):
             try:
                 return await fn()
             except (TransientError, httpx.TransportError) as e:
                 last = e if isinstance(e, TransientError) else TransientError(_describe_transport("", self.registry, e))
+                watch.check(last)
                 if attempt + 1 < self.retry.attempts:
                     await anyio.sleep(self.retry.delay(attempt))
         raise RegistryError(
             f"{what} on registry {self.registry} kept failing after {self.retry.attempts} attempts: {last}; "
             "check that the registry is up and reachable, then try again"
         )
+
+
+async def _counted(chunks: AsyncIterator[bytes], watch: ProgressWatch) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        watch.advance(len(chunk))
+        yield chunk
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = httpx.URL(url)
+    return u.scheme, u.host, u.port or _DEFAULT_PORTS.get(u.scheme)
 
 
 def _authorized(headers: dict[str, str], auth_header: str | None) -> dict[str, str]:

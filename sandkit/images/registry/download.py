@@ -22,6 +22,7 @@ import anyio
 import httpx
 
 from ...errors import DigestMismatchError, RegistryError
+from .bodies import ProgressWatch, error_limit, read_sync
 from .client import RegistryClient, TransientError, error_messages
 from .errors import SecondaryError
 from .events import Progress, ProgressCallback
@@ -39,7 +40,8 @@ class DownloadCancelled(SecondaryError):
 class BlobDownload(io.RawIOBase):
     """The bytes of one blob, in order, fetched as they are read. A broken download resumes with
     ``Range`` from the first byte not yet read (or skips what was read when the registry ignores
-    Range); attempts that bring no new byte are retried with backoff, up to the client's limit."""
+    Range); attempts that bring no new byte are retried with backoff, up to the client's limit,
+    and the whole download, over all attempts, obeys the client's progress rule (bodies.py)."""
 
     def __init__(
         self, client: RegistryClient, url: str, *, scopes: frozenset[str], digest: str, size: int, where: str,
@@ -65,6 +67,8 @@ class BlobDownload(io.RawIOBase):
         self._chunks: Iterator[bytes] = iter(())
         self._lock = threading.Lock()  # guards _response against interrupt() from the loop
         self._stop = threading.Event()
+        self._watch = ProgressWatch(client.progress, f"the download of layer {digest} of {where}", size)
+        self._watch.pause()  # runs only while a read waits for the registry (see _next_chunk)
 
     def readable(self) -> bool:
         return True
@@ -119,12 +123,22 @@ class BlobDownload(io.RawIOBase):
 
     def _next_chunk(self) -> bytes:
         """The next bytes of the blob, never empty; b"" once it all arrived and the body ended."""
+        # The progress rule is the registry's: time the reader spends elsewhere (applying what
+        # it read, waiting for another process's lock on the layer) is not the registry's.
+        self._watch.resume()
+        try:
+            return self._next_chunk_from_registry()
+        finally:
+            self._watch.pause()
+
+    def _next_chunk_from_registry(self) -> bytes:
         while True:
             self._raise_if_stopped()
             try:
+                if self._received == self._size:
+                    self._finish_response()
+                    return b""
                 if self._response is None:
-                    if self._received == self._size:
-                        return b""
                     self._open()
                     continue  # (re-check the stop flag: the open may have waited a long time)
                 chunk = next(self._chunks, None)
@@ -147,11 +161,14 @@ class BlobDownload(io.RawIOBase):
     def _open(self) -> None:
         start = self._attempt_start = self._received
         headers = {"Range": f"bytes={start}-"} if start else {}
-        resp = self._client.open_in_thread(self._url, scopes=self._scopes, headers=headers, loop=self._loop)
+        resp = self._client.open_in_thread(
+            self._url, scopes=self._scopes, headers=headers, loop=self._loop, watch=self._watch,
+        )
         with self._lock:
             self._response, self._chunks = resp, resp.iter_raw()  # raw: httpx must not decode a blob
         try:
             self._skip = self._already_received(resp, start)
+            self._refuse_if_announced_longer(resp)
         except RegistryError:
             self._close_response()
             raise
@@ -167,19 +184,32 @@ class BlobDownload(io.RawIOBase):
             return start  # the registry ignored Range
         if resp.status_code == 404:
             raise RegistryError(f"layer {self._digest} of {self._where} is missing on registry {self._client.registry} (blob unknown)")
-        resp.read()  # for error_messages
+        resp = read_sync(resp, error_limit(f"the answer to GET {resp.url.path}"), self._watch)  # for error_messages
         raise RegistryError(
             f"downloading layer {self._digest} of {self._where} failed: HTTP {resp.status_code} ({error_messages(resp)})"
         )
 
+    def _refuse_if_announced_longer(self, resp: httpx.Response) -> None:
+        """A body whose Content-Length goes past the blob's size is refused before it is read."""
+        try:
+            announced = int(resp.headers.get("content-length", ""))
+        except ValueError:
+            return
+        if announced > self._skip + self._size - self._received:
+            raise self._too_long()
+
+    def _too_long(self) -> DigestMismatchError:
+        return DigestMismatchError(
+            f"layer {self._digest} of {self._where} is longer than the {self._size} bytes its descriptor says: "
+            "the registry sent the wrong content"
+        )
+
     def _accept(self, chunk: bytes) -> bytes:
+        self._watch.advance(len(chunk))  # every byte on the wire, skipped ones too: it is progress
         if self._skip:
             chunk, self._skip = chunk[self._skip :], max(0, self._skip - len(chunk))
         if self._received + len(chunk) > self._size:
-            raise DigestMismatchError(
-                f"layer {self._digest} of {self._where} is longer than the {self._size} bytes its descriptor says: "
-                "the registry sent the wrong content"
-            )
+            raise self._too_long()
         self._received += len(chunk)
         if self._received - self._reported >= REPORT_BYTES and (now := time.monotonic()) >= self._next_report:
             self._reported, self._next_report = self._received, now + REPORT_INTERVAL
@@ -189,7 +219,9 @@ class BlobDownload(io.RawIOBase):
         return chunk
 
     def _wait_before_retry(self, e: Exception) -> None:
-        # Only attempts that brought nothing count: a slow, flaky link still finishes.
+        # Only attempts that brought nothing count: a slow, flaky link still finishes, while the
+        # progress rule bounds the time without enough progress, whatever the attempts brought.
+        self._watch.check(e)
         self._failures = 0 if self._received > self._attempt_start else self._failures + 1
         retry = self._client.retry
         if self._failures >= retry.attempts:
@@ -201,6 +233,15 @@ class BlobDownload(io.RawIOBase):
             self._report, Progress("retrying", self._digest, self._received, self._size, detail=str(e)), token=self._loop
         )
         self._stop.wait(retry.delay(self._failures))
+
+    def _finish_response(self) -> None:
+        """Done with the blob: a body that announced its length (never longer than the blob,
+        see `_refuse_if_announced_longer`) is at its end, and its connection goes back for
+        reuse; one that did not is closed rather than waited on, since it may never end."""
+        if self._response is not None and "content-length" in self._response.headers:
+            with contextlib.suppress(httpx.TransportError):
+                next(self._chunks, None)  # (the end: known to h11 without another read)
+        self._close_response()
 
     def _close_response(self) -> None:
         with self._lock:

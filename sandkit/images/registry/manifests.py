@@ -3,14 +3,16 @@ selection from indexes (OCI image index / Docker manifest list)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import attrs
 
 from ...errors import ImageError, RegistryError
 from ..digest import check_digest, sha256_bytes, verify_bytes
+from ..documents import check_descriptor, load_json
 from ..platform import Platform, choose
+from .bodies import MAX_DOCUMENT
+
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -34,7 +36,7 @@ LAYER_TYPES = {
 }
 # Content types that say nothing about the manifest kind: trust the body's own mediaType then.
 _GENERIC_TYPES = {"", "application/json", "text/plain", "application/octet-stream"}
-MAX_MANIFEST = 4 << 20  # what registries themselves accept; bigger is an attack or a mistake
+MAX_MANIFEST = MAX_DOCUMENT  # what registries themselves accept; bigger is an attack or a mistake
 
 
 @attrs.frozen
@@ -57,10 +59,7 @@ def parse(raw: bytes, content_type: str, *, expected: str | None, where: str) ->
     if expected is not None:
         verify_bytes(raw, check_digest(expected, "manifest digest"), f"manifest of {where}")
     ctype = content_type.split(";", 1)[0].strip().lower()
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
+    body = load_json(raw, f"manifest of {where}")
     if ctype in SCHEMA1 or (isinstance(body, dict) and body.get("schemaVersion") == 1):
         raise ImageError(
             f"{where} is stored as a Docker image manifest v2 schema 1, a format Docker itself no longer "
@@ -105,9 +104,9 @@ def select(index: Manifest, platform: Platform | None, where: str) -> dict[str, 
     manifests = index.body.get("manifests")
     if not isinstance(manifests, list) or not all(isinstance(m, dict) for m in manifests):
         raise RegistryError(f"index of {where} has no valid 'manifests' list")
-    desc = choose(manifests, platform, f"index of {where}")
-    check_digest(desc.get("digest"), f"manifest digest in the index of {where}")
-    return desc
+    for entry in manifests:
+        check_descriptor(entry, f"an entry of the index of {where}", max_size=MAX_MANIFEST)
+    return choose(manifests, platform, f"index of {where}")
 
 
 def check_image(man: Manifest, where: str) -> None:
@@ -116,12 +115,12 @@ def check_image(man: Manifest, where: str) -> None:
     layers = man.body.get("layers")
     if not isinstance(cfg, dict) or not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
         raise RegistryError(f"manifest of {where} lacks a config or a layers list: the image is corrupt")
-    check_digest(cfg.get("digest"), f"config digest of {where}")
+    check_descriptor(cfg, f"the config descriptor of {where}")
     for layer in layers:
-        check_digest(layer.get("digest"), f"layer digest of {where}")
+        check_descriptor(layer, f"a layer descriptor of {where}")
         mt = layer.get("mediaType", "")
         if mt not in LAYER_TYPES:
             hint = " (encrypted layers need a decryption key sandkit does not have)" if "encrypted" in mt else ""
             raise ImageError(f"{where} has a layer of media type {mt!r} that sandkit cannot unpack{hint}")
-        if not isinstance(layer.get("size"), int) or layer["size"] < 0:
-            raise RegistryError(f"manifest of {where} gives layer {layer['digest']} no valid size")
+
+

@@ -10,7 +10,6 @@ resumed with a Range request. The image record is written last, so a failed pull
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any
 
@@ -19,16 +18,18 @@ import anyio
 from ...errors import ImageError, ImageNotFoundError, RegistryError
 from .. import reference
 from ..digest import check_digest, verify_bytes
+from ..documents import check_config
 from ..platform import Platform
 from ..store import ImageRecord, Store
 from . import manifests
 from .auth import Credentials
+from .bodies import MAX_DOCUMENT, Limit
 from .client import RegistryClient, error_messages, scope
 from .download import BlobDownload
 from .errors import first_error
 from .events import Progress, ProgressCallback, silent
 
-MAX_CONFIG = 32 << 20
+MAX_CONFIG = MAX_DOCUMENT  # skopeo's cap on a config (4 MiB)
 CONCURRENT_DOWNLOADS = 3  # Docker's default max-concurrent-downloads
 
 
@@ -43,10 +44,13 @@ class Puller:
 
     # --- manifests and config ----------------------------------------------------------------
 
-    async def manifest(self, target: str, expected: str | None) -> manifests.Manifest:
+    async def manifest(self, target: str, expected: str | None, size: int | None = None) -> manifests.Manifest:
+        """The manifest ``target`` (a tag or digest); ``size``: what its index entry says."""
+        what = f"the manifest of {self.where}"
+        limit = Limit(size, what, exact=True) if size is not None else Limit(manifests.MAX_MANIFEST, what)
         resp = await self.client.request(
             "GET", f"/v2/{self.ref.repository}/manifests/{target}",
-            scopes=self.scopes, headers={"Accept": manifests.ACCEPT},
+            scopes=self.scopes, headers={"Accept": manifests.ACCEPT}, limit=limit,
         )
         if resp.status_code == 404:
             raise ImageNotFoundError(
@@ -66,7 +70,7 @@ class Puller:
         man = await self.manifest(self.ref.digest or self.ref.tag or "latest", self.ref.digest)
         if man.is_index:
             desc = manifests.select(man, platform, self.where)
-            man = await self.manifest(desc["digest"], desc["digest"])
+            man = await self.manifest(desc["digest"], desc["digest"], desc["size"])
             if man.is_index:
                 raise ImageError(f"{self.where}: the index for the chosen platform is another index; nested indexes are not supported")
         manifests.check_image(man, self.where)
@@ -76,7 +80,10 @@ class Puller:
         size = desc.get("size")
         if not isinstance(size, int) or not 0 < size <= MAX_CONFIG:
             raise RegistryError(f"the config of {self.where} has an invalid size {size!r} in the manifest")
-        resp = await self.client.request("GET", f"/v2/{self.ref.repository}/blobs/{desc['digest']}", scopes=self.scopes)
+        resp = await self.client.request(
+            "GET", f"/v2/{self.ref.repository}/blobs/{desc['digest']}", scopes=self.scopes,
+            limit=Limit(size, f"the config of {self.where}", exact=True),
+        )
         if resp.status_code != 200:
             raise RegistryError(
                 f"fetching the config {desc['digest']} of {self.where} failed: HTTP {resp.status_code} ({error_messages(resp)})"
@@ -113,15 +120,10 @@ class Puller:
     async def run(self, platform: Platform | None) -> ImageRecord:
         man = await self.resolve(platform)
         config = await self.config(man.body["config"])
-        try:
-            diff_ids = json.loads(config)["rootfs"]["diff_ids"]
-        except (ValueError, KeyError, TypeError):
-            raise ImageError(f"the config of {self.where} has no rootfs.diff_ids: the image is corrupt") from None
+        diff_ids = check_config(config, self.where)
         layers = man.body["layers"]
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+        if len(diff_ids) != len(layers):
             raise ImageError(f"{self.where}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}: the image is corrupt")
-        for d in diff_ids:
-            check_digest(d, f"diff_id in the config of {self.where}")
         with self.store.loading(layers=len(layers)):  # one disk budget for all layers
             limiter = anyio.CapacityLimiter(CONCURRENT_DOWNLOADS)
             async with anyio.create_task_group() as tg:

@@ -22,7 +22,7 @@ from ..digest import CHUNK
 from ..store import Store
 from .auth import Credentials
 from .client import RegistryClient, error_messages, scope
-from .errors import first_error
+from .errors import first_error, printable
 from .events import Progress, ProgressCallback, silent
 
 CONCURRENT_UPLOADS = 5  # Docker's default max-concurrent-uploads
@@ -143,7 +143,9 @@ class Pusher:
             raise self._fail("uploading the manifest", resp)
         echoed = resp.headers.get("docker-content-digest")
         if echoed and echoed != digest:
-            raise DigestMismatchError(f"registry stored the manifest as {echoed}, not {digest}: it altered the manifest")
+            raise DigestMismatchError(
+                f"registry stored the manifest as {printable(echoed)}, not {digest}: it altered the manifest"
+            )
         self.report(Progress("manifest", digest, len(raw), len(raw)))
 
     async def run(self, image_id: str) -> str:

@@ -11,9 +11,10 @@ Typical use by the runtime (see docs in base.py for the layout)::
 
 from __future__ import annotations
 
+from ...sizes import parse_size
 from .base import CgroupStats, ContainerCgroup, ExecCgroup, ExecUsage
 from .detect import CgroupHost, detect, host
-from .limits import Limits, parse_size
+from .limits import Limits
 
 
 def reap_stale(cgroup_host: CgroupHost | None = None) -> list[str]:

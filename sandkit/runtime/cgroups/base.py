@@ -18,7 +18,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import attrs
 
@@ -188,7 +188,7 @@ class ExecCgroup(abc.ABC):
         finally:
             self.close()
 
-    def __enter__(self) -> ExecCgroup:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -292,7 +292,7 @@ class ContainerCgroup(abc.ABC):
             raise CgroupError(f"cannot remove the cgroup of container {self.name}: {e}") from e
         self._destroyed = True
 
-    def __enter__(self) -> ContainerCgroup:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

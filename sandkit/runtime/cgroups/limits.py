@@ -6,39 +6,17 @@ The v1 and v2 writers translate a `Limits` into their own files; this module kno
 from __future__ import annotations
 
 import os
-import re
 
 import attrs
 
 from ...errors import LimitsError
-
-# Docker's units are binary (`docker run -m 1g` is 1 GiB); we follow it so copied flags mean the same.
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+from ...sizes import parse_size
 
 MIN_MEMORY = 6 << 20  # Docker refuses less: below this the container's own init cannot even start
 CFS_PERIOD_US = 100_000  # the CFS default period; Docker's --cpus uses it too
 SHARES_MIN, SHARES_MAX = 2, 262_144  # the kernel's bounds for v1 cpu.shares
 WEIGHT_MIN, WEIGHT_MAX = 1, 10_000  # the kernel's bounds for v2 cpu.weight
 UNLIMITED = -1
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from an int or a Docker-style size string: "256m", "1g", "1.5GiB", "512k", "100"."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise LimitsError(f"a size must be an int (bytes) or a string like '256m', not {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise LimitsError(f"a size cannot be negative: {value}")
-        return value
-    match = _SIZE_RE.match(value)
-    if not match:
-        raise LimitsError(
-            f"cannot read {value!r} as a size: use bytes or a number with a unit b/k/m/g/t, "
-            "e.g. '256m' or '1.5g'"
-        )
-    number, unit = match.group(1), match.group(2).lower()
-    return int(float(number) * _UNITS[unit])
 
 
 def _optional_size(value: int | str | None) -> int | None:

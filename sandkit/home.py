@@ -6,6 +6,9 @@ may be reachable by another local user: they could run a setuid-root file from a
 secret from a blob, plant a file that every container then sees, or flock a lease file to block
 our runs. So the home is private to the user who owns it (mode 0700; Docker keeps
 /var/lib/docker 0710), and this is checked every time it is opened, not only when created.
+
+The image store, the runtime and the CLI all keep their state here, so this module sits below
+all of them, beside `errors` (the only part of sandkit it imports; docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def sandkit_home() -> Path:
 
 
 def _state_error(message: str) -> Exception:
-    from ..errors import HostUnsupportedError
+    from .errors import HostUnsupportedError
 
     return HostUnsupportedError(message)
 

@@ -1,4 +1,4 @@
-"""CLI pieces for image commands; the lead's sandkit/cli.py calls add_image_commands().
+"""The image commands; cli/images.py adds them to the parser (add_image_commands()).
 
     sandkit load -i FILE [--platform os/arch]     sandkit save -o FILE [--format docker|oci] IMAGE...
     sandkit images [-q] [--format json]           sandkit rmi [-f] IMAGE...
@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 from ..errors import ImageError
-from . import archive
-from .image import Image
-from .reference import parse
-from .store import Store
+from ..images import archive
+from ..images.image import Image
+from ..images.reference import parse
+from ..images.store import Store
 
 
 def add_image_commands(subparsers: Any) -> None:

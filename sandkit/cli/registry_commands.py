@@ -1,4 +1,4 @@
-"""CLI pieces for registries; the lead's sandkit/cli.py calls add_registry_commands().
+"""The registry commands; cli/images.py adds them to the parser (add_registry_commands()).
 
     sandkit pull [-q] [--platform os/arch] [--insecure] [--ca-file PEM] NAME[:TAG|@DIGEST]
     sandkit push [-q] [--insecure] [--ca-file PEM] [--chunk-size BYTES] NAME[:TAG] [DEST]
@@ -17,11 +17,11 @@ import sys
 from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import SandkitError
-from .image import Image
+from ..images.image import Image
 
 if TYPE_CHECKING:
     # (the registry's modules bring the HTTP stack: imported by the commands that use it)
-    from .registry.events import Progress
+    from ..images.registry.events import Progress
 
 _WORDS = {
     "exists": "Already exists", "complete": "Complete", "mounted": "Mounted", "waiting": "Waiting",
@@ -137,7 +137,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from .registry import login
+    from ..images.registry import login
 
     username = args.username or (input("Username: ") if sys.stdin.isatty() else "")
     if args.password_stdin:
@@ -153,7 +153,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    from .registry import logout
+    from ..images.registry import logout
 
     try:
         logout(args.server)

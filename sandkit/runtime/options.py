@@ -1,0 +1,85 @@
+"""`ContainerOptions`: every option of a container, defined and documented once.
+
+`Container`, `AsyncContainer`, the pytest marker and factory take them as keywords, typed with
+``**options: Unpack[ContainerOptions]`` (so an IDE completes them and mypy checks them), and
+`sandkit run` builds them from its flags. A new option is a new key here, read where it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TypedDict
+
+from ..security.seccomp import SeccompSpec
+from .mounts import Mount
+
+
+class ContainerOptions(TypedDict, total=False):
+    """The keyword options of a container; each may be left out (its default is given below).
+
+    Sizes take an int (bytes) or a Docker-style string ("256m", "1.5g"). Limits are checked when
+    the container object is made, so bad ones fail before anything starts.
+    """
+
+    env: Mapping[str, str] | None
+    """Environment variables of every process, over the image's (an exec's ``env`` wins)."""
+    workdir: str | None
+    """The working directory of every process, made if missing (default: the image's, or /)."""
+    user: str | None
+    """Who processes run as: name, uid, name:group or uid:gid, looked up in the image's
+    /etc/passwd and /etc/group (default: the image's user, or root)."""
+    hostname: str | None
+    """The container's host name, 1 to 64 bytes (default: the first 12 characters of its id)."""
+    mounts: Sequence[Mount | str]
+    """Bind mounts and tmpfs: `Mount` objects, or "SRC:DST", "SRC:DST:ro" as ``docker -v``."""
+    read_only: bool
+    """Mount the image's root filesystem read-only (default False: a writable layer on top)."""
+    network: str
+    """"none" (the default): a network namespace of its own with only loopback; "host": the
+    host's network, not isolated."""
+    memory: int | str | None
+    """Memory limit of the whole container (cgroup; at least 6m). Default: none."""
+    memory_swap: int | str | None
+    """Memory plus swap, as Docker's ``--memory-swap``: -1 is unlimited swap, equal to
+    ``memory`` is no swap. Default: twice ``memory``. Needs ``memory``."""
+    cpus: float | None
+    """How many cpus' worth of time the container may use (CFS quota). Default: no limit."""
+    cpu_shares: int | None
+    """Relative cpu weight, as Docker's ``--cpu-shares`` (2 to 262144). Default: the kernel's."""
+    pids_limit: int | None
+    """Most processes and threads the container may have at once. Default: no limit."""
+    disk_size: int | str | None
+    """Size of the writable layer (a tmpfs: the host's memory). Default: 1 GiB, or a quarter
+    of RAM on a smaller host."""
+    disk_inodes: int | None
+    """Most files the writable layer may hold. Default: one per 4 KiB of ``disk_size``
+    (between 4096 and 1048576)."""
+    rlimits: Mapping[str, int | tuple[int, int]] | None
+    """Per-process rlimits by name, a value or (soft, hard): ``{"nofile": 1024}``."""
+    lifetime: float | None
+    """Seconds after which the init kills everything and the container ends. Default: none."""
+    max_output: int | None
+    """Bytes an exec keeps of each of stdout and stderr, unless the exec says otherwise
+    (default 16 MiB; the rest is read and dropped)."""
+    accounting: bool
+    """Give the container a cgroup even without limits, for `stats()` and per-exec usage
+    (any limit implies it). Default False."""
+    cap_add: Sequence[str]
+    """Capabilities added to Docker's default set ("NET_ADMIN", "ALL", ...)."""
+    cap_drop: Sequence[str]
+    """Capabilities removed from Docker's default set ("NET_RAW", "ALL", ...)."""
+    seccomp: SeccompSpec
+    """The seccomp profile: "default" (the default, at least as strict as Docker's), None or
+    "unconfined" (no filter), a Docker JSON profile (a dict, JSON text or a file path), or a
+    `sandkit.security.SeccompProfile`."""
+
+
+def check_option_names(options: Mapping[str, object]) -> None:
+    """Refuse a keyword that is no option, as a signature would (TypeError), naming the ones
+    there are: ``**options`` alone would take a misspelt limit silently."""
+    unknown = sorted(options.keys() - ContainerOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(
+            f"{unknown[0]!r} is not a container option; the options are: "
+            f"{', '.join(ContainerOptions.__annotations__)}"
+        )
