@@ -82,7 +82,8 @@ def drain(stream: ByteSource) -> None:
 class ByteSink(Protocol):
     """Where bytes are copied to: a file open for writing, or a ChargedWriter in front of one."""
 
-    def write(self, data: bytes | memoryview, /) -> int: ...
+    def write(self, data: bytes | memoryview, /) -> int:
+        """Write all of ``data``; returns how many bytes that was."""
 
 
 class HashingReader(io.RawIOBase):
