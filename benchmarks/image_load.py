@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "images"))
 
-from conftest import oci_layout, tar_bytes  # noqa: E402
+from conftest import oci_layout, tar_bytes
 
-from sandkit.images import Image, Store  # noqa: E402
+from sandkit.images import Image, Store
 
 
 def layer_from_dir(src: Path, names: list[str]) -> bytes:
@@ -81,9 +81,9 @@ def main() -> None:
             return
         store = Store(work / "home2")
         many = [tar_bytes([(f"f{i}", "file", str(i).encode())]) for i in range(100)]
-        img100 = Image.load(oci_layout(work / "l100", [tar_bytes([("bin", "dir", None)])] + many[:99]), store=store)
-        img1 = Image.load(oci_layout(work / "l1", [tar_bytes([("bin", "dir", None)] + [(f"f{i}", "file", b"x") for i in range(100)])],
-                                     ref_name="b/one:1"), store=store)
+        img100 = Image.load(oci_layout(work / "l100", [tar_bytes([("bin", "dir", None)]), *many[:99]]), store=store)
+        one_layer = tar_bytes([("bin", "dir", None)] + [(f"f{i}", "file", b"x") for i in range(100)])
+        img1 = Image.load(oci_layout(work / "l1", [one_layer], ref_name="b/one:1"), store=store)
         for label, img in (("1 layer", img1), ("100 layers", img100)):
             runs = []
             try:

@@ -45,10 +45,8 @@ def layer(index: int, mb: int) -> bytes:
     words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(2000)]
     entries: list = [(f"layer{index}", "dir", None)]
     for n in range(mb):
-        if n % 4 == 3:
-            data = b" ".join(rng.choice(words) for _ in range(200_000))[: 1 << 20]
-        else:
-            data = rng.randbytes(1 << 20)
+        text = n % 4 == 3  # a quarter compressible, the rest random
+        data = b" ".join(rng.choice(words) for _ in range(200_000))[: 1 << 20] if text else rng.randbytes(1 << 20)
         entries.append((f"layer{index}/file{n}", "file", data))
     return tar_bytes(entries)
 
@@ -90,7 +88,8 @@ def main() -> None:
     skopeo_tls = [f"--src-cert-dir={certs}"] if args.tls else ["--src-tls-verify=false"]
     try:
         print(f"building {args.layers} layers of {args.mb_per_layer} MiB ...", file=sys.stderr)
-        layout = oci_layout(work / "layout", [layer(i, args.mb_per_layer) for i in range(args.layers)], ref_name="bench:1")
+        layers = [layer(i, args.mb_per_layer) for i in range(args.layers)]
+        layout = oci_layout(work / "layout", layers, ref_name="bench:1")
         image = Image.load(layout, store=Store(work / "src"))
         ref = reg.ref("bench/app:1")
         image.push(ref, ca_file=reg.ca_file)
@@ -110,7 +109,9 @@ def main() -> None:
 
         def sandkit_pull(run: int) -> float:
             home = work / f"pull{run}"
-            t = measured("sandkit", resource.RUSAGE_SELF, lambda: Image.pull(ref, store=Store(home), ca_file=reg.ca_file))
+            t = measured(
+                "sandkit", resource.RUSAGE_SELF, lambda: Image.pull(ref, store=Store(home), ca_file=reg.ca_file)
+            )
             shutil.rmtree(home)
             return t
 

@@ -36,7 +36,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sandkit-bench-"))
     try:
         print(f"building {args.layers} layers of {args.mb_per_layer} MiB ...", file=sys.stderr)
-        layout = oci_layout(work / "layout", [layer(i, args.mb_per_layer) for i in range(args.layers)], ref_name="bench:1")
+        layers = [layer(i, args.mb_per_layer) for i in range(args.layers)]
+        layout = oci_layout(work / "layout", layers, ref_name="bench:1")
         image = Image.load(layout, store=Store(work / "store"))
         size = sum(layer.size for layer in image.store.record(image.id).layers)
         print(f"image: {args.layers} layers, {size / 1e6:.1f} MB compressed", file=sys.stderr)

@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import *  # noqa: F403 - the exception types are part of the public API
-from .errors import __all__ as _errors_all  # type: ignore[attr-defined]
+from .errors import __all__ as _errors_all
 
 if TYPE_CHECKING:
     from .aio import AsyncContainer as AsyncContainer
@@ -33,7 +33,7 @@ _WHERE = {
     "Mount": "api",
     "Process": "api",
 }
-__all__ = [*_WHERE, *_errors_all]
+__all__ = [*_WHERE, *_errors_all]  # noqa: PLE0604 - both are lists of names (str)
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: called for names not (yet) in the module

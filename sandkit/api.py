@@ -8,7 +8,7 @@ import functools
 import os
 import signal as signals
 from collections.abc import Iterator, Mapping, Sequence
-from typing import BinaryIO, Self, Unpack
+from typing import BinaryIO, Self, TypedDict, Unpack, cast
 
 from . import _portal
 from .images.image import Image
@@ -21,6 +21,19 @@ from .runtime.results import ExecResult
 from .security.seccomp import SeccompSpec
 
 __all__ = ["Container", "ContainerOptions", "ExecResult", "Image", "ImageSource", "Mount", "Process"]
+
+
+class _ExecOptions(TypedDict):
+    """exec()'s keyword arguments, passed on whole (a typed ``**`` splat)."""
+
+    input: bytes | None
+    env: Mapping[str, str] | None
+    workdir: str | None
+    user: str | None
+    timeout: float | None
+    check: bool
+    max_output: int | None
+    seccomp: SeccompSpec
 
 
 class Container:
@@ -51,7 +64,7 @@ class Container:
     def running(self) -> bool:
         return self._core.running
 
-    def start(self) -> Container:
+    def start(self) -> Self:
         _portal.run(self._core.start)
         return self
 
@@ -81,8 +94,10 @@ class Container:
         seccomp: SeccompSpec = "default",
     ) -> ExecResult:
         """Run a command to completion; see `AsyncContainer.exec`."""
-        options = dict(input=input, env=env, workdir=workdir, user=user, timeout=timeout, check=check,
-                       max_output=max_output, seccomp=seccomp)
+        options: _ExecOptions = {
+            "input": input, "env": env, "workdir": workdir, "user": user, "timeout": timeout,
+            "check": check, "max_output": max_output, "seccomp": seccomp,
+        }
         if not _portal.on_loop_thread():
             # Mostly done right here, blocking this thread: two thread hand-offs fewer.
             result = exec_on_this_thread(self._core, argv, **options)
@@ -121,7 +136,8 @@ class Container:
         """Open a file of the container for reading (binary), to stream one of any size:
         ``with c.open_file(p) as f: shutil.copyfileobj(f, dst)``."""
         async def open_() -> BinaryIO:
-            return (await self._core.open_file(path)).wrapped
+            # anyio types the file it wraps as IO[bytes]; os.fdopen(fd, "rb") made a BufferedReader.
+            return cast(BinaryIO, (await self._core.open_file(path)).wrapped)
 
         return _portal.run(open_)
 

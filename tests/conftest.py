@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from proctable import children
-from rootfs import make_busybox_rootfs  # noqa: F401 - tests import it from here too
+from rootfs import make_busybox_rootfs  # tests import it from here too
 
 UNPRIVILEGED_USER = "sandkit-test"
 
@@ -107,7 +107,11 @@ def host_footprint() -> dict[str, object]:
         "inits": sorted(inits),
         "mounts": _our_mounts(),
         "fds": _open_fds(),
-        "home": sorted(str(p.relative_to(_home)) for p in Path(_home).rglob("*") if "images" not in p.parts and "blobs" not in p.parts and "layers" not in p.parts),
+        "home": sorted(
+            str(p.relative_to(_home))
+            for p in Path(_home).rglob("*")
+            if "images" not in p.parts and "blobs" not in p.parts and "layers" not in p.parts
+        ),
     }
 
 
@@ -143,7 +147,9 @@ def unprivileged_ids() -> tuple[int, int]:
     except KeyError:
         if os.geteuid() != 0:
             pytest.fail("the rootless tests create a user and need root to do so")
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", UNPRIVILEGED_USER], check=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", UNPRIVILEGED_USER], check=True
+        )
         entry = pwd.getpwnam(UNPRIVILEGED_USER)
     return entry.pw_uid, entry.pw_gid
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import array
 import atexit
 import os
-import select
 import pwd
+import select
 import shutil
 import socket
 import stat
@@ -21,8 +21,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INIT_BIN = os.path.join(ROOT, "sandkit", "_init_bin", "sandkit-init")
 INIT_SRC = os.path.join(ROOT, "sandkit", "_init")
 BUSYBOX = "/bin/busybox"
-APPLETS = ("sh echo cat ls sleep id hostname tty head test true false mkdir touch pwd env ps "
-           "readlink stat wc grep mount kill mkfifo chmod seq setsid").split()
+APPLETS = [
+    "sh", "echo", "cat", "ls", "sleep", "id", "hostname", "tty", "head", "test", "true", "false",
+    "mkdir", "touch", "pwd", "env", "ps", "readlink", "stat", "wc", "grep", "mount", "kill",
+    "mkfifo", "chmod", "seq", "setsid",
+]
 TEST_USER = "sandkit-test"
 
 _copies: dict[str, str] = {}
@@ -125,7 +128,7 @@ class Init:
         if rootless:
             cmd[1:1] = ["--user", "--map-root-user"]
             init_bin = _readable_copy(init_bin)  # the checkout may be closed to the test user
-        self.proc = subprocess.Popen(cmd + [init_bin], pass_fds=(3,), preexec_fn=pre,
+        self.proc = subprocess.Popen([*cmd, init_bin], pass_fds=(3,), preexec_fn=pre,
                                      stdin=subprocess.DEVNULL)
         child.close()
         self.sock.settimeout(10)
@@ -185,7 +188,7 @@ class Init:
         e_r, e_w = os.pipe()
         msg = {"t": "exec", "argv": argv, "env": kw.pop("env", ["PATH=/bin"]), "stdio": "fds", **kw}
         try:
-            reply, _ = self.request(msg, [i_r, o_w, e_w] + kw.get("_extra_fds", []))
+            reply, _ = self.request(msg, [i_r, o_w, e_w, *kw.get("_extra_fds", [])])
         finally:
             os.close(i_r)
             os.close(o_w)

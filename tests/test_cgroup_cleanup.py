@@ -13,7 +13,11 @@ import pytest
 
 from sandkit.runtime import cgroups
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="real cgroups need root here")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="real cgroups need root here"),
+]
 
 # A pid above the kernel's largest pid_max (2^22): no process has it, now or later.
 _DEAD_TAG = f"{(1 << 22) + 12345}-1"

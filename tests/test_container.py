@@ -126,7 +126,8 @@ def test_env_workdir_and_user(busybox):
     with sandkit.Container(busybox, env={"A": "container", "B": "b"}, workdir="/tmp") as c:
         r = sh(c, "echo $A $B $C; pwd; id -u; id -g", env={"A": "exec", "C": "c"})
         assert r.stdout.decode().split() == ["exec", "b", "c", "/tmp", "0", "0"]
-        assert sh(c, "id -u; id -g; id -G; echo $HOME", user="app").stdout.decode().split() == ["1000", "1000", "1000", "50", "/home/app"]
+        r = sh(c, "id -u; id -g; id -G; echo $HOME", user="app")
+        assert r.stdout.decode().split() == ["1000", "1000", "1000", "50", "/home/app"]
         assert sh(c, "id -u; id -g", user="4242:4343").stdout.decode().split() == ["4242", "4343"]
         assert sh(c, "id -u; id -g", user="nobody:app").stdout.decode().split() == ["65534", "1000"]
 
@@ -212,25 +213,23 @@ def test_stopping_from_another_thread_ends_a_running_exec(busybox):
 
 
 def test_streaming_output_arrives_before_the_process_ends(busybox):
-    with sandkit.Container(busybox) as c:
-        with c.spawn(["sh", "-c", "echo first; sleep 30; echo second"]) as p:
-            started = time.monotonic()
-            assert p.stdout.read() == b"first\n"
-            assert time.monotonic() - started < 5
-            assert p.returncode is None
-            p.kill()
-            assert p.wait() == -signal.SIGKILL
+    with sandkit.Container(busybox) as c, c.spawn(["sh", "-c", "echo first; sleep 30; echo second"]) as p:
+        started = time.monotonic()
+        assert p.stdout.read() == b"first\n"
+        assert time.monotonic() - started < 5
+        assert p.returncode is None
+        p.kill()
+        assert p.wait() == -signal.SIGKILL
 
 
 def test_interactive_stdin_with_spawn(busybox):
-    with sandkit.Container(busybox) as c:
-        with c.spawn(["sh", "-c", "while read line; do echo got $line; done"]) as p:
-            p.stdin.write(b"one\n")
-            assert p.stdout.read() == b"got one\n"
-            p.stdin.write(b"two\n")
-            assert p.stdout.read() == b"got two\n"
-            p.stdin.close()
-            assert p.wait() == 0
+    with sandkit.Container(busybox) as c, c.spawn(["sh", "-c", "while read line; do echo got $line; done"]) as p:
+        p.stdin.write(b"one\n")
+        assert p.stdout.read() == b"got one\n"
+        p.stdin.write(b"two\n")
+        assert p.stdout.read() == b"got two\n"
+        p.stdin.close()
+        assert p.wait() == 0
 
 
 def test_many_processes_at_once_in_one_container(busybox):
@@ -244,10 +243,12 @@ def test_many_processes_at_once_in_one_container(busybox):
 
 
 def test_a_pty_gives_a_terminal(busybox):
-    with sandkit.Container(busybox) as c:
-        with c.spawn(["sh", "-c", "tty; test -t 0 && echo isatty; stty size"], tty=True, rows=33, cols=101) as p:
-            output = b"".join(p.stdout)
-            assert p.wait() == 0
+    with (
+        sandkit.Container(busybox) as c,
+        c.spawn(["sh", "-c", "tty; test -t 0 && echo isatty; stty size"], tty=True, rows=33, cols=101) as p,
+    ):
+        output = b"".join(p.stdout)
+        assert p.wait() == 0
     text = output.decode().replace("\r", "")
     assert text.startswith("/dev/pts/") and "isatty" in text and "33 101" in text
 
@@ -292,10 +293,9 @@ def test_mounts_bind_and_tmpfs(busybox, tmp_path):
 
 
 def test_an_exception_inside_the_block_still_cleans_up(busybox):
-    with pytest.raises(RuntimeError):
-        with sandkit.Container(busybox) as c:
-            c.spawn(["sleep", "100"])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), sandkit.Container(busybox) as c:
+        c.spawn(["sleep", "100"])
+        raise RuntimeError("boom")
     assert not c.running
 
 

@@ -14,10 +14,14 @@ import msgpack
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-import init_harness as H  # noqa: E402
+import init_harness as H
 from polling import POLL_SH
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, useradd)")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, useradd)"),
+]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -413,7 +417,7 @@ def test_signal_plain_and_ended(ctr):
 
 
 def test_tree_kill_kills_grandchildren(ctr):
-    marker = "31337%d" % (ctr.rootless)
+    marker = f"31337{ctr.rootless:d}"
     # same process group, a new session below it, a grandchild; a double-forked daemon that
     # left the session is out of reach by design (see docs/protocol.md "signal")
     script = f"sleep {marker} & setsid sleep {marker} & sh -c 'sleep {marker}; true' & wait"
@@ -470,7 +474,7 @@ def test_a_captured_exec_ends_when_its_output_does(rctr):
 
 
 def test_a_tree_kill_ends_a_captured_exec_whose_output_is_held_open(ctr):
-    marker = "4242%d" % ctr.rootless
+    marker = f"4242{ctr.rootless:d}"
     exec_id = ctr.new_id()
     ctr.send({"t": "exec", "id": exec_id, "argv": ["sh", "-c", f"echo a; sleep {marker} &"],
               "env": ["PATH=/bin"], "stdio": "capture"})
@@ -607,7 +611,7 @@ def test_error_echoes_id(ctr):
 @pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
 def test_eof_kills_everything(rootless):
     i = H.Init(rootless=rootless)
-    marker = "4242%d" % rootless
+    marker = f"4242{rootless:d}"
     assert i.setup()["t"] == "ready"
     reply, (o_r, e_r) = i.start(["sh", "-c", f"(setsid sleep {marker} &); sleep {marker}"])
     assert reply["t"] == "started"

@@ -8,7 +8,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandkit.errors import ProtocolError
-from sandkit.ipc import MAX_PACKET, Connection, Error, Exec, Exit, Opened, Output, Setup, Started, decode, encode
+from sandkit.ipc import (
+    MAX_PACKET,
+    Connection,
+    Error,
+    Exec,
+    Exit,
+    Opened,
+    Output,
+    Setup,
+    Started,
+    decode,
+    encode,
+)
 
 
 def test_exec_round_trip_keeps_every_field():
@@ -36,9 +48,9 @@ def test_an_unknown_stdio_kind_is_refused():
 
 
 def test_exit_and_output_events_carry_captured_bytes():
-    exit = Exit(id=4, code=0, stdout=b"out", stderr=b"err", truncated=True)
+    exited = Exit(id=4, code=0, stdout=b"out", stderr=b"err", truncated=True)
     output = Output(id=4, fd=2, data=b"\xff" * 100)
-    assert decode(encode(exit)) == exit
+    assert decode(encode(exited)) == exited
     assert decode(encode(output)) == output
 
 

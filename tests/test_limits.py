@@ -44,9 +44,11 @@ def test_cpu_time_and_quota(busybox):
 
 
 def test_stats_need_a_cgroup_and_report_memory(busybox):
-    with sandkit.Container(busybox) as c:
-        with pytest.raises(sandkit.ContainerError, match="needs the container to have a cgroup"):
-            c.stats()
+    with (
+        sandkit.Container(busybox) as c,
+        pytest.raises(sandkit.ContainerError, match="needs the container to have a cgroup"),
+    ):
+        c.stats()
     with sandkit.Container(busybox, accounting=True) as c:
         p = c.spawn(["sleep", "10"])
         stats = c.stats()

@@ -92,7 +92,7 @@ async def attach(
     # The signal handlers are in place before any output is shown, so that whoever reacts to
     # that output with a signal (a person, a test) reaches the process, not sandkit's default.
     if streams.tty:
-        watched: tuple[int, ...] = (signal.SIGWINCH,)
+        watched: tuple[signal.Signals, ...] = (signal.SIGWINCH,)
     else:
         watched = PROXIED_SIGNALS if forward_signal is not None else ()
     with raw_terminal(streams.tty and streams.stdin is not None), _receiver(watched) as received:
@@ -148,7 +148,7 @@ async def _pump_stdin(sink: AsyncInput, tty: bool) -> None:
             sink.close()  # EOF for the process, as when a pipe's writer closes
 
 
-def _receiver(signums: tuple[int, ...]) -> contextlib.AbstractContextManager[AsyncIterator[int] | None]:
+def _receiver(signums: tuple[signal.Signals, ...]) -> contextlib.AbstractContextManager[AsyncIterator[int] | None]:
     if not signums:
         return contextlib.nullcontext()
     return anyio.open_signal_receiver(*signums)

@@ -209,7 +209,7 @@ async def _exec(record: state.Record, request: dict[str, Any]) -> int:
             return int(reply.get("code", exitcodes.SANDKIT_FAILED)) if reply else exitcodes.SANDKIT_FAILED
         if request["detach"]:
             return exitcodes.OK
-        streams = _streams(dict(zip(reply["streams"], fds)), request["interactive"])
+        streams = _streams(dict(zip(reply["streams"], fds, strict=False)), request["interactive"])
 
         async def wait() -> int:
             while True:

@@ -118,7 +118,7 @@ def _rows(store: Store) -> list[dict[str, Any]]:
     rows = []
     for rec in sorted(store.records(), key=lambda r: r.loaded, reverse=True):
         size = sum(store.layer_size(layer.diff_id) for layer in rec.layers)
-        tags = store.tags_of(rec.id) or [None]
+        tags: list[str | None] = [*store.tags_of(rec.id)] or [None]
         for tag in tags:
             ref = parse(tag) if tag else None
             rows.append({

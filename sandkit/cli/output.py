@@ -18,9 +18,9 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
             table.add_row(*row)
         Console().print(table)
         return
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
     for line in (headers, *rows):
-        cells = [str(cell).ljust(width) for cell, width in zip(line, widths)]
+        cells = [str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)]
         print("   ".join(cells).rstrip())
 
 

@@ -63,10 +63,11 @@ async def run_foreground(spec: RunSpec, image: object, argv: list[str]) -> int:
     async with spec.container(image) as container:  # type: ignore[arg-type]
         process = await container.spawn(argv, stdin=spec.interactive, tty=spec.tty, rows=rows, cols=cols)
         async with process:
+            assert process.stdout is not None  # spawn() always gives stdout (or the pty master)
             streams = attach.Streams(
                 stdin=process.stdin if spec.interactive else None,
                 stdout=process.stdout, stderr=process.stderr, tty=spec.tty,
-            )  # type: ignore[arg-type]
+            )
             returncode = await attach.attach(
                 streams, wait=process.wait, forward_signal=process.send_signal,
                 after_exit=container.stop,

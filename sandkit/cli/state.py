@@ -145,7 +145,9 @@ def process_start_time(pid: int) -> int | None:
 
 def supervisor_alive(state: dict[str, Any]) -> bool:
     pid = state.get("supervisor_pid")
-    return bool(pid) and process_start_time(int(pid)) == state.get("supervisor_start")
+    if not pid:
+        return False
+    return process_start_time(int(pid)) == state.get("supervisor_start")
 
 
 # --- creating, finding and removing ------------------------------------------------------------

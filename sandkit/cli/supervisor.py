@@ -29,7 +29,7 @@ import anyio
 import attrs
 
 from .. import errors
-from ..aio import AsyncContainer, AsyncOutput, AsyncProcess
+from ..aio import AsyncContainer, AsyncInput, AsyncOutput, AsyncProcess
 from ..images.image import Image
 from . import control, exitcodes, state
 from .attach import OUTPUT_GRACE
@@ -154,7 +154,9 @@ class Supervisor:
             return
         # The client reads and writes the process's pipes (or pty) itself: pass them over and
         # drop our copies, so that its closing stdin is the process's EOF.
+        named: list[tuple[str, AsyncInput | AsyncOutput]]
         if tty:  # stdin and stdout are the same pty master
+            assert process.stdout is not None
             named = [("pty", process.stdout)]
         else:
             named = [(n, s) for n, s in (("stdin", process.stdin), ("stdout", process.stdout),
@@ -252,7 +254,8 @@ async def supervise(directory: Path, ready_fd: int) -> None:
         _report(ready_fd, {"error": str(exc), "code": exitcodes.for_error(exc)})
     finally:
         listener.close()
-        Path(record.socket_path).unlink(missing_ok=True)
+        # One unlink of a local socket file: quick; an await in this `finally` would need a cancel shield.
+        Path(record.socket_path).unlink(missing_ok=True)  # noqa: ASYNC240
     if spec.remove:
         state.remove(record)
 

@@ -25,7 +25,9 @@ def list(*, store: Store | None = None) -> builtins.list[Image]:  # noqa: A001 -
     return [Image.from_record(store, r) for r in recs]
 
 
-def load_all(path: str | os.PathLike[str], *, platform: str | None = None, store: Store | None = None) -> builtins.list[Image]:
+def load_all(
+    path: str | os.PathLike[str], *, platform: str | None = None, store: Store | None = None
+) -> builtins.list[Image]:
     """Load every image of an archive (what `docker load` does); artifacts are skipped."""
     from . import archive
 

@@ -37,6 +37,9 @@ _JSON_LIMIT = 8 << 20  # manifests and configs are KBs; refuse to buffer absurd 
 _REF_NAME = "org.opencontainers.image.ref.name"
 _CONTAINERD_NAME = "io.containerd.image.name"
 _MAX_LINKS = 40  # links followed inside an archive, as the kernel's MAXSYMLINKS
+# What decompressing an archive into the store's tmp/ raises. A name of its own: mypy cannot
+# check a starred tuple of unknown length inside an `except (...)`.
+_BAD_SPOOL: tuple[type[BaseException], ...] = (*DECOMPRESSION_ERRORS, lzma.LZMAError, OSError)
 
 
 # --- sources ---------------------------------------------------------------------------------
@@ -162,8 +165,8 @@ def _plain_tar(path: Path, spool_dir: Path, budget: DiskBudget) -> BinaryIO:
             spool.close()
             raise
         f.close()
-        return spool  # type: ignore[return-value]
-    except (*DECOMPRESSION_ERRORS, lzma.LZMAError, OSError) as e:
+        return spool
+    except _BAD_SPOOL as e:
         f.close()
         raise ImageError(f"{path} is a damaged compressed archive, or it cannot be unpacked into the "
                          f"image store's tmp/ ({e})") from None
@@ -254,7 +257,9 @@ class _Loader:
         data = self.src.read(f"blobs/sha256/{hex_of(digest)}", what)
         return verify_bytes(data, digest, what, desc.get("size"))
 
-    def ingest_layers(self, source_names: Iterable[tuple[str, str | None, int | None]], diff_ids: list[str]) -> list[Any]:
+    def ingest_layers(
+        self, source_names: Iterable[tuple[str, str | None, int | None]], diff_ids: list[str]
+    ) -> list[Any]:
         out = []
         # Both callers checked that the manifest and the config count the same layers.
         for (name, digest, size), diff_id in zip(source_names, diff_ids, strict=True):
@@ -311,7 +316,11 @@ class _Loader:
                 continue
             config_desc = doc.get("config") or {}
             layers = doc.get("layers") or []
-            if not isinstance(config_desc, dict) or not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
+            if (
+                not isinstance(config_desc, dict)
+                or not isinstance(layers, list)
+                or not all(isinstance(x, dict) for x in layers)
+            ):
                 raise ImageError(f"{where}: the manifest's config or layers are not descriptors; the image is corrupt")
             for d in (config_desc, *layers):
                 check_descriptor(d, f"a descriptor of the manifest {where}")
@@ -421,7 +430,9 @@ def load(
         src.close()
 
 
-def _load(store: Store, src: _Source, plat: Platform | None, ref: str | None, load_all: bool) -> list[tuple[ImageRecord, list[str]]]:
+def _load(
+    store: Store, src: _Source, plat: Platform | None, ref: str | None, load_all: bool
+) -> list[tuple[ImageRecord, list[str]]]:
     loader = _Loader(store, src, plat)
     done = []
     if src.exists("manifest.json"):
@@ -437,7 +448,11 @@ def _load(store: Store, src: _Source, plat: Platform | None, ref: str | None, lo
             done.append((store.register_image(manifest, config, tags=tags), tags))
         return done
     if not src.exists("index.json"):
-        hint = " (it looks like a pre-2016 docker save: re-save it with a current docker)" if src.exists("repositories") else ""
+        hint = (
+            " (it looks like a pre-2016 docker save: re-save it with a current docker)"
+            if src.exists("repositories")
+            else ""
+        )
         raise ImageError(
             f"{src.path} is not an image archive: it has neither manifest.json (docker save) nor "
             f"index.json (OCI layout){hint}"
@@ -480,7 +495,9 @@ def _one_or_error(src: _Source, items: list[Any], names: list[str], ref: str | N
 # --- saving ----------------------------------------------------------------------------------
 
 
-def save(store: Store, images: list[tuple[ImageRecord, list[str]]], path: str | os.PathLike[str], fmt: str = "docker") -> None:
+def save(
+    store: Store, images: list[tuple[ImageRecord, list[str]]], path: str | os.PathLike[str], fmt: str = "docker"
+) -> None:
     """Write ``images`` (record, full tags) as one archive.
 
     "docker" writes the Docker 25 shape (manifest.json + repositories + an OCI layout), which

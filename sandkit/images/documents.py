@@ -5,7 +5,7 @@ broken document is a clear ImageError, never a traceback further on."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import ImageError
 from .digest import check_digest
@@ -44,7 +44,7 @@ def check_descriptor(desc: dict[str, Any], what: str, *, max_size: int | None = 
         raise ImageError(f"{what} has annotations that are not an object of strings: the image is corrupt")
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -90,4 +90,8 @@ def _null_or(value: object, kind: type) -> bool:
 
 
 def _is_string_list(value: object) -> bool:
-    return value is None or isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    )

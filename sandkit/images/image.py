@@ -126,7 +126,9 @@ class Image:
         from .store import Store
 
         store = store or Store.default()
-        rec = pull_sync(ref, store=store, platform=platform, insecure=insecure, ca_file=ca_file, auth=auth, progress=progress)
+        rec = pull_sync(
+            ref, store=store, platform=platform, insecure=insecure, ca_file=ca_file, auth=auth, progress=progress
+        )
         return cls.from_record(store, rec, ref)
 
     def push(

@@ -35,7 +35,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import attrs
 import zstandard
@@ -124,9 +124,13 @@ def compression_of(path: str | os.PathLike[str]) -> str:
 
 
 # What a corrupt or truncated compressed layer raises while it is read.
+_ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]  # isal's stub: an instance
 DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
-    EOFError, zlib.error, isal_zlib.error, zstandard.ZstdError, gzip.BadGzipFile,
+    EOFError, zlib.error, _ISAL_ERROR, zstandard.ZstdError, gzip.BadGzipFile,
 )
+# What reading a layer tar raises for a bad one. A name of its own: mypy cannot check a
+# starred tuple of unknown length inside an `except (...)`.
+_BAD_TAR: tuple[type[BaseException], ...] = (tarfile.TarError, *DECOMPRESSION_ERRORS)
 
 
 def open_decompressed(raw: BinaryIO) -> tuple[str, BinaryIO]:
@@ -138,8 +142,8 @@ def open_decompressed(raw: BinaryIO) -> tuple[str, BinaryIO]:
     """
     # A small buffer: it serves the peek, while the decompressor's big reads bypass it and go
     # straight to ``raw`` (a big buffer would copy every byte once more).
-    buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw, _PEEK_BUFFER)  # type: ignore[arg-type]
-    kind = _sniff(buffered.peek(4)[:4])  # type: ignore[attr-defined]
+    buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw, _PEEK_BUFFER)  # type: ignore[type-var]
+    kind = _sniff(buffered.peek(4)[:4])
     if kind == "gzip":
         # ISA-L's inflate is several times faster than zlib's, and layer apply is mostly that.
         # Its gzip reader (the raw stream inside igzip.IGzipFile, typed in isal_zlib.pyi)
@@ -148,8 +152,8 @@ def open_decompressed(raw: BinaryIO) -> tuple[str, BinaryIO]:
         return kind, isal_zlib._GzipReader(buffered, igzip.READ_BUFFER_SIZE)  # type: ignore[return-value]
     if kind == "zstd":
         dctx = zstandard.ZstdDecompressor()
-        return kind, dctx.stream_reader(buffered, read_across_frames=True)  # type: ignore[return-value]
-    return kind, buffered  # type: ignore[return-value]
+        return kind, dctx.stream_reader(buffered, read_across_frames=True)
+    return kind, buffered
 
 
 def split_name(name: str, what: str = "entry") -> list[str]:
@@ -254,7 +258,7 @@ class _DirTree:
                     yield path, node.meta
                 continue
             stack.append((path, node, True))
-            stack.extend((path + (name,), child, False) for name, child in node.children.items())
+            stack.extend(((*path, name), child, False) for name, child in node.children.items())
 
 
 def _not_in_layer(m: tarfile.TarInfo) -> ImageError:
@@ -389,7 +393,7 @@ class _Applier:
         return self.report
 
     def _entry(self, m: tarfile.TarInfo, parent: tuple[str, ...], name: str) -> None:
-        path = parent + (name,)
+        path = (*parent, name)
         dfd = self.open_dir(parent, create=True)
         replaced_whiteout = path in self.whiteouts
         self.whiteouts.discard(path)
@@ -453,7 +457,9 @@ class _Applier:
         """Write each stored piece at its offset, leaving the holes as holes."""
         self.reader.seek(m.offset_data)
         end = 0
-        for offset, size in m.sparse or []:
+        # typeshed says bytes; tarfile fills it with (offset, size) pairs.
+        pieces = cast(list[tuple[int, int]], m.sparse or [])
+        for offset, size in pieces:
             if size == 0:  # GNU tar ends the map with empty pieces
                 continue
             if offset < end or size < 0 or offset + size > m.size:
@@ -526,7 +532,7 @@ class _Applier:
                 "this kernel does not let an unprivileged user create overlay whiteouts (0/0 "
                 "character devices, allowed since Linux 5.8): upgrade the kernel or run as root"
             ) from None
-        self.whiteouts.add(parent + (target,))
+        self.whiteouts.add((*parent, target))
 
     def _make_opaque(self, dir_fd: int) -> None:
         done = False
@@ -624,7 +630,7 @@ def _apply_tar(stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudge
     try:
         with LayerTarFile(fileobj=reader, mode="r", errorlevel=2) as tar:  # type: ignore[arg-type]
             return applier.apply(tar)
-    except (tarfile.TarError, *DECOMPRESSION_ERRORS) as e:
+    except _BAD_TAR as e:
         raise ImageError(
             f"layer is not a valid tar archive ({e}); the archive is truncated or corrupt: "
             "re-export or re-download it"

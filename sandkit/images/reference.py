@@ -109,7 +109,9 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
     if registry == DEFAULT_REGISTRY and len(path) == 1:
         path = ["library", *path]
     if len(registry) + 1 + len("/".join(path)) > NAME_MAX:
-        raise _invalid(text, f"the name {registry}/{'/'.join(path)} is longer than {NAME_MAX} characters (Docker's limit)")
+        raise _invalid(
+            text, f"the name {registry}/{'/'.join(path)} is longer than {NAME_MAX} characters (Docker's limit)"
+        )
     if tag is None and digest is None and default_tag:
         tag = "latest"
     return Reference(registry, "/".join(path), tag, digest)

@@ -92,7 +92,7 @@ class ForwardReader(HeaderBudget):
         self._start += len(self._view)
         if len(self._view) == len(self._buffer) < self._chunk_size:  # a full fill: a big stream
             self._buffer = memoryview(bytearray(self._chunk_size))
-        n = self._source.readinto(self._buffer) or 0
+        n = self._source.readinto(self._buffer) or 0  # type: ignore[attr-defined]  # BinaryIO omits it
         self._view, self._pos = self._buffer[:n], 0
         return n > 0
 
@@ -160,7 +160,7 @@ class BoundedTarInfo(tarfile.TarInfo):
 
     def _proc_member(self, tar: Any) -> Any:  # tarfile's documented extension point
         if self.type not in _SPECIAL_TYPES:
-            return super()._proc_member(tar)
+            return super()._proc_member(tar)  # type: ignore[misc]  # private: not in typeshed
         if self.size > MAX_SPECIAL_HEADER:
             raise UnsafeLayerError(
                 f"a tar header of type {self.type.decode()!r} (PAX or GNU long name) at offset {self.offset} "
@@ -181,9 +181,9 @@ class BoundedTarInfo(tarfile.TarInfo):
         if self.type == tarfile.XGLTYPE:
             # Docker ignores PAX global headers, and tarfile would apply them to every later
             # member (a global "path" renames them all) and keep them: skip them.
-            tar.fileobj.seek(self.offset + tarfile.BLOCKSIZE + self._block(self.size))
+            tar.fileobj.seek(self.offset + tarfile.BLOCKSIZE + self._block(self.size))  # type: ignore[attr-defined]
             return self._nested(tar, self.fromtarfile)
-        return self._nested(tar, super()._proc_member)
+        return self._nested(tar, super()._proc_member)  # type: ignore[misc]
 
     @staticmethod
     def _nested(tar: Any, parse: Any) -> Any:
@@ -202,14 +202,14 @@ class BoundedTarFile(tarfile.TarFile):
     special_bytes = 0  # the sizes of every special header so far
 
     def next(self) -> tarfile.TarInfo | None:
-        self.fileobj.renew_header_budget()  # type: ignore[union-attr]
+        self.fileobj.renew_header_budget()  # type: ignore[attr-defined]  # a HeaderBudget
         try:
             return super().next()
         except (ValueError, OverflowError, IndexError) as e:
             # what tarfile lets out of some malformed numbers and sparse maps
             raise tarfile.ReadError(f"malformed header: {e}") from None
         finally:
-            self.fileobj.end_header_budget()  # type: ignore[union-attr]
+            self.fileobj.end_header_budget()  # type: ignore[attr-defined]
 
 
 class LayerTarFile(BoundedTarFile):
@@ -218,5 +218,5 @@ class LayerTarFile(BoundedTarFile):
 
     def next(self) -> tarfile.TarInfo | None:
         member = super().next()
-        self.members.clear()
+        self.members.clear()  # type: ignore[attr-defined]  # private: not in typeshed
         return member

@@ -196,7 +196,7 @@ class AsyncContainer:
     def rootless(self) -> bool:
         return os.geteuid() != 0
 
-    async def start(self) -> AsyncContainer:
+    async def start(self) -> Self:
         if self._channel is not None or self._stopped:
             raise errors.ContainerError("this container was already started; make a new one")
         try:
@@ -500,7 +500,7 @@ class AsyncContainer:
         """
         started = time.monotonic()
         limit = self._output_limit(max_output)
-        options = dict(env=env, workdir=workdir, user=user, seccomp=seccomp)
+        options = {"env": env, "workdir": workdir, "user": user, "seccomp": seccomp}
         if input is not None and len(input) > _INLINE_INPUT:
             outcome = await self._exec_piped(argv, input, limit, timeout, **options)
         else:
@@ -550,7 +550,7 @@ class AsyncContainer:
                     channel.forget(kill.id)
                     if isinstance(signalled, Error):
                         raise errors.ContainerError(f"could not kill the command: {signalled.msg}")
-                elif (exit := replies.take(reply)) is not None:
+                elif (exited := replies.take(reply)) is not None:
                     break
             usage = accounting.finish() if accounting is not None else None
         except errors.ExecStartError:
@@ -562,7 +562,7 @@ class AsyncContainer:
             channel.forget(request.id)
             if accounting is not None:
                 accounting.close()
-        return ExecOutcome(exit, usage, replies.out, replies.err, timed_out)
+        return ExecOutcome(exited, usage, replies.out, replies.err, timed_out)
 
     async def _drive(self, flow: _ExecFlow) -> ExecOutcome:
         channel = self._live_channel()

@@ -115,7 +115,9 @@ class CapturedReplies:
         return reply
 
 
-def finished(outcome: ExecOutcome, argv: Sequence[str], timeout: float | None, check: bool, started: float) -> ExecResult:
+def finished(
+    outcome: ExecOutcome, argv: Sequence[str], timeout: float | None, check: bool, started: float
+) -> ExecResult:
     """The result of an exec begun at ``started``; with ``check``, an error if it failed."""
     result = exec_result(outcome, duration=time.monotonic() - started)
     if check and not result.ok:

@@ -144,6 +144,7 @@ class _Pool:
                 if ready is None:
                     self._failed.add(recipe)
                     continue
+                old: ReadyContainer | None
                 if self._closed:  # made while the process exits: nobody will take it
                     old = ready
                 else:

@@ -109,7 +109,9 @@ def docker() -> Iterator[Docker]:
         yield Docker(env)
 
 
-def _docker(docker: Docker, *argv: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+def _docker(
+    docker: Docker, *argv: str, input: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["docker", *argv], env=docker.env, input=input, capture_output=True,
                           timeout=120, check=check)
 
@@ -169,7 +171,7 @@ def outcomes(docker, parity_images, host_dir) -> dict[str, tuple[tuple[int, byte
         return (d.returncode, d.stdout), (s.returncode, s.stdout.encode())
 
     with ThreadPoolExecutor(4) as pool:
-        return dict(zip([c.id for c in CASES], pool.map(both, CASES)))
+        return dict(zip([c.id for c in CASES], pool.map(both, CASES), strict=True))
 
 
 @pytest.mark.parametrize(
@@ -197,7 +199,9 @@ def test_docker_loads_and_runs_what_sandkit_saves(docker, parity_images, tmp_pat
     with removed_from_docker_after(docker, saved_ref):
         loaded = _docker(docker, "load", "-i", str(archive))
         assert saved_ref.encode() in loaded.stdout, loaded
-        r = _docker(docker, "run", "--rm", "--network", "none", saved_ref, "sh", "-c", "echo $GREETING; ls /bin/busybox")
+        r = _docker(
+            docker, "run", "--rm", "--network", "none", saved_ref, "sh", "-c", "echo $GREETING; ls /bin/busybox"
+        )
         assert r.stdout == b"hello\n/bin/busybox\n"
 
 

@@ -122,7 +122,7 @@ def _commands() -> list[list[str]]:
     parser = build_parser()
     (commands,) = [a for a in parser._actions if a.dest == "subcommand"]
     names = [[n] for n in commands.choices]
-    return names + [["image", "prune"], ["image", "ls"]]
+    return [*names, ["image", "prune"], ["image", "ls"]]
 
 
 @pytest.mark.parametrize("command", _commands(), ids=" ".join)

@@ -8,8 +8,9 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 
@@ -123,13 +124,17 @@ def oci_layout(
     cfg_bytes = json.dumps(cfg).encode()
     manifest = {
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(cfg_bytes), "size": len(cfg_bytes)},
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(cfg_bytes), "size": len(cfg_bytes),
+        },
         "layers": descs,
     }
     man = json.dumps(manifest).encode()
     entry: dict[str, Any] = {"mediaType": manifest["mediaType"], "digest": put(man), "size": len(man)}
     if ref_name:
-        entry["annotations"] = {"io.containerd.image.name": ref_name, "org.opencontainers.image.ref.name": ref_name.rsplit(":", 1)[-1]}
+        entry["annotations"] = {
+            "io.containerd.image.name": ref_name, "org.opencontainers.image.ref.name": ref_name.rsplit(":", 1)[-1],
+        }
     (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
     (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     return path
@@ -150,5 +155,7 @@ def tree(root: Path) -> dict[str, str]:
                 out[rel] = full.read_bytes().decode(errors="replace")
             else:
                 st = full.lstat()
-                out[rel] = f"dev {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" if st.st_rdev or not st.st_size else "special"
+                out[rel] = (
+                    f"dev {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" if st.st_rdev or not st.st_size else "special"
+                )
     return out

@@ -17,5 +17,7 @@ def test_command_rules():
 
 
 def test_config_fields_from_oci():
-    cfg = ImageConfig.from_oci({"ExposedPorts": {"80/tcp": {}}, "Labels": {"a": "b"}, "User": "1:2", "WorkingDir": "/w"})
+    cfg = ImageConfig.from_oci(
+        {"ExposedPorts": {"80/tcp": {}}, "Labels": {"a": "b"}, "User": "1:2", "WorkingDir": "/w"}
+    )
     assert cfg.exposed_ports == ("80/tcp",) and cfg.labels == {"a": "b"} and cfg.user == "1:2"

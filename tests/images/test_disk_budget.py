@@ -119,7 +119,7 @@ def test_more_files_than_inodes_to_spare_are_refused(tmp_path: Path):
     layout = oci_layout(tmp_path / "layout", [tar_bytes([(f"f{i}", "file", b"") for i in range(3000)])])
     with small_tmpfs(tmp_path / "home", "64m", inodes=2000) as home:
         store = Store(home)
-        with pytest.raises(ImageError, match="more files than the store's filesystem .* has inodes to spare"):
+        with pytest.raises(ImageError, match=r"more files than the store's filesystem .* has inodes to spare"):
             Image.load(layout, store=store)
         assert_nothing_left(store)
 

@@ -72,7 +72,8 @@ def test_layer_contents_match_the_fixture_sources(oci_fixtures, store):
                 merged.pop(path, None)
             else:
                 merged[path] = kind
-    assert "foo.txt" not in merged and merged.get("bar.txt") == (oci_fixtures / "ggcr/v1_mutate_testdata/whiteout/bar.txt").read_text()
+    bar = (oci_fixtures / "ggcr/v1_mutate_testdata/whiteout/bar.txt").read_text()
+    assert "foo.txt" not in merged and merged.get("bar.txt") == bar
 
 
 def test_platform_selection(oci_fixtures, store):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def docker_archive(layers: list[bytes], *, first: list[tuple[str, bytes]] = (), 
     names = [f"l{i}/layer.tar" for i in range(len(layers))]
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
                          "rootfs": {"type": "layers", "diff_ids": [sha(x) for x in layers]}}).encode()
-    order = list(zip(names, layers))
+    order = list(zip(names, layers, strict=True))
     members = list(first) + (order[::-1] if reverse else order)
     out = b"".join(member(n, d) for n, d in members)
     out += b"".join(member(name, typeflag=b"2", linkname=target) for name, target in (links or {}).items())
@@ -41,8 +42,8 @@ def test_a_symlink_loop_in_an_archive_is_an_image_error(tmp_path, store):
     # tarfile followed in-archive links recursively: a loop was a RecursionError traceback.
     layer = tar_bytes([("f", "file", b"x")])
     archive = tmp_path / "loop.tar"
-    archive.write_bytes(docker_archive([layer], links={"a/layer.tar": "../b/layer.tar", "b/layer.tar": "../a/layer.tar"},
-                                        listed=["a/layer.tar"]))
+    loop = {"a/layer.tar": "../b/layer.tar", "b/layer.tar": "../a/layer.tar"}
+    archive.write_bytes(docker_archive([layer], links=loop, listed=["a/layer.tar"]))
     with pytest.raises(ImageError, match="loop of links"):
         Image.load(archive, store=store)
     assert os.listdir(store.home / "tmp") == [] and os.listdir(store.home / "layers") == []
@@ -83,7 +84,9 @@ before = rchar()
 Image.load({str(archive)!r}, store=Store({str(tmp_path / "home")!r}))
 print(rchar() - before)
 """
-    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     read = int(proc.stdout)
     assert read < 2 * archive.stat().st_size, (read, archive.stat().st_size)
@@ -110,7 +113,9 @@ except ImageError as e:
     print("refused:", e)
 print([int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0])
 """
-    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome, peak = proc.stdout.strip().splitlines()
     assert outcome.startswith(f"refused: {archive}:") and "1048576-byte limit" in outcome
@@ -137,6 +142,6 @@ def test_a_compressed_archive_that_inflates_past_the_image_limit_is_refused(tmp_
         for _ in range(64):
             f.write(bytes(1 << 20))
     assert bomb.stat().st_size < 1 << 20
-    with pytest.raises(ImageError, match="more than 8.0 MiB"):
+    with pytest.raises(ImageError, match=re.escape("more than 8.0 MiB")):
         Image.load(bomb, store=store)
     assert list((store.home / "tmp").iterdir()) == []

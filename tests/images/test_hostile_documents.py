@@ -68,15 +68,20 @@ def _nested_index_with(layout: Path, entry_change) -> None:
     _set_index(layout, index)
 
 
+def _config_path(save: Path) -> Path:
+    """The config file of the one image in a docker-save directory."""
+    return save / json.loads((save / "manifest.json").read_text())[0]["Config"]
+
+
 DOCKER_CASES = {
     "manifest.json nested 200,000 deep": lambda save: (save / "manifest.json").write_bytes(DEEP),
     "RepoTags not a list": lambda save: _rewrite_manifest_json(save, lambda e: [e[0] | {"RepoTags": 5}]),
     "a RepoTag not a string": lambda save: _rewrite_manifest_json(save, lambda e: [e[0] | {"RepoTags": [["x"]]}]),
     "Layers not a list of names": lambda save: _rewrite_manifest_json(save, lambda e: [e[0] | {"Layers": [7]}]),
-    "config nested 200,000 deep": lambda save: (save / json.loads((save / "manifest.json").read_text())[0]["Config"]).write_bytes(DEEP),
-    "config Env not a list": lambda save: (save / json.loads((save / "manifest.json").read_text())[0]["Config"]).write_text(
+    "config nested 200,000 deep": lambda save: _config_path(save).write_bytes(DEEP),
+    "config Env not a list": lambda save: _config_path(save).write_text(
         json.dumps({"config": {"Env": 5}, "rootfs": {"type": "layers", "diff_ids": [sha(LAYER)]}})),
-    "config diff_ids not strings": lambda save: (save / json.loads((save / "manifest.json").read_text())[0]["Config"]).write_text(
+    "config diff_ids not strings": lambda save: _config_path(save).write_text(
         json.dumps({"rootfs": {"type": "layers", "diff_ids": [{"a": 1}]}})),
 }
 
@@ -95,8 +100,10 @@ OCI_CASES = {
     "index.json nested 200,000 deep": lambda lay: (lay / "index.json").write_bytes(DEEP),
     "index manifests not a list": lambda lay: _set_index(lay, {"schemaVersion": 2, "manifests": "x"}),
     "an index entry not an object": lambda lay: _set_index(lay, {"schemaVersion": 2, "manifests": [7]}),
-    "an index entry's digest not a string": lambda lay: _set_index(lay, {"schemaVersion": 2, "manifests": [{"digest": 5, "size": 1}]}),
-    "annotations not an object": lambda lay: _set_index(lay, _index(lay) | {"manifests": [_index(lay)["manifests"][0] | {"annotations": "x"}]}),
+    "an index entry's digest not a string": lambda lay: _set_index(
+        lay, {"schemaVersion": 2, "manifests": [{"digest": 5, "size": 1}]}),
+    "annotations not an object": lambda lay: _set_index(
+        lay, _index(lay) | {"manifests": [_index(lay)["manifests"][0] | {"annotations": "x"}]}),
     "nested index: platform a string": lambda lay: _nested_index_with(lay, lambda d: d | {"platform": "linux/amd64"}),
     "nested index: size a string": lambda lay: _nested_index_with(lay, lambda d: d | {"size": "12"}),
     "manifest nested 200,000 deep": lambda lay: _replace_manifest_raw(lay, DEEP),

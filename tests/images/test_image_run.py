@@ -29,9 +29,10 @@ def busybox_layers() -> list[bytes]:
     binary = shutil.which("busybox")
     if not binary:
         pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
-    data = open(binary, "rb").read()
+    data = Path(binary).read_bytes()
     entries = [("bin", "dir", None), ("bin/busybox", "file", data, {"mode": 0o755}),
-               ("etc", "dir", None), ("etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"),
+               ("etc", "dir", None),
+               ("etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"),
                ("etc/group", "file", b"root:x:0:\nnogroup:x:65534:\n"), ("tmp", "dir", None, {"mode": 0o1777})]
     entries += [(f"bin/{a}", "symlink", "busybox") for a in ("sh", "ls", "cat", "echo", "id", "env", "pwd", "find")]
     return [tar_bytes(entries)]
@@ -65,9 +66,8 @@ def test_whiteouts_and_opaque_dirs_inside_a_container(tmp_path, store):
 def test_remove_refused_while_container_runs(busybox):
     from sandkit.errors import ImageInUseError
 
-    with sandkit.Container(busybox):
-        with pytest.raises(ImageInUseError):
-            busybox.remove()
+    with sandkit.Container(busybox), pytest.raises(ImageInUseError):
+        busybox.remove()
     busybox.remove()
 
 
@@ -106,7 +106,7 @@ def _suid_image(tmp_path, store) -> Image:
     caps = FILE_CAPS.decode("utf-8", "surrogateescape")
     suid = [("bin/suid", "file", who, {"mode": 0o4755}),
             ("bin/capped", "file", who, {"mode": 0o755, "xattrs": {"security.capability": caps}})]
-    return Image.load(oci_layout(tmp_path / "suid", busybox_layers() + [tar_bytes(suid)],
+    return Image.load(oci_layout(tmp_path / "suid", [*busybox_layers(), tar_bytes(suid)],
                                  config={"Env": ["PATH=/bin"], "User": "nobody"}), store=store)
 
 

@@ -54,7 +54,9 @@ def apply_in_child(layer_source: str) -> tuple[str, int]:
     """Apply the layer that ``layer_source``'s ``layer()`` generator yields, in a child process;
     returns (outcome line, peak RSS in bytes)."""
     code = CHILD.format(limit=ADDRESS_SPACE, layer=layer_source)
-    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome, peak = proc.stdout.strip().splitlines()
     return outcome, int(peak)
@@ -132,7 +134,7 @@ def test_an_endless_old_gnu_sparse_map_is_refused(tmp_path):
     root = tmp_path / "l"
     root.mkdir()
     stream = StreamOf(_then_repeat(sparse, bytes(extension), 20_000))
-    with pytest.raises(UnsafeLayerError, match="headers .* exceed"):
+    with pytest.raises(UnsafeLayerError, match=r"headers .* exceed"):
         apply_tar(stream, root)
 
 

@@ -145,7 +145,7 @@ def test_a_damaged_layer_read_ahead_is_a_clear_error_and_leaves_nothing(store, o
     tar = tar_bytes([("big", "file", os.urandom(3 * CHUNK))])
     blob = gzip.compress(tar, compresslevel=1)
     blob = blob[: len(blob) * 2 // 3]
-    with pytest.raises(ImageError, match="not valid gzip|truncated or corrupt"):
+    with pytest.raises(ImageError, match=r"not valid gzip|truncated or corrupt"):
         ingest(store, blob, tar)
     assert [s.reading_ahead for s in opened] == [True]  # the error came through the thread
     assert not list((store.home / "layers").iterdir())

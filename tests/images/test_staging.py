@@ -96,7 +96,9 @@ def test_prune_reports_what_the_open_of_the_store_freed(tmp_path: Path, monkeypa
     killed_ingest(home)
     staged = staged_bytes(home)
     monkeypatch.setenv("SANDKIT_HOME", str(home))
-    out = subprocess.run([sys.executable, "-m", "sandkit", "image", "prune"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "sandkit", "image", "prune"], capture_output=True, text=True, check=True
+    )
     assert "1 left by interrupted pulls or loads" in out.stdout
     assert "reclaimed 0" not in out.stdout
     report = Store(home).prune()

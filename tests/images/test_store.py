@@ -10,7 +10,12 @@ import subprocess
 import pytest
 
 import sandkit.images
-from sandkit.errors import DigestMismatchError, ImageInUseError, ImageNotFoundError, InvalidReferenceError
+from sandkit.errors import (
+    DigestMismatchError,
+    ImageInUseError,
+    ImageNotFoundError,
+    InvalidReferenceError,
+)
 from sandkit.images import Image
 from sandkit.images.reference import parse
 
@@ -169,7 +174,7 @@ def test_a_damaged_gzip_layer_is_a_clear_error_and_leaves_nothing(store, damage)
     blob = gzip.compress(tar)
     blob = blob[: len(blob) // 2] if damage == "truncated" else blob[:-8] + b"\0\0\0\0" + blob[-4:]
     # The digest is the damaged blob's own: only the gzip stream itself can tell.
-    with pytest.raises(ImageError, match="not valid gzip|truncated or corrupt"):
+    with pytest.raises(ImageError, match=r"not valid gzip|truncated or corrupt"):
         ingest(store, blob, tar)
     assert not list((store.home / "layers").iterdir())
     assert not list((store.home / "tmp").iterdir())

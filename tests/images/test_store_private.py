@@ -20,9 +20,9 @@ import pytest
 from conftest import unprivileged_ids
 
 from sandkit.errors import HostUnsupportedError
+from sandkit.home import scratch_mountpoint
 from sandkit.images.image import Image
 from sandkit.images.store import Store
-from sandkit.home import scratch_mountpoint
 
 from .conftest import oci_layout, tar_bytes
 

@@ -96,7 +96,7 @@ def test_a_layer_of_many_files_applies_whole(tmp_path: Path):
     root = tmp_path / "layer"
     root.mkdir()
     apply_tar(io.BytesIO(tar_bytes(entries)), root)
-    for name, kind, payload in entries[1:]:
+    for name, _kind, payload in entries[1:]:
         assert (root / name).read_bytes() == payload
 
 

@@ -47,7 +47,9 @@ def _key() -> rsa.RSAPrivateKey:
 
 
 def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _cert(subject: str, key: rsa.RSAPrivateKey, issuer: tuple[str, rsa.RSAPrivateKey] | None = None,
@@ -133,7 +135,7 @@ class TokenServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     @staticmethod
-    def check(header: str) -> str | None | bool:
+    def check(header: str) -> str | bool | None:
         """The user name, None for anonymous, False for wrong credentials."""
         if not header:
             return None
@@ -223,7 +225,9 @@ def make_registry(root: Path, variant: str = "http") -> Registry:
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     host = f"127.0.0.1:{port}"
-    http_cfg: dict[str, Any] = {"addr": host, "secret": secrets.token_hex(16), "headers": {"X-Content-Type-Options": ["nosniff"]}}
+    http_cfg: dict[str, Any] = {
+        "addr": host, "secret": secrets.token_hex(16), "headers": {"X-Content-Type-Options": ["nosniff"]},
+    }
     cfg: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def test_wrong_password(auth_registry: Registry, busybox: Image, other_store: Store) -> None:
     busybox.push(auth_registry.ref("auth/app:1"), auth=(USER, PASSWORD))
-    with pytest.raises(AuthenticationError, match="(refused|check the user name)"):
+    with pytest.raises(AuthenticationError, match=r"(refused|check the user name)"):
         Image.pull(auth_registry.ref("auth/app:1"), store=other_store, auth=(USER, "wrong"))
     assert_clean(other_store)
 
@@ -72,7 +72,7 @@ def test_tokens_are_cached_per_scope(tmp_path: Path, store: Store, other_store: 
 
 
 def test_tls_needs_the_ca(registry_tls: Registry, busybox: Image) -> None:
-    with pytest.raises(RegistryError, match="certificate.*ca_file"):
+    with pytest.raises(RegistryError, match=r"certificate.*ca_file"):
         busybox.push(registry_tls.ref("tls/app:1"))
     busybox.push(registry_tls.ref("tls/app:1"), ca_file=registry_tls.ca_file)
 
@@ -89,7 +89,7 @@ def registry_tls(tmp_path: Path):
 
 def test_unknown_tag(plain_registry: Registry, busybox: Image, other_store: Store) -> None:
     busybox.push(plain_registry.ref("team/app:1"))
-    with pytest.raises(ImageNotFoundError, match="team/app:nope was not found.*check the repository name"):
+    with pytest.raises(ImageNotFoundError, match=r"team/app:nope was not found.*check the repository name"):
         Image.pull(plain_registry.ref("team/app:nope"), store=other_store)
     assert_clean(other_store)
 
@@ -115,7 +115,7 @@ def test_registry_stopped_mid_pull(plain_registry: Registry, tmp_path: Path, sto
         if event.status == "downloading":
             plain_registry.stop()
 
-    with pytest.raises(RegistryError, match="(failed|kept failing).*registry is up"):
+    with pytest.raises(RegistryError, match=r"(failed|kept failing).*registry is up"):
         Image.pull(plain_registry.ref("team/big:1"), store=other_store, progress=kill_on_first_bytes)
     assert_clean(other_store)
 
@@ -147,6 +147,6 @@ def test_truncated_body_every_time(plain_registry: Registry, tmp_path: Path, sto
 def test_unreachable_registry(other_store: Store) -> None:
     from .server import free_port
 
-    with pytest.raises(RegistryError, match="cannot talk to registry 127.0.0.1.*running"):
+    with pytest.raises(RegistryError, match=r"cannot talk to registry 127.0.0.1.*running"):
         Image.pull(f"127.0.0.1:{free_port()}/team/app:1", store=other_store)
     assert_clean(other_store)

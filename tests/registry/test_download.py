@@ -74,7 +74,7 @@ def test_a_blob_longer_than_its_descriptor_fails_once_and_stays_failed(
     image.push(plain_registry.ref("team/app:1"))
     top = store.record(image.id).layers[-1]
     proxy = breaking_proxy(plain_registry.host, top.digest, breaks=0)
-    with pytest.raises(DigestMismatchError, match="longer than the .* bytes its descriptor says"):
+    with pytest.raises(DigestMismatchError, match=r"longer than the .* bytes its descriptor says"):
         _read_blob(proxy.host, top.digest, top.size - 1, 1 << 20, again_after_error=True)
     assert proxy.ranges == [""]  # one request: reading again neither resumes nor retries
 
@@ -99,7 +99,8 @@ async def test_cancelling_a_pull_ends_a_stalled_download_at_once(
                                         progress=lambda e: statuses.append(e.status)))
         await trio.to_thread.run_sync(proxy.stalled.wait)
         with trio.fail_after(10):
-            while not _a_thread_blocked_reading_a_socket():  # the apply thread, in recv
+            # Polled: no event says that the apply thread is blocked in recv.
+            while not _a_thread_blocked_reading_a_socket():  # noqa: ASYNC110
                 await trio.sleep(0.005)
         cancelled_at = time.monotonic()
         nursery.cancel_scope.cancel()
@@ -125,13 +126,17 @@ def test_progress_is_reported_on_the_callers_thread(plain_registry: Registry, tm
     assert "downloading" in statuses and statuses[-1] == "manifest"
 
 
-def test_pull_runs_under_asyncio_too(plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store) -> None:
+def test_pull_runs_under_asyncio_too(
+    plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store
+) -> None:
     image = make_image(tmp_path, store, extra=random_bytes(2 << 20))
     image.push(plain_registry.ref("team/app:1"))
     statuses: list[str] = []
 
     async def main() -> str:
-        record = await pull(plain_registry.ref("team/app:1"), store=other_store, progress=lambda e: statuses.append(e.status))
+        record = await pull(
+            plain_registry.ref("team/app:1"), store=other_store, progress=lambda e: statuses.append(e.status)
+        )
         return record.id
 
     assert anyio.run(main, backend="asyncio") == image.id

@@ -68,7 +68,7 @@ def test_a_deeply_nested_manifest(reg: ScriptedRegistry, store: Store) -> None:
 
 def test_a_deeply_nested_config(reg: ScriptedRegistry, store: Store) -> None:
     _serve_image(reg, config=DEEP)
-    with pytest.raises(ImageError, match="config of .* nests its JSON too deeply"):
+    with pytest.raises(ImageError, match=r"config of .* nests its JSON too deeply"):
         _pull(reg, store)
     assert store.records() == []
 

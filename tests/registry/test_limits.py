@@ -130,7 +130,9 @@ def test_an_endless_body_costs_bounded_memory(case: str, scripted, tmp_path: Pat
 
 
 def test_a_trickled_manifest_fails_within_the_progress_period(scripted, store: Store, short_progress) -> None:
-    reg = scripted(lambda reg: {"/v2/team/app/manifests/1": trickle(reg.manifest.data, 0.05, {"Content-Type": OCI_MANIFEST})})
+    reg = scripted(
+        lambda reg: {"/v2/team/app/manifests/1": trickle(reg.manifest.data, 0.05, {"Content-Type": OCI_MANIFEST})}
+    )
     with pytest.raises(StalledError, match=r"GET /v2/team/app/manifests/1 .* made too little progress.*0\.5 s"):
         Image.pull(reg.ref(), store=store)
     assert store.records() == []
@@ -177,7 +179,7 @@ def test_a_body_announced_longer_than_its_descriptor_is_refused_at_once(
     blob = reg.config if what == "config" else reg.layer
     reg.routes[f"/v2/team/app/blobs/{blob.digest}"] = promise_more(blob, 100, release, held=held)
     try:
-        with pytest.raises((RegistryError, DigestMismatchError), match="(longer|more) than"):
+        with pytest.raises((RegistryError, DigestMismatchError), match=r"(longer|more) than"):
             Image.pull(reg.ref(), store=store)
         assert held == [], "the pull waited for the registry to hang up"
         assert reg.requests.count(f"/v2/team/app/blobs/{blob.digest}") == 1

@@ -126,7 +126,9 @@ def test_no_read_returns_more_than_read_size(tls_files: tuple[Path, Path, Path])
 
 
 @pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
-def test_a_read_waits_for_data_and_times_out_as_httpcore_says(use_tls: bool, tls_files: tuple[Path, Path, Path]) -> None:
+def test_a_read_waits_for_data_and_times_out_as_httpcore_says(
+    use_tls: bool, tls_files: tuple[Path, Path, Path]
+) -> None:
     done = threading.Event()
 
     def late(conn: socket.socket) -> None:
@@ -184,7 +186,9 @@ def test_requests_keep_their_method_headers_and_body() -> None:
 
     for port in _serve_once(echo):
         with httpx.Client(transport=LargeReadTransport(verify=False, limits=httpx.Limits())) as client:
-            resp = client.put(f"http://127.0.0.1:{port}/v2/x?digest=sha256:1", content=b"hello", headers={"X-Mine": "1"})
+            resp = client.put(
+                f"http://127.0.0.1:{port}/v2/x?digest=sha256:1", content=b"hello", headers={"X-Mine": "1"}
+            )
         assert (resp.status_code, resp.headers["x-reply"], resp.content) == (201, "yes", b"ok")
     head = seen[0].split(b"\r\n")
     assert head[0] == b"PUT /v2/x?digest=sha256:1 HTTP/1.1"

@@ -30,7 +30,9 @@ def test_references_normalise_like_docker(text: str, expected: str) -> None:
     assert str(parse(text)) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "UPPER/app", "app:", "app@sha256:123", "a//b", "host:port/app", "-app", "app:tag!"])
+@pytest.mark.parametrize(
+    "bad", ["", "UPPER/app", "app:", "app@sha256:123", "a//b", "host:port/app", "-app", "app:tag!"]
+)
 def test_bad_references_are_clear_errors(bad: str) -> None:
     with pytest.raises(InvalidReferenceError, match="invalid image reference"):
         parse(bad)
@@ -72,13 +74,13 @@ def test_platform_selection_skips_attestations_and_matches_variant() -> None:
     assert manifests.select(idx, Platform.parse("linux/amd64"), "x")["digest"].endswith("3")
     assert manifests.select(idx, Platform.parse("linux/arm/v7"), "x")["digest"].endswith("2")
     assert manifests.select(idx, Platform.parse("linux/arm64"), "x")["digest"].endswith("4")
-    with pytest.raises(ImageError, match="no image for platform linux/s390x.*available"):
+    with pytest.raises(ImageError, match=r"no image for platform linux/s390x.*available"):
         manifests.select(idx, Platform.parse("linux/s390x"), "x")
 
 
 def test_schema1_is_refused_with_advice() -> None:
     raw = json.dumps({"schemaVersion": 1, "name": "x", "fsLayers": []}).encode()
-    with pytest.raises(ImageError, match="schema 1.*skopeo copy"):
+    with pytest.raises(ImageError, match=r"schema 1.*skopeo copy"):
         manifests.parse(raw, "application/vnd.docker.distribution.manifest.v1+prettyjws", expected=None, where="x")
 
 
@@ -159,5 +161,5 @@ def test_tls_contexts_are_shared_until_a_ca_file_changes(tmp_path) -> None:  # t
     ca.write_bytes(write_tls(tmp_path / "new")[0].read_bytes())
     os.utime(ca, ns=(1, 1))  # a new version even within the clock's resolution
     assert _ssl_context("127.0.0.1:1", ca) is not first
-    with pytest.raises(RegistryError, match="cannot load CA certificate .*missing.pem.*pass a PEM file"):
+    with pytest.raises(RegistryError, match=r"cannot load CA certificate .*missing.pem.*pass a PEM file"):
         _ssl_context("127.0.0.1:1", tmp_path / "missing.pem")

@@ -37,7 +37,13 @@ import sandkit
 ATTACKS = Path(__file__).parent / "attacks"
 MODES = ["root", "rootless"]
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the attack suite runs as root (it covers rootless mode as a user it creates)")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="the attack suite runs as root (it covers rootless mode as a user it creates)"
+    ),
+]
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -237,7 +243,7 @@ def attack(mode, as_unprivileged, busybox_dir, bindir, *commands, **options):
     results = in_mode(mode, as_unprivileged, _run_helpers, str(busybox_dir), str(bindir),
                       [list(c) for c in commands], options)
     report = []
-    for argv, (code, out, err) in zip(commands, results):
+    for argv, (code, out, err) in zip(commands, results, strict=True):
         holes = [line for line in out.splitlines() if line.startswith("HOLE")]
         if code != 0 or holes:
             report.append(f"{' '.join(argv)} (exit {code}): " + "; ".join(holes or [err.strip() or out.strip()]))
@@ -487,7 +493,9 @@ def _fill(image_dir, bindir, targets):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_filling_the_disk_hits_disk_size(mode, as_unprivileged, busybox_dir, attack_bin, host):
-    results = in_mode(mode, as_unprivileged, _fill, str(busybox_dir), str(attack_bin), ["/fill", "/tmp/fill", "/dev/fill"])
+    results = in_mode(
+        mode, as_unprivileged, _fill, str(busybox_dir), str(attack_bin), ["/fill", "/tmp/fill", "/dev/fill"]
+    )
     for path, out in results.items():
         wrote = int(out.split()[1])
         assert wrote <= 16 and "ENOSPC" in out, f"{path}: {out}"
@@ -525,13 +533,14 @@ def _fd_view(image_dir, bindir):
     # Host fds that a careless runtime would pass on: inheritable ones, a socket, a directory.
     bait = [os.open("/", os.O_RDONLY | os.O_DIRECTORY), os.open("/etc/passwd", os.O_RDONLY)]
     sock_a, sock_b = __import__("socket").socketpair()
-    for fd in bait + [sock_a.fileno(), sock_b.fileno()]:
+    for fd in [*bait, sock_a.fileno(), sock_b.fileno()]:
         os.set_inheritable(fd, True)
     try:
         views = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for label, options in (("plain", {}), ("limits", {"memory": "256m", "pids_limit": 500, "accounting": True})):
+            limits = {"memory": "256m", "pids_limit": 500, "accounting": True}
+            for label, options in (("plain", {}), ("limits", limits)):
                 with sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"], **options) as c:
                     views[label] = c.exec(["/attacks/escape", "fds"], timeout=10).stdout.decode()
                     views[label + "-sh"] = c.exec(["ls", "-l", "/proc/self/fd/"], timeout=10).stdout.decode()
@@ -662,7 +671,7 @@ def _namespaces(image_dir, start):
         inside = c.exec(["sh", "-c", "for n in " + " ".join(kinds) + "; do readlink /proc/self/ns/$n; done"],
                         timeout=10).stdout.decode().split()
         return {kind: (os.readlink(f"/proc/self/ns/{kind}"), os.readlink(f"/proc/{init}/ns/{kind}"), seen)
-                for kind, seen in zip(kinds, inside)}
+                for kind, seen in zip(kinds, inside, strict=True)}
 
 
 @pytest.mark.parametrize("start", STARTS)

@@ -19,7 +19,11 @@ MiB = 1 << 20
 # and a copy of each, or one read_file, with room for the interpreter's own noise.
 BOUND_MIB = 4 * DEFAULT_MAX_OUTPUT // MiB + 96
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="runs root and rootless: needs root to create the test user")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="runs root and rootless: needs root to create the test user"),
+]
 
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:

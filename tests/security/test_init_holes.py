@@ -23,10 +23,14 @@ import spares
 from test_attacks import MODES, _open_to_others, attack_bin, in_mode  # noqa: F401 - a fixture
 
 import sandkit
-from sandkit.runtime import prespawn
 from sandkit.home import sandkit_home, scratch_mountpoint
+from sandkit.runtime import prespawn
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -213,7 +217,7 @@ def test_a_container_process_cannot_freeze_the_init(mode, attack, as_unprivilege
     token = f"t{os.getpid()}x{time.monotonic_ns()}"
     seen = _with_watchdog(token, in_mode, mode, as_unprivileged, _serve_under_attack, str(busybox_dir),
                           str(attack_bin), attack, token)
-    for stdout, timed_out, signal in seen["execs"]:
+    for stdout, timed_out, _signal in seen["execs"]:
         # Stopped before or after its execve, an exec still ends: by itself, or by its timeout.
         assert stdout == b"served\n" or timed_out, seen
     assert seen["lifetime"][0] in {"ContainerNotRunningError", "ContainerDiedError"}, seen

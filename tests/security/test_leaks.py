@@ -17,13 +17,17 @@ from pathlib import Path
 
 import anyio
 import pytest
-from proctable import children, descendants
 import trio
+from proctable import children, descendants
 
 import sandkit
 from sandkit.errors import ContainerDiedError, ContainerNotRunningError
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="counts host cgroups and processes: runs as root")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="counts host cgroups and processes: runs as root"),
+]
 
 
 def _cgroup_dirs() -> set[str]:
@@ -181,7 +185,7 @@ def test_killing_the_init_from_outside_is_a_clear_error(busybox, no_leaks):
         init = c._core._init
         assert init is not None
         os.kill(init.pid, signal.SIGKILL)
-        with pytest.raises(ContainerDiedError, match="init has exited|killed"):
+        with pytest.raises(ContainerDiedError, match=r"init has exited|killed"):
             process.wait(timeout=10)
         with pytest.raises(ContainerDiedError, match="start a new container"):
             c.exec(["true"], timeout=5)

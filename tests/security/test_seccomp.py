@@ -219,7 +219,7 @@ def _refused_probe() -> dict:
 
 def test_refused_syscalls_fail_under_the_default_program():
     out = in_confined_child(default_program(), _refused_probe)
-    expected = {k: errno.EPERM for k in out}
+    expected = dict.fromkeys(out, errno.EPERM)
     expected["clone3"] = errno.ENOSYS  # so libc falls back to clone, whose flags are filtered
     expected["future_syscall"] = errno.ENOSYS  # newer than the table: look like an older kernel
     assert out == expected
@@ -426,7 +426,7 @@ _profiles = st.builds(
 def test_compiled_programs_are_valid_and_mean_the_profile(profile, calls):
     program = bpf.unpack(profile.compile())
     bpf.validate(program)  # every jump lands inside the program, the last insn returns
-    for pc, (code, jt, jf, k) in enumerate(program):
+    for pc, (code, jt, jf, _k) in enumerate(program):
         if code in (bpf.JEQ, bpf.JGT, bpf.JGE, bpf.JSET):
             assert pc + 1 + max(jt, jf) < len(program)
     for nr, args in calls:

@@ -116,7 +116,9 @@ def _run_helper(helper: str, registry: str) -> Credentials | None:
     """Ask `docker-credential-<helper> get` (the credential helper protocol)."""
     program = f"docker-credential-{helper}"
     try:
-        proc = subprocess.run([program, "get"], input=_config_key(registry).encode(), capture_output=True, timeout=30, check=False)
+        proc = subprocess.run(
+            [program, "get"], input=_config_key(registry).encode(), capture_output=True, timeout=30, check=False
+        )
     except FileNotFoundError:
         raise AuthenticationError(
             f"the Docker config names credential helper {helper!r} but {program} is not on PATH: "
@@ -127,7 +129,9 @@ def _run_helper(helper: str, registry: str) -> Credentials | None:
     if proc.returncode != 0:
         if b"credentials not found" in proc.stdout + proc.stderr:
             return None
-        raise AuthenticationError(f"{program} get failed: {(proc.stderr or proc.stdout).decode(errors='replace').strip()}")
+        raise AuthenticationError(
+            f"{program} get failed: {(proc.stderr or proc.stdout).decode(errors='replace').strip()}"
+        )
     try:
         out = json.loads(proc.stdout)
     except ValueError:
@@ -141,7 +145,9 @@ def credentials_for(registry: str) -> Credentials | None:
     """What a Docker user logged in to ``registry`` has, or None (anonymous)."""
     path = config_path()
     config = _read_config(path)
-    helper = (config.get("credHelpers") or {}).get(_config_key(registry)) or (config.get("credHelpers") or {}).get(registry)
+    helper = (config.get("credHelpers") or {}).get(_config_key(registry)) or (
+        config.get("credHelpers") or {}
+    ).get(registry)
     if helper:
         return _run_helper(str(helper), registry)
     for key, entry in (config.get("auths") or {}).items():
@@ -305,7 +311,9 @@ class Authenticator:
     async def _fetch_token(self, http: httpx.AsyncClient, c: Challenge, scopes: frozenset[str]) -> tuple[str, int]:
         realm = c.params.get("realm") or ""
         if not realm.startswith(("https://", "http://")):
-            raise AuthenticationError(f"registry {self.registry} sent a Bearer challenge without a usable realm: {c.params!r}")
+            raise AuthenticationError(
+                f"registry {self.registry} sent a Bearer challenge without a usable realm: {c.params!r}"
+            )
         shown = printable(realm)  # (the realm comes from a header: its text goes into messages)
         query: list[tuple[str, str]] = [("service", c.params["service"])] if c.params.get("service") else []
         query += [("scope", s) for s in sorted(scopes)]
@@ -319,14 +327,18 @@ class Authenticator:
             # The password goes to the realm whatever its host, as Docker and skopeo send it: the
             # realm is named by the registry's own challenge (see client._own_origin).
             headers = {"Authorization": creds.basic()} if creds else {}
-            request = http.build_request("GET", realm, params=query, headers=headers)
+            request = http.build_request("GET", realm, params=tuple(query), headers=headers)
         watch = ProgressWatch(self.progress, f"the token request to {shown}")
         try:
             resp = await http.send(request, stream=True)
-            limit = Limit(MAX_TOKEN, f"the token response of {shown}") if resp.status_code == 200 else error_limit(shown)
+            limit = (
+                Limit(MAX_TOKEN, f"the token response of {shown}") if resp.status_code == 200 else error_limit(shown)
+            )
             resp = await read_async(resp, limit, watch)
         except httpx.HTTPError as e:
-            raise RegistryError(f"cannot reach the token server {shown} of {self.registry} ({e!r}): check the network") from None
+            raise RegistryError(
+                f"cannot reach the token server {shown} of {self.registry} ({e!r}): check the network"
+            ) from None
         if resp.status_code in (401, 403):
             who = f"user {creds.username!r}" if creds else "anonymous access"
             raise AuthenticationError(

@@ -142,9 +142,15 @@ class _Collector:
         """A copy of ``resp`` that holds the body read. The raw bytes are kept: a body is never
         decoded (sandkit asks for identity encoding; a decoded gzip body could be 1000 times
         larger), so the Content-Encoding header goes."""
-        headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in ("content-encoding", "transfer-encoding")]
+        headers = [
+            (k, v) for k, v in resp.headers.multi_items() if k.lower() not in ("content-encoding", "transfer-encoding")
+        ]
         return httpx.Response(
-            resp.status_code, headers=headers, content=bytes(self.data), request=resp.request, extensions=resp.extensions,
+            resp.status_code,
+            headers=headers,
+            content=bytes(self.data),
+            request=resp.request,
+            extensions=resp.extensions,
         )
 
 

@@ -223,7 +223,7 @@ class RegistryClient:
         auth_header = await self.auth.header_for(self.http, scopes) if own else None
         for retried in (False, True):
             upload = callable(body)
-            content = _counted(body(), watch) if upload else body
+            content = _counted(body(), watch) if callable(body) else body  # (mypy narrows by callable(), not `upload`)
             req = self.http.build_request(
                 method, url, headers=_authorized(headers, auth_header), content=content,
                 timeout=self._upload_timeout if upload else httpx.USE_CLIENT_DEFAULT,
@@ -292,14 +292,18 @@ class RegistryClient:
         every other answer, which only ever explains an error); see bodies.py."""
         url = await self.url(path)
         what = f"{method} {httpx.URL(url).path}"
-        watch = ProgressWatch(self.progress, f"{what} on registry {self.registry}", limit.size if limit and limit.exact else None)
+        watch = ProgressWatch(
+            self.progress, f"{what} on registry {self.registry}", limit.size if limit and limit.exact else None
+        )
 
         async def once() -> httpx.Response:
             resp = await self._send(method, url, scopes, headers or {}, body, watch)
             success = limit is not None and 200 <= resp.status_code < 300
             resp = await read_async(resp, limit if success and limit else error_limit(f"the answer to {what}"), watch)
             if resp.status_code in _TRANSIENT_STATUS:
-                raise TransientError(f"{method} {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
+                raise TransientError(
+                    f"{method} {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})"
+                )
             return resp
 
         return await self.with_retries(once, what, watch)
@@ -339,7 +343,9 @@ class RegistryClient:
                 raise TransientError(f"GET {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
             if retried or not self._own_origin(str(resp.url)):
                 break
-            auth_header = anyio.from_thread.run(self.auth.on_unauthorized, self.http, resp, scopes, auth_header, token=loop)
+            auth_header = anyio.from_thread.run(
+                self.auth.on_unauthorized, self.http, resp, scopes, auth_header, token=loop
+            )
         raise self._refused("GET", url, resp)
 
     async def with_retries(self, fn: Callable[[], Awaitable[Any]], what: str, watch: ProgressWatch) -> Any:
@@ -395,5 +401,8 @@ def _describe_transport(scheme: str, host: str, e: Exception) -> str:
         )
     if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
         return f"{host} does not speak TLS ({scheme})"
-    kind = {httpx.ConnectError: "cannot connect", httpx.ConnectTimeout: "connection timed out"}.get(type(e), "connection failed")
+    kinds: dict[type[Exception], str] = {
+        httpx.ConnectError: "cannot connect", httpx.ConnectTimeout: "connection timed out",
+    }
+    kind = kinds.get(type(e), "connection failed")
     return f"{kind} to {scheme + '://' if scheme else ''}{host} ({type(e).__name__}: {text})"

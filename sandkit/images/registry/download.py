@@ -145,7 +145,9 @@ class BlobDownload(io.RawIOBase):
                 if chunk is None:
                     self._close_response()
                     if self._received < self._size:
-                        raise TransientError(f"the body of {self._digest} ended after {self._received} of {self._size} bytes")
+                        raise TransientError(
+                            f"the body of {self._digest} ended after {self._received} of {self._size} bytes"
+                        )
                 elif chunk := self._accept(chunk):
                     return chunk
             except (TransientError, httpx.TransportError) as e:
@@ -178,15 +180,21 @@ class BlobDownload(io.RawIOBase):
         if resp.status_code == 206 and start:
             got = resp.headers.get("content-range", "")
             if not got.startswith(f"bytes {start}-"):
-                raise RegistryError(f"registry answered a resume of {self._digest} from byte {start} with range {got!r}")
+                raise RegistryError(
+                    f"registry answered a resume of {self._digest} from byte {start} with range {got!r}"
+                )
             return 0
         if resp.status_code == 200:
             return start  # the registry ignored Range
         if resp.status_code == 404:
-            raise RegistryError(f"layer {self._digest} of {self._where} is missing on registry {self._client.registry} (blob unknown)")
+            raise RegistryError(
+                f"layer {self._digest} of {self._where} is missing on registry {self._client.registry} "
+                "(blob unknown)"
+            )
         resp = read_sync(resp, error_limit(f"the answer to GET {resp.url.path}"), self._watch)  # for error_messages
         raise RegistryError(
-            f"downloading layer {self._digest} of {self._where} failed: HTTP {resp.status_code} ({error_messages(resp)})"
+            f"downloading layer {self._digest} of {self._where} failed: "
+            f"HTTP {resp.status_code} ({error_messages(resp)})"
         )
 
     def _refuse_if_announced_longer(self, resp: httpx.Response) -> None:
@@ -230,7 +238,9 @@ class BlobDownload(io.RawIOBase):
                 f"{self._failures} times in a row ({e}): check that the registry is up, then pull again"
             ) from None
         anyio.from_thread.run_sync(
-            self._report, Progress("retrying", self._digest, self._received, self._size, detail=str(e)), token=self._loop
+            self._report,
+            Progress("retrying", self._digest, self._received, self._size, detail=str(e)),
+            token=self._loop,
         )
         self._stop.wait(retry.delay(self._failures))
 

@@ -13,7 +13,6 @@ from ..documents import check_descriptor, load_json
 from ..platform import Platform, choose
 from .bodies import MAX_DOCUMENT
 
-
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -67,7 +66,9 @@ def parse(raw: bytes, content_type: str, *, expected: str | None, where: str) ->
             "buildah or skopeo (`skopeo copy` converts it), then pull again"
         )
     if not isinstance(body, dict):
-        raise RegistryError(f"manifest of {where} is not a JSON object (Content-Type {ctype!r}): the registry sent garbage")
+        raise RegistryError(
+            f"manifest of {where} is not a JSON object (Content-Type {ctype!r}): the registry sent garbage"
+        )
     declared = body.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise RegistryError(f"manifest of {where} has a non-string mediaType")

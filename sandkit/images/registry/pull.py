@@ -34,7 +34,9 @@ CONCURRENT_DOWNLOADS = 3  # Docker's default max-concurrent-downloads
 
 
 class Puller:
-    def __init__(self, client: RegistryClient, store: Store, ref: reference.Reference, progress: ProgressCallback) -> None:
+    def __init__(
+        self, client: RegistryClient, store: Store, ref: reference.Reference, progress: ProgressCallback
+    ) -> None:
         self.client = client
         self.store = store
         self.ref = ref
@@ -58,7 +60,9 @@ class Puller:
                 "check the repository name and the tag or digest"
             )
         if resp.status_code != 200:
-            raise RegistryError(f"fetching the manifest of {self.where} failed: HTTP {resp.status_code} ({error_messages(resp)})")
+            raise RegistryError(
+                f"fetching the manifest of {self.where} failed: HTTP {resp.status_code} ({error_messages(resp)})"
+            )
         header = resp.headers.get("docker-content-digest", "")
         if expected is None and header.startswith("sha256:"):
             expected = check_digest(header, "Docker-Content-Digest header")
@@ -72,7 +76,10 @@ class Puller:
             desc = manifests.select(man, platform, self.where)
             man = await self.manifest(desc["digest"], desc["digest"], desc["size"])
             if man.is_index:
-                raise ImageError(f"{self.where}: the index for the chosen platform is another index; nested indexes are not supported")
+                raise ImageError(
+                    f"{self.where}: the index for the chosen platform is another index; "
+                    "nested indexes are not supported"
+                )
         manifests.check_image(man, self.where)
         return man
 
@@ -86,7 +93,8 @@ class Puller:
         )
         if resp.status_code != 200:
             raise RegistryError(
-                f"fetching the config {desc['digest']} of {self.where} failed: HTTP {resp.status_code} ({error_messages(resp)})"
+                f"fetching the config {desc['digest']} of {self.where} failed: "
+                f"HTTP {resp.status_code} ({error_messages(resp)})"
             )
         return verify_bytes(resp.content, desc["digest"], f"config of {self.where}", size)
 
@@ -101,7 +109,13 @@ class Puller:
         async with limiter:
             url = await self.client.url(f"/v2/{self.ref.repository}/blobs/{digest}")
             blob = BlobDownload(
-                self.client, url, scopes=self.scopes, digest=digest, size=desc["size"], where=self.where, report=self.report,
+                self.client,
+                url,
+                scopes=self.scopes,
+                digest=digest,
+                size=desc["size"],
+                where=self.where,
+                report=self.report,
             )
             ingest = functools.partial(
                 self.store.ingest_layer, blob, digest=digest, diff_id=diff_id,
@@ -123,7 +137,10 @@ class Puller:
         diff_ids = check_config(config, self.where)
         layers = man.body["layers"]
         if len(diff_ids) != len(layers):
-            raise ImageError(f"{self.where}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}: the image is corrupt")
+            raise ImageError(
+                f"{self.where}: the config lists {len(diff_ids)} layers, the manifest {len(layers)}: "
+                "the image is corrupt"
+            )
         with self.store.loading(layers=len(layers)):  # one disk budget for all layers
             limiter = anyio.CapacityLimiter(CONCURRENT_DOWNLOADS)
             async with anyio.create_task_group() as tg:

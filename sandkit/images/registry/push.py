@@ -105,7 +105,9 @@ class Pusher:
                 while left:
                     data = f.read(min(CHUNK, left))
                     if not data:
-                        raise ImageError(f"stored blob {digest} is shorter than its descriptor: pull or load the image again")
+                        raise ImageError(
+                            f"stored blob {digest} is shorter than its descriptor: pull or load the image again"
+                        )
                     left -= len(data)
                     yield data
                     self.report(Progress("uploading", digest, start + length - left, None))
@@ -134,7 +136,9 @@ class Pusher:
     async def manifest(self, raw: bytes, media_type: str, digest: str) -> None:
         target = self.ref.tag or self.ref.digest or "latest"
         if self.ref.digest and self.ref.digest != digest:
-            raise ImageError(f"cannot push image {digest} as {self.ref.familiar()}: the digest in the reference differs")
+            raise ImageError(
+                f"cannot push image {digest} as {self.ref.familiar()}: the digest in the reference differs"
+            )
         resp = await self.client.request(
             "PUT", f"/v2/{self.repo}/manifests/{target}", scopes=self.scopes,
             headers={"Content-Type": media_type}, body=raw,

@@ -149,14 +149,19 @@ class LargeReadTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.SyncByteStream)
         url = httpcore.URL(
-            scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port, target=request.url.raw_path,
+            scheme=request.url.raw_scheme,
+            host=request.url.raw_host,
+            port=request.url.port,
+            target=request.url.raw_path,
         )
         with _as_httpx_errors():
             resp = self._pool.handle_request(httpcore.Request(
                 request.method, url, headers=request.headers.raw, content=request.stream, extensions=request.extensions,
             ))
         assert isinstance(resp.stream, Iterable)
-        return httpx.Response(resp.status, headers=resp.headers, stream=_ResponseBody(resp.stream), extensions=resp.extensions)
+        return httpx.Response(
+            resp.status, headers=resp.headers, stream=_ResponseBody(resp.stream), extensions=resp.extensions
+        )
 
     def close(self) -> None:
         self._pool.close()
