@@ -37,6 +37,7 @@ MAX_MIN_FREE = 1 << 30
 MIN_FREE_FRACTION = 0.05
 MAX_MIN_FREE_INODES = 100_000
 BLOCK = 4096  # a file's data takes whole blocks
+INLINE_SYMLINK = 59  # the longest symlink target ext4 keeps in the inode itself
 ENTRY_COST = 256  # a directory entry and what else a new name costs, beyond its data blocks
 _RECHECK_BYTES = 1 << 20  # a write this big, or this much since the last look, looks at the
 # filesystem's free space again
@@ -59,6 +60,19 @@ def _size(value: int | str | None, env: str) -> int | None:
         return parse_size(value)
     except LimitsError as e:
         raise ImageError(f"image store limit {env} / keyword: {e}") from None
+
+
+def _beyond_inode(m: tarfile.TarInfo) -> int:
+    """The blocks an entry takes besides its data: a symlink target too long to sit in the inode
+    (ext4 keeps up to 59 bytes there), and xattrs (each filesystem keeps only a little in the
+    inode; ext4 gives the rest one block, xfs and btrfs more), charged as whole blocks."""
+    extra = BLOCK if m.issym() and len(m.linkname) > INLINE_SYMLINK else 0
+    xattrs = sum(
+        len(k) + len(v.encode("utf-8", "surrogateescape"))
+        for k, v in m.pax_headers.items()
+        if k.startswith("SCHILY.xattr.")
+    )
+    return extra + -(-xattrs // BLOCK) * BLOCK
 
 
 @attrs.frozen
@@ -119,7 +133,7 @@ class DiskBudget:
     def charge_entry(self, m: tarfile.TarInfo) -> None:
         """Charge what one tar entry is about to take (a hard link takes no inode)."""
         data = -(-m.size // BLOCK) * BLOCK if m.isreg() else BLOCK if m.isdir() else 0
-        self.charge(ENTRY_COST + data, 0 if m.islnk() else 1, f"layer entry {m.name[:80]!r}")
+        self.charge(ENTRY_COST + data + _beyond_inode(m), 0 if m.islnk() else 1, f"layer entry {m.name[:80]!r}")
 
     def charge(self, nbytes: int, inodes: int, what: str) -> None:
         """Charge ``nbytes``/``inodes`` about to be written; ImageError if any limit is passed."""

@@ -199,3 +199,39 @@ def read_sync(resp: httpx.Response, limit: Limit, watch: ProgressWatch | None = 
         return collector.response(resp)
     finally:
         resp.close()
+
+
+class _Unread(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A redirect's body, left unread. httpx reads the body of each redirect whole before it
+    follows it, outside any limit of ours, and nothing ever uses it: an endless one would fill
+    the host's memory. Closing the response closes the connection under it."""
+
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        nothing: tuple[bytes, ...] = ()
+        for chunk in nothing:
+            yield chunk
+
+    def close(self) -> None:
+        if isinstance(self._stream, httpx.SyncByteStream):
+            self._stream.close()
+
+    async def aclose(self) -> None:
+        if isinstance(self._stream, httpx.AsyncByteStream):
+            await self._stream.aclose()
+
+
+def skip_redirect_body(resp: httpx.Response) -> None:
+    """An httpx response hook (sync client): a redirect's body is not read (see `_Unread`)."""
+    if resp.has_redirect_location:
+        resp.stream = _Unread(resp.stream)
+
+
+async def skip_redirect_body_async(resp: httpx.Response) -> None:
+    """`skip_redirect_body` for the async client, whose hooks are awaited."""
+    skip_redirect_body(resp)

@@ -26,7 +26,16 @@ import httpx
 from ...errors import AuthenticationError, RegistryError
 from . import bodies
 from .auth import DOCKER_HUB, Authenticator, Credentials, coerce, credentials_for
-from .bodies import Limit, ProgressRule, ProgressWatch, error_limit, read_async, read_sync
+from .bodies import (
+    Limit,
+    ProgressRule,
+    ProgressWatch,
+    error_limit,
+    read_async,
+    read_sync,
+    skip_redirect_body,
+    skip_redirect_body_async,
+)
 from .errors import printable
 from .transport import LargeReadTransport
 
@@ -162,7 +171,7 @@ class RegistryClient:
         # An upload's answer may take a registry a while (it checks the digest of what it got,
         # object storage commits it): those wait the whole timeout, and sent bytes count as progress.
         self._upload_timeout = httpx.Timeout(timeout, connect=15.0)
-        self.http = httpx.AsyncClient(**self._settings)
+        self.http = httpx.AsyncClient(**self._settings, event_hooks={"response": [skip_redirect_body_async]})
         self._blocking: httpx.Client | None = None  # made on first use: only pulls need it
         self._blocking_lock = threading.Lock()
         self._base: str | None = None
@@ -323,7 +332,9 @@ class RegistryClient:
         with self._blocking_lock:
             if self._blocking is None:
                 transport = LargeReadTransport(verify=self._settings["verify"], limits=self._settings["limits"])
-                self._blocking = httpx.Client(**self._settings, transport=transport)
+                self._blocking = httpx.Client(
+                    **self._settings, transport=transport, event_hooks={"response": [skip_redirect_body]}
+                )
             return self._blocking
 
     def open_in_thread(

@@ -1,0 +1,97 @@
+"""Holes found by a second attack on the code that closed issues 14 and 15, kept as regression
+tests, root and rootless (see test_attacks.py for the helpers and how a hole is kept)."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import pytest
+from test_attacks import (  # noqa: F401 - fixtures: the helpers, and the C module loaded as root first
+    MODES,
+    _image,
+    _sandkit_loaded,
+    attack_bin,
+    in_mode,
+)
+
+import sandkit
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates"
+    ),
+]
+
+
+def _left_after(c, token: str) -> str:
+    """The container's processes whose command line holds ``token``, once any the timeout killed are gone (5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        ps = c.exec(["ps", "-o", "pid,ppid,pgid,sid,args"]).stdout.decode()
+        left = "\n".join(line for line in ps.splitlines() if token in line)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+# --- a process made a child of PID 1 by the exec's root (clone with CLONE_PARENT) ------------
+
+
+def _clone_parent_past_the_timeout(
+    image_dir: str, bindir: str, token: str
+) -> tuple[bool, str, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"]) as c:
+            r = c.exec(["/attacks/reparent", "clone_parent", token], timeout=1)
+            return r.timed_out, r.stdout.decode(), _left_after(c, token)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_clone_parent_does_not_outlive_the_exec_timeout(
+    mode, as_unprivileged, busybox_dir, attack_bin
+):
+    token = f"cp{os.getpid() % 100000}"
+    timed_out, out, left = in_mode(
+        mode,
+        as_unprivileged,
+        _clone_parent_past_the_timeout,
+        str(busybox_dir),
+        str(attack_bin),
+        token,
+    )
+    assert timed_out, out
+    assert not left, f"a process the exec made outlived its timeout ({out.strip()}):\n{left}"
+
+
+# --- a setsid orphan of an exec's root that has already exited -----------------------------
+
+
+def _setsid_orphan_past_the_timeout(image_dir: str, token: str) -> tuple[bool, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with sandkit.Container(_image(image_dir)) as c:
+            # The root (sh) exits at once; its child starts a session of its own and keeps the
+            # exec's output open, so the exec goes on until its timeout. Re-parented to PID 1,
+            # it is in neither the root's session nor its group nor under any subreaper.
+            r = c.exec(["sh", "-c", f"setsid sleep {token} & exit 0"], timeout=1)
+            return r.timed_out, _left_after(c, f"sleep {token}")
+
+
+@pytest.mark.xfail(
+    strict=True, reason="HOLE: a setsid orphan of an exited exec root outlives the exec's timeout"
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_setsid_orphan_of_an_exited_root_does_not_outlive_the_timeout(
+    mode, as_unprivileged, busybox_dir
+):
+    token = str(900_000 + os.getpid() % 100_000)
+    timed_out, left = in_mode(
+        mode, as_unprivileged, _setsid_orphan_past_the_timeout, str(busybox_dir), token
+    )
+    assert timed_out
+    assert not left, f"a process the exec started outlived its timeout:\n{left}"
