@@ -55,24 +55,33 @@ class Container:
 
     @property
     def id(self) -> str:
+        """The container's id: 64 hex digits, random (its first 12 are the default host name)."""
         return self._core.id
 
     @property
     def hostname(self) -> str:
+        """The container's host name (``hostname=``, else the first 12 digits of its id)."""
         return self._core.hostname or ""
 
     @property
     def running(self) -> bool:
+        """True between `start` and `stop`, while the container's init is alive."""
         return self._core.running
 
     def start(self) -> Self:
+        """Create the container and return it, ready for `exec` (the ``with`` block calls this).
+        Raises `ContainerStartError` when it cannot be set up, `ImageNotFoundError` for an
+        unknown image, and `ContainerError` when it was started before: a container starts once."""
         _portal.run(self._core.start)
         return self
 
     def stop(self) -> None:
+        """Stop every process in the container and remove all trace of it; safe to call again."""
         _portal.run(self._core.stop)
 
     def kill(self) -> None:
+        """Like `stop`, but SIGKILL the container's init at once instead of letting it kill its
+        processes."""
         _portal.run(self._core.kill)
 
     def __enter__(self) -> Self:
@@ -127,6 +136,11 @@ class Container:
         return Process(_portal.run(call))
 
     def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Create or replace the file ``path`` in the container with ``data`` (text is written as
+        UTF-8) and permission bits ``mode``. A relative path is taken from the container's
+        workdir (or ``/``). The init writes it inside the container's root, so a symlink in the
+        container never leads to a host file. Raises `ContainerError` when the path cannot be
+        opened for writing."""
         _portal.run(functools.partial(self._core.write_file, path, data, mode))
 
     def read_file(self, path: str, *, max_size: int = DEFAULT_MAX_READ) -> bytes:
@@ -143,9 +157,12 @@ class Container:
         return _portal.run(open_)
 
     def listdir(self, path: str = "/") -> list[str]:
+        """The names in directory ``path`` of the container, sorted (without ``.`` and ``..``).
+        Raises `ContainerError` when it is missing or not a directory."""
         return _portal.run(self._core.listdir, path)
 
     def ping(self) -> float:
+        """The round trip to the container's init and back, in seconds (a health check)."""
         return _portal.run(self._core.ping)
 
     @property
@@ -158,6 +175,9 @@ class Container:
         return self._core.port(container_port)
 
     def stats(self) -> CgroupStats:
+        """The whole container's current and peak memory, CPU time and process count. It needs a
+        cgroup: a limit (``memory``, ``cpus``, ``pids_limit``...) or ``accounting=True``, else
+        `ContainerError`."""
         return self._core.stats()
 
     def __repr__(self) -> str:
@@ -220,13 +240,18 @@ class Process:
 
     @property
     def pid(self) -> int:
+        """The process's pid inside the container's pid namespace."""
         return self._core.pid
 
     @property
     def returncode(self) -> int | None:
+        """None while the process runs; then its exit status, or -N when signal N ended it."""
         return self._core.returncode
 
     def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process (not its output) to end and return its `returncode`; raises
+        `TimeoutError` when ``timeout`` seconds pass first (the process keeps running)."""
+
         async def wait() -> int:
             import anyio
 
@@ -236,12 +261,16 @@ class Process:
         return _portal.run(wait)
 
     def kill(self, sig: int = signals.SIGKILL) -> None:
+        """Send ``sig`` (SIGKILL by default) to the process and everything it started."""
         _portal.run(self._core.kill, sig)
 
     def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the process only, not to what it started."""
         _portal.run(self._core.send_signal, sig)
 
     def close(self) -> None:
+        """Close the host's ends of the process's stdin, stdout and stderr (leaving the ``with``
+        block kills the process if it still runs, then closes them)."""
         self._core.close()
 
     def __enter__(self) -> Self:

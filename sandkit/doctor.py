@@ -39,6 +39,9 @@ _libc.syscall.restype = ctypes.c_long
 
 @attrs.frozen
 class Check:
+    """The outcome of one check of the host: ``detail`` says what was found and ``fix`` what to do
+    when it is not ok. A check that is not ``essential`` only weakens sandkit (a WARN)."""
+
     name: str
     ok: bool
     detail: str
@@ -48,16 +51,22 @@ class Check:
 
 @attrs.frozen
 class DoctorReport:
+    """Every check `doctor` ran, in order."""
+
     checks: tuple[Check, ...]
 
     @property
     def ok(self) -> bool:
+        """True when every essential check passed: containers can run on this host."""
         return all(c.ok or not c.essential for c in self.checks)
 
     def failed(self) -> list[Check]:
+        """The checks that did not pass, essential or not."""
         return [c for c in self.checks if not c.ok]
 
     def render(self) -> str:
+        """The report as ``sandkit doctor`` prints it: one line per check, a fix under each that
+        failed, and a verdict."""
         lines = []
         for c in self.checks:
             tag = "ok" if c.ok else ("FAIL" if c.essential else "WARN")
@@ -72,6 +81,9 @@ class DoctorReport:
 
 
 def doctor() -> DoctorReport:
+    """Check what this host offers sandkit (user namespaces, overlayfs, cgroups, seccomp,
+    Landlock, pidfd and clone3, subordinate ids) and say how to fix what it lacks. Never raises:
+    a check that crashes is reported as failed."""
     checks: list[Check] = []
     for probe in _PROBES:
         try:

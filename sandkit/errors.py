@@ -66,15 +66,17 @@ class ImageError(SandkitError):
 
 
 class ImageNotFoundError(ImageError):
-    pass
+    """No image of that name or digest: not in the local store, or not in the registry asked."""
 
 
 class InvalidReferenceError(ImageError, ValueError):
-    pass
+    """An image reference, tag or digest that is not well formed (``name[:tag][@digest]``, as Docker
+    spells them)."""
 
 
 class DigestMismatchError(ImageError):
-    pass
+    """Content does not hash to the digest that names it: a corrupt or tampered blob, layer or
+    manifest, which is refused and not stored."""
 
 
 class UnsafeLayerError(ImageError):
@@ -82,22 +84,24 @@ class UnsafeLayerError(ImageError):
 
 
 class ImageInUseError(ImageError):
-    pass
+    """An image cannot be removed while a container (in any process) holds a lease on its layers."""
 
 
 class RegistryError(SandkitError):
-    pass
+    """A registry refused a request or answered with something sandkit cannot use (the message has
+    its status and error)."""
 
 
 class AuthenticationError(RegistryError):
-    pass
+    """Credentials for a registry are missing, unreadable or refused (``sandkit login`` or
+    ``~/.docker/config.json`` fixes them)."""
 
 
 # --- containers ------------------------------------------------------------------------------
 
 
 class ContainerError(SandkitError):
-    pass
+    """Base class of the errors about a container and what runs in it."""
 
 
 class ContainerStartError(ContainerError):
@@ -150,19 +154,25 @@ class ExecStartError(ContainerError):
 
 
 class CommandNotFoundError(ExecStartError):
+    """The command (``argv[0]``) does not exist in the container's root or ``PATH``; exit code 127,
+    as in a shell."""
+
     exit_code = 127
 
 
 class CommandNotExecutableError(ExecStartError):
-    pass
+    """The command exists but cannot be executed (no execute permission, a directory, a bad
+    interpreter); exit code 126."""
 
 
 class UserNotFoundError(ExecStartError):
-    pass
+    """The ``user=`` of a container or exec is not in the image's ``/etc/passwd`` (or its group not
+    in ``/etc/group``)."""
 
 
 class WorkdirError(ExecStartError):
-    pass
+    """The ``workdir=`` of a container or exec does not exist in the container or is not a
+    directory."""
 
 
 class ExecError(SandkitError):
@@ -174,4 +184,5 @@ class ExecError(SandkitError):
 
 
 class ExecTimeoutError(ExecError):
-    pass
+    """Raised by ``exec(..., check=True, timeout=...)`` when the command ran out of time and was
+    killed with everything it started; ``.result`` holds what it wrote until then."""

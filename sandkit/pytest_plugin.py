@@ -1,6 +1,6 @@
 """pytest fixtures for tests that need an isolated environment (where testcontainers would be).
 
-Installed with sandkit (a ``pytest11`` entry point), so any test can ask for them::
+Installed with sandkit (a ``pytest11`` entry point), so any test can ask for them:
 
     @pytest.mark.sandkit("postgres:16", env={"POSTGRES_PASSWORD": "x"})
     def test_query(sandkit_container):
@@ -32,6 +32,7 @@ class ContainerFactory(Protocol):
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``sandkit`` marker, so that ``--strict-markers`` accepts it."""
     config.addinivalue_line(
         "markers",
         "sandkit(image='host', **options): the image (positional or image=) and the "

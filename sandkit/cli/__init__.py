@@ -30,6 +30,8 @@ _RUN_LIKE = {"run", "exec"}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sandkit`` command, with every subcommand (Docker's names and
+    flags)."""
     parser = DockerArgumentParser(
         prog="sandkit",
         description="Run OCI/Docker images as isolated Linux containers, without a daemon.",
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``sandkit`` command line ``argv`` (default: ``sys.argv[1:]``) and return its exit
+    code, Docker's: the command's own for ``run``/``exec``, 125 when sandkit failed, 1 for a
+    failed management command."""
     # One command, one container: a spare made after it stops would die unused with us.
     os.environ.setdefault("SANDKIT_PRESPAWN", "0")
     parser = build_parser()

@@ -170,4 +170,5 @@ async def _proxy_signals(received: AsyncIterator[int], forward: Callable[[int], 
 
 
 def stdin_is_terminal() -> bool:
+    """True when this process's standard input is a terminal (``-t`` with ``-i`` needs one)."""
     return sys.stdin is not None and os.isatty(0)

@@ -32,6 +32,8 @@ _STOP_SLACK = 5.0
 
 
 def add_container_commands(commands: Subparsers) -> None:
+    """Add ``ps``, ``exec``, ``logs``, ``stop``, ``kill`` and ``rm``, the commands on detached
+    containers, to the parser."""
     p = commands.add_parser("ps", help="list containers", description="List detached containers "
                             "(those started with `run -d`); -a includes stopped ones.")
     p.add_argument("-a", "--all", action="store_true", help="show all containers, not just running ones")
@@ -94,6 +96,8 @@ def _each(refs: list[str], action: Any) -> int:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
+    """``sandkit ps``: list detached containers (``-a``: stopped ones too), as a table, ids
+    (``-q``) or JSON lines."""
     shown = [r for r in state.records() if args.all or r.running]
     if args.quiet:
         for record in shown:
@@ -216,6 +220,8 @@ def _host_address(entry: dict[str, Any]) -> str:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    """``sandkit exec``: run a command in a running detached container, through its supervisor;
+    returns the command's exit code."""
     if not args.command:
         raise errors.ExecStartError("exec needs a command: sandkit exec CONTAINER COMMAND [ARG...]")
     if args.interactive and args.tty and not attach.stdin_is_terminal():
@@ -279,6 +285,8 @@ def _streams(fds: dict[str, int], interactive: bool) -> attach.Streams:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    """``sandkit logs``: print what a detached container's main process wrote (``--tail``: its
+    last lines; ``-f``: then follow it until the container ends)."""
     record = state.find(args.container)
     tail = None if args.tail == "all" else _int_arg(args.tail, "--tail")
     try:
@@ -335,6 +343,8 @@ def _print_frames(frames: Any) -> None:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    """``sandkit stop``: stop each named container (its image's stop signal, then SIGKILL to
+    everything after ``-t`` seconds); a stopped one is not an error."""
     return _each(args.containers, lambda record: _stop(record, args.time))
 
 
@@ -346,6 +356,8 @@ def _stop(record: state.Record, timeout: float) -> None:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
+    """``sandkit kill``: send ``-s`` to the main process of each named running container
+    (SIGKILL, the default, kills everything in it)."""
     signum = _signal_number(args.signal)
 
     def kill(record: state.Record) -> None:
@@ -356,6 +368,8 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    """``sandkit rm``: remove each named stopped container's state; ``-f`` kills a running one
+    first."""
     def remove(record: state.Record) -> None:
         if record.running:
             if not args.force:

@@ -27,12 +27,15 @@ MAX_FDS = 3
 
 
 def make_socket() -> socket.socket:
+    """A new non-blocking, close-on-exec unix SOCK_SEQPACKET socket."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     sock.setblocking(False)
     return sock
 
 
 async def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    """Send ``message`` as one JSON packet, with ``fds`` attached, waiting while the socket is
+    full."""
     data = json.dumps(message).encode()
     while True:
         try:
@@ -75,6 +78,7 @@ def short_path(path: str) -> Iterator[str]:
 
 
 def listen(path: str) -> socket.socket:
+    """A socket listening at ``path`` (however long the path is)."""
     sock = make_socket()
     try:
         with short_path(path) as name:
@@ -87,6 +91,8 @@ def listen(path: str) -> socket.socket:
 
 
 async def connect(path: str) -> socket.socket:
+    """A socket connected to the supervisor listening at ``path``; `OSError` when none listens
+    there."""
     sock = make_socket()
     try:
         with short_path(path) as name:

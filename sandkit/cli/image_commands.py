@@ -24,6 +24,8 @@ from ..images.store import Store
 
 
 def add_image_commands(subparsers: Any) -> None:
+    """Add the image commands (``load``, ``save``, ``images``, ``rmi``, ``tag``, ``inspect``,
+    ``image prune``/``ls``) to the parser."""
     p = subparsers.add_parser("load", help="load images from a docker save archive or OCI layout")
     p.add_argument("-i", "--input", required=True, help="archive file or OCI layout directory")
     p.add_argument("--platform", help="os/arch[/variant] to pick from multi-platform images")
@@ -80,6 +82,8 @@ def _human(n: float) -> str:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    """``sandkit load -i``: load every image of a ``docker save`` archive or OCI layout; prints
+    what was loaded."""
     store = Store.default()
     try:
         if sys.stderr.isatty() and not args.quiet:
@@ -98,6 +102,8 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_save(args: argparse.Namespace) -> int:
+    """``sandkit save -o``: write the named images, with the tags named, to a Docker or OCI
+    archive."""
     store = Store.default()
     try:
         chosen = []
@@ -130,6 +136,7 @@ def _rows(store: Store) -> list[dict[str, Any]]:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
+    """``sandkit images``: list the local images as a table, ids (``-q``) or JSON."""
     rows = _rows(Store.default())
     if args.quiet:
         for rid in dict.fromkeys(r["id"][7:19] for r in rows):
@@ -152,6 +159,8 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_rmi(args: argparse.Namespace) -> int:
+    """``sandkit rmi``: remove each named image; naming one of several tags only removes that
+    tag, unless ``-f``. Exits 1 if any failed."""
     store = Store.default()
     code = 0
     for ref in args.images:
@@ -178,6 +187,7 @@ def _is_name(ref: str) -> bool:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
+    """``sandkit tag SOURCE TARGET``: give a local image another name."""
     try:
         Image.get(args.source).tag(args.target)
     except ImageError as e:
@@ -186,6 +196,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """``sandkit inspect`` for images: print each one's details as JSON; exits 1 if any is
+    unknown."""
     out, code = [], 0
     for ref in args.images:
         try:
@@ -197,6 +209,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """``sandkit image prune``: remove untagged unused images, then unreferenced layers and
+    blobs, and say how much was freed."""
     t0 = time.monotonic()
     report = Store.default().prune()
     if not args.quiet:

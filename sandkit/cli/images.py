@@ -18,6 +18,8 @@ from .registry_commands import add_registry_commands
 
 
 def add_image_and_registry_commands(commands: Subparsers) -> None:
+    """Add the image and registry commands (``images``, ``pull``, ``push``, ``load``, ``save``,
+    ``login``...) to the parser, and ``inspect`` for containers and images alike."""
     add_image_commands(commands)
     add_registry_commands(commands)
     inspect = commands.choices["inspect"]
@@ -29,6 +31,8 @@ def add_image_and_registry_commands(commands: Subparsers) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """``sandkit inspect``: print each named container or image as JSON (``--type`` narrows the
+    search); exits 1 when one is not found."""
     found: list[dict[str, Any]] = []
     code = exitcodes.OK
     for ref in args.images:

@@ -161,6 +161,8 @@ def storage_size(storage_opts: Sequence[str]) -> str | None:
 
 
 def ulimits(entries: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """``--ulimit`` entries (``NAME=SOFT[:HARD]``) as a dict of (soft, hard); `UsageError` for a
+    malformed one."""
     limits: dict[str, tuple[int, int]] = {}
     for entry in entries:
         name, sep, values = entry.partition("=")

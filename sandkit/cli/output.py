@@ -53,4 +53,5 @@ def human_duration(seconds: float) -> str:
 
 
 def truncate(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, the last one an ellipsis when it was cut."""
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -30,6 +30,7 @@ _WORDS = {
 
 
 def add_registry_commands(subparsers: Any) -> None:
+    """Add ``pull``, ``push``, ``login`` and ``logout`` to the parser."""
     p = subparsers.add_parser("pull", help="download an image from a registry")
     p.add_argument("image", help="NAME[:TAG|@DIGEST], e.g. registry.example:5000/team/app:1.2")
     p.add_argument("--platform", help="os/arch[/variant] (default: this host)")
@@ -111,6 +112,7 @@ class _Display:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    """``sandkit pull``: pull an image into the local store, with progress bars on a terminal."""
     try:
         with _Display(args.quiet, "Pull") as show:
             image = Image.pull(args.image, platform=args.platform, insecure=args.insecure, ca_file=args.ca_file,
@@ -124,6 +126,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    """``sandkit push``: push a local image, under its own name or ``destination``; prints the
+    manifest digest."""
     try:
         image = Image.get(args.image)
         target = args.destination or args.image
@@ -137,6 +141,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
+    """``sandkit login``: check the credentials against the registry, then save them in the
+    Docker config (asking for what the flags and stdin did not give)."""
     from ..images.registry import login
 
     username = args.username or (input("Username: ") if sys.stdin.isatty() else "")
@@ -153,6 +159,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
+    """``sandkit logout``: remove the saved credentials of a registry."""
     from ..images.registry import logout
 
     try:

@@ -33,6 +33,7 @@ if that supervisor is killed, the container is stopped with it, never left runni
 
 
 def add_run_command(commands: Subparsers) -> None:
+    """Add ``run`` and its Docker flags to the parser."""
     p = commands.add_parser("run", help="run a command in a new container", description=DESCRIPTION,
                             add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_process_options(p)
@@ -42,6 +43,8 @@ def add_run_command(commands: Subparsers) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``sandkit run``: check the image, the command and the options, then run the container in
+    the foreground (returns the command's exit code) or hand it to a supervisor with ``-d``."""
     from .spec import RunSpec
 
     spec = RunSpec.from_args(args)
@@ -59,6 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def run_foreground(spec: RunSpec, image: object, argv: list[str]) -> int:
+    """Run ``argv`` in a container made from ``spec`` and ``image``, attached to this terminal or
+    these pipes, and stop the container when it ends; returns the exit code as Docker reports it."""
     rows, cols = attach.terminal_size()
     async with spec.container(image) as container:  # type: ignore[arg-type]
         process = await container.spawn(argv, stdin=spec.interactive, tty=spec.tty, rows=rows, cols=cols)

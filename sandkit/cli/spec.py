@@ -22,6 +22,10 @@ from ._runtime import HOST_IMAGE, ContainerOptions, Mount, resolve_image
 
 @attrs.define
 class RunSpec:
+    """What one ``sandkit run`` asks for: the image, the container's `ContainerOptions`, the
+    command and how it is attached. A detached container's supervisor builds the same container
+    from its JSON form (`to_json`, `from_json`)."""
+
     image: str
     options: ContainerOptions = attrs.field(factory=ContainerOptions)  # the container's
     command: list[str] | None = None  # None: the image's default
@@ -34,6 +38,8 @@ class RunSpec:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunSpec:
+        """The spec of a parsed ``run`` command line; `UsageError` for a malformed flag value
+        (``--ulimit``, ``--storage-opt``, ``--security-opt``, ``-v``, ``--tmpfs``)."""
         mounts = [options.volume(v) for v in args.volume] + [options.tmpfs(t) for t in args.tmpfs]
         seccomp = options.seccomp(args.security_opt)
         return cls(
@@ -76,6 +82,8 @@ class RunSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSpec:
+        """The spec that `to_json` wrote: the container's options are picked out of the flat
+        object by name."""
         names = ContainerOptions.__optional_keys__
         container = cast(ContainerOptions, {k: v for k, v in data.items() if k in names})
         container["mounts"] = [Mount(**m) for m in data.get("mounts", ())]

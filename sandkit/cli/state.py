@@ -40,15 +40,15 @@ _NOUNS = ("badger", "canyon", "delta", "ember", "falcon", "glacier", "harbor", "
 
 
 class NoSuchContainerError(errors.ContainerError):
-    pass
+    """No detached container has that id, id prefix or name ("No such container", as in Docker)."""
 
 
 class NameInUseError(errors.ContainerError):
-    pass
+    """``--name`` is already the name of another container: remove it, or pick another name."""
 
 
 class ContainerNotRunning(errors.ContainerError):
-    pass
+    """The command needs a running container, and this one has stopped."""
 
 
 # Failures to find the container asked for: Docker exits 1 for these, even for `exec`.
@@ -78,18 +78,24 @@ class Record:
 
     @property
     def name(self) -> str:
+        """The ``--name`` the container was given (empty without one)."""
         return str(self.config.get("name", ""))
 
     @property
     def socket_path(self) -> str:
+        """Where the container's supervisor listens for requests."""
         return str(self.dir / "control.sock")
 
     @property
     def log_path(self) -> Path:
+        """The file the supervisor writes the main process's output to (Docker's multiplexed log
+        frames)."""
         return self.dir / "log"
 
     @property
     def running(self) -> bool:
+        """True while the container's supervisor is alive (the same process: pid and start time)
+        and has not recorded an exit."""
         return self.state.get("status") in ("created", "running") and supervisor_alive(self.state)
 
     @property
@@ -106,10 +112,12 @@ class Record:
         return int(code) if code is not None else None
 
     def reload(self) -> Record:
+        """The record as the state directory says now."""
         return load(self.dir)
 
 
 def load(directory: Path) -> Record:
+    """The record of the container whose state directory is ``directory``."""
     config = _read_json(directory / "config.json")
     state = _read_json(directory / "state.json") or {"status": "created"}
     return Record(directory.name, directory, config, state)
@@ -144,6 +152,8 @@ def process_start_time(pid: int) -> int | None:
 
 
 def supervisor_alive(state: dict[str, Any]) -> bool:
+    """True when the supervisor named in ``state`` is alive: its pid runs and has the recorded
+    start time, so a reused pid does not count."""
     pid = state.get("supervisor_pid")
     if not pid:
         return False
@@ -201,6 +211,7 @@ def _try_link(name: str, container_id: str) -> bool:
 
 
 def records() -> list[Record]:
+    """Every detached container, newest first."""
     found = [load(d) for d in run_dir().iterdir() if _ID.match(d.name) and d.is_dir()]
     return sorted(found, key=lambda r: r.config.get("created", 0), reverse=True)
 
@@ -221,6 +232,7 @@ def find(ref: str) -> Record:
 
 
 def remove(record: Record) -> None:
+    """Delete the container's state directory, and its name if that still names it."""
     link = _names_dir() / record.name
     if record.name and link.is_symlink() and os.readlink(link) == record.id:
         link.unlink(missing_ok=True)

@@ -41,6 +41,10 @@ _SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 @attrs.define(eq=False)
 class Supervisor:
+    """Serves one detached container until its main process ends: writes that process's output
+    to the log, answers ``exec``, ``stop`` and ``kill`` requests on its socket, and stops the
+    container when it is sent SIGTERM, SIGINT or SIGHUP."""
+
     record: state.Record
     container: AsyncContainer
     main: AsyncProcess
@@ -237,6 +241,9 @@ def _report(ready_fd: int, message: dict[str, Any]) -> None:
 
 
 async def supervise(directory: Path, ready_fd: int) -> None:
+    """Run the detached container whose state directory is ``directory``: start it, report
+    readiness (or the error) on ``ready_fd`` to ``sandkit run -d``, serve it until its main
+    process ends, and record how it ended (with ``--rm``, remove its state instead)."""
     record = state.load(directory)
     spec = RunSpec.from_json(record.config["spec"])
     state.write_state(directory, status="created", supervisor_pid=os.getpid(),
@@ -268,6 +275,8 @@ async def supervise(directory: Path, ready_fd: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """The supervisor process's entry point: ``argv`` is the state directory and the fd to report
+    readiness on. Returns 0, or 1 after recording what ended it."""
     directory, ready_fd = Path(argv[0]), int(argv[1])
     try:
         anyio.run(supervise, directory, ready_fd, backend="trio")

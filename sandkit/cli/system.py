@@ -13,6 +13,7 @@ from .parser import Subparsers
 
 
 def add_system_commands(commands: Subparsers) -> None:
+    """Add ``doctor`` and ``version`` to the parser."""
     p = commands.add_parser("doctor", help="check what this host supports, and what to fix",
                             description="Check this host for everything sandkit needs (root and "
                             "rootless), and say what to change. Exits 1 when something essential is missing.")
@@ -24,6 +25,8 @@ def add_system_commands(commands: Subparsers) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    """``sandkit doctor``: print what this host supports and how to fix what it lacks; exits 1
+    when something essential is missing."""
     from ..doctor import doctor
 
     report = doctor()
@@ -32,6 +35,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def version_info() -> dict[str, str]:
+    """The fields ``sandkit version`` shows: sandkit's and Python's versions, OS, architecture,
+    kernel, and root or rootless mode."""
     from .. import __version__
 
     return {
@@ -45,6 +50,7 @@ def version_info() -> dict[str, str]:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
+    """``sandkit version``: print `version_info` as text, or as JSON with ``--format json``."""
     info = version_info()
     if args.format == "json":
         print(json.dumps(info))

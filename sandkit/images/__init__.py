@@ -36,4 +36,6 @@ def load_all(
 
 
 def prune(*, store: Store | None = None) -> PruneReport:
+    """Remove the images that have no tag and no container using them, then the layers and blobs
+    no image refers to; returns what was removed and the space freed."""
     return (store or Store.default()).prune()

@@ -77,6 +77,10 @@ def _beyond_inode(m: tarfile.TarInfo) -> int:
 
 @attrs.frozen
 class StoreLimits:
+    """How much one pull or load may write to a store, how large the whole store may grow, and
+    how much free space it leaves on its filesystem (None: no limit, or for ``min_free`` the
+    default share). Made with `resolve`."""
+
     max_image_size: int | None = DEFAULT_MAX_IMAGE_SIZE  # None: no limit
     max_store_size: int | None = None
     min_free: int | None = None  # None: the default share of the filesystem
@@ -95,6 +99,8 @@ class StoreLimits:
 
 
 def check_layer_count(count: int, where: str) -> None:
+    """Refuse (`ImageError`) an image of more than 125 layers, as Docker does; ``where`` names
+    the image in the message."""
     if count > MAX_LAYERS:
         raise ImageError(
             f"{where} has {count} layers; like Docker, sandkit takes at most {MAX_LAYERS}: "
@@ -181,5 +187,7 @@ class ChargedWriter:
         self._out, self._budget, self._what = out, budget, what
 
     def write(self, data: bytes | memoryview) -> int:
+        """Charge ``data`` to the budget (`ImageError` when it is over a limit, before anything
+        is written), then write it; returns the bytes written."""
         self._budget.charge(len(data), 0, self._what)
         return self._out.write(data)

@@ -45,6 +45,8 @@ class ImageConfig:
         )
 
     def to_oci(self) -> dict[str, Any]:
+        """The ``config`` object of an OCI image config with these fields (empty ones left out),
+        as `from_oci` reads it."""
         out: dict[str, Any] = {}
         if self.env:
             out["Env"] = list(self.env)

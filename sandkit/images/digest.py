@@ -34,10 +34,13 @@ def check_digest(value: object, what: str = "digest") -> str:
 
 
 def hex_of(digest: str) -> str:
+    """The 64 hex digits of a ``sha256:`` digest (a file name in the store); `ImageError` when
+    ``digest`` is malformed."""
     return check_digest(digest)[len("sha256:") :]
 
 
 def sha256_bytes(data: bytes) -> str:
+    """The ``sha256:<hex>`` digest of ``data``."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -55,6 +58,8 @@ def verify_bytes(data: bytes, expected: str, what: str, size: int | None = None)
 
 
 def mismatch(what: str, expected: str, actual: str) -> DigestMismatchError:
+    """The `DigestMismatchError` for content ``what`` that hashed to ``actual`` instead of
+    ``expected``, with the fix."""
     return DigestMismatchError(
         f"{what} has digest {actual} but {expected} was expected: the content is corrupt or was "
         "tampered with; re-export or re-download it"
@@ -77,7 +82,8 @@ def drain(stream: ByteSource) -> None:
 class ByteSink(Protocol):
     """Where bytes are copied to: a file open for writing, or a ChargedWriter in front of one."""
 
-    def write(self, data: bytes | memoryview, /) -> int: ...
+    def write(self, data: bytes | memoryview, /) -> int:
+        """Write all of ``data``; returns how many bytes that was."""
 
 
 class HashingReader(io.RawIOBase):
@@ -92,6 +98,8 @@ class HashingReader(io.RawIOBase):
         self.count = 0
 
     def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        """Read into ``buf`` from the source, hashing, counting and copying to the sink what was
+        read; returns the byte count (0 at the end)."""
         # The source fills the caller's buffer itself: a layer passes through several of these
         # readers, and a copy at each of them cost as much as hashing.
         n = self._raw.readinto(buf) or 0  # type: ignore[union-attr]  # typing.BinaryIO omits readinto
@@ -112,6 +120,7 @@ class HashingReader(io.RawIOBase):
 
     @property
     def digest(self) -> str:
+        """The ``sha256:`` digest of every byte read so far."""
         return "sha256:" + self._hash.hexdigest()
 
 

@@ -110,6 +110,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON (sorted keys) to ``path`` atomically: a reader sees the old file or
+    the whole new one."""
     write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 

@@ -68,6 +68,10 @@ class LayerWarning(UserWarning):
 
 @attrs.define
 class ApplyReport:
+    """What applying one layer could not reproduce exactly: device nodes written as placeholders,
+    entries whose owner could not be set (rootless), extended attributes skipped; ``entries``
+    counts what was applied. `warn` tells the caller."""
+
     entries: int = 0
     placeholders: list[str] = attrs.field(factory=list)  # devices written as empty files
     foreign_owners: int = 0  # entries whose uid/gid could not be set (rootless)
@@ -119,6 +123,8 @@ def _sniff(magic: bytes) -> str:
 
 
 def compression_of(path: str | os.PathLike[str]) -> str:
+    """``"gzip"`` or ``"zstd"`` by the magic bytes at the start of the file ``path``, or ``""``
+    for an uncompressed (or unknown) one."""
     with open(path, "rb") as f:
         return _sniff(f.read(4))
 

@@ -27,6 +27,8 @@ _MACHINE = {
 
 @attrs.frozen
 class Platform:
+    """An OCI platform (``linux/amd64``, ``linux/arm/v7``): names as registries and Go use them."""
+
     os: str
     architecture: str
     variant: str = ""
@@ -36,6 +38,7 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
+        """``"os/arch"`` or ``"os/arch/variant"`` (any case); `ImageError` for anything else."""
         parts = text.strip().lower().split("/")
         if not 2 <= len(parts) <= 3 or not all(parts):
             raise ImageError(
@@ -46,6 +49,8 @@ class Platform:
 
     @classmethod
     def from_oci(cls, obj: dict[str, Any]) -> Platform:
+        """The platform of an OCI ``platform`` object (an index entry's, or an image config's
+        fields)."""
         return cls(str(obj.get("os", "")), str(obj.get("architecture", "")), str(obj.get("variant", "")))
 
     def matches(self, other: Platform) -> bool:
@@ -60,6 +65,8 @@ class Platform:
 
 
 def host_platform() -> Platform:
+    """This machine's platform, in registry names (``x86_64`` is ``linux/amd64``, ``aarch64`` is
+    ``linux/arm64/v8``)."""
     arch, variant = _MACHINE.get(_platform.machine().lower(), (_platform.machine().lower(), ""))
     return Platform("linux", arch, variant)
 

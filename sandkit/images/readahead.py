@@ -31,6 +31,7 @@ _active = 0  # ReadAheads open in this process: layers being applied
 
 @functools.cache
 def usable_cpus() -> int:
+    """How many CPUs this process may run on (its affinity mask, not the machine's count)."""
     return len(os.sched_getaffinity(0))
 
 
@@ -73,12 +74,15 @@ class ReadAhead(io.RawIOBase):
 
     @property
     def reading_ahead(self) -> bool:
+        """True once a thread reads the source ahead of the reader."""
         return self._thread is not None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf: Any) -> int:
+        """Fill ``buf`` with the next bytes of the source; returns how many (0 at the end).
+        Raises the source's error when the read reaches it."""
         # Only a source that filled the last read has more to read ahead: a short read means
         # a small stream, its end, or a source slower than its reader.
         if self._thread is None and self._filled and self._read_ahead():

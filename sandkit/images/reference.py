@@ -26,6 +26,9 @@ NAME_MAX = 255  # Docker's NameTotalLengthMax: registry/path, after normalisatio
 
 @attrs.frozen
 class Reference:
+    """A parsed image reference in Docker's full form: ``registry``, ``repository``
+    (``library/busybox`` for an official image), and a ``tag`` and/or a ``digest``."""
+
     registry: str
     repository: str  # path inside the registry, e.g. library/busybox
     tag: str | None = None
@@ -33,6 +36,7 @@ class Reference:
 
     @property
     def name(self) -> str:
+        """``registry/repository``, without tag or digest."""
         return f"{self.registry}/{self.repository}"
 
     def __str__(self) -> str:
@@ -45,11 +49,14 @@ class Reference:
 
     @property
     def familiar_name(self) -> str:
+        """The name as `docker images` shows it: without ``docker.io/`` and ``library/`` for
+        Docker Hub's images."""
         if self.registry != DEFAULT_REGISTRY:
             return self.name
         return self.repository.removeprefix("library/")
 
     def familiar(self) -> str:
+        """The short form with its tag and digest (``busybox:latest``), as Docker shows it."""
         out = self.familiar_name
         if self.tag:
             out += f":{self.tag}"
@@ -58,6 +65,7 @@ class Reference:
         return out
 
     def with_tag(self, tag: str) -> Reference:
+        """The same repository with ``tag`` and no digest."""
         return attrs.evolve(self, tag=tag, digest=None)
 
 

@@ -102,11 +102,17 @@ _budget: contextvars.ContextVar[DiskBudget | None] = contextvars.ContextVar("san
 
 
 def default_home() -> Path:
+    """The store's directory: ``$SANDKIT_HOME``, else ``/var/lib/sandkit`` for root and
+    ``$XDG_DATA_HOME/sandkit`` for other users."""
     return sandkit_home()
 
 
 @attrs.frozen
 class LayerRecord:
+    """One layer of an image as the store keeps it: its blob's digest, size and media type
+    (usually compressed), and ``diff_id``, the digest of the uncompressed tar, which names its
+    applied directory."""
+
     digest: str  # of the blob as stored (usually compressed)
     diff_id: str  # of the uncompressed tar
     size: int  # blob size
@@ -115,6 +121,10 @@ class LayerRecord:
 
 @attrs.frozen
 class ImageRecord:
+    """What the store knows of one image: ``id`` (its config's digest, as Docker's image id), its
+    manifest, its layers bottom first, its creation time and platform, and when it was loaded or
+    pulled."""
+
     id: str  # config digest
     manifest_digest: str
     manifest_media_type: str
@@ -124,16 +134,21 @@ class ImageRecord:
     loaded: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
+        """The record as the JSON object stored in ``images/<hex>.json``."""
         return attrs.asdict(self, recurse=True)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ImageRecord:
+        """The record stored as ``obj`` (what `to_json` made); it consumes ``obj``'s ``layers``."""
         layers = tuple(LayerRecord(**layer) for layer in obj.pop("layers"))
         return cls(layers=layers, **obj)
 
 
 @attrs.frozen
 class PruneReport:
+    """What a prune removed: the ids of the ``images``, how many ``layers``, ``blobs`` and
+    ``staging`` directories, and ``bytes_freed`` in all."""
+
     images: tuple[str, ...]
     layers: int
     blobs: int
@@ -172,6 +187,8 @@ class Store:
 
     @classmethod
     def default(cls) -> Store:
+        """The store at the default home (`default_home`), made if missing and checked to be
+        private to this user."""
         return cls(default_home())
 
     # --- locks -------------------------------------------------------------------------------
@@ -289,12 +306,16 @@ class Store:
     # --- blobs -------------------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> Path:
+        """Where the blob ``digest`` is or would be kept; `ImageError` for a malformed digest."""
         return self.home / "blobs" / "sha256" / hex_of(digest)
 
     def has_blob(self, digest: str) -> bool:
+        """True when the blob ``digest`` is in the store."""
         return self.blob_path(digest).is_file()
 
     def open_blob(self, digest: str) -> BinaryIO:
+        """The blob ``digest``, open for reading in binary; `ImageNotFoundError` when the store
+        lacks it."""
         try:
             return open(self.blob_path(digest), "rb")
         except FileNotFoundError:
@@ -303,6 +324,8 @@ class Store:
             ) from None
 
     def read_blob(self, digest: str) -> bytes:
+        """The whole blob ``digest`` (a manifest or config: layers are better streamed with
+        `open_blob`); `ImageNotFoundError` when the store lacks it."""
         with self.open_blob(digest) as f:
             return f.read()
 
@@ -345,6 +368,7 @@ class Store:
         return self.home / "layers" / hex_of(diff_id) / "fs"
 
     def has_layer(self, diff_id: str) -> bool:
+        """True when the layer of uncompressed digest ``diff_id`` is applied in the store."""
         return (self.home / "layers" / hex_of(diff_id) / "layer.json").is_file()
 
     def _stored_layer(self, digest: str | None, diff_id: str, media_type: str | None) -> LayerRecord | None:
@@ -481,12 +505,16 @@ class Store:
         return record
 
     def record(self, image_id: str) -> ImageRecord:
+        """The record of image ``image_id`` (its config digest); `ImageNotFoundError` when the
+        store has no such image."""
         try:
             return ImageRecord.from_json(json.loads(self._record_path(image_id).read_text()))
         except FileNotFoundError:
             raise ImageNotFoundError(f"image {image_id} is not in the local store {self.home}") from None
 
     def records(self) -> list[ImageRecord]:
+        """The records of every image in the store, in no particular order (one removed meanwhile
+        is left out)."""
         out = []
         for path in sorted((self.home / "images").glob("*.json")):
             try:
@@ -496,6 +524,8 @@ class Store:
         return out
 
     def tags_of(self, image_id: str) -> list[str]:
+        """The full references (``docker.io/library/busybox:latest``) that name image
+        ``image_id``, sorted."""
         return sorted(ref for ref, target in self._refs().items() if target == image_id)
 
     def resolve(self, ref: str) -> ImageRecord:
@@ -524,6 +554,9 @@ class Store:
         )
 
     def tag(self, image_id: str, ref: str) -> str:
+        """Name image ``image_id`` with ``ref`` (``name:tag``; a tag held by another image moves
+        to this one). Returns the full reference; `ImageNotFoundError` for an unknown image,
+        `ImageError` for a digest reference."""
         parsed = reference.parse(ref)
         if parsed.digest:
             raise ImageError(f"cannot tag with a digest reference {ref!r}: give name:tag")
@@ -535,6 +568,8 @@ class Store:
         return str(parsed)
 
     def untag(self, ref: str) -> str:
+        """Remove the tag ``ref`` (the image stays); returns the id of the image it named,
+        `ImageNotFoundError` when there is no such tag."""
         parsed = str(reference.parse(ref))
         with self._store_lock():
             table = self._refs()
@@ -605,6 +640,8 @@ class Store:
             return PruneReport(tuple(removed), n_layers, n_blobs, freed, swept)
 
     def layer_size(self, diff_id: str) -> int:
+        """The size of layer ``diff_id``'s uncompressed tar, counted when it was applied (0 when
+        unknown)."""
         try:
             return int(json.loads((self.home / "layers" / hex_of(diff_id) / "layer.json").read_text())["size"])
         except (FileNotFoundError, KeyError, ValueError):

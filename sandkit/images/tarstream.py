@@ -54,9 +54,11 @@ class HeaderBudget:
     header_budget: int | None = None
 
     def renew_header_budget(self) -> None:
+        """Start counting a new member's header bytes, from the full budget."""
         self.header_budget = MAX_MEMBER_HEADERS
 
     def end_header_budget(self) -> None:
+        """Stop counting: the bytes read from now on are a member's contents."""
         self.header_budget = None
 
     def _charge(self, n: int) -> None:
@@ -71,6 +73,10 @@ class HeaderBudget:
 
 
 class ForwardReader(HeaderBudget):
+    """A forward-only file object over ``source`` that reads it in chunks of up to ``chunk_size``
+    bytes: give it to ``tarfile.open(fileobj=...)`` to parse a layer in one pass. While a header
+    budget is set, what tarfile reads counts against it."""
+
     def __init__(self, source: BinaryIO, chunk_size: int = CHUNK) -> None:
         self._source = source
         self._chunk_size = chunk_size
@@ -85,6 +91,7 @@ class ForwardReader(HeaderBudget):
         self._pos = 0  # read position inside the current chunk
 
     def tell(self) -> int:
+        """How many bytes of the stream have been consumed."""
         return self._start + self._pos
 
     def _next_chunk(self) -> bool:
@@ -105,6 +112,8 @@ class ForwardReader(HeaderBudget):
         return piece
 
     def read(self, n: int = -1) -> bytes:
+        """The next ``n`` bytes (all the rest when ``n`` is negative), fewer only at the end of
+        the stream. `UnsafeLayerError` when they take a member's headers over their budget."""
         if n < 0:
             n = 1 << 62
         pieces = []
@@ -142,6 +151,9 @@ class BudgetedFile(HeaderBudget):
         self._raw = raw
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all the rest when ``n`` is negative) of the file; while a header
+        budget is set, `UnsafeLayerError` when they take it over (reading no more than that
+        needs)."""
         if self.header_budget is not None and (n < 0 or n > self.header_budget):
             n = self.header_budget + 1  # never more than the refusal needs
         data = self._raw.read(n)
@@ -149,9 +161,11 @@ class BudgetedFile(HeaderBudget):
         return data
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Move to ``offset`` (``whence`` as in `io`); returns the new position."""
         return self._raw.seek(offset, whence)
 
     def tell(self) -> int:
+        """The current position in the file."""
         return self._raw.tell()
 
 

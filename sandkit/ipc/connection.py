@@ -27,9 +27,12 @@ class Connection:
     _pty_execs: set[int] = attrs.field(factory=set, init=False)
 
     def next_id(self) -> int:
+        """A request id not used before on this channel (1, 2, ...; 0 is the setup's)."""
         return next(self._ids)
 
     def packet_for(self, request: Request, fds: Sequence[int] = ()) -> bytes:
+        """The encoded packet for ``request``, to send with ``fds``. Raises `ProtocolError` when the
+        number of fds is not what the request takes."""
         if len(fds) != request.fd_count() or len(fds) > MAX_FDS:
             raise ProtocolError(
                 f"{request.TYPE!r} takes {request.fd_count()} fds, {len(fds)} were given"

@@ -16,6 +16,8 @@ StrOrBytes = str | bytes
 
 @attrs.frozen
 class Request:
+    """A message from the host to the init; ``id`` pairs it with its replies."""
+
     TYPE: ClassVar[str]
     id: int
 
@@ -49,6 +51,10 @@ class Setup(Request):
 
 @attrs.frozen
 class Exec(Request):
+    """Start a process in the container: ``argv`` with ``env`` (``KEY=VALUE`` entries) in ``cwd`` as
+    ``user``. ``stdio`` says where its standard streams go (fds sent with the request, a pty the
+    init makes, or captured by the init and sent back with the exit)."""
+
     TYPE: ClassVar[str] = "exec"
     argv: tuple[StrOrBytes, ...]
     env: tuple[StrOrBytes, ...]
@@ -72,6 +78,8 @@ class Exec(Request):
 
     @property
     def pty(self) -> bool:
+        """True when the init gives the process a terminal (its master comes back with
+        `Started`)."""
         return self.stdio == "pty"
 
     def fd_count(self) -> int:
@@ -80,6 +88,9 @@ class Exec(Request):
 
 @attrs.frozen
 class Signal(Request):
+    """Send ``sig`` to the process of exec ``target``, or with ``tree`` to every process it started
+    too."""
+
     TYPE: ClassVar[str] = "signal"
     target: int
     sig: int
@@ -88,6 +99,10 @@ class Signal(Request):
 
 @attrs.frozen
 class Open(Request):
+    """Open ``path`` inside the container: ``mode`` is ``"r"``, ``"w"`` (create with ``perm``, or
+    truncate), ``"a"`` or ``"dir"``. Only regular files and directories; the fd comes back with
+    `Opened`."""
+
     TYPE: ClassVar[str] = "open"
     path: str
     mode: str  # "r", "w", "a" or "dir"
@@ -113,11 +128,15 @@ class Hostname(Request):
 
 @attrs.frozen
 class Ping(Request):
+    """Ask for a `Pong`: the round trip to the init and back."""
+
     TYPE: ClassVar[str] = "ping"
 
 
 @attrs.frozen
 class Reply:
+    """A message from the init to the host, for the request with the same ``id``."""
+
     TYPE: ClassVar[str]
     FDS: ClassVar[int] = 0
     id: int
@@ -125,6 +144,8 @@ class Reply:
 
 @attrs.frozen
 class Ready(Reply):
+    """The init built the container and serves requests; ``v`` is its protocol version."""
+
     TYPE: ClassVar[str] = "ready"
     v: int = 0
     id: int = 0
@@ -163,6 +184,8 @@ class Output(Reply):
 
 @attrs.frozen
 class Opened(Reply):
+    """The file asked for by an `Open` is open: its fd comes with this reply."""
+
     TYPE: ClassVar[str] = "opened"
     FDS: ClassVar[int] = 1
 
@@ -177,16 +200,23 @@ class Connected(Reply):
 
 @attrs.frozen
 class Pong(Reply):
+    """The answer to a `Ping`."""
+
     TYPE: ClassVar[str] = "pong"
 
 
 @attrs.frozen
 class Ok(Reply):
+    """A request that needs no other answer (`Signal`, `Hostname`) was done."""
+
     TYPE: ClassVar[str] = "ok"
 
 
 @attrs.frozen
 class Error(Reply):
+    """A request failed: ``errno`` and ``msg`` say why, and for an exec ``kind`` says which step
+    (``notfound``, ``noexec``, ``user``, ``cwd``...). With id 0 it concerns the whole container."""
+
     TYPE: ClassVar[str] = "error"
     errno: int = 0
     msg: str = ""

@@ -40,6 +40,9 @@ class _Slot:
 
 @attrs.define(eq=False)
 class ControlChannel:
+    """The host's end of one container's control socket: sends requests with their fds and routes
+    each reply to whoever waits for its request id."""
+
     sock: socket.socket
     protocol: Connection = attrs.field(factory=Connection)
     _slots: dict[int, _Slot] = attrs.field(factory=dict, init=False)
@@ -214,9 +217,12 @@ class ControlChannel:
 
     @property
     def dead(self) -> bool:
+        """True once the init's end is gone (closed, died, or the channel was closed here)."""
         return self._dead is not None
 
     def close(self) -> None:
+        """Close the socket: the init sees EOF and ends the container. Every reply still waited for
+        fails with `ContainerDiedError`, and the fds filed for them are closed."""
         self._die("the container has been stopped")
         for request_id in list(self._slots):
             self.forget(request_id)

@@ -204,13 +204,20 @@ class AsyncContainer:
 
     @property
     def running(self) -> bool:
+        """True between `start` and `stop`, while the container's init is alive."""
         return self._channel is not None and not self._stopped and not self._channel.dead
 
     @property
     def rootless(self) -> bool:
+        """True when this process is not root: the container then gets a user namespace of its
+        own."""
         return os.geteuid() != 0
 
     async def start(self) -> Self:
+        """Create the container (or take a spare made ahead with the same setup) and return it,
+        ready for `exec`; ``async with`` calls this. Raises `ContainerStartError` when it cannot
+        be set up, `ImageNotFoundError` for an unknown image, and `ContainerError` when it was
+        started before: a container starts once. Nothing is left behind on failure."""
         if self._channel is not None or self._stopped:
             raise errors.ContainerError("this container was already started; make a new one")
         try:
@@ -686,6 +693,8 @@ class AsyncContainer:
         return os.fdopen(await self._open(path, "r"), "rb")
 
     async def listdir(self, path: str = "/") -> list[str]:
+        """The names in directory ``path`` of the container, sorted (without ``.`` and ``..``).
+        Raises `ContainerError` when it is missing or not a directory."""
         fd = await self._open(path, "dir")
         try:
             return sorted(os.listdir(fd))
@@ -862,5 +871,7 @@ class ProcessLink:
             raise errors.ContainerError(f"could not signal the process: {reply.msg}")
 
     def channel_dead(self) -> bool:
+        """True when the container's control socket is gone (never opened, closed, or its init
+        died)."""
         channel = self.container._channel
         return channel is None or channel.dead

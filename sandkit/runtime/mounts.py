@@ -25,10 +25,14 @@ class Mount:
 
     @classmethod
     def bind(cls, source: str | os.PathLike[str], target: str, *, read_only: bool = False) -> Mount:
+        """Mount the host path ``source`` at ``target`` in the container (``docker run -v``);
+        ``read_only`` makes it read-only."""
         return cls("bind", target, source=os.fspath(source), read_only=read_only)
 
     @classmethod
     def tmpfs(cls, target: str, *, size: int = 0, mode: int = 0o1777) -> Mount:
+        """A fresh, empty tmpfs at ``target`` that lives as long as the container: at most ``size``
+        bytes (0: the kernel's default, half of RAM), root directory mode ``mode``."""
         return cls("tmpfs", target, size=size, mode=mode)
 
     @classmethod

@@ -27,6 +27,8 @@ class CapturedOutput:
     done: bool = False
 
     def add(self, chunk: bytes) -> None:
+        """Keep ``chunk``, or the part of it that fits under ``limit``; what is cut sets
+        ``truncated``."""
         if self.limit is not None and len(self.data) + len(chunk) > self.limit:
             chunk = chunk[: max(0, self.limit - len(self.data))]
             self.truncated = True
@@ -70,6 +72,8 @@ class ExecOutcome:
 
 
 def exec_result(outcome: ExecOutcome, duration: float) -> ExecResult:
+    """The `ExecResult` of a finished exec: ``exit_code`` is 128 + N when signal N ended it, and
+    the cgroup's usage fills the per-exec figures when there was one."""
     sig = outcome.exit.signal
     usage = outcome.usage
     return ExecResult(
@@ -122,6 +126,8 @@ def finished(
 
 
 def raise_for(result: ExecResult, argv: Sequence[str], timeout: float | None) -> None:
+    """Raise what ``exec(..., check=True)`` raises for a failed ``result``: `ExecTimeoutError`
+    when the timeout killed it, else `ExecError` with the status and the end of its stderr."""
     command = " ".join(argv)
     if result.timed_out:
         raise errors.ExecTimeoutError(f"{command!r} did not finish within {timeout} s and was killed", result)
@@ -131,6 +137,9 @@ def raise_for(result: ExecResult, argv: Sequence[str], timeout: float | None) ->
 
 
 def exec_failure(reply: Error, argv: Sequence[str]) -> errors.ExecStartError:
+    """The error for an exec the init could not start: `CommandNotFoundError`,
+    `CommandNotExecutableError`, `UserNotFoundError` or `WorkdirError` by the reply's ``kind``
+    (else `ExecStartError`), its message with the fix."""
     kinds: dict[str, type[errors.ExecStartError]] = {
         "notfound": errors.CommandNotFoundError,
         "noexec": errors.CommandNotExecutableError,
@@ -149,6 +158,8 @@ def exec_failure(reply: Error, argv: Sequence[str]) -> errors.ExecStartError:
 
 
 def file_error(reply: Error, path: str) -> errors.SandkitError:
+    """The `ContainerError` for an ``open`` of ``path`` the init refused, worded for the common
+    errnos (missing, a directory, not a directory)."""
     if reply.errno == errno.ENOENT:
         return errors.ContainerError(f"no such file or directory in the container: {path!r}")
     if reply.errno == errno.EISDIR:
@@ -159,6 +170,8 @@ def file_error(reply: Error, path: str) -> errors.SandkitError:
 
 
 def start_failure(reply: Error, rootless: bool) -> str:
+    """The message of a `ContainerStartError` for a set-up the init reported as failed, with the
+    fix when the cause is known (overlayfs, for instance)."""
     message = reply.msg or os.strerror(reply.errno)
     lowered = message.lower()
     if "overlay" in lowered and reply.errno in (errno.ENODEV, errno.EPERM, errno.EINVAL):

@@ -44,6 +44,10 @@ def setup_message(
     caps: int | None = None,
     seccomp: bytes | None = None,
 ) -> Setup:
+    """The `Setup` message that builds a container from ``image`` (``"host"`` or an `Image`): its
+    root filesystem, the caller's ``mounts`` after the image's, the masked and read-only paths,
+    the writable layer's size, and the capabilities and seccomp program the init applies to
+    itself."""
     if image == HOST_IMAGE:
         rootfs: dict[str, Any] = {"kind": "tmpfs", "readonly": read_only}
         base_mounts = _host_image_mounts()

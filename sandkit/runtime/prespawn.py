@@ -50,12 +50,17 @@ class Recipe:
 
 @attrs.define(eq=False)
 class ReadyContainer:
+    """A spare: an init that has built its container and answered ``ready``, with its control
+    channel and, when the recipe has limits, its cgroup. Whoever takes it owns all three."""
+
     init: SpawnedInit
     channel: ControlChannel  # its setup answered, nothing else sent yet
     cgroup: ContainerCgroup | None = None
     made_at: float = attrs.field(factory=time.monotonic)
 
     def discard(self) -> None:
+        """Close the spare's control channel (its init then kills everything and exits), reap
+        its init, and remove its cgroup."""
         self.channel.close()
         self.init.close()
         if self.cgroup is not None:
@@ -63,6 +68,9 @@ class ReadyContainer:
 
 
 def recipe_for(setup: Setup, *, user_namespace: bool, network: bool, resources: ResourcePlan) -> Recipe:
+    """The recipe of a container with this ``setup`` (host name left out, as a spare gets its own
+    when taken), namespaces and resources: containers of equal recipes may use each other's
+    spares."""
     return Recipe(user_namespace, network, encode(attrs.evolve(setup, hostname="")),
                   resources if resources.wants_cgroup else None)
 
@@ -192,14 +200,19 @@ atexit.register(_close_at_exit)
 
 
 def enabled() -> bool:
+    """False when ``SANDKIT_PRESPAWN=0`` turns spares off (read at each call)."""
     return os.environ.get("SANDKIT_PRESPAWN", "1") != "0"
 
 
 def take(recipe: Recipe) -> ReadyContainer | None:
+    """A spare made from ``recipe`` if one is ready and spares are enabled, else None; never
+    blocks."""
     return _pool.take(recipe) if enabled() else None
 
 
 def request(recipe: Recipe) -> None:
+    """Have a spare made from ``recipe`` in the background (nothing when spares are off, or one
+    is already there)."""
     if enabled():
         _pool.request(recipe)
 
@@ -215,4 +228,5 @@ def drain() -> None:
 
 
 def spares() -> list[ReadyContainer]:
+    """The spares ready now (for tests); they stay in the pool."""
     return _pool.spares()

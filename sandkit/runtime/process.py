@@ -32,6 +32,7 @@ def wait_ready(fd: int, *, write: bool = False, timeout: float | None = None) ->
 
 
 def set_nonblocking(fd: int) -> None:
+    """Put ``fd`` in non-blocking mode (O_NONBLOCK), keeping its other flags."""
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
 
@@ -79,6 +80,7 @@ class AsyncOutput:
             yield chunk
 
     def close(self) -> None:
+        """Close the stream's fd; later reads return end of stream. Closing twice is harmless."""
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
@@ -96,6 +98,8 @@ class AsyncInput:
     owns_fd: bool = True
 
     async def write(self, data: bytes) -> None:
+        """Write all of ``data``, waiting while the pipe is full. Raises `BrokenPipeError` once
+        stdin is closed or the process stopped reading."""
         view = memoryview(data)
         while view:
             if self.fd < 0:
@@ -107,6 +111,7 @@ class AsyncInput:
                 await anyio.wait_writable(self.fd)
 
     def close(self) -> None:
+        """Close stdin: the process reads end of file. Closing twice is harmless."""
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             if self.owns_fd:
@@ -137,6 +142,8 @@ class AsyncProcess:
 
     @property
     def returncode(self) -> int | None:
+        """None while the process runs; then its exit status, or -N when signal N ended it (as
+        `subprocess` reports it)."""
         if self.exit is None:
             return None
         if self.exit.signal is not None:
@@ -155,6 +162,8 @@ class AsyncProcess:
         return code
 
     async def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the process only (not what it started); nothing happens once it has
+        ended."""
         if self.exit is None:
             await self.link.signal(self.exec_id, sig, tree=False)
 

@@ -75,6 +75,10 @@ class ResourcePlan:
         accounting: bool,
         rlimits: Mapping[str, int | tuple[int, int]] | None,
     ) -> ResourcePlan:
+        """The plan for ``limits``: a cgroup when limits or ``accounting`` ask for one and the
+        host can give it; otherwise, for memory and pids, fallback rlimits and a
+        `LimitsNotEnforcedWarning`. Raises `LimitsError` for a bad rlimit, and
+        `HostUnsupportedError` when the host's cgroups lack a controller a limit needs."""
         parsed = parse_rlimits(rlimits)
         if limits.empty and not accounting:
             return cls(limits, False, False, parsed)
@@ -93,11 +97,15 @@ class ResourcePlan:
         return ContainerCgroup.create(cgroups.host(), name, self.limits, self.accounting)
 
     def resources(self, cgroup: ContainerCgroup | None) -> Resources:
+        """The container's `Resources` for this plan, with ``cgroup`` made from it (or None)."""
         return Resources(self.limits, cgroup, self.rlimits)
 
 
 @attrs.define(eq=False)
 class Resources:
+    """What a running container holds to enforce its plan: its limits, its cgroup if any, and the
+    rlimits its processes get. `destroy` gives the cgroup back."""
+
     limits: Limits
     cgroup: ContainerCgroup | None
     rlimits: tuple[tuple[int, int, int], ...]
@@ -116,11 +124,14 @@ class Resources:
         return plan.resources(plan.make_cgroup(name))
 
     def exec_cgroup(self, exec_id: int) -> ExecCgroup | None:
+        """A child cgroup to account exec ``exec_id`` in, or None when the container has no
+        accounting."""
         if self.cgroup is None or not self.cgroup.accounting:
             return None
         return self.cgroup.exec_cgroup(exec_id)
 
     def destroy(self) -> None:
+        """Kill what is left in the container's cgroup and remove it (nothing without a cgroup)."""
         if self.cgroup is not None:
             self.cgroup.destroy()
 

@@ -30,4 +30,5 @@ class ExecResult:
 
     @property
     def ok(self) -> bool:
+        """True when the command exited with status 0 and did not time out."""
         return self.exit_code == 0 and not self.timed_out

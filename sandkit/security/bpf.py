@@ -41,6 +41,9 @@ class BPFError(ValueError):
 
 @attrs.frozen
 class Insn:
+    """One instruction before layout: an opcode and its constant ``k``; a conditional jump names its
+    targets ``jt``/``jf`` as labels, which `Assembler.assemble` turns into offsets."""
+
     code: int
     k: int = 0
     jt: str | None = None  # label names; None = not a jump
@@ -49,6 +52,8 @@ class Insn:
 
 @attrs.frozen
 class Label:
+    """A place in the code that jumps can name; it takes no room in the program."""
+
     name: str
 
 
@@ -59,26 +64,35 @@ _Addresses = dict[str | int, int]
 
 @attrs.define
 class Assembler:
+    """Collects instructions and labels in order, then lays them out with `assemble`."""
+
     items: list[Item] = attrs.field(factory=list)
     _count: int = 0
 
     def new_label(self) -> str:
+        """A label name not used before in this program (place it with `place`)."""
         self._count += 1
         return f"L{self._count}"
 
     def place(self, label: str) -> None:
+        """Put ``label`` here: jumps to it go to the next instruction added."""
         self.items.append(Label(label))
 
     def load(self, offset: int) -> None:
+        """Load the 32-bit word at byte ``offset`` of struct seccomp_data into the accumulator."""
         self.items.append(Insn(LD_W_ABS, offset))
 
     def and_(self, mask: int) -> None:
+        """AND the accumulator with ``mask`` (truncated to 32 bits)."""
         self.items.append(Insn(ALU_AND_K, mask & 0xFFFFFFFF))
 
     def ret(self, value: int) -> None:
+        """Return ``value`` (a SECCOMP_RET_* action) from the filter."""
         self.items.append(Insn(RET_K, value))
 
     def jump(self, code: int, k: int, jt: str, jf: str) -> None:
+        """A conditional jump (``code`` is JEQ, JGT, JGE or JSET against ``k``) to label ``jt`` when
+        it holds, else to ``jf``. Raises `BPFError` for any other opcode."""
         if code not in _CONDITIONAL:
             raise BPFError(f"not a conditional jump: {code:#x}")
         self.items.append(Insn(code, k & 0xFFFFFFFF, jt, jf))
@@ -167,6 +181,8 @@ def pack(program: Iterable[tuple[int, int, int, int]]) -> bytes:
 
 
 def unpack(blob: bytes) -> list[tuple[int, int, int, int]]:
+    """The ``(code, jt, jf, k)`` tuples of a packed sock_filter array (what `pack` makes);
+    `BPFError` if ``blob`` is not a whole number of entries."""
     if len(blob) % _SOCK_FILTER.size:
         raise BPFError(f"{len(blob)} bytes is not a whole number of sock_filter entries")
     return [tuple(t) for t in _SOCK_FILTER.iter_unpack(blob)]

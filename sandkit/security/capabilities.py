@@ -39,6 +39,7 @@ def last_cap() -> int:
 
 
 def all_caps() -> int:
+    """The mask of every capability the running kernel knows (what ``ALL`` means)."""
     return (1 << (last_cap() + 1)) - 1
 
 
@@ -59,6 +60,8 @@ def cap_number(name: str) -> int:
 
 
 def caps_mask(names: Iterable[str]) -> int:
+    """The bitmask of capability ``names`` (any case, with or without ``CAP_``; ``ALL`` for every
+    one). Raises `SecurityConfigError` for an unknown name."""
     mask = 0
     for name in names:
         mask |= all_caps() if _is_all(name) else 1 << cap_number(name)

@@ -37,6 +37,9 @@ from .capabilities import DOCKER_DEFAULT_MASK, cap_number
 
 
 class Op(enum.Enum):
+    """How an `Arg` compares a syscall argument with its value; ``MASKED_EQ`` compares ``arg &
+    mask``."""
+
     EQ = "eq"
     NE = "ne"
     LT = "lt"
@@ -144,6 +147,8 @@ class Action:
 
     @classmethod
     def errno(cls, number: int | str = _errno.EPERM) -> Action:
+        """Fail the syscall with ``number`` (an int, or a name such as ``"ENOSYS"``);
+        `SecurityConfigError` for an unknown name or one over 65535."""
         return cls("errno", _errno_number(number))
 
     @classmethod
@@ -155,10 +160,13 @@ class Action:
         return cls(kind, _to_int(data) if data else 0)
 
     def encode(self) -> int:
+        """The 32-bit SECCOMP_RET_* value the filter returns for this action."""
         return self._BASE[self.kind] | (self.data & 0xFFFF)
 
     @property
     def refuses(self) -> bool:
+        """True when the syscall does not run (errno, trap, kill), False for allow, log and trace.
+        """
         return self.kind not in ("allow", "log", "trace")
 
 
@@ -212,14 +220,20 @@ class SeccompProfile:
     # --- builders: each returns a new profile whose new rule is checked before the others ---
 
     def allow(self, *names: str, args: Iterable[Arg] = ()) -> SeccompProfile:
+        """A new profile that lets the syscalls ``names`` run (when every condition in ``args``
+        holds), checked before the existing rules. `SecurityConfigError` for a name no architecture
+        has."""
         return self.with_rule(Rule(_check_names(names), ALLOW, args))
 
     def deny(
         self, *names: str, errno: int | str = _errno.EPERM, args: Iterable[Arg] = ()
     ) -> SeccompProfile:
+        """A new profile in which the syscalls ``names`` fail with ``errno`` (when every condition
+        in ``args`` holds), checked before the existing rules."""
         return self.with_rule(Rule(_check_names(names), Action.errno(errno), args))
 
     def with_rule(self, rule: Rule) -> SeccompProfile:
+        """A new profile with ``rule`` checked before the existing rules."""
         return attrs.evolve(self, rules=(rule, *self.rules))
 
     @classmethod

@@ -51,11 +51,15 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password=***)"
 
     def basic(self) -> str:
+        """The ``Authorization`` header value for HTTP Basic authentication with these
+        credentials."""
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
 
 def coerce(auth: Credentials | tuple[str, str] | None) -> Credentials | None:
+    """``auth`` as `Credentials`: a ``(username, password)`` tuple is converted, None and
+    `Credentials` pass through; anything else is a `TypeError`."""
     if auth is None or isinstance(auth, Credentials):
         return auth
     if isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(x, str) for x in auth):
@@ -67,6 +71,8 @@ def coerce(auth: Credentials | tuple[str, str] | None) -> Credentials | None:
 
 
 def config_path() -> Path:
+    """The Docker config file: ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``
+    (which may not exist)."""
     base = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
     return Path(base) / "config.json"
 
@@ -209,6 +215,9 @@ _PARAM = re.compile(r'\s*([a-zA-Z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^",\s]*
 
 @attrs.frozen
 class Challenge:
+    """One challenge of a ``WWW-Authenticate`` header: its ``scheme`` in lower case (``basic`` or
+    ``bearer``) and its parameters (``realm``, ``service``, ``scope``...)."""
+
     scheme: str  # lower case: "basic" or "bearer"
     params: dict[str, str]
 

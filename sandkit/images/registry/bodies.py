@@ -63,15 +63,19 @@ class ProgressWatch:
         self._paused_at: float | None = None
 
     def pause(self) -> None:
+        """Stop the clock while the reader is busy elsewhere (its wait is not the registry's)."""
         if self._paused_at is None:
             self._paused_at = time.monotonic()
 
     def resume(self) -> None:
+        """Start the clock again after `pause`: the paused time does not count."""
         if self._paused_at is not None:
             self._window_start += time.monotonic() - self._paused_at
             self._paused_at = None
 
     def advance(self, n: int) -> None:
+        """Count ``n`` more bytes received; `StalledError` when the current period is over
+        without enough of them."""
         self.received += n
         self._window_bytes += n
         if self._window_bytes >= self._needed():
@@ -109,6 +113,8 @@ class Limit:
 
 
 def error_limit(what: str) -> Limit:
+    """The `Limit` for an error body (``what`` names it in messages): only its first MAX_SMALL
+    bytes are read and kept."""
     return Limit(MAX_SMALL, what, truncate=True)
 
 

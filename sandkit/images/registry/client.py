@@ -49,11 +49,17 @@ Body = bytes | Callable[[], AsyncIterator[bytes]] | None
 
 @attrs.frozen
 class RetryPolicy:
+    """How a request that failed in a way worth retrying (a connection error, 408, 429, 500, 502,
+    503, 504) is tried again: ``attempts`` in all, the first included, with exponential backoff
+    from ``base_delay`` up to ``max_delay`` seconds."""
+
     attempts: int = 5  # tries in all, the first included
     base_delay: float = 0.5
     max_delay: float = 8.0
 
     def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (0 for the first): exponential backoff
+        capped at ``max_delay``, less a random share of up to half (jitter)."""
         # Jitter keeps parallel layer downloads from retrying in lock step.
         return min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1.0)
 
@@ -66,6 +72,8 @@ class TransientError(RegistryError):
 
 
 def scope(repository: str, *actions: str) -> str:
+    """The token scope that grants ``actions`` (``pull``, ``push``) on ``repository``:
+    ``repository:<name>:<actions>``."""
     return f"repository:{repository}:{','.join(actions)}"
 
 

@@ -74,6 +74,8 @@ class BlobDownload(io.RawIOBase):
         return True
 
     def readinto(self, buf: Any) -> int:
+        """Fill ``buf`` with the blob's next bytes, fetching, resuming or retrying as needed;
+        returns how many (0 at the end). After a failure every later read raises the same error."""
         # A reader may read again after an error (the store drains its source to name the blob's
         # digest): that must neither resume nor retry, only repeat the error.
         if self._failure is not None:

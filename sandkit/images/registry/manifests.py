@@ -40,6 +40,9 @@ MAX_MANIFEST = MAX_DOCUMENT  # what registries themselves accept; bigger is an a
 
 @attrs.frozen
 class Manifest:
+    """A manifest or index as the registry sent it: its ``media_type``, verified ``digest``, the
+    ``raw`` bytes (kept as they are, since the digest is over them) and the parsed ``body``."""
+
     media_type: str
     digest: str
     raw: bytes
@@ -47,6 +50,7 @@ class Manifest:
 
     @property
     def is_index(self) -> bool:
+        """True for an OCI image index or Docker manifest list (one manifest per platform)."""
         return self.media_type in INDEX_TYPES
 
 

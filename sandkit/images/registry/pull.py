@@ -34,6 +34,10 @@ CONCURRENT_DOWNLOADS = 3  # Docker's default max-concurrent-downloads
 
 
 class Puller:
+    """One pull of ``ref`` from a registry into ``store``: resolves the manifest for the
+    platform, then fetches the config and streams each layer into the store, reporting `Progress`
+    to ``progress``."""
+
     def __init__(
         self, client: RegistryClient, store: Store, ref: reference.Reference, progress: ProgressCallback
     ) -> None:
@@ -84,6 +88,8 @@ class Puller:
         return man
 
     async def config(self, desc: dict[str, Any]) -> bytes:
+        """The image config of descriptor ``desc``, fetched and verified against its digest and
+        size (at most MAX_CONFIG, 4 MiB); `RegistryError` when it cannot be fetched."""
         size = desc.get("size")
         if not isinstance(size, int) or not 0 < size <= MAX_CONFIG:
             raise RegistryError(f"the config of {self.where} has an invalid size {size!r} in the manifest")
@@ -101,6 +107,9 @@ class Puller:
     # --- layers ------------------------------------------------------------------------------
 
     async def layer(self, desc: dict[str, Any], diff_id: str, limiter: anyio.CapacityLimiter) -> None:
+        """Fetch, verify and apply the layer of descriptor ``desc`` (uncompressed digest
+        ``diff_id``) into the store in one pass, at most ``limiter``'s number at once; a layer
+        the store has already is skipped. Cancelling the pull ends the download at once."""
         digest = desc["digest"]
         if self.store.has_blob(digest) and self.store.has_layer(diff_id):
             self.report(Progress("exists", digest, desc["size"], desc["size"]))
@@ -132,6 +141,9 @@ class Puller:
         self.report(Progress("complete", digest, desc["size"], desc["size"]))
 
     async def run(self, platform: Platform | None) -> ImageRecord:
+        """Pull the image for ``platform`` (default: the host's) and register it in the store,
+        tagged with the reference's tag; returns its record. Nothing half-made stays in the store
+        when it fails or is cancelled."""
         man = await self.resolve(platform)
         config = await self.config(man.body["config"])
         diff_ids = check_config(config, self.where)

@@ -30,6 +30,9 @@ DEFAULT_CHUNK_SIZE = 64 << 20  # blobs above this go up in PATCH chunks of this 
 
 
 class Pusher:
+    """One push of a stored image as ``ref``: uploads the blobs the registry lacks (mounting them
+    from ``sources``, other repositories of that registry, where it can), then the manifest."""
+
     def __init__(
         self, client: RegistryClient, store: Store, ref: reference.Reference, sources: list[str],
         progress: ProgressCallback, chunk_size: int,
@@ -55,6 +58,9 @@ class Pusher:
         return str(httpx.URL(await self.client.base_url() + "/").join(loc))
 
     async def blob(self, desc: dict[str, Any], limiter: anyio.CapacityLimiter) -> None:
+        """Make blob ``desc`` present in the target repository: nothing if it is there, a
+        cross-repository mount if a source has it, else an upload (in ``chunk_size`` pieces when
+        larger), at most ``limiter``'s number at once."""
         digest, size = desc["digest"], int(desc["size"])
         async with limiter:
             path = f"/v2/{self.repo}/blobs/{digest}"
@@ -134,6 +140,8 @@ class Pusher:
         return location
 
     async def manifest(self, raw: bytes, media_type: str, digest: str) -> None:
+        """Upload the manifest ``raw`` under the reference's tag (or digest);
+        `DigestMismatchError` when the registry stored it under another digest."""
         target = self.ref.tag or self.ref.digest or "latest"
         if self.ref.digest and self.ref.digest != digest:
             raise ImageError(
@@ -153,6 +161,7 @@ class Pusher:
         self.report(Progress("manifest", digest, len(raw), len(raw)))
 
     async def run(self, image_id: str) -> str:
+        """Push image ``image_id``: its blobs, then its manifest; returns the manifest's digest."""
         rec = self.store.record(image_id)
         _manifest, *blobs = self.store.image_blobs(image_id)
         limiter = anyio.CapacityLimiter(CONCURRENT_UPLOADS)
@@ -198,4 +207,6 @@ async def push(
 
 
 def push_sync(image_id: str, ref: str, **kwargs: Any) -> str:
+    """Run `push` on a private trio loop in this thread (progress callbacks run here too); the
+    same arguments, the same result."""
     return anyio.run(functools.partial(push, image_id, ref, **kwargs), backend="trio")

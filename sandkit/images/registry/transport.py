@@ -61,6 +61,8 @@ class LargeReadStream(httpcore.NetworkStream):
         self._tls = sock if isinstance(sock, ssl.SSLSocket) else None
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        """Up to READ_SIZE bytes, whatever ``max_bytes`` httpcore asks for; over TLS, with every
+        record already received (b"" at end of stream)."""
         # (h11 takes whatever it is given: a read larger than asked for is just more body.)
         data = self._stream.read(max(max_bytes, READ_SIZE), timeout)
         if data and self._tls is not None:
@@ -68,17 +70,22 @@ class LargeReadStream(httpcore.NetworkStream):
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """Send all of ``buffer`` on the connection."""
         self._stream.write(buffer, timeout)
 
     def close(self) -> None:
+        """Close the connection."""
         self._stream.close()
 
     def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None,
     ) -> httpcore.NetworkStream:
+        """The same connection upgraded to TLS, still read in large pieces."""
         return LargeReadStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
+        """What httpcore asks of the connection (its socket, ssl object, addresses), from the
+        stream underneath."""
         return self._stream.get_extra_info(info)
 
 
@@ -103,6 +110,8 @@ def _records_already_here(sock: ssl.SSLSocket, data: bytes) -> bytes:
 
 
 class LargeReadBackend(httpcore.NetworkBackend):
+    """httpcore's sync network backend, with every connection wrapped in a `LargeReadStream`."""
+
     def __init__(self) -> None:
         self._backend = httpcore.SyncBackend()
 
@@ -110,14 +119,17 @@ class LargeReadBackend(httpcore.NetworkBackend):
         self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
+        """A TCP connection to ``host``:``port``, read in large pieces."""
         return LargeReadStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
+        """A connection to the unix socket ``path``, read in large pieces."""
         return LargeReadStream(self._backend.connect_unix_socket(path, timeout, socket_options))
 
     def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` (httpcore's backend interface)."""
         self._backend.sleep(seconds)
 
 
@@ -164,4 +176,5 @@ class LargeReadTransport(httpx.BaseTransport):
         )
 
     def close(self) -> None:
+        """Close every connection of the pool."""
         self._pool.close()

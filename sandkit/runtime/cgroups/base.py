@@ -62,6 +62,8 @@ def host_tag() -> str:
 
 
 def check_name(name: str) -> str:
+    """``name`` itself if it can be a cgroup directory name (1 to 128 of letters, digits, ``_.-``,
+    not ``.`` or ``..``), else `ValueError`."""
     if not _NAME_RE.match(name) or name in (".", ".."):
         raise ValueError(f"not a usable cgroup name: {name!r} (letters, digits, '_.-', at most 128)")
     return name
@@ -88,6 +90,9 @@ class HostDirs:
 
     @classmethod
     def get(cls, host: CgroupHost, parent: str, prepare_level: Prepare) -> int:
+        """The fd of this process's directory under ``parent``, made (each level set up with
+        ``prepare_level``) on the first call and kept open after. The first call also removes what
+        dead processes left behind."""
         tag = host_tag()
         key = (parent, host.name, tag)
         with cls._lock:
@@ -267,7 +272,9 @@ class ContainerCgroup(abc.ABC):
     def _exec_cgroup(self, name: str) -> ExecCgroup: ...
 
     @abc.abstractmethod
-    def stats(self) -> CgroupStats: ...
+    def stats(self) -> CgroupStats:
+        """The container's resource use now (memory, CPU time, pids), None for what its cgroup
+        does not count."""
 
     @abc.abstractmethod
     def _teardown(self) -> None:

@@ -48,6 +48,7 @@ class CgroupHost:
 
     @property
     def usable(self) -> bool:
+        """True when limits can be enforced here (``why_not`` says why they cannot)."""
         return self.why_not is None
 
     def check(self, limits: Limits, accounting: bool = False) -> None:

@@ -83,18 +83,22 @@ class Limits:
 
     @property
     def empty(self) -> bool:
+        """True when no limit is set: the container needs no cgroup for limits."""
         return all(v is None for v in (self.memory, self.memory_swap, self.cpus, self.cpu_shares, self.pids))
 
     @property
     def wants_memory(self) -> bool:
+        """True when a memory limit is set."""
         return self.memory is not None
 
     @property
     def wants_cpu(self) -> bool:
+        """True when a CPU quota or CPU shares are set."""
         return self.cpus is not None or self.cpu_shares is not None
 
     @property
     def wants_pids(self) -> bool:
+        """True when a pids limit is set."""
         return self.pids is not None
 
     def cpu_quota_us(self) -> int:

@@ -67,6 +67,9 @@ class _Dirs:
 
 
 class V1ExecCgroup(ExecCgroup):
+    """One exec's accounting cgroups under its container's, in the memory and cpuacct hierarchies of
+    cgroup v1."""
+
     def __init__(self, container: V1ContainerCgroup, name: str) -> None:
         self._name = name
         self._parents = dict(container._dirs.by_mount)
@@ -100,6 +103,9 @@ class V1ExecCgroup(ExecCgroup):
 
 
 class V1ContainerCgroup(ContainerCgroup):
+    """A container's cgroups on cgroup v1 (or hybrid): one directory in each hierarchy that a limit
+    or accounting needs."""
+
     host: CgroupHost
 
     def _controllers(self) -> set[str]:
@@ -173,4 +179,6 @@ class V1ContainerCgroup(ContainerCgroup):
 
 
 def reap_stale(host: CgroupHost) -> list[str]:
+    """Remove the empty cgroup directories that processes now dead left in every v1 hierarchy;
+    returns their paths."""
     return [p for mount in sorted(set(host.parents.values())) for p in reap_stale_under(mount, host.name, False)]

@@ -79,6 +79,8 @@ def _leave_parent(host: CgroupHost, parent_fd: int) -> None:
 
 
 class V2ExecCgroup(ExecCgroup):
+    """One exec's accounting cgroup, a child of its container's in the unified (v2) tree."""
+
     def __init__(self, parent_fd: int, name: str) -> None:
         self._parent_fd, self._name = parent_fd, name
         self._fd: int | None = _fs.make_dir(parent_fd, name)
@@ -107,6 +109,9 @@ class V2ExecCgroup(ExecCgroup):
 
 
 class V2ContainerCgroup(ContainerCgroup):
+    """A container's cgroup in the unified (v2) tree, with its limits and, for accounting, a child
+    for the init."""
+
     _fd: int | None = None
     _init_fd: int | None = None
 
@@ -204,6 +209,8 @@ def _move(dest_fd: int, pid: int) -> None:
 
 
 def reap_stale(host: CgroupHost) -> list[str]:
+    """Remove the empty cgroup directories that processes now dead left in the v2 tree (their
+    containers' and their own leaves); returns their paths."""
     parent = host.parents.get("memory")
     if parent is None:
         return []
