@@ -82,9 +82,6 @@ def _setsid_orphan_past_the_timeout(image_dir: str, token: str) -> tuple[bool, s
             return r.timed_out, _left_after(c, f"sleep {token}")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="HOLE: a setsid orphan of an exited exec root outlives the exec's timeout"
-)
 @pytest.mark.parametrize("mode", MODES)
 def test_a_setsid_orphan_of_an_exited_root_does_not_outlive_the_timeout(
     mode, as_unprivileged, busybox_dir
