@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "init.h"
@@ -168,6 +169,18 @@ pid_t capture_pid(int64_t id)
 {
 	struct capture *c = find(id);
 	return c ? c->pid : 0;
+}
+
+size_t capture_pipes(int64_t id, ino_t ino[2])
+{
+	struct capture *c = find(id);
+	size_t n = 0;
+	struct stat st;
+
+	for (int k = 0; c && k < 2; k++)
+		if (c->s[k].fd >= 0 && fstat(c->s[k].fd, &st) == 0)
+			ino[n++] = st.st_ino;
+	return n;
 }
 
 int capture_killed(int64_t id)

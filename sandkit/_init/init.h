@@ -134,6 +134,7 @@ size_t capture_count(void);
 int capture_exited(int64_t id, int status, bool *handled); /* sends exit once output ended */
 int capture_killed(int64_t id);                            /* stop waiting for end of output */
 pid_t capture_pid(int64_t id);                             /* 0: no such capture */
+size_t capture_pipes(int64_t id, ino_t ino[2]);            /* inodes of the pipes still open */
 bool capture_backlog(void);                                /* output waits for socket room */
 int capture_fill(struct pollfd *pf);                       /* at most 2 * capture_count() */
 int capture_ready(const struct pollfd *pf, int n);

@@ -99,18 +99,15 @@ static DIR *open_proc(void)
 	return dir;
 }
 
-/* The container's live processes but PID 1, as its proc mount shows them now, in a malloc'd
- * array of *n (NULL: none, or no proc mount to read). */
-static struct proc *read_procs(size_t *n)
+/* The container's live processes but PID 1, as its proc mount dir shows them now, in a
+ * malloc'd array of *n (NULL: none). */
+static struct proc *read_procs(DIR *dir, size_t *n)
 {
-	autoclosedir DIR *dir = open_proc();
 	autofree struct proc *ps = NULL;
 	struct dirent *de;
 	size_t cap = 0;
 
 	*n = 0;
-	if (!dir)
-		return NULL;
 	while ((de = readdir(dir))) {
 		char *end;
 		long pid = strtol(de->d_name, &end, 10);
@@ -128,14 +125,53 @@ static struct proc *read_procs(size_t *n)
 	return take_ptr(ps);
 }
 
+/* Whether process pid holds one of the pipes (by inode) open, as <pid>/fd of the proc mount
+ * procfd shows. Reading that directory and its links never blocks on procfs; its length is the
+ * process's open files, which the container's limits bound. */
+static bool holds_pipe(int procfd, pid_t pid, const ino_t *pipes, size_t npipes)
+{
+	char path[32], link[64];
+	autoclose int fd = -1;
+	autoclosedir DIR *dir = NULL;
+	struct dirent *de;
+
+	snprintf(path, sizeof(path), "%d/fd", pid);
+	fd = resolve_at(procfd, path, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0,
+			RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+				RESOLVE_NO_XDEV);
+	if (fd < 0 || !(dir = fdopendir(fd)))
+		return false;
+	fd = -1; /* the DIR has it */
+	while ((de = readdir(dir))) {
+		ssize_t n = readlinkat(dirfd(dir), de->d_name, link, sizeof(link) - 1);
+		char *end;
+		unsigned long long ino;
+		if (n <= 0)
+			continue;
+		link[n] = 0;
+		if (strncmp(link, "pipe:[", 6) != 0)
+			continue;
+		ino = strtoull(link + 6, &end, 10);
+		if (strcmp(end, "]") != 0)
+			continue;
+		for (size_t k = 0; k < npipes; k++)
+			if (ino == (unsigned long long)pipes[k])
+				return true;
+	}
+	return false;
+}
+
 /* Signals the exec's session, process group and descendants; returns how many were hit. A
  * root that has been reaped is no process any more (its pid may be another's by now), but its
  * session and group stay what they were while any member lives. Every exec root is a subreaper
- * (see child.c), so what it started stays its descendant even after a double fork and setsid. */
-static int signal_tree(pid_t root, bool root_alive, int sig)
+ * (see child.c), so what it started stays its descendant even after a double fork and setsid,
+ * but only while the root lives: once it is gone, what still holds one of the exec's captured
+ * pipes (the npipes inodes of pipes) is signalled too, with its descendants. */
+static int signal_tree(pid_t root, bool root_alive, const ino_t *pipes, size_t npipes, int sig)
 {
-	size_t n;
-	autofree struct proc *ps = read_procs(&n);
+	autoclosedir DIR *dir = open_proc();
+	size_t n = 0;
+	autofree struct proc *ps = dir ? read_procs(dir, &n) : NULL;
 	autofree struct proc **path = malloc((n ? n : 1) * sizeof(*path));
 	int hit = 0;
 
@@ -151,6 +187,10 @@ static int signal_tree(pid_t root, bool root_alive, int sig)
 	for (size_t k = 0; k < n; k++)
 		if ((root_alive && ps[k].pid == root) || ps[k].pgrp == root || ps[k].sid == root)
 			ps[k].mark = IN;
+	/* Only without a root: its fds cost a read per process, and the root's tree has it all. */
+	for (size_t k = 0; !root_alive && npipes && k < n; k++)
+		if (ps[k].mark != IN && holds_pipe(dirfd(dir), ps[k].pid, pipes, npipes))
+			ps[k].mark = IN;
 	for (size_t k = 0; k < n; k++)
 		mark_tree(ps, n, &ps[k], path);
 	for (size_t k = 0; k < n; k++)
@@ -163,6 +203,8 @@ int do_signal(struct req *r, struct err *e)
 {
 	int64_t target = 0, sig = 0;
 	bool tree = false, alive;
+	ino_t pipes[2];
+	size_t npipes = 0;
 	pid_t pid;
 
 	close_fds(r->fds, r->nfds);
@@ -174,19 +216,21 @@ int do_signal(struct req *r, struct err *e)
 		return seterr(e, EINVAL, "invalid signal %lld", (long long)sig);
 	/* An exec that has ended is untracked, so its pid can never be a reused one. A captured
 	 * exec whose process ended while what it started still holds its output open is found
-	 * through its session: the tree is all that is left to signal. */
+	 * through its session and by who holds its pipes: the tree is all that is left to signal. */
 	pid = tracked_pid(target);
 	if (!pid)
 		pid = starting_pid(target); /* not exec'd yet: a stopped child must not stay so */
 	alive = pid > 0;
-	if (!alive && tree)
+	if (!alive && tree) {
 		pid = capture_pid(target);
+		npipes = capture_pipes(target, pipes);
+	}
 	if (pid > 0) {
 		if (!tree) {
 			if (kill(pid, (int)sig) < 0 && errno != ESRCH)
 				return seterr(e, errno, "kill: %s", strerror(errno));
 		} else {
-			for (int round = 0; signal_tree(pid, alive, (int)sig) > 0 &&
+			for (int round = 0; signal_tree(pid, alive, pipes, npipes, (int)sig) > 0 &&
 					    sig == SIGKILL && round < 1000;
 			     round++) {
 				struct timespec ts = { 0, 1000000 };
