@@ -238,6 +238,9 @@ class PortForwarder:
     _closed: bool = attrs.field(default=False, init=False)
 
     def bind(self, specs: Sequence[PortSpec]) -> list[Binding]:
+        """Bind a host socket for each published port (before the container is made, so that a
+        port in use fails the start with nothing made); returns where each landed. On any
+        failure, the sockets bound so far are closed and PortInUseError is raised."""
         try:
             for spec in specs:
                 self._ports.append(_Port(spec, _bind(spec)))
@@ -248,9 +251,12 @@ class PortForwarder:
 
     @property
     def bindings(self) -> list[Binding]:
+        """The host address and port of each published port, in the order they were given."""
         return [Binding(p.spec, *p.sock.getsockname()[:2]) for p in self._ports]
 
     def start(self) -> None:
+        """Start the serving thread that accepts on the bound ports and relays each connection
+        (or UDP client) to the container; nothing happens when no port is published."""
         if not self._ports:
             return
         self._selector = selectors.DefaultSelector()

@@ -28,7 +28,15 @@ import attrs
 import httpx
 
 from ...errors import AuthenticationError, RegistryError
-from .bodies import MAX_TOKEN, Limit, ProgressRule, ProgressWatch, error_limit, read_async
+from .bodies import (
+    MAX_TOKEN,
+    Limit,
+    ProgressRule,
+    ProgressWatch,
+    error_limit,
+    headers_in_time,
+    read_async,
+)
 from .errors import printable
 
 DOCKER_HUB = "docker.io"
@@ -339,7 +347,8 @@ class Authenticator:
             request = http.build_request("GET", realm, params=tuple(query), headers=headers)
         watch = ProgressWatch(self.progress, f"the token request to {shown}")
         try:
-            resp = await http.send(request, stream=True)
+            with headers_in_time(watch):
+                resp = await http.send(request, stream=True)
             limit = (
                 Limit(MAX_TOKEN, f"the token response of {shown}") if resp.status_code == 200 else error_limit(shown)
             )

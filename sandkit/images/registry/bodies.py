@@ -11,13 +11,18 @@ is left of a body of known size) in every ``period`` seconds, counted over all o
 A registry that trickles a byte every few seconds, or promises more than it sends, fails the
 pull after about a period (two at most: a read waits up to one period for data) instead of
 holding it for minutes; `PROGRESS` is the default, `RegistryClient(progress=...)` changes it.
+The response headers count too: they must all be in one period after the request was sent
+(`headers_in_time`; transport.py for layer downloads), or a registry that trickles them a byte
+at a time would hold a pull before its body, and so the rule, ever began.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import anyio
 import attrs
 import httpx
 
@@ -86,18 +91,38 @@ class ProgressWatch:
     def check(self, last_error: object = None) -> None:
         """Raise StalledError if the current period is over without enough bytes."""
         if time.monotonic() - self._window_start > self.rule.period:
-            after = f" (last error: {last_error})" if last_error else ""
-            raise StalledError(
-                f"{self.what} made too little progress: {self._window_bytes} bytes in the last "
-                f"{self.rule.period:g} s (at least {self._needed()} expected, {self.received} received in all){after}; "
-                "the registry or the network is stalled: try again later, or on a slow link raise "
-                "sandkit.images.registry.bodies.PROGRESS"
-            )
+            raise self._stalled(last_error)
+
+    def headers_late(self) -> StalledError:
+        """The error for a request whose response headers were not all in a period after it was
+        sent: no byte of a body, so too little progress, in that period."""
+        return self._stalled(f"the response headers were not all in {self.rule.period:g} s after the request")
+
+    def _stalled(self, last_error: object) -> StalledError:
+        after = f" (last error: {last_error})" if last_error else ""
+        return StalledError(
+            f"{self.what} made too little progress: {self._window_bytes} bytes in the last "
+            f"{self.rule.period:g} s (at least {self._needed()} expected, {self.received} received in all){after}; "
+            "the registry or the network is stalled: try again later, or on a slow link raise "
+            "sandkit.images.registry.bodies.PROGRESS"
+        )
 
     def _needed(self) -> int:
         if self.size is None:
             return self.rule.min_bytes
         return max(1, min(self.rule.min_bytes, self.size - (self.received - self._window_bytes)))
+
+
+@contextlib.contextmanager
+def headers_in_time(watch: ProgressWatch) -> Iterator[None]:
+    """For a request sent in the block (async client, ``send(..., stream=True)``): its response
+    headers, redirects included, are all in one period of ``watch``'s rule after it was sent,
+    else the rule's StalledError. A read waits at most a period, but headers trickled a byte at
+    a time never let one wait that long."""
+    with anyio.move_on_after(watch.rule.period) as deadline:
+        yield
+    if deadline.cancelled_caught:
+        raise watch.headers_late()
 
 
 @attrs.frozen

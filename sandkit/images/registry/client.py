@@ -16,6 +16,7 @@ import os
 import random
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Self
 
@@ -31,13 +32,14 @@ from .bodies import (
     ProgressRule,
     ProgressWatch,
     error_limit,
+    headers_in_time,
     read_async,
     read_sync,
     skip_redirect_body,
     skip_redirect_body_async,
 )
 from .errors import printable
-from .transport import LargeReadTransport
+from .transport import HeadersTooSlow, LargeReadTransport, headers_by
 
 # Where Docker Hub's API really lives (docker.io is only the name in references).
 _API_HOST = {DOCKER_HUB: "registry-1.docker.io"}
@@ -204,7 +206,7 @@ class RegistryClient:
             transient = False
             for s in schemes:
                 try:
-                    with self._no_redirect_loop("GET", f"{s}://{host}/v2/"):
+                    with self._no_redirect_loop("GET", f"{s}://{host}/v2/"), headers_in_time(watch):
                         resp = await self.http.send(self.http.build_request("GET", f"{s}://{host}/v2/"), stream=True)
                     resp = await read_async(resp, error_limit(f"the answer of {s}://{host}/v2/"), watch)
                 except httpx.TransportError as e:
@@ -245,7 +247,10 @@ class RegistryClient:
                 method, url, headers=_authorized(headers, auth_header), content=content,
                 timeout=self._upload_timeout if upload else httpx.USE_CLIENT_DEFAULT,
             )
-            with self._no_redirect_loop(method, url):
+            # An upload's answer keeps its long timeout (above); every other answer's headers
+            # arrive within a progress period.
+            in_time = contextlib.nullcontext() if upload else headers_in_time(watch)
+            with self._no_redirect_loop(method, url), in_time:
                 resp = await self.http.send(req, stream=True)
             if resp.status_code != 401:
                 return resp  # streamed: the caller reads its body
@@ -351,8 +356,10 @@ class RegistryClient:
             blocking = self.blocking
             request = blocking.build_request("GET", url, headers=_authorized(headers, auth_header))
             try:
-                with self._no_redirect_loop("GET", url):
+                with self._no_redirect_loop("GET", url), headers_by(time.monotonic() + self.progress.period):
                     resp = blocking.send(request, stream=True)
+            except HeadersTooSlow:
+                raise watch.headers_late() from None
             except httpx.TransportError as e:
                 raise TransientError(_describe_transport(url.split(":", 1)[0], self.registry, e)) from None
             if resp.status_code not in _TRANSIENT_STATUS and resp.status_code != 401:

@@ -105,8 +105,8 @@ class BlobDownload(io.RawIOBase):
 
     def interrupt(self) -> None:
         """Called from the loop when the pull is cancelled: end the download now, even a read
-        that is waiting for data. (A request still waiting for its response headers ends at the
-        client's timeout.)"""
+        that is waiting for data. (A request still waiting for its response headers ends at its
+        header deadline, a progress period after it was sent: see transport.py.)"""
         self._stop.set()
         with self._lock:
             stream = self._response.extensions.get("network_stream") if self._response is not None else None

@@ -8,13 +8,20 @@ TLS record that has already arrived, so a body arrives in a few dozen pieces ins
 thousands.
 
 Only the sync client of pulls uses this transport; everything else stays on httpx's own.
+
+Its connections also keep the header deadline of the request being sent (`headers_by`): a
+read waits at most a progress period, but headers trickled a byte at a time never let one
+wait, so until the headers are in, every connect, TLS handshake, write and read ends by the
+deadline instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import httpcore
@@ -52,6 +59,46 @@ def _as_httpx_errors() -> Iterator[None]:
         raise
 
 
+# The time.monotonic() by which the response headers of the request that this thread is
+# sending must be in (None: no request is being sent). The sync pool sends and reads the headers
+# in the sending thread, so the context of that thread is the request's.
+_headers_deadline: ContextVar[float | None] = ContextVar("headers_deadline", default=None)
+
+
+class HeadersTooSlow(Exception):
+    """The response headers were not all in by the deadline of `headers_by`."""
+
+
+@contextlib.contextmanager
+def headers_by(deadline: float) -> Iterator[None]:
+    """The requests this thread sends in the block (redirects too) have their response headers
+    by ``deadline`` (time.monotonic()), else HeadersTooSlow. Bodies read after it are not bound."""
+    token = _headers_deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _headers_deadline.reset(token)
+
+
+@contextlib.contextmanager
+def _until_deadline(timeout: float | None) -> Iterator[float | None]:
+    """``timeout`` for one network operation, cut to what is left before the header deadline;
+    the operation's timeout becomes HeadersTooSlow when it was the deadline's."""
+    deadline = _headers_deadline.get()
+    if deadline is None:
+        yield timeout
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise HeadersTooSlow()
+    try:
+        yield left if timeout is None else min(timeout, left)
+    except httpcore.TimeoutException:
+        if timeout is None or left < timeout:
+            raise HeadersTooSlow() from None
+        raise
+
+
 class LargeReadStream(httpcore.NetworkStream):
     """A connection whose reads return up to READ_SIZE bytes, whatever httpcore asks for."""
 
@@ -64,14 +111,16 @@ class LargeReadStream(httpcore.NetworkStream):
         """Up to READ_SIZE bytes, whatever ``max_bytes`` httpcore asks for; over TLS, with every
         record already received (b"" at end of stream)."""
         # (h11 takes whatever it is given: a read larger than asked for is just more body.)
-        data = self._stream.read(max(max_bytes, READ_SIZE), timeout)
+        with _until_deadline(timeout) as timeout:
+            data = self._stream.read(max(max_bytes, READ_SIZE), timeout)
         if data and self._tls is not None:
             data = _records_already_here(self._tls, data)
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         """Send all of ``buffer`` on the connection."""
-        self._stream.write(buffer, timeout)
+        with _until_deadline(timeout) as timeout:
+            self._stream.write(buffer, timeout)
 
     def close(self) -> None:
         """Close the connection."""
@@ -81,7 +130,9 @@ class LargeReadStream(httpcore.NetworkStream):
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None,
     ) -> httpcore.NetworkStream:
         """The same connection upgraded to TLS, still read in large pieces."""
-        return LargeReadStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+        # (The ssl module's handshake timeout bounds the whole handshake, not each of its reads.)
+        with _until_deadline(timeout) as timeout:
+            return LargeReadStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
         """What httpcore asks of the connection (its socket, ssl object, addresses), from the
@@ -120,13 +171,15 @@ class LargeReadBackend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         """A TCP connection to ``host``:``port``, read in large pieces."""
-        return LargeReadStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+        with _until_deadline(timeout) as timeout:
+            return LargeReadStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         """A connection to the unix socket ``path``, read in large pieces."""
-        return LargeReadStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+        with _until_deadline(timeout) as timeout:
+            return LargeReadStream(self._backend.connect_unix_socket(path, timeout, socket_options))
 
     def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` (httpcore's backend interface)."""
