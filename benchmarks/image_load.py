@@ -42,7 +42,10 @@ def build_archive(src: Path, work: Path) -> Path:
     layers = [layer_from_dir(src, names[:half]), layer_from_dir(src, names[half:])]
     layout = oci_layout(work / "layout", layers, compress="gzip", ref_name="bench/large:1")
     out = work / "large.tar"
-    subprocess.run(["skopeo", "copy", "-q", f"oci:{layout}:1", f"docker-archive:{out}:bench/large:1"], check=True)
+    subprocess.run(
+        ["skopeo", "copy", "-q", f"oci:{layout}:1", f"docker-archive:{out}:bench/large:1"],
+        check=True,
+    )
     shutil.rmtree(layout)
     return out
 
@@ -65,13 +68,21 @@ def main() -> None:
         ours = timed(lambda: Image.load(archive, store=Store(work / "home")))
 
         def theirs() -> None:
-            subprocess.run(["skopeo", "copy", "-q", f"docker-archive:{archive}", f"oci:{work / 'oci'}:x"], check=True)
-            subprocess.run(["umoci", "unpack", "--image", f"{work / 'oci'}:x", str(work / "bundle")], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["skopeo", "copy", "-q", f"docker-archive:{archive}", f"oci:{work / 'oci'}:x"],
+                check=True,
+            )
+            subprocess.run(
+                ["umoci", "unpack", "--image", f"{work / 'oci'}:x", str(work / "bundle")],
+                check=True,
+                capture_output=True,
+            )
 
         other = timed(theirs)
-        print(f"sandkit load+apply: {ours:.2f}s   skopeo copy + umoci unpack: {other:.2f}s   "
-              f"ratio (sandkit/theirs): {ours / other:.2f}")
+        print(
+            f"sandkit load+apply: {ours:.2f}s   skopeo copy + umoci unpack: {other:.2f}s   "
+            f"ratio (sandkit/theirs): {ours / other:.2f}"
+        )
         if args.skip_start:
             return
         import sandkit
@@ -81,8 +92,12 @@ def main() -> None:
             return
         store = Store(work / "home2")
         many = [tar_bytes([(f"f{i}", "file", str(i).encode())]) for i in range(100)]
-        img100 = Image.load(oci_layout(work / "l100", [tar_bytes([("bin", "dir", None)]), *many[:99]]), store=store)
-        one_layer = tar_bytes([("bin", "dir", None)] + [(f"f{i}", "file", b"x") for i in range(100)])
+        img100 = Image.load(
+            oci_layout(work / "l100", [tar_bytes([("bin", "dir", None)]), *many[:99]]), store=store
+        )
+        one_layer = tar_bytes(
+            [("bin", "dir", None)] + [(f"f{i}", "file", b"x") for i in range(100)]
+        )
         img1 = Image.load(oci_layout(work / "l1", [one_layer], ref_name="b/one:1"), store=store)
         for label, img in (("1 layer", img1), ("100 layers", img100)):
             runs = []

@@ -104,7 +104,9 @@ def _answers(address: tuple[str, int]) -> bool:
 
 @contextlib.contextmanager
 def host_server() -> Iterator[tuple[str, int, int]]:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, "127.0.0.1", str(SINK_PORT), str(ECHO_PORT)])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, "127.0.0.1", str(SINK_PORT), str(ECHO_PORT)]
+    )
     try:
         wait_until(lambda: _answers(("127.0.0.1", ECHO_PORT)), "the host's server")
         yield "127.0.0.1", SINK_PORT, ECHO_PORT
@@ -132,9 +134,22 @@ def _start_docker_proxy(target: tuple[str, int]) -> tuple[subprocess.Popen[bytes
     high = os.dup2(status_w, 100)  # out of the way of fd 3 first, then into place in the child
     try:
         proc = subprocess.Popen(
-            ["docker-proxy", "-proto", "tcp", "-host-ip", "127.0.0.1", "-host-port", str(port),
-             "-container-ip", target[0], "-container-port", str(target[1])],
-            preexec_fn=lambda: os.dup2(high, 3), close_fds=False)  # (subprocess would close fd 3)
+            [
+                "docker-proxy",
+                "-proto",
+                "tcp",
+                "-host-ip",
+                "127.0.0.1",
+                "-host-port",
+                str(port),
+                "-container-ip",
+                target[0],
+                "-container-port",
+                str(target[1]),
+            ],
+            preexec_fn=lambda: os.dup2(high, 3),
+            close_fds=False,
+        )  # (subprocess would close fd 3)
     finally:
         os.close(high)
         os.close(status_w)
@@ -171,13 +186,21 @@ def measure(name: str, endpoints: tuple[str, int, int], total: int, count: int) 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gigabytes", type=float, default=1.0, help="bytes through one connection (default 1 GB)")
-    parser.add_argument("--connections", type=int, default=2000, help="sequential connections (default 2000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--gigabytes", type=float, default=1.0, help="bytes through one connection (default 1 GB)"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=2000, help="sequential connections (default 2000)"
+    )
     parser.add_argument("--no-docker", action="store_true", help="skip docker-proxy")
     args = parser.parse_args()
     total, count = int(args.gigabytes * 1e9), args.connections
-    print(f"{total / 1e9:g} GB through one connection; {count} sequential connections (1 byte each way)")
+    print(
+        f"{total / 1e9:g} GB through one connection; {count} sequential connections (1 byte each way)"
+    )
     print(f"{'path':<14} {'throughput':>13} {'rate':>17}")
     rows = {}
     with host_server() as direct:
@@ -191,7 +214,9 @@ def main() -> int:
             print("docker-proxy: not measured", file=sys.stderr)
     if "docker-proxy" in rows:
         for key in ("GB/s", "conn/s"):
-            print(f"sandkit / docker-proxy {key:<7} = {rows['sandkit'][key] / rows['docker-proxy'][key]:.2f}x")
+            print(
+                f"sandkit / docker-proxy {key:<7} = {rows['sandkit'][key] / rows['docker-proxy'][key]:.2f}x"
+            )
     return 0
 
 

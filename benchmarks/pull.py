@@ -42,11 +42,18 @@ from sandkit.images.store import Store  # noqa: E402
 def layer(index: int, mb: int) -> bytes:
     """Files like a real image: mostly incompressible (binaries, archives) plus some text."""
     rng = random.Random(index)
-    words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(2000)]
+    words = [
+        bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+        for _ in range(2000)
+    ]
     entries: list = [(f"layer{index}", "dir", None)]
     for n in range(mb):
         text = n % 4 == 3  # a quarter compressible, the rest random
-        data = b" ".join(rng.choice(words) for _ in range(200_000))[: 1 << 20] if text else rng.randbytes(1 << 20)
+        data = (
+            b" ".join(rng.choice(words) for _ in range(200_000))[: 1 << 20]
+            if text
+            else rng.randbytes(1 << 20)
+        )
         entries.append((f"layer{index}/file{n}", "file", data))
     return tar_bytes(entries)
 
@@ -94,11 +101,19 @@ def main() -> None:
         ref = reg.ref("bench/app:1")
         image.push(ref, ca_file=reg.ca_file)
         size = sum(layer.size for layer in image.store.record(image.id).layers)
-        print(f"image: {args.layers} layers, {size / 1e6:.1f} MB compressed, served over {reg.scheme}", file=sys.stderr)
+        print(
+            f"image: {args.layers} layers, {size / 1e6:.1f} MB compressed, served over {reg.scheme}",
+            file=sys.stderr,
+        )
 
         # CPU seconds of each side and of the registry serving it: on a 2-core machine a pull
         # is CPU-bound, so these say where a gap comes from better than the wall times.
-        cpu: dict[str, list[float]] = {"sandkit": [], "skopeo": [], "registry-sandkit": [], "registry-skopeo": []}
+        cpu: dict[str, list[float]] = {
+            "sandkit": [],
+            "skopeo": [],
+            "registry-sandkit": [],
+            "registry-skopeo": [],
+        }
 
         def measured(side: str, who: int, fn) -> float:  # type: ignore[no-untyped-def]
             mine, served = cpu_seconds(who), process_cpu(reg.proc.pid)
@@ -110,15 +125,23 @@ def main() -> None:
         def sandkit_pull(run: int) -> float:
             home = work / f"pull{run}"
             t = measured(
-                "sandkit", resource.RUSAGE_SELF, lambda: Image.pull(ref, store=Store(home), ca_file=reg.ca_file)
+                "sandkit",
+                resource.RUSAGE_SELF,
+                lambda: Image.pull(ref, store=Store(home), ca_file=reg.ca_file),
             )
             shutil.rmtree(home)
             return t
 
         def skopeo_copy(run: int) -> float:
             dest = work / f"skopeo{run}"
-            t = measured("skopeo", resource.RUSAGE_CHILDREN, lambda: subprocess.run(
-                ["skopeo", "copy", "-q", *skopeo_tls, f"docker://{ref}", f"oci:{dest}:1"], check=True))
+            t = measured(
+                "skopeo",
+                resource.RUSAGE_CHILDREN,
+                lambda: subprocess.run(
+                    ["skopeo", "copy", "-q", *skopeo_tls, f"docker://{ref}", f"oci:{dest}:1"],
+                    check=True,
+                ),
+            )
             shutil.rmtree(dest)
             return t
 
@@ -126,11 +149,26 @@ def main() -> None:
             """The same result as a sandkit pull, a root filesystem ready to run, from the peers."""
             dest = work / f"unpack{run}"
             dest.mkdir()
-            t = timed(lambda: (
-                subprocess.run(["skopeo", "copy", "-q", *skopeo_tls, f"docker://{ref}",
-                                f"oci:{dest}/layout:1"], check=True),
-                subprocess.run(["umoci", "raw", "unpack", "--image", f"{dest}/layout:1", f"{dest}/rootfs"],
-                               check=True, capture_output=True)))
+            t = timed(
+                lambda: (
+                    subprocess.run(
+                        [
+                            "skopeo",
+                            "copy",
+                            "-q",
+                            *skopeo_tls,
+                            f"docker://{ref}",
+                            f"oci:{dest}/layout:1",
+                        ],
+                        check=True,
+                    ),
+                    subprocess.run(
+                        ["umoci", "raw", "unpack", "--image", f"{dest}/layout:1", f"{dest}/rootfs"],
+                        check=True,
+                        capture_output=True,
+                    ),
+                )
+            )
             shutil.rmtree(dest)
             return t
 
@@ -141,7 +179,9 @@ def main() -> None:
             def ingest() -> None:
                 for rec in image.store.record(image.id).layers:
                     with image.store.open_blob(rec.digest) as f:
-                        target.ingest_layer(f, digest=rec.digest, diff_id=rec.diff_id, size=rec.size)
+                        target.ingest_layer(
+                            f, digest=rec.digest, diff_id=rec.diff_id, size=rec.size
+                        )
 
             t = timed(ingest)
             shutil.rmtree(target.home)
@@ -158,20 +198,30 @@ def main() -> None:
         # Each run's pair shares the machine's state of the moment (other tenants of a VM,
         # writeback): the median of the pairs' ratios is steadier than the ratio of medians.
         pairs = sorted(x / y for x, y in zip(ours, theirs, strict=True))
-        print(f"sandkit pull (download+verify+decompress+apply): {a:.2f} s  ({size / a / 1e6:.0f} MB/s)")
-        print(f"skopeo copy to oci layout (download+verify):      {b:.2f} s  ({size / b / 1e6:.0f} MB/s)")
+        print(
+            f"sandkit pull (download+verify+decompress+apply): {a:.2f} s  ({size / a / 1e6:.0f} MB/s)"
+        )
+        print(
+            f"skopeo copy to oci layout (download+verify):      {b:.2f} s  ({size / b / 1e6:.0f} MB/s)"
+        )
         m = {side: statistics.median(samples) for side, samples in cpu.items()}
-        print(f"cpu (user+sys, median): sandkit {m['sandkit']:.2f} s + registry {m['registry-sandkit']:.2f} s; "
-              f"skopeo {m['skopeo']:.2f} s + registry {m['registry-skopeo']:.2f} s")
+        print(
+            f"cpu (user+sys, median): sandkit {m['sandkit']:.2f} s + registry {m['registry-sandkit']:.2f} s; "
+            f"skopeo {m['skopeo']:.2f} s + registry {m['registry-skopeo']:.2f} s"
+        )
         floor = statistics.median(apply_only(run) for run in range(args.runs))
         print(f"(store apply alone, from local files, no network:  {floor:.2f} s)")
         ratio = statistics.median(pairs)
-        print(f"ratio sandkit/skopeo: {ratio:.2f}  ({'faster' if ratio <= 1 else 'slower'} than skopeo; "
-              f"median of {len(pairs)} interleaved pairs, {pairs[0]:.2f}-{pairs[-1]:.2f})")
+        print(
+            f"ratio sandkit/skopeo: {ratio:.2f}  ({'faster' if ratio <= 1 else 'slower'} than skopeo; "
+            f"median of {len(pairs)} interleaved pairs, {pairs[0]:.2f}-{pairs[-1]:.2f})"
+        )
         if shutil.which("umoci"):
             c = statistics.median(skopeo_umoci(run) for run in range(args.runs))
-            print(f"skopeo copy + umoci raw unpack (a runnable root filesystem, as sandkit's pull gives): "
-                  f"{c:.2f} s; sandkit/that = {a / c:.2f}")
+            print(
+                f"skopeo copy + umoci raw unpack (a runnable root filesystem, as sandkit's pull gives): "
+                f"{c:.2f} s; sandkit/that = {a / c:.2f}"
+            )
     finally:
         reg.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -51,8 +51,17 @@ def main() -> None:
                 shutil.rmtree(work / f"registry{run}")
 
         def skopeo(ref: str) -> None:
-            subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{ref}"],
-                           check=True)
+            subprocess.run(
+                [
+                    "skopeo",
+                    "copy",
+                    "-q",
+                    "--dest-tls-verify=false",
+                    f"oci:{layout}:1",
+                    f"docker://{ref}",
+                ],
+                check=True,
+            )
 
         to_fresh_registry(-1, image.push)  # warm the page cache
         ours, theirs = [], []
@@ -62,7 +71,9 @@ def main() -> None:
         a, b = statistics.median(ours), statistics.median(theirs)
         print(f"sandkit push:                      {a:.2f} s  ({size / a / 1e6:.0f} MB/s)")
         print(f"skopeo copy from an OCI layout:    {b:.2f} s  ({size / b / 1e6:.0f} MB/s)")
-        print(f"ratio sandkit/skopeo: {a / b:.2f}  ({'faster' if a <= b else 'slower'} than skopeo)")
+        print(
+            f"ratio sandkit/skopeo: {a / b:.2f}  ({'faster' if a <= b else 'slower'} than skopeo)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -97,8 +97,21 @@ async def async_exec_median(image: sandkit.Image, runs: int) -> float:
 
 def bwrap_lifecycle(rootfs: Path) -> Callable[[], object]:
     argv = [
-        "bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", str(rootfs), "/",
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--hostname", "bench", "/bin/true",
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--ro-bind",
+        str(rootfs),
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--hostname",
+        "bench",
+        "/bin/true",
     ]
     return lambda: subprocess.run(argv, check=True)
 
@@ -109,7 +122,9 @@ def docker_image(rootfs: Path, env: dict[str, str]) -> str:
         archive = Path(tmp) / "rootfs.tar"
         with tarfile.open(archive, "w") as tar:
             tar.add(rootfs, arcname=".")
-        subprocess.run(["docker", "import", str(archive), tag], check=True, capture_output=True, env=env)
+        subprocess.run(
+            ["docker", "import", str(archive), tag], check=True, capture_output=True, env=env
+        )
     return tag
 
 
@@ -121,13 +136,30 @@ def docker_rows(rootfs: Path, runs: int) -> dict[str, float]:
         with dockerd.docker_env() as env:
             tag = docker_image(rootfs, env)
             runs = max(10, runs // 10)
-            rows["docker run --rm"] = median_ms(lambda: subprocess.run(
-                ["docker", "run", "--rm", "--network", "none", tag, "/bin/true"], check=True, env=env), runs, warmup=2)
-            name = subprocess.run(["docker", "run", "-d", "--rm", "--network", "none", tag, "sleep", "600"],
-                                  check=True, capture_output=True, text=True, env=env).stdout.strip()
+            rows["docker run --rm"] = median_ms(
+                lambda: subprocess.run(
+                    ["docker", "run", "--rm", "--network", "none", tag, "/bin/true"],
+                    check=True,
+                    env=env,
+                ),
+                runs,
+                warmup=2,
+            )
+            name = subprocess.run(
+                ["docker", "run", "-d", "--rm", "--network", "none", tag, "sleep", "600"],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+            ).stdout.strip()
             try:
-                rows["docker exec"] = median_ms(lambda: subprocess.run(
-                    ["docker", "exec", name, "/bin/true"], check=True, env=env), runs, warmup=2)
+                rows["docker exec"] = median_ms(
+                    lambda: subprocess.run(
+                        ["docker", "exec", name, "/bin/true"], check=True, env=env
+                    ),
+                    runs,
+                    warmup=2,
+                )
             finally:
                 subprocess.run(["docker", "rm", "-f", name], capture_output=True, env=env)
     except dockerd.DockerUnavailable as e:
@@ -136,7 +168,9 @@ def docker_rows(rootfs: Path, runs: int) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--no-assert", action="store_true")
     parser.add_argument("--no-docker", action="store_true", help="skip the Docker peer")
@@ -155,17 +189,22 @@ def main() -> int:
         with warnings.catch_warnings():  # rootless: the limits fall back to rlimits, and say so
             warnings.simplefilter("ignore")
             rows["  the same with memory, cpu and pids limits"] = sandkit_start_after_a_pause(
-                image, args.runs // 2, memory="256m", cpus=1, pids_limit=100)
+                image, args.runs // 2, memory="256m", cpus=1, pids_limit=100
+            )
         with sandkit.Container(image) as c:
             host_true = str(rootfs / "bin" / "true")
             execs = {
                 "sandkit exec round trip (true)": lambda: c.exec(["true"]),
                 # the same program started on the host, without any isolation, for scale
-                "host subprocess.run(true), no container": lambda: subprocess.run([host_true], check=True),
+                "host subprocess.run(true), no container": lambda: subprocess.run(
+                    [host_true], check=True
+                ),
             }
             rows.update(interleaved_medians(execs, args.runs * 2))
             rows["sandkit control round trip (ping)"] = median_ms(c.ping, args.runs * 5)
-        rows["sandkit exec round trip, async API"] = trio.run(async_exec_median, image, args.runs * 2)
+        rows["sandkit exec round trip, async API"] = trio.run(
+            async_exec_median, image, args.runs * 2
+        )
         if not args.no_docker:
             rows.update(docker_rows(rootfs, args.runs))
 
@@ -178,14 +217,18 @@ def main() -> int:
     failures = []
     if "bwrap lifecycle (same namespaces, same dir)" in rows:
         ratio = lifecycle / rows["bwrap lifecycle (same namespaces, same dir)"]
-        print(f"sandkit lifecycle / bwrap lifecycle  = {ratio:.2f}x  (back to back; target <= 0.6x, must be < 1x)")
+        print(
+            f"sandkit lifecycle / bwrap lifecycle  = {ratio:.2f}x  (back to back; target <= 0.6x, must be < 1x)"
+        )
         spare = rows["sandkit start + exec true, 20 ms apart (spare ready)"]
         bwrap = rows["bwrap lifecycle (same namespaces, same dir)"]
         print(f"sandkit start+exec with a spare / bwrap lifecycle = {spare / bwrap:.2f}x")
         if ratio >= 1:
             failures.append(f"lifecycle is {ratio:.2f}x bwrap's")
     if "docker run --rm" in rows:
-        print(f"docker run --rm / sandkit lifecycle  = {rows['docker run --rm'] / lifecycle:.0f}x faster")
+        print(
+            f"docker run --rm / sandkit lifecycle  = {rows['docker run --rm'] / lifecycle:.0f}x faster"
+        )
         print(f"docker exec / sandkit exec           = {rows['docker exec'] / exec_rt:.0f}x faster")
     else:
         print("docker: not measured")

@@ -1,7 +1,7 @@
 """The async API, for trio (the default) and asyncio alike (through anyio):
 
-    async with sandkit.AsyncContainer("host") as c:
-        r = await c.exec(["echo", "hi"])
+async with sandkit.AsyncContainer("host") as c:
+    r = await c.exec(["echo", "hi"])
 """
 
 from .runtime.container import AsyncContainer

@@ -21,7 +21,15 @@ from .runtime.process import AsyncInput, AsyncProcess, wait_ready
 from .runtime.results import ExecResult
 from .security.seccomp import SeccompSpec
 
-__all__ = ["Container", "ContainerOptions", "ExecResult", "Image", "ImageSource", "Mount", "Process"]
+__all__ = [
+    "Container",
+    "ContainerOptions",
+    "ExecResult",
+    "Image",
+    "ImageSource",
+    "Mount",
+    "Process",
+]
 
 
 class _ExecOptions(TypedDict):
@@ -105,8 +113,14 @@ class Container:
     ) -> ExecResult:
         """Run a command to completion; see `AsyncContainer.exec`."""
         options: _ExecOptions = {
-            "input": input, "env": env, "workdir": workdir, "user": user, "timeout": timeout,
-            "check": check, "max_output": max_output, "seccomp": seccomp,
+            "input": input,
+            "env": env,
+            "workdir": workdir,
+            "user": user,
+            "timeout": timeout,
+            "check": check,
+            "max_output": max_output,
+            "seccomp": seccomp,
         }
         if not _portal.on_loop_thread():
             # Mostly done right here, blocking this thread: two thread hand-offs fewer.
@@ -130,8 +144,16 @@ class Container:
     ) -> Process:
         """Start a command and return at once; read its output while it runs."""
         call = functools.partial(
-            self._core.spawn, argv, env=env, workdir=workdir, user=user, stdin=stdin, tty=tty,
-            rows=rows, cols=cols, seccomp=seccomp,
+            self._core.spawn,
+            argv,
+            env=env,
+            workdir=workdir,
+            user=user,
+            stdin=stdin,
+            tty=tty,
+            rows=rows,
+            cols=cols,
+            seccomp=seccomp,
         )
         return Process(_portal.run(call))
 
@@ -150,6 +172,7 @@ class Container:
     def open_file(self, path: str) -> BinaryIO:
         """Open a file of the container for reading (binary), to stream one of any size:
         ``with c.open_file(p) as f: shutil.copyfileobj(f, dst)``."""
+
         async def open_() -> BinaryIO:
             # anyio types the file it wraps as IO[bytes]; os.fdopen(fd, "rb") made a BufferedReader.
             return cast(BinaryIO, (await self._core.open_file(path)).wrapped)
@@ -218,7 +241,7 @@ class _Input:
         view = memoryview(data)
         while view:
             try:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
             except BlockingIOError:
                 wait_ready(self._fd, write=True)
 

@@ -27,7 +27,9 @@ def sandkit_home() -> Path:
         return Path(explicit).absolute()
     if os.geteuid() == 0:
         return Path("/var/lib/sandkit")
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(data_home) / "sandkit"
 
 
@@ -62,8 +64,10 @@ def private_home(home: Path | None = None) -> Path:
 def _check_private(path: Path, st: os.stat_result) -> None:
     uid = os.geteuid()
     if not stat.S_ISDIR(st.st_mode):
-        raise _state_error(f"sandkit's state directory {str(path)!r} is not a directory: "
-                           "remove it or set SANDKIT_HOME to another path")
+        raise _state_error(
+            f"sandkit's state directory {str(path)!r} is not a directory: "
+            "remove it or set SANDKIT_HOME to another path"
+        )
     if st.st_uid != uid:
         raise _state_error(
             f"sandkit's state directory {str(path)!r} belongs to uid {st.st_uid}, not to you "

@@ -27,8 +27,9 @@ from .api import Container, ContainerOptions, ImageSource
 class ContainerFactory(Protocol):
     """The ``sandkit_factory`` fixture: call it as `sandkit.Container` is called."""
 
-    def __call__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> Container:
-        ...
+    def __call__(
+        self, image: ImageSource = "host", **options: Unpack[ContainerOptions]
+    ) -> Container: ...
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,7 +57,9 @@ def sandkit_factory() -> Iterator[ContainerFactory]:
 
 
 @pytest.fixture
-def sandkit_container(request: pytest.FixtureRequest, sandkit_factory: ContainerFactory) -> Container:
+def sandkit_container(
+    request: pytest.FixtureRequest, sandkit_factory: ContainerFactory
+) -> Container:
     """One started container, made from the test's ``@pytest.mark.sandkit(...)`` (default: the
     ``host`` image with sandkit's defaults)."""
     marker = request.node.get_closest_marker("sandkit")

@@ -29,10 +29,16 @@ def _mounts() -> list[tuple[str, str, str, set[str]]]:
 
 def cgroup_dir(pid: int, controller: str) -> Path | None:
     """The directory of `pid`'s cgroup for `controller` (a v1 hierarchy naming it, else v2)."""
-    memberships = [line.split(":", 2) for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()]
+    memberships = [
+        line.split(":", 2) for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    ]
     for root, point, fstype, options in _mounts():
         for _id, controllers, path in memberships:
-            v1_match = fstype == "cgroup" and controller in controllers.split(",") and controller in options
+            v1_match = (
+                fstype == "cgroup"
+                and controller in controllers.split(",")
+                and controller in options
+            )
             v2_match = fstype == "cgroup2" and controllers == "" and _v2_has(point, controller)
             if v1_match or v2_match:
                 return Path(point) / Path(path).relative_to(root)
@@ -88,7 +94,9 @@ def _cpu_quota(directory: Path) -> tuple[int, int] | None:
 
 
 def limits_of(pid: int) -> Limits:
-    memory = _tightest([_number(_read(d, "memory.max", "memory.limit_in_bytes")) for d in _ancestry(pid, "memory")])
+    memory = _tightest(
+        [_number(_read(d, "memory.max", "memory.limit_in_bytes")) for d in _ancestry(pid, "memory")]
+    )
     pids = _tightest([_number(_read(d, "pids.max")) for d in _ancestry(pid, "pids")])
     quotas = [q for q in map(_cpu_quota, _ancestry(pid, "cpu")) if q is not None]
     cpu = min(quotas, key=lambda q: q[0] / q[1], default=None)

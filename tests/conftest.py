@@ -149,7 +149,15 @@ def unprivileged_ids() -> tuple[int, int]:
         if os.geteuid() != 0:
             pytest.fail("the rootless tests create a user and need root to do so")
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", UNPRIVILEGED_USER], check=True
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                UNPRIVILEGED_USER,
+            ],
+            check=True,
         )
         entry = pwd.getpwnam(UNPRIVILEGED_USER)
     return entry.pw_uid, entry.pw_gid

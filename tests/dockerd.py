@@ -23,8 +23,13 @@ class DockerUnavailable(Exception):
 
 def reachable(env: dict[str, str]) -> bool:
     try:
-        r = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], env=env,
-                           capture_output=True, timeout=15, check=False)
+        r = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            env=env,
+            capture_output=True,
+            timeout=15,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return False
     return r.returncode == 0
@@ -40,16 +45,32 @@ def docker_env() -> Iterator[dict[str, str]]:
         yield env
         return
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
-        raise DockerUnavailable("no reachable Docker daemon, and none can be started (needs root and dockerd)")
+        raise DockerUnavailable(
+            "no reachable Docker daemon, and none can be started (needs root and dockerd)"
+        )
     base = Path(tempfile.mkdtemp(prefix="sandkit-dockerd-"))
     socket = base / "docker.sock"
     # No bridge or iptables: everything here runs with --network none.
     with open(base / "dockerd.log", "wb") as log:
         daemon = subprocess.Popen(
-            ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-             "--pidfile", str(base / "docker.pid"), "-H", f"unix://{socket}",
-             "--iptables=false", "--ip6tables=false", "--bridge=none"],
-            stdout=log, stderr=log, start_new_session=True)
+            [
+                "dockerd",
+                "--data-root",
+                str(base / "data"),
+                "--exec-root",
+                str(base / "exec"),
+                "--pidfile",
+                str(base / "docker.pid"),
+                "-H",
+                f"unix://{socket}",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     env["DOCKER_HOST"] = f"unix://{socket}"
     try:
         deadline = time.monotonic() + START_TIMEOUT

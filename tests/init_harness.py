@@ -22,9 +22,34 @@ INIT_BIN = os.path.join(ROOT, "sandkit", "_init_bin", "sandkit-init")
 INIT_SRC = os.path.join(ROOT, "sandkit", "_init")
 BUSYBOX = "/bin/busybox"
 APPLETS = [
-    "sh", "echo", "cat", "ls", "sleep", "id", "hostname", "tty", "head", "test", "true", "false",
-    "mkdir", "touch", "pwd", "env", "ps", "readlink", "stat", "wc", "grep", "mount", "kill",
-    "mkfifo", "chmod", "seq", "setsid", "nc",
+    "sh",
+    "echo",
+    "cat",
+    "ls",
+    "sleep",
+    "id",
+    "hostname",
+    "tty",
+    "head",
+    "test",
+    "true",
+    "false",
+    "mkdir",
+    "touch",
+    "pwd",
+    "env",
+    "ps",
+    "readlink",
+    "stat",
+    "wc",
+    "grep",
+    "mount",
+    "kill",
+    "mkfifo",
+    "chmod",
+    "seq",
+    "setsid",
+    "nc",
 ]
 TEST_USER = "sandkit-test"
 
@@ -58,8 +83,9 @@ extra:x:2000:app,nobody
 def build_init() -> str:
     srcs = sorted(os.path.join(INIT_SRC, f) for f in os.listdir(INIT_SRC) if f.endswith(".c"))
     os.makedirs(os.path.dirname(INIT_BIN), exist_ok=True)
-    subprocess.run(["gcc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", INIT_BIN, *srcs],
-                   check=True)
+    subprocess.run(
+        ["gcc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", INIT_BIN, *srcs], check=True
+    )
     return INIT_BIN
 
 
@@ -128,18 +154,28 @@ class Init:
         if rootless:
             cmd[1:1] = ["--user", "--map-root-user"]
             init_bin = _readable_copy(init_bin)  # the checkout may be closed to the test user
-        self.proc = subprocess.Popen([*cmd, init_bin], pass_fds=(3,), preexec_fn=pre,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [*cmd, init_bin], pass_fds=(3,), preexec_fn=pre, stdin=subprocess.DEVNULL
+        )
         child.close()
         self.sock.settimeout(10)
         self.next_id = 1
 
     def setup_msg(self, **over) -> dict:
         msg = {
-            "t": "setup", "v": 1, "scratch": self.scratch, "scratch_size": 64 << 20,
-            "rootfs": {"kind": "overlay", "lower": [self.rootfs], "readonly": False,
-                       "userxattr": self.rootless},
-            "hostname": "sandbox", "mounts": [], "rootless": self.rootless,
+            "t": "setup",
+            "v": 1,
+            "scratch": self.scratch,
+            "scratch_size": 64 << 20,
+            "rootfs": {
+                "kind": "overlay",
+                "lower": [self.rootfs],
+                "readonly": False,
+                "userxattr": self.rootless,
+            },
+            "hostname": "sandbox",
+            "mounts": [],
+            "rootless": self.rootless,
             "masked": ["/proc/kcore", "/etc/secret", "/proc/scsi", "/sys/firmware", "/nonexistent"],
             "readonly": ["/proc/sys", "/proc/sysrq-trigger"],
         }
@@ -210,7 +246,13 @@ class Init:
     def capture(self, argv, **kw) -> dict:
         """Runs with stdio "capture" (the init collects the output): {'reply' (the last message),
         'exit', 'stdout', 'stderr', 'chunks' (output events)}."""
-        msg = {"t": "exec", "argv": argv, "env": kw.pop("env", ["PATH=/bin"]), "stdio": "capture", **kw}
+        msg = {
+            "t": "exec",
+            "argv": argv,
+            "env": kw.pop("env", ["PATH=/bin"]),
+            "stdio": "capture",
+            **kw,
+        }
         msg.setdefault("id", self.new_id())
         self.send(msg)
         return self.collect(msg["id"])
@@ -230,9 +272,13 @@ class Init:
                 chunks += 1
                 continue
             ex = msg if msg["t"] == "exit" else None
-            return {"reply": msg, "exit": ex, "chunks": chunks,
-                    "stdout": b"".join(streams[1]) + (ex["stdout"] if ex else b""),
-                    "stderr": b"".join(streams[2]) + (ex["stderr"] if ex else b"")}
+            return {
+                "reply": msg,
+                "exit": ex,
+                "chunks": chunks,
+                "stdout": b"".join(streams[1]) + (ex["stdout"] if ex else b""),
+                "stderr": b"".join(streams[2]) + (ex["stderr"] if ex else b""),
+            }
 
     def wait_exit(self, exec_id: int) -> dict:
         while True:

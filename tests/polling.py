@@ -13,7 +13,9 @@ from collections.abc import Callable
 POLL_SH = "i=0; until {condition}; do [ $i -ge 500 ] && break; i=$((i+1)); sleep 0.01; done"
 
 
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0, interval: float = 0.005) -> None:
+def wait_until(
+    condition: Callable[[], object], what: str, timeout: float = 10.0, interval: float = 0.005
+) -> None:
     """Returns once `condition()` is true; raises AssertionError naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while not condition():

@@ -18,7 +18,9 @@ def make_busybox_rootfs(root: Path) -> Path:
         (root / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(root / "tmp", 0o1777)
     shutil.copy2(BUSYBOX, root / "bin/busybox")
-    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
     for applet in applets:
         link = root / "bin" / applet
         if not link.exists():

@@ -50,8 +50,14 @@ def _sandkit_dirs() -> list[Path]:
 
 def _run_user_program(busybox_dir: Path) -> tuple[int, int]:
     env = {**os.environ, "SANDKIT_PRESPAWN": "1"}
-    done = subprocess.run([sys.executable, "-c", _USER_PROGRAM, str(busybox_dir)], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _USER_PROGRAM, str(busybox_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     pid, spares = done.stdout.split()
     return int(pid), int(spares)

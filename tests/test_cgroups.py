@@ -34,8 +34,16 @@ TEST_NAME = f"sandkit-test-{os.getpid()}"
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("256m", 256 * MiB), ("1g", 1 << 30), ("1.5GiB", 3 << 29), ("512k", 512 << 10), ("100", 100),
-     ("100b", 100), (" 64 MB ", 64 * MiB), (7, 7)],
+    [
+        ("256m", 256 * MiB),
+        ("1g", 1 << 30),
+        ("1.5GiB", 3 << 29),
+        ("512k", 512 << 10),
+        ("100", 100),
+        ("100b", 100),
+        (" 64 MB ", 64 * MiB),
+        (7, 7),
+    ],
 )
 def test_parse_size(text: str | int, expected: int) -> None:
     assert parse_size(text) == expected
@@ -55,16 +63,25 @@ def test_limits_docker_semantics() -> None:
     assert lim.swap_total() == 512 * MiB and lim.swap_only() == 256 * MiB  # Docker: unset = 2x
     assert Limits(memory="256m", memory_swap="256m").swap_only() == 0
     assert Limits(memory="256m", memory_swap=-1).swap_only() == -1
-    assert Limits(cpu_shares=2).cpu_weight() == 1 and Limits(cpu_shares=262144).cpu_weight() == 10_000
+    assert (
+        Limits(cpu_shares=2).cpu_weight() == 1 and Limits(cpu_shares=262144).cpu_weight() == 10_000
+    )
     assert Limits().empty and not lim.empty
 
 
 @pytest.mark.parametrize(
     "kwargs, words",
-    [({"memory": "1m"}, "minimum"), ({"memory_swap": "1g"}, "needs a memory"),
-     ({"memory": "1g", "memory_swap": "512m"}, "cannot be smaller"), ({"cpus": 0}, "between"),
-     ({"cpus": 10_000}, "between"), ({"cpu_shares": 1}, "2 to 262144"), ({"pids": 0}, ">= 1"),
-     ({"pids": "5"}, "whole number"), ({"cpus": "1"}, "number")],
+    [
+        ({"memory": "1m"}, "minimum"),
+        ({"memory_swap": "1g"}, "needs a memory"),
+        ({"memory": "1g", "memory_swap": "512m"}, "cannot be smaller"),
+        ({"cpus": 0}, "between"),
+        ({"cpus": 10_000}, "between"),
+        ({"cpu_shares": 1}, "2 to 262144"),
+        ({"pids": 0}, ">= 1"),
+        ({"pids": "5"}, "whole number"),
+        ({"cpus": "1"}, "number"),
+    ],
 )
 def test_limits_validation(kwargs: dict[str, object], words: str) -> None:
     with pytest.raises(LimitsError, match=words):
@@ -136,8 +153,10 @@ def fork(body: Callable[[], int], fds: list[int] = ()) -> int:  # type: ignore[a
 def joined(pid: int, fds: list[int]) -> None:
     """Waits until `pid` (a `fork` child) is in each cgroup directory of `fds`."""
     dirs = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds]
-    wait_until(lambda: all(str(pid) in read(f"{d}/cgroup.procs").split() for d in dirs),
-               f"{pid} to join {dirs}")
+    wait_until(
+        lambda: all(str(pid) in read(f"{d}/cgroup.procs").split() for d in dirs),
+        f"{pid} to join {dirs}",
+    )
 
 
 def wait(pid: int) -> int:
@@ -177,7 +196,9 @@ def hog(nbytes: int) -> Callable[[], int]:
 
 @real_v1
 def test_v1_memory_limit_oom_kills_and_is_reported(v1host: CgroupHost) -> None:
-    with ContainerCgroup.create(v1host, "oom", Limits(memory="32m", memory_swap="32m"), accounting=True) as cg:
+    with ContainerCgroup.create(
+        v1host, "oom", Limits(memory="32m", memory_swap="32m"), accounting=True
+    ) as cg:
         assert cg is not None
         ex = cg.exec_cgroup(1)
         status = wait(fork(hog(128 * MiB), ex.fds()))
@@ -259,7 +280,10 @@ def test_v1_destroy_kills_and_leaves_nothing(v1host: CgroupHost) -> None:
     cg = ContainerCgroup.create(v1host, "gone", lim, accounting=True)
     assert cg is not None
     ex = cg.exec_cgroup(1)
-    sleepers = [fork(lambda: time.sleep(30) or 0, cg.join_fds()), fork(lambda: time.sleep(30) or 0, ex.fds())]
+    sleepers = [
+        fork(lambda: time.sleep(30) or 0, cg.join_fds()),
+        fork(lambda: time.sleep(30) or 0, ex.fds()),
+    ]
     joined(sleepers[0], cg.join_fds())
     joined(sleepers[1], ex.fds())
     cg.destroy()
@@ -303,12 +327,22 @@ def test_v1_create_and_destroy_is_fast(v1host: CgroupHost) -> None:
 # --- v2 against a fake tree ----------------------------------------------------------------
 
 V2_FILES = {
-    "cgroup.procs": "", "cgroup.controllers": "cpu memory pids io", "cgroup.subtree_control": "",
+    "cgroup.procs": "",
+    "cgroup.controllers": "cpu memory pids io",
+    "cgroup.subtree_control": "",
     # files we write start empty: our writes do not truncate (cgroupfs files need no truncation)
-    "cgroup.kill": "", "cgroup.events": "populated 0\n", "memory.max": "", "memory.swap.max": "",
-    "memory.current": "4096", "memory.peak": "8192", "memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
-    "cpu.max": "", "cpu.weight": "", "cpu.stat": "usage_usec 1500\nuser_usec 1000\n",
-    "pids.max": "", "pids.current": "2",
+    "cgroup.kill": "",
+    "cgroup.events": "populated 0\n",
+    "memory.max": "",
+    "memory.swap.max": "",
+    "memory.current": "4096",
+    "memory.peak": "8192",
+    "memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+    "cpu.max": "",
+    "cpu.weight": "",
+    "cpu.stat": "usage_usec 1500\nuser_usec 1000\n",
+    "pids.max": "",
+    "pids.current": "2",
 }
 
 
@@ -334,7 +368,11 @@ def fake_v2(tmp_path, monkeypatch) -> Iterator[tuple[CgroupHost, str]]:  # type:
         return fd
 
     def rmdir(path: str, *, dir_fd: int | None = None) -> None:
-        full = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path) if dir_fd is not None else path
+        full = (
+            os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
+            if dir_fd is not None
+            else path
+        )
         if not full.startswith(root):
             return real_rmdir(path, dir_fd=dir_fd)
         if not os.path.isdir(full):
@@ -380,7 +418,12 @@ def test_v2_fake_delegated_user(fake_v2, monkeypatch) -> None:  # type: ignore[n
     assert cg.join_fds() and os.readlink(f"/proc/self/fd/{cg.join_fds()[0]}") == cdir
 
     stats = cg.stats()
-    assert (stats.memory_current, stats.memory_peak, stats.cpu_ns, stats.pids_current) == (4096, 8192, 1_500_000, 2)
+    assert (stats.memory_current, stats.memory_peak, stats.cpu_ns, stats.pids_current) == (
+        4096,
+        8192,
+        1_500_000,
+        2,
+    )
 
     ex = cg.exec_cgroup(5)
     assert os.path.isdir(f"{cdir}/init") and os.path.isdir(f"{cdir}/x5")
@@ -417,7 +460,11 @@ def test_v2_fake_no_internal_processes(fake_v2, monkeypatch) -> None:  # type: i
     busy = {"left": 1}
 
     def write(dir_fd: int, name: str, value: str | int) -> None:
-        if name == "cgroup.subtree_control" and os.readlink(f"/proc/self/fd/{dir_fd}") == own and busy["left"]:
+        if (
+            name == "cgroup.subtree_control"
+            and os.readlink(f"/proc/self/fd/{dir_fd}") == own
+            and busy["left"]
+        ):
             busy["left"] -= 1
             raise OSError(errno.EBUSY, "internal process")
         real_write(dir_fd, name, value)
@@ -482,7 +529,9 @@ def cgroup2_mount(tmp_path) -> Iterator[tuple[CgroupHost, str]]:  # type: ignore
     top = f"{TEST_NAME}-v2"
     os.mkdir(f"{mnt}/{top}")  # a parent of our own, so nothing we do touches the tree's root
     # A controller-less tree: the host says so; the runtime paths below need none of them.
-    host = CgroupHost(2, dict.fromkeys(("memory", "cpu", "pids"), f"{mnt}/{top}"), frozenset(), False)
+    host = CgroupHost(
+        2, dict.fromkeys(("memory", "cpu", "pids"), f"{mnt}/{top}"), frozenset(), False
+    )
     try:
         yield host, f"{mnt}/{top}"
     finally:
@@ -520,5 +569,7 @@ def test_v2_real_clone_join_split_kill(cgroup2_mount) -> None:  # type: ignore[n
     straggler = fork(lambda: time.sleep(30) or 0, second.fds())
     joined(straggler, second.fds())
     cg.destroy()  # cgroup.kill takes the whole subtree
-    assert os.WTERMSIG(wait(init)) == signal.SIGKILL and os.WTERMSIG(wait(straggler)) == signal.SIGKILL
+    assert (
+        os.WTERMSIG(wait(init)) == signal.SIGKILL and os.WTERMSIG(wait(straggler)) == signal.SIGKILL
+    )
     assert not os.path.exists(cdir)

@@ -81,7 +81,10 @@ def test_a_send_to_a_full_socket_waits_for_room(pair):
     assert not sender.is_alive() and not failures, failures
     with channel.thread_reader() as mine:  # read while the peer answers: both ways are small
         assert mine
-        replies = [channel.reply_blocking(i, deadline=time.monotonic() + DEADLINE) for i in range(1, count + 1)]
+        replies = [
+            channel.reply_blocking(i, deadline=time.monotonic() + DEADLINE)
+            for i in range(1, count + 1)
+        ]
     reader.join(DEADLINE)
     assert replies == [(Pong(id=i), []) for i in range(1, count + 1)]  # every ping arrived
 
@@ -132,8 +135,11 @@ def test_the_loop_waits_while_a_thread_reads(pair):
 def _blocked_in_poll(thread: threading.Thread) -> bool:
     """Whether `thread` is inside `reply_blocking`'s poll (a C call: its own frame is on top)."""
     frame = sys._current_frames().get(thread.ident or 0)
-    return (frame is not None and frame.f_code.co_name == "reply_blocking"
-            and ".poll(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno))
+    return (
+        frame is not None
+        and frame.f_code.co_name == "reply_blocking"
+        and ".poll(" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+    )
 
 
 def test_closing_wakes_a_blocked_thread_reader(pair):

@@ -83,7 +83,10 @@ def test_read_only_root_refuses_writes(busybox):
 
 def test_dev_has_the_usual_devices_and_nothing_else(busybox):
     with sandkit.Container(busybox) as c:
-        r = sh(c, "echo x > /dev/null && head -c 4 /dev/urandom | wc -c && head -c 2 /dev/zero | wc -c && ls /dev")
+        r = sh(
+            c,
+            "echo x > /dev/null && head -c 4 /dev/urandom | wc -c && head -c 2 /dev/zero | wc -c && ls /dev",
+        )
     lines = r.stdout.decode().split()
     assert lines[:2] == ["4", "2"], r
     devices = set(lines[2:])
@@ -106,7 +109,13 @@ def test_host_image_runs_host_programs_without_host_secrets():
 def test_exec_reports_exit_code_and_both_outputs(busybox):
     with sandkit.Container(busybox) as c:
         r = sh(c, "echo out; echo err >&2; exit 3")
-    assert (r.exit_code, r.stdout, r.stderr, r.signal, r.timed_out) == (3, b"out\n", b"err\n", None, False)
+    assert (r.exit_code, r.stdout, r.stderr, r.signal, r.timed_out) == (
+        3,
+        b"out\n",
+        b"err\n",
+        None,
+        False,
+    )
     assert r.duration > 0
 
 
@@ -165,6 +174,7 @@ def test_sync_exec_runs_on_the_callers_thread(busybox, monkeypatch):
     from sandkit import _portal
 
     with sandkit.Container(busybox) as c:
+
         def no_hand_off(*args):
             raise AssertionError("exec went through the loop thread")
 
@@ -178,6 +188,7 @@ def test_sync_execs_from_many_threads_share_one_container(busybox):
     import concurrent.futures
 
     with sandkit.Container(busybox) as c, c.spawn(["sh", "-c", "sleep 0.5; echo late"]) as waited:
+
         def work(n: int) -> list[bytes]:
             return [sh(c, f"echo {n}-{k}; sleep 0.0{k % 3}").stdout for k in range(15)]
 
@@ -204,7 +215,9 @@ def test_stopping_from_another_thread_ends_a_running_exec(busybox):
 
     worker = threading.Thread(target=run)
     worker.start()
-    wait_until(lambda: sh(c, "ps -o comm | grep -qx sleep").exit_code == 0, "the exec to be running")
+    wait_until(
+        lambda: sh(c, "ps -o comm | grep -qx sleep").exit_code == 0, "the exec to be running"
+    )
     started = time.monotonic()
     c.stop()
     worker.join(10)
@@ -213,7 +226,10 @@ def test_stopping_from_another_thread_ends_a_running_exec(busybox):
 
 
 def test_streaming_output_arrives_before_the_process_ends(busybox):
-    with sandkit.Container(busybox) as c, c.spawn(["sh", "-c", "echo first; sleep 30; echo second"]) as p:
+    with (
+        sandkit.Container(busybox) as c,
+        c.spawn(["sh", "-c", "echo first; sleep 30; echo second"]) as p,
+    ):
         started = time.monotonic()
         assert p.stdout.read() == b"first\n"
         assert time.monotonic() - started < 5
@@ -223,7 +239,10 @@ def test_streaming_output_arrives_before_the_process_ends(busybox):
 
 
 def test_interactive_stdin_with_spawn(busybox):
-    with sandkit.Container(busybox) as c, c.spawn(["sh", "-c", "while read line; do echo got $line; done"]) as p:
+    with (
+        sandkit.Container(busybox) as c,
+        c.spawn(["sh", "-c", "while read line; do echo got $line; done"]) as p,
+    ):
         p.stdin.write(b"one\n")
         assert p.stdout.read() == b"got one\n"
         p.stdin.write(b"two\n")
@@ -245,7 +264,9 @@ def test_many_processes_at_once_in_one_container(busybox):
 def test_a_pty_gives_a_terminal(busybox):
     with (
         sandkit.Container(busybox) as c,
-        c.spawn(["sh", "-c", "tty; test -t 0 && echo isatty; stty size"], tty=True, rows=33, cols=101) as p,
+        c.spawn(
+            ["sh", "-c", "tty; test -t 0 && echo isatty; stty size"], tty=True, rows=33, cols=101
+        ) as p,
     ):
         output = b"".join(p.stdout)
         assert p.wait() == 0
@@ -270,7 +291,11 @@ def test_a_symlink_in_the_container_cannot_reach_a_host_file(busybox, tmp_path):
     host_secret = tmp_path / "secret"
     host_secret.write_text("host secret")
     with sandkit.Container(busybox) as c:
-        sh(c, f"ln -s {host_secret} /tmp/link; ln -s /etc/passwd /tmp/passwd-link; mkdir -p {tmp_path}", check=True)
+        sh(
+            c,
+            f"ln -s {host_secret} /tmp/link; ln -s /etc/passwd /tmp/passwd-link; mkdir -p {tmp_path}",
+            check=True,
+        )
         with pytest.raises(sandkit.ContainerError):
             c.read_file("/tmp/link")
         assert c.read_file("/tmp/passwd-link").startswith(b"root:x:0:0:root")
@@ -280,7 +305,9 @@ def test_a_symlink_in_the_container_cannot_reach_a_host_file(busybox, tmp_path):
 
 def test_mounts_bind_and_tmpfs(busybox, tmp_path):
     (tmp_path / "shared.txt").write_text("from host")
-    with sandkit.Container(busybox, mounts=[f"{tmp_path}:/data:ro", sandkit.Mount.tmpfs("/scratch")]) as c:
+    with sandkit.Container(
+        busybox, mounts=[f"{tmp_path}:/data:ro", sandkit.Mount.tmpfs("/scratch")]
+    ) as c:
         assert sh(c, "cat /data/shared.txt").stdout == b"from host"
         assert sh(c, "echo x > /data/new").exit_code != 0
         assert sh(c, "echo x > /scratch/new && cat /scratch/new").stdout == b"x\n"
@@ -352,7 +379,9 @@ def test_kill_9_of_the_host_process_leaves_no_container(busybox_dir, tmp_path):
         print(c._core._init.pid, flush=True)
         sys.stdin.read()
     """)
-    host = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    host = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     init_pid = int(host.stdout.readline())
     assert Path(f"/proc/{init_pid}").exists()
     host.kill()
@@ -439,9 +468,14 @@ def test_rootless_host_image(as_unprivileged):
 def test_loopback_is_up_and_usable(busybox):
     with sandkit.Container(busybox) as c:
         assert b"UP" in sh(c, "ip link show lo").stdout
-        listening = POLL_SH.format(condition="grep -q ':1F90 00000000:0000 0A' /proc/net/tcp")  # port 8080
-        r = sh(c, f"nc -l -p 8080 > /tmp/got & {listening}; echo hello | nc -w 1 127.0.0.1 8080; wait; cat /tmp/got",
-               timeout=10)
+        listening = POLL_SH.format(
+            condition="grep -q ':1F90 00000000:0000 0A' /proc/net/tcp"
+        )  # port 8080
+        r = sh(
+            c,
+            f"nc -l -p 8080 > /tmp/got & {listening}; echo hello | nc -w 1 127.0.0.1 8080; wait; cat /tmp/got",
+            timeout=10,
+        )
     assert r.stdout == b"hello\n", r
 
 

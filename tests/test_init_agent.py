@@ -57,6 +57,7 @@ def sh(i, script, **kw):
 
 # -- setup ---------------------------------------------------------------------------------------
 
+
 def test_setup_bad_lower_is_a_clear_error_and_exit():
     i = H.Init()
     try:
@@ -105,8 +106,17 @@ def test_overlay_writable_root_upper_in_scratch(ctr):
 def test_readonly_root(rootless):
     i = H.Init(rootless=rootless)
     try:
-        assert i.setup(rootfs={"kind": "overlay", "lower": [i.rootfs], "readonly": True,
-                               "userxattr": rootless})["t"] == "ready"
+        assert (
+            i.setup(
+                rootfs={
+                    "kind": "overlay",
+                    "lower": [i.rootfs],
+                    "readonly": True,
+                    "userxattr": rootless,
+                }
+            )["t"]
+            == "ready"
+        )
         r = sh(i, "touch /x; echo rc=$?; echo ok > /tmp/y; cat /tmp/y")
         assert b"rc=1" in r["stdout"] and b"Read-only file system" in r["stderr"]
         r = sh(i, "echo ok > /dev/shm/z && cat /dev/shm/z")
@@ -122,16 +132,22 @@ def test_bind_root_and_user_mounts(tmp_path):
     with open(os.path.join(data, "f"), "w") as f:
         f.write("shared\n")
     try:
-        reply = i.setup(rootfs={"kind": "bind", "src": i.rootfs, "readonly": True}, mounts=[
-            {"type": "bind", "src": data, "dst": "/mnt/data", "ro": True},
-            {"type": "bind", "src": os.path.join(data, "f"), "dst": "/etc/extra/f"},
-            {"type": "tmpfs", "dst": "/work", "size": 1 << 20, "mode": 0o700},
-            {"type": "dir", "dst": "/a/b/c", "mode": 0o755},
-            {"type": "symlink", "dst": "/a/link", "target": "b/c"},
-        ])
+        reply = i.setup(
+            rootfs={"kind": "bind", "src": i.rootfs, "readonly": True},
+            mounts=[
+                {"type": "bind", "src": data, "dst": "/mnt/data", "ro": True},
+                {"type": "bind", "src": os.path.join(data, "f"), "dst": "/etc/extra/f"},
+                {"type": "tmpfs", "dst": "/work", "size": 1 << 20, "mode": 0o700},
+                {"type": "dir", "dst": "/a/b/c", "mode": 0o755},
+                {"type": "symlink", "dst": "/a/link", "target": "b/c"},
+            ],
+        )
         assert reply["t"] == "ready", reply
-        r = sh(i, "cat /mnt/data/f /etc/extra/f; touch /mnt/data/g; echo rc=$?; "
-                  "echo w > /work/w && cat /work/w; readlink /a/link; test -d /a/link && echo dir")
+        r = sh(
+            i,
+            "cat /mnt/data/f /etc/extra/f; touch /mnt/data/g; echo rc=$?; "
+            "echo w > /work/w && cat /work/w; readlink /a/link; test -d /a/link && echo dir",
+        )
         assert r["stdout"] == b"shared\nshared\nrc=1\nw\nb/c\ndir\n", r
         assert sorted(os.listdir(data)) == ["f"]
     finally:
@@ -141,11 +157,19 @@ def test_bind_root_and_user_mounts(tmp_path):
 def test_tmpfs_root_built_from_mounts():
     i = H.Init()
     try:
-        reply = i.setup(rootfs={"kind": "tmpfs"}, mounts=[
-            {"type": "bind", "src": os.path.join(i.rootfs, "bin"), "dst": "/usr/bin", "ro": True},
-            {"type": "symlink", "dst": "/bin", "target": "usr/bin"},
-            {"type": "bind", "src": os.path.join(i.rootfs, "etc"), "dst": "/etc", "ro": True},
-        ])
+        reply = i.setup(
+            rootfs={"kind": "tmpfs"},
+            mounts=[
+                {
+                    "type": "bind",
+                    "src": os.path.join(i.rootfs, "bin"),
+                    "dst": "/usr/bin",
+                    "ro": True,
+                },
+                {"type": "symlink", "dst": "/bin", "target": "usr/bin"},
+                {"type": "bind", "src": os.path.join(i.rootfs, "etc"), "dst": "/etc", "ro": True},
+            ],
+        )
         assert reply["t"] == "ready", reply
         r = sh(i, "ls /; cat /etc/hello.txt")
         assert b"usr" in r["stdout"] and b"hello from the image" in r["stdout"]
@@ -153,11 +177,14 @@ def test_tmpfs_root_built_from_mounts():
         i.close()
 
 
-@pytest.mark.parametrize("mount,text", [
-    ({"type": "bind", "src": "/nonexistent/src", "dst": "/x"}, "/nonexistent/src"),
-    # /etc/escape -> /../../../etc/shadow: resolved inside the root, so it dangles there
-    ({"type": "dir", "dst": "/etc/escape/x"}, "/etc/escape/x"),
-])
+@pytest.mark.parametrize(
+    "mount,text",
+    [
+        ({"type": "bind", "src": "/nonexistent/src", "dst": "/x"}, "/nonexistent/src"),
+        # /etc/escape -> /../../../etc/shadow: resolved inside the root, so it dangles there
+        ({"type": "dir", "dst": "/etc/escape/x"}, "/etc/escape/x"),
+    ],
+)
 def test_bad_mount_entry_is_an_error(mount, text):
     i = H.Init()
     try:
@@ -170,6 +197,7 @@ def test_bad_mount_entry_is_an_error(mount, text):
 
 
 # -- the container's view --------------------------------------------------------------------------
+
 
 def test_pid1_is_init_and_hostname(ctr):
     r = sh(ctr, "cat /proc/1/cmdline; echo; hostname; echo $$")
@@ -188,15 +216,21 @@ def test_only_loopback(ctr):
 
 
 def test_dev_nodes_work(ctr):
-    r = sh(ctr, "echo gone > /dev/null && head -c 4 /dev/urandom | wc -c && head -c 3 /dev/zero "
-                "| wc -c && readlink /dev/fd && readlink /dev/ptmx && ls /dev/pts")
+    r = sh(
+        ctr,
+        "echo gone > /dev/null && head -c 4 /dev/urandom | wc -c && head -c 3 /dev/zero "
+        "| wc -c && readlink /dev/fd && readlink /dev/ptmx && ls /dev/pts",
+    )
     assert r["exit"]["code"] == 0, r
     assert r["stdout"].split() == [b"4", b"3", b"/proc/self/fd", b"pts/ptmx", b"ptmx"]
 
 
 def test_masked_and_readonly_paths(rctr):
-    r = sh(rctr, "wc -c < /etc/secret; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ostype;"
-                 " echo rc=$?")
+    r = sh(
+        rctr,
+        "wc -c < /etc/secret; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ostype;"
+        " echo rc=$?",
+    )
     assert r["stdout"].split() == [b"0", b"0", b"rc=1"]
 
 
@@ -207,6 +241,7 @@ def test_init_holds_no_stray_fds(rctr):
 
 
 # -- exec ----------------------------------------------------------------------------------------
+
 
 def test_exec_pipes_and_exit_code(ctr):
     r = ctr.run(["sh", "-c", "cat; echo err >&2; exit 7"], stdin=b"in\n")
@@ -231,17 +266,31 @@ def test_exec_bytes_argv_and_default_path(ctr):
     assert r["stdout"] == b"\xff\xfe\n"
 
 
-@pytest.mark.parametrize("argv,kw,kind,err,text", [
-    (["nosuchprog"], {}, "notfound", errno.ENOENT, 'executable file not found in $PATH: "nosuchprog"'),
-    (["/bin/nosuch"], {}, "notfound", errno.ENOENT, '"/bin/nosuch"'),
-    (["/bin/noexec.sh"], {}, "noexec", errno.EACCES, 'permission denied: "/bin/noexec.sh"'),
-    (["/etc"], {}, "noexec", errno.EACCES, 'permission denied: "/etc"'),
-    (["true"], {"user": "nobody2"}, "user", errno.ENOENT,
-     "unable to find user nobody2: no matching entries in passwd file"),
-    (["true"], {"user": "app:nogroup2"}, "user", errno.ENOENT, "unable to find group nogroup2"),
-    (["true"], {"cwd": "/nope"}, "cwd", errno.ENOENT, '"/nope"'),
-    (["true"], {"cwd": "/etc/hello.txt"}, "cwd", errno.ENOTDIR, '"/etc/hello.txt"'),
-])
+@pytest.mark.parametrize(
+    "argv,kw,kind,err,text",
+    [
+        (
+            ["nosuchprog"],
+            {},
+            "notfound",
+            errno.ENOENT,
+            'executable file not found in $PATH: "nosuchprog"',
+        ),
+        (["/bin/nosuch"], {}, "notfound", errno.ENOENT, '"/bin/nosuch"'),
+        (["/bin/noexec.sh"], {}, "noexec", errno.EACCES, 'permission denied: "/bin/noexec.sh"'),
+        (["/etc"], {}, "noexec", errno.EACCES, 'permission denied: "/etc"'),
+        (
+            ["true"],
+            {"user": "nobody2"},
+            "user",
+            errno.ENOENT,
+            "unable to find user nobody2: no matching entries in passwd file",
+        ),
+        (["true"], {"user": "app:nogroup2"}, "user", errno.ENOENT, "unable to find group nogroup2"),
+        (["true"], {"cwd": "/nope"}, "cwd", errno.ENOENT, '"/nope"'),
+        (["true"], {"cwd": "/etc/hello.txt"}, "cwd", errno.ENOTDIR, '"/etc/hello.txt"'),
+    ],
+)
 def test_exec_errors(ctr, argv, kw, kind, err, text):
     r = ctr.run(argv, **kw)
     rep = r["reply"]
@@ -258,14 +307,17 @@ def test_exec_cwd_permission(rctr):
     assert 'permission denied: cwd "/secret"' in rep["msg"]
 
 
-@pytest.mark.parametrize("user,expect", [
-    ("nobody", b"uid=65534(nobody) gid=65534(nogroup) groups=2000(extra),65534(nogroup)"),
-    ("1000:1000", b"uid=1000(app) gid=1000(app) groups=1000(app)"),
-    ("app:app", b"uid=1000(app) gid=1000(app) groups=1000(app)"),
-    ("app", b"uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)"),
-    ("4242", b"uid=4242 gid=0(root) groups=0(root)"),
-    ("0:2000", b"uid=0(root) gid=2000(extra) groups=2000(extra)"),
-])
+@pytest.mark.parametrize(
+    "user,expect",
+    [
+        ("nobody", b"uid=65534(nobody) gid=65534(nogroup) groups=2000(extra),65534(nogroup)"),
+        ("1000:1000", b"uid=1000(app) gid=1000(app) groups=1000(app)"),
+        ("app:app", b"uid=1000(app) gid=1000(app) groups=1000(app)"),
+        ("app", b"uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)"),
+        ("4242", b"uid=4242 gid=0(root) groups=0(root)"),
+        ("0:2000", b"uid=0(root) gid=2000(extra) groups=2000(extra)"),
+    ],
+)
 def test_user_switching(rctr, user, expect):
     r = rctr.run(["id"], user=user)
     assert r["stdout"].strip() == expect, r
@@ -309,7 +361,7 @@ def test_rlimits(ctr):
 def test_seccomp_filter(ctr):
     # BPF: if nr == getppid return ERRNO(EPERM) else ALLOW (x86_64, arch check omitted in a test)
     ld, jeq, ret = 0x20, 0x15, 0x06
-    prog = [(ld, 0, 0, 0), (jeq, 0, 1, 110), (ret, 0, 0, 0x00050000 | 1), (ret, 0, 0, 0x7fff0000)]
+    prog = [(ld, 0, 0, 0), (jeq, 0, 1, 110), (ret, 0, 0, 0x00050000 | 1), (ret, 0, 0, 0x7FFF0000)]
     blob = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
     r = sh(ctr, "echo $PPID; cat /proc/self/status | grep Seccomp:", seccomp=blob)
     assert b"Seccomp:\t2" in r["stdout"]
@@ -320,7 +372,7 @@ def test_seccomp_filter(ctr):
 def _deny(nr: int) -> bytes:
     """BPF: syscall ``nr`` fails with EPERM, everything else is allowed (x86_64, no arch check)."""
     ld, jeq, ret = 0x20, 0x15, 0x06
-    prog = [(ld, 0, 0, 0), (jeq, 0, 1, nr), (ret, 0, 0, 0x00050000 | 1), (ret, 0, 0, 0x7fff0000)]
+    prog = [(ld, 0, 0, 0), (jeq, 0, 1, nr), (ret, 0, 0, 0x00050000 | 1), (ret, 0, 0, 0x7FFF0000)]
     return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
 
 
@@ -357,17 +409,28 @@ def test_a_container_named_later_can_be_named_under_a_profile_without_sethostnam
             # root: the init kept /proc/sys/kernel/hostname open and was confined at set-up
             assert _init_status(i)[b"Seccomp"] == b"2"
         # rootless cannot keep that file open: the first exec of the profile confines the init
-        r = sh(i, "hostname other; grep Seccomp: /proc/1/status", seccomp=_deny(SETHOSTNAME),
-               seccomp_shared=True)
+        r = sh(
+            i,
+            "hostname other; grep Seccomp: /proc/1/status",
+            seccomp=_deny(SETHOSTNAME),
+            seccomp_shared=True,
+        )
         assert b"Operation not permitted" in r["stderr"] and b"Seccomp:\t2" in r["stdout"]
     finally:
         i.close()
 
 
 def test_pty_exec(ctr):
-    reply, fds = ctr.request({"t": "exec", "argv": ["sh", "-c", "tty; test -t 0 && echo isatty; "
-                                                    "stty size"],
-                              "env": ["PATH=/bin"], "stdio": "pty", "rows": 33, "cols": 101})
+    reply, fds = ctr.request(
+        {
+            "t": "exec",
+            "argv": ["sh", "-c", "tty; test -t 0 && echo isatty; stty size"],
+            "env": ["PATH=/bin"],
+            "stdio": "pty",
+            "rows": 33,
+            "cols": 101,
+        }
+    )
     assert reply["t"] == "started" and len(fds) == 1
     master = fds[0]
     out = b""
@@ -399,11 +462,15 @@ def test_exec_wrong_fd_count_and_extra_fds_closed(ctr):
     finally:
         os.close(r_)
         os.close(w_)
-    r = sh(ctr, POLL_SH.format(condition="[ $(ls /proc/1/fd | wc -l) -le 5 ]") + "; ls /proc/1/fd | wc -l")
+    r = sh(
+        ctr,
+        POLL_SH.format(condition="[ $(ls /proc/1/fd | wc -l) -le 5 ]") + "; ls /proc/1/fd | wc -l",
+    )
     assert r["stdout"].strip() == b"5"
 
 
 # -- signal ----------------------------------------------------------------------------------------
+
 
 def test_signal_plain_and_ended(ctr):
     reply, (o_r, e_r) = ctr.start(["sleep", "100"])
@@ -439,17 +506,28 @@ def test_tree_kill_kills_grandchildren(ctr):
 
 def test_orphans_are_reaped(rctr):
     zombies = "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l"
-    r = sh(rctr, "for i in 1 2 3 4 5; do (sleep 0 &) ; done; "
-                 + POLL_SH.format(condition=f"[ $({zombies}) -eq 0 ]") + f"; {zombies}")
+    r = sh(
+        rctr,
+        "for i in 1 2 3 4 5; do (sleep 0 &) ; done; "
+        + POLL_SH.format(condition=f"[ $({zombies}) -eq 0 ]")
+        + f"; {zombies}",
+    )
     assert r["stdout"].strip() == b"0"
 
 
 # -- captured exec ---------------------------------------------------------------------------------
 
+
 def test_a_captured_exec_answers_once_with_its_output(ctr):
     r = ctr.capture(["sh", "-c", "cat; echo err >&2; exit 7"], input=b"in\n")
-    assert r["exit"] == {"t": "exit", "id": r["reply"]["id"], "code": 7, "stdout": b"in\n",
-                         "stderr": b"err\n", "truncated": False}
+    assert r["exit"] == {
+        "t": "exit",
+        "id": r["reply"]["id"],
+        "code": 7,
+        "stdout": b"in\n",
+        "stderr": b"err\n",
+        "truncated": False,
+    }
     assert r["chunks"] == 0  # no started event, no output events: one packet back
 
 
@@ -476,8 +554,15 @@ def test_a_captured_exec_ends_when_its_output_does(rctr):
 def test_a_tree_kill_ends_a_captured_exec_whose_output_is_held_open(ctr):
     marker = f"4242{ctr.rootless:d}"
     exec_id = ctr.new_id()
-    ctr.send({"t": "exec", "id": exec_id, "argv": ["sh", "-c", f"echo a; sleep {marker} &"],
-              "env": ["PATH=/bin"], "stdio": "capture"})
+    ctr.send(
+        {
+            "t": "exec",
+            "id": exec_id,
+            "argv": ["sh", "-c", f"echo a; sleep {marker} &"],
+            "env": ["PATH=/bin"],
+            "stdio": "capture",
+        }
+    )
     deadline = time.time() + 5
     while not H.procs_with(f"sleep\0{marker}") and time.time() < deadline:
         time.sleep(0.02)
@@ -507,8 +592,15 @@ def test_captured_execs_run_side_by_side(rctr):
     ids = []
     for n in range(20):
         ids.append(rctr.new_id())
-        rctr.send({"t": "exec", "id": ids[-1], "argv": ["sh", "-c", f"sleep 0.{n % 3}; seq 1 {n * 500}"],
-                   "env": ["PATH=/bin"], "stdio": "capture"})
+        rctr.send(
+            {
+                "t": "exec",
+                "id": ids[-1],
+                "argv": ["sh", "-c", f"sleep 0.{n % 3}; seq 1 {n * 500}"],
+                "env": ["PATH=/bin"],
+                "stdio": "capture",
+            }
+        )
     outputs: dict[int, list[bytes]] = {i: [] for i in ids}
     done = {}
     while len(done) < len(ids):
@@ -523,6 +615,7 @@ def test_captured_execs_run_side_by_side(rctr):
 
 
 # -- open ------------------------------------------------------------------------------------------
+
 
 def test_open_read_write_append_dir(ctr):
     rep, fds = ctr.request({"t": "open", "path": "/etc/hello.txt", "mode": "r"})
@@ -556,28 +649,29 @@ def test_open_refuses_fifo_device_and_missing(ctr):
 
 # -- malformed input ---------------------------------------------------------------------------------
 
+
 def test_malformed_packets_answered_and_serving_continues(ctr):
     bad = [
         b"\xc1garbage",
         b"",
-        b"\x92\x01\x02",                                         # not a map
-        msgpack.packb({"t": "ping"}),                            # no id
-        msgpack.packb({"t": 5, "id": 9}),                        # wrong type for t
+        b"\x92\x01\x02",  # not a map
+        msgpack.packb({"t": "ping"}),  # no id
+        msgpack.packb({"t": 5, "id": 9}),  # wrong type for t
         msgpack.packb({"t": "exec", "id": 10, "argv": "sh", "stdio": "fds"}),
         msgpack.packb({"t": "exec", "id": 11, "argv": [1, 2], "stdio": "fds"}),
         msgpack.packb({"t": "exec", "id": 12, "argv": ["a\0b"], "stdio": "pty"}),
         msgpack.packb({"t": "signal", "id": 13, "target": "x", "sig": 9}),
         msgpack.packb({"t": "open", "id": 14, "path": "/x", "mode": "rw"}),
         msgpack.packb({"t": "nosuch", "id": 15}),
-        msgpack.packb({"t": "ping", "id": 16, "x": [[[[[[[[[[1]]]]]]]]]]}),   # too deep
-        msgpack.packb({"t": "ping", "id": 17, "x": list(range(5000))}),       # too many items
-        msgpack.packb({"t": "ping", "id": 18})[:-3],                          # truncated
-        msgpack.packb({"t": "ping", "id": 19}) + b"\x00",                     # trailing
-        b"\xdd\xff\xff\xff\xff",                                              # lying count
-        b"\xdb\xff\xff\xff\xf0abc",                                           # lying length
-        msgpack.packb({"t": "ping", "id": 2**64 - 1}),                        # over int64
+        msgpack.packb({"t": "ping", "id": 16, "x": [[[[[[[[[[1]]]]]]]]]]}),  # too deep
+        msgpack.packb({"t": "ping", "id": 17, "x": list(range(5000))}),  # too many items
+        msgpack.packb({"t": "ping", "id": 18})[:-3],  # truncated
+        msgpack.packb({"t": "ping", "id": 19}) + b"\x00",  # trailing
+        b"\xdd\xff\xff\xff\xff",  # lying count
+        b"\xdb\xff\xff\xff\xf0abc",  # lying length
+        msgpack.packb({"t": "ping", "id": 2**64 - 1}),  # over int64
         b"\x81\xa1t" + b"\xa0" * 0 + b"\xc4\x00",
-        msgpack.packb({"t": "ping", "id": 20, "pad": b"x" * 70000}),          # oversized
+        msgpack.packb({"t": "ping", "id": 20, "pad": b"x" * 70000}),  # oversized
     ]
     for data in bad:
         ctr.send_raw(data)
@@ -595,8 +689,10 @@ def test_malformed_packets_answered_and_serving_continues(ctr):
     os.close(w_)
     rep, _ = ctr.request({"t": "ping", "id": 99})
     assert rep == {"t": "pong", "id": 99}
-    assert ctr.request({"t": "exec", "argv": ["true"], "stdio": "fds"},
-                       [0, 1])[0]["errno"] == errno.EPROTO
+    assert (
+        ctr.request({"t": "exec", "argv": ["true"], "stdio": "fds"}, [0, 1])[0]["errno"]
+        == errno.EPROTO
+    )
     r = sh(ctr, "echo still")
     assert r["stdout"] == b"still\n"
 
@@ -607,6 +703,7 @@ def test_error_echoes_id(ctr):
 
 
 # -- end -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
 def test_eof_kills_everything(rootless):
@@ -632,6 +729,7 @@ def test_eof_kills_everything(rootless):
 
 # -- connect (published ports) ---------------------------------------------------------------
 
+
 @pytest.fixture(params=[False, True], ids=["root", "rootless"])
 def lo_ctr(request):
     """A container whose network namespace has its loopback up, as network="none" makes it."""
@@ -643,10 +741,17 @@ def lo_ctr(request):
         i.close()
 
 
-@pytest.mark.parametrize("fields", [
-    {"proto": "sctp", "port": 80}, {"proto": "tcp", "port": 0}, {"proto": "udp", "port": 65536},
-    {"proto": "tcp"}, {"port": 80}, {"proto": "tcp", "port": "80"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"proto": "sctp", "port": 80},
+        {"proto": "tcp", "port": 0},
+        {"proto": "udp", "port": 65536},
+        {"proto": "tcp"},
+        {"port": 80},
+        {"proto": "tcp", "port": "80"},
+    ],
+)
 def test_connect_refuses_malformed_requests(lo_ctr, fields):
     reply, fds = lo_ctr.request({"t": "connect", **fields})
     assert (reply["t"], reply["errno"], fds) == ("error", errno.EPROTO, [])

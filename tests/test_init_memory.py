@@ -49,7 +49,14 @@ def _one_round(i: H.Init) -> None:
     assert i.run(["echo", "piped"])["stdout"] == b"piped\n"
     assert i.capture(["missing-program"])["reply"]["kind"] == "notfound"
     assert i.capture(["true"], user="nosuchuser")["reply"]["kind"] == "user"
-    msg = {"t": "exec", "argv": ["tty"], "env": ["PATH=/bin"], "stdio": "pty", "rows": 24, "cols": 80}
+    msg = {
+        "t": "exec",
+        "argv": ["tty"],
+        "env": ["PATH=/bin"],
+        "stdio": "pty",
+        "rows": 24,
+        "cols": 80,
+    }
     reply, fds = i.request(msg)
     assert reply["t"] == "started" and len(fds) == 1, reply
     os.close(fds[0])
@@ -82,6 +89,7 @@ def test_the_init_frees_what_each_request_takes(rootless):
         rss_after, fds_after = _usage(pid)
         assert fds_after == fds_before
         assert rss_after - rss_before <= MAX_GROWTH_KB, (
-            f"the init grew from {rss_before} kB to {rss_after} kB over {ROUNDS} rounds of requests")
+            f"the init grew from {rss_before} kB to {rss_after} kB over {ROUNDS} rounds of requests"
+        )
     finally:
         i.close()

@@ -20,6 +20,7 @@ def test_init_sources_follow_the_clang_format_style():
         pytest.skip("clang-format is not installed (scripts/bootstrap installs it)")
     files = sorted(str(p) for p in INIT_SOURCES.glob("*.[ch]"))
     assert len(files) > 10 and (INIT_SOURCES / ".clang-format").is_file()
-    result = subprocess.run([clang_format, "--dry-run", "-Werror", *files], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [clang_format, "--dry-run", "-Werror", *files], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr[-4000:]

@@ -24,8 +24,16 @@ from sandkit.ipc import (
 
 
 def test_exec_round_trip_keeps_every_field():
-    request = Exec(id=7, argv=("sh", "-c", b"echo \xff"), env=("A=1",), cwd="/tmp", user="app:app",
-                   caps=5, seccomp=b"\x00" * 8, cgroups=2)
+    request = Exec(
+        id=7,
+        argv=("sh", "-c", b"echo \xff"),
+        env=("A=1",),
+        cwd="/tmp",
+        user="app:app",
+        caps=5,
+        seccomp=b"\x00" * 8,
+        cgroups=2,
+    )
     decoded = decode(encode(request), direction="request")
     assert decoded == request
 
@@ -79,7 +87,9 @@ def test_malformed_replies_are_protocol_errors(packet, complaint):
 
 
 def test_unknown_keys_are_ignored_for_forward_compatibility():
-    assert decode(msgpack.packb({"t": "exit", "id": 3, "code": 0, "future": [1]})) == Exit(id=3, code=0)
+    assert decode(msgpack.packb({"t": "exit", "id": 3, "code": 0, "future": [1]})) == Exit(
+        id=3, code=0
+    )
 
 
 def test_an_oversized_request_is_refused_before_sending():
@@ -147,16 +157,27 @@ def test_decoding_arbitrary_bytes_never_crashes(data):
 
 
 _values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20) | st.binary(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
 @pytest.mark.slow  # 500 examples: seconds
 @settings(max_examples=500, deadline=None)
-@given(st.sampled_from(["exit", "started", "error", "opened", "ready", "pong", "ok"]),
-       st.dictionaries(st.sampled_from(["id", "code", "signal", "core", "pid", "errno", "msg", "kind", "v"]), _values))
+@given(
+    st.sampled_from(["exit", "started", "error", "opened", "ready", "pong", "ok"]),
+    st.dictionaries(
+        st.sampled_from(["id", "code", "signal", "core", "pid", "errno", "msg", "kind", "v"]),
+        _values,
+    ),
+)
 def test_decoding_arbitrary_maps_gives_a_reply_or_a_protocol_error(kind, fields):
     try:
         reply = decode(msgpack.packb({"t": kind, **fields}))

@@ -110,7 +110,9 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _import_nodes(node: ast.AST, type_only: bool = False) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
+def _import_nodes(
+    node: ast.AST, type_only: bool = False
+) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
     """Every import statement under ``node``, in functions and classes too, with whether it is
     only seen by type checkers."""
     if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -165,13 +167,17 @@ def _breaks_the_rules(imp: Import) -> bool:
 
 def test_every_module_belongs_to_a_layer() -> None:
     unplaced = sorted(m for m in MODULES if layer_of(m) is None)
-    assert not unplaced, f"put these modules in a layer (LAYER_OF here, and docs/architecture.md): {unplaced}"
+    assert not unplaced, (
+        f"put these modules in a layer (LAYER_OF here, and docs/architecture.md): {unplaced}"
+    )
 
 
 @pytest.mark.parametrize("layer", sorted(MAY_IMPORT))
 def test_a_layer_imports_only_the_layers_below_it(layer: str) -> None:
     allowed = sorted(MAY_IMPORT[layer])
-    broken = [str(imp) for imp in IMPORTS if layer_of(imp.importer) == layer and _breaks_the_rules(imp)]
+    broken = [
+        str(imp) for imp in IMPORTS if layer_of(imp.importer) == layer and _breaks_the_rules(imp)
+    ]
     assert not broken, (
         f"the {layer!r} layer may import only {allowed or 'nothing of sandkit'} "
         "(docs/architecture.md, 'Packages and layers'):\n" + "\n".join(broken)

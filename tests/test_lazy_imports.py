@@ -18,16 +18,21 @@ def _modules_after(code: str) -> set[str]:
     """The modules a fresh interpreter has loaded after running ``code``."""
     out = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport json, sys; print(json.dumps(sorted(sys.modules)))"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return set(json.loads(out.splitlines()[-1]))
 
 
-@pytest.mark.parametrize("code", [
-    "import sandkit",
-    "import sandkit.cli; sandkit.cli.build_parser()",
-    "from sandkit import ImageError",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sandkit",
+        "import sandkit.cli; sandkit.cli.build_parser()",
+        "from sandkit import ImageError",
+    ],
+)
 def test_importing_loads_no_runtime_and_no_http_stack(code: str) -> None:
     assert not _modules_after(code) & set(HEAVY)
 
@@ -52,4 +57,3 @@ def test_star_import_binds_every_public_name() -> None:
     exec("from sandkit import *", namespace)
     assert set(sandkit.__all__) <= set(namespace)
     assert namespace["AsyncContainer"] is sandkit.AsyncContainer
-

@@ -60,7 +60,9 @@ def test_stats_need_a_cgroup_and_report_memory(busybox):
 
 def _writable_layer() -> tuple[int, int]:
     with sandkit.Container("host") as c:
-        blocks, block_size, inodes = c.exec(["stat", "-f", "-c", "%b %S %c", "/"], check=True).stdout.split()
+        blocks, block_size, inodes = c.exec(
+            ["stat", "-f", "-c", "%b %S %c", "/"], check=True
+        ).stdout.split()
     return int(blocks) * int(block_size), int(inodes)
 
 
@@ -111,9 +113,13 @@ def _rootless_limits():
     root = make_busybox_rootfs(Path(os.environ["SANDKIT_HOME"]) / "rootfs")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with sandkit.Container(sandkit.Image.from_directory(root), memory="64m", pids_limit=50) as c:
+        with sandkit.Container(
+            sandkit.Image.from_directory(root), memory="64m", pids_limit=50
+        ) as c:
             limits = c.exec(["sh", "-c", "ulimit -v; ulimit -u"]).stdout.decode().split()
-    return limits, [str(w.message) for w in caught if issubclass(w.category, LimitsNotEnforcedWarning)]
+    return limits, [
+        str(w.message) for w in caught if issubclass(w.category, LimitsNotEnforcedWarning)
+    ]
 
 
 def test_rootless_on_cgroup_v1_falls_back_to_rlimits_with_a_warning(as_unprivileged):

@@ -67,7 +67,9 @@ def test_containers_start_and_stream_with_fds_above_1024(busybox, no_leaks):
 
 def _with_own_busybox() -> tuple[bytes, bytes, bytes]:
     # Made by the user itself: pytest's basetemp is private to root.
-    image = sandkit.Image.from_directory(make_busybox_rootfs(Path(os.environ["SANDKIT_HOME"]) / "rootfs"))
+    image = sandkit.Image.from_directory(
+        make_busybox_rootfs(Path(os.environ["SANDKIT_HOME"]) / "rootfs")
+    )
     return _containers_with_high_fds(image)
 
 

@@ -21,7 +21,8 @@ REPO = Path(sandkit.__file__).resolve().parents[1]
 def test_mypy_checks_the_options_of_every_entry_point(tmp_path, monkeypatch):
     mypy = pytest.importorskip("mypy.api")
     program = tmp_path / "user_code.py"
-    program.write_text(textwrap.dedent("""\
+    program.write_text(
+        textwrap.dedent("""\
         import sandkit
         from sandkit.pytest_plugin import ContainerFactory
 
@@ -32,18 +33,29 @@ def test_mypy_checks_the_options_of_every_entry_point(tmp_path, monkeypatch):
 
         def test(sandkit_factory: ContainerFactory) -> None:
             sandkit_factory("host", lifetime="soon")
-        """))
+        """)
+    )
     # MYPYPATH: an editable install is a path hook, which mypy does not follow.
     monkeypatch.setenv("MYPYPATH", str(REPO))
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\n")  # the defaults, whatever the project's config says
-    stdout, _, status = mypy.run([
-        "--config-file", str(config), "--python-version", "3.11", "--follow-imports=silent",
-        "--no-error-summary", "--cache-dir", str(tmp_path / "cache"), str(program),
-    ])
+    stdout, _, status = mypy.run(
+        [
+            "--config-file",
+            str(config),
+            "--python-version",
+            "3.11",
+            "--follow-imports=silent",
+            "--no-error-summary",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            str(program),
+        ]
+    )
     errors = sorted(
         (int(line.split(":")[1]), line.split("  [")[-1].rstrip("]"))
-        for line in stdout.splitlines() if ": error:" in line
+        for line in stdout.splitlines()
+        if ": error:" in line
     )
     assert errors == [(5, "arg-type"), (6, "call-arg"), (7, "arg-type"), (10, "arg-type")], stdout
     assert status == 1
@@ -51,8 +63,11 @@ def test_mypy_checks_the_options_of_every_entry_point(tmp_path, monkeypatch):
 
 def test_a_misspelt_option_is_refused_naming_the_options():
     for make in (sandkit.Container, sandkit.AsyncContainer):
-        with pytest.raises(TypeError, match=r"'memroy' is not a container option; the options "
-                                            r"are: env, workdir, .*, disk_inodes, .*seccomp$"):
+        with pytest.raises(
+            TypeError,
+            match=r"'memroy' is not a container option; the options "
+            r"are: env, workdir, .*, disk_inodes, .*seccomp$",
+        ):
             make("host", memroy="1g")
 
 
@@ -62,18 +77,29 @@ def test_every_option_is_documented_where_it_is_defined():
     documented = {
         statement.target.id
         for statement, following in itertools.pairwise(body)
-        if isinstance(statement, ast.AnnAssign) and isinstance(following, ast.Expr)
-        and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)
+        if isinstance(statement, ast.AnnAssign)
+        and isinstance(following, ast.Expr)
+        and isinstance(following.value, ast.Constant)
+        and isinstance(following.value.value, str)
     }
     assert documented == set(sandkit.ContainerOptions.__annotations__)
     assert "disk_inodes" in documented
 
 
 def test_a_run_spec_keeps_its_container_options_through_json(tmp_path):
-    spec = RunSpec(image="host", options=sandkit.ContainerOptions(
-        env={"A": "1"}, mounts=[sandkit.Mount.bind(tmp_path, "/data", read_only=True)],
-        rlimits={"nofile": (10, 20)}, seccomp=None, memory="64m", hostname=None,
-    ), command=["true"], tty=True)
+    spec = RunSpec(
+        image="host",
+        options=sandkit.ContainerOptions(
+            env={"A": "1"},
+            mounts=[sandkit.Mount.bind(tmp_path, "/data", read_only=True)],
+            rlimits={"nofile": (10, 20)},
+            seccomp=None,
+            memory="64m",
+            hostname=None,
+        ),
+        command=["true"],
+        tty=True,
+    )
     data = json.loads(json.dumps(spec.to_json()))
     # one flat object, as `sandkit inspect` reads it
     assert data["mounts"][0]["target"] == "/data" and data["env"] == {"A": "1"} and data["tty"]

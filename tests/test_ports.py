@@ -19,42 +19,65 @@ from sandkit.runtime.ports import PortSpec, parse_port, parse_ports
 # A TCP echo server that keeps listening (busybox nc: -ll -e runs cat per connection), and a
 # UDP echo server (busybox's nc has no -u: the host image's python).
 TCP_ECHO = ["busybox", "nc", "-ll", "-p", "80", "-e", "cat"]
-UDP_ECHO = ["python3", "-c", """
+UDP_ECHO = [
+    "python3",
+    "-c",
+    """
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 53))
 while True:
     data, peer = s.recvfrom(65535)
     s.sendto(b"echo:" + data, peer)
-"""]
+""",
+]
 
 
 # --- the syntax: Docker's meaning (docs.docker.com, "docker run --publish") -----------------
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("80", PortSpec(80, "tcp", "127.0.0.1", 0)),
-    ("8080:80", PortSpec(80, "tcp", "127.0.0.1", 8080)),
-    ("127.0.0.1::5432", PortSpec(5432, "tcp", "127.0.0.1", 0)),
-    ("53/udp", PortSpec(53, "udp", "127.0.0.1", 0)),
-    ("127.0.0.1:9000:9000/tcp", PortSpec(9000, "tcp", "127.0.0.1", 9000)),
-    ("0.0.0.0:8053:53/UDP", PortSpec(53, "udp", "0.0.0.0", 8053)),
-    ("[::1]:8080:80", PortSpec(80, "tcp", "::1", 8080)),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("80", PortSpec(80, "tcp", "127.0.0.1", 0)),
+        ("8080:80", PortSpec(80, "tcp", "127.0.0.1", 8080)),
+        ("127.0.0.1::5432", PortSpec(5432, "tcp", "127.0.0.1", 0)),
+        ("53/udp", PortSpec(53, "udp", "127.0.0.1", 0)),
+        ("127.0.0.1:9000:9000/tcp", PortSpec(9000, "tcp", "127.0.0.1", 9000)),
+        ("0.0.0.0:8053:53/UDP", PortSpec(53, "udp", "0.0.0.0", 8053)),
+        ("[::1]:8080:80", PortSpec(80, "tcp", "::1", 8080)),
+    ],
+)
 def test_docker_syntax(spec, expected):
     assert parse_port(spec) == expected
 
 
 def test_mapping_syntax():
     specs = parse_ports({80: 8080, "53/udp": None, 5432: ("127.0.0.2", 15432)})
-    assert specs == (PortSpec(80, "tcp", "127.0.0.1", 8080), PortSpec(53, "udp", "127.0.0.1", 0),
-                     PortSpec(5432, "tcp", "127.0.0.2", 15432))
+    assert specs == (
+        PortSpec(80, "tcp", "127.0.0.1", 8080),
+        PortSpec(53, "udp", "127.0.0.1", 0),
+        PortSpec(5432, "tcp", "127.0.0.2", 15432),
+    )
 
 
-@pytest.mark.parametrize("spec", [
-    "", "http", "80/sctp", "0", "70000", "8080:", ":80", "1.2.3:8080:80", "8000-8010:8000-8010",
-    "80:80:80", "-1", "127.0.0.1:99999:80",
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "http",
+        "80/sctp",
+        "0",
+        "70000",
+        "8080:",
+        ":80",
+        "1.2.3:8080:80",
+        "8000-8010:8000-8010",
+        "80:80:80",
+        "-1",
+        "127.0.0.1:99999:80",
+    ],
+)
 def test_malformed_spec_is_a_clear_error(spec, no_leaks, busybox):
     with pytest.raises(errors.PortSpecError, match=r"port|protocol|address"):
         sandkit.Container(busybox, ports=[spec])
@@ -107,7 +130,9 @@ def _echo_through(address: tuple[str, int], payload: bytes) -> bytes:
     ends) comes back only if the half-close went through."""
     sock = _connect_when_served(address)
     with sock:
-        sender = threading.Thread(target=lambda: (sock.sendall(payload), sock.shutdown(socket.SHUT_WR)))
+        sender = threading.Thread(
+            target=lambda: (sock.sendall(payload), sock.shutdown(socket.SHUT_WR))
+        )
         sender.start()
         received = bytearray()
         while chunk := sock.recv(1 << 20):
@@ -140,8 +165,12 @@ def _tcp_and_udp(image: object) -> dict[str, object]:
         tcp, udp = c.port(80), c.port("53/udp")
         echoed = _echo_through(tcp, payload)
         return {
-            "tcp": tcp, "udp": udp, "ports": sorted(c.ports), "same": echoed == payload,
-            "echoed": len(echoed), "udp_reply": _udp_echo(udp, b"ping"),
+            "tcp": tcp,
+            "udp": udp,
+            "ports": sorted(c.ports),
+            "same": echoed == payload,
+            "echoed": len(echoed),
+            "udp_reply": _udp_echo(udp, b"ping"),
         }
 
 
@@ -169,7 +198,10 @@ def test_busybox_server_on_a_fixed_port(busybox, no_leaks):
 def test_nothing_listening_inside_resets_the_client(busybox, no_leaks):
     with sandkit.Container(busybox, ports=["80"]) as c:
         # what a client of the container's own loopback would see: refused (a reset here)
-        with contextlib.suppress(ConnectionResetError), socket.create_connection(c.port(80), timeout=10) as sock:
+        with (
+            contextlib.suppress(ConnectionResetError),
+            socket.create_connection(c.port(80), timeout=10) as sock,
+        ):
             assert sock.recv(1) == b""
         assert c.exec(["true"]).exit_code == 0
 
@@ -179,7 +211,10 @@ def test_connections_over_the_cap_are_closed(busybox, no_leaks, monkeypatch):
     with sandkit.Container(busybox, ports=["80"]) as c:
         c.spawn(TCP_ECHO, stdin=False)
         held = [_connect_when_served(c.port(80)) for _ in range(2)]
-        with contextlib.suppress(ConnectionResetError), socket.create_connection(c.port(80), timeout=10) as third:
+        with (
+            contextlib.suppress(ConnectionResetError),
+            socket.create_connection(c.port(80), timeout=10) as third,
+        ):
             assert third.recv(1) == b""  # closed at once, not served
         for sock in held:
             sock.close()
@@ -215,7 +250,9 @@ def test_port_in_use_fails_the_start_and_leaves_nothing(busybox, no_leaks):
         taken.listen()
         busy = taken.getsockname()[1]
         c = sandkit.Container(busybox, ports=[f"{free}:80", f"{busy}:81"])
-        with pytest.raises(errors.PortInUseError, match=f"127.0.0.1:{busy}/tcp: it is already in use"):
+        with pytest.raises(
+            errors.PortInUseError, match=f"127.0.0.1:{busy}/tcp: it is already in use"
+        ):
             c.start()
         assert not c.running
     _assert_free(free)  # the port bound before the failure was let go
@@ -223,8 +260,9 @@ def test_port_in_use_fails_the_start_and_leaves_nothing(busybox, no_leaks):
 
 def test_failed_start_after_binding_leaves_no_listener(busybox, no_leaks, tmp_path):
     tcp, udp = _free_port(), _free_port()
-    c = sandkit.Container(busybox, ports=[f"{tcp}:80", f"{udp}:53/udp"],
-                          mounts=[f"{tmp_path}/missing:/data"])  # the init fails to mount it
+    c = sandkit.Container(
+        busybox, ports=[f"{tcp}:80", f"{udp}:53/udp"], mounts=[f"{tmp_path}/missing:/data"]
+    )  # the init fails to mount it
     with pytest.raises(errors.SandkitError):
         c.start()
     _assert_free(tcp)
@@ -242,7 +280,9 @@ def test_stop_closes_listeners_and_connections(busybox, no_leaks):
             assert open_connection.recv(1) == b""  # ended by the stop
     _assert_free(tcp[1])
     _assert_free(udp[1], socket.SOCK_DGRAM)
-    assert not [t for t in threading.enumerate() if t.name.startswith(("sandkit-ports", "sandkit-relay"))]
+    assert not [
+        t for t in threading.enumerate() if t.name.startswith(("sandkit-ports", "sandkit-relay"))
+    ]
     assert c.ports == {}
 
 
@@ -263,7 +303,10 @@ def test_a_container_that_ended_by_itself_resets_clients(busybox, no_leaks):
 
         wait_until(refused_for_good, "the container's lifetime to end")
         for _ in range(3):
-            with contextlib.suppress(ConnectionResetError), socket.create_connection(address, timeout=10) as sock:
+            with (
+                contextlib.suppress(ConnectionResetError),
+                socket.create_connection(address, timeout=10) as sock,
+            ):
                 assert sock.recv(1) == b""
         assert [t for t in threading.enumerate() if t.name == "sandkit-ports"]
     _assert_free(address[1])

@@ -86,7 +86,9 @@ def test_a_container_with_limits_gets_a_spare_already_in_its_cgroup(busybox, pre
     with sandkit.Container(busybox, **limits) as c:
         assert c._core._init.pid in spare
         forks = c.exec(["sh", "-c", "for i in $(seq 40); do sleep 5 & done; wait"], timeout=20)
-        assert b"can't fork" in forks.stderr or b"Resource temporarily unavailable" in forks.stderr, forks
+        assert (
+            b"can't fork" in forks.stderr or b"Resource temporarily unavailable" in forks.stderr
+        ), forks
         bomb = c.exec(["sh", "-c", "awk 'BEGIN { s = \"x\"; while (1) s = s s }'"], timeout=30)
         assert bomb.oom_killed and bomb.peak_memory <= 65 * 2**20, bomb
         assert c.stats().pids_current is not None
@@ -120,8 +122,9 @@ def test_a_spare_that_fails_set_up_says_what_a_start_says(tmp_path):
         sandkit.Container(image).start()
     core = sandkit.AsyncContainer(image)
     plan = ResourcePlan.decide(Limits(), accounting=False, rlimits=None)
-    recipe = prespawn.recipe_for(core._setup_message(image), user_namespace=core.rootless,
-                                 network=True, resources=plan)
+    recipe = prespawn.recipe_for(
+        core._setup_message(image), user_namespace=core.rootless, network=True, resources=plan
+    )
     with pytest.raises(sandkit.ContainerStartError) as spare:
         prespawn.make_container(recipe)
     assert "No such file or directory" in str(started.value)

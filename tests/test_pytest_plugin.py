@@ -57,7 +57,9 @@ def test_the_marker_takes_the_image_positionally_as_container_does(pytester, bus
     """)
     result = pytester.runpytest_inprocess("-q")
     result.assert_outcomes(passed=1, errors=2)
-    result.stdout.fnmatch_lines([
-        "*UsageError: @pytest.mark.sandkit takes one image, positionally or as image=*",
-        "*TypeError: 'memroy' is not a container option; the options are: env, workdir,*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*UsageError: @pytest.mark.sandkit takes one image, positionally or as image=*",
+            "*TypeError: 'memroy' is not a container option; the options are: env, workdir,*",
+        ]
+    )

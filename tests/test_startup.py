@@ -16,8 +16,9 @@ def test_a_setup_the_socket_cannot_carry_leaves_no_init_and_no_fd(warmed_up):
     # Larger than any unix datagram the kernel takes (the socket's send buffer): EMSGSIZE.
     too_large = b"\x80" * (4 << 20)
     with pytest.raises(OSError) as failed:
-        startup.spawn_with_setup(too_large, user_namespace=os.geteuid() != 0, network=True,
-                                 cgroup=None)
+        startup.spawn_with_setup(
+            too_large, user_namespace=os.geteuid() != 0, network=True, cgroup=None
+        )
     assert failed.value.errno == errno.EMSGSIZE
     assert our_children() == children
     assert sorted(os.listdir("/proc/self/fd")) == fds

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run OCI/Docker images as isolated Linux containers, without a daemon.",
         epilog="Run 'sandkit COMMAND --help' for more information on a command.",
     )
-    parser.add_argument("-v", "--version", action="store_true", help="print version information and quit")
+    parser.add_argument(
+        "-v", "--version", action="store_true", help="print version information and quit"
+    )
     commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND", title="commands")
     add_run_command(commands)
     add_container_commands(commands)

@@ -27,8 +27,14 @@ if TYPE_CHECKING:
 
 
 # Docker's --sig-proxy forwards every signal it can catch; these are the ones a user sends.
-PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                   signal.SIGUSR1, signal.SIGUSR2)
+PROXIED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
 # After the process ends, how long its output may keep flowing (from something it left behind
 # holding the pipe) before we stop reading.
 OUTPUT_GRACE = 1.0
@@ -127,7 +133,7 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         except BlockingIOError:
             # our stdout was left non-blocking by someone else; wait for room
             from ._runtime import wait_ready
@@ -148,7 +154,9 @@ async def _pump_stdin(sink: AsyncInput, tty: bool) -> None:
             sink.close()  # EOF for the process, as when a pipe's writer closes
 
 
-def _receiver(signums: tuple[signal.Signals, ...]) -> contextlib.AbstractContextManager[AsyncIterator[int] | None]:
+def _receiver(
+    signums: tuple[signal.Signals, ...],
+) -> contextlib.AbstractContextManager[AsyncIterator[int] | None]:
     if not signums:
         return contextlib.nullcontext()
     return anyio.open_signal_receiver(*signums)
@@ -163,7 +171,9 @@ async def _follow_window_size(changes: AsyncIterator[int], master_fd: int) -> No
             fcntl.ioctl(master_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-async def _proxy_signals(received: AsyncIterator[int], forward: Callable[[int], Awaitable[None]]) -> None:
+async def _proxy_signals(
+    received: AsyncIterator[int], forward: Callable[[int], Awaitable[None]]
+) -> None:
     async for signum in received:
         with contextlib.suppress(Exception):  # the process may have just exited
             await forward(signum)

@@ -34,41 +34,70 @@ _STOP_SLACK = 5.0
 def add_container_commands(commands: Subparsers) -> None:
     """Add ``ps``, ``exec``, ``logs``, ``stop``, ``kill`` and ``rm``, the commands on detached
     containers, to the parser."""
-    p = commands.add_parser("ps", help="list containers", description="List detached containers "
-                            "(those started with `run -d`); -a includes stopped ones.")
-    p.add_argument("-a", "--all", action="store_true", help="show all containers, not just running ones")
+    p = commands.add_parser(
+        "ps",
+        help="list containers",
+        description="List detached containers "
+        "(those started with `run -d`); -a includes stopped ones.",
+    )
+    p.add_argument(
+        "-a", "--all", action="store_true", help="show all containers, not just running ones"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="table, or one JSON object per line")
+    p.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table, or one JSON object per line",
+    )
     p.set_defaults(func=cmd_ps)
 
-    p = commands.add_parser("exec", help="run a command in a running container",
-                            description="Run a command in a running (detached) container.")
+    p = commands.add_parser(
+        "exec",
+        help="run a command in a running container",
+        description="Run a command in a running (detached) container.",
+    )
     add_process_options(p)
     command_with_remainder(p, "container", "container name or ID")
     p.set_defaults(func=cmd_exec)
 
-    p = commands.add_parser("logs", help="fetch the logs of a container",
-                            description="Print what a detached container's main process wrote.")
+    p = commands.add_parser(
+        "logs",
+        help="fetch the logs of a container",
+        description="Print what a detached container's main process wrote.",
+    )
     p.add_argument("-f", "--follow", action="store_true", help="follow log output")
-    p.add_argument("-n", "--tail", default="all", help="number of lines to show from the end (default all)")
+    p.add_argument(
+        "-n", "--tail", default="all", help="number of lines to show from the end (default all)"
+    )
     p.add_argument("container")
     p.set_defaults(func=cmd_logs)
 
-    p = commands.add_parser("stop", help="stop running containers",
-                            description="Send the stop signal (SIGTERM or the image's StopSignal), "
-                            "then SIGKILL after the timeout.")
-    p.add_argument("-t", "--time", type=float, default=STOP_TIMEOUT, help="seconds to wait before killing")
+    p = commands.add_parser(
+        "stop",
+        help="stop running containers",
+        description="Send the stop signal (SIGTERM or the image's StopSignal), "
+        "then SIGKILL after the timeout.",
+    )
+    p.add_argument(
+        "-t", "--time", type=float, default=STOP_TIMEOUT, help="seconds to wait before killing"
+    )
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_stop)
 
     p = commands.add_parser("kill", help="kill running containers")
-    p.add_argument("-s", "--signal", default="KILL", help="signal to send (name or number, default KILL)")
+    p.add_argument(
+        "-s", "--signal", default="KILL", help="signal to send (name or number, default KILL)"
+    )
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_kill)
 
-    p = commands.add_parser("port", help="list port mappings or a specific mapping for the container",
-                            description="Where a running container's published ports are on the host.")
+    p = commands.add_parser(
+        "port",
+        help="list port mappings or a specific mapping for the container",
+        description="Where a running container's published ports are on the host.",
+    )
     p.add_argument("container")
     p.add_argument("port", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
     p.set_defaults(func=cmd_port)
@@ -120,7 +149,9 @@ def _ps_row(record: state.Record, no_trunc: bool) -> dict[str, str]:
     return {
         "ID": record.id if no_trunc else record.id[:12],
         "Image": str(record.config.get("image", "")),
-        "Command": json.dumps(command if no_trunc else output.truncate(command, 20), ensure_ascii=False),
+        "Command": json.dumps(
+            command if no_trunc else output.truncate(command, 20), ensure_ascii=False
+        ),
         "CreatedAt": _iso(record.config.get("created")),
         "RunningFor": output.human_duration(now - record.config.get("created", now)) + " ago",
         "Status": _status_text(record, now),
@@ -142,7 +173,9 @@ def _status_text(record: state.Record, now: float) -> str:
 def _iso(timestamp: float | None) -> str:
     if not timestamp:
         return "0001-01-01T00:00:00Z"
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat().replace("+00:00", "Z")
+    return (
+        datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat().replace("+00:00", "Z")
+    )
 
 
 def inspect_record(record: state.Record) -> dict[str, Any]:
@@ -230,9 +263,16 @@ def cmd_exec(args: argparse.Namespace) -> int:
     record = _running(state.find(args.container))
     rows, cols = attach.terminal_size()
     request = {
-        "op": "exec", "argv": list(args.command), "env": environment(args.env_file, args.env),
-        "workdir": args.workdir, "user": args.user, "interactive": args.interactive,
-        "tty": args.tty, "rows": rows, "cols": cols, "detach": args.detach,
+        "op": "exec",
+        "argv": list(args.command),
+        "env": environment(args.env_file, args.env),
+        "workdir": args.workdir,
+        "user": args.user,
+        "interactive": args.interactive,
+        "tty": args.tty,
+        "rows": rows,
+        "cols": cols,
+        "detach": args.detach,
     }
     return anyio.run(_exec, record, request, backend="trio")
 
@@ -246,7 +286,11 @@ async def _exec(record: state.Record, request: dict[str, Any]) -> int:
                 os.close(fd)
             message = reply["error"] if reply else f"container {record.name} stopped"
             print(f"Error: {message}", file=sys.stderr)
-            return int(reply.get("code", exitcodes.SANDKIT_FAILED)) if reply else exitcodes.SANDKIT_FAILED
+            return (
+                int(reply.get("code", exitcodes.SANDKIT_FAILED))
+                if reply
+                else exitcodes.SANDKIT_FAILED
+            )
         if request["detach"]:
             return exitcodes.OK
         streams = _streams(dict(zip(reply["streams"], fds, strict=False)), request["interactive"])
@@ -275,10 +319,17 @@ def _streams(fds: dict[str, int], interactive: bool) -> attach.Streams:
         set_nonblocking(fd)
     if "pty" in fds:
         master = fds["pty"]
-        return attach.Streams(stdin=AsyncInput(master, owns_fd=False) if interactive else None,
-                              stdout=AsyncOutput(master), stderr=None, tty=True)
-    return attach.Streams(stdin=AsyncInput(fds["stdin"]) if "stdin" in fds else None,
-                          stdout=AsyncOutput(fds["stdout"]), stderr=AsyncOutput(fds["stderr"]))
+        return attach.Streams(
+            stdin=AsyncInput(master, owns_fd=False) if interactive else None,
+            stdout=AsyncOutput(master),
+            stderr=None,
+            tty=True,
+        )
+    return attach.Streams(
+        stdin=AsyncInput(fds["stdin"]) if "stdin" in fds else None,
+        stdout=AsyncOutput(fds["stdout"]),
+        stderr=AsyncOutput(fds["stderr"]),
+    )
 
 
 # --- logs -----------------------------------------------------------------------------------------
@@ -313,8 +364,8 @@ def _frames(log: Any, *, follow: bool, record: state.Record) -> Iterator[tuple[i
                 stream, size = LOG_HEADER.unpack_from(pending)
                 if len(pending) < LOG_HEADER.size + size:
                     break  # the rest of this frame is still being written
-                yield stream, pending[LOG_HEADER.size:LOG_HEADER.size + size]
-                pending = pending[LOG_HEADER.size + size:]
+                yield stream, pending[LOG_HEADER.size : LOG_HEADER.size + size]
+                pending = pending[LOG_HEADER.size + size :]
             continue
         if not follow or not state.supervisor_alive(record.state):
             return
@@ -370,13 +421,21 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     """``sandkit rm``: remove each named stopped container's state; ``-f`` kills a running one
     first."""
+
     def remove(record: state.Record) -> None:
         if record.running:
             if not args.force:
                 raise errors.ContainerError(
                     f"You cannot remove a running container {record.id}. "
-                    "Stop the container before attempting removal or force remove")
-            anyio.run(_request, record, {"op": "kill", "signal": int(signal.SIGKILL)}, True, backend="trio")
+                    "Stop the container before attempting removal or force remove"
+                )
+            anyio.run(
+                _request,
+                record,
+                {"op": "kill", "signal": int(signal.SIGKILL)},
+                True,
+                backend="trio",
+            )
             _wait_for_exit(record, _STOP_SLACK)
         state.remove(record)
 
@@ -434,4 +493,6 @@ def _int_arg(value: str, flag: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise errors.SandkitError(f"invalid value for {flag}: {value!r} (a number, or 'all')") from None
+        raise errors.SandkitError(
+            f"invalid value for {flag}: {value!r} (a number, or 'all')"
+        ) from None

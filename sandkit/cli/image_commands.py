@@ -55,7 +55,9 @@ def add_image_commands(subparsers: Any) -> None:
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_inspect)
 
-    image = subparsers.add_parser("image", help="image management").add_subparsers(dest="image_command", required=True)
+    image = subparsers.add_parser("image", help="image management").add_subparsers(
+        dest="image_command", required=True
+    )
     p = image.add_parser("prune", help="remove untagged images and unreferenced layers/blobs")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_prune)
@@ -97,7 +99,11 @@ def cmd_load(args: argparse.Namespace) -> int:
         return _err(str(e))
     for rec, tags in loaded:
         names = [parse(t).familiar() for t in tags]
-        print(rec.id if args.quiet else "\n".join(f"Loaded image: {n}" for n in names) or f"Loaded image ID: {rec.id}")
+        print(
+            rec.id
+            if args.quiet
+            else "\n".join(f"Loaded image: {n}" for n in names) or f"Loaded image ID: {rec.id}"
+        )
     return 0
 
 
@@ -127,11 +133,16 @@ def _rows(store: Store) -> list[dict[str, Any]]:
         tags: list[str | None] = [*store.tags_of(rec.id)] or [None]
         for tag in tags:
             ref = parse(tag) if tag else None
-            rows.append({
-                "repository": ref.familiar_name if ref else "<none>",
-                "tag": (ref.tag if ref else None) or "<none>",
-                "id": rec.id, "digest": rec.manifest_digest, "created": rec.created, "size": size,
-            })
+            rows.append(
+                {
+                    "repository": ref.familiar_name if ref else "<none>",
+                    "tag": (ref.tag if ref else None) or "<none>",
+                    "id": rec.id,
+                    "digest": rec.manifest_digest,
+                    "created": rec.created,
+                    "size": size,
+                }
+            )
     return rows
 
 
@@ -149,12 +160,16 @@ def cmd_images(args: argparse.Namespace) -> int:
 
         table = Table("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", box=None)
         for r in rows:
-            table.add_row(r["repository"], r["tag"], r["id"][7:19], r["created"][:19], _human(r["size"]))
+            table.add_row(
+                r["repository"], r["tag"], r["id"][7:19], r["created"][:19], _human(r["size"])
+            )
         Console().print(table)
     else:
         print("REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
         for r in rows:
-            print(f"{r['repository']}\t{r['tag']}\t{r['id'][7:19]}\t{r['created'][:19]}\t{_human(r['size'])}")
+            print(
+                f"{r['repository']}\t{r['tag']}\t{r['id'][7:19]}\t{r['created'][:19]}\t{_human(r['size'])}"
+            )
     return 0
 
 
@@ -217,6 +232,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         for image_id in report.images:
             print(f"Deleted: {image_id}")
         staging = f", {report.staging} left by interrupted pulls or loads" if report.staging else ""
-        print(f"Removed {report.layers} layers and {report.blobs} blobs{staging}; reclaimed "
-              f"{_human(report.bytes_freed)} in {time.monotonic() - t0:.2f}s")
+        print(
+            f"Removed {report.layers} layers and {report.blobs} blobs{staging}; reclaimed "
+            f"{_human(report.bytes_freed)} in {time.monotonic() - t0:.2f}s"
+        )
     return 0

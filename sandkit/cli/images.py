@@ -24,9 +24,16 @@ def add_image_and_registry_commands(commands: Subparsers) -> None:
     add_registry_commands(commands)
     inspect = commands.choices["inspect"]
     inspect.description = "Show details of containers or images as JSON."
-    inspect.add_argument("-f", "--format", choices=("json",), default="json",
-                         help="output format (JSON, the only one)")
-    inspect.add_argument("--type", choices=("container", "image"), help="only look for this kind of object")
+    inspect.add_argument(
+        "-f",
+        "--format",
+        choices=("json",),
+        default="json",
+        help="output format (JSON, the only one)",
+    )
+    inspect.add_argument(
+        "--type", choices=("container", "image"), help="only look for this kind of object"
+    )
     inspect.set_defaults(func=cmd_inspect)
 
 

@@ -24,14 +24,36 @@ class UsageError(errors.SandkitError):
 
 def add_process_options(p: argparse.ArgumentParser) -> None:
     """Flags shared by `run` and `exec`: how the one process is started."""
-    p.add_argument("-d", "--detach", action="store_true",
-                   help="run in the background and print the container ID (see `sandkit ps`)")
-    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open and pass it to the command")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (use with -i for a shell)")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="set an environment variable (KEY alone passes the caller's value)")
-    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
-                   help="read environment variables from a file of KEY=VALUE lines")
+    p.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="run in the background and print the container ID (see `sandkit ps`)",
+    )
+    p.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="keep STDIN open and pass it to the command",
+    )
+    p.add_argument(
+        "-t", "--tty", action="store_true", help="allocate a pseudo-TTY (use with -i for a shell)"
+    )
+    p.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set an environment variable (KEY alone passes the caller's value)",
+    )
+    p.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="read environment variables from a file of KEY=VALUE lines",
+    )
     p.add_argument("-w", "--workdir", help="working directory inside the container")
     p.add_argument("-u", "--user", help="user[:group] or uid[:gid] to run as")
 
@@ -44,37 +66,83 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container's state when it exits")
     p.add_argument("--hostname", "-h", dest="hostname", help="container host name")
     p.add_argument("--entrypoint", help="override the image's ENTRYPOINT ('' clears it)")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]",
-                   help="bind-mount an absolute host path")
-    p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:size=N,mode=M]",
-                   help="mount a fresh tmpfs")
+    p.add_argument(
+        "-v",
+        "--volume",
+        action="append",
+        default=[],
+        metavar="SRC:DST[:ro]",
+        help="bind-mount an absolute host path",
+    )
+    p.add_argument(
+        "--tmpfs",
+        action="append",
+        default=[],
+        metavar="DST[:size=N,mode=M]",
+        help="mount a fresh tmpfs",
+    )
     p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
-    p.add_argument("--network", "--net", default="none", choices=("none", "host"),
-                   help="'none' (loopback only, the default) or 'host' (not isolated)")
-    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HOST_PORT:]PORT[/PROTO]",
-                   help="publish a container port on the host (on 127.0.0.1 unless an IP is given)")
-    p.add_argument("-P", "--publish-all", action="store_true",
-                   help="publish every port the image exposes on an ephemeral host port")
+    p.add_argument(
+        "--network",
+        "--net",
+        default="none",
+        choices=("none", "host"),
+        help="'none' (loopback only, the default) or 'host' (not isolated)",
+    )
+    p.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        metavar="[IP:][HOST_PORT:]PORT[/PROTO]",
+        help="publish a container port on the host (on 127.0.0.1 unless an IP is given)",
+    )
+    p.add_argument(
+        "-P",
+        "--publish-all",
+        action="store_true",
+        help="publish every port the image exposes on an ephemeral host port",
+    )
     p.add_argument("-m", "--memory", help="memory limit, e.g. 256m")
     p.add_argument("--memory-swap", help="memory plus swap limit; -1 for unlimited swap")
     p.add_argument("--cpus", type=float, help="number of CPUs, e.g. 1.5")
     p.add_argument("-c", "--cpu-shares", type=int, help="relative CPU weight")
     p.add_argument("--pids-limit", type=int, help="maximum number of processes")
-    p.add_argument("--storage-opt", action="append", default=[], metavar="size=N",
-                   help="size of the writable layer, e.g. size=4g (default 1g, or a quarter of RAM if less)")
-    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
-                   help="set a resource limit, e.g. nofile=1024:2048")
-    p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a Linux capability")
-    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a Linux capability")
-    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
-                   help="seccomp=PROFILE.json|unconfined, or no-new-privileges (always on)")
+    p.add_argument(
+        "--storage-opt",
+        action="append",
+        default=[],
+        metavar="size=N",
+        help="size of the writable layer, e.g. size=4g (default 1g, or a quarter of RAM if less)",
+    )
+    p.add_argument(
+        "--ulimit",
+        action="append",
+        default=[],
+        metavar="NAME=SOFT[:HARD]",
+        help="set a resource limit, e.g. nofile=1024:2048",
+    )
+    p.add_argument(
+        "--cap-add", action="append", default=[], metavar="CAP", help="add a Linux capability"
+    )
+    p.add_argument(
+        "--cap-drop", action="append", default=[], metavar="CAP", help="drop a Linux capability"
+    )
+    p.add_argument(
+        "--security-opt",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="seccomp=PROFILE.json|unconfined, or no-new-privileges (always on)",
+    )
 
 
 # --- environment ---------------------------------------------------------------------------------
 
 
-def environment(env_files: Sequence[str], entries: Sequence[str],
-                caller: Mapping[str, str] = os.environ) -> dict[str, str]:
+def environment(
+    env_files: Sequence[str], entries: Sequence[str], caller: Mapping[str, str] = os.environ
+) -> dict[str, str]:
     """Docker's order: --env-file files first, then -e, later values win."""
     env: dict[str, str] = {}
     for path in env_files:
@@ -115,11 +183,15 @@ def volume(spec: str) -> Mount:
 
     source = spec.split(":", 1)[0]
     if ":" not in spec:
-        raise UsageError(f"invalid volume {spec!r}: anonymous volumes are not supported; "
-                         "write /host/path:/container/path (or use --tmpfs for scratch space)")
+        raise UsageError(
+            f"invalid volume {spec!r}: anonymous volumes are not supported; "
+            "write /host/path:/container/path (or use --tmpfs for scratch space)"
+        )
     if not source.startswith(("/", ".")):
-        raise UsageError(f"invalid volume {spec!r}: named volumes are not supported; "
-                         "give an absolute host path as the source")
+        raise UsageError(
+            f"invalid volume {spec!r}: named volumes are not supported; "
+            "give an absolute host path as the source"
+        )
     mount = Mount.parse(spec)
     # Absolute now: a detached container is started from another working directory.
     return Mount.bind(os.path.abspath(mount.source), mount.target, read_only=mount.read_only)
@@ -139,7 +211,9 @@ def tmpfs(spec: str) -> Mount:
             try:
                 mode = int(value, 8)
             except ValueError:
-                raise UsageError(f"invalid tmpfs mode {value!r}: write octal, e.g. mode=1777") from None
+                raise UsageError(
+                    f"invalid tmpfs mode {value!r}: write octal, e.g. mode=1777"
+                ) from None
         elif key != "rw":  # noexec, nosuid, ro...: refused rather than silently not applied
             raise UsageError(f"tmpfs option {opt!r} is not supported: use size=N, mode=OCTAL or rw")
     return Mount.tmpfs(target, size=size, mode=mode)
@@ -170,7 +244,9 @@ def ulimits(entries: Sequence[str]) -> dict[str, tuple[int, int]]:
         try:
             limits[name] = (int(soft), int(hard or soft))
         except ValueError:
-            raise UsageError(f"invalid ulimit {entry!r}: write NAME=SOFT[:HARD], e.g. nofile=1024:2048") from None
+            raise UsageError(
+                f"invalid ulimit {entry!r}: write NAME=SOFT[:HARD], e.g. nofile=1024:2048"
+            ) from None
         if not sep or not name:
             raise UsageError(f"invalid ulimit {entry!r}: write NAME=SOFT[:HARD]")
     return limits
@@ -193,7 +269,9 @@ def seccomp(security_opts: Sequence[str]) -> str:
         if key == "no-new-privileges" and value in ("", "true"):
             continue  # sandkit always sets no_new_privs
         if key != "seccomp" or not sep or not value:
-            raise UsageError(f"security option {opt!r} is not supported: use seccomp=PROFILE.json, "
-                             "seccomp=unconfined or no-new-privileges")
+            raise UsageError(
+                f"security option {opt!r} is not supported: use seccomp=PROFILE.json, "
+                "seccomp=unconfined or no-new-privileges"
+            )
         profile = value if value == "unconfined" else os.path.abspath(value)
     return profile

@@ -29,5 +29,9 @@ def command_with_remainder(parser: argparse.ArgumentParser, first: str, first_he
     """`IMAGE [COMMAND] [ARG...]` (or `CONTAINER COMMAND [ARG...]`): everything after the first
     positional belongs to the command, flags included, as in Docker."""
     parser.add_argument(first, metavar=first.upper(), help=first_help)
-    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]",
-                        help="command to run and its arguments")
+    parser.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND [ARG...]",
+        help="command to run and its arguments",
+    )

@@ -24,8 +24,13 @@ if TYPE_CHECKING:
     from ..images.registry.events import Progress
 
 _WORDS = {
-    "exists": "Already exists", "complete": "Complete", "mounted": "Mounted", "waiting": "Waiting",
-    "retrying": "Retrying", "downloading": "Downloading", "uploading": "Pushing",
+    "exists": "Already exists",
+    "complete": "Complete",
+    "mounted": "Mounted",
+    "waiting": "Waiting",
+    "retrying": "Retrying",
+    "downloading": "Downloading",
+    "uploading": "Pushing",
 }
 
 
@@ -60,7 +65,11 @@ def add_registry_commands(subparsers: Any) -> None:
 
 
 def _connection_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--insecure", action="store_true", help="allow plain HTTP and unverified TLS for this registry")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plain HTTP and unverified TLS for this registry",
+    )
     p.add_argument("--ca-file", help="PEM file of a CA to trust for this registry")
 
 
@@ -81,8 +90,13 @@ class _Display:
             from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
             from rich.progress import Progress as Bars
 
-            self.bars = Bars(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                             transient=False)
+            self.bars = Bars(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                transient=False,
+            )
 
     def __enter__(self) -> Self:
         if self.bars:
@@ -115,8 +129,13 @@ def cmd_pull(args: argparse.Namespace) -> int:
     """``sandkit pull``: pull an image into the local store, with progress bars on a terminal."""
     try:
         with _Display(args.quiet, "Pull") as show:
-            image = Image.pull(args.image, platform=args.platform, insecure=args.insecure, ca_file=args.ca_file,
-                               progress=show)
+            image = Image.pull(
+                args.image,
+                platform=args.platform,
+                insecure=args.insecure,
+                ca_file=args.ca_file,
+                progress=show,
+            )
     except (SandkitError, ValueError) as e:
         return _err(str(e))
     if not args.quiet:
@@ -132,8 +151,13 @@ def cmd_push(args: argparse.Namespace) -> int:
         image = Image.get(args.image)
         target = args.destination or args.image
         with _Display(args.quiet, "Push") as show:
-            digest = image.push(target, insecure=args.insecure, ca_file=args.ca_file, progress=show,
-                                chunk_size=args.chunk_size)
+            digest = image.push(
+                target,
+                insecure=args.insecure,
+                ca_file=args.ca_file,
+                progress=show,
+                chunk_size=args.chunk_size,
+            )
     except (SandkitError, ValueError) as e:
         return _err(str(e))
     print(digest if args.quiet else f"{target}: digest: {digest}")

@@ -34,8 +34,13 @@ if that supervisor is killed, the container is stopped with it, never left runni
 
 def add_run_command(commands: Subparsers) -> None:
     """Add ``run`` and its Docker flags to the parser."""
-    p = commands.add_parser("run", help="run a command in a new container", description=DESCRIPTION,
-                            add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add_parser(
+        "run",
+        help="run a command in a new container",
+        description=DESCRIPTION,
+        add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_process_options(p)
     add_container_options(p)
     command_with_remainder(p, "image", "image reference, root filesystem directory, or 'host'")
@@ -66,15 +71,21 @@ async def run_foreground(spec: RunSpec, image: object, argv: list[str]) -> int:
     these pipes, and stop the container when it ends; returns the exit code as Docker reports it."""
     rows, cols = attach.terminal_size()
     async with spec.container(image) as container:  # type: ignore[arg-type]
-        process = await container.spawn(argv, stdin=spec.interactive, tty=spec.tty, rows=rows, cols=cols)
+        process = await container.spawn(
+            argv, stdin=spec.interactive, tty=spec.tty, rows=rows, cols=cols
+        )
         async with process:
             assert process.stdout is not None  # spawn() always gives stdout (or the pty master)
             streams = attach.Streams(
                 stdin=process.stdin if spec.interactive else None,
-                stdout=process.stdout, stderr=process.stderr, tty=spec.tty,
+                stdout=process.stdout,
+                stderr=process.stderr,
+                tty=spec.tty,
             )
             returncode = await attach.attach(
-                streams, wait=process.wait, forward_signal=process.send_signal,
+                streams,
+                wait=process.wait,
+                forward_signal=process.send_signal,
                 after_exit=container.stop,
             )
     return exitcodes.from_returncode(returncode)
@@ -92,8 +103,12 @@ def start_detached(spec: RunSpec, argv: list[str]) -> int:
         with open(record.dir / "supervisor.log", "ab") as log:
             supervisor = subprocess.Popen(
                 [sys.executable, "-m", "sandkit.cli.supervisor", str(record.dir), str(write_end)],
-                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=log, cwd="/", env=env,
+                pass_fds=(write_end,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd="/",
+                env=env,
                 start_new_session=True,  # no terminal, and no Ctrl-C from the shell that started it
             )
         os.close(write_end)
@@ -125,5 +140,6 @@ def _last_lines(path: Path, count: int = 5) -> str:
     except OSError:
         lines = []
     detail = "\n".join(lines[-count:])
-    return "the container's supervisor exited before the container started" + (f":\n{detail}" if detail else "")
-
+    return "the container's supervisor exited before the container started" + (
+        f":\n{detail}" if detail else ""
+    )

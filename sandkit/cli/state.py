@@ -31,12 +31,50 @@ _ID = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 # Docker names containers adjective_noun; these word lists are sandkit's own.
-_ADJECTIVES = ("amber", "brisk", "calm", "daring", "eager", "fuzzy", "gentle", "hardy", "jolly",
-               "keen", "lucid", "mellow", "nimble", "proud", "quiet", "rapid", "sturdy", "tidy",
-               "vivid", "witty")
-_NOUNS = ("badger", "canyon", "delta", "ember", "falcon", "glacier", "harbor", "island", "juniper",
-          "kestrel", "lagoon", "meadow", "nebula", "otter", "prairie", "quartz", "river", "summit",
-          "tundra", "willow")
+_ADJECTIVES = (
+    "amber",
+    "brisk",
+    "calm",
+    "daring",
+    "eager",
+    "fuzzy",
+    "gentle",
+    "hardy",
+    "jolly",
+    "keen",
+    "lucid",
+    "mellow",
+    "nimble",
+    "proud",
+    "quiet",
+    "rapid",
+    "sturdy",
+    "tidy",
+    "vivid",
+    "witty",
+)
+_NOUNS = (
+    "badger",
+    "canyon",
+    "delta",
+    "ember",
+    "falcon",
+    "glacier",
+    "harbor",
+    "island",
+    "juniper",
+    "kestrel",
+    "lagoon",
+    "meadow",
+    "nebula",
+    "otter",
+    "prairie",
+    "quartz",
+    "river",
+    "summit",
+    "tundra",
+    "willow",
+)
 
 
 class NoSuchContainerError(errors.ContainerError):
@@ -187,12 +225,14 @@ def _reserve_name(name: str | None, container_id: str) -> str:
         name = f"sandkit_{container_id[:8]}"
     if not _NAME.match(name):
         raise errors.ContainerError(
-            f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )
     if not _try_link(name, container_id):
         owner = os.readlink(_names_dir() / name)
         raise NameInUseError(
             f'Conflict. The container name "/{name}" is already in use by container "{owner}". '
-            "You have to remove (or rename) that container to be able to reuse that name.")
+            "You have to remove (or rename) that container to be able to reuse that name."
+        )
     return name
 
 

@@ -57,7 +57,9 @@ class Supervisor:
         async with anyio.create_task_group() as services:
             services.start_soon(self._serve, listener, services)
             services.start_soon(self._stop_on_signals, services)
-            log_fd = os.open(self.record.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            log_fd = os.open(
+                self.record.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+            )
             try:
                 async with anyio.create_task_group() as logs:
                     logs.start_soon(_log_stream, self.main.stdout, 1, log_fd)
@@ -65,7 +67,9 @@ class Supervisor:
                         logs.start_soon(_log_stream, self.main.stderr, 2, log_fd)
                     returncode = await self.main.wait()
                     self.main_exited.set()
-                    await self.container.stop()  # as in Docker: the container ends with its main process
+                    await (
+                        self.container.stop()
+                    )  # as in Docker: the container ends with its main process
                     logs.cancel_scope.deadline = anyio.current_time() + OUTPUT_GRACE
             finally:
                 os.close(log_fd)
@@ -111,7 +115,9 @@ class Supervisor:
         elif op == "exec":
             await self._exec(conn, request, services)
         else:
-            await control.send(conn, {"error": f"unknown request {op!r}", "code": exitcodes.SANDKIT_FAILED})
+            await control.send(
+                conn, {"error": f"unknown request {op!r}", "code": exitcodes.SANDKIT_FAILED}
+            )
 
     async def stop(self, timeout: float) -> None:
         """Docker's stop: the stop signal, then SIGKILL to everything after ``timeout`` s."""
@@ -135,22 +141,29 @@ class Supervisor:
         except errors.SandkitError:
             pass  # it ended meanwhile
 
-    async def _exec(self, conn: socket.socket, request: dict[str, Any], services: anyio.abc.TaskGroup) -> None:
+    async def _exec(
+        self, conn: socket.socket, request: dict[str, Any], services: anyio.abc.TaskGroup
+    ) -> None:
         detach = bool(request.get("detach"))
         tty = bool(request.get("tty")) and not detach
         try:
             process = await self.container.spawn(
                 [str(a) for a in request["argv"]],
                 env={str(k): str(v) for k, v in (request.get("env") or {}).items()},
-                workdir=request.get("workdir"), user=request.get("user"),
-                stdin=bool(request.get("interactive")) and not detach, tty=tty,
-                rows=int(request.get("rows", 24)), cols=int(request.get("cols", 80)),
+                workdir=request.get("workdir"),
+                user=request.get("user"),
+                stdin=bool(request.get("interactive")) and not detach,
+                tty=tty,
+                rows=int(request.get("rows", 24)),
+                cols=int(request.get("cols", 80)),
             )
         except errors.SandkitError as exc:
             await control.send(conn, {"error": str(exc), "code": exitcodes.for_error(exc)})
             return
         except (KeyError, TypeError, ValueError):
-            await control.send(conn, {"error": "malformed exec request", "code": exitcodes.SANDKIT_FAILED})
+            await control.send(
+                conn, {"error": "malformed exec request", "code": exitcodes.SANDKIT_FAILED}
+            )
             return
         if detach:
             services.start_soon(_discard_output, process)
@@ -163,9 +176,18 @@ class Supervisor:
             assert process.stdout is not None
             named = [("pty", process.stdout)]
         else:
-            named = [(n, s) for n, s in (("stdin", process.stdin), ("stdout", process.stdout),
-                                         ("stderr", process.stderr)) if s is not None]
-        await control.send(conn, {"ok": True, "streams": [n for n, _ in named]}, [s.fd for _, s in named])
+            named = [
+                (n, s)
+                for n, s in (
+                    ("stdin", process.stdin),
+                    ("stdout", process.stdout),
+                    ("stderr", process.stderr),
+                )
+                if s is not None
+            ]
+        await control.send(
+            conn, {"ok": True, "streams": [n for n, _ in named]}, [s.fd for _, s in named]
+        )
         for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
@@ -221,15 +243,22 @@ def _stop_signal(image: Image | str) -> int:
     if not name:
         return signal.SIGTERM
     try:
-        return int(name) if name.isdigit() else signal.Signals["SIG" + name.upper().removeprefix("SIG")]
+        return (
+            int(name)
+            if name.isdigit()
+            else signal.Signals["SIG" + name.upper().removeprefix("SIG")]
+        )
     except KeyError:
         return signal.SIGTERM
 
 
 def published(container: AsyncContainer) -> list[dict[str, Any]]:
     """Where each published port landed, for `sandkit port` (the listeners are ours)."""
-    return [{"port": key, "host_ip": b.host_ip, "host_port": b.host_port}
-            for key, bindings in container.ports.items() for b in bindings]
+    return [
+        {"port": key, "host_ip": b.host_ip, "host_port": b.host_port}
+        for key, bindings in container.ports.items()
+        for b in bindings
+    ]
 
 
 def _report(ready_fd: int, message: dict[str, Any]) -> None:
@@ -246,22 +275,37 @@ async def supervise(directory: Path, ready_fd: int) -> None:
     process ends, and record how it ended (with ``--rm``, remove its state instead)."""
     record = state.load(directory)
     spec = RunSpec.from_json(record.config["spec"])
-    state.write_state(directory, status="created", supervisor_pid=os.getpid(),
-                      supervisor_start=state.process_start_time(os.getpid()))
+    state.write_state(
+        directory,
+        status="created",
+        supervisor_pid=os.getpid(),
+        supervisor_start=state.process_start_time(os.getpid()),
+    )
     listener = control.listen(record.socket_path)
     try:
         image = spec.resolve_image()
         container = spec.container(image, hostname=record.id[:12])
         async with container:
-            main = await container.spawn(record.config["command"], stdin=spec.interactive, tty=spec.tty)
-            state.write_state(directory, status="running", started_at=time.time(), pid=main.pid,
-                              ports=published(container))
+            main = await container.spawn(
+                record.config["command"], stdin=spec.interactive, tty=spec.tty
+            )
+            state.write_state(
+                directory,
+                status="running",
+                started_at=time.time(),
+                pid=main.pid,
+                ports=published(container),
+            )
             _report(ready_fd, {"ok": True})
             ready_fd = -1
             supervisor = Supervisor(record, container, main, _stop_signal(image))
             returncode = await supervisor.run(listener)
-        state.write_state(directory, status="exited", finished_at=time.time(),
-                          exit_code=exitcodes.from_returncode(returncode))
+        state.write_state(
+            directory,
+            status="exited",
+            finished_at=time.time(),
+            exit_code=exitcodes.from_returncode(returncode),
+        )
     except errors.SandkitError as exc:
         if ready_fd < 0:
             raise
@@ -283,8 +327,13 @@ def main(argv: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 - whatever ended us is recorded for `ps`/`inspect`
         traceback.print_exc()
         if directory.is_dir():  # gone when `run -d` already cleaned up after a failed start
-            state.write_state(directory, status="exited", finished_at=time.time(), exit_code=None,
-                              error=f"{type(exc).__name__}: {exc}")
+            state.write_state(
+                directory,
+                status="exited",
+                finished_at=time.time(),
+                exit_code=None,
+                error=f"{type(exc).__name__}: {exc}",
+            )
         return 1
     return 0
 

@@ -14,9 +14,12 @@ from .parser import Subparsers
 
 def add_system_commands(commands: Subparsers) -> None:
     """Add ``doctor`` and ``version`` to the parser."""
-    p = commands.add_parser("doctor", help="check what this host supports, and what to fix",
-                            description="Check this host for everything sandkit needs (root and "
-                            "rootless), and say what to change. Exits 1 when something essential is missing.")
+    p = commands.add_parser(
+        "doctor",
+        help="check what this host supports, and what to fix",
+        description="Check this host for everything sandkit needs (root and "
+        "rootless), and say what to change. Exits 1 when something essential is missing.",
+    )
     p.set_defaults(func=cmd_doctor)
 
     p = commands.add_parser("version", help="show the sandkit version information")
@@ -56,8 +59,13 @@ def cmd_version(args: argparse.Namespace) -> int:
         print(json.dumps(info))
         return exitcodes.OK
     print("Client: sandkit (no daemon: containers run in this process)")
-    labels = {"Version": "Version", "PythonVersion": "Python version", "Os": "OS/Arch",
-              "KernelVersion": "Kernel version", "Mode": "Mode"}
+    labels = {
+        "Version": "Version",
+        "PythonVersion": "Python version",
+        "Os": "OS/Arch",
+        "KernelVersion": "Kernel version",
+        "Mode": "Mode",
+    }
     for key, label in labels.items():
         value = f"{info['Os']}/{info['Arch']}" if key == "Os" else info[key]
         print(f" {label + ':':<16}{value}")

@@ -1,8 +1,8 @@
 """Images: the local content-addressed store, archives, layers and registries.
 
-    sandkit.images.list()            local images (one entry per image, with its tags)
-    sandkit.images.load_all(path)    every image of an archive (`docker load`)
-    sandkit.images.prune()           drop untagged unused images, then unreferenced layers/blobs
+sandkit.images.list()            local images (one entry per image, with its tags)
+sandkit.images.load_all(path)    every image of an archive (`docker load`)
+sandkit.images.prune()           drop untagged unused images, then unreferenced layers/blobs
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ from .image import Image
 from .layers import LayerWarning
 from .store import PruneReport, Store
 
-__all__ = ["Image", "ImageConfig", "LayerWarning", "PruneReport", "Store", "list", "load_all", "prune"]
+__all__ = [
+    "Image",
+    "ImageConfig",
+    "LayerWarning",
+    "PruneReport",
+    "Store",
+    "list",
+    "load_all",
+    "prune",
+]
 
 
 def list(*, store: Store | None = None) -> builtins.list[Image]:  # noqa: A001 - the issue's name
@@ -32,7 +41,10 @@ def load_all(
     from . import archive
 
     store = store or Store.default()
-    return [Image.from_record(store, rec) for rec, _ in archive.load(store, path, platform=platform, load_all=True)]
+    return [
+        Image.from_record(store, rec)
+        for rec, _ in archive.load(store, path, platform=platform, load_all=True)
+    ]
 
 
 def prune(*, store: Store | None = None) -> PruneReport:

@@ -65,19 +65,27 @@ class _Source:
             with self.open(name) as f:
                 data = f.read(_JSON_LIMIT + 1)
         except (FileNotFoundError, KeyError):
-            raise ImageError(f"{self.path}: {what} {name!r} is missing; the archive is incomplete") from None
+            raise ImageError(
+                f"{self.path}: {what} {name!r} is missing; the archive is incomplete"
+            ) from None
         if len(data) > _JSON_LIMIT:
-            raise ImageError(f"{self.path}: {what} {name!r} is larger than {_JSON_LIMIT} bytes; refused")
+            raise ImageError(
+                f"{self.path}: {what} {name!r} is larger than {_JSON_LIMIT} bytes; refused"
+            )
         return data
 
     def json(self, name: str, what: str) -> Any:
         try:
             return json.loads(self.read(name, what))
         except ValueError as e:
-            raise ImageError(f"{self.path}: {what} {name!r} is not valid JSON ({e}); the archive is corrupt") from None
+            raise ImageError(
+                f"{self.path}: {what} {name!r} is not valid JSON ({e}); the archive is corrupt"
+            ) from None
         except RecursionError:
-            raise ImageError(f"{self.path}: {what} {name!r} nests its JSON too deeply to be read; "
-                             "the archive is corrupt or hostile") from None
+            raise ImageError(
+                f"{self.path}: {what} {name!r} nests its JSON too deeply to be read; "
+                "the archive is corrupt or hostile"
+            ) from None
 
     @staticmethod
     def norm(name: str) -> str:
@@ -96,7 +104,9 @@ class _DirSource(_Source):
         try:
             self.dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
-            raise ImageError(f"cannot open the image directory {str(path)!r}: {e.strerror}") from None
+            raise ImageError(
+                f"cannot open the image directory {str(path)!r}: {e.strerror}"
+            ) from None
 
     def open(self, name: str) -> BinaryIO:
         try:
@@ -159,7 +169,9 @@ def _plain_tar(path: Path, spool_dir: Path, budget: DiskBudget) -> BinaryIO:
         spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - returned, or closed here
         try:
             # Charged as it is written: a small archive of zeros inflates without bound.
-            shutil.copyfileobj(stream, ChargedWriter(spool, budget, f"the decompressed copy of {path}"), 1 << 20)
+            shutil.copyfileobj(
+                stream, ChargedWriter(spool, budget, f"the decompressed copy of {path}"), 1 << 20
+            )
             spool.seek(0)
         except BaseException:
             spool.close()
@@ -168,8 +180,10 @@ def _plain_tar(path: Path, spool_dir: Path, budget: DiskBudget) -> BinaryIO:
         return spool
     except _BAD_SPOOL as e:
         f.close()
-        raise ImageError(f"{path} is a damaged compressed archive, or it cannot be unpacked into the "
-                         f"image store's tmp/ ({e})") from None
+        raise ImageError(
+            f"{path} is a damaged compressed archive, or it cannot be unpacked into the "
+            f"image store's tmp/ ({e})"
+        ) from None
     except BaseException:
         f.close()
         raise
@@ -213,10 +227,14 @@ class _TarSource(_Source):
             try:
                 member = self.members[self.norm(target)]
             except (KeyError, ImageError):
-                raise ImageError(f"{self.path}: {name!r} links to {member.linkname!r}, which is not in "
-                                 "the archive; the archive is incomplete or hostile") from None
-        raise ImageError(f"{self.path}: {name!r} is a loop of links (more than {_MAX_LINKS}); the archive "
-                         "is hostile or corrupt")
+                raise ImageError(
+                    f"{self.path}: {name!r} links to {member.linkname!r}, which is not in "
+                    "the archive; the archive is incomplete or hostile"
+                ) from None
+        raise ImageError(
+            f"{self.path}: {name!r} is a loop of links (more than {_MAX_LINKS}); the archive "
+            "is hostile or corrupt"
+        )
 
     def open(self, name: str) -> BinaryIO:
         member = self._resolve(name)
@@ -270,9 +288,13 @@ class _Loader:
             try:
                 stream = self.src.open(name)
             except (FileNotFoundError, KeyError):
-                raise ImageError(f"{self.src.path}: layer {name!r} is missing; the archive is incomplete") from None
+                raise ImageError(
+                    f"{self.src.path}: layer {name!r} is missing; the archive is incomplete"
+                ) from None
             with stream:
-                out.append(self.store.ingest_layer(stream, digest=digest, diff_id=diff_id, size=size))
+                out.append(
+                    self.store.ingest_layer(stream, digest=digest, diff_id=diff_id, size=size)
+                )
         return out
 
     # docker save ---------------------------------------------------------------------------
@@ -281,7 +303,9 @@ class _Loader:
         config = self.src.read(entry["Config"], "image config")
         # Only `blobs/sha256/<hex>` (Docker 25+) is a content address; classic `<hex>.json` names
         # are labels that Docker itself never checked (and real archives break them).
-        if entry["Config"].startswith("blobs/") and (expected := _digest_from_name(entry["Config"])):
+        if entry["Config"].startswith("blobs/") and (
+            expected := _digest_from_name(entry["Config"])
+        ):
             verify_bytes(config, expected, "image config")
         diff_ids = check_config(config, str(self.src.path))
         layers = entry.get("Layers") or []
@@ -290,17 +314,28 @@ class _Loader:
                 f"{self.src.path}: manifest.json lists {len(layers)} layers but the config "
                 f"{len(diff_ids)}; the archive is corrupt"
             )
-        names = [(n, _digest_from_name(n) if n.startswith("blobs/") else None, None) for n in layers]
+        names = [
+            (n, _digest_from_name(n) if n.startswith("blobs/") else None, None) for n in layers
+        ]
         with self.store.unpacking(len(layers)):  # each image has its own disk budget
             records = self.ingest_layers(names, diff_ids)
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": sha256_bytes(config), "size": len(config)},
-            "layers": [{"mediaType": r.media_type, "digest": r.digest, "size": r.size} for r in records],
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_bytes(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": r.media_type, "digest": r.digest, "size": r.size} for r in records
+            ],
         }
-        return json.dumps(manifest, separators=(",", ":")).encode(), config, list(entry.get("RepoTags") or [])
+        return (
+            json.dumps(manifest, separators=(",", ":")).encode(),
+            config,
+            list(entry.get("RepoTags") or []),
+        )
 
     # OCI layout ----------------------------------------------------------------------------
 
@@ -312,7 +347,11 @@ class _Loader:
             media_type = doc.get("mediaType") or desc.get("mediaType", "")
             where = f"{self.src.path}: {desc['digest'][:19]}"
             if "manifests" in doc or media_type in INDEX_TYPES:
-                desc = choose(_descriptors(doc.get("manifests"), f"index {where}"), self.platform, f"index {where}")
+                desc = choose(
+                    _descriptors(doc.get("manifests"), f"index {where}"),
+                    self.platform,
+                    f"index {where}",
+                )
                 continue
             config_desc = doc.get("config") or {}
             layers = doc.get("layers") or []
@@ -321,7 +360,9 @@ class _Loader:
                 or not isinstance(layers, list)
                 or not all(isinstance(x, dict) for x in layers)
             ):
-                raise ImageError(f"{where}: the manifest's config or layers are not descriptors; the image is corrupt")
+                raise ImageError(
+                    f"{where}: the manifest's config or layers are not descriptors; the image is corrupt"
+                )
             for d in (config_desc, *layers):
                 check_descriptor(d, f"a descriptor of the manifest {where}")
             if config_desc.get("mediaType") not in CONFIG_TYPES:
@@ -332,7 +373,9 @@ class _Loader:
             config = self.blob(config_desc, "image config")
             diff_ids = check_config(config, where)
             if len(layers) != len(diff_ids):
-                raise ImageError(f"{self.src.path}: manifest and config disagree on the number of layers")
+                raise ImageError(
+                    f"{self.src.path}: manifest and config disagree on the number of layers"
+                )
             names = []
             for layer in layers:
                 if "tar" not in str(layer.get("mediaType", "")):
@@ -375,8 +418,10 @@ def _docker_entries(value: Any, where: str) -> list[dict[str, Any]]:
             and _null_or_strings(entry.get("Layers"))
             and _null_or_strings(entry.get("RepoTags"))
         ):
-            raise ImageError(f"{where} has an entry without a Config name, or with Layers or RepoTags "
-                             "that are not lists of names; the archive is corrupt")
+            raise ImageError(
+                f"{where} has an entry without a Config name, or with Layers or RepoTags "
+                "that are not lists of names; the archive is corrupt"
+            )
     return value
 
 
@@ -436,10 +481,16 @@ def _load(
     loader = _Loader(store, src, plat)
     done = []
     if src.exists("manifest.json"):
-        entries = _docker_entries(src.json("manifest.json", "manifest.json"), f"{src.path}: manifest.json")
+        entries = _docker_entries(
+            src.json("manifest.json", "manifest.json"), f"{src.path}: manifest.json"
+        )
         if ref is not None:
             want = {str(reference.parse(ref))}
-            entries = [e for e in entries if want & {str(reference.parse(t)) for t in e.get("RepoTags") or []}]
+            entries = [
+                e
+                for e in entries
+                if want & {str(reference.parse(t)) for t in e.get("RepoTags") or []}
+            ]
             _one_or_error(src, entries, [ref], ref)
         elif not load_all:
             _one_or_error(src, entries, [t for e in entries for t in e.get("RepoTags") or []], None)
@@ -458,14 +509,18 @@ def _load(
             f"index.json (OCI layout){hint}"
         )
     index = src.json("index.json", "index.json")
-    descs = _descriptors(index.get("manifests") if isinstance(index, dict) else None, f"{src.path}: index.json")
+    descs = _descriptors(
+        index.get("manifests") if isinstance(index, dict) else None, f"{src.path}: index.json"
+    )
     if not descs:
         raise ImageError(f"{src.path}: index.json lists no images; the layout is empty")
     if ref is not None:
         descs = [d for d in descs if ref in (_oci_tags(d)[1], *_oci_tags(d)[0])]
         _one_or_error(src, descs, [ref], ref)
     elif not load_all and len(descs) > 1:
-        _one_or_error(src, descs, [_oci_tags(d)[1] or d.get("digest", "?")[:19] for d in descs], None)
+        _one_or_error(
+            src, descs, [_oci_tags(d)[1] or d.get("digest", "?")[:19] for d in descs], None
+        )
     errors = []
     for desc in descs:
         try:
@@ -476,7 +531,12 @@ def _load(
             errors.append(e)
             continue
         tags = _oci_tags(desc)[0]
-        done.append((store.register_image(manifest, config, tags=tags, manifest_media_type=media_type), tags))
+        done.append(
+            (
+                store.register_image(manifest, config, tags=tags, manifest_media_type=media_type),
+                tags,
+            )
+        )
     if not done:
         raise errors[0]
     return done
@@ -496,7 +556,10 @@ def _one_or_error(src: _Source, items: list[Any], names: list[str], ref: str | N
 
 
 def save(
-    store: Store, images: list[tuple[ImageRecord, list[str]]], path: str | os.PathLike[str], fmt: str = "docker"
+    store: Store,
+    images: list[tuple[ImageRecord, list[str]]],
+    path: str | os.PathLike[str],
+    fmt: str = "docker",
 ) -> None:
     """Write ``images`` (record, full tags) as one archive.
 
@@ -517,7 +580,9 @@ def save(
         raise
 
 
-def _write_archive(store: Store, tar: tarfile.TarFile, images: list[tuple[ImageRecord, list[str]]], fmt: str) -> None:
+def _write_archive(
+    store: Store, tar: tarfile.TarFile, images: list[tuple[ImageRecord, list[str]]], fmt: str
+) -> None:
     def add_bytes(name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = len(data), 0o644, 0
@@ -536,7 +601,11 @@ def _write_archive(store: Store, tar: tarfile.TarFile, images: list[tuple[ImageR
                     info.size, info.mode, info.mtime = os.fstat(f.fileno()).st_size, 0o644, 0
                     tar.addfile(info, f)
         refs = [reference.parse(t) for t in tags]
-        base = {"mediaType": rec.manifest_media_type, "digest": rec.manifest_digest, "size": blobs[0]["size"]}
+        base = {
+            "mediaType": rec.manifest_media_type,
+            "digest": rec.manifest_digest,
+            "size": blobs[0]["size"],
+        }
         # An image without a tag still gets its (unnamed) index entry.
         entry_refs: list[reference.Reference | None] = [*refs] or [None]
         for r in entry_refs:
@@ -544,19 +613,27 @@ def _write_archive(store: Store, tar: tarfile.TarFile, images: list[tuple[ImageR
             if r is not None:
                 entry["annotations"] = {_CONTAINERD_NAME: str(r), _REF_NAME: r.tag or ""}
             index_entries.append(entry)
-        docker_entries.append({
-            "Config": f"blobs/sha256/{hex_of(rec.id)}",
-            "RepoTags": [r.familiar() for r in refs] or None,
-            "Layers": [f"blobs/sha256/{hex_of(d['digest'])}" for d in blobs[2:]],
-        })
+        docker_entries.append(
+            {
+                "Config": f"blobs/sha256/{hex_of(rec.id)}",
+                "RepoTags": [r.familiar() for r in refs] or None,
+                "Layers": [f"blobs/sha256/{hex_of(d['digest'])}" for d in blobs[2:]],
+            }
+        )
         for r in refs:
             repositories.setdefault(r.familiar_name, {})[r.tag or "latest"] = hex_of(rec.id)
     add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-    add_bytes("index.json", json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index_entries,
-    }).encode())
+    add_bytes(
+        "index.json",
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": index_entries,
+            }
+        ).encode(),
+    )
     if fmt == "docker":
         add_bytes("manifest.json", json.dumps(docker_entries).encode())
         if repositories:
             add_bytes("repositories", json.dumps(repositories).encode())
-

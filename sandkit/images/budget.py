@@ -86,8 +86,12 @@ class StoreLimits:
     min_free: int | None = None  # None: the default share of the filesystem
 
     @classmethod
-    def resolve(cls, max_image_size: int | str | None = None, max_store_size: int | str | None = None,
-                min_free: int | str | None = None) -> StoreLimits:
+    def resolve(
+        cls,
+        max_image_size: int | str | None = None,
+        max_store_size: int | str | None = None,
+        min_free: int | str | None = None,
+    ) -> StoreLimits:
         """Keywords first, then the environment, then the defaults; 0 means no limit."""
         image = _size(max_image_size, ENV_MAX_IMAGE_SIZE)
         store = _size(max_store_size, ENV_MAX_STORE_SIZE)
@@ -133,7 +137,11 @@ class DiskBudget:
     def charge_entry(self, m: tarfile.TarInfo) -> None:
         """Charge what one tar entry is about to take (a hard link takes no inode)."""
         data = -(-m.size // BLOCK) * BLOCK if m.isreg() else BLOCK if m.isdir() else 0
-        self.charge(ENTRY_COST + data + _beyond_inode(m), 0 if m.islnk() else 1, f"layer entry {m.name[:80]!r}")
+        self.charge(
+            ENTRY_COST + data + _beyond_inode(m),
+            0 if m.islnk() else 1,
+            f"layer entry {m.name[:80]!r}",
+        )
 
     def charge(self, nbytes: int, inodes: int, what: str) -> None:
         """Charge ``nbytes``/``inodes`` about to be written; ImageError if any limit is passed."""

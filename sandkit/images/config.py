@@ -72,9 +72,10 @@ class ImageConfig:
 _UNSET: Any = object()
 
 
-
 def resolve_command(
-    config: ImageConfig, command: list[str] | tuple[str, ...] | None = None, entrypoint: Any = _UNSET
+    config: ImageConfig,
+    command: list[str] | tuple[str, ...] | None = None,
+    entrypoint: Any = _UNSET,
 ) -> list[str]:
     """argv per Docker: an overridden entrypoint drops the image's Cmd; a given command replaces
     Cmd; ``entrypoint=[]`` or ``""`` clears the image's entrypoint."""
@@ -90,4 +91,3 @@ def resolve_command(
 
         raise ImageError("no command: the image has neither Entrypoint nor Cmd; pass a command")
     return argv
-

@@ -19,7 +19,9 @@ def load_json(raw: bytes, what: str) -> Any:
     except ValueError:
         return None
     except RecursionError:
-        raise ImageError(f"{what} nests its JSON too deeply to be read: a hostile or broken image") from None
+        raise ImageError(
+            f"{what} nests its JSON too deeply to be read: a hostile or broken image"
+        ) from None
 
 
 # The types of the descriptor fields sandkit reads (OCI image-spec descriptor.md).
@@ -36,12 +38,17 @@ def check_descriptor(desc: dict[str, Any], what: str, *, max_size: int | None = 
         raise ImageError(f"{what} has a mediaType that is not a string: the image is corrupt")
     platform = desc.get("platform")
     if platform is not None and not (
-        isinstance(platform, dict) and all(isinstance(platform.get(k, ""), str) for k in _PLATFORM_FIELDS)
+        isinstance(platform, dict)
+        and all(isinstance(platform.get(k, ""), str) for k in _PLATFORM_FIELDS)
     ):
-        raise ImageError(f"{what} has a platform that is not an object of strings: the image is corrupt")
+        raise ImageError(
+            f"{what} has a platform that is not an object of strings: the image is corrupt"
+        )
     annotations = desc.get("annotations")
     if annotations is not None and not _is_str_map(annotations):
-        raise ImageError(f"{what} has annotations that are not an object of strings: the image is corrupt")
+        raise ImageError(
+            f"{what} has annotations that are not an object of strings: the image is corrupt"
+        )
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -56,7 +63,11 @@ def _is_str_map(value: object) -> bool:
 # absent or null field is fine, a wrong type a corrupt image. (image.py and config.py read them.)
 _CONFIG_STRINGS = ("architecture", "os", "variant", "created", "author", "os.version")
 _RUN_STRINGS = ("User", "WorkingDir", "StopSignal")
-_RUN_LISTS = ("Env", "Entrypoint", "Cmd")  # (a bare string is tolerated for the last two, as Docker)
+_RUN_LISTS = (
+    "Env",
+    "Entrypoint",
+    "Cmd",
+)  # (a bare string is tolerated for the last two, as Docker)
 _RUN_MAPS = ("ExposedPorts", "Volumes", "Labels")
 
 
@@ -81,7 +92,9 @@ def check_config(raw: bytes, where: str) -> list[str]:
         if not _is_str_map(run.get("Labels") or {}):
             bad.append("config.Labels")
     if bad:
-        raise ImageError(f"{what} has fields of the wrong type ({', '.join(sorted(set(bad)))}): the image is corrupt")
+        raise ImageError(
+            f"{what} has fields of the wrong type ({', '.join(sorted(set(bad)))}): the image is corrupt"
+        )
     return diff_ids
 
 

@@ -45,7 +45,9 @@ def walk_tree(
     try:
         on_enter(fd)
         subdirs = _scan(fd, on_file)
-        stack: list[tuple[str, list[str]]] = []  # (a directory's name in its parent, its siblings left)
+        stack: list[
+            tuple[str, list[str]]
+        ] = []  # (a directory's name in its parent, its siblings left)
         while True:
             if subdirs:  # down into the next subdirectory
                 name = subdirs.pop()
@@ -78,8 +80,12 @@ def remove_tree_at(dir_fd: int | None, name: str) -> None:
     read-only directories, however deep."""
     fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     try:
-        walk_tree(fd, lambda dfd, entry: os.unlink(entry.name, dir_fd=dfd),
-                  lambda parent_fd, sub: os.rmdir(sub, dir_fd=parent_fd), _owner_writable)
+        walk_tree(
+            fd,
+            lambda dfd, entry: os.unlink(entry.name, dir_fd=dfd),
+            lambda parent_fd, sub: os.rmdir(sub, dir_fd=parent_fd),
+            _owner_writable,
+        )
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=dir_fd)
@@ -160,8 +166,11 @@ _libc.syscall.restype = ctypes.c_long
 def _openat2(dir_fd: int, name: str, flags: int, resolve: int) -> int:
     how = _OpenHow(flags, 0, resolve)
     fd = _libc.syscall(
-        ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), os.fsencode(name),
-        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)),
+        ctypes.c_long(_SYS_OPENAT2),
+        ctypes.c_int(dir_fd),
+        os.fsencode(name),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
     )
     if fd < 0:
         err = ctypes.get_errno()
@@ -180,7 +189,9 @@ def _open_without_symlinks(dir_fd: int, name: str, flags: int) -> int:
     fd = os.dup(dir_fd)
     try:
         for part in parts[:-1]:
-            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            nxt = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
             os.close(fd)
             fd = nxt
         return os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=fd)

@@ -36,7 +36,9 @@ class Image:
     store: Store | None = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod
-    def from_directory(cls, path: str | os.PathLike[str], *, config: ImageConfig | None = None) -> Image:
+    def from_directory(
+        cls, path: str | os.PathLike[str], *, config: ImageConfig | None = None
+    ) -> Image:
         """Use an existing directory tree as a one-layer image (it is never written to)."""
         root = Path(path).absolute()
         if not root.is_dir():
@@ -127,7 +129,13 @@ class Image:
 
         store = store or Store.default()
         rec = pull_sync(
-            ref, store=store, platform=platform, insecure=insecure, ca_file=ca_file, auth=auth, progress=progress
+            ref,
+            store=store,
+            platform=platform,
+            insecure=insecure,
+            ca_file=ca_file,
+            auth=auth,
+            progress=progress,
         )
         return cls.from_record(store, rec, ref)
 
@@ -148,9 +156,19 @@ class Image:
         store = self._store()
         target = ref or next(iter(store.tags_of(self.id)), None)
         if target is None:
-            raise ImageError(f"image {self.name!r} has no tag to push to: pass ref='registry/name:tag'")
-        return push_sync(self.id, target, store=store, insecure=insecure, ca_file=ca_file, auth=auth,
-                         progress=progress, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+            raise ImageError(
+                f"image {self.name!r} has no tag to push to: pass ref='registry/name:tag'"
+            )
+        return push_sync(
+            self.id,
+            target,
+            store=store,
+            insecure=insecure,
+            ca_file=ca_file,
+            auth=auth,
+            progress=progress,
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+        )
 
     def _store(self) -> Store:
         if self.store is None:
@@ -175,7 +193,9 @@ class Image:
             return contextlib.nullcontext(0)
         return self.store.lease(self.id)
 
-    def save(self, path: str | os.PathLike[str], format: Literal["docker", "oci"] = "docker") -> None:
+    def save(
+        self, path: str | os.PathLike[str], format: Literal["docker", "oci"] = "docker"
+    ) -> None:
         """Write an archive that `docker load` (format="docker") or skopeo/podman read."""
         from . import archive
 
@@ -193,14 +213,21 @@ class Image:
         return {
             "id": rec.id,
             "repo_tags": [parse(t).familiar() for t in tags],
-            "repo_digests": sorted({f"{parse(t).familiar_name}@{rec.manifest_digest}" for t in tags}),
+            "repo_digests": sorted(
+                {f"{parse(t).familiar_name}@{rec.manifest_digest}" for t in tags}
+            ),
             "manifest_digest": rec.manifest_digest,
             "created": rec.created,
             "platform": rec.platform,
             "size": sum(store.layer_size(layer.diff_id) for layer in rec.layers),
             "layers": [
-                {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
-                 "media_type": layer.media_type, "path": str(store.layer_dir(layer.diff_id))}
+                {
+                    "digest": layer.digest,
+                    "diff_id": layer.diff_id,
+                    "size": layer.size,
+                    "media_type": layer.media_type,
+                    "path": str(store.layer_dir(layer.diff_id)),
+                }
                 for layer in rec.layers
             ],
             "config": cfg.get("config") or {},

@@ -132,7 +132,11 @@ def compression_of(path: str | os.PathLike[str]) -> str:
 # What a corrupt or truncated compressed layer raises while it is read.
 _ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]  # isal's stub: an instance
 DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
-    EOFError, zlib.error, _ISAL_ERROR, zstandard.ZstdError, gzip.BadGzipFile,
+    EOFError,
+    zlib.error,
+    _ISAL_ERROR,
+    zstandard.ZstdError,
+    gzip.BadGzipFile,
 )
 # What reading a layer tar raises for a bad one. A name of its own: mypy cannot check a
 # starred tuple of unknown length inside an `except (...)`.
@@ -176,10 +180,14 @@ def split_name(name: str, what: str = "entry") -> list[str]:
             "hostile or malformed and was not applied"
         )
     if "\0" in name:
-        raise UnsafeLayerError(f"layer {what} {name[:80]!r} contains a NUL byte; the layer was not applied")
+        raise UnsafeLayerError(
+            f"layer {what} {name[:80]!r} contains a NUL byte; the layer was not applied"
+        )
     encoded = name.encode("utf-8", "surrogateescape")
     # (split in C: a name may have 2,000 components, and this runs for every entry)
-    if len(encoded) > _MAX_PATH or (len(encoded) > _MAX_NAME and max(map(len, encoded.split(b"/"))) > _MAX_NAME):
+    if len(encoded) > _MAX_PATH or (
+        len(encoded) > _MAX_NAME and max(map(len, encoded.split(b"/"))) > _MAX_NAME
+    ):
         raise UnsafeLayerError(
             f"layer {what} {name[:80]!r}... has a name longer than Linux allows "
             f"({_MAX_NAME} bytes per component, {_MAX_PATH} per path); the layer was not applied"
@@ -204,11 +212,15 @@ def check_numbers(m: tarfile.TarInfo) -> None:
         bad = f"owner {m.uid}:{m.gid}"
     elif m.size < 0:
         bad = f"size {m.size}"
-    elif m.type in _DEVICE_TYPES and not (0 <= m.devmajor <= _MAX_MAJOR and 0 <= m.devminor <= _MAX_MINOR):
+    elif m.type in _DEVICE_TYPES and not (
+        0 <= m.devmajor <= _MAX_MAJOR and 0 <= m.devminor <= _MAX_MINOR
+    ):
         bad = f"device number {m.devmajor}:{m.devminor}"
     if bad:
-        raise UnsafeLayerError(f"layer entry {m.name[:200]!r} has {bad}, which Linux cannot represent; "
-                               "the layer is hostile or malformed and was not applied")
+        raise UnsafeLayerError(
+            f"layer entry {m.name[:200]!r} has {bad}, which Linux cannot represent; "
+            "the layer is hostile or malformed and was not applied"
+        )
 
 
 @attrs.frozen
@@ -424,8 +436,10 @@ class _Applier:
         placeholder = False
         if m.issym():
             if "\0" in m.linkname:
-                raise UnsafeLayerError(f"layer symlink {m.name!r} has a NUL byte in its target; "
-                                       "the layer was not applied")
+                raise UnsafeLayerError(
+                    f"layer symlink {m.name!r} has a NUL byte in its target; "
+                    "the layer was not applied"
+                )
             os.symlink(m.linkname, name, dir_fd=dfd)
         elif m.ischr() or m.isblk():
             placeholder = self._device(m, dfd, name, path)
@@ -448,7 +462,12 @@ class _Applier:
                 f"layer file {m.name!r} claims {m.size} bytes but only {free} are free in the "
                 "image store; free some space (sandkit image prune) or the layer is hostile"
             )
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dfd,
+        )
         try:
             if m.issparse():  # rare (GNU sparse): the pieces are stored one after the other
                 self._sparse(m, fd)
@@ -469,8 +488,10 @@ class _Applier:
             if size == 0:  # GNU tar ends the map with empty pieces
                 continue
             if offset < end or size < 0 or offset + size > m.size:
-                raise UnsafeLayerError(f"layer sparse file {m.name!r} has overlapping or out-of-range "
-                                       "pieces; the layer is hostile or malformed and was not applied")
+                raise UnsafeLayerError(
+                    f"layer sparse file {m.name!r} has overlapping or out-of-range "
+                    "pieces; the layer is hostile or malformed and was not applied"
+                )
             os.lseek(fd, offset, os.SEEK_SET)
             self.reader.copy_to(fd, size)
             end = offset + size
@@ -506,7 +527,9 @@ class _Applier:
             return False
         except PermissionError:
             # Rootless: a device cannot be made; leave a visible stand-in rather than nothing.
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0, dir_fd=dfd))
+            os.close(
+                os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0, dir_fd=dfd)
+            )
             self.report.placeholders.append("/".join(path))
             return True
 
@@ -583,7 +606,9 @@ class _Applier:
         self._xattrs(m, fd)  # after chown too, which clears security.capability
         os.utime(fd, ns=(_mtime_ns(m),) * 2)
 
-    def _directory_meta(self, path: tuple[str, ...], m: tarfile.TarInfo, dfd: int, name: str | None) -> None:
+    def _directory_meta(
+        self, path: tuple[str, ...], m: tarfile.TarInfo, dfd: int, name: str | None
+    ) -> None:
         """Set the xattrs of directory ``name`` in ``dfd`` (``dfd`` itself if None) now; keep its
         owner, mode and mtime for the end (a 0555 directory must still be filled, and every entry
         made inside changes the mtime)."""
@@ -614,7 +639,11 @@ class _Applier:
 
 
 def apply_tar(
-    stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudget | None = None, *, layer: str | None = None
+    stream: BinaryIO,
+    root: str | os.PathLike[str],
+    budget: DiskBudget | None = None,
+    *,
+    layer: str | None = None,
 ) -> ApplyReport:
     """Apply the uncompressed layer tar read from ``stream`` into the empty directory ``root``,
     charging each entry to ``budget`` (if given) before it is written.
@@ -630,7 +659,9 @@ def apply_tar(
         raise type(e)(f"layer {layer}: {e}") from None
 
 
-def _apply_tar(stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudget | None) -> ApplyReport:
+def _apply_tar(
+    stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudget | None
+) -> ApplyReport:
     reader = ForwardReader(stream)
     applier = _Applier(Path(root), reader, budget)
     try:
@@ -643,10 +674,14 @@ def _apply_tar(stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudge
         ) from None
     except OSError as e:
         if e.errno == errno.ENAMETOOLONG:
-            raise UnsafeLayerError(f"layer entry name too long ({e}); the layer was not applied") from None
+            raise UnsafeLayerError(
+                f"layer entry name too long ({e}); the layer was not applied"
+            ) from None
         if e.errno == errno.ENOSPC:
-            raise ImageError("no space left in the image store while applying a layer: free space "
-                             "(sandkit image prune) or move SANDKIT_HOME") from None
+            raise ImageError(
+                "no space left in the image store while applying a layer: free space "
+                "(sandkit image prune) or move SANDKIT_HOME"
+            ) from None
         raise
     finally:
         applier.close()

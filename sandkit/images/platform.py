@@ -51,7 +51,9 @@ class Platform:
     def from_oci(cls, obj: dict[str, Any]) -> Platform:
         """The platform of an OCI ``platform`` object (an index entry's, or an image config's
         fields)."""
-        return cls(str(obj.get("os", "")), str(obj.get("architecture", "")), str(obj.get("variant", "")))
+        return cls(
+            str(obj.get("os", "")), str(obj.get("architecture", "")), str(obj.get("variant", ""))
+        )
 
     def matches(self, other: Platform) -> bool:
         """Does an image built for ``other`` satisfy a request for ``self``?

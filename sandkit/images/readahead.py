@@ -54,7 +54,9 @@ class ReadAhead(io.RawIOBase):
     read. `close` stops the thread and waits for it: after the read it is in, if any.
     """
 
-    def __init__(self, source: BinaryIO | io.RawIOBase, *, read_ahead: Callable[[], bool] = cores_to_spare) -> None:
+    def __init__(
+        self, source: BinaryIO | io.RawIOBase, *, read_ahead: Callable[[], bool] = cores_to_spare
+    ) -> None:
         super().__init__()
         global _active
         self._source = source
@@ -86,7 +88,9 @@ class ReadAhead(io.RawIOBase):
         # Only a source that filled the last read has more to read ahead: a short read means
         # a small stream, its end, or a source slower than its reader.
         if self._thread is None and self._filled and self._read_ahead():
-            self._thread = threading.Thread(target=self._read_all, name="sandkit-readahead", daemon=True)
+            self._thread = threading.Thread(
+                target=self._read_all, name="sandkit-readahead", daemon=True
+            )
             self._thread.start()
         if self._thread is None:
             n = self._source.readinto(buf) or 0  # type: ignore[union-attr]

@@ -18,7 +18,9 @@ DEFAULT_REGISTRY = "docker.io"
 # (fullmatch: '$' would let a trailing newline through) and ASCII only: Python's \w, unlike
 # Go's, takes any Unicode letter or digit.
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)  # the spec: at most 128 characters
+_TAG = re.compile(
+    r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII
+)  # the spec: at most 128 characters
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 _HOST = re.compile(r"(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?", re.ASCII)
 NAME_MAX = 255  # Docker's NameTotalLengthMax: registry/path, after normalisation
@@ -81,7 +83,9 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
     if not isinstance(text, str) or not text or len(text) > 4096 or text != text.strip():
         raise _invalid(str(text)[:300], "empty, too long, or surrounded by spaces")
     if not text.isascii() or not text.isprintable():
-        raise _invalid(text[:300], "only ASCII letters, digits and the separators / : @ . _ - may appear")
+        raise _invalid(
+            text[:300], "only ASCII letters, digits and the separators / : @ . _ - may appear"
+        )
     rest, digest = text, None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
@@ -105,12 +109,16 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
         registry = DEFAULT_REGISTRY
     for component in path:
         if not _COMPONENT.fullmatch(component):
-            raise _invalid(text, f"name component {component!r} must be lowercase letters/digits and separators")
+            raise _invalid(
+                text,
+                f"name component {component!r} must be lowercase letters/digits and separators",
+            )
     if registry == DEFAULT_REGISTRY and len(path) == 1:
         path = ["library", *path]
     if len(registry) + 1 + len("/".join(path)) > NAME_MAX:
         raise _invalid(
-            text, f"the name {registry}/{'/'.join(path)} is longer than {NAME_MAX} characters (Docker's limit)"
+            text,
+            f"the name {registry}/{'/'.join(path)} is longer than {NAME_MAX} characters (Docker's limit)",
         )
     if tag is None and digest is None and default_tag:
         tag = "latest"

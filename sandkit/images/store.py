@@ -98,7 +98,9 @@ CONFIG_TYPES = {
 _BAD_LAYER_BLOB: tuple[type[BaseException], ...] = (ImageError, *DECOMPRESSION_ERRORS)
 
 # The budget of the pull or load running in this context (its layers' threads inherit it).
-_budget: contextvars.ContextVar[DiskBudget | None] = contextvars.ContextVar("sandkit_store_budget", default=None)
+_budget: contextvars.ContextVar[DiskBudget | None] = contextvars.ContextVar(
+    "sandkit_store_budget", default=None
+)
 
 
 def default_home() -> Path:
@@ -213,7 +215,10 @@ class Store:
         budget; ``layers``, the image's layer count when known, is checked against Docker's
         limit before anything is fetched.
         """
-        with self._flock(self.home / "locks" / "gc.lock", fcntl.LOCK_SH) as fd, self.unpacking(layers):
+        with (
+            self._flock(self.home / "locks" / "gc.lock", fcntl.LOCK_SH) as fd,
+            self.unpacking(layers),
+        ):
             yield fd
 
     @contextlib.contextmanager
@@ -243,7 +248,9 @@ class Store:
     def _usage(self) -> int:
         """Bytes the store holds: its blobs, and its layers as their tars' sizes."""
         blobs = sum(entry.stat().st_size for entry in os.scandir(self.home / "blobs" / "sha256"))
-        return blobs + sum(self.layer_size("sha256:" + entry.name) for entry in os.scandir(self.home / "layers"))
+        return blobs + sum(
+            self.layer_size("sha256:" + entry.name) for entry in os.scandir(self.home / "layers")
+        )
 
     def lease(self, image_id: str) -> contextlib.AbstractContextManager[int]:
         """Mark ``image_id`` as in use until the context exits (see the module docstring)."""
@@ -344,7 +351,9 @@ class Store:
         """Copy ``stream`` into the store, verifying digest and size before it becomes visible."""
         check_digest(digest)
         with self.staging() as tmp, open(tmp / "blob", "wb") as out:
-            reader = HashingReader(stream, ChargedWriter(out, self._current_budget(), f"blob {digest}"))
+            reader = HashingReader(
+                stream, ChargedWriter(out, self._current_budget(), f"blob {digest}")
+            )
             reader.drain()
             self._check(reader, digest, size, f"blob {digest}")
             out.flush()
@@ -371,12 +380,16 @@ class Store:
         """True when the layer of uncompressed digest ``diff_id`` is applied in the store."""
         return (self.home / "layers" / hex_of(diff_id) / "layer.json").is_file()
 
-    def _stored_layer(self, digest: str | None, diff_id: str, media_type: str | None) -> LayerRecord | None:
+    def _stored_layer(
+        self, digest: str | None, diff_id: str, media_type: str | None
+    ) -> LayerRecord | None:
         """The record of a layer whose blob and applied tree are both in the store already."""
         if digest is None or not (self.has_blob(digest) and self.has_layer(diff_id)):
             return None
         blob = self.blob_path(digest)
-        return LayerRecord(digest, diff_id, blob.stat().st_size, media_type or LAYER_TYPES[compression_of(blob)])
+        return LayerRecord(
+            digest, diff_id, blob.stat().st_size, media_type or LAYER_TYPES[compression_of(blob)]
+        )
 
     def ingest_layer(
         self,
@@ -407,7 +420,9 @@ class Store:
                 return stored
             apply = not self.has_layer(diff_id)
             with open(tmp / "blob", "wb") as blob_out:
-                raw = HashingReader(stream, ChargedWriter(blob_out, budget, f"layer blob {digest or ''}"))
+                raw = HashingReader(
+                    stream, ChargedWriter(blob_out, budget, f"layer blob {digest or ''}")
+                )
                 # The compressed side may run in a thread of its own (readahead.py): the
                 # source is drained before its hash is read, and joined before the blob closes.
                 with ReadAhead(raw) as source:
@@ -416,7 +431,12 @@ class Store:
                         plain = HashingReader(decompressed)
                         if apply:
                             (tmp / "layer" / "fs").mkdir(parents=True)
-                            report = apply_tar(plain, tmp / "layer" / "fs", budget, layer=diff_id[:19])  # type: ignore[arg-type]
+                            report = apply_tar(
+                                plain,  # type: ignore[arg-type]
+                                tmp / "layer" / "fs",
+                                budget,
+                                layer=diff_id[:19],
+                            )
                         plain.drain()  # tar end padding is part of the DiffID
                     except _BAD_LAYER_BLOB as e:
                         # A tampered blob usually breaks decompression first: say "digest
@@ -427,8 +447,10 @@ class Store:
                             raise mismatch(f"layer blob {digest}", digest, raw.digest) from None
                         if isinstance(e, ImageError):
                             raise
-                        raise ImageError(f"layer blob {raw.digest} is not valid gzip/zstd data ({e}); "
-                                         "the archive is corrupt: re-export or re-download it") from None
+                        raise ImageError(
+                            f"layer blob {raw.digest} is not valid gzip/zstd data ({e}); "
+                            "the archive is corrupt: re-export or re-download it"
+                        ) from None
                     drain(source)
             digest = digest or raw.digest
             self._check(raw, digest, size, f"layer blob {digest}")
@@ -471,8 +493,14 @@ class Store:
             man = json.loads(manifest)
             cfg = json.loads(config)
         except ValueError as e:
-            raise ImageError(f"image manifest or config is not valid JSON ({e}): the image is corrupt") from None
-        media_type = manifest_media_type or man.get("mediaType") or "application/vnd.oci.image.manifest.v1+json"
+            raise ImageError(
+                f"image manifest or config is not valid JSON ({e}): the image is corrupt"
+            ) from None
+        media_type = (
+            manifest_media_type
+            or man.get("mediaType")
+            or "application/vnd.oci.image.manifest.v1+json"
+        )
         config_digest = check_digest(man.get("config", {}).get("digest"), "config digest")
         verify_bytes(config, config_digest, "image config")
         diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
@@ -488,12 +516,24 @@ class Store:
             digest = check_digest(desc.get("digest"), "layer digest")
             if not (self.has_blob(digest) and self.has_layer(diff_id)):
                 raise ImageError(f"layer {digest} must be ingested before the image is registered")
-            layers.append(LayerRecord(digest, diff_id, int(desc.get("size", 0)), str(desc.get("mediaType", ""))))
+            layers.append(
+                LayerRecord(
+                    digest, diff_id, int(desc.get("size", 0)), str(desc.get("mediaType", ""))
+                )
+            )
         manifest_digest = self.put_blob(manifest)
         self.put_blob(config, config_digest)
-        plat = "/".join(p for p in (cfg.get("os"), cfg.get("architecture"), cfg.get("variant")) if p)
+        plat = "/".join(
+            p for p in (cfg.get("os"), cfg.get("architecture"), cfg.get("variant")) if p
+        )
         record = ImageRecord(
-            config_digest, manifest_digest, media_type, tuple(layers), str(cfg.get("created") or ""), plat, time.time()
+            config_digest,
+            manifest_digest,
+            media_type,
+            tuple(layers),
+            str(cfg.get("created") or ""),
+            plat,
+            time.time(),
         )
         refs = [reference.parse(t) for t in tags]
         with self._store_lock():
@@ -510,7 +550,9 @@ class Store:
         try:
             return ImageRecord.from_json(json.loads(self._record_path(image_id).read_text()))
         except FileNotFoundError:
-            raise ImageNotFoundError(f"image {image_id} is not in the local store {self.home}") from None
+            raise ImageNotFoundError(
+                f"image {image_id} is not in the local store {self.home}"
+            ) from None
 
     def records(self) -> list[ImageRecord]:
         """The records of every image in the store, in no particular order (one removed meanwhile
@@ -531,7 +573,12 @@ class Store:
     def resolve(self, ref: str) -> ImageRecord:
         """Find a local image by name[:tag], name@digest, full id or unique id prefix."""
         text = ref.removeprefix("sha256:") if ref.startswith("sha256:") and "@" not in ref else None
-        if text is None and len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref) and len(ref) <= 64:
+        if (
+            text is None
+            and len(ref) >= 4
+            and all(c in "0123456789abcdef" for c in ref)
+            and len(ref) <= 64
+        ):
             text = ref  # docker also accepts a bare id prefix
         if text is not None:
             matches = [r for r in self.records() if hex_of(r.id).startswith(text)]
@@ -603,8 +650,11 @@ class Store:
         rec = self.record(image_id)
         man = json.loads(self.read_blob(rec.manifest_digest))
         return [
-            {"mediaType": rec.manifest_media_type, "digest": rec.manifest_digest,
-             "size": self.blob_path(rec.manifest_digest).stat().st_size},
+            {
+                "mediaType": rec.manifest_media_type,
+                "digest": rec.manifest_digest,
+                "size": self.blob_path(rec.manifest_digest).stat().st_size,
+            },
             dict(man["config"]),
             *(dict(layer) for layer in man["layers"]),
         ]
@@ -624,7 +674,9 @@ class Store:
             keep_blobs: set[str] = set()
             keep_layers: set[str] = set()
             for rec in self.records():
-                keep_blobs.update((rec.id, rec.manifest_digest, *(layer.digest for layer in rec.layers)))
+                keep_blobs.update(
+                    (rec.id, rec.manifest_digest, *(layer.digest for layer in rec.layers))
+                )
                 keep_layers.update(layer.diff_id for layer in rec.layers)
             n_layers = n_blobs = 0
             for path in (self.home / "layers").iterdir():
@@ -643,7 +695,10 @@ class Store:
         """The size of layer ``diff_id``'s uncompressed tar, counted when it was applied (0 when
         unknown)."""
         try:
-            return int(json.loads((self.home / "layers" / hex_of(diff_id) / "layer.json").read_text())["size"])
+            return int(
+                json.loads((self.home / "layers" / hex_of(diff_id) / "layer.json").read_text())[
+                    "size"
+                ]
+            )
         except (FileNotFoundError, KeyError, ValueError):
             return 0
-

@@ -41,7 +41,11 @@ MAX_MEMBER_HEADERS = 4 * MAX_SPECIAL_HEADER
 # with a long name or xattrs (a 500,000-file layer about 75 MB).
 MAX_TAR_SPECIAL_HEADERS = 256 << 20
 _SPECIAL_TYPES = (
-    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
 )
 
 

@@ -95,7 +95,9 @@ class _WireField:
             return tuple(value)
         if kind_of is dict and self.mapping:
             return value
-        raise ProtocolError(f"{kind}: key {self.name!r} has a value of the wrong type: {value!r:.80}")
+        raise ProtocolError(
+            f"{kind}: key {self.name!r} has a value of the wrong type: {value!r:.80}"
+        )
 
 
 _FIELDS: dict[type, tuple[_WireField, ...]] = {}
@@ -104,7 +106,10 @@ _FIELDS: dict[type, tuple[_WireField, ...]] = {}
 def _wire_fields(cls: type) -> tuple[_WireField, ...]:
     if cls not in _FIELDS:
         hints = typing.get_type_hints(cls)
-        _FIELDS[cls] = tuple(_wire_field(f.name, f.default is attrs.NOTHING, hints[f.name]) for f in attrs.fields(cls))
+        _FIELDS[cls] = tuple(
+            _wire_field(f.name, f.default is attrs.NOTHING, hints[f.name])
+            for f in attrs.fields(cls)
+        )
     return _FIELDS[cls]
 
 

@@ -73,7 +73,9 @@ class ControlChannel:
             self._die("the container's init has exited")
             raise ContainerDiedError(self._dead) from None
 
-    def _send_packet(self, packet: bytes, ancillary: list[tuple[int, int, array.array[int]]]) -> None:
+    def _send_packet(
+        self, packet: bytes, ancillary: list[tuple[int, int, array.array[int]]]
+    ) -> None:
         # When the socket is full this waits for room rather than making the socket blocking:
         # a thread reader relies on a receive never blocking.
         poller: select.poll | None = None
@@ -129,7 +131,9 @@ class ControlChannel:
                 with self._readers_lock:
                     self._thread_reading = False
 
-    def reply_blocking(self, request_id: int, deadline: float | None = None) -> tuple[Reply, list[int]] | None:
+    def reply_blocking(
+        self, request_id: int, deadline: float | None = None
+    ) -> tuple[Reply, list[int]] | None:
         """`reply`, blocking this thread (inside `thread_reader` only). None at ``deadline``
         (a `time.monotonic()` value)."""
         slot = self._slots.setdefault(request_id, _Slot())
@@ -146,7 +150,9 @@ class ControlChannel:
             poller.poll(None if wait is None else wait * 1000 + 1)
         return slot.replies.pop(0)
 
-    def request_from_thread(self, request: Request, timeout: float) -> tuple[Reply, list[int]] | None:
+    def request_from_thread(
+        self, request: Request, timeout: float
+    ) -> tuple[Reply, list[int]] | None:
         """Send a request with one reply and wait for it on a thread that is neither the loop's
         nor the sync API caller's (a published port's): it reads the socket itself when nobody
         else does, else waits for the reader to file its reply. None after ``timeout``."""
@@ -182,7 +188,9 @@ class ControlChannel:
     def _receive_one(self) -> bool:
         """Read one packet if there is one and file its reply; False if none is waiting."""
         try:
-            data, ancdata, flags, _ = self.sock.recvmsg(MAX_PACKET + 1, _FD_SPACE, socket.MSG_CMSG_CLOEXEC)
+            data, ancdata, flags, _ = self.sock.recvmsg(
+                MAX_PACKET + 1, _FD_SPACE, socket.MSG_CMSG_CLOEXEC
+            )
         except BlockingIOError:
             return False
         except OSError as exc:

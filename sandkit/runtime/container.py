@@ -168,8 +168,9 @@ class AsyncContainer:
         check_option_names(options)
         container_id = secrets.token_hex(32)
         hostname = options.get("hostname")
-        self.__attrs_init__(image, options, container_id[:12] if hostname is None else hostname,
-                            container_id)
+        self.__attrs_init__(
+            image, options, container_id[:12] if hostname is None else hostname, container_id
+        )
         if self._network not in ("none", "host"):
             raise errors.ContainerError(
                 f"network={self._network!r} is not supported: use 'none' (loopback only, the "
@@ -184,12 +185,19 @@ class AsyncContainer:
             )
         self._output_limit(None)
         # Checked here, so that bad limits or security options fail before anything is made.
-        self._limits = Limits(memory=options.get("memory"), memory_swap=options.get("memory_swap"),
-                              cpus=options.get("cpus"), cpu_shares=options.get("cpu_shares"),
-                              pids=options.get("pids_limit"))
-        self._caps = capabilities.resolve_caps(options.get("cap_add", ()), options.get("cap_drop", ()))
-        self._seccomp_program = seccomp_profiles.resolve_seccomp(options.get("seccomp", "default"),
-                                                                 self._caps)
+        self._limits = Limits(
+            memory=options.get("memory"),
+            memory_swap=options.get("memory_swap"),
+            cpus=options.get("cpus"),
+            cpu_shares=options.get("cpu_shares"),
+            pids=options.get("pids_limit"),
+        )
+        self._caps = capabilities.resolve_caps(
+            options.get("cap_add", ()), options.get("cap_drop", ())
+        )
+        self._seccomp_program = seccomp_profiles.resolve_seccomp(
+            options.get("seccomp", "default"), self._caps
+        )
 
     @property
     def _network(self) -> str:
@@ -232,7 +240,9 @@ class AsyncContainer:
             self._forwarder = PortForwarder(self._connect_blocking)
             self._forwarder.bind(self._port_specs)
             accounting = self.options.get("accounting") or not self._limits.empty
-            plan = ResourcePlan.decide(self._limits, accounting=accounting, rlimits=self.options.get("rlimits"))
+            plan = ResourcePlan.decide(
+                self._limits, accounting=accounting, rlimits=self.options.get("rlimits")
+            )
             if not await self._start_from_spare(setup, plan):
                 self._resources = plan.resources(plan.make_cgroup(self.id))
                 await self._start_fresh(setup)
@@ -249,8 +259,9 @@ class AsyncContainer:
         """How a spare for this container is made, if it may use one."""
         if self.options.get("lifetime"):
             return None
-        return prespawn.recipe_for(setup, user_namespace=self.rootless, network=self._own_network,
-                                   resources=plan)
+        return prespawn.recipe_for(
+            setup, user_namespace=self.rootless, network=self._own_network, resources=plan
+        )
 
     async def _start_from_spare(self, setup: Setup, plan: ResourcePlan) -> bool:
         recipe = self._recipe_used = self._recipe(setup, plan)
@@ -271,7 +282,9 @@ class AsyncContainer:
             # Containers come back to back: have the next one made while this one runs, on the
             # other core (at the price of some contention), rather than after it stops.
             prespawn.request(recipe)
-        if isinstance(self._resolved, Image) and not all(d.is_dir() for d in self._resolved.layer_dirs):
+        if isinstance(self._resolved, Image) and not all(
+            d.is_dir() for d in self._resolved.layer_dirs
+        ):
             spare.discard()  # its image was removed after the spare was made
             return False
         self._init = spare.init
@@ -287,7 +300,9 @@ class AsyncContainer:
     async def _start_fresh(self, setup: Setup) -> None:
         assert self._resources is not None
         self._init, self._channel = startup.spawn_with_setup(
-            encode(setup), user_namespace=self.rootless, network=self._own_network,
+            encode(setup),
+            user_namespace=self.rootless,
+            network=self._own_network,
             cgroup=self._resources.cgroup,
         )
         await startup.await_ready(self._channel, rootless=self.rootless)
@@ -309,7 +324,8 @@ class AsyncContainer:
             scratch_inodes=options.get("disk_inodes") or _default_inodes(disk_bytes),
             loopback=self._own_network,
             lifetime=options.get("lifetime"),
-            workdir=options.get("workdir") or (image.config.working_dir if isinstance(image, Image) else None),
+            workdir=options.get("workdir")
+            or (image.config.working_dir if isinstance(image, Image) else None),
             caps=self._caps,
             seccomp=self._seccomp_program,
         )
@@ -381,8 +397,17 @@ class AsyncContainer:
         ``seccomp`` replaces the container's profile for this process only ("default" keeps it).
         """
         channel = self._live_channel()
-        request = self._exec_request(argv, env=env, workdir=workdir, user=user, tty=tty, rows=rows,
-                                     cols=cols, seccomp=seccomp, stdio="pty" if tty else "fds")
+        request = self._exec_request(
+            argv,
+            env=env,
+            workdir=workdir,
+            user=user,
+            tty=tty,
+            rows=rows,
+            cols=cols,
+            seccomp=seccomp,
+            stdio="pty" if tty else "fds",
+        )
         assert self._resources is not None
         accounting = self._resources.exec_cgroup(request.id)
         if accounting is not None:
@@ -402,7 +427,9 @@ class AsyncContainer:
                     host_ends.append(r)
                     child_ends.append(w)
             cgroup_fds = accounting.fds() if accounting else []
-            process = await self._start_process(channel, request, child_ends + cgroup_fds, argv, host_ends)
+            process = await self._start_process(
+                channel, request, child_ends + cgroup_fds, argv, host_ends
+            )
             process.accounting = accounting
             return process
         except BaseException:
@@ -438,17 +465,31 @@ class AsyncContainer:
         if request.pty:
             (master,) = fds
             set_nonblocking(master)
-            return AsyncProcess(self, request.id, reply.pid, tuple(argv),
-                                stdin=AsyncInput(master, owns_fd=False), stdout=AsyncOutput(master),
-                                stderr=None, tty=True, link=ProcessLink(self))
+            return AsyncProcess(
+                self,
+                request.id,
+                reply.pid,
+                tuple(argv),
+                stdin=AsyncInput(master, owns_fd=False),
+                stdout=AsyncOutput(master),
+                stderr=None,
+                tty=True,
+                link=ProcessLink(self),
+            )
         for fd in host_fds:
             set_nonblocking(fd)
         stdin_fd = host_fds[0] if len(host_fds) == 3 else None
         out_fd, err_fd = host_fds[-2:]
-        return AsyncProcess(self, request.id, reply.pid, tuple(argv),
-                            stdin=AsyncInput(stdin_fd) if stdin_fd is not None else None,
-                            stdout=AsyncOutput(out_fd), stderr=AsyncOutput(err_fd),
-                            link=ProcessLink(self))
+        return AsyncProcess(
+            self,
+            request.id,
+            reply.pid,
+            tuple(argv),
+            stdin=AsyncInput(stdin_fd) if stdin_fd is not None else None,
+            stdout=AsyncOutput(out_fd),
+            stderr=AsyncOutput(err_fd),
+            link=ProcessLink(self),
+        )
 
     def _exec_request(
         self,
@@ -493,7 +534,10 @@ class AsyncContainer:
             id=channel.protocol.next_id(),
             argv=tuple(argv),
             env=merged_env,
-            cwd=workdir or self.options.get("workdir") or (config.working_dir if config else "") or "/",
+            cwd=workdir
+            or self.options.get("workdir")
+            or (config.working_dir if config else "")
+            or "/",
             user=user or self.options.get("user") or (config.user if config else None) or None,
             stdio=stdio,
             input=input,
@@ -550,14 +594,26 @@ class AsyncContainer:
         return DEFAULT_MAX_OUTPUT
 
     def _captured_exec(
-        self, argv: Sequence[str], input: bytes | None, limit: int | None, timeout: float | None,
+        self,
+        argv: Sequence[str],
+        input: bytes | None,
+        limit: int | None,
+        timeout: float | None,
         **options: Any,
     ) -> _ExecFlow:
         """The init collects the output and sends it with the exit event: for a short command,
         one packet each way."""
         channel = self._live_channel()
-        request = self._exec_request(argv, tty=False, rows=0, cols=0, stdio="capture",
-                                     input=input or None, limit=limit, **options)
+        request = self._exec_request(
+            argv,
+            tty=False,
+            rows=0,
+            cols=0,
+            stdio="capture",
+            input=input or None,
+            limit=limit,
+            **options,
+        )
         assert self._resources is not None
         accounting = self._resources.exec_cgroup(request.id)
         if accounting is not None:
@@ -571,8 +627,12 @@ class AsyncContainer:
                 reply = yield request.id, deadline
                 if reply is None:  # timed out: kill it all, then take what it printed
                     timed_out, deadline = True, None
-                    kill = Signal(id=channel.protocol.next_id(), target=request.id,
-                                  sig=signals.SIGKILL, tree=True)
+                    kill = Signal(
+                        id=channel.protocol.next_id(),
+                        target=request.id,
+                        sig=signals.SIGKILL,
+                        tree=True,
+                    )
                     channel.send(kill)
                     signalled = yield kill.id, None
                     channel.forget(kill.id)
@@ -599,7 +659,9 @@ class AsyncContainer:
             while True:
                 request_id, deadline = wanted
                 reply = None
-                with anyio.move_on_after(math.inf if deadline is None else deadline - time.monotonic()):
+                with anyio.move_on_after(
+                    math.inf if deadline is None else deadline - time.monotonic()
+                ):
                     reply, _ = await self._reply_or_stopped(channel, request_id)
                 wanted = flow.send(reply)
         except StopIteration as done:
@@ -628,13 +690,19 @@ class AsyncContainer:
         channel.forget(exec_id)
         if channel.dead:
             return
-        request = Signal(id=channel.protocol.next_id(), target=exec_id, sig=signals.SIGKILL, tree=True)
+        request = Signal(
+            id=channel.protocol.next_id(), target=exec_id, sig=signals.SIGKILL, tree=True
+        )
         with contextlib.suppress(errors.ContainerDiedError):
             channel.send(request)
         channel.forget(request.id)
 
     async def _exec_piped(
-        self, argv: Sequence[str], input: bytes, limit: int | None, timeout: float | None,
+        self,
+        argv: Sequence[str],
+        input: bytes,
+        limit: int | None,
+        timeout: float | None,
         **options: Any,
     ) -> ExecOutcome:
         """Input too large to travel inline goes through a pipe the host feeds."""
@@ -664,9 +732,11 @@ class AsyncContainer:
             os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         except OSError as exc:  # a full writable layer, mostly
-            raise errors.ContainerError(f"cannot write {path!r} in the container: {exc.strerror}") from None
+            raise errors.ContainerError(
+                f"cannot write {path!r} in the container: {exc.strerror}"
+            ) from None
         finally:
             os.close(fd)
 
@@ -682,7 +752,9 @@ class AsyncContainer:
                 _check_size(path, len(data), max_size)
                 return data
         except OSError as exc:
-            raise errors.ContainerError(f"cannot read {path!r} in the container: {exc.strerror}") from None
+            raise errors.ContainerError(
+                f"cannot read {path!r} in the container: {exc.strerror}"
+            ) from None
 
     async def open_file(self, path: str) -> anyio.AsyncFile[bytes]:
         """Open a file of the container for reading, in binary: a file object to stream from,
@@ -699,7 +771,9 @@ class AsyncContainer:
         try:
             return sorted(os.listdir(fd))
         except OSError as exc:
-            raise errors.ContainerError(f"cannot list {path!r} in the container: {exc.strerror}") from None
+            raise errors.ContainerError(
+                f"cannot list {path!r} in the container: {exc.strerror}"
+            ) from None
         finally:
             os.close(fd)
 
@@ -748,7 +822,7 @@ class AsyncContainer:
             self._live_channel()
             raise errors.PortSpecError(
                 f"port {number}/{proto} of the container is not published: publish it with "
-                f"ports=[\"{number}/{proto}\"] (published: {', '.join(self.ports) or 'none'})"
+                f'ports=["{number}/{proto}"] (published: {", ".join(self.ports) or "none"})'
             )
         return bindings[0].host_ip, bindings[0].host_port
 
@@ -759,7 +833,9 @@ class AsyncContainer:
         request = Connect(id=channel.protocol.next_id(), proto=proto, port=port)
         got = channel.request_from_thread(request, CONNECT_TIMEOUT)
         if got is None:
-            raise TimeoutError(errno.ETIMEDOUT, f"the container did not connect to port {port} in time")
+            raise TimeoutError(
+                errno.ETIMEDOUT, f"the container did not connect to port {port} in time"
+            )
         reply, fds = got
         if isinstance(reply, Error):
             raise OSError(reply.errno, reply.msg)
@@ -778,7 +854,9 @@ class AsyncContainer:
 
     # -- plumbing (also used by the internal interface at the end of this module) ------------
 
-    async def _request(self, channel: ControlChannel, request: Open | Ping | Signal) -> tuple[Reply, list[int]]:
+    async def _request(
+        self, channel: ControlChannel, request: Open | Ping | Signal
+    ) -> tuple[Reply, list[int]]:
         """Send a request that has exactly one reply, and wait for it."""
         channel.send(request)
         try:
@@ -786,7 +864,9 @@ class AsyncContainer:
         finally:
             channel.forget(request.id)
 
-    async def _reply_or_stopped(self, channel: ControlChannel, exec_id: int) -> tuple[Reply, list[int]]:
+    async def _reply_or_stopped(
+        self, channel: ControlChannel, exec_id: int
+    ) -> tuple[Reply, list[int]]:
         try:
             return await channel.reply(exec_id)
         except errors.ContainerDiedError:

@@ -62,7 +62,9 @@ def _bind(spec: PortSpec) -> socket.socket:
     sock = socket.socket(_family(spec.host_ip), kind | socket.SOCK_CLOEXEC)
     try:
         if spec.proto == "tcp":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as docker-proxy: TIME_WAIT is no conflict
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+            )  # as docker-proxy: TIME_WAIT is no conflict
         sock.bind((spec.host_ip, spec.host_port))
         if spec.proto == "tcp":
             sock.listen(socket.SOMAXCONN)
@@ -77,10 +79,15 @@ def _bind_error(spec: PortSpec, exc: OSError) -> PortInUseError:
     where = f"{spec.host_ip}:{spec.host_port}/{spec.proto}"
     if exc.errno == errno.EADDRINUSE:
         why = "is already in use by another program"
-        fix = (f"publish on another host port (\"OTHER:{spec.container_port}\") or on any free one "
-               f"(\"{spec.container_port}\")")
+        fix = (
+            f'publish on another host port ("OTHER:{spec.container_port}") or on any free one '
+            f'("{spec.container_port}")'
+        )
     elif exc.errno == errno.EADDRNOTAVAIL:
-        why, fix = "is not an address of this host", "give one of the host's addresses, or none (127.0.0.1)"
+        why, fix = (
+            "is not an address of this host",
+            "give one of the host's addresses, or none (127.0.0.1)",
+        )
     elif exc.errno == errno.EACCES:
         why, fix = "needs privileges (a port under 1024)", "publish on a host port of 1024 or more"
     else:
@@ -118,7 +125,9 @@ class _Direction:
         while not self.eof:
             if not self.buffered:
                 try:
-                    self.buffered = os.splice(self.src.fileno(), self.pipe[1], _PIPE_SIZE, flags=_NONBLOCK)
+                    self.buffered = os.splice(
+                        self.src.fileno(), self.pipe[1], _PIPE_SIZE, flags=_NONBLOCK
+                    )
                 except BlockingIOError:
                     return
                 if not self.buffered:
@@ -126,7 +135,9 @@ class _Direction:
                     self.dst.shutdown(socket.SHUT_WR)  # the half-close goes on
                     return
             try:
-                self.buffered -= os.splice(self.pipe[0], self.dst.fileno(), self.buffered, flags=_NONBLOCK)
+                self.buffered -= os.splice(
+                    self.pipe[0], self.dst.fileno(), self.buffered, flags=_NONBLOCK
+                )
             except BlockingIOError:
                 return
 
@@ -164,7 +175,10 @@ class _Relay:
         except OSError:
             _close_fds(first)
             raise
-        self.ways = (_Direction(self.client, self.inner, first), _Direction(self.inner, self.client, second))
+        self.ways = (
+            _Direction(self.client, self.inner, first),
+            _Direction(self.inner, self.client, second),
+        )
 
     def pump(self) -> bool:
         """Move what can be moved; False once the connection is over (both ways ended, or an
@@ -380,8 +394,11 @@ class PortForwarder:
         inner.setblocking(False)
         client = port.clients[address] = _UdpClient(inner, time.monotonic())
         assert self._selector is not None
-        self._selector.register(inner, selectors.EVENT_READ,
-                                functools.partial(self._udp_from_container, port, address, inner))
+        self._selector.register(
+            inner,
+            selectors.EVENT_READ,
+            functools.partial(self._udp_from_container, port, address, inner),
+        )
         return client
 
     def _udp_from_container(self, port: _Port, address: Address, inner: socket.socket) -> None:

@@ -35,7 +35,9 @@ class CapturedOutput:
         self.data += chunk
 
 
-async def communicate(process: AsyncProcess, input: bytes | None, out: CapturedOutput, err: CapturedOutput) -> None:
+async def communicate(
+    process: AsyncProcess, input: bytes | None, out: CapturedOutput, err: CapturedOutput
+) -> None:
     """Feed stdin and read both outputs to their end, concurrently."""
 
     async def feed() -> None:
@@ -130,8 +132,14 @@ def raise_for(result: ExecResult, argv: Sequence[str], timeout: float | None) ->
     when the timeout killed it, else `ExecError` with the status and the end of its stderr."""
     command = " ".join(argv)
     if result.timed_out:
-        raise errors.ExecTimeoutError(f"{command!r} did not finish within {timeout} s and was killed", result)
-    how = f"was killed by signal {result.signal}" if result.signal else f"exited with code {result.exit_code}"
+        raise errors.ExecTimeoutError(
+            f"{command!r} did not finish within {timeout} s and was killed", result
+        )
+    how = (
+        f"was killed by signal {result.signal}"
+        if result.signal
+        else f"exited with code {result.exit_code}"
+    )
     tail = result.stderr.decode(errors="replace").strip()[-500:]
     raise errors.ExecError(f"{command!r} {how}" + (f": {tail}" if tail else ""), result)
 
@@ -154,7 +162,9 @@ def exec_failure(reply: Error, argv: Sequence[str]) -> errors.ExecStartError:
         "cwd": "use a working directory that exists in the container and the user may enter",
     }
     fix = fixes.get(reply.kind, "")
-    return cls(f"cannot run {argv[0]!r} in the container: {reply.msg}" + (f" ({fix})" if fix else ""))
+    return cls(
+        f"cannot run {argv[0]!r} in the container: {reply.msg}" + (f" ({fix})" if fix else "")
+    )
 
 
 def file_error(reply: Error, path: str) -> errors.SandkitError:
@@ -177,7 +187,8 @@ def start_failure(reply: Error, rootless: bool) -> str:
     if "overlay" in lowered and reply.errno in (errno.ENODEV, errno.EPERM, errno.EINVAL):
         fix = (
             "overlayfs in a user namespace needs Linux >= 5.11; run as root, or use read_only=True"
-            if rootless else "load the overlay module (modprobe overlay)"
+            if rootless
+            else "load the overlay module (modprobe overlay)"
         )
         return f"cannot mount the container's root filesystem: {message} ({fix})"
     return f"container set-up failed: {message}"

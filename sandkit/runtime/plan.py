@@ -16,14 +16,45 @@ from .mounts import Mount
 HOST_IMAGE = "host"
 _HOST_SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _HOST_ETC_ENTRIES = (
-    "passwd", "group", "hosts", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
-    "alternatives", "localtime", "timezone", "os-release", "debian_version", "mime.types",
-    "ssl", "ca-certificates", "ca-certificates.conf", "profile", "bash.bashrc", "shells",
-    "inputrc", "protocols", "services", "environment", "magic", "magic.mime", "python3",
-    "python3.11", "terminfo",
+    "passwd",
+    "group",
+    "hosts",
+    "nsswitch.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+    "timezone",
+    "os-release",
+    "debian_version",
+    "mime.types",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "profile",
+    "bash.bashrc",
+    "shells",
+    "inputrc",
+    "protocols",
+    "services",
+    "environment",
+    "magic",
+    "magic.mime",
+    "python3",
+    "python3.11",
+    "terminfo",
 )
-_HOST_WRITABLE_DIRS = (("tmp", 0o1777), ("root", 0o700), ("home", 0o755), ("var", 0o755),
-                       ("var/tmp", 0o1777), ("run", 0o755), ("mnt", 0o755), ("opt", 0o755))
+_HOST_WRITABLE_DIRS = (
+    ("tmp", 0o1777),
+    ("root", 0o700),
+    ("home", 0o755),
+    ("var", 0o755),
+    ("var/tmp", 0o1777),
+    ("run", 0o755),
+    ("mnt", 0o755),
+    ("opt", 0o755),
+)
 
 
 def setup_message(
@@ -90,12 +121,16 @@ def _host_image_mounts() -> list[dict[str, Any]]:
         if os.path.islink(host_path):
             mounts.append({"type": "symlink", "dst": host_path, "target": os.readlink(host_path)})
         elif os.path.isdir(host_path):
-            mounts.append({"type": "bind", "src": host_path, "dst": host_path, "ro": True, "rec": True})
+            mounts.append(
+                {"type": "bind", "src": host_path, "dst": host_path, "ro": True, "rec": True}
+            )
     for name, mode in _HOST_WRITABLE_DIRS:
         mounts.append({"type": "dir", "dst": "/" + name, "mode": mode})
     mounts.append({"type": "dir", "dst": "/etc", "mode": 0o755})
     for name in _HOST_ETC_ENTRIES:
         host_path = "/etc/" + name
         if os.path.exists(host_path):
-            mounts.append({"type": "bind", "src": host_path, "dst": host_path, "ro": True, "rec": True})
+            mounts.append(
+                {"type": "bind", "src": host_path, "dst": host_path, "ro": True, "rec": True}
+            )
     return mounts

@@ -24,8 +24,10 @@ PROTOCOLS = ("tcp", "udp")
 HostSide: TypeAlias = int | tuple[str, int | None] | None
 PortsOption: TypeAlias = Sequence[str] | Mapping[int | str, HostSide]
 
-_FIX = ('use Docker\'s syntax: "80", "8080:80", "127.0.0.1:8080:80", "127.0.0.1::80", with '
-        '"/tcp" or "/udp" after the container port')
+_FIX = (
+    'use Docker\'s syntax: "80", "8080:80", "127.0.0.1:8080:80", "127.0.0.1::80", with '
+    '"/tcp" or "/udp" after the container port'
+)
 
 
 @attrs.frozen
@@ -46,7 +48,9 @@ class PortSpec:
 def _port_number(text: str, spec: object, *, allow_zero: bool = False) -> int:
     if not text.isdigit():
         if "-" in text:
-            raise PortSpecError(f"port ranges are not supported ({spec!r}): publish each port on its own")
+            raise PortSpecError(
+                f"port ranges are not supported ({spec!r}): publish each port on its own"
+            )
         raise PortSpecError(f"invalid port {text!r} in {spec!r}: {_FIX}")
     number = int(text)
     if not (0 if allow_zero else 1) <= number <= 65535:
@@ -59,15 +63,19 @@ def _host_ip(text: str, spec: object) -> str:
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:
-        raise PortSpecError(f"invalid host address {text!r} in {spec!r}: an IPv4 or [IPv6] address") from None
+        raise PortSpecError(
+            f"invalid host address {text!r} in {spec!r}: an IPv4 or [IPv6] address"
+        ) from None
 
 
 def container_side(text: str, spec: object) -> tuple[int, str]:
-    """"80" or "53/udp" -> (80, "tcp") or (53, "udp")."""
+    """ "80" or "53/udp" -> (80, "tcp") or (53, "udp")."""
     port, _, proto = text.partition("/")
     proto = proto.lower() or "tcp"
     if proto not in PROTOCOLS:
-        raise PortSpecError(f"invalid protocol {proto!r} in {spec!r}: use tcp or udp (sctp is not supported)")
+        raise PortSpecError(
+            f"invalid protocol {proto!r} in {spec!r}: use tcp or udp (sctp is not supported)"
+        )
     return _port_number(port, spec), proto
 
 
@@ -95,7 +103,9 @@ def _from_mapping(container: int | str, host: HostSide) -> PortSpec:
     host_ip, host_port = DEFAULT_HOST_IP, host
     if isinstance(host, tuple):
         if len(host) != 2:
-            raise PortSpecError(f"invalid port {spec!r}: the host side is a port, None or (address, port)")
+            raise PortSpecError(
+                f"invalid port {spec!r}: the host side is a port, None or (address, port)"
+            )
         host_ip, host_port = _host_ip(str(host[0]), spec), host[1]
     if host_port is not None and (isinstance(host_port, bool) or not isinstance(host_port, int)):
         raise PortSpecError(f"invalid host port {host_port!r} in {spec!r}: an int, or None for any")
@@ -108,7 +118,9 @@ def parse_ports(ports: PortsOption | None) -> tuple[PortSpec, ...]:
     if not ports:
         return ()
     if isinstance(ports, str):
-        raise PortSpecError(f"ports={ports!r} must be a list of strings (ports=[{ports!r}]) or a dict")
+        raise PortSpecError(
+            f"ports={ports!r} must be a list of strings (ports=[{ports!r}]) or a dict"
+        )
     if isinstance(ports, Mapping):
         specs = tuple(_from_mapping(container, host) for container, host in ports.items())
     else:

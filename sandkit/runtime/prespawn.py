@@ -67,20 +67,32 @@ class ReadyContainer:
             self.cgroup.destroy()
 
 
-def recipe_for(setup: Setup, *, user_namespace: bool, network: bool, resources: ResourcePlan) -> Recipe:
+def recipe_for(
+    setup: Setup, *, user_namespace: bool, network: bool, resources: ResourcePlan
+) -> Recipe:
     """The recipe of a container with this ``setup`` (host name left out, as a spare gets its own
     when taken), namespaces and resources: containers of equal recipes may use each other's
     spares."""
-    return Recipe(user_namespace, network, encode(attrs.evolve(setup, hostname="")),
-                  resources if resources.wants_cgroup else None)
+    return Recipe(
+        user_namespace,
+        network,
+        encode(attrs.evolve(setup, hostname="")),
+        resources if resources.wants_cgroup else None,
+    )
 
 
 def make_container(recipe: Recipe) -> ReadyContainer:
     """Spawn an init and have it build the container (blocking: for the worker thread)."""
-    cgroup = recipe.resources.make_cgroup(f"spare-{secrets.token_hex(8)}") if recipe.resources else None
+    cgroup = (
+        recipe.resources.make_cgroup(f"spare-{secrets.token_hex(8)}") if recipe.resources else None
+    )
     try:
-        init, channel = startup.spawn_with_setup(recipe.setup, user_namespace=recipe.user_namespace,
-                                                 network=recipe.network, cgroup=cgroup)
+        init, channel = startup.spawn_with_setup(
+            recipe.setup,
+            user_namespace=recipe.user_namespace,
+            network=recipe.network,
+            cgroup=cgroup,
+        )
     except BaseException:
         if cgroup is not None:
             cgroup.destroy()
@@ -117,7 +129,12 @@ class _Pool:
     def request(self, recipe: Recipe) -> None:
         """Have a spare made from ``recipe`` (unless one is there, or making one failed)."""
         with self._lock:
-            if self._closed or recipe in self._ready or recipe in self._failed or recipe in self._wanted:
+            if (
+                self._closed
+                or recipe in self._ready
+                or recipe in self._failed
+                or recipe in self._wanted
+            ):
                 return
             self._wanted.append(recipe)
             self._start_worker()

@@ -42,16 +42,22 @@ RLIMIT_NAMES: dict[str, int] = {
 }
 
 
-def parse_rlimits(rlimits: Mapping[str, int | tuple[int, int]] | None) -> tuple[tuple[int, int, int], ...]:
+def parse_rlimits(
+    rlimits: Mapping[str, int | tuple[int, int]] | None,
+) -> tuple[tuple[int, int, int], ...]:
     """``{"nofile": 1024, "nproc": (100, 200)}`` -> the (resource, soft, hard) triples of `exec`."""
     parsed = []
     for name, value in (rlimits or {}).items():
         number = RLIMIT_NAMES.get(name.lower().removeprefix("rlimit_"))
         if number is None:
-            raise LimitsError(f"unknown rlimit {name!r}: use one of {', '.join(sorted(RLIMIT_NAMES))}")
+            raise LimitsError(
+                f"unknown rlimit {name!r}: use one of {', '.join(sorted(RLIMIT_NAMES))}"
+            )
         soft, hard = (value, value) if isinstance(value, int) else value
         if soft > hard and hard != -1:
-            raise LimitsError(f"rlimit {name}: the soft limit {soft} is above the hard limit {hard}")
+            raise LimitsError(
+                f"rlimit {name}: the soft limit {soft} is above the hard limit {hard}"
+            )
         parsed.append((number, soft, hard))
     return tuple(parsed)
 

@@ -36,11 +36,14 @@ def spawn_with_setup(
     Its answer is the caller's to wait for. On failure nothing is left behind (the cgroup is the
     caller's).
     """
-    host_end, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    host_end, init_end = socket.socketpair(
+        socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC
+    )
     with init_end:
         try:
-            init = spawn_init(init_end, user_namespace=user_namespace, network=network,
-                              **spawn_options(cgroup))
+            init = spawn_init(
+                init_end, user_namespace=user_namespace, network=network, **spawn_options(cgroup)
+            )
         except BaseException:
             host_end.close()
             raise

@@ -165,8 +165,7 @@ class Action:
 
     @property
     def refuses(self) -> bool:
-        """True when the syscall does not run (errno, trap, kill), False for allow, log and trace.
-        """
+        """True when the syscall does not run (errno, trap, kill), False for allow, log and trace."""
         return self.kind not in ("allow", "log", "trace")
 
 

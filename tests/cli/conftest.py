@@ -22,13 +22,18 @@ def sandkit_env() -> dict[str, str]:
     return env
 
 
-def sandkit(*argv: str, input: bytes | None = None, timeout: float = 30,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def sandkit(
+    *argv: str, input: bytes | None = None, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m sandkit ARGV...` with its output captured (so: not on a terminal)."""
     return subprocess.run(
         [sys.executable, "-m", "sandkit", *argv],
         input=input.decode() if input is not None else None,
-        capture_output=True, text=True, timeout=timeout, env=sandkit_env() | (env or {}), check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=sandkit_env() | (env or {}),
+        check=False,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
 
@@ -38,8 +43,14 @@ def held(argv: list[str], env: dict[str, str], script: str = "") -> Iterator[tup
     """Runs `ARGV sh -c SCRIPT` (a `run -i` command line of either tool) with the command kept
     running after the script, until the block ends; yields the pid of ARGV's process and the
     lines the script printed."""
-    proc = subprocess.Popen([*argv, "sh", "-c", f"{script}\necho held; read x"], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*argv, "sh", "-c", f"{script}\necho held; read x"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdin is not None
     try:
         lines = []
@@ -48,7 +59,9 @@ def held(argv: list[str], env: dict[str, str], script: str = "") -> Iterator[tup
                 break
             lines.append(line.rstrip("\n"))
         else:
-            raise AssertionError(f"{argv} ended early: {lines} {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(
+                f"{argv} ended early: {lines} {proc.stderr.read() if proc.stderr else ''}"
+            )
         yield proc.pid, lines
     finally:
         proc.communicate("\n", timeout=30)

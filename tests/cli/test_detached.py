@@ -15,7 +15,9 @@ from .conftest import containers_on_disk, sandkit
 
 pytestmark = pytest.mark.slow
 
-LOOP = 'echo started; echo to-stderr >&2; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.2; done'
+LOOP = (
+    "echo started; echo to-stderr >&2; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.2; done"
+)
 
 
 def _wait_for(predicate, timeout=10.0):
@@ -37,7 +39,15 @@ def detached(bb):
 def test_lifecycle(detached):
     assert len(detached) == 64
     ps = sandkit("ps")
-    assert ps.stdout.splitlines()[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]
+    assert ps.stdout.splitlines()[0].split() == [
+        "CONTAINER",
+        "ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ]
     assert detached[:12] in ps.stdout and "Up " in ps.stdout and "\x1b" not in ps.stdout
     assert sandkit("ps", "-q").stdout.split() == [detached[:12]]
     row = json.loads(sandkit("ps", "--format", "json").stdout)
@@ -48,7 +58,9 @@ def test_lifecycle(detached):
     assert logs.stdout.startswith("started\ntick 1\n") and logs.stderr == "to-stderr\n"
     assert sandkit("logs", "--tail", "1", "det").stdout.count("\n") == 1
 
-    r = sandkit("exec", "-e", "X=1", "-w", "/tmp", "det", "sh", "-c", 'echo "$X $(pwd) $(hostname)"; exit 4')
+    r = sandkit(
+        "exec", "-e", "X=1", "-w", "/tmp", "det", "sh", "-c", 'echo "$X $(pwd) $(hostname)"; exit 4'
+    )
     assert (r.returncode, r.stdout) == (4, f"1 /tmp {detached[:12]}\n")
     assert sandkit("exec", "-i", "det", "cat", input=b"in\n").stdout == "in\n"
     assert sandkit("exec", "det", "nosuch").returncode == 127

@@ -67,12 +67,18 @@ CASES = [
     Case("user-home", ("-u", "1000"), sh("echo $HOME")),
     Case("user-nobody", ("-u", "nobody"), ("id", "-un")),
     Case("user-missing", ("-u", "no-such-user"), ("true",)),
-    Case("user-and-workdir", ("-u", "app", "-w", "/home/app"), sh("touch mine && ls -n mine | awk '{print $3}'")),
+    Case(
+        "user-and-workdir",
+        ("-u", "app", "-w", "/home/app"),
+        sh("touch mine && ls -n mine | awk '{print $3}'"),
+    ),
     Case("entrypoint-flag", ("--entrypoint", "echo"), ("a", "b")),
     Case("entrypoint-cleared", ("--entrypoint", ""), ("echo", "plain")),
     Case("image-entrypoint", (), image=EP_IMAGE),
     Case("image-entrypoint-args", (), ("override",), image=EP_IMAGE),
-    Case("image-entrypoint-replaced", ("--entrypoint", "sh"), ("-c", "echo replaced"), image=EP_IMAGE),
+    Case(
+        "image-entrypoint-replaced", ("--entrypoint", "sh"), ("-c", "echo replaced"), image=EP_IMAGE
+    ),
     Case("stdin-i", ("-i",), ("cat",), stdin=b"line 1\nline 2\n"),
     Case("stdin-without-i", (), ("cat",), stdin=b"not passed\n"),
     Case("stdin-read", ("-i",), sh("read x; echo got $x; wc -c"), stdin=b"first\nrest\n"),
@@ -81,8 +87,14 @@ CASES = [
     Case("read-only-tmpfs", ("--read-only", "--tmpfs", "/tmp"), sh("touch /tmp/x && echo ok")),
     Case("tmpfs-size", ("--tmpfs", "/tmp:size=1m"), sh("df -k /tmp | awk 'NR==2 {print $2}'")),
     Case("tmpfs-empty", ("--tmpfs", "/home"), ("ls", "-A", "/home")),
-    Case("bind", ("-v", "{host}:/root"), sh("cat /root/file; echo new > /root/new && cat /root/new")),
-    Case("bind-ro", ("-v", "{host}:/root:ro"), sh("cat /root/file; touch /root/x 2>/dev/null; echo $?")),
+    Case(
+        "bind", ("-v", "{host}:/root"), sh("cat /root/file; echo new > /root/new && cat /root/new")
+    ),
+    Case(
+        "bind-ro",
+        ("-v", "{host}:/root:ro"),
+        sh("cat /root/file; touch /root/x 2>/dev/null; echo $?"),
+    ),
     Case("hostname", ("--hostname", "parity"), ("hostname",)),
     Case("cap-drop-all", ("--cap-drop", "ALL"), sh("chown 1 /tmp 2>/dev/null; echo $?")),
     Case("env-listing", (), sh("env | grep -v ^HOSTNAME= | sort")),
@@ -112,8 +124,14 @@ def docker() -> Iterator[Docker]:
 def _docker(
     docker: Docker, *argv: str, input: bytes | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["docker", *argv], env=docker.env, input=input, capture_output=True,
-                          timeout=120, check=check)
+    return subprocess.run(
+        ["docker", *argv],
+        env=docker.env,
+        input=input,
+        capture_output=True,
+        timeout=120,
+        check=check,
+    )
 
 
 @contextlib.contextmanager
@@ -123,8 +141,11 @@ def removed_from_docker_after(docker: Docker, *refs: str) -> Iterator[None]:
     try:
         yield
     finally:
-        present = [ref for ref in refs
-                   if _docker(docker, "image", "inspect", ref, check=False).returncode == 0]
+        present = [
+            ref
+            for ref in refs
+            if _docker(docker, "image", "inspect", ref, check=False).returncode == 0
+        ]
         if present:
             _docker(docker, "rmi", *present)
 
@@ -139,10 +160,26 @@ def parity_images(docker, busybox_dir, tmp_path_factory) -> Iterator[None]:
         tar.add(busybox_dir, arcname=".")
     base_changes = ["--change", f"ENV PATH={PATH}", "--change", "ENV GREETING=hello"]
     with removed_from_docker_after(docker, IMAGE, EP_IMAGE):
-        _docker(docker, "import", *base_changes, "--change", 'CMD ["sh", "-c", "echo default-cmd"]',
-                str(rootfs_tar), IMAGE)
-        _docker(docker, "import", *base_changes, "--change", 'ENTRYPOINT ["echo", "ep"]',
-                "--change", 'CMD ["default"]', str(rootfs_tar), EP_IMAGE)
+        _docker(
+            docker,
+            "import",
+            *base_changes,
+            "--change",
+            'CMD ["sh", "-c", "echo default-cmd"]',
+            str(rootfs_tar),
+            IMAGE,
+        )
+        _docker(
+            docker,
+            "import",
+            *base_changes,
+            "--change",
+            'ENTRYPOINT ["echo", "ep"]',
+            "--change",
+            'CMD ["default"]',
+            str(rootfs_tar),
+            EP_IMAGE,
+        )
         archive = work / "images.tar"
         _docker(docker, "save", "-o", str(archive), IMAGE, EP_IMAGE)
         r = sandkit("load", "-i", str(archive))
@@ -160,7 +197,9 @@ def host_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def outcomes(docker, parity_images, host_dir) -> dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]]:
+def outcomes(
+    docker, parity_images, host_dir
+) -> dict[str, tuple[tuple[int, bytes], tuple[int, bytes]]]:
     """Every case through both tools, a few at a time (each is a separate process anyway)."""
 
     def both(case: Case) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
@@ -176,8 +215,14 @@ def outcomes(docker, parity_images, host_dir) -> dict[str, tuple[tuple[int, byte
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=c.known_gap, strict=True)] if c.known_gap else [])
-     for c in CASES],
+    [
+        pytest.param(
+            c,
+            id=c.id,
+            marks=[pytest.mark.xfail(reason=c.known_gap, strict=True)] if c.known_gap else [],
+        )
+        for c in CASES
+    ],
 )
 def test_same_stdout_and_exit_code(case, outcomes):
     docker_result, sandkit_result = outcomes[case.id]
@@ -200,7 +245,15 @@ def test_docker_loads_and_runs_what_sandkit_saves(docker, parity_images, tmp_pat
         loaded = _docker(docker, "load", "-i", str(archive))
         assert saved_ref.encode() in loaded.stdout, loaded
         r = _docker(
-            docker, "run", "--rm", "--network", "none", saved_ref, "sh", "-c", "echo $GREETING; ls /bin/busybox"
+            docker,
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            saved_ref,
+            "sh",
+            "-c",
+            "echo $GREETING; ls /bin/busybox",
         )
         assert r.stdout == b"hello\n/bin/busybox\n"
 
@@ -217,25 +270,37 @@ def test_docker_loads_and_runs_what_sandkit_saves(docker, parity_images, tmp_pat
 STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
 
 # Docker's lists, a few paths newer Docker versions hide too, and some that neither may hide.
-PATHS = (*DOCKER_MASKED_PATHS, *DOCKER_READONLY_PATHS, "/proc/interrupts", "/sys", "/proc",
-         "/proc/sys/kernel", "/sys/kernel", "/")
+PATHS = (
+    *DOCKER_MASKED_PATHS,
+    *DOCKER_READONLY_PATHS,
+    "/proc/interrupts",
+    "/sys",
+    "/proc",
+    "/proc/sys/kernel",
+    "/sys/kernel",
+    "/",
+)
 
 
 def _probe(path: str) -> str:
     """A line `PATH KIND WRITE`: KIND is absent, empty-dir, dir, null (a file that is /dev/null)
     or file; WRITE is erofs where `touch -c` (it only sets times) gets EROFS, else other."""
-    return (f"p={path}; if [ ! -e $p ]; then echo \"$p absent -\"; else "
-            f"if [ -d $p ]; then [ -z \"$(ls -A $p)\" ] && k=empty-dir || k=dir; "
-            f"elif [ \"$(stat -c %t:%T $p)\" = 1:3 ]; then k=null; else k=file; fi; "
-            f"touch -c $p 2>&1 | grep -q 'Read-only file system' && w=erofs || w=other; "
-            f"echo \"$p $k $w\"; fi")
+    return (
+        f'p={path}; if [ ! -e $p ]; then echo "$p absent -"; else '
+        f'if [ -d $p ]; then [ -z "$(ls -A $p)" ] && k=empty-dir || k=dir; '
+        f'elif [ "$(stat -c %t:%T $p)" = 1:3 ]; then k=null; else k=file; fi; '
+        f"touch -c $p 2>&1 | grep -q 'Read-only file system' && w=erofs || w=other; "
+        f'echo "$p $k $w"; fi'
+    )
 
 
-SCRIPT = "\n".join([
-    f"grep -E '^({'|'.join(STATUS_FIELDS)}):' /proc/self/status",
-    *map(_probe, PATHS),
-    "sed 1d /proc/self/limits | sed 's/  */ /g'",
-])
+SCRIPT = "\n".join(
+    [
+        f"grep -E '^({'|'.join(STATUS_FIELDS)}):' /proc/self/status",
+        *map(_probe, PATHS),
+        "sed 1d /proc/self/limits | sed 's/  */ /g'",
+    ]
+)
 
 
 class View(NamedTuple):
@@ -247,14 +312,29 @@ class View(NamedTuple):
 
 def _view(lines: list[str], pid: int) -> View:
     lines = [line for line in lines if line.strip()]
-    status = {line.split(":")[0]: line.split()[1] for line in lines if line.split(":")[0] in STATUS_FIELDS}
-    paths = {line.split()[0]: " ".join(line.split()[1:]) for line in lines if line.split()[0] in PATHS}
+    status = {
+        line.split(":")[0]: line.split()[1] for line in lines if line.split(":")[0] in STATUS_FIELDS
+    }
+    paths = {
+        line.split()[0]: " ".join(line.split()[1:]) for line in lines if line.split()[0] in PATHS
+    }
     rlimits = [line for line in lines if line.startswith("Max ")]
     return View(status, paths, rlimits, limits_of(pid))
 
 
 def sandkit_view(flags: tuple[str, ...]) -> View:
-    argv = [sys.executable, "-m", "sandkit", "run", "-i", "--rm", "--network", "none", *flags, IMAGE]
+    argv = [
+        sys.executable,
+        "-m",
+        "sandkit",
+        "run",
+        "-i",
+        "--rm",
+        "--network",
+        "none",
+        *flags,
+        IMAGE,
+    ]
     with held(argv, sandkit_env(), SCRIPT) as (cli, lines):
         return _view(lines, init_under(cli))
 
@@ -274,15 +354,28 @@ FLAG_SETS = {
     "cap-add-drop": ("--cap-add", "SYS_TIME", "--cap-add", "NET_ADMIN", "--cap-drop", "CHOWN"),
     "user": ("-u", "1000:1000"),
     "read-only": ("--read-only",),
-    "limits": ("-m", "64m", "--memory-swap", "64m", "--pids-limit", "50", "--cpus", "0.5",
-               "--ulimit", "nofile=256:512"),
+    "limits": (
+        "-m",
+        "64m",
+        "--memory-swap",
+        "64m",
+        "--pids-limit",
+        "50",
+        "--cpus",
+        "0.5",
+        "--ulimit",
+        "nofile=256:512",
+    ),
     "seccomp-unconfined": ("--security-opt", "seccomp=unconfined"),
 }
 
 
 @pytest.fixture(scope="module")
 def views(docker, parity_images) -> dict[str, tuple[View, View]]:
-    return {label: (docker_view(docker, flags), sandkit_view(flags)) for label, flags in FLAG_SETS.items()}
+    return {
+        label: (docker_view(docker, flags), sandkit_view(flags))
+        for label, flags in FLAG_SETS.items()
+    }
 
 
 @pytest.mark.parametrize("label", FLAG_SETS)

@@ -51,7 +51,9 @@ def test_pids_limit_stops_a_fork_loop(bb):
 
 def test_memory_limit_kills_a_memory_bomb(bb):
     bomb = "awk 'BEGIN { s = \"x\"; while (1) s = s s }'"
-    r = sandkit("run", "--rm", "-m", "32m", "--memory-swap", "32m", bb, "sh", "-c", bomb, timeout=60)
+    r = sandkit(
+        "run", "--rm", "-m", "32m", "--memory-swap", "32m", bb, "sh", "-c", bomb, timeout=60
+    )
     assert r.returncode == 137, r  # SIGKILLed by the OOM killer, as with docker run
 
 
@@ -66,7 +68,16 @@ def test_cpus_bound_the_cpu_time_a_busy_loop_gets(bb):
 
 
 def test_ulimit_is_in_the_process_limits(bb):
-    r = sandkit("run", "--rm", "--ulimit", "nofile=100:200", bb, "grep", "Max open files", "/proc/self/limits")
+    r = sandkit(
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=100:200",
+        bb,
+        "grep",
+        "Max open files",
+        "/proc/self/limits",
+    )
     assert r.stdout.split()[3:5] == ["100", "200"], r
 
 
@@ -87,7 +98,10 @@ def test_default_capabilities_and_seccomp(bb):
         (["--cap-drop", "ALL"], 0),
         (["--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE"], cap_mask(["NET_BIND_SERVICE"])),
         (["--cap-add", "SYS_TIME"], DOCKER_CAP_MASK | cap_mask(["SYS_TIME"])),
-        (["--cap-drop", "CHOWN", "--cap-drop", "NET_RAW"], DOCKER_CAP_MASK & ~cap_mask(["CHOWN", "NET_RAW"])),
+        (
+            ["--cap-drop", "CHOWN", "--cap-drop", "NET_RAW"],
+            DOCKER_CAP_MASK & ~cap_mask(["CHOWN", "NET_RAW"]),
+        ),
     ],
 )
 def test_cap_add_and_drop(bb, flags, expected):
@@ -105,10 +119,14 @@ def test_a_dropped_capability_is_gone(bb):
 
 def test_a_seccomp_profile_denying_mkdir_makes_mkdir_fail(bb, tmp_path):
     profile = tmp_path / "no-mkdir.json"
-    profile.write_text(json.dumps({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
-    }))
+    profile.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+            }
+        )
+    )
     script = "mkdir /tmp/d 2>&1; echo $?; touch /tmp/f && echo touched"
     r = sandkit("run", "--rm", "--security-opt", f"seccomp={profile}", bb, "sh", "-c", script)
     assert "Operation not permitted" in r.stdout and "1\ntouched\n" in r.stdout, r
@@ -116,7 +134,9 @@ def test_a_seccomp_profile_denying_mkdir_makes_mkdir_fail(bb, tmp_path):
 
 
 def test_seccomp_unconfined_installs_no_filter(bb):
-    r = sandkit("run", "--rm", "--security-opt", "seccomp=unconfined", bb, "cat", "/proc/self/status")
+    r = sandkit(
+        "run", "--rm", "--security-opt", "seccomp=unconfined", bb, "cat", "/proc/self/status"
+    )
     assert status_field(r.stdout, "Seccomp") == "0", r
 
 
@@ -124,13 +144,33 @@ def test_seccomp_unconfined_installs_no_filter(bb):
 
 
 def test_read_only_root_with_a_tmpfs(bb):
-    script = ("touch /x 2>&1; touch /scratch/x && echo scratch-ok; "
-              "df -k /scratch | awk 'NR==2 {print $2}'; awk '$2 == \"/scratch\" {print $3}' /proc/mounts")
+    script = (
+        "touch /x 2>&1; touch /scratch/x && echo scratch-ok; "
+        "df -k /scratch | awk 'NR==2 {print $2}'; awk '$2 == \"/scratch\" {print $3}' /proc/mounts"
+    )
     r = sandkit("run", "--rm", "--read-only", "--tmpfs", "/scratch:size=2m", bb, "sh", "-c", script)
-    assert r.stdout.splitlines() == ["touch: /x: Read-only file system", "scratch-ok", "2048", "tmpfs"], r
+    assert r.stdout.splitlines() == [
+        "touch: /x: Read-only file system",
+        "scratch-ok",
+        "2048",
+        "tmpfs",
+    ], r
 
 
 def test_user_workdir_and_env(bb):
     script = 'grep -E "^(Uid|Gid):" /proc/self/status | awk \'{print $2}\'; pwd; echo "$GREETING"'
-    r = sandkit("run", "--rm", "-u", "1000:50", "-w", "/tmp", "-e", "GREETING=hi there", bb, "sh", "-c", script)
+    r = sandkit(
+        "run",
+        "--rm",
+        "-u",
+        "1000:50",
+        "-w",
+        "/tmp",
+        "-e",
+        "GREETING=hi there",
+        bb,
+        "sh",
+        "-c",
+        script,
+    )
     assert r.stdout.splitlines() == ["1000", "50", "/tmp", "hi there"], r

@@ -39,8 +39,21 @@ def _echo(address: tuple[str, int], message: bytes) -> bytes:
 
 @pytest.fixture
 def detached_echo(bb):
-    r = sandkit("run", "-d", "-p", "127.0.0.1::80", "-p", "127.0.0.1::53/udp", bb,
-                "nc", "-ll", "-p", "80", "-e", "cat")
+    r = sandkit(
+        "run",
+        "-d",
+        "-p",
+        "127.0.0.1::80",
+        "-p",
+        "127.0.0.1::53/udp",
+        bb,
+        "nc",
+        "-ll",
+        "-p",
+        "80",
+        "-e",
+        "cat",
+    )
     assert r.returncode == 0, r.stderr
     yield r.stdout.strip()
     sandkit("rm", "-f", r.stdout.strip())
@@ -51,7 +64,10 @@ def test_publish_and_port_of_a_detached_container(detached_echo):
     assert listing.returncode == 0, listing.stderr
     lines = sorted(listing.stdout.splitlines())
     # Docker's format: "80/tcp -> 0.0.0.0:49153" (127.0.0.1 here, sandkit's default address)
-    assert [re.fullmatch(r"(\d+/\w+) -> 127\.0\.0\.1:(\d+)", line).group(1) for line in lines] == ["53/udp", "80/tcp"]
+    assert [re.fullmatch(r"(\d+/\w+) -> 127\.0\.0\.1:(\d+)", line).group(1) for line in lines] == [
+        "53/udp",
+        "80/tcp",
+    ]
     one = sandkit("port", detached_echo, "80")
     assert one.stdout == f"{lines[1].split(' -> ')[1]}\n"
     host, port = one.stdout.strip().rsplit(":", 1)
@@ -71,8 +87,25 @@ def test_foreground_run_publishes_too(bb):
         port = probe.getsockname()[1]
     # the container serves one connection, then ends: the run returns when it was served
     run = subprocess.Popen(
-        [sys.executable, "-m", "sandkit", "run", "--rm", "-p", f"{port}:80", bb, "nc", "-l", "-p", "80", "-e", "cat"],
-        env=sandkit_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "sandkit",
+            "run",
+            "--rm",
+            "-p",
+            f"{port}:80",
+            bb,
+            "nc",
+            "-l",
+            "-p",
+            "80",
+            "-e",
+            "cat",
+        ],
+        env=sandkit_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         assert _echo(("127.0.0.1", port), b"foreground") == b"foreground"
@@ -82,12 +115,15 @@ def test_foreground_run_publishes_too(bb):
         run.communicate()
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["-p", "80:80:80"], "invalid host address '80'"),
-    (["-p", "http"], "invalid port 'http'"),
-    (["-p", "80/sctp"], "invalid protocol 'sctp'"),
-    (["--network", "host", "-p", "80"], "network='host'"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["-p", "80:80:80"], "invalid host address '80'"),
+        (["-p", "http"], "invalid port 'http'"),
+        (["-p", "80/sctp"], "invalid protocol 'sctp'"),
+        (["--network", "host", "-p", "80"], "network='host'"),
+    ],
+)
 def test_bad_publish_flags_exit_125(bb, flags, message):
     before = containers_on_disk()
     for detach in ([], ["-d"]):
@@ -112,7 +148,9 @@ def test_port_in_use_exits_125_naming_it(bb):
 def test_publish_all_adds_the_images_exposed_ports(bb):
     args = build_parser().parse_args(["run", "-P", "-p", "8080:80", bb, "true"])
     spec = RunSpec.from_args(args)
-    image = attrs.evolve(Image.from_directory(bb), config=ImageConfig(exposed_ports=("443/tcp", "53/udp", "80/tcp")))
+    image = attrs.evolve(
+        Image.from_directory(bb), config=ImageConfig(exposed_ports=("443/tcp", "53/udp", "80/tcp"))
+    )
     # -P adds what -p does not publish already, each on an ephemeral port (Docker's -P)
     assert spec.container(image).options["ports"] == ["8080:80", "443/tcp", "53/udp"]
     assert RunSpec.from_json(spec.to_json()).publish_all

@@ -65,9 +65,26 @@ def test_missing_image_is_125():
 def test_env_workdir_user_entrypoint(bb, tmp_path):
     env_file = tmp_path / "env"
     env_file.write_text("# a comment\n\nFROM_FILE=1\nBOTH=file\n")
-    r = sandkit("run", "--rm", "--env-file", str(env_file), "-e", "BOTH=flag", "-e", "A=b c",
-                "-w", "/tmp", "-u", "app", "--hostname", "box", bb,
-                "sh", "-c", 'echo "$FROM_FILE $BOTH $A"; pwd; id -un; hostname')
+    r = sandkit(
+        "run",
+        "--rm",
+        "--env-file",
+        str(env_file),
+        "-e",
+        "BOTH=flag",
+        "-e",
+        "A=b c",
+        "-w",
+        "/tmp",
+        "-u",
+        "app",
+        "--hostname",
+        "box",
+        bb,
+        "sh",
+        "-c",
+        'echo "$FROM_FILE $BOTH $A"; pwd; id -un; hostname',
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:4] == ["1 flag b c", "/tmp", "app", "box"]
     r = sandkit("run", "--rm", "--entrypoint", "echo", bb, "-n", "x")
@@ -75,8 +92,19 @@ def test_env_workdir_user_entrypoint(bb, tmp_path):
 
 
 def test_env_passthrough_from_caller(bb):
-    r = sandkit("run", "--rm", "-e", "PASSED", "-e", "UNSET_XYZ", bb,
-                "sh", "-c", 'echo "$PASSED ${UNSET_XYZ-unset}"', env={"PASSED": "yes"})
+    r = sandkit(
+        "run",
+        "--rm",
+        "-e",
+        "PASSED",
+        "-e",
+        "UNSET_XYZ",
+        bb,
+        "sh",
+        "-c",
+        'echo "$PASSED ${UNSET_XYZ-unset}"',
+        env={"PASSED": "yes"},
+    )
     assert r.stdout == "yes unset\n"
 
 
@@ -87,22 +115,55 @@ def test_stdin_only_with_i(bb):
 
 def test_mounts_read_only_tmpfs(bb, tmp_path):
     (tmp_path / "f").write_text("from host")
-    r = sandkit("run", "--rm", "--read-only", "-v", f"{tmp_path}:/root:ro", "--tmpfs", "/tmp:size=1m", bb,
-                "sh", "-c", "cat /root/f; echo; touch /x 2>/dev/null || echo ro-root; "
-                "touch /root/y 2>/dev/null || echo ro-mount; touch /tmp/z && echo tmp-ok; "
-                "df -k /tmp | tail -1 | awk '{print $2}'")
+    r = sandkit(
+        "run",
+        "--rm",
+        "--read-only",
+        "-v",
+        f"{tmp_path}:/root:ro",
+        "--tmpfs",
+        "/tmp:size=1m",
+        bb,
+        "sh",
+        "-c",
+        "cat /root/f; echo; touch /x 2>/dev/null || echo ro-root; "
+        "touch /root/y 2>/dev/null || echo ro-mount; touch /tmp/z && echo tmp-ok; "
+        "df -k /tmp | tail -1 | awk '{print $2}'",
+    )
     assert r.stdout.split() == ["from", "host", "ro-root", "ro-mount", "tmp-ok", "1024"], r.stderr
 
 
 def test_storage_opt_size_sizes_the_writable_layer(bb):
-    r = sandkit("run", "--rm", "--storage-opt", "size=8m", bb, "sh", "-c", "df -k / | tail -1 | awk '{print $2}'")
+    r = sandkit(
+        "run",
+        "--rm",
+        "--storage-opt",
+        "size=8m",
+        bb,
+        "sh",
+        "-c",
+        "df -k / | tail -1 | awk '{print $2}'",
+    )
     assert r.stdout.split() == ["8192"], r.stderr
 
 
 def test_signal_is_forwarded_without_tty(bb):
-    p = subprocess.Popen([sys.executable, "-m", "sandkit", "run", "--rm", bb, "sh", "-c",
-                          'trap "echo got TERM; exit 7" TERM; echo ready; while :; do sleep 0.05; done'],
-                         stdout=subprocess.PIPE, text=True, env=sandkit_env())
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sandkit",
+            "run",
+            "--rm",
+            bb,
+            "sh",
+            "-c",
+            'trap "echo got TERM; exit 7" TERM; echo ready; while :; do sleep 0.05; done',
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=sandkit_env(),
+    )
     assert p.stdout.readline() == "ready\n"
     p.terminate()
     assert p.stdout.readline() == "got TERM\n"

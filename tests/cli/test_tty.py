@@ -16,8 +16,14 @@ PROMPT = "# "
 
 
 def _spawn(*argv: str, rows: int = 30, cols: int = 100) -> pexpect.spawn:
-    return pexpect.spawn(sys.executable, ["-m", "sandkit", *argv], env=sandkit_env(),
-                         encoding="utf-8", timeout=15, dimensions=(rows, cols))
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "sandkit", *argv],
+        env=sandkit_env(),
+        encoding="utf-8",
+        timeout=15,
+        dimensions=(rows, cols),
+    )
 
 
 def _shell_session(child: pexpect.spawn) -> None:

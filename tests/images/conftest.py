@@ -109,7 +109,10 @@ def oci_layout(
         elif compress == "zstd":
             import zstandard
 
-            blob, mt = zstandard.ZstdCompressor().compress(layer), "application/vnd.oci.image.layer.v1.tar+zstd"
+            blob, mt = (
+                zstandard.ZstdCompressor().compress(layer),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            )
         else:
             blob, mt = layer, "application/vnd.oci.image.layer.v1.tar"
         d = put(blob)
@@ -117,23 +120,33 @@ def oci_layout(
             (blobs / d[7:]).write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
         descs.append({"mediaType": mt, "digest": d, "size": len(blob)})
     cfg = {
-        "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2024-01-01T00:00:00Z",
         "config": config or {"Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [sha(layer) for layer in layers]},
     }
     cfg_bytes = json.dumps(cfg).encode()
     manifest = {
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(cfg_bytes), "size": len(cfg_bytes),
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": put(cfg_bytes),
+            "size": len(cfg_bytes),
         },
         "layers": descs,
     }
     man = json.dumps(manifest).encode()
-    entry: dict[str, Any] = {"mediaType": manifest["mediaType"], "digest": put(man), "size": len(man)}
+    entry: dict[str, Any] = {
+        "mediaType": manifest["mediaType"],
+        "digest": put(man),
+        "size": len(man),
+    }
     if ref_name:
         entry["annotations"] = {
-            "io.containerd.image.name": ref_name, "org.opencontainers.image.ref.name": ref_name.rsplit(":", 1)[-1],
+            "io.containerd.image.name": ref_name,
+            "org.opencontainers.image.ref.name": ref_name.rsplit(":", 1)[-1],
         }
     (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
     (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
@@ -156,6 +169,8 @@ def tree(root: Path) -> dict[str, str]:
             else:
                 st = full.lstat()
                 out[rel] = (
-                    f"dev {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" if st.st_rdev or not st.st_size else "special"
+                    f"dev {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+                    if st.st_rdev or not st.st_size
+                    else "special"
                 )
     return out

@@ -61,7 +61,9 @@ def member(name: str | bytes, data: bytes = b"", typeflag: bytes = b"0", **field
 
 def pax_record(key: str, value: str | bytes) -> bytes:
     """``"<len> key=value\\n"``, where len counts the whole record, itself included."""
-    body = b" " + key.encode() + b"=" + (value.encode() if isinstance(value, str) else value) + b"\n"
+    body = (
+        b" " + key.encode() + b"=" + (value.encode() if isinstance(value, str) else value) + b"\n"
+    )
     length = len(body) + 1
     while len(str(length).encode() + body) != length:
         length += 1

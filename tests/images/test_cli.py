@@ -24,7 +24,10 @@ def test_load_images_tag_inspect_save_rmi_prune(tmp_path, store, capsys):
     assert run("tag", "example.com/test/img:1", "other:2") == 0
     assert run("images", "--format", "json") == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {(r["repository"], r["tag"]) for r in rows} == {("example.com/test/img", "1"), ("other", "2")}
+    assert {(r["repository"], r["tag"]) for r in rows} == {
+        ("example.com/test/img", "1"),
+        ("other", "2"),
+    }
     assert run("inspect", "other:2") == 0
     assert json.loads(capsys.readouterr().out)[0]["repo_tags"]
     assert run("save", "-o", str(tmp_path / "out.tar"), "other:2") == 0

@@ -29,10 +29,14 @@ LAYER = tar_bytes([("hello", "file", b"hello from the layer\n")])
 
 def docker_save_dir(path: Path, layer: bytes = LAYER) -> Path:
     """A classic `docker save` directory: manifest.json, <id>.json config, <id>/layer.tar."""
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [sha(layer)]},
-    }).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [sha(layer)]},
+        }
+    ).encode()
     config_name = hashlib.sha256(config).hexdigest() + ".json"
     path.mkdir()
     (path / config_name).write_bytes(config)
@@ -88,8 +92,11 @@ def test_a_blob_symlinked_to_a_host_file_is_not_a_hash_oracle(store: Store, tmp_
     layout = oci_layout(tmp_path / "layout", [LAYER])
     host_file = tmp_path / "host-file"
     host_file.write_bytes(b"the host's private content\n")
-    blob = next(p for p in (layout / "blobs" / "sha256").iterdir()
-                if p.read_bytes() == gzip.compress(LAYER, mtime=0))
+    blob = next(
+        p
+        for p in (layout / "blobs" / "sha256").iterdir()
+        if p.read_bytes() == gzip.compress(LAYER, mtime=0)
+    )
     blob.unlink()
     os.symlink(host_file, blob)
     with pytest.raises(ImageError, match="symlink that leads outside") as err:
@@ -105,7 +112,9 @@ def test_a_layer_linked_to_dev_zero_is_refused(tmp_path: Path):
         archive = docker_save_dir(tmp_path / "save")
         (archive / "l1" / "layer.tar").unlink()
         os.symlink("/dev/zero", archive / "l1" / "layer.tar")
-        with pytest.raises(ImageError, match=re.escape("'l1/layer.tar' is a symlink that leads outside")):
+        with pytest.raises(
+            ImageError, match=re.escape("'l1/layer.tar' is a symlink that leads outside")
+        ):
             Image.load(archive, store=store)
         assert_nothing_stored(store)
 

@@ -23,7 +23,11 @@ from sandkit.images.store import Store
 from .conftest import oci_layout, tar_bytes
 from .smallfs import small_tmpfs
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs"),
+]
 
 MiB = 1 << 20
 
@@ -37,7 +41,7 @@ def gnu_sparse_layer(name: str, real_size: int) -> bytes:
     header = bytearray(512)
 
     def put(offset: int, value: bytes) -> None:
-        header[offset:offset + len(value)] = value
+        header[offset : offset + len(value)] = value
 
     put(0, name.encode())
     put(100, b"0000644\0")
@@ -102,7 +106,9 @@ def test_many_files_keep_the_free_space_reserve(small_home: Path, tmp_path: Path
     assert free_bytes(small_home) > 60 * MiB
 
 
-def test_a_sparse_file_from_a_tiny_blob_is_charged_its_real_size(small_home: Path, tmp_path: Path, monkeypatch):
+def test_a_sparse_file_from_a_tiny_blob_is_charged_its_real_size(
+    small_home: Path, tmp_path: Path, monkeypatch
+):
     layer = gnu_sparse_layer("hole", 48 * MiB)
     with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
         info = tar.getmembers()[0]
@@ -116,10 +122,14 @@ def test_a_sparse_file_from_a_tiny_blob_is_charged_its_real_size(small_home: Pat
 
 
 def test_more_files_than_inodes_to_spare_are_refused(tmp_path: Path):
-    layout = oci_layout(tmp_path / "layout", [tar_bytes([(f"f{i}", "file", b"") for i in range(3000)])])
+    layout = oci_layout(
+        tmp_path / "layout", [tar_bytes([(f"f{i}", "file", b"") for i in range(3000)])]
+    )
     with small_tmpfs(tmp_path / "home", "64m", inodes=2000) as home:
         store = Store(home)
-        with pytest.raises(ImageError, match=r"more files than the store's filesystem .* has inodes to spare"):
+        with pytest.raises(
+            ImageError, match=r"more files than the store's filesystem .* has inodes to spare"
+        ):
             Image.load(layout, store=store)
         assert_nothing_left(store)
 
@@ -162,7 +172,9 @@ def registry(tmp_path: Path):
     reg.close()
 
 
-def test_three_layers_pulled_at_once_share_one_budget(registry, small_home: Path, tmp_path: Path, monkeypatch):
+def test_three_layers_pulled_at_once_share_one_budget(
+    registry, small_home: Path, tmp_path: Path, monkeypatch
+):
     """Each layer fits in what may be used (40 MiB), the three together (48 MiB) do not."""
     layers = [zeros_layer(1, 16 * MiB, prefix) for prefix in "abc"]
     assert all(len(gzip.compress(layer)) < 64 << 10 for layer in layers)

@@ -17,14 +17,21 @@ GOOD = {
     "ggcr/v1_tarball_testdata/test_load_manifest.tar": {"bazel/v1/tarball:test_image_1"},
     "ggcr/v1_tarball_testdata/hello-world-v25.tar": set(),
     "ggcr/v1_mutate_testdata/source_image.tar": {"bazel/pkg/v1/mutate:source_image"},
-    "ggcr/v1_mutate_testdata/source_image_with_empty_layer_history.tar": {"bazel/pkg/v1/mutate:source_image"},
+    "ggcr/v1_mutate_testdata/source_image_with_empty_layer_history.tar": {
+        "bazel/pkg/v1/mutate:source_image"
+    },
     "ggcr/v1_mutate_testdata/whiteout_image.tar": {"bazel/pkg/v1/mutate:whiteout_image"},
     "ggcr/v1_mutate_testdata/overwritten_file.tar": {"bazel/pkg/v1/mutate:overwritten_file"},
     "ggcr/v1_mutate_testdata/whiteout_dir.tar": {"localhost:5000/whiteout:latest"},
     "ggcr/v1_layout_testdata/test_index_one_image": set(),
 }
-MULTI = ["ggcr/v1_tarball_testdata/test_bundle.tar", "ggcr/v1_tarball_testdata/test_link.tar",
-         "ggcr/v1_layout_testdata/test_index", "ggcr/v1_layout_testdata/test_gc_index", "regclient/testrepo"]
+MULTI = [
+    "ggcr/v1_tarball_testdata/test_bundle.tar",
+    "ggcr/v1_tarball_testdata/test_link.tar",
+    "ggcr/v1_layout_testdata/test_index",
+    "ggcr/v1_layout_testdata/test_gc_index",
+    "regclient/testrepo",
+]
 BROKEN = {
     "ggcr/v1_tarball_testdata/null_manifest.tar": "lists no images",
     "ggcr/v1_tarball_testdata/no_manifest.tar": "pre-2016 docker save",
@@ -78,10 +85,14 @@ def test_layer_contents_match_the_fixture_sources(oci_fixtures, store):
 
 def test_platform_selection(oci_fixtures, store):
     amd = Image.load(oci_fixtures / "regclient/testrepo", ref="v1", store=store)
-    arm = Image.load(oci_fixtures / "regclient/testrepo", ref="v1", platform="linux/arm64", store=store)
+    arm = Image.load(
+        oci_fixtures / "regclient/testrepo", ref="v1", platform="linux/arm64", store=store
+    )
     assert amd.inspect()["platform"] == "linux/amd64" and arm.inspect()["platform"] == "linux/arm64"
     with pytest.raises(ImageError, match="no image for platform linux/s390x"):
-        Image.load(oci_fixtures / "regclient/testrepo", ref="v1", platform="linux/s390x", store=store)
+        Image.load(
+            oci_fixtures / "regclient/testrepo", ref="v1", platform="linux/s390x", store=store
+        )
     with pytest.raises(ImageError, match="artifact"):
         Image.load(oci_fixtures / "regclient/testrepo", ref="a1", store=store)
 

@@ -22,19 +22,35 @@ from .hostile_tar import END, header, member
 REPO = Path(__file__).resolve().parents[2]
 
 
-def docker_archive(layers: list[bytes], *, first: list[tuple[str, bytes]] = (), reverse: bool = False,
-                   links: dict[str, str] | None = None, listed: list[str] | None = None) -> bytes:
+def docker_archive(
+    layers: list[bytes],
+    *,
+    first: list[tuple[str, bytes]] = (),
+    reverse: bool = False,
+    links: dict[str, str] | None = None,
+    listed: list[str] | None = None,
+) -> bytes:
     """A classic `docker save` tar: ``first`` members, then the layers (last first if
     ``reverse``), symlink members ``links`` (name -> target), the config and manifest.json,
     which lists ``listed`` as the layers (by default the layers themselves)."""
     names = [f"l{i}/layer.tar" for i in range(len(layers))]
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [sha(x) for x in layers]}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [sha(x) for x in layers]},
+        }
+    ).encode()
     order = list(zip(names, layers, strict=True))
     members = list(first) + (order[::-1] if reverse else order)
     out = b"".join(member(n, d) for n, d in members)
-    out += b"".join(member(name, typeflag=b"2", linkname=target) for name, target in (links or {}).items())
-    manifest = json.dumps([{"Config": "config.json", "RepoTags": ["hostile:1"], "Layers": listed or names}])
+    out += b"".join(
+        member(name, typeflag=b"2", linkname=target) for name, target in (links or {}).items()
+    )
+    manifest = json.dumps(
+        [{"Config": "config.json", "RepoTags": ["hostile:1"], "Layers": listed or names}]
+    )
     return out + member("config.json", config) + member("manifest.json", manifest.encode()) + END
 
 
@@ -53,14 +69,20 @@ def test_links_in_an_archive_are_still_followed(tmp_path, store):
     # docker save writes a layer once and links the others to it
     layer = tar_bytes([("f", "file", b"x")])
     archive = tmp_path / "linked.tar"
-    archive.write_bytes(docker_archive([layer], links={"z/layer.tar": "../l0/layer.tar"}, listed=["z/layer.tar"]))
+    archive.write_bytes(
+        docker_archive([layer], links={"z/layer.tar": "../l0/layer.tar"}, listed=["z/layer.tar"])
+    )
     assert Image.load(archive, store=store).inspect()
 
 
 def test_a_link_out_of_the_archive_is_an_image_error(tmp_path, store):
     layer = tar_bytes([("f", "file", b"x")])
     archive = tmp_path / "out.tar"
-    archive.write_bytes(docker_archive([layer], links={"a/layer.tar": "../../../etc/passwd"}, listed=["a/layer.tar"]))
+    archive.write_bytes(
+        docker_archive(
+            [layer], links={"a/layer.tar": "../../../etc/passwd"}, listed=["a/layer.tar"]
+        )
+    )
     with pytest.raises(ImageError, match="not in the archive"):
         Image.load(archive, store=store)
 
@@ -72,7 +94,9 @@ def test_a_compressed_archive_is_read_once(tmp_path):
     layers = [tar_bytes([(f"f{i}", "file", b"%d" % i)]) for i in range(20)]
     junk = os.urandom(24 << 20)
     archive = tmp_path / "image.tar.gz"
-    archive.write_bytes(gzip.compress(docker_archive(layers, first=[("junk", junk)], reverse=True), compresslevel=1))
+    archive.write_bytes(
+        gzip.compress(docker_archive(layers, first=[("junk", junk)], reverse=True), compresslevel=1)
+    )
     code = f"""
 import os, sys
 from sandkit.images import Image
@@ -85,7 +109,12 @@ Image.load({str(archive)!r}, store=Store({str(tmp_path / "home")!r}))
 print(rchar() - before)
 """
     proc = subprocess.run(
-        [sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     read = int(proc.stdout)
@@ -114,7 +143,12 @@ except ImageError as e:
 print([int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0])
 """
     proc = subprocess.run(
-        [sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome, peak = proc.stdout.strip().splitlines()

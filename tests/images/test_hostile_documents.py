@@ -28,7 +28,11 @@ def _rewrite_manifest_json(save: Path, change) -> None:
 
 def _put_blob(layout: Path, data: bytes) -> dict[str, Any]:
     (layout / "blobs" / "sha256" / sha(data)[7:]).write_bytes(data)
-    return {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha(data), "size": len(data)}
+    return {
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": sha(data),
+        "size": len(data),
+    }
 
 
 def _index(layout: Path) -> dict[str, Any]:
@@ -75,14 +79,22 @@ def _config_path(save: Path) -> Path:
 
 DOCKER_CASES = {
     "manifest.json nested 200,000 deep": lambda save: (save / "manifest.json").write_bytes(DEEP),
-    "RepoTags not a list": lambda save: _rewrite_manifest_json(save, lambda e: [e[0] | {"RepoTags": 5}]),
-    "a RepoTag not a string": lambda save: _rewrite_manifest_json(save, lambda e: [e[0] | {"RepoTags": [["x"]]}]),
-    "Layers not a list of names": lambda save: _rewrite_manifest_json(save, lambda e: [e[0] | {"Layers": [7]}]),
+    "RepoTags not a list": lambda save: _rewrite_manifest_json(
+        save, lambda e: [e[0] | {"RepoTags": 5}]
+    ),
+    "a RepoTag not a string": lambda save: _rewrite_manifest_json(
+        save, lambda e: [e[0] | {"RepoTags": [["x"]]}]
+    ),
+    "Layers not a list of names": lambda save: _rewrite_manifest_json(
+        save, lambda e: [e[0] | {"Layers": [7]}]
+    ),
     "config nested 200,000 deep": lambda save: _config_path(save).write_bytes(DEEP),
     "config Env not a list": lambda save: _config_path(save).write_text(
-        json.dumps({"config": {"Env": 5}, "rootfs": {"type": "layers", "diff_ids": [sha(LAYER)]}})),
+        json.dumps({"config": {"Env": 5}, "rootfs": {"type": "layers", "diff_ids": [sha(LAYER)]}})
+    ),
     "config diff_ids not strings": lambda save: _config_path(save).write_text(
-        json.dumps({"rootfs": {"type": "layers", "diff_ids": [{"a": 1}]}})),
+        json.dumps({"rootfs": {"type": "layers", "diff_ids": [{"a": 1}]}})
+    ),
 }
 
 
@@ -98,20 +110,38 @@ def test_a_hostile_docker_save_document_is_a_clear_error(store: Store, tmp_path:
 
 OCI_CASES = {
     "index.json nested 200,000 deep": lambda lay: (lay / "index.json").write_bytes(DEEP),
-    "index manifests not a list": lambda lay: _set_index(lay, {"schemaVersion": 2, "manifests": "x"}),
-    "an index entry not an object": lambda lay: _set_index(lay, {"schemaVersion": 2, "manifests": [7]}),
+    "index manifests not a list": lambda lay: _set_index(
+        lay, {"schemaVersion": 2, "manifests": "x"}
+    ),
+    "an index entry not an object": lambda lay: _set_index(
+        lay, {"schemaVersion": 2, "manifests": [7]}
+    ),
     "an index entry's digest not a string": lambda lay: _set_index(
-        lay, {"schemaVersion": 2, "manifests": [{"digest": 5, "size": 1}]}),
+        lay, {"schemaVersion": 2, "manifests": [{"digest": 5, "size": 1}]}
+    ),
     "annotations not an object": lambda lay: _set_index(
-        lay, _index(lay) | {"manifests": [_index(lay)["manifests"][0] | {"annotations": "x"}]}),
-    "nested index: platform a string": lambda lay: _nested_index_with(lay, lambda d: d | {"platform": "linux/amd64"}),
-    "nested index: size a string": lambda lay: _nested_index_with(lay, lambda d: d | {"size": "12"}),
+        lay, _index(lay) | {"manifests": [_index(lay)["manifests"][0] | {"annotations": "x"}]}
+    ),
+    "nested index: platform a string": lambda lay: _nested_index_with(
+        lay, lambda d: d | {"platform": "linux/amd64"}
+    ),
+    "nested index: size a string": lambda lay: _nested_index_with(
+        lay, lambda d: d | {"size": "12"}
+    ),
     "manifest nested 200,000 deep": lambda lay: _replace_manifest_raw(lay, DEEP),
-    "manifest layers not objects": lambda lay: _replace_manifest(lay, _image_manifest(lay)[1] | {"layers": ["x"]}),
-    "manifest config not an object": lambda lay: _replace_manifest(lay, _image_manifest(lay)[1] | {"config": "x"}),
+    "manifest layers not objects": lambda lay: _replace_manifest(
+        lay, _image_manifest(lay)[1] | {"layers": ["x"]}
+    ),
+    "manifest config not an object": lambda lay: _replace_manifest(
+        lay, _image_manifest(lay)[1] | {"config": "x"}
+    ),
     "config nested 200,000 deep": lambda lay: _replace_config(lay, DEEP),
-    "config Cmd a number": lambda lay: _replace_config(lay, json.dumps(
-        {"config": {"Cmd": 5}, "rootfs": {"type": "layers", "diff_ids": [sha(LAYER)]}}).encode()),
+    "config Cmd a number": lambda lay: _replace_config(
+        lay,
+        json.dumps(
+            {"config": {"Cmd": 5}, "rootfs": {"type": "layers", "diff_ids": [sha(LAYER)]}}
+        ).encode(),
+    ),
 }
 
 

@@ -104,14 +104,24 @@ def test_whiteout_through_symlink_refused(tmp_path, canary):
 
 
 def test_directory_over_symlink_replaces_it(tmp_path, canary):
-    root = apply(tmp_path, [("d", "symlink", str(canary)), ("d", "dir", None), ("d/file", "file", b"inside")])
+    root = apply(
+        tmp_path, [("d", "symlink", str(canary)), ("d", "dir", None), ("d/file", "file", b"inside")]
+    )
     assert (root / "d").is_dir() and not (root / "d").is_symlink()
     assert (root / "d" / "file").read_bytes() == b"inside"
 
 
 def test_file_over_directory_and_back(tmp_path):
-    root = apply(tmp_path, [("x", "dir", None), ("x/y", "file", b"1"), ("x", "file", b"now a file"),
-                            ("z", "file", b"f"), ("z", "dir", None)])
+    root = apply(
+        tmp_path,
+        [
+            ("x", "dir", None),
+            ("x/y", "file", b"1"),
+            ("x", "file", b"now a file"),
+            ("z", "file", b"f"),
+            ("z", "dir", None),
+        ],
+    )
     assert (root / "x").read_bytes() == b"now a file"
     assert (root / "z").is_dir()
 
@@ -173,22 +183,50 @@ def test_symlink_loop_then_write_through_it_refused(tmp_path, canary):
 def test_entry_replacing_its_own_parent_with_a_symlink(tmp_path, canary):
     # d/ is replaced by a symlink to the canary after a file was written in it: the next entry
     # under d/ must not follow the new symlink
-    refused(tmp_path, [("d", "dir", None), ("d/f", "file", b"1"), ("d", "symlink", str(canary)),
-                       ("d/g", "file", b"pwned")])
-    refused(tmp_path, [("d", "dir", None), ("d/f", "file", b"1"), ("d", "symlink", "../canary"),
-                       ("d/f", "hardlink", "d/f")], ImageError)
+    refused(
+        tmp_path,
+        [
+            ("d", "dir", None),
+            ("d/f", "file", b"1"),
+            ("d", "symlink", str(canary)),
+            ("d/g", "file", b"pwned"),
+        ],
+    )
+    refused(
+        tmp_path,
+        [
+            ("d", "dir", None),
+            ("d/f", "file", b"1"),
+            ("d", "symlink", "../canary"),
+            ("d/f", "hardlink", "d/f"),
+        ],
+        ImageError,
+    )
 
 
 def test_hard_links_to_a_directory_or_to_themselves_refused(tmp_path, canary):
     refused(tmp_path, [("d", "dir", None), ("h", "hardlink", "d")])
     refused(tmp_path, [("f", "file", b"1"), ("f", "hardlink", "f")], ImageError)
-    refused(tmp_path, [("d", "dir", None), ("d/f", "file", b"1"), ("d", "hardlink", "d/f")], ImageError)
+    refused(
+        tmp_path, [("d", "dir", None), ("d/f", "file", b"1"), ("d", "hardlink", "d/f")], ImageError
+    )
 
 
 def test_duplicate_names_in_odd_orders_end_as_the_last_entry_says(tmp_path):
-    root = apply(tmp_path, [("a", "file", b"1"), ("a", "dir", None), ("a/b", "file", b"2"), ("a", "symlink", "x"),
-                            ("a", "dir", None, {"mode": 0o700}), ("a", "dir", None, {"mode": 0o750}),
-                            ("c/d/e", "file", b"3"), ("c", "file", b"4"), ("c", "dir", None)])
+    root = apply(
+        tmp_path,
+        [
+            ("a", "file", b"1"),
+            ("a", "dir", None),
+            ("a/b", "file", b"2"),
+            ("a", "symlink", "x"),
+            ("a", "dir", None, {"mode": 0o700}),
+            ("a", "dir", None, {"mode": 0o750}),
+            ("c/d/e", "file", b"3"),
+            ("c", "file", b"4"),
+            ("c", "dir", None),
+        ],
+    )
     assert (root / "a").is_dir() and os.listdir(root / "a") == []
     assert stat.S_IMODE(os.lstat(root / "a").st_mode) == 0o750
     assert (root / "c").is_dir() and os.listdir(root / "c") == []
@@ -210,20 +248,38 @@ def test_absurd_owners_sizes_and_device_numbers_refused(tmp_path):
 
 def test_absurd_mtimes_become_the_epoch_as_docker_does(tmp_path):
     # Docker (pkg/system Chtimes) sets times before 1970 or past the kernel's range to the epoch.
-    root = apply_raw(tmp_path, pax({"mtime": "1e400"}) + member("inf", b"x")
-                     + pax({"mtime": "nan"}) + member("nan", b"x")
-                     + pax({"mtime": "-5"}) + member("before", b"x")
-                     + header("huge", b"5", raw={136: b"\x80" + (1 << 80).to_bytes(11, "big")})
-                     + pax({"mtime": "1700000000.5"}) + member("fine", b"x"))
-    assert [os.lstat(root / n).st_mtime_ns for n in ("inf", "nan", "before", "huge")] == [0, 0, 0, 0]
+    root = apply_raw(
+        tmp_path,
+        pax({"mtime": "1e400"})
+        + member("inf", b"x")
+        + pax({"mtime": "nan"})
+        + member("nan", b"x")
+        + pax({"mtime": "-5"})
+        + member("before", b"x")
+        + header("huge", b"5", raw={136: b"\x80" + (1 << 80).to_bytes(11, "big")})
+        + pax({"mtime": "1700000000.5"})
+        + member("fine", b"x"),
+    )
+    assert [os.lstat(root / n).st_mtime_ns for n in ("inf", "nan", "before", "huge")] == [
+        0,
+        0,
+        0,
+        0,
+    ]
     assert os.lstat(root / "fine").st_mtime_ns == 1_700_000_000_500_000_000
 
 
 def test_malformed_sparse_maps_are_image_errors(tmp_path):
     # GNU sparse 1.0: the map is in the data; one that ends early or holds no numbers
     for data in (b"5\n1\n", b"x\ny\n", b"99999999999999999999\n"):
-        sparse = pax({"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "s",
-                      "GNU.sparse.realsize": "10"})
+        sparse = pax(
+            {
+                "GNU.sparse.major": "1",
+                "GNU.sparse.minor": "0",
+                "GNU.sparse.name": "s",
+                "GNU.sparse.realsize": "10",
+            }
+        )
         refused_raw(tmp_path, sparse + member("s", padded(data)), "layer")
     # pieces out of order or past the file's size
     for pieces in ("0,5,0,5", "8,5"):
@@ -234,7 +290,8 @@ def test_malformed_sparse_maps_are_image_errors(tmp_path):
 def test_pax_global_headers_are_ignored_as_docker_does(tmp_path):
     # tarfile applied a global header to every later member: a global "path" renamed them all,
     # so the last one silently replaced the others.
-    root = apply_raw(tmp_path, pax({"path": "evil", "uid": "1234"}, b"g") + member("a", b"1") + member("b", b"2"))
+    root = apply_raw(
+        tmp_path, pax({"path": "evil", "uid": "1234"}, b"g") + member("a", b"1") + member("b", b"2")
+    )
     assert sorted(os.listdir(root)) == ["a", "b"]
     assert os.lstat(root / "a").st_uid == os.getuid()
-

@@ -55,7 +55,12 @@ def apply_in_child(layer_source: str) -> tuple[str, int]:
     returns (outcome line, peak RSS in bytes)."""
     code = CHILD.format(limit=ADDRESS_SPACE, layer=layer_source)
     proc = subprocess.run(
-        [sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome, peak = proc.stdout.strip().splitlines()
@@ -112,7 +117,9 @@ def layer():
 def test_the_refusal_names_the_layer_and_leaves_nothing_behind(store):
     tar = pax({"comment": "c" * (MAX_SPECIAL_HEADER + 1)}) + member("f", b"x") + END
     blob = gzip.compress(tar)
-    with pytest.raises(UnsafeLayerError, match=rf"layer sha256:[0-9a-f]+.*{MAX_SPECIAL_HEADER}-byte limit"):
+    with pytest.raises(
+        UnsafeLayerError, match=rf"layer sha256:[0-9a-f]+.*{MAX_SPECIAL_HEADER}-byte limit"
+    ):
         ingest(store, blob, tar)
     assert os.listdir(store.home / "tmp") == [] and os.listdir(store.home / "layers") == []
 
@@ -121,7 +128,10 @@ def test_a_chain_of_special_headers_is_refused():
     # PAX headers before PAX headers: tarfile recursed once per header (a RecursionError after
     # a few hundred) and held each.
     tar = pax({"comment": "c"}) * 2000 + member("f", b"x") + END
-    with tempfile.TemporaryDirectory() as root, pytest.raises(UnsafeLayerError, match="more than 8 special headers"):
+    with (
+        tempfile.TemporaryDirectory() as root,
+        pytest.raises(UnsafeLayerError, match="more than 8 special headers"),
+    ):
         apply_tar(io.BytesIO(tar), root)
 
 
@@ -150,7 +160,9 @@ def _then_repeat(first: bytes, block: bytes, times: int) -> Iterator[bytes]:
 def _dirs_then_files(n: int) -> bytes:
     """n directories, then a file replacing each of them (in the order they were made)."""
     return b"".join(
-        [member(f"d{i}", typeflag=b"5") for i in range(n)] + [member(f"d{i}", b"f") for i in range(n)] + [END]
+        [member(f"d{i}", typeflag=b"5") for i in range(n)]
+        + [member(f"d{i}", b"f") for i in range(n)]
+        + [END]
     )
 
 
@@ -202,7 +214,9 @@ def cleaned(tmp_path):
 
 def _deep_layer(then: bytes = b"") -> bytes:
     """A file 1,500 directories down, then ``then``."""
-    return pax({"path": "/".join(["d"] * DEPTH) + "/f"}) + member("placeholder", b"deep") + then + END
+    return (
+        pax({"path": "/".join(["d"] * DEPTH) + "/f"}) + member("placeholder", b"deep") + then + END
+    )
 
 
 def test_a_deep_directory_replaced_by_a_file(cleaned):
@@ -246,7 +260,10 @@ def test_entries_alternating_between_two_deep_directories_cost_one_open_each(cle
     os.close(probe)
     depth, entries = 500, 400
     tops = ["/".join([top] * depth) for top in ("a", "b")]
-    tar = b"".join(pax({"path": f"{tops[i % 2]}/f{i}"}) + member("x", b"") for i in range(entries)) + END
+    tar = (
+        b"".join(pax({"path": f"{tops[i % 2]}/f{i}"}) + member("x", b"") for i in range(entries))
+        + END
+    )
     opens = [0]
     real_open, real_openat2 = os.open, fsutil.openat2_no_symlinks
 
@@ -254,6 +271,7 @@ def test_entries_alternating_between_two_deep_directories_cost_one_open_each(cle
         def call(*args, **kwargs):
             opens[0] += 1
             return real(*args, **kwargs)
+
         return call
 
     monkeypatch.setattr(os, "open", counting(real_open))

@@ -20,39 +20,60 @@ from .conftest import oci_layout, tar_bytes, tree
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting overlayfs here needs root")
 
 LAYERS = [
-    tar_bytes([
-        ("etc", "dir", None), ("etc/keep", "file", b"k"), ("etc/gone", "file", b"g"),
-        ("opq", "dir", None), ("opq/old1", "file", b"1"), ("opq/sub", "dir", None), ("opq/sub/x", "file", b"x"),
-        ("d2f", "dir", None), ("d2f/inner", "file", b"i"),
-        ("f2d", "file", b"was a file"),
-        ("lnk", "symlink", "etc/keep"),
-        ("data", "file", b"shared", {"mode": 0o640, "uid": 1000, "gid": 1000}),
-        ("hard", "hardlink", "data"),
-        ("wdir", "dir", None), ("wdir/a", "file", b"a"),
-    ]),
-    tar_bytes([
-        ("etc/.wh.gone", "file", b""),
-        ("opq/.wh..wh..opq", "file", b""), ("opq/new", "file", b"n"),
-        ("d2f", "file", b"now a file"),
-        ("f2d", "dir", None), ("f2d/child", "file", b"c"),
-        (".wh.wdir", "file", b""), ("wdir", "dir", None), ("wdir/b", "file", b"b"),
-    ]),
-    tar_bytes([
-        ("etc/gone", "file", b"back again"),
-        ("etc/.wh.keep", "file", b""),
-        ("opq/.wh.new", "file", b""),
-        (".wh.lnk", "file", b""),
-        ("added", "file", b"3"),
-    ]),
+    tar_bytes(
+        [
+            ("etc", "dir", None),
+            ("etc/keep", "file", b"k"),
+            ("etc/gone", "file", b"g"),
+            ("opq", "dir", None),
+            ("opq/old1", "file", b"1"),
+            ("opq/sub", "dir", None),
+            ("opq/sub/x", "file", b"x"),
+            ("d2f", "dir", None),
+            ("d2f/inner", "file", b"i"),
+            ("f2d", "file", b"was a file"),
+            ("lnk", "symlink", "etc/keep"),
+            ("data", "file", b"shared", {"mode": 0o640, "uid": 1000, "gid": 1000}),
+            ("hard", "hardlink", "data"),
+            ("wdir", "dir", None),
+            ("wdir/a", "file", b"a"),
+        ]
+    ),
+    tar_bytes(
+        [
+            ("etc/.wh.gone", "file", b""),
+            ("opq/.wh..wh..opq", "file", b""),
+            ("opq/new", "file", b"n"),
+            ("d2f", "file", b"now a file"),
+            ("f2d", "dir", None),
+            ("f2d/child", "file", b"c"),
+            (".wh.wdir", "file", b""),
+            ("wdir", "dir", None),
+            ("wdir/b", "file", b"b"),
+        ]
+    ),
+    tar_bytes(
+        [
+            ("etc/gone", "file", b"back again"),
+            ("etc/.wh.keep", "file", b""),
+            ("opq/.wh.new", "file", b""),
+            (".wh.lnk", "file", b""),
+            ("added", "file", b"3"),
+        ]
+    ),
 ]
 
 EXPECTED = {
-    "etc": "dir", "etc/gone": "back again",
+    "etc": "dir",
+    "etc/gone": "back again",
     "opq": "dir",
     "d2f": "now a file",
-    "f2d": "dir", "f2d/child": "c",
-    "data": "shared", "hard": "shared",
-    "wdir": "dir", "wdir/b": "b",
+    "f2d": "dir",
+    "f2d/child": "c",
+    "data": "shared",
+    "hard": "shared",
+    "wdir": "dir",
+    "wdir/b": "b",
     "added": "3",
 }
 
@@ -60,7 +81,11 @@ EXPECTED = {
 def mount_overlay(layer_dirs: list[Path], target: Path, *extra: str) -> None:
     lower = ":".join(str(d) for d in reversed(layer_dirs))  # overlayfs lists the top layer first
     opts = ",".join([f"lowerdir={lower}", *extra])
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(target)], check=True, capture_output=True)
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", opts, str(target)],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.mark.root
@@ -104,22 +129,33 @@ def _rootless_child(base: Path) -> None:
     os.setresuid(65534, 65534, 65534)
     root = base / "layer"
     root.mkdir()
-    layer = tar_bytes([
-        ("dev", "dir", None), ("dev/null", "chr", (1, 3), {"mode": 0o666}),
-        ("home", "dir", None, {"uid": 1000, "gid": 1000}),
-        ("home/f", "file", b"x", {"uid": 1000, "gid": 1000}),
-        (".wh.gone", "file", b""),
-        ("o", "dir", None), ("o/.wh..wh..opq", "file", b""),
-        ("ro", "dir", None, {"mode": 0o555}), ("ro/inside", "file", b"i"),
-    ])
+    layer = tar_bytes(
+        [
+            ("dev", "dir", None),
+            ("dev/null", "chr", (1, 3), {"mode": 0o666}),
+            ("home", "dir", None, {"uid": 1000, "gid": 1000}),
+            ("home/f", "file", b"x", {"uid": 1000, "gid": 1000}),
+            (".wh.gone", "file", b""),
+            ("o", "dir", None),
+            ("o/.wh..wh..opq", "file", b""),
+            ("ro", "dir", None, {"mode": 0o555}),
+            ("ro/inside", "file", b"i"),
+        ]
+    )
     import io
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         apply_tar(io.BytesIO(layer), root).warn("test")
-    (base / "result.json").write_text(json.dumps({
-        "warnings": [str(w.message) for w in caught if issubclass(w.category, LayerWarning)],
-    }))
+    (base / "result.json").write_text(
+        json.dumps(
+            {
+                "warnings": [
+                    str(w.message) for w in caught if issubclass(w.category, LayerWarning)
+                ],
+            }
+        )
+    )
 
 
 @pytest.mark.root

@@ -45,9 +45,13 @@ def _reading_threads() -> list[threading.Thread]:
 
 
 # (7 bytes takes a second or two per switch: slow)
-@pytest.mark.parametrize("size", [pytest.param(7, marks=pytest.mark.slow), (64 << 10) + 1, CHUNK + 3])
+@pytest.mark.parametrize(
+    "size", [pytest.param(7, marks=pytest.mark.slow), (64 << 10) + 1, CHUNK + 3]
+)
 @pytest.mark.parametrize("switch", [None, 1, 4], ids=["never", "at-once", "later"])
-def test_every_byte_in_order_whether_and_whenever_it_reads_ahead(size: int, switch: int | None) -> None:
+def test_every_byte_in_order_whether_and_whenever_it_reads_ahead(
+    size: int, switch: int | None
+) -> None:
     policy = (lambda: False) if switch is None else _after(switch)
     with ReadAhead(io.BytesIO(DATA), read_ahead=policy) as stream:
         assert _read_all(stream, size) == DATA
@@ -99,7 +103,9 @@ def test_closing_stops_a_thread_that_waits_for_room() -> None:
     stream.readinto(buf)
     (reader,) = _reading_threads()
     # the thread fills the queue and waits for room
-    wait_until(lambda: stack_of(reader)[:1] == ["wait"] and "_put" in stack_of(reader), "a full queue")
+    wait_until(
+        lambda: stack_of(reader)[:1] == ["wait"] and "_put" in stack_of(reader), "a full queue"
+    )
     closer = threading.Thread(target=stream.close)
     closer.start()
     closer.join(timeout=2)  # (a close that never returned would otherwise hang the suite)
@@ -107,7 +113,9 @@ def test_closing_stops_a_thread_that_waits_for_room() -> None:
     assert not _reading_threads()
 
 
-def test_layers_read_ahead_only_while_each_has_a_core_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_layers_read_ahead_only_while_each_has_a_core_to_spare(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(readahead, "usable_cpus", lambda: 2)
     with ReadAhead(io.BytesIO()):
         assert readahead.cores_to_spare()  # one layer on two cores
@@ -131,7 +139,9 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[ReadAhead]:
     return made
 
 
-def test_a_layer_applied_alone_is_read_ahead_and_leaves_no_thread(store, opened: list[ReadAhead]) -> None:  # type: ignore[no-untyped-def]
+def test_a_layer_applied_alone_is_read_ahead_and_leaves_no_thread(
+    store, opened: list[ReadAhead]
+) -> None:  # type: ignore[no-untyped-def]
     payload = os.urandom(3 * CHUNK)
     tar = tar_bytes([("big", "file", payload)])
     rec = ingest(store, gzip.compress(tar, compresslevel=1), tar)
@@ -141,7 +151,9 @@ def test_a_layer_applied_alone_is_read_ahead_and_leaves_no_thread(store, opened:
     assert not _reading_threads()
 
 
-def test_a_damaged_layer_read_ahead_is_a_clear_error_and_leaves_nothing(store, opened: list[ReadAhead]) -> None:  # type: ignore[no-untyped-def]
+def test_a_damaged_layer_read_ahead_is_a_clear_error_and_leaves_nothing(
+    store, opened: list[ReadAhead]
+) -> None:  # type: ignore[no-untyped-def]
     tar = tar_bytes([("big", "file", os.urandom(3 * CHUNK))])
     blob = gzip.compress(tar, compresslevel=1)
     blob = blob[: len(blob) * 2 // 3]

@@ -36,11 +36,17 @@ def staged_bytes(home: Path) -> int:
 
 def start_ingest(home: Path) -> subprocess.Popen:
     """A subprocess that has written part of the layer into staging and waits for the rest."""
-    proc = subprocess.Popen([sys.executable, "-c", INGEST, str(home), sha(LAYER), str(len(LAYER))],
-                            stdin=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INGEST, str(home), sha(LAYER), str(len(LAYER))],
+        stdin=subprocess.PIPE,
+    )
     proc.stdin.write(LAYER[: 4 * MiB])
     proc.stdin.flush()
-    wait_until(lambda: staged_bytes(home) >= 2 * MiB, "the subprocess to stage part of the layer", timeout=30)
+    wait_until(
+        lambda: staged_bytes(home) >= 2 * MiB,
+        "the subprocess to stage part of the layer",
+        timeout=30,
+    )
     return proc
 
 
@@ -68,7 +74,7 @@ def test_the_staging_of_a_live_load_is_kept(tmp_path: Path):
         before = list((home / "tmp").iterdir())
         Store(home).prune()
         assert list((home / "tmp").iterdir()) == before
-        proc.stdin.write(LAYER[4 * MiB:])
+        proc.stdin.write(LAYER[4 * MiB :])
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0  # it finished undisturbed
     finally:
@@ -97,7 +103,10 @@ def test_prune_reports_what_the_open_of_the_store_freed(tmp_path: Path, monkeypa
     staged = staged_bytes(home)
     monkeypatch.setenv("SANDKIT_HOME", str(home))
     out = subprocess.run(
-        [sys.executable, "-m", "sandkit", "image", "prune"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "sandkit", "image", "prune"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "1 left by interrupted pulls or loads" in out.stdout
     assert "reclaimed 0" not in out.stdout

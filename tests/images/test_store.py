@@ -79,7 +79,9 @@ def _try_remove(home: str, image_id: str) -> str:
 
 
 def test_prune_removes_unreferenced_content(tmp_path, store):
-    a = Image.load(oci_layout(tmp_path / "a", [LAYER, tar_bytes([("x", "file", b"x")])]), store=store)
+    a = Image.load(
+        oci_layout(tmp_path / "a", [LAYER, tar_bytes([("x", "file", b"x")])]), store=store
+    )
     b = Image.load(oci_layout(tmp_path / "b", [LAYER], ref_name="example.com/b:1"), store=store)
     assert a.layer_dirs[0] == b.layer_dirs[0]  # shared, applied once
     a.remove()
@@ -137,15 +139,23 @@ def test_two_processes_load_the_same_image(tmp_path, store):
 @pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo not installed")
 @pytest.mark.parametrize("fmt,transport", [("docker", "docker-archive"), ("oci", "oci-archive")])
 def test_saved_archives_are_read_by_skopeo_and_reload(tmp_path, store, fmt, transport):
-    img = Image.load(oci_layout(tmp_path / "l", [LAYER], compress="zstd" if fmt == "oci" else "gzip"), store=store)
+    img = Image.load(
+        oci_layout(tmp_path / "l", [LAYER], compress="zstd" if fmt == "oci" else "gzip"),
+        store=store,
+    )
     out = tmp_path / f"img.{fmt}.tar"
     img.save(out, format=fmt)
-    info = json.loads(subprocess.run(["skopeo", "inspect", f"{transport}:{out}"], check=True,
-                                     capture_output=True, text=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", f"{transport}:{out}"], check=True, capture_output=True, text=True
+        ).stdout
+    )
     assert info["Layers"] and info["Os"] == "linux"
     # skopeo rewrites it as an OCI layout (re-serialising the config when it converts from
     # docker-archive, so the id may change); loading it back gives the same layers
-    subprocess.run(["skopeo", "copy", "-q", f"{transport}:{out}", f"oci:{tmp_path / 'copy'}:x"], check=True)
+    subprocess.run(
+        ["skopeo", "copy", "-q", f"{transport}:{out}", f"oci:{tmp_path / 'copy'}:x"], check=True
+    )
     again = Image.load(tmp_path / "copy", store=store)
     assert again.layer_dirs == img.layer_dirs
     assert again.config == img.config

@@ -26,7 +26,10 @@ from sandkit.images.store import Store
 
 from .conftest import oci_layout, tar_bytes
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user"),
+]
 
 SECRET = b"root-only-secret-4c1d"
 
@@ -43,12 +46,14 @@ def shared_dir():
 @pytest.fixture(scope="module")
 def filled_store(shared_dir: Path):
     """A store made the way `sandkit load` makes it, with content worth attacking."""
-    layer = tar_bytes([
-        ("bin", "dir", None),
-        ("bin/id-suid", "file", Path("/usr/bin/id").read_bytes(), {"mode": 0o4755}),
-        ("secret", "file", SECRET, {"mode": 0o600}),
-        ("tmp", "dir", None, {"mode": 0o1777}),
-    ])
+    layer = tar_bytes(
+        [
+            ("bin", "dir", None),
+            ("bin/id-suid", "file", Path("/usr/bin/id").read_bytes(), {"mode": 0o4755}),
+            ("secret", "file", SECRET, {"mode": 0o600}),
+            ("tmp", "dir", None, {"mode": 0o1777}),
+        ]
+    )
     layout = oci_layout(shared_dir / "layout", [layer])
     store = Store(shared_dir / "home")
     image = Image.load(layout, store=store)
@@ -66,7 +71,11 @@ def _attempt(fn, *args) -> str:
 
 
 def _run_setuid(layer: Path) -> str:
-    return subprocess.run([str(layer / "bin/id-suid"), "-u"], capture_output=True, check=True).stdout.decode().strip()
+    return (
+        subprocess.run([str(layer / "bin/id-suid"), "-u"], capture_output=True, check=True)
+        .stdout.decode()
+        .strip()
+    )
 
 
 def _read_blob(blob: Path) -> bool:

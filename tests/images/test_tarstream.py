@@ -41,7 +41,9 @@ def test_tarfile_parses_through_it_and_copy_to_gets_each_file(tmp_path, chunk):
             else:
                 got[member.name] = member.type  # its data, if any, is skipped by tarfile's seek
     assert got == {
-        name: payload if kind == "file" else {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}[kind]
+        name: payload
+        if kind == "file"
+        else {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}[kind]
         for name, kind, payload in ENTRIES
     }
 
@@ -81,7 +83,9 @@ def test_sparse_members_are_laid_out_by_tarfile(tmp_path):
         f.seek(3 << 20)
         f.write(b"end")
     archive = tmp_path / "sparse.tar"
-    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", archive, "-C", src, "holes"], check=True)
+    subprocess.run(
+        ["tar", "--sparse", "--format=gnu", "-cf", archive, "-C", src, "holes"], check=True
+    )
     with tarfile.open(archive) as tar:
         assert tar.getmember("holes").issparse()
     root = tmp_path / "layer"
@@ -92,7 +96,9 @@ def test_sparse_members_are_laid_out_by_tarfile(tmp_path):
 
 
 def test_a_layer_of_many_files_applies_whole(tmp_path: Path):
-    entries = [("d", "dir", None)] + [(f"d/f{i}", "file", os.urandom(i * 97 % 3000)) for i in range(300)]
+    entries = [("d", "dir", None)] + [
+        (f"d/f{i}", "file", os.urandom(i * 97 % 3000)) for i in range(300)
+    ]
     root = tmp_path / "layer"
     root.mkdir()
     apply_tar(io.BytesIO(tar_bytes(entries)), root)

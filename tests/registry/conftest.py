@@ -25,12 +25,17 @@ from .hostile import Relay
 from .server import Registry, make_registry
 
 if not shutil.which("docker-registry"):
-    pytest.skip("docker-registry is not installed (apt-get install docker-registry)", allow_module_level=True)
+    pytest.skip(
+        "docker-registry is not installed (apt-get install docker-registry)",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module, "RETRY", RetryPolicy(attempts=3, base_delay=0.02, max_delay=0.1))
+    monkeypatch.setattr(
+        client_module, "RETRY", RetryPolicy(attempts=3, base_delay=0.02, max_delay=0.1)
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -61,14 +66,18 @@ def assert_clean(store: Store) -> None:
 
 
 @pytest.fixture(scope="module", params=["http", "tls", "basic", "token"])
-def registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+def registry(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registry]:
     reg = make_registry(tmp_path_factory.mktemp(f"registry-{request.param}"), request.param)
     yield reg
     reg.close()
 
 
 @pytest.fixture(scope="module", params=["basic", "token"])
-def auth_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+def auth_registry(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registry]:
     reg = make_registry(tmp_path_factory.mktemp(f"auth-{request.param}"), request.param)
     yield reg
     reg.close()
@@ -98,8 +107,11 @@ def plain_registry(tmp_path: Path) -> Iterator[Registry]:
 
 def busybox_layers(extra: bytes = b"") -> list[bytes]:
     data = Path("/bin/busybox").read_bytes()
-    base = [("bin", "dir", None), ("bin/busybox", "file", data, {"mode": 0o755}),
-            ("tmp", "dir", None, {"mode": 0o1777})]
+    base = [
+        ("bin", "dir", None),
+        ("bin/busybox", "file", data, {"mode": 0o755}),
+        ("tmp", "dir", None, {"mode": 0o1777}),
+    ]
     base += [(f"bin/{a}", "symlink", "busybox") for a in ("sh", "cat", "echo", "ls")]
     top = [("etc", "dir", None), ("etc/message", "file", b"hello from the registry\n")]
     if extra:
@@ -107,11 +119,17 @@ def busybox_layers(extra: bytes = b"") -> list[bytes]:
     return [tar_bytes(base), tar_bytes(top)]
 
 
-def make_image(tmp_path: Path, store: Store, name: str = "bb", *, extra: bytes = b"", arch: str = "amd64") -> Image:
+def make_image(
+    tmp_path: Path, store: Store, name: str = "bb", *, extra: bytes = b"", arch: str = "amd64"
+) -> Image:
     if not Path("/bin/busybox").exists():
         pytest.skip("busybox-static is not installed")
-    layout = oci_layout(tmp_path / f"layout-{name}", busybox_layers(extra), ref_name=f"local/{name}:1",
-                        config={"Cmd": ["sh"], "Env": ["PATH=/bin"]})
+    layout = oci_layout(
+        tmp_path / f"layout-{name}",
+        busybox_layers(extra),
+        ref_name=f"local/{name}:1",
+        config={"Cmd": ["sh"], "Env": ["PATH=/bin"]},
+    )
     if arch != "amd64":
         import json
 
@@ -146,8 +164,16 @@ class BreakingProxy:
     ``redirect_to`` (a `BlobStorage`), it answers every blob GET with a redirect there instead,
     as Docker Hub and most cloud registries send blob downloads to object storage."""
 
-    def __init__(self, target: str, digest: str, breaks: int, *, stall: bool = False, delay: float = 0.0,
-                 redirect_to: BlobStorage | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        digest: str,
+        breaks: int,
+        *,
+        stall: bool = False,
+        delay: float = 0.0,
+        redirect_to: BlobStorage | None = None,
+    ) -> None:
         self.breaks = breaks
         self.ranges: list[str] = []
         self.stalled = threading.Event()  # set once a stalled download has had its half
@@ -167,7 +193,9 @@ class BreakingProxy:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                }
                 conn = http.client.HTTPConnection(target, timeout=30)
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
@@ -220,7 +248,7 @@ class BlobStorage:
             def do_GET(self) -> None:
                 storage.requests.append(dict(self.headers))
                 data = registry.blob_file(self.path.split("?", 1)[0].lstrip("/")).read_bytes()
-                start = int(self.headers.get("Range", "bytes=0-")[len("bytes="):].rstrip("-"))
+                start = int(self.headers.get("Range", "bytes=0-")[len("bytes=") :].rstrip("-"))
                 self.send_response(206 if start else 200)
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -244,9 +272,18 @@ class BlobStorage:
 def breaking_proxy() -> Iterator[Any]:
     made: list[BreakingProxy] = []
 
-    def make(target: str, digest: str, breaks: int, *, stall: bool = False, delay: float = 0.0,
-             redirect_to: BlobStorage | None = None) -> BreakingProxy:
-        made.append(BreakingProxy(target, digest, breaks, stall=stall, delay=delay, redirect_to=redirect_to))
+    def make(
+        target: str,
+        digest: str,
+        breaks: int,
+        *,
+        stall: bool = False,
+        delay: float = 0.0,
+        redirect_to: BlobStorage | None = None,
+    ) -> BreakingProxy:
+        made.append(
+            BreakingProxy(target, digest, breaks, stall=stall, delay=delay, redirect_to=redirect_to)
+        )
         return made[-1]
 
     yield make

@@ -46,8 +46,14 @@ class Relay:
     itself; ``edit`` may rewrite the registry's answers. With ``keep_host`` the registry sees the
     relay's Host header, so that the URLs it sends back (upload Locations) point at the relay."""
 
-    def __init__(self, target: str | None, *, intercept: Intercept | None = None, edit: Edit | None = None,
-                 keep_host: bool = False) -> None:
+    def __init__(
+        self,
+        target: str | None,
+        *,
+        intercept: Intercept | None = None,
+        edit: Edit | None = None,
+        keep_host: bool = False,
+    ) -> None:
         self.seen: list[Seen] = []
         relay = self
 
@@ -88,7 +94,9 @@ class Relay:
         headers = {k: v for k, v in seen.headers.items() if k.lower() not in dropped}
         conn = http.client.HTTPConnection(target, timeout=30)
         try:
-            conn.request(seen.method, seen.path, body=body, headers=headers)  # (a Host given is kept)
+            conn.request(
+                seen.method, seen.path, body=body, headers=headers
+            )  # (a Host given is kept)
             resp = conn.getresponse()
             return Answer(resp.status, resp.getheaders(), resp.read())
         finally:
@@ -120,7 +128,12 @@ class Blob:
         return sha256(self.data)
 
     def descriptor(self, **extra: Any) -> dict[str, Any]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": len(self.data), **extra}
+        return {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": len(self.data),
+            **extra,
+        }
 
 
 def tiny_image() -> tuple[Blob, Blob, Blob]:
@@ -131,13 +144,27 @@ def tiny_image() -> tuple[Blob, Blob, Blob]:
         info.size = 6
         tar.addfile(info, io.BytesIO(b"hello\n"))
     layer = Blob("application/vnd.oci.image.layer.v1.tar", buf.getvalue())
-    config = Blob("application/vnd.oci.image.config.v1+json", json.dumps({
-        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
-    }).encode())
-    manifest = Blob("application/vnd.oci.image.manifest.v1+json", json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config.descriptor(), "layers": [layer.descriptor()],
-    }).encode())
+    config = Blob(
+        "application/vnd.oci.image.config.v1+json",
+        json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+            }
+        ).encode(),
+    )
+    manifest = Blob(
+        "application/vnd.oci.image.manifest.v1+json",
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config.descriptor(),
+                "layers": [layer.descriptor()],
+            }
+        ).encode(),
+    )
     return manifest, config, layer
 
 
@@ -158,10 +185,14 @@ def answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None
 
 
 def serve(blob: Blob) -> Route:
-    return answer(200, blob.data, {"Content-Type": blob.media_type, "Docker-Content-Digest": blob.digest})
+    return answer(
+        200, blob.data, {"Content-Type": blob.media_type, "Docker-Content-Digest": blob.digest}
+    )
 
 
-def endless(status: int = 200, headers: dict[str, str] | None = None, *, cap: int = 512 << 20) -> Route:
+def endless(
+    status: int = 200, headers: dict[str, str] | None = None, *, cap: int = 512 << 20
+) -> Route:
     """A body without end (up to ``cap`` bytes, so that a client that reads it all ends too)."""
     piece = b"A" * (1 << 20)
 
@@ -178,7 +209,9 @@ def endless(status: int = 200, headers: dict[str, str] | None = None, *, cap: in
     return route
 
 
-def trickle(data: bytes, every: float, headers: dict[str, str] | None = None, *, for_at_most: float = 20.0) -> Route:
+def trickle(
+    data: bytes, every: float, headers: dict[str, str] | None = None, *, for_at_most: float = 20.0
+) -> Route:
     """``data`` one byte every ``every`` seconds, with an honest Content-Length (the whole of it
     if ``for_at_most`` allows)."""
 
@@ -201,8 +234,14 @@ def trickle(data: bytes, every: float, headers: dict[str, str] | None = None, *,
     return route
 
 
-def promise_more(blob: Blob, extra: int | None, release: threading.Event, *, for_at_most: float = 10.0,
-                 held: list[str] | None = None) -> Route:
+def promise_more(
+    blob: Blob,
+    extra: int | None,
+    release: threading.Event,
+    *,
+    for_at_most: float = 10.0,
+    held: list[str] | None = None,
+) -> Route:
     """``blob`` under a Content-Length ``extra`` bytes longer (None: no Content-Length, so the
     body ends when the connection does), then nothing more, the connection held open until
     ``release`` (or ``for_at_most`` seconds; then "timed out" goes to ``held``)."""
@@ -256,7 +295,9 @@ class ScriptedRegistry:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 registry.requests.append(path)
-                registry.routes.get(path, answer(404, b'{"errors":[{"code":"NAME_UNKNOWN"}]}'))(self)
+                registry.routes.get(path, answer(404, b'{"errors":[{"code":"NAME_UNKNOWN"}]}'))(
+                    self
+                )
 
             do_HEAD = do_GET
 

@@ -52,8 +52,13 @@ def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _cert(subject: str, key: rsa.RSAPrivateKey, issuer: tuple[str, rsa.RSAPrivateKey] | None = None,
-          *, ca: bool = False) -> x509.Certificate:
+def _cert(
+    subject: str,
+    key: rsa.RSAPrivateKey,
+    issuer: tuple[str, rsa.RSAPrivateKey] | None = None,
+    *,
+    ca: bool = False,
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     issuer_name, issuer_key = issuer or (subject, key)
     b = (
@@ -67,10 +72,14 @@ def _cert(subject: str, key: rsa.RSAPrivateKey, issuer: tuple[str, rsa.RSAPrivat
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if ca:
-        b = b.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        b = b.add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
     else:
         b = b.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
             critical=False,
         )
     return b.sign(issuer_key, hashes.SHA256())
@@ -91,7 +100,9 @@ def write_tls(directory: Path) -> tuple[Path, Path, Path]:
 def libtrust_key_id(public_key: Any) -> str:
     """The key id registry 2.8 (docker/libtrust) expects in a token's ``kid`` header: base32 of
     the first 240 bits of SHA-256 over the DER public key, as 12 groups of 4 joined by ':'."""
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     b32 = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode()
     return ":".join(b32[i : i + 4] for i in range(0, 48, 4))
 
@@ -103,7 +114,9 @@ class TokenServer:
     def __init__(self, directory: Path, *, lifetime: int = 300) -> None:
         self.key = _key()
         self.cert_path = directory / "token-signer.pem"
-        self.cert_path.write_bytes(_cert("token signer", self.key).public_bytes(serialization.Encoding.PEM))
+        self.cert_path.write_bytes(
+            _cert("token signer", self.key).public_bytes(serialization.Encoding.PEM)
+        )
         self.kid = libtrust_key_id(self.key.public_key())
         self.lifetime = lifetime
         self.requests: list[dict[str, Any]] = []
@@ -153,8 +166,16 @@ class TokenServer:
             if user:
                 access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
-        claims = {"iss": ISSUER, "sub": user or "", "aud": service, "exp": now + self.lifetime,
-                  "nbf": now - 30, "iat": now, "jti": secrets.token_hex(8), "access": access}
+        claims = {
+            "iss": ISSUER,
+            "sub": user or "",
+            "aud": service,
+            "exp": now + self.lifetime,
+            "nbf": now - 30,
+            "iat": now,
+            "jti": secrets.token_hex(8),
+            "access": access,
+        }
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
     def close(self) -> None:
@@ -190,15 +211,21 @@ class Registry:
 
     def start(self, timeout: float = 15.0) -> None:
         log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - handed to the child, closed here
-        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.config)], stdout=log, stderr=log,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [REGISTRY_BIN, "serve", str(self.config)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         verify = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else False
         with httpx.Client(verify=verify) as c:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"docker-registry exited: {(self.root / 'registry.log').read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"docker-registry exited: {(self.root / 'registry.log').read_text()[-2000:]}"
+                    )
                 try:
                     if c.get(f"{self.scheme}://{self.host}/v2/").status_code in (200, 401):
                         return
@@ -226,13 +253,18 @@ def make_registry(root: Path, variant: str = "http") -> Registry:
     port = free_port()
     host = f"127.0.0.1:{port}"
     http_cfg: dict[str, Any] = {
-        "addr": host, "secret": secrets.token_hex(16), "headers": {"X-Content-Type-Options": ["nosniff"]},
+        "addr": host,
+        "secret": secrets.token_hex(16),
+        "headers": {"X-Content-Type-Options": ["nosniff"]},
     }
     cfg: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True},
-                    "maintenance": {"uploadpurging": {"enabled": False}}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(root / "data")},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
         "http": http_cfg,
     }
     reg = Registry(variant, host, root, root / "config.yml")
@@ -241,14 +273,22 @@ def make_registry(root: Path, variant: str = "http") -> Registry:
         http_cfg["tls"] = {"certificate": str(cert), "key": str(key)}
         reg.ca_file = ca
     elif variant == "basic":
-        line = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, check=True, text=True).stdout
+        line = subprocess.run(
+            ["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, check=True, text=True
+        ).stdout
         (root / "htpasswd").write_text(line.strip() + "\n")
         cfg["auth"] = {"htpasswd": {"realm": "sandkit-test", "path": str(root / "htpasswd")}}
         reg.auth = (USER, PASSWORD)
     elif variant == "token":
         reg.token_server = TokenServer(root)
-        cfg["auth"] = {"token": {"realm": reg.token_server.url, "service": SERVICE, "issuer": ISSUER,
-                                 "rootcertbundle": str(reg.token_server.cert_path)}}
+        cfg["auth"] = {
+            "token": {
+                "realm": reg.token_server.url,
+                "service": SERVICE,
+                "issuer": ISSUER,
+                "rootcertbundle": str(reg.token_server.cert_path),
+            }
+        }
         reg.auth = (USER, PASSWORD)
     elif variant != "http":
         raise ValueError(variant)

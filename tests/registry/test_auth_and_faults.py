@@ -31,17 +31,29 @@ def test_wrong_password(auth_registry: Registry, busybox: Image, other_store: St
     assert_clean(other_store)
 
 
-def test_anonymous_is_refused_with_login_advice(auth_registry: Registry, busybox: Image, other_store: Store) -> None:
+def test_anonymous_is_refused_with_login_advice(
+    auth_registry: Registry, busybox: Image, other_store: Store
+) -> None:
     busybox.push(auth_registry.ref("auth/app:1"), auth=(USER, PASSWORD))
     with pytest.raises(AuthenticationError, match="sandkit login"):
         Image.pull(auth_registry.ref("auth/app:1"), store=other_store)
     assert_clean(other_store)
 
 
-def test_credentials_from_docker_config(auth_registry: Registry, busybox: Image, other_store: Store,
-                                        docker_config: Path) -> None:
-    docker_config.write_text(json.dumps({"auths": {
-        f"https://{auth_registry.host}": {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
+def test_credentials_from_docker_config(
+    auth_registry: Registry, busybox: Image, other_store: Store, docker_config: Path
+) -> None:
+    docker_config.write_text(
+        json.dumps(
+            {
+                "auths": {
+                    f"https://{auth_registry.host}": {
+                        "auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                    }
+                }
+            }
+        )
+    )
     busybox.push(auth_registry.ref("auth/cfg:1"))
     assert Image.pull(auth_registry.ref("auth/cfg:1"), store=other_store).id == busybox.id
 
@@ -65,7 +77,9 @@ def test_tokens_are_cached_per_scope(tmp_path: Path, store: Store, other_store: 
         image.push(reg.ref("tok/app:1"), auth=reg.auth)
         assert [r["scope"] for r in reg.token_server.requests] == [["repository:tok/app:pull,push"]]
         reg.token_server.requests.clear()
-        Image.pull(reg.ref("tok/app:1"), store=other_store, auth=reg.auth)  # manifest + config + 2 layers
+        Image.pull(
+            reg.ref("tok/app:1"), store=other_store, auth=reg.auth
+        )  # manifest + config + 2 layers
         assert [r["scope"] for r in reg.token_server.requests] == [["repository:tok/app:pull"]]
     finally:
         reg.close()
@@ -89,7 +103,9 @@ def registry_tls(tmp_path: Path):
 
 def test_unknown_tag(plain_registry: Registry, busybox: Image, other_store: Store) -> None:
     busybox.push(plain_registry.ref("team/app:1"))
-    with pytest.raises(ImageNotFoundError, match=r"team/app:nope was not found.*check the repository name"):
+    with pytest.raises(
+        ImageNotFoundError, match=r"team/app:nope was not found.*check the repository name"
+    ):
         Image.pull(plain_registry.ref("team/app:nope"), store=other_store)
     assert_clean(other_store)
 
@@ -107,7 +123,9 @@ def test_tampered_blob(plain_registry: Registry, busybox: Image, other_store: St
     assert not other_store.has_blob(top)
 
 
-def test_registry_stopped_mid_pull(plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store) -> None:
+def test_registry_stopped_mid_pull(
+    plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store
+) -> None:
     image = make_image(tmp_path, store, extra=random_bytes(24 << 20))
     image.push(plain_registry.ref("team/big:1"))
 
@@ -116,12 +134,15 @@ def test_registry_stopped_mid_pull(plain_registry: Registry, tmp_path: Path, sto
             plain_registry.stop()
 
     with pytest.raises(RegistryError, match=r"(failed|kept failing).*registry is up"):
-        Image.pull(plain_registry.ref("team/big:1"), store=other_store, progress=kill_on_first_bytes)
+        Image.pull(
+            plain_registry.ref("team/big:1"), store=other_store, progress=kill_on_first_bytes
+        )
     assert_clean(other_store)
 
 
-def test_truncated_body_is_resumed_with_range(plain_registry: Registry, tmp_path: Path, store: Store,
-                                              other_store: Store, breaking_proxy) -> None:
+def test_truncated_body_is_resumed_with_range(
+    plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store, breaking_proxy
+) -> None:
     image = make_image(tmp_path, store, extra=random_bytes(4 << 20))
     image.push(plain_registry.ref("team/cut:1"))
     top = store.record(image.id).layers[-1].digest
@@ -130,11 +151,16 @@ def test_truncated_body_is_resumed_with_range(plain_registry: Registry, tmp_path
     pulled = Image.pull(f"{proxy.host}/team/cut:1", store=other_store, progress=events.append)
     assert pulled.id == image.id
     assert "retrying" in [e.status for e in events]
-    assert proxy.ranges[0] == "" and proxy.ranges[1].startswith("bytes=") and proxy.ranges[1] != "bytes=0-"
+    assert (
+        proxy.ranges[0] == ""
+        and proxy.ranges[1].startswith("bytes=")
+        and proxy.ranges[1] != "bytes=0-"
+    )
 
 
-def test_truncated_body_every_time(plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store,
-                                   breaking_proxy) -> None:
+def test_truncated_body_every_time(
+    plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store, breaking_proxy
+) -> None:
     image = make_image(tmp_path, store, extra=random_bytes(1 << 20))
     image.push(plain_registry.ref("team/cut:2"))
     top = store.record(image.id).layers[-1].digest

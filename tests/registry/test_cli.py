@@ -25,7 +25,9 @@ def run(*argv: str) -> int:
     return args.func(args)
 
 
-def test_push_and_pull_commands(plain_registry: Registry, busybox: Image, store: Store, capsys) -> None:
+def test_push_and_pull_commands(
+    plain_registry: Registry, busybox: Image, store: Store, capsys
+) -> None:
     ref = plain_registry.ref("cli/app:1")
     busybox.tag(ref)
     assert run("push", ref) == 0

@@ -24,8 +24,14 @@ from .server import Registry
 pytestmark = pytest.mark.slow
 
 
-def _read_blob(host: str, digest: str, size: int, buffer_size: int, *, again_after_error: bool = False,
-               ) -> tuple[bytes, list[str]]:
+def _read_blob(
+    host: str,
+    digest: str,
+    size: int,
+    buffer_size: int,
+    *,
+    again_after_error: bool = False,
+) -> tuple[bytes, list[str]]:
     """Read a blob of team/app through a `BlobDownload` in a worker thread, as a pull does.
     With ``again_after_error``, a failed read is followed by one more, as `Store.ingest_layer`
     drains its source after an error to name the blob's digest."""
@@ -34,8 +40,15 @@ def _read_blob(host: str, digest: str, size: int, buffer_size: int, *, again_aft
     async def main() -> bytes:
         async with RegistryClient(host) as client:
             url = await client.url(f"/v2/team/app/blobs/{digest}")
-            blob = BlobDownload(client, url, scopes=frozenset({scope("team/app", "pull")}), digest=digest,
-                                size=size, where="team/app", report=lambda e: events.append(e.status))
+            blob = BlobDownload(
+                client,
+                url,
+                scopes=frozenset({scope("team/app", "pull")}),
+                digest=digest,
+                size=size,
+                where="team/app",
+                report=lambda e: events.append(e.status),
+            )
 
             def drain() -> bytes:
                 out, buf = bytearray(), bytearray(buffer_size)
@@ -81,8 +94,10 @@ def test_a_blob_longer_than_its_descriptor_fails_once_and_stays_failed(
 
 def _a_thread_blocked_reading_a_socket() -> bool:
     """Whether some thread is inside httpcore's socket read (in recv: its frame is on top)."""
-    return any(frame.f_code.co_name == "read" and frame.f_code.co_filename.endswith("_backends/sync.py")
-               for frame in sys._current_frames().values())
+    return any(
+        frame.f_code.co_name == "read" and frame.f_code.co_filename.endswith("_backends/sync.py")
+        for frame in sys._current_frames().values()
+    )
 
 
 @pytest.mark.trio
@@ -90,13 +105,20 @@ async def test_cancelling_a_pull_ends_a_stalled_download_at_once(
     plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store, breaking_proxy
 ) -> None:
     image = make_image(tmp_path, store, extra=random_bytes(4 << 20))
-    await trio.to_thread.run_sync(image.push, plain_registry.ref("team/app:1"))  # (the sync API runs its own loop)
+    await trio.to_thread.run_sync(
+        image.push, plain_registry.ref("team/app:1")
+    )  # (the sync API runs its own loop)
     top = store.record(image.id).layers[-1].digest
     proxy = breaking_proxy(plain_registry.host, top, breaks=1, stall=True)
     statuses: list[str] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: pull(f"{proxy.host}/team/app:1", store=other_store,
-                                        progress=lambda e: statuses.append(e.status)))
+        nursery.start_soon(
+            lambda: pull(
+                f"{proxy.host}/team/app:1",
+                store=other_store,
+                progress=lambda e: statuses.append(e.status),
+            )
+        )
         await trio.to_thread.run_sync(proxy.stalled.wait)
         with trio.fail_after(10):
             # Polled: no event says that the apply thread is blocked in recv.
@@ -110,8 +132,9 @@ async def test_cancelling_a_pull_ends_a_stalled_download_at_once(
     assert "retrying" not in statuses  # the socket was shut on purpose, not broken
 
 
-def test_progress_is_reported_on_the_callers_thread(plain_registry: Registry, tmp_path: Path, store: Store,
-                                                    other_store: Store) -> None:
+def test_progress_is_reported_on_the_callers_thread(
+    plain_registry: Registry, tmp_path: Path, store: Store, other_store: Store
+) -> None:
     image = make_image(tmp_path, store, extra=random_bytes(2 << 20))
     image.push(plain_registry.ref("team/app:1"))
     threads: set[int] = set()
@@ -135,7 +158,9 @@ def test_pull_runs_under_asyncio_too(
 
     async def main() -> str:
         record = await pull(
-            plain_registry.ref("team/app:1"), store=other_store, progress=lambda e: statuses.append(e.status)
+            plain_registry.ref("team/app:1"),
+            store=other_store,
+            progress=lambda e: statuses.append(e.status),
         )
         return record.id
 
@@ -170,8 +195,12 @@ def test_a_download_refused_with_401_gets_a_token_from_the_loop_and_goes_on(
 
         monkeypatch.setattr(Authenticator, "header_for", stale_once_layers_are_due)
         monkeypatch.setattr(Authenticator, "on_unauthorized", recording)
-        pulled = Image.pull(reg.ref("tok/app:1"), store=other_store, auth=reg.auth,
-                            progress=lambda e: layers_due.set() if e.status == "waiting" else None)
+        pulled = Image.pull(
+            reg.ref("tok/app:1"),
+            store=other_store,
+            auth=reg.auth,
+            progress=lambda e: layers_due.set() if e.status == "waiting" else None,
+        )
         assert pulled.id == image.id
         # (None: the first request, sent before the registry's challenge was known)
         assert refused == [None] + ["Bearer stale"] * len(store.record(image.id).layers)
@@ -193,7 +222,11 @@ def test_two_pulls_of_one_image_into_one_store_fetch_each_layer_once(
     # the layer's lock.
     proxy = breaking_proxy(plain_registry.host, top, breaks=0, delay=1.0)
     with ThreadPoolExecutor(2) as pool:
-        ids = list(pool.map(lambda _: Image.pull(f"{proxy.host}/team/app:1", store=other_store).id, range(2)))
+        ids = list(
+            pool.map(
+                lambda _: Image.pull(f"{proxy.host}/team/app:1", store=other_store).id, range(2)
+            )
+        )
     assert ids == [image.id, image.id]
     assert len(proxy.ranges) == 1
 
@@ -256,7 +289,9 @@ def test_a_redirect_loop_is_a_registry_error_that_leaves_nothing(
         image = make_image(tmp_path, store)
         image.push(plain_registry.ref("team/app:1"))
         proxy = breaking_proxy(plain_registry.host, "-", breaks=0, redirect_to=loop)
-        with pytest.raises(RegistryError, match=r"redirected GET /v2/team/app/blobs/sha256:\w+ more than 20 times"):
+        with pytest.raises(
+            RegistryError, match=r"redirected GET /v2/team/app/blobs/sha256:\w+ more than 20 times"
+        ):
             Image.pull(f"{proxy.host}/team/app:1", store=other_store)  # (the config meets it first)
         assert_clean(other_store)
         layer = store.record(image.id).layers[0]  # and a layer's download, in its thread

@@ -33,7 +33,9 @@ def _pull(reg: ScriptedRegistry, store: Store) -> Image:
     return Image.pull(reg.ref(), store=store, platform="linux/amd64")
 
 
-def _serve_image(reg: ScriptedRegistry, *, manifest: dict[str, Any] | None = None, config: bytes | None = None) -> None:
+def _serve_image(
+    reg: ScriptedRegistry, *, manifest: dict[str, Any] | None = None, config: bytes | None = None
+) -> None:
     """Serve team/app:1 with this manifest (default: the valid one) and config (relinked)."""
     body = json.loads(reg.manifest.data) if manifest is None else manifest
     if config is not None:
@@ -81,8 +83,13 @@ def test_a_deeply_nested_error_body(reg: ScriptedRegistry, store: Store) -> None
 
 def test_a_deeply_nested_token_response(reg: ScriptedRegistry, store: Store) -> None:
     challenge = {"WWW-Authenticate": f'Bearer realm="http://{reg.host}/token"'}
-    reg.routes.update({"/v2/": answer(401, b"", challenge), "/v2/team/app/manifests/1": answer(401, b"", challenge),
-                       "/token": answer(200, DEEP)})
+    reg.routes.update(
+        {
+            "/v2/": answer(401, b"", challenge),
+            "/v2/team/app/manifests/1": answer(401, b"", challenge),
+            "/token": answer(200, DEEP),
+        }
+    )
     with pytest.raises(RegistryError, match="sent no token"):
         _pull(reg, store)
 
@@ -92,32 +99,53 @@ def test_a_deeply_nested_token_response(reg: ScriptedRegistry, store: Store) -> 
 
 def _index_with(**entry_changes: Any) -> Callable[[ScriptedRegistry], Blob]:
     def build(reg: ScriptedRegistry) -> Blob:
-        entry = reg.manifest.descriptor(platform={"os": "linux", "architecture": "amd64"}) | entry_changes
-        return Blob(OCI_INDEX, json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode())
+        entry = (
+            reg.manifest.descriptor(platform={"os": "linux", "architecture": "amd64"})
+            | entry_changes
+        )
+        return Blob(
+            OCI_INDEX,
+            json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode(),
+        )
 
     return build
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"platform": "linux/amd64"}, "platform that is not an object of strings"),
-    ({"platform": {"os": "linux", "architecture": ["amd64"]}}, "platform that is not an object of strings"),
-    ({"size": "338"}, "invalid size '338'"),
-    ({"size": 100 << 30}, "invalid size"),
-    ({"mediaType": {"a": 1}}, "mediaType that is not a string"),
-])
-def test_an_index_entry_of_the_wrong_types(reg: ScriptedRegistry, store: Store, change: dict, message: str) -> None:
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"platform": "linux/amd64"}, "platform that is not an object of strings"),
+        (
+            {"platform": {"os": "linux", "architecture": ["amd64"]}},
+            "platform that is not an object of strings",
+        ),
+        ({"size": "338"}, "invalid size '338'"),
+        ({"size": 100 << 30}, "invalid size"),
+        ({"mediaType": {"a": 1}}, "mediaType that is not a string"),
+    ],
+)
+def test_an_index_entry_of_the_wrong_types(
+    reg: ScriptedRegistry, store: Store, change: dict, message: str
+) -> None:
     reg.routes["/v2/team/app/manifests/1"] = serve(_index_with(**change)(reg))
     with pytest.raises(ImageError, match=message):
         _pull(reg, store)
 
 
-@pytest.mark.parametrize("layer_change, message", [
-    ({"mediaType": ["application/vnd.oci.image.layer.v1.tar"]}, "mediaType that is not a string"),
-    ({"size": True}, "invalid size True"),
-    ({"annotations": ["a"]}, "annotations that are not an object of strings"),
-])
-def test_a_layer_descriptor_of_the_wrong_types(reg: ScriptedRegistry, store: Store, layer_change: dict,
-                                               message: str) -> None:
+@pytest.mark.parametrize(
+    "layer_change, message",
+    [
+        (
+            {"mediaType": ["application/vnd.oci.image.layer.v1.tar"]},
+            "mediaType that is not a string",
+        ),
+        ({"size": True}, "invalid size True"),
+        ({"annotations": ["a"]}, "annotations that are not an object of strings"),
+    ],
+)
+def test_a_layer_descriptor_of_the_wrong_types(
+    reg: ScriptedRegistry, store: Store, layer_change: dict, message: str
+) -> None:
     manifest = json.loads(reg.manifest.data)
     manifest["layers"][0].update(layer_change)
     _serve_image(reg, manifest=manifest)
@@ -125,18 +153,23 @@ def test_a_layer_descriptor_of_the_wrong_types(reg: ScriptedRegistry, store: Sto
         _pull(reg, store)
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"rootfs__diff_ids": 5}, "rootfs.diff_ids"),
-    ({"architecture": ["amd64"]}, "architecture"),
-    ({"config": "sh"}, "config"),
-    ({"config__Env": 5}, "config.Env"),
-    ({"config__Cmd": [1, 2]}, "config.Cmd"),
-    ({"config__Labels": ["a=b"]}, "config.Labels"),
-    ({"config__Labels": {"a": 1}}, "config.Labels"),
-    ({"config__ExposedPorts": ["80/tcp"]}, "config.ExposedPorts"),
-    ({"config__User": 0}, "config.User"),
-])
-def test_a_config_of_the_wrong_types(reg: ScriptedRegistry, store: Store, changes: dict, field: str) -> None:
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"rootfs__diff_ids": 5}, "rootfs.diff_ids"),
+        ({"architecture": ["amd64"]}, "architecture"),
+        ({"config": "sh"}, "config"),
+        ({"config__Env": 5}, "config.Env"),
+        ({"config__Cmd": [1, 2]}, "config.Cmd"),
+        ({"config__Labels": ["a=b"]}, "config.Labels"),
+        ({"config__Labels": {"a": 1}}, "config.Labels"),
+        ({"config__ExposedPorts": ["80/tcp"]}, "config.ExposedPorts"),
+        ({"config__User": 0}, "config.User"),
+    ],
+)
+def test_a_config_of_the_wrong_types(
+    reg: ScriptedRegistry, store: Store, changes: dict, field: str
+) -> None:
     _serve_image(reg, config=_config_with(**changes)(reg))
     with pytest.raises(ImageError, match=f"config of .*{field}"):
         image = _pull(reg, store)
@@ -154,7 +187,9 @@ def _assert_escaped(message: str) -> None:
     assert "\\x1b" in message
 
 
-def test_control_characters_in_an_error_body_are_escaped(reg: ScriptedRegistry, store: Store) -> None:
+def test_control_characters_in_an_error_body_are_escaped(
+    reg: ScriptedRegistry, store: Store
+) -> None:
     errors = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": HOSTILE_TEXT}]}
     reg.routes["/v2/team/app/manifests/1"] = answer(404, json.dumps(errors).encode())
     with pytest.raises(ImageNotFoundError) as caught:
@@ -162,7 +197,9 @@ def test_control_characters_in_an_error_body_are_escaped(reg: ScriptedRegistry, 
     _assert_escaped(str(caught.value))
 
 
-def test_control_characters_in_a_plain_error_body_are_escaped(reg: ScriptedRegistry, store: Store) -> None:
+def test_control_characters_in_a_plain_error_body_are_escaped(
+    reg: ScriptedRegistry, store: Store
+) -> None:
     reg.routes["/v2/team/app/manifests/1"] = answer(500, HOSTILE_TEXT.encode())
     with pytest.raises(RegistryError) as caught:
         _pull(reg, store)
@@ -172,7 +209,12 @@ def test_control_characters_in_a_plain_error_body_are_escaped(reg: ScriptedRegis
 def test_control_characters_in_a_challenge_are_escaped(reg: ScriptedRegistry, store: Store) -> None:
     # (http.server sends header values as latin-1: the escape sequences arrive as they are)
     challenge = {"WWW-Authenticate": "Negotiate \x1b[2J\x1b]0;pwned\x07"}
-    reg.routes.update({"/v2/": answer(401, b"", challenge), "/v2/team/app/manifests/1": answer(401, b"", challenge)})
+    reg.routes.update(
+        {
+            "/v2/": answer(401, b"", challenge),
+            "/v2/team/app/manifests/1": answer(401, b"", challenge),
+        }
+    )
     with pytest.raises(AuthenticationError, match="of a kind sandkit does not speak") as caught:
         _pull(reg, store)
     assert "\x1b" not in str(caught.value) and "\\x1b" in str(caught.value)

@@ -78,9 +78,19 @@ print(json.dumps({"outcome": outcome, "growth_kib": kib("VmHWM") - before}))
 
 def _pull_in_subprocess(ref: str, tmp_path: Path) -> tuple[str, int]:
     """Pull ``ref`` in a fresh interpreter: (what happened, growth of its peak RSS in KiB)."""
-    env = {**os.environ, "SANDKIT_HOME": str(tmp_path / "home"), "DOCKER_CONFIG": str(tmp_path / "docker")}
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, ref, str(tmp_path / "home")], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "SANDKIT_HOME": str(tmp_path / "home"),
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, ref, str(tmp_path / "home")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.splitlines()[-1])
     return result["outcome"], result["growth_kib"]
@@ -88,32 +98,54 @@ def _pull_in_subprocess(ref: str, tmp_path: Path) -> tuple[str, int]:
 
 def _index_of(reg: ScriptedRegistry) -> Blob:
     entry = reg.manifest.descriptor(platform={"os": "linux", "architecture": "amd64"})
-    return Blob(OCI_INDEX, json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode())
+    return Blob(
+        OCI_INDEX,
+        json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode(),
+    )
 
 
 def _token_auth(reg: ScriptedRegistry) -> dict:
     challenge = {"WWW-Authenticate": f'Bearer realm="http://{reg.host}/token",service="hostile"'}
-    return {"/v2/": answer(401, b"{}", challenge), "/v2/team/app/manifests/1": answer(401, b"{}", challenge),
-            "/token": endless(200, {"Content-Type": "application/json"})}
+    return {
+        "/v2/": answer(401, b"{}", challenge),
+        "/v2/team/app/manifests/1": answer(401, b"{}", challenge),
+        "/token": endless(200, {"Content-Type": "application/json"}),
+    }
 
 
 ENDLESS_BODIES: dict[str, tuple[Callable[[ScriptedRegistry], dict], str]] = {
     # what is endless: (routes, what the pull must end with)
     "ping": (lambda reg: {"/v2/": endless(200)}, "pulled"),
     "ping-401": (lambda reg: {"/v2/": endless(401, {"WWW-Authenticate": "Basic"})}, "pulled"),
-    "manifest": (lambda reg: {"/v2/team/app/manifests/1": endless(200, {"Content-Type": OCI_MANIFEST})},
-                 "RegistryError: the manifest of .* is longer than the 4194304 bytes allowed"),
+    "manifest": (
+        lambda reg: {"/v2/team/app/manifests/1": endless(200, {"Content-Type": OCI_MANIFEST})},
+        "RegistryError: the manifest of .* is longer than the 4194304 bytes allowed",
+    ),
     "manifest-announced-100GB": (
         lambda reg: {"/v2/team/app/manifests/1": endless(200, {"Content-Length": str(100 << 30)})},
-        r"RegistryError: the manifest of .* announces 107374182400 bytes \(Content-Length\), more than the 4194304"),
+        r"RegistryError: the manifest of .* announces 107374182400 bytes \(Content-Length\), more than the 4194304",
+    ),
     "manifest-in-index": (
-        lambda reg: {"/v2/team/app/manifests/1": serve(_index_of(reg)),
-                     f"/v2/team/app/manifests/{reg.manifest.digest}": endless(200, {"Content-Type": OCI_MANIFEST})},
-        "RegistryError: the manifest of .* is longer than the .* bytes its descriptor gives"),
-    "config": (lambda reg: {f"/v2/team/app/blobs/{reg.config.digest}": endless(200)},
-               "RegistryError: the config of .* is longer than the .* bytes its descriptor gives"),
-    "token": (_token_auth, "RegistryError: the token response of .* is longer than the 1048576 bytes allowed"),
-    "error-body": (lambda reg: {"/v2/team/app/manifests/1": endless(404)}, "ImageNotFoundError: .* was not found"),
+        lambda reg: {
+            "/v2/team/app/manifests/1": serve(_index_of(reg)),
+            f"/v2/team/app/manifests/{reg.manifest.digest}": endless(
+                200, {"Content-Type": OCI_MANIFEST}
+            ),
+        },
+        "RegistryError: the manifest of .* is longer than the .* bytes its descriptor gives",
+    ),
+    "config": (
+        lambda reg: {f"/v2/team/app/blobs/{reg.config.digest}": endless(200)},
+        "RegistryError: the config of .* is longer than the .* bytes its descriptor gives",
+    ),
+    "token": (
+        _token_auth,
+        "RegistryError: the token response of .* is longer than the 1048576 bytes allowed",
+    ),
+    "error-body": (
+        lambda reg: {"/v2/team/app/manifests/1": endless(404)},
+        "ImageNotFoundError: .* was not found",
+    ),
 }
 
 
@@ -129,35 +161,62 @@ def test_an_endless_body_costs_bounded_memory(case: str, scripted, tmp_path: Pat
 # --- time: too little progress fails the pull -------------------------------------------------
 
 
-def test_a_trickled_manifest_fails_within_the_progress_period(scripted, store: Store, short_progress) -> None:
+def test_a_trickled_manifest_fails_within_the_progress_period(
+    scripted, store: Store, short_progress
+) -> None:
     reg = scripted(
-        lambda reg: {"/v2/team/app/manifests/1": trickle(reg.manifest.data, 0.05, {"Content-Type": OCI_MANIFEST})}
+        lambda reg: {
+            "/v2/team/app/manifests/1": trickle(
+                reg.manifest.data, 0.05, {"Content-Type": OCI_MANIFEST}
+            )
+        }
     )
-    with pytest.raises(StalledError, match=r"GET /v2/team/app/manifests/1 .* made too little progress.*0\.5 s"):
+    with pytest.raises(
+        StalledError, match=r"GET /v2/team/app/manifests/1 .* made too little progress.*0\.5 s"
+    ):
         Image.pull(reg.ref(), store=store)
     assert store.records() == []
 
 
-def test_a_trickled_token_response_fails_within_the_progress_period(scripted, store: Store, short_progress) -> None:
+def test_a_trickled_token_response_fails_within_the_progress_period(
+    scripted, store: Store, short_progress
+) -> None:
     def routes(reg: ScriptedRegistry) -> dict:
-        challenge = {"WWW-Authenticate": f'Bearer realm="http://{reg.host}/token",service="hostile"'}
+        challenge = {
+            "WWW-Authenticate": f'Bearer realm="http://{reg.host}/token",service="hostile"'
+        }
         token = json.dumps({"token": "t" * 400}).encode()
-        return {"/v2/": answer(401, b"{}", challenge), "/v2/team/app/manifests/1": answer(401, b"{}", challenge),
-                "/token": trickle(token, 0.05, {"Content-Type": "application/json"})}
+        return {
+            "/v2/": answer(401, b"{}", challenge),
+            "/v2/team/app/manifests/1": answer(401, b"{}", challenge),
+            "/token": trickle(token, 0.05, {"Content-Type": "application/json"}),
+        }
 
     reg = scripted(routes)
-    with pytest.raises(StalledError, match=r"the token request to http://.*/token made too little progress"):
+    with pytest.raises(
+        StalledError, match=r"the token request to http://.*/token made too little progress"
+    ):
         Image.pull(reg.ref(), store=store)
 
 
-def test_a_trickled_layer_fails_within_the_progress_period(scripted, store: Store, short_progress) -> None:
-    reg = scripted(lambda reg: {f"/v2/team/app/blobs/{reg.layer.digest}": trickle(reg.layer.data, 0.01, for_at_most=5)})
-    with pytest.raises(StalledError, match=r"the download of layer sha256:\w+ of .* made too little progress"):
+def test_a_trickled_layer_fails_within_the_progress_period(
+    scripted, store: Store, short_progress
+) -> None:
+    reg = scripted(
+        lambda reg: {
+            f"/v2/team/app/blobs/{reg.layer.digest}": trickle(reg.layer.data, 0.01, for_at_most=5)
+        }
+    )
+    with pytest.raises(
+        StalledError, match=r"the download of layer sha256:\w+ of .* made too little progress"
+    ):
         Image.pull(reg.ref(), store=store)
     assert store.records() == []
 
 
-def test_a_registry_that_never_answers_fails_within_the_progress_period(scripted, store: Store, short_progress) -> None:
+def test_a_registry_that_never_answers_fails_within_the_progress_period(
+    scripted, store: Store, short_progress
+) -> None:
     release = threading.Event()
     reg = scripted(lambda reg: {"/v2/team/app/manifests/1": silent(release)})
     try:

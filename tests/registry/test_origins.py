@@ -30,7 +30,10 @@ def test_push_sends_no_credentials_to_an_upload_location_on_another_origin(
 
     def uploads_elsewhere(seen: Seen, answer: Answer) -> Answer:
         if seen.method == "POST" and "/blobs/uploads/" in seen.path and answer.status == 202:
-            headers = [(k, _moved_to(elsewhere.host, v) if k.lower() == "location" else v) for k, v in answer.headers]
+            headers = [
+                (k, _moved_to(elsewhere.host, v) if k.lower() == "location" else v)
+                for k, v in answer.headers
+            ]
             return Answer(answer.status, headers, answer.body)
         return answer
 
@@ -46,13 +49,19 @@ def test_push_sends_no_credentials_to_an_upload_location_on_another_origin(
 
 @pytest.mark.parametrize("what", ["manifest", "config", "layer"])
 def test_a_pull_sent_elsewhere_never_answers_that_origins_challenge(
-    auth_registry: Registry, busybox: Image, other_store: Store, relay: Callable[..., Relay], what: str
+    auth_registry: Registry,
+    busybox: Image,
+    other_store: Store,
+    relay: Callable[..., Relay],
+    what: str,
 ) -> None:
     """A manifest or blob GET redirected to another origin that answers 401 with a Bearer
     challenge of its own: neither the registry's token nor the user's password may follow."""
     busybox.push(auth_registry.ref("team/app:1"), auth=auth_registry.auth)
     record = busybox.store.record(busybox.id)
-    path_part = {"manifest": "/manifests/", "config": record.id, "layer": record.layers[-1].digest}[what]
+    path_part = {"manifest": "/manifests/", "config": record.id, "layer": record.layers[-1].digest}[
+        what
+    ]
     realm = relay(None)  # a token server the attacker runs
     challenge = f'Bearer realm="http://{realm.host}/token",service="evil"'
     elsewhere = relay(None, intercept=lambda seen: Answer(401, [("WWW-Authenticate", challenge)]))
@@ -85,7 +94,9 @@ def test_the_token_realm_gets_the_password_and_the_registry_only_tokens(
         front = relay(reg.host, keep_host=True)  # records what the registry's origin gets
         image.push(f"{front.host}/tok/app:1", auth=reg.auth)
         Image.pull(f"{front.host}/tok/app:1", store=other_store, auth=reg.auth)
-        assert reg.token_server.requests and all(r["user"] == USER for r in reg.token_server.requests)
+        assert reg.token_server.requests and all(
+            r["user"] == USER for r in reg.token_server.requests
+        )
         sent = {s.headers.get("Authorization", "").split(" ", 1)[0] for s in front.authorized()}
         assert sent == {"Bearer"}
     finally:

@@ -31,7 +31,9 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:
     return write_tls(tmp_path)
 
 
-def _serve_once(handler: Callable[[socket.socket], None], tls: tuple[Path, Path, Path] | None = None) -> Iterator[int]:
+def _serve_once(
+    handler: Callable[[socket.socket], None], tls: tuple[Path, Path, Path] | None = None
+) -> Iterator[int]:
     """A server on 127.0.0.1 for one connection, given to ``handler``; yields the port."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -147,7 +149,9 @@ def test_a_read_waits_for_data_and_times_out_as_httpcore_says(
 
 
 @pytest.mark.parametrize("use_tls", [False, True], ids=["plain", "tls"])
-def test_a_body_cut_short_is_an_httpx_transport_error(use_tls: bool, tls_files: tuple[Path, Path, Path]) -> None:
+def test_a_body_cut_short_is_an_httpx_transport_error(
+    use_tls: bool, tls_files: tuple[Path, Path, Path]
+) -> None:
     """The download's retries catch httpx.TransportError: httpcore's errors must arrive as those."""
 
     def cut(conn: socket.socket) -> None:
@@ -157,7 +161,9 @@ def test_a_body_cut_short_is_an_httpx_transport_error(use_tls: bool, tls_files: 
     tls = tls_files if use_tls else None
     verify = ssl.create_default_context(cafile=tls_files[0]) if use_tls else False
     for port in _serve_once(cut, tls):
-        with httpx.Client(transport=LargeReadTransport(verify=verify, limits=httpx.Limits())) as client:
+        with httpx.Client(
+            transport=LargeReadTransport(verify=verify, limits=httpx.Limits())
+        ) as client:
             scheme = "https" if use_tls else "http"
             with client.stream("GET", f"{scheme}://127.0.0.1:{port}/v2/") as resp:
                 assert resp.status_code == 200
@@ -169,8 +175,10 @@ def test_a_body_cut_short_is_an_httpx_transport_error(use_tls: bool, tls_files: 
 def test_an_unreachable_registry_is_an_httpx_connect_error() -> None:
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]  # closed when the test connects
-    with httpx.Client(transport=LargeReadTransport(verify=False, limits=httpx.Limits())) as client, \
-            pytest.raises(httpx.ConnectError):
+    with (
+        httpx.Client(transport=LargeReadTransport(verify=False, limits=httpx.Limits())) as client,
+        pytest.raises(httpx.ConnectError),
+    ):
         client.get(f"http://127.0.0.1:{port}/v2/")
 
 
@@ -185,9 +193,13 @@ def test_requests_keep_their_method_headers_and_body() -> None:
         conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Reply: yes\r\n\r\nok")
 
     for port in _serve_once(echo):
-        with httpx.Client(transport=LargeReadTransport(verify=False, limits=httpx.Limits())) as client:
+        with httpx.Client(
+            transport=LargeReadTransport(verify=False, limits=httpx.Limits())
+        ) as client:
             resp = client.put(
-                f"http://127.0.0.1:{port}/v2/x?digest=sha256:1", content=b"hello", headers={"X-Mine": "1"}
+                f"http://127.0.0.1:{port}/v2/x?digest=sha256:1",
+                content=b"hello",
+                headers={"X-Mine": "1"},
             )
         assert (resp.status_code, resp.headers["x-reply"], resp.content) == (201, "yes", b"ok")
     head = seen[0].split(b"\r\n")

@@ -41,7 +41,8 @@ pytestmark = [
     pytest.mark.root,
     pytest.mark.slow,
     pytest.mark.skipif(
-        os.geteuid() != 0, reason="the attack suite runs as root (it covers rootless mode as a user it creates)"
+        os.geteuid() != 0,
+        reason="the attack suite runs as root (it covers rootless mode as a user it creates)",
     ),
 ]
 
@@ -72,8 +73,11 @@ def attack_bin() -> Path:
     out = Path(tempfile.mkdtemp(prefix="sandkit-attacks-"))
     try:
         for src in sorted(ATTACKS.glob("*.c")):
-            subprocess.run([gcc, "-static", "-O1", "-Wall", "-o", str(out / src.stem), str(src)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [gcc, "-static", "-O1", "-Wall", "-o", str(out / src.stem), str(src)],
+                check=True,
+                capture_output=True,
+            )
         _open_to_others(out)
         yield out
     finally:
@@ -167,10 +171,17 @@ class HostState:
 
     def _canary_stat(self) -> tuple:
         st = os.stat(self.canary)
-        return (self.canary.read_bytes(), st.st_mtime_ns, st.st_ino, sorted(os.listdir(self.canary_dir)))
+        return (
+            self.canary.read_bytes(),
+            st.st_mtime_ns,
+            st.st_ino,
+            sorted(os.listdir(self.canary_dir)),
+        )
 
     def check(self) -> None:
-        changed = {k: (v, _sysctls().get(k)) for k, v in self.sysctls.items() if _sysctls().get(k) != v}
+        changed = {
+            k: (v, _sysctls().get(k)) for k, v in self.sysctls.items() if _sysctls().get(k) != v
+        }
         for name, (before, _) in changed.items():  # put the host back before failing
             try:
                 Path("/proc/sys", name).write_text(before)
@@ -178,15 +189,23 @@ class HostState:
                 pass
         assert not changed, f"host sysctls changed from inside a container: {changed}"
         assert _release_agents() == self.agents, "a cgroup release_agent of the host changed"
-        assert self._canary_stat() == self.canary_stat, "the host canary file or its directory changed"
+        assert self._canary_stat() == self.canary_stat, (
+            "the host canary file or its directory changed"
+        )
         assert self._memfd_hash() == self.init_hash, "the sealed init binary changed"
-        assert _sha(self.busybox) == self.busybox_hash, "the image's own busybox changed on the host"
-        assert _sha(os.path.realpath(sys.executable)) == self.python_hash, "the host's python changed"
+        assert _sha(self.busybox) == self.busybox_hash, (
+            "the image's own busybox changed on the host"
+        )
+        assert _sha(os.path.realpath(sys.executable)) == self.python_hash, (
+            "the host's python changed"
+        )
         status = Path(f"/proc/{self.sentinel.pid}/status").read_text()
         assert self.sentinel.poll() is None, "a host process was killed"
         assert "TracerPid:\t0\n" in status, "a host process is being traced"
         assert "State:\tS" in status, f"a host process is not sleeping: {status.splitlines()[2]}"
-        assert not _attack_processes(), f"container processes outlived their container: {_attack_processes()}"
+        assert not _attack_processes(), (
+            f"container processes outlived their container: {_attack_processes()}"
+        )
         deadline = time.monotonic() + 5
         while (extra := descendants(os.getpid()) - self.children) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -230,23 +249,41 @@ def _run_helpers(image_dir, bindir, commands, options=None):
     results = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rootless limits fall back to rlimits, with a warning
-        with sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"], **(options or {})) as c:
+        with sandkit.Container(
+            _image(image_dir), mounts=[f"{bindir}:/attacks:ro"], **(options or {})
+        ) as c:
             for argv in commands:
                 r = c.exec(argv, timeout=60)
-                results.append((r.exit_code, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")))
+                results.append(
+                    (
+                        r.exit_code,
+                        r.stdout.decode(errors="replace"),
+                        r.stderr.decode(errors="replace"),
+                    )
+                )
             assert c.exec(["true"]).exit_code == 0, "the container broke during the attack"
     return results
 
 
 def attack(mode, as_unprivileged, busybox_dir, bindir, *commands, **options):
     """Run helper command lines in a container in ``mode``; fail on any hole they report."""
-    results = in_mode(mode, as_unprivileged, _run_helpers, str(busybox_dir), str(bindir),
-                      [list(c) for c in commands], options)
+    results = in_mode(
+        mode,
+        as_unprivileged,
+        _run_helpers,
+        str(busybox_dir),
+        str(bindir),
+        [list(c) for c in commands],
+        options,
+    )
     report = []
     for argv, (code, out, err) in zip(commands, results, strict=True):
         holes = [line for line in out.splitlines() if line.startswith("HOLE")]
         if code != 0 or holes:
-            report.append(f"{' '.join(argv)} (exit {code}): " + "; ".join(holes or [err.strip() or out.strip()]))
+            report.append(
+                f"{' '.join(argv)} (exit {code}): "
+                + "; ".join(holes or [err.strip() or out.strip()])
+            )
     assert not report, "attacks that worked:\n" + "\n".join(report)
     return results
 
@@ -255,18 +292,23 @@ def attack(mode, as_unprivileged, busybox_dir, bindir, *commands, **options):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_overwrite_init_or_own_binary_through_proc_exe(mode, as_unprivileged, busybox_dir, attack_bin, host):
+def test_overwrite_init_or_own_binary_through_proc_exe(
+    mode, as_unprivileged, busybox_dir, attack_bin, host
+):
     attack(mode, as_unprivileged, busybox_dir, attack_bin, ["/attacks/escape", "exe"])
-
-
 
 
 def _workdir_attack(image_dir, bindir, canary):
     outcomes = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"], memory="256m",
-                               pids_limit=1000, accounting=True) as c:
+        with sandkit.Container(
+            _image(image_dir),
+            mounts=[f"{bindir}:/attacks:ro"],
+            memory="256m",
+            pids_limit=1000,
+            accounting=True,
+        ) as c:
             workdirs = [f"/proc/self/fd/{n}" for n in range(3, 40)]
             workdirs += ["/proc/1/cwd", "/proc/1/root", "/proc/self/root/..", "/proc/1/fd/3"]
             for wd in workdirs:
@@ -280,18 +322,24 @@ def _workdir_attack(image_dir, bindir, canary):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_leaked_fd_as_workdir(mode, as_unprivileged, busybox_dir, attack_bin, host):
-    outcomes = in_mode(mode, as_unprivileged, _workdir_attack, str(busybox_dir), str(attack_bin), str(host.canary))
+    outcomes = in_mode(
+        mode, as_unprivileged, _workdir_attack, str(busybox_dir), str(attack_bin), str(host.canary)
+    )
     escaped = {wd: out for wd, (code, out) in outcomes.items() if code != 0 or "HOLE" in out}
     assert not escaped, f"working directories outside the container: {escaped}"
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_writes_to_proc_sys_core_pattern_sysrq(mode, as_unprivileged, busybox_dir, attack_bin, host):
+def test_writes_to_proc_sys_core_pattern_sysrq(
+    mode, as_unprivileged, busybox_dir, attack_bin, host
+):
     attack(mode, as_unprivileged, busybox_dir, attack_bin, ["/attacks/kernel", "sysctl"])
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_mount_cgroupfs_and_write_release_agent(mode, as_unprivileged, busybox_dir, attack_bin, host):
+def test_mount_cgroupfs_and_write_release_agent(
+    mode, as_unprivileged, busybox_dir, attack_bin, host
+):
     attack(mode, as_unprivileged, busybox_dir, attack_bin, ["/attacks/kernel", "cgroup"])
 
 
@@ -305,7 +353,9 @@ def test_keyctl(mode, as_unprivileged, busybox_dir, attack_bin, host):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_nested_namespaces_unshare_clone_clone3(mode, as_unprivileged, busybox_dir, attack_bin, host):
+def test_nested_namespaces_unshare_clone_clone3(
+    mode, as_unprivileged, busybox_dir, attack_bin, host
+):
     attack(mode, as_unprivileged, busybox_dir, attack_bin, ["/attacks/kernel", "userns"])
 
 
@@ -316,12 +366,24 @@ def test_open_by_handle_at(mode, as_unprivileged, busybox_dir, attack_bin, host)
 
 @pytest.mark.parametrize("mode", MODES)
 def test_ptrace_and_signal_processes_outside(mode, as_unprivileged, busybox_dir, attack_bin, host):
-    attack(mode, as_unprivileged, busybox_dir, attack_bin, ["/attacks/escape", "ptrace", str(host.sentinel.pid)])
+    attack(
+        mode,
+        as_unprivileged,
+        busybox_dir,
+        attack_bin,
+        ["/attacks/escape", "ptrace", str(host.sentinel.pid)],
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_chroot_breakout(mode, as_unprivileged, busybox_dir, attack_bin, host):
-    attack(mode, as_unprivileged, busybox_dir, attack_bin, ["/attacks/escape", "chroot", str(host.canary)])
+    attack(
+        mode,
+        as_unprivileged,
+        busybox_dir,
+        attack_bin,
+        ["/attacks/escape", "chroot", str(host.canary)],
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -339,13 +401,16 @@ def test_kernel_modules_kexec_bpf_ioports(mode, as_unprivileged, busybox_dir, at
     assert before == after
 
 
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_mknod_and_open_host_devices(mode, as_unprivileged, busybox_dir, attack_bin, host):
     disk = os.stat("/").st_dev
-    attack(mode, as_unprivileged, busybox_dir, attack_bin,
-           ["/attacks/kernel", "mknod", str(os.major(disk)), str(os.minor(disk))])
+    attack(
+        mode,
+        as_unprivileged,
+        busybox_dir,
+        attack_bin,
+        ["/attacks/kernel", "mknod", str(os.major(disk)), str(os.minor(disk))],
+    )
 
 
 def _tiocsti_attack(image_dir, bindir):
@@ -362,14 +427,17 @@ def _tiocsti_attack(image_dir, bindir):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_tiocsti_injection(mode, as_unprivileged, busybox_dir, attack_bin, host):
-    piped_code, piped_out, tty_code, tty_out = in_mode(mode, as_unprivileged, _tiocsti_attack,
-                                                       str(busybox_dir), str(attack_bin))
+    piped_code, piped_out, tty_code, tty_out = in_mode(
+        mode, as_unprivileged, _tiocsti_attack, str(busybox_dir), str(attack_bin)
+    )
     assert piped_code == 0 and "HOLE" not in piped_out, piped_out
     assert tty_code == 0 and "HOLE" not in tty_out, tty_out
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_reach_the_host_through_the_agents_socket(mode, as_unprivileged, busybox_dir, attack_bin, host):
+def test_reach_the_host_through_the_agents_socket(
+    mode, as_unprivileged, busybox_dir, attack_bin, host
+):
     attack(mode, as_unprivileged, busybox_dir, attack_bin, ["/attacks/escape", "socket"])
 
 
@@ -398,8 +466,10 @@ def _hostile_dev_images(image_dir_parent: str, canary_dir: str):
             p.symlink_to(dest)
         try:
             with sandkit.Container(sandkit.Image.from_directory(root)) as c:
-                script = ("echo pwned > /dev/null; echo pwned > /dev/zero; : > /dev/shm/pwned; "
-                          "stat -c '%F %t:%T' /dev/null; ls /proc/self/status")
+                script = (
+                    "echo pwned > /dev/null; echo pwned > /dev/zero; : > /dev/shm/pwned; "
+                    "stat -c '%F %t:%T' /dev/null; ls /proc/self/status"
+                )
                 r = c.exec(["sh", "-c", script], timeout=10)
                 seen[name] = (r.exit_code, r.stdout.decode(), r.stderr.decode())
         except sandkit.ContainerStartError as exc:
@@ -418,7 +488,9 @@ def test_dev_null_symlink_in_image(mode, as_unprivileged, tmp_path, host):
     for name, (code, out, err) in seen.items():
         if code == "refused":
             continue  # refusing such an image is fine too
-        assert "character special file 1:3" in out, f"{name}: /dev/null inside is not the null device: {out} {err}"
+        assert "character special file 1:3" in out, (
+            f"{name}: /dev/null inside is not the null device: {out} {err}"
+        )
         assert "/proc/self/status" in out, f"{name}: /proc inside is not proc: {out} {err}"
 
 
@@ -471,7 +543,9 @@ def _memory_bomb(image_dir, bindir):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_memory_bomb_hits_memory_limit(mode, as_unprivileged, busybox_dir, attack_bin, host):
-    code, out, oom, after = in_mode(mode, as_unprivileged, _memory_bomb, str(busybox_dir), str(attack_bin))
+    code, out, oom, after = in_mode(
+        mode, as_unprivileged, _memory_bomb, str(busybox_dir), str(attack_bin)
+    )
     reached = [int(line.split()[1]) for line in out.splitlines() if line.startswith("mem ")]
     assert "done" not in out, out
     assert max(reached, default=0) <= 72, out  # 64 MiB, give or take a progress step
@@ -494,22 +568,25 @@ def _fill(image_dir, bindir, targets):
 @pytest.mark.parametrize("mode", MODES)
 def test_filling_the_disk_hits_disk_size(mode, as_unprivileged, busybox_dir, attack_bin, host):
     results = in_mode(
-        mode, as_unprivileged, _fill, str(busybox_dir), str(attack_bin), ["/fill", "/tmp/fill", "/dev/fill"]
+        mode,
+        as_unprivileged,
+        _fill,
+        str(busybox_dir),
+        str(attack_bin),
+        ["/fill", "/tmp/fill", "/dev/fill"],
     )
     for path, out in results.items():
         wrote = int(out.split()[1])
         assert wrote <= 16 and "ENOSPC" in out, f"{path}: {out}"
 
 
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_filling_dev_shm_is_bounded(mode, as_unprivileged, busybox_dir, attack_bin, host):
-    results = in_mode(mode, as_unprivileged, _fill, str(busybox_dir), str(attack_bin), ["/dev/shm/fill"])
+    results = in_mode(
+        mode, as_unprivileged, _fill, str(busybox_dir), str(attack_bin), ["/dev/shm/fill"]
+    )
     out = results["/dev/shm/fill"]
     assert int(out.split()[1]) <= 64 and "ENOSPC" in out, out
-
-
 
 
 def _inode_bomb(image_dir, bindir):
@@ -541,9 +618,13 @@ def _fd_view(image_dir, bindir):
             warnings.simplefilter("ignore")
             limits = {"memory": "256m", "pids_limit": 500, "accounting": True}
             for label, options in (("plain", {}), ("limits", limits)):
-                with sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"], **options) as c:
+                with sandkit.Container(
+                    _image(image_dir), mounts=[f"{bindir}:/attacks:ro"], **options
+                ) as c:
                     views[label] = c.exec(["/attacks/escape", "fds"], timeout=10).stdout.decode()
-                    views[label + "-sh"] = c.exec(["ls", "-l", "/proc/self/fd/"], timeout=10).stdout.decode()
+                    views[label + "-sh"] = c.exec(
+                        ["ls", "-l", "/proc/self/fd/"], timeout=10
+                    ).stdout.decode()
                     with c.spawn(["/attacks/escape", "fds"], tty=True) as p:
                         views[label + "-tty"] = b"".join(p.stdout).decode(errors="replace")
                         p.wait(timeout=10)
@@ -556,18 +637,25 @@ def _fd_view(image_dir, bindir):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_no_host_fd_reaches_a_container_process(mode, as_unprivileged, busybox_dir, attack_bin, host):
+def test_no_host_fd_reaches_a_container_process(
+    mode, as_unprivileged, busybox_dir, attack_bin, host
+):
     views = in_mode(mode, as_unprivileged, _fd_view, str(busybox_dir), str(attack_bin))
     for label, out in views.items():
         if label.endswith("-sh"):
             fds = [line.split()[-3] for line in out.splitlines() if " -> " in line]
             assert len(fds) <= 4, f"{label}: {out}"  # 0, 1, 2 and ls's own directory fd
             continue
-        fds = {line.split()[1]: line.split(maxsplit=2)[2] if len(line.split()) > 2 else ""
-               for line in out.splitlines() if line.startswith("fd ")}
+        fds = {
+            line.split()[1]: line.split(maxsplit=2)[2] if len(line.split()) > 2 else ""
+            for line in out.splitlines()
+            if line.startswith("fd ")
+        }
         assert sorted(fds) == ["0", "1", "2"], f"{label}: {out}"
         for target in fds.values():
-            assert target == "/dev/null" or target.startswith(("pipe:", "/dev/pts/")), f"{label}: {out}"
+            assert target == "/dev/null" or target.startswith(("pipe:", "/dev/pts/")), (
+                f"{label}: {out}"
+            )
 
 
 def _proc_sys_view(image_dir, masked, readonly, start="fresh"):
@@ -577,17 +665,23 @@ def _proc_sys_view(image_dir, masked, readonly, start="fresh"):
     times of the procfs inode (a mount that refuses writes refuses that with EROFS first)."""
     script = []
     for p in masked:
-        script.append(f"if [ -d {p} ]; then echo \"{p} dir $(ls -A {p} | wc -l)\"; "
-                      f"elif [ -e {p} ]; then echo \"{p} file $(stat -c %t:%T {p}) $(head -c 64 {p} | wc -c)\"; "
-                      f"else echo \"{p} absent\"; fi")
+        script.append(
+            f'if [ -d {p} ]; then echo "{p} dir $(ls -A {p} | wc -l)"; '
+            f'elif [ -e {p} ]; then echo "{p} file $(stat -c %t:%T {p}) $(head -c 64 {p} | wc -c)"; '
+            f'else echo "{p} absent"; fi'
+        )
     for p in readonly:
         probe = f"touch -c {p}"
-        script.append(f"if [ -e {p} ]; then echo \"{p} ro $(awk '$5 == \"{p}\" {{print $6}}' /proc/self/mountinfo) "
-                      f"$({probe} 2>&1 | grep -q 'Read-only file system' && echo EROFS || echo writable)\"; "
-                      f"else echo \"{p} absent\"; fi")
-    script.append("echo \"/sys ro $(awk '$5 == \"/sys\" {print $6}' /proc/self/mountinfo)\"")
-    script.append("touch /sys/kernel/sandkit 2>/dev/null && echo '/sys WRITABLE'; "
-                  "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo '/proc/sys WRITABLE'; true")
+        script.append(
+            f'if [ -e {p} ]; then echo "{p} ro $(awk \'$5 == "{p}" {{print $6}}\' /proc/self/mountinfo) '
+            f"$({probe} 2>&1 | grep -q 'Read-only file system' && echo EROFS || echo writable)\"; "
+            f'else echo "{p} absent"; fi'
+        )
+    script.append('echo "/sys ro $(awk \'$5 == "/sys" {print $6}\' /proc/self/mountinfo)"')
+    script.append(
+        "touch /sys/kernel/sandkit 2>/dev/null && echo '/sys WRITABLE'; "
+        "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo '/proc/sys WRITABLE'; true"
+    )
     with started(_image(image_dir), start) as c:
         return c.exec(["sh", "-c", "\n".join(script)], timeout=10).stdout.decode()
 
@@ -617,8 +711,15 @@ def check_masked_and_readonly(out: str) -> None:
 @pytest.mark.parametrize("start", STARTS)
 @pytest.mark.parametrize("mode", MODES)
 def test_docker_masked_and_readonly_paths_hold(mode, start, as_unprivileged, busybox_dir):
-    out = in_mode(mode, as_unprivileged, _proc_sys_view, str(busybox_dir),
-                  list(DOCKER_MASKED_PATHS), list(DOCKER_READONLY_PATHS), start)
+    out = in_mode(
+        mode,
+        as_unprivileged,
+        _proc_sys_view,
+        str(busybox_dir),
+        list(DOCKER_MASKED_PATHS),
+        list(DOCKER_READONLY_PATHS),
+        start,
+    )
     check_masked_and_readonly(out)
 
 
@@ -629,8 +730,11 @@ def _status(image_dir, start="fresh"):
         users = [None] if os.geteuid() != 0 else [None, "app"]  # rootless maps only root
         for user in users:
             out = c.exec(["cat", "/proc/self/status"], user=user, timeout=10).stdout.decode()
-            views[user or "root"] = {line.split(":")[0]: line.split()[1] for line in out.splitlines()
-                                     if line.split(":")[0] in fields}
+            views[user or "root"] = {
+                line.split(":")[0]: line.split()[1]
+                for line in out.splitlines()
+                if line.split(":")[0] in fields
+            }
     return views
 
 
@@ -668,10 +772,26 @@ def _namespaces(image_dir, start):
     kinds = ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup")
     with started(_image(image_dir), start) as c:
         init = c._core._init.pid
-        inside = c.exec(["sh", "-c", "for n in " + " ".join(kinds) + "; do readlink /proc/self/ns/$n; done"],
-                        timeout=10).stdout.decode().split()
-        return {kind: (os.readlink(f"/proc/self/ns/{kind}"), os.readlink(f"/proc/{init}/ns/{kind}"), seen)
-                for kind, seen in zip(kinds, inside, strict=True)}
+        inside = (
+            c.exec(
+                [
+                    "sh",
+                    "-c",
+                    "for n in " + " ".join(kinds) + "; do readlink /proc/self/ns/$n; done",
+                ],
+                timeout=10,
+            )
+            .stdout.decode()
+            .split()
+        )
+        return {
+            kind: (
+                os.readlink(f"/proc/self/ns/{kind}"),
+                os.readlink(f"/proc/{init}/ns/{kind}"),
+                seen,
+            )
+            for kind, seen in zip(kinds, inside, strict=True)
+        }
 
 
 @pytest.mark.parametrize("start", STARTS)

@@ -22,8 +22,11 @@ BOUND_MIB = 4 * DEFAULT_MAX_OUTPUT // MiB + 96
 pytestmark = [
     pytest.mark.root,
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="runs root and rootless: needs root to create the test user"),
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="runs root and rootless: needs root to create the test user"
+    ),
 ]
+
 
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
@@ -47,7 +50,9 @@ def _call(c: sandkit.Container, case: str) -> dict:
 def _own_busybox() -> sandkit.Image:
     """Made by the child itself, in its own SANDKIT_HOME: the user reaches it (pytest's basetemp
     is private to root), and it owns the files it is root over."""
-    return sandkit.Image.from_directory(make_busybox_rootfs(Path(os.environ["SANDKIT_HOME"]) / "rootfs"))
+    return sandkit.Image.from_directory(
+        make_busybox_rootfs(Path(os.environ["SANDKIT_HOME"]) / "rootfs")
+    )
 
 
 def _growth_of(case: str) -> dict:
@@ -119,7 +124,10 @@ async def test_async_open_file_streams(busybox):
 
 def test_max_output_takes_a_larger_int_and_refuses_nonsense(busybox):
     with sandkit.Container(busybox) as c:
-        r = c.exec(["head", "-c", str(DEFAULT_MAX_OUTPUT + 5), "/dev/zero"], max_output=DEFAULT_MAX_OUTPUT + 5)
+        r = c.exec(
+            ["head", "-c", str(DEFAULT_MAX_OUTPUT + 5), "/dev/zero"],
+            max_output=DEFAULT_MAX_OUTPUT + 5,
+        )
         assert len(r.stdout) == DEFAULT_MAX_OUTPUT + 5 and not r.output_truncated
         with pytest.raises(sandkit.errors.LimitsError, match="max_output"):
             c.exec(["true"], max_output=-1)

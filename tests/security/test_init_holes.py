@@ -29,7 +29,9 @@ from sandkit.runtime import prespawn
 pytestmark = [
     pytest.mark.root,
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates"),
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="covers root and rootless mode, the latter as a user it creates"
+    ),
 ]
 
 
@@ -100,7 +102,9 @@ def test_image_proc_symlink_cannot_reach_host_files(mode, as_unprivileged, tmp_p
     os.chmod(canary, 0o666)  # writable by the rootless user too: a real target either way
     _open_to_others(tmp_path)
     outcome = in_mode(mode, as_unprivileged, _spare_renamed_through_proc_symlink, str(canary))
-    assert canary.read_bytes() == b"host file, untouched\n", f"the init wrote a host file: {outcome}"
+    assert canary.read_bytes() == b"host file, untouched\n", (
+        f"the init wrote a host file: {outcome}"
+    )
     # Docker's runtime mounts proc only on a real directory too; the user learns why.
     for started in outcome:
         assert started.startswith("refused:") and "/proc is a symlink" in started, outcome
@@ -144,7 +148,9 @@ def _serve_under_attack(image_dir: str, bindir: str, attack: str, token: str) ->
             execs = [c.exec(["echo", "served"], timeout=3) for _ in range(5)]
             seen["execs"] = [(r.stdout, r.timed_out, r.signal) for r in execs]
             seen["ping"] = c.ping() if hasattr(c, "ping") else True
-        with sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"], lifetime=1.5) as c:
+        with sandkit.Container(
+            _image(image_dir), mounts=[f"{bindir}:/attacks:ro"], lifetime=1.5
+        ) as c:
             _start_attacker(c, attack, token)
             started = time.monotonic()
             try:
@@ -170,7 +176,9 @@ def _exit_with_exec_in_flight(image_dir: str, bindir: str, attack: str, token: s
                 c = sandkit.Container(_image(image_dir), mounts=[f"{bindir}:/attacks:ro"])
                 c.start()
                 _start_attacker(c, attack, token)
-                threading.Thread(target=lambda: [c.exec(["true"]) for _ in range(100)], daemon=True).start()
+                threading.Thread(
+                    target=lambda: [c.exec(["true"]) for _ in range(100)], daemon=True
+                ).start()
                 time.sleep(0.5)
         finally:
             os._exit(0)
@@ -213,10 +221,21 @@ def _with_watchdog(token: str, fn, *args):
 
 @pytest.mark.parametrize("attack", PID1_ATTACKS)
 @pytest.mark.parametrize("mode", MODES)
-def test_a_container_process_cannot_freeze_the_init(mode, attack, as_unprivileged, busybox_dir, attack_bin):
+def test_a_container_process_cannot_freeze_the_init(
+    mode, attack, as_unprivileged, busybox_dir, attack_bin
+):
     token = f"t{os.getpid()}x{time.monotonic_ns()}"
-    seen = _with_watchdog(token, in_mode, mode, as_unprivileged, _serve_under_attack, str(busybox_dir),
-                          str(attack_bin), attack, token)
+    seen = _with_watchdog(
+        token,
+        in_mode,
+        mode,
+        as_unprivileged,
+        _serve_under_attack,
+        str(busybox_dir),
+        str(attack_bin),
+        attack,
+        token,
+    )
     for stdout, timed_out, _signal in seen["execs"]:
         # Stopped before or after its execve, an exec still ends: by itself, or by its timeout.
         assert stdout == b"served\n" or timed_out, seen
@@ -227,10 +246,21 @@ def test_a_container_process_cannot_freeze_the_init(mode, attack, as_unprivilege
 
 @pytest.mark.parametrize("attack", ["stop", "trace"])
 @pytest.mark.parametrize("mode", MODES)
-def test_a_container_under_attack_dies_with_its_host(mode, attack, as_unprivileged, busybox_dir, attack_bin):
+def test_a_container_under_attack_dies_with_its_host(
+    mode, attack, as_unprivileged, busybox_dir, attack_bin
+):
     token = f"t{os.getpid()}x{time.monotonic_ns()}"
-    left = _with_watchdog(token, in_mode, mode, as_unprivileged, _exit_with_exec_in_flight, str(busybox_dir),
-                          str(attack_bin), attack, token)
+    left = _with_watchdog(
+        token,
+        in_mode,
+        mode,
+        as_unprivileged,
+        _exit_with_exec_in_flight,
+        str(busybox_dir),
+        str(attack_bin),
+        attack,
+        token,
+    )
     assert not left, f"container processes outlived their host: {left}"
 
 
@@ -270,7 +300,9 @@ def test_stop_ends_a_container_whose_init_cannot_answer(mode, as_unprivileged, b
 ALLOW_ALL = {"defaultAction": "SCMP_ACT_ALLOW"}
 
 
-def _first_exec_with_own_profile(image_dir: str, bindir: str, from_spare: bool) -> list[tuple[int, str]]:
+def _first_exec_with_own_profile(
+    image_dir: str, bindir: str, from_spare: bool
+) -> list[tuple[int, str]]:
     """The container's first exec passes a profile that allows everything: filters stack, so
     the container's profile must still refuse nested namespaces, in that exec and the next."""
     from test_attacks import _image
@@ -289,9 +321,17 @@ def _first_exec_with_own_profile(image_dir: str, bindir: str, from_spare: bool) 
 
 @pytest.mark.parametrize("start", ["spare", "fresh"])
 @pytest.mark.parametrize("mode", MODES)
-def test_a_per_exec_profile_stacks_on_the_containers(mode, start, as_unprivileged, busybox_dir, attack_bin):
-    outcomes = in_mode(mode, as_unprivileged, _first_exec_with_own_profile, str(busybox_dir),
-                       str(attack_bin), start == "spare")
+def test_a_per_exec_profile_stacks_on_the_containers(
+    mode, start, as_unprivileged, busybox_dir, attack_bin
+):
+    outcomes = in_mode(
+        mode,
+        as_unprivileged,
+        _first_exec_with_own_profile,
+        str(busybox_dir),
+        str(attack_bin),
+        start == "spare",
+    )
     for code, out in outcomes:
         holes = [line for line in out.splitlines() if line.startswith("HOLE")]
         assert code == 0 and not holes, f"the container's profile was not in force: {outcomes}"
@@ -306,8 +346,14 @@ def _escape_the_timeout(image_dir: str) -> tuple[bool, str]:
     with sandkit.Container(_image(image_dir)) as c:
         # The subshell starts a new session and exits at once: its orphan is no descendant of
         # the command any more, nor in its session or process group.
-        r = c.exec(["sh", "-c", "(setsid sleep 987 &); (setsid sleep 987 </dev/null >/dev/null 2>&1 &); sleep 986"],
-                   timeout=1)
+        r = c.exec(
+            [
+                "sh",
+                "-c",
+                "(setsid sleep 987 &); (setsid sleep 987 </dev/null >/dev/null 2>&1 &); sleep 986",
+            ],
+            timeout=1,
+        )
         left = _poll_ps(c)
     return r.timed_out, left
 
@@ -354,10 +400,16 @@ def _pty_after_ptmx_replaced(image_dir: str, replace: str) -> tuple[str, int, st
 
 @pytest.mark.parametrize("replacement", PTMX_REPLACEMENTS)
 @pytest.mark.parametrize("mode", MODES)
-def test_a_pty_comes_from_the_containers_devpts_whatever_dev_ptmx_is(mode, replacement, as_unprivileged,
-                                                                     busybox_dir):
-    listing, code, output = in_mode(mode, as_unprivileged, _pty_after_ptmx_replaced, str(busybox_dir),
-                                    PTMX_REPLACEMENTS[replacement])
+def test_a_pty_comes_from_the_containers_devpts_whatever_dev_ptmx_is(
+    mode, replacement, as_unprivileged, busybox_dir
+):
+    listing, code, output = in_mode(
+        mode,
+        as_unprivileged,
+        _pty_after_ptmx_replaced,
+        str(busybox_dir),
+        PTMX_REPLACEMENTS[replacement],
+    )
     assert listing[0] in "pl", f"/dev/ptmx was not replaced: {listing}"  # a FIFO, a symlink
     assert code == 0 and output.startswith("/dev/pts/") and "isatty" in output, output
 
@@ -372,8 +424,10 @@ def _tree_kill_under_a_fake_proc(image_dir: str, token: str) -> tuple[bool, byte
     from test_attacks import _image
 
     with sandkit.Container(_image(image_dir), cap_add=["SYS_ADMIN"]) as c:
-        fake = c.exec(["sh", "-c", "mount -t tmpfs none /proc && mkdir /proc/2 && mkfifo /proc/2/stat"],
-                      timeout=10)
+        fake = c.exec(
+            ["sh", "-c", "mount -t tmpfs none /proc && mkdir /proc/2 && mkfifo /proc/2/stat"],
+            timeout=10,
+        )
         assert fake.exit_code == 0, fake
         timed = c.exec(["sleep", token], timeout=1)
         served = c.exec(["echo", "served"], timeout=5)
@@ -400,7 +454,9 @@ def test_an_exec_timeout_works_when_proc_is_mounted_over(mode, as_unprivileged, 
 
     def run():
         try:
-            box["value"] = in_mode(mode, as_unprivileged, _tree_kill_under_a_fake_proc, str(busybox_dir), token)
+            box["value"] = in_mode(
+                mode, as_unprivileged, _tree_kill_under_a_fake_proc, str(busybox_dir), token
+            )
         except BaseException as exc:  # noqa: BLE001 - reported below
             box["error"] = exc
 

@@ -52,7 +52,10 @@ def test_a_thousand_containers_one_after_another(busybox, no_leaks):
             ids.add(c.id)
             if n % 100 == 0:
                 # a process left running in the background when the container stops
-                assert c.exec(["sh", "-c", "sleep 100 >/dev/null 2>&1 & echo $$"], timeout=5).exit_code == 0
+                assert (
+                    c.exec(["sh", "-c", "sleep 100 >/dev/null 2>&1 & echo $$"], timeout=5).exit_code
+                    == 0
+                )
     elapsed = time.monotonic() - started
     assert not _ours(_cgroup_dirs(), ids)
     print(f"1000 containers in {elapsed:.1f} s ({elapsed:.1f} ms each)")
@@ -147,9 +150,17 @@ def _marked_sleeps() -> list[int]:
 
 
 def test_sigkill_of_the_host_process_leaves_no_orphan(busybox_dir, tmp_path):
-    env = dict(os.environ, SANDKIT_HOME=str(tmp_path / "home"), PYTHONPATH=str(Path(sandkit.__file__).parent.parent))
-    reaper = subprocess.Popen([sys.executable, "-c", _REAPER, _VICTIM, str(busybox_dir)],
-                              stdout=subprocess.PIPE, text=True, env=env)
+    env = dict(
+        os.environ,
+        SANDKIT_HOME=str(tmp_path / "home"),
+        PYTHONPATH=str(Path(sandkit.__file__).parent.parent),
+    )
+    reaper = subprocess.Popen(
+        [sys.executable, "-c", _REAPER, _VICTIM, str(busybox_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         first = reaper.stdout.readline().split()
         assert len(first) == 6 and first[1] == "ready", first
@@ -199,14 +210,24 @@ def test_killing_the_init_from_outside_is_a_clear_error(busybox, no_leaks):
 def _rootless_loop(count: int):
     from conftest import host_footprint, make_busybox_rootfs
 
-    image = sandkit.Image.from_directory(make_busybox_rootfs(Path(os.environ["SANDKIT_HOME"]) / "rootfs"))
+    image = sandkit.Image.from_directory(
+        make_busybox_rootfs(Path(os.environ["SANDKIT_HOME"]) / "rootfs")
+    )
     with sandkit.Container(image) as c:  # warm-up: what lives as long as the process
         c.exec(["true"])
 
     def footprint():
         fp = host_footprint()
-        return fp["inits"], fp["mounts"], fp["fds"], sorted(
-            str(p) for p in Path(os.environ["SANDKIT_HOME"]).rglob("*") if "rootfs" not in p.parts)
+        return (
+            fp["inits"],
+            fp["mounts"],
+            fp["fds"],
+            sorted(
+                str(p)
+                for p in Path(os.environ["SANDKIT_HOME"]).rglob("*")
+                if "rootfs" not in p.parts
+            ),
+        )
 
     before = footprint()
     for n in range(count):

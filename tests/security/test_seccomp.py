@@ -117,7 +117,9 @@ def _ordinary_probe() -> dict:
     out = {}
     with open("/proc/self/status", "rb") as f:
         out["seccomp_mode"] = (
-            next(line for line in f.read().splitlines() if line.startswith(b"Seccomp:")).split()[1].decode()
+            next(line for line in f.read().splitlines() if line.startswith(b"Seccomp:"))
+            .split()[1]
+            .decode()
         )
     r, w = os.pipe()
     os.write(w, b"x")

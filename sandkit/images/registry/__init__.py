@@ -19,6 +19,15 @@ from .pull import pull, pull_sync
 from .push import push, push_sync
 
 __all__ = [
-    "Credentials", "Progress", "ProgressCallback", "RetryPolicy", "credentials_for",
-    "login", "logout", "pull", "pull_sync", "push", "push_sync",
+    "Credentials",
+    "Progress",
+    "ProgressCallback",
+    "RetryPolicy",
+    "credentials_for",
+    "login",
+    "logout",
+    "pull",
+    "pull_sync",
+    "push",
+    "push_sync",
 ]

@@ -101,9 +101,13 @@ def _read_config(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        raise AuthenticationError(f"cannot read Docker config {path} ({e}): fix or remove the file") from None
+        raise AuthenticationError(
+            f"cannot read Docker config {path} ({e}): fix or remove the file"
+        ) from None
     if not isinstance(data, dict):
-        raise AuthenticationError(f"Docker config {path} is not a JSON object: fix or remove the file")
+        raise AuthenticationError(
+            f"Docker config {path} is not a JSON object: fix or remove the file"
+        )
     return data
 
 
@@ -112,7 +116,9 @@ def _from_entry(entry: dict[str, Any], registry: str, path: Path) -> Credentials
         return Credentials(str(entry.get("username") or ""), "", str(entry["identitytoken"]))
     if entry.get("auth"):
         try:
-            user, sep, password = base64.b64decode(entry["auth"], validate=False).decode().partition(":")
+            user, sep, password = (
+                base64.b64decode(entry["auth"], validate=False).decode().partition(":")
+            )
         except (ValueError, UnicodeDecodeError):
             sep = ""
         if not sep:
@@ -131,7 +137,11 @@ def _run_helper(helper: str, registry: str) -> Credentials | None:
     program = f"docker-credential-{helper}"
     try:
         proc = subprocess.run(
-            [program, "get"], input=_config_key(registry).encode(), capture_output=True, timeout=30, check=False
+            [program, "get"],
+            input=_config_key(registry).encode(),
+            capture_output=True,
+            timeout=30,
+            check=False,
         )
     except FileNotFoundError:
         raise AuthenticationError(
@@ -264,7 +274,9 @@ class _Token:
 class Authenticator:
     """Per-registry authentication state: which scheme it wants, and tokens cached per scope."""
 
-    def __init__(self, registry: str, credentials: Credentials | None, progress: ProgressRule) -> None:
+    def __init__(
+        self, registry: str, credentials: Credentials | None, progress: ProgressRule
+    ) -> None:
         self.registry = registry
         self.credentials = credentials
         self.progress = progress
@@ -282,7 +294,11 @@ class Authenticator:
         return await self._token(http, c, scopes)
 
     async def on_unauthorized(
-        self, http: httpx.AsyncClient, response: httpx.Response, scopes: frozenset[str], sent: str | None
+        self,
+        http: httpx.AsyncClient,
+        response: httpx.Response,
+        scopes: frozenset[str],
+        sent: str | None,
     ) -> str:
         """Answer a 401 to a request sent with ``sent``: the header to retry with. Raises
         AuthenticationError when no retry can work (no credentials for Basic)."""
@@ -325,19 +341,28 @@ class Authenticator:
             self._tokens[key] = _Token(header, time.monotonic() + life - _TOKEN_MARGIN)
             return header
 
-    async def _fetch_token(self, http: httpx.AsyncClient, c: Challenge, scopes: frozenset[str]) -> tuple[str, int]:
+    async def _fetch_token(
+        self, http: httpx.AsyncClient, c: Challenge, scopes: frozenset[str]
+    ) -> tuple[str, int]:
         realm = c.params.get("realm") or ""
         if not realm.startswith(("https://", "http://")):
             raise AuthenticationError(
                 f"registry {self.registry} sent a Bearer challenge without a usable realm: {c.params!r}"
             )
         shown = printable(realm)  # (the realm comes from a header: its text goes into messages)
-        query: list[tuple[str, str]] = [("service", c.params["service"])] if c.params.get("service") else []
+        query: list[tuple[str, str]] = (
+            [("service", c.params["service"])] if c.params.get("service") else []
+        )
         query += [("scope", s) for s in sorted(scopes)]
         creds = self.credentials
         if creds and creds.identity_token:
             # OAuth2 refresh-token grant: what `docker login` leaves for SSO registries.
-            form = dict(query, grant_type="refresh_token", refresh_token=creds.identity_token, client_id="sandkit")
+            form = dict(
+                query,
+                grant_type="refresh_token",
+                refresh_token=creds.identity_token,
+                client_id="sandkit",
+            )
             form["scope"] = " ".join(sorted(scopes))
             request = http.build_request("POST", realm, data=form)
         else:
@@ -350,7 +375,9 @@ class Authenticator:
             with headers_in_time(watch):
                 resp = await http.send(request, stream=True)
             limit = (
-                Limit(MAX_TOKEN, f"the token response of {shown}") if resp.status_code == 200 else error_limit(shown)
+                Limit(MAX_TOKEN, f"the token response of {shown}")
+                if resp.status_code == 200
+                else error_limit(shown)
             )
             resp = await read_async(resp, limit, watch)
         except httpx.HTTPError as e:
@@ -364,7 +391,9 @@ class Authenticator:
                 f"user name and password (`sandkit login {self.registry}`)"
             )
         if resp.status_code != 200:
-            raise RegistryError(f"the token server {shown} of {self.registry} answered HTTP {resp.status_code}")
+            raise RegistryError(
+                f"the token server {shown} of {self.registry} answered HTTP {resp.status_code}"
+            )
         try:
             body = resp.json()
             token = body.get("token") or body.get("access_token")

@@ -96,7 +96,9 @@ class ProgressWatch:
     def headers_late(self) -> StalledError:
         """The error for a request whose response headers were not all in a period after it was
         sent: no byte of a body, so too little progress, in that period."""
-        return self._stalled(f"the response headers were not all in {self.rule.period:g} s after the request")
+        return self._stalled(
+            f"the response headers were not all in {self.rule.period:g} s after the request"
+        )
 
     def _stalled(self, last_error: object) -> StalledError:
         after = f" (last error: {last_error})" if last_error else ""
@@ -174,7 +176,9 @@ class _Collector:
         decoded (sandkit asks for identity encoding; a decoded gzip body could be 1000 times
         larger), so the Content-Encoding header goes."""
         headers = [
-            (k, v) for k, v in resp.headers.multi_items() if k.lower() not in ("content-encoding", "transfer-encoding")
+            (k, v)
+            for k, v in resp.headers.multi_items()
+            if k.lower() not in ("content-encoding", "transfer-encoding")
         ]
         return httpx.Response(
             resp.status_code,
@@ -200,7 +204,9 @@ def _too_long(limit: Limit, how: str) -> RegistryError:
     )
 
 
-async def read_async(resp: httpx.Response, limit: Limit, watch: ProgressWatch | None = None) -> httpx.Response:
+async def read_async(
+    resp: httpx.Response, limit: Limit, watch: ProgressWatch | None = None
+) -> httpx.Response:
     """Read the streamed ``resp`` against ``limit`` and close it; the copy that holds the body."""
     try:
         collector = _Collector(resp, limit, watch)
@@ -213,7 +219,9 @@ async def read_async(resp: httpx.Response, limit: Limit, watch: ProgressWatch | 
         await resp.aclose()
 
 
-def read_sync(resp: httpx.Response, limit: Limit, watch: ProgressWatch | None = None) -> httpx.Response:
+def read_sync(
+    resp: httpx.Response, limit: Limit, watch: ProgressWatch | None = None
+) -> httpx.Response:
     """`read_async` for the sync client of layer downloads."""
     try:
         collector = _Collector(resp, limit, watch)

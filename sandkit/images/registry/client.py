@@ -96,7 +96,9 @@ def _ssl_context(registry: str, ca_file: str | os.PathLike[str] | None) -> ssl.S
     extra = [os.fspath(ca_file)] if ca_file else []
     certs_d = os.path.join("/etc/docker/certs.d", registry)
     if os.path.isdir(certs_d):
-        extra += [os.path.join(certs_d, n) for n in sorted(os.listdir(certs_d)) if n.endswith(".crt")]
+        extra += [
+            os.path.join(certs_d, n) for n in sorted(os.listdir(certs_d)) if n.endswith(".crt")
+        ]
     return _context_trusting(tuple((path, _version(path)) for path in extra))
 
 
@@ -118,7 +120,9 @@ def _context_trusting(extra: tuple[tuple[str, tuple[int, int] | None], ...]) -> 
         try:
             ctx.load_verify_locations(cafile=path)
         except (OSError, ssl.SSLError) as e:
-            raise RegistryError(f"cannot load CA certificate {path} ({e}): pass a PEM file") from None
+            raise RegistryError(
+                f"cannot load CA certificate {path} ({e}): pass a PEM file"
+            ) from None
     return ctx
 
 
@@ -158,13 +162,17 @@ class RegistryClient:
         self.allow_http = insecure or insecure_by_default(registry)
         self.retry = retry or RETRY
         creds = coerce(auth)
-        self.auth = Authenticator(registry, creds if creds is not None else credentials_for(registry), self.progress)
+        self.auth = Authenticator(
+            registry, creds if creds is not None else credentials_for(registry), self.progress
+        )
         # An explicitly insecure registry may also have a self-signed certificate (as in Docker).
         verify: ssl.SSLContext | bool = False if insecure else _ssl_context(registry, ca_file)
         self._settings: dict[str, Any] = {
             "verify": verify,
             # A read waits at most one progress period: the progress rule decides what then.
-            "timeout": httpx.Timeout(timeout, connect=15.0, read=min(timeout, self.progress.period)),
+            "timeout": httpx.Timeout(
+                timeout, connect=15.0, read=min(timeout, self.progress.period)
+            ),
             "follow_redirects": True,  # blobs are often a redirect to object storage
             # Bodies are read raw against their limits: a compressed one could be 1000x larger.
             "headers": {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
@@ -173,7 +181,9 @@ class RegistryClient:
         # An upload's answer may take a registry a while (it checks the digest of what it got,
         # object storage commits it): those wait the whole timeout, and sent bytes count as progress.
         self._upload_timeout = httpx.Timeout(timeout, connect=15.0)
-        self.http = httpx.AsyncClient(**self._settings, event_hooks={"response": [skip_redirect_body_async]})
+        self.http = httpx.AsyncClient(
+            **self._settings, event_hooks={"response": [skip_redirect_body_async]}
+        )
         self._blocking: httpx.Client | None = None  # made on first use: only pulls need it
         self._blocking_lock = threading.Lock()
         self._base: str | None = None
@@ -207,11 +217,17 @@ class RegistryClient:
             for s in schemes:
                 try:
                     with self._no_redirect_loop("GET", f"{s}://{host}/v2/"), headers_in_time(watch):
-                        resp = await self.http.send(self.http.build_request("GET", f"{s}://{host}/v2/"), stream=True)
-                    resp = await read_async(resp, error_limit(f"the answer of {s}://{host}/v2/"), watch)
+                        resp = await self.http.send(
+                            self.http.build_request("GET", f"{s}://{host}/v2/"), stream=True
+                        )
+                    resp = await read_async(
+                        resp, error_limit(f"the answer of {s}://{host}/v2/"), watch
+                    )
                 except httpx.TransportError as e:
                     failures.append(_describe_transport(s, host, e))
-                    transient = transient or isinstance(e, (httpx.TimeoutException, httpx.ReadError))
+                    transient = transient or isinstance(
+                        e, (httpx.TimeoutException, httpx.ReadError)
+                    )
                     continue
                 # 200: open; 401: needs auth. Anything else is not a registry speaking this scheme
                 # (a TLS port answers plain HTTP with 400, for instance).
@@ -219,7 +235,9 @@ class RegistryClient:
                     return f"{s}://{host}"
                 if resp.status_code in _TRANSIENT_STATUS:
                     transient = True
-                failures.append(f"{s}://{host}/v2/ answered HTTP {resp.status_code} ({error_messages(resp)})")
+                failures.append(
+                    f"{s}://{host}/v2/ answered HTTP {resp.status_code} ({error_messages(resp)})"
+                )
             if not transient:
                 break
             watch.check("; ".join(failures))
@@ -229,12 +247,20 @@ class RegistryClient:
             if self.allow_http
             else "check the address; for a registry without TLS pass insecure=True (--insecure)"
         )
-        raise RegistryError(f"cannot talk to registry {self.registry}: {'; '.join(failures)}: {hint}")
+        raise RegistryError(
+            f"cannot talk to registry {self.registry}: {'; '.join(failures)}: {hint}"
+        )
 
     # --- requests ----------------------------------------------------------------------------
 
     async def _send(
-        self, method: str, url: str, scopes: frozenset[str], headers: dict[str, str], body: Body, watch: ProgressWatch,
+        self,
+        method: str,
+        url: str,
+        scopes: frozenset[str],
+        headers: dict[str, str],
+        body: Body,
+        watch: ProgressWatch,
     ) -> httpx.Response:
         """One request with authentication: cached credentials first, one retry after a 401.
         Credentials go only to the registry's own origin (see `_own_origin`)."""
@@ -242,9 +268,14 @@ class RegistryClient:
         auth_header = await self.auth.header_for(self.http, scopes) if own else None
         for retried in (False, True):
             upload = callable(body)
-            content = _counted(body(), watch) if callable(body) else body  # (mypy narrows by callable(), not `upload`)
+            content = (
+                _counted(body(), watch) if callable(body) else body
+            )  # (mypy narrows by callable(), not `upload`)
             req = self.http.build_request(
-                method, url, headers=_authorized(headers, auth_header), content=content,
+                method,
+                url,
+                headers=_authorized(headers, auth_header),
+                content=content,
                 timeout=self._upload_timeout if upload else httpx.USE_CLIENT_DEFAULT,
             )
             # An upload's answer keeps its long timeout (above); every other answer's headers
@@ -254,7 +285,9 @@ class RegistryClient:
                 resp = await self.http.send(req, stream=True)
             if resp.status_code != 401:
                 return resp  # streamed: the caller reads its body
-            resp = await read_async(resp, error_limit(f"the answer to {method} {httpx.URL(url).path}"), watch)
+            resp = await read_async(
+                resp, error_limit(f"the answer to {method} {httpx.URL(url).path}"), watch
+            )
             if retried or not self._own_origin(str(resp.url)):
                 break
             auth_header = await self.auth.on_unauthorized(self.http, resp, scopes, auth_header)
@@ -315,13 +348,17 @@ class RegistryClient:
         url = await self.url(path)
         what = f"{method} {httpx.URL(url).path}"
         watch = ProgressWatch(
-            self.progress, f"{what} on registry {self.registry}", limit.size if limit and limit.exact else None
+            self.progress,
+            f"{what} on registry {self.registry}",
+            limit.size if limit and limit.exact else None,
         )
 
         async def once() -> httpx.Response:
             resp = await self._send(method, url, scopes, headers or {}, body, watch)
             success = limit is not None and 200 <= resp.status_code < 300
-            resp = await read_async(resp, limit if success and limit else error_limit(f"the answer to {what}"), watch)
+            resp = await read_async(
+                resp, limit if success and limit else error_limit(f"the answer to {what}"), watch
+            )
             if resp.status_code in _TRANSIENT_STATUS:
                 raise TransientError(
                     f"{method} {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})"
@@ -336,14 +373,23 @@ class RegistryClient:
         download them (see download.py). Its connections read bodies in big pieces (transport.py)."""
         with self._blocking_lock:
             if self._blocking is None:
-                transport = LargeReadTransport(verify=self._settings["verify"], limits=self._settings["limits"])
+                transport = LargeReadTransport(
+                    verify=self._settings["verify"], limits=self._settings["limits"]
+                )
                 self._blocking = httpx.Client(
-                    **self._settings, transport=transport, event_hooks={"response": [skip_redirect_body]}
+                    **self._settings,
+                    transport=transport,
+                    event_hooks={"response": [skip_redirect_body]},
                 )
             return self._blocking
 
     def open_in_thread(
-        self, url: str, *, scopes: frozenset[str], headers: dict[str, str], loop: anyio.lowlevel.EventLoopToken,
+        self,
+        url: str,
+        *,
+        scopes: frozenset[str],
+        headers: dict[str, str],
+        loop: anyio.lowlevel.EventLoopToken,
         watch: ProgressWatch,
     ) -> httpx.Response:
         """A streamed GET sent with the sync client from a thread other than the loop's; the
@@ -351,22 +397,35 @@ class RegistryClient:
         No retries here: the caller resumes with Range requests. Failures worth retrying raise
         TransientError."""
         own = self._own_origin(url)
-        auth_header = anyio.from_thread.run(self.auth.header_for, self.http, scopes, token=loop) if own else None
+        auth_header = (
+            anyio.from_thread.run(self.auth.header_for, self.http, scopes, token=loop)
+            if own
+            else None
+        )
         for retried in (False, True):
             blocking = self.blocking
             request = blocking.build_request("GET", url, headers=_authorized(headers, auth_header))
             try:
-                with self._no_redirect_loop("GET", url), headers_by(time.monotonic() + self.progress.period):
+                with (
+                    self._no_redirect_loop("GET", url),
+                    headers_by(time.monotonic() + self.progress.period),
+                ):
                     resp = blocking.send(request, stream=True)
             except HeadersTooSlow:
                 raise watch.headers_late() from None
             except httpx.TransportError as e:
-                raise TransientError(_describe_transport(url.split(":", 1)[0], self.registry, e)) from None
+                raise TransientError(
+                    _describe_transport(url.split(":", 1)[0], self.registry, e)
+                ) from None
             if resp.status_code not in _TRANSIENT_STATUS and resp.status_code != 401:
                 return resp
-            resp = read_sync(resp, error_limit(f"the answer to GET {httpx.URL(url).path}"), watch)  # for error_messages
+            resp = read_sync(
+                resp, error_limit(f"the answer to GET {httpx.URL(url).path}"), watch
+            )  # for error_messages
             if resp.status_code != 401:
-                raise TransientError(f"GET {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})")
+                raise TransientError(
+                    f"GET {resp.url.path} answered HTTP {resp.status_code} ({error_messages(resp)})"
+                )
             if retried or not self._own_origin(str(resp.url)):
                 break
             auth_header = anyio.from_thread.run(
@@ -374,14 +433,20 @@ class RegistryClient:
             )
         raise self._refused("GET", url, resp)
 
-    async def with_retries(self, fn: Callable[[], Awaitable[Any]], what: str, watch: ProgressWatch) -> Any:
+    async def with_retries(
+        self, fn: Callable[[], Awaitable[Any]], what: str, watch: ProgressWatch
+    ) -> Any:
         """Run ``fn`` again after transient failures, with exponential backoff and jitter, while
         ``watch`` sees enough progress."""
         for attempt in range(self.retry.attempts):
             try:
                 return await fn()
             except (TransientError, httpx.TransportError) as e:
-                last = e if isinstance(e, TransientError) else TransientError(_describe_transport("", self.registry, e))
+                last = (
+                    e
+                    if isinstance(e, TransientError)
+                    else TransientError(_describe_transport("", self.registry, e))
+                )
                 watch.check(last)
                 if attempt + 1 < self.retry.attempts:
                     await anyio.sleep(self.retry.delay(attempt))
@@ -428,7 +493,8 @@ def _describe_transport(scheme: str, host: str, e: Exception) -> str:
     if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
         return f"{host} does not speak TLS ({scheme})"
     kinds: dict[type[Exception], str] = {
-        httpx.ConnectError: "cannot connect", httpx.ConnectTimeout: "connection timed out",
+        httpx.ConnectError: "cannot connect",
+        httpx.ConnectTimeout: "connection timed out",
     }
     kind = kinds.get(type(e), "connection failed")
     return f"{kind} to {scheme + '://' if scheme else ''}{host} ({type(e).__name__}: {text})"

@@ -44,7 +44,14 @@ class BlobDownload(io.RawIOBase):
     and the whole download, over all attempts, obeys the client's progress rule (bodies.py)."""
 
     def __init__(
-        self, client: RegistryClient, url: str, *, scopes: frozenset[str], digest: str, size: int, where: str,
+        self,
+        client: RegistryClient,
+        url: str,
+        *,
+        scopes: frozenset[str],
+        digest: str,
+        size: int,
+        where: str,
         report: ProgressCallback,
     ) -> None:
         super().__init__()
@@ -67,7 +74,9 @@ class BlobDownload(io.RawIOBase):
         self._chunks: Iterator[bytes] = iter(())
         self._lock = threading.Lock()  # guards _response against interrupt() from the loop
         self._stop = threading.Event()
-        self._watch = ProgressWatch(client.progress, f"the download of layer {digest} of {where}", size)
+        self._watch = ProgressWatch(
+            client.progress, f"the download of layer {digest} of {where}", size
+        )
         self._watch.pause()  # runs only while a read waits for the registry (see _next_chunk)
 
     def readable(self) -> bool:
@@ -109,7 +118,11 @@ class BlobDownload(io.RawIOBase):
         header deadline, a progress period after it was sent: see transport.py.)"""
         self._stop.set()
         with self._lock:
-            stream = self._response.extensions.get("network_stream") if self._response is not None else None
+            stream = (
+                self._response.extensions.get("network_stream")
+                if self._response is not None
+                else None
+            )
             sock = stream.get_extra_info("socket") if stream is not None else None
             if sock is not None:
                 # The plain socket's shutdown, also under TLS: the reading thread owns the
@@ -166,10 +179,17 @@ class BlobDownload(io.RawIOBase):
         start = self._attempt_start = self._received
         headers = {"Range": f"bytes={start}-"} if start else {}
         resp = self._client.open_in_thread(
-            self._url, scopes=self._scopes, headers=headers, loop=self._loop, watch=self._watch,
+            self._url,
+            scopes=self._scopes,
+            headers=headers,
+            loop=self._loop,
+            watch=self._watch,
         )
         with self._lock:
-            self._response, self._chunks = resp, resp.iter_raw()  # raw: httpx must not decode a blob
+            self._response, self._chunks = (
+                resp,
+                resp.iter_raw(),
+            )  # raw: httpx must not decode a blob
         try:
             self._skip = self._already_received(resp, start)
             self._refuse_if_announced_longer(resp)
@@ -193,7 +213,9 @@ class BlobDownload(io.RawIOBase):
                 f"layer {self._digest} of {self._where} is missing on registry {self._client.registry} "
                 "(blob unknown)"
             )
-        resp = read_sync(resp, error_limit(f"the answer to GET {resp.url.path}"), self._watch)  # for error_messages
+        resp = read_sync(
+            resp, error_limit(f"the answer to GET {resp.url.path}"), self._watch
+        )  # for error_messages
         raise RegistryError(
             f"downloading layer {self._digest} of {self._where} failed: "
             f"HTTP {resp.status_code} ({error_messages(resp)})"
@@ -221,10 +243,15 @@ class BlobDownload(io.RawIOBase):
         if self._received + len(chunk) > self._size:
             raise self._too_long()
         self._received += len(chunk)
-        if self._received - self._reported >= REPORT_BYTES and (now := time.monotonic()) >= self._next_report:
+        if (
+            self._received - self._reported >= REPORT_BYTES
+            and (now := time.monotonic()) >= self._next_report
+        ):
             self._reported, self._next_report = self._received, now + REPORT_INTERVAL
             anyio.from_thread.run_sync(
-                self._report, Progress("downloading", self._digest, self._received, self._size), token=self._loop
+                self._report,
+                Progress("downloading", self._digest, self._received, self._size),
+                token=self._loop,
             )
         return chunk
 

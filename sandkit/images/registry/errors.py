@@ -9,7 +9,9 @@ def printable(text: str, limit: int = 300) -> str:
     """``text`` from a registry (a body, a header), cut at ``limit`` characters, with control and
     other invisible characters escaped (as skopeo does): a registry's message must not move the
     cursor, clear the screen or reorder text in a terminal or a log."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit]
+    )
 
 
 class SecondaryError(RegistryError):

@@ -14,13 +14,17 @@ from .auth import Credentials, normalize_host, remove_credentials, save_credenti
 from .client import RegistryClient, error_messages
 
 
-async def _verify(registry: str, creds: Credentials, insecure: bool, ca_file: str | os.PathLike[str] | None) -> None:
+async def _verify(
+    registry: str, creds: Credentials, insecure: bool, ca_file: str | os.PathLike[str] | None
+) -> None:
     """GET /v2/ with the credentials, as `docker login` does (token servers are asked for a
     token with no scope: that proves the password without naming a repository)."""
     async with RegistryClient(registry, insecure=insecure, ca_file=ca_file, auth=creds) as client:
         resp = await client.request("GET", "/v2/", scopes=frozenset())
         if resp.status_code != 200:
-            raise RegistryError(f"login to {registry} failed: HTTP {resp.status_code} ({error_messages(resp)})")
+            raise RegistryError(
+                f"login to {registry} failed: HTTP {resp.status_code} ({error_messages(resp)})"
+            )
 
 
 def login(

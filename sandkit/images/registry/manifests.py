@@ -58,7 +58,9 @@ def parse(raw: bytes, content_type: str, *, expected: str | None, where: str) ->
     """Check a fetched manifest: digest (``expected``: from the reference or the registry's
     Docker-Content-Digest), size bound, schema version, and Content-Type against mediaType."""
     if len(raw) > MAX_MANIFEST:
-        raise RegistryError(f"manifest of {where} is {len(raw)} bytes, over the {MAX_MANIFEST} byte limit: refusing it")
+        raise RegistryError(
+            f"manifest of {where} is {len(raw)} bytes, over the {MAX_MANIFEST} byte limit: refusing it"
+        )
     if expected is not None:
         verify_bytes(raw, check_digest(expected, "manifest digest"), f"manifest of {where}")
     ctype = content_type.split(";", 1)[0].strip().lower()
@@ -90,7 +92,9 @@ def parse(raw: bytes, content_type: str, *, expected: str | None, where: str) ->
             "format): pull an image reference instead"
         )
     if body.get("schemaVersion") != 2:
-        raise RegistryError(f"manifest of {where} has schemaVersion {body.get('schemaVersion')!r}, expected 2")
+        raise RegistryError(
+            f"manifest of {where} has schemaVersion {body.get('schemaVersion')!r}, expected 2"
+        )
     return Manifest(media_type, sha256_bytes(raw), raw, body)
 
 
@@ -118,14 +122,24 @@ def check_image(man: Manifest, where: str) -> None:
     """An image manifest we can pull: a config descriptor and supported layer types."""
     cfg = man.body.get("config")
     layers = man.body.get("layers")
-    if not isinstance(cfg, dict) or not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
-        raise RegistryError(f"manifest of {where} lacks a config or a layers list: the image is corrupt")
+    if (
+        not isinstance(cfg, dict)
+        or not isinstance(layers, list)
+        or not all(isinstance(x, dict) for x in layers)
+    ):
+        raise RegistryError(
+            f"manifest of {where} lacks a config or a layers list: the image is corrupt"
+        )
     check_descriptor(cfg, f"the config descriptor of {where}")
     for layer in layers:
         check_descriptor(layer, f"a layer descriptor of {where}")
         mt = layer.get("mediaType", "")
         if mt not in LAYER_TYPES:
-            hint = " (encrypted layers need a decryption key sandkit does not have)" if "encrypted" in mt else ""
-            raise ImageError(f"{where} has a layer of media type {mt!r} that sandkit cannot unpack{hint}")
-
-
+            hint = (
+                " (encrypted layers need a decryption key sandkit does not have)"
+                if "encrypted" in mt
+                else ""
+            )
+            raise ImageError(
+                f"{where} has a layer of media type {mt!r} that sandkit cannot unpack{hint}"
+            )

@@ -39,7 +39,11 @@ class Puller:
     to ``progress``."""
 
     def __init__(
-        self, client: RegistryClient, store: Store, ref: reference.Reference, progress: ProgressCallback
+        self,
+        client: RegistryClient,
+        store: Store,
+        ref: reference.Reference,
+        progress: ProgressCallback,
     ) -> None:
         self.client = client
         self.store = store
@@ -50,13 +54,22 @@ class Puller:
 
     # --- manifests and config ----------------------------------------------------------------
 
-    async def manifest(self, target: str, expected: str | None, size: int | None = None) -> manifests.Manifest:
+    async def manifest(
+        self, target: str, expected: str | None, size: int | None = None
+    ) -> manifests.Manifest:
         """The manifest ``target`` (a tag or digest); ``size``: what its index entry says."""
         what = f"the manifest of {self.where}"
-        limit = Limit(size, what, exact=True) if size is not None else Limit(manifests.MAX_MANIFEST, what)
+        limit = (
+            Limit(size, what, exact=True)
+            if size is not None
+            else Limit(manifests.MAX_MANIFEST, what)
+        )
         resp = await self.client.request(
-            "GET", f"/v2/{self.ref.repository}/manifests/{target}",
-            scopes=self.scopes, headers={"Accept": manifests.ACCEPT}, limit=limit,
+            "GET",
+            f"/v2/{self.ref.repository}/manifests/{target}",
+            scopes=self.scopes,
+            headers={"Accept": manifests.ACCEPT},
+            limit=limit,
         )
         if resp.status_code == 404:
             raise ImageNotFoundError(
@@ -70,7 +83,9 @@ class Puller:
         header = resp.headers.get("docker-content-digest", "")
         if expected is None and header.startswith("sha256:"):
             expected = check_digest(header, "Docker-Content-Digest header")
-        return manifests.parse(resp.content, resp.headers.get("content-type", ""), expected=expected, where=self.where)
+        return manifests.parse(
+            resp.content, resp.headers.get("content-type", ""), expected=expected, where=self.where
+        )
 
     async def resolve(self, platform: Platform | None) -> manifests.Manifest:
         """The image manifest for ``platform``, through an index if the reference names one."""
@@ -92,9 +107,13 @@ class Puller:
         size (at most MAX_CONFIG, 4 MiB); `RegistryError` when it cannot be fetched."""
         size = desc.get("size")
         if not isinstance(size, int) or not 0 < size <= MAX_CONFIG:
-            raise RegistryError(f"the config of {self.where} has an invalid size {size!r} in the manifest")
+            raise RegistryError(
+                f"the config of {self.where} has an invalid size {size!r} in the manifest"
+            )
         resp = await self.client.request(
-            "GET", f"/v2/{self.ref.repository}/blobs/{desc['digest']}", scopes=self.scopes,
+            "GET",
+            f"/v2/{self.ref.repository}/blobs/{desc['digest']}",
+            scopes=self.scopes,
             limit=Limit(size, f"the config of {self.where}", exact=True),
         )
         if resp.status_code != 200:
@@ -106,7 +125,9 @@ class Puller:
 
     # --- layers ------------------------------------------------------------------------------
 
-    async def layer(self, desc: dict[str, Any], diff_id: str, limiter: anyio.CapacityLimiter) -> None:
+    async def layer(
+        self, desc: dict[str, Any], diff_id: str, limiter: anyio.CapacityLimiter
+    ) -> None:
         """Fetch, verify and apply the layer of descriptor ``desc`` (uncompressed digest
         ``diff_id``) into the store in one pass, at most ``limiter``'s number at once; a layer
         the store has already is skipped. Cancelling the pull ends the download at once."""
@@ -127,8 +148,12 @@ class Puller:
                 report=self.report,
             )
             ingest = functools.partial(
-                self.store.ingest_layer, blob, digest=digest, diff_id=diff_id,
-                size=desc["size"], media_type=desc.get("mediaType"),
+                self.store.ingest_layer,
+                blob,
+                digest=digest,
+                diff_id=diff_id,
+                size=desc["size"],
+                media_type=desc.get("mediaType"),
             )
             done = anyio.Event()
             with blob:
@@ -159,7 +184,9 @@ class Puller:
                 for desc, diff_id in zip(layers, diff_ids, strict=True):
                     tg.start_soon(self.layer, desc, diff_id, limiter)
             tags = [str(self.ref)] if self.ref.tag and not self.ref.digest else []
-            record = self.store.register_image(man.raw, config, tags=tags, manifest_media_type=man.media_type)
+            record = self.store.register_image(
+                man.raw, config, tags=tags, manifest_media_type=man.media_type
+            )
         self.report(Progress("manifest", man.digest))
         return record
 
@@ -190,7 +217,9 @@ async def pull(
     plat = Platform.parse(platform) if isinstance(platform, str) else platform
     store = store or Store.default()
     try:
-        async with RegistryClient(parsed.registry, insecure=insecure, ca_file=ca_file, auth=auth) as client:
+        async with RegistryClient(
+            parsed.registry, insecure=insecure, ca_file=ca_file, auth=auth
+        ) as client:
             return await Puller(client, store, parsed, progress or silent).run(plat)
     except BaseExceptionGroup as group:
         raise first_error(group) from None

@@ -34,8 +34,13 @@ class Pusher:
     from ``sources``, other repositories of that registry, where it can), then the manifest."""
 
     def __init__(
-        self, client: RegistryClient, store: Store, ref: reference.Reference, sources: list[str],
-        progress: ProgressCallback, chunk_size: int,
+        self,
+        client: RegistryClient,
+        store: Store,
+        ref: reference.Reference,
+        sources: list[str],
+        progress: ProgressCallback,
+        chunk_size: int,
     ) -> None:
         self.client = client
         self.store = store
@@ -44,7 +49,9 @@ class Pusher:
         self.sources = sources
         self.report = progress
         self.chunk_size = chunk_size
-        self.scopes = frozenset({scope(self.repo, "pull", "push"), *(scope(s, "pull") for s in sources)})
+        self.scopes = frozenset(
+            {scope(self.repo, "pull", "push"), *(scope(s, "pull") for s in sources)}
+        )
 
     def _fail(self, what: str, resp: httpx.Response) -> RegistryError:
         return RegistryError(
@@ -54,7 +61,9 @@ class Pusher:
     async def _location(self, resp: httpx.Response) -> str:
         loc = resp.headers.get("location")
         if not loc:
-            raise RegistryError(f"registry {self.ref.registry} started an upload without a Location header")
+            raise RegistryError(
+                f"registry {self.ref.registry} started an upload without a Location header"
+            )
         return str(httpx.URL(await self.client.base_url() + "/").join(loc))
 
     async def blob(self, desc: dict[str, Any], limiter: anyio.CapacityLimiter) -> None:
@@ -71,7 +80,9 @@ class Pusher:
             location = None
             for source in self.sources:
                 resp = await self.client.request(
-                    "POST", f"/v2/{self.repo}/blobs/uploads/?mount={digest}&from={source}", scopes=self.scopes
+                    "POST",
+                    f"/v2/{self.repo}/blobs/uploads/?mount={digest}&from={source}",
+                    scopes=self.scopes,
                 )
                 if resp.status_code == 201:
                     self.report(Progress("mounted", digest, size, size, detail=source))
@@ -80,7 +91,9 @@ class Pusher:
                     location = await self._location(resp)
                     break
             if location is None:
-                resp = await self.client.request("POST", f"/v2/{self.repo}/blobs/uploads/", scopes=self.scopes)
+                resp = await self.client.request(
+                    "POST", f"/v2/{self.repo}/blobs/uploads/", scopes=self.scopes
+                )
                 if resp.status_code != 202:
                     raise self._fail(f"starting the upload of {digest}", resp)
                 location = await self._location(resp)
@@ -90,8 +103,13 @@ class Pusher:
             else:
                 body = self._reader(digest, 0, size)
             url = httpx.URL(location).copy_merge_params({"digest": digest})
-            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size if body else 0)}
-            resp = await self.client.request("PUT", str(url), scopes=self.scopes, headers=headers, body=body or b"")
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(size if body else 0),
+            }
+            resp = await self.client.request(
+                "PUT", str(url), scopes=self.scopes, headers=headers, body=body or b""
+            )
             if resp.status_code != 201:
                 if "DIGEST_INVALID" in error_messages(resp):
                     raise DigestMismatchError(
@@ -131,7 +149,11 @@ class Pusher:
                 "Content-Length": str(n),
             }
             resp = await self.client.request(
-                "PATCH", location, scopes=self.scopes, headers=headers, body=self._reader(digest, offset, n)
+                "PATCH",
+                location,
+                scopes=self.scopes,
+                headers=headers,
+                body=self._reader(digest, offset, n),
             )
             if resp.status_code != 202:
                 raise self._fail(f"uploading a chunk of {digest}", resp)
@@ -148,8 +170,11 @@ class Pusher:
                 f"cannot push image {digest} as {self.ref.familiar()}: the digest in the reference differs"
             )
         resp = await self.client.request(
-            "PUT", f"/v2/{self.repo}/manifests/{target}", scopes=self.scopes,
-            headers={"Content-Type": media_type}, body=raw,
+            "PUT",
+            f"/v2/{self.repo}/manifests/{target}",
+            scopes=self.scopes,
+            headers={"Content-Type": media_type},
+            body=raw,
         )
         if resp.status_code not in (200, 201):
             raise self._fail("uploading the manifest", resp)
@@ -168,7 +193,9 @@ class Pusher:
         async with anyio.create_task_group() as tg:
             for desc in blobs:
                 tg.start_soon(self.blob, desc, limiter)
-        await self.manifest(self.store.read_blob(rec.manifest_digest), rec.manifest_media_type, rec.manifest_digest)
+        await self.manifest(
+            self.store.read_blob(rec.manifest_digest), rec.manifest_media_type, rec.manifest_digest
+        )
         return rec.manifest_digest
 
 
@@ -177,7 +204,11 @@ def mount_sources(store: Store, image_id: str, target: reference.Reference) -> l
     repos = []
     for tag in store.tags_of(image_id):
         r = reference.parse(tag)
-        if r.registry == target.registry and r.repository != target.repository and r.repository not in repos:
+        if (
+            r.registry == target.registry
+            and r.repository != target.repository
+            and r.repository not in repos
+        ):
             repos.append(r.repository)
     return repos[:3]  # each failed mount costs a round trip per blob
 
@@ -200,8 +231,12 @@ async def push(
         raise ValueError("chunk_size must be positive")
     sources = mount_sources(store, image_id, parsed)
     try:
-        async with RegistryClient(parsed.registry, insecure=insecure, ca_file=ca_file, auth=auth) as client:
-            return await Pusher(client, store, parsed, sources, progress or silent, chunk_size).run(image_id)
+        async with RegistryClient(
+            parsed.registry, insecure=insecure, ca_file=ca_file, auth=auth
+        ) as client:
+            return await Pusher(client, store, parsed, sources, progress or silent, chunk_size).run(
+                image_id
+            )
     except BaseExceptionGroup as group:
         raise first_error(group) from None
 

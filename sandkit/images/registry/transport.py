@@ -127,7 +127,10 @@ class LargeReadStream(httpcore.NetworkStream):
         self._stream.close()
 
     def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None,
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
     ) -> httpcore.NetworkStream:
         """The same connection upgraded to TLS, still read in large pieces."""
         # (The ssl module's handshake timeout bounds the whole handshake, not each of its reads.)
@@ -167,15 +170,24 @@ class LargeReadBackend(httpcore.NetworkBackend):
         self._backend = httpcore.SyncBackend()
 
     def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         """A TCP connection to ``host``:``port``, read in large pieces."""
         with _until_deadline(timeout) as timeout:
-            return LargeReadStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+            return LargeReadStream(
+                self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+            )
 
     def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None,
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         """A connection to the unix socket ``path``, read in large pieces."""
         with _until_deadline(timeout) as timeout:
@@ -220,12 +232,21 @@ class LargeReadTransport(httpx.BaseTransport):
             target=request.url.raw_path,
         )
         with _as_httpx_errors():
-            resp = self._pool.handle_request(httpcore.Request(
-                request.method, url, headers=request.headers.raw, content=request.stream, extensions=request.extensions,
-            ))
+            resp = self._pool.handle_request(
+                httpcore.Request(
+                    request.method,
+                    url,
+                    headers=request.headers.raw,
+                    content=request.stream,
+                    extensions=request.extensions,
+                )
+            )
         assert isinstance(resp.stream, Iterable)
         return httpx.Response(
-            resp.status, headers=resp.headers, stream=_ResponseBody(resp.stream), extensions=resp.extensions
+            resp.status,
+            headers=resp.headers,
+            stream=_ResponseBody(resp.stream),
+            extensions=resp.extensions,
         )
 
     def close(self) -> None:

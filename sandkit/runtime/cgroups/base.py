@@ -65,7 +65,9 @@ def check_name(name: str) -> str:
     """``name`` itself if it can be a cgroup directory name (1 to 128 of letters, digits, ``_.-``,
     not ``.`` or ``..``), else `ValueError`."""
     if not _NAME_RE.match(name) or name in (".", ".."):
-        raise ValueError(f"not a usable cgroup name: {name!r} (letters, digits, '_.-', at most 128)")
+        raise ValueError(
+            f"not a usable cgroup name: {name!r} (letters, digits, '_.-', at most 128)"
+        )
     return name
 
 
@@ -183,7 +185,9 @@ class ExecCgroup(abc.ABC):
         try:
             usage = self.usage()
             if self._pids_refused is not None:
-                usage = attrs.evolve(usage, pids_limit_hit=self._pids_refused() > self._pids_refused_before)
+                usage = attrs.evolve(
+                    usage, pids_limit_hit=self._pids_refused() > self._pids_refused_before
+                )
             return usage
         finally:
             self.close()
@@ -199,7 +203,12 @@ class ContainerCgroup(abc.ABC):
     """One container's cgroup(s): limits, join fds, per-exec children, stats, teardown."""
 
     def __init__(self, host: CgroupHost, name: str, limits: Limits, accounting: bool) -> None:
-        self.host, self.name, self.limits, self.accounting = host, check_name(name), limits, accounting
+        self.host, self.name, self.limits, self.accounting = (
+            host,
+            check_name(name),
+            limits,
+            accounting,
+        )
         self._destroyed = False
         self._execs: set[ExecCgroup] = set()  # open ones: their fds must close before teardown
 
@@ -304,7 +313,9 @@ def write_limit(dir_fd: int, file: str, value: str | int) -> None:
     try:
         _fs.write(dir_fd, file, value)
     except OSError as e:
-        raise CgroupError(f"the kernel refused {value!r} for {file}: {os.strerror(e.errno or 0)}") from e
+        raise CgroupError(
+            f"the kernel refused {value!r} for {file}: {os.strerror(e.errno or 0)}"
+        ) from e
 
 
 def remove_empty_stale(host: CgroupHost) -> None:

@@ -93,7 +93,9 @@ def detect(
         return _v1_host(v1, euid, name)
     if v2 is not None:
         return _v2_host(v2, euid, name)
-    return CgroupHost(0, {}, frozenset(), euid != 0, "no cgroup filesystem is mounted on this host", name)
+    return CgroupHost(
+        0, {}, frozenset(), euid != 0, "no cgroup filesystem is mounted on this host", name
+    )
 
 
 _cached: dict[int, CgroupHost] = {}
@@ -134,7 +136,9 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def _parse_mounts(mountinfo: str, own: dict[str, str]) -> tuple[dict[str, Hierarchy], Hierarchy | None]:
+def _parse_mounts(
+    mountinfo: str, own: dict[str, str]
+) -> tuple[dict[str, Hierarchy], Hierarchy | None]:
     """(v1 controller -> hierarchy, the v2 hierarchy or None)."""
     v1: dict[str, Hierarchy] = {}
     v2: list[Hierarchy] = []
@@ -151,7 +155,9 @@ def _parse_mounts(mountinfo: str, own: dict[str, str]) -> tuple[dict[str, Hierar
             continue
         ctrls = frozenset(o for o in tail[2].split(",") if o in V1_CONTROLLERS)
         for ctrl in ctrls:
-            v1.setdefault(ctrl, Hierarchy(mountpoint, ctrls, _join(mountpoint, root, own.get(ctrl, "/"))))
+            v1.setdefault(
+                ctrl, Hierarchy(mountpoint, ctrls, _join(mountpoint, root, own.get(ctrl, "/")))
+            )
     # Prefer the canonical mount when a cgroup2 tree is mounted more than once.
     v2.sort(key=lambda h: (h.mountpoint != "/sys/fs/cgroup", len(h.mountpoint)))
     return v1, (v2[0] if v2 else None)
@@ -198,7 +204,9 @@ def _v2_host(h: Hierarchy, euid: int, name: str) -> CgroupHost:
 
 def _v2_controllers(path: str) -> frozenset[str]:
     try:
-        return frozenset(_slurp(os.path.join(path, "cgroup.controllers")).split()) & set(LIMIT_CONTROLLERS)
+        return frozenset(_slurp(os.path.join(path, "cgroup.controllers")).split()) & set(
+            LIMIT_CONTROLLERS
+        )
     except OSError:
         return frozenset()
 

@@ -50,7 +50,9 @@ class Limits:
         self._check_memory()
         self._check_cpu()
         if self.pids is not None and (_not_int(self.pids) or self.pids < 1):
-            raise LimitsError(f"pids must be a whole number >= 1 (or None for no limit), not {self.pids!r}")
+            raise LimitsError(
+                f"pids must be a whole number >= 1 (or None for no limit), not {self.pids!r}"
+            )
 
     def _check_memory(self) -> None:
         if self.memory is not None and self.memory < MIN_MEMORY:
@@ -73,18 +75,25 @@ class Limits:
             if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)):
                 raise LimitsError(f"cpus must be a number like 1.5, not {self.cpus!r}")
             if not 0.01 <= self.cpus <= ncpu:
-                raise LimitsError(f"cpus must be between 0.01 and {ncpu} (this host's CPUs), not {self.cpus}")
+                raise LimitsError(
+                    f"cpus must be between 0.01 and {ncpu} (this host's CPUs), not {self.cpus}"
+                )
         if self.cpu_shares is not None and (
             _not_int(self.cpu_shares) or not SHARES_MIN <= self.cpu_shares <= SHARES_MAX
         ):
-            raise LimitsError(f"cpu_shares must be a whole number from 2 to 262144, not {self.cpu_shares!r}")
+            raise LimitsError(
+                f"cpu_shares must be a whole number from 2 to 262144, not {self.cpu_shares!r}"
+            )
 
     # --- what the writers need ----------------------------------------------------------------
 
     @property
     def empty(self) -> bool:
         """True when no limit is set: the container needs no cgroup for limits."""
-        return all(v is None for v in (self.memory, self.memory_swap, self.cpus, self.cpu_shares, self.pids))
+        return all(
+            v is None
+            for v in (self.memory, self.memory_swap, self.cpus, self.cpu_shares, self.pids)
+        )
 
     @property
     def wants_memory(self) -> bool:

@@ -75,7 +75,9 @@ class V1ExecCgroup(ExecCgroup):
         self._parents = dict(container._dirs.by_mount)
         self._dirs = _Dirs(container.host)
         try:
-            self._dirs.make({"memory", "cpuacct"} & set(container.host.parents), self._parents, name)
+            self._dirs.make(
+                {"memory", "cpuacct"} & set(container.host.parents), self._parents, name
+            )
         except BaseException:
             self._close()
             raise
@@ -121,13 +123,19 @@ class V1ContainerCgroup(ContainerCgroup):
         self._dirs = _Dirs(self.host)
         controllers = self._controllers()
         self._tag_fds = {
-            self.host.parents[c]: HostDirs.get(self.host, self.host.parents[c], _prepare) for c in controllers
+            self.host.parents[c]: HostDirs.get(self.host, self.host.parents[c], _prepare)
+            for c in controllers
         }
         self._dirs.make(controllers, self._tag_fds, self.name)
         self._write_limits()
 
     def _write_limits(self) -> None:
-        lim, mem, cpu, pids = self.limits, self._dirs.fd("memory"), self._dirs.fd("cpu"), self._dirs.fd("pids")
+        lim, mem, cpu, pids = (
+            self.limits,
+            self._dirs.fd("memory"),
+            self._dirs.fd("cpu"),
+            self._dirs.fd("pids"),
+        )
         if lim.memory is not None and mem is not None:
             write_limit(mem, "memory.limit_in_bytes", lim.memory)
             total = lim.swap_total()
@@ -181,4 +189,8 @@ class V1ContainerCgroup(ContainerCgroup):
 def reap_stale(host: CgroupHost) -> list[str]:
     """Remove the empty cgroup directories that processes now dead left in every v1 hierarchy;
     returns their paths."""
-    return [p for mount in sorted(set(host.parents.values())) for p in reap_stale_under(mount, host.name, False)]
+    return [
+        p
+        for mount in sorted(set(host.parents.values()))
+        for p in reap_stale_under(mount, host.name, False)
+    ]

@@ -172,7 +172,9 @@ class V2ContainerCgroup(ContainerCgroup):
                 except OSError as e:
                     if e.errno != errno.EBUSY:  # EBUSY: a process was forked into it meanwhile
                         raise
-            raise CgroupError(f"container {self.name} keeps forking into its cgroup; cannot split it")
+            raise CgroupError(
+                f"container {self.name} keeps forking into its cgroup; cannot split it"
+            )
         except BaseException:
             if self._init_fd is None:
                 os.close(init_fd)
