@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -174,3 +176,21 @@ def tree(root: Path) -> dict[str, str]:
                     else "special"
                 )
     return out
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def python_child(code: str, timeout: float = 300) -> list[str]:
+    """Run ``code`` in a fresh interpreter from the checkout (so that what it measures, its peak
+    memory or the bytes it read, is its own); returns its stdout lines, failing on an error."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()

@@ -7,19 +7,14 @@ import gzip
 import json
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from sandkit.errors import ImageError
 from sandkit.images import Image
 
-from .conftest import sha, tar_bytes
+from .conftest import python_child, sha, tar_bytes
 from .hostile_tar import END, header, member
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def docker_archive(
@@ -108,16 +103,7 @@ before = rchar()
 Image.load({str(archive)!r}, store=Store({str(tmp_path / "home")!r}))
 print(rchar() - before)
 """
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    read = int(proc.stdout)
+    (read,) = map(int, python_child(code, timeout=600))
     assert read < 2 * archive.stat().st_size, (read, archive.stat().st_size)
 
 
@@ -142,16 +128,7 @@ except ImageError as e:
     print("refused:", e)
 print([int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0])
 """
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    outcome, peak = proc.stdout.strip().splitlines()
+    outcome, peak = python_child(code)
     assert outcome.startswith(f"refused: {archive}:") and "1048576-byte limit" in outcome
     assert int(peak) < 160 << 20
 

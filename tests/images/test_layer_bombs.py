@@ -8,11 +8,9 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,10 +19,9 @@ from sandkit.images import fsutil, layers
 from sandkit.images.fsutil import dir_size, remove_tree
 from sandkit.images.layers import apply_tar
 
-from .conftest import ingest
+from .conftest import ingest, python_child
 from .hostile_tar import END, StreamOf, header, member, pax
 
-REPO = Path(__file__).resolve().parents[2]
 ADDRESS_SPACE = 2 << 30  # the child's limit: far above what applying a layer needs
 PEAK_BOUND = 160 << 20  # generous: the child idles at about 30 MiB
 MAX_SPECIAL_HEADER = 1 << 20  # Docker's (Go archive/tar's) limit on PAX and GNU long-name headers
@@ -54,16 +51,7 @@ def apply_in_child(layer_source: str) -> tuple[str, int]:
     """Apply the layer that ``layer_source``'s ``layer()`` generator yields, in a child process;
     returns (outcome line, peak RSS in bytes)."""
     code = CHILD.format(limit=ADDRESS_SPACE, layer=layer_source)
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    outcome, peak = proc.stdout.strip().splitlines()
+    outcome, peak = python_child(code)
     return outcome, int(peak)
 
 
