@@ -86,6 +86,10 @@ def test_malformed_spec_is_a_clear_error(spec, no_leaks, busybox):
 def test_malformed_option_shapes(busybox):
     with pytest.raises(errors.PortSpecError, match=r"list of strings"):
         sandkit.Container(busybox, ports="80")
+    with pytest.raises(errors.PortSpecError, match=r"list of strings"):
+        sandkit.Container(busybox, ports=80)
+    with pytest.raises(errors.PortSpecError, match=r"list of strings"):
+        sandkit.Container(busybox, ports=80.5)  # type: ignore[arg-type]
     with pytest.raises(errors.PortSpecError, match="host port"):
         sandkit.Container(busybox, ports={80: "8080"})
     with pytest.raises(errors.PortSpecError, match="published twice"):

@@ -743,6 +743,11 @@ class AsyncContainer:
     async def read_file(self, path: str, *, max_size: int = DEFAULT_MAX_READ) -> bytes:
         """A file's whole content; one over ``max_size`` bytes (64 MiB by default) is refused
         with `FileTooLargeError` before it is read: stream those with `open_file`."""
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+            raise errors.LimitsError(
+                f"max_size={max_size!r} is not valid: give the most bytes to read, an int >= 0 "
+                f"(default {DEFAULT_MAX_READ}); use open_file() to stream a larger file"
+            )
         fd = await self._open(path, "r")
         try:
             with os.fdopen(fd, "rb") as f:

@@ -8,7 +8,7 @@ address is bound on 127.0.0.1 (Docker binds 0.0.0.0, every interface of the host
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeAlias
 
 import attrs
@@ -117,14 +117,16 @@ def parse_ports(ports: PortsOption | None) -> tuple[PortSpec, ...]:
     """The ``ports=`` option as `PortSpec` values; PortSpecError names what is wrong."""
     if not ports:
         return ()
-    if isinstance(ports, str):
+    if isinstance(ports, str | int):
         raise PortSpecError(
-            f"ports={ports!r} must be a list of strings (ports=[{ports!r}]) or a dict"
+            f"ports={ports!r} must be a list of strings (ports=[{str(ports)!r}]) or a dict"
         )
     if isinstance(ports, Mapping):
         specs = tuple(_from_mapping(container, host) for container, host in ports.items())
-    else:
+    elif isinstance(ports, Iterable):
         specs = tuple(parse_port(spec) for spec in ports)
+    else:
+        raise PortSpecError(f"ports={ports!r} must be a list of strings or a dict")
     _refuse_twice_bound(specs)
     return specs
 

@@ -110,6 +110,9 @@ def test_open_file_streams_a_file_larger_than_read_file_takes(busybox):
                 digest.update(chunk)
         assert digest.hexdigest() == expected
         assert len(c.read_file("/tmp/big", max_size=70_000_000)) == 70_000_000
+        for bad in (-1, "64m", None, True):
+            with pytest.raises(sandkit.errors.LimitsError, match="max_size"):
+                c.read_file("/etc/passwd", max_size=bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.trio
