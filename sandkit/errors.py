@@ -25,6 +25,13 @@ __all__ = [  # noqa: RUF022 - in the order of the class hierarchy below
     "LimitsError",
     "PortSpecError",
     "PortInUseError",
+    "NetworkError",
+    "NetworkNotFoundError",
+    "NetworkExistsError",
+    "NetworkInUseError",
+    "NetworkUnavailableError",
+    "NetworkSpecError",
+    "EgressError",
     "CgroupError",
     "FileTooLargeError",
     "ExecStartError",
@@ -134,6 +141,36 @@ class PortSpecError(ContainerError, ValueError):
 
 class PortInUseError(ContainerStartError):
     """A host port to publish on is taken already (or the address is not the host's)."""
+
+
+class NetworkError(SandkitError):
+    """A network could not be created, found, joined or removed (the message says why and what to
+    do about it)."""
+
+
+class NetworkNotFoundError(NetworkError, LookupError):
+    """No network of that name or id (``sandkit network ls`` lists them)."""
+
+
+class NetworkExistsError(NetworkError):
+    """A network of that name exists already."""
+
+
+class NetworkInUseError(NetworkError):
+    """A network cannot be removed while containers are on it."""
+
+
+class NetworkUnavailableError(NetworkError, HostUnsupportedError):
+    """This host lacks what a network mode needs (a user-mode network stack such as ``pasta``,
+    access to ``/dev/net/tun``, iptables); ``sandkit doctor`` explains the fix."""
+
+
+class NetworkSpecError(NetworkError, ValueError):
+    """A network option given by the caller is malformed: a name, subnet or alias."""
+
+
+class EgressError(NetworkError, ValueError):
+    """An ``egress=`` policy is malformed, or names a host that does not resolve."""
 
 
 class CgroupError(ContainerError):

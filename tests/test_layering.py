@@ -28,6 +28,7 @@ LAYER_OF = {
     "sandkit.ipc": "ipc",
     "sandkit.security": "security",
     "sandkit.images": "images",
+    "sandkit.net": "net",
     "sandkit._clone_ffi": "native",
     "sandkit._init_bin": "native",
     "sandkit.runtime": "runtime",
@@ -50,12 +51,14 @@ MAY_IMPORT = {
     "ipc": {"errors", "base"},
     "security": {"errors", "base"},
     "images": {"errors", "base"},
+    "net": {"errors", "base"},
     "native": set(),
-    "runtime": {"errors", "base", "ipc", "security", "images", "native"},
-    "facade": {"errors", "base", "security", "images", "runtime"},
-    "doctor": {"errors", "base", "runtime"},
-    # The CLI: the public API, the image store it fronts, and the runtime only through its door.
-    "cli": {"errors", "base", "images", "facade", "doctor", "cli-door"},
+    "runtime": {"errors", "base", "ipc", "security", "images", "net", "native"},
+    "facade": {"errors", "base", "security", "images", "net", "runtime"},
+    "doctor": {"errors", "base", "net", "runtime"},
+    # The CLI: the public API, the image and network stores it fronts, and the runtime only
+    # through its door.
+    "cli": {"errors", "base", "images", "net", "facade", "doctor", "cli-door"},
     "cli-door": {"runtime"},
     "plugin": {"facade"},
     "build": set(),
