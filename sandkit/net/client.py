@@ -1,0 +1,191 @@
+"""The host side of a network: join its keeper (starting it if none runs), attach containers.
+
+One `KeeperConnection` per container, held for the container's life: closing it (or the death
+of this process) detaches the container, and the last one to go ends the keeper.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import NetworkError, NetworkUnavailableError
+from . import pasta, protocol
+from .keeper import SOCKET_NAME, KeeperSpec
+from .store import NetworkRecord, network_lock
+
+# How long a new keeper may take to build its namespace, rules and pasta and say it is ready.
+KEEPER_START_TIMEOUT = 10.0
+# Where the host's resolvers are read from (the keeper forwards to them).
+RESOLV_CONF = Path("/etc/resolv.conf")
+MAX_UPSTREAM = 3  # as the C library's resolver: MAXNS
+_NAMESERVER = re.compile(rb"^\s*nameserver\s+([0-9.]+)\s*(?:#.*)?$", re.MULTILINE)
+
+
+def host_resolvers(path: Path | None = None) -> list[str]:
+    """The IPv4 resolvers of the host's resolv.conf (at most 3; an unreadable file: none)."""
+    try:
+        with open(path or RESOLV_CONF, "rb") as f:
+            text = f.read(64 * 1024)
+    except OSError:
+        return []
+    found = [m.decode() for m in _NAMESERVER.findall(text)]
+    return found[:MAX_UPSTREAM]
+
+
+class KeeperConnection:
+    """A container's membership of a network (one connection to its keeper)."""
+
+    def __init__(self, sock: socket.socket, userns_fd: int | None) -> None:
+        self._sock = sock
+        self.userns_fd = userns_fd  # rootless: the keeper's user namespace, to nest under
+
+    def attach(self, netns_fd: int, name: str, aliases: list[str], iface: str = "eth0") -> dict:
+        """Give the container whose network namespace is ``netns_fd`` an interface on the
+        network; returns its configuration for the init (``setup.net``)."""
+        request = {"op": "attach", "name": name, "aliases": list(aliases), "iface": iface}
+        protocol.send(self._sock, request, [netns_fd])
+        return protocol.check_attachment(self._receive())
+
+    def _receive(self) -> dict:
+        received = protocol.receive(self._sock)
+        if received is None:
+            raise NetworkError("the network keeper ended unexpectedly")
+        message, fds = received
+        for fd in fds:
+            os.close(fd)
+        return message
+
+    def close(self) -> None:
+        """Leave the network: the keeper detaches everything attached through this connection."""
+        if self.userns_fd is not None:
+            os.close(self.userns_fd)
+            self.userns_fd = None
+        self._sock.close()
+
+
+def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
+    """A connection to ``record``'s keeper, started first if none runs."""
+    rootless = os.geteuid() != 0
+    with network_lock(record, home) as directory:
+        dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sock = _connect(dir_fd)
+            if sock is None:
+                _start_keeper(record, directory, rootless)
+                sock = _connect(dir_fd)
+                if sock is None:
+                    raise NetworkError(f"the keeper of network {record.name!r} is not listening")
+        finally:
+            os.close(dir_fd)
+        try:
+            # Under the lock: a keeper that takes it to exit sees this connection as a member.
+            protocol.send(sock, {"op": "hello"})
+            received = protocol.receive(sock)
+        except BaseException:
+            sock.close()
+            raise
+    if received is None:
+        sock.close()
+        raise NetworkError(f"the keeper of network {record.name!r} closed the connection")
+    message, fds = received
+    if message != {"ok": True} or len(fds) > (1 if rootless else 0):
+        for fd in fds:
+            os.close(fd)
+        sock.close()
+        raise NetworkError(f"unexpected answer from the keeper of {record.name!r}: {message!r}")
+    return KeeperConnection(sock, fds[0] if fds else None)
+
+
+def _connect(dir_fd: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        # Through the directory's fd: a deep $SANDKIT_HOME makes paths longer than sun_path.
+        sock.connect(f"/proc/self/fd/{dir_fd}/{SOCKET_NAME}")
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> None:
+    """Start the network's keeper and wait until it is ready (or say why it is not)."""
+    pasta_path = None
+    if not record.internal:
+        pasta_path = pasta.find_pasta()
+        pasta.check_tun(rootless)
+    ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+    spec = KeeperSpec(
+        name=record.name,
+        directory=os.fspath(directory),
+        subnet=str(record.subnet),
+        gateway=str(record.gateway),
+        internal=record.internal,
+        upstream=host_resolvers(),
+        pasta=pasta_path,
+        rootless=rootless,
+        uid=os.geteuid(),
+        gid=os.getegid(),
+        ready_fd=ready_write,
+    )
+    # The keeper's messages: read here if it fails to start (a file, so that a keeper that
+    # writes later never blocks on a full pipe; unlinked, so it goes when the keeper does).
+    with tempfile.TemporaryFile(dir=directory) as stderr:
+        try:
+            first = subprocess.Popen(
+                [sys.executable, "-m", "sandkit.net.keeper", spec.to_argv()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                pass_fds=(ready_write,),
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            os.close(ready_write)
+        try:
+            first.wait()  # it forks the keeper and exits at once: nobody's zombie later
+            answer = _read_ready(ready_read)
+        finally:
+            os.close(ready_read)
+        if answer != b"ok":
+            stderr.seek(0)
+            detail = stderr.read(8192).decode(errors="replace").strip()
+            reason = answer.decode(errors="replace").removeprefix("error: ") or (
+                f"it did not say it was ready within {KEEPER_START_TIMEOUT:.0f} s"
+            )
+            raise NetworkError(
+                f"the keeper of network {record.name!r} failed to start: {reason}"
+                + (f"\n{detail}" if detail else "")
+            )
+
+
+def _read_ready(fd: int) -> bytes:
+    """The keeper's first words on the ready pipe: b"ok", b"error: ...", or b"" (it died or
+    timed out)."""
+    deadline = time.monotonic() + KEEPER_START_TIMEOUT
+    data = b""
+    while len(data) < protocol.MAX_MESSAGE:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, protocol.MAX_MESSAGE)
+        if not chunk:
+            break
+        data += chunk
+        if data == b"ok":
+            break
+    return data
+
+
+__all__ = ["KeeperConnection", "NetworkUnavailableError", "host_resolvers", "join"]

@@ -1,0 +1,515 @@
+"""The keeper of one network: ``python -m sandkit.net.keeper SPEC``, started by `client`.
+
+It makes the network's namespace N (rootless: inside a user namespace U_N of its own, where it
+is root), with the bridge, iptables rules and resolver of the network, starts pasta for the
+outbound path (not for an internal network), and serves the hosts' connections: each container's
+host side holds one for the container's life, attaches the container through it, and closing it
+detaches. When no connection is left the keeper takes the network's lock, makes sure nobody
+connected meanwhile, removes its socket and exits: N, and everything in it, vanish with it.
+
+The keeper answers only processes of its own user: its socket is in the private $SANDKIT_HOME.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import attrs
+import dns.message
+import dns.rcode
+
+from ..errors import NetworkError
+from . import dns as resolver
+from . import firewall, netlink, nsutil, pasta, protocol
+
+SOCKET_NAME = "keeper.sock"
+LOCK_NAME = "lock"
+MAX_CONNECTIONS = 1024  # host connections at once (one per container, plus probes)
+MAX_DNS_TCP = 32  # resolver TCP connections at once
+DNS_TCP_TIMEOUT = 5.0
+SELECT_TICK = 1.0
+LOCK_RETRY = 0.01  # while idle and the lock is taken
+PASTA_START_TIMEOUT = 10.0
+
+
+@attrs.frozen
+class KeeperSpec:
+    """What the host tells a new keeper (JSON on its command line)."""
+
+    name: str
+    directory: str
+    subnet: str
+    gateway: str
+    internal: bool
+    upstream: list[str]
+    pasta: str | None
+    rootless: bool
+    uid: int
+    gid: int
+    ready_fd: int
+
+    def to_argv(self) -> str:
+        return json.dumps(attrs.asdict(self))
+
+    @classmethod
+    def from_argv(cls, text: str) -> KeeperSpec:
+        return cls(**json.loads(text))
+
+
+class AddressPool:
+    """In-memory IPAM: the next free address of the subnet from gateway + 1."""
+
+    def __init__(self, subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address) -> None:
+        self._subnet = subnet
+        self._taken = {gateway}
+
+    def allocate(self) -> ipaddress.IPv4Address:
+        for address in self._subnet.hosts():
+            if address not in self._taken:
+                self._taken.add(address)
+                return address
+        raise NetworkError(f"network {self._subnet} is full: every address is taken")
+
+    def free(self, address: ipaddress.IPv4Address) -> None:
+        self._taken.discard(address)
+
+
+@attrs.define
+class Attached:
+    """One container's interface on the network."""
+
+    veth: str
+    address: ipaddress.IPv4Address
+    names: list[str]
+
+
+@attrs.define(eq=False)
+class HostConnection:
+    """One host connection: a container's host side, or a probe until it says hello."""
+
+    sock: socket.socket
+    member: bool = False
+    attached: list[Attached] = attrs.field(factory=list)
+
+
+@attrs.define(eq=False)
+class DnsTcpConnection:
+    sock: socket.socket
+    deadline: float
+    buffer: bytearray = attrs.field(factory=bytearray)
+
+
+class Keeper:
+    """The running keeper: its namespace is made; `serve` runs until the last container goes."""
+
+    def __init__(self, spec: KeeperSpec) -> None:
+        self.spec = spec
+        self.subnet = ipaddress.IPv4Network(spec.subnet)
+        self.gateway = ipaddress.IPv4Address(spec.gateway)
+        self.pool = AddressPool(self.subnet, self.gateway)
+        self.names = resolver.Names()
+        self.dir_fd = os.open(spec.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.lock_fd = os.open(
+            LOCK_NAME,
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
+            dir_fd=self.dir_fd,
+        )
+        self.selector = selectors.DefaultSelector()
+        self.connections: set[HostConnection] = set()
+        self.dns_tcp: set[DnsTcpConnection] = set()
+        self.veth_counter = 0
+        self.pasta_pidfd: int | None = None
+        self.forwarder = resolver.Forwarder(None, [])
+        self.listener: socket.socket | None = None
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def set_up(self) -> None:
+        """Leave the host's namespaces for N (and U_N), and build the network there."""
+        spec = self.spec
+        upstream = None
+        if not spec.internal and spec.upstream:
+            # Opened here, in the host's namespace: it reaches the host's resolvers, even one on
+            # the host's loopback, which no container can.
+            upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.forwarder = resolver.Forwarder(upstream, spec.upstream)
+        launcher = self._fork_pasta_launcher() if spec.pasta else None
+        try:
+            if spec.rootless:
+                nsutil.unshare(nsutil.CLONE_NEWUSER | nsutil.CLONE_NEWNET)
+                nsutil.become_root_of_new_userns(spec.uid, spec.gid)
+            else:
+                nsutil.unshare(nsutil.CLONE_NEWNET)
+            netlink.create_bridge(self.gateway, self.subnet.prefixlen)
+            with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+                f.write("1")
+            firewall.install_base(
+                self.subnet,
+                self.gateway,
+                uplink=launcher is not None,
+                lock_file=self._xtables_lock(),
+            )
+        except BaseException:
+            if launcher is not None:
+                os.close(launcher[1])  # the launcher exits without starting pasta
+                os.waitpid(launcher[0], 0)
+            raise
+        if launcher is not None:
+            self._start_pasta(*launcher)
+        self._open_resolver()
+        self._listen()
+
+    def _xtables_lock(self) -> str:
+        return os.path.join(self.spec.directory, "xtables.lock")
+
+    def _fork_pasta_launcher(self) -> tuple[int, int]:
+        """A child left in the host's namespaces that waits for N, then execs pasta on it (in
+        the foreground: pasta stays our child and dies with us, even by SIGKILL)."""
+        go_read, go_write = os.pipe2(os.O_CLOEXEC)
+        keeper_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the launcher
+            try:
+                os.close(go_write)
+                nsutil.die_with_parent(signal.SIGTERM)
+                if os.getppid() != keeper_pid:
+                    os._exit(1)
+                for number in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
+                    signal.signal(number, signal.SIG_DFL)  # as Python found them, for pasta
+                if os.read(go_read, 1) != b"g":
+                    os._exit(1)
+                os.execv(self.spec.pasta or "", self._pasta_command(keeper_pid))
+            except BaseException as exc:  # noqa: BLE001 - a forked child must never return
+                with contextlib.suppress(OSError):
+                    os.write(2, f"sandkit keeper: cannot start pasta: {exc}\n".encode())
+            os._exit(127)
+        os.close(go_read)
+        self.pasta_pidfd = os.pidfd_open(pid)
+        return pid, go_write
+
+    def _pasta_command(self, keeper_pid: int) -> list[str]:
+        """In the launcher: pasta's command line, on inheritable fds of N (and U_N)."""
+        # pasta opens them again as /proc/self/fd/N: as root, its dropped capabilities would not
+        # let it open /proc/<keeper>/ns/net itself.
+        netns = os.open(f"/proc/{keeper_pid}/ns/net", os.O_RDONLY)
+        os.set_inheritable(netns, True)
+        userns = None
+        if self.spec.rootless:
+            userns = os.open(f"/proc/{keeper_pid}/ns/user", os.O_RDONLY)
+            os.set_inheritable(userns, True)
+        assert self.spec.pasta is not None
+        return pasta.pasta_command(
+            self.spec.pasta, rootless=self.spec.rootless, netns_fd=netns, userns_fd=userns
+        )
+
+    def _start_pasta(self, launcher: int, go: int) -> None:
+        """Let the launcher exec pasta, and wait until pasta's interface in N has its address."""
+        os.write(go, b"g")
+        os.close(go)
+        deadline = time.monotonic() + PASTA_START_TIMEOUT
+        while not netlink.has_address(firewall.UPLINK_NAME):
+            if os.waitpid(launcher, os.WNOHANG) != (0, 0):
+                self.pasta_pidfd = None
+                raise NetworkError("pasta failed to start (its message follows)")
+            if time.monotonic() > deadline:
+                raise NetworkError(f"pasta did not set up its interface in {PASTA_START_TIMEOUT} s")
+            time.sleep(0.001)
+
+    def _open_resolver(self) -> None:
+        address = (str(self.gateway), resolver.DNS_PORT)
+        self.dns_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.dns_udp.bind(address)
+        self.dns_tcp_listener = socket.socket(
+            socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC
+        )
+        self.dns_tcp_listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.dns_tcp_listener.bind(address)
+        self.dns_tcp_listener.listen(MAX_DNS_TCP)
+        for sock in (self.dns_udp, self.dns_tcp_listener):
+            sock.setblocking(False)
+            self.selector.register(sock, selectors.EVENT_READ)
+        if self.forwarder.socket is not None:
+            self.forwarder.socket.setblocking(False)
+            self.selector.register(self.forwarder.socket, selectors.EVENT_READ)
+
+    def _listen(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(SOCKET_NAME, dir_fd=self.dir_fd)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        # Through the directory's fd: a deep $SANDKIT_HOME makes paths longer than sun_path.
+        self.listener.bind(f"/proc/self/fd/{self.dir_fd}/{SOCKET_NAME}")
+        self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ)
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve until no connection is left (checked under the network's lock), then return."""
+        while True:
+            tick = SELECT_TICK
+            if not self.connections:
+                if self._may_exit():
+                    return
+                tick = LOCK_RETRY  # whoever holds the lock is probably joining: serve them
+            for key, _ in self.selector.select(tick):
+                self._dispatch(key.fileobj, key.data)
+            self._expire_dns_tcp()
+            self.forwarder.expire()
+
+    def _may_exit(self) -> bool:
+        """True when the lock is free and nobody connected meanwhile: the socket is then gone
+        (whoever comes next starts a new keeper), and the lock is held until the process exits,
+        after N is gone. Never waits for the lock: a host holding it waits for our answer."""
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._accept_all()
+        if self.connections:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+            return False
+        os.unlink(SOCKET_NAME, dir_fd=self.dir_fd)
+        return True
+
+    def _dispatch(self, fileobj: Any, data: Any) -> None:
+        if fileobj is self.listener:
+            self._accept_all()
+        elif isinstance(data, HostConnection):
+            self._serve_host(data)
+        elif fileobj is self.dns_udp:
+            self._serve_dns_udp()
+        elif fileobj is self.dns_tcp_listener:
+            self._accept_dns_tcp()
+        elif isinstance(data, DnsTcpConnection):
+            self._serve_dns_tcp(data)
+        elif fileobj is self.forwarder.socket:
+            self.forwarder.receive()
+
+    def _accept_all(self) -> None:
+        assert self.listener is not None
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            if len(self.connections) >= MAX_CONNECTIONS:
+                sock.close()
+                continue
+            connection = HostConnection(sock)
+            self.connections.add(connection)
+            self.selector.register(sock, selectors.EVENT_READ, connection)
+
+    def _serve_host(self, connection: HostConnection) -> None:
+        try:
+            received = protocol.receive(connection.sock)
+        except (OSError, NetworkError):
+            received = None  # a broken or malformed peer is dropped
+        if received is None:
+            self._drop(connection)
+            return
+        message, fds = received
+        try:
+            reply, reply_fds = self._handle(connection, message, fds)
+        except NetworkError as exc:
+            reply, reply_fds = {"error": str(exc)}, []
+        except Exception as exc:  # noqa: BLE001 - the keeper serves other containers: it stays
+            reply, reply_fds = {"error": f"internal error in the network keeper: {exc!r}"}, []
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            protocol.send(connection.sock, reply, reply_fds)
+        except OSError:
+            self._drop(connection)
+        finally:
+            for fd in reply_fds:
+                os.close(fd)
+
+    def _handle(
+        self, connection: HostConnection, message: dict[str, Any], fds: list[int]
+    ) -> tuple[dict[str, Any], list[int]]:
+        op = message.get("op")
+        if op == "hello" and message == {"op": "hello"} and not fds and not connection.member:
+            connection.member = True
+            if self.spec.rootless:
+                return {"ok": True}, [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)]
+            return {"ok": True}, []
+        if op == "attach" and connection.member and len(fds) == 1:
+            name, aliases, iface = protocol.check_attach(message)
+            return self._attach(connection, name, aliases, iface, fds[0]), []
+        raise NetworkError(f"unexpected request {op!r} (with {len(fds)} fds)")
+
+    def _attach(
+        self, connection: HostConnection, name: str, aliases: list[str], iface: str, netns: int
+    ) -> dict[str, Any]:
+        address = self.pool.allocate()
+        self.veth_counter += 1
+        veth = f"v{self.veth_counter}"
+        try:
+            netlink.add_veth(veth, iface, netns)
+            firewall.apply_egress(address, None)
+        except BaseException:
+            netlink.delete_link(veth)
+            self.pool.free(address)
+            raise
+        names = [name, *aliases]
+        self.names.add(names, address)
+        connection.attached.append(Attached(veth, address, names))
+        return {
+            "iface": iface,
+            "address": str(address),
+            "prefix": self.subnet.prefixlen,
+            "gateway": str(self.gateway),
+            "mtu": netlink.VETH_MTU,
+        }
+
+    def _drop(self, connection: HostConnection) -> None:
+        """A connection closed: detach whatever it attached."""
+        self.selector.unregister(connection.sock)
+        connection.sock.close()
+        self.connections.discard(connection)
+        for attached in connection.attached:
+            self.names.remove(attached.names, attached.address)
+            firewall.remove_egress(attached.address)
+            with contextlib.suppress(NetworkError, OSError):
+                netlink.delete_link(attached.veth)
+            self.pool.free(attached.address)
+
+    # -- the resolver -----------------------------------------------------------------------
+
+    def _answer(self, wire: bytes, sink: resolver.Sink) -> None:
+        query = resolver.parse_query(wire)
+        if query is None:
+            return
+        reply = resolver.local_answer(query, self.names)
+        if reply is not None:
+            sink(reply.to_wire())
+        elif not self.forwarder.forward(query, wire, sink):
+            sink(resolver.error_reply(query, dns.rcode.SERVFAIL))
+
+    def _serve_dns_udp(self) -> None:
+        try:
+            wire, client = self.dns_udp.recvfrom(resolver.MAX_QUERY + 1)
+        except OSError:
+            return
+
+        def reply(answer: bytes) -> None:
+            with contextlib.suppress(OSError):
+                self.dns_udp.sendto(answer, client)
+
+        self._answer(wire, reply)
+
+    def _accept_dns_tcp(self) -> None:
+        try:
+            sock, _ = self.dns_tcp_listener.accept()
+        except OSError:
+            return
+        if len(self.dns_tcp) >= MAX_DNS_TCP:
+            sock.close()
+            return
+        sock.setblocking(False)
+        connection = DnsTcpConnection(sock, time.monotonic() + DNS_TCP_TIMEOUT)
+        self.dns_tcp.add(connection)
+        self.selector.register(sock, selectors.EVENT_READ, connection)
+
+    def _serve_dns_tcp(self, connection: DnsTcpConnection) -> None:
+        try:
+            data = connection.sock.recv(resolver.MAX_QUERY + 2 - len(connection.buffer))
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_dns_tcp(connection)
+            return
+        connection.buffer += data
+        if len(connection.buffer) < 2:
+            return
+        length = int.from_bytes(connection.buffer[:2], "big")
+        if length > resolver.MAX_QUERY:
+            self._close_dns_tcp(connection)
+            return
+        if len(connection.buffer) < 2 + length:
+            return
+        wire = bytes(connection.buffer[2 : 2 + length])
+        # One query per connection (RFC 7766 allows closing after the answer); reading stops.
+        self.selector.unregister(connection.sock)
+
+        def reply(answer: bytes) -> None:
+            with contextlib.suppress(OSError):
+                connection.sock.setblocking(True)
+                connection.sock.settimeout(DNS_TCP_TIMEOUT)
+                connection.sock.sendall(len(answer).to_bytes(2, "big") + answer)
+            self._close_dns_tcp(connection, registered=False)
+
+        self._answer(wire, reply)
+
+    def _close_dns_tcp(self, connection: DnsTcpConnection, *, registered: bool = True) -> None:
+        if connection not in self.dns_tcp:
+            return
+        self.dns_tcp.discard(connection)
+        if registered:
+            self.selector.unregister(connection.sock)
+        connection.sock.close()
+
+    def _expire_dns_tcp(self) -> None:
+        now = time.monotonic()
+        for connection in [c for c in self.dns_tcp if c.deadline < now]:
+            registered = connection.sock.fileno() in self.selector.get_map()
+            self._close_dns_tcp(connection, registered=registered)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def stop_pasta(self) -> None:
+        """End pasta now (it would notice N's end by itself, a little later)."""
+        if self.pasta_pidfd is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.pasta_pidfd, signal.SIGTERM)
+            os.close(self.pasta_pidfd)
+            self.pasta_pidfd = None
+
+
+def main(argv: list[str]) -> None:
+    """Entry point: daemonize (the host reaps our first process at once), set up, say ready,
+    serve, exit."""
+    spec = KeeperSpec.from_argv(argv[1])
+    os.set_inheritable(spec.ready_fd, False)
+    if os.fork() != 0:
+        os._exit(0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the host process
+    keeper = Keeper(spec)
+    try:
+        keeper.set_up()
+    except BaseException as exc:  # noqa: BLE001 - reported to the host through the ready pipe
+        keeper.stop_pasta()
+        message = str(exc) if isinstance(exc, NetworkError) else f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(OSError):
+            os.write(spec.ready_fd, ("error: " + message).encode()[: protocol.MAX_MESSAGE])
+        os._exit(1)
+    try:
+        os.write(spec.ready_fd, b"ok")
+    except OSError:  # the host gave up waiting: nobody will connect
+        keeper.stop_pasta()
+        os._exit(1)
+    os.close(spec.ready_fd)
+    try:
+        keeper.serve()
+    finally:
+        keeper.stop_pasta()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,129 @@
+"""The host <-> keeper protocol: one JSON object per SOCK_SEQPACKET packet, fds by SCM_RIGHTS.
+
+Both ends check every message strictly (size, type, keys, value types) and refuse anything
+else: the keeper trusts only processes of its own user (its socket lives in the private
+$SANDKIT_HOME), but a bug on either side must end in a clear error, never in a guess.
+
+Requests (host -> keeper), at most one fd each:
+- ``{"op": "hello"}``: the first packet of a connection; it makes the connection a member (a
+  connection that closes without one, as `store.keeper_running` does, is only a probe). The
+  reply carries the keeper's user namespace as an fd when it has one (rootless).
+- ``{"op": "attach", "name": str, "aliases": [str], "iface": str}`` with the container's
+  network namespace as an fd: the reply is the interface's configuration (`Attachment`).
+  Closing the connection detaches everything it attached.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import re
+import socket
+from typing import Any
+
+from ..errors import NetworkError
+
+# A request or reply is small: a few names and addresses.
+MAX_MESSAGE = 4096
+MAX_FDS = 1
+MAX_ALIASES = 16
+# A DNS label (RFC 1035: 63 bytes); names of containers and aliases are looked up by DNS.
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})")
+_IFACE = re.compile(r"eth[0-9]{1,2}")
+
+
+def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    """Send one message (and ``fds``) as one packet."""
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        raise NetworkError(f"keeper message too large ({len(data)} bytes)")
+    ancillary = []
+    if fds:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+    sock.sendmsg([data], ancillary)
+
+
+def receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    """One message and the fds that came with it; None at end of file. A packet that is too
+    large, carries too many fds or is not one JSON object raises NetworkError (its fds closed)."""
+    fd_space = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+    data, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE + 1, fd_space)
+    fds = _fds_of(ancillary)
+    try:
+        if not data and not fds:
+            return None
+        if len(data) > MAX_MESSAGE or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise NetworkError("keeper message too large or with too many fds")
+        try:
+            message = json.loads(data)
+        except (UnicodeDecodeError, ValueError):
+            raise NetworkError("keeper message is not JSON") from None
+        if not isinstance(message, dict):
+            raise NetworkError("keeper message is not a JSON object")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return message, fds
+
+
+def _fds_of(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % array.array("i").itemsize
+            fds.extend(array.array("i", payload[:usable]))
+    return fds
+
+
+def check_name(name: object, what: str) -> str:
+    """``name`` if it may be looked up by DNS (a container's name or alias); NetworkSpecError
+    otherwise."""
+    from ..errors import NetworkSpecError
+
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise NetworkSpecError(
+            f"{what} {name!r} cannot be looked up by name on a network: use 1 to 63 letters, "
+            "digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_attach(message: dict[str, Any]) -> tuple[str, list[str], str]:
+    """The (name, aliases, iface) of an attach request; NetworkError if it is malformed."""
+    if set(message) != {"op", "name", "aliases", "iface"}:
+        raise NetworkError(f"malformed attach request: keys {sorted(message)}")
+    aliases = message["aliases"]
+    if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES:
+        raise NetworkError(f"malformed attach request: at most {MAX_ALIASES} aliases")
+    iface = message["iface"]
+    if not isinstance(iface, str) or not _IFACE.fullmatch(iface):
+        raise NetworkError(f"malformed attach request: interface {iface!r}")
+    return (
+        check_name(message["name"], "container name"),
+        [check_name(a, "alias") for a in aliases],
+        iface,
+    )
+
+
+def check_attachment(message: dict[str, Any]) -> dict[str, Any]:
+    """The keeper's answer to an attach: the interface's configuration, checked (the init's
+    ``setup.net``); NetworkError naming the keeper's refusal otherwise."""
+    import ipaddress
+
+    if "error" in message:
+        raise NetworkError(f"the network refused the container: {message['error']}")
+    expected = {"iface": str, "address": str, "prefix": int, "gateway": str, "mtu": int}
+    if set(message) != set(expected) or not all(
+        isinstance(message[k], t) and not isinstance(message[k], bool) for k, t in expected.items()
+    ):
+        raise NetworkError(f"malformed answer from the network keeper: {message!r}")
+    try:
+        ipaddress.IPv4Address(message["address"])
+        ipaddress.IPv4Address(message["gateway"])
+    except ValueError:
+        raise NetworkError(f"malformed address from the network keeper: {message!r}") from None
+    if not 0 < message["prefix"] <= 30 or not 1280 <= message["mtu"] <= 65535:
+        raise NetworkError(f"malformed answer from the network keeper: {message!r}")
+    return message
