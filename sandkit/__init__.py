@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from .api import Image as Image
     from .api import Mount as Mount
     from .api import Process as Process
+    from .network import AsyncNetwork as AsyncNetwork
+    from .network import Network as Network
 
 __version__ = "0.1.0"
 
@@ -25,12 +27,14 @@ __version__ = "0.1.0"
 # error types, should not pay.
 _WHERE = {
     "AsyncContainer": "aio",
+    "AsyncNetwork": "network",
     "AsyncProcess": "aio",
     "Container": "api",
     "ContainerOptions": "api",
     "ExecResult": "api",
     "Image": "api",
     "Mount": "api",
+    "Network": "network",
     "Process": "api",
 }
 __all__ = [*_WHERE, *_errors_all]  # noqa: PLE0604 - both are lists of names (str)

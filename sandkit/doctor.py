@@ -423,6 +423,57 @@ def _has_file_caps(path: str) -> bool:
         return False
 
 
+# --- networks: pasta, iptables, /dev/net/tun ---------------------------------------------------
+
+TUN_DEVICE = "/dev/net/tun"
+
+
+def _networks() -> list[Check]:
+    """What network="bridge" and user networks need: pasta (outbound traffic, root and
+    rootless), iptables (each network's rules, inside its own namespace) and, for pasta, a
+    /dev/net/tun the user may open."""
+    checks = []
+    for tool, package, job in (
+        ("pasta", "passt", "outbound traffic of bridge and user networks"),
+        ("iptables", "iptables", "the rules inside each network (NAT, egress policy)"),
+    ):
+        path = shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+        checks.append(Check(
+            f"{tool} (networks)", path is not None,
+            f"{path} ({job})" if path else f"not found: needed for {job}",
+            f"apt-get install {package}", essential=False,
+        ))  # fmt: skip
+    checks.append(_tun_access())
+    return checks
+
+
+def _tun_access() -> Check:
+    name = "/dev/net/tun (rootless networks)"
+    uid, gid, who = _rootless_identity()
+    try:
+        st = os.stat(TUN_DEVICE)
+    except OSError as exc:
+        return Check(name, False, f"{TUN_DEVICE}: {exc.strerror}", "modprobe tun", essential=False)
+    mode = stat.S_IMODE(st.st_mode)
+    readable = (
+        (st.st_uid == uid and mode & 0o600 == 0o600)
+        or (st.st_gid == gid and mode & 0o060 == 0o060)
+        or mode & 0o006 == 0o006
+    )
+    if readable:
+        return Check(name, True, f"mode {mode:04o}: {who} may open it", essential=False)
+    return Check(
+        name,
+        False,
+        f"mode {mode:04o}: {who} cannot open it, so pasta cannot give rootless bridge and user "
+        "networks outbound access (most distributions ship it 0666; internal networks and "
+        "network='none' work without it)",
+        f"as root: chmod 0666 {TUN_DEVICE} (for every boot: a udev rule "
+        'KERNEL=="tun", MODE="0666")',
+        essential=False,
+    )
+
+
 _PROBES: tuple[Callable[[], list[Check]], ...] = (
-    _userns, _overlay, _cgroups, _seccomp, _landlock, _pidfd_clone3, _subids,
+    _userns, _overlay, _cgroups, _seccomp, _landlock, _pidfd_clone3, _subids, _networks,
 )  # fmt: skip

@@ -9,6 +9,10 @@ Installed with sandkit (a ``pytest11`` entry point), so any test can ask for the
     def test_two(sandkit_factory):
         a, b = sandkit_factory("host"), sandkit_factory("host", network="none")
 
+    def test_linked(sandkit_factory, sandkit_network):
+        db = sandkit_factory(image, network=sandkit_network, aliases=["db"])
+        app = sandkit_factory(image, network=sandkit_network)   # reaches "db" by name
+
 The marker and the factory take what `sandkit.Container` takes: the image, then
 `sandkit.ContainerOptions` as keywords (annotate the factory with `ContainerFactory` to have them
 checked). Every container a fixture started is stopped when its test ends, whatever the outcome.
@@ -22,6 +26,7 @@ from typing import Protocol, Unpack
 import pytest
 
 from .api import Container, ContainerOptions, ImageSource
+from .network import Network
 
 
 class ContainerFactory(Protocol):
@@ -54,6 +59,15 @@ def sandkit_factory() -> Iterator[ContainerFactory]:
     yield start
     for container in reversed(started):
         container.stop()
+
+
+@pytest.fixture
+def sandkit_network(sandkit_factory: ContainerFactory) -> Iterator[Network]:
+    """A user network of the test's own (`sandkit.Network`), removed when the test ends, after
+    the containers ``sandkit_factory`` started on it (it depends on that fixture so that
+    pytest tears those down first)."""
+    with Network() as network:
+        yield network
 
 
 @pytest.fixture

@@ -89,3 +89,29 @@ def test_doctor_as_an_unprivileged_user(as_unprivileged):
     # This host allows user namespaces and unprivileged overlay (kernel >= 5.11).
     assert "[  ok] user namespaces (rootless)" in text
     assert "[  ok] overlayfs in a user namespace (rootless)" in text
+
+
+def test_a_closed_tun_device_is_explained_with_the_chmod(tmp_path, monkeypatch):
+    """/dev/net/tun 0600 root:root (this host's default) keeps rootless pasta from starting:
+    doctor says so and names the fix; 0666 (most distributions) is fine."""
+    device = tmp_path / "tun"
+    device.write_bytes(b"")
+    os.chown(device, 0, 0)
+    monkeypatch.setattr(doc, "TUN_DEVICE", str(device))
+    monkeypatch.setattr(doc, "_rootless_identity", lambda: (65534, 65534, "nobody"))
+    device.chmod(0o600)
+    check = doc._tun_access()
+    assert not check.ok and not check.essential
+    assert "nobody cannot open it" in check.detail
+    assert f"chmod 0666 {device}" in check.fix
+    device.chmod(0o666)
+    assert doc._tun_access().ok
+
+
+def test_missing_pasta_is_a_warning_with_the_package(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(doc.shutil, "which", lambda tool, path=None: None)
+    pasta, iptables, _ = doc._networks()
+    assert not pasta.ok and pasta.fix == "apt-get install passt"
+    assert not iptables.ok and iptables.fix == "apt-get install iptables"
+    assert not pasta.essential

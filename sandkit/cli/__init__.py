@@ -20,6 +20,7 @@ from .. import errors
 from . import exitcodes, state
 from .containers import add_container_commands
 from .images import add_image_and_registry_commands
+from .network_commands import add_network_commands
 from .parser import DockerArgumentParser
 from .run import add_run_command
 from .system import add_system_commands
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_command(commands)
     add_container_commands(commands)
     add_image_and_registry_commands(commands)
+    add_network_commands(commands)
     add_system_commands(commands)
     return parser
 

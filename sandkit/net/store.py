@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
@@ -100,7 +101,7 @@ class NetworkRecord:
 # The built-in default network; its id is fixed so that it is the same in every process.
 BRIDGE = NetworkRecord(
     name=DEFAULT_NETWORK,
-    id="b" * 64,
+    id=hashlib.sha256(b"sandkit network bridge").hexdigest(),
     subnet=DEFAULT_SUBNET,
     gateway=DEFAULT_SUBNET.network_address + 1,
     builtin=True,

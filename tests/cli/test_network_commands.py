@@ -1,0 +1,67 @@
+"""`sandkit network create/ls/inspect/rm/prune`, with Docker's output and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import sandkit
+
+
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))
+
+
+def test_create_prints_the_id_and_ls_lists_docker_columns():
+    made = sandkit("network", "create", "--label", "team=db", "backend")
+    assert made.returncode == 0, made.stderr
+    network_id = made.stdout.strip()
+    assert len(network_id) == 64
+    listed = sandkit("network", "ls")
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+    assert [row.split()[1:] for row in rows] == [
+        ["bridge", "bridge", "local"],
+        ["backend", "bridge", "local"],
+    ]
+    assert network_id[:12] in sandkit("network", "ls", "-q").stdout.split()
+
+
+def test_inspect_has_docker_fields():
+    sandkit("network", "create", "--subnet", "10.201.0.0/24", "--internal", "inner")
+    shown = sandkit("network", "inspect", "inner")
+    assert shown.returncode == 0, shown.stderr
+    (network,) = json.loads(shown.stdout)
+    assert network["Name"] == "inner"
+    assert network["Driver"] == "bridge"
+    assert network["Internal"] is True
+    assert network["IPAM"]["Config"] == [{"Subnet": "10.201.0.0/24", "Gateway": "10.201.0.1"}]
+    missing = sandkit("network", "inspect", "nosuch")
+    assert missing.returncode == 1
+    assert "No such network: nosuch" in missing.stderr
+
+
+def test_rm_prints_names_and_fails_for_unknown():
+    sandkit("network", "create", "gone")
+    removed = sandkit("network", "rm", "gone", "nosuch")
+    assert removed.stdout.split() == ["gone"]
+    assert removed.returncode == 1
+    assert "network 'nosuch' not found" in removed.stderr
+
+
+@pytest.mark.parametrize("name", ["bridge", "host", "none", "bad name"])
+def test_reserved_and_malformed_names_fail_with_the_fix(name):
+    made = sandkit("network", "create", name)
+    assert made.returncode == 1
+    assert "Error:" in made.stderr
+    assert sandkit("network", "ls", "-q").stdout.count("\n") == 1
+
+
+def test_prune_removes_unused_user_networks():
+    sandkit("network", "create", "one")
+    sandkit("network", "create", "two")
+    pruned = sandkit("network", "prune", "-f")
+    assert pruned.stdout.split() == ["Deleted", "Networks:", "one", "two"]
+    assert len(sandkit("network", "ls", "-q").stdout.split()) == 1
