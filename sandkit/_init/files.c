@@ -83,8 +83,10 @@ static int write_file(int rootfd, struct file *f, struct err *e)
 	if (!name)
 		return -1;
 	if ((dfd = mkdir_p(rootfd, parent[0] ? parent : "/", 0755, FILE_PARENT)) < 0)
-		return seterr(e, errno, "file %s/%s: its directory: %s", parent, name,
-			      strerror(errno));
+		return seterr(e, errno,
+			      "file %s/%s: open or make its directory %s in the container (a "
+			      "symlink of the image may lead nowhere): %s",
+			      parent, name, parent[0] ? parent : "/", strerror(errno));
 	if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT) {
 		if (errno == EISDIR)
 			return seterr(e, EISDIR,
