@@ -26,7 +26,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -555,25 +554,34 @@ static void discard_init(int pidfd)
     close(pidfd);
 }
 
-/* setns() accepts pidfds and every kind of namespace fd: take a user namespace only, so that
- * a wrong fd is refused before any process exists. 0 or -errno (-EINVAL: not a userns). */
+/* setns() accepts pidfds and every kind of namespace fd: take a user namespace only, and one
+ * owned by our euid, so that a wrong fd is refused before any process exists. 0, or -EBADF,
+ * -EINVAL (not a userns) or -EPERM (someone else's).
+ *
+ * The owner rule is the kernel's own for everyone but root (joining needs CAP_SYS_ADMIN in
+ * the namespace). It also keeps root from one trap: joining a namespace that is not below
+ * ours with our euid as owner counts as a change of credentials that makes the joiner's
+ * memory non-dumpable (commit_creds), and the helper's memory is the whole host process's. */
 static int check_userns_fd(int fd)
 {
     int type = ioctl(fd, NS_GET_NSTYPE);
+    uid_t owner;
 
     if (type < 0)
         return errno == EBADF ? -EBADF : -EINVAL;
-    return type == CLONE_NEWUSER ? 0 : -EINVAL;
+    if (type != CLONE_NEWUSER)
+        return -EINVAL;
+    if (ioctl(fd, NS_GET_OWNER_UID, &owner) < 0)
+        return -errno;
+    return owner == geteuid() ? 0 : -EPERM;
 }
 
 /* The nested clone: the helper does the work (see helper_main); we reap it and take its
- * report. The init's pid, or -errno with *failed_stage set. Joining a user namespace that
- * is not below our own with our euid as owner makes the helper's memory, which is ours,
- * non-dumpable (commit_creds): that is put back. */
+ * report. The init's pid, or -errno with *failed_stage set. */
 static long clone_nested(struct child_ctx *c, int *pidfd, int *failed_stage)
 {
     struct helper_report *r = &c->report;
-    int helper_pidfd = -1, dumpable = prctl(PR_GET_DUMPABLE);
+    int helper_pidfd = -1;
     struct clone_args ca;
     long pid;
 
@@ -586,8 +594,6 @@ static long clone_nested(struct child_ctx *c, int *pidfd, int *failed_stage)
         return pid;
     reap(helper_pidfd);
     close(helper_pidfd);
-    if (SHARED_VM_CHILD && dumpable >= 0 && prctl(PR_GET_DUMPABLE) != dumpable)
-        prctl(PR_SET_DUMPABLE, dumpable);
     if (r->stage < 0) { /* killed before its last word (by someone else's SIGKILL) */
         r->stage = SK_STAGE_NESTED_CLONE;
         r->err = ECHILD;

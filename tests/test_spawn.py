@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_busybox_rootfs, our_children
+from conftest import make_busybox_rootfs, our_children, unprivileged_ids
 from polling import wait_until
 
 import sandkit
@@ -33,6 +33,7 @@ from sandkit.runtime.spawn import sealed_exec_memfd, spawn_init
 
 BUSYBOX = Path("/bin/busybox")
 NOBODY = 65534
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2) in linux/nsfs.h: an fd of a namespace's parent
 
@@ -260,10 +261,13 @@ def test_unprivileged_without_user_namespace_is_refused(busybox: int) -> None:
 
 
 @contextlib.contextmanager
-def userns_holder(*unshare_args: str) -> Iterator[tuple[int, int]]:
+def userns_holder(
+    *unshare_args: str, ids: tuple[int, int] | None = None
+) -> Iterator[tuple[int, int]]:
     """A `sleep` in a user namespace of its own, made by `unshare --user <unshare_args>` as the
-    calling user, and an fd of that namespace: (its pid, the fd)."""
-    holder = subprocess.Popen(["unshare", "--user", *unshare_args, "sleep", "60"])
+    calling user (or as ``ids``, a uid and gid), and an fd of that namespace: (its pid, the fd)."""
+    as_ids = {} if ids is None else {"user": ids[0], "group": ids[1], "extra_groups": []}
+    holder = subprocess.Popen(["unshare", "--user", *unshare_args, "sleep", "60"], **as_ids)
     try:
         # unshare writes the maps before it execs sleep
         wait_until(
@@ -399,6 +403,8 @@ BAD_PARENTS = {
     "unmapped": "must map your uid and gid",
     "no root": "must map uid 0 and gid 0",
 }
+# The host's user namespace is root's: an unprivileged caller may not join it at all.
+ROOTLESS_BAD_PARENTS = {**BAD_PARENTS, "own user namespace": "Joining it was refused"}
 
 
 def refusal_of_bad_parent(exe: int, kind: str) -> str:
@@ -419,17 +425,25 @@ def test_bad_parent_userns_as_root(busybox: int, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", BAD_PARENTS)
 def test_bad_parent_userns_rootless(busybox: int, kind: str, as_unprivileged: Any) -> None:
-    assert BAD_PARENTS[kind] in as_unprivileged(refusal_of_bad_parent, busybox, kind)
+    assert ROOTLESS_BAD_PARENTS[kind] in as_unprivileged(refusal_of_bad_parent, busybox, kind)
+
+
+def refused_parent(exe: int, fd: int) -> str:
+    with pytest.raises(ContainerStartError) as caught:
+        run_sh(exe, "true", user_namespace=True, parent_userns=fd)
+    return str(caught.value)
 
 
 def test_parent_userns_owned_by_someone_else_is_refused(busybox: int, as_unprivileged: Any) -> None:
-    def refused(fd: int) -> str:
-        with pytest.raises(ContainerStartError) as caught:
-            run_sh(busybox, "true", user_namespace=True, parent_userns=fd)
-        return str(caught.value)
-
     with userns_holder("--map-root-user") as (_, roots):
-        assert "Joining it was refused" in as_unprivileged(refused, roots)
+        assert "Joining it was refused" in as_unprivileged(refused_parent, busybox, roots)
+    # root may join any user namespace, but that would make its own memory non-dumpable
+    fds = open_fds()
+    with userns_holder("--map-root-user", ids=unprivileged_ids()) as (_, users):
+        assert "Joining it was refused" in refused_parent(busybox, users)
+    assert open_fds() == fds
+    assert no_children_left()
+    assert ctypes.CDLL(None).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
 
 
 def test_parent_userns_needs_a_user_namespace(busybox: int) -> None:

@@ -508,9 +508,8 @@ _JOIN_USERNS_FIXES = {
     errno.EINVAL: "It is not the fd of a user namespace other than this process's own: open "
     "/proc/<pid>/ns/user of a process in the namespace to nest under (not a pidfd nor another "
     "namespace's fd).",
-    errno.EPERM: "Joining it was refused: a user namespace can be joined only by its owner "
-    "(the uid that created it, from the namespace it was created in) or with CAP_SYS_ADMIN in "
-    "it; create it as the user that starts the container.",
+    errno.EPERM: "Joining it was refused: sandkit joins only a user namespace that your euid "
+    "owns (made by a process of yours, as the user that starts the container).",
 }
 
 
