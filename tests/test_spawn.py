@@ -352,6 +352,43 @@ def test_nested_user_namespace_rootless(busybox: int, as_unprivileged: Any) -> N
     check_nested_facts(facts)
 
 
+@pytest.fixture
+def cgroup2_leaf(tmp_path: Path) -> Iterator[Path]:
+    """An empty cgroup of a cgroup2 tree mounted for the test (the host may be on v1)."""
+    mnt = tmp_path / "cg2"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "cgroup2", "none", mnt], capture_output=True).returncode:
+        pytest.skip("cannot mount cgroup2 here")
+    leaf = mnt / f"sandkit-test-nested-{os.getpid()}"
+    try:
+        leaf.mkdir()
+        yield leaf
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            leaf.rmdir()
+        subprocess.run(["umount", mnt], check=True)
+
+
+def test_nested_user_namespace_into_cgroup(busybox: int, cgroup2_leaf: Path) -> None:
+    dirfd = os.open(cgroup2_leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with host, child_end, contextlib.ExitStack() as stack:
+        stack.callback(os.close, dirfd)
+        _, userns = stack.enter_context(userns_holder("--map-root-user"))
+        init = stack.enter_context(
+            spawn_init(
+                child_end,
+                user_namespace=True,
+                parent_userns=userns,
+                cgroup_fd=dirfd,
+                exec_fd=busybox,
+                argv=["sleep", "60"],
+            )
+        )
+        assert (cgroup2_leaf / "cgroup.procs").read_text().split() == [str(init.pid)]
+        assert parent_userns_id(init.pid) == ns_id(userns)
+
+
 def _nested_container() -> tuple[bool, list[str]]:
     root = make_busybox_rootfs(Path(os.environ["SANDKIT_HOME"]) / "rootfs")
     with userns_holder("--map-root-user", "--net") as (_, userns):
