@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
 import os
 import secrets
@@ -25,7 +26,9 @@ from ..ipc import (
     Error,
     Exec,
     Exit,
+    File,
     Hostname,
+    Interface,
     Open,
     Opened,
     Ping,
@@ -36,10 +39,13 @@ from ..ipc import (
     Started,
     encode,
 )
+from ..net import client as net_client
+from ..net import protocol as net_protocol
+from ..net import store as net_store
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
-from . import environment, plan, prespawn, startup
+from . import environment, etcfiles, plan, prespawn, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .forward import CONNECT_TIMEOUT, Binding, PortForwarder
@@ -120,6 +126,24 @@ def _check_size(path: str, size: int, max_size: int) -> None:
         )
 
 
+def network_name(network: object) -> str:
+    """The name in ``network=``: a string, or the ``name`` of a `sandkit.Network`."""
+    name = network if isinstance(network, str) else getattr(network, "name", None)
+    if not isinstance(name, str):
+        raise errors.NetworkSpecError(
+            f"network={network!r} is not valid: give 'none', 'host', 'bridge', a network's "
+            "name or a sandkit.Network"
+        )
+    return name
+
+
+def network_of(name: str) -> net_store.NetworkRecord | None:
+    """The network a container joins (None for "none" and "host"); NetworkNotFoundError."""
+    if name in ("none", "host"):
+        return None
+    return net_store.get_network(name)
+
+
 # What a container can be made from (see `resolve_image`).
 ImageSource: TypeAlias = Image | str | os.PathLike[str]
 
@@ -163,6 +187,10 @@ class AsyncContainer:
     _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
     _port_specs: tuple[PortSpec, ...] = attrs.field(default=(), init=False)
     _forwarder: PortForwarder | None = attrs.field(default=None, init=False)
+    _network_record: net_store.NetworkRecord | None = attrs.field(default=None, init=False)
+    _aliases: tuple[str, ...] = attrs.field(default=(), init=False)
+    _membership: net_client.KeeperConnection | None = attrs.field(default=None, init=False)
+    _addresses: dict[str, str] = attrs.field(factory=dict, init=False)
     # An fd of the user namespace to nest a rootless container's under (a network's keeper's),
     # set before start; the caller keeps it open until start returns. See `spawn_init`.
     _parent_userns: int | None = attrs.field(default=None, init=False)
@@ -174,12 +202,19 @@ class AsyncContainer:
         self.__attrs_init__(
             image, options, container_id[:12] if hostname is None else hostname, container_id
         )
-        if self._network not in ("none", "host"):
-            raise errors.ContainerError(
-                f"network={self._network!r} is not supported: use 'none' (loopback only, the "
-                "default) or 'host' (shares the host's network, not isolated)"
-            )
         _check_hostname(self.hostname)
+        # Found here: an unknown network fails before anything is made.
+        self._network_record = network_of(self._network)
+        self._aliases = tuple(options.get("aliases", ()))
+        if self._network_record is not None:
+            net_protocol.check_name(self.hostname, "host name")
+            for alias in self._aliases:
+                net_protocol.check_name(alias, "alias")
+        elif self._aliases:
+            raise errors.NetworkSpecError(
+                f"aliases= needs a network to be reached on: network={self._network!r} has "
+                "none (use network='bridge' or a user network)"
+            )
         self._port_specs = parse_ports(options.get("ports"))
         if self._port_specs and self._network == "host":
             raise errors.PortSpecError(
@@ -204,12 +239,18 @@ class AsyncContainer:
 
     @property
     def _network(self) -> str:
-        return self.options.get("network", "none")
+        return network_name(self.options.get("network", "none"))
 
     @property
     def _own_network(self) -> bool:
-        """Whether the container gets a network namespace of its own (loopback only)."""
-        return self._network == "none"
+        """Whether the container gets a network namespace of its own (every mode but host)."""
+        return self._network != "host"
+
+    @property
+    def networks(self) -> dict[str, str]:
+        """The container's address on each network it is on, by network name (empty with
+        network="none" or "host")."""
+        return dict(self._addresses)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -246,6 +287,14 @@ class AsyncContainer:
             plan = ResourcePlan.decide(
                 self._limits, accounting=accounting, rlimits=self.options.get("rlimits")
             )
+            if self._network_record is not None:
+                # Blocking (a new keeper takes a moment to start), so off the event loop.
+                self._membership = await anyio.to_thread.run_sync(
+                    net_client.join, self._network_record
+                )
+                # Rootless: the keeper can give the container an interface only if its user
+                # namespace owns the container's.
+                self._parent_userns = self._membership.userns_fd
             if not await self._start_from_spare(setup, plan):
                 self._resources = plan.resources(plan.make_cgroup(self.id))
                 await self._start_fresh(setup)
@@ -260,8 +309,10 @@ class AsyncContainer:
 
     def _recipe(self, setup: Setup, plan: ResourcePlan) -> prespawn.Recipe | None:
         """How a spare for this container is made, if it may use one."""
-        if self.options.get("lifetime") or self._parent_userns is not None:
-            return None  # spares are made in a user namespace of their own
+        if self.options.get("lifetime") or self._network_record is not None:
+            # A spare on a network would hold an address and a name; and it is made in a user
+            # namespace of its own, where the network's keeper has no say.
+            return None
         return prespawn.recipe_for(
             setup, user_namespace=self.rootless, network=self._own_network, resources=plan
         )
@@ -302,14 +353,31 @@ class AsyncContainer:
 
     async def _start_fresh(self, setup: Setup) -> None:
         assert self._resources is not None
+        membership = self._membership
         self._init, self._channel = startup.spawn_with_setup(
-            encode(setup),
+            encode(setup) if membership is None else functools.partial(self._join, setup),
             user_namespace=self.rootless,
             network=self._own_network,
             cgroup=self._resources.cgroup,
             parent_userns=self._parent_userns,
         )
         await startup.await_ready(self._channel, rootless=self.rootless)
+
+    def _join(self, setup: Setup, init: SpawnedInit) -> bytes:
+        """The setup of a container on a network: attach the new init's network namespace,
+        then tell the init its interface, /etc/hosts and /etc/resolv.conf."""
+        assert self._membership is not None and self._network_record is not None
+        netns = os.open(f"/proc/{init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            config = self._membership.attach(netns, self.hostname, list(self._aliases))
+        finally:
+            os.close(netns)
+        self._addresses[self._network_record.name] = config["address"]
+        files = (
+            File("/etc/hosts", etcfiles.hosts(self.hostname, config["address"], self._aliases)),
+            File("/etc/resolv.conf", etcfiles.resolv_conf(config["gateway"])),
+        )
+        return encode(attrs.evolve(setup, net=Interface(**config), files=files))
 
     def _setup_message(self, image: Image | str) -> Setup:
         options = self.options
@@ -369,6 +437,9 @@ class AsyncContainer:
                 spawned.close()
             if resources is not None:
                 resources.destroy()
+        membership, self._membership = self._membership, None
+        if membership is not None:
+            membership.close()  # the keeper detaches it (and ends with the last container)
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.__exit__(None, None, None)
