@@ -6,10 +6,12 @@ of this process) detaches the container, and the last one to go ends the keeper.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import re
 import select
+import signal
 import socket
 import tempfile
 import time
@@ -187,6 +189,13 @@ def _become_keeper(spec: KeeperSpec, stderr_fd: int) -> NoReturn:
     # Objects inherited from the host process are never collected here: one that owned an fd
     # would close a number the keeper has reused by then.
     gc.freeze()
+    # The host program's Python signal handlers (and a wakeup fd, whose number the keeper may
+    # reuse) are not the keeper's.
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    for number in signal.valid_signals():
+        if callable(signal.getsignal(number)):
+            signal.signal(number, signal.SIG_DFL)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)

@@ -183,7 +183,8 @@ class Keeper:
         if pid == 0:  # the launcher
             try:
                 os.close(go_write)
-                # SIGKILL: pasta catches SIGTERM, and in the foreground may not act on it.
+                # SIGKILL: a pasta was seen to outlive its keeper with SIGTERM (cause unknown;
+                # pasta ends on SIGTERM when tried by hand), and pasta has nothing to save.
                 nsutil.die_with_parent(signal.SIGKILL)
                 if os.getppid() != keeper_pid:
                     os._exit(1)

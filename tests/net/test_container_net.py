@@ -3,18 +3,24 @@ program inside sees, names, isolation, the way out, published ports, and nothing
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 
+import dns.message
+import dns.rrset
 import pytest
 from polling import POLL_SH, wait_until
 from test_ports import TCP_ECHO, UDP_ECHO, _echo_through, _udp_echo
 
 import sandkit
 from sandkit import errors
-from sandkit.net import pasta
+from sandkit.net import client, pasta
 
 from .helpers import greeting_server, host_address, host_state, network_processes
 
@@ -194,3 +200,62 @@ def test_closed_tun_device_rootless_names_the_fix(busybox, as_unprivileged, clea
             as_unprivileged(_start_on_bridge, busybox)
     finally:
         os.chmod(pasta.TUN_DEVICE, mode)
+
+
+@contextlib.contextmanager
+def fake_resolver(address: str) -> Iterator[None]:
+    """A DNS server on ``address``:53 (UDP) that answers every A query with 203.0.113.7."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind((address, 53))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                wire, client = server.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(wire)
+            reply = dns.message.make_response(query)
+            reply.answer.append(
+                dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "203.0.113.7")
+            )
+            server.sendto(reply.to_wire(), client)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def test_other_names_are_forwarded_to_the_hosts_resolver_on_its_loopback(
+    busybox, clean_host, tmp_path, monkeypatch
+):
+    # The host's resolver listens on its loopback (as systemd-resolved's 127.0.0.53 does),
+    # which no container reaches: the keeper forwards from the host's namespace.
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("nameserver 127.88.0.53\n")
+    monkeypatch.setattr(client, "RESOLV_CONF", resolv_conf)
+    with fake_resolver("127.88.0.53"), sandkit.Container(busybox, network="bridge") as c:
+        forwarded = c.exec(["nslookup", "example.test"], timeout=10).stdout.decode()
+        assert forwarded.rstrip().endswith("Address: 203.0.113.7")
+        direct = c.exec(["nslookup", "example.test", "127.88.0.53"], timeout=20)
+        assert "203.0.113.7" not in direct.stdout.decode()
+
+
+def test_internal_network_has_no_way_out_and_no_pasta(busybox, clean_host):
+    address = host_address()
+    with (
+        greeting_server(address) as port,
+        sandkit.Network(internal=True) as net,
+        sandkit.Container(busybox, network=net) as c,
+    ):
+        assert not [p for p in network_processes(os.environ["SANDKIT_HOME"]) if "up0" in p]
+        done = c.exec(["sh", "-c", f"nc -w 2 {address} {port} </dev/null"], timeout=10)
+        assert "hello" not in done.stdout.decode()
+        assert done.exit_code != 0
