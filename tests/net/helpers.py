@@ -168,3 +168,21 @@ def greeting_server(address: str) -> Iterator[int]:
 
 def home_dir() -> Path:
     return Path(os.environ["SANDKIT_HOME"])
+
+
+@contextlib.contextmanager
+def killed_host_process(code: str, *args: str) -> Iterator[str]:
+    """A child Python running ``code`` (a host process using a network): yields the first line
+    it prints, then SIGKILLs it."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        yield child.stdout.readline()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()

@@ -4,7 +4,6 @@ path out through pasta, isolation, and nothing left on the host however the host
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from .helpers import (
     host_address,
     host_state,
     in_netns,
+    killed_host_process,
     netns_fd,
     netns_process,
     network_processes,
@@ -153,19 +153,10 @@ sys.stdin.read()
 
 def test_sigkill_of_the_host_process_leaves_nothing(clean_host):
     with netns_process() as pid:
-        child = subprocess.Popen(
-            [sys.executable, "-c", _KILLED_CHILD, str(pid)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert child.stdout.readline().startswith("10.88.")
+        with killed_host_process(_KILLED_CHILD, str(pid)) as first_line:
+            assert first_line.startswith("10.88.")
             assert network_processes(os.environ["SANDKIT_HOME"])
             assert "eth0" in in_netns(pid, "ip", "-o", "link").stdout
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
         wait_until(
             lambda: "eth0" not in in_netns(pid, "ip", "-o", "link").stdout,
             "the container's interface to go",
