@@ -4,7 +4,9 @@ path out through pasta, isolation, and nothing left on the host however the host
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import struct
 import subprocess
 import sys
 
@@ -225,3 +227,20 @@ def test_no_pasta_installed_is_a_clear_error_and_leaves_nothing(clean_host, tmp_
     with pytest.raises(errors.NetworkUnavailableError, match=r"apt install passt"):
         client.join(store.BRIDGE)
     assert not (store.BRIDGE.directory() / SOCKET_NAME).exists()
+
+
+def test_sigkill_of_the_keeper_takes_pasta_with_it(clean_host):
+    connection = client.join(store.BRIDGE)
+    try:
+        creds = connection._sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+        )
+        keeper_pid = struct.unpack("3i", creds)[0]
+        assert any("up0" in p for p in network_processes(os.environ["SANDKIT_HOME"]))
+        os.kill(keeper_pid, signal.SIGKILL)
+        wait_until(
+            lambda: not network_processes(os.environ["SANDKIT_HOME"]),
+            "pasta to go with its keeper",
+        )
+    finally:
+        connection.close()
