@@ -457,6 +457,7 @@ class Keeper:
             sock.close()
             return
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * (resolver.MAX_REPLY + 2))
         connection = DnsTcpConnection(sock, time.monotonic() + DNS_TCP_TIMEOUT)
         self.dns_tcp.add(connection)
         self.selector.register(sock, selectors.EVENT_READ, connection)
@@ -485,10 +486,10 @@ class Keeper:
         self.selector.unregister(connection.sock)
 
         def reply(answer: bytes) -> None:
+            # Never blocks the keeper: the send buffer holds a whole answer (at most 64 KiB),
+            # whatever the client's window, and what does not fit is dropped with the connection.
             with contextlib.suppress(OSError):
-                connection.sock.setblocking(True)
-                connection.sock.settimeout(DNS_TCP_TIMEOUT)
-                connection.sock.sendall(len(answer).to_bytes(2, "big") + answer)
+                connection.sock.send(len(answer).to_bytes(2, "big") + answer)
             self._close_dns_tcp(connection, registered=False)
 
         self._answer(wire, reply)
