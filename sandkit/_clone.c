@@ -19,12 +19,15 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/nsfs.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "_clone.h"
@@ -37,6 +40,9 @@
 #endif
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
 #endif
 
 /* The kernel's own struct sigaction for rt_sigaction (x86_64 and aarch64 layout): glibc's
@@ -274,12 +280,67 @@ __attribute__((noreturn)) static void child_main(const struct sk_clone_args *a,
                SYS5(SYS_execveat, exec_fd, "", a->argv, a->envp, AT_EMPTY_PATH));
 }
 
-/* ---- the parent ------------------------------------------------------------------------- */
+/* ---- the helper of a nested clone: raw syscalls only ------------------------------------ */
 
-static void close_pair(int p[2])
+/* What the helper leaves in the context for the parent, which reads it once it reaped the
+ * helper. Why memory and not a pipe: the parent must wait for the helper to end anyway (to
+ * reap it), and after that the report is simply there; a pipe would cost two more fds and
+ * three more system calls on every nested start. The init's pidfd needs no carrying at all:
+ * the helper shares the parent's fd table (CLONE_FILES), so clone3 puts it there. */
+struct helper_report {
+    int pid;   /* the init's, 0 until it exists */
+    int pidfd; /* the init's, in the shared fd table, -1 until it exists */
+    int stage; /* enum sk_stage of the step that failed, 0 if none did, -1 until it ends */
+    int err;   /* its errno */
+};
+
+/* Everything a shared-memory child reads lives in one mapping, which stays valid until the
+ * caller has seen the child exec or die (EOF on err_fd) and calls sk_release(): the caller's
+ * own stack frame and Python's objects may be gone by the time the child reads them. */
+#define CHILD_STACK_SIZE (64 * 1024)
+#define HELPER_STACK_SIZE (16 * 1024)
+#define CTX_MAX_STRINGS 64
+#define CTX_STRING_BYTES 4096
+
+struct child_ctx {
+    struct sk_clone_args args; /* argv and envp point into the arrays below */
+    struct sync_pipes pipes;
+    char *init_stack;          /* lowest address of the init-to-be's stack */
+    char *helper_stack;        /* the nested clone's helper's, or NULL */
+    struct helper_report report;
+    char *ptrs[2 * (CTX_MAX_STRINGS + 1)];
+    char strings[CTX_STRING_BYTES];
+};
+
+static void child_entry(void *arg)
 {
-    close(p[0]);
-    close(p[1]);
+    struct child_ctx *c = arg;
+    child_main(&c->args, &c->pipes);
+}
+
+/* clone3 a child that runs fn(c) on the given stack and exits if fn returns: on x86_64 it
+ * shares our memory, elsewhere it is a fork-like copy (and the stack is unused). */
+static long clone_running(struct clone_args *ca, char *stack, size_t stack_size,
+                          void (*fn)(void *), struct child_ctx *c)
+{
+#if SHARED_VM_CHILD
+    ca->flags |= CLONE_VM;
+    ca->stack = (uint64_t)(uintptr_t)stack;
+    ca->stack_size = stack_size;
+    return clone3_calling(ca, fn, c);
+#else
+    long pid;
+
+    (void)stack;
+    (void)stack_size;
+    pid = SYS2(SYS_clone3, ca, sizeof *ca);
+    if (pid == 0) {
+        fn(c);
+        for (;;)
+            SYS1(SYS_exit_group, 127);
+    }
+    return pid;
+#endif
 }
 
 static uint64_t clone_flags(const struct sk_clone_args *a)
@@ -295,19 +356,108 @@ static uint64_t clone_flags(const struct sk_clone_args *a)
     return flags;
 }
 
-/* Everything a shared-memory child reads lives in one mapping, which stays valid until the
- * caller has seen the child exec or die (EOF on err_fd) and calls sk_release(): the caller's
- * own stack frame and Python's objects may be gone by the time the child reads them. */
-#define CHILD_STACK_SIZE (64 * 1024)
-#define CTX_MAX_STRINGS 64
-#define CTX_STRING_BYTES 4096
+/* The clone3 arguments of the init-to-be, its pidfd to be stored at *pidfd. */
+static void init_clone_args(struct clone_args *ca, const struct sk_clone_args *a, int *pidfd)
+{
+    memset(ca, 0, sizeof *ca);
+    ca->flags = clone_flags(a);
+    ca->pidfd = (uint64_t)(uintptr_t)pidfd;
+    ca->exit_signal = SIGCHLD;
+    ca->cgroup = a->cgroup_fd >= 0 ? (uint64_t)a->cgroup_fd : 0;
+}
 
-struct child_ctx {
-    struct sk_clone_args args; /* argv and envp point into the arrays below */
-    struct sync_pipes pipes;
-    char *ptrs[2 * (CTX_MAX_STRINGS + 1)];
-    char strings[CTX_STRING_BYTES];
-};
+__attribute__((noreturn)) static void helper_exit(struct helper_report *r, enum sk_stage stage,
+                                                  long rc)
+{
+    r->stage = stage;
+    r->err = (int)-rc;
+    for (;;)
+        SYS1(SYS_exit_group, 0);
+}
+
+/* "/proc/<pid>" into buf (at least 24 bytes), without the C library. */
+static void proc_dir_path(char *buf, int pid)
+{
+    char digits[12];
+    int n = 0;
+
+    do
+        digits[n++] = (char)('0' + pid % 10);
+    while ((pid /= 10) > 0);
+    memcpy(buf, "/proc/", 6);
+    buf += 6;
+    while (n > 0)
+        *buf++ = digits[--n];
+    *buf = '\0';
+}
+
+/* Writes text (one write: the kernel takes a map in one) to the file name under dir. */
+static long write_at(int dir, const char *name, const char *text)
+{
+    size_t len = strlen(text);
+    long fd = SYS3(SYS_openat, dir, name, O_WRONLY | O_CLOEXEC), rc;
+
+    if (fd < 0)
+        return fd;
+    rc = SYS3(SYS_write, fd, text, len);
+    sys_close((int)fd);
+    return rc < 0 ? rc : (size_t)rc == len ? 0 : -EIO;
+}
+
+/* The init's uid 0 and gid 0 are our own 0 in the parent user namespace (where we have every
+ * capability, so "deny" is not needed for the gid map: it is written so that the container
+ * cannot drop supplementary groups, as in every rootless container). */
+static long write_root_maps(int pid)
+{
+    char path[24];
+    long dir, rc;
+
+    proc_dir_path(path, pid);
+    dir = SYS3(SYS_openat, AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return dir;
+    if ((rc = write_at((int)dir, "uid_map", "0 0 1\n")) == 0 &&
+        (rc = write_at((int)dir, "setgroups", "deny")) == 0)
+        rc = write_at((int)dir, "gid_map", "0 0 1\n");
+    sys_close((int)dir);
+    return rc;
+}
+
+/* Joins the parent user namespace (which needs a process of its own: no shared fs_struct,
+ * no other thread), clones the init-to-be there as the parent's child (CLONE_PARENT), maps
+ * its ids and exits. The init waits for the go byte meanwhile, as in a plain clone. */
+__attribute__((noreturn)) static void helper_main(struct child_ctx *c)
+{
+    struct helper_report *r = &c->report;
+    struct clone_args ca;
+    long rc = SYS2(SYS_setns, c->args.userns_fd, CLONE_NEWUSER);
+
+    if (rc < 0)
+        helper_exit(r, SK_STAGE_JOIN_USERNS, rc);
+    init_clone_args(&ca, &c->args, &r->pidfd);
+    ca.flags |= CLONE_PARENT;
+    ca.exit_signal = 0; /* clone3 insists: with CLONE_PARENT it is our own (SIGCHLD) */
+    rc = clone_running(&ca, c->init_stack, CHILD_STACK_SIZE, child_entry, c);
+    if (rc < 0)
+        helper_exit(r, SK_STAGE_NESTED_CLONE, rc);
+    r->pid = (int)rc;
+    if ((rc = write_root_maps(r->pid)) < 0)
+        helper_exit(r, SK_STAGE_MAPS, rc);
+    helper_exit(r, 0, 0);
+}
+
+static void helper_entry(void *arg)
+{
+    helper_main(arg);
+}
+
+/* ---- the parent ------------------------------------------------------------------------- */
+
+static void close_pair(int p[2])
+{
+    close(p[0]);
+    close(p[1]);
+}
 
 static size_t page_round(size_t n)
 {
@@ -332,25 +482,34 @@ static char **copy_strings(char *const *src, char ***next_ptr, char **next_byte,
     return start;
 }
 
-/* Maps [context | guard page | stack]; fills the context. NULL (errno set) on failure. */
+/* Maps [context | guard page | helper stack | guard page | init stack], the helper's part
+ * only for a nested clone; fills the context. NULL (errno set) on failure. Where the helper
+ * is a fork-like copy, the mapping is shared so that its report reaches us. */
 static struct child_ctx *make_ctx(const struct sk_clone_args *a, const struct sync_pipes *p,
                                   size_t *size)
 {
     size_t head = page_round(sizeof(struct child_ctx)), guard = page_round(1);
+    int nested = a->userns_fd >= 0;
+    int share = nested && !SHARED_VM_CHILD ? MAP_SHARED : MAP_PRIVATE;
+    size_t helper = nested ? HELPER_STACK_SIZE + guard : 0;
     struct child_ctx *c;
     char **next_ptr;
     char *next_byte;
 
-    *size = head + guard + CHILD_STACK_SIZE;
-    c = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    *size = head + guard + helper + CHILD_STACK_SIZE;
+    c = mmap(NULL, *size, PROT_READ | PROT_WRITE, share | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (c == MAP_FAILED)
         return NULL;
-    if (mprotect((char *)c + head, guard, PROT_NONE) < 0) {
+    if (mprotect((char *)c + head, guard, PROT_NONE) < 0 ||
+        (nested && mprotect((char *)c + head + guard + HELPER_STACK_SIZE, guard, PROT_NONE) < 0)) {
         munmap(c, *size);
         return NULL;
     }
     c->args = *a;
     c->pipes = *p;
+    c->init_stack = (char *)c + *size - CHILD_STACK_SIZE;
+    c->helper_stack = nested ? (char *)c + head + guard : NULL;
+    c->report = (struct helper_report){.pid = 0, .pidfd = -1, .stage = -1};
     next_ptr = c->ptrs;
     next_byte = c->strings;
     c->args.argv = copy_strings(a->argv, &next_ptr, &next_byte, c->strings + CTX_STRING_BYTES);
@@ -364,46 +523,112 @@ static struct child_ctx *make_ctx(const struct sk_clone_args *a, const struct sy
     return c;
 }
 
-#if SHARED_VM_CHILD
-static void child_entry(void *arg)
-{
-    struct child_ctx *c = arg;
-    child_main(&c->args, &c->pipes);
-}
-#endif
-
-/* clone3 with every signal blocked, so that no handler of the host (Python's writes to its
- * wakeup fd, which the child shares) can run in the child before it resets them. */
-static long clone_blocked(struct clone_args *ca, struct child_ctx *c, size_t ctx_size)
+/* clone_running with every signal blocked, so that no handler of the host (Python's writes
+ * to its wakeup fd, which the child shares) can run in the child before it resets them. */
+static long clone_blocked(struct clone_args *ca, char *stack, size_t stack_size,
+                          void (*fn)(void *), struct child_ctx *c)
 {
     uint64_t all = ~(uint64_t)0, old;
     long pid;
 
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, KERNEL_SIGSET_SIZE);
-#if SHARED_VM_CHILD
-    ca->flags |= CLONE_VM;
-    ca->stack = (uint64_t)(uintptr_t)((char *)c + ctx_size - CHILD_STACK_SIZE);
-    ca->stack_size = CHILD_STACK_SIZE;
-    pid = clone3_calling(ca, child_entry, c);
-#else
-    (void)ctx_size;
-    pid = SYS2(SYS_clone3, ca, sizeof *ca);
-    if (pid == 0)
-        child_main(&c->args, &c->pipes);
-#endif
+    pid = clone_running(ca, stack, stack_size, fn, c);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, KERNEL_SIGSET_SIZE);
     return pid;
+}
+
+/* Waits for the child behind pidfd to end and reaps it. */
+static void reap(int pidfd)
+{
+    siginfo_t info;
+
+    while (syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED, NULL) < 0 && errno == EINTR)
+        ;
+}
+
+/* Kills, reaps and closes the init a failed nested clone made. */
+static void discard_init(int pidfd)
+{
+    syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+    reap(pidfd);
+    close(pidfd);
+}
+
+/* setns() accepts pidfds and every kind of namespace fd: take a user namespace only, and one
+ * owned by our euid, so that a wrong fd is refused before any process exists. 0, or -EBADF,
+ * -EINVAL (not a userns) or -EPERM (someone else's).
+ *
+ * The owner rule is the kernel's own for everyone but root (joining needs CAP_SYS_ADMIN in
+ * the namespace). It also keeps root from one trap: joining a namespace that is not below
+ * ours with our euid as owner counts as a change of credentials that makes the joiner's
+ * memory non-dumpable (commit_creds), and the helper's memory is the whole host process's. */
+static int check_userns_fd(int fd)
+{
+    int type = ioctl(fd, NS_GET_NSTYPE);
+    uid_t owner;
+
+    if (type < 0)
+        return errno == EBADF ? -EBADF : -EINVAL;
+    if (type != CLONE_NEWUSER)
+        return -EINVAL;
+    if (ioctl(fd, NS_GET_OWNER_UID, &owner) < 0)
+        return -errno;
+    return owner == geteuid() ? 0 : -EPERM;
+}
+
+/* The nested clone: the helper does the work (see helper_main); we reap it and take its
+ * report. The init's pid, or -errno with *failed_stage set. */
+static long clone_nested(struct child_ctx *c, int *pidfd, int *failed_stage)
+{
+    struct helper_report *r = &c->report;
+    int helper_pidfd = -1;
+    struct clone_args ca;
+    long pid;
+
+    memset(&ca, 0, sizeof ca);
+    ca.flags = CLONE_FILES | CLONE_PIDFD;
+    ca.pidfd = (uint64_t)(uintptr_t)&helper_pidfd;
+    ca.exit_signal = SIGCHLD;
+    pid = clone_blocked(&ca, c->helper_stack, HELPER_STACK_SIZE, helper_entry, c);
+    if (pid < 0)
+        return pid;
+    reap(helper_pidfd);
+    close(helper_pidfd);
+    if (r->stage < 0) { /* killed before its last word (by someone else's SIGKILL) */
+        r->stage = SK_STAGE_NESTED_CLONE;
+        r->err = ECHILD;
+    }
+    if (r->stage != 0) {
+        if (r->pidfd >= 0)
+            discard_init(r->pidfd);
+        *failed_stage = r->stage;
+        return -r->err;
+    }
+    *pidfd = r->pidfd;
+    return r->pid;
+}
+
+static long clone_plain(struct child_ctx *c, const struct sk_clone_args *a, int *pidfd)
+{
+    struct clone_args ca;
+
+    init_clone_args(&ca, a, pidfd);
+    return clone_blocked(&ca, c->init_stack, CHILD_STACK_SIZE, child_entry, c);
 }
 
 int sk_clone(const struct sk_clone_args *a, struct sk_child *out)
 {
     int go[2], err[2], pidfd = -1, saved;
     struct sync_pipes p;
-    struct clone_args ca;
     struct child_ctx *ctx;
     size_t ctx_size;
     long pid;
 
+    out->failed_stage = 0;
+    if (a->userns_fd >= 0 && (!a->new_user || (saved = check_userns_fd(a->userns_fd)) < 0)) {
+        out->failed_stage = SK_STAGE_JOIN_USERNS;
+        return a->new_user ? saved : -EINVAL;
+    }
     if (pipe2(go, O_CLOEXEC) < 0)
         return -errno;
     if (pipe2(err, O_CLOEXEC) < 0) {
@@ -420,13 +645,10 @@ int sk_clone(const struct sk_clone_args *a, struct sk_child *out)
         close_pair(err);
         return -saved;
     }
-    memset(&ca, 0, sizeof ca);
-    ca.flags = clone_flags(a);
-    ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
-    ca.exit_signal = SIGCHLD;
-    ca.cgroup = a->cgroup_fd >= 0 ? (uint64_t)a->cgroup_fd : 0;
-
-    pid = clone_blocked(&ca, ctx, ctx_size);
+    if (a->userns_fd >= 0)
+        pid = clone_nested(ctx, &pidfd, &out->failed_stage);
+    else
+        pid = clone_plain(ctx, a, &pidfd);
     close(go[0]);
     close(err[1]);
     if (pid < 0) {

@@ -13,7 +13,11 @@ enum sk_stage {
     SK_STAGE_FDS = 3,      /* moving the control socket to fd 3, closing the rest */
     SK_STAGE_STDIO = 4,    /* pointing fds 0, 1 and 2 at /dev/null */
     SK_STAGE_SIGNALS = 5,  /* resetting signal dispositions and the mask */
-    SK_STAGE_EXEC = 6      /* execveat of the init memfd */
+    SK_STAGE_EXEC = 6,     /* execveat of the init memfd */
+    /* The helper of a nested clone (userns_fd >= 0), before the init exists or runs: */
+    SK_STAGE_JOIN_USERNS = 7,  /* setns into userns_fd (or: it is no user namespace fd) */
+    SK_STAGE_NESTED_CLONE = 8, /* clone3 of the init inside that user namespace */
+    SK_STAGE_MAPS = 9          /* writing the init's uid_map, setgroups and gid_map */
 };
 
 struct sk_clone_args {
@@ -22,6 +26,8 @@ struct sk_clone_args {
     int cgroup_fd;          /* a cgroup v2 directory to start in (CLONE_INTO_CGROUP), or -1 */
     int new_user;           /* non-zero: new user namespace, become uid/gid 0 in it */
     int new_net;            /* non-zero: new network namespace */
+    int userns_fd;          /* with new_user: nest the new user namespace under this one (an
+                             * fd of /proc/<pid>/ns/user), ids mapped "0 0 1"; -1 = none */
     char *const *argv;      /* NULL-terminated */
     char *const *envp;      /* NULL-terminated */
 };
@@ -33,6 +39,8 @@ struct sk_child {
     int err_fd;             /* EOF here = exec succeeded; else one struct sk_child_error */
     unsigned long region;   /* the child's context and stack: sk_release() it once err_fd */
     unsigned long region_size; /* has said the child exec'd or died (or it was reaped) */
+    int failed_stage;       /* when a nested clone fails: the enum sk_stage of its helper's
+                             * step that failed (sk_clone returned its -errno), else 0 */
 };
 
 /* What a child that failed before exec writes to the error pipe. */
@@ -42,7 +50,8 @@ struct sk_child_error {
 };
 
 /* Clones the init into new namespaces. Returns 0 and fills *out, or -errno of clone3 (or of
- * the pipe2 calls before it); on failure nothing is left open and no child exists. */
+ * the pipe2 calls before it, or of the nested clone's step named in out->failed_stage); on
+ * failure nothing is left open and no child exists (none unreaped either). */
 int sk_clone(const struct sk_clone_args *a, struct sk_child *out);
 
 /* Frees the memory the child ran on before exec. Call it only when the child can no longer

@@ -7,12 +7,15 @@ process) and /bin/busybox (apt-get install busybox-static).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
+import fcntl
 import os
 import pickle
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -21,14 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import our_children
+from conftest import make_busybox_rootfs, our_children, unprivileged_ids
+from polling import wait_until
 
+import sandkit
 from sandkit.errors import ContainerStartError, HostUnsupportedError
 from sandkit.runtime.spawn import sealed_exec_memfd, spawn_init
 
 BUSYBOX = Path("/bin/busybox")
 NOBODY = 65534
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
+NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2) in linux/nsfs.h: an fd of a namespace's parent
 
 pytestmark = [
     pytest.mark.root,
@@ -248,6 +255,237 @@ def test_unprivileged_without_user_namespace_is_refused(busybox: int) -> None:
 
     msg = in_forked(no_userns)
     assert "root" in msg and "user_namespace=True" in msg
+
+
+# --- a user namespace nested under another one (a network's, issue 17) -------------------------
+
+
+@contextlib.contextmanager
+def userns_holder(
+    *unshare_args: str, ids: tuple[int, int] | None = None
+) -> Iterator[tuple[int, int]]:
+    """A `sleep` in a user namespace of its own, made by `unshare --user <unshare_args>` as the
+    calling user (or as ``ids``, a uid and gid), and an fd of that namespace: (its pid, the fd)."""
+    as_ids = {} if ids is None else {"user": ids[0], "group": ids[1], "extra_groups": []}
+    holder = subprocess.Popen(["unshare", "--user", *unshare_args, "sleep", "60"], **as_ids)
+    try:
+        # unshare writes the maps before it execs sleep
+        wait_until(
+            lambda: Path(f"/proc/{holder.pid}/comm").read_text() == "sleep\n",
+            "the holder to enter its user namespace",
+        )
+        fd = os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            yield holder.pid, fd
+        finally:
+            os.close(fd)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def ns_id(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def parent_userns_id(pid: int) -> tuple[int, int]:
+    """The kernel's answer to which user namespace is the parent of the one of ``pid``."""
+    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parent = fcntl.ioctl(fd, NS_GET_PARENT)
+    finally:
+        os.close(fd)
+    try:
+        return ns_id(parent)
+    finally:
+        os.close(parent)
+
+
+def nested_spawn_facts(exe: int) -> dict[str, Any]:
+    """Spawns an init nested under a holder's user namespace; what the kernel says of it."""
+    with userns_holder("--map-root-user", "--net") as (_, userns):
+        host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        script = (
+            "id -u >&3; id -g >&3; cat /proc/self/uid_map /proc/self/gid_map >&3; exec sleep 60"
+        )
+        with host, child_end:
+            init = spawn_init(
+                child_end,
+                user_namespace=True,
+                network=True,
+                parent_userns=userns,
+                exec_fd=exe,
+                argv=["sh", "-c", script],
+            )
+            with init:
+                inside = [host.recv(100) for _ in range(4)]
+                return {
+                    "nested": parent_userns_id(init.pid) == ns_id(userns),
+                    "inside": [line.split() for line in inside],
+                    "host_view": Path(f"/proc/{init.pid}/uid_map").read_text().split(),
+                    "our_child": Path(f"/proc/{init.pid}/stat").read_text().split()[3],
+                    "pid": os.getpid(),
+                    "uid": os.geteuid(),
+                }
+
+
+def check_nested_facts(facts: dict[str, Any]) -> None:
+    assert facts["nested"]
+    # root inside, and the parent's 0 is its root as seen from inside ("0 0 1")
+    assert facts["inside"] == [[b"0"], [b"0"], [b"0", b"0", b"1"], [b"0", b"0", b"1"]]
+    # from the host, the container's root is the caller, as without nesting
+    assert facts["host_view"] == ["0", str(facts["uid"]), "1"]
+    assert facts["our_child"] == str(facts["pid"])  # not the helper's: it is gone
+
+
+def test_nested_user_namespace_as_root(busybox: int) -> None:
+    before = open_fds()
+    check_nested_facts(nested_spawn_facts(busybox))
+    assert open_fds() == before
+    assert no_children_left()
+
+
+def test_nested_user_namespace_rootless(busybox: int, as_unprivileged: Any) -> None:
+    facts = as_unprivileged(nested_spawn_facts, busybox)
+    assert facts["uid"] != 0
+    check_nested_facts(facts)
+
+
+@pytest.fixture
+def cgroup2_leaf(tmp_path: Path) -> Iterator[Path]:
+    """An empty cgroup of a cgroup2 tree mounted for the test (the host may be on v1)."""
+    mnt = tmp_path / "cg2"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "cgroup2", "none", mnt], capture_output=True).returncode:
+        pytest.skip("cannot mount cgroup2 here")
+    leaf = mnt / f"sandkit-test-nested-{os.getpid()}"
+    try:
+        leaf.mkdir()
+        yield leaf
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            leaf.rmdir()
+        subprocess.run(["umount", mnt], check=True)
+
+
+def test_nested_user_namespace_into_cgroup(busybox: int, cgroup2_leaf: Path) -> None:
+    dirfd = os.open(cgroup2_leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    host, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with host, child_end, contextlib.ExitStack() as stack:
+        stack.callback(os.close, dirfd)
+        _, userns = stack.enter_context(userns_holder("--map-root-user"))
+        init = stack.enter_context(
+            spawn_init(
+                child_end,
+                user_namespace=True,
+                parent_userns=userns,
+                cgroup_fd=dirfd,
+                exec_fd=busybox,
+                argv=["sleep", "60"],
+            )
+        )
+        assert (cgroup2_leaf / "cgroup.procs").read_text().split() == [str(init.pid)]
+        assert parent_userns_id(init.pid) == ns_id(userns)
+
+
+def _nested_container() -> tuple[bool, list[str]]:
+    root = make_busybox_rootfs(Path(os.environ["SANDKIT_HOME"]) / "rootfs")
+    with userns_holder("--map-root-user", "--net") as (_, userns):
+        container = sandkit.Container(sandkit.Image.from_directory(root))
+        container._core._parent_userns = userns  # the hook the network code uses
+        with container:
+            init = container._core._init
+            assert init is not None
+            nested = parent_userns_id(init.pid) == ns_id(userns)
+            r = container.exec(["sh", "-c", "id -u; cat /proc/self/uid_map; ls /sys/class/net"])
+            container.write_file("/tmp/f", b"data")
+            assert container.read_file("/tmp/f") == b"data"
+    return nested, r.stdout.decode().split()
+
+
+def test_container_in_nested_user_namespace(as_unprivileged: Any) -> None:
+    nested, out = as_unprivileged(_nested_container)
+    assert nested
+    assert out == ["0", "0", "0", "1", "lo"]
+
+
+@contextlib.contextmanager
+def bad_parent_userns(kind: str) -> Iterator[int]:
+    """An fd that cannot be a container's parent user namespace, of the ``kind`` asked."""
+    if kind == "closed":
+        # a high number: the spawn's own new fds take the lowest free ones
+        fd = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 1000)
+        os.close(fd)
+        yield fd
+    elif kind in ("file", "net namespace", "own user namespace"):
+        path = {"file": "/etc/hostname", "net namespace": "/proc/self/ns/net"}
+        fd = os.open(path.get(kind, "/proc/self/ns/user"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+    else:
+        # "unmapped": no uid_map yet; "no root": the caller is uid 1 there, 0 is unmapped
+        args = {"unmapped": (), "no root": ("--map-user=1", "--map-group=1")}[kind]
+        with userns_holder(*args) as (_, fd):
+            yield fd
+
+
+BAD_PARENTS = {
+    "closed": "not an open file descriptor",
+    "file": "not the fd of a user namespace",
+    "net namespace": "not the fd of a user namespace",
+    "own user namespace": "not the fd of a user namespace other than this process's own",
+    "unmapped": "must map your uid and gid",
+    "no root": "must map uid 0 and gid 0",
+}
+# The host's user namespace is root's: an unprivileged caller may not join it at all.
+ROOTLESS_BAD_PARENTS = {**BAD_PARENTS, "own user namespace": "Joining it was refused"}
+
+
+def refusal_of_bad_parent(exe: int, kind: str) -> str:
+    """The error a spawn under a bad parent user namespace raises; checks nothing is left."""
+    with bad_parent_userns(kind) as fd:
+        fds, children = open_fds(), set(our_children())
+        with pytest.raises(ContainerStartError) as caught:
+            run_sh(exe, "true", user_namespace=True, parent_userns=fd)
+        assert open_fds() == fds
+        assert set(our_children()) == children
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("kind", BAD_PARENTS)
+def test_bad_parent_userns_as_root(busybox: int, kind: str) -> None:
+    assert BAD_PARENTS[kind] in refusal_of_bad_parent(busybox, kind)
+
+
+@pytest.mark.parametrize("kind", BAD_PARENTS)
+def test_bad_parent_userns_rootless(busybox: int, kind: str, as_unprivileged: Any) -> None:
+    assert ROOTLESS_BAD_PARENTS[kind] in as_unprivileged(refusal_of_bad_parent, busybox, kind)
+
+
+def refused_parent(exe: int, fd: int) -> str:
+    with pytest.raises(ContainerStartError) as caught:
+        run_sh(exe, "true", user_namespace=True, parent_userns=fd)
+    return str(caught.value)
+
+
+def test_parent_userns_owned_by_someone_else_is_refused(busybox: int, as_unprivileged: Any) -> None:
+    with userns_holder("--map-root-user") as (_, roots):
+        assert "Joining it was refused" in as_unprivileged(refused_parent, busybox, roots)
+    # root may join any user namespace, but that would make its own memory non-dumpable
+    fds = open_fds()
+    with userns_holder("--map-root-user", ids=unprivileged_ids()) as (_, users):
+        assert "Joining it was refused" in refused_parent(busybox, users)
+    assert open_fds() == fds
+    assert no_children_left()
+    assert ctypes.CDLL(None).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
+
+
+def test_parent_userns_needs_a_user_namespace(busybox: int) -> None:
+    with userns_holder("--map-root-user") as (_, fd), pytest.raises(ValueError):
+        run_sh(busybox, "true", user_namespace=False, parent_userns=fd)
 
 
 # --- failures leave nothing behind --------------------------------------------------------------

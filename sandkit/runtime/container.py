@@ -163,6 +163,9 @@ class AsyncContainer:
     _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
     _port_specs: tuple[PortSpec, ...] = attrs.field(default=(), init=False)
     _forwarder: PortForwarder | None = attrs.field(default=None, init=False)
+    # An fd of the user namespace to nest a rootless container's under (a network's keeper's),
+    # set before start; the caller keeps it open until start returns. See `spawn_init`.
+    _parent_userns: int | None = attrs.field(default=None, init=False)
 
     def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
         check_option_names(options)
@@ -257,8 +260,8 @@ class AsyncContainer:
 
     def _recipe(self, setup: Setup, plan: ResourcePlan) -> prespawn.Recipe | None:
         """How a spare for this container is made, if it may use one."""
-        if self.options.get("lifetime"):
-            return None
+        if self.options.get("lifetime") or self._parent_userns is not None:
+            return None  # spares are made in a user namespace of their own
         return prespawn.recipe_for(
             setup, user_namespace=self.rootless, network=self._own_network, resources=plan
         )
@@ -304,6 +307,7 @@ class AsyncContainer:
             user_namespace=self.rootless,
             network=self._own_network,
             cgroup=self._resources.cgroup,
+            parent_userns=self._parent_userns,
         )
         await startup.await_ready(self._channel, rootless=self.rootless)
 

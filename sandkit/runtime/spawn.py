@@ -58,6 +58,10 @@ _STAGES = {  # enum sk_stage -> what the child was doing
     6: "executing the init",
 }
 _STAGE_EXEC = 6
+# enum sk_stage: the steps of a nested clone's helper (sk_child.failed_stage)
+_STAGE_JOIN_USERNS = 7
+_STAGE_NESTED_CLONE = 8
+_STAGE_MAPS = 9
 
 _USERNS_SYSCTLS = (
     "user.max_user_namespaces",
@@ -272,6 +276,7 @@ def spawn_init(
     cgroup_fd: int | None = None,
     before_release: Callable[[int], None] | None = None,
     id_maps: IdMaps | None = None,
+    parent_userns: int | None = None,
     exec_fd: int | None = None,
     argv: Sequence[str | bytes] = ("sandkit-init",),
     env: Sequence[str | bytes] = (),
@@ -281,6 +286,10 @@ def spawn_init(
     exec'd (or raises, leaving nothing behind).
 
     user_namespace: new user namespace, ids mapped by ``id_maps`` (default: see module doc).
+    parent_userns: with user_namespace, an fd of /proc/<pid>/ns/user: the new user namespace
+        is made a child of that one (not of ours) and maps uid and gid 0 to its 0 ("0 0 1"),
+        so that its owner (a network's keeper) has the capabilities over the container's
+        namespaces that it needs. It must be ours (owned by our euid) and map 0.
     network: True = a new, empty network namespace (only a down ``lo``); False = the host's.
     cgroup_fd: a cgroup v2 directory fd the init starts in (CLONE_INTO_CGROUP).
     before_release: called with the init's pid after the id maps are written and before it
@@ -288,6 +297,8 @@ def spawn_init(
     exec_fd, argv, env: what to exec; default the sandkit init memfd, with no environment.
     timeout: seconds to wait for the exec to succeed or fail before giving up.
     """
+    if parent_userns is not None and (not user_namespace or id_maps is not None):
+        raise ValueError("parent_userns needs user_namespace=True and takes no id_maps")
     exe = init_memfd() if exec_fd is None else exec_fd
     pid, pidfd, go_fd, err_fd, release = _clone(
         control.fileno(),
@@ -297,11 +308,12 @@ def spawn_init(
         new_user=user_namespace,
         new_net=network,
         cgroup_fd=cgroup_fd,
+        userns_fd=parent_userns,
     )
     child = SpawnedInit(pid, pidfd)
     try:
         with contextlib.closing(_Fd(err_fd)), contextlib.closing(_Fd(go_fd)) as go:
-            if user_namespace:
+            if user_namespace and parent_userns is None:  # else the C helper wrote them
                 _write_id_maps(pid, id_maps or default_id_maps())
             if before_release is not None:
                 before_release(pid)
@@ -377,6 +389,7 @@ def _clone(
     new_user: bool,
     new_net: bool,
     cgroup_fd: int | None,
+    userns_fd: int | None = None,
 ) -> tuple[int, int, int, int, Callable[[], None]]:
     """sk_clone(): returns (pid, pidfd, go_fd, err_fd, release) or raises the error clone3
     earned. Call ``release()`` once err_fd reported the exec or the child is reaped."""
@@ -392,12 +405,15 @@ def _clone(
             "cgroup_fd": -1 if cgroup_fd is None else cgroup_fd,
             "new_user": int(new_user),
             "new_net": int(new_net),
+            "userns_fd": -1 if userns_fd is None else userns_fd,
             "argv": _c_strings(ffi, argv, keep),
             "envp": _c_strings(ffi, env, keep),
         },
     )
     out: Any = ffi.new("struct sk_child *")  # cffi knows the struct's fields at run time only
     rc = lib.sk_clone(args, out)
+    if rc < 0 and out.failed_stage:
+        raise _nested_clone_error(out.failed_stage, -rc, userns_fd, cgroup=cgroup_fd is not None)
     if rc < 0:
         raise _clone_error(-rc, new_user=new_user, cgroup=cgroup_fd is not None)
     return out.pid, out.pidfd, out.go_fd, out.err_fd, lambda: lib.sk_release(out)
@@ -455,6 +471,46 @@ def _clone_error(err: int, *, new_user: bool, cgroup: bool) -> Exception:
             "processes, memory or file descriptors (check ulimit -u / -n and pids cgroups)."
         )
     return ContainerStartError(f"cannot create the container's init process: {reason}")
+
+
+def _nested_clone_error(stage: int, err: int, userns_fd: int | None, *, cgroup: bool) -> Exception:
+    """Turns a failed step of a nested clone's helper into the error a user can act on."""
+    reason = f"{os.strerror(err)} ({errno.errorcode.get(err, err)})"
+    if stage == _STAGE_JOIN_USERNS:
+        return ContainerStartError(
+            f"cannot nest the container's user namespace under parent_userns={userns_fd}: "
+            f"{reason}. {_JOIN_USERNS_FIXES.get(err, '')}".rstrip()
+        )
+    if stage == _STAGE_MAPS:
+        return ContainerStartError(
+            "cannot write the id maps of the container's user namespace (uid_map and gid_map "
+            f"'0 0 1', setgroups 'deny') from its parent user namespace: {reason}. The parent "
+            "must map uid 0 and gid 0 (its creator maps itself to root there, as "
+            "`unshare --user --map-root-user` does)."
+        )
+    if err == errno.EPERM:
+        return ContainerStartError(
+            f"cannot create the container's user namespace inside its parent: {reason}. The "
+            "parent user namespace must map your uid and gid (as `unshare --user "
+            "--map-root-user` does); one that has no uid_map yet cannot hold a child."
+        )
+    if err == errno.ECHILD:
+        return ContainerStartError(
+            "the helper that nests the container's user namespace was killed before it "
+            "finished (by a signal from outside sandkit); start the container again"
+        )
+    return _clone_error(err, new_user=True, cgroup=cgroup)
+
+
+_JOIN_USERNS_FIXES = {
+    errno.EBADF: "It is not an open file descriptor: open /proc/<pid>/ns/user of a process "
+    "in the namespace (O_RDONLY) and keep it open until the start returns.",
+    errno.EINVAL: "It is not the fd of a user namespace other than this process's own: open "
+    "/proc/<pid>/ns/user of a process in the namespace to nest under (not a pidfd nor another "
+    "namespace's fd).",
+    errno.EPERM: "Joining it was refused: sandkit joins only a user namespace that your euid "
+    "owns (made by a process of yours, as the user that starts the container).",
+}
 
 
 def _userns_hint() -> str:

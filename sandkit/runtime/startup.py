@@ -29,9 +29,15 @@ _SETUP_ID = 0
 
 
 def spawn_with_setup(
-    setup: bytes, *, user_namespace: bool, network: bool, cgroup: ContainerCgroup | None
+    setup: bytes,
+    *,
+    user_namespace: bool,
+    network: bool,
+    cgroup: ContainerCgroup | None,
+    parent_userns: int | None = None,
 ) -> tuple[SpawnedInit, ControlChannel]:
-    """Spawn an init (in ``cgroup``, if any) and send it ``setup``, an encoded `Setup`.
+    """Spawn an init (in ``cgroup``, if any; its user namespace under ``parent_userns``, if
+    given: see `spawn_init`) and send it ``setup``, an encoded `Setup`.
 
     Its answer is the caller's to wait for. On failure nothing is left behind (the cgroup is the
     caller's).
@@ -42,7 +48,11 @@ def spawn_with_setup(
     with init_end:
         try:
             init = spawn_init(
-                init_end, user_namespace=user_namespace, network=network, **spawn_options(cgroup)
+                init_end,
+                user_namespace=user_namespace,
+                network=network,
+                parent_userns=parent_userns,
+                **spawn_options(cgroup),
             )
         except BaseException:
             host_end.close()
