@@ -50,6 +50,7 @@ APPLETS = [
     "seq",
     "setsid",
     "nc",
+    "ip",
 ]
 TEST_USER = "sandkit-test"
 

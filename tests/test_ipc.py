@@ -14,6 +14,9 @@ from sandkit.ipc import (
     Error,
     Exec,
     Exit,
+    File,
+    Interface,
+    Netif,
     Opened,
     Output,
     Setup,
@@ -65,6 +68,57 @@ def test_exit_and_output_events_carry_captured_bytes():
 def test_setup_carries_the_protocol_version():
     wire = msgpack.unpackb(encode(Setup(scratch="/s", rootfs={"kind": "tmpfs"}, hostname="h")))
     assert wire["v"] == 1 and wire["t"] == "setup" and wire["id"] == 0
+
+
+def test_setup_carries_an_interface_and_files_as_the_protocol_spells_them():
+    setup = Setup(
+        scratch="/s",
+        rootfs={"kind": "tmpfs"},
+        hostname="h",
+        loopback=True,
+        net=Interface(iface="eth0", address="10.88.0.5", prefix=16, gateway="10.88.0.1", mtu=65520),
+        files=(File(path="/etc/hosts", data=b"\xff\n", mode=0o600), File("/etc/resolv.conf", b"")),
+    )
+    wire = msgpack.unpackb(encode(setup))
+    assert wire["net"] == {
+        "iface": "eth0",
+        "address": "10.88.0.5",
+        "prefix": 16,
+        "gateway": "10.88.0.1",
+        "mtu": 65520,
+    }
+    assert wire["files"] == [
+        {"path": "/etc/hosts", "data": b"\xff\n", "mode": 0o600},
+        {"path": "/etc/resolv.conf", "data": b"", "mode": 0o644},
+    ]
+    assert decode(encode(setup), direction="request") == setup
+
+
+def test_netif_carries_the_same_map_and_leaves_absent_keys_out():
+    request = Netif(id=5, net=Interface(iface="eth1", address="10.89.0.2", prefix=24))
+    wire = msgpack.unpackb(encode(request))
+    assert wire == {
+        "t": "netif",
+        "id": 5,
+        "net": {"iface": "eth1", "address": "10.89.0.2", "prefix": 24},
+    }
+    assert decode(encode(request), direction="request") == request
+
+
+@pytest.mark.parametrize(
+    "fields, complaint",
+    [
+        ({"net": {"iface": "eth0", "address": "10.0.0.2"}}, "missing key 'prefix'"),
+        ({"net": {"iface": 0, "address": "10.0.0.2", "prefix": 8}}, "'iface' has a value"),
+        ({"net": ["eth0"]}, "'net' has a value of the wrong type"),
+        ({"files": [{"path": "/x", "data": "text"}]}, "'data' has a value"),
+        ({"files": ["/etc/hosts"]}, "'files' holds a str, not a map"),
+    ],
+)
+def test_a_malformed_interface_or_file_is_a_protocol_error(fields, complaint):
+    wire = {"t": "setup", "id": 0, "scratch": "/s", "rootfs": {}, "hostname": "h", **fields}
+    with pytest.raises(ProtocolError, match=complaint):
+        decode(msgpack.packb(wire), direction="request")
 
 
 @pytest.mark.parametrize(

@@ -86,8 +86,14 @@ struct overlay {
 };
 int mount_overlay(const struct overlay *o, const char *target, struct err *e);
 
-/* net.c */
+/* net.c: the container's loopback and the interfaces the host moves into its netns */
 int loopback_up(struct err *e);
+int netif_setup(const struct mp_doc *d, uint32_t map, struct err *e); /* setup's "net" */
+int net_keep_socket(void); /* at the end of set-up, for the netif requests */
+int do_netif(struct req *r, struct err *e);
+
+/* files.c: the setup's "files", written into the new root before anything is mounted in it */
+int write_files(int rootfd, const struct mp_doc *d, uint32_t arr, struct err *e);
 
 /* rootfs.c */
 int setup_container(struct req *r, struct err *e);

@@ -116,6 +116,8 @@ static void serve_one(void)
 		rc = do_open(&req, &e);
 	} else if (strcmp(t, "connect") == 0) {
 		rc = do_connect(&req, &e);
+	} else if (strcmp(t, "netif") == 0) {
+		rc = do_netif(&req, &e);
 	} else if (strcmp(t, "hostname") == 0) {
 		char *name = NULL;
 		close_fds(req.fds, req.nfds);
@@ -188,6 +190,15 @@ static bool named(void)
 	struct err e = { 0 };
 	char *name = NULL;
 	return get_str(&req.doc, 0, "hostname", &name, &e) > 0 && *name;
+}
+
+/* Whether the container has a network namespace of its own ("loopback"), which netif requests
+ * may configure; the host's (network "host") is never touched. */
+static bool own_netns(void)
+{
+	struct err e = { 0 };
+	bool loopback = false;
+	return get_bool(&req.doc, 0, "loopback", &loopback, &e) > 0 && loopback;
 }
 
 /* A container given a lifetime ends when it is over, whatever the host does meanwhile. */
@@ -271,6 +282,12 @@ int main(void)
 		return 1;
 	}
 	tfd = lifetime_timer();
+	/* Before the confinement, which may forbid socket(2): see net.c. */
+	if (own_netns() && net_keep_socket() < 0) {
+		seterr(&e, errno, "keep a socket for the netif requests: %s", strerror(errno));
+		send_error(0, &e);
+		return 1;
+	}
 	/* Last, so that set-up itself is not filtered. A container to be named later that cannot
 	 * keep its hostname sysctl (rootless) is confined once it is named (see serve_one). */
 	if (confine_prepare(&req.doc, &e) < 0 ||

@@ -337,13 +337,22 @@ static int open_hostname_sysctl(struct ctx *c)
 	return take_fd(&fd);
 }
 
+/* Whether the root is a host directory bound as it is (rootfs kind "bind"), with no layer of its
+ * own to write in. */
+static bool bound_root(const struct mp_doc *d, uint32_t spec)
+{
+	struct err ignored = { 0 };
+	char *kind = NULL;
+	return get_str(d, spec, "kind", &kind, &ignored) > 0 && strcmp(kind, "bind") == 0;
+}
+
 int setup_container(struct req *r, struct err *e)
 {
 	static const char *const scratch_dirs[] = { "upper", "work", "root" };
 	const struct mp_doc *d = &r->doc;
 	char *scratch = NULL, *hostname = NULL, root[4200], sub[4200];
 	int64_t v = 0, ssize = 0, inodes = 0;
-	uint32_t rootspec = 0, mounts = 0;
+	uint32_t rootspec = 0, mounts = 0, net = 0, files = 0;
 	bool rootless = false, ro = false, loopback = false;
 	autoclose int rootfd = -1;
 	struct ctx c = { -1, false, e };
@@ -366,8 +375,14 @@ int setup_container(struct req *r, struct err *e)
 	    get_type(d, 0, "mounts", MP_ARRAY, &mounts, e) < 0 ||
 	    get_bool(d, rootspec, "readonly", &ro, e) < 0 ||
 	    get_int(d, 0, "scratch_inodes", &inodes, e) < 0 ||
-	    get_bool(d, 0, "loopback", &loopback, e) < 0)
+	    get_bool(d, 0, "loopback", &loopback, e) < 0 ||
+	    get_type(d, 0, "net", MP_MAP, &net, e) < 0 ||
+	    get_type(d, 0, "files", MP_ARRAY, &files, e) < 0)
 		return -1;
+	if (net && !loopback)
+		return seterr(e, EINVAL,
+			      "\"net\" needs a network namespace of the container's own "
+			      "(\"loopback\": true)");
 	if (strlen(scratch) > 4000 || ssize < 0 || inodes < 0)
 		return seterr(e, EINVAL, "bad scratch directory, size or inode count");
 	c.rootless = rootless;
@@ -396,7 +411,16 @@ int setup_container(struct req *r, struct err *e)
 	if (rootfd < 0)
 		return seterr(e, errno, "open new root: %s", strerror(errno));
 
+	/* First in the root: nothing is mounted in it yet, so the files go into its own layer. */
+	if (files && bound_root(d, rootspec))
+		return seterr(e, EINVAL,
+			      "\"files\" need a root with a writable layer: a \"bind\" "
+			      "root is a host directory, which they would change");
+	if (files && write_files(rootfd, d, files, e) < 0)
+		return -1;
 	if (loopback && loopback_up(e) < 0)
+		return -1;
+	if (net && netif_setup(d, net, e) < 0)
 		return -1;
 	if (hostname && sethostname(hostname, strlen(hostname)) < 0)
 		return seterr(e, errno, "sethostname %s: %s", hostname, strerror(errno));

@@ -28,23 +28,33 @@ _UNPACK_LIMITS = {
 
 def encode(message: Request | Reply) -> bytes:
     """One message as one packet."""
-    wire: dict[str, Any] = {"t": message.TYPE}
-    for field in attrs.fields(type(message)):
-        value = getattr(message, field.name)
-        if value is None:
-            continue
-        if isinstance(value, tuple):
-            value = [list(v) if isinstance(v, tuple) else v for v in value]
-        wire[field.name] = value
+    wire: dict[str, Any] = {"t": message.TYPE, **_wire_map(message)}
     if message.TYPE == "setup":
         wire["v"] = PROTOCOL_VERSION
     packet = msgpack.packb(wire, use_bin_type=True)
     if len(packet) > MAX_PACKET:
         raise ProtocolError(
             f"a {message.TYPE!r} message is {len(packet)} bytes, over the protocol's limit of "
-            f"{MAX_PACKET}: pass less data inline (large argv/env or too many mounts)"
+            f"{MAX_PACKET}: pass less data inline (large argv/env, files or too many mounts)"
         )
     return packet
+
+
+def _wire_map(record: Any) -> dict[str, Any]:
+    """An attrs record as a msgpack map: its fields but those that are None (absent)."""
+    return {
+        field.name: _wire_value(value)
+        for field in attrs.fields(type(record))
+        if (value := getattr(record, field.name)) is not None
+    }
+
+
+def _wire_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_wire_value(v) for v in value]
+    if attrs.has(type(value)):
+        return _wire_map(value)
+    return value
 
 
 def decode(packet: bytes, *, direction: str = "reply") -> Request | Reply:
@@ -63,6 +73,14 @@ def decode(packet: bytes, *, direction: str = "reply") -> Request | Reply:
         raise ProtocolError(f"unknown message type {kind!r}")
     if cls is Exec and wire.get("stdio", "fds") not in Exec.STDIO:
         raise ProtocolError(f"exec: bad stdio {wire['stdio']!r}")
+    message = _record(kind, cls, wire)
+    if message.id < 0:
+        raise ProtocolError(f"{kind}: a negative id ({message.id}) is not a request id")
+    return message
+
+
+def _record(kind: str, cls: type, wire: dict[str, Any]) -> Any:
+    """``cls`` (a message, or a record in one) from its map, every field checked."""
     kwargs = {}
     for field in _wire_fields(cls):
         if field.name not in wire:
@@ -70,8 +88,6 @@ def decode(packet: bytes, *, direction: str = "reply") -> Request | Reply:
                 raise ProtocolError(f"{kind}: missing key {field.name!r}")
             continue
         kwargs[field.name] = field.checked(kind, wire[field.name])
-    if kwargs.get("id", 0) < 0:
-        raise ProtocolError(f"{kind}: a negative id ({kwargs['id']}) is not a request id")
     return cls(**kwargs)
 
 
@@ -79,25 +95,37 @@ def decode(packet: bytes, *, direction: str = "reply") -> Request | Reply:
 class _WireField:
     """What one message field accepts on the wire, worked out once per class from its type hint:
     the exact Python types msgpack gives for it (bool is not an int here: a 'code' of True is a
-    protocol error), and whether a list (made a tuple) or a map may stand for it."""
+    protocol error), whether a list (made a tuple) or a map may stand for it, and the attrs
+    class a map (``record``) or each element of the list (``element``) is made into."""
 
     name: str
     required: bool
     exact: frozenset[type]
     sequence: bool
     mapping: bool
+    record: type | None = None
+    element: type | None = None
 
     def checked(self, kind: str, value: Any) -> Any:
         kind_of = type(value)
         if kind_of in self.exact:
             return value
         if kind_of is list and self.sequence:
-            return tuple(value)
+            return tuple(self._nested(kind, self.element, v) for v in value)
         if kind_of is dict and self.mapping:
-            return value
+            return self._nested(kind, self.record, value)
         raise ProtocolError(
             f"{kind}: key {self.name!r} has a value of the wrong type: {value!r:.80}"
         )
+
+    def _nested(self, kind: str, cls: type | None, value: Any) -> Any:
+        if cls is None:
+            return value
+        if type(value) is not dict:
+            raise ProtocolError(
+                f"{kind}: key {self.name!r} holds a {type(value).__name__}, not a map"
+            )
+        return _record(f"{kind}.{self.name}", cls, value)
 
 
 _FIELDS: dict[type, tuple[_WireField, ...]] = {}
@@ -116,6 +144,16 @@ def _wire_fields(cls: type) -> tuple[_WireField, ...]:
 def _wire_field(name: str, required: bool, hint: Any) -> _WireField:
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     exact = frozenset(o for o in options if o in (str, bytes, bool, int, type(None)))
-    sequence = any(typing.get_origin(o) is tuple for o in options)
-    mapping = any(o is dict or typing.get_origin(o) is dict for o in options)
-    return _WireField(name, required, exact, sequence, mapping)
+    tuples = [o for o in options if typing.get_origin(o) is tuple]
+    records = [o for o in options if attrs.has(o)]
+    elements = [e for t in tuples for e in typing.get_args(t) if attrs.has(e)]
+    mapping = bool(records) or any(o is dict or typing.get_origin(o) is dict for o in options)
+    return _WireField(
+        name,
+        required,
+        exact,
+        sequence=bool(tuples),
+        mapping=mapping,
+        record=records[0] if records else None,
+        element=elements[0] if elements else None,
+    )

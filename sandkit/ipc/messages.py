@@ -27,6 +27,29 @@ class Request:
 
 
 @attrs.frozen
+class Interface:
+    """An IPv4 interface the init configures in the container's network namespace (a veth end
+    the host moved there): MTU, ``address``/``prefix``, up, and a default route through
+    ``gateway`` (none when absent)."""
+
+    iface: str
+    address: str
+    prefix: int
+    gateway: str | None = None
+    mtu: int | None = None
+
+
+@attrs.frozen
+class File:
+    """A file the init writes into the container's root before anything runs (its /etc/hosts,
+    /etc/resolv.conf), owned by the container's root, replacing what the image has there."""
+
+    path: str
+    data: bytes
+    mode: int = 0o644
+
+
+@attrs.frozen
 class Setup(Request):
     """The one message that tells a fresh init how to build the container (id is always 0)."""
 
@@ -46,6 +69,9 @@ class Setup(Request):
     # end of set-up (or at the first exec, see docs/protocol.md), and every process inherits them.
     caps: int | None = None
     seccomp: bytes | None = None
+    # The container's interface on a sandkit network, and files such as its /etc/hosts.
+    net: Interface | None = None
+    files: tuple[File, ...] = ()
     id: int = 0
 
 
@@ -116,6 +142,14 @@ class Connect(Request):
     TYPE: ClassVar[str] = "connect"
     proto: str  # "tcp" or "udp"
     port: int
+
+
+@attrs.frozen
+class Netif(Request):
+    """Configure one more interface of a running container (one more network, connected to it)."""
+
+    TYPE: ClassVar[str] = "netif"
+    net: Interface
 
 
 @attrs.frozen
@@ -207,7 +241,7 @@ class Pong(Reply):
 
 @attrs.frozen
 class Ok(Reply):
-    """A request that needs no other answer (`Signal`, `Hostname`) was done."""
+    """A request that needs no other answer (`Signal`, `Hostname`, `Netif`) was done."""
 
     TYPE: ClassVar[str] = "ok"
 
@@ -224,7 +258,7 @@ class Error(Reply):
 
 
 REQUEST_TYPES: dict[str, type[Request]] = {
-    cls.TYPE: cls for cls in (Setup, Exec, Signal, Open, Connect, Hostname, Ping)
+    cls.TYPE: cls for cls in (Setup, Exec, Signal, Open, Connect, Netif, Hostname, Ping)
 }
 REPLY_TYPES: dict[str, type[Reply]] = {
     cls.TYPE: cls for cls in (Ready, Started, Exit, Output, Opened, Connected, Pong, Ok, Error)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import posixpath
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import errors
 from ..images.image import Image
-from ..ipc import Setup
+from ..ipc import File, Interface, Setup
 from .mounts import Mount
+
+# The whole setup message travels in one packet of at most 64 KiB (ipc.MAX_PACKET), with the
+# mounts and the seccomp program: files written into the container at set-up (its /etc/hosts,
+# /etc/resolv.conf, a few hundred bytes each) get half of it at most.
+MAX_SETUP_FILES_BYTES = 32 * 1024
 
 # The built-in "host" image: the host's programs and libraries, read-only, and a small, safe part
 # of /etc (no secrets such as shadow, ssh keys or sudoers), over a fresh writable layer.
@@ -74,14 +81,24 @@ def setup_message(
     workdir: str | None = None,
     caps: int | None = None,
     seccomp: bytes | None = None,
+    net: Interface | None = None,
+    files: Sequence[File] = (),
 ) -> Setup:
     """The `Setup` message that builds a container from ``image`` (``"host"`` or an `Image`): its
     root filesystem, the caller's ``mounts`` after the image's, the masked and read-only paths,
-    the writable layer's size, and the capabilities and seccomp program the init applies to
-    itself."""
+    the writable layer's size, the capabilities and seccomp program the init applies to
+    itself, the interface ``net`` it configures (which needs ``loopback``: a network namespace
+    of the container's own) and the ``files`` it writes into the root (replacing the image's,
+    and with the host image the host's copy of that /etc entry)."""
+    _check_files(files)
+    if net is not None and not loopback:
+        raise errors.ContainerStartError(
+            f"interface {net.iface} needs a network namespace of the container's own: "
+            "it cannot be configured on the host's network"
+        )
     if image == HOST_IMAGE:
         rootfs: dict[str, Any] = {"kind": "tmpfs", "readonly": read_only}
-        base_mounts = _host_image_mounts()
+        base_mounts = _host_image_mounts(skip={f.path for f in files})
     else:
         assert isinstance(image, Image)
         rootfs = _layered_rootfs(image, read_only=read_only, rootless=rootless)
@@ -100,7 +117,24 @@ def setup_message(
         lifetime_ms=round(lifetime * 1000) if lifetime else 0,
         caps=caps,
         seccomp=seccomp,
+        net=net,
+        files=tuple(files),
     )
+
+
+def _check_files(files: Sequence[File]) -> None:
+    for file in files:
+        if not file.path.startswith("/") or posixpath.normpath(file.path) != file.path:
+            raise errors.ContainerStartError(
+                f"a file for the container needs an absolute, normalised path, not {file.path!r}"
+            )
+    size = sum(len(f.data) for f in files)
+    if size > MAX_SETUP_FILES_BYTES:
+        raise errors.ContainerStartError(
+            f"the files written into the container at set-up hold {size} bytes, over the limit "
+            f"of {MAX_SETUP_FILES_BYTES} (sandkit.runtime.plan.MAX_SETUP_FILES_BYTES): they "
+            "travel in the one set-up packet; bind-mount larger files instead"
+        )
 
 
 def _workdir(path: str | None) -> list[dict[str, Any]]:
@@ -114,7 +148,9 @@ def _layered_rootfs(image: Image, *, read_only: bool, rootless: bool) -> dict[st
     return {"kind": "overlay", "lower": lower, "readonly": read_only, "userxattr": rootless}
 
 
-def _host_image_mounts() -> list[dict[str, Any]]:
+def _host_image_mounts(skip: set[str]) -> list[dict[str, Any]]:
+    """The host image's mounts; an /etc entry in ``skip`` is left out (the container gets a file
+    of its own there instead of the host's)."""
     mounts: list[dict[str, Any]] = []
     for name in _HOST_SYSTEM_DIRS:
         host_path = "/" + name
@@ -129,7 +165,7 @@ def _host_image_mounts() -> list[dict[str, Any]]:
     mounts.append({"type": "dir", "dst": "/etc", "mode": 0o755})
     for name in _HOST_ETC_ENTRIES:
         host_path = "/etc/" + name
-        if os.path.exists(host_path):
+        if host_path not in skip and os.path.exists(host_path):
             mounts.append(
                 {"type": "bind", "src": host_path, "dst": host_path, "ro": True, "rec": True}
             )
