@@ -77,6 +77,7 @@ class Destination:
     host: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The destination as `ResolvedEgress.to_json` carries it."""
         return {
             "network": str(self.network),
             "port": self.port,
@@ -127,11 +128,12 @@ class EgressPolicy:
                 destinations.append(parse_entry(entry))
         return cls(allow_all=allow_all, destinations=tuple(dict.fromkeys(destinations)))
 
-    def resolve(self, timeout: float = RESOLVE_TIMEOUT) -> ResolvedEgress:
+    def resolve(self, timeout: float | None = None) -> ResolvedEgress:
         """The policy with host names replaced by their IPv4 addresses, looked up with the host's
-        resolver within ``timeout`` seconds; EgressError names a host that does not resolve."""
+        resolver within ``timeout`` seconds (default `RESOLVE_TIMEOUT`); EgressError names a
+        host that does not resolve."""
         names = sorted({d.host for d in self.destinations if isinstance(d, HostDestination)})
-        addresses = _resolve_all(names, timeout)
+        addresses = _resolve_all(names, RESOLVE_TIMEOUT if timeout is None else timeout)
         resolved: list[Destination] = []
         for d in self.destinations:
             if isinstance(d, Destination):
@@ -151,6 +153,8 @@ class ResolvedEgress:
 
     @classmethod
     def make(cls, allow_all: bool, destinations: Iterable[Destination]) -> ResolvedEgress:
+        """The policy of these destinations, repeats removed; EgressError past
+        `MAX_DESTINATIONS`."""
         unique = tuple(dict.fromkeys(destinations))
         if len(unique) > MAX_DESTINATIONS:
             raise EgressError(
@@ -160,6 +164,7 @@ class ResolvedEgress:
         return cls(allow_all=allow_all, destinations=unique)
 
     def to_json(self) -> dict[str, Any]:
+        """The policy as JSON-ready data, for the keeper (`from_json` reads it back)."""
         return {"all": self.allow_all, "destinations": [d.to_json() for d in self.destinations]}
 
     @classmethod
@@ -455,7 +460,7 @@ def network_rules(
             f"-A POSTROUTING -s {subnet} -o {_interface(uplink, 'uplink')} -j MASQUERADE",
             "COMMIT",
         ]
-    return "\n".join(lines) + "\n"
+    return _restore_input(lines)
 
 
 def container_chain(address: IPv4Address) -> str:
@@ -510,24 +515,18 @@ def container_rules(
     if not replace:
         lines.append(f"-A {CONTAINERS_CHAIN} -s {address}/32 -j {chain}")
     lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
+    return _restore_input(lines)
 
 
 def remove_container_rules(address: IPv4Address) -> str:
     """The iptables-restore input that removes a container's jump and chain."""
     chain = container_chain(address)
-    return (
-        "\n".join(
-            [
-                "*filter",
-                f"-D {CONTAINERS_CHAIN} -s {address}/32 -j {chain}",
-                f"-F {chain}",
-                f"-X {chain}",
-                "COMMIT",
-            ]
-        )
-        + "\n"
-    )
+    jump = f"-D {CONTAINERS_CHAIN} -s {address}/32 -j {chain}"
+    return _restore_input(["*filter", jump, f"-F {chain}", f"-X {chain}", "COMMIT"])
+
+
+def _restore_input(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
 
 
 _IPTABLES_RESTORE = "iptables-restore"
