@@ -175,6 +175,10 @@ class ResolvedEgress:
         allow_all, items = data["all"], data["destinations"]
         if type(allow_all) is not bool or not isinstance(items, list):
             raise EgressError(f"malformed egress policy: {data!r:.200}")
+        if len(items) > MAX_DESTINATIONS:  # before any of them is parsed
+            raise EgressError(
+                f"egress policy of {len(items)} destinations, more than {MAX_DESTINATIONS}"
+            )
         return cls.make(allow_all, (_destination_from_json(item) for item in items))
 
 
@@ -332,7 +336,10 @@ def always_denied() -> list[IPv4Network]:
     """What no container reaches unless named literally: every IPv4 address of every interface
     in the caller's network namespace (the host's, when called at container start), and
     `FIXED_DENIED`."""
-    own = sorted({IPv4Network(address) for address in local_addresses()})
+    try:
+        own = sorted({IPv4Network(address) for address in local_addresses()})
+    except OSError as exc:
+        raise NetworkError(f"cannot list the host's addresses: {exc}") from None
     return list(dict.fromkeys([*own, *FIXED_DENIED]))
 
 

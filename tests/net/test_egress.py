@@ -75,6 +75,7 @@ def test_a_repeated_entry_counts_once() -> None:
         ("10.1.2.3/16", "has host bits set (the network is 10.1.0.0/16)"),
         ("1.2.3", "is not an IPv4 address or CIDR"),  # never looked up (1.2.0.3 for inet_aton)
         ("256.1.1.1", "is not an IPv4 address or CIDR"),
+        ("0177.0.0.1", "is not an IPv4 address or CIDR"),  # octal to inet_aton: ambiguous
         ("1.2.3.4:0", "port '0' is not a number from 1 to 65535"),
         ("1.2.3.4:65536", "port '65536' is not a number from 1 to 65535"),
         ("pypi.org:https", "port 'https' is not a number"),
