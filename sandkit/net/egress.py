@@ -409,12 +409,13 @@ def _address_of(body: bytes) -> IPv4Address | None:
 # --- rules -----------------------------------------------------------------------------------
 
 
-def _reject(chain: str, match: str) -> list[str]:
-    """Refuses what ``match`` selects at once: a TCP reset, else ICMP port unreachable."""
+def _reject(chain: str, match: str, unreachable: str = "icmp-port-unreachable") -> list[str]:
+    """Refuses what ``match`` selects at once: a TCP reset, else ICMP port unreachable
+    (``icmp6-port-unreachable`` in ip6tables)."""
     match = f" {match}" if match else ""
     return [
         f"-A {chain}{match} -p tcp -j REJECT --reject-with tcp-reset",
-        f"-A {chain}{match} -j REJECT --reject-with icmp-port-unreachable",
+        f"-A {chain}{match} -j REJECT --reject-with {unreachable}",
     ]
 
 
@@ -467,6 +468,34 @@ def network_rules(
             f"-A POSTROUTING -s {subnet} -o {_interface(uplink, 'uplink')} -j MASQUERADE",
             "COMMIT",
         ]
+    return _restore_input(lines)
+
+
+def network_rules6(*, bridge: str) -> str:
+    """The ip6tables-restore input for a new network's namespace N (load it with
+    ``apply(rules, ipv6=True)``). Networks are IPv4 only, but every interface gets an IPv6
+    link-local address: without these rules a container could reach what listens in N on
+    [::] through the bridge's, and N would route IPv6 (pasta gives N an IPv6 uplink when the
+    host has one) if forwarding were ever turned on. IPv6 between containers of the network
+    (bridged) is left alone, as IPv4 is."""
+    bridge = _interface(bridge, "bridge")
+    unreachable = "icmp6-port-unreachable"
+    lines = [
+        "*filter",
+        ":INPUT ACCEPT [0:0]",
+        ":FORWARD DROP [0:0]",
+        ":OUTPUT ACCEPT [0:0]",
+        # neighbour discovery (IPv6's ARP) goes through ip6tables: without it a container's
+        # packets to N would vanish unanswered instead of being refused
+        *(
+            f"-A INPUT -i {bridge} -p ipv6-icmp --icmpv6-type {kind} -j ACCEPT"
+            for kind in ("neighbour-solicitation", "neighbour-advertisement")
+        ),
+        *_reject("INPUT", f"-i {bridge}", unreachable),
+        f"-A FORWARD -i {bridge} -o {bridge} -j ACCEPT",
+        *_reject("FORWARD", "", unreachable),
+        "COMMIT",
+    ]
     return _restore_input(lines)
 
 
@@ -537,36 +566,38 @@ def _restore_input(lines: list[str]) -> str:
 
 
 _IPTABLES_RESTORE = "iptables-restore"
+_IP6TABLES_RESTORE = "ip6tables-restore"
 _APPLY_TIMEOUT = 30.0
 _SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 
 
-def _iptables_restore() -> str:
-    found = shutil.which(_IPTABLES_RESTORE) or shutil.which(_IPTABLES_RESTORE, path=_SBIN)
+def _iptables_restore(program: str) -> str:
+    found = shutil.which(program) or shutil.which(program, path=_SBIN)
     if found is None:
         raise NetworkUnavailableError(
-            "iptables-restore is not installed: networks need iptables for their egress "
+            f"{program} is not installed: networks need iptables for their egress "
             "rules (Debian: apt-get install iptables)"
         )
     return found
 
 
-def apply(rules: str) -> None:
-    """Loads ``rules`` (iptables-restore input) in the caller's network namespace, in one
-    transaction, keeping what is there (``--noflush``)."""
+def apply(rules: str, *, ipv6: bool = False) -> None:
+    """Loads ``rules`` (iptables-restore input; ip6tables-restore's with ``ipv6``) in the
+    caller's network namespace, in one transaction, keeping what is there (``--noflush``)."""
+    program = _IP6TABLES_RESTORE if ipv6 else _IPTABLES_RESTORE
     try:
         result = subprocess.run(
-            [_iptables_restore(), "--noflush", "-w"],
+            [_iptables_restore(program), "--noflush", "-w"],
             input=rules.encode(),
             capture_output=True,
             timeout=_APPLY_TIMEOUT,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise NetworkError(f"iptables-restore did not finish within {_APPLY_TIMEOUT:g} s") from None
+        raise NetworkError(f"{program} did not finish within {_APPLY_TIMEOUT:g} s") from None
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip()[-2000:]
-        raise NetworkError(f"iptables-restore failed (exit {result.returncode}): {message}")
+        raise NetworkError(f"{program} failed (exit {result.returncode}): {message}")
 
 
 __all__ = [
@@ -584,6 +615,7 @@ __all__ = [
     "container_rules",
     "local_addresses",
     "network_rules",
+    "network_rules6",
     "parse_entry",
     "remove_container_rules",
 ]

@@ -38,7 +38,8 @@ OTHER = IPv4Address("198.51.100.7")  # TEST-NET-2: a server the policies do not 
 METADATA = IPv4Address("169.254.169.254")
 OUT_TCP_PORTS = (80, 443, 5432)
 OUT_UDP_PORTS = (53, 443)
-N_TCP_PORT = 8080  # something listening in N itself, on every address
+N_TCP_PORT = 8080  # something listening in N itself, on every address (IPv6 too)
+N_UDP_PORT = 5353  # and over UDP on every IPv6 address
 
 AGENT = Path(__file__).with_name("nsagent.py")
 # The test user must be able to run it: the system's interpreter (this checkout's may live
@@ -90,7 +91,9 @@ class Agent:
     def serve(self, proto: str, host: IPv4Address | str, port: int) -> None:
         assert self.call(op="serve", proto=proto, host=str(host), port=port) == "ok"
 
-    def connect(self, proto: str, host: IPv4Address, port: int, keep: str | None = None) -> str:
+    def connect(
+        self, proto: str, host: IPv4Address | str, port: int, keep: str | None = None
+    ) -> str:
         return self.call(op="connect", proto=proto, host=str(host), port=port, keep=keep)
 
     def echo(self, keep: str) -> str:
@@ -161,7 +164,7 @@ class Lab:
         self.agents.append(agent)
         return agent
 
-    def apply(self, rules: str) -> None:
+    def apply(self, rules: str, ipv6: bool = False) -> None:
         """sandkit.net.egress.apply(rules), called in N (as the keeper calls it: rootless, as
         the unprivileged user in N's user namespace) by a forked child of this process (the
         test user may not be able to run this checkout's interpreter)."""
@@ -180,7 +183,7 @@ class Lab:
                     os.setresuid(uid, uid, uid)
                 for fd in fds:
                     _setns(fd)
-                egress.apply(rules)
+                egress.apply(rules, ipv6=ipv6)
             except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
                 message = f"{type(exc).__name__}: {exc}".encode()
             os.write(write_end, message)
@@ -192,6 +195,18 @@ class Lab:
             message = pipe.read()
         os.waitpid(child, 0)
         assert not message, f"apply in N: {message.decode()}"
+
+    def bridge_link_local(self) -> str:
+        """The IPv6 link-local address of N's bridge, as C reaches it (fe80::...%eth0)."""
+        found: list[str] = []
+
+        def present() -> bool:
+            out = self.run("N", ["ip", "-6", "-o", "addr", "show", "dev", "sk0", "scope", "link"])
+            found[:] = [line.split()[3].split("/")[0] for line in out.splitlines()]
+            return bool(found)
+
+        wait_until(present, "the IPv6 link-local address of N's bridge")
+        return f"{found[0]}%eth0"
 
     def iptables_save(self) -> str:
         return self.run("N", ["iptables-save"])
@@ -209,6 +224,9 @@ class Lab:
             self._hold(name, [*(inside if self.rootless else []), "unshare", "--net", "cat"])
         c, out = self.holders["C"].pid, self.holders["OUT"].pid
         self.run("N", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        # IPv6 link-local addresses usable at once (no duplicate detection to wait for)
+        for name in ("N", "C"):
+            self.run(name, ["sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
         self.run(
             "N",
             ["ip", "-batch", "-"],
@@ -254,6 +272,8 @@ route add default via {GATEWAY}
                 out_agent.serve("udp", address, port)
         n_agent = self.agent("N")
         n_agent.serve("tcp", "0.0.0.0", N_TCP_PORT)
+        n_agent.serve("tcp", "::", N_TCP_PORT)
+        n_agent.serve("udp", "::", N_UDP_PORT)
         n_agent.serve("udp", GATEWAY, 53)
         n_agent.serve("tcp", GATEWAY, 53)
         self.container = self.agent("C")

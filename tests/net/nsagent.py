@@ -40,8 +40,11 @@ def _serve_udp(sock: socket.socket) -> None:
 
 def serve(proto: str, host: str, port: int) -> str:
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(socket.AF_INET, kind)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:  # beside a socket of the same port on 0.0.0.0
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.bind((host, port))
     if proto == "tcp":
         sock.listen(64)
@@ -57,9 +60,11 @@ def _round_trip(sock: socket.socket) -> str:
 
 def connect(proto: str, host: str, port: int, keep: str | None) -> str:
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(socket.AF_INET, kind)
+    # getaddrinfo: an IPv6 link-local address comes with its interface (fe80::1%eth0)
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=kind)[0]
+    sock = socket.socket(family, kind)
     sock.settimeout(TIMEOUT)
-    sock.connect((host, port))
+    sock.connect(address)
     if keep:
         kept[keep] = sock
         return _round_trip(sock)

@@ -9,12 +9,12 @@ import ctypes
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from sandkit.errors import EgressError, NetworkError
+from sandkit.errors import EgressError, NetworkError, NetworkUnavailableError
 from sandkit.net import egress
 from sandkit.net.egress import (
     MAX_DESTINATIONS,
@@ -244,16 +244,15 @@ def test_always_denied_is_every_host_address_loopback_link_local_and_this_networ
     assert all(network.prefixlen == 32 for network in denied if network not in FIXED)
 
 
-def _in_new_netns(commands: str) -> list[IPv4Network]:
-    """always_denied() in a new network namespace set up with ``commands`` (ip -batch)."""
+def _in_new_netns(fn: Callable[[], str]) -> str:
+    """What ``fn()`` returns, called by a child of ours in a new network namespace."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - reports through the pipe
         try:
             if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
                 raise OSError(ctypes.get_errno(), "unshare")
-            subprocess.run(["ip", "-batch", "-"], input=commands, text=True, check=True)
-            os.write(write_end, " ".join(map(str, always_denied())).encode())
+            os.write(write_end, fn().encode())
         except BaseException as exc:  # noqa: BLE001 - the parent fails on it
             os.write(write_end, f"failed: {exc}".encode())
         finally:
@@ -262,13 +261,23 @@ def _in_new_netns(commands: str) -> list[IPv4Network]:
     with os.fdopen(read_end) as pipe:
         found = pipe.read()
     os.waitpid(pid, 0)
-    return [IPv4Network(n) for n in found.split()]
+    return found
+
+
+def _denied_after(commands: str) -> list[IPv4Network]:
+    """always_denied() in a new network namespace set up with ``commands`` (ip -batch)."""
+
+    def run() -> str:
+        subprocess.run(["ip", "-batch", "-"], input=commands, text=True, check=True)
+        return " ".join(map(str, always_denied()))
+
+    return [IPv4Network(n) for n in _in_new_netns(run).split()]
 
 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="makes a network namespace")
 def test_always_denied_sees_secondary_and_point_to_point_addresses() -> None:
-    denied = _in_new_netns(
+    denied = _denied_after(
         "link set lo up\n"
         "link add d0 type bridge\n"
         "addr add 10.9.9.9/24 dev d0\n"
@@ -277,6 +286,28 @@ def test_always_denied_sees_secondary_and_point_to_point_addresses() -> None:
     )
     expected = {"127.0.0.1/32", "10.9.9.9/32", "10.9.9.10/32", "10.7.0.1/32"}
     assert set(denied) == {IPv4Network(n) for n in expected} | set(FIXED)
+
+
+def _apply_error(rules: str) -> str:
+    try:
+        egress.apply(rules)
+    except NetworkError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "applied"
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a network namespace")
+def test_apply_reports_what_iptables_refused() -> None:
+    message = _in_new_netns(lambda: _apply_error("*filter\n-A NO-SUCH-CHAIN -j ACCEPT\nCOMMIT\n"))
+    assert message.startswith("NetworkError: iptables-restore failed (exit 1):")
+    assert "line 2" in message  # iptables-restore's own words, with the line it failed on
+
+
+def test_apply_without_iptables_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(egress, "_IPTABLES_RESTORE", "no-such-iptables-restore")
+    with pytest.raises(NetworkUnavailableError, match="apt-get install iptables"):
+        egress.apply("*filter\nCOMMIT\n")
 
 
 # --- the text of the rules ---------------------------------------------------------------

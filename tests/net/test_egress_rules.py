@@ -21,6 +21,7 @@ from sandkit.net.egress import (
     container_chain,
     container_rules,
     network_rules,
+    network_rules6,
     remove_container_rules,
 )
 
@@ -29,6 +30,7 @@ from .netlab import (
     GATEWAY,
     METADATA,
     N_TCP_PORT,
+    N_UDP_PORT,
     N_UPLINK_ADDRESS,
     OTHER,
     PUBLIC,
@@ -52,6 +54,7 @@ def lab(request) -> Iterator[Lab]:
     try:
         built.build()
         built.apply(network_rules(bridge="sk0", subnet=SUBNET, gateway=GATEWAY, uplink=UPLINK))
+        built.apply(network_rules6(bridge="sk0"), ipv6=True)
         yield built
     finally:
         built.close()
@@ -63,6 +66,14 @@ def allow(lab: Lab, spec, replace: bool = False) -> None:
     lab.apply(
         container_rules(address=CONTAINER, policy=policy, denied=always_denied(), replace=replace)
     )
+
+
+def test_nothing_reaches_the_network_itself_over_ipv6(lab: Lab) -> None:
+    # networks are IPv4 only, but the bridge has a link-local address all the same
+    allow(lab, "all")
+    bridge = lab.bridge_link_local()
+    assert lab.container.connect("tcp", bridge, N_TCP_PORT) == REFUSED
+    assert lab.container.connect("udp", bridge, N_UDP_PORT) == REFUSED
 
 
 def test_an_allowed_cidr_and_port_reach_and_nothing_else_does(lab: Lab) -> None:
