@@ -343,6 +343,20 @@ def always_denied() -> list[IPv4Network]:
     return list(dict.fromkeys([*own, *FIXED_DENIED]))
 
 
+def denied_from_json(data: object) -> list[IPv4Network]:
+    """The always-denied list as it travels to the keeper (``[str(network), ...]``), read back
+    strictly; EgressError for anything else."""
+    malformed = EgressError(f"malformed always-denied list: {data!r:.200}")
+    if not isinstance(data, list) or len(data) > MAX_DESTINATIONS:
+        raise malformed
+    if not all(isinstance(item, str) for item in data):
+        raise malformed
+    try:
+        return [IPv4Network(item, strict=True) for item in data]
+    except ValueError:
+        raise malformed from None
+
+
 _RTM_NEWADDR, _RTM_GETADDR = 20, 22
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
@@ -613,6 +627,7 @@ __all__ = [
     "apply",
     "container_chain",
     "container_rules",
+    "denied_from_json",
     "local_addresses",
     "network_rules",
     "network_rules6",

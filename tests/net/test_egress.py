@@ -6,6 +6,7 @@ test_egress_rules.py."""
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import threading
@@ -25,6 +26,7 @@ from sandkit.net.egress import (
     ResolvedEgress,
     always_denied,
     container_rules,
+    denied_from_json,
     network_rules,
 )
 
@@ -226,6 +228,19 @@ def test_from_json_bounds_the_number_of_destinations() -> None:
 
 
 # --- the always-denied destinations ------------------------------------------------------
+
+
+def test_the_denied_list_travels_as_json() -> None:
+    denied = always_denied()
+    assert denied_from_json(json.loads(json.dumps([str(n) for n in denied]))) == denied
+
+
+@pytest.mark.parametrize(
+    "data", [None, "127.0.0.0/8", ["127.0.0.1/8"], ["::1/128"], [2130706433], ["x"] * 1025]
+)
+def test_a_malformed_denied_list_is_refused(data: object) -> None:
+    with pytest.raises(EgressError, match="malformed always-denied list"):
+        denied_from_json(data)
 
 
 def _iproute2_addresses() -> set[IPv4Network]:
