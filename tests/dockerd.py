@@ -126,11 +126,11 @@ def _dockerd_argv(base: Path, netns: bool) -> list[str]:
 def _in_namespaces_of_its_own(argv: list[str]) -> list[str]:
     """ARGV as PID 1 of new network, PID and mount namespaces, with their loopback up (Docker
     binds `-p 127.0.0.1:...` there). Should the test process die, setpriv's parent-death signal
-    ends unshare, whose --kill-child stops the daemon as SIGTERM would."""
+    kills unshare, whose --kill-child then stops the daemon with SIGTERM."""
     return [
         "setpriv",
         "--pdeathsig",
-        "TERM",
+        "KILL",  # (unshare blocks SIGTERM while it waits for its child)
         "--",
         "unshare",
         "--net",
@@ -211,13 +211,14 @@ def _stop(process: subprocess.Popen[bytes], daemon_pid: int) -> None:
 def _wait_until_no_process_in(netns_inode: int) -> None:
     """Returns once no process is left in the daemon's network namespace (which then goes)."""
     deadline = time.monotonic() + STOP_TIMEOUT
-    while left := _processes_in_netns(netns_inode):
+    while left := processes_in_netns(netns_inode):
         if time.monotonic() > deadline:
             raise RuntimeError(f"processes {sorted(left)} outlived the private dockerd")
         time.sleep(0.05)
 
 
-def _processes_in_netns(inode: int) -> set[int]:
+def processes_in_netns(inode: int) -> set[int]:
+    """The pids of the processes in the network namespace of inode `inode`."""
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
