@@ -38,12 +38,12 @@ UDP_ECHO = (
     "/usr/bin/python3",
     "-c",
     """
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 53))
-while True:
-    data, peer = s.recvfrom(65535)
-    s.sendto(b"echo:" + data, peer)
+import socketserver
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        data, sock = self.request
+        sock.sendto(b"echo:" + data, self.client_address)
+socketserver.UDPServer(("0.0.0.0", 53), Echo).serve_forever()
 """,
 )
 BLOB_SIZE = 3 << 20
@@ -176,9 +176,9 @@ def with_any_port(lines: list[str]) -> list[str]:
 
 
 def as_sandkit_binds(docker_lines: list[str]) -> list[str]:
-    """Docker's `port` lines for a port published without an address, as sandkit's should read:
-    sandkit binds such a port on 127.0.0.1 only (README, "Published ports"), where Docker binds
-    0.0.0.0 and [::] (one line each)."""
+    """Docker's `port` lines as sandkit's should read: a port published without an address
+    sandkit binds on 127.0.0.1 only (README, "Published ports"), where Docker binds 0.0.0.0 and
+    [::] (one line each); lines of a port given with an address stay as they are."""
     ipv6 = [line for line in docker_lines if "[::]:" in line]
     ipv4 = [line for line in docker_lines if line not in ipv6]
     # (the two may have different ephemeral ports: Docker picks one for each)
