@@ -854,7 +854,7 @@ class AsyncContainer:
     async def stat(self, path: str) -> copy.PathStat:
         """Docker's ``PathStat`` of ``path`` (a symlink at its last name is not followed)."""
         side = self._copy_side(anyio.from_thread.run)
-        return await anyio.to_thread.run_sync(copy.stat_path, side, path)
+        return await anyio.to_thread.run_sync(lambda: copy.stat_path(side, path))
 
     async def remove(self, path: str, *, recursive: bool = False) -> None:
         """Remove a file, symlink or empty directory of the container (``recursive``: a tree)."""
@@ -867,7 +867,8 @@ class AsyncContainer:
         self._live_channel()
         assert self._init is not None
         ids = copy.IdMap.of_process(self._init.pid) if self.rootless else copy.IdMap()
-        return copy.ContainerSide(lambda path, mode: call(self._open_raw, path, mode), ids)
+        # As `docker cp`: a relative path is taken from the container's root, not its workdir.
+        return copy.ContainerSide(lambda path, mode: call(self._open_raw, "/" + path, mode), ids)
 
     async def _open_raw(self, path: str, mode: str) -> int:
         return await self._open(path, mode, raw=True)
@@ -1012,6 +1013,15 @@ def copy_side(container: AsyncContainer, call: Callable[..., Any]) -> copy.Conta
     """The container as copy.py reaches it from a thread of the caller's (``call``: the sync
     API's portal), for the sync `get_archive`, a generator run on the caller's thread."""
     return container._copy_side(call)
+
+
+async def open_for_copy(container: AsyncContainer, path: str, mode: str) -> int:
+    """An fd on ``path`` ("dir" or "r") resolved in the container's root, for a copy made by
+    another process (``sandkit cp``, through a detached container's supervisor); `OSError`
+    with the init's errno when it is refused."""
+    if mode not in ("dir", "r"):
+        raise OSError(errno.EINVAL, f"a copy opens directories or files, not {mode!r}")
+    return await container._open_raw(path, mode)
 
 
 @attrs.frozen

@@ -26,7 +26,7 @@ import shutil
 import stat
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack
 from typing import IO, Literal, Protocol
 
@@ -65,9 +65,8 @@ class IdMap:
     @classmethod
     def parse(cls, uid_map: str, gid_map: str) -> IdMap:
         def ranges(text: str) -> tuple[tuple[int, int, int], ...]:
-            return tuple(
-                tuple(int(n) for n in line.split()) for line in text.splitlines() if line.strip()
-            )  # type: ignore[misc]
+            rows = (line.split() for line in text.splitlines() if line.strip())
+            return tuple((int(a), int(b), int(c)) for a, b, c in rows)
 
         return cls(ranges(uid_map), ranges(gid_map))
 
@@ -110,7 +109,10 @@ def _through(ranges: tuple[tuple[int, int, int], ...], n: int, src: int, dst: in
 class Side(Protocol):
     """One end of a copy: where paths are resolved, how its owners read."""
 
-    name: str  # "the container" or "the host", for messages
+    @property
+    def name(self) -> str:
+        """ "the container" or "the host", for messages."""
+        ...
 
     def open(self, path: str, mode: OpenMode) -> int:
         """An fd on ``path`` (a directory for "dir", a regular file for "r"), symlinks on the
@@ -521,7 +523,7 @@ def _content(fd: int, size: int) -> Iterator[bytes]:
         yield bytes(tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
 
 
-def archive(side: Side, path: str, *, follow_link: bool = False) -> Iterator[bytes]:
+def archive(side: Side, path: str, *, follow_link: bool = False) -> Generator[bytes, None, None]:
     """`get_archive`: the tree at ``path`` as a tar stream (a generator: blocking reads)."""
     with ExitStack() as stack:
         found = _locate(side, path, follow_link, stack)
