@@ -868,7 +868,10 @@ class AsyncContainer:
         assert self._init is not None
         ids = copy.IdMap.of_process(self._init.pid) if self.rootless else copy.IdMap()
         # As `docker cp`: a relative path is taken from the container's root, not its workdir.
-        return copy.ContainerSide(lambda path, mode: call(self._open_raw, "/" + path, mode), ids)
+        def opener(path: str, mode: str) -> int:
+            return call(self._open_raw, path if path.startswith("/") else "/" + path, mode)
+
+        return copy.ContainerSide(opener, ids)
 
     async def _open_raw(self, path: str, mode: str) -> int:
         return await self._open(path, mode, raw=True)
