@@ -42,7 +42,7 @@ def test_tree_round_trip_keeps_types_modes_links_and_times(busybox, tmp_path):
         c.copy_out("/tmp/tree", tmp_path / "back")
         # inside, the symlinks are the tree's own (never resolved), the hard link still one
         inside = _members(c, "/tmp/tree")
-        assert inside["tree/sub/out-of-tree"].linkname == "../../../../../../etc/passwd"
+        assert inside["tree/sub/up-but-inside"].linkname == "../up-one-level"
         # one of the pair is the file, the other a hard link to it (the walk's order decides)
         pair = inside["tree/sub/hardlink"], inside["tree/hello.txt"]
         assert sorted((m.islnk(), m.linkname) for m in pair) in (
@@ -55,21 +55,40 @@ def test_tree_round_trip_keeps_types_modes_links_and_times(busybox, tmp_path):
     assert staging_left(tmp_path) == []
 
 
+def test_a_link_that_climbs_out_is_kept_inside_and_refused_on_the_host(busybox, tmp_path):
+    tree = make_tree(tmp_path / "tree", owners=False, escaping=True)
+    with sandkit.Container(busybox) as c:
+        c.copy_in(tree, "/tmp/tree")  # inside, as Docker: the link is the container's business
+        inside = _members(c, "/tmp/tree")
+        assert inside["tree/sub/out-of-tree"].linkname == "../../../../../../etc/passwd"
+        with pytest.raises(sandkit.CopyError) as refused:
+            c.copy_out("/tmp/tree", tmp_path / "out")
+        c.copy_out("/tmp/tree/sub/deeper", tmp_path / "deeper")  # the rest copies
+    message = str(refused.value)
+    assert "'/tmp/tree/sub/out-of-tree'" in message and "get_archive()" in message
+    assert "nothing was written to the host" in message
+    assert not (tmp_path / "out").exists() and staging_left(tmp_path) == []
+    assert (tmp_path / "deeper" / "data.bin").stat().st_size == 256 * 300
+
+
 @pytest.mark.root
-def test_owners_are_the_destinations_unless_archive(busybox, tmp_path):
+def test_owners_are_kept_going_in_and_are_the_callers_coming_out(busybox, tmp_path):
     tree = make_tree(tmp_path / "tree", owners=True)
     with sandkit.Container(busybox) as c:
         c.copy_in(tree, "/plain")
         c.copy_in(tree, "/kept", archive=True)
         plain, kept = _members(c, "/plain"), _members(c, "/kept")
-        assert {(m.uid, m.gid) for m in plain.values()} == {(0, 0)}  # Docker: the root user
+        # Docker 28 keeps the owners going in, -a or not (tests/cli/test_copy_parity.py)
+        assert (plain["plain/hello.txt"].uid, plain["plain/hello.txt"].gid) == (1000, 1000)
         assert (kept["kept/hello.txt"].uid, kept["kept/hello.txt"].gid) == (1000, 1000)
         assert (kept["kept/sub"].uid, kept["kept/sub"].gid) == (123, 456)
         assert (kept["kept/absolute"].uid, kept["kept/absolute"].gid) == (7, 8)
         # chown clears setuid: the mode must be set after the owner
         assert kept["kept/setuid"].mode == 0o4755
         c.copy_out("/kept", tmp_path / "out-kept", archive=True)
+        c.copy_out("/kept", tmp_path / "out-plain")
     assert listing(tmp_path / "out-kept") == listing(tree)
+    assert {row[3] for row in listing(tmp_path / "out-plain")} == {"0:0"}  # the caller's
 
 
 def test_async_twins(busybox, tmp_path):
@@ -115,7 +134,7 @@ def test_tar_stream_in_and_out(busybox, tmp_path):
     with tarfile.open(tmp_path / "out.tar") as tar:
         members = {m.name.rstrip("/"): m for m in tar.getmembers()}
         assert tar.extractfile("dst/sub/deeper/data.bin").read() == bytes(range(256)) * 300
-    assert members["dst/sub/out-of-tree"].linkname == "../../../../../../etc/passwd"
+    assert members["dst/sub/up-but-inside"].linkname == "../up-one-level"
     assert members["dst/setuid"].mode == 0o4755 and members["dst/private"].isdir()
     assert members["dst/readonly"].mtime == OLD + len("readonly")
 

@@ -12,9 +12,10 @@ from pathlib import Path
 OLD = 1_500_000_000
 
 
-def make_tree(top: Path, *, owners: bool) -> Path:
+def make_tree(top: Path, *, owners: bool, escaping: bool = False) -> Path:
     """Files, an empty directory, a 0700 one, a setuid file, symlinks (relative, absolute,
-    dangling, out of the tree), a hard link pair; with ``owners`` (root only) other owners."""
+    dangling), a hard link pair; with ``owners`` (root only) other owners; with ``escaping`` a
+    relative symlink that climbs out of the tree (Docker refuses to copy it to the host)."""
     top.mkdir()
     (top / "empty").mkdir()
     (top / "private").mkdir(mode=0o700)
@@ -30,7 +31,9 @@ def make_tree(top: Path, *, owners: bool) -> Path:
     os.symlink("../hello.txt", top / "sub" / "relative")
     os.symlink("/etc/hostname", top / "absolute")
     os.symlink("nowhere/at/all", top / "dangling")
-    os.symlink("../../../../../../etc/passwd", top / "sub" / "out-of-tree")
+    os.symlink("../up-one-level", top / "sub" / "up-but-inside")
+    if escaping:
+        os.symlink("../../../../../../etc/passwd", top / "sub" / "out-of-tree")
     if owners:
         os.chown(top / "hello.txt", 1000, 1000)
         os.chown(top / "sub", 123, 456)

@@ -867,6 +867,7 @@ class AsyncContainer:
         self._live_channel()
         assert self._init is not None
         ids = copy.IdMap.of_process(self._init.pid) if self.rootless else copy.IdMap()
+
         # As `docker cp`: a relative path is taken from the container's root, not its workdir.
         def opener(path: str, mode: str) -> int:
             return call(self._open_raw, path if path.startswith("/") else "/" + path, mode)

@@ -318,6 +318,27 @@ def _rebased(entries: Iterable[Entry], name: str | None) -> Iterator[Entry]:
         yield entry
 
 
+def _links_kept_inside(
+    entries: Iterable[Entry], source: Side, src: str, dst: str, contents: bool
+) -> Iterator[Entry]:
+    """Docker's check when it extracts on the host: a relative symlink whose target climbs out
+    of the directory that receives the copy is refused (a program that later follows it from
+    there would leave the copy). Absolute targets stay: they name a path of the container."""
+    for entry in entries:
+        if entry.kind == "symlink" and isinstance(entry.target, str):
+            lands = posixpath.normpath(posixpath.join(".", *entry.path[:-1], entry.target))
+            if not entry.target.startswith("/") and (lands == ".." or lands.startswith("../")):
+                top = src.removesuffix("/.").rstrip("/") or "/"
+                path = posixpath.join(top, *entry.path[0 if contents else 1 :])
+                raise errors.CopyError(
+                    f"the symlink {path!r} -> {entry.target!r} in {source.name} points outside "
+                    f"{dst!r} once copied there (Docker refuses it too): remove or "
+                    "change the link, or take the tree as a tar (get_archive(), or `sandkit cp "
+                    "CONTAINER:SRC -`), which keeps it as it is"
+                )
+        yield entry
+
+
 def _write(entries: Iterable[Entry], target: _Target, owner: Owner, side: Side) -> int:
     """Stage the entries next to the destination, then move them into place; the number of
     entries written. On failure nothing stays (and the error says so)."""
@@ -376,14 +397,25 @@ def _remove_staging(dir_fd: int, staging: str) -> None:
 
 
 def _owner_policy(dest: Side, archive: bool, where: str) -> Owner:
-    """Docker's rule: without ``archive`` (-a) the copy belongs to the destination's root
-    (the container's root; on the host, the user who copies); with it, it keeps its owners."""
+    """Who owns what a copy writes, as Docker 28 does it (measured: tests/cli/
+    test_copy_parity.py; its documentation says otherwise). Into a container the owners are
+    kept; one the container's user namespace does not map (rootless: any but the caller's)
+    becomes the container's root, or with ``archive`` (-a) is an error. Onto the host the copy
+    belongs to the user who copies; ``archive`` keeps the container's owners there too (Docker
+    ignores -a in that direction)."""
+    if isinstance(dest, HostSide):
+        return (lambda e: (e.uid, e.gid)) if archive else (lambda e: None)
     if archive:
         return lambda e: dest.host_ids(e.uid, e.gid, f"{where}/{display(e.path)}")
-    if isinstance(dest, HostSide):
-        return lambda e: None
     root = dest.host_ids(0, 0, where)
-    return lambda e: root
+
+    def kept_or_root(e: Entry) -> tuple[int, int]:
+        try:
+            return dest.host_ids(e.uid, e.gid, where)
+        except errors.CopyError:
+            return root
+
+    return kept_or_root
 
 
 def copy(
@@ -400,7 +432,10 @@ def copy(
         found = _locate(source, src, follow_link, stack)
         target = _place(dest, dst, found, _split(src)[1], stack)
         owner = _owner_policy(dest, archive, dst)
-        return _write(_rebased(found.entries, target.name), target, owner, dest)
+        entries = _rebased(found.entries, target.name)
+        if isinstance(dest, HostSide):
+            entries = _links_kept_inside(entries, source, src, dst, target.name is None)
+        return _write(entries, target, owner, dest)
 
 
 def copy_tar_in(stream: IO[bytes], dest: Side, dst: str, *, archive: bool = False) -> int:

@@ -14,9 +14,10 @@ walks the tree (file contents would cross the control socket in 64 KiB packets, 
 per file): an fd per directory costs one round trip per copy, contents go fd to fd in the
 kernel, and the same code walks the host's side.
 
-Memory is bounded whatever the tree's size: one directory fd per level of the path being walked
-or written (at most `MAX_DEPTH`), one chunk of file content at a time, and, for hard links, the
-paths of the files that have more than one link.
+Memory is bounded by the tree's shape, never by its size: one directory fd per level of the
+path being walked or written (at most `MAX_DEPTH`), the names of the directories on that path
+(sorted, as Docker walks), one chunk of file content at a time, and, for hard links, the paths
+of the files that have more than one link.
 """
 
 from __future__ import annotations
@@ -177,10 +178,14 @@ class Walker:
 
     def _directory(self, fd: int, path: tuple[str, ...], st: os.stat_result) -> Iterator[Entry]:
         yield self._entry(path, st, "dir")
-        with os.scandir(fd) as names:
-            for child in names:
-                child_st = os.stat(child.name, dir_fd=fd, follow_symlinks=False)
-                yield from self._member(fd, child.name, (*path, child.name), child_st)
+        # Sorted, as Docker walks (so the first of a set of hard links is the same file): the
+        # names of one directory are held meanwhile, as Docker holds them.
+        for name in sorted(os.listdir(fd)):
+            try:
+                child_st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since it was listed (the container is running)
+            yield from self._member(fd, name, (*path, name), child_st)
 
 
 def _open_same(parent_fd: int, name: str, flags: int, st: os.stat_result, where: str) -> int:
