@@ -64,6 +64,8 @@ class IdMap:
 
     @classmethod
     def parse(cls, uid_map: str, gid_map: str) -> IdMap:
+        """From the text of ``/proc/PID/uid_map`` and ``gid_map``."""
+
         def ranges(text: str) -> tuple[tuple[int, int, int], ...]:
             rows = (line.split() for line in text.splitlines() if line.strip())
             return tuple((int(a), int(b), int(c)) for a, b, c in rows)
@@ -135,6 +137,7 @@ class HostSide:
     name: str = "the host"
 
     def open(self, path: str, mode: OpenMode) -> int:
+        """An fd on the host's ``path``; for "r", anything but a regular file is refused."""
         if mode == "dir":
             return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -146,9 +149,11 @@ class HostSide:
         return fd
 
     def seen(self, uid: int, gid: int) -> tuple[int, int]:
+        """The host's ids are what its users see."""
         return uid, gid
 
     def host_ids(self, uid: int, gid: int, where: str) -> tuple[int, int]:
+        """The host's ids are its own."""
         return uid, gid
 
 
@@ -162,12 +167,15 @@ class ContainerSide:
     name: str = "the container"
 
     def open(self, path: str, mode: OpenMode) -> int:
+        """An fd the container's init opened, resolved in the container's root."""
         return self.opener(path, mode)
 
     def seen(self, uid: int, gid: int) -> tuple[int, int]:
+        """The ids the container sees for host ids ``uid:gid``."""
         return self.ids.to_container(uid, gid)
 
     def host_ids(self, uid: int, gid: int, where: str) -> tuple[int, int]:
+        """The host ids the container sees as ``uid:gid``; `CopyError` when unmapped."""
         return self.ids.to_host(uid, gid, where)
 
 
@@ -485,8 +493,8 @@ def _tar_entries(stream: IO[bytes]) -> Iterator[Entry]:
                     yield entry
     except (tarfile.TarError, errors.ImageError) as exc:
         raise errors.CopyError(
-            f"the input is not a valid tar archive ({exc}): give a tar (as `tar -c` or "
-            "get_archive() make it), uncompressed or gzip"
+            f"the input is not a valid tar archive ({exc}): give an uncompressed tar (as "
+            "`tar -c` or get_archive() make it; a compressed one: decompress it first)"
         ) from None
 
 
@@ -582,6 +590,7 @@ class PathStat:
 
 
 def stat_path(side: Side, path: str) -> PathStat:
+    """`Container.stat`: ``path`` resolved in ``side``'s root, its last name not followed."""
     parent_path, name = _split(path)
     with ExitStack() as stack:
         if name in ("", ".", ".."):
@@ -600,6 +609,8 @@ def stat_path(side: Side, path: str) -> PathStat:
 
 
 def remove(side: Side, path: str, *, recursive: bool = False) -> None:
+    """`Container.remove`: unlink ``path`` (its last name not followed); a directory must be
+    empty unless ``recursive``, which removes it by fds (never following a symlink)."""
     parent_path, name = _split(path)
     if name in ("", ".", "..") or path.rstrip("/") in ("", "/"):
         raise errors.CopyError(f"refusing to remove {path!r}: name a file or directory below /")

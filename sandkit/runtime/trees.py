@@ -67,6 +67,7 @@ class Entry:
 
 
 def display(path: tuple[str, ...]) -> str:
+    """An entry's path as text ("a/b/c")."""
     return "/".join(path)
 
 
@@ -115,6 +116,7 @@ class Walker:
     _links: dict[tuple[int, int], tuple[str, ...]] = attrs.field(factory=dict)
 
     def walk(self, parent_fd: int, name: str, top_name: str) -> Iterator[Entry]:
+        """The tree at ``name`` (not followed if a symlink), its top named ``top_name``."""
         st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         yield from self._member(parent_fd, name, (top_name,), st)
 
@@ -234,6 +236,7 @@ class TreeWriter:
     _stack: list[_Open] = attrs.field(factory=list)
 
     def add(self, entry: Entry) -> None:
+        """Write one entry (its parents made 0700 if missing; its content copied)."""
         *parents, name = _checked(entry.path)
         parent_fd = self._enter(tuple(parents))
         if entry.kind == "dir":
