@@ -273,7 +273,7 @@ def _place(side: Side, dest: str, source: _Source, top: str, stack: ExitStack) -
                 f"the destination directory {dest!r} must exist in {side.name} (a path ending "
                 "in / names a directory): create it first, or drop the trailing slash"
             ) from None
-        return _in_parent(side, dest, stack)
+        return _in_parent_through_link(side, dest, stack)
     except NotADirectoryError:
         if source.is_dir:
             raise errors.CopyError(
@@ -282,13 +282,27 @@ def _place(side: Side, dest: str, source: _Source, top: str, stack: ExitStack) -
             ) from None
         if dest.endswith("/"):
             raise _not_dir(side, dest) from None
-        return _in_parent(side, dest, stack)
+        return _in_parent_through_link(side, dest, stack)
     except errors.SandkitError:
         raise
     except OSError as exc:
         raise _open_error(side, dest, exc) from None
     stack.callback(os.close, fd)
     return _Target(fd, None if source.contents_only else top, dest)
+
+
+def _in_parent_through_link(side: Side, dest: str, stack: ExitStack) -> _Target:
+    """Where a non-directory destination is written: at its name, or, when that name is a
+    symlink, where the link points (followed once, as Docker's client does; on the container's
+    side the path is then resolved in its root again, so it cannot lead out)."""
+    target = _in_parent(side, dest, stack)
+    assert target.name is not None
+    try:
+        link = os.readlink(target.name, dir_fd=target.dir_fd)
+    except OSError:  # not a symlink, or missing
+        return target
+    followed = posixpath.normpath(posixpath.join(target.where, link))
+    return _in_parent(side, followed, stack)
 
 
 def _in_parent(side: Side, dest: str, stack: ExitStack) -> _Target:
@@ -679,7 +693,7 @@ def _bytes_in(data: bytes, container: Side, dst: str) -> int:
             raise errors.CopyError(
                 f"{dst!r} is a directory in the container: give bytes a file's path"
             )
-        target = _in_parent(container, dst, stack)
+        target = _in_parent_through_link(container, dst, stack)
         entry = Entry((target.name or "",), "file", 0o644, 0, 0, int(time.time()), len(data))
 
         def feed(fd: int) -> None:

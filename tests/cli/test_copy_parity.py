@@ -150,6 +150,8 @@ IN_CASES = [
     ("file", "/area/file"),
     ("file", "/area/missing/x"),
     ("file", "/area/dirlink"),
+    ("file", "/area/filelink"),
+    ("dir", "/area/dirlink"),
     ("dir", "/area/dir"),
     ("dir", "/area/newdir"),
     ("dir/.", "/area/dir"),
@@ -170,6 +172,7 @@ OUT_CASES = [
     ("/area/dirlink", "new"),
     ("/area/filelink", "new"),
     ("/area/nothing", "new"),
+    ("/area/dir", "new/"),
 ]
 
 
