@@ -351,6 +351,46 @@ def _rootless_round_trip(busybox_dir: str, work: str) -> dict:
     }
 
 
+def _rootless_failures(busybox_dir: str, work: str) -> dict:
+    import sandkit
+
+    tree = Path(work) / "tree"
+    (tree / "ro").mkdir(parents=True)
+    (tree / "ro" / "f").write_text("x")
+    os.chmod(tree / "ro", 0o555)
+    (tree / "s").write_text("s")  # written after ro/, which is then finished (0555) in staging
+    os.mkfifo(tree / "zz-fifo")  # then the copy fails
+    errors = []
+    with sandkit.Container(sandkit.Image.from_directory(busybox_dir)) as c:
+        with pytest.raises(sandkit.CopyError) as into:
+            c.copy_in(tree, "/t")
+        errors.append(str(into.value))
+        left_inside = [n for n in c.listdir("/") if n == "t" or n.startswith(".sandkit-cp-")]
+        c.exec(
+            [
+                "sh",
+                "-c",
+                "mkdir -p /d/ro && echo x > /d/ro/f && chmod 555 /d/ro && echo > /d/s && mkfifo /d/zz",
+            ],
+            check=True,
+        )
+        with pytest.raises(sandkit.CopyError) as out:
+            c.copy_out("/d", Path(work) / "out")
+        errors.append(str(out.value))
+    os.chmod(tree / "ro", 0o755)
+    return {"errors": errors, "inside": left_inside, "host": sorted(os.listdir(work))}
+
+
+def test_rootless_failures_leave_nothing(as_unprivileged, busybox_dir, tmp_path):
+    from conftest import unprivileged_ids
+
+    uid, gid = unprivileged_ids()
+    os.chown(tmp_path, uid, gid)
+    got = as_unprivileged(_rootless_failures, str(busybox_dir), str(tmp_path))
+    assert all("is a FIFO" in e for e in got["errors"]), got["errors"]
+    assert got["inside"] == [] and got["host"] == ["tree"]
+
+
 def test_rootless(as_unprivileged, busybox_dir, tmp_path):
     from conftest import unprivileged_ids
 

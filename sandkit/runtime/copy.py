@@ -18,6 +18,7 @@ nothing half-made (the staging is removed), and one that succeeds appears at onc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -365,7 +366,13 @@ def _write(entries: Iterable[Entry], target: _Target, owner: Owner, side: Side) 
     """Stage the entries next to the destination, then move them into place; the number of
     entries written. On failure nothing stays (and the error says so)."""
     staging = _STAGING_PREFIX + secrets.token_hex(8)
-    os.mkdir(staging, 0o700, dir_fd=target.dir_fd)
+    try:
+        os.mkdir(staging, 0o700, dir_fd=target.dir_fd)
+    except OSError as exc:
+        raise errors.CopyError(
+            f"cannot write in {target.where!r} in {side.name}: {exc.strerror} (nothing was "
+            f"written); {_fix(exc)}"
+        ) from None
     writer: TreeWriter | None = None
     moving = False
     try:
@@ -406,6 +413,12 @@ def _write(entries: Iterable[Entry], target: _Target, owner: Owner, side: Side) 
 
 
 def _fix(exc: OSError) -> str:
+    if exc.errno == errno.EOVERFLOW:
+        return (
+            "the directory belongs to a user the container's user namespace does not map "
+            "(rootless: the image's files owned by another user cannot be changed); copy to a "
+            "directory the container's root owns, or as root"
+        )
     if exc.errno == errno.ENOSPC:
         return "make room (or give the container a larger disk_size=) and copy again"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -416,6 +429,13 @@ def _fix(exc: OSError) -> str:
 def _remove_staging(dir_fd: int, staging: str) -> None:
     # fd-based (never follows a symlink a process of the container may plant in it)
     shutil.rmtree(staging, dir_fd=dir_fd, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.stat(staging, dir_fd=dir_fd, follow_symlinks=False)
+        # Still there: not root, and a 0555 directory the copy finished holds entries.
+        for _path, dirs, _files, fd in os.fwalk(staging, dir_fd=dir_fd):
+            for name in dirs:
+                os.chmod(name, 0o700, dir_fd=fd, follow_symlinks=False)
+        shutil.rmtree(staging, dir_fd=dir_fd, ignore_errors=True)
 
 
 def _owner_policy(dest: Side, archive: bool, where: str) -> Owner:
