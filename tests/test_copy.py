@@ -229,6 +229,23 @@ def test_hostile_tar_is_refused_and_leaves_nothing(busybox):
         assert c.listdir("/dst") == [] and c.listdir("/") == sorted(c.listdir("/"))
 
 
+def test_a_full_disk_or_a_too_deep_tree_leaves_nothing(busybox, tmp_path):
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(32 << 20)  # sparse on the host, 32 MiB written into the container
+    deep = tmp_path / "deep"
+    (deep / "/".join(["d"] * 300)).mkdir(parents=True)
+    with sandkit.Container(busybox, disk_size="8m") as c:
+        with pytest.raises(sandkit.CopyError) as full:
+            c.copy_in(big, "/big")
+        assert "larger disk_size=" in str(full.value)
+        assert "nothing was written" in str(full.value)
+        with pytest.raises(sandkit.CopyError, match="more than 256 directories deep"):
+            c.copy_in(deep, "/deep")
+        assert not {"big", "deep"} & set(c.listdir("/")) and _container_staging(c) == []
+        c.copy_in(b"room again", "/small")  # the space the failed copy took is free again
+
+
 # --- hostile content ----------------------------------------------------------------------------
 
 
