@@ -98,6 +98,10 @@ DEFAULT_MAX_READ = 64 << 20
 # disk_size it gets 1 GiB, or a quarter of RAM on a smaller host (tmpfs's own default, half of
 # RAM per container, let any container take the host's memory), and one inode per 4 KiB.
 _DEFAULT_DISK_SIZE = 1 << 30
+# What a container on a network gets written into its /etc (the host image's own copies of
+# these are not bound over them).
+HOSTS_FILE, RESOLV_CONF = "/etc/hosts", "/etc/resolv.conf"
+NETWORK_FILES = (HOSTS_FILE, RESOLV_CONF)
 
 
 def default_disk_size() -> int:
@@ -380,8 +384,8 @@ class AsyncContainer:
             os.close(netns)
         self._addresses[self._network_record.name] = config["address"]
         files = (
-            File("/etc/hosts", etcfiles.hosts(self.hostname, config["address"], self._aliases)),
-            File("/etc/resolv.conf", etcfiles.resolv_conf(config["gateway"])),
+            File(HOSTS_FILE, etcfiles.hosts(self.hostname, config["address"], self._aliases)),
+            File(RESOLV_CONF, etcfiles.resolv_conf(config["gateway"])),
         )
         return encode(attrs.evolve(setup, net=Interface(**config), files=files))
 
@@ -406,6 +410,7 @@ class AsyncContainer:
             or (image.config.working_dir if isinstance(image, Image) else None),
             caps=self._caps,
             seccomp=self._seccomp_program,
+            files_to_come=NETWORK_FILES if self._network_record is not None else (),
         )
 
     async def stop(self) -> None:

@@ -75,6 +75,17 @@ def test_bridge_container_sees_its_address_name_hosts_and_resolver(
     assert seen.rstrip().endswith(f"Name:\tdb\nAddress: {address}")
 
 
+def test_the_host_image_gets_the_networks_hosts_not_the_hosts_own(clean_host):
+    """The "host" image binds a few of the host's /etc entries read-only, /etc/hosts among them;
+    on a network the container's own /etc/hosts (its address and names) must win."""
+    with sandkit.Container("host", network="bridge", hostname="beta", aliases=["cache"]) as c:
+        address = c.networks["bridge"]
+        hosts = c.exec(["cat", "/etc/hosts"]).stdout.decode()
+        looked_up = c.exec(["getent", "hosts", "cache"]).stdout.decode()
+    assert f"{address}\tbeta cache\n" in hosts
+    assert looked_up.split()[0] == address
+
+
 def _two_by_name_and_a_stranger(image):
     with (  # noqa: SIM117 - the networks outlive their containers
         sandkit.Network() as net,
