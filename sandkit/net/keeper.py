@@ -30,7 +30,7 @@ import dns.rcode
 
 from ..errors import NetworkError
 from . import dns as resolver
-from . import firewall, netlink, nsutil, pasta, protocol
+from . import firewall, netlink, nsutil, pasta, portguard, protocol
 
 SOCKET_NAME = "keeper.sock"
 LOCK_NAME = "lock"
@@ -357,11 +357,19 @@ class Keeper:
         address = self.pool.allocate()
         self.veth_counter += 1
         veth = f"v{self.veth_counter}"
+        mac = portguard.mac_for(address)
         try:
-            netlink.add_veth(veth, iface, netns)
+            # Before the port exists: no frame of the container passes unchecked.
+            portguard.guard(veth, address, mac)
+        except BaseException:
+            self.pool.free(address)
+            raise
+        try:
+            netlink.add_veth(veth, iface, netns, mac)
             firewall.apply_egress(address, None)
         except BaseException:
             netlink.delete_link(veth)
+            portguard.unguard(veth)
             self.pool.free(address)
             raise
         names = [name, *aliases]
@@ -385,6 +393,8 @@ class Keeper:
             firewall.remove_egress(attached.address)
             with contextlib.suppress(NetworkError, OSError):
                 netlink.delete_link(attached.veth)
+            with contextlib.suppress(NetworkError, OSError):
+                portguard.unguard(attached.veth)
             self.pool.free(attached.address)
 
     # -- the resolver -----------------------------------------------------------------------

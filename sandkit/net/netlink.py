@@ -34,9 +34,10 @@ def create_bridge(gateway: ipaddress.IPv4Address, prefix: int) -> None:
         ipr.link("set", index=bridge, state="up")
 
 
-def add_veth(host_name: str, peer_name: str, peer_netns_fd: int) -> None:
+def add_veth(host_name: str, peer_name: str, peer_netns_fd: int, peer_mac: str) -> None:
     """A veth pair: ``host_name`` in this namespace on the bridge and up, its peer
-    ``peer_name`` created in the namespace ``peer_netns_fd`` (down: the init configures it).
+    ``peer_name`` with MAC ``peer_mac`` created in the namespace ``peer_netns_fd`` (down: the
+    init configures it).
     NetworkError naming the cause when the kernel refuses (a name taken in the container,
     no permission over its namespace)."""
     with IPRoute() as ipr:
@@ -46,7 +47,12 @@ def add_veth(host_name: str, peer_name: str, peer_netns_fd: int) -> None:
                 ifname=host_name,
                 kind="veth",
                 mtu=VETH_MTU,
-                peer={"ifname": peer_name, "net_ns_fd": peer_netns_fd, "mtu": VETH_MTU},
+                peer={
+                    "ifname": peer_name,
+                    "net_ns_fd": peer_netns_fd,
+                    "mtu": VETH_MTU,
+                    "address": peer_mac,
+                },
             )
         except NetlinkError as exc:
             raise NetworkError(

