@@ -6,6 +6,7 @@ of this process) detaches the container, and the last one to go ends the keeper.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import select
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import NetworkError, NetworkUnavailableError
-from . import pasta, protocol
+from . import egress, pasta, protocol
 from .keeper import SOCKET_NAME, KeeperSpec
 from .store import NetworkRecord, network_lock
 
@@ -47,10 +48,31 @@ class KeeperConnection:
         self._sock = sock
         self.userns_fd = userns_fd  # rootless: the keeper's user namespace, to nest under
 
-    def attach(self, netns_fd: int, name: str, aliases: list[str], iface: str = "eth0") -> dict:
+    def attach(
+        self,
+        netns_fd: int,
+        name: str,
+        aliases: list[str],
+        iface: str = "eth0",
+        policy: egress.ResolvedEgress | None = None,
+        denied: list[ipaddress.IPv4Network] | None = None,
+    ) -> dict:
         """Give the container whose network namespace is ``netns_fd`` an interface on the
-        network; returns its configuration for the init (``setup.net``)."""
-        request = {"op": "attach", "name": name, "aliases": list(aliases), "iface": iface}
+        network, with the egress ``policy`` (None: "all") and the ``denied`` destinations
+        (None: `egress.always_denied`, read here in the host's namespace); returns the
+        interface's configuration for the init (``setup.net``)."""
+        if policy is None:
+            policy = egress.ResolvedEgress(allow_all=True)
+        if denied is None:
+            denied = egress.always_denied()
+        request = {
+            "op": "attach",
+            "name": name,
+            "aliases": list(aliases),
+            "iface": iface,
+            "egress": policy.to_json(),
+            "denied": [str(network) for network in denied],
+        }
         protocol.send(self._sock, request, [netns_fd])
         return protocol.check_attachment(self._receive())
 

@@ -31,6 +31,7 @@ import dns.rcode
 from ..errors import NetworkError
 from . import dns as resolver
 from . import firewall, netlink, nsutil, pasta, portguard, protocol
+from .egress import ResolvedEgress
 
 SOCKET_NAME = "keeper.sock"
 LOCK_NAME = "lock"
@@ -91,6 +92,7 @@ class Attached:
     veth: str
     address: ipaddress.IPv4Address
     names: list[str]
+    egress: ResolvedEgress
 
 
 @attrs.define(eq=False)
@@ -347,12 +349,11 @@ class Keeper:
                 return {"ok": True}, [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)]
             return {"ok": True}, []
         if op == "attach" and connection.member and len(fds) == 1:
-            name, aliases, iface = protocol.check_attach(message)
-            return self._attach(connection, name, aliases, iface, fds[0]), []
+            return self._attach(connection, protocol.check_attach(message), fds[0]), []
         raise NetworkError(f"unexpected request {op!r} (with {len(fds)} fds)")
 
     def _attach(
-        self, connection: HostConnection, name: str, aliases: list[str], iface: str, netns: int
+        self, connection: HostConnection, request: protocol.AttachRequest, netns: int
     ) -> dict[str, Any]:
         address = self.pool.allocate()
         self.veth_counter += 1
@@ -365,18 +366,20 @@ class Keeper:
             self.pool.free(address)
             raise
         try:
-            netlink.add_veth(veth, iface, netns, mac)
-            firewall.apply_egress(address, None)
+            netlink.add_veth(veth, request.iface, netns, mac)
+            firewall.apply_egress(
+                address, request.egress, request.denied, lock_file=self._xtables_lock()
+            )
         except BaseException:
             netlink.delete_link(veth)
             portguard.unguard(veth)
             self.pool.free(address)
             raise
-        names = [name, *aliases]
+        names = [request.name, *request.aliases]
         self.names.add(names, address)
-        connection.attached.append(Attached(veth, address, names))
+        connection.attached.append(Attached(veth, address, names, request.egress))
         return {
-            "iface": iface,
+            "iface": request.iface,
             "address": str(address),
             "prefix": self.subnet.prefixlen,
             "gateway": str(self.gateway),
@@ -390,7 +393,8 @@ class Keeper:
         self.connections.discard(connection)
         for attached in connection.attached:
             self.names.remove(attached.names, attached.address)
-            firewall.remove_egress(attached.address)
+            with contextlib.suppress(NetworkError, OSError):
+                firewall.remove_egress(attached.address, lock_file=self._xtables_lock())
             with contextlib.suppress(NetworkError, OSError):
                 netlink.delete_link(attached.veth)
             with contextlib.suppress(NetworkError, OSError):

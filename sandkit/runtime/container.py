@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import ipaddress
 import math
 import os
 import secrets
@@ -40,6 +41,7 @@ from ..ipc import (
     encode,
 )
 from ..net import client as net_client
+from ..net import egress as net_egress
 from ..net import protocol as net_protocol
 from ..net import store as net_store
 from ..security import capabilities
@@ -189,6 +191,10 @@ class AsyncContainer:
     _forwarder: PortForwarder | None = attrs.field(default=None, init=False)
     _network_record: net_store.NetworkRecord | None = attrs.field(default=None, init=False)
     _aliases: tuple[str, ...] = attrs.field(default=(), init=False)
+    _egress_policy: net_egress.EgressPolicy | None = attrs.field(default=None, init=False)
+    # Resolved at start: what the keeper enforces, with the host's always-denied destinations.
+    _egress: net_egress.ResolvedEgress | None = attrs.field(default=None, init=False)
+    _denied: list[ipaddress.IPv4Network] | None = attrs.field(default=None, init=False)
     _membership: net_client.KeeperConnection | None = attrs.field(default=None, init=False)
     _addresses: dict[str, str] = attrs.field(factory=dict, init=False)
     # An fd of the user namespace to nest a rootless container's under (a network's keeper's),
@@ -213,6 +219,13 @@ class AsyncContainer:
         elif self._aliases:
             raise errors.NetworkSpecError(
                 f"aliases= needs a network to be reached on: network={self._network!r} has "
+                "none (use network='bridge' or a user network)"
+            )
+        # Checked here (syntax only): a malformed policy fails before anything is made.
+        self._egress_policy = net_egress.EgressPolicy.parse(options.get("egress"))
+        if self._network_record is None and options.get("egress") is not None:
+            raise errors.NetworkSpecError(
+                f"egress= applies to a container on a network: network={self._network!r} has "
                 "none (use network='bridge' or a user network)"
             )
         self._port_specs = parse_ports(options.get("ports"))
@@ -288,7 +301,10 @@ class AsyncContainer:
                 self._limits, accounting=accounting, rlimits=self.options.get("rlimits")
             )
             if self._network_record is not None:
-                # Blocking (a new keeper takes a moment to start), so off the event loop.
+                # Blocking (host names looked up, a new keeper takes a moment to start), so
+                # off the event loop.
+                self._egress = await anyio.to_thread.run_sync(self._egress_policy.resolve)
+                self._denied = await anyio.to_thread.run_sync(net_egress.always_denied)
                 self._membership = await anyio.to_thread.run_sync(
                     net_client.join, self._network_record
                 )
@@ -369,7 +385,9 @@ class AsyncContainer:
         assert self._membership is not None and self._network_record is not None
         netns = os.open(f"/proc/{init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            config = self._membership.attach(netns, self.hostname, list(self._aliases))
+            config = self._membership.attach(
+                netns, self.hostname, list(self._aliases), policy=self._egress, denied=self._denied
+            )
         finally:
             os.close(netns)
         self._addresses[self._network_record.name] = config["address"]

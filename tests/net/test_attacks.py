@@ -19,6 +19,7 @@ import pytest
 from polling import wait_until
 
 import sandkit
+from sandkit.net import pasta
 
 from . import attacker
 from .helpers import host_address, network_processes
@@ -109,15 +110,22 @@ def test_a_forged_source_address_never_reaches_a_neighbour(how):
             assert received(listener) == [f"{address_of(a)} end"]
 
 
-def test_a_forged_source_address_never_leaves_the_network():
-    """The same towards the outside, where egress rules tell containers apart by source."""
-    with containers(2) as stack, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
-        a, b = stack.started
+def test_a_forged_source_address_never_borrows_a_neighbours_egress():
+    """A, whose egress allows nothing, sends to the host as if it were B, whose egress allows
+    the host: only B's own datagram arrives."""
+    with (
+        contextlib.ExitStack() as stack,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+    ):
+        a = stack.enter_context(sandkit.Container("host", network="bridge", egress=[]))
+        b = stack.enter_context(
+            sandkit.Container("host", network="bridge", egress=[host_address()])
+        )
         server.bind((host_address(), 0))
         server.settimeout(10)
         port = server.getsockname()[1]
         assert run(a, "spoof-udp", "raw", address_of(b), host_address(), port, "forged") == "sent"
-        run(a, "udp", host_address(), port, "end")
+        run(b, "udp", host_address(), port, "end")
         assert server.recv(100) == b"end"
 
 
@@ -170,3 +178,33 @@ def test_a_ports_rules_go_when_its_container_does():
             assert leaver_mac in rules and run(stayer, "mac") in rules
         wait_until(lambda: leaver_mac not in in_keepers_netns("ebtables-save"), "the rules to go")
         assert run(stayer, "mac") in in_keepers_netns("ebtables-save")
+
+
+# --- rootless ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_tun():
+    """/dev/net/tun readable and writable by everyone (0666, as most distributions ship it),
+    so that a rootless pasta can open it; its mode is restored after."""
+    mode = os.stat(pasta.TUN_DEVICE).st_mode & 0o777
+    os.chmod(pasta.TUN_DEVICE, 0o666)
+    try:
+        yield
+    finally:
+        os.chmod(pasta.TUN_DEVICE, mode)
+
+
+def _forge_rootless() -> list[str]:
+    with containers(3) as stack:
+        a, b, c = stack.started
+        with udp_listener(c, 9999) as listener:
+            for how in ("raw", "transparent"):
+                run(a, "spoof-udp", how, address_of(b), address_of(c), 9999, "forged")
+            run(a, "udp", address_of(c), 9999, "end")
+            return [*received(listener), address_of(a)]
+
+
+def test_rootless_a_forged_source_address_never_reaches_a_neighbour(as_unprivileged, open_tun):
+    *got, sender = as_unprivileged(_forge_rootless)
+    assert got == [f"{sender} end"]
