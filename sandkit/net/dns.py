@@ -2,7 +2,8 @@
 
 It answers A queries for the names and aliases of the containers attached to the network
 (single labels, case-insensitive), says NXDOMAIN for any other single label (a container's
-short name never leaks to the host's resolvers), and forwards every other query verbatim to the
+short name never leaks to the host's resolvers), and forwards other queries, as far as the
+asking container's egress policy allows (`may_forward`; REFUSED otherwise), verbatim to the
 host's resolvers through a UDP socket the keeper opened in the host's network namespace before
 it left it (so it reaches a resolver on the host's loopback, which containers cannot).
 
@@ -26,6 +27,8 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+from .egress import ResolvedEgress
 
 MAX_QUERY = 4096  # EDNS's usual payload size; a query is far smaller
 MAX_REPLY = 65535
@@ -88,6 +91,23 @@ def local_answer(query: dns.message.Message, names: Names) -> dns.message.Messag
         reply.answer.append(rrset)
     # other types of a known name: NOERROR with no records (IPv4 only)
     return reply
+
+
+def may_forward(query: dns.message.Message, policy: ResolvedEgress | None) -> bool:
+    """Whether ``query`` (one question, not about a container) may go to the host's resolvers
+    for a container with egress ``policy`` (None: not a container of the network).
+
+    The resolver is a way out of the network of its own: a container whose egress allows
+    nothing could still carry data out in the names it asks about. So a container that may
+    reach everything ("all") may ask anything, and any other one only the host names its
+    policy names (any record type, case-insensitive; not their subdomains).
+    """
+    if policy is None:
+        return False
+    if policy.allow_all:
+        return True
+    asked = query.question[0].name.to_text(omit_final_dot=True).lower()
+    return any(destination.host == asked for destination in policy.destinations)
 
 
 def parse_query(wire: bytes) -> dns.message.Message | None:

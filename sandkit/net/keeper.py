@@ -107,6 +107,7 @@ class HostConnection:
 @attrs.define(eq=False)
 class DnsTcpConnection:
     sock: socket.socket
+    client: str  # the container's address
     deadline: float
     buffer: bytearray = attrs.field(factory=bytearray)
 
@@ -120,6 +121,8 @@ class Keeper:
         self.gateway = ipaddress.IPv4Address(spec.gateway)
         self.pool = AddressPool(self.subnet, self.gateway)
         self.names = resolver.Names()
+        # The egress policy of each attached container, by address: the resolver follows it.
+        self.policies: dict[ipaddress.IPv4Address, ResolvedEgress] = {}
         self.dir_fd = os.open(spec.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.lock_fd = os.open(
             LOCK_NAME,
@@ -377,6 +380,7 @@ class Keeper:
             raise
         names = [request.name, *request.aliases]
         self.names.add(names, address)
+        self.policies[address] = request.egress
         connection.attached.append(Attached(veth, address, names, request.egress))
         return {
             "iface": request.iface,
@@ -393,6 +397,7 @@ class Keeper:
         self.connections.discard(connection)
         for attached in connection.attached:
             self.names.remove(attached.names, attached.address)
+            self.policies.pop(attached.address, None)
             with contextlib.suppress(NetworkError, OSError):
                 firewall.remove_egress(attached.address, lock_file=self._xtables_lock())
             with contextlib.suppress(NetworkError, OSError):
@@ -403,15 +408,27 @@ class Keeper:
 
     # -- the resolver -----------------------------------------------------------------------
 
-    def _answer(self, wire: bytes, sink: resolver.Sink) -> None:
+    def _answer(self, wire: bytes, sink: resolver.Sink, client: str) -> None:
+        """Answer the query in ``wire`` from the container at ``client``: names of the
+        network's containers here, others upstream if the container's egress policy allows
+        them (see `resolver.may_forward`), REFUSED otherwise."""
         query = resolver.parse_query(wire)
         if query is None:
             return
         reply = resolver.local_answer(query, self.names)
         if reply is not None:
             sink(reply.to_wire())
+        elif not resolver.may_forward(query, self._policy_of(client)):
+            sink(resolver.error_reply(query, dns.rcode.REFUSED))
         elif not self.forwarder.forward(query, wire, sink):
             sink(resolver.error_reply(query, dns.rcode.SERVFAIL))
+
+    def _policy_of(self, client: str) -> ResolvedEgress | None:
+        """The egress policy of the container at address ``client`` (its source address,
+        which `portguard` keeps it from forging), None for anyone else."""
+        with contextlib.suppress(ValueError):
+            return self.policies.get(ipaddress.IPv4Address(client))
+        return None
 
     def _serve_dns_udp(self) -> None:
         try:
@@ -423,18 +440,18 @@ class Keeper:
             with contextlib.suppress(OSError):
                 self.dns_udp.sendto(answer, client)
 
-        self._answer(wire, reply)
+        self._answer(wire, reply, client[0])
 
     def _accept_dns_tcp(self) -> None:
         try:
-            sock, _ = self.dns_tcp_listener.accept()
+            sock, client = self.dns_tcp_listener.accept()
         except OSError:
             return
         if len(self.dns_tcp) >= MAX_DNS_TCP:
             sock.close()
             return
         sock.setblocking(False)
-        connection = DnsTcpConnection(sock, time.monotonic() + DNS_TCP_TIMEOUT)
+        connection = DnsTcpConnection(sock, client[0], time.monotonic() + DNS_TCP_TIMEOUT)
         self.dns_tcp.add(connection)
         self.selector.register(sock, selectors.EVENT_READ, connection)
 
@@ -468,7 +485,7 @@ class Keeper:
                 connection.sock.sendall(len(answer).to_bytes(2, "big") + answer)
             self._close_dns_tcp(connection, registered=False)
 
-        self._answer(wire, reply)
+        self._answer(wire, reply, connection.client)
 
     def _close_dns_tcp(self, connection: DnsTcpConnection, *, registered: bool = True) -> None:
         if connection not in self.dns_tcp:

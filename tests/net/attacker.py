@@ -16,6 +16,7 @@ Commands (each prints one line of result, or fails with a traceback):
   payload is "end".
 - ``connect ADDR PORT``: one TCP connection; prints "connected", "refused" or "timeout".
 - ``mac``: eth0's MAC address.
+- ``dns SERVER NAME udp|tcp``: one A query; prints the answer's rcode and its addresses.
 """
 
 ATTACKER = r"""
@@ -108,6 +109,38 @@ def connect(addr, port):
     else:
         print("connected")
 
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
+
+def dns_query(server, name, transport):
+    labels = b"".join(bytes([len(l)]) + l.encode() for l in name.rstrip(".").split("."))
+    query = struct.pack("!HHHHHH", 0x5A5A, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", 1, 1)
+    if transport == "tcp":
+        s = socket.create_connection((server, 53), timeout=5)
+        s.sendall(struct.pack("!H", len(query)) + query)
+        data = b""
+        while len(data) < 2 or len(data) < 2 + struct.unpack("!H", data[:2])[0]:
+            chunk = s.recv(65535)
+            if not chunk:
+                break
+            data += chunk
+        answer = data[2:]
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(5)
+        s.sendto(query, (server, 53))
+        answer = s.recv(65535)
+    rcode = RCODES.get(answer[3] & 0xF, answer[3] & 0xF)
+    count = struct.unpack("!H", answer[6:8])[0]
+    # the answers' addresses: the last 4 bytes of each A record (compressed names: 16 bytes)
+    offset = 12 + len(labels) + 1 + 4
+    found = []
+    for _ in range(count):
+        rdlength = struct.unpack("!H", answer[offset + 10:offset + 12])[0]
+        if rdlength == 4:
+            found.append(socket.inet_ntoa(answer[offset + 12:offset + 16]))
+        offset += 12 + rdlength
+    print(rcode, *found)
+
 command, args = sys.argv[1], sys.argv[2:]
 if command == "spoof-udp":
     spoof_udp(args[0], args[1], args[2], int(args[3]), args[4])
@@ -121,6 +154,8 @@ elif command == "listen-udp":
     listen_udp(int(args[0]))
 elif command == "connect":
     connect(args[0], int(args[1]))
+elif command == "dns":
+    dns_query(*args)
 elif command == "mac":
     print(mac_of())
 else:

@@ -10,16 +10,20 @@ see `attacker`.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 
+import dns.message
+import dns.rrset
 import pytest
 from polling import wait_until
 
 import sandkit
-from sandkit.net import pasta
+from sandkit.net import client, egress, pasta, store
 
 from . import attacker
 from .helpers import host_address, network_processes
@@ -208,3 +212,99 @@ def _forge_rootless() -> list[str]:
 def test_rootless_a_forged_source_address_never_reaches_a_neighbour(as_unprivileged, open_tun):
     *got, sender = as_unprivileged(_forge_rootless)
     assert got == [f"{sender} end"]
+
+
+# --- the resolver ----------------------------------------------------------------------------
+
+
+class Upstream:
+    """A stand-in for the host's resolver on 127.0.0.153:53: answers every A query with
+    192.0.2.99 (``silent``: never answers) and records the names it was asked."""
+
+    ADDRESS = "127.0.0.153"
+
+    def __init__(self, silent: bool = False) -> None:
+        self.silent = silent
+        self.asked: list[str] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.ADDRESS, 53))
+        self.sock.settimeout(0.1)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                wire, client = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(wire)
+            self.asked.append(query.question[0].name.to_text())
+            if self.silent:
+                continue
+            reply = dns.message.make_response(query)
+            reply.answer.append(
+                dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "192.0.2.99")
+            )
+            self.sock.sendto(reply.to_wire(), client)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def upstream(tmp_path, monkeypatch) -> Iterator[Upstream]:
+    """The network's keeper forwards to `Upstream` (a fresh home: a keeper of its own)."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("SANDKIT_HOME", str(home))
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text(f"nameserver {Upstream.ADDRESS}\n")
+    monkeypatch.setattr(client, "RESOLV_CONF", resolv_conf)
+    server = Upstream()
+    try:
+        yield server
+    finally:
+        wait_until(lambda: not store.keeper_running(store.BRIDGE.directory()), "the keeper's end")
+        server.close()
+
+
+def resolve_allowed_example(monkeypatch) -> None:
+    """The host's resolver, as egress sees it, knows allowed.example (this machine has no DNS
+    of its own to ask)."""
+
+    def lookup(name: str) -> list[ipaddress.IPv4Address]:
+        if name != "allowed.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [ipaddress.IPv4Address("192.0.2.99")]
+
+    monkeypatch.setattr(egress, "_lookup", lookup)
+
+
+def ask(container: sandkit.Container, name: str, transport: str = "udp") -> str:
+    return run(container, "dns", "10.88.0.1", name, transport)
+
+
+def test_dns_forwards_only_what_the_asking_containers_egress_allows(upstream, monkeypatch):
+    resolve_allowed_example(monkeypatch)
+    with contextlib.ExitStack() as stack:
+        narrow, closed, open_ = (
+            stack.enter_context(sandkit.Container("host", network="bridge", egress=egress_))
+            for egress_ in (["allowed.example:443"], [], "all")
+        )
+        for transport in ("udp", "tcp"):
+            assert ask(narrow, "allowed.example", transport) == "NOERROR 192.0.2.99"
+            assert ask(narrow, "ALLOWED.Example.", transport) == "NOERROR 192.0.2.99"
+            # a subdomain is another name: a way out for data, refused at once
+            assert ask(narrow, "secret.allowed.example", transport) == "REFUSED"
+            assert ask(narrow, "c2VjcmV0.attacker.example", transport) == "REFUSED"
+            assert ask(closed, "allowed.example", transport) == "REFUSED"
+            assert ask(closed, "c2VjcmV0.attacker.example", transport) == "REFUSED"
+            # the names of the network's containers are answered whatever the policy
+            assert ask(closed, open_.hostname, transport) == f"NOERROR {address_of(open_)}"
+            assert ask(open_, "anything.example", transport) == "NOERROR 192.0.2.99"
+    forwarded = {"allowed.example.", "ALLOWED.Example.", "anything.example."}
+    assert set(upstream.asked) == forwarded
