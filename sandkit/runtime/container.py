@@ -146,6 +146,16 @@ def network_of(name: str) -> net_store.NetworkRecord | None:
     return net_store.get_network(name)
 
 
+def denied_destinations() -> list[ipaddress.IPv4Network]:
+    """What a container on a network never reaches unless its policy names it literally: the
+    always-denied destinations (`egress.always_denied`, the host's addresses read now) and the
+    subnets of sandkit's networks. Those are reachable only from inside each network: without
+    this, a packet for a container of another network would leave through pasta for the
+    outside and hang there, instead of being refused at once."""
+    subnets = [record.subnet for record in net_store.list_networks()]
+    return list(dict.fromkeys([*net_egress.always_denied(), *subnets]))
+
+
 # What a container can be made from (see `resolve_image`).
 ImageSource: TypeAlias = Image | str | os.PathLike[str]
 
@@ -304,7 +314,7 @@ class AsyncContainer:
                 # Blocking (host names looked up, a new keeper takes a moment to start), so
                 # off the event loop.
                 self._egress = await anyio.to_thread.run_sync(self._egress_policy.resolve)
-                self._denied = await anyio.to_thread.run_sync(net_egress.always_denied)
+                self._denied = await anyio.to_thread.run_sync(denied_destinations)
                 self._membership = await anyio.to_thread.run_sync(
                     net_client.join, self._network_record
                 )

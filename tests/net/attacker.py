@@ -14,7 +14,8 @@ Commands (each prints one line of result, or fails with a traceback):
   for nobody), which a learning bridge would remember on this port.
 - ``listen-udp PORT``: print "ready", then "SRC PAYLOAD" for each datagram, until one whose
   payload is "end".
-- ``connect ADDR PORT``: one TCP connection; prints "connected", "refused" or "timeout".
+- ``connect ADDR PORT``: one TCP connection; prints "connected" and what the server says
+  first (or "connected, silent"), "refused" or "timeout".
 - ``mac``: eth0's MAC address.
 - ``dns SERVER NAME udp|tcp``: one A query; prints the answer's rcode and its addresses.
 """
@@ -107,7 +108,10 @@ def connect(addr, port):
     except OSError as exc:
         print("error", errno.errorcode.get(exc.errno, exc.errno))
     else:
-        print("connected")
+        try:
+            print("connected", s.recv(100).decode())
+        except (TimeoutError, socket.timeout):
+            print("connected, silent")
 
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 

@@ -26,7 +26,7 @@ import sandkit
 from sandkit.net import client, egress, pasta, store
 
 from . import attacker
-from .helpers import host_address, network_processes
+from .helpers import host_address
 
 # Root makes the networks, or the unprivileged test user for the rootless ones (as_unprivileged).
 pytestmark = [
@@ -78,14 +78,19 @@ def containers(count: int, **options: object) -> contextlib.ExitStack:
     return stack
 
 
-def keeper_pid() -> int:
-    """The pid of the running keeper of this test run's networks (one at a time here)."""
-    home = os.environ["SANDKIT_HOME"]
-    keepers = [
-        line for line in network_processes(home) if "--no-map-gw" not in line.split(None, 2)[-1]
-    ]
-    assert len(keepers) == 1, keepers
-    return int(keepers[0].split()[0])
+def keeper_pid(network: str = "bridge") -> int:
+    """The pid of the running keeper of ``network``: the one process that holds the network's
+    directory open."""
+    directory = os.fspath(store.get_network(network).directory())
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == directory:
+                        found.add(int(pid))
+    assert len(found) == 1, found
+    return found.pop()
 
 
 def in_keepers_netns(*argv: str) -> str:
@@ -308,3 +313,105 @@ def test_dns_forwards_only_what_the_asking_containers_egress_allows(upstream, mo
             assert ask(open_, "anything.example", transport) == "NOERROR 192.0.2.99"
     forwarded = {"allowed.example.", "ALLOWED.Example.", "anything.example."}
     assert set(upstream.asked) == forwarded
+
+
+# --- what a container never reaches ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def greeter(address: str, port: int = 0) -> Iterator[int]:
+    """A TCP server on ``address`` that greets each connection with "hello": its port."""
+    server = socket.create_server((address, port))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                connection, _ = server.accept()
+                with connection:
+                    connection.sendall(b"hello")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+@contextlib.contextmanager
+def greeter_in_the_networks_namespace(port: int) -> Iterator[None]:
+    """A greeter on every address of the network's namespace N (as if something in N
+    listened there)."""
+    process = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/proc/{keeper_pid()}/ns/net",
+            attacker.PYTHON,
+            "-c",
+            LISTEN_AND_GREET,
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def other_network() -> Iterator[str]:
+    name = "attack-other"
+    record = store.create_network(name)
+    try:
+        yield name
+    finally:
+        wait_until(lambda: not store.keeper_running(record.directory()), "its keeper's end")
+        store.remove_network(name)
+
+
+def test_denied_destinations_are_refused_at_once(other_network):
+    """Whatever the policy (here even 0.0.0.0/0), a container is refused at once by the
+    host's own address, its loopback seen through pasta's gateway, the metadata address,
+    anything listening in the network's namespace, and a container of another network."""
+    with (
+        greeter(host_address()) as host_port,
+        greeter("127.0.0.1") as loopback_port,
+        sandkit.Container("host", network="bridge") as server,
+        sandkit.Container("host", network="bridge", egress=["0.0.0.0/0"]) as wide,
+        sandkit.Container("host", network="bridge") as neighbour,
+        sandkit.Container("host", network=other_network) as stranger,
+        greeter_in_the_networks_namespace(7777),
+    ):
+        listening = server.spawn([attacker.PYTHON, "-c", LISTEN_AND_GREET, "7000"], stdin=False)
+        assert listening.stdout is not None and listening.stdout.read() == b"ready\n"
+        for container in (wide, neighbour):
+            for address, port in (
+                (host_address(), host_port),
+                ("169.254.88.1", loopback_port),  # pasta's side of N's uplink
+                ("169.254.169.254", 80),
+                ("10.88.0.1", 7777),  # N: the gateway
+                ("169.254.88.2", 7777),  # N: its uplink's address
+            ):
+                assert run(container, "connect", address, port) == "refused", (address, port)
+        assert run(stranger, "connect", address_of(server), 7000) == "refused"
+        assert run(stranger, "connect", "10.88.0.1", 53) == "refused"
+        # the control: a neighbour on the same network gets through
+        assert run(neighbour, "connect", address_of(server), 7000) == "connected hello"
+
+
+LISTEN_AND_GREET = """
+import socket, sys
+s = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"hello")
+    c.close()
+"""
