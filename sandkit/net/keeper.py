@@ -422,7 +422,7 @@ class Keeper:
             sink(reply.to_wire())
         elif not resolver.may_forward(query, self._policy_of(client)):
             sink(resolver.error_reply(query, dns.rcode.REFUSED))
-        elif not self.forwarder.forward(query, wire, sink):
+        elif not self.forwarder.forward(query, wire, sink, client):
             sink(resolver.error_reply(query, dns.rcode.SERVFAIL))
 
     def _policy_of(self, client: str) -> ResolvedEgress | None:

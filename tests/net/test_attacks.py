@@ -24,6 +24,7 @@ from polling import wait_until
 
 import sandkit
 from sandkit.net import client, egress, keeper, pasta, store
+from sandkit.net import dns as resolver
 
 from . import attacker
 from .helpers import host_address
@@ -444,3 +445,12 @@ def test_answers_a_container_never_reads_do_not_freeze_the_keeper(upstream):
                 assert rcode == "NOERROR" and len(addresses) == Upstream.BIG
         finally:
             holder.kill()
+
+
+def test_a_flood_of_queries_leaves_the_others_their_share(upstream):
+    """A floods the resolver with queries the upstream never answers (more than the keeper
+    keeps waiting at once); B's query, asked after them, is still forwarded and answered."""
+    with containers(2) as stack:
+        a, b = stack.started
+        assert run(a, "dns-flood", "10.88.0.1", "flood", resolver.MAX_PENDING + 44) == "sent"
+        assert ask(b, "other.example") == "NOERROR 192.0.2.99"
