@@ -256,6 +256,10 @@ class Keeper:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         # Through the directory's fd: a deep $SANDKIT_HOME makes paths longer than sun_path.
         self.listener.bind(f"/proc/self/fd/{self.dir_fd}/{SOCKET_NAME}")
+        # Connecting takes write permission on the socket: only our user, whatever the umask
+        # we inherited and the modes of the directories above. Before listen: until then
+        # nobody can connect anyway.
+        os.chmod(SOCKET_NAME, 0o600, dir_fd=self.dir_fd, follow_symlinks=False)
         self.listener.listen(64)
         self.listener.setblocking(False)
         self.selector.register(self.listener, selectors.EVENT_READ)

@@ -454,3 +454,77 @@ def test_a_flood_of_queries_leaves_the_others_their_share(upstream):
         a, b = stack.started
         assert run(a, "dns-flood", "10.88.0.1", "flood", resolver.MAX_PENDING + 44) == "sent"
         assert ask(b, "other.example") == "NOERROR 192.0.2.99"
+
+
+def _header(flags: int, questions: int) -> bytes:
+    return (0x1234).to_bytes(2, "big") + flags.to_bytes(2, "big") + questions.to_bytes(2, "big")
+
+
+MALFORMED = {
+    "empty": b"",
+    "one byte": b"\x01",
+    "a header only, claiming a question": _header(0x0100, 1) + bytes(6),
+    "a name pointing at itself": _header(0x0100, 1) + bytes(6) + b"\xc0\x0c\x00\x01\x00\x01",
+    "a name longer than 255": _header(0x0100, 1)
+    + bytes(6)
+    + (b"\x3f" + b"a" * 63) * 5
+    + b"\x00\x00\x01\x00\x01",
+    "an answer, not a query": _header(0x8180, 1) + bytes(6) + b"\x01a\x00\x00\x01\x00\x01",
+    "two questions": _header(0x0100, 2) + bytes(6) + b"\x01a\x00\x00\x01\x00\x01" * 2,
+    "a question of no class": _header(0x0100, 1) + bytes(6) + b"\x01a\x01b\x00\x00\x01",
+    "4000 random bytes": os.urandom(4000),
+    "larger than any query": _header(0x0100, 1) + bytes(6) + os.urandom(8000),
+}
+
+
+def test_malformed_queries_break_nothing(upstream):
+    with containers(2) as stack:
+        a, b = stack.started
+        for name, wire in MALFORMED.items():
+            assert run(a, "dns-raw", "10.88.0.1", wire.hex()) == "sent", name
+        assert ask(a, b.hostname) == f"NOERROR {address_of(b)}"
+        assert ask(a, "after.example", "tcp") == "NOERROR 192.0.2.99"
+    assert upstream.asked == ["after.example."]
+
+
+# --- another local user ----------------------------------------------------------------------
+
+
+def _reach_keeper(directory: str) -> str:
+    """As another user: list the network's directory and connect to its keeper."""
+    outcomes = []
+    try:
+        os.listdir(directory)
+        outcomes.append("listed")
+    except PermissionError:
+        outcomes.append("denied")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+        try:
+            probe.connect(os.path.join(directory, keeper.SOCKET_NAME))
+            outcomes.append("connected")
+        except PermissionError:
+            outcomes.append("denied")
+    return " ".join(outcomes)
+
+
+def test_another_user_cannot_reach_the_keeper(as_unprivileged):
+    """The network's directory is private; and the keeper's socket refuses another user by
+    itself, even with every directory above it opened and whatever the umask of the process
+    that started the keeper."""
+    umask = os.umask(0)
+    try:
+        with sandkit.Container("host", network="bridge"):
+            directory = store.BRIDGE.directory()
+            above = [directory.parent.parent, directory.parent, directory]
+            assert [os.stat(path).st_mode & 0o077 for path in above] == [0, 0, 0]
+            assert as_unprivileged(_reach_keeper, os.fspath(directory)) == "denied denied"
+            modes = {path: os.stat(path).st_mode & 0o7777 for path in above}
+            try:
+                for path in above:
+                    os.chmod(path, 0o755)
+                assert as_unprivileged(_reach_keeper, os.fspath(directory)) == "listed denied"
+            finally:
+                for path, mode in modes.items():
+                    os.chmod(path, mode)
+    finally:
+        os.umask(umask)
