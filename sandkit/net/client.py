@@ -41,6 +41,13 @@ def host_resolvers(path: Path | None = None) -> list[str]:
     return found[:MAX_UPSTREAM]
 
 
+def _keeper_gone(why: str | None) -> NetworkError:
+    return NetworkError(
+        f"the network's keeper ended unexpectedly ({why}): the containers on the network have "
+        "lost their interfaces on it; restart them to start a new keeper"
+    )
+
+
 class KeeperConnection:
     """A container's membership of a network (one connection to its keeper)."""
 
@@ -73,13 +80,16 @@ class KeeperConnection:
             "egress": policy.to_json(),
             "denied": [str(network) for network in denied],
         }
-        protocol.send(self._sock, request, [netns_fd])
-        return protocol.check_attachment(self._receive())
+        try:
+            protocol.send(self._sock, request, [netns_fd])
+            received = protocol.receive(self._sock)
+        except OSError as exc:  # a keeper killed: the pipe is broken, or reset
+            raise _keeper_gone(exc.strerror) from None
+        return protocol.check_attachment(self._reply(received))
 
-    def _receive(self) -> dict:
-        received = protocol.receive(self._sock)
+    def _reply(self, received: tuple[dict, list[int]] | None) -> dict:
         if received is None:
-            raise NetworkError("the network keeper ended unexpectedly")
+            raise _keeper_gone("end of file")
         message, fds = received
         for fd in fds:
             os.close(fd)

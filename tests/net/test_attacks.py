@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -23,11 +24,12 @@ import pytest
 from polling import wait_until
 
 import sandkit
-from sandkit.net import client, egress, keeper, pasta, store
+from sandkit import errors
+from sandkit.net import client, egress, keeper, pasta, protocol, store
 from sandkit.net import dns as resolver
 
 from . import attacker
-from .helpers import host_address
+from .helpers import host_address, in_netns, netns_process
 
 # Root makes the networks, or the unprivileged test user for the rootless ones (as_unprivileged).
 pytestmark = [
@@ -80,7 +82,7 @@ def containers(count: int, **options: object) -> contextlib.ExitStack:
 
 
 def keeper_pid(network: str = "bridge") -> int:
-    """The pid of the running keeper of ``network``: the one process that holds the network's
+    """The pid of the running keeper of ``network``: the process that holds the network's
     directory open."""
     directory = os.fspath(store.get_network(network).directory())
     found = set()
@@ -90,8 +92,18 @@ def keeper_pid(network: str = "bridge") -> int:
                 with contextlib.suppress(OSError):
                     if os.readlink(f"/proc/{pid}/fd/{fd}") == directory:
                         found.add(int(pid))
-    assert len(found) == 1, found
-    return found.pop()
+    # (a child the keeper forks to run ebtables or iptables holds it too until it execs)
+    keepers = [pid for pid in found if parent_of(pid) not in found]
+    assert len(keepers) == 1, found
+    return keepers[0]
+
+
+def parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
 
 
 def in_keepers_netns(*argv: str) -> str:
@@ -528,3 +540,123 @@ def test_another_user_cannot_reach_the_keeper(as_unprivileged):
                     os.chmod(path, mode)
     finally:
         os.umask(umask)
+
+
+# --- nothing stays behind ----------------------------------------------------------------------
+
+
+def networks_namespace_state() -> dict[str, str]:
+    """What N holds besides the bridge and the uplink: container ports, their bridge rules,
+    their egress chains (read in N)."""
+    links = in_keepers_netns("ip", "-o", "link", "show", "master", "sk0")
+    return {
+        "ports": " ".join(
+            sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
+        ),
+        "bridge rules": " ".join(
+            line for line in in_keepers_netns("ebtables-save").splitlines() if "P-v" in line
+        ),
+        "egress chains": " ".join(
+            line
+            for line in in_keepers_netns("iptables-save", "-t", "filter").splitlines()
+            if line.startswith(":E")
+        ),
+    }
+
+
+def test_a_container_that_dies_mid_attach_leaves_nothing_in_the_network():
+    """The container's namespace is gone by the time its interface is made (only the fd the
+    host passed keeps it), and then its host side goes: its port, rules and chain all go,
+    while a neighbour stays attached."""
+    with sandkit.Container("host", network="bridge") as neighbour:
+        before = networks_namespace_state()
+        with netns_process() as pid:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            connection = client.join(store.BRIDGE)
+            try:
+                connection.attach(fd, "dying", [])
+                assert networks_namespace_state() != before
+            finally:
+                os.close(fd)  # the last reference to the dead container's namespace
+                connection.close()
+            wait_until(lambda: networks_namespace_state() == before, "N to be as before")
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        assert ask(neighbour, neighbour.hostname) == f"NOERROR {address_of(neighbour)}"
+
+
+def _attach_and_die(netns_path: str) -> None:
+    """In a child: join, ask for an attach, and be killed before the answer comes."""
+    connection = client.join(store.BRIDGE)
+    fd = os.open(netns_path, os.O_RDONLY)
+    protocol.send(connection._sock, attach_request("killed"), [fd])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def attach_request(name: str) -> dict:
+    return {
+        "op": "attach",
+        "name": name,
+        "aliases": [],
+        "iface": "eth0",
+        "egress": egress.ResolvedEgress(allow_all=True).to_json(),
+        "denied": [],
+    }
+
+
+def test_a_host_process_killed_mid_attach_leaves_nothing_in_the_network():
+    with sandkit.Container("host", network="bridge"), netns_process() as pid:
+        before = networks_namespace_state()
+        child = os.fork()
+        if child == 0:
+            try:
+                _attach_and_die(f"/proc/{pid}/ns/net")
+            finally:
+                os._exit(1)
+        _, status = os.waitpid(child, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        wait_until(lambda: networks_namespace_state() == before, "N to be as before")
+        assert "eth0" not in in_netns(pid, "ip", "-o", "link").stdout
+
+
+def keepers_children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_sigkill_of_the_keeper(upstream):
+    """pasta goes with the keeper; a container on the network loses its interface; the host's
+    next attach through its connection is a clear NetworkError; a new keeper starts cleanly."""
+    with sandkit.Container("host", network="bridge") as orphan, netns_process() as pid:
+        connection = client.join(store.BRIDGE)
+        try:
+            keeper_process = keeper_pid()
+            children = keepers_children(keeper_process)
+            assert children  # pasta
+            os.kill(keeper_process, signal.SIGKILL)
+            wait_until(lambda: not any(alive(child) for child in children), "pasta to end")
+            wait_until(
+                lambda: orphan.exec(["ip", "link", "show", "eth0"]).exit_code != 0,
+                "the container's interface to go",
+            )
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with pytest.raises(errors.NetworkError, match="keeper"):
+                    connection.attach(fd, "late", [])
+            finally:
+                os.close(fd)
+        finally:
+            connection.close()
+        with sandkit.Container("host", network="bridge") as newcomer:
+            assert ask(newcomer, newcomer.hostname) == f"NOERROR {address_of(newcomer)}"
+            assert ask(newcomer, "out.example") == "NOERROR 192.0.2.99"
