@@ -15,8 +15,10 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.message
 import dns.rrset
@@ -25,7 +27,7 @@ from polling import wait_until
 
 import sandkit
 from sandkit import errors
-from sandkit.net import client, egress, keeper, pasta, protocol, store
+from sandkit.net import client, egress, keeper, protocol, store
 from sandkit.net import dns as resolver
 
 from . import attacker
@@ -120,10 +122,17 @@ def in_keepers_netns(*argv: str) -> str:
 # --- forged addresses ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["raw", "transparent"])
-def test_a_forged_source_address_never_reaches_a_neighbour(how):
-    """A sends a datagram to C as if it came from B (a raw socket, or IP_TRANSPARENT: both
-    need only NET_RAW); C gets A's genuine datagram sent after it, and never the forged one."""
+@pytest.fixture(params=["root", "rootless"])
+def in_mode(request):
+    """Runs a function as root, or as the unprivileged test user (rootless: its own home,
+    networks and keepers; /dev/net/tun opened to it for pasta)."""
+    if request.param == "root":
+        return lambda fn, *args: fn(*args)
+    request.getfixturevalue("open_tun")
+    return request.getfixturevalue("as_unprivileged")
+
+
+def _forged_to_a_neighbour(how: str) -> None:
     with containers(3) as stack:
         a, b, c = stack.started
         with udp_listener(c, 9999) as listener:
@@ -132,32 +141,44 @@ def test_a_forged_source_address_never_reaches_a_neighbour(how):
             assert received(listener) == [f"{address_of(a)} end"]
 
 
-def test_a_forged_source_address_never_borrows_a_neighbours_egress():
-    """A, whose egress allows nothing, sends to the host as if it were B, whose egress allows
-    the host: only B's own datagram arrives."""
-    with (
-        contextlib.ExitStack() as stack,
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
-    ):
+@pytest.mark.parametrize("how", ["raw", "transparent"])
+def test_a_forged_source_address_never_reaches_a_neighbour(in_mode, how):
+    """A sends a datagram to C as if it came from B (a raw socket, or IP_TRANSPARENT: both
+    need only NET_RAW); C gets A's genuine datagram sent after it, and never the forged one."""
+    in_mode(_forged_to_a_neighbour, how)
+
+
+def _forged_to_the_host(port: int) -> None:
+    with contextlib.ExitStack() as stack:
         a = stack.enter_context(sandkit.Container("host", network="bridge", egress=[]))
         b = stack.enter_context(
             sandkit.Container("host", network="bridge", egress=[host_address()])
         )
-        server.bind((host_address(), 0))
-        server.settimeout(10)
-        port = server.getsockname()[1]
         assert run(a, "spoof-udp", "raw", address_of(b), host_address(), port, "forged") == "sent"
         run(b, "udp", host_address(), port, "end")
+
+
+def test_a_forged_source_address_never_borrows_a_neighbours_egress(in_mode):
+    """A, whose egress allows nothing, sends to the host as if it were B, whose egress allows
+    the host: only B's own datagram arrives."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind((host_address(), 0))
+        server.settimeout(10)
+        in_mode(_forged_to_the_host, server.getsockname()[1])
         assert server.recv(100) == b"end"
 
 
-def test_freebind_alone_cannot_forge_a_source_address():
-    """IP_FREEBIND binds a foreign address without any capability, but the container's own
-    kernel refuses to send from it (only IP_TRANSPARENT or a raw socket could)."""
+def _freebind() -> None:
     with containers(2) as stack:
         a, b = stack.started
         sent = run(a, "spoof-udp", "freebind", address_of(b), host_address(), 9, "forged")
         assert sent == "refused ENETUNREACH"
+
+
+def test_freebind_alone_cannot_forge_a_source_address(in_mode):
+    """IP_FREEBIND binds a foreign address without any capability, but the container's own
+    kernel refuses to send from it (only IP_TRANSPARENT or a raw socket could)."""
+    in_mode(_freebind)
 
 
 def neighbour(container: sandkit.Container, address: str) -> str:
@@ -167,9 +188,7 @@ def neighbour(container: sandkit.Container, address: str) -> str:
     return done.stdout.decode().strip()
 
 
-def test_forged_arp_never_teaches_a_neighbour_the_gateways_address():
-    """A claims the gateway's address in an ARP request to C (C would then send A everything
-    it meant for the outside); C learns A's genuine claim sent after it, never the forged one."""
+def _forged_arp() -> None:
     with containers(2) as stack:
         a, c = stack.started
         c_mac, a_mac = run(c, "mac"), run(a, "mac")
@@ -179,9 +198,13 @@ def test_forged_arp_never_teaches_a_neighbour_the_gateways_address():
         assert a_mac not in neighbour(c, "10.88.0.1")
 
 
-def test_a_forged_source_mac_never_diverts_a_neighbours_traffic():
-    """A sends a frame from B's MAC (a learning bridge would then send B's traffic to A's
-    port); B still gets what C sends it afterwards."""
+def test_forged_arp_never_teaches_a_neighbour_the_gateways_address(in_mode):
+    """A claims the gateway's address in an ARP request to C (C would then send A everything
+    it meant for the outside); C learns A's genuine claim sent after it, never the forged one."""
+    in_mode(_forged_arp)
+
+
+def _forged_mac() -> None:
     with containers(3) as stack:
         a, b, c = stack.started
         with udp_listener(b, 9999) as listener:
@@ -189,6 +212,12 @@ def test_a_forged_source_mac_never_diverts_a_neighbours_traffic():
             run(a, "frame", run(b, "mac"))
             run(c, "udp", address_of(b), 9999, "end")
             assert received(listener) == [f"{address_of(c)} first", f"{address_of(c)} end"]
+
+
+def test_a_forged_source_mac_never_diverts_a_neighbours_traffic(in_mode):
+    """A sends a frame from B's MAC (a learning bridge would then send B's traffic to A's
+    port); B still gets what C sends it afterwards."""
+    in_mode(_forged_mac)
 
 
 def test_a_ports_rules_go_when_its_container_does():
@@ -200,36 +229,6 @@ def test_a_ports_rules_go_when_its_container_does():
             assert leaver_mac in rules and run(stayer, "mac") in rules
         wait_until(lambda: leaver_mac not in in_keepers_netns("ebtables-save"), "the rules to go")
         assert run(stayer, "mac") in in_keepers_netns("ebtables-save")
-
-
-# --- rootless ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def open_tun():
-    """/dev/net/tun readable and writable by everyone (0666, as most distributions ship it),
-    so that a rootless pasta can open it; its mode is restored after."""
-    mode = os.stat(pasta.TUN_DEVICE).st_mode & 0o777
-    os.chmod(pasta.TUN_DEVICE, 0o666)
-    try:
-        yield
-    finally:
-        os.chmod(pasta.TUN_DEVICE, mode)
-
-
-def _forge_rootless() -> list[str]:
-    with containers(3) as stack:
-        a, b, c = stack.started
-        with udp_listener(c, 9999) as listener:
-            for how in ("raw", "transparent"):
-                run(a, "spoof-udp", how, address_of(b), address_of(c), 9999, "forged")
-            run(a, "udp", address_of(c), 9999, "end")
-            return [*received(listener), address_of(a)]
-
-
-def test_rootless_a_forged_source_address_never_reaches_a_neighbour(as_unprivileged, open_tun):
-    *got, sender = as_unprivileged(_forge_rootless)
-    assert got == [f"{sender} end"]
 
 
 # --- the resolver ----------------------------------------------------------------------------
@@ -281,15 +280,19 @@ def upstream(tmp_path, monkeypatch) -> Iterator[Upstream]:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     monkeypatch.setenv("SANDKIT_HOME", str(home))
-    resolv_conf = tmp_path / "resolv.conf"
-    resolv_conf.write_text(f"nameserver {Upstream.ADDRESS}\n")
-    monkeypatch.setattr(client, "RESOLV_CONF", resolv_conf)
+    # readable by the rootless tests' user too (tmp_path is not)
+    fd, name = tempfile.mkstemp(prefix="sandkit-attack-resolv-")
+    os.write(fd, f"nameserver {Upstream.ADDRESS}\n".encode())
+    os.fchmod(fd, 0o644)
+    os.close(fd)
+    monkeypatch.setattr(client, "RESOLV_CONF", Path(name))
     server = Upstream()
     try:
         yield server
     finally:
         wait_until(lambda: not store.keeper_running(store.BRIDGE.directory()), "the keeper's end")
         server.close()
+        os.unlink(name)
 
 
 def resolve_allowed_example(monkeypatch) -> None:
@@ -308,8 +311,7 @@ def ask(container: sandkit.Container, name: str, transport: str = "udp") -> str:
     return run(container, "dns", "10.88.0.1", name, transport)
 
 
-def test_dns_forwards_only_what_the_asking_containers_egress_allows(upstream, monkeypatch):
-    resolve_allowed_example(monkeypatch)
+def _dns_policy() -> None:
     with contextlib.ExitStack() as stack:
         narrow, closed, open_ = (
             stack.enter_context(sandkit.Container("host", network="bridge", egress=egress_))
@@ -326,6 +328,11 @@ def test_dns_forwards_only_what_the_asking_containers_egress_allows(upstream, mo
             # the names of the network's containers are answered whatever the policy
             assert ask(closed, open_.hostname, transport) == f"NOERROR {address_of(open_)}"
             assert ask(open_, "anything.example", transport) == "NOERROR 192.0.2.99"
+
+
+def test_dns_forwards_only_what_the_asking_containers_egress_allows(in_mode, upstream, monkeypatch):
+    resolve_allowed_example(monkeypatch)
+    in_mode(_dns_policy)
     forwarded = {"allowed.example.", "ALLOWED.Example.", "anything.example."}
     assert set(upstream.asked) == forwarded
 
@@ -380,45 +387,50 @@ def greeter_in_the_networks_namespace(port: int) -> Iterator[None]:
         process.wait()
 
 
-@pytest.fixture
-def other_network() -> Iterator[str]:
-    name = "attack-other"
-    record = store.create_network(name)
+def _denied(host_port: int, loopback_port: int) -> None:
+    other = store.create_network("attack-other")
     try:
-        yield name
+        with (
+            sandkit.Container("host", network="bridge") as server,
+            sandkit.Container("host", network="bridge", egress=["0.0.0.0/0"]) as wide,
+            sandkit.Container("host", network="bridge") as neighbour,
+            sandkit.Container("host", network=other.name) as stranger,
+        ):
+            listening = server.spawn([attacker.PYTHON, "-c", LISTEN_AND_GREET, "7000"], stdin=False)
+            assert listening.stdout is not None and listening.stdout.read() == b"ready\n"
+            for container in (wide, neighbour):
+                for address, port in (
+                    (host_address(), host_port),
+                    ("169.254.88.1", loopback_port),  # pasta's side of N's uplink
+                    ("169.254.169.254", 80),
+                    ("10.88.0.1", 22),  # N: the gateway
+                    ("169.254.88.2", 22),  # N: its uplink's address
+                ):
+                    assert run(container, "connect", address, port) == "refused", address
+            assert run(stranger, "connect", address_of(server), 7000) == "refused"
+            assert run(stranger, "connect", "10.88.0.1", 53) == "refused"
+            # the control: a neighbour on the same network gets through
+            assert run(neighbour, "connect", address_of(server), 7000) == "connected hello"
     finally:
-        wait_until(lambda: not store.keeper_running(record.directory()), "its keeper's end")
-        store.remove_network(name)
+        wait_until(lambda: not store.keeper_running(other.directory()), "its keeper's end")
+        store.remove_network(other.name)
 
 
-def test_denied_destinations_are_refused_at_once(other_network):
+def test_denied_destinations_are_refused_at_once(in_mode):
     """Whatever the policy (here even 0.0.0.0/0), a container is refused at once by the
-    host's own address, its loopback seen through pasta's gateway, the metadata address,
-    anything listening in the network's namespace, and a container of another network."""
-    with (
-        greeter(host_address()) as host_port,
-        greeter("127.0.0.1") as loopback_port,
-        sandkit.Container("host", network="bridge") as server,
-        sandkit.Container("host", network="bridge", egress=["0.0.0.0/0"]) as wide,
-        sandkit.Container("host", network="bridge") as neighbour,
-        sandkit.Container("host", network=other_network) as stranger,
-        greeter_in_the_networks_namespace(7777),
-    ):
-        listening = server.spawn([attacker.PYTHON, "-c", LISTEN_AND_GREET, "7000"], stdin=False)
-        assert listening.stdout is not None and listening.stdout.read() == b"ready\n"
-        for container in (wide, neighbour):
-            for address, port in (
-                (host_address(), host_port),
-                ("169.254.88.1", loopback_port),  # pasta's side of N's uplink
-                ("169.254.169.254", 80),
-                ("10.88.0.1", 7777),  # N: the gateway
-                ("169.254.88.2", 7777),  # N: its uplink's address
-            ):
-                assert run(container, "connect", address, port) == "refused", (address, port)
-        assert run(stranger, "connect", address_of(server), 7000) == "refused"
-        assert run(stranger, "connect", "10.88.0.1", 53) == "refused"
-        # the control: a neighbour on the same network gets through
-        assert run(neighbour, "connect", address_of(server), 7000) == "connected hello"
+    host's own address, its loopback seen through pasta's gateway, the metadata address, the
+    network's namespace, and a container of another network."""
+    with greeter(host_address()) as host_port, greeter("127.0.0.1") as loopback_port:
+        in_mode(_denied, host_port, loopback_port)
+
+
+def test_nothing_listening_in_the_networks_namespace_is_reached():
+    with containers(1) as stack, greeter_in_the_networks_namespace(7777):
+        (container,) = stack.started
+        for address in ("10.88.0.1", "169.254.88.2"):  # the gateway, N's uplink address
+            assert run(container, "connect", address, 7777) == "refused", address
+        # the control: the resolver, there too, answers
+        assert ask(container, container.hostname, "tcp") == f"NOERROR {address_of(container)}"
 
 
 LISTEN_AND_GREET = """
@@ -634,10 +646,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_sigkill_of_the_keeper(upstream):
-    """pasta goes with the keeper; a container on the network loses its interface; the host's
-    next attach through its connection is a clear NetworkError; a new keeper starts cleanly."""
-    with sandkit.Container("host", network="bridge") as orphan, netns_process() as pid:
+def _kill_the_keeper() -> None:
+    with sandkit.Container("host", network="bridge") as orphan:
         connection = client.join(store.BRIDGE)
         try:
             keeper_process = keeper_pid()
@@ -649,7 +659,8 @@ def test_sigkill_of_the_keeper(upstream):
                 lambda: orphan.exec(["ip", "link", "show", "eth0"]).exit_code != 0,
                 "the container's interface to go",
             )
-            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            # (any namespace: the request never reaches a keeper)
+            fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with pytest.raises(errors.NetworkError, match="keeper"):
                     connection.attach(fd, "late", [])
@@ -660,3 +671,9 @@ def test_sigkill_of_the_keeper(upstream):
         with sandkit.Container("host", network="bridge") as newcomer:
             assert ask(newcomer, newcomer.hostname) == f"NOERROR {address_of(newcomer)}"
             assert ask(newcomer, "out.example") == "NOERROR 192.0.2.99"
+
+
+def test_sigkill_of_the_keeper(in_mode, upstream):
+    """pasta goes with the keeper; a container on the network loses its interface; the host's
+    next attach through its connection is a clear NetworkError; a new keeper starts cleanly."""
+    in_mode(_kill_the_keeper)
