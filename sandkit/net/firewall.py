@@ -14,6 +14,7 @@ from . import egress
 from .netlink import BRIDGE_NAME
 
 UPLINK_NAME = "up0"  # pasta's interface in N
+RESTORE_TIMEOUT = 30.0  # for one *tables-restore: far more than a few hundred rules take
 
 
 def _iptables_restore(ipv6: bool) -> str:
@@ -31,15 +32,28 @@ def restore(ruleset: str, *, flush: bool, lock_file: str, ipv6: bool = False) ->
     ``ipv6``: with ip6tables-restore)."""
     command = [_iptables_restore(ipv6), "-w"] + ([] if flush else ["--noflush"])
     # A rootless keeper cannot open /run/xtables.lock: each network has its own lock anyway.
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "XTABLES_LOCKFILE": lock_file}
-    done = subprocess.run(
-        command, input=ruleset.encode(), capture_output=True, env=env, check=False
-    )
-    if done.returncode != 0:
-        raise NetworkError(
-            f"iptables-restore failed in the network's namespace: "
-            f"{done.stderr.decode(errors='replace').strip()}"
+    load(command, ruleset, {"XTABLES_LOCKFILE": lock_file})
+
+
+def load(command: list[str], ruleset: str, env: dict[str, str] | None = None) -> None:
+    """Run ``command`` (an ``*tables-restore``) with ``ruleset`` on its stdin, in this
+    namespace, with ``env`` added to a fixed PATH; NetworkError naming the program and what it
+    said when it fails or takes longer than `RESTORE_TIMEOUT`."""
+    program = os.path.basename(command[0])
+    try:
+        done = subprocess.run(
+            command,
+            input=ruleset.encode(),
+            capture_output=True,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
+            timeout=RESTORE_TIMEOUT,
+            check=False,
         )
+    except subprocess.TimeoutExpired:
+        raise NetworkError(f"{program} did not finish within {RESTORE_TIMEOUT:g} s") from None
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip()[-2000:]
+        raise NetworkError(f"{program} failed in the network's namespace: {message}")
 
 
 def install_base(

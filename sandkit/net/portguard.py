@@ -17,17 +17,15 @@ keeper's user namespace too), one transaction per attach and detach.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import shutil
-import subprocess
 
 from ..errors import NetworkError, NetworkUnavailableError
+from . import firewall
 
 # iptables-nft's ebtables first: it works inside a user namespace (the legacy one does not).
 _PROGRAMS = ("ebtables-nft-restore", "ebtables-restore")
 _SEARCH_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
-_APPLY_TIMEOUT = 30.0
 _VETH = re.compile(r"v[0-9]{1,9}")
 # A container's MAC: locally administered, unicast, "sk", then the low 24 bits of its address
 # (unique in any network of at least 2^24 addresses; sandkit's are /8 or smaller).
@@ -87,24 +85,7 @@ def _ebtables_restore() -> str:
 def apply(rules: str) -> None:
     """Load ``rules`` (ebtables-restore input) in the caller's network namespace, keeping the
     rest (``--noflush``), in one transaction."""
-    program = _ebtables_restore()
-    env = {"PATH": _SEARCH_PATH}
-    try:
-        done = subprocess.run(
-            [program, "--noflush"],
-            input=rules.encode(),
-            capture_output=True,
-            env=env,
-            timeout=_APPLY_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise NetworkError(f"{program} did not finish within {_APPLY_TIMEOUT:g} s") from None
-    if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").strip()[-2000:]
-        raise NetworkError(
-            f"{os.path.basename(program)} failed in the network's namespace: {message}"
-        )
+    firewall.load([_ebtables_restore(), "--noflush"], rules)
 
 
 def guard(veth: str, address: ipaddress.IPv4Address, mac: str) -> None:

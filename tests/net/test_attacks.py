@@ -31,7 +31,7 @@ from sandkit.net import client, egress, keeper, protocol, store
 from sandkit.net import dns as resolver
 
 from . import attacker
-from .helpers import host_address, in_netns, netns_process
+from .helpers import greeting_server, host_address, in_netns, netns_process
 
 # Root makes the networks, or the unprivileged test user for the rootless ones (as_unprivileged).
 pytestmark = [
@@ -341,30 +341,6 @@ def test_dns_forwards_only_what_the_asking_containers_egress_allows(in_mode, ups
 
 
 @contextlib.contextmanager
-def greeter(address: str, port: int = 0) -> Iterator[int]:
-    """A TCP server on ``address`` that greets each connection with "hello": its port."""
-    server = socket.create_server((address, port))
-    server.settimeout(0.1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                connection, _ = server.accept()
-                with connection:
-                    connection.sendall(b"hello")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
-
-
-@contextlib.contextmanager
 def greeter_in_the_networks_namespace(port: int) -> Iterator[None]:
     """A greeter on every address of the network's namespace N (as if something in N
     listened there)."""
@@ -420,7 +396,10 @@ def test_denied_destinations_are_refused_at_once(in_mode):
     """Whatever the policy (here even 0.0.0.0/0), a container is refused at once by the
     host's own address, its loopback seen through pasta's gateway, the metadata address, the
     network's namespace, and a container of another network."""
-    with greeter(host_address()) as host_port, greeter("127.0.0.1") as loopback_port:
+    with (
+        greeting_server(host_address()) as host_port,
+        greeting_server("127.0.0.1") as loopback_port,
+    ):
         in_mode(_denied, host_port, loopback_port)
 
 
