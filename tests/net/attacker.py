@@ -16,6 +16,8 @@ Commands (each prints one line of result, or fails with a traceback):
   payload is "end".
 - ``connect ADDR PORT``: one TCP connection; prints "connected" and what the server says
   first (or "connected, silent"), "refused" or "timeout".
+- ``sniff PAYLOAD END``: read every frame that reaches eth0 (AF_PACKET: NET_RAW), print
+  "ready", then, once a frame carries END, "sniffed" if one carried PAYLOAD, else "nothing".
 - ``mac``: eth0's MAC address.
 - ``dns SERVER NAME udp|tcp``: one A query; prints the answer's rcode and its addresses.
 - ``dns-hold SERVER NAME COUNT``: COUNT TCP connections to SERVER:53, each with the smallest
@@ -188,6 +190,19 @@ def dns_raw(server, data):
     socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(bytes.fromhex(data), (server, 53))
     print("sent")
 
+def sniff(payload, end):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))  # ETH_P_ALL
+    s.bind(("eth0", 0))
+    s.settimeout(10)
+    print("ready", flush=True)
+    seen = False
+    while True:
+        frame = s.recv(65535)
+        seen = seen or payload.encode() in frame
+        if end.encode() in frame:
+            break
+    print("sniffed" if seen else "nothing")
+
 command, args = sys.argv[1], sys.argv[2:]
 if command == "spoof-udp":
     spoof_udp(args[0], args[1], args[2], int(args[3]), args[4])
@@ -209,6 +224,8 @@ elif command == "dns-flood":
     dns_flood(*args)
 elif command == "dns-raw":
     dns_raw(*args)
+elif command == "sniff":
+    sniff(*args)
 elif command == "mac":
     print(mac_of())
 else:

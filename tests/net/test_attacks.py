@@ -656,3 +656,35 @@ def test_sigkill_of_the_keeper(in_mode, upstream):
     """pasta goes with the keeper; a container on the network loses its interface; the host's
     next attach through its connection is a clear NetworkError; a new keeper starts cleanly."""
     in_mode(_kill_the_keeper)
+
+
+def test_a_neighbour_cannot_sniff_traffic_for_a_container_the_bridge_forgot():
+    """A learning bridge forgets a quiet container's MAC (after 300 s; here at once) and then
+    floods what comes for it to every port, where a raw socket (NET_RAW) reads it. A sniffs
+    while C sends B a secret: B gets it, A never sees it."""
+    with containers(3) as stack:
+        a, b, c = stack.started
+        with udp_listener(b, 9999) as listener:
+            run(c, "udp", address_of(b), 9999, "first")  # C knows B's MAC
+            sniffer = a.spawn(attacker.argv("sniff", "secret-for-b", "end-of-test"), stdin=False)
+            assert sniffer.stdout is not None and sniffer.stdout.read() == b"ready\n"
+            b_mac = run(b, "mac")
+            in_keepers_netns("ip", "link", "set", "sk0", "type", "bridge", "ageing_time", "10")
+            wait_until(lambda: not learned(b_mac), "the bridge to forget B's MAC")
+            run(c, "udp", address_of(b), 9999, "secret-for-b")
+            run(c, "udp", address_of(a), 9, "end-of-test")
+            assert sniffer.wait(10) == 0
+            assert b"".join(iter(sniffer.stdout.read, b"")) == b"nothing\n"
+            run(c, "udp", address_of(b), 9999, "end")
+            assert received(listener)[1:] == [
+                f"{address_of(c)} secret-for-b",
+                f"{address_of(c)} end",
+            ]
+
+
+def learned(mac: str) -> bool:
+    """Whether N's bridge has a learned (not a static) entry for ``mac``."""
+    entries = in_keepers_netns("bridge", "fdb", "show", "br", "sk0").splitlines()
+    return any(
+        mac in entry and "static" not in entry and "permanent" not in entry for entry in entries
+    )
