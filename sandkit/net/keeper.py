@@ -94,7 +94,6 @@ class Attached:
     veth: str
     address: ipaddress.IPv4Address
     names: list[str]
-    egress: ResolvedEgress
 
 
 @attrs.define(eq=False)
@@ -108,6 +107,8 @@ class HostConnection:
 
 @attrs.define(eq=False)
 class DnsTcpConnection:
+    """One TCP connection to the resolver: one query in, its answer out, within the deadline."""
+
     sock: socket.socket
     client: str  # the container's address
     deadline: float  # for the whole exchange: the query in, the answer out
@@ -396,7 +397,7 @@ class Keeper:
         names = [request.name, *request.aliases]
         self.names.add(names, address)
         self.policies[address] = request.egress
-        connection.attached.append(Attached(veth, address, names, request.egress))
+        connection.attached.append(Attached(veth, address, names))
         return {
             "iface": request.iface,
             "address": str(address),
