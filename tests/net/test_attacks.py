@@ -403,6 +403,21 @@ def test_denied_destinations_are_refused_at_once(in_mode):
         in_mode(_denied, host_port, loopback_port)
 
 
+def test_the_hosts_loopback_stays_out_of_reach_even_when_named(in_mode):
+    """pasta could map its gateway to the host's loopback (sandkit starts it with
+    --no-map-gw): a policy that names the gateway and loopback literally still reaches
+    nothing on the host's loopback."""
+    with greeting_server("127.0.0.1") as port:
+        reached = in_mode(_named_loopback, port)
+    assert not any(outcome.startswith("connected") for outcome in reached), reached
+
+
+def _named_loopback(port: int) -> list[str]:
+    named = ["169.254.88.1", "127.0.0.1", "169.254.88.2"]
+    with sandkit.Container("host", network="bridge", egress=named) as container:
+        return [run(container, "connect", address, port) for address in named]
+
+
 def test_nothing_listening_in_the_networks_namespace_is_reached():
     with containers(1) as stack, greeter_in_the_networks_namespace(7777):
         (container,) = stack.started
