@@ -17,7 +17,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import attrs
 
@@ -67,7 +67,7 @@ class KeeperConnection:
         iface: str = "eth0",
         policy: egress.ResolvedEgress | None = None,
         denied: list[ipaddress.IPv4Network] | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Give the container whose network namespace is ``netns_fd`` an interface on the
         network, with the egress ``policy`` (None: "all") and the ``denied`` destinations
         (None: `egress.always_denied`, read here in the host's namespace); returns the
@@ -91,7 +91,7 @@ class KeeperConnection:
             raise _keeper_gone(exc.strerror) from None
         return protocol.check_attachment(self._reply(received))
 
-    def _reply(self, received: tuple[dict, list[int]] | None) -> dict:
+    def _reply(self, received: tuple[dict[str, Any], list[int]] | None) -> dict[str, Any]:
         if received is None:
             raise _keeper_gone("end of file")
         message, fds = received

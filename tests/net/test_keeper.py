@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ from .helpers import (
     host_address,
     host_state,
     in_netns,
+    killed_host_process,
     netns_fd,
     netns_process,
     network_processes,
@@ -135,8 +137,10 @@ def test_keeper_stays_while_a_member_is_left_and_a_probe_is_not_one(clean_host):
         attach(first, a, "alpha")
         config_b = attach(second, b, "beta")
         first.close()
-        # alpha is detached, beta still served; a probe does not keep the keeper
+        # alpha is detached (its interface gone with its name), beta still served; a probe
+        # does not keep the keeper
         wait_until(lambda: query(b, "10.88.0.1", "alpha") == "NXDOMAIN", "alpha to go")
+        wait_until(lambda: "eth0" not in in_netns(a, "ip", "-o", "link").stdout, "alpha's eth0")
         with store.network_lock(store.BRIDGE) as directory:
             assert store.keeper_running(directory)
         assert query(b, "10.88.0.1", "beta") == f"NOERROR {config_b['address']}"
@@ -158,19 +162,10 @@ sys.stdin.read()
 
 def test_sigkill_of_the_host_process_leaves_nothing(clean_host):
     with netns_process() as pid:
-        child = subprocess.Popen(
-            [sys.executable, "-c", _KILLED_CHILD, str(pid)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert child.stdout.readline().startswith("10.88.")
+        with killed_host_process(_KILLED_CHILD, str(pid)) as first_line:
+            assert first_line.startswith("10.88.")
             assert network_processes(os.environ["SANDKIT_HOME"])
             assert "eth0" in in_netns(pid, "ip", "-o", "link").stdout
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
         wait_until(
             lambda: "eth0" not in in_netns(pid, "ip", "-o", "link").stdout,
             "the container's interface to go",
@@ -211,19 +206,23 @@ def test_malformed_requests_are_refused_and_others_still_served(clean_host):
             connection.close()
 
 
+_PADDED_QUERY = """
+import socket, dns.edns, dns.message
+q = dns.message.make_query("alpha", "A", use_edns=0, options=[dns.edns.GenericOption(12, bytes(5000))])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+s.sendto(q.to_wire(max_size=65535), ("10.88.0.1", 53))
+s.recv(100)
+"""
+
+
 def test_oversized_dns_query_is_dropped(clean_host):
     with netns_process() as pid:
         connection = client.join(store.BRIDGE)
         try:
             attach(connection, pid, "alpha")
-            send = in_netns(
-                pid,
-                sys.executable,
-                "-c",
-                "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-                "s.settimeout(0.5); s.sendto(b'x' * 5000, ('10.88.0.1', 53)); "
-                "s.recv(100)",
-            )
+            # a well-formed query, but padded over the 4096 bytes a query may take
+            send = in_netns(pid, sys.executable, "-c", _PADDED_QUERY)
             assert "timed out" in send.stderr
             assert query(pid, "10.88.0.1", "alpha").startswith("NOERROR")
         finally:
@@ -235,3 +234,20 @@ def test_no_pasta_installed_is_a_clear_error_and_leaves_nothing(clean_host, tmp_
     with pytest.raises(errors.NetworkUnavailableError, match=r"apt install passt"):
         client.join(store.BRIDGE)
     assert not (store.BRIDGE.directory() / SOCKET_NAME).exists()
+
+
+def test_sigkill_of_the_keeper_takes_pasta_with_it(clean_host):
+    connection = client.join(store.BRIDGE)
+    try:
+        creds = connection._sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+        )
+        keeper_pid = struct.unpack("3i", creds)[0]
+        assert any("up0" in p for p in network_processes(os.environ["SANDKIT_HOME"]))
+        os.kill(keeper_pid, signal.SIGKILL)
+        wait_until(
+            lambda: not network_processes(os.environ["SANDKIT_HOME"]),
+            "pasta to go with its keeper",
+        )
+    finally:
+        connection.close()
