@@ -203,7 +203,9 @@ class AsyncContainer:
     _forwarder: PortForwarder | None = attrs.field(default=None, init=False)
     _network_record: net_store.NetworkRecord | None = attrs.field(default=None, init=False)
     _aliases: tuple[str, ...] = attrs.field(default=(), init=False)
-    _egress_policy: net_egress.EgressPolicy | None = attrs.field(default=None, init=False)
+    _egress_policy: net_egress.EgressPolicy = attrs.field(
+        default=net_egress.EgressPolicy(allow_all=True), init=False
+    )
     # Resolved at start: what the keeper enforces, with the host's always-denied destinations.
     _egress: net_egress.ResolvedEgress | None = attrs.field(default=None, init=False)
     _denied: list[ipaddress.IPv4Network] | None = attrs.field(default=None, init=False)
