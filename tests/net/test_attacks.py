@@ -168,6 +168,32 @@ def test_a_forged_source_address_never_borrows_a_neighbours_egress(in_mode):
         assert server.recv(100) == b"end"
 
 
+def _forged_with_net_admin() -> None:
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(sandkit.Container("host", network="bridge", cap_add=["NET_ADMIN"]))
+        b, c = (stack.enter_context(sandkit.Container("host", network="bridge")) for _ in "bc")
+        with udp_listener(c, 9999) as listener:
+            run(a, "udp", address_of(c), 9999, "first")
+            # B's address as a second one of A's: the kernel then sends from it as from its own
+            done = a.exec(["ip", "addr", "add", f"{address_of(b)}/32", "dev", "eth0"])
+            assert done.exit_code == 0, done.stderr
+            assert (
+                run(a, "spoof-udp", "freebind", address_of(b), address_of(c), 9999, "x") == "sent"
+            )
+            # then B's MAC as A's own: every frame A sends is B's
+            done = a.exec(["ip", "link", "set", "eth0", "address", run(b, "mac")])
+            assert done.exit_code == 0, done.stderr
+            run(a, "udp", address_of(c), 9999, "forged")
+            run(b, "udp", address_of(c), 9999, "end")
+            assert received(listener) == [f"{address_of(a)} first", f"{address_of(b)} end"]
+
+
+def test_net_admin_cannot_take_a_neighbours_address_or_mac(in_mode):
+    """With NET_ADMIN (cap_add) A gives itself B's address, then B's MAC, and sends: C gets
+    only A's genuine datagram and B's own."""
+    in_mode(_forged_with_net_admin)
+
+
 def _freebind() -> None:
     with containers(2) as stack:
         a, b = stack.started
