@@ -729,3 +729,12 @@ def learned(mac: str) -> bool:
     return any(
         mac in entry and "static" not in entry and "permanent" not in entry for entry in entries
     )
+
+
+def test_egress_is_checked_before_anything_is_made():
+    with pytest.raises(
+        errors.NetworkSpecError, match="egress= applies to a container on a network"
+    ):
+        sandkit.Container("host", egress=[])
+    with pytest.raises(errors.EgressError, match="invalid egress entry"):
+        sandkit.Container("host", network="bridge", egress=["10.0.0.1/8"])
