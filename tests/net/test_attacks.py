@@ -27,7 +27,7 @@ from polling import wait_until
 
 import sandkit
 from sandkit import errors
-from sandkit.net import client, egress, keeper, protocol, store
+from sandkit.net import client, egress, keeper, portguard, protocol, store
 from sandkit.net import dns as resolver
 
 from . import attacker
@@ -738,3 +738,17 @@ def test_egress_is_checked_before_anything_is_made():
         sandkit.Container("host", egress=[])
     with pytest.raises(errors.EgressError, match="invalid egress entry"):
         sandkit.Container("host", network="bridge", egress=["10.0.0.1/8"])
+
+
+def test_without_ebtables_a_container_is_refused_with_the_fix(tmp_path, monkeypatch):
+    """A host without ebtables-nft-restore (Debian's iptables package) cannot pin ports: the
+    start fails naming the package, and the keeper it started ends."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("SANDKIT_HOME", str(home))
+    monkeypatch.setattr(portguard, "_SEARCH_PATH", str(tmp_path))  # the keeper is forked
+    with pytest.raises(
+        errors.NetworkError, match=r"ebtables-nft-restore.*apt-get install iptables"
+    ):
+        sandkit.Container("host", network="bridge").start()
+    wait_until(lambda: not store.keeper_running(store.BRIDGE.directory()), "the keeper's end")
