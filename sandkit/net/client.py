@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import ipaddress
 import os
 import re
 import select
@@ -21,7 +22,7 @@ from typing import Any, NoReturn
 import attrs
 
 from ..errors import NetworkError, NetworkUnavailableError
-from . import keeper, pasta, protocol
+from . import egress, keeper, pasta, protocol
 from .keeper import SOCKET_NAME, KeeperSpec
 from .store import NetworkRecord, network_lock
 
@@ -44,6 +45,13 @@ def host_resolvers(path: Path | None = None) -> list[str]:
     return found[:MAX_UPSTREAM]
 
 
+def _keeper_gone(why: str | None) -> NetworkError:
+    return NetworkError(
+        f"the network's keeper ended unexpectedly ({why}): the containers on the network have "
+        "lost their interfaces on it; restart them to start a new keeper"
+    )
+
+
 class KeeperConnection:
     """A container's membership of a network (one connection to its keeper)."""
 
@@ -52,18 +60,40 @@ class KeeperConnection:
         self.userns_fd = userns_fd  # rootless: the keeper's user namespace, to nest under
 
     def attach(
-        self, netns_fd: int, name: str, aliases: list[str], iface: str = "eth0"
+        self,
+        netns_fd: int,
+        name: str,
+        aliases: list[str],
+        iface: str = "eth0",
+        policy: egress.ResolvedEgress | None = None,
+        denied: list[ipaddress.IPv4Network] | None = None,
     ) -> dict[str, Any]:
         """Give the container whose network namespace is ``netns_fd`` an interface on the
-        network; returns its configuration for the init (``setup.net``)."""
-        request = {"op": "attach", "name": name, "aliases": list(aliases), "iface": iface}
-        protocol.send(self._sock, request, [netns_fd])
-        return protocol.check_attachment(self._receive())
+        network, with the egress ``policy`` (None: "all") and the ``denied`` destinations
+        (None: `egress.always_denied`, read here in the host's namespace); returns the
+        interface's configuration for the init (``setup.net``)."""
+        if policy is None:
+            policy = egress.ResolvedEgress(allow_all=True)
+        if denied is None:
+            denied = egress.always_denied()
+        request = {
+            "op": "attach",
+            "name": name,
+            "aliases": list(aliases),
+            "iface": iface,
+            "egress": policy.to_json(),
+            "denied": [str(network) for network in denied],
+        }
+        try:
+            protocol.send(self._sock, request, [netns_fd])
+            received = protocol.receive(self._sock)
+        except OSError as exc:  # a keeper killed: the pipe is broken, or reset
+            raise _keeper_gone(exc.strerror) from None
+        return protocol.check_attachment(self._reply(received))
 
-    def _receive(self) -> dict[str, Any]:
-        received = protocol.receive(self._sock)
+    def _reply(self, received: tuple[dict[str, Any], list[int]] | None) -> dict[str, Any]:
         if received is None:
-            raise NetworkError("the network keeper ended unexpectedly")
+            raise _keeper_gone("end of file")
         message, fds = received
         for fd in fds:
             os.close(fd)

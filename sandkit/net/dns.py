@@ -2,16 +2,19 @@
 
 It answers A queries for the names and aliases of the containers attached to the network
 (single labels, case-insensitive), says NXDOMAIN for any other single label (a container's
-short name never leaks to the host's resolvers), and forwards every other query verbatim to the
+short name never leaks to the host's resolvers), and forwards other queries, as far as the
+asking container's egress policy allows (`may_forward`; REFUSED otherwise), verbatim to the
 host's resolvers through a UDP socket the keeper opened in the host's network namespace before
 it left it (so it reaches a resolver on the host's loopback, which containers cannot).
 
 Bounded: a query larger than `MAX_QUERY` is dropped; at most `MAX_PENDING` forwarded queries
-wait for an answer, each at most `FORWARD_TIMEOUT` seconds (the client retries, as resolvers do).
+wait for an answer, `MAX_PENDING_PER_CLIENT` of them from one container, each at most
+`FORWARD_TIMEOUT` seconds (the client retries, as resolvers do).
 """
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import secrets
 import socket
@@ -27,9 +30,12 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from .egress import ResolvedEgress
+
 MAX_QUERY = 4096  # EDNS's usual payload size; a query is far smaller
 MAX_REPLY = 65535
 MAX_PENDING = 256
+MAX_PENDING_PER_CLIENT = 64  # of which one container may have (a flood leaves the others room)
 FORWARD_TIMEOUT = 5.0
 # Containers come and go: an answer about one is not cached for long.
 LOCAL_TTL = 5
@@ -90,6 +96,23 @@ def local_answer(query: dns.message.Message, names: Names) -> dns.message.Messag
     return reply
 
 
+def may_forward(query: dns.message.Message, policy: ResolvedEgress | None) -> bool:
+    """Whether ``query`` (one question, not about a container) may go to the host's resolvers
+    for a container with egress ``policy`` (None: not a container of the network).
+
+    The resolver is a way out of the network of its own: a container whose egress allows
+    nothing could still carry data out in the names it asks about. So a container that may
+    reach everything ("all") may ask anything, and any other one only the host names its
+    policy names (any record type, case-insensitive; not their subdomains).
+    """
+    if policy is None:
+        return False
+    if policy.allow_all:
+        return True
+    asked = query.question[0].name.to_text(omit_final_dot=True).lower()
+    return any(destination.host == asked for destination in policy.destinations)
+
+
 def parse_query(wire: bytes) -> dns.message.Message | None:
     """The query in ``wire``, or None for anything that is not one (dropped without answer)."""
     if len(wire) > MAX_QUERY:
@@ -116,8 +139,9 @@ class Forwarder:
     def __init__(self, upstream: socket.socket | None, servers: list[str]) -> None:
         self.socket = upstream  # None: no upstream (an internal network, or no resolvers)
         self._servers = [(s, DNS_PORT) for s in servers]
-        # new id -> (server, original id, deadline, where the answer goes)
-        self._pending: dict[int, tuple[tuple[str, int], int, float, Sink]] = {}
+        # new id -> (server, original id, deadline, where the answer goes, who asked)
+        self._pending: dict[int, tuple[tuple[str, int], int, float, Sink, str]] = {}
+        self._pending_of: collections.Counter[str] = collections.Counter()
         self._next_server = 0
 
     @property
@@ -125,11 +149,14 @@ class Forwarder:
         """Whether queries can be forwarded at all."""
         return self.socket is not None and bool(self._servers)
 
-    def forward(self, query: dns.message.Message, wire: bytes, sink: Sink) -> bool:
-        """Send ``wire`` (the query) upstream; its answer goes to ``sink``. False when it
-        cannot be (no upstream, or too many queries waiting): answer SERVFAIL then."""
+    def forward(self, query: dns.message.Message, wire: bytes, sink: Sink, client: str) -> bool:
+        """Send ``wire`` (the query of ``client``) upstream; its answer goes to ``sink``. False
+        when it cannot be (no upstream, too many queries waiting, or too many of ``client``'s):
+        answer SERVFAIL then."""
         self.expire()
         if not self.usable or len(self._pending) >= MAX_PENDING:
+            return False
+        if self._pending_of[client] >= MAX_PENDING_PER_CLIENT:
             return False
         assert self.socket is not None
         new_id = secrets.randbelow(1 << 16)
@@ -141,7 +168,9 @@ class Forwarder:
             self.socket.sendto(new_id.to_bytes(2, "big") + wire[2:], server)
         except OSError:
             return False
-        self._pending[new_id] = (server, query.id, time.monotonic() + FORWARD_TIMEOUT, sink)
+        deadline = time.monotonic() + FORWARD_TIMEOUT
+        self._pending[new_id] = (server, query.id, deadline, sink, client)
+        self._pending_of[client] += 1
         return True
 
     def receive(self) -> None:
@@ -156,11 +185,17 @@ class Forwarder:
         entry = self._pending.get(int.from_bytes(wire[:2], "big"))
         if entry is None or entry[0] != source[:2]:
             return
-        del self._pending[int.from_bytes(wire[:2], "big")]
+        self._forget(int.from_bytes(wire[:2], "big"))
         entry[3](entry[1].to_bytes(2, "big") + wire[2:])
 
     def expire(self) -> None:
         """Forget queries whose answer is overdue."""
         now = time.monotonic()
         for key in [k for k, v in self._pending.items() if v[2] < now]:
-            del self._pending[key]
+            self._forget(key)
+
+    def _forget(self, key: int) -> None:
+        client = self._pending.pop(key)[4]
+        self._pending_of[client] -= 1
+        if not self._pending_of[client]:
+            del self._pending_of[client]

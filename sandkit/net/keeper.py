@@ -31,13 +31,15 @@ import dns.rcode
 
 from ..errors import NetworkError
 from . import dns as resolver
-from . import firewall, netlink, nsutil, pasta, protocol
+from . import firewall, netlink, nsutil, pasta, portguard, protocol
+from .egress import ResolvedEgress
 
 SOCKET_NAME = "keeper.sock"
 PROCESS_NAME = "sandkit-keeper"  # its comm, as ps shows it
 LOCK_NAME = "lock"
 MAX_CONNECTIONS = 1024  # host connections at once (one per container, plus probes)
 MAX_DNS_TCP = 32  # resolver TCP connections at once
+MAX_DNS_TCP_PER_CLIENT = 4  # of which one container may hold (the others' stay free)
 DNS_TCP_TIMEOUT = 5.0
 SELECT_TICK = 1.0
 LOCK_RETRY = 0.01  # while idle and the lock is taken
@@ -113,6 +115,7 @@ class DnsTcpConnection:
     """One resolver client over TCP: what it sent so far, and when it is given up."""
 
     sock: socket.socket
+    client: str  # the container's address
     deadline: float
     buffer: bytearray = attrs.field(factory=bytearray)
 
@@ -126,6 +129,8 @@ class Keeper:
         self.gateway = ipaddress.IPv4Address(spec.gateway)
         self.pool = AddressPool(self.subnet, self.gateway)
         self.names = resolver.Names()
+        # The egress policy of each attached container, by address: the resolver follows it.
+        self.policies: dict[ipaddress.IPv4Address, ResolvedEgress] = {}
         self.dir_fd = os.open(spec.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.lock_fd = os.open(
             LOCK_NAME,
@@ -280,6 +285,10 @@ class Keeper:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         # Through the directory's fd: a deep $SANDKIT_HOME makes paths longer than sun_path.
         self.listener.bind(f"/proc/self/fd/{self.dir_fd}/{SOCKET_NAME}")
+        # Connecting takes write permission on the socket: only our user, whatever the umask
+        # we inherited and the modes of the directories above. Before listen: until then
+        # nobody can connect anyway.
+        os.chmod(SOCKET_NAME, 0o600, dir_fd=self.dir_fd, follow_symlinks=False)
         self.listener.listen(64)
         self.listener.setblocking(False)
         self.selector.register(self.listener, selectors.EVENT_READ)
@@ -384,28 +393,38 @@ class Keeper:
             # A probe (store.keeper_running): is anyone still on the network?
             return {"members": sum(c.member for c in self.connections)}, []
         if op == "attach" and connection.member and len(fds) == 1:
-            name, aliases, iface = protocol.check_attach(message)
-            return self._attach(connection, name, aliases, iface, fds[0]), []
+            return self._attach(connection, protocol.check_attach(message), fds[0]), []
         raise NetworkError(f"unexpected request {op!r} (with {len(fds)} fds)")
 
     def _attach(
-        self, connection: HostConnection, name: str, aliases: list[str], iface: str, netns: int
+        self, connection: HostConnection, request: protocol.AttachRequest, netns: int
     ) -> dict[str, Any]:
         address = self.pool.allocate()
         self.veth_counter += 1
         veth = f"v{self.veth_counter}"
+        mac = portguard.mac_for(address)
         try:
-            netlink.add_veth(veth, iface, netns)
-            firewall.apply_egress(address, None)
+            # Before the port exists: no frame of the container passes unchecked.
+            portguard.guard(veth, address, mac)
         except BaseException:
-            netlink.delete_link(veth)
             self.pool.free(address)
             raise
-        names = [name, *aliases]
+        try:
+            netlink.add_veth(veth, request.iface, netns, mac)
+            firewall.apply_egress(
+                address, request.egress, request.denied, lock_file=self._xtables_lock()
+            )
+        except BaseException:
+            netlink.delete_link(veth)
+            portguard.unguard(veth)
+            self.pool.free(address)
+            raise
+        names = [request.name, *request.aliases]
         self.names.add(names, address)
+        self.policies[address] = request.egress
         connection.attached.append(Attached(veth, address, names))
         return {
-            "iface": iface,
+            "iface": request.iface,
             "address": str(address),
             "prefix": self.subnet.prefixlen,
             "gateway": str(self.gateway),
@@ -419,22 +438,38 @@ class Keeper:
         self.connections.discard(connection)
         for attached in connection.attached:
             self.names.remove(attached.names, attached.address)
-            firewall.remove_egress(attached.address)
+            self.policies.pop(attached.address, None)
+            with contextlib.suppress(NetworkError, OSError):
+                firewall.remove_egress(attached.address, lock_file=self._xtables_lock())
             with contextlib.suppress(NetworkError, OSError):
                 netlink.delete_link(attached.veth)
+            with contextlib.suppress(NetworkError, OSError):
+                portguard.unguard(attached.veth)
             self.pool.free(attached.address)
 
     # -- the resolver -----------------------------------------------------------------------
 
-    def _answer(self, wire: bytes, sink: resolver.Sink) -> None:
+    def _answer(self, wire: bytes, sink: resolver.Sink, client: str) -> None:
+        """Answer the query in ``wire`` from the container at ``client``: names of the
+        network's containers here, others upstream if the container's egress policy allows
+        them (see `resolver.may_forward`), REFUSED otherwise."""
         query = resolver.parse_query(wire)
         if query is None:
             return
         reply = resolver.local_answer(query, self.names)
         if reply is not None:
             sink(reply.to_wire())
-        elif not self.forwarder.forward(query, wire, sink):
+        elif not resolver.may_forward(query, self._policy_of(client)):
+            sink(resolver.error_reply(query, dns.rcode.REFUSED))
+        elif not self.forwarder.forward(query, wire, sink, client):
             sink(resolver.error_reply(query, dns.rcode.SERVFAIL))
+
+    def _policy_of(self, client: str) -> ResolvedEgress | None:
+        """The egress policy of the container at address ``client`` (its source address,
+        which `portguard` keeps it from forging), None for anyone else."""
+        with contextlib.suppress(ValueError):
+            return self.policies.get(ipaddress.IPv4Address(client))
+        return None
 
     def _serve_dns_udp(self) -> None:
         try:
@@ -446,19 +481,20 @@ class Keeper:
             with contextlib.suppress(OSError):
                 self.dns_udp.sendto(answer, client)
 
-        self._answer(wire, reply)
+        self._answer(wire, reply, client[0])
 
     def _accept_dns_tcp(self) -> None:
         try:
-            sock, _ = self.dns_tcp_listener.accept()
+            sock, client = self.dns_tcp_listener.accept()
         except OSError:
             return
-        if len(self.dns_tcp) >= MAX_DNS_TCP:
+        held = sum(1 for c in self.dns_tcp if c.client == client[0])
+        if len(self.dns_tcp) >= MAX_DNS_TCP or held >= MAX_DNS_TCP_PER_CLIENT:
             sock.close()
             return
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * (resolver.MAX_REPLY + 2))
-        connection = DnsTcpConnection(sock, time.monotonic() + DNS_TCP_TIMEOUT)
+        connection = DnsTcpConnection(sock, client[0], time.monotonic() + DNS_TCP_TIMEOUT)
         self.dns_tcp.add(connection)
         self.selector.register(sock, selectors.EVENT_READ, connection)
 
@@ -490,23 +526,22 @@ class Keeper:
             # whatever the client's window, and what does not fit is dropped with the connection.
             with contextlib.suppress(OSError):
                 connection.sock.send(len(answer).to_bytes(2, "big") + answer)
-            self._close_dns_tcp(connection, registered=False)
+            self._close_dns_tcp(connection)
 
-        self._answer(wire, reply)
+        self._answer(wire, reply, connection.client)
 
-    def _close_dns_tcp(self, connection: DnsTcpConnection, *, registered: bool = True) -> None:
+    def _close_dns_tcp(self, connection: DnsTcpConnection) -> None:
         if connection not in self.dns_tcp:
             return
         self.dns_tcp.discard(connection)
-        if registered:
+        if self.selector.get_map().get(connection.sock) is not None:
             self.selector.unregister(connection.sock)
         connection.sock.close()
 
     def _expire_dns_tcp(self) -> None:
         now = time.monotonic()
         for connection in [c for c in self.dns_tcp if c.deadline < now]:
-            registered = connection.sock.fileno() in self.selector.get_map()
-            self._close_dns_tcp(connection, registered=registered)
+            self._close_dns_tcp(connection)
 
     # -- the end ----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import socket
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import ndmsg
 
 from ..errors import NetworkError
 
@@ -34,9 +35,10 @@ def create_bridge(gateway: ipaddress.IPv4Address, prefix: int) -> None:
         ipr.link("set", index=bridge, state="up")
 
 
-def add_veth(host_name: str, peer_name: str, peer_netns_fd: int) -> None:
+def add_veth(host_name: str, peer_name: str, peer_netns_fd: int, peer_mac: str) -> None:
     """A veth pair: ``host_name`` in this namespace on the bridge and up, its peer
-    ``peer_name`` created in the namespace ``peer_netns_fd`` (down: the init configures it).
+    ``peer_name`` with MAC ``peer_mac`` created in the namespace ``peer_netns_fd`` (down: the
+    init configures it).
     NetworkError naming the cause when the kernel refuses (a name taken in the container,
     no permission over its namespace)."""
     with IPRoute() as ipr:
@@ -46,7 +48,12 @@ def add_veth(host_name: str, peer_name: str, peer_netns_fd: int) -> None:
                 ifname=host_name,
                 kind="veth",
                 mtu=VETH_MTU,
-                peer={"ifname": peer_name, "net_ns_fd": peer_netns_fd, "mtu": VETH_MTU},
+                peer={
+                    "ifname": peer_name,
+                    "net_ns_fd": peer_netns_fd,
+                    "mtu": VETH_MTU,
+                    "address": peer_mac,
+                },
             )
         except NetlinkError as exc:
             raise NetworkError(
@@ -54,10 +61,22 @@ def add_veth(host_name: str, peer_name: str, peer_netns_fd: int) -> None:
             ) from None
         try:
             index = _index(ipr, host_name)
-            ipr.link("set", index=index, master=_index(ipr, BRIDGE_NAME), state="up")
+            bridge = _index(ipr, BRIDGE_NAME)
+            ipr.link("set", index=index, master=bridge)
+            _pin_port(ipr, index, bridge, peer_mac)
+            ipr.link("set", index=index, state="up")
         except BaseException:
             delete_link(host_name)
             raise
+
+
+def _pin_port(ipr: IPRoute, port: int, bridge: int, mac: str) -> None:
+    """The bridge sends to ``port`` only what is for ``mac``, the container's: a static entry,
+    no learning, no flooding of unknown unicast. A learning bridge forgets a quiet container
+    (after 300 s) and then floods what comes for it to every port, where a neighbour with
+    NET_RAW reads it. (Broadcasts, ARP's requests, still reach every port.)"""
+    ipr.brport("set", index=port, learning=0, unicast_flood=0)
+    ipr.fdb("add", ifindex=port, lladdr=mac, master=bridge, state=ndmsg.states["noarp"])
 
 
 def delete_link(name: str) -> None:

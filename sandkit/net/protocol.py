@@ -10,23 +10,32 @@ Requests (host -> keeper), at most one fd each:
   reply carries the keeper's user namespace as an fd when it has one (rootless).
 - ``{"op": "status"}`` (instead of a hello: a probe, `store.keeper_running`): the reply is
   ``{"members": n}``, the connections that said hello.
-- ``{"op": "attach", "name": str, "aliases": [str], "iface": str}`` with the container's
-  network namespace as an fd: the reply is the interface's configuration (`Attachment`).
+- ``{"op": "attach", "name": str, "aliases": [str], "iface": str, "egress": {...},
+  "denied": [str]}`` with the container's network namespace as an fd: ``egress`` is the
+  container's policy (`egress.ResolvedEgress.to_json`), ``denied`` the always-denied networks
+  read on the host (`egress.always_denied`); the reply is the interface's configuration
+  (`check_attachment`).
   Closing the connection detaches everything it attached.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import socket
 from typing import Any
 
-from ..errors import NetworkError
+import attrs
 
-# A request or reply is small: a few names and addresses.
-MAX_MESSAGE = 4096
+from ..errors import NetworkError
+from .egress import ResolvedEgress, denied_from_json
+
+# A request or reply is small (a few names and addresses), but for an attach's egress policy:
+# up to egress.MAX_DESTINATIONS destinations of a few dozen bytes each. Below the kernel's
+# default socket send buffer (net.core.wmem_default, 208 KiB), the limit of one packet.
+MAX_MESSAGE = 160 * 1024
 MAX_FDS = 1
 MAX_ALIASES = 16
 # A DNS label (RFC 1035: 63 bytes); names of containers and aliases are looked up by DNS.
@@ -80,9 +89,21 @@ def check_name(name: object, what: str) -> str:
     return name
 
 
-def check_attach(message: dict[str, Any]) -> tuple[str, list[str], str]:
-    """The (name, aliases, iface) of an attach request; NetworkError if it is malformed."""
-    if set(message) != {"op", "name", "aliases", "iface"}:
+@attrs.frozen
+class AttachRequest:
+    """An attach request, checked."""
+
+    name: str
+    aliases: list[str]
+    iface: str
+    egress: ResolvedEgress
+    denied: list[ipaddress.IPv4Network]
+
+
+def check_attach(message: dict[str, Any]) -> AttachRequest:
+    """The attach request in ``message``; NetworkError (EgressError for the policy) if it is
+    malformed."""
+    if set(message) != {"op", "name", "aliases", "iface", "egress", "denied"}:
         raise NetworkError(f"malformed attach request: keys {sorted(message)}")
     aliases = message["aliases"]
     if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES:
@@ -90,18 +111,18 @@ def check_attach(message: dict[str, Any]) -> tuple[str, list[str], str]:
     iface = message["iface"]
     if not isinstance(iface, str) or not _IFACE.fullmatch(iface):
         raise NetworkError(f"malformed attach request: interface {iface!r}")
-    return (
-        check_name(message["name"], "container name"),
-        [check_name(a, "alias") for a in aliases],
-        iface,
+    return AttachRequest(
+        name=check_name(message["name"], "container name"),
+        aliases=[check_name(a, "alias") for a in aliases],
+        iface=iface,
+        egress=ResolvedEgress.from_json(message["egress"]),
+        denied=denied_from_json(message["denied"]),
     )
 
 
 def check_attachment(message: dict[str, Any]) -> dict[str, Any]:
     """The keeper's answer to an attach: the interface's configuration, checked (the init's
     ``setup.net``); NetworkError naming the keeper's refusal otherwise."""
-    import ipaddress
-
     if "error" in message:
         raise NetworkError(f"the network refused the container: {message['error']}")
     expected = {"iface": str, "address": str, "prefix": int, "gateway": str, "mtu": int}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import ipaddress
 import math
 import os
 import secrets
@@ -39,6 +40,7 @@ from ..ipc import (
     Started,
     encode,
 )
+from ..net import egress as net_egress
 from ..net import protocol as net_protocol
 from ..net import store as net_store
 from ..security import capabilities
@@ -150,6 +152,16 @@ def network_of(name: str) -> net_store.NetworkRecord | None:
     return net_store.get_network(name)
 
 
+def denied_destinations() -> list[ipaddress.IPv4Network]:
+    """What a container on a network never reaches unless its policy names it literally: the
+    always-denied destinations (`egress.always_denied`, the host's addresses read now) and the
+    subnets of sandkit's networks. Those are reachable only from inside each network: without
+    this, a packet for a container of another network would leave through pasta for the
+    outside and hang there, instead of being refused at once."""
+    subnets = [record.subnet for record in net_store.list_networks()]
+    return list(dict.fromkeys([*net_egress.always_denied(), *subnets]))
+
+
 # What a container can be made from (see `resolve_image`).
 ImageSource: TypeAlias = Image | str | os.PathLike[str]
 
@@ -195,6 +207,12 @@ class AsyncContainer:
     _forwarder: PortForwarder | None = attrs.field(default=None, init=False)
     _network_record: net_store.NetworkRecord | None = attrs.field(default=None, init=False)
     _aliases: tuple[str, ...] = attrs.field(default=(), init=False)
+    _egress_policy: net_egress.EgressPolicy = attrs.field(
+        default=net_egress.EgressPolicy(allow_all=True), init=False
+    )
+    # Resolved at start: what the keeper enforces, with the host's always-denied destinations.
+    _egress: net_egress.ResolvedEgress | None = attrs.field(default=None, init=False)
+    _denied: list[ipaddress.IPv4Network] | None = attrs.field(default=None, init=False)
     _membership: KeeperConnection | None = attrs.field(default=None, init=False)
     _addresses: dict[str, str] = attrs.field(factory=dict, init=False)
     # An fd of the user namespace to nest a rootless container's under (a network's keeper's),
@@ -219,6 +237,13 @@ class AsyncContainer:
         elif self._aliases:
             raise errors.NetworkSpecError(
                 f"aliases= needs a network to be reached on: network={self._network!r} has "
+                "none (use network='bridge' or a user network)"
+            )
+        # Checked here (syntax only): a malformed policy fails before anything is made.
+        self._egress_policy = net_egress.EgressPolicy.parse(options.get("egress"))
+        if self._network_record is None and options.get("egress") is not None:
+            raise errors.NetworkSpecError(
+                f"egress= applies to a container on a network: network={self._network!r} has "
                 "none (use network='bridge' or a user network)"
             )
         self._port_specs = parse_ports(options.get("ports"))
@@ -298,7 +323,10 @@ class AsyncContainer:
                 # which containers without a network need not pay.
                 from ..net import client as net_client
 
-                # Blocking (a new keeper takes a moment to start), so off the event loop.
+                # Blocking (host names looked up, a new keeper takes a moment to start), so
+                # off the event loop.
+                self._egress = await anyio.to_thread.run_sync(self._egress_policy.resolve)
+                self._denied = await anyio.to_thread.run_sync(denied_destinations)
                 self._membership = await anyio.to_thread.run_sync(
                     net_client.join, self._network_record
                 )
@@ -379,7 +407,9 @@ class AsyncContainer:
         assert self._membership is not None and self._network_record is not None
         netns = os.open(f"/proc/{init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            config = self._membership.attach(netns, self.hostname, list(self._aliases))
+            config = self._membership.attach(
+                netns, self.hostname, list(self._aliases), policy=self._egress, denied=self._denied
+            )
         finally:
             os.close(netns)
         self._addresses[self._network_record.name] = config["address"]

@@ -53,6 +53,11 @@ class ContainerOptions(TypedDict, total=False):
     aliases: Sequence[str]
     """More names the container is reached by on its network (DNS and /etc/hosts), as
     ``docker run --network-alias``."""
+    egress: str | Sequence[str]
+    """What a container on a network may reach outside it: "all" (the default), or a list of
+    CIDRs, addresses and host names, each with an optional port and protocol
+    (``["10.1.0.0/16", "pypi.org:443", "1.2.3.4:53/udp"]``; ``[]``: nothing). The host's own
+    addresses, loopback and 169.254.0.0/16 stay denied unless named literally."""
     ports: PortsOption | None
     """Published ports, as ``docker run -p``: ``["8080:80", "127.0.0.1::5432", "53/udp"]``
     ([[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/tcp|udp]), or ``{80: 8080, "53/udp": None,

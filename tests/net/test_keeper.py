@@ -14,7 +14,7 @@ import pytest
 from polling import wait_until
 
 from sandkit import errors
-from sandkit.net import client, pasta, store
+from sandkit.net import client, egress, pasta, store
 from sandkit.net.keeper import SOCKET_NAME
 
 from .helpers import (
@@ -48,21 +48,28 @@ def clean_host():
     assert host_state(home) == before
 
 
-def attach(connection: client.KeeperConnection, pid: int, name: str, aliases=()) -> dict:
+def attach(
+    connection: client.KeeperConnection, pid: int, name: str, aliases=(), policy=None
+) -> dict:
     fd = netns_fd(pid)
     try:
-        config = connection.attach(fd, name, list(aliases))
+        config = connection.attach(fd, name, list(aliases), policy=policy)
     finally:
         os.close(fd)
     configure(pid, config)
     return config
 
 
+def egress_policy(entries: list[str]) -> egress.ResolvedEgress:
+    return egress.EgressPolicy.parse(entries).resolve()
+
+
 def test_attached_namespace_gets_address_names_and_the_way_out(clean_host):
     with netns_process() as pid, greeting_server(host_address()) as port:
         connection = client.join(store.BRIDGE)
         try:
-            config = attach(connection, pid, "alpha", ["db"])
+            # The host's own address is always denied, unless named literally.
+            config = attach(connection, pid, "alpha", ["db"], egress_policy([host_address()]))
             assert config["gateway"] == "10.88.0.1" and config["prefix"] == 16
             shown = in_netns(pid, "ip", "-o", "-4", "addr", "show", "eth0").stdout
             assert f"inet {config['address']}/16" in shown
