@@ -15,6 +15,7 @@ import select
 import signal
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -57,6 +58,7 @@ class KeeperConnection:
 
     def __init__(self, sock: socket.socket, userns_fd: int | None) -> None:
         self._sock = sock
+        self._lock = threading.Lock()
         self.userns_fd = userns_fd  # rootless: the keeper's user namespace, to nest under
 
     def attach(
@@ -90,6 +92,33 @@ class KeeperConnection:
         except OSError as exc:  # a keeper killed: the pipe is broken, or reset
             raise _keeper_gone(exc.strerror) from None
         return protocol.check_attachment(self._reply(received))
+
+    def set_egress(
+        self, policy: egress.ResolvedEgress, denied: list[ipaddress.IPv4Network]
+    ) -> None:
+        """Swap the egress policy of the container attached through this connection (see
+        `attach`): at once, in one transaction; the resolver follows it."""
+        request = {
+            "op": "egress",
+            "egress": policy.to_json(),
+            "denied": [str(network) for network in denied],
+        }
+        reply = self._exchange(request)
+        if reply != {"ok": True}:
+            raise NetworkError(
+                f"the network refused the egress policy: {reply.get('error', reply)}"
+            )
+
+    def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send ``request`` and return the keeper's answer: one at a time (a container's
+        requests may come from several threads, and each answer must go to its own request)."""
+        with self._lock:
+            try:
+                protocol.send(self._sock, request)
+                received = protocol.receive(self._sock)
+            except OSError as exc:
+                raise _keeper_gone(exc.strerror) from None
+            return self._reply(received)
 
     def _reply(self, received: tuple[dict[str, Any], list[int]] | None) -> dict[str, Any]:
         if received is None:

@@ -73,10 +73,12 @@ def apply_egress(
     denied: list[ipaddress.IPv4Network],
     *,
     lock_file: str,
+    replace: bool = False,
 ) -> None:
     """Install the egress chain of the container at ``address`` (`egress.container_rules`);
-    `remove_egress` removes it when the container detaches."""
-    rules = egress.container_rules(address=address, policy=policy, denied=denied)
+    `remove_egress` removes it when the container detaches. ``replace``: swap the policy of a
+    container whose chain exists already, in one transaction (``set_egress``)."""
+    rules = egress.container_rules(address=address, policy=policy, denied=denied, replace=replace)
     restore(rules, flush=False, lock_file=lock_file)
 
 

@@ -394,6 +394,8 @@ class Keeper:
             return {"members": sum(c.member for c in self.connections)}, []
         if op == "attach" and connection.member and len(fds) == 1:
             return self._attach(connection, protocol.check_attach(message), fds[0]), []
+        if op == "egress" and connection.member and not fds:
+            return self._set_egress(connection, protocol.check_egress(message)), []
         raise NetworkError(f"unexpected request {op!r} (with {len(fds)} fds)")
 
     def _attach(
@@ -430,6 +432,24 @@ class Keeper:
             "gateway": str(self.gateway),
             "mtu": netlink.VETH_MTU,
         }
+
+    def _set_egress(
+        self, connection: HostConnection, request: protocol.EgressRequest
+    ) -> dict[str, Any]:
+        """Swap the egress policy of what ``connection`` attached (its container): each chain
+        in one transaction, then the resolver's view of it."""
+        if not connection.attached:
+            raise NetworkError("no container is attached through this connection")
+        for attached in connection.attached:
+            firewall.apply_egress(
+                attached.address,
+                request.egress,
+                request.denied,
+                lock_file=self._xtables_lock(),
+                replace=True,
+            )
+            self.policies[attached.address] = request.egress
+        return {"ok": True}
 
     def _drop(self, connection: HostConnection) -> None:
         """A connection closed: detach whatever it attached."""

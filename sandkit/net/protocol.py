@@ -16,6 +16,10 @@ Requests (host -> keeper), at most one fd each:
   read on the host (`egress.always_denied`); the reply is the interface's configuration
   (`check_attachment`).
   Closing the connection detaches everything it attached.
+- ``{"op": "egress", "egress": {...}, "denied": [str]}``: a new egress policy for what this
+  connection attached (a running container's ``set_egress``), as in an attach; each container's
+  chain is swapped in one transaction, and the resolver follows the new policy. The reply is
+  ``{"ok": true}``, or ``{"error": str}``.
 """
 
 from __future__ import annotations
@@ -115,6 +119,25 @@ def check_attach(message: dict[str, Any]) -> AttachRequest:
         name=check_name(message["name"], "container name"),
         aliases=[check_name(a, "alias") for a in aliases],
         iface=iface,
+        egress=ResolvedEgress.from_json(message["egress"]),
+        denied=denied_from_json(message["denied"]),
+    )
+
+
+@attrs.frozen
+class EgressRequest:
+    """An egress request, checked."""
+
+    egress: ResolvedEgress
+    denied: list[ipaddress.IPv4Network]
+
+
+def check_egress(message: dict[str, Any]) -> EgressRequest:
+    """The egress request in ``message``; NetworkError (EgressError for the policy) if it is
+    malformed."""
+    if set(message) != {"op", "egress", "denied"}:
+        raise NetworkError(f"malformed egress request: keys {sorted(message)}")
+    return EgressRequest(
         egress=ResolvedEgress.from_json(message["egress"]),
         denied=denied_from_json(message["denied"]),
     )
