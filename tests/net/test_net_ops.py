@@ -41,7 +41,7 @@ def _connect_before_and_after_swaps(address: str, port: int) -> list[str]:
     return seen
 
 
-def test_set_egress_takes_effect_at_once_both_ways(in_mode):  # noqa: F811
+def test_set_egress_takes_effect_at_once_both_ways(in_mode):
     address = host_address()
     with greeting_server(address) as port:
         assert in_mode(_connect_before_and_after_swaps, address, port) == [
@@ -72,7 +72,7 @@ except ConnectionRefusedError:
 """
 
 
-def test_set_egress_async(in_mode):  # noqa: F811
+def test_set_egress_async(in_mode):
     address = host_address()
     with greeting_server(address) as port:
         assert in_mode(_async_swap, address, port) == ["refused", GREETED]
@@ -88,7 +88,7 @@ def _dns_follows_the_policy() -> list[str]:
     return answers
 
 
-def test_the_resolver_follows_set_egress(in_mode, upstream, monkeypatch):  # noqa: F811
+def test_the_resolver_follows_set_egress(in_mode, upstream, monkeypatch):
     resolve_allowed_example(monkeypatch)
     assert in_mode(_dns_follows_the_policy) == ["REFUSED", "NOERROR 192.0.2.99", "REFUSED"]
 
@@ -108,7 +108,7 @@ def test_a_bad_policy_is_refused_and_the_old_one_stays():
 
 def test_set_egress_without_a_network_says_what_to_do():
     with sandkit.Container("host") as c:
-        with pytest.raises(errors.NetworkSpecError, match="on no network.*connect"):
+        with pytest.raises(errors.NetworkSpecError, match=r"on no network.*connect"):
             c.set_egress([])
         assert c.exec(["true"]).exit_code == 0
     with pytest.raises(errors.ContainerNotRunningError):
