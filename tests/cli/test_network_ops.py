@@ -1,0 +1,76 @@
+"""`sandkit run --egress`, and `sandkit network connect/disconnect` of a detached container,
+with Docker's messages and exit codes (the egress flag is sandkit's own)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from net.helpers import greeting_server, host_address
+
+from .conftest import sandkit
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="runs containers on networks as root"),
+]
+
+# What a program in the container gets when it connects: a greeting, or "refused" at once.
+CONNECT = """
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    print("connected", s.recv(100).decode())
+except ConnectionRefusedError:
+    print("refused")
+"""
+GREETED = "connected hello from the host"
+
+
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def greeter():
+    address = host_address()
+    with greeting_server(address) as port:
+        yield address, port
+
+
+def test_run_egress_in_the_foreground(greeter):
+    address, port = greeter
+    for flags, expected in (([address], GREETED), (["none"], "refused")):
+        egress = [arg for flag in flags for arg in ("--egress", flag)]
+        ran = sandkit(
+            "run", "--rm", "--network", "bridge", *egress, "host",
+            "/usr/bin/python3", "-c", CONNECT, address, str(port),
+        )  # fmt: skip
+        assert (ran.returncode, ran.stdout.strip()) == (0, expected), ran.stderr
+
+
+def test_run_egress_detached(greeter):
+    address, port = greeter
+    started = sandkit(
+        "run", "-d", "--network", "bridge", "--egress", f"{address}:{port}/tcp", "host",
+        "sleep", "1000",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    container = started.stdout.strip()
+    try:
+        done = sandkit("exec", container, "/usr/bin/python3", "-c", CONNECT, address, str(port))
+        assert done.stdout.strip() == GREETED, done.stderr
+        other_port = sandkit("exec", container, "/usr/bin/python3", "-c", CONNECT, address, "1")
+        assert other_port.stdout.strip() == "refused", other_port.stderr
+    finally:
+        sandkit("rm", "-f", container)
+
+
+def test_run_egress_malformed_or_without_a_network_fails_with_the_fix():
+    bad = sandkit("run", "--rm", "--network", "bridge", "--egress", "10.0.0.1/8", "host", "true")
+    assert bad.returncode == 125
+    assert "accepted forms" in bad.stderr
+    alone = sandkit("run", "--rm", "--egress", "none", "host", "true")
+    assert alone.returncode == 125
+    assert "egress= applies to a container on a network" in alone.stderr
