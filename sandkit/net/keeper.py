@@ -167,7 +167,10 @@ class Keeper:
                 nsutil.become_root_of_new_userns(spec.uid, spec.gid)
             else:
                 nsutil.unshare(nsutil.CLONE_NEWNET)
-            netlink.create_bridge(self.gateway, self.subnet.prefixlen)
+            # (the MAC of the gateway's address: no container has it, see portguard.mac_for)
+            netlink.create_bridge(
+                self.gateway, self.subnet.prefixlen, portguard.mac_for(self.gateway)
+            )
             with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
                 f.write("1")
             firewall.install_base(
