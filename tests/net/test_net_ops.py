@@ -8,6 +8,7 @@ import os
 
 import pytest
 import trio
+from polling import wait_until
 
 import sandkit
 from sandkit import errors
@@ -20,6 +21,7 @@ from .test_attacks import (  # noqa: F401 - fixtures
     run,
     upstream,
 )
+from .test_container_net import clean_host  # noqa: F401 - a fixture
 
 pytestmark = [
     pytest.mark.slow,
@@ -113,3 +115,184 @@ def test_set_egress_without_a_network_says_what_to_do():
         assert c.exec(["true"]).exit_code == 0
     with pytest.raises(errors.ContainerNotRunningError):
         c.set_egress([])
+
+
+# --- connect and disconnect ------------------------------------------------------------------
+
+# A TCP server in a container of the host image that greets each connection, and says when it
+# listens.
+GREETER = [
+    "/usr/bin/python3",
+    "-c",
+    "import socket\n"
+    "s = socket.create_server(('0.0.0.0', 7000))\n"
+    "print('ready', flush=True)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(b'hello from the peer'); c.close()\n",
+]
+
+
+def _started_greeter(container: sandkit.Container) -> sandkit.Process:
+    process = container.spawn(GREETER, stdin=False)
+    assert process.stdout is not None
+    assert process.stdout.read() == b"ready\n"
+    return process
+
+
+def _addresses(container: sandkit.Container, iface: str) -> str:
+    return container.exec(["sh", "-c", f"ip -o -4 addr show {iface} 2>&1"]).stdout.decode()
+
+
+def _interfaces(container: sandkit.Container) -> set[str]:
+    table = container.exec(["cat", "/proc/net/dev"]).stdout.decode()
+    return {row.split(":")[0].strip() for row in table.splitlines()[2:]}
+
+
+def test_connect_then_disconnect_a_running_container(clean_host):
+    with sandkit.Network() as net:  # noqa: SIM117 - the network outlives its containers
+        with (
+            sandkit.Container("host", network=net, hostname="peer") as peer,
+            sandkit.Container("host", network="bridge", hostname="mover") as mover,
+        ):
+            _started_greeter(peer)
+            on_bridge = mover.networks["bridge"]
+            mover.connect(net, aliases=["extra"])
+            address = mover.networks[net.name]
+            assert mover.networks == {"bridge": on_bridge, net.name: address}
+            assert f"inet {address}/{net.subnet.prefixlen}" in _addresses(mover, "eth1")
+            # the first network keeps the default route
+            route = mover.exec(["ip", "route", "show", "default"]).stdout.decode()
+            assert route.startswith("default via 10.88.0.1 dev eth0")
+            assert run(mover, "connect", peer.networks[net.name], 7000) == (
+                "connected hello from the peer"
+            )
+            for name in ("extra", "mover"):
+                assert run(peer, "dns", net.gateway, name, "udp").split() == ["NOERROR", address]
+
+            mover.disconnect(net)
+            assert mover.networks == {"bridge": on_bridge}
+            assert _interfaces(mover) == {"lo", "eth0"}
+            assert run(mover, "connect", peer.networks[net.name], 7000) != (
+                "connected hello from the peer"
+            )
+            assert run(peer, "dns", net.gateway, "extra", "udp") == "NXDOMAIN"
+            # and back, on the next interface
+            mover.connect(net.name)
+            assert f"inet {mover.networks[net.name]}/" in _addresses(mover, "eth2")
+            assert run(mover, "connect", peer.networks[net.name], 7000) == (
+                "connected hello from the peer"
+            )
+
+
+def test_a_container_without_a_network_gets_route_resolver_and_hosts(busybox, clean_host):
+    address = host_address()
+    with (
+        greeting_server(address) as port,
+        sandkit.Container(busybox, network="none", hostname="late") as c,
+    ):
+        c.connect("bridge", aliases=["later"])
+        mine = c.networks["bridge"]
+        seen = c.exec(["sh", "-c", "ip route show default; cat /etc/resolv.conf /etc/hosts"])
+        text = seen.stdout.decode()
+        assert text.startswith("default via 10.88.0.1 dev eth0")
+        assert "nameserver 10.88.0.1\n" in text
+        assert f"{mine}\tlate later\n" in text
+        c.set_egress([address])  # the host's address: denied unless named
+        greeted = c.exec(["sh", "-c", f"nc -w 3 {address} {port} </dev/null"], timeout=10)
+        assert greeted.stdout.decode() == "hello from the host"
+
+
+def test_connect_and_disconnect_refusals_leave_the_container_as_it_was(busybox, clean_host):
+    with (
+        sandkit.Network() as net,
+        sandkit.Container(busybox, network="bridge") as c,
+        sandkit.Container("host", network="host") as on_host,
+    ):
+        before = c.networks
+        with pytest.raises(errors.NetworkNotFoundError):
+            c.connect("nosuch")
+        for special in ("none", "host"):
+            with pytest.raises(errors.NetworkSpecError, match="'bridge' or a user network"):
+                c.connect(special)
+        with pytest.raises(errors.NetworkError, match="already connected to network 'bridge'"):
+            c.connect("bridge")
+        with pytest.raises(errors.NetworkSpecError, match="alias"):
+            c.connect(net, aliases=["no spaces"])
+        with pytest.raises(errors.NetworkError, match=f"not connected to network '{net.name}'"):
+            c.disconnect(net)
+        with pytest.raises(errors.NetworkError, match="uses the host's network"):
+            on_host.connect(net)
+        assert c.networks == before
+        assert _interfaces(c) == {"lo", "eth0"}
+    with pytest.raises(errors.ContainerNotRunningError):
+        c.connect("bridge")
+
+
+def test_a_failed_connect_takes_the_interface_away_again(clean_host):
+    """The host image binds the host's own /etc/hosts and /etc/resolv.conf read-only: the first
+    network of a container of it started without one cannot write its own there."""
+    with sandkit.Container("host", network="none") as c:
+        with pytest.raises(errors.NetworkError, match="cannot take the network's /etc/hosts"):
+            c.connect("bridge")
+        assert c.networks == {}
+        wait_until(lambda: _interfaces(c) == {"lo"}, "eth0 taken away")
+
+
+def _rootless_refusal(image) -> tuple[str, str, dict[str, str]]:
+    with sandkit.Network() as net:
+        with sandkit.Container(image, network="bridge") as on_bridge:
+            with pytest.raises(errors.NetworkError) as refused:
+                on_bridge.connect(net)
+            networks = on_bridge.networks
+            assert on_bridge.exec(["true"]).exit_code == 0
+        with sandkit.Container(image) as alone, pytest.raises(errors.NetworkError) as too:
+            alone.connect("bridge")
+    return str(refused.value), str(too.value), networks
+
+
+def test_rootless_refuses_another_network_and_says_why(as_unprivileged, open_tun, users_busybox):
+    refused, too, networks = as_unprivileged(_rootless_refusal, users_busybox)
+    assert list(networks) == ["bridge"]
+    for message in (refused, too):
+        assert "rootless container cannot join network" in message
+        assert "start the container with network=" in message
+
+
+def _async_connect(image) -> list[object]:
+    async def main() -> list[object]:
+        async with sandkit.AsyncContainer(image, network="none") as c:
+            await c.connect("bridge")
+            seen: list[object] = [list(c.networks)]
+            await c.disconnect("bridge")
+            return [*seen, c.networks]
+
+    return trio.run(main)
+
+
+def test_connect_and_disconnect_async(busybox, clean_host):
+    assert _async_connect(busybox) == [["bridge"], {}]
+
+
+# --- the gateway's MAC -----------------------------------------------------------------------
+
+
+def _gateway_mac(container: sandkit.Container, gateway: object) -> str:
+    """The gateway's MAC in ``container``'s ARP cache, after a query to its resolver."""
+    assert run(container, "dns", gateway, container.hostname, "udp").startswith("NOERROR")
+    arp = container.exec(["cat", "/proc/net/arp"]).stdout.decode()
+    return next(row.split()[3] for row in arp.splitlines()[1:] if row.split()[0] == str(gateway))
+
+
+def test_the_gateways_mac_stays_while_containers_come_and_go(clean_host):
+    """A bridge without a MAC of its own takes its ports' lowest: each container joining with a
+    lower one changed the gateway's MAC, and one leaving changed it back under its neighbours'
+    ARP caches, whose traffic out of the network then stalled for seconds."""
+    with sandkit.Network() as net:  # noqa: SIM117 - the network outlives its containers
+        with sandkit.Container("host", network=net, hostname="stays") as first:
+            seen = {_gateway_mac(first, net.gateway)}
+            for _ in range(8):
+                with sandkit.Container("host", network=net, hostname="comes") as other:
+                    seen.add(_gateway_mac(other, net.gateway))
+                # answered at once (within the 5 s the attacker script waits), as before
+                assert _gateway_mac(first, net.gateway) in seen
+    assert len(seen) == 1
