@@ -3,9 +3,11 @@
     sandkit network create [--subnet CIDR] [--internal] [--label K=V] NAME
     sandkit network ls [-q] [--format table|json]      sandkit network inspect NAME...
     sandkit network rm NAME...                         sandkit network prune [-f]
+    sandkit network connect [--alias A] NAME CONTAINER  sandkit network disconnect NAME CONTAINER
 
 A network is a definition (sandkit/net/store.py); what makes it work exists only while
-containers are on it, so these commands never start anything.
+containers are on it, so these commands never start anything (but connect, whose container's
+supervisor joins the network).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from .. import errors
 from ..net import store
 from ..net.store import NetworkRecord
-from . import exitcodes
+from . import containers, exitcodes
 from .output import print_table
 from .parser import Subparsers
 
@@ -57,6 +59,25 @@ def add_network_commands(commands: Subparsers) -> None:
         p = network.add_parser(name, help="remove networks", description="Remove networks.")
         p.add_argument("networks", nargs="+")
         p.set_defaults(func=cmd_rm)
+
+    p = network.add_parser(
+        "connect",
+        help="connect a running container to a network",
+        description="Connect a running (detached) container to a network.",
+    )
+    p.add_argument("--alias", action="append", default=[], metavar="NAME", help="another name")
+    p.add_argument("network")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_connect)
+
+    p = network.add_parser(
+        "disconnect",
+        help="disconnect a running container from a network",
+        description="Disconnect a running (detached) container from a network.",
+    )
+    p.add_argument("network")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_disconnect)
 
     p = network.add_parser(
         "prune",
@@ -159,6 +180,22 @@ def cmd_rm(args: argparse.Namespace) -> int:
             print(f"Error: {exc}", file=sys.stderr)
             code = exitcodes.FAILED
     return code
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    """``sandkit network connect``: the detached container's supervisor joins the network;
+    nothing printed, exit 1 with Docker's "Error: ..." when it cannot."""
+    store.get_network(args.network)  # Docker names an unknown network before the container
+    request = {"op": "connect", "network": args.network, "aliases": list(args.alias)}
+    containers.ask_supervisor(args.container, request)
+    return exitcodes.OK
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    """``sandkit network disconnect``: the detached container leaves the network."""
+    store.get_network(args.network)
+    containers.ask_supervisor(args.container, {"op": "disconnect", "network": args.network})
+    return exitcodes.OK
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

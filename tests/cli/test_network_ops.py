@@ -74,3 +74,48 @@ def test_run_egress_malformed_or_without_a_network_fails_with_the_fix():
     alone = sandkit("run", "--rm", "--egress", "none", "host", "true")
     assert alone.returncode == 125
     assert "egress= applies to a container on a network" in alone.stderr
+
+
+@pytest.fixture
+def detached_busybox(bb):
+    started = sandkit("run", "-d", "--network", "none", "--hostname", "late", bb, "sleep", "1000")
+    assert started.returncode == 0, started.stderr
+    container = started.stdout.strip()
+    yield container
+    sandkit("rm", "-f", container)
+
+
+def test_network_connect_and_disconnect_a_detached_container(detached_busybox):
+    made = sandkit("network", "create", "--subnet", "10.203.0.0/24", "later")
+    assert made.returncode == 0, made.stderr
+    connected = sandkit("network", "connect", "--alias", "lately", "later", detached_busybox)
+    assert (connected.returncode, connected.stdout, connected.stderr) == (0, "", "")
+    seen = sandkit("exec", detached_busybox, "sh", "-c", "ip -o -4 addr show eth0; cat /etc/hosts")
+    assert "inet 10.203.0.2/24" in seen.stdout
+    assert "10.203.0.2\tlate lately\n" in seen.stdout
+    again = sandkit("network", "connect", "later", detached_busybox)
+    assert again.returncode == 1
+    assert "already connected to network 'later'" in again.stderr
+    in_use = sandkit("network", "rm", "later")
+    assert in_use.returncode == 1
+
+    left = sandkit("network", "disconnect", "later", detached_busybox)
+    assert (left.returncode, left.stdout, left.stderr) == (0, "", "")
+    gone = sandkit("exec", detached_busybox, "cat", "/proc/net/dev")
+    assert "eth0" not in gone.stdout
+    not_on = sandkit("network", "disconnect", "later", detached_busybox)
+    assert not_on.returncode == 1
+    assert "is not connected to network 'later'" in not_on.stderr
+    assert sandkit("network", "rm", "later").returncode == 0
+
+
+def test_network_connect_errors_are_dockers(detached_busybox):
+    unknown_network = sandkit("network", "connect", "nosuch", detached_busybox)
+    assert unknown_network.returncode == 1
+    assert "Error: network 'nosuch' not found" in unknown_network.stderr
+    unknown_container = sandkit("network", "connect", "bridge", "nobody")
+    assert unknown_container.returncode == 1
+    assert "Error: No such container: nobody" in unknown_container.stderr
+    bad_alias = sandkit("network", "connect", "--alias", "a b", "bridge", detached_busybox)
+    assert bad_alias.returncode == 1
+    assert "cannot be looked up by name" in bad_alias.stderr
