@@ -174,7 +174,7 @@ class Joined:
 
 
 # How long `disconnect` waits for the keeper to take the container's interface away.
-_DETACH_TIMEOUT = 5.0
+DETACH_TIMEOUT = 5.0
 _DETACH_POLL = 0.002
 
 
@@ -681,15 +681,15 @@ class AsyncContainer:
 
     async def _interface_gone(self, iface: str) -> None:
         """Wait until ``iface`` has left the container's network namespace (as the init's
-        /proc/PID/net/dev shows it); NetworkError after `_DETACH_TIMEOUT`."""
+        /proc/PID/net/dev shows it); NetworkError after `DETACH_TIMEOUT`."""
         assert self._init is not None
-        deadline = time.monotonic() + _DETACH_TIMEOUT
+        deadline = time.monotonic() + DETACH_TIMEOUT
         path = f"/proc/{self._init.pid}/net/dev"
         while await anyio.to_thread.run_sync(_has_interface, path, iface):
             if time.monotonic() > deadline:
                 raise errors.NetworkError(
                     f"the network's keeper did not take interface {iface} away within "
-                    f"{_DETACH_TIMEOUT:g} s"
+                    f"{DETACH_TIMEOUT:g} s"
                 )
             await anyio.sleep(_DETACH_POLL)
 

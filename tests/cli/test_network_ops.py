@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from net import attacker
 from net.helpers import greeting_server, host_address
 
 from .conftest import sandkit
@@ -15,15 +16,8 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="runs containers on networks as root"),
 ]
 
-# What a program in the container gets when it connects: a greeting, or "refused" at once.
-CONNECT = """
-import socket, sys
-try:
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
-    print("connected", s.recv(100).decode())
-except ConnectionRefusedError:
-    print("refused")
-"""
+# What a program in the container gets when it connects (the attacker script of the network
+# tests, run by the host image's python): a greeting, or "refused" at once.
 GREETED = "connected hello from the host"
 
 
@@ -45,7 +39,7 @@ def test_run_egress_in_the_foreground(greeter):
         egress = [arg for flag in flags for arg in ("--egress", flag)]
         ran = sandkit(
             "run", "--rm", "--network", "bridge", *egress, "host",
-            "/usr/bin/python3", "-c", CONNECT, address, str(port),
+            *attacker.argv("connect", address, port),
         )  # fmt: skip
         assert (ran.returncode, ran.stdout.strip()) == (0, expected), ran.stderr
 
@@ -59,9 +53,9 @@ def test_run_egress_detached(greeter):
     assert started.returncode == 0, started.stderr
     container = started.stdout.strip()
     try:
-        done = sandkit("exec", container, "/usr/bin/python3", "-c", CONNECT, address, str(port))
+        done = sandkit("exec", container, *attacker.argv("connect", address, port))
         assert done.stdout.strip() == GREETED, done.stderr
-        other_port = sandkit("exec", container, "/usr/bin/python3", "-c", CONNECT, address, "1")
+        other_port = sandkit("exec", container, *attacker.argv("connect", address, 1))
         assert other_port.stdout.strip() == "refused", other_port.stderr
     finally:
         sandkit("rm", "-f", container)

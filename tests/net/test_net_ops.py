@@ -13,6 +13,7 @@ from polling import wait_until
 import sandkit
 from sandkit import errors
 
+from . import attacker
 from .helpers import greeting_server, host_address
 from .test_attacks import (  # noqa: F401 - fixtures
     ask,
@@ -56,22 +57,12 @@ def test_set_egress_takes_effect_at_once_both_ways(in_mode):
 def _async_swap(address: str, port: int) -> list[str]:
     async def main() -> list[str]:
         async with sandkit.AsyncContainer("host", network="bridge", egress=[]) as c:
-            connect = ["/usr/bin/python3", "-c", _CONNECT, address, str(port)]
+            connect = attacker.argv("connect", address, port)
             before = (await c.exec(connect)).stdout.decode().strip()
             await c.set_egress([address])
             return [before, (await c.exec(connect)).stdout.decode().strip()]
 
     return trio.run(main)
-
-
-_CONNECT = """
-import socket, sys
-try:
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
-    print("connected", s.recv(100).decode())
-except ConnectionRefusedError:
-    print("refused")
-"""
 
 
 def test_set_egress_async(in_mode):
