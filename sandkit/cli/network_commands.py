@@ -13,6 +13,7 @@ supervisor joins the network).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from .. import errors
 from ..net import store
 from ..net.store import NetworkRecord
-from . import containers, exitcodes
+from . import containers, exitcodes, state
 from .output import print_table
 from .parser import Subparsers
 
@@ -150,9 +151,35 @@ def inspect_network(record: NetworkRecord) -> dict[str, Any]:
         "Internal": record.internal,
         "Attachable": True,
         "Ingress": False,
+        "Containers": _containers_on(record),
         "Options": {},
         "Labels": dict(record.labels),
     }
+
+
+def _containers_on(record: NetworkRecord) -> dict[str, dict[str, str]]:
+    """Docker's "Containers" of a network: by container id, its name and address. The keeper
+    knows the containers by host name: a detached container's is matched to its id and
+    ``--name``; any other (one of a program using the library) is listed under its host name."""
+    from ..net import client, portguard  # the keeper's side: only for inspect
+
+    detached = {_hostname(r): r for r in state.records() if r.running}
+    found = {}
+    for hostname, address in client.attached_containers(record):
+        match = detached.get(hostname)
+        key, name = (match.id, match.name) if match is not None else (hostname, hostname)
+        found[key] = {
+            "Name": name,
+            "EndpointID": "",
+            "MacAddress": portguard.mac_for(ipaddress.IPv4Address(address)),
+            "IPv4Address": f"{address}/{record.subnet.prefixlen}",
+            "IPv6Address": "",
+        }
+    return found
+
+
+def _hostname(record: state.Record) -> str:
+    return str(record.config.get("spec", {}).get("hostname") or record.id[:12])
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

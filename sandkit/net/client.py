@@ -35,6 +35,9 @@ MAX_UPSTREAM = 3  # as the C library's resolver: MAXNS
 _NAMESERVER = re.compile(rb"^\s*nameserver\s+([0-9.]+)\s*(?:#.*)?$", re.MULTILINE)
 
 
+LIST_TIMEOUT = 5.0  # seconds a `sandkit network inspect` waits for a keeper's listing
+
+
 def host_resolvers(path: Path | None = None) -> list[str]:
     """The IPv4 resolvers of the host's resolv.conf (at most 3; an unreadable file: none)."""
     try:
@@ -167,6 +170,42 @@ def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
         sock.close()
         raise NetworkError(f"unexpected answer from the keeper of {record.name!r}: {message!r}")
     return KeeperConnection(sock, fds[0] if fds else None)
+
+
+def attached_containers(record: NetworkRecord, home: Path | None = None) -> list[tuple[str, str]]:
+    """The (host name, address) of each container on ``record`` now, as its keeper lists them;
+    none when no keeper runs. NetworkError when the keeper does not answer in time."""
+    directory = record.directory(home)
+    dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock = _connect(dir_fd)
+    finally:
+        os.close(dir_fd)
+    if sock is None:
+        return []
+    with sock:
+        sock.settimeout(LIST_TIMEOUT)
+        try:
+            protocol.send(sock, {"op": "list"})
+            received = protocol.receive(sock)
+        except OSError as exc:
+            raise NetworkError(f"the keeper of {record.name!r} did not list: {exc}") from None
+    if received is None:  # exiting: its last container just left
+        return []
+    message, fds = received
+    for fd in fds:
+        os.close(fd)
+    return _listing(message, record.name)
+
+
+def _listing(message: dict[str, Any], network: str) -> list[tuple[str, str]]:
+    entries = message.get("containers")
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("address"), str)
+        for e in entries
+    ):
+        raise NetworkError(f"unexpected answer from the keeper of {network!r}: {message!r}")
+    return [(entry["name"], entry["address"]) for entry in entries]
 
 
 def _connect(dir_fd: int) -> socket.socket | None:

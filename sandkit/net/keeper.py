@@ -397,6 +397,15 @@ class Keeper:
             return {"members": sum(c.member for c in self.connections)}, []
         if op == "attach" and connection.member and len(fds) == 1:
             return self._attach(connection, protocol.check_attach(message), fds[0]), []
+        if op == "list" and message == {"op": "list"} and not fds and not connection.member:
+            # A probe (`sandkit network inspect`): each attached container's name and address,
+            # at most MAX_CONNECTIONS short entries: well within protocol.MAX_MESSAGE.
+            listing = [
+                {"name": attached.names[0], "address": str(attached.address)}
+                for c in self.connections
+                for attached in c.attached
+            ]
+            return {"containers": listing}, []
         if op == "egress" and connection.member and not fds:
             return self._set_egress(connection, protocol.check_egress(message)), []
         raise NetworkError(f"unexpected request {op!r} (with {len(fds)} fds)")

@@ -10,6 +10,8 @@ Requests (host -> keeper), at most one fd each:
   reply carries the keeper's user namespace as an fd when it has one (rootless).
 - ``{"op": "status"}`` (instead of a hello: a probe, `store.keeper_running`): the reply is
   ``{"members": n}``, the connections that said hello.
+- ``{"op": "list"}`` (instead of a hello: a probe, ``sandkit network inspect``): the reply is
+  ``{"containers": [{"name": str, "address": str}]}``, one entry per attached container.
 - ``{"op": "attach", "name": str, "aliases": [str], "iface": str, "egress": {...},
   "denied": [str]}`` with the container's network namespace as an fd: ``egress`` is the
   container's policy (`egress.ResolvedEgress.to_json`), ``denied`` the always-denied networks

@@ -3,6 +3,7 @@ with Docker's messages and exit codes (the egress flag is sandkit's own)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -92,6 +93,17 @@ def test_network_connect_and_disconnect_a_detached_container(detached_busybox):
     assert "already connected to network 'later'" in again.stderr
     in_use = sandkit("network", "rm", "later")
     assert in_use.returncode == 1
+    (shown,) = json.loads(sandkit("network", "inspect", "later").stdout)
+    (container,) = json.loads(sandkit("inspect", detached_busybox).stdout)
+    assert shown["Containers"] == {
+        detached_busybox: {
+            "Name": container["Name"].lstrip("/"),
+            "EndpointID": "",
+            "MacAddress": "02:73:6b:cb:00:02",  # sandkit's: 02:73:6b, then the address's last 3
+            "IPv4Address": "10.203.0.2/24",
+            "IPv6Address": "",
+        }
+    }
 
     left = sandkit("network", "disconnect", "later", detached_busybox)
     assert (left.returncode, left.stdout, left.stderr) == (0, "", "")
@@ -100,6 +112,8 @@ def test_network_connect_and_disconnect_a_detached_container(detached_busybox):
     not_on = sandkit("network", "disconnect", "later", detached_busybox)
     assert not_on.returncode == 1
     assert "is not connected to network 'later'" in not_on.stderr
+    (shown,) = json.loads(sandkit("network", "inspect", "later").stdout)
+    assert shown["Containers"] == {}
     assert sandkit("network", "rm", "later").returncode == 0
 
 

@@ -12,6 +12,7 @@ from polling import wait_until
 
 import sandkit
 from sandkit import errors
+from sandkit.net import client, store
 
 from . import attacker
 from .helpers import greeting_server, host_address
@@ -287,3 +288,15 @@ def test_the_gateways_mac_stays_while_containers_come_and_go(clean_host):
                 # answered at once (within the 5 s the attacker script waits), as before
                 assert _gateway_mac(first, net.gateway) in seen
     assert len(seen) == 1
+
+
+def _listed(network: sandkit.Network) -> list[tuple[str, str]]:
+    return client.attached_containers(store.get_network(network.name))
+
+
+def test_the_keeper_lists_its_containers_to_a_probe(clean_host):
+    with sandkit.Network() as net:
+        assert _listed(net) == []  # no keeper: nothing started for the asking
+        with sandkit.Container("host", network=net, hostname="listed") as c:
+            assert _listed(net) == [("listed", c.networks[net.name])]
+        wait_until(lambda: _listed(net) == [], "the keeper's end")
