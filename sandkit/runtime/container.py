@@ -243,6 +243,7 @@ class AsyncContainer:
     # Every network the running container is on, by name (its first one too, once started).
     _joined: dict[str, Joined] = attrs.field(factory=dict, init=False)
     _next_iface: int = attrs.field(default=0, init=False)
+    _networks_lock: anyio.Lock | None = attrs.field(default=None, init=False)
     # An fd of the user namespace to nest a rootless container's under (a network's keeper's),
     # set before start; the caller keeps it open until start returns. See `spawn_init`.
     _parent_userns: int | None = attrs.field(default=None, init=False)
@@ -536,16 +537,24 @@ class AsyncContainer:
         is refused from then on, and its resolver follows the new policy too."""
         self._live_channel()
         policy = net_egress.EgressPolicy.parse(egress)
-        if not self._joined:
-            raise errors.NetworkSpecError(
-                f"container {self.id[:12]} is on no network, so it has no egress to set: "
-                "start it with network='bridge' (or a user network), or connect() it to one"
-            )
-        resolved = await anyio.to_thread.run_sync(policy.resolve)
-        denied = await anyio.to_thread.run_sync(denied_destinations)
-        for joined in list(self._joined.values()):
-            await anyio.to_thread.run_sync(joined.connection.set_egress, resolved, denied)
-        self._egress_policy, self._egress, self._denied = policy, resolved, denied
+        async with self._network_changes():
+            if not self._joined:
+                raise errors.NetworkSpecError(
+                    f"container {self.id[:12]} is on no network, so it has no egress to set: "
+                    "start it with network='bridge' (or a user network), or connect() it to one"
+                )
+            resolved = await anyio.to_thread.run_sync(policy.resolve)
+            denied = await anyio.to_thread.run_sync(denied_destinations)
+            for joined in list(self._joined.values()):
+                await anyio.to_thread.run_sync(joined.connection.set_egress, resolved, denied)
+            self._egress_policy, self._egress, self._denied = policy, resolved, denied
+
+    def _network_changes(self) -> anyio.Lock:
+        """One change of the container's networks at a time (connect, disconnect, set_egress):
+        each checks what the container is on, waits for the keeper, then records the change."""
+        if self._networks_lock is None:
+            self._networks_lock = anyio.Lock()
+        return self._networks_lock
 
     async def connect(self, network: object, aliases: Sequence[str] = ()) -> None:
         """Put the running container on one more network (``docker network connect``): a new
@@ -554,10 +563,16 @@ class AsyncContainer:
         also gets the default route, /etc/resolv.conf and /etc/hosts. Rootless, a container
         can only be on the network it started on (see `_check_connectable`)."""
         channel = self._live_channel()
-        record = await anyio.to_thread.run_sync(self._network_to_connect, network)
         names = tuple(aliases)
         for name in (self.hostname, *names):
             net_protocol.check_name(name, "alias" if name in names else "host name")
+        async with self._network_changes():
+            record = await anyio.to_thread.run_sync(self._network_to_connect, network)
+            await self._join_running(channel, record, names)
+
+    async def _join_running(
+        self, channel: ControlChannel, record: net_store.NetworkRecord, aliases: tuple[str, ...]
+    ) -> None:
         from ..net import client as net_client  # the keeper's libraries: see start()
 
         policy = self._egress or await anyio.to_thread.run_sync(self._egress_policy.resolve)
@@ -566,9 +581,12 @@ class AsyncContainer:
         iface = f"eth{self._next_iface}"
         try:
             config = await anyio.to_thread.run_sync(
-                self._attach_interface, membership, iface, names, policy, denied
+                self._attach_interface, membership, iface, aliases, policy, denied
             )
-            await self._configure_interface(channel, config, names, default_route=not self._joined)
+            first = not self._joined
+            await self._configure_interface(channel, config, aliases, default_route=first)
+            # stopped meanwhile: its teardown closed the connections it knew of, not this one
+            self._live_channel()
         except BaseException:
             membership.close()  # the keeper takes the interface away again
             raise
@@ -667,17 +685,18 @@ class AsyncContainer:
         the keeper has taken the interface away."""
         self._live_channel()
         name = network_name(network)
-        record = await anyio.to_thread.run_sync(net_store.get_network, name)
-        joined = self._joined.pop(record.name, None)
-        if joined is None:
-            raise errors.NetworkError(
-                f"container {self.id[:12]} is not connected to network {record.name!r}"
-            )
-        if joined.connection is self._membership:
-            self._membership = None
-        self._addresses.pop(record.name, None)
-        joined.connection.close()  # the keeper deletes the interface: the container lives on
-        await self._interface_gone(joined.iface)
+        async with self._network_changes():
+            record = await anyio.to_thread.run_sync(net_store.get_network, name)
+            joined = self._joined.pop(record.name, None)
+            if joined is None:
+                raise errors.NetworkError(
+                    f"container {self.id[:12]} is not connected to network {record.name!r}"
+                )
+            if joined.connection is self._membership:
+                self._membership = None
+            self._addresses.pop(record.name, None)
+            joined.connection.close()  # the keeper deletes the interface: the container lives on
+            await self._interface_gone(joined.iface)
 
     async def _interface_gone(self, iface: str) -> None:
         """Wait until ``iface`` has left the container's network namespace (as the init's
@@ -685,7 +704,8 @@ class AsyncContainer:
         assert self._init is not None
         deadline = time.monotonic() + DETACH_TIMEOUT
         path = f"/proc/{self._init.pid}/net/dev"
-        while await anyio.to_thread.run_sync(_has_interface, path, iface):
+        # (an init that died takes the namespace with it; its pid may be someone else's then)
+        while self.running and await anyio.to_thread.run_sync(_has_interface, path, iface):
             if time.monotonic() > deadline:
                 raise errors.NetworkError(
                     f"the network's keeper did not take interface {iface} away within "

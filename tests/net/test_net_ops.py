@@ -5,6 +5,7 @@ container gets: "connected ...", "refused" at once, or "timeout")."""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 import trio
@@ -237,6 +238,10 @@ def _rootless_refusal(image) -> tuple[str, str, dict[str, str]]:
                 on_bridge.connect(net)
             networks = on_bridge.networks
             assert on_bridge.exec(["true"]).exit_code == 0
+            # the network it started on, it may leave
+            on_bridge.disconnect("bridge")
+            assert on_bridge.networks == {}
+            assert _interfaces(on_bridge) == {"lo"}
         with sandkit.Container(image) as alone, pytest.raises(errors.NetworkError) as too:
             alone.connect("bridge")
     return str(refused.value), str(too.value), networks
@@ -300,3 +305,26 @@ def test_the_keeper_lists_its_containers_to_a_probe(clean_host):
         with sandkit.Container("host", network=net, hostname="listed") as c:
             assert _listed(net) == [("listed", c.networks[net.name])]
         wait_until(lambda: _listed(net) == [], "the keeper's end")
+
+
+def test_connects_at_once_to_one_network_join_it_once(busybox, clean_host):
+    """Two threads connect one container to one network at the same time: one joins, the other
+    is told it is connected already, and no second keeper connection is left behind."""
+    outcomes: list[str] = []
+
+    def connect(container: sandkit.Container) -> None:
+        try:
+            container.connect("bridge")
+            outcomes.append("joined")
+        except errors.NetworkError as exc:
+            outcomes.append(str(exc))
+
+    with sandkit.Container(busybox, network="none") as c:
+        threads = [threading.Thread(target=connect, args=(c,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes)[1] == "joined"
+        assert "already connected to network 'bridge'" in sorted(outcomes)[0]
+        assert _interfaces(c) == {"lo", "eth0"}
