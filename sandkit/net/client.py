@@ -6,18 +6,22 @@ of this process) detaches the container, and the last one to go ends the keeper.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
 import select
+import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
+
+import attrs
 
 from ..errors import NetworkError, NetworkUnavailableError
-from . import pasta, protocol
+from . import keeper, pasta, protocol
 from .keeper import SOCKET_NAME, KeeperSpec
 from .store import NetworkRecord, network_lock
 
@@ -142,19 +146,10 @@ def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> Non
     # writes later never blocks on a full pipe; unlinked, so it goes when the keeper does).
     with tempfile.TemporaryFile(dir=directory) as stderr:
         try:
-            first = subprocess.Popen(
-                [sys.executable, "-m", "sandkit.net.keeper", spec.to_argv()],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                pass_fds=(ready_write,),
-                start_new_session=True,
-                close_fds=True,
-            )
+            _fork_keeper(spec, stderr.fileno())
         finally:
             os.close(ready_write)
         try:
-            first.wait()  # it forks the keeper and exits at once: nobody's zombie later
             answer = _read_ready(ready_read)
         finally:
             os.close(ready_read)
@@ -168,6 +163,46 @@ def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> Non
                 f"the keeper of network {record.name!r} failed to start: {reason}"
                 + (f"\n{detail}" if detail else "")
             )
+
+
+def _fork_keeper(spec: KeeperSpec, stderr_fd: int) -> None:
+    """Run the keeper in a grandchild of this process, in a session of its own (nobody's
+    zombie: our child exits at once and is reaped here).
+
+    Forked rather than exec'd: no interpreter start (the keeper's code is loaded already), and
+    no need for the user to be able to run this process's interpreter from its path. The
+    grandchild keeps only the ready pipe and stderr: any other fd (a container's control
+    socket) held there would keep that container alive.
+    """
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                _become_keeper(spec, stderr_fd)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _become_keeper(spec: KeeperSpec, stderr_fd: int) -> NoReturn:
+    # Objects inherited from the host process are never collected here: one that owned an fd
+    # would close a number the keeper has reused by then.
+    gc.freeze()
+    # The host program's Python signal handlers (and a wakeup fd, whose number the keeper may
+    # reuse) are not the keeper's.
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    for number in signal.valid_signals():
+        if callable(signal.getsignal(number)):
+            signal.signal(number, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(stderr_fd, 2)
+    os.dup2(spec.ready_fd, 3, inheritable=False)
+    os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+    keeper.run(attrs.evolve(spec, ready_fd=3))
 
 
 def _read_ready(fd: int) -> bytes:

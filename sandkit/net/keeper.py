@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import dns.message
@@ -33,6 +33,7 @@ from . import dns as resolver
 from . import firewall, netlink, nsutil, pasta, protocol
 
 SOCKET_NAME = "keeper.sock"
+PROCESS_NAME = "sandkit-keeper"  # its comm, as ps shows it
 LOCK_NAME = "lock"
 MAX_CONNECTIONS = 1024  # host connections at once (one per container, plus probes)
 MAX_DNS_TCP = 32  # resolver TCP connections at once
@@ -182,7 +183,9 @@ class Keeper:
         if pid == 0:  # the launcher
             try:
                 os.close(go_write)
-                nsutil.die_with_parent(signal.SIGTERM)
+                # SIGKILL: a pasta was seen to outlive its keeper with SIGTERM (cause unknown;
+                # pasta ends on SIGTERM when tried by hand), and pasta has nothing to save.
+                nsutil.die_with_parent(signal.SIGKILL)
                 if os.getppid() != keeper_pid:
                     os._exit(1)
                 for number in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
@@ -280,7 +283,10 @@ class Keeper:
         if self.connections:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
             return False
-        os.unlink(SOCKET_NAME, dir_fd=self.dir_fd)
+        # (gone already if the network was removed meanwhile: a keeper without members is
+        # no reason to keep a network, see store.keeper_running)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(SOCKET_NAME, dir_fd=self.dir_fd)
         return True
 
     def _dispatch(self, fileobj: Any, data: Any) -> None:
@@ -346,6 +352,9 @@ class Keeper:
             if self.spec.rootless:
                 return {"ok": True}, [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)]
             return {"ok": True}, []
+        if op == "status" and message == {"op": "status"} and not fds and not connection.member:
+            # A probe (store.keeper_running): is anyone still on the network?
+            return {"members": sum(c.member for c in self.connections)}, []
         if op == "attach" and connection.member and len(fds) == 1:
             name, aliases, iface = protocol.check_attach(message)
             return self._attach(connection, name, aliases, iface, fds[0]), []
@@ -473,21 +482,18 @@ class Keeper:
     # -- the end ----------------------------------------------------------------------------
 
     def stop_pasta(self) -> None:
-        """End pasta now (it would notice N's end by itself, a little later)."""
+        """End pasta now (it holds N open: it would not notice N's end by itself)."""
         if self.pasta_pidfd is not None:
             with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(self.pasta_pidfd, signal.SIGTERM)
+                signal.pidfd_send_signal(self.pasta_pidfd, signal.SIGKILL)
             os.close(self.pasta_pidfd)
             self.pasta_pidfd = None
 
 
-def main(argv: list[str]) -> None:
-    """Entry point: daemonize (the host reaps our first process at once), set up, say ready,
-    serve, exit."""
-    spec = KeeperSpec.from_argv(argv[1])
-    os.set_inheritable(spec.ready_fd, False)
-    if os.fork() != 0:
-        os._exit(0)
+def run(spec: KeeperSpec) -> NoReturn:
+    """In the keeper's own process (a session of its own): set up, say ready on the ready pipe,
+    serve until the last container goes, exit."""
+    nsutil.set_process_name(PROCESS_NAME)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the host process
     keeper = Keeper(spec)
     try:
@@ -508,7 +514,18 @@ def main(argv: list[str]) -> None:
         keeper.serve()
     finally:
         keeper.stop_pasta()
-    os._exit(0)
+        os._exit(0)
+
+
+def main(argv: list[str]) -> None:
+    """``python -m sandkit.net.keeper SPEC``: daemonize (the caller reaps our first process at
+    once), then `run`."""
+    spec = KeeperSpec.from_argv(argv[1])
+    os.set_inheritable(spec.ready_fd, False)
+    if os.fork() != 0:
+        os._exit(0)
+    os.setsid()
+    run(spec)
 
 
 if __name__ == "__main__":

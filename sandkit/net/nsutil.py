@@ -44,3 +44,11 @@ def die_with_parent(sig: int) -> None:
     if _libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(sig), 0, 0, 0) != 0:
         error = ctypes.get_errno()
         raise OSError(error, f"prctl: {os.strerror(error)}")
+
+
+_PR_SET_NAME = 15
+
+
+def set_process_name(name: str) -> None:
+    """prctl(PR_SET_NAME): this process's comm (what ``ps -o comm`` shows), at most 15 bytes."""
+    _libc.prctl(ctypes.c_int(_PR_SET_NAME), ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)

@@ -5,7 +5,7 @@ firewall, sysctls and interfaces are never touched).
 The keeper forks a launcher before it leaves the host's namespaces; once N is ready the launcher
 opens N (and, rootless, its user namespace U_N) through /proc and execs pasta on those fds.
 pasta configures its interface in N and stays in the foreground, the keeper's child: it gets
-SIGTERM when the keeper ends, however it ends (PR_SET_PDEATHSIG). (Given N as an fd, pasta would
+SIGKILL when the keeper ends, however it ends (PR_SET_PDEATHSIG). (Given N as an fd, pasta would
 not notice N's end by itself.)
 """
 

@@ -8,6 +8,8 @@ Requests (host -> keeper), at most one fd each:
 - ``{"op": "hello"}``: the first packet of a connection; it makes the connection a member (a
   connection that closes without one, as `store.keeper_running` does, is only a probe). The
   reply carries the keeper's user namespace as an fd when it has one (rootless).
+- ``{"op": "status"}`` (instead of a hello: a probe, `store.keeper_running`): the reply is
+  ``{"members": n}``, the connections that said hello.
 - ``{"op": "attach", "name": str, "aliases": [str], "iface": str}`` with the container's
   network namespace as an fd: the reply is the interface's configuration (`Attachment`).
   Closing the connection detaches everything it attached.

@@ -26,15 +26,38 @@ def host_address() -> str:
 
 
 def network_processes(home: str) -> list[str]:
-    """Keepers of networks under ``home``, and any pasta they started."""
-    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    """Keepers of networks under ``home`` (they hold their network's directory open), and the
+    pasta each started (its child)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,comm,args"], capture_output=True, text=True)
     found = []
-    for line in out.splitlines():
-        if ("sandkit.net.keeper" in line and home in line) or (
-            "--no-map-gw" in line and "up0" in line
-        ):
+    for line in out.stdout.splitlines():
+        pid, comm, args = [*line.split(None, 2), "", ""][:3]
+        keeper = comm == "sandkit-keeper" and _holds_under(pid, home)
+        pasta = "--no-map-gw" in args and "up0" in args and _holds_under(_parent(pid), home)
+        if keeper or pasta:
             found.append(line.strip())
     return found
+
+
+def _parent(pid: str) -> str:
+    """A keeper's pasta is its child (and dies with it)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(line.split()[1] for line in f if line.startswith("PPid:"))
+    except (OSError, StopIteration):
+        return "0"
+
+
+def _holds_under(pid: str, home: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(home):
+                return True
+    return False
 
 
 def host_state(home: str) -> dict[str, object]:
