@@ -28,10 +28,10 @@ per connection) reached along four paths:
             the proxy is what it would run. Docker's path would also cross a veth and a bridge, so
             this peer is, if anything, flattered.
 
-Throughput: one connection carries N GB (default 1) from the client to the server, which answers
-with the byte count after the client's half-close; the time runs from connect to that answer,
-after a warm-up connection of 256 MiB. Connection rate: sequential connections, each sending one
-byte and reading its echo.
+Throughput: one connection carries N GB (default 1) from the client to the server (after a
+20-byte header with the size), which answers with the byte count it got once it has them all;
+the time runs from connect to that answer, after a warm-up connection of 256 MiB. Connection
+rate: sequential connections, each sending one byte and reading its echo.
 
 Outbound: the same client program, run in a container on "bridge", sends N GB to the server
 listening on the host's own non-loopback address (the source address of the default route), out
@@ -77,7 +77,8 @@ def sink(s):
     buf = bytearray(1 << 20)
     while True:
         c, _ = s.accept(); total = 0
-        while n := c.recv_into(buf):
+        size = int(c.recv(20, socket.MSG_WAITALL) or 0)
+        while total < size and (n := c.recv_into(buf)):
             total += n
         c.sendall(b"%d\\n" % total); c.close()
 def echo(s):
@@ -91,9 +92,10 @@ threading.Thread(target=sink, args=(sink_sock,), daemon=True).start()
 echo(echo_sock)
 """
 # The sending side of every throughput figure, on the host or in a container alike: a warm-up
-# connection, then one that carries TOTAL bytes; prints GB/s (10^9 bytes) of the second. It reads
-# the answer up to its newline, not to the end of the stream: Debian 12's pasta (passt
-# 0.0~git20230309) never passes the server's FIN on to a container that half-closed first.
+# connection, then one that carries TOTAL bytes; prints GB/s (10^9 bytes) of the second. The
+# size goes first, so that the client need not half-close: Debian 12's pasta (passt
+# 0.0~git20230309) never passes the server's FIN on to a container that half-closed first, and
+# has been seen to deliver the server's answer to it many times over.
 CLIENT = """
 import socket, sys, time
 host, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -101,10 +103,10 @@ chunk = memoryview(bytes(4 << 20))
 def send(total):
     started = time.perf_counter()
     with socket.create_connection((host, port)) as sock:
+        sock.sendall(b"%-20d" % total)
         left = total
         while left:
             left -= sock.send(chunk[: min(left, len(chunk))])
-        sock.shutdown(socket.SHUT_WR)
         answer = b""
         while not answer.endswith(b"\\n") and (data := sock.recv(64)):
             answer += data
