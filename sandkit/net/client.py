@@ -16,7 +16,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import attrs
 
@@ -51,14 +51,16 @@ class KeeperConnection:
         self._sock = sock
         self.userns_fd = userns_fd  # rootless: the keeper's user namespace, to nest under
 
-    def attach(self, netns_fd: int, name: str, aliases: list[str], iface: str = "eth0") -> dict:
+    def attach(
+        self, netns_fd: int, name: str, aliases: list[str], iface: str = "eth0"
+    ) -> dict[str, Any]:
         """Give the container whose network namespace is ``netns_fd`` an interface on the
         network; returns its configuration for the init (``setup.net``)."""
         request = {"op": "attach", "name": name, "aliases": list(aliases), "iface": iface}
         protocol.send(self._sock, request, [netns_fd])
         return protocol.check_attachment(self._receive())
 
-    def _receive(self) -> dict:
+    def _receive(self) -> dict[str, Any]:
         received = protocol.receive(self._sock)
         if received is None:
             raise NetworkError("the network keeper ended unexpectedly")

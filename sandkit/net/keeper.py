@@ -60,10 +60,12 @@ class KeeperSpec:
     ready_fd: int
 
     def to_argv(self) -> str:
+        """The spec as the keeper's command-line argument."""
         return json.dumps(attrs.asdict(self))
 
     @classmethod
     def from_argv(cls, text: str) -> KeeperSpec:
+        """The spec read back from the command-line argument."""
         return cls(**json.loads(text))
 
 
@@ -75,6 +77,7 @@ class AddressPool:
         self._taken = {gateway}
 
     def allocate(self) -> ipaddress.IPv4Address:
+        """The lowest free address; NetworkError when the subnet is full."""
         for address in self._subnet.hosts():
             if address not in self._taken:
                 self._taken.add(address)
@@ -82,6 +85,7 @@ class AddressPool:
         raise NetworkError(f"network {self._subnet} is full: every address is taken")
 
     def free(self, address: ipaddress.IPv4Address) -> None:
+        """Give ``address`` back (it may go to the next container)."""
         self._taken.discard(address)
 
 
@@ -105,6 +109,8 @@ class HostConnection:
 
 @attrs.define(eq=False)
 class DnsTcpConnection:
+    """One resolver client over TCP: what it sent so far, and when it is given up."""
+
     sock: socket.socket
     deadline: float
     buffer: bytearray = attrs.field(factory=bytearray)

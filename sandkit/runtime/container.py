@@ -12,7 +12,7 @@ import signal as signals
 import socket
 import time
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, BinaryIO, Self, TypeAlias, Unpack
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias, Unpack
 
 import anyio
 import attrs
@@ -39,7 +39,6 @@ from ..ipc import (
     Started,
     encode,
 )
-from ..net import client as net_client
 from ..net import protocol as net_protocol
 from ..net import store as net_store
 from ..security import capabilities
@@ -65,6 +64,9 @@ from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking
 from .resources import ResourcePlan, Resources
 from .results import ExecResult
 from .spawn import SpawnedInit
+
+if TYPE_CHECKING:
+    from ..net.client import KeeperConnection
 
 # How long a start waits for a spare container that is being made (20 x 0.2 ms).
 _SPARE_POLLS = 20
@@ -189,7 +191,7 @@ class AsyncContainer:
     _forwarder: PortForwarder | None = attrs.field(default=None, init=False)
     _network_record: net_store.NetworkRecord | None = attrs.field(default=None, init=False)
     _aliases: tuple[str, ...] = attrs.field(default=(), init=False)
-    _membership: net_client.KeeperConnection | None = attrs.field(default=None, init=False)
+    _membership: KeeperConnection | None = attrs.field(default=None, init=False)
     _addresses: dict[str, str] = attrs.field(factory=dict, init=False)
     # An fd of the user namespace to nest a rootless container's under (a network's keeper's),
     # set before start; the caller keeps it open until start returns. See `spawn_init`.
@@ -288,6 +290,10 @@ class AsyncContainer:
                 self._limits, accounting=accounting, rlimits=self.options.get("rlimits")
             )
             if self._network_record is not None:
+                # Imported here: the keeper's netlink and DNS libraries cost 0.1 s to import,
+                # which containers without a network need not pay.
+                from ..net import client as net_client
+
                 # Blocking (a new keeper takes a moment to start), so off the event loop.
                 self._membership = await anyio.to_thread.run_sync(
                     net_client.join, self._network_record

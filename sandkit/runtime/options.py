@@ -20,7 +20,9 @@ class NamedNetwork(Protocol):
     (`sandkit.Network`)."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The network's name."""
+        ...
 
 
 class ContainerOptions(TypedDict, total=False):

@@ -128,8 +128,10 @@ def test_keeper_stays_while_a_member_is_left_and_a_probe_is_not_one(clean_host):
         attach(first, a, "alpha")
         config_b = attach(second, b, "beta")
         first.close()
-        # alpha is detached, beta still served; a probe does not keep the keeper
+        # alpha is detached (its interface gone with its name), beta still served; a probe
+        # does not keep the keeper
         wait_until(lambda: query(b, "10.88.0.1", "alpha") == "NXDOMAIN", "alpha to go")
+        wait_until(lambda: "eth0" not in in_netns(a, "ip", "-o", "link").stdout, "alpha's eth0")
         with store.network_lock(store.BRIDGE) as directory:
             assert store.keeper_running(directory)
         assert query(b, "10.88.0.1", "beta") == f"NOERROR {config_b['address']}"
@@ -204,19 +206,23 @@ def test_malformed_requests_are_refused_and_others_still_served(clean_host):
             connection.close()
 
 
+_PADDED_QUERY = """
+import socket, dns.edns, dns.message
+q = dns.message.make_query("alpha", "A", use_edns=0, options=[dns.edns.GenericOption(12, bytes(5000))])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+s.sendto(q.to_wire(max_size=65535), ("10.88.0.1", 53))
+s.recv(100)
+"""
+
+
 def test_oversized_dns_query_is_dropped(clean_host):
     with netns_process() as pid:
         connection = client.join(store.BRIDGE)
         try:
             attach(connection, pid, "alpha")
-            send = in_netns(
-                pid,
-                sys.executable,
-                "-c",
-                "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-                "s.settimeout(0.5); s.sendto(b'x' * 5000, ('10.88.0.1', 53)); "
-                "s.recv(100)",
-            )
+            # a well-formed query, but padded over the 4096 bytes a query may take
+            send = in_netns(pid, sys.executable, "-c", _PADDED_QUERY)
             assert "timed out" in send.stderr
             assert query(pid, "10.88.0.1", "alpha").startswith("NOERROR")
         finally:
