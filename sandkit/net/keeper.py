@@ -30,7 +30,7 @@ import dns.rcode
 
 from ..errors import NetworkError
 from . import dns as resolver
-from . import firewall, netlink, nsutil, pasta, protocol
+from . import firewall, netlink, nsutil, protocol, uplink
 
 SOCKET_NAME = "keeper.sock"
 PROCESS_NAME = "sandkit-keeper"  # its comm, as ps shows it
@@ -198,7 +198,8 @@ class Keeper:
                     signal.signal(number, signal.SIG_DFL)  # as Python found them, for pasta
                 if os.read(go_read, 1) != b"g":
                     os._exit(1)
-                os.execv(self.spec.pasta or "", self._pasta_command(keeper_pid))
+                command = self._uplink_command(keeper_pid)
+                os.execv(command[0], command)
             except BaseException as exc:  # noqa: BLE001 - a forked child must never return
                 with contextlib.suppress(OSError):
                     os.write(2, f"sandkit keeper: cannot start pasta: {exc}\n".encode())
@@ -207,19 +208,27 @@ class Keeper:
         self.pasta_pidfd = os.pidfd_open(pid)
         return pid, go_write
 
-    def _pasta_command(self, keeper_pid: int) -> list[str]:
-        """In the launcher: pasta's command line, on inheritable fds of N (and U_N)."""
-        # pasta opens them again as /proc/self/fd/N: as root, its dropped capabilities would not
-        # let it open /proc/<keeper>/ns/net itself.
+    def _uplink_command(self, keeper_pid: int) -> list[str]:
+        """In the launcher: the uplink's command line, on inheritable fds of N (and U_N)."""
+        # The program opens them again as /proc/self/fd/N: as root, its dropped capabilities
+        # would not let it open /proc/<keeper>/ns/net itself.
+        program = self.spec.pasta
+        assert program is not None
         netns = os.open(f"/proc/{keeper_pid}/ns/net", os.O_RDONLY)
         os.set_inheritable(netns, True)
         userns = None
         if self.spec.rootless:
             userns = os.open(f"/proc/{keeper_pid}/ns/user", os.O_RDONLY)
             os.set_inheritable(userns, True)
-        assert self.spec.pasta is not None
-        return pasta.pasta_command(
-            self.spec.pasta, rootless=self.spec.rootless, netns_fd=netns, userns_fd=userns
+        if uplink.is_slirp4netns(program):
+            if userns is not None:
+                # Root of U_N (still in the host's network namespace): its sandbox may then
+                # make its mount namespace, and that one cannot reach the host's mounts.
+                nsutil.setns(userns, nsutil.CLONE_NEWUSER)
+            else:
+                nsutil.private_mount_namespace()
+        return uplink.uplink_command(
+            program, rootless=self.spec.rootless, netns_fd=netns, userns_fd=userns
         )
 
     def _start_pasta(self, launcher: int, go: int) -> None:

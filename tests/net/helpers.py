@@ -27,20 +27,20 @@ def host_address() -> str:
 
 def network_processes(home: str) -> list[str]:
     """Keepers of networks under ``home`` (they hold their network's directory open), and the
-    pasta each started (its child)."""
+    uplink (slirp4netns or pasta) each started (its child)."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid,comm,args"], capture_output=True, text=True)
     found = []
     for line in out.stdout.splitlines():
         pid, comm, args = [*line.split(None, 2), "", ""][:3]
         keeper = comm == "sandkit-keeper" and _holds_under(pid, home)
-        pasta = "--no-map-gw" in args and "up0" in args and _holds_under(_parent(pid), home)
-        if keeper or pasta:
+        uplink = "up0" in args and ("--no-map-gw" in args or "slirp4netns" in args)
+        if keeper or (uplink and _holds_under(_parent(pid), home)):
             found.append(line.strip())
     return found
 
 
 def _parent(pid: str) -> str:
-    """A keeper's pasta is its child (and dies with it)."""
+    """A keeper's uplink is its child (and dies with it)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             return next(line.split()[1] for line in f if line.startswith("PPid:"))
@@ -61,7 +61,8 @@ def _holds_under(pid: str, home: str) -> bool:
 
 
 def host_state(home: str) -> dict[str, object]:
-    """The host's interfaces, firewall and network processes."""
+    """The host's interfaces, firewall, mount points and network processes (an uplink that
+    sandboxes itself must not unmount anything of the host's)."""
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     return {
@@ -70,6 +71,7 @@ def host_state(home: str) -> dict[str, object]:
             r for r in rules.splitlines() if not r.startswith("#") and ":" not in r[:1]
         ),
         "processes": network_processes(home),
+        "mounts": sorted(line.split()[4] for line in Path("/proc/self/mountinfo").open()),
     }
 
 
