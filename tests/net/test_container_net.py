@@ -181,8 +181,24 @@ def _bulk_exchange(address, port):
         return done.exit_code, done.stdout.decode().split(), done.stderr.decode()[-500:]
 
 
+@pytest.fixture
+def shared_mount_sentinel():
+    """A mount on a shared mount of the host (a named network namespace, as `ip netns add`
+    makes it), which must still be there after the test: slirp4netns's sandbox, run as root in
+    the host's mount namespace, unmounted such mounts."""
+    name = f"sk-sentinel-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield
+        assert subprocess.run(["ip", "netns", "exec", name, "true"]).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 @pytest.mark.parametrize("mode", ["root", "rootless"])
-def test_bulk_data_both_ways_and_a_half_close_arrive_intact(mode, as_unprivileged, clean_host):
+def test_bulk_data_both_ways_and_a_half_close_arrive_intact(
+    mode, as_unprivileged, clean_host, shared_mount_sentinel
+):
     # pasta (Debian 12) failed this: the container that half-closed never got the answer.
     address = host_address()
     answer = os.urandom(_BULK)
