@@ -17,6 +17,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import queue
 import selectors
 import signal
 import socket
@@ -136,6 +137,8 @@ class Keeper:
         self.connections: set[HostConnection] = set()
         self.dns_tcp: set[DnsTcpConnection] = set()
         self.veth_counter = 0
+        # addresses whose veths a thread deleted (see _release), freed by the loop
+        self.released: queue.SimpleQueue[ipaddress.IPv4Address] = queue.SimpleQueue()
         self.pasta_pidfd: int | None = None
         self.forwarder = resolver.Forwarder(None, [])
         self.listener: socket.socket | None = None
@@ -285,6 +288,7 @@ class Keeper:
                 self._dispatch(key.fileobj, key.data)
             self._expire_dns_tcp()
             self.forwarder.expire()
+            self._free_released()
 
     def _may_exit(self) -> bool:
         """True when the lock is free and nobody connected meanwhile: the socket is then gone
@@ -407,9 +411,27 @@ class Keeper:
         for attached in connection.attached:
             self.names.remove(attached.names, attached.address)
             firewall.remove_egress(attached.address)
-            with contextlib.suppress(NetworkError, OSError):
-                netlink.delete_link(attached.veth)
-            self.pool.free(attached.address)
+            self._release(attached)
+
+    def _release(self, attached: Attached) -> None:
+        """Free an address once its veth is gone: a container that ended took its veth with
+        its namespace; one still alive has it deleted aside (deleting a veth takes the kernel
+        milliseconds the loop would wait), and its address stays taken until then."""
+        address = attached.address
+        try:
+            deleting = netlink.delete_link_aside(attached.veth, lambda: self.released.put(address))
+        except (NetworkError, OSError):
+            deleting = False
+        if not deleting:
+            self.pool.free(address)
+
+    def _free_released(self) -> None:
+        """Free the addresses whose veths were deleted aside meanwhile."""
+        while True:
+            try:
+                self.pool.free(self.released.get_nowait())
+            except queue.Empty:
+                return
 
     # -- the resolver -----------------------------------------------------------------------
 

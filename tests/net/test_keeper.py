@@ -229,9 +229,7 @@ def test_oversized_dns_query_is_dropped(clean_host):
             connection.close()
 
 
-def test_no_uplink_installed_is_a_clear_error_and_leaves_nothing(
-    clean_host, tmp_path, monkeypatch
-):
+def test_no_uplink_installed_is_a_clear_error_and_leaves_nothing(clean_host, tmp_path, monkeypatch):
     monkeypatch.setattr(uplink, "SEARCH_PATH", str(tmp_path))
     with pytest.raises(errors.NetworkUnavailableError, match=r"apt install slirp4netns"):
         client.join(store.BRIDGE)
