@@ -12,7 +12,8 @@ containers off (SANDKIT_PRESPAWN=0: spares never serve a container on a network,
 gets one), the median of each and the range. Meanwhile one long-lived container on "bridge"
 keeps the network's keeper up, so the steady state is measured; the first start of a container
 on "bridge" (no keeper running: the keeper builds the network's namespace, bridge and rules and
-starts pasta) is measured separately, three times (the keeper ends with its last container).
+starts its uplink, slirp4netns) is measured separately, three times (the keeper ends with its
+last container).
 
 Published ports: the same server program (Python, a 1 MiB recv_into loop; an echo of one byte
 per connection) reached along four paths:
@@ -35,11 +36,12 @@ rate: sequential connections, each sending one byte and reading its echo.
 
 Outbound: the same client program, run in a container on "bridge", sends N GB to the server
 listening on the host's own non-loopback address (the source address of the default route), out
-through the network's namespace and pasta; compared with the same program run on the host,
-sending to the same server. When sandkit has the egress= option, the container's policy names
-that address and port explicitly (the host's own addresses are denied otherwise). Three runs
-(--outbound-runs) of each, in turn, the median and the range; a run of the container's that
-fails (pasta has been seen to stall one for tens of seconds) is reported, not fatal.
+through the network's namespace and its uplink (slirp4netns; pasta when slirp4netns is
+missing); compared with the same program run on the host, sending to the same server. When
+sandkit has the egress= option, the container's policy names that address and port explicitly
+(the host's own addresses are denied otherwise). Three runs (--outbound-runs) of each, in turn,
+the median and the range; a run of the container's that fails (pasta has been seen to stall one
+for tens of seconds) is reported, not fatal.
 """
 
 from __future__ import annotations
@@ -365,7 +367,7 @@ def container_start(pairs: int) -> None:
     print(f"{'none':<16} {_spread(samples['none'])}")
     print(f"{'bridge':<16} {_spread(samples['bridge'])}")
     print(f"bridge - none: {bridge - none:+.2f} ms ({bridge / none:.2f}x; target: at most +1 ms)")
-    print(f"first start on bridge (keeper and pasta start too): {_spread(first)} of {len(first)}")
+    print(f"first start on bridge (keeper and uplink start too): {_spread(first)} of {len(first)}")
 
 
 def main() -> int:
