@@ -12,8 +12,15 @@ from typing import BinaryIO, Self, TypedDict, Unpack, cast
 
 from . import _portal
 from .images.image import Image
+from .runtime import copy
 from .runtime.cgroups import CgroupStats
-from .runtime.container import DEFAULT_MAX_READ, AsyncContainer, ImageSource, exec_on_this_thread
+from .runtime.container import (
+    DEFAULT_MAX_READ,
+    AsyncContainer,
+    ImageSource,
+    copy_side,
+    exec_on_this_thread,
+)
 from .runtime.forward import Binding
 from .runtime.mounts import Mount
 from .runtime.options import ContainerOptions
@@ -183,6 +190,62 @@ class Container:
         """The names in directory ``path`` of the container, sorted (without ``.`` and ``..``).
         Raises `ContainerError` when it is missing or not a directory."""
         return _portal.run(self._core.listdir, path)
+
+    def copy_in(
+        self,
+        source: copy.CopySource,
+        container_path: str,
+        *,
+        archive: bool = False,
+        follow_link: bool = False,
+    ) -> None:
+        """Copy a host file or tree, bytes (one file's content) or a tar stream (a binary file
+        object, extracted into directory ``container_path``) into the container, by `docker
+        cp`'s rules; ``archive=True`` keeps owners (``-a``), ``follow_link`` follows a symlink
+        source. Streamed; `CopyError` names what is wrong, and nothing half-made stays."""
+        _portal.run(
+            functools.partial(
+                self._core.copy_in,
+                source,
+                container_path,
+                archive=archive,
+                follow_link=follow_link,
+            )
+        )
+
+    def copy_out(
+        self,
+        container_path: str,
+        host_path: str | os.PathLike[str],
+        *,
+        archive: bool = False,
+        follow_link: bool = False,
+    ) -> None:
+        """Copy a file or tree of the container to ``host_path``, by `docker cp`'s rules; the
+        container's symlinks are copied as symlinks, never followed out of it."""
+        _portal.run(
+            functools.partial(
+                self._core.copy_out,
+                container_path,
+                host_path,
+                archive=archive,
+                follow_link=follow_link,
+            )
+        )
+
+    def get_archive(self, path: str, *, follow_link: bool = False) -> Iterator[bytes]:
+        """The file or tree at ``path`` as a tar stream, in chunks (Docker's archive API):
+        ``for chunk in c.get_archive("/etc"): out.write(chunk)``."""
+        return copy.archive(copy_side(self._core, _portal.run), path, follow_link=follow_link)
+
+    def stat(self, path: str) -> copy.PathStat:
+        """Docker's ``PathStat`` of ``path``: name, size, mode (``st_mode``), mtime,
+        link_target (a symlink at the last name is not followed)."""
+        return _portal.run(self._core.stat, path)
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a file, symlink or empty directory of the container (a tree: ``recursive``)."""
+        _portal.run(functools.partial(self._core.remove, path, recursive=recursive))
 
     def ping(self) -> float:
         """The round trip to the container's init and back, in seconds (a health check)."""

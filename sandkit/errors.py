@@ -34,6 +34,7 @@ __all__ = [  # noqa: RUF022 - in the order of the class hierarchy below
     "EgressError",
     "CgroupError",
     "FileTooLargeError",
+    "CopyError",
     "ExecStartError",
     "CommandNotFoundError",
     "CommandNotExecutableError",
@@ -179,6 +180,11 @@ class CgroupError(ContainerError):
 
 class FileTooLargeError(ContainerError):
     """A file of the container is over `read_file`'s size limit (use `open_file` to stream it)."""
+
+
+class CopyError(ContainerError):
+    """A copy into or out of a container (``copy_in``, ``copy_out``, ``sandkit cp``) was refused or
+    failed: the message names the path, the cause and the fix, and what was written, if anything."""
 
 
 # --- processes inside a container ------------------------------------------------------------

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from sandkit.errors import ContainerStartError
-from sandkit.ipc import File, encode
+from sandkit.ipc import File, Interface, encode
 from sandkit.runtime import etcfiles, plan
 
 # Docker's layout for a container on a user network (`--hostname web --network-alias db`): the
@@ -83,3 +83,18 @@ def test_files_over_the_limit_are_refused_with_the_limit_named():
 def test_a_file_path_must_be_absolute_and_normalised(path):
     with pytest.raises(ContainerStartError, match="absolute, normalised path"):
         _host_setup([File(path, b"")])
+
+
+def test_an_interface_needs_a_network_namespace_of_the_containers_own():
+    interface = Interface(iface="eth0", address="10.99.0.2", prefix=24)
+    with pytest.raises(ContainerStartError, match="interface eth0 needs a network namespace"):
+        plan.setup_message(
+            "host",
+            scratch="/s",
+            hostname="h",
+            mounts=(),
+            read_only=False,
+            rootless=False,
+            loopback=False,
+            net=interface,
+        )

@@ -86,7 +86,10 @@ def sh(i: H.Init, script: str, **kw) -> bytes:
 def tcp_hello(server: H.Init, client: H.Init, address: str) -> None:
     """A TCP connection from ``client`` to a listener in ``server`` at ``address``: what the
     listener reads is what the client sent."""
-    reply, (out, err) = server.start(["nc", "-l", "-p", "8080"])
+    # busybox's nc ends at the end of its stdin, even with a connection whose data it has not
+    # read yet: a fifo it opens read-write (no writer ever closes it) keeps it on the socket.
+    listen = "mkfifo /tmp/in && exec nc -l -p 8080 <> /tmp/in"
+    reply, (out, err) = server.start(["sh", "-c", listen])
     assert reply["t"] == "started", reply
     connect = POLL_SH.format(condition=f"echo hello-over-veth | nc {address} 8080")
     sh(client, connect)

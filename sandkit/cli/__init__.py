@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from .. import errors
 from . import exitcodes, state
 from .containers import add_container_commands
+from .copy_command import add_copy_command
 from .images import add_image_and_registry_commands
 from .network_commands import add_network_commands
 from .parser import DockerArgumentParser
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND", title="commands")
     add_run_command(commands)
     add_container_commands(commands)
+    add_copy_command(commands)
     add_image_and_registry_commands(commands)
     add_network_commands(commands)
     add_system_commands(commands)

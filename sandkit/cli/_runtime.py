@@ -16,6 +16,9 @@ and its users in the CLI together.
   `sandkit run` in it, so that a detached container's supervisor starts the same container.
 - `parse_port`, `container_side`: Docker's `-p` syntax, checked by `run` before anything starts
   (and `sandkit port`'s PORT[/PROTO]), without the container runtime.
+- `copy`, `copy_side`, `open_for_copy`: `sandkit cp` copies in the CLI's process with the
+  code of `Container.copy_in`/`copy_out`, through fds the detached container's supervisor
+  has its init open (copy.py).
 - `resolve_image`, `HOST_IMAGE`: how a container resolves the image it is given ("host", a
   store reference or an Image); `sandkit run` resolves its IMAGE argument the same way, once.
 
@@ -26,7 +29,8 @@ brings the protocol's modules (msgpack), which `sandkit images` or `sandkit ps` 
 
 from __future__ import annotations
 
-from ..runtime.container import resolve_image
+from ..runtime import copy
+from ..runtime.container import copy_side, open_for_copy, resolve_image
 from ..runtime.mounts import Mount
 from ..runtime.options import ContainerOptions
 from ..runtime.plan import HOST_IMAGE
@@ -40,6 +44,9 @@ __all__ = [
     "ContainerOptions",
     "Mount",
     "container_side",
+    "copy",
+    "copy_side",
+    "open_for_copy",
     "parse_port",
     "resolve_image",
     "set_nonblocking",

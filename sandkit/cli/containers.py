@@ -238,7 +238,8 @@ def cmd_port(args: argparse.Namespace) -> int:
     wanted = f"{number}/{proto}"
     found = [_host_address(e) for e in published if e["port"] == wanted]
     if not found:
-        raise errors.ContainerError(f"No public port '{wanted}' published for {args.container}")
+        # (the port as given, as Docker says it: '81', not '81/tcp')
+        raise errors.ContainerError(f"No public port '{args.port}' published for {args.container}")
     for address in found:
         print(address)
     return exitcodes.OK

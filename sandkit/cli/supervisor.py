@@ -114,10 +114,28 @@ class Supervisor:
             services.start_soon(self.stop, float(request.get("timeout", STOP_TIMEOUT)))
         elif op == "exec":
             await self._exec(conn, request, services)
+        elif op == "open":
+            await self._open_for_copy(conn, request)
         else:
             await control.send(
                 conn, {"error": f"unknown request {op!r}", "code": exitcodes.SANDKIT_FAILED}
             )
+
+    async def _open_for_copy(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        """`sandkit cp`: an fd of the container, resolved in its root by the init, and the
+        container's id maps; the client walks or writes below it (copy.py)."""
+        from ._runtime import copy_side, open_for_copy
+
+        try:
+            fd = await open_for_copy(self.container, str(request["path"]), str(request["mode"]))
+        except OSError as exc:
+            await control.send(conn, {"error": exc.strerror or str(exc), "errno": exc.errno})
+            return
+        try:
+            ids = copy_side(self.container, anyio.from_thread.run).ids
+            await control.send(conn, {"ok": True, "uids": ids.uids, "gids": ids.gids}, [fd])
+        finally:
+            os.close(fd)
 
     async def stop(self, timeout: float) -> None:
         """Docker's stop: the stop signal, then SIGKILL to everything after ``timeout`` s."""

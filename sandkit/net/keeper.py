@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import queue
+import select
 import selectors
 import signal
 import socket
@@ -139,7 +140,8 @@ class Keeper:
         self.veth_counter = 0
         # addresses whose veths a thread deleted (see _release), freed by the loop
         self.released: queue.SimpleQueue[ipaddress.IPv4Address] = queue.SimpleQueue()
-        self.pasta_pidfd: int | None = None
+        # The keeper's end of the pipe whose end of file makes the launcher kill pasta.
+        self.pasta_watch: int | None = None
         self.forwarder = resolver.Forwarder(None, [])
         self.listener: socket.socket | None = None
 
@@ -155,6 +157,8 @@ class Keeper:
             upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.forwarder = resolver.Forwarder(upstream, spec.upstream)
         launcher = self._fork_pasta_launcher() if spec.pasta else None
+        if launcher is not None:
+            self.pasta_watch = launcher[1]
         try:
             if spec.rootless:
                 nsutil.unshare(nsutil.CLONE_NEWUSER | nsutil.CLONE_NEWNET)
@@ -172,7 +176,7 @@ class Keeper:
             )
         except BaseException:
             if launcher is not None:
-                os.close(launcher[1])  # the launcher exits without starting pasta
+                self.stop_pasta()  # the launcher exits without starting pasta
                 os.waitpid(launcher[0], 0)
             raise
         if launcher is not None:
@@ -184,32 +188,49 @@ class Keeper:
         return os.path.join(self.spec.directory, "xtables.lock")
 
     def _fork_pasta_launcher(self) -> tuple[int, int]:
-        """A child left in the host's namespaces that waits for N, then execs pasta on it (in
-        the foreground: pasta stays our child and dies with us, even by SIGKILL)."""
+        """A child left in the host's namespaces (the launcher) that waits for N, starts pasta
+        on it, and kills pasta when the keeper ends, however it ends (its end of a pipe the
+        keeper holds reads end of file). Returns (launcher pid, the keeper's end of the pipe).
+
+        A watchdog rather than PR_SET_PDEATHSIG on pasta: pasta sandboxes itself in a user
+        namespace of its own, and changing credentials so clears the parent-death signal (seen
+        here: pastas outlived their keeper); given N as an fd, pasta does not notice N's end.
+        """
         go_read, go_write = os.pipe2(os.O_CLOEXEC)
         keeper_pid = os.getpid()
         pid = os.fork()
-        if pid == 0:  # the launcher
+        if pid == 0:
+            status = 127
             try:
                 os.close(go_write)
-                # SIGKILL: a pasta was seen to outlive its keeper with SIGTERM (cause unknown;
-                # pasta ends on SIGTERM when tried by hand), and pasta has nothing to save.
-                nsutil.die_with_parent(signal.SIGKILL)
-                if os.getppid() != keeper_pid:
-                    os._exit(1)
-                for number in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
-                    signal.signal(number, signal.SIG_DFL)  # as Python found them, for pasta
-                if os.read(go_read, 1) != b"g":
-                    os._exit(1)
-                command = self._uplink_command(keeper_pid)
-                os.execv(command[0], command)
+                status = self._launch_and_watch_pasta(keeper_pid, go_read)
             except BaseException as exc:  # noqa: BLE001 - a forked child must never return
                 with contextlib.suppress(OSError):
                     os.write(2, f"sandkit keeper: cannot start pasta: {exc}\n".encode())
-            os._exit(127)
+            os._exit(status)
         os.close(go_read)
-        self.pasta_pidfd = os.pidfd_open(pid)
         return pid, go_write
+
+    def _launch_and_watch_pasta(self, keeper_pid: int, go: int) -> int:
+        """In the launcher: start pasta once the keeper says so; return its exit status when it
+        ends by itself, or kill it when the keeper ends (0)."""
+        if os.read(go, 1) != b"g":
+            return 1  # the keeper failed before N was ready
+        command = self._uplink_command(keeper_pid)
+        pasta_pid = os.fork()
+        if pasta_pid == 0:
+            for number in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(number, signal.SIG_DFL)  # as Python found them, for pasta
+            try:
+                os.execv(command[0], command)
+            finally:
+                os._exit(127)
+        pasta_fd = os.pidfd_open(pasta_pid)
+        ready, _, _ = select.select([go, pasta_fd], [], [])
+        if go in ready:  # the keeper ended (or stopped pasta): end of file
+            signal.pidfd_send_signal(pasta_fd, signal.SIGKILL)
+        _, status = os.waitpid(pasta_pid, 0)
+        return 0 if go in ready else os.waitstatus_to_exitcode(status) or 1
 
     def _uplink_command(self, keeper_pid: int) -> list[str]:
         """In the launcher: the uplink's command line, on inheritable fds of N (and U_N)."""
@@ -235,13 +256,13 @@ class Keeper:
         )
 
     def _start_pasta(self, launcher: int, go: int) -> None:
-        """Let the launcher exec pasta, and wait until pasta's interface in N has its address."""
+        """Let the launcher start pasta, and wait until pasta's interface in N has its address.
+        ``go`` stays open for the keeper's life: its end tells the launcher to kill pasta."""
         os.write(go, b"g")
-        os.close(go)
+        self.pasta_watch = go
         deadline = time.monotonic() + PASTA_START_TIMEOUT
         while not netlink.has_address(firewall.UPLINK_NAME):
             if os.waitpid(launcher, os.WNOHANG) != (0, 0):
-                self.pasta_pidfd = None
                 raise NetworkError("pasta failed to start (its message follows)")
             if time.monotonic() > deadline:
                 raise NetworkError(f"pasta did not set up its interface in {PASTA_START_TIMEOUT} s")
@@ -466,6 +487,7 @@ class Keeper:
             sock.close()
             return
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * (resolver.MAX_REPLY + 2))
         connection = DnsTcpConnection(sock, time.monotonic() + DNS_TCP_TIMEOUT)
         self.dns_tcp.add(connection)
         self.selector.register(sock, selectors.EVENT_READ, connection)
@@ -494,10 +516,10 @@ class Keeper:
         self.selector.unregister(connection.sock)
 
         def reply(answer: bytes) -> None:
+            # Never blocks the keeper: the send buffer holds a whole answer (at most 64 KiB),
+            # whatever the client's window, and what does not fit is dropped with the connection.
             with contextlib.suppress(OSError):
-                connection.sock.setblocking(True)
-                connection.sock.settimeout(DNS_TCP_TIMEOUT)
-                connection.sock.sendall(len(answer).to_bytes(2, "big") + answer)
+                connection.sock.send(len(answer).to_bytes(2, "big") + answer)
             self._close_dns_tcp(connection, registered=False)
 
         self._answer(wire, reply)
@@ -519,12 +541,11 @@ class Keeper:
     # -- the end ----------------------------------------------------------------------------
 
     def stop_pasta(self) -> None:
-        """End pasta now (it holds N open: it would not notice N's end by itself)."""
-        if self.pasta_pidfd is not None:
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(self.pasta_pidfd, signal.SIGKILL)
-            os.close(self.pasta_pidfd)
-            self.pasta_pidfd = None
+        """Have the launcher kill pasta now (it holds N open: it would not notice N's end).
+        The keeper's exit does the same, however it exits."""
+        if self.pasta_watch is not None:
+            os.close(self.pasta_watch)
+            self.pasta_watch = None
 
 
 def run(spec: KeeperSpec) -> NoReturn:

@@ -51,16 +51,6 @@ def become_root_of_new_userns(uid: int, gid: int) -> None:
         f.write(f"0 {gid} 1")
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(sig: int) -> None:
-    """prctl(PR_SET_PDEATHSIG): ``sig`` when the parent ends (kept across exec)."""
-    if _libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(sig), 0, 0, 0) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"prctl: {os.strerror(error)}")
-
-
 _PR_SET_NAME = 15
 
 

@@ -3,10 +3,9 @@ outbound traffic from its namespace N to the host's network, as root too (so the
 firewall, sysctls and interfaces are never touched).
 
 The keeper forks a launcher before it leaves the host's namespaces; once N is ready the launcher
-opens N (and, rootless, its user namespace U_N) through /proc and execs pasta on those fds.
-pasta configures its interface in N and stays in the foreground, the keeper's child: it gets
-SIGKILL when the keeper ends, however it ends (PR_SET_PDEATHSIG). (Given N as an fd, pasta would
-not notice N's end by itself.)
+opens N (and, rootless, its user namespace U_N) through /proc, starts pasta on those fds in the
+foreground, and watches both pasta and the keeper: when the keeper ends, however it ends, the
+launcher kills pasta (given N as an fd, pasta would not notice N's end by itself).
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ def pasta_command(pasta: str, *, rootless: bool, netns_fd: int, userns_fd: int |
     command = [pasta, "--config-net", "-q", "-4", "--no-dhcp"]
     command += ["-t", "none", "-u", "none", "-T", "none", "-U", "none", "--no-map-gw"]
     command += ["-I", "up0", "-a", UPLINK_ADDRESS, "-n", str(UPLINK_PREFIX), "-g", UPLINK_GATEWAY]
-    command += ["--foreground"]  # the keeper's child: it dies with the keeper
+    command += ["--foreground"]  # the launcher's child: it is killed with the keeper
     if not rootless:
         # As root pasta would switch to nobody, who may not enter root's namespaces.
         command += ["--runas", "0:0"]

@@ -17,7 +17,6 @@ Requests (host -> keeper), at most one fd each:
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import re
@@ -40,18 +39,16 @@ def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = N
     data = json.dumps(message, separators=(",", ":")).encode()
     if len(data) > MAX_MESSAGE:
         raise NetworkError(f"keeper message too large ({len(data)} bytes)")
-    ancillary = []
     if fds:
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
-    sock.sendmsg([data], ancillary)
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
 
 
 def receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
     """One message and the fds that came with it; None at end of file. A packet that is too
     large, carries too many fds or is not one JSON object raises NetworkError (its fds closed)."""
-    fd_space = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
-    data, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE + 1, fd_space)
-    fds = _fds_of(ancillary)
+    data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE + 1, MAX_FDS)
     try:
         if not data and not fds:
             return None
@@ -68,15 +65,6 @@ def receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
             os.close(fd)
         raise
     return message, fds
-
-
-def _fds_of(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
-    fds: list[int] = []
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % array.array("i").itemsize
-            fds.extend(array.array("i", payload[:usable]))
-    return fds
 
 
 def check_name(name: object, what: str) -> str:

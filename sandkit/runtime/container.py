@@ -11,7 +11,7 @@ import secrets
 import signal as signals
 import socket
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias, Unpack
 
 import anyio
@@ -44,7 +44,7 @@ from ..net import store as net_store
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
-from . import environment, etcfiles, plan, prespawn, startup
+from . import copy, environment, etcfiles, plan, prespawn, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .forward import CONNECT_TIMEOUT, Binding, PortForwarder
@@ -863,7 +863,9 @@ class AsyncContainer:
         finally:
             os.close(fd)
 
-    async def _open(self, path: str, mode: str, perm: int = 0o644) -> int:
+    async def _open(self, path: str, mode: str, perm: int = 0o644, *, raw: bool = False) -> int:
+        """An fd the init opened; its refusal a `ContainerError` (``raw``: an `OSError` with
+        the init's errno, which copy.py tells apart)."""
         if not path.startswith("/"):
             workdir = self.options.get("workdir")
             path = "/" + path if workdir is None else os.path.join(workdir, path)
@@ -871,10 +873,86 @@ class AsyncContainer:
         request = Open(id=channel.protocol.next_id(), path=path, mode=mode, perm=perm)
         reply, fds = await self._request(channel, request)
         if isinstance(reply, Error):
+            if raw:
+                raise OSError(reply.errno, reply.msg, path)
             raise file_error(reply, path)
         if not isinstance(reply, Opened):
             raise errors.ProtocolError(f"expected 'opened', got {reply!r}")
         return fds[0]
+
+    # -- copying (`docker cp`'s job; the work is in copy.py, on a worker thread) --------------
+
+    async def copy_in(
+        self,
+        source: copy.CopySource,
+        container_path: str,
+        *,
+        archive: bool = False,
+        follow_link: bool = False,
+    ) -> None:
+        """Copy into the container, by `docker cp`'s rules: ``source`` a host path (file or
+        tree), bytes (one file's content) or a tar stream (a binary file object, extracted
+        into directory ``container_path``). ``archive`` keeps the owners (``cp -a``; else the
+        container's root owns it all); ``follow_link`` copies what a symlink source points to.
+        Raises `CopyError` (nothing written) when a path is missing or refused."""
+        side = self._copy_side(anyio.from_thread.run)
+        await anyio.to_thread.run_sync(
+            lambda: copy.copy_in(
+                side, source, container_path, archive=archive, follow_link=follow_link
+            )
+        )
+
+    async def copy_out(
+        self,
+        container_path: str,
+        host_path: str | os.PathLike[str],
+        *,
+        archive: bool = False,
+        follow_link: bool = False,
+    ) -> None:
+        """Copy a file or tree of the container to the host, by `docker cp`'s rules; what lands
+        belongs to the caller unless ``archive``. Nothing half-made is left on failure."""
+        side = self._copy_side(anyio.from_thread.run)
+        await anyio.to_thread.run_sync(
+            lambda: copy.copy_out(
+                side, container_path, host_path, archive=archive, follow_link=follow_link
+            )
+        )
+
+    async def get_archive(self, path: str, *, follow_link: bool = False) -> AsyncIterator[bytes]:
+        """The file or tree at ``path`` as a tar stream (Docker's archive API), in chunks."""
+        chunks = copy.archive(self._copy_side(anyio.from_thread.run), path, follow_link=follow_link)
+        try:
+            while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            await anyio.to_thread.run_sync(chunks.close)
+
+    async def stat(self, path: str) -> copy.PathStat:
+        """Docker's ``PathStat`` of ``path`` (a symlink at its last name is not followed)."""
+        side = self._copy_side(anyio.from_thread.run)
+        return await anyio.to_thread.run_sync(lambda: copy.stat_path(side, path))
+
+    async def remove(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a file, symlink or empty directory of the container (``recursive``: a tree)."""
+        side = self._copy_side(anyio.from_thread.run)
+        await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
+
+    def _copy_side(self, call: Callable[..., Any]) -> copy.ContainerSide:
+        """The container as copy.py reaches it; ``call`` runs a coroutine function from the
+        thread that copies (anyio's from_thread.run, or the sync API's portal)."""
+        self._live_channel()
+        assert self._init is not None
+        ids = copy.IdMap.of_process(self._init.pid) if self.rootless else copy.IdMap()
+
+        # As `docker cp`: a relative path is taken from the container's root, not its workdir.
+        def opener(path: str, mode: str) -> int:
+            return call(self._open_raw, path if path.startswith("/") else "/" + path, mode)
+
+        return copy.ContainerSide(opener, ids)
+
+    async def _open_raw(self, path: str, mode: str) -> int:
+        return await self._open(path, mode, raw=True)
 
     def stats(self) -> CgroupStats:
         """Current and peak memory, cpu time and number of processes of the whole container.
@@ -1010,6 +1088,21 @@ def exec_on_this_thread(
         flow = container._captured_exec(argv, input, limit, timeout, **options)
         outcome = container._drive_blocking(channel, flow)
     return finished(outcome, argv, timeout, check, started)
+
+
+def copy_side(container: AsyncContainer, call: Callable[..., Any]) -> copy.ContainerSide:
+    """The container as copy.py reaches it from a thread of the caller's (``call``: the sync
+    API's portal), for the sync `get_archive`, a generator run on the caller's thread."""
+    return container._copy_side(call)
+
+
+async def open_for_copy(container: AsyncContainer, path: str, mode: str) -> int:
+    """An fd on ``path`` ("dir" or "r") resolved in the container's root, for a copy made by
+    another process (``sandkit cp``, through a detached container's supervisor); `OSError`
+    with the init's errno when it is refused."""
+    if mode not in ("dir", "r"):
+        raise OSError(errno.EINVAL, f"a copy opens directories or files, not {mode!r}")
+    return await container._open_raw(path, mode)
 
 
 @attrs.frozen

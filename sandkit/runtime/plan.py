@@ -91,6 +91,11 @@ def setup_message(
     of the container's own) and the ``files`` it writes into the root (replacing the image's,
     and with the host image the host's copy of that /etc entry)."""
     _check_files(files)
+    if net is not None and not loopback:
+        raise errors.ContainerStartError(
+            f"interface {net.iface} needs a network namespace of the container's own: "
+            "it cannot be configured on the host's network"
+        )
     if image == HOST_IMAGE:
         rootfs: dict[str, Any] = {"kind": "tmpfs", "readonly": read_only}
         base_mounts = _host_image_mounts(skip={f.path for f in files})

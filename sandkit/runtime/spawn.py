@@ -479,7 +479,7 @@ def _nested_clone_error(stage: int, err: int, userns_fd: int | None, *, cgroup: 
     if stage == _STAGE_JOIN_USERNS:
         return ContainerStartError(
             f"cannot nest the container's user namespace under parent_userns={userns_fd}: "
-            f"{reason}. {_JOIN_USERNS_FIXES.get(err, _JOIN_USERNS_FIXES[errno.EPERM])}"
+            f"{reason}. {_JOIN_USERNS_FIXES.get(err, '')}".rstrip()
         )
     if stage == _STAGE_MAPS:
         return ContainerStartError(

@@ -124,14 +124,7 @@ def docker() -> Iterator[Docker]:
 def _docker(
     docker: Docker, *argv: str, input: bytes | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        ["docker", *argv],
-        env=docker.env,
-        input=input,
-        capture_output=True,
-        timeout=120,
-        check=check,
-    )
+    return dockerd.run(docker.env, *argv, input=input, check=check)
 
 
 @contextlib.contextmanager

@@ -27,37 +27,30 @@ def host_address() -> str:
 
 def network_processes(home: str) -> list[str]:
     """Keepers of networks under ``home`` (they hold their network's directory open), and the
-    uplink (slirp4netns or pasta) each started (its child)."""
+    uplink (slirp4netns or pasta) each started, dead keeper or not (exec'd with the environment
+    of the host process, its SANDKIT_HOME; a keeper is only forked: its /proc environ is its host's at exec)."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid,comm,args"], capture_output=True, text=True)
     found = []
     for line in out.stdout.splitlines():
         pid, comm, args = [*line.split(None, 2), "", ""][:3]
+        # the uplink: pasta, or slirp4netns
+        is_pasta = "up0" in args and ("--no-map-gw" in args or "slirp4netns" in args)
         keeper = comm == "sandkit-keeper" and _holds_under(pid, home)
-        uplink = "up0" in args and ("--no-map-gw" in args or "slirp4netns" in args)
-        if keeper or (uplink and _holds_under(_parent(pid), home)):
+        if keeper or (is_pasta and _home_of(pid).startswith(home)):
             found.append(line.strip())
     return found
 
 
-def _parent(pid: str) -> str:
-    """A keeper's uplink is its child (and dies with it)."""
+def _home_of(pid: str) -> str:
     try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(line.split()[1] for line in f if line.startswith("PPid:"))
-    except (OSError, StopIteration):
-        return "0"
-
-
-def _holds_under(pid: str, home: str) -> bool:
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
     except OSError:
-        return False
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(home):
-                return True
-    return False
+        return ""
+    for entry in environ:
+        if entry.startswith(b"SANDKIT_HOME="):
+            return entry.removeprefix(b"SANDKIT_HOME=").decode(errors="replace")
+    return ""
 
 
 def host_state(home: str) -> dict[str, object]:
@@ -168,3 +161,33 @@ def greeting_server(address: str) -> Iterator[int]:
 
 def home_dir() -> Path:
     return Path(os.environ["SANDKIT_HOME"])
+
+
+@contextlib.contextmanager
+def killed_host_process(code: str, *args: str) -> Iterator[str]:
+    """A child Python running ``code`` (a host process using a network): yields the first line
+    it prints, then SIGKILLs it."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        yield child.stdout.readline()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
+def _holds_under(pid: str, home: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(home):
+                return True
+    return False

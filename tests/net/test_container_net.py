@@ -6,10 +6,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -23,7 +21,13 @@ import sandkit
 from sandkit import errors
 from sandkit.net import client, pasta, uplink
 
-from .helpers import greeting_server, host_address, host_state, network_processes
+from .helpers import (
+    greeting_server,
+    host_address,
+    host_state,
+    killed_host_process,
+    network_processes,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="root and rootless")]
 
@@ -264,18 +268,9 @@ sys.stdin.read()
 
 
 def test_nothing_left_after_sigkill_of_the_host_process(busybox_dir, clean_host):
-    child = subprocess.Popen(
-        [sys.executable, "-c", _KILLED, str(busybox_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout.readline().startswith("10.88.")
+    with killed_host_process(_KILLED, str(busybox_dir)) as first_line:
+        assert first_line.startswith("10.88.")
         assert network_processes(os.environ["SANDKIT_HOME"])
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
 
 
 def test_unknown_network_is_refused_before_anything_is_made(busybox, clean_host):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ from .helpers import (
     host_address,
     host_state,
     in_netns,
+    killed_host_process,
     netns_fd,
     netns_process,
     network_processes,
@@ -153,19 +155,10 @@ sys.stdin.read()
 
 def test_sigkill_of_the_host_process_leaves_nothing(clean_host):
     with netns_process() as pid:
-        child = subprocess.Popen(
-            [sys.executable, "-c", _KILLED_CHILD, str(pid)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert child.stdout.readline().startswith("10.88.")
+        with killed_host_process(_KILLED_CHILD, str(pid)) as first_line:
+            assert first_line.startswith("10.88.")
             assert network_processes(os.environ["SANDKIT_HOME"])
             assert "eth0" in in_netns(pid, "ip", "-o", "link").stdout
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
         wait_until(
             lambda: "eth0" not in in_netns(pid, "ip", "-o", "link").stdout,
             "the container's interface to go",
@@ -234,3 +227,20 @@ def test_no_uplink_installed_is_a_clear_error_and_leaves_nothing(clean_host, tmp
     with pytest.raises(errors.NetworkUnavailableError, match=r"apt install slirp4netns"):
         client.join(store.BRIDGE)
     assert not (store.BRIDGE.directory() / SOCKET_NAME).exists()
+
+
+def test_sigkill_of_the_keeper_takes_pasta_with_it(clean_host):
+    connection = client.join(store.BRIDGE)
+    try:
+        creds = connection._sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+        )
+        keeper_pid = struct.unpack("3i", creds)[0]
+        assert any("up0" in p for p in network_processes(os.environ["SANDKIT_HOME"]))
+        os.kill(keeper_pid, signal.SIGKILL)
+        wait_until(
+            lambda: not network_processes(os.environ["SANDKIT_HOME"]),
+            "pasta to go with its keeper",
+        )
+    finally:
+        connection.close()
