@@ -14,7 +14,7 @@ import pytest
 from polling import wait_until
 
 from sandkit import errors
-from sandkit.net import client, egress, pasta, store, uplink
+from sandkit.net import client, egress, store, uplink
 from sandkit.net.keeper import SOCKET_NAME
 
 from .helpers import (
