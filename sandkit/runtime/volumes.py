@@ -1,0 +1,278 @@
+"""Named volumes: directories that outlive containers, as ``docker volume`` keeps them.
+
+A volume lives in ``$SANDKIT_HOME/volumes/<name>/`` (private, 0700, like the rest of the home):
+``volume.json`` (its name, creation time, labels), ``lease`` (a flock file) and ``_data``, the
+directory containers mount. A container mounts ``_data`` nosuid and nodev, and the host never
+follows anything inside it (removal and sizes go by directory fds without following links), so
+what one container plants there (a setuid file, a device node, a symlink to the host's /etc)
+is inert for the host and for the next container.
+
+Every container using a volume holds a shared flock on its ``lease`` for its whole life (as
+images' leases, sandkit/images/store.py); `remove_volume` takes it exclusively without waiting,
+so a volume in use, in any process, cannot be removed (VolumeInUseError). The flock goes with
+the holder's process, so a killed host leaves no stale lease.
+
+A volume is made in a hidden staging directory and renamed into place, and removed by renaming
+it away before its tree is deleted: other processes see it whole or not at all.
+
+A fresh volume is initialised from the image the first time a container mounts it, as Docker
+does: when ``_data`` is empty and the image has a directory at the mount's target, the
+container's init copies that tree (owners, modes, times, symlinks) into it before mounting it
+(sandkit/_init/volume.c).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..errors import VolumeInUseError, VolumeNotFoundError, VolumeSpecError
+from ..home import private_home, private_subdir
+from ..images.fsutil import DIR_FLAGS, dir_size, remove_tree_at
+
+# Docker's rule for volume names, with a length bound of ours (one path component).
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}")
+_DEFINITION = "volume.json"
+_LEASE = "lease"
+DATA = "_data"
+# Hidden entries of volumes/: a volume being made or being removed. Names never start with '.'.
+_STAGING_PREFIX = ".new-"
+_REMOVING_PREFIX = ".rm-"
+# A staging directory older than this was left by a process killed while creating a volume.
+_STALE_STAGING_SECONDS = 3600.0
+# Docker marks the volumes it makes for `-v /path` (no name) with this label; `prune` without
+# `all` removes only those.
+ANONYMOUS_LABEL = "com.docker.volume.anonymous"
+
+
+@attrs.frozen
+class VolumeRecord:
+    """One volume's definition and where it lives."""
+
+    name: str
+    directory: Path
+    created: str = ""  # RFC 3339
+    labels: dict[str, str] = attrs.field(factory=dict)
+
+    @property
+    def mountpoint(self) -> Path:
+        """The directory containers mount (Docker's ``Mountpoint``)."""
+        return self.directory / DATA
+
+    @property
+    def anonymous(self) -> bool:
+        """Whether the volume carries Docker's anonymous-volume label."""
+        return ANONYMOUS_LABEL in self.labels
+
+    def to_json(self) -> dict[str, Any]:
+        """The definition as volume.json stores it (Docker's field names)."""
+        return {"Name": self.name, "CreatedAt": self.created, "Labels": dict(self.labels)}
+
+
+def check_name(name: str) -> str:
+    """``name`` if it may name a volume; VolumeSpecError otherwise."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise VolumeSpecError(
+            f"invalid volume name {name!r}: use 2 to 128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit (a host directory is given as an absolute path)"
+        )
+    return name
+
+
+def is_volume_name(source: str) -> bool:
+    """Whether a mount source names a volume rather than a host path (Docker's rule)."""
+    return bool(_NAME.fullmatch(source))
+
+
+def volumes_dir(home: Path | None = None) -> Path:
+    """``$SANDKIT_HOME/volumes``, private, made if missing."""
+    return private_subdir(private_home(home), "volumes")
+
+
+def _read_record(directory: Path) -> VolumeRecord:
+    data = json.loads((directory / _DEFINITION).read_text())
+    return VolumeRecord(
+        name=str(data["Name"]),
+        directory=directory,
+        created=str(data.get("CreatedAt", "")),
+        labels={str(k): str(v) for k, v in dict(data.get("Labels") or {}).items()},
+    )
+
+
+def get_volume(name: str, home: Path | None = None) -> VolumeRecord:
+    """The volume named ``name``; VolumeNotFoundError if there is none."""
+    check_name(name)
+    try:
+        return _read_record(volumes_dir(home) / name)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise VolumeNotFoundError(
+            f"no such volume: {name!r}; create it with `sandkit volume create {name}` or "
+            f"sandkit.Volume({name!r}), or mount it and it is created; `sandkit volume ls` "
+            "lists them"
+        ) from None
+
+
+def list_volumes(home: Path | None = None) -> list[VolumeRecord]:
+    """Every volume, by name."""
+    records = []
+    for entry in sorted(volumes_dir(home).iterdir()):
+        if not entry.name.startswith(".") and entry.is_dir():
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                records.append(_read_record(entry))
+    return records
+
+
+def create_volume(
+    name: str | None = None,
+    *,
+    labels: dict[str, str] | None = None,
+    home: Path | None = None,
+) -> tuple[VolumeRecord, bool]:
+    """Makes the volume ``name`` (``None``: a random 64-hex-digit name, as Docker picks) unless it
+    exists. Returns the volume and whether this call made it; an existing volume is returned as
+    it is, as ``docker volume create`` does."""
+    name = check_name(name if name is not None else secrets.token_hex(32))
+    parent = volumes_dir(home)
+    with contextlib.suppress(VolumeNotFoundError):
+        return get_volume(name, home), False
+    record = VolumeRecord(
+        name=name,
+        directory=parent / name,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        labels=dict(labels or {}),
+    )
+    staging = parent / f"{_STAGING_PREFIX}{secrets.token_hex(8)}"
+    staging.mkdir(mode=0o700)
+    try:
+        (staging / DATA).mkdir(mode=0o755)
+        os.chmod(staging / DATA, 0o755)  # as Docker's: whatever the umask
+        _make_private_file(staging / _LEASE, b"")
+        _make_private_file(staging / _DEFINITION, json.dumps(record.to_json()).encode())
+        try:
+            os.rename(staging, record.directory)  # fails if the name was taken meanwhile
+        except OSError:
+            return get_volume(name, home), False
+    finally:
+        if staging.exists():
+            remove_tree_at(None, os.fspath(staging))
+    return record, True
+
+
+def _make_private_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def _open_lease(record: VolumeRecord) -> int:
+    return os.open(record.directory / _LEASE, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+@contextlib.contextmanager
+def lease_volume(name: str, home: Path | None = None) -> Iterator[VolumeRecord]:
+    """Holds the volume ``name`` in use (made first if missing, as ``docker run -v`` does) until
+    the context exits; `remove_volume` refuses it meanwhile, in any process."""
+    while True:
+        record, _ = create_volume(name, home=home)
+        try:
+            fd = _open_lease(record)
+        except FileNotFoundError:
+            continue  # removed between the two steps: make it again
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if _same_file(fd, record.directory / _LEASE):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # removed while we waited for the lock: make it again
+    try:
+        yield record
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def in_use(record: VolumeRecord) -> bool:
+    """Whether a container holds a lease on the volume right now."""
+    try:
+        fd = _open_lease(record)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_volume(name: str, home: Path | None = None) -> VolumeRecord:
+    """Deletes the volume ``name`` and everything in it; VolumeInUseError while a container
+    uses it, VolumeNotFoundError if there is none."""
+    record = get_volume(name, home)
+    try:
+        fd = _open_lease(record)
+    except FileNotFoundError:
+        raise VolumeNotFoundError(f"no such volume: {name!r} (removed meanwhile)") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VolumeInUseError(
+                f"volume {name!r} is in use by a running container: stop the containers that "
+                f"mount it (`sandkit ps`; a Python `with sandkit.Container(...)` block must end "
+                "first), then remove it"
+            ) from None
+        if not _same_file(fd, record.directory / _LEASE):
+            raise VolumeNotFoundError(f"no such volume: {name!r} (removed meanwhile)")
+        # Renamed away under the lock: from here on no one can lease it, and it vanishes at once.
+        doomed = record.directory.with_name(f"{_REMOVING_PREFIX}{secrets.token_hex(8)}")
+        os.rename(record.directory, doomed)
+    finally:
+        os.close(fd)
+    remove_tree_at(None, os.fspath(doomed))
+    return record
+
+
+def volume_size(record: VolumeRecord) -> int:
+    """Bytes of the files in the volume (links never followed; hard links counted once)."""
+    return dir_size(record.mountpoint)
+
+
+def sweep_leftovers(home: Path | None = None) -> None:
+    """Deletes what killed processes left in volumes/: volumes half-removed, and volumes half-made
+    long ago."""
+    parent = volumes_dir(home)
+    for entry in parent.iterdir():
+        removing = entry.name.startswith(_REMOVING_PREFIX)
+        stale = entry.name.startswith(_STAGING_PREFIX) and (
+            time.time() - entry.stat(follow_symlinks=False).st_mtime > _STALE_STAGING_SECONDS
+        )
+        if removing or stale:
+            with contextlib.suppress(FileNotFoundError):
+                remove_tree_at(None, os.fspath(entry))
+
+
+def data_dir_fd(record: VolumeRecord) -> int:
+    """An fd of the volume's ``_data``, opened without following a symlink."""
+    return os.open(record.mountpoint, DIR_FLAGS)
