@@ -149,7 +149,7 @@ def create_volume(
     record = VolumeRecord(
         name=name,
         directory=parent / name,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         labels=dict(labels or {}),
     )
     staging = parent / f"{_STAGING_PREFIX}{secrets.token_hex(8)}"
