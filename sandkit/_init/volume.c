@@ -150,6 +150,17 @@ static int copy_fifo(struct copy *cp, int to, const char *name, const struct sta
 	return 0;
 }
 
+/* A directory stream of its own for directory fd: a dup would share (and move) fd's offset. */
+static DIR *open_stream(int fd)
+{
+	int own = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = own < 0 ? NULL : fdopendir(own);
+
+	if (own >= 0 && dir == NULL)
+		close(own);
+	return dir;
+}
+
 static int copy_tree(struct copy *cp, int from, int to, int depth);
 
 static int copy_dir(struct copy *cp, int from, int to, const char *name, const struct stat *st,
@@ -209,7 +220,6 @@ static int copy_entry(struct copy *cp, int from, int to, const char *name, int d
 static int copy_tree(struct copy *cp, int from, int to, int depth)
 {
 	autoclosedir DIR *dir = NULL;
-	int fd;
 	struct dirent *ent;
 
 	if (depth > COPY_MAX_DEPTH)
@@ -217,12 +227,9 @@ static int copy_tree(struct copy *cp, int from, int to, int depth)
 			      "fill volume at %s from the image: the image's tree there is deeper "
 			      "than %d directories; mount the volume elsewhere",
 			      cp->dst, COPY_MAX_DEPTH);
-	fd = dup(from);
-	if (fd < 0 || (dir = fdopendir(fd)) == NULL) {
-		if (fd >= 0)
-			close(fd);
+	dir = open_stream(from);
+	if (dir == NULL)
 		return fail(cp, "read directory", "");
-	}
 	while ((errno = 0, ent = readdir(dir)) != NULL) {
 		if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0)
 			continue;
@@ -237,15 +244,11 @@ static int copy_tree(struct copy *cp, int from, int to, int depth)
  * writing do not stop it. Best effort: the start fails with the copy's error anyway. */
 static void empty_dir(int fd, int depth)
 {
-	autoclosedir DIR *dir = NULL;
+	autoclosedir DIR *dir = open_stream(fd);
 	struct dirent *ent;
-	int copy = dup(fd);
 
-	if (copy < 0 || (dir = fdopendir(copy)) == NULL) {
-		if (copy >= 0)
-			close(copy);
+	if (dir == NULL)
 		return;
-	}
 	while ((ent = readdir(dir)) != NULL) {
 		if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0)
 			continue;
@@ -262,15 +265,11 @@ static void empty_dir(int fd, int depth)
 /* 1 if directory fd holds nothing, 0 if it holds something, -1 on error. */
 static int dir_empty(int fd)
 {
-	autoclosedir DIR *dir = NULL;
+	autoclosedir DIR *dir = open_stream(fd);
 	struct dirent *ent;
-	int copy = dup(fd);
 
-	if (copy < 0 || (dir = fdopendir(copy)) == NULL) {
-		if (copy >= 0)
-			close(copy);
+	if (dir == NULL)
 		return -1;
-	}
 	while ((errno = 0, ent = readdir(dir)) != NULL)
 		if (strcmp(ent->d_name, ".") != 0 && strcmp(ent->d_name, "..") != 0)
 			return 0;
