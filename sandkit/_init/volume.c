@@ -1,6 +1,6 @@
 /* Docker's copy-up of a named volume: the first time an empty volume is mounted at a path where
  * the image has a directory, that directory's tree is copied into the volume (owners, modes,
- * times, symlinks, hard links within the tree), and the volume's root takes the owner and mode
+ * times but those of directories that receive entries, symlinks, hard links within the tree), and the volume's root takes the owner and mode
  * of the image's directory. Runs during set-up, before the volume is mounted over the path.
  *
  * The volume is host storage another container may be using at the same time, and the init is
@@ -176,13 +176,12 @@ static int copy_dir(struct copy *cp, int from, int to, const char *name, const s
 	out = openat(to, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (out < 0)
 		return fail(cp, "open directory", name);
-	if (copy_tree(cp, in, out, depth + 1) < 0)
-		return -1;
-	/* After the content: adding entries changes a directory's times, and its mode may forbid
-	 * adding them. */
+	/* Before the content, as Docker's copy-up does: a directory that receives entries ends with
+	 * the time of the copy, an empty one keeps the image's (tests/cli/test_volume_parity.py).
+	 * A mode that forbids writing does not stop the init, root over what it made. */
 	if (set_meta(out, st, true) < 0)
 		return fail(cp, "set owner, mode or times of directory", name);
-	return 0;
+	return copy_tree(cp, in, out, depth + 1);
 }
 
 static int copy_entry(struct copy *cp, int from, int to, const char *name, int depth)
