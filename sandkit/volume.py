@@ -17,15 +17,23 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from .errors import VolumeError, VolumeInUseError
+from .errors import LimitsError, VolumeError, VolumeInUseError, VolumeSpecError
 from .runtime import volumes
 from .runtime.volumes import VolumeRecord
+from .sizes import parse_size
 
 __all__ = ["Volume"]
 
 
+def _bytes(size: int | str | None) -> int:
+    try:
+        return 0 if size is None else parse_size(size)
+    except LimitsError as exc:
+        raise VolumeSpecError(f"volume size: {exc}") from None
+
+
 class Volume:
-    """A named volume: ``Volume(name=None, labels=None)``.
+    """A named volume: ``Volume(name=None, labels=None, size=None, tmpfs=False)``.
 
     Entering the ``with`` block (or `create`) makes the volume unless it exists; leaving it
     removes the volume again (`remove`) if the block made it, which must come after the
@@ -33,14 +41,28 @@ class Volume:
     volume that exists already, which the ``with`` block then does not remove. Mount it with
     ``mounts=[f"{volume.name}:/path"]`` or ``sandkit.Mount.volume(volume.name, "/path")``; a
     mount of a volume that does not exist makes it (Docker's rule).
+
+    ``size`` (bytes or "512m"; root only) limits it: it is then an ext4 filesystem image of its
+    own, sparse on the host. ``tmpfs=True`` (root only) keeps it in memory instead (``size``
+    bytes, default half of RAM): its content lasts while containers use it, as Docker's
+    ``--opt type=tmpfs``. A rootless user gets VolumeSpecError for either: rootless volumes are
+    directories without a size limit.
     """
 
-    def __init__(self, name: str | None = None, *, labels: dict[str, str] | None = None) -> None:
-        """Describes the volume; nothing is made until `create` (or the ``with`` block)."""
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        size: int | str | None = None,
+        tmpfs: bool = False,
+    ) -> None:
+        """Describes the volume (checked now); nothing is made until `create` (or ``with``)."""
         if name is not None:
             volumes.check_name(name)
         self._wanted_name = name
         self._labels = dict(labels or {})
+        self._options = volumes.backing_options(size=_bytes(size), tmpfs=tmpfs)
         self._record: VolumeRecord | None = None
         self._owned = False
 
@@ -83,7 +105,7 @@ class Volume:
         """Makes the volume unless it exists (then it is used as it is) and returns it."""
         if self._record is None:
             self._record, self._owned = volumes.create_volume(
-                self._wanted_name, labels=self._labels
+                self._wanted_name, labels=self._labels, options=self._options
             )
         return self
 
@@ -114,6 +136,16 @@ class Volume:
     def labels(self) -> dict[str, str]:
         """The volume's labels."""
         return dict(self._created().labels)
+
+    @property
+    def options(self) -> dict[str, str]:
+        """Docker's local-driver options of the volume: {} for a plain directory."""
+        return dict(self._created().options)
+
+    @property
+    def size(self) -> int:
+        """The volume's size limit in bytes; 0 for none."""
+        return self._created().size
 
     @property
     def created(self) -> str:

@@ -260,3 +260,64 @@ def test_a_volume_removed_meanwhile_is_made_again_at_the_next_mount(busybox):
         assert _sh(c, "ls /v") == ""
     assert volumes.get_volume("again").name == "again"
     sandkit.Volume.get("again").remove()
+
+
+# --- size limits ------------------------------------------------------------------------------
+
+
+def _mounted_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+
+
+@pytest.mark.root
+def test_a_sized_volume_stops_writes_at_its_size_and_keeps_its_content(busybox):
+    with sandkit.Volume("capped", size="16m") as vol:
+        assert vol.options == {"size": str(16 << 20)}
+        with sandkit.Container(busybox, mounts=["capped:/v"]) as c:
+            assert _sh(c, "ls -A /v") == ""  # no lost+found: a fresh volume is empty
+            r = c.exec(["dd", "if=/dev/zero", "of=/v/big", "bs=1M", "count=32"])
+            assert r.exit_code != 0 and b"No space left on device" in r.stderr
+            _sh(c, "rm /v/big && echo kept > /v/small")
+        assert _mounted_under(vol.mountpoint) == []  # unmounted with the last container
+        with sandkit.Container(busybox, mounts=["capped:/v"]) as c:
+            assert _sh(c, "cat /v/small") == "kept\n"
+        directory = vol.mountpoint.parent
+    assert not directory.exists()
+
+
+@pytest.mark.root
+def test_a_tmpfs_volume_is_shared_while_used_and_gone_after(busybox):
+    with sandkit.Volume("inmemory", tmpfs=True, size="8m") as vol:
+        with (
+            sandkit.Container(busybox, mounts=["inmemory:/m"]) as first,
+            sandkit.Container(busybox, mounts=["inmemory:/m"]) as second,
+        ):
+            _sh(first, "echo shared > /m/f")
+            assert _sh(second, "cat /m/f; df -k /m | tail -1").split()[:3] == [
+                "shared",
+                "tmpfs",
+                "8192",
+            ]
+        assert _mounted_under(vol.mountpoint) == []
+        with sandkit.Container(busybox, mounts=["inmemory:/m"]) as c:
+            assert _sh(c, "ls -A /m") == ""
+
+
+def _sized_refused() -> str:
+    for kwargs in ({"size": "64m"}, {"tmpfs": True}):
+        with pytest.raises(sandkit.VolumeSpecError) as refused:
+            sandkit.Volume("sized", **kwargs)
+    assert sandkit.Volume.all() == []
+    return str(refused.value)
+
+
+def test_rootless_a_size_limit_is_refused_with_the_fix(as_unprivileged):
+    assert "needs root" in as_unprivileged(_sized_refused)
+    assert "drop size=" in as_unprivileged(_sized_refused)
+
+
+@pytest.mark.parametrize("size", ["1k", "lots", -5])
+def test_a_bad_size_is_refused(size):
+    with pytest.raises(sandkit.VolumeSpecError, match="size"):
+        sandkit.Volume("sized", size=size)

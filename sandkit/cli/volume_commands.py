@@ -1,6 +1,8 @@
 """The volume commands, Docker's names, output and exit codes:
 
-    sandkit volume create [--label K=V] [NAME]         sandkit volume ls [-q] [--format table|json]
+    sandkit volume create [--label K=V] [-o size=1g | -o type=tmpfs -o device=tmpfs -o o=size=64m]
+                          [NAME]
+    sandkit volume ls [-q] [--format table|json]
     sandkit volume inspect NAME...                     sandkit volume rm NAME...
     sandkit volume prune [-a] [-f]
 
@@ -32,6 +34,15 @@ def add_volume_commands(commands: Subparsers) -> None:
     p = volume.add_parser("create", help="create a volume", description="Create a volume.")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("-d", "--driver", default="local", choices=("local",), help="only: local")
+    p.add_argument(
+        "-o",
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="size=SIZE (an ext4 image of that size), or type=tmpfs device=tmpfs o=size=SIZE "
+        "(in memory); root only",
+    )
     p.add_argument("name", nargs="?", help="the volume's name (default: a random one)")
     p.set_defaults(func=cmd_create)
 
@@ -73,9 +84,31 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
+def _backing(pairs: list[str]) -> dict[str, Any]:
+    """Volume keywords from Docker's local-driver ``--opt``s: ``size=`` (sandkit: an ext4 image,
+    Docker: an xfs quota), or ``type=tmpfs device=tmpfs o=size=...``."""
+    opts = dict(pair.partition("=")[::2] for pair in pairs)
+    if not opts:
+        return {}
+    if set(opts) == {"size"}:
+        return {"size": opts["size"]}
+    mount_options = dict(o.partition("=")[::2] for o in opts.get("o", "").split(",") if o)
+    if (
+        opts.get("type") == "tmpfs"
+        and opts.get("device") == "tmpfs"
+        and set(opts) <= {"type", "device", "o"}
+        and set(mount_options) <= {"size"}
+    ):
+        return {"tmpfs": True, "size": mount_options.get("size")}
+    raise errors.VolumeSpecError(
+        f"unsupported volume options {' '.join(pairs)!r}: use -o size=SIZE, or -o type=tmpfs "
+        "-o device=tmpfs [-o o=size=SIZE]"
+    )
+
+
 def cmd_create(args: argparse.Namespace) -> int:
     """``sandkit volume create``: make the volume (an existing one is kept) and print its name."""
-    print(Volume(args.name, labels=_labels(args.label)).create().name)
+    print(Volume(args.name, labels=_labels(args.label), **_backing(args.opt)).create().name)
     return exitcodes.OK
 
 
@@ -111,7 +144,7 @@ def inspect_volume(volume: Volume) -> dict[str, Any]:
         "Labels": volume.labels or None,
         "Mountpoint": str(volume.mountpoint),
         "Name": volume.name,
-        "Options": None,
+        "Options": volume.options or None,
         "Scope": "local",
     }
 

@@ -15,6 +15,10 @@ the holder's process, so a killed host leaves no stale lease.
 A volume is made in a hidden staging directory and renamed into place, and removed by renaming
 it away before its tree is deleted: other processes see it whole or not at all.
 
+A volume made with a size is a filesystem of its own mounted on ``_data`` while containers use
+it (volume_backing.py): an ext4 image, or a tmpfs whose content lasts only as long. Its
+``Options`` in volume.json say which, as Docker's local driver records them.
+
 A fresh volume is initialised from the image the first time a container mounts it, as Docker
 does: when ``_data`` is empty and the image has a directory at the mount's target, the
 container's init copies that tree (owners, modes, times, symlinks) into it before mounting it
@@ -39,7 +43,8 @@ import attrs
 
 from ..errors import VolumeInUseError, VolumeNotFoundError, VolumeSpecError
 from ..home import private_home, private_subdir
-from ..images.fsutil import DIR_FLAGS, dir_size, remove_tree_at
+from ..images.fsutil import dir_size, remove_tree_at
+from . import volume_backing
 
 # Docker's rule for volume names, with a length bound of ours (one path component).
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}")
@@ -64,6 +69,24 @@ class VolumeRecord:
     directory: Path
     created: str = ""  # RFC 3339
     labels: dict[str, str] = attrs.field(factory=dict)
+    # Docker's local-driver options: {} (a plain directory), {"size": bytes} (an ext4 image),
+    # {"type": "tmpfs", "device": "tmpfs", "o": "size=bytes"} (a tmpfs)
+    options: dict[str, str] = attrs.field(factory=dict)
+
+    @property
+    def backing(self) -> str | None:
+        """ "ext4", "tmpfs", or None for a plain directory (volume_backing.py)."""
+        if self.options.get("type") == "tmpfs":
+            return "tmpfs"
+        return "ext4" if "size" in self.options else None
+
+    @property
+    def size(self) -> int:
+        """The size limit in bytes; 0 for none (a tmpfs: the kernel's default, half of RAM)."""
+        if self.backing == "tmpfs":
+            sizes = [o[5:] for o in self.options.get("o", "").split(",") if o.startswith("size=")]
+            return int(sizes[0]) if sizes else 0
+        return int(self.options.get("size", 0))
 
     @property
     def mountpoint(self) -> Path:
@@ -77,7 +100,12 @@ class VolumeRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The definition as volume.json stores it (Docker's field names)."""
-        return {"Name": self.name, "CreatedAt": self.created, "Labels": dict(self.labels)}
+        return {
+            "Name": self.name,
+            "CreatedAt": self.created,
+            "Labels": dict(self.labels),
+            "Options": dict(self.options),
+        }
 
 
 def check_name(name: str) -> str:
@@ -107,6 +135,7 @@ def _read_record(directory: Path) -> VolumeRecord:
         directory=directory,
         created=str(data.get("CreatedAt", "")),
         labels={str(k): str(v) for k, v in dict(data.get("Labels") or {}).items()},
+        options={str(k): str(v) for k, v in dict(data.get("Options") or {}).items()},
     )
 
 
@@ -133,15 +162,27 @@ def list_volumes(home: Path | None = None) -> list[VolumeRecord]:
     return records
 
 
+def backing_options(*, size: int = 0, tmpfs: bool = False) -> dict[str, str]:
+    """The Options of a volume with this size limit (0: none) and backing; VolumeSpecError if
+    this host or user cannot give it (volume_backing.check_backing)."""
+    if not size and not tmpfs:
+        return {}
+    volume_backing.check_backing("tmpfs" if tmpfs else "ext4", size)
+    if tmpfs:
+        return {"type": "tmpfs", "device": "tmpfs", "o": f"size={size}" if size else ""}
+    return {"size": str(size)}
+
+
 def create_volume(
     name: str | None = None,
     *,
     labels: dict[str, str] | None = None,
+    options: dict[str, str] | None = None,
     home: Path | None = None,
 ) -> tuple[VolumeRecord, bool]:
     """Makes the volume ``name`` (``None``: a random 64-hex-digit name, as Docker picks) unless it
-    exists. Returns the volume and whether this call made it; an existing volume is returned as
-    it is, as ``docker volume create`` does."""
+    exists. ``options`` come from `backing_options`. Returns the volume and whether this call
+    made it; an existing volume is returned as it is, as ``docker volume create`` does."""
     name = check_name(name if name is not None else secrets.token_hex(32))
     parent = volumes_dir(home)
     with contextlib.suppress(VolumeNotFoundError):
@@ -151,12 +192,15 @@ def create_volume(
         directory=parent / name,
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         labels=dict(labels or {}),
+        options=dict(options or {}),
     )
     staging = parent / f"{_STAGING_PREFIX}{secrets.token_hex(8)}"
     staging.mkdir(mode=0o700)
     try:
         (staging / DATA).mkdir(mode=0o755)
         os.chmod(staging / DATA, 0o755)  # as Docker's: whatever the umask
+        if record.backing is not None:
+            volume_backing.prepare(staging, record.backing, record.size)
         _make_private_file(staging / _LEASE, b"")
         _make_private_file(staging / _DEFINITION, json.dumps(record.to_json()).encode())
         try:
@@ -189,8 +233,21 @@ def _same_file(fd: int, path: Path) -> bool:
 
 @contextlib.contextmanager
 def lease_volume(name: str, home: Path | None = None) -> Iterator[VolumeRecord]:
-    """Holds the volume ``name`` in use (made first if missing, as ``docker run -v`` does) until
-    the context exits; `remove_volume` refuses it meanwhile, in any process."""
+    """Holds the volume ``name`` in use (made first if missing, as ``docker run -v`` does; its
+    filesystem mounted if it has one) until the context exits; `remove_volume` refuses it
+    meanwhile, in any process."""
+    record, fd = _take_lease(name, home)
+    try:
+        if record.backing is not None:
+            volume_backing.ensure_mounted(record.directory, record.backing, record.size)
+        yield record
+    finally:
+        os.close(fd)  # closing releases the lock
+        if record.backing is not None:
+            volume_backing.release(record.directory, _unused(record))
+
+
+def _take_lease(name: str, home: Path | None) -> tuple[VolumeRecord, int]:
     while True:
         record, _ = create_volume(name, home=home)
         try:
@@ -200,30 +257,38 @@ def lease_volume(name: str, home: Path | None = None) -> Iterator[VolumeRecord]:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             if _same_file(fd, record.directory / _LEASE):
-                break
+                return record, fd
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)  # removed while we waited for the lock: make it again
+
+
+@contextlib.contextmanager
+def _unused(record: VolumeRecord) -> Iterator[bool]:
+    """Whether no container holds a lease on the volume; while True, none can take one."""
     try:
-        yield record
+        fd = _open_lease(record)
+    except FileNotFoundError:
+        yield False  # removed: nothing to do
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
-        os.close(fd)  # closing releases the lock
+        os.close(fd)
 
 
 def in_use(record: VolumeRecord) -> bool:
     """Whether a container holds a lease on the volume right now."""
-    try:
-        fd = _open_lease(record)
-    except FileNotFoundError:
+    if not (record.directory / _LEASE).exists():
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    with _unused(record) as unused:
+        return not unused
 
 
 def remove_volume(name: str, home: Path | None = None) -> VolumeRecord:
@@ -245,6 +310,8 @@ def remove_volume(name: str, home: Path | None = None) -> VolumeRecord:
             ) from None
         if not _same_file(fd, record.directory / _LEASE):
             raise VolumeNotFoundError(f"no such volume: {name!r} (removed meanwhile)")
+        if record.backing is not None:
+            volume_backing.unmount_left_behind(record.directory)
         # Renamed away under the lock: from here on no one can lease it, and it vanishes at once.
         doomed = record.directory.with_name(f"{_REMOVING_PREFIX}{secrets.token_hex(8)}")
         os.rename(record.directory, doomed)
@@ -255,7 +322,10 @@ def remove_volume(name: str, home: Path | None = None) -> VolumeRecord:
 
 
 def volume_size(record: VolumeRecord) -> int:
-    """Bytes of the files in the volume (links never followed; hard links counted once)."""
+    """Bytes of the files in the volume (links never followed; hard links counted once), or of
+    the disk its ext4 image takes."""
+    if record.backing == "ext4":
+        return volume_backing.disk_usage(record.directory)
     return dir_size(record.mountpoint)
 
 
@@ -271,8 +341,3 @@ def sweep_leftovers(home: Path | None = None) -> None:
         if removing or stale:
             with contextlib.suppress(FileNotFoundError):
                 remove_tree_at(None, os.fspath(entry))
-
-
-def data_dir_fd(record: VolumeRecord) -> int:
-    """An fd of the volume's ``_data``, opened without following a symlink."""
-    return os.open(record.mountpoint, DIR_FLAGS)

@@ -97,3 +97,25 @@ def test_run_refuses_a_source_that_is_neither_name_nor_path(spec):
     refused = sandkit("run", "--rm", "-v", spec, "host", "true")
     assert refused.returncode == 125
     assert "neither a volume name" in refused.stderr
+
+
+@pytest.mark.root
+def test_create_takes_dockers_local_driver_options():
+    sized = sandkit("volume", "create", "-o", "size=16m", "sized")
+    assert sized.returncode == 0, sized.stderr
+    tmpfs = ["-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=8m", "inmemory"]
+    assert sandkit("volume", "create", *tmpfs).returncode == 0
+    shown = json.loads(sandkit("volume", "inspect", "sized", "inmemory").stdout)
+    assert [v["Options"] for v in shown] == [
+        {"size": str(16 << 20)},
+        {"type": "tmpfs", "device": "tmpfs", "o": f"size={8 << 20}"},
+    ]
+    assert sandkit("volume", "rm", "sized", "inmemory").returncode == 0
+
+
+@pytest.mark.parametrize("opts", [["-o", "type=nfs"], ["-o", "o=uid=1", "-o", "type=tmpfs"]])
+def test_create_refuses_other_options_with_the_supported_ones(opts):
+    refused = sandkit("volume", "create", *opts, "other")
+    assert refused.returncode == 1
+    assert "use -o size=SIZE" in refused.stderr
+    assert sandkit("volume", "ls", "-q").stdout == ""
