@@ -47,6 +47,12 @@ def _own_image(busybox_dir: Path) -> sandkit.Image:
     return sandkit.Image.from_directory(_seed(busybox_dir, Path(tempfile.mkdtemp()) / "rootfs"))
 
 
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch):
+    """A home of the test's own: its volumes are all there is."""
+    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))
+
+
 @pytest.fixture
 def image(seeded_rootfs):
     return sandkit.Image.from_directory(seeded_rootfs)

@@ -132,8 +132,7 @@ static int copy_symlink(struct copy *cp, int from, int to, const char *name, con
 	if (symlinkat(target, to, name) < 0)
 		return fail(cp, "create symlink", name);
 	fd = openat(to, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || chown_fd(fd, st) < 0 ||
-	    utimensat(to, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fd < 0 || chown_fd(fd, st) < 0 || utimensat(to, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
 		return fail(cp, "set owner or times of symlink", name);
 	return 0;
 }
@@ -253,8 +252,8 @@ static void empty_dir(int fd, int depth)
 			continue;
 		if (unlinkat(fd, ent->d_name, 0) == 0 || errno != EISDIR || depth > COPY_MAX_DEPTH)
 			continue;
-		autoclose int sub = openat(fd, ent->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-						     O_CLOEXEC);
+		autoclose int sub = openat(fd, ent->d_name,
+					   O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (sub >= 0)
 			empty_dir(sub, depth + 1);
 		unlinkat(fd, ent->d_name, AT_REMOVEDIR);
@@ -287,17 +286,17 @@ int volume_copyup(int rootfd, const char *dst, const char *volume, struct err *e
 		return seterr(e, errno, "open volume %s: %s", volume, strerror(errno));
 	image = resolve(rootfd, dst, O_RDONLY | O_DIRECTORY, 0);
 	if (image < 0)
-		return errno == ENOENT || errno == ENOTDIR
-			       ? 0
-			       : seterr(e, errno, "open %s in the image: %s", dst, strerror(errno));
+		return errno == ENOENT || errno == ENOTDIR ?
+			       0 :
+			       seterr(e, errno, "open %s in the image: %s", dst, strerror(errno));
 	/* Two containers starting on one fresh volume: the first fills it, the second finds it
 	 * full. Released when vol is closed. */
 	if (flock(vol, LOCK_EX) < 0)
 		return seterr(e, errno, "lock volume %s: %s", volume, strerror(errno));
 	empty = dir_empty(vol);
 	if (empty <= 0)
-		return empty < 0 ? seterr(e, errno, "read volume %s: %s", volume, strerror(errno))
-				 : 0;
+		return empty < 0 ? seterr(e, errno, "read volume %s: %s", volume, strerror(errno)) :
+				   0;
 	cp = calloc(1, sizeof(*cp));
 	if (cp == NULL || fstat(image, &st) < 0)
 		return seterr(e, errno ? errno : ENOMEM, "fill volume at %s: %s", dst,

@@ -63,6 +63,12 @@ def image(docker, rootfs) -> str:
     return IMAGE
 
 
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch):
+    """A home of the test's own: its volumes are all `volume ls` shows."""
+    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))
+
+
 def _docker_inspect(docker: dict[str, str], name: str) -> dict:
     (volume,) = json.loads(dockerd.run(docker, "volume", "inspect", name).stdout)
     return volume
