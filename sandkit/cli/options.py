@@ -277,3 +277,18 @@ def seccomp(security_opts: Sequence[str]) -> str:
             )
         profile = value if value == "unconfined" else os.path.abspath(value)
     return profile
+
+
+# --- labels --------------------------------------------------------------------------------------
+
+
+def labels(pairs: Iterable[str], error: type[errors.SandkitError]) -> dict[str, str]:
+    """``--label KEY=VALUE`` flags (a bare ``KEY`` has an empty value, as in Docker); a pair
+    without a key raises ``error``, the error type of the command's area."""
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not key:
+            raise error(f"invalid label {pair!r}: use KEY=VALUE")
+        found[key] = value if sep else ""
+    return found

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import errors
 from ..volume import Volume
-from . import exitcodes
+from . import exitcodes, options
 from .image_commands import _human
 from .output import print_table
 from .parser import Subparsers
@@ -74,16 +74,6 @@ def add_volume_commands(commands: Subparsers) -> None:
     p.set_defaults(func=cmd_prune)
 
 
-def _labels(pairs: list[str]) -> dict[str, str]:
-    labels = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not key:
-            raise errors.VolumeSpecError(f"invalid label {pair!r}: use KEY=VALUE")
-        labels[key] = value if sep else ""
-    return labels
-
-
 def _backing(pairs: list[str]) -> dict[str, Any]:
     """Volume keywords from Docker's local-driver ``--opt``s: ``size=`` (sandkit: an ext4 image,
     Docker: an xfs quota), or ``type=tmpfs device=tmpfs o=size=...``."""
@@ -108,7 +98,15 @@ def _backing(pairs: list[str]) -> dict[str, Any]:
 
 def cmd_create(args: argparse.Namespace) -> int:
     """``sandkit volume create``: make the volume (an existing one is kept) and print its name."""
-    print(Volume(args.name, labels=_labels(args.label), **_backing(args.opt)).create().name)
+    print(
+        Volume(
+            args.name,
+            labels=options.labels(args.label, errors.VolumeSpecError),
+            **_backing(args.opt),
+        )
+        .create()
+        .name
+    )
     return exitcodes.OK
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dockerd
@@ -35,12 +33,8 @@ def _recent_as_now(rows: list[tuple]) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def docker() -> Iterator[dict[str, str]]:
-    try:
-        with dockerd.private_dockerd() as daemon:
-            yield daemon.env
-    except dockerd.DockerUnavailable as e:
-        pytest.skip(f"docker volume parity: {e}")
+def docker(private_docker) -> dict[str, str]:
+    return private_docker
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +50,7 @@ def rootfs(busybox_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def image(docker, rootfs) -> str:
-    rootfs_tar = rootfs.parent / "rootfs.tar"
-    with tarfile.open(rootfs_tar, "w") as tar:
-        tar.add(rootfs, arcname=".")
-    dockerd.run(docker, "import", "--change", 'CMD ["sh"]', str(rootfs_tar), IMAGE)
-    return IMAGE
+    return dockerd.import_rootfs(docker, rootfs, IMAGE)
 
 
 @pytest.fixture(autouse=True)
