@@ -94,7 +94,8 @@ def _outlives_and_is_refused_while_in_use(image: sandkit.Image) -> tuple[int, in
     """Writes in one container, reads in the next; returns the owner of the file on the host."""
     with sandkit.Volume("keep") as vol:
         with sandkit.Container(image, mounts=["keep:/keep"]) as c:
-            _sh(c, "echo kept > /keep/file")
+            # a directory its owner may not enter: removal still gets through (rootless too)
+            _sh(c, "echo kept > /keep/file && mkdir -p /keep/locked/in && chmod 0 /keep/locked")
             assert vol.in_use
             with pytest.raises(sandkit.VolumeInUseError, match="stop the containers"):
                 vol.remove()
