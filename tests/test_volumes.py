@@ -328,3 +328,19 @@ def test_rootless_a_size_limit_is_refused_with_the_fix(as_unprivileged):
 def test_a_bad_size_is_refused(size):
     with pytest.raises(sandkit.VolumeSpecError, match="size"):
         sandkit.Volume("sized", size=size)
+
+
+@pytest.mark.root
+def test_containers_with_volumes_never_start_from_a_spare(busybox, monkeypatch):
+    """A spare made ahead would mount (and fill) the volume without holding its lease: once the
+    volume is removed, a container that took it would write into the removed one. So a
+    container with volumes neither takes a spare nor has one made after it (its recipe)."""
+    monkeypatch.setenv("SANDKIT_PRESPAWN", "1")
+    with sandkit.Container(busybox, mounts=["spared:/v"]) as c:
+        _sh(c, "echo one > /v/one")
+        assert c._core._recipe_used is None
+    sandkit.Volume.get("spared").remove()
+    with sandkit.Container(busybox, mounts=["spared:/v"]) as c:
+        monkeypatch.setenv("SANDKIT_PRESPAWN", "0")  # no spare outlives the test either way
+        _sh(c, "echo two > /v/two")
+        assert sorted(os.listdir(sandkit.Volume.get("spared").mountpoint)) == ["two"]
