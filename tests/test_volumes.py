@@ -344,3 +344,20 @@ def test_containers_with_volumes_never_start_from_a_spare(busybox, monkeypatch):
         monkeypatch.setenv("SANDKIT_PRESPAWN", "0")  # no spare outlives the test either way
         _sh(c, "echo two > /v/two")
         assert sorted(os.listdir(sandkit.Volume.get("spared").mountpoint)) == ["two"]
+
+
+@pytest.mark.root
+def test_a_container_that_locks_its_volume_does_not_stall_the_next_fill(image):
+    """The fill is serialised by a lock beside the volume, which no container reaches; one on
+    the volume's root, which every container using it mounts, would let one stall the others'
+    starts."""
+    with (
+        sandkit.Volume("contended") as vol,
+        sandkit.Container("host", mounts=["contended:/v"]) as holder,
+        holder.spawn(["flock", "-x", "/v", "sh", "-c", "echo locked; exec sleep 600"]) as p,
+    ):
+        assert p.stdout.read() == b"locked\n"
+        with sandkit.Container(image, mounts=["contended:/data"]) as c:
+            assert _sh(c, "cat /data/hello.txt") == "hello\n"
+        assert (vol.mountpoint / "hello.txt").exists()
+        p.kill()

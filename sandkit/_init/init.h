@@ -96,8 +96,9 @@ int do_netif(struct req *r, struct err *e);
 int write_files(int rootfd, const struct mp_doc *d, uint32_t arr, struct err *e);
 
 /* volume.c: Docker's copy-up of a fresh volume (the image's tree at dst into the empty host
- * directory volume), before the volume is mounted there */
-int volume_copyup(int rootfd, const char *dst, const char *volume, struct err *e);
+ * directory volume, serialised by a flock on the host file lock), before the volume is mounted
+ * there */
+int volume_copyup(int rootfd, const char *dst, const char *volume, const char *lock, struct err *e);
 
 /* rootfs.c */
 int setup_container(struct req *r, struct err *e);

@@ -208,7 +208,7 @@ static int std_mounts(struct ctx *c)
 static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
 {
 	struct err *e = c->e;
-	char *type = NULL, *dst = NULL, *src = NULL, *target = NULL;
+	char *type = NULL, *dst = NULL, *src = NULL, *target = NULL, *lock = NULL;
 	int64_t size = 0, mode = 0755;
 	bool ro = false, rec = true, nosuid = false, copyup = false;
 
@@ -229,7 +229,8 @@ static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
 			return -1;
 		if (stat(src, &st) < 0)
 			return seterr(e, errno, "bind source %s: %s", src, strerror(errno));
-		if (copyup && volume_copyup(c->rootfd, dst, src, e) < 0)
+		if (copyup && (need_str(d, m, "lock", &lock, e) < 0 ||
+			       volume_copyup(c->rootfd, dst, src, lock, e) < 0))
 			return -1;
 		if (mount_in(c, dst, !S_ISDIR(st.st_mode), src, NULL, MS_BIND | (rec ? MS_REC : 0),
 			     NULL) < 0)

@@ -274,24 +274,28 @@ static int dir_empty(int fd)
 	return errno ? -1 : 1;
 }
 
-int volume_copyup(int rootfd, const char *dst, const char *volume, struct err *e)
+int volume_copyup(int rootfd, const char *dst, const char *volume, const char *lock, struct err *e)
 {
 	struct copy *cp = NULL;
 	struct stat st;
 	autoclose int image = -1;
 	autoclose int vol = open(volume, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	autoclose int lockfd = open(lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	int empty, rc;
 
 	if (vol < 0)
 		return seterr(e, errno, "open volume %s: %s", volume, strerror(errno));
+	if (lockfd < 0)
+		return seterr(e, errno, "open volume lock %s: %s", lock, strerror(errno));
 	image = resolve(rootfd, dst, O_RDONLY | O_DIRECTORY, 0);
 	if (image < 0)
 		return errno == ENOENT || errno == ENOTDIR ?
 			       0 :
 			       seterr(e, errno, "open %s in the image: %s", dst, strerror(errno));
 	/* Two containers starting on one fresh volume: the first fills it, the second finds it
-	 * full. Released when vol is closed. */
-	if (flock(vol, LOCK_EX) < 0)
+	 * full. A file beside the volume, out of containers' reach (one could flock the volume's
+	 * root it mounts and stall every start); released when lockfd is closed. */
+	if (flock(lockfd, LOCK_EX) < 0)
 		return seterr(e, errno, "lock volume %s: %s", volume, strerror(errno));
 	empty = dir_empty(vol);
 	if (empty <= 0)

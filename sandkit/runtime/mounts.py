@@ -91,8 +91,10 @@ class Mount:
             "rec": False,
             # Whatever a container leaves in a volume must not gain privileges in the next one.
             "nosuid": True,
-            # Docker's rule: an empty volume is first filled with the image's tree at target.
+            # Docker's rule: an empty volume is first filled with the image's tree at target,
+            # by one container at a time (a flock on this file, which containers cannot reach).
             "copyup": True,
+            "lock": os.fspath(record.fill_lock),
         }
 
 

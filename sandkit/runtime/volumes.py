@@ -50,6 +50,7 @@ from . import volume_backing
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}")
 _DEFINITION = "volume.json"
 _LEASE = "lease"
+_FILL_LOCK = "fill.lock"
 DATA = "_data"
 # Hidden entries of volumes/: a volume being made or being removed. Names never start with '.'.
 _STAGING_PREFIX = ".new-"
@@ -92,6 +93,11 @@ class VolumeRecord:
     def mountpoint(self) -> Path:
         """The directory containers mount (Docker's ``Mountpoint``)."""
         return self.directory / DATA
+
+    @property
+    def fill_lock(self) -> Path:
+        """The file the init flocks while it fills the volume from the image."""
+        return self.directory / _FILL_LOCK
 
     @property
     def anonymous(self) -> bool:
@@ -202,6 +208,7 @@ def create_volume(
         if record.backing is not None:
             volume_backing.prepare(staging, record.backing, record.size)
         _make_private_file(staging / _LEASE, b"")
+        _make_private_file(staging / _FILL_LOCK, b"")
         _make_private_file(staging / _DEFINITION, json.dumps(record.to_json()).encode())
         try:
             os.rename(staging, record.directory)  # fails if the name was taken meanwhile
