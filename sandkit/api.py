@@ -260,6 +260,11 @@ class Container:
         """Where ``container_port`` (80, "53/udp") is published: (host address, host port)."""
         return self._core.port(container_port)
 
+    @property
+    def networks(self) -> dict[str, str]:
+        """The container's address on each network it is on: {"bridge": "10.88.0.2"}."""
+        return self._core.networks
+
     def stats(self) -> CgroupStats:
         """The whole container's current and peak memory, CPU time and process count. It needs a
         cgroup: a limit (``memory``, ``cpus``, ``pids_limit``...) or ``accounting=True``, else

@@ -86,8 +86,26 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
         "--network",
         "--net",
         default="none",
-        choices=("none", "host"),
-        help="'none' (loopback only, the default) or 'host' (not isolated)",
+        metavar="NETWORK",
+        help="'none' (loopback only, the default), 'bridge' (an address of its own, outbound "
+        "subject to --egress), a user network's name (sandkit network create), or 'host' "
+        "(not isolated)",
+    )
+    p.add_argument(
+        "--network-alias",
+        "--net-alias",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the container is reached by on its network",
+    )
+    p.add_argument(
+        "--egress",
+        action="append",
+        default=[],
+        metavar="TARGET[:PORT[/PROTO]]",
+        help="on a network, what the container may reach outside it: 'all' (the default), "
+        "'none', or one CIDR, address or host name per flag (sandkit's own flag)",
     )
     p.add_argument(
         "-p",
@@ -277,6 +295,18 @@ def seccomp(security_opts: Sequence[str]) -> str:
             )
         profile = value if value == "unconfined" else os.path.abspath(value)
     return profile
+
+
+def egress(values: Sequence[str]) -> str | list[str] | None:
+    """``--egress`` flags as the ``egress=`` option: none given = the default, ``none`` = an
+    empty allowlist, ``all`` alone = "all", anything else = the list."""
+    if not values:
+        return None
+    if list(values) == ["none"]:
+        return []
+    if list(values) == ["all"]:
+        return "all"
+    return list(values)
 
 
 # --- labels --------------------------------------------------------------------------------------

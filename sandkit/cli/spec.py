@@ -52,6 +52,7 @@ class RunSpec:
                 mounts=mounts,
                 read_only=args.read_only,
                 network=args.network,
+                aliases=list(args.network_alias),
                 ports=options.published_ports(args.publish),
                 memory=args.memory,
                 memory_swap=args.memory_swap,

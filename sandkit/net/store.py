@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from ..errors import (
+    NetworkError,
     NetworkExistsError,
     NetworkInUseError,
     NetworkNotFoundError,
@@ -258,14 +259,42 @@ def keeper_socket(directory: Path) -> Path:
     return directory / "keeper.sock"
 
 
+# How long a status probe waits for a keeper's answer (it answers at once unless wedged).
+_PROBE_TIMEOUT = 1.0
+
+
 def keeper_running(directory: Path) -> bool:
-    """Whether a keeper answers on the network's socket (call with the network's lock held)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+    """Whether a keeper serves containers on the network (call with the network's lock held).
+
+    A keeper whose last container just left still listens until it can take the lock, which
+    the caller holds: it answers the probe with no members and counts as gone (it exits, and
+    removes its socket if still there, once the caller lets go). Something that accepts the
+    probe but does not answer counts as running.
+    """
+    from .protocol import receive, send  # the protocol module imports nothing of ours
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as probe:
+        dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            probe.connect(os.fspath(keeper_socket(directory)))
+            # Through the directory's fd: a deep $SANDKIT_HOME makes paths longer than sun_path.
+            probe.connect(f"/proc/self/fd/{dir_fd}/{keeper_socket(directory).name}")
         except OSError:
             return False
-    return True
+        finally:
+            os.close(dir_fd)
+        probe.settimeout(_PROBE_TIMEOUT)
+        try:
+            send(probe, {"op": "status"})
+            answer = receive(probe)
+        except (OSError, NetworkError):
+            return True
+    if answer is None:
+        return True
+    message, fds = answer
+    for fd in fds:
+        os.close(fd)
+    members = message.get("members")
+    return not (isinstance(members, int) and members == 0)
 
 
 def remove_network(name_or_id: str, home: Path | None = None) -> NetworkRecord:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import ipaddress
 import math
 import os
 import secrets
@@ -11,7 +13,7 @@ import signal as signals
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
-from typing import Any, BinaryIO, Self, TypeAlias, Unpack
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias, Unpack
 
 import anyio
 import attrs
@@ -25,7 +27,9 @@ from ..ipc import (
     Error,
     Exec,
     Exit,
+    File,
     Hostname,
+    Interface,
     Open,
     Opened,
     Ping,
@@ -36,10 +40,13 @@ from ..ipc import (
     Started,
     encode,
 )
+from ..net import egress as net_egress
+from ..net import protocol as net_protocol
+from ..net import store as net_store
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
-from . import copy, environment, plan, prespawn, startup
+from . import copy, environment, etcfiles, plan, prespawn, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .forward import CONNECT_TIMEOUT, Binding, PortForwarder
@@ -59,6 +66,9 @@ from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking
 from .resources import ResourcePlan, Resources
 from .results import ExecResult
 from .spawn import SpawnedInit
+
+if TYPE_CHECKING:
+    from ..net.client import KeeperConnection
 
 # How long a start waits for a spare container that is being made (20 x 0.2 ms).
 _SPARE_POLLS = 20
@@ -90,6 +100,10 @@ DEFAULT_MAX_READ = 64 << 20
 # disk_size it gets 1 GiB, or a quarter of RAM on a smaller host (tmpfs's own default, half of
 # RAM per container, let any container take the host's memory), and one inode per 4 KiB.
 _DEFAULT_DISK_SIZE = 1 << 30
+# What a container on a network gets written into its /etc (the host image's own copies of
+# these are not bound over them).
+HOSTS_FILE, RESOLV_CONF = "/etc/hosts", "/etc/resolv.conf"
+NETWORK_FILES = (HOSTS_FILE, RESOLV_CONF)
 
 
 def default_disk_size() -> int:
@@ -118,6 +132,34 @@ def _check_size(path: str, size: int, max_size: int) -> None:
             f"{path!r} in the container is {size} bytes, over read_file's limit of {max_size} "
             "bytes: stream it with open_file(path), or pass a larger max_size="
         )
+
+
+def network_name(network: object) -> str:
+    """The name in ``network=``: a string, or the ``name`` of a `sandkit.Network`."""
+    name = network if isinstance(network, str) else getattr(network, "name", None)
+    if not isinstance(name, str):
+        raise errors.NetworkSpecError(
+            f"network={network!r} is not valid: give 'none', 'host', 'bridge', a network's "
+            "name or a sandkit.Network"
+        )
+    return name
+
+
+def network_of(name: str) -> net_store.NetworkRecord | None:
+    """The network a container joins (None for "none" and "host"); NetworkNotFoundError."""
+    if name in ("none", "host"):
+        return None
+    return net_store.get_network(name)
+
+
+def denied_destinations() -> list[ipaddress.IPv4Network]:
+    """What a container on a network never reaches unless its policy names it literally: the
+    always-denied destinations (`egress.always_denied`, the host's addresses read now) and the
+    subnets of sandkit's networks. Those are reachable only from inside each network: without
+    this, a packet for a container of another network would leave through pasta for the
+    outside and hang there, instead of being refused at once."""
+    subnets = [record.subnet for record in net_store.list_networks()]
+    return list(dict.fromkeys([*net_egress.always_denied(), *subnets]))
 
 
 # What a container can be made from (see `resolve_image`).
@@ -164,6 +206,16 @@ class AsyncContainer:
     _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
     _port_specs: tuple[PortSpec, ...] = attrs.field(default=(), init=False)
     _forwarder: PortForwarder | None = attrs.field(default=None, init=False)
+    _network_record: net_store.NetworkRecord | None = attrs.field(default=None, init=False)
+    _aliases: tuple[str, ...] = attrs.field(default=(), init=False)
+    _egress_policy: net_egress.EgressPolicy = attrs.field(
+        default=net_egress.EgressPolicy(allow_all=True), init=False
+    )
+    # Resolved at start: what the keeper enforces, with the host's always-denied destinations.
+    _egress: net_egress.ResolvedEgress | None = attrs.field(default=None, init=False)
+    _denied: list[ipaddress.IPv4Network] | None = attrs.field(default=None, init=False)
+    _membership: KeeperConnection | None = attrs.field(default=None, init=False)
+    _addresses: dict[str, str] = attrs.field(factory=dict, init=False)
     # An fd of the user namespace to nest a rootless container's under (a network's keeper's),
     # set before start; the caller keeps it open until start returns. See `spawn_init`.
     _parent_userns: int | None = attrs.field(default=None, init=False)
@@ -175,12 +227,26 @@ class AsyncContainer:
         self.__attrs_init__(
             image, options, container_id[:12] if hostname is None else hostname, container_id
         )
-        if self._network not in ("none", "host"):
-            raise errors.ContainerError(
-                f"network={self._network!r} is not supported: use 'none' (loopback only, the "
-                "default) or 'host' (shares the host's network, not isolated)"
-            )
         _check_hostname(self.hostname)
+        # Found here: an unknown network fails before anything is made.
+        self._network_record = network_of(self._network)
+        self._aliases = tuple(options.get("aliases", ()))
+        if self._network_record is not None:
+            net_protocol.check_name(self.hostname, "host name")
+            for alias in self._aliases:
+                net_protocol.check_name(alias, "alias")
+        elif self._aliases:
+            raise errors.NetworkSpecError(
+                f"aliases= needs a network to be reached on: network={self._network!r} has "
+                "none (use network='bridge' or a user network)"
+            )
+        # Checked here (syntax only): a malformed policy fails before anything is made.
+        self._egress_policy = net_egress.EgressPolicy.parse(options.get("egress"))
+        if self._network_record is None and options.get("egress") is not None:
+            raise errors.NetworkSpecError(
+                f"egress= applies to a container on a network: network={self._network!r} has "
+                "none (use network='bridge' or a user network)"
+            )
         self._port_specs = parse_ports(options.get("ports"))
         if self._port_specs and self._network == "host":
             raise errors.PortSpecError(
@@ -205,12 +271,18 @@ class AsyncContainer:
 
     @property
     def _network(self) -> str:
-        return self.options.get("network", "none")
+        return network_name(self.options.get("network", "none"))
 
     @property
     def _own_network(self) -> bool:
-        """Whether the container gets a network namespace of its own (loopback only)."""
-        return self._network == "none"
+        """Whether the container gets a network namespace of its own (every mode but host)."""
+        return self._network != "host"
+
+    @property
+    def networks(self) -> dict[str, str]:
+        """The container's address on each network it is on, by network name (empty with
+        network="none" or "host")."""
+        return dict(self._addresses)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -249,6 +321,21 @@ class AsyncContainer:
             plan = ResourcePlan.decide(
                 self._limits, accounting=accounting, rlimits=self.options.get("rlimits")
             )
+            if self._network_record is not None:
+                # Imported here: the keeper's netlink and DNS libraries cost 0.1 s to import,
+                # which containers without a network need not pay.
+                from ..net import client as net_client
+
+                # Blocking (host names looked up, a new keeper takes a moment to start), so
+                # off the event loop.
+                self._egress = await anyio.to_thread.run_sync(self._egress_policy.resolve)
+                self._denied = await anyio.to_thread.run_sync(denied_destinations)
+                self._membership = await anyio.to_thread.run_sync(
+                    net_client.join, self._network_record
+                )
+                # Rootless: the keeper can give the container an interface only if its user
+                # namespace owns the container's.
+                self._parent_userns = self._membership.userns_fd
             if not await self._start_from_spare(setup, plan):
                 self._resources = plan.resources(plan.make_cgroup(self.id))
                 await self._start_fresh(setup)
@@ -263,8 +350,10 @@ class AsyncContainer:
 
     def _recipe(self, setup: Setup, plan: ResourcePlan) -> prespawn.Recipe | None:
         """How a spare for this container is made, if it may use one."""
-        if self.options.get("lifetime") or self._parent_userns is not None:
-            return None  # spares are made in a user namespace of their own
+        if self.options.get("lifetime") or self._network_record is not None:
+            # A spare on a network would hold an address and a name; and it is made in a user
+            # namespace of its own, where the network's keeper has no say.
+            return None
         if self._volume_leases is not None:
             return None  # a spare would mount (and fill) its volumes before holding their leases
         return prespawn.recipe_for(
@@ -307,14 +396,33 @@ class AsyncContainer:
 
     async def _start_fresh(self, setup: Setup) -> None:
         assert self._resources is not None
+        membership = self._membership
         self._init, self._channel = startup.spawn_with_setup(
-            encode(setup),
+            encode(setup) if membership is None else functools.partial(self._join, setup),
             user_namespace=self.rootless,
             network=self._own_network,
             cgroup=self._resources.cgroup,
             parent_userns=self._parent_userns,
         )
         await startup.await_ready(self._channel, rootless=self.rootless)
+
+    def _join(self, setup: Setup, init: SpawnedInit) -> bytes:
+        """The setup of a container on a network: attach the new init's network namespace,
+        then tell the init its interface, /etc/hosts and /etc/resolv.conf."""
+        assert self._membership is not None and self._network_record is not None
+        netns = os.open(f"/proc/{init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            config = self._membership.attach(
+                netns, self.hostname, list(self._aliases), policy=self._egress, denied=self._denied
+            )
+        finally:
+            os.close(netns)
+        self._addresses[self._network_record.name] = config["address"]
+        files = (
+            File(HOSTS_FILE, etcfiles.hosts(self.hostname, config["address"], self._aliases)),
+            File(RESOLV_CONF, etcfiles.resolv_conf(config["gateway"])),
+        )
+        return encode(attrs.evolve(setup, net=Interface(**config), files=files))
 
     def _setup_message(self, image: Image | str) -> Setup:
         options = self.options
@@ -337,6 +445,7 @@ class AsyncContainer:
             or (image.config.working_dir if isinstance(image, Image) else None),
             caps=self._caps,
             seccomp=self._seccomp_program,
+            files_to_come=NETWORK_FILES if self._network_record is not None else (),
         )
 
     async def stop(self) -> None:
@@ -374,6 +483,9 @@ class AsyncContainer:
                 spawned.close()
             if resources is not None:
                 resources.destroy()
+        membership, self._membership = self._membership, None
+        if membership is not None:
+            membership.close()  # the keeper detaches it (and ends with the last container)
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.__exit__(None, None, None)

@@ -8,11 +8,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TypedDict
+from typing import Protocol, TypedDict
 
 from ..security.seccomp import SeccompSpec
 from .mounts import Mount
 from .ports import PortsOption
+
+
+class NamedNetwork(Protocol):
+    """What ``network=`` takes besides a string: anything with a network's ``name``
+    (`sandkit.Network`)."""
+
+    @property
+    def name(self) -> str:
+        """The network's name."""
+        ...
 
 
 class ContainerOptions(TypedDict, total=False):
@@ -35,9 +45,19 @@ class ContainerOptions(TypedDict, total=False):
     """Bind mounts and tmpfs: `Mount` objects, or "SRC:DST", "SRC:DST:ro" as ``docker -v``."""
     read_only: bool
     """Mount the image's root filesystem read-only (default False: a writable layer on top)."""
-    network: str
+    network: str | NamedNetwork
     """"none" (the default): a network namespace of its own with only loopback; "host": the
-    host's network, not isolated."""
+    host's network, not isolated; "bridge": sandkit's default network (an address of its own in
+    10.88.0.0/16, outbound through pasta); or a user network (a `sandkit.Network`, or its
+    name): containers on it reach each other by host name and ``aliases``."""
+    aliases: Sequence[str]
+    """More names the container is reached by on its network (DNS and /etc/hosts), as
+    ``docker run --network-alias``."""
+    egress: str | Sequence[str]
+    """What a container on a network may reach outside it: "all" (the default), or a list of
+    CIDRs, addresses and host names, each with an optional port and protocol
+    (``["10.1.0.0/16", "pypi.org:443", "1.2.3.4:53/udp"]``; ``[]``: nothing). The host's own
+    addresses, loopback and 169.254.0.0/16 stay denied unless named literally."""
     ports: PortsOption | None
     """Published ports, as ``docker run -p``: ``["8080:80", "127.0.0.1::5432", "53/udp"]``
     ([[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/tcp|udp]), or ``{80: 8080, "53/udp": None,

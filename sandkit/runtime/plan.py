@@ -83,13 +83,16 @@ def setup_message(
     seccomp: bytes | None = None,
     net: Interface | None = None,
     files: Sequence[File] = (),
+    files_to_come: Iterable[str] = (),
 ) -> Setup:
     """The `Setup` message that builds a container from ``image`` (``"host"`` or an `Image`): its
     root filesystem, the caller's ``mounts`` after the image's, the masked and read-only paths,
     the writable layer's size, the capabilities and seccomp program the init applies to
     itself, the interface ``net`` it configures (which needs ``loopback``: a network namespace
     of the container's own) and the ``files`` it writes into the root (replacing the image's,
-    and with the host image the host's copy of that /etc entry)."""
+    and with the host image the host's copy of that /etc entry). ``files_to_come`` names files
+    that will be added to the message later (a network's /etc/hosts, known only once the
+    container has an address): the host image does not bind the host's copy of those either."""
     _check_files(files)
     if net is not None and not loopback:
         raise errors.ContainerStartError(
@@ -98,7 +101,7 @@ def setup_message(
         )
     if image == HOST_IMAGE:
         rootfs: dict[str, Any] = {"kind": "tmpfs", "readonly": read_only}
-        base_mounts = _host_image_mounts(skip={f.path for f in files})
+        base_mounts = _host_image_mounts(skip={f.path for f in files} | set(files_to_come))
     else:
         assert isinstance(image, Image)
         rootfs = _layered_rootfs(image, read_only=read_only, rootless=rootless)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anyio
 
@@ -29,7 +29,7 @@ _SETUP_ID = 0
 
 
 def spawn_with_setup(
-    setup: bytes,
+    setup: bytes | Callable[[SpawnedInit], bytes],
     *,
     user_namespace: bool,
     network: bool,
@@ -37,7 +37,8 @@ def spawn_with_setup(
     parent_userns: int | None = None,
 ) -> tuple[SpawnedInit, ControlChannel]:
     """Spawn an init (in ``cgroup``, if any; its user namespace under ``parent_userns``, if
-    given: see `spawn_init`) and send it ``setup``, an encoded `Setup`.
+    given: see `spawn_init`) and send it ``setup``, an encoded `Setup`, or what ``setup(init)``
+    returns (for what needs the init to exist first: its interface on a network).
 
     Its answer is the caller's to wait for. On failure nothing is left behind (the cgroup is the
     caller's).
@@ -58,6 +59,8 @@ def spawn_with_setup(
             host_end.close()
             raise
     try:
+        if callable(setup):
+            setup = setup(init)
         # The socket is new and empty: this one packet never blocks. An init that died already
         # is found by the wait for its answer (end of file), which says so.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):

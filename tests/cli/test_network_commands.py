@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -65,3 +66,21 @@ def test_prune_removes_unused_user_networks():
     pruned = sandkit("network", "prune", "-f")
     assert pruned.stdout.split() == ["Deleted", "Networks:", "one", "two"]
     assert len(sandkit("network", "ls", "-q").stdout.split()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs containers as root")
+def test_run_on_a_user_network_with_an_alias(busybox_dir):
+    """`sandkit run --network NAME --network-alias A`: the container has an address of the
+    network's subnet and its /etc/hosts names it by its alias, as `docker run` does."""
+    sandkit("network", "create", "--subnet", "10.202.0.0/24", "runnet")
+    ran = sandkit(
+        "run", "--rm", "--network", "runnet", "--network-alias", "web", str(busybox_dir),
+        "sh", "-c", "ip -o -4 addr show eth0; grep web /etc/hosts",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert "inet 10.202.0.2/24" in ran.stdout
+    assert "10.202.0.2\t" in ran.stdout and ran.stdout.rstrip().endswith(" web")
+    unknown = sandkit("run", "--rm", "--network", "nosuch", str(busybox_dir), "true")
+    assert unknown.returncode == 125
+    assert "network 'nosuch' not found" in unknown.stderr

@@ -1,0 +1,258 @@
+"""The host side of a network: join its keeper (starting it if none runs), attach containers.
+
+One `KeeperConnection` per container, held for the container's life: closing it (or the death
+of this process) detaches the container, and the last one to go ends the keeper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import ipaddress
+import os
+import re
+import select
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import attrs
+
+from ..errors import NetworkError, NetworkUnavailableError
+from . import egress, keeper, pasta, protocol
+from .keeper import SOCKET_NAME, KeeperSpec
+from .store import NetworkRecord, network_lock
+
+# How long a new keeper may take to build its namespace, rules and pasta and say it is ready.
+KEEPER_START_TIMEOUT = 10.0
+# Where the host's resolvers are read from (the keeper forwards to them).
+RESOLV_CONF = Path("/etc/resolv.conf")
+MAX_UPSTREAM = 3  # as the C library's resolver: MAXNS
+_NAMESERVER = re.compile(rb"^\s*nameserver\s+([0-9.]+)\s*(?:#.*)?$", re.MULTILINE)
+
+
+def host_resolvers(path: Path | None = None) -> list[str]:
+    """The IPv4 resolvers of the host's resolv.conf (at most 3; an unreadable file: none)."""
+    try:
+        with open(path or RESOLV_CONF, "rb") as f:
+            text = f.read(64 * 1024)
+    except OSError:
+        return []
+    found = [m.decode() for m in _NAMESERVER.findall(text)]
+    return found[:MAX_UPSTREAM]
+
+
+def _keeper_gone(why: str | None) -> NetworkError:
+    return NetworkError(
+        f"the network's keeper ended unexpectedly ({why}): the containers on the network have "
+        "lost their interfaces on it; restart them to start a new keeper"
+    )
+
+
+class KeeperConnection:
+    """A container's membership of a network (one connection to its keeper)."""
+
+    def __init__(self, sock: socket.socket, userns_fd: int | None) -> None:
+        self._sock = sock
+        self.userns_fd = userns_fd  # rootless: the keeper's user namespace, to nest under
+
+    def attach(
+        self,
+        netns_fd: int,
+        name: str,
+        aliases: list[str],
+        iface: str = "eth0",
+        policy: egress.ResolvedEgress | None = None,
+        denied: list[ipaddress.IPv4Network] | None = None,
+    ) -> dict[str, Any]:
+        """Give the container whose network namespace is ``netns_fd`` an interface on the
+        network, with the egress ``policy`` (None: "all") and the ``denied`` destinations
+        (None: `egress.always_denied`, read here in the host's namespace); returns the
+        interface's configuration for the init (``setup.net``)."""
+        if policy is None:
+            policy = egress.ResolvedEgress(allow_all=True)
+        if denied is None:
+            denied = egress.always_denied()
+        request = {
+            "op": "attach",
+            "name": name,
+            "aliases": list(aliases),
+            "iface": iface,
+            "egress": policy.to_json(),
+            "denied": [str(network) for network in denied],
+        }
+        try:
+            protocol.send(self._sock, request, [netns_fd])
+            received = protocol.receive(self._sock)
+        except OSError as exc:  # a keeper killed: the pipe is broken, or reset
+            raise _keeper_gone(exc.strerror) from None
+        return protocol.check_attachment(self._reply(received))
+
+    def _reply(self, received: tuple[dict[str, Any], list[int]] | None) -> dict[str, Any]:
+        if received is None:
+            raise _keeper_gone("end of file")
+        message, fds = received
+        for fd in fds:
+            os.close(fd)
+        return message
+
+    def close(self) -> None:
+        """Leave the network: the keeper detaches everything attached through this connection."""
+        if self.userns_fd is not None:
+            os.close(self.userns_fd)
+            self.userns_fd = None
+        self._sock.close()
+
+
+def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
+    """A connection to ``record``'s keeper, started first if none runs."""
+    rootless = os.geteuid() != 0
+    with network_lock(record, home) as directory:
+        dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sock = _connect(dir_fd)
+            if sock is None:
+                _start_keeper(record, directory, rootless)
+                sock = _connect(dir_fd)
+                if sock is None:
+                    raise NetworkError(f"the keeper of network {record.name!r} is not listening")
+        finally:
+            os.close(dir_fd)
+        try:
+            # Under the lock: a keeper that takes it to exit sees this connection as a member.
+            protocol.send(sock, {"op": "hello"})
+            received = protocol.receive(sock)
+        except BaseException:
+            sock.close()
+            raise
+    if received is None:
+        sock.close()
+        raise NetworkError(f"the keeper of network {record.name!r} closed the connection")
+    message, fds = received
+    if message != {"ok": True} or len(fds) > (1 if rootless else 0):
+        for fd in fds:
+            os.close(fd)
+        sock.close()
+        raise NetworkError(f"unexpected answer from the keeper of {record.name!r}: {message!r}")
+    return KeeperConnection(sock, fds[0] if fds else None)
+
+
+def _connect(dir_fd: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        # Through the directory's fd: a deep $SANDKIT_HOME makes paths longer than sun_path.
+        sock.connect(f"/proc/self/fd/{dir_fd}/{SOCKET_NAME}")
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> None:
+    """Start the network's keeper and wait until it is ready (or say why it is not)."""
+    pasta_path = None
+    if not record.internal:
+        pasta_path = pasta.find_pasta()
+        pasta.check_tun(rootless)
+    ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+    spec = KeeperSpec(
+        name=record.name,
+        directory=os.fspath(directory),
+        subnet=str(record.subnet),
+        gateway=str(record.gateway),
+        internal=record.internal,
+        upstream=host_resolvers(),
+        pasta=pasta_path,
+        rootless=rootless,
+        uid=os.geteuid(),
+        gid=os.getegid(),
+        ready_fd=ready_write,
+    )
+    # The keeper's messages: read here if it fails to start (a file, so that a keeper that
+    # writes later never blocks on a full pipe; unlinked, so it goes when the keeper does).
+    with tempfile.TemporaryFile(dir=directory) as stderr:
+        try:
+            _fork_keeper(spec, stderr.fileno())
+        finally:
+            os.close(ready_write)
+        try:
+            answer = _read_ready(ready_read)
+        finally:
+            os.close(ready_read)
+        if answer != b"ok":
+            stderr.seek(0)
+            detail = stderr.read(8192).decode(errors="replace").strip()
+            reason = answer.decode(errors="replace").removeprefix("error: ") or (
+                f"it did not say it was ready within {KEEPER_START_TIMEOUT:.0f} s"
+            )
+            raise NetworkError(
+                f"the keeper of network {record.name!r} failed to start: {reason}"
+                + (f"\n{detail}" if detail else "")
+            )
+
+
+def _fork_keeper(spec: KeeperSpec, stderr_fd: int) -> None:
+    """Run the keeper in a grandchild of this process, in a session of its own (nobody's
+    zombie: our child exits at once and is reaped here).
+
+    Forked rather than exec'd: no interpreter start (the keeper's code is loaded already), and
+    no need for the user to be able to run this process's interpreter from its path. The
+    grandchild keeps only the ready pipe and stderr: any other fd (a container's control
+    socket) held there would keep that container alive.
+    """
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                _become_keeper(spec, stderr_fd)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _become_keeper(spec: KeeperSpec, stderr_fd: int) -> NoReturn:
+    # Objects inherited from the host process are never collected here: one that owned an fd
+    # would close a number the keeper has reused by then.
+    gc.freeze()
+    # The host program's Python signal handlers (and a wakeup fd, whose number the keeper may
+    # reuse) are not the keeper's.
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    for number in signal.valid_signals():
+        if callable(signal.getsignal(number)):
+            signal.signal(number, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(stderr_fd, 2)
+    os.dup2(spec.ready_fd, 3, inheritable=False)
+    os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+    keeper.run(attrs.evolve(spec, ready_fd=3))
+
+
+def _read_ready(fd: int) -> bytes:
+    """The keeper's first words on the ready pipe: b"ok", b"error: ...", or b"" (it died or
+    timed out)."""
+    deadline = time.monotonic() + KEEPER_START_TIMEOUT
+    data = b""
+    while len(data) < protocol.MAX_MESSAGE:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, protocol.MAX_MESSAGE)
+        if not chunk:
+            break
+        data += chunk
+        if data == b"ok":
+            break
+    return data
+
+
+__all__ = ["KeeperConnection", "NetworkUnavailableError", "host_resolvers", "join"]
