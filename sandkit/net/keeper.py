@@ -402,7 +402,9 @@ class Keeper:
                 return {"ok": True}, [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)]
             return {"ok": True}, []
         if op == "status" and message == {"op": "status"} and not fds and not connection.member:
-            # A probe (store.keeper_running): is anyone still on the network?
+            # A probe (store.keeper_running): is anyone still on the network? Containers that
+            # stopped just before the probe came may not have been read yet: drop them first.
+            self._drop_closed_members()
             return {"members": sum(c.member for c in self.connections)}, []
         if op == "attach" and connection.member and len(fds) == 1:
             return self._attach(connection, protocol.check_attach(message), fds[0]), []
@@ -442,6 +444,17 @@ class Keeper:
             "gateway": str(self.gateway),
             "mtu": netlink.VETH_MTU,
         }
+
+    def _drop_closed_members(self) -> None:
+        """Drop the member connections whose host side has closed (EOF waiting to be read)."""
+        for connection in [c for c in self.connections if c.member]:
+            try:
+                if connection.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    self._drop(connection)
+            except BlockingIOError:
+                continue  # nothing to read: still there
+            except OSError:
+                self._drop(connection)
 
     def _drop(self, connection: HostConnection) -> None:
         """A connection closed: detach whatever it attached."""

@@ -375,3 +375,12 @@ def test_internal_network_has_no_way_out_and_no_pasta(busybox, clean_host):
         done = c.exec(["sh", "-c", f"nc -w 2 {address} {port} </dev/null"], timeout=10)
         assert "hello" not in done.stdout.decode()
         assert done.exit_code != 0
+
+
+def test_a_network_is_removed_right_after_its_last_container_stops(busybox, clean_host):
+    """The README's shape: leaving the container's block, then at once the network's, must not
+    find the network in use (the keeper may not have read the container's departure yet)."""
+    for _ in range(5):
+        with sandkit.Network() as net, sandkit.Container(busybox, network=net):
+            pass
+        assert net.name not in [n.name for n in sandkit.Network.all()]
