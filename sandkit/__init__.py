@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .api import Process as Process
     from .network import AsyncNetwork as AsyncNetwork
     from .network import Network as Network
+    from .volume import Volume as Volume
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ _WHERE = {
     "Mount": "api",
     "Network": "network",
     "Process": "api",
+    "Volume": "volume",
 }
 __all__ = [*_WHERE, *_errors_all]  # noqa: PLE0604 - both are lists of names (str)
 

@@ -423,18 +423,19 @@ def _has_file_caps(path: str) -> bool:
         return False
 
 
-# --- networks: pasta, iptables, /dev/net/tun ---------------------------------------------------
+# --- networks: slirp4netns, iptables, /dev/net/tun ---------------------------------------------
 
 TUN_DEVICE = "/dev/net/tun"
 
 
 def _networks() -> list[Check]:
-    """What network="bridge" and user networks need: pasta (outbound traffic, root and
-    rootless), iptables (each network's rules, inside its own namespace) and, for pasta, a
-    /dev/net/tun the user may open."""
+    """What network="bridge" and user networks need: slirp4netns (outbound traffic, root and
+    rootless; pasta is only its fallback, see sandkit.net.uplink), iptables (each network's
+    rules, inside its own namespace) and, for the uplink's tap, a /dev/net/tun the user may
+    open."""
     checks = []
     for tool, package, job in (
-        ("pasta", "passt", "outbound traffic of bridge and user networks"),
+        ("slirp4netns", "slirp4netns", "outbound traffic of bridge and user networks"),
         ("iptables", "iptables", "the rules inside each network (NAT, egress policy)"),
     ):
         path = shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
@@ -465,7 +466,7 @@ def _tun_access() -> Check:
     return Check(
         name,
         False,
-        f"mode {mode:04o}: {who} cannot open it, so pasta cannot give rootless bridge and user "
+        f"mode {mode:04o}: {who} cannot open it, so slirp4netns cannot give rootless bridge and user "
         "networks outbound access (most distributions ship it 0666; internal networks and "
         "network='none' work without it)",
         f"as root: chmod 0666 {TUN_DEVICE} (for every boot: a udev rule "

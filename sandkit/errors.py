@@ -32,6 +32,10 @@ __all__ = [  # noqa: RUF022 - in the order of the class hierarchy below
     "NetworkUnavailableError",
     "NetworkSpecError",
     "EgressError",
+    "VolumeError",
+    "VolumeNotFoundError",
+    "VolumeInUseError",
+    "VolumeSpecError",
     "CgroupError",
     "FileTooLargeError",
     "CopyError",
@@ -172,6 +176,23 @@ class NetworkSpecError(NetworkError, ValueError):
 
 class EgressError(NetworkError, ValueError):
     """An ``egress=`` policy is malformed, or names a host that does not resolve."""
+
+
+class VolumeError(SandkitError):
+    """A named volume could not be created, found, mounted or removed (the message says why and
+    what to do about it)."""
+
+
+class VolumeNotFoundError(VolumeError, LookupError):
+    """No volume of that name (``sandkit volume ls`` lists them)."""
+
+
+class VolumeInUseError(VolumeError):
+    """A volume cannot be removed while a container (in any process) has it mounted."""
+
+
+class VolumeSpecError(VolumeError, ValueError):
+    """A volume option given by the caller is malformed: a name, a label, a size."""
 
 
 class CgroupError(ContainerError):

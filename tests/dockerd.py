@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -65,6 +66,16 @@ def run(
     return subprocess.run(
         ["docker", *argv], env=env, input=input, capture_output=True, timeout=120, check=check
     )
+
+
+def import_rootfs(env: dict[str, str], rootfs: Path, tag: str) -> str:
+    """Imports the directory ``rootfs`` as the image ``tag`` (command ``sh``), as it is: its
+    owners, modes and times (tarred beside it). Returns the tag."""
+    rootfs_tar = rootfs.parent / f"{rootfs.name}.tar"
+    with tarfile.open(rootfs_tar, "w") as tar:
+        tar.add(rootfs, arcname=".")
+    run(env, "import", "--change", 'CMD ["sh"]', str(rootfs_tar), tag)
+    return tag
 
 
 @contextlib.contextmanager

@@ -108,10 +108,10 @@ def test_a_closed_tun_device_is_explained_with_the_chmod(tmp_path, monkeypatch):
     assert doc._tun_access().ok
 
 
-def test_missing_pasta_is_a_warning_with_the_package(monkeypatch):
+def test_missing_uplink_is_a_warning_with_the_package(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr(doc.shutil, "which", lambda tool, path=None: None)
-    pasta, iptables, _ = doc._networks()
-    assert not pasta.ok and pasta.fix == "apt-get install passt"
+    uplink, iptables, _ = doc._networks()
+    assert not uplink.ok and uplink.fix == "apt-get install slirp4netns"
     assert not iptables.ok and iptables.fix == "apt-get install iptables"
-    assert not pasta.essential
+    assert not uplink.essential

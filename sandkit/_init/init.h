@@ -95,6 +95,11 @@ int do_netif(struct req *r, struct err *e);
 /* files.c: the setup's "files", written into the new root before anything is mounted in it */
 int write_files(int rootfd, const struct mp_doc *d, uint32_t arr, struct err *e);
 
+/* volume.c: Docker's copy-up of a fresh volume (the image's tree at dst into the empty host
+ * directory volume, serialised by a flock on the host file lock), before the volume is mounted
+ * there */
+int volume_copyup(int rootfd, const char *dst, const char *volume, const char *lock, struct err *e);
+
 /* rootfs.c */
 int setup_container(struct req *r, struct err *e);
 /* A container set up without a name (a spare, named when taken) keeps its hostname sysctl

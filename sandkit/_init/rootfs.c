@@ -208,9 +208,9 @@ static int std_mounts(struct ctx *c)
 static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
 {
 	struct err *e = c->e;
-	char *type = NULL, *dst = NULL, *src = NULL, *target = NULL;
+	char *type = NULL, *dst = NULL, *src = NULL, *target = NULL, *lock = NULL;
 	int64_t size = 0, mode = 0755;
-	bool ro = false, rec = true;
+	bool ro = false, rec = true, nosuid = false, copyup = false;
 
 	if (d->o[m].type != MP_MAP)
 		return seterr(e, EPROTO, "\"mounts\" entries must be maps");
@@ -219,7 +219,8 @@ static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
 	if (dst[0] != '/')
 		return seterr(e, EINVAL, "mount destination must be absolute: %s", dst);
 	if (get_int(d, m, "size", &size, e) < 0 || get_int(d, m, "mode", &mode, e) < 0 ||
-	    get_bool(d, m, "ro", &ro, e) < 0 || get_bool(d, m, "rec", &rec, e) < 0)
+	    get_bool(d, m, "ro", &ro, e) < 0 || get_bool(d, m, "rec", &rec, e) < 0 ||
+	    get_bool(d, m, "nosuid", &nosuid, e) < 0 || get_bool(d, m, "copyup", &copyup, e) < 0)
 		return -1;
 
 	if (strcmp(type, "bind") == 0) {
@@ -228,11 +229,16 @@ static int user_mount(struct ctx *c, const struct mp_doc *d, uint32_t m)
 			return -1;
 		if (stat(src, &st) < 0)
 			return seterr(e, errno, "bind source %s: %s", src, strerror(errno));
+		if (copyup && (need_str(d, m, "lock", &lock, e) < 0 ||
+			       volume_copyup(c->rootfd, dst, src, lock, e) < 0))
+			return -1;
 		if (mount_in(c, dst, !S_ISDIR(st.st_mode), src, NULL, MS_BIND | (rec ? MS_REC : 0),
 			     NULL) < 0)
 			return -1;
 		/* No device node reached through a bind may be opened: only /dev's own are usable. */
-		if (set_attrs_at(c, dst, rec, MOUNT_ATTR_NODEV | (ro ? MOUNT_ATTR_RDONLY : 0)) < 0)
+		if (set_attrs_at(c, dst, rec,
+				 MOUNT_ATTR_NODEV | (nosuid ? MOUNT_ATTR_NOSUID : 0) |
+					 (ro ? MOUNT_ATTR_RDONLY : 0)) < 0)
 			return seterr(e, errno, "remount %s %s: %s", dst,
 				      ro ? "read-only" : "nodev", strerror(errno));
 	} else if (strcmp(type, "tmpfs") == 0) {

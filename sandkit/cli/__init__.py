@@ -25,6 +25,7 @@ from .network_commands import add_network_commands
 from .parser import DockerArgumentParser
 from .run import add_run_command
 from .system import add_system_commands
+from .volume_commands import add_volume_commands
 
 # The commands whose failures are the container's own (exit 125/126/127 as `docker run`); the
 # others fail with 1, as Docker's management commands do.
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_copy_command(commands)
     add_image_and_registry_commands(commands)
     add_network_commands(commands)
+    add_volume_commands(commands)
     add_system_commands(commands)
     return parser
 

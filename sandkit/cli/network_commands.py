@@ -21,7 +21,7 @@ from typing import Any
 from .. import errors
 from ..net import store
 from ..net.store import NetworkRecord
-from . import containers, exitcodes, state
+from . import containers, exitcodes, options, state
 from .output import print_table
 from .parser import Subparsers
 
@@ -89,20 +89,13 @@ def add_network_commands(commands: Subparsers) -> None:
     p.set_defaults(func=cmd_prune)
 
 
-def _labels(pairs: list[str]) -> dict[str, str]:
-    labels = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not key:
-            raise errors.NetworkSpecError(f"invalid label {pair!r}: use KEY=VALUE")
-        labels[key] = value if sep else ""
-    return labels
-
-
 def cmd_create(args: argparse.Namespace) -> int:
     """``sandkit network create``: record the network and print its id (as Docker does)."""
     record = store.create_network(
-        args.name, subnet=args.subnet, internal=args.internal, labels=_labels(args.label)
+        args.name,
+        subnet=args.subnet,
+        internal=args.internal,
+        labels=options.labels(args.label, errors.NetworkSpecError),
     )
     print(record.id)
     return exitcodes.OK

@@ -72,7 +72,7 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SRC:DST[:ro]",
-        help="bind-mount an absolute host path",
+        help="mount a named volume or bind-mount an absolute host path",
     )
     p.add_argument(
         "--tmpfs",
@@ -196,21 +196,23 @@ def _env_pairs(entries: Iterable[str], caller: Mapping[str, str]) -> dict[str, s
 
 
 def volume(spec: str) -> Mount:
-    """`-v SRC:DST[:ro|rw]` with an absolute (or ./relative) host path."""
+    """`-v SRC:DST[:ro|rw]`: SRC a volume name, or an absolute (or ./relative) host path."""
     from ._runtime import Mount
 
-    source = spec.split(":", 1)[0]
     if ":" not in spec:
         raise UsageError(
             f"invalid volume {spec!r}: anonymous volumes are not supported; "
-            "write /host/path:/container/path (or use --tmpfs for scratch space)"
-        )
-    if not source.startswith(("/", ".")):
-        raise UsageError(
-            f"invalid volume {spec!r}: named volumes are not supported; "
-            "give an absolute host path as the source"
+            "write NAME:/container/path or /host/path:/container/path (or use --tmpfs for "
+            "scratch space)"
         )
     mount = Mount.parse(spec)
+    if mount.type == "volume":
+        return mount
+    if not mount.source.startswith(("/", ".")):
+        raise UsageError(
+            f"invalid volume {spec!r}: {mount.source!r} is neither a volume name (2 to 128 "
+            "letters, digits, '_', '.' or '-') nor a host path: give an absolute host path"
+        )
     # Absolute now: a detached container is started from another working directory.
     return Mount.bind(os.path.abspath(mount.source), mount.target, read_only=mount.read_only)
 
@@ -305,3 +307,18 @@ def egress(values: Sequence[str]) -> str | list[str] | None:
     if list(values) == ["all"]:
         return "all"
     return list(values)
+
+
+# --- labels --------------------------------------------------------------------------------------
+
+
+def labels(pairs: Iterable[str], error: type[errors.SandkitError]) -> dict[str, str]:
+    """``--label KEY=VALUE`` flags (a bare ``KEY`` has an empty value, as in Docker); a pair
+    without a key raises ``error``, the error type of the command's area."""
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not key:
+            raise error(f"invalid label {pair!r}: use KEY=VALUE")
+        found[key] = value if sep else ""
+    return found

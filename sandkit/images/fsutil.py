@@ -27,11 +27,16 @@ def _scan(fd: int, on_file: Callable[[int, os.DirEntry[str]], None]) -> list[str
     return subdirs
 
 
+def _open_dir(name: str, dir_fd: int) -> int:
+    return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+
+
 def walk_tree(
     top_fd: int,
     on_file: Callable[[int, os.DirEntry[str]], None],
     on_dir_done: Callable[[int, str], None] = lambda parent_fd, name: None,
     on_enter: Callable[[int], None] = lambda fd: None,
+    open_dir: Callable[[str, int], int] = _open_dir,
 ) -> None:
     """Visit the tree under directory ``top_fd``: ``on_enter(fd)`` on entering each directory,
     ``on_file(dir_fd, entry)`` for each entry that is not a directory (symlinks are not
@@ -51,7 +56,7 @@ def walk_tree(
         while True:
             if subdirs:  # down into the next subdirectory
                 name = subdirs.pop()
-                step = os.open(name, DIR_FLAGS, dir_fd=fd)
+                step = open_dir(name, fd)
                 os.close(fd)
                 fd = step
                 stack.append((name, subdirs))
@@ -75,9 +80,26 @@ def _owner_writable(fd: int) -> None:
         os.fchmod(fd, stat.S_IRWXU)
 
 
+def _open_dir_owned(name: str, dir_fd: int) -> int:
+    """Opens a subdirectory to empty it, even one its owner may not read (mode 0, which a
+    container can leave in a volume; a rootless user has no CAP_DAC_OVERRIDE): it is made
+    readable first through an O_PATH fd, so that a symlink in its place is never followed."""
+    try:
+        return _open_dir(name, dir_fd)
+    except PermissionError:
+        path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            if not stat.S_ISDIR(os.fstat(path_fd).st_mode):
+                raise
+            os.chmod(f"/proc/self/fd/{path_fd}", stat.S_IRWXU)  # the directory itself
+        finally:
+            os.close(path_fd)
+    return _open_dir(name, dir_fd)
+
+
 def remove_tree_at(dir_fd: int | None, name: str) -> None:
     """Delete directory ``name`` (relative to ``dir_fd`` if given) and everything under it, even
-    read-only directories, however deep."""
+    read-only or unreadable directories, however deep."""
     fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     try:
         walk_tree(
@@ -85,6 +107,7 @@ def remove_tree_at(dir_fd: int | None, name: str) -> None:
             lambda dfd, entry: os.unlink(entry.name, dir_fd=dfd),
             lambda parent_fd, sub: os.rmdir(sub, dir_fd=parent_fd),
             _owner_writable,
+            _open_dir_owned,
         )
     finally:
         os.close(fd)

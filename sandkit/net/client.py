@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import attrs
 
 from ..errors import NetworkError, NetworkUnavailableError
-from . import egress, keeper, pasta, protocol
+from . import egress, keeper, pasta, protocol, uplink
 from .keeper import SOCKET_NAME, KeeperSpec
 from .store import NetworkRecord, network_lock
 
@@ -226,7 +226,7 @@ def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> Non
     """Start the network's keeper and wait until it is ready (or say why it is not)."""
     pasta_path = None
     if not record.internal:
-        pasta_path = pasta.find_pasta()
+        pasta_path = uplink.find_uplink()
         pasta.check_tun(rootless)
     ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
     spec = KeeperSpec(

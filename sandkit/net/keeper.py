@@ -17,6 +17,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import queue
 import select
 import selectors
 import signal
@@ -31,7 +32,7 @@ import dns.rcode
 
 from ..errors import NetworkError
 from . import dns as resolver
-from . import firewall, netlink, nsutil, pasta, portguard, protocol
+from . import firewall, netlink, nsutil, portguard, protocol, uplink
 from .egress import ResolvedEgress
 
 SOCKET_NAME = "keeper.sock"
@@ -142,6 +143,8 @@ class Keeper:
         self.connections: set[HostConnection] = set()
         self.dns_tcp: set[DnsTcpConnection] = set()
         self.veth_counter = 0
+        # addresses whose veths a thread deleted (see _release), freed by the loop
+        self.released: queue.SimpleQueue[ipaddress.IPv4Address] = queue.SimpleQueue()
         # The keeper's end of the pipe whose end of file makes the launcher kill pasta.
         self.pasta_watch: int | None = None
         self.forwarder = resolver.Forwarder(None, [])
@@ -221,7 +224,7 @@ class Keeper:
         ends by itself, or kill it when the keeper ends (0)."""
         if os.read(go, 1) != b"g":
             return 1  # the keeper failed before N was ready
-        command = self._pasta_command(keeper_pid)
+        command = self._uplink_command(keeper_pid)
         pasta_pid = os.fork()
         if pasta_pid == 0:
             for number in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
@@ -237,19 +240,27 @@ class Keeper:
         _, status = os.waitpid(pasta_pid, 0)
         return 0 if go in ready else os.waitstatus_to_exitcode(status) or 1
 
-    def _pasta_command(self, keeper_pid: int) -> list[str]:
-        """In the launcher: pasta's command line, on inheritable fds of N (and U_N)."""
-        # pasta opens them again as /proc/self/fd/N: as root, its dropped capabilities would not
-        # let it open /proc/<keeper>/ns/net itself.
+    def _uplink_command(self, keeper_pid: int) -> list[str]:
+        """In the launcher: the uplink's command line, on inheritable fds of N (and U_N)."""
+        # The program opens them again as /proc/self/fd/N: as root, its dropped capabilities
+        # would not let it open /proc/<keeper>/ns/net itself.
+        program = self.spec.pasta
+        assert program is not None
         netns = os.open(f"/proc/{keeper_pid}/ns/net", os.O_RDONLY)
         os.set_inheritable(netns, True)
         userns = None
         if self.spec.rootless:
             userns = os.open(f"/proc/{keeper_pid}/ns/user", os.O_RDONLY)
             os.set_inheritable(userns, True)
-        assert self.spec.pasta is not None
-        return pasta.pasta_command(
-            self.spec.pasta, rootless=self.spec.rootless, netns_fd=netns, userns_fd=userns
+        if uplink.is_slirp4netns(program):
+            if userns is not None:
+                # Root of U_N (still in the host's network namespace): its sandbox may then
+                # make its mount namespace, and that one cannot reach the host's mounts.
+                nsutil.setns(userns, nsutil.CLONE_NEWUSER)
+            else:
+                nsutil.private_mount_namespace()
+        return uplink.uplink_command(
+            program, rootless=self.spec.rootless, netns_fd=netns, userns_fd=userns
         )
 
     def _start_pasta(self, launcher: int, go: int) -> None:
@@ -310,6 +321,7 @@ class Keeper:
                 self._dispatch(key.fileobj, key.data)
             self._expire_dns_tcp()
             self.forwarder.expire()
+            self._free_released()
 
     def _may_exit(self) -> bool:
         """True when the lock is free and nobody connected meanwhile: the socket is then gone
@@ -393,7 +405,9 @@ class Keeper:
                 return {"ok": True}, [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)]
             return {"ok": True}, []
         if op == "status" and message == {"op": "status"} and not fds and not connection.member:
-            # A probe (store.keeper_running): is anyone still on the network?
+            # A probe (store.keeper_running): is anyone still on the network? Containers that
+            # stopped just before the probe came may not have been read yet: drop them first.
+            self._drop_closed_members()
             return {"members": sum(c.member for c in self.connections)}, []
         if op == "attach" and connection.member and len(fds) == 1:
             return self._attach(connection, protocol.check_attach(message), fds[0]), []
@@ -463,6 +477,17 @@ class Keeper:
             self.policies[attached.address] = request.egress
         return {"ok": True}
 
+    def _drop_closed_members(self) -> None:
+        """Drop the member connections whose host side has closed (EOF waiting to be read)."""
+        for connection in [c for c in self.connections if c.member]:
+            try:
+                if connection.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    self._drop(connection)
+            except BlockingIOError:
+                continue  # nothing to read: still there
+            except OSError:
+                self._drop(connection)
+
     def _drop(self, connection: HostConnection) -> None:
         """A connection closed: detach whatever it attached."""
         self.selector.unregister(connection.sock)
@@ -474,10 +499,28 @@ class Keeper:
             with contextlib.suppress(NetworkError, OSError):
                 firewall.remove_egress(attached.address, lock_file=self._xtables_lock())
             with contextlib.suppress(NetworkError, OSError):
-                netlink.delete_link(attached.veth)
-            with contextlib.suppress(NetworkError, OSError):
                 portguard.unguard(attached.veth)
-            self.pool.free(attached.address)
+            self._release(attached)
+
+    def _release(self, attached: Attached) -> None:
+        """Free an address once its veth is gone: a container that ended took its veth with
+        its namespace; one still alive has it deleted aside (deleting a veth takes the kernel
+        milliseconds the loop would wait), and its address stays taken until then."""
+        address = attached.address
+        try:
+            deleting = netlink.delete_link_aside(attached.veth, lambda: self.released.put(address))
+        except (NetworkError, OSError):
+            deleting = False
+        if not deleting:
+            self.pool.free(address)
+
+    def _free_released(self) -> None:
+        """Free the addresses whose veths were deleted aside meanwhile."""
+        while True:
+            try:
+                self.pool.free(self.released.get_nowait())
+            except queue.Empty:
+                return
 
     # -- the resolver -----------------------------------------------------------------------
 

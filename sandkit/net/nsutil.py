@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 
+CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 
@@ -23,6 +24,20 @@ def setns(fd: int, nstype: int) -> None:
     if _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
         error = ctypes.get_errno()
         raise OSError(error, f"setns: {os.strerror(error)}")
+
+
+_MS_REC = 0x4000
+_MS_PRIVATE = 1 << 18
+
+
+def private_mount_namespace() -> None:
+    """A mount namespace of our own whose mounts propagate nowhere: what a root program that
+    sandboxes itself with mounts (slirp4netns --enable-sandbox) does there cannot reach the
+    host's mounts (it was seen to unmount the host's /run/netns entries otherwise)."""
+    unshare(CLONE_NEWNS)
+    if _libc.mount(None, b"/", None, ctypes.c_ulong(_MS_REC | _MS_PRIVATE), None) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"mount: {os.strerror(error)}")
 
 
 def become_root_of_new_userns(uid: int, gid: int) -> None:

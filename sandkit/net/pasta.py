@@ -47,9 +47,9 @@ def check_tun(rootless: bool) -> None:
         return
     who = "your user" if rootless else "root"
     raise NetworkUnavailableError(
-        f"{TUN_DEVICE} is not accessible to {who}, and pasta (the outbound path of sandkit's "
-        f"networks) needs it: as root, run `chmod 0666 {TUN_DEVICE}` (most distributions ship "
-        "it so); `sandkit doctor` checks this host"
+        f"{TUN_DEVICE} is not accessible to {who}, and the outbound path of sandkit's "
+        f"networks (slirp4netns or pasta) needs it: as root, run `chmod 0666 {TUN_DEVICE}` "
+        "(most distributions ship it so); `sandkit doctor` checks this host"
     )
 
 

@@ -52,7 +52,7 @@ from . import copy, environment, etcfiles, plan, prespawn, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .forward import CONNECT_TIMEOUT, Binding, PortForwarder
-from .mounts import Mount
+from .mounts import Mount, lease_volumes
 from .options import ContainerOptions, check_option_names
 from .outcomes import (
     CapturedOutput,
@@ -227,6 +227,7 @@ class AsyncContainer:
     _devnull: int = attrs.field(default=-1, init=False)
     _limits: Limits = attrs.field(factory=Limits, init=False)
     _lease: contextlib.AbstractContextManager[Any] | None = attrs.field(default=None, init=False)
+    _volume_leases: contextlib.ExitStack | None = attrs.field(default=None, init=False)
     _recipe_used: prespawn.Recipe | None = attrs.field(default=None, init=False)
     _port_specs: tuple[PortSpec, ...] = attrs.field(default=(), init=False)
     _forwarder: PortForwarder | None = attrs.field(default=None, init=False)
@@ -339,6 +340,8 @@ class AsyncContainer:
                 # to delete layers a running container has mounted, in any process.
                 self._lease = self._resolved.lease()
                 self._lease.__enter__()
+            # Likewise for its named volumes: `volume rm` refuses them while it runs.
+            self._volume_leases = lease_volumes(self.options.get("mounts", ()))
             setup = self._setup_message(self._resolved)
             # Bound before the container is made: a port in use fails the start at no cost.
             self._forwarder = PortForwarder(self._connect_blocking)
@@ -383,6 +386,8 @@ class AsyncContainer:
             # A spare on a network would hold an address and a name; and it is made in a user
             # namespace of its own, where the network's keeper has no say.
             return None
+        if self._volume_leases is not None:
+            return None  # a spare would mount (and fill) its volumes before holding their leases
         return prespawn.recipe_for(
             setup, user_namespace=self.rootless, network=self._own_network, resources=plan
         )
@@ -519,6 +524,9 @@ class AsyncContainer:
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.__exit__(None, None, None)
+        volume_leases, self._volume_leases = self._volume_leases, None
+        if volume_leases is not None:
+            volume_leases.close()
         if self._recipe_used is not None and spawned is not None:
             prespawn.request(self._recipe_used)  # the next container like this one is ready sooner
 

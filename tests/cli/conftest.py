@@ -16,6 +16,19 @@ from proctable import descendants
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+def private_docker(request) -> Iterator[dict[str, str]]:
+    """The environment of a private dockerd (tests/dockerd.py) for one module's parity tests;
+    they are skipped where there is none."""
+    import dockerd
+
+    try:
+        with dockerd.private_dockerd() as daemon:
+            yield daemon.env
+    except dockerd.DockerUnavailable as e:
+        pytest.skip(f"{request.module.__name__}: {e}")
+
+
 def sandkit_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

@@ -31,12 +31,8 @@ STARTED = time.time()
 
 
 @pytest.fixture(scope="module")
-def docker() -> Iterator[dict[str, str]]:
-    try:
-        with dockerd.private_dockerd() as daemon:
-            yield daemon.env
-    except dockerd.DockerUnavailable as e:
-        pytest.skip(f"docker cp parity: {e}")
+def docker(private_docker) -> dict[str, str]:
+    return private_docker
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +49,7 @@ def rootfs(busybox_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def image(docker, rootfs) -> str:
-    rootfs_tar = rootfs.parent / "rootfs.tar"
-    with tarfile.open(rootfs_tar, "w") as tar:
-        tar.add(rootfs, arcname=".")
-    dockerd.run(docker, "import", "--change", 'CMD ["sh"]', str(rootfs_tar), IMAGE)
-    return IMAGE
+    return dockerd.import_rootfs(docker, rootfs, IMAGE)
 
 
 @contextlib.contextmanager

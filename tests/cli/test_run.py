@@ -36,7 +36,7 @@ def test_exit_codes(bb, argv, code, stderr_has):
     [
         (["--bogus-flag"], "unrecognized arguments"),
         (["-m", "12q"], "cannot read '12q' as a size"),
-        (["-v", "named-volume:/data"], "named volumes are not supported"),
+        (["-v", "x:/data"], "neither a volume name"),
         (["-v", "/no/such/dir:/data"], "does not exist"),
         (["--tmpfs", "/t:noexec"], "not supported"),
         (["--env-file", "/no/such/file"], "cannot read the env file"),

@@ -27,13 +27,14 @@ def host_address() -> str:
 
 def network_processes(home: str) -> list[str]:
     """Keepers of networks under ``home`` (they hold their network's directory open), and the
-    pasta each started, dead keeper or not (exec'd with the environment of the host process,
-    its SANDKIT_HOME; a keeper is only forked: its /proc environ is its host's at exec)."""
+    uplink (slirp4netns or pasta) each started, dead keeper or not (exec'd with the environment
+    of the host process, its SANDKIT_HOME; a keeper is only forked: its /proc environ is its host's at exec)."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid,comm,args"], capture_output=True, text=True)
     found = []
     for line in out.stdout.splitlines():
         pid, comm, args = [*line.split(None, 2), "", ""][:3]
-        is_pasta = "--no-map-gw" in args and "up0" in args
+        # the uplink: pasta, or slirp4netns
+        is_pasta = "up0" in args and ("--no-map-gw" in args or "slirp4netns" in args)
         keeper = comm == "sandkit-keeper" and _holds_under(pid, home)
         if keeper or (is_pasta and _home_of(pid).startswith(home)):
             found.append(line.strip())

@@ -14,7 +14,7 @@ import pytest
 from polling import wait_until
 
 from sandkit import errors
-from sandkit.net import client, egress, pasta, store
+from sandkit.net import client, egress, store, uplink
 from sandkit.net.keeper import SOCKET_NAME
 
 from .helpers import (
@@ -229,9 +229,9 @@ def test_oversized_dns_query_is_dropped(clean_host):
             connection.close()
 
 
-def test_no_pasta_installed_is_a_clear_error_and_leaves_nothing(clean_host, tmp_path, monkeypatch):
-    monkeypatch.setattr(pasta, "SEARCH_PATH", str(tmp_path))
-    with pytest.raises(errors.NetworkUnavailableError, match=r"apt install passt"):
+def test_no_uplink_installed_is_a_clear_error_and_leaves_nothing(clean_host, tmp_path, monkeypatch):
+    monkeypatch.setattr(uplink, "SEARCH_PATH", str(tmp_path))
+    with pytest.raises(errors.NetworkUnavailableError, match=r"apt install slirp4netns"):
         client.join(store.BRIDGE)
     assert not (store.BRIDGE.directory() / SOCKET_NAME).exists()
 
