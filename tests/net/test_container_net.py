@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import dns.message
 import dns.rrset
 import pytest
-from polling import POLL_SH, wait_until
+from polling import POLL_SH
 from test_ports import TCP_ECHO, UDP_ECHO, _echo_through, _udp_echo
 
 import sandkit
@@ -24,21 +24,11 @@ from sandkit.net import client, pasta, uplink
 from .helpers import (
     greeting_server,
     host_address,
-    host_state,
     killed_host_process,
     network_processes,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="root and rootless")]
-
-
-@pytest.fixture
-def clean_host():
-    """Fails the test when the host's interfaces, firewall or network processes differ after."""
-    home = os.environ["SANDKIT_HOME"]
-    before = host_state(home)
-    yield
-    wait_until(lambda: host_state(home) == before, "the host's network state as before")
 
 
 def _run(mode, as_unprivileged, fn, *args):

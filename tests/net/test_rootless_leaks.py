@@ -283,9 +283,7 @@ def test_nothing_left_after_a_failed_start(as_unprivileged, users_home, users_bu
     _assert_a_new_container_starts(as_unprivileged, users_home, users_busybox, "bridge")
 
 
-def test_nothing_left_after_sigkill_of_the_host_process(
-    as_unprivileged, users_home, users_busybox
-):
+def test_nothing_left_after_sigkill_of_the_host_process(as_unprivileged, users_home, users_busybox):
     seen = as_unprivileged(_host_process_killed, users_home, users_busybox)
     assert len(seen["processes"]) >= 3  # keeper, uplink, init
     _assert_nothing_left(users_home, seen)
