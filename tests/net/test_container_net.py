@@ -365,3 +365,28 @@ def test_internal_network_has_no_way_out_and_no_pasta(busybox, clean_host):
         done = c.exec(["sh", "-c", f"nc -w 2 {address} {port} </dev/null"], timeout=10)
         assert "hello" not in done.stdout.decode()
         assert done.exit_code != 0
+
+
+def _volume_shared_over_a_network(image):
+    # One container writes into a volume and serves the file by name; another, on the same
+    # network, fetches it; a third, after both stopped, finds it in the volume.
+    with sandkit.Volume() as data, sandkit.Network() as net:
+        with (
+            sandkit.Container(
+                image, network=net, hostname="writer", mounts=[f"{data.name}:/data"]
+            ) as writer,
+            sandkit.Container(image, network=net) as reader,
+        ):
+            writer.exec(["sh", "-c", "echo kept > /data/file"], check=True)
+            writer.spawn(["nc", "-ll", "-p", "7000", "-e", "cat", "/data/file"], stdin=False)
+            fetch = "echo | nc -w 2 writer 7000 | grep -q kept"
+            script = POLL_SH.format(condition=fetch) + "; " + fetch
+            fetched = reader.exec(["sh", "-c", script]).exit_code
+        with sandkit.Container(image, mounts=[f"{data.name}:/data"]) as later:
+            kept = later.exec(["cat", "/data/file"]).stdout.decode()
+    return fetched, kept
+
+
+@pytest.mark.parametrize("mode", ["root", "rootless"])
+def test_a_volume_in_containers_on_a_network(mode, image, as_unprivileged, clean_host):
+    assert _run(mode, as_unprivileged, _volume_shared_over_a_network, image) == (0, "kept\n")
