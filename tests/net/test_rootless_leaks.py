@@ -234,22 +234,39 @@ def _parent(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
+def _keeper_and_launcher(home: str) -> tuple[int, int]:
+    """The keeper of the home's one network, and the launcher it forked (which starts the
+    uplink and kills it when the keeper ends)."""
+    lines = network_processes(home)
+    ours = {int(line.split()[0]) for line in lines if "sandkit-keeper" in line}
+    keepers = [pid for pid in ours if _parent(pid) not in ours]
+    launchers = [pid for pid in ours if _parent(pid) in keepers]
+    assert len(keepers) == 1 and len(launchers) == 1, lines
+    return keepers[0], launchers[0]
+
+
+def _uplinks(home: str) -> list[str]:
+    return [line for line in network_processes(home) if "sandkit-keeper" not in line]
+
+
 def _keeper_killed(home: str, image: sandkit.Image) -> dict:
     _use_home(home)
     with sandkit.Container(image, network="bridge") as c:
         seen = _snapshot(home, _init_pid(c))
-        lines = network_processes(home)
-        ours = {int(line.split()[0]) for line in lines if "sandkit-keeper" in line}
-        # the keeper, not the launcher it forked (which watches it, to kill the uplink)
-        keepers = [pid for pid in ours if _parent(pid) not in ours]
-        assert len(keepers) == 1, lines
-        uplinks = [line for line in lines if "sandkit-keeper" not in line]
-        os.kill(keepers[0], signal.SIGKILL)
+        uplinks = _uplinks(home)
+        os.kill(_keeper_and_launcher(home)[0], signal.SIGKILL)
         # the uplink goes with its keeper, while the container still runs
         wait_until(
-            lambda: not [line for line in network_processes(home) if line in uplinks],
-            f"the end of the uplink {uplinks}",
+            lambda: not set(_uplinks(home)) & set(uplinks), f"the end of the uplink {uplinks}"
         )
+    return seen
+
+
+def _launcher_killed(home: str, image: sandkit.Image) -> dict:
+    _use_home(home)
+    with sandkit.Container(image, network="bridge") as c:
+        seen = _snapshot(home, _init_pid(c))
+        os.kill(_keeper_and_launcher(home)[1], signal.SIGKILL)
     return seen
 
 
@@ -293,4 +310,13 @@ def test_nothing_left_after_sigkill_of_the_host_process(as_unprivileged, users_h
 def test_nothing_left_after_sigkill_of_the_keeper(as_unprivileged, users_home, users_busybox):
     seen = as_unprivileged(_keeper_killed, users_home, users_busybox)
     _assert_nothing_left(users_home, seen, keeper_killed=True)
+    _assert_a_new_container_starts(as_unprivileged, users_home, users_busybox, "bridge")
+
+
+def test_nothing_left_after_sigkill_of_the_uplinks_launcher(
+    as_unprivileged, users_home, users_busybox
+):
+    # (by the OOM killer, say) the uplink must still end with its keeper
+    seen = as_unprivileged(_launcher_killed, users_home, users_busybox)
+    _assert_nothing_left(users_home, seen)
     _assert_a_new_container_starts(as_unprivileged, users_home, users_busybox, "bridge")
