@@ -273,20 +273,27 @@ def _launcher_killed(home: str, image: sandkit.Image) -> dict:
 # --- the tests -----------------------------------------------------------------------------
 
 
+def _leaves_nothing(
+    as_unprivileged, home, image, scenario, network="bridge", keeper_killed=False
+) -> None:
+    """Runs ``scenario(home, image, ...)`` as the user, checks that nothing of it is left, and
+    that a new container on ``network`` then starts (and leaves nothing either)."""
+    extra = (network,) if network != "bridge" else ()
+    seen = as_unprivileged(scenario, home, image, *extra)
+    _assert_nothing_left(home, seen, keeper_killed=keeper_killed)
+    _assert_a_new_container_starts(as_unprivileged, home, image, network)
+
+
 def test_nothing_left_after_the_last_container_of_a_network_stops(
     as_unprivileged, users_home, users_busybox
 ):
-    seen = as_unprivileged(_last_container_stops, users_home, users_busybox, "leaks")
-    _assert_nothing_left(users_home, seen)
-    _assert_a_new_container_starts(as_unprivileged, users_home, users_busybox, "leaks")
+    _leaves_nothing(as_unprivileged, users_home, users_busybox, _last_container_stops, "leaks")
 
 
 def test_nothing_left_after_an_exception_in_the_with_body(
     as_unprivileged, users_home, users_busybox
 ):
-    seen = as_unprivileged(_exception_in_the_body, users_home, users_busybox)
-    _assert_nothing_left(users_home, seen)
-    _assert_a_new_container_starts(as_unprivileged, users_home, users_busybox, "bridge")
+    _leaves_nothing(as_unprivileged, users_home, users_busybox, _exception_in_the_body)
 
 
 def test_nothing_left_after_a_failed_start(as_unprivileged, users_home, users_busybox):
@@ -301,22 +308,15 @@ def test_nothing_left_after_a_failed_start(as_unprivileged, users_home, users_bu
 
 
 def test_nothing_left_after_sigkill_of_the_host_process(as_unprivileged, users_home, users_busybox):
-    seen = as_unprivileged(_host_process_killed, users_home, users_busybox)
-    assert len(seen["processes"]) >= 3  # keeper, uplink, init
-    _assert_nothing_left(users_home, seen)
-    _assert_a_new_container_starts(as_unprivileged, users_home, users_busybox, "bridge")
+    _leaves_nothing(as_unprivileged, users_home, users_busybox, _host_process_killed)
 
 
 def test_nothing_left_after_sigkill_of_the_keeper(as_unprivileged, users_home, users_busybox):
-    seen = as_unprivileged(_keeper_killed, users_home, users_busybox)
-    _assert_nothing_left(users_home, seen, keeper_killed=True)
-    _assert_a_new_container_starts(as_unprivileged, users_home, users_busybox, "bridge")
+    _leaves_nothing(as_unprivileged, users_home, users_busybox, _keeper_killed, keeper_killed=True)
 
 
 def test_nothing_left_after_sigkill_of_the_uplinks_launcher(
     as_unprivileged, users_home, users_busybox
 ):
     # (by the OOM killer, say) the uplink must still end with its keeper
-    seen = as_unprivileged(_launcher_killed, users_home, users_busybox)
-    _assert_nothing_left(users_home, seen)
-    _assert_a_new_container_starts(as_unprivileged, users_home, users_busybox, "bridge")
+    _leaves_nothing(as_unprivileged, users_home, users_busybox, _launcher_killed)
