@@ -224,9 +224,10 @@ class Keeper:
         ends by itself, or kill it when the keeper ends (0)."""
         if os.read(go, 1) != b"g":
             return 1  # the keeper failed before N was ready
-        command = self._uplink_command(keeper_pid)
+        command = self._uplink_command(keeper_pid, go)
         pasta_pid = os.fork()
         if pasta_pid == 0:
+            os.set_inheritable(go, True)  # slirp4netns's --exit-fd
             for number in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(number, signal.SIG_DFL)  # as Python found them, for pasta
             try:
@@ -240,8 +241,10 @@ class Keeper:
         _, status = os.waitpid(pasta_pid, 0)
         return 0 if go in ready else os.waitstatus_to_exitcode(status) or 1
 
-    def _uplink_command(self, keeper_pid: int) -> list[str]:
-        """In the launcher: the uplink's command line, on inheritable fds of N (and U_N)."""
+    def _uplink_command(self, keeper_pid: int, keeper_watch: int) -> list[str]:
+        """In the launcher: the uplink's command line, on inheritable fds of N (and U_N).
+        slirp4netns also watches ``keeper_watch`` (the launcher's end of the keeper's pipe)
+        itself: it then ends with the keeper even when the launcher was killed first."""
         # The program opens them again as /proc/self/fd/N: as root, its dropped capabilities
         # would not let it open /proc/<keeper>/ns/net itself.
         program = self.spec.pasta
@@ -260,7 +263,11 @@ class Keeper:
             else:
                 nsutil.private_mount_namespace()
         return uplink.uplink_command(
-            program, rootless=self.spec.rootless, netns_fd=netns, userns_fd=userns
+            program,
+            rootless=self.spec.rootless,
+            netns_fd=netns,
+            userns_fd=userns,
+            exit_fd=keeper_watch,
         )
 
     def _start_pasta(self, launcher: int, go: int) -> None:

@@ -24,7 +24,6 @@ from .test_attacks import (  # noqa: F401 - fixtures
     run,
     upstream,
 )
-from .test_container_net import clean_host  # noqa: F401 - a fixture
 
 pytestmark = [
     pytest.mark.slow,
