@@ -324,6 +324,7 @@ async def supervise(directory: Path, ready_fd: int) -> None:
     try:
         image = spec.resolve_image()
         container = spec.container(image, hostname=record.id[:12])
+        container.id = record.id  # the keeper lists it by the id `sandkit` shows
         async with container:
             main = await container.spawn(
                 record.config["command"], stdin=spec.interactive, tty=spec.tty
