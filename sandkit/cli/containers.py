@@ -218,6 +218,20 @@ def inspect_record(record: state.Record) -> dict[str, Any]:
             "CapAdd": spec.get("cap_add", []),
             "CapDrop": spec.get("cap_drop", []),
         },
+        "NetworkSettings": {"Networks": _networks(record)},
+    }
+
+
+def _networks(record: state.Record) -> dict[str, dict[str, Any]]:
+    """Docker's ``NetworkSettings.Networks``: each network the container is on, as its
+    supervisor recorded them (following connect and disconnect); once it has stopped, as
+    Docker keeps them: the networks and aliases without an address."""
+    networks: dict[str, dict[str, Any]] = record.state.get("networks", {})
+    if record.running:
+        return networks
+    return {
+        name: {**entry, "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": ""}
+        for name, entry in networks.items()
     }
 
 

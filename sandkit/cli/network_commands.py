@@ -13,7 +13,6 @@ supervisor joins the network).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import sys
 from typing import Any
@@ -151,28 +150,22 @@ def inspect_network(record: NetworkRecord) -> dict[str, Any]:
 
 
 def _containers_on(record: NetworkRecord) -> dict[str, dict[str, str]]:
-    """Docker's "Containers" of a network: by container id, its name and address. The keeper
-    knows the containers by host name: a detached container's is matched to its id and
-    ``--name``; any other (one of a program using the library) is listed under its host name."""
-    from ..net import client, portguard  # the keeper's side: only for inspect
+    """Docker's "Containers" of a network, as its keeper lists them: by container id, its
+    name, address and MAC. A detached container's name is its ``--name``; any other's (one
+    of a program using the library) its host name."""
+    from ..net import client  # the keeper's side: only for inspect
 
-    detached = {_hostname(r): r for r in state.records() if r.running}
-    found = {}
-    for hostname, address in client.attached_containers(record):
-        match = detached.get(hostname)
-        key, name = (match.id, match.name) if match is not None else (hostname, hostname)
-        found[key] = {
-            "Name": name,
+    names = {r.id: r.name for r in state.records()}
+    return {
+        container_id: {
+            "Name": names.get(container_id) or entry["Name"],
             "EndpointID": "",
-            "MacAddress": portguard.mac_for(ipaddress.IPv4Address(address)),
-            "IPv4Address": f"{address}/{record.subnet.prefixlen}",
+            "MacAddress": entry["MacAddress"],
+            "IPv4Address": entry["IPv4Address"],
             "IPv6Address": "",
         }
-    return found
-
-
-def _hostname(record: state.Record) -> str:
-    return str(record.config.get("spec", {}).get("hostname") or record.id[:12])
+        for container_id, entry in client.attached_containers(record).items()
+    }
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ container started ({"ok": true} or {"error": ..., "code": ...}), then EOF.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -52,6 +53,8 @@ class Supervisor:
     stop_signal: int
     main_exited: anyio.Event = attrs.field(factory=anyio.Event)
     stopping: bool = False
+    # The aliases the container has on each network it is on, by network name.
+    aliases: dict[str, list[str]] = attrs.field(factory=dict)
 
     async def run(self, listener: socket.socket) -> int:
         """Serve until the main process ends; its return code."""
@@ -149,6 +152,7 @@ class Supervisor:
                 isinstance(aliases, list) and all(isinstance(a, str) for a in aliases)
             ):
                 raise errors.NetworkSpecError(f"malformed {request.get('op')} request")
+            before = set(self.container.networks)
             if request["op"] == "connect":
                 await self.container.connect(network, aliases)
             else:
@@ -156,6 +160,13 @@ class Supervisor:
         except errors.SandkitError as exc:
             await control.send(conn, {"error": str(exc), "code": exitcodes.FAILED})
             return
+        now = set(self.container.networks)
+        for joined in now - before:
+            self.aliases[joined] = list(aliases)
+        for left in before - now:
+            self.aliases.pop(left, None)
+        # `sandkit inspect` shows them from here on
+        state.write_state(self.record.dir, networks=network_settings(self.container, self.aliases))
         await control.send(conn, {"ok": True})
 
     async def stop(self, timeout: float) -> None:
@@ -308,6 +319,27 @@ def _report(ready_fd: int, message: dict[str, Any]) -> None:
             os.close(ready_fd)
 
 
+def network_settings(
+    container: AsyncContainer, aliases: dict[str, list[str]]
+) -> dict[str, dict[str, Any]]:
+    """Docker's ``NetworkSettings.Networks`` of a running container: by network name, its
+    address there, the network's prefix length, gateway and id, the MAC and the aliases."""
+    from ..net import portguard, store
+
+    found = {}
+    for name, address in container.networks.items():
+        network = store.get_network(name)
+        found[name] = {
+            "IPAddress": address,
+            "IPPrefixLen": network.subnet.prefixlen,
+            "Gateway": str(network.gateway),
+            "MacAddress": portguard.mac_for(ipaddress.IPv4Address(address)),
+            "Aliases": aliases.get(name, []),
+            "NetworkID": network.id,
+        }
+    return found
+
+
 async def supervise(directory: Path, ready_fd: int) -> None:
     """Run the detached container whose state directory is ``directory``: start it, report
     readiness (or the error) on ``ready_fd`` to ``sandkit run -d``, serve it until its main
@@ -324,20 +356,23 @@ async def supervise(directory: Path, ready_fd: int) -> None:
     try:
         image = spec.resolve_image()
         container = spec.container(image, hostname=record.id[:12])
+        container.id = record.id  # the keeper lists it by the id `sandkit` shows
         async with container:
             main = await container.spawn(
                 record.config["command"], stdin=spec.interactive, tty=spec.tty
             )
+            aliases = {name: list(spec.options.get("aliases", ())) for name in container.networks}
             state.write_state(
                 directory,
                 status="running",
                 started_at=time.time(),
                 pid=main.pid,
                 ports=published(container),
+                networks=network_settings(container, aliases),
             )
             _report(ready_fd, {"ok": True})
             ready_fd = -1
-            supervisor = Supervisor(record, container, main, _stop_signal(image))
+            supervisor = Supervisor(record, container, main, _stop_signal(image), aliases=aliases)
             returncode = await supervisor.run(listener)
         state.write_state(
             directory,

@@ -11,6 +11,7 @@ import gc
 import ipaddress
 import os
 import re
+import secrets
 import select
 import signal
 import socket
@@ -72,17 +73,23 @@ class KeeperConnection:
         iface: str = "eth0",
         policy: egress.ResolvedEgress | None = None,
         denied: list[ipaddress.IPv4Network] | None = None,
+        container_id: str | None = None,
     ) -> dict[str, Any]:
         """Give the container whose network namespace is ``netns_fd`` an interface on the
         network, with the egress ``policy`` (None: "all") and the ``denied`` destinations
         (None: `egress.always_denied`, read here in the host's namespace); returns the
-        interface's configuration for the init (``setup.net``)."""
+        interface's configuration for the init (``setup.net``). ``container_id`` (64 hex
+        digits) keys the container in the keeper's list; None: a fresh one (a namespace
+        attached outside any container)."""
+        if container_id is None:
+            container_id = secrets.token_hex(32)
         if policy is None:
             policy = egress.ResolvedEgress(allow_all=True)
         if denied is None:
             denied = egress.always_denied()
         request = {
             "op": "attach",
+            "id": container_id,
             "name": name,
             "aliases": list(aliases),
             "iface": iface,
@@ -172,9 +179,12 @@ def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
     return KeeperConnection(sock, fds[0] if fds else None)
 
 
-def attached_containers(record: NetworkRecord, home: Path | None = None) -> list[tuple[str, str]]:
-    """The (host name, address) of each container on ``record`` now, as its keeper lists them;
-    none when no keeper runs. NetworkError when the keeper does not answer in time."""
+def attached_containers(
+    record: NetworkRecord, home: Path | None = None
+) -> dict[str, dict[str, str]]:
+    """Each container on ``record`` now, by id, as its keeper lists them (`protocol`'s
+    "list": Name, IPv4Address, MacAddress); none when no keeper runs. NetworkError when the
+    keeper does not answer in time, or answers anything else."""
     directory = record.directory(home)
     dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -182,7 +192,7 @@ def attached_containers(record: NetworkRecord, home: Path | None = None) -> list
     finally:
         os.close(dir_fd)
     if sock is None:
-        return []
+        return {}
     with sock:
         sock.settimeout(LIST_TIMEOUT)
         try:
@@ -191,21 +201,11 @@ def attached_containers(record: NetworkRecord, home: Path | None = None) -> list
         except OSError as exc:
             raise NetworkError(f"the keeper of {record.name!r} did not list: {exc}") from None
     if received is None:  # exiting: its last container just left
-        return []
+        return {}
     message, fds = received
     for fd in fds:
         os.close(fd)
-    return _listing(message, record.name)
-
-
-def _listing(message: dict[str, Any], network: str) -> list[tuple[str, str]]:
-    entries = message.get("containers")
-    if not isinstance(entries, list) or not all(
-        isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("address"), str)
-        for e in entries
-    ):
-        raise NetworkError(f"unexpected answer from the keeper of {network!r}: {message!r}")
-    return [(entry["name"], entry["address"]) for entry in entries]
+    return protocol.check_listing(message)
 
 
 def _connect(dir_fd: int) -> socket.socket | None:

@@ -97,6 +97,7 @@ class AddressPool:
 class Attached:
     """One container's interface on the network."""
 
+    container_id: str
     veth: str
     address: ipaddress.IPv4Address
     names: list[str]
@@ -419,13 +420,18 @@ class Keeper:
         if op == "attach" and connection.member and len(fds) == 1:
             return self._attach(connection, protocol.check_attach(message), fds[0]), []
         if op == "list" and message == {"op": "list"} and not fds and not connection.member:
-            # A probe (`sandkit network inspect`): each attached container's name and address,
-            # at most MAX_CONNECTIONS short entries: well within protocol.MAX_MESSAGE.
-            listing = [
-                {"name": attached.names[0], "address": str(attached.address)}
+            # A probe (`sandkit network inspect`): each attached container by id, with its host
+            # name, address and MAC, as Docker's "Containers" of a network; at most
+            # MAX_CONNECTIONS short entries: well within protocol.MAX_MESSAGE.
+            listing = {
+                attached.container_id: {
+                    "Name": attached.names[0],
+                    "IPv4Address": f"{attached.address}/{self.subnet.prefixlen}",
+                    "MacAddress": portguard.mac_for(attached.address),
+                }
                 for c in self.connections
                 for attached in c.attached
-            ]
+            }
             return {"containers": listing}, []
         if op == "egress" and connection.member and not fds:
             return self._set_egress(connection, protocol.check_egress(message)), []
@@ -457,7 +463,7 @@ class Keeper:
         names = [request.name, *request.aliases]
         self.names.add(names, address)
         self.policies[address] = request.egress
-        connection.attached.append(Attached(veth, address, names))
+        connection.attached.append(Attached(request.id, veth, address, names))
         return {
             "iface": request.iface,
             "address": str(address),

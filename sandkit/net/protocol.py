@@ -11,9 +11,12 @@ Requests (host -> keeper), at most one fd each:
 - ``{"op": "status"}`` (instead of a hello: a probe, `store.keeper_running`): the reply is
   ``{"members": n}``, the connections that said hello.
 - ``{"op": "list"}`` (instead of a hello: a probe, ``sandkit network inspect``): the reply is
-  ``{"containers": [{"name": str, "address": str}]}``, one entry per attached container.
-- ``{"op": "attach", "name": str, "aliases": [str], "iface": str, "egress": {...},
-  "denied": [str]}`` with the container's network namespace as an fd: ``egress`` is the
+  ``{"containers": {id: {"Name": str, "IPv4Address": str, "MacAddress": str}}}``, one entry
+  per attached container, by its id, as Docker's "Containers" of a network: ``Name`` is its
+  host name, ``IPv4Address`` its address with the prefix length ("10.89.0.2/24").
+- ``{"op": "attach", "id": str, "name": str, "aliases": [str], "iface": str, "egress": {...},
+  "denied": [str]}`` with the container's network namespace as an fd: ``id`` is the
+  container's (64 lowercase hex digits), ``name`` its host name; ``egress`` is the
   container's policy (`egress.ResolvedEgress.to_json`), ``denied`` the always-denied networks
   read on the host (`egress.always_denied`); the reply is the interface's configuration
   (`check_attachment`).
@@ -47,6 +50,8 @@ MAX_ALIASES = 16
 # A DNS label (RFC 1035: 63 bytes); names of containers and aliases are looked up by DNS.
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})")
 _IFACE = re.compile(r"eth[0-9]{1,2}")
+_ID = re.compile(r"[0-9a-f]{64}")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -99,6 +104,7 @@ def check_name(name: object, what: str) -> str:
 class AttachRequest:
     """An attach request, checked."""
 
+    id: str
     name: str
     aliases: list[str]
     iface: str
@@ -109,8 +115,11 @@ class AttachRequest:
 def check_attach(message: dict[str, Any]) -> AttachRequest:
     """The attach request in ``message``; NetworkError (EgressError for the policy) if it is
     malformed."""
-    if set(message) != {"op", "name", "aliases", "iface", "egress", "denied"}:
+    if set(message) != {"op", "id", "name", "aliases", "iface", "egress", "denied"}:
         raise NetworkError(f"malformed attach request: keys {sorted(message)}")
+    container_id = message["id"]
+    if not isinstance(container_id, str) or not _ID.fullmatch(container_id):
+        raise NetworkError(f"malformed attach request: container id {container_id!r}")
     aliases = message["aliases"]
     if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES:
         raise NetworkError(f"malformed attach request: at most {MAX_ALIASES} aliases")
@@ -118,6 +127,7 @@ def check_attach(message: dict[str, Any]) -> AttachRequest:
     if not isinstance(iface, str) or not _IFACE.fullmatch(iface):
         raise NetworkError(f"malformed attach request: interface {iface!r}")
     return AttachRequest(
+        id=container_id,
         name=check_name(message["name"], "container name"),
         aliases=[check_name(a, "alias") for a in aliases],
         iface=iface,
@@ -163,3 +173,27 @@ def check_attachment(message: dict[str, Any]) -> dict[str, Any]:
     if not 0 < message["prefix"] <= 30 or not 1280 <= message["mtu"] <= 65535:
         raise NetworkError(f"malformed answer from the network keeper: {message!r}")
     return message
+
+
+def check_listing(message: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The keeper's answer to a list: its containers by id, checked; NetworkError otherwise."""
+    entries = message.get("containers")
+    if set(message) != {"containers"} or not isinstance(entries, dict):
+        raise NetworkError(f"malformed list from the network keeper: {message!r}")
+    for container_id, entry in entries.items():
+        if (
+            not _ID.fullmatch(container_id)
+            or not isinstance(entry, dict)
+            or set(entry) != {"Name", "IPv4Address", "MacAddress"}
+            or not all(isinstance(value, str) for value in entry.values())
+            or not _NAME.fullmatch(entry["Name"])
+            or not _MAC.fullmatch(entry["MacAddress"])
+        ):
+            raise NetworkError(f"malformed list from the network keeper: {message!r}")
+        try:
+            ipaddress.IPv4Interface(entry["IPv4Address"])
+        except ValueError:
+            raise NetworkError(f"malformed list from the network keeper: {message!r}") from None
+        if "/" not in entry["IPv4Address"]:
+            raise NetworkError(f"malformed list from the network keeper: {message!r}")
+    return entries

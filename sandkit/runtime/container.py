@@ -445,7 +445,12 @@ class AsyncContainer:
         netns = os.open(f"/proc/{init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             config = self._membership.attach(
-                netns, self.hostname, list(self._aliases), policy=self._egress, denied=self._denied
+                netns,
+                self.hostname,
+                list(self._aliases),
+                policy=self._egress,
+                denied=self._denied,
+                container_id=self.id,
             )
         finally:
             os.close(netns)
@@ -649,7 +654,13 @@ class AsyncContainer:
         netns = os.open(f"/proc/{self._init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             return membership.attach(
-                netns, self.hostname, list(aliases), iface=iface, policy=policy, denied=denied
+                netns,
+                self.hostname,
+                list(aliases),
+                iface=iface,
+                policy=policy,
+                denied=denied,
+                container_id=self.id,
             )
         finally:
             os.close(netns)

@@ -117,6 +117,61 @@ def test_network_connect_and_disconnect_a_detached_container(detached_busybox):
     assert sandkit("network", "rm", "later").returncode == 0
 
 
+def _networks_of(container: str) -> dict:
+    (shown,) = json.loads(sandkit("inspect", container).stdout)
+    return shown["NetworkSettings"]["Networks"]
+
+
+def test_inspect_shows_the_networks_following_connect_and_disconnect(bb):
+    first = sandkit("network", "create", "--subnet", "10.204.0.0/24", "first")
+    second = sandkit("network", "create", "--subnet", "10.205.0.0/24", "second")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    first_id, second_id = first.stdout.strip(), second.stdout.strip()
+    started = sandkit(
+        "run", "-d", "--network", "first", "--network-alias", "db", bb, "sleep", "1000"
+    )
+    assert started.returncode == 0, started.stderr
+    container = started.stdout.strip()
+    try:
+        on_first = {
+            "IPAddress": "10.204.0.2",
+            "IPPrefixLen": 24,
+            "Gateway": "10.204.0.1",
+            "MacAddress": "02:73:6b:cc:00:02",
+            "Aliases": ["db"],
+            "NetworkID": first_id,
+        }
+        assert _networks_of(container) == {"first": on_first}
+        connected = sandkit("network", "connect", "--alias", "cache", "second", container)
+        assert connected.returncode == 0, connected.stderr
+        on_second = {
+            "IPAddress": "10.205.0.2",
+            "IPPrefixLen": 24,
+            "Gateway": "10.205.0.1",
+            "MacAddress": "02:73:6b:cd:00:02",
+            "Aliases": ["cache"],
+            "NetworkID": second_id,
+        }
+        assert _networks_of(container) == {"first": on_first, "second": on_second}
+        left = sandkit("network", "disconnect", "first", container)
+        assert left.returncode == 0, left.stderr
+        assert _networks_of(container) == {"second": on_second}
+        assert sandkit("stop", "-t", "0", container).returncode == 0
+        # stopped: as Docker keeps them, the networks without an address
+        assert _networks_of(container) == {
+            "second": {
+                **on_second,
+                "IPAddress": "",
+                "IPPrefixLen": 0,
+                "Gateway": "",
+                "MacAddress": "",
+            }
+        }
+    finally:
+        sandkit("rm", "-f", container)
+        sandkit("network", "rm", "first", "second")
+
+
 def test_network_connect_errors_are_dockers(detached_busybox):
     unknown_network = sandkit("network", "connect", "nosuch", detached_busybox)
     assert unknown_network.returncode == 1

@@ -630,6 +630,7 @@ def _attach_and_die(netns_path: str) -> None:
 def attach_request(name: str) -> dict:
     return {
         "op": "attach",
+        "id": "f" * 64,
         "name": name,
         "aliases": [],
         "iface": "eth0",

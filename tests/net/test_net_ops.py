@@ -13,12 +13,13 @@ from polling import wait_until
 
 import sandkit
 from sandkit import errors
-from sandkit.net import client, store
+from sandkit.net import client, protocol, store
 
 from . import attacker
 from .helpers import greeting_server, host_address
 from .test_attacks import (  # noqa: F401 - fixtures
     ask,
+    attach_request,
     in_mode,
     resolve_allowed_example,
     run,
@@ -294,16 +295,55 @@ def test_the_gateways_mac_stays_while_containers_come_and_go(clean_host):
     assert len(seen) == 1
 
 
-def _listed(network: sandkit.Network) -> list[tuple[str, str]]:
+def _listed(network: sandkit.Network) -> dict[str, dict[str, str]]:
     return client.attached_containers(store.get_network(network.name))
 
 
 def test_the_keeper_lists_its_containers_to_a_probe(clean_host):
     with sandkit.Network() as net:
-        assert _listed(net) == []  # no keeper: nothing started for the asking
+        assert _listed(net) == {}  # no keeper: nothing started for the asking
         with sandkit.Container("host", network=net, hostname="listed") as c:
-            assert _listed(net) == [("listed", c.networks[net.name])]
-        wait_until(lambda: _listed(net) == [], "the keeper's end")
+            address = c.networks[net.name]
+            assert _listed(net) == {
+                c.id: {  # by the container's id, as Docker's "Containers" of a network
+                    "Name": "listed",
+                    "IPv4Address": f"{address}/{net.subnet.prefixlen}",
+                    "MacAddress": _interface_mac(c),
+                }
+            }
+        wait_until(lambda: _listed(net) == {}, "the keeper's end")
+
+
+def _interface_mac(container: sandkit.Container) -> str:
+    return container.exec(["cat", "/sys/class/net/eth0/address"]).stdout.decode().strip()
+
+
+def _attach_request(**changed: object) -> dict:
+    return {**attach_request("named"), **changed}
+
+
+def test_an_attach_request_carries_a_well_formed_container_id():
+    assert protocol.check_attach(_attach_request()).id == "f" * 64
+    without = _attach_request()
+    del without["id"]
+    for bad in (without, *(_attach_request(id=i) for i in ("F" * 64, "f" * 63, "", 7, None))):
+        with pytest.raises(errors.NetworkError, match="malformed attach request"):
+            protocol.check_attach(bad)
+
+
+def test_a_malformed_listing_is_refused():
+    entry = {"Name": "web", "IPv4Address": "10.89.0.2/24", "MacAddress": "02:73:6b:59:00:02"}
+    assert protocol.check_listing({"containers": {"a" * 64: entry}}) == {"a" * 64: entry}
+    for bad in (
+        {"containers": [entry]},
+        {"containers": {"short": entry}},
+        {"containers": {"a" * 64: {**entry, "IPv4Address": "10.89.0.2"}}},
+        {"containers": {"a" * 64: {**entry, "MacAddress": "nope"}}},
+        {"containers": {"a" * 64: {**entry, "extra": ""}}},
+        {"containers": {}, "more": 1},
+    ):
+        with pytest.raises(errors.NetworkError, match="malformed list"):
+            protocol.check_listing(bad)
 
 
 def test_connects_at_once_to_one_network_join_it_once(busybox, clean_host):
