@@ -20,6 +20,7 @@ from typing import Self
 
 import anyio.to_thread
 
+from ._owned import OwnedResource
 from .errors import NetworkInUseError
 from .net import store
 from .net.store import NetworkRecord
@@ -27,7 +28,7 @@ from .net.store import NetworkRecord
 __all__ = ["AsyncNetwork", "Network"]
 
 
-class Network:
+class Network(OwnedResource):
     """A user network: ``Network(name=None, subnet=None, internal=False, labels=None)``.
 
     Entering the ``with`` block (or `create`) records the network; leaving it removes the
@@ -37,6 +38,8 @@ class Network:
     `Network.get` returns a network that exists already (made by the CLI, say), which the
     ``with`` block then does not remove.
     """
+
+    _in_use = NetworkInUseError
 
     def __init__(
         self,
@@ -124,25 +127,6 @@ class Network:
     def internal(self) -> bool:
         """True when the network has no outbound access."""
         return self._created().internal
-
-    def __enter__(self) -> Self:
-        return self.create()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._owned:
-            return
-        try:
-            self.remove()
-        except NetworkInUseError:
-            # While an exception unwinds, containers of this network may still be stopping in
-            # an outer block: keep the definition rather than hide the real error.
-            if exc is None:
-                raise
 
     def __repr__(self) -> str:
         state = f"{self._record.subnet}" if self._record else "not created"

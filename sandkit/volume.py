@@ -14,9 +14,9 @@ call them from a worker thread (`anyio.to_thread.run_sync`) when a volume may ho
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from ._owned import OwnedResource
 from .errors import LimitsError, VolumeError, VolumeInUseError, VolumeSpecError
 from .runtime import volumes
 from .runtime.volumes import VolumeRecord
@@ -32,7 +32,7 @@ def _bytes(size: int | str | None) -> int:
         raise VolumeSpecError(f"volume size: {exc}") from None
 
 
-class Volume:
+class Volume(OwnedResource):
     """A named volume: ``Volume(name=None, labels=None, size=None, tmpfs=False)``.
 
     Entering the ``with`` block (or `create`) makes the volume unless it exists; leaving it
@@ -48,6 +48,8 @@ class Volume:
     ``--opt type=tmpfs``. A rootless user gets VolumeSpecError for either: rootless volumes are
     directories without a size limit.
     """
+
+    _in_use = VolumeInUseError
 
     def __init__(
         self,
@@ -156,25 +158,6 @@ class Volume:
     def in_use(self) -> bool:
         """True while a container (in any process) has the volume mounted."""
         return volumes.in_use(self._created())
-
-    def __enter__(self) -> Self:
-        return self.create()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._owned:
-            return
-        try:
-            self.remove()
-        except VolumeInUseError:
-            # While an exception unwinds, containers using it may still be stopping in an
-            # outer block: keep the volume rather than hide the real error.
-            if exc is None:
-                raise
 
     def __repr__(self) -> str:
         state = str(self._record.mountpoint) if self._record else "not created"
