@@ -28,7 +28,7 @@ from .net.store import NetworkRecord
 __all__ = ["AsyncNetwork", "Network"]
 
 
-class Network(OwnedResource):
+class Network(OwnedResource[NetworkRecord]):
     """A user network: ``Network(name=None, subnet=None, internal=False, labels=None)``.
 
     Entering the ``with`` block (or `create`) records the network; leaving it removes the
@@ -39,6 +39,7 @@ class Network(OwnedResource):
     ``with`` block then does not remove.
     """
 
+    _kind = "network"
     _in_use = NetworkInUseError
 
     def __init__(
@@ -95,18 +96,6 @@ class Network(OwnedResource):
         record = self._created()
         store.remove_network(record.id)
         self._owned = False
-
-    def _created(self) -> NetworkRecord:
-        if self._record is None:
-            raise RuntimeError("the network is not created yet: use `with` or create()")
-        return self._record
-
-    @property
-    def name(self) -> str:
-        """The network's name (what ``network=`` and the CLI take)."""
-        if self._record is None and self._wanted_name is not None:
-            return self._wanted_name
-        return self._created().name
 
     @property
     def id(self) -> str:

@@ -32,7 +32,7 @@ def _bytes(size: int | str | None) -> int:
         raise VolumeSpecError(f"volume size: {exc}") from None
 
 
-class Volume(OwnedResource):
+class Volume(OwnedResource[VolumeRecord]):
     """A named volume: ``Volume(name=None, labels=None, size=None, tmpfs=False)``.
 
     Entering the ``with`` block (or `create`) makes the volume unless it exists; leaving it
@@ -49,6 +49,7 @@ class Volume(OwnedResource):
     directories without a size limit.
     """
 
+    _kind = "volume"
     _in_use = VolumeInUseError
 
     def __init__(
@@ -115,18 +116,6 @@ class Volume(OwnedResource):
         """Deletes the volume and its content; VolumeInUseError while a container uses it."""
         volumes.remove_volume(self._created().name)
         self._owned = False
-
-    def _created(self) -> VolumeRecord:
-        if self._record is None:
-            raise RuntimeError("the volume is not created yet: use `with` or create()")
-        return self._record
-
-    @property
-    def name(self) -> str:
-        """The volume's name (what mounts and the CLI take)."""
-        if self._record is None and self._wanted_name is not None:
-            return self._wanted_name
-        return self._created().name
 
     @property
     def mountpoint(self) -> Path:
