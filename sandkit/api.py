@@ -265,6 +265,19 @@ class Container:
         """The container's address on each network it is on: {"bridge": "10.88.0.2"}."""
         return self._core.networks
 
+    def set_egress(self, egress: str | Sequence[str] | None) -> None:
+        """Replace the running container's egress policy at once; see
+        `AsyncContainer.set_egress`."""
+        _portal.run(functools.partial(self._core.set_egress, egress))
+
+    def connect(self, network: object, aliases: Sequence[str] = ()) -> None:
+        """Put the running container on one more network; see `AsyncContainer.connect`."""
+        _portal.run(functools.partial(self._core.connect, network, aliases))
+
+    def disconnect(self, network: object) -> None:
+        """Take the running container off ``network``; see `AsyncContainer.disconnect`."""
+        _portal.run(functools.partial(self._core.disconnect, network))
+
     def stats(self) -> CgroupStats:
         """The whole container's current and peak memory, CPU time and process count. It needs a
         cgroup: a limit (``memory``, ``cpus``, ``pids_limit``...) or ``accounting=True``, else

@@ -46,28 +46,42 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+class _Factory:
+    """The ``sandkit_factory`` fixture's value: starts containers, and stops them all at the
+    end of the test (or earlier, for ``sandkit_network``, whose network must outlive them)."""
+
+    def __init__(self) -> None:
+        self._started: list[Container] = []
+
+    def __call__(
+        self, image: ImageSource = "host", **options: Unpack[ContainerOptions]
+    ) -> Container:
+        container = Container(image, **options).start()
+        self._started.append(container)
+        return container
+
+    def stop_all(self) -> None:
+        while self._started:
+            self._started.pop().stop()
+
+
 @pytest.fixture
 def sandkit_factory() -> Iterator[ContainerFactory]:
     """Call it as ``sandkit_factory(image="host", **options)`` to start containers."""
-    started: list[Container] = []
-
-    def start(image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> Container:
-        container = Container(image, **options).start()
-        started.append(container)
-        return container
-
-    yield start
-    for container in reversed(started):
-        container.stop()
+    factory = _Factory()
+    yield factory
+    factory.stop_all()
 
 
 @pytest.fixture
 def sandkit_network(sandkit_factory: ContainerFactory) -> Iterator[Network]:
     """A user network of the test's own (`sandkit.Network`), removed when the test ends, after
-    the containers ``sandkit_factory`` started on it (it depends on that fixture so that
-    pytest tears those down first)."""
+    the containers ``sandkit_factory`` started (it stops them first: pytest would tear this
+    fixture down before the factory it depends on)."""
     with Network() as network:
         yield network
+        assert isinstance(sandkit_factory, _Factory)
+        sandkit_factory.stop_all()
 
 
 @pytest.fixture

@@ -63,3 +63,30 @@ def test_the_marker_takes_the_image_positionally_as_container_does(pytester, bus
             "*TypeError: 'memroy' is not a container option; the options are: env, workdir,*",
         ]
     )
+
+
+@pytest.mark.root
+def test_a_network_per_test_with_names(pytester, busybox_dir):
+    """`sandkit_network`: containers of the factory reach each other by alias on it, and the
+    network is gone after the test, its containers first."""
+    pytester.makepyfile(f"""
+        import sandkit
+        from sandkit.net import store
+
+        BUSYBOX = sandkit.Image.from_directory({str(busybox_dir)!r})
+        names = []
+
+        def test_linked(sandkit_factory, sandkit_network):
+            names.append(sandkit_network.name)
+            db = sandkit_factory(BUSYBOX, network=sandkit_network, aliases=["db"])
+            app = sandkit_factory(BUSYBOX, network=sandkit_network)
+            address = db.networks[sandkit_network.name]
+            found = app.exec(["nslookup", "db"]).stdout.decode()
+            assert found.rstrip().endswith(f"Address: {{address}}")
+            assert app.exec(["ping", "-c1", "-W2", "db"]).exit_code == 0
+
+        def test_the_network_is_gone():
+            assert names and names[0] not in [r.name for r in store.list_networks()]
+    """)
+    result = pytester.runpytest_inprocess("-q")
+    result.assert_outcomes(passed=2)

@@ -443,6 +443,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return _each(args.containers, remove)
 
 
+def ask_supervisor(ref: str, message: dict[str, Any]) -> None:
+    """Send ``message`` to the supervisor of running container ``ref`` and wait for its
+    answer: `ContainerError` with its refusal (`NoSuchContainerError`, `ContainerNotRunning`)."""
+    record = _running(state.find(ref))
+    anyio.run(_request, record, message, True, backend="trio")
+
+
 def _running(record: state.Record) -> state.Record:
     if not record.running:
         raise state.ContainerNotRunning(f"Container {record.id} is not running")

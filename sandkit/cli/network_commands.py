@@ -3,14 +3,17 @@
     sandkit network create [--subnet CIDR] [--internal] [--label K=V] NAME
     sandkit network ls [-q] [--format table|json]      sandkit network inspect NAME...
     sandkit network rm NAME...                         sandkit network prune [-f]
+    sandkit network connect [--alias A] NAME CONTAINER  sandkit network disconnect NAME CONTAINER
 
 A network is a definition (sandkit/net/store.py); what makes it work exists only while
-containers are on it, so these commands never start anything.
+containers are on it, so these commands never start anything (but connect, whose container's
+supervisor joins the network).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 from typing import Any
@@ -18,7 +21,7 @@ from typing import Any
 from .. import errors
 from ..net import store
 from ..net.store import NetworkRecord
-from . import exitcodes, options
+from . import containers, exitcodes, options, state
 from .output import print_table
 from .parser import Subparsers
 
@@ -57,6 +60,25 @@ def add_network_commands(commands: Subparsers) -> None:
         p = network.add_parser(name, help="remove networks", description="Remove networks.")
         p.add_argument("networks", nargs="+")
         p.set_defaults(func=cmd_rm)
+
+    p = network.add_parser(
+        "connect",
+        help="connect a running container to a network",
+        description="Connect a running (detached) container to a network.",
+    )
+    p.add_argument("--alias", action="append", default=[], metavar="NAME", help="another name")
+    p.add_argument("network")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_connect)
+
+    p = network.add_parser(
+        "disconnect",
+        help="disconnect a running container from a network",
+        description="Disconnect a running (detached) container from a network.",
+    )
+    p.add_argument("network")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_disconnect)
 
     p = network.add_parser(
         "prune",
@@ -122,9 +144,35 @@ def inspect_network(record: NetworkRecord) -> dict[str, Any]:
         "Internal": record.internal,
         "Attachable": True,
         "Ingress": False,
+        "Containers": _containers_on(record),
         "Options": {},
         "Labels": dict(record.labels),
     }
+
+
+def _containers_on(record: NetworkRecord) -> dict[str, dict[str, str]]:
+    """Docker's "Containers" of a network: by container id, its name and address. The keeper
+    knows the containers by host name: a detached container's is matched to its id and
+    ``--name``; any other (one of a program using the library) is listed under its host name."""
+    from ..net import client, portguard  # the keeper's side: only for inspect
+
+    detached = {_hostname(r): r for r in state.records() if r.running}
+    found = {}
+    for hostname, address in client.attached_containers(record):
+        match = detached.get(hostname)
+        key, name = (match.id, match.name) if match is not None else (hostname, hostname)
+        found[key] = {
+            "Name": name,
+            "EndpointID": "",
+            "MacAddress": portguard.mac_for(ipaddress.IPv4Address(address)),
+            "IPv4Address": f"{address}/{record.subnet.prefixlen}",
+            "IPv6Address": "",
+        }
+    return found
+
+
+def _hostname(record: state.Record) -> str:
+    return str(record.config.get("spec", {}).get("hostname") or record.id[:12])
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -152,6 +200,22 @@ def cmd_rm(args: argparse.Namespace) -> int:
             print(f"Error: {exc}", file=sys.stderr)
             code = exitcodes.FAILED
     return code
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    """``sandkit network connect``: the detached container's supervisor joins the network;
+    nothing printed, exit 1 with Docker's "Error: ..." when it cannot."""
+    store.get_network(args.network)  # Docker names an unknown network before the container
+    request = {"op": "connect", "network": args.network, "aliases": list(args.alias)}
+    containers.ask_supervisor(args.container, request)
+    return exitcodes.OK
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    """``sandkit network disconnect``: the detached container leaves the network."""
+    store.get_network(args.network)
+    containers.ask_supervisor(args.container, {"op": "disconnect", "network": args.network})
+    return exitcodes.OK
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

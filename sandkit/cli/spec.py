@@ -42,29 +42,33 @@ class RunSpec:
         (``--ulimit``, ``--storage-opt``, ``--security-opt``, ``-v``, ``--tmpfs``)."""
         mounts = [options.volume(v) for v in args.volume] + [options.tmpfs(t) for t in args.tmpfs]
         seccomp = options.seccomp(args.security_opt)
+        container = ContainerOptions(
+            env=options.environment(args.env_file, args.env),
+            workdir=args.workdir,
+            user=args.user,
+            hostname=args.hostname,
+            mounts=mounts,
+            read_only=args.read_only,
+            network=args.network,
+            aliases=list(args.network_alias),
+            ports=options.published_ports(args.publish),
+            memory=args.memory,
+            memory_swap=args.memory_swap,
+            cpus=args.cpus,
+            cpu_shares=args.cpu_shares,
+            pids_limit=args.pids_limit,
+            disk_size=options.storage_size(args.storage_opt),
+            rlimits=options.ulimits(args.ulimit) or None,
+            cap_add=list(args.cap_add),
+            cap_drop=list(args.cap_drop),
+            seccomp=None if seccomp == "unconfined" else seccomp,
+        )
+        egress = options.egress(args.egress)
+        if egress is not None:  # else the default ("all" on a network; refused without one)
+            container["egress"] = egress
         return cls(
             image=args.image,
-            options=ContainerOptions(
-                env=options.environment(args.env_file, args.env),
-                workdir=args.workdir,
-                user=args.user,
-                hostname=args.hostname,
-                mounts=mounts,
-                read_only=args.read_only,
-                network=args.network,
-                aliases=list(args.network_alias),
-                ports=options.published_ports(args.publish),
-                memory=args.memory,
-                memory_swap=args.memory_swap,
-                cpus=args.cpus,
-                cpu_shares=args.cpu_shares,
-                pids_limit=args.pids_limit,
-                disk_size=options.storage_size(args.storage_opt),
-                rlimits=options.ulimits(args.ulimit) or None,
-                cap_add=list(args.cap_add),
-                cap_drop=list(args.cap_drop),
-                seccomp=None if seccomp == "unconfined" else seccomp,
-            ),
+            options=container,
             command=list(args.command) or None,
             entrypoint=args.entrypoint,
             interactive=args.interactive,

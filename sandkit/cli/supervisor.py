@@ -4,8 +4,9 @@
 
 One supervisor per container, in its own session (no terminal, no signals from the caller's
 shell). It starts the container through the normal async API, writes the main process's output
-to STATE_DIR/log, serves STATE_DIR/control.sock for `exec`, `kill` and `stop`, and when the main
-process ends it stops the container, records the exit code and exits. If the supervisor itself
+to STATE_DIR/log, serves STATE_DIR/control.sock for `exec`, `kill`, `stop`, `cp` and `network
+connect/disconnect`, and when the main process ends it stops the container, records the exit
+code and exits. If the supervisor itself
 dies (even by SIGKILL) the container's init sees its control socket close and kills everything,
 so a container is never left running without a way to reach it.
 
@@ -42,8 +43,8 @@ _SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 @attrs.define(eq=False)
 class Supervisor:
     """Serves one detached container until its main process ends: writes that process's output
-    to the log, answers ``exec``, ``stop`` and ``kill`` requests on its socket, and stops the
-    container when it is sent SIGTERM, SIGINT or SIGHUP."""
+    to the log, answers ``exec``, ``stop``, ``kill``, ``open``, ``connect`` and ``disconnect``
+    requests on its socket, and stops the container when it is sent SIGTERM, SIGINT or SIGHUP."""
 
     record: state.Record
     container: AsyncContainer
@@ -116,6 +117,8 @@ class Supervisor:
             await self._exec(conn, request, services)
         elif op == "open":
             await self._open_for_copy(conn, request)
+        elif op in ("connect", "disconnect"):
+            await self._change_networks(conn, request)
         else:
             await control.send(
                 conn, {"error": f"unknown request {op!r}", "code": exitcodes.SANDKIT_FAILED}
@@ -136,6 +139,24 @@ class Supervisor:
             await control.send(conn, {"ok": True, "uids": ids.uids, "gids": ids.gids}, [fd])
         finally:
             os.close(fd)
+
+    async def _change_networks(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        """`sandkit network connect/disconnect`: the container joins or leaves a network; the
+        answer is ``{"ok": true}`` or the refusal (``{"error": ...}``)."""
+        network, aliases = request.get("network"), request.get("aliases", [])
+        try:
+            if not isinstance(network, str) or not (
+                isinstance(aliases, list) and all(isinstance(a, str) for a in aliases)
+            ):
+                raise errors.NetworkSpecError(f"malformed {request.get('op')} request")
+            if request["op"] == "connect":
+                await self.container.connect(network, aliases)
+            else:
+                await self.container.disconnect(network)
+        except errors.SandkitError as exc:
+            await control.send(conn, {"error": str(exc), "code": exitcodes.FAILED})
+            return
+        await control.send(conn, {"ok": True})
 
     async def stop(self, timeout: float) -> None:
         """Docker's stop: the stop signal, then SIGKILL to everything after ``timeout`` s."""

@@ -15,6 +15,7 @@ import select
 import signal
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,6 +33,9 @@ KEEPER_START_TIMEOUT = 10.0
 RESOLV_CONF = Path("/etc/resolv.conf")
 MAX_UPSTREAM = 3  # as the C library's resolver: MAXNS
 _NAMESERVER = re.compile(rb"^\s*nameserver\s+([0-9.]+)\s*(?:#.*)?$", re.MULTILINE)
+
+
+LIST_TIMEOUT = 5.0  # seconds a `sandkit network inspect` waits for a keeper's listing
 
 
 def host_resolvers(path: Path | None = None) -> list[str]:
@@ -57,6 +61,7 @@ class KeeperConnection:
 
     def __init__(self, sock: socket.socket, userns_fd: int | None) -> None:
         self._sock = sock
+        self._lock = threading.Lock()
         self.userns_fd = userns_fd  # rootless: the keeper's user namespace, to nest under
 
     def attach(
@@ -90,6 +95,33 @@ class KeeperConnection:
         except OSError as exc:  # a keeper killed: the pipe is broken, or reset
             raise _keeper_gone(exc.strerror) from None
         return protocol.check_attachment(self._reply(received))
+
+    def set_egress(
+        self, policy: egress.ResolvedEgress, denied: list[ipaddress.IPv4Network]
+    ) -> None:
+        """Swap the egress policy of the container attached through this connection (see
+        `attach`): at once, in one transaction; the resolver follows it."""
+        request = {
+            "op": "egress",
+            "egress": policy.to_json(),
+            "denied": [str(network) for network in denied],
+        }
+        reply = self._exchange(request)
+        if reply != {"ok": True}:
+            raise NetworkError(
+                f"the network refused the egress policy: {reply.get('error', reply)}"
+            )
+
+    def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send ``request`` and return the keeper's answer: one at a time (a container's
+        requests may come from several threads, and each answer must go to its own request)."""
+        with self._lock:
+            try:
+                protocol.send(self._sock, request)
+                received = protocol.receive(self._sock)
+            except OSError as exc:
+                raise _keeper_gone(exc.strerror) from None
+            return self._reply(received)
 
     def _reply(self, received: tuple[dict[str, Any], list[int]] | None) -> dict[str, Any]:
         if received is None:
@@ -138,6 +170,42 @@ def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
         sock.close()
         raise NetworkError(f"unexpected answer from the keeper of {record.name!r}: {message!r}")
     return KeeperConnection(sock, fds[0] if fds else None)
+
+
+def attached_containers(record: NetworkRecord, home: Path | None = None) -> list[tuple[str, str]]:
+    """The (host name, address) of each container on ``record`` now, as its keeper lists them;
+    none when no keeper runs. NetworkError when the keeper does not answer in time."""
+    directory = record.directory(home)
+    dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock = _connect(dir_fd)
+    finally:
+        os.close(dir_fd)
+    if sock is None:
+        return []
+    with sock:
+        sock.settimeout(LIST_TIMEOUT)
+        try:
+            protocol.send(sock, {"op": "list"})
+            received = protocol.receive(sock)
+        except OSError as exc:
+            raise NetworkError(f"the keeper of {record.name!r} did not list: {exc}") from None
+    if received is None:  # exiting: its last container just left
+        return []
+    message, fds = received
+    for fd in fds:
+        os.close(fd)
+    return _listing(message, record.name)
+
+
+def _listing(message: dict[str, Any], network: str) -> list[tuple[str, str]]:
+    entries = message.get("containers")
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("address"), str)
+        for e in entries
+    ):
+        raise NetworkError(f"unexpected answer from the keeper of {network!r}: {message!r}")
+    return [(entry["name"], entry["address"]) for entry in entries]
 
 
 def _connect(dir_fd: int) -> socket.socket | None:

@@ -172,7 +172,10 @@ class Keeper:
                 nsutil.become_root_of_new_userns(spec.uid, spec.gid)
             else:
                 nsutil.unshare(nsutil.CLONE_NEWNET)
-            netlink.create_bridge(self.gateway, self.subnet.prefixlen)
+            # (the MAC of the gateway's address: no container has it, see portguard.mac_for)
+            netlink.create_bridge(
+                self.gateway, self.subnet.prefixlen, portguard.mac_for(self.gateway)
+            )
             with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
                 f.write("1")
             firewall.install_base(
@@ -223,9 +226,10 @@ class Keeper:
         ends by itself, or kill it when the keeper ends (0)."""
         if os.read(go, 1) != b"g":
             return 1  # the keeper failed before N was ready
-        command = self._uplink_command(keeper_pid)
+        command = self._uplink_command(keeper_pid, go)
         pasta_pid = os.fork()
         if pasta_pid == 0:
+            os.set_inheritable(go, True)  # slirp4netns's --exit-fd
             for number in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(number, signal.SIG_DFL)  # as Python found them, for pasta
             try:
@@ -239,8 +243,10 @@ class Keeper:
         _, status = os.waitpid(pasta_pid, 0)
         return 0 if go in ready else os.waitstatus_to_exitcode(status) or 1
 
-    def _uplink_command(self, keeper_pid: int) -> list[str]:
-        """In the launcher: the uplink's command line, on inheritable fds of N (and U_N)."""
+    def _uplink_command(self, keeper_pid: int, keeper_watch: int) -> list[str]:
+        """In the launcher: the uplink's command line, on inheritable fds of N (and U_N).
+        slirp4netns also watches ``keeper_watch`` (the launcher's end of the keeper's pipe)
+        itself: it then ends with the keeper even when the launcher was killed first."""
         # The program opens them again as /proc/self/fd/N: as root, its dropped capabilities
         # would not let it open /proc/<keeper>/ns/net itself.
         program = self.spec.pasta
@@ -259,7 +265,11 @@ class Keeper:
             else:
                 nsutil.private_mount_namespace()
         return uplink.uplink_command(
-            program, rootless=self.spec.rootless, netns_fd=netns, userns_fd=userns
+            program,
+            rootless=self.spec.rootless,
+            netns_fd=netns,
+            userns_fd=userns,
+            exit_fd=keeper_watch,
         )
 
     def _start_pasta(self, launcher: int, go: int) -> None:
@@ -407,10 +417,23 @@ class Keeper:
                 return {"ok": True}, [os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)]
             return {"ok": True}, []
         if op == "status" and message == {"op": "status"} and not fds and not connection.member:
-            # A probe (store.keeper_running): is anyone still on the network?
+            # A probe (store.keeper_running): is anyone still on the network? Containers that
+            # stopped just before the probe came may not have been read yet: drop them first.
+            self._drop_closed_members()
             return {"members": sum(c.member for c in self.connections)}, []
         if op == "attach" and connection.member and len(fds) == 1:
             return self._attach(connection, protocol.check_attach(message), fds[0]), []
+        if op == "list" and message == {"op": "list"} and not fds and not connection.member:
+            # A probe (`sandkit network inspect`): each attached container's name and address,
+            # at most MAX_CONNECTIONS short entries: well within protocol.MAX_MESSAGE.
+            listing = [
+                {"name": attached.names[0], "address": str(attached.address)}
+                for c in self.connections
+                for attached in c.attached
+            ]
+            return {"containers": listing}, []
+        if op == "egress" and connection.member and not fds:
+            return self._set_egress(connection, protocol.check_egress(message)), []
         raise NetworkError(f"unexpected request {op!r} (with {len(fds)} fds)")
 
     def _attach(
@@ -441,6 +464,30 @@ class Keeper:
             "gateway": str(self.gateway),
             "mtu": netlink.VETH_MTU,
         }
+
+    def _set_egress(
+        self, connection: HostConnection, request: protocol.EgressRequest
+    ) -> dict[str, Any]:
+        """Swap the egress policy of what ``connection`` attached (its container): its rules
+        in one transaction (its own chain made, replaced or removed for the shared default, see
+        `firewall.EgressTables`), then the resolver's view of it."""
+        if not connection.attached:
+            raise NetworkError("no container is attached through this connection")
+        for attached in connection.attached:
+            self.egress.apply(attached.address, request.egress, request.denied)
+            self.policies[attached.address] = request.egress
+        return {"ok": True}
+
+    def _drop_closed_members(self) -> None:
+        """Drop the member connections whose host side has closed (EOF waiting to be read)."""
+        for connection in [c for c in self.connections if c.member]:
+            try:
+                if connection.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    self._drop(connection)
+            except BlockingIOError:
+                continue  # nothing to read: still there
+            except OSError:
+                self._drop(connection)
 
     def _drop(self, connection: HostConnection) -> None:
         """A connection closed: detach whatever it attached."""

@@ -42,12 +42,17 @@ def _index(ipr: IPRoute, name: str) -> int:
     return int(found[0])
 
 
-def create_bridge(gateway: ipaddress.IPv4Address, prefix: int) -> None:
-    """The bridge ``sk0`` with the gateway's address, up; loopback up."""
+def create_bridge(gateway: ipaddress.IPv4Address, prefix: int, mac: str) -> None:
+    """The bridge ``sk0`` with the gateway's address and MAC ``mac``, up; loopback up.
+
+    The MAC is set, not left to the kernel: a bridge without one takes the lowest MAC of its
+    ports, so a container joining or leaving would change the gateway's MAC under its
+    neighbours, whose ARP caches then send to a MAC nobody has for seconds (every connection
+    out of the network, and the resolver, stall)."""
     global _bridge_index
     ipr = _ipr()
     ipr.link("set", index=_index(ipr, "lo"), state="up")
-    ipr.link("add", ifname=BRIDGE_NAME, kind="bridge")
+    ipr.link("add", ifname=BRIDGE_NAME, kind="bridge", address=mac)
     _bridge_index = _index(ipr, BRIDGE_NAME)
     ipr.addr("add", index=_bridge_index, address=str(gateway), prefixlen=prefix)
     ipr.link("set", index=_bridge_index, state="up")

@@ -10,12 +10,18 @@ Requests (host -> keeper), at most one fd each:
   reply carries the keeper's user namespace as an fd when it has one (rootless).
 - ``{"op": "status"}`` (instead of a hello: a probe, `store.keeper_running`): the reply is
   ``{"members": n}``, the connections that said hello.
+- ``{"op": "list"}`` (instead of a hello: a probe, ``sandkit network inspect``): the reply is
+  ``{"containers": [{"name": str, "address": str}]}``, one entry per attached container.
 - ``{"op": "attach", "name": str, "aliases": [str], "iface": str, "egress": {...},
   "denied": [str]}`` with the container's network namespace as an fd: ``egress`` is the
   container's policy (`egress.ResolvedEgress.to_json`), ``denied`` the always-denied networks
   read on the host (`egress.always_denied`); the reply is the interface's configuration
   (`check_attachment`).
   Closing the connection detaches everything it attached.
+- ``{"op": "egress", "egress": {...}, "denied": [str]}``: a new egress policy for what this
+  connection attached (a running container's ``set_egress``), as in an attach; each container's
+  chain is swapped in one transaction, and the resolver follows the new policy. The reply is
+  ``{"ok": true}``, or ``{"error": str}``.
 """
 
 from __future__ import annotations
@@ -115,6 +121,25 @@ def check_attach(message: dict[str, Any]) -> AttachRequest:
         name=check_name(message["name"], "container name"),
         aliases=[check_name(a, "alias") for a in aliases],
         iface=iface,
+        egress=ResolvedEgress.from_json(message["egress"]),
+        denied=denied_from_json(message["denied"]),
+    )
+
+
+@attrs.frozen
+class EgressRequest:
+    """An egress request, checked."""
+
+    egress: ResolvedEgress
+    denied: list[ipaddress.IPv4Network]
+
+
+def check_egress(message: dict[str, Any]) -> EgressRequest:
+    """The egress request in ``message``; NetworkError (EgressError for the policy) if it is
+    malformed."""
+    if set(message) != {"op", "egress", "denied"}:
+        raise NetworkError(f"malformed egress request: keys {sorted(message)}")
+    return EgressRequest(
         egress=ResolvedEgress.from_json(message["egress"]),
         denied=denied_from_json(message["denied"]),
     )

@@ -10,7 +10,8 @@ involved), while slirp4netns carried 1 GB each way and 1000 half-closed exchange
 
 The keeper forks a launcher before it leaves the host's namespaces; once N is ready the launcher
 opens N (and, rootless, U_N) through /proc and execs the program on those fds; it stays in the
-foreground, the keeper's child, killed when the keeper ends (PR_SET_PDEATHSIG).
+foreground, the keeper's child, and kills it when the keeper ends; slirp4netns also watches the
+keeper's pipe itself (--exit-fd), so that it ends with the keeper even without its launcher.
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ def is_slirp4netns(program: str) -> bool:
     return os.path.basename(program) == "slirp4netns"
 
 
-def slirp4netns_command(program: str, *, netns_fd: int) -> list[str]:
+def slirp4netns_command(program: str, *, netns_fd: int, exit_fd: int) -> list[str]:
     """slirp4netns's command line, attached to N (an fd of the launcher): outbound only, no
     way to the host's loopback, no DNS forwarder (the keeper's resolver serves containers),
     sandboxed (its own mount namespace, capabilities dropped) and seccomp-filtered. Run from
-    inside U_N when rootless (see keeper), so that its sandbox may make a mount namespace."""
+    inside U_N when rootless (see keeper), so that its sandbox may make a mount namespace.
+    It exits when ``exit_fd`` (the read end of a pipe the keeper holds) hangs up."""
     return [
         program,
         "--configure",
@@ -72,6 +74,7 @@ def slirp4netns_command(program: str, *, netns_fd: int) -> list[str]:
         "--disable-dns",
         "--enable-sandbox",
         "--enable-seccomp",
+        f"--exit-fd={exit_fd}",
         "--netns-type=path",
         f"/proc/self/fd/{netns_fd}",
         TAP_NAME,
@@ -79,9 +82,10 @@ def slirp4netns_command(program: str, *, netns_fd: int) -> list[str]:
 
 
 def uplink_command(
-    program: str, *, rootless: bool, netns_fd: int, userns_fd: int | None
+    program: str, *, rootless: bool, netns_fd: int, userns_fd: int | None, exit_fd: int
 ) -> list[str]:
-    """The command line of ``program`` (slirp4netns or pasta) attached to N."""
+    """The command line of ``program`` (slirp4netns or pasta) attached to N; slirp4netns ends
+    when ``exit_fd`` hangs up (pasta has no such option: its launcher kills it)."""
     if is_slirp4netns(program):
-        return slirp4netns_command(program, netns_fd=netns_fd)
+        return slirp4netns_command(program, netns_fd=netns_fd, exit_fd=exit_fd)
     return pasta.pasta_command(program, rootless=rootless, netns_fd=netns_fd, userns_fd=userns_fd)

@@ -30,6 +30,8 @@ from ..ipc import (
     File,
     Hostname,
     Interface,
+    Netif,
+    Ok,
     Open,
     Opened,
     Ping,
@@ -162,6 +164,29 @@ def denied_destinations() -> list[ipaddress.IPv4Network]:
     return list(dict.fromkeys([*net_egress.always_denied(), *subnets]))
 
 
+@attrs.define(eq=False)
+class Joined:
+    """A network a running container is on: the keeper connection that holds its interface
+    there (closing it detaches the container), and the interface's name in the container."""
+
+    connection: KeeperConnection
+    iface: str
+
+
+# How long `disconnect` waits for the keeper to take the container's interface away.
+DETACH_TIMEOUT = 5.0
+_DETACH_POLL = 0.002
+
+
+def _has_interface(dev_path: str, iface: str) -> bool:
+    """Whether the network namespace whose /proc/PID/net/dev is ``dev_path`` has ``iface``."""
+    try:
+        with open(dev_path) as f:
+            return any(line.split(":", 1)[0].strip() == iface for line in f.readlines()[2:])
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 # What a container can be made from (see `resolve_image`).
 ImageSource: TypeAlias = Image | str | os.PathLike[str]
 
@@ -216,6 +241,10 @@ class AsyncContainer:
     _denied: list[ipaddress.IPv4Network] | None = attrs.field(default=None, init=False)
     _membership: KeeperConnection | None = attrs.field(default=None, init=False)
     _addresses: dict[str, str] = attrs.field(factory=dict, init=False)
+    # Every network the running container is on, by name (its first one too, once started).
+    _joined: dict[str, Joined] = attrs.field(factory=dict, init=False)
+    _next_iface: int = attrs.field(default=0, init=False)
+    _networks_lock: anyio.Lock | None = attrs.field(default=None, init=False)
     # An fd of the user namespace to nest a rootless container's under (a network's keeper's),
     # set before start; the caller keeps it open until start returns. See `spawn_init`.
     _parent_userns: int | None = attrs.field(default=None, init=False)
@@ -341,6 +370,9 @@ class AsyncContainer:
                 await self._start_fresh(setup)
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             self._forwarder.start()
+            if self._membership is not None and self._network_record is not None:
+                self._joined[self._network_record.name] = Joined(self._membership, "eth0")
+                self._next_iface = 1
         except BaseException as exc:
             await self._teardown(kill=True)
             if isinstance(exc, errors.ContainerDiedError):  # a spare that died, taken
@@ -486,6 +518,9 @@ class AsyncContainer:
         membership, self._membership = self._membership, None
         if membership is not None:
             membership.close()  # the keeper detaches it (and ends with the last container)
+        joined, self._joined = self._joined, {}
+        for network in joined.values():
+            network.connection.close()
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.__exit__(None, None, None)
@@ -500,6 +535,191 @@ class AsyncContainer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    # -- networks of a running container ----------------------------------------------------
+
+    async def set_egress(self, egress: str | Sequence[str] | None) -> None:
+        """Replace the running container's egress policy (as ``egress=``: "all", or a list of
+        CIDRs, addresses and host names; host names are resolved now, on the host) on every
+        network it is on. The swap is atomic and immediate: a connection the new policy denies
+        is refused from then on, and its resolver follows the new policy too."""
+        self._live_channel()
+        policy = net_egress.EgressPolicy.parse(egress)
+        async with self._network_changes():
+            if not self._joined:
+                raise errors.NetworkSpecError(
+                    f"container {self.id[:12]} is on no network, so it has no egress to set: "
+                    "start it with network='bridge' (or a user network), or connect() it to one"
+                )
+            resolved = await anyio.to_thread.run_sync(policy.resolve)
+            denied = await anyio.to_thread.run_sync(denied_destinations)
+            for joined in list(self._joined.values()):
+                await anyio.to_thread.run_sync(joined.connection.set_egress, resolved, denied)
+            self._egress_policy, self._egress, self._denied = policy, resolved, denied
+
+    def _network_changes(self) -> anyio.Lock:
+        """One change of the container's networks at a time (connect, disconnect, set_egress):
+        each checks what the container is on, waits for the keeper, then records the change."""
+        if self._networks_lock is None:
+            self._networks_lock = anyio.Lock()
+        return self._networks_lock
+
+    async def connect(self, network: object, aliases: Sequence[str] = ()) -> None:
+        """Put the running container on one more network (``docker network connect``): a new
+        interface (eth1, eth2, ...) with an address there, reachable by its host name and
+        ``aliases``, under its egress policy. The first network of a container that had none
+        also gets the default route, /etc/resolv.conf and /etc/hosts. Rootless, a container
+        can only be on the network it started on (see `_check_connectable`)."""
+        channel = self._live_channel()
+        names = tuple(aliases)
+        for name in (self.hostname, *names):
+            net_protocol.check_name(name, "alias" if name in names else "host name")
+        async with self._network_changes():
+            record = await anyio.to_thread.run_sync(self._network_to_connect, network)
+            await self._join_running(channel, record, names)
+
+    async def _join_running(
+        self, channel: ControlChannel, record: net_store.NetworkRecord, aliases: tuple[str, ...]
+    ) -> None:
+        from ..net import client as net_client  # the keeper's libraries: see start()
+
+        policy = self._egress or await anyio.to_thread.run_sync(self._egress_policy.resolve)
+        denied = await anyio.to_thread.run_sync(denied_destinations)
+        membership = await anyio.to_thread.run_sync(net_client.join, record)
+        iface = f"eth{self._next_iface}"
+        try:
+            config = await anyio.to_thread.run_sync(
+                self._attach_interface, membership, iface, aliases, policy, denied
+            )
+            first = not self._joined
+            await self._configure_interface(channel, config, aliases, default_route=first)
+            # stopped meanwhile: its teardown closed the connections it knew of, not this one
+            self._live_channel()
+        except BaseException:
+            membership.close()  # the keeper takes the interface away again
+            raise
+        self._next_iface += 1
+        self._joined[record.name] = Joined(membership, iface)
+        self._addresses[record.name] = config["address"]
+
+    def _network_to_connect(self, network: object) -> net_store.NetworkRecord:
+        name = network_name(network)
+        record = network_of(name)
+        if record is None:
+            raise errors.NetworkSpecError(
+                f"network {name!r} cannot be connected to a running container: give 'bridge' "
+                "or a user network"
+            )
+        self._check_connectable(record)
+        return record
+
+    def _check_connectable(self, record: net_store.NetworkRecord) -> None:
+        """NetworkError when this container cannot join ``record`` now, saying why."""
+        if not self._own_network:
+            raise errors.NetworkError(
+                f"container {self.id[:12]} uses the host's network (network='host'): it cannot "
+                "be connected to other networks"
+            )
+        if record.name in self._joined:
+            raise errors.NetworkError(
+                f"container {self.id[:12]} is already connected to network {record.name!r}"
+            )
+        started_on = self._network_record
+        if self.rootless and (started_on is None or started_on.id != record.id):
+            # The keeper of a network can move an interface only into a network namespace its
+            # own user namespace owns; rootless, the container's user namespace was made under
+            # the keeper of its first network, or under none.
+            raise errors.NetworkError(
+                f"a rootless container cannot join network {record.name!r} once it runs: its "
+                f"user namespace belongs to {self._network!r}, and only the keeper of a "
+                "network it was started on can give it an interface; start the container "
+                f"with network={record.name!r} instead (or run as root)"
+            )
+
+    def _attach_interface(
+        self,
+        membership: KeeperConnection,
+        iface: str,
+        aliases: tuple[str, ...],
+        policy: net_egress.ResolvedEgress | None,
+        denied: list[ipaddress.IPv4Network],
+    ) -> dict[str, Any]:
+        """Have the keeper put interface ``iface`` into the running container (blocking)."""
+        assert self._init is not None
+        netns = os.open(f"/proc/{self._init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return membership.attach(
+                netns, self.hostname, list(aliases), iface=iface, policy=policy, denied=denied
+            )
+        finally:
+            os.close(netns)
+
+    async def _configure_interface(
+        self,
+        channel: ControlChannel,
+        config: dict[str, Any],
+        aliases: tuple[str, ...],
+        *,
+        default_route: bool,
+    ) -> None:
+        """Have the init configure the interface the keeper made; with ``default_route`` (the
+        container's only network) also the route, /etc/hosts and /etc/resolv.conf."""
+        interface = Interface(**{**config, "gateway": config["gateway"] if default_route else None})
+        request = Netif(id=channel.protocol.next_id(), net=interface)
+        reply, _ = await self._request(channel, request)
+        if isinstance(reply, Error):
+            raise errors.NetworkError(
+                f"the container could not configure its interface: {reply.msg}"
+            )
+        if not isinstance(reply, Ok):
+            raise errors.ProtocolError(f"expected 'ok', got {reply!r}")
+        if default_route:
+            hosts = etcfiles.hosts(self.hostname, config["address"], aliases)
+            for path, data in (
+                (HOSTS_FILE, hosts),
+                (RESOLV_CONF, etcfiles.resolv_conf(config["gateway"])),
+            ):
+                try:
+                    await self.write_file(path, data)
+                except errors.ContainerError as exc:
+                    raise errors.NetworkError(
+                        f"the container cannot take the network's {path}: {exc} (the host "
+                        "image binds the host's own read-only: start it on the network instead)"
+                    ) from None
+
+    async def disconnect(self, network: object) -> None:
+        """Take the running container off ``network`` (``docker network disconnect``): its
+        interface there goes, and with it its address and names on that network. Returns once
+        the keeper has taken the interface away."""
+        self._live_channel()
+        name = network_name(network)
+        async with self._network_changes():
+            record = await anyio.to_thread.run_sync(net_store.get_network, name)
+            joined = self._joined.pop(record.name, None)
+            if joined is None:
+                raise errors.NetworkError(
+                    f"container {self.id[:12]} is not connected to network {record.name!r}"
+                )
+            if joined.connection is self._membership:
+                self._membership = None
+            self._addresses.pop(record.name, None)
+            joined.connection.close()  # the keeper deletes the interface: the container lives on
+            await self._interface_gone(joined.iface)
+
+    async def _interface_gone(self, iface: str) -> None:
+        """Wait until ``iface`` has left the container's network namespace (as the init's
+        /proc/PID/net/dev shows it); NetworkError after `DETACH_TIMEOUT`."""
+        assert self._init is not None
+        deadline = time.monotonic() + DETACH_TIMEOUT
+        path = f"/proc/{self._init.pid}/net/dev"
+        # (an init that died takes the namespace with it; its pid may be someone else's then)
+        while self.running and await anyio.to_thread.run_sync(_has_interface, path, iface):
+            if time.monotonic() > deadline:
+                raise errors.NetworkError(
+                    f"the network's keeper did not take interface {iface} away within "
+                    f"{DETACH_TIMEOUT:g} s"
+                )
+            await anyio.sleep(_DETACH_POLL)
 
     # -- running commands -----------------------------------------------------------------
 
@@ -1062,7 +1282,7 @@ class AsyncContainer:
     # -- plumbing (also used by the internal interface at the end of this module) ------------
 
     async def _request(
-        self, channel: ControlChannel, request: Open | Ping | Signal
+        self, channel: ControlChannel, request: Open | Ping | Signal | Netif
     ) -> tuple[Reply, list[int]]:
         """Send a request that has exactly one reply, and wait for it."""
         channel.send(request)

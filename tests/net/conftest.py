@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+from polling import wait_until
 
 from sandkit.net import pasta
+
+from .helpers import host_state, network_processes
 
 
 @pytest.fixture
@@ -43,3 +47,20 @@ def users_busybox():
         os.lchown(path, uid, gid)
     yield sandkit.Image.from_directory(root)
     shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def clean_host():
+    """Fails the test when the host's interfaces, firewall or network processes differ after.
+
+    The state before is taken once the networks of earlier tests have wound down: a keeper and
+    its uplink end some tens of ms after their last container left, and a snapshot taken sooner
+    held processes that were gone by the end (the test then failed at teardown for a leak that
+    was none, or passed while a keeper lingered and failed the next test)."""
+    home = os.environ["SANDKIT_HOME"]
+    wait_until(lambda: not network_processes(home), "the networks of earlier tests to end")
+    before = host_state(home)
+    yield
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: host_state(home) == before, "the host's network state as before")
+    assert host_state(home) == before  # pytest shows what differs

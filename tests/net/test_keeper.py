@@ -22,7 +22,6 @@ from .helpers import (
     connect,
     greeting_server,
     host_address,
-    host_state,
     in_netns,
     killed_host_process,
     netns_fd,
@@ -36,16 +35,6 @@ pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="makes network namespaces as root"),
 ]
-
-
-@pytest.fixture
-def clean_host():
-    """Fails the test when the host's interfaces, firewall or processes are not as before."""
-    home = os.environ["SANDKIT_HOME"]
-    before = host_state(home)
-    yield
-    wait_until(lambda: not network_processes(home), "the keeper and pasta to exit")
-    assert host_state(home) == before
 
 
 def attach(
