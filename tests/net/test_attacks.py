@@ -478,6 +478,28 @@ def test_the_next_container_of_an_address_never_inherits_its_egress():
         _a_slots_next_container(host_port)
 
 
+def _default_to_own_and_back(host_port: int) -> list[str]:
+    seen = []
+    with containers(2) as stack:
+        swapped, neighbour = stack.started
+        seen.append(run(swapped, "connect", host_address(), host_port))
+        swapped.set_egress([host_address()])  # a chain of its own
+        seen.append(run(swapped, "connect", host_address(), host_port))
+        seen.append(run(neighbour, "connect", host_address(), host_port))  # still the default
+        swapped.set_egress("all")  # back to the shared chain
+        seen.append(run(swapped, "connect", host_address(), host_port))
+    return seen
+
+
+def test_set_egress_moves_a_container_off_the_shared_chain_and_back(in_mode):
+    """A container on the default policy has no chain of its own: set_egress makes one (and
+    its jump), and setting "all" again removes it, each in one transaction; its neighbour on
+    the shared chain is refused by the host throughout."""
+    with greeting_server(host_address()) as host_port:
+        seen = in_mode(_default_to_own_and_back, host_port)
+    assert [s.split()[0] for s in seen] == ["refused", "connected", "refused", "refused"]
+
+
 def test_a_shorter_denied_list_opens_nothing_for_the_neighbours():
     """The default policy's chain is shared: an attach that brings a shorter always-denied list
     (a host process that lists fewer addresses) must not open the host to the containers
