@@ -4,9 +4,10 @@ A user writes ``egress=`` as ``"all"``, a list of entries (CIDRs, addresses and 
 with an optional port and protocol) or nothing at all (``[]``). `EgressPolicy.parse` checks the
 syntax (no DNS), `EgressPolicy.resolve` turns host names into addresses on the host when the
 container starts, and the result (`ResolvedEgress`) travels to the network's keeper as JSON. The
-keeper turns it into iptables rules in the network's namespace N with `container_rules` (one
-chain per container, matched by source address) on top of `network_rules` (the network's own
-filter and NAT), and loads them with `apply`.
+keeper turns it into iptables rules in the network's namespace N on top of `network_rules` (the
+network's own filter and NAT): `default_rules`, one chain shared by every container on "all",
+and `container_rules`, a chain of its own (matched by source address) for any other policy
+(`has_own_chain`); `firewall.EgressTables` decides which to load.
 
 Whatever the policy, the destinations of `always_denied` (the host's own addresses, loopback,
 link-local with the cloud metadata address, 0.0.0.0/8) stay unreachable unless an entry names an
