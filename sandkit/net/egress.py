@@ -4,9 +4,10 @@ A user writes ``egress=`` as ``"all"``, a list of entries (CIDRs, addresses and 
 with an optional port and protocol) or nothing at all (``[]``). `EgressPolicy.parse` checks the
 syntax (no DNS), `EgressPolicy.resolve` turns host names into addresses on the host when the
 container starts, and the result (`ResolvedEgress`) travels to the network's keeper as JSON. The
-keeper turns it into iptables rules in the network's namespace N with `container_rules` (one
-chain per container, matched by source address) on top of `network_rules` (the network's own
-filter and NAT), and loads them with `apply`.
+keeper turns it into iptables rules in the network's namespace N on top of `network_rules` (the
+network's own filter and NAT): `default_rules`, one chain shared by every container on "all",
+and `container_rules`, a chain of its own (matched by source address) for any other policy
+(`has_own_chain`); `firewall.EgressTables` decides which to load.
 
 Whatever the policy, the destinations of `always_denied` (the host's own addresses, loopback,
 link-local with the cloud metadata address, 0.0.0.0/8) stay unreachable unless an entry names an
@@ -52,8 +53,12 @@ _MAX_ENTRY_LENGTH = 300  # a 253-character host name, a port and a protocol fit
 FIXED_DENIED = tuple(IPv4Network(n) for n in ("127.0.0.0/8", "169.254.0.0/16", "0.0.0.0/8"))
 
 # Chain names in N. FORWARD hands what comes from the bridge to CONTAINERS_CHAIN, which holds
-# one jump per container (matched by source address) to the container's own chain.
+# one jump (matched by source address) per container whose policy needs a chain of its own
+# (`has_own_chain`), then to DEFAULT_CHAIN, the one chain every other container shares: "all"
+# but the always-denied. Telling containers apart by source address is sound only because
+# `portguard` pins each bridge port to its container's address.
 CONTAINERS_CHAIN = "SK-CONTAINERS"
+DEFAULT_CHAIN = "SK-DEFAULT"
 
 _FORMS = (
     "accepted forms: a CIDR (10.1.0.0/16), an address (1.2.3.4), a host name (pypi.org), each "
@@ -446,8 +451,9 @@ def network_rules(
 
     INPUT: from the bridge only DNS (UDP and TCP 53) to the gateway and replies, the rest
     refused, so a container reaches nothing that listens in N. FORWARD: replies back to the
-    containers, traffic between containers, and each container's own chain (`container_rules`,
-    through CONTAINERS_CHAIN by source address); everything else refused. NAT: MASQUERADE out of
+    containers, traffic between containers, each container's own chain (`container_rules`,
+    through CONTAINERS_CHAIN by source address) or else the shared DEFAULT_CHAIN
+    (`default_rules`); everything else refused. NAT: MASQUERADE out of
     ``uplink`` (None: an internal network, no way out at all).
     """
     bridge = _interface(bridge, "bridge")
@@ -460,6 +466,7 @@ def network_rules(
         ":FORWARD DROP [0:0]",
         ":OUTPUT ACCEPT [0:0]",
         f":{CONTAINERS_CHAIN} - [0:0]",
+        f":{DEFAULT_CHAIN} - [0:0]",
         f"-A INPUT {from_bridge} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
         f"-A INPUT {from_bridge} -d {gateway}/32 -p udp --dport 53 -j ACCEPT",
         f"-A INPUT {from_bridge} -d {gateway}/32 -p tcp --dport 53 -j ACCEPT",
@@ -470,8 +477,9 @@ def network_rules(
         f"-A FORWARD -o {bridge} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
         f"-A FORWARD {from_bridge} -o {bridge} -j ACCEPT",
         f"-A FORWARD {from_bridge} -s {subnet} -j {CONTAINERS_CHAIN}",
-        # A source without a chain of its own (a container being attached, a forged address)
-        # and anything that does not come from the bridge.
+        # Empty (so refusing, below) until the first container with the default policy comes.
+        f"-A FORWARD {from_bridge} -s {subnet} -j {DEFAULT_CHAIN}",
+        # Before any default policy is loaded, and anything that does not come from the bridge.
         *_reject("FORWARD", ""),
         "COMMIT",
     ]
@@ -534,6 +542,32 @@ def _names_denied(destination: Destination, denied: list[IPv4Network]) -> bool:
     )
 
 
+def has_own_chain(policy: ResolvedEgress, denied: list[IPv4Network]) -> bool:
+    """Whether a container with ``policy`` needs a chain of its own: anything but "all" that
+    opens no always-denied destination (those share `DEFAULT_CHAIN`)."""
+    return not policy.allow_all or any(_names_denied(d, denied) for d in policy.destinations)
+
+
+def container_lines(
+    *, address: IPv4Address, policy: ResolvedEgress, denied: list[IPv4Network], replace: bool
+) -> list[str]:
+    """The body of `container_rules` (for one transaction with others, see `filter_rules`)."""
+    chain = container_chain(address)
+    exceptions = [d for d in policy.destinations if _names_denied(d, denied)]
+    others = [d for d in policy.destinations if d not in exceptions]
+    lines = [f":{chain} - [0:0]"]
+    for destination in exceptions:
+        lines += _accept(chain, destination)
+    for network in denied:
+        lines += _reject(chain, f"-d {network}")
+    for destination in others:
+        lines += _accept(chain, destination)
+    lines += [f"-A {chain} -j ACCEPT"] if policy.allow_all else _reject(chain, "")
+    if not replace:
+        lines.append(f"-A {CONTAINERS_CHAIN} -s {address}/32 -j {chain}")
+    return lines
+
+
 def container_rules(
     *,
     address: IPv4Address,
@@ -551,28 +585,40 @@ def container_rules(
     (a running container's new policy, ``set_egress``) swaps the whole policy atomically: no
     packet sees half of it, and connections the new policy still allows go on.
     """
+    return filter_rules(
+        container_lines(address=address, policy=policy, denied=denied, replace=replace)
+    )
+
+
+def remove_container_lines(address: IPv4Address) -> list[str]:
+    """The body of `remove_container_rules`."""
     chain = container_chain(address)
-    exceptions = [d for d in policy.destinations if _names_denied(d, denied)]
-    others = [d for d in policy.destinations if d not in exceptions]
-    lines = ["*filter", f":{chain} - [0:0]"]
-    for destination in exceptions:
-        lines += _accept(chain, destination)
-    for network in denied:
-        lines += _reject(chain, f"-d {network}")
-    for destination in others:
-        lines += _accept(chain, destination)
-    lines += [f"-A {chain} -j ACCEPT"] if policy.allow_all else _reject(chain, "")
-    if not replace:
-        lines.append(f"-A {CONTAINERS_CHAIN} -s {address}/32 -j {chain}")
-    lines.append("COMMIT")
-    return _restore_input(lines)
+    return [f"-D {CONTAINERS_CHAIN} -s {address}/32 -j {chain}", f"-F {chain}", f"-X {chain}"]
 
 
 def remove_container_rules(address: IPv4Address) -> str:
     """The iptables-restore input that removes a container's jump and chain."""
-    chain = container_chain(address)
-    jump = f"-D {CONTAINERS_CHAIN} -s {address}/32 -j {chain}"
-    return _restore_input(["*filter", jump, f"-F {chain}", f"-X {chain}", "COMMIT"])
+    return filter_rules(remove_container_lines(address))
+
+
+def default_lines(denied: Iterable[IPv4Network]) -> list[str]:
+    """The body of `default_rules`."""
+    lines = [f":{DEFAULT_CHAIN} - [0:0]"]
+    for network in denied:
+        lines += _reject(DEFAULT_CHAIN, f"-d {network}")
+    return [*lines, f"-A {DEFAULT_CHAIN} -j ACCEPT"]
+
+
+def default_rules(denied: Iterable[IPv4Network]) -> str:
+    """The iptables-restore input that fills DEFAULT_CHAIN, the policy "all" of every container
+    without a chain of its own: ``denied`` refused, the rest accepted. Declaring the chain
+    flushes it in the same transaction (see `container_rules`): a refresh is atomic."""
+    return filter_rules(default_lines(denied))
+
+
+def filter_rules(lines: list[str]) -> str:
+    """``lines`` as one transaction of the filter table."""
+    return _restore_input(["*filter", *lines, "COMMIT"])
 
 
 def _restore_input(lines: list[str]) -> str:
@@ -626,11 +672,17 @@ __all__ = [
     "always_denied",
     "apply",
     "container_chain",
+    "container_lines",
     "container_rules",
+    "default_lines",
+    "default_rules",
     "denied_from_json",
+    "filter_rules",
+    "has_own_chain",
     "local_addresses",
     "network_rules",
     "network_rules6",
     "parse_entry",
+    "remove_container_lines",
     "remove_container_rules",
 ]

@@ -143,7 +143,9 @@ class Keeper:
         self.selector = selectors.DefaultSelector()
         self.connections: set[HostConnection] = set()
         self.dns_tcp: set[DnsTcpConnection] = set()
-        self.veth_counter = 0
+        # the address slots whose port rules are loaded (they stay: see portguard)
+        self.guarded: set[ipaddress.IPv4Address] = set()
+        self.egress = firewall.EgressTables(self._xtables_lock())
         # addresses whose veths a thread deleted (see _release), freed by the loop
         self.released: queue.SimpleQueue[ipaddress.IPv4Address] = queue.SimpleQueue()
         # The keeper's end of the pipe whose end of file makes the launcher kill pasta.
@@ -325,11 +327,14 @@ class Keeper:
                 if self._may_exit():
                     return
                 tick = LOCK_RETRY  # whoever holds the lock is probably joining: serve them
-            for key, _ in self.selector.select(tick):
+            ready = self.selector.select(tick)
+            # Before the requests: an address whose port went meanwhile goes to the next
+            # container, whose slot's port rules are then loaded already (see portguard).
+            self._free_released()
+            for key, _ in ready:
                 self._dispatch(key.fileobj, key.data)
             self._expire_dns_tcp()
             self.forwarder.expire()
-            self._free_released()
 
     def _may_exit(self) -> bool:
         """True when the lock is free and nobody connected meanwhile: the socket is then gone
@@ -441,23 +446,17 @@ class Keeper:
         self, connection: HostConnection, request: protocol.AttachRequest, netns: int
     ) -> dict[str, Any]:
         address = self.pool.allocate()
-        self.veth_counter += 1
-        veth = f"v{self.veth_counter}"
-        mac = portguard.mac_for(address)
+        veth = portguard.veth_for(address)
         try:
-            # Before the port exists: no frame of the container passes unchecked.
-            portguard.guard(veth, address, mac)
+            if address not in self.guarded:
+                # Before the slot's first port exists: no frame of it passes unchecked.
+                portguard.guard(address)
+                self.guarded.add(address)
+            # The policy before the port too (what a slot's last container left is replaced).
+            self.egress.apply(address, request.egress, request.denied)
+            netlink.add_veth(veth, request.iface, netns, portguard.mac_for(address))
         except BaseException:
-            self.pool.free(address)
-            raise
-        try:
-            netlink.add_veth(veth, request.iface, netns, mac)
-            firewall.apply_egress(
-                address, request.egress, request.denied, lock_file=self._xtables_lock()
-            )
-        except BaseException:
-            netlink.delete_link(veth)
-            portguard.unguard(veth)
+            self.egress.release(address)
             self.pool.free(address)
             raise
         names = [request.name, *request.aliases]
@@ -475,18 +474,13 @@ class Keeper:
     def _set_egress(
         self, connection: HostConnection, request: protocol.EgressRequest
     ) -> dict[str, Any]:
-        """Swap the egress policy of what ``connection`` attached (its container): each chain
-        in one transaction, then the resolver's view of it."""
+        """Swap the egress policy of what ``connection`` attached (its container): its rules
+        in one transaction (its own chain made, replaced or removed for the shared default, see
+        `firewall.EgressTables`), then the resolver's view of it."""
         if not connection.attached:
             raise NetworkError("no container is attached through this connection")
         for attached in connection.attached:
-            firewall.apply_egress(
-                attached.address,
-                request.egress,
-                request.denied,
-                lock_file=self._xtables_lock(),
-                replace=True,
-            )
+            self.egress.apply(attached.address, request.egress, request.denied)
             self.policies[attached.address] = request.egress
         return {"ok": True}
 
@@ -509,10 +503,8 @@ class Keeper:
         for attached in connection.attached:
             self.names.remove(attached.names, attached.address)
             self.policies.pop(attached.address, None)
-            with contextlib.suppress(NetworkError, OSError):
-                firewall.remove_egress(attached.address, lock_file=self._xtables_lock())
-            with contextlib.suppress(NetworkError, OSError):
-                portguard.unguard(attached.veth)
+            # (no rule to remove: the slot's stay for its next container, see EgressTables)
+            self.egress.release(attached.address)
             self._release(attached)
 
     def _release(self, attached: Attached) -> None:

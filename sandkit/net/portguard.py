@@ -11,7 +11,15 @@ or a neighbour (and receive their traffic), or teach the bridge a neighbour's MA
 The rules sit in ebtables' nat PREROUTING, before the bridge learns the frame's source MAC and
 before it is either bridged to another container or handed to N itself. They are loaded with
 ``ebtables-restore`` (iptables-nft's ``ebtables-nft-restore``, which works in the rootless
-keeper's user namespace too), one transaction per attach and detach.
+keeper's user namespace too), one transaction per address slot, the first time it is used.
+
+A slot's port name, MAC and address are all functions of its address (`veth_for`, `mac_for`),
+so its rules stay when its container leaves and serve the next container given that address:
+no ebtables run at attach or detach once the network's addresses have been used. A slot left
+over matches nothing: ``-i vN`` is an exact match on the port name (ebtables takes a name as a
+prefix only when it ends in ``+``, which `veth_for` never writes), no port of that name exists
+until the keeper makes the slot's next one, and nothing else names ports in N. Even if it did
+match, a port chain only drops or returns, so a frame still passes its own port's chain too.
 """
 
 from __future__ import annotations
@@ -39,6 +47,12 @@ def mac_for(address: ipaddress.IPv4Address) -> str:
     return ":".join(f"{byte:02x}" for byte in (*_MAC_PREFIX, *low))
 
 
+def veth_for(address: ipaddress.IPv4Address) -> str:
+    """The name of the bridge port of the container with ``address``: v and the low 24 bits of
+    the address in decimal (as `mac_for`: unique in the network; 15 characters fit IFNAMSIZ)."""
+    return f"v{int(address) & 0xFFFFFF}"
+
+
 def port_chain(veth: str) -> str:
     """The name of a port's own chain."""
     if not _VETH.fullmatch(veth):
@@ -64,13 +78,6 @@ def guard_rules(veth: str, address: ipaddress.IPv4Address, mac: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def unguard_rules(veth: str) -> str:
-    """The ebtables-restore input that removes what `guard_rules` made for ``veth``."""
-    chain = port_chain(veth)
-    lines = ["*nat", f"-D PREROUTING -i {veth} -j {chain}", f"-F {chain}", f"-X {chain}"]
-    return "\n".join(lines) + "\n"
-
-
 def _ebtables_restore() -> str:
     for program in _PROGRAMS:
         found = shutil.which(program, path=_SEARCH_PATH)
@@ -88,12 +95,7 @@ def apply(rules: str) -> None:
     firewall.load([_ebtables_restore(), "--noflush"], rules)
 
 
-def guard(veth: str, address: ipaddress.IPv4Address, mac: str) -> None:
-    """Pin ``veth``'s frames to ``address`` and ``mac`` (before the port exists: nothing
-    passes unchecked once it does)."""
-    apply(guard_rules(veth, address, mac))
-
-
-def unguard(veth: str) -> None:
-    """Remove ``veth``'s rules (at detach)."""
-    apply(unguard_rules(veth))
+def guard(address: ipaddress.IPv4Address) -> None:
+    """Pin the frames of the port of ``address`` (`veth_for`) to that address and its MAC
+    (`mac_for`): once per slot, before its first port exists, so nothing passes unchecked."""
+    apply(guard_rules(veth_for(address), address, mac_for(address)))

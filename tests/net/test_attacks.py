@@ -246,15 +246,46 @@ def test_a_forged_source_mac_never_diverts_a_neighbours_traffic(in_mode):
     in_mode(_forged_mac)
 
 
-def test_a_ports_rules_go_when_its_container_does():
-    with containers(1) as stack:
-        stayer = stack.started[0]
+def _port_rules(port: str) -> list[str]:
+    """The lines of ebtables-save in N that concern bridge port ``port``."""
+    saved = in_keepers_netns("ebtables-save").splitlines()
+    return [line for line in saved if f"P-{port} " in f"{line} "]
+
+
+def _container_at(stack: contextlib.ExitStack, address: str, **options: object):
+    """A container on "bridge" given ``address``, entered into ``stack``: the keeper frees an
+    address once it has seen its port go (a thread deletes it aside), so the first container
+    started may still get the next one; those stay in ``stack`` meanwhile."""
+    for _ in range(10):
+        started = stack.enter_context(sandkit.Container("host", network="bridge", **options))
+        if address_of(started) == address:
+            return started
+    raise AssertionError(f"no container was given {address} again")
+
+
+def test_a_slots_port_rules_stay_and_guard_the_next_container_of_its_address():
+    """A departing container's port rules stay (no ebtables run at detach: see portguard) and
+    pin the next container given its address (the lowest free one) as they pinned the first:
+    that one cannot pass as a neighbour either. The rule names its port exactly (an ebtables
+    name ending in + would be a prefix)."""
+    with containers(2) as stack:
+        b, c = stack.started
         with sandkit.Container("host", network="bridge") as leaver:
-            leaver_mac = run(leaver, "mac")
-            rules = in_keepers_netns("ebtables-save")
-            assert leaver_mac in rules and run(stayer, "mac") in rules
-        wait_until(lambda: leaver_mac not in in_keepers_netns("ebtables-save"), "the rules to go")
-        assert run(stayer, "mac") in in_keepers_netns("ebtables-save")
+            address, mac = address_of(leaver), run(leaver, "mac")
+        port = portguard.veth_for(ipaddress.IPv4Address(address))
+        left = _port_rules(port)
+        assert f"-A PREROUTING -i {port} -j {portguard.port_chain(port)}" in left
+        saved = in_keepers_netns("ebtables-save").splitlines()
+        assert not any("+" in line for line in saved if line.startswith("-A PREROUTING"))
+        with contextlib.ExitStack() as comers:
+            comer = _container_at(comers, address)
+            assert run(comer, "mac") == mac
+            assert _port_rules(port) == left  # nothing loaded again
+            with udp_listener(c, 9999) as listener:
+                forged = run(comer, "spoof-udp", "raw", address_of(b), address_of(c), 9999, "x")
+                assert forged == "sent"
+                run(comer, "udp", address_of(c), 9999, "end")
+                assert received(listener) == [f"{address} end"]
 
 
 # --- the resolver ----------------------------------------------------------------------------
@@ -429,6 +460,68 @@ def test_denied_destinations_are_refused_at_once(in_mode):
         in_mode(_denied, host_port, loopback_port)
 
 
+def _a_slots_next_container(host_port: int) -> None:
+    with containers(1):  # the keeper stays up: the address is given again
+        with sandkit.Container("host", network="bridge", egress=[host_address()]) as opener:
+            address = address_of(opener)
+            assert run(opener, "connect", host_address(), host_port).startswith("connected")
+        with contextlib.ExitStack() as comers:
+            comer = _container_at(comers, address)
+            assert run(comer, "connect", host_address(), host_port) == "refused"
+
+
+def test_the_next_container_of_an_address_never_inherits_its_egress():
+    """A container whose policy opens the host's address leaves its chain behind (replaced
+    only at that address's next attach, see firewall.EgressTables): the next container given
+    its address, on the default policy, is refused by the host all the same."""
+    with greeting_server(host_address()) as host_port:
+        _a_slots_next_container(host_port)
+
+
+def _default_to_own_and_back(host_port: int) -> list[str]:
+    seen = []
+    with containers(2) as stack:
+        swapped, neighbour = stack.started
+        seen.append(run(swapped, "connect", host_address(), host_port))
+        swapped.set_egress([host_address()])  # a chain of its own
+        seen.append(run(swapped, "connect", host_address(), host_port))
+        seen.append(run(neighbour, "connect", host_address(), host_port))  # still the default
+        swapped.set_egress("all")  # back to the shared chain
+        seen.append(run(swapped, "connect", host_address(), host_port))
+    return seen
+
+
+def test_set_egress_moves_a_container_off_the_shared_chain_and_back(in_mode):
+    """A container on the default policy has no chain of its own: set_egress makes one (and
+    its jump), and setting "all" again removes it, each in one transaction; its neighbour on
+    the shared chain is refused by the host throughout."""
+    with greeting_server(host_address()) as host_port:
+        seen = in_mode(_default_to_own_and_back, host_port)
+    assert [s.split()[0] for s in seen] == ["refused", "connected", "refused", "refused"]
+
+
+def test_a_shorter_denied_list_opens_nothing_for_the_neighbours():
+    """The default policy's chain is shared: an attach that brings a shorter always-denied list
+    (a host process that lists fewer addresses) must not open the host to the containers
+    already on it (the chain refuses what any of them was told to refuse)."""
+    with (
+        greeting_server(host_address()) as host_port,
+        sandkit.Container("host", network="bridge") as neighbour,
+        netns_process() as pid,
+    ):
+        assert run(neighbour, "connect", host_address(), host_port) == "refused"
+        connection = client.join(store.BRIDGE)
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            protocol.send(connection._sock, attach_request("shorter"), [fd])
+            received_reply = protocol.receive(connection._sock)
+            assert received_reply is not None and "address" in received_reply[0]
+            assert run(neighbour, "connect", host_address(), host_port) == "refused"
+        finally:
+            os.close(fd)
+            connection.close()
+
+
 def test_the_hosts_loopback_stays_out_of_reach_even_when_named(in_mode):
     """pasta could map its gateway to the host's loopback (sandkit starts it with
     --no-map-gw): a policy that names the gateway and loopback literally still reaches
@@ -578,15 +671,17 @@ def test_another_user_cannot_reach_the_keeper(as_unprivileged):
 
 
 def networks_namespace_state() -> dict[str, str]:
-    """What N holds besides the bridge and the uplink: container ports, their bridge rules,
-    their egress chains (read in N)."""
+    """What N holds besides the bridge and the uplink: container ports, their bridge rules
+    (those of address slots without a port stay by design, see portguard), their egress chains
+    (read in N)."""
     links = in_keepers_netns("ip", "-o", "link", "show", "master", "sk0")
+    ports = sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
     return {
-        "ports": " ".join(
-            sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
-        ),
+        "ports": " ".join(ports),
         "bridge rules": " ".join(
-            line for line in in_keepers_netns("ebtables-save").splitlines() if "P-v" in line
+            line
+            for line in in_keepers_netns("ebtables-save").splitlines()
+            if any(f"P-{port} " in f"{line} " for port in ports)
         ),
         "egress chains": " ".join(
             line

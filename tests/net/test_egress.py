@@ -359,3 +359,18 @@ def test_replacing_a_policy_does_not_add_a_second_jump() -> None:
     again = container_rules(address=address, policy=policy, denied=FIXED, replace=True)
     assert first.count("-j E0a580005") == 1
     assert "-j E0a580005" not in again and ":E0a580005 - [0:0]" in again
+
+
+@pytest.mark.parametrize(
+    ("spec", "own"),
+    [
+        ("all", False),
+        (["all", "1.2.3.4:443"], False),  # nothing but what "all" allows anyway
+        ([], True),
+        (["1.2.3.4"], True),
+        (["all", "169.254.169.254"], True),  # opens an always-denied address: not the default
+    ],
+)
+def test_only_the_default_policy_shares_the_default_chain(spec: object, own: bool) -> None:
+    policy = EgressPolicy.parse(spec).resolve()
+    assert egress.has_own_chain(policy, list(egress.FIXED_DENIED)) is own
