@@ -3,7 +3,7 @@
     sandkit load -i FILE [--platform os/arch]     sandkit save -o FILE [--format docker|oci] IMAGE...
     sandkit images [-q] [--format json]           sandkit rmi [-f] IMAGE...
     sandkit tag SOURCE TARGET                     sandkit inspect IMAGE... (JSON)
-    sandkit image prune [-q]
+    sandkit image prune [-f] [-q]
 
 Each handler takes the parsed namespace and returns an exit code.
 """
@@ -60,6 +60,7 @@ def add_image_commands(subparsers: Any) -> None:
     )
     p = image.add_parser("prune", help="remove untagged images and unreferenced layers/blobs")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask (never asks anyway)")
     p.set_defaults(func=cmd_prune)
     _list_options(image.add_parser("ls", help="list local images"))
 

@@ -35,5 +35,6 @@ def test_load_images_tag_inspect_save_rmi_prune(tmp_path, store, capsys):
     assert run("rmi", "example.com/test/img:1") == 0 and "Deleted" in capsys.readouterr().out
     assert run("images", "-q") == 0 and capsys.readouterr().out == ""
     assert run("image", "prune") == 0
+    assert run("image", "prune", "-f") == 0  # Docker users type -f out of habit
     assert run("rmi", "nothere") == 1 and "not in the local store" in capsys.readouterr().err
     assert run("load", "-i", str(tmp_path / "out.tar"), "-q") == 0
