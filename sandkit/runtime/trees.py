@@ -346,22 +346,50 @@ def _checked(path: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def copy_bytes(source: int, dest: int, size: int) -> None:
-    """Copy up to ``size`` bytes from fd ``source`` to fd ``dest`` in the kernel (no more: a
-    file that grows while copied must not make the copy endless)."""
-    while size > 0:
+    """Copy up to ``size`` bytes from fd ``source`` to the regular file ``dest`` in the kernel
+    (no more: a file that grows while copied must not make the copy endless). Holes stay holes:
+    a container's sparse file of a terabyte costs it nothing, and must not cost the host's disk
+    a terabyte either."""
+    offset = 0
+    while offset < size:
         try:
-            n = os.sendfile(dest, source, None, min(size, CHUNK))
+            start = os.lseek(source, offset, os.SEEK_DATA)
+            end = min(os.lseek(source, start, os.SEEK_HOLE), size)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break  # nothing but a hole from offset on (or the file shrank)
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            start, end = offset, size  # no hole lookup here: every byte is copied
+        if start >= size:
+            break
+        offset = _copy_range(source, dest, start, end)
+        if offset < end:
+            break  # the file shrank while it was copied
+    # The length the holes at the end leave to give (and no more if the file shrank).
+    os.ftruncate(dest, min(os.fstat(source).st_size, size))
+
+
+def _copy_range(source: int, dest: int, start: int, end: int) -> int:
+    """Copy bytes ``start`` to ``end`` of ``source`` to the same offsets of ``dest``; where the
+    copy stopped (before ``end`` if the source ended first)."""
+    os.lseek(dest, start, os.SEEK_SET)
+    offset = start
+    while offset < end:
+        try:
+            n = os.sendfile(dest, source, offset, min(end - offset, CHUNK))
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.ENOSYS):
                 raise
-            data = os.read(source, min(size, CHUNK))
+            data = os.pread(source, min(end - offset, CHUNK), offset)
             n = len(data)
             view = memoryview(data)
             while view:
                 view = view[os.write(dest, view) :]
         if n == 0:
-            return  # the file shrank while it was copied
-        size -= n
+            break
+        offset += n
+    return offset
 
 
 # --- committing a staged tree ----------------------------------------------------------------
