@@ -153,7 +153,8 @@ class Walker:
     ) -> Iterator[Entry]:
         mode = st.st_mode
         if stat.S_ISLNK(mode):
-            yield self._entry(path, st, "symlink", target=os.readlink(name, dir_fd=parent_fd))
+            target = _read_link(parent_fd, name, self._where(path))
+            yield self._entry(path, st, "symlink", target=target)
         elif stat.S_ISDIR(mode):
             if len(path) > MAX_DEPTH:
                 raise _too_deep(self._where(path))
@@ -190,6 +191,19 @@ class Walker:
             yield from self._member(fd, name, (*path, name), child_st)
 
 
+def _replaced(where: str) -> errors.CopyError:
+    return errors.CopyError(f"{where} was replaced while it was being copied; copy it again")
+
+
+def _read_link(parent_fd: int, name: str, where: str) -> str:
+    """The target of the symlink ``name`` that was lstat'ed; a process of the container may
+    remove it or swap something else in meanwhile."""
+    try:
+        return os.readlink(name, dir_fd=parent_fd)
+    except OSError:  # gone (ENOENT), or no longer a symlink (EINVAL)
+        raise _replaced(where) from None
+
+
 def _open_same(parent_fd: int, name: str, flags: int, st: os.stat_result, where: str) -> int:
     """Open ``name`` without following a symlink, and check it is what was lstat'ed (a process of
     the container may swap it in between)."""
@@ -200,7 +214,7 @@ def _open_same(parent_fd: int, name: str, flags: int, st: os.stat_result, where:
     opened = os.fstat(fd)
     if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)
-        raise errors.CopyError(f"{where} was replaced while it was being copied; copy it again")
+        raise _replaced(where)
     if flags & os.O_NONBLOCK:
         os.set_blocking(fd, True)
     return fd

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from treelisting import listing, make_tree
 
 import sandkit
 
@@ -56,3 +57,239 @@ def test_a_huge_sparse_file_copied_out_stays_sparse_on_the_host(busybox, tmp_pat
         assert f.read(5) == b"head\n"
         f.seek(_SPARSE - 5)
         assert f.read() == b"tail\n"
+
+
+# --- copy_out / copy_in: a tree swapped while it is walked --------------------------------------
+
+_SECRET = b"HOST-ONLY-SECRET"
+_ROUNDS = 40
+
+
+def _host_secret(tmp_path: Path) -> Path:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "file").write_bytes(_SECRET)
+    return secret
+
+
+def _swapper(c: sandkit.Container, secret: Path) -> sandkit.Process:
+    """A loop in the container that swaps /src/d (a directory) and /src/f (a file) for symlinks
+    to host paths, again and again, between the host's steps of a walk."""
+    script = (
+        "mkdir -p /src/d && echo inner > /src/d/file && echo plain > /src/f && "
+        "echo ready && while :; do "
+        f"mv /src/d /src/d.real; ln -s {secret} /src/d; rm /src/d; mv /src/d.real /src/d; "
+        f"mv /src/f /src/f.real; ln -s {secret}/file /src/f; rm /src/f; mv /src/f.real /src/f; "
+        "done"
+    )
+    p = c.spawn(["sh", "-c", script], stdin=False)
+    assert p.stdout.read() == b"ready\n"
+    return p
+
+
+def _secret_in(tree: Path) -> list[Path]:
+    return [
+        path
+        for path in tree.rglob("*")
+        if path.is_file() and not path.is_symlink() and _SECRET in path.read_bytes()
+    ]
+
+
+@pytest.mark.root
+def test_copy_out_racing_symlink_swaps_never_reads_the_host(busybox, tmp_path):
+    """The walk goes by fds below the container's root with O_NOFOLLOW, and checks that what
+    it opens is what it lstat'ed: a symlink swapped in between (absolute, so that the host would
+    read its own file if it followed it) fails that copy or is copied as a link, never read."""
+    secret = _host_secret(tmp_path)
+    outcomes: set[str] = set()
+    with sandkit.Container(busybox) as c, _swapper(c, secret):
+        for n in range(_ROUNDS):
+            dest = tmp_path / f"out{n}"
+            dest.mkdir()
+            try:
+                c.copy_out("/src", dest)
+                outcomes.add("copied")
+            except sandkit.CopyError as exc:
+                outcomes.add(str(exc).split(":")[0])
+            assert _secret_in(dest) == []
+            tar = b"".join(_archive_or_error(c, "/src"))
+            assert _SECRET not in tar
+    assert (secret / "file").read_bytes() == _SECRET
+    assert outcomes  # each round ended, one way or the other
+
+
+def _archive_or_error(c: sandkit.Container, path: str) -> list[bytes]:
+    try:
+        return list(c.get_archive(path))
+    except sandkit.CopyError:
+        return []
+
+
+@pytest.mark.root
+def test_copy_in_racing_symlink_swaps_never_writes_the_host(busybox, tmp_path):
+    """The destination's directories are opened by the init in the container's root and written
+    below by fds: a directory swapped for a symlink to a host directory mid-copy is never
+    written through."""
+    secret = _host_secret(tmp_path)
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d" / "planted").write_bytes(b"from the host caller")
+    (tree / "f").write_bytes(b"replacement")
+    with sandkit.Container(busybox) as c, _swapper(c, secret):
+        for _ in range(_ROUNDS):
+            try:
+                c.copy_in(os.fspath(tree) + "/.", "/src")
+            except sandkit.CopyError:
+                pass  # a swapped directory met: refused, which is fine
+    assert sorted(p.name for p in secret.iterdir()) == ["file"]
+    assert (secret / "file").read_bytes() == _SECRET
+
+
+# --- tar members made to escape -------------------------------------------------------------------
+
+
+def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            info.size = len(data) if info.isreg() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    buf.seek(0)
+    return buf
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, 0o644
+    return info
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        # a hard link to a file outside the destination
+        [(_member("h", tarfile.LNKTYPE, "../../../../etc/passwd"), b"")],
+        # a symlink to /, then a file written through it
+        [(_member("l", tarfile.SYMTYPE, "/"), b""), (_member("l/etc/pwned"), b"x")],
+        # a symlinked directory, then a hard link whose target goes through it
+        [
+            (_member("l", tarfile.SYMTYPE, "/etc"), b""),
+            (_member("h", tarfile.LNKTYPE, "l/passwd"), b""),
+        ],
+        # a file, then a directory of the same name holding a file
+        [(_member("x"), b"1"), (_member("x/y"), b"2")],
+    ],
+    ids=["hardlink-out", "file-through-symlink", "hardlink-through-symlink", "file-as-dir"],
+)
+def test_a_tar_made_to_escape_writes_nothing_outside_and_nothing_at_all(busybox, members):
+    with sandkit.Container(busybox) as c:
+        c.exec(["mkdir", "/dst"], check=True)
+        before = _sh(c, "md5sum /etc/passwd /etc/group")
+        with pytest.raises(sandkit.CopyError):
+            c.copy_in(_tar(*members), "/dst")
+        assert c.listdir("/dst") == []
+        assert _sh(c, "md5sum /etc/passwd /etc/group") == before
+        assert _sh(c, "ls /etc/pwned 2>&1 || true").startswith("ls:")
+
+
+def test_a_leading_slash_in_a_tar_member_lands_below_the_destination(busybox):
+    """As Docker's extraction: an absolute member name is taken from the destination."""
+    with sandkit.Container(busybox) as c:
+        c.exec(["mkdir", "/dst"], check=True)
+        c.copy_in(_tar((_member("/etc/landed"), b"inside")), "/dst")
+        assert c.read_file("/dst/etc/landed") == b"inside"
+        assert "landed" not in c.listdir("/etc")
+
+
+# --- volume names --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["..", ".", "../etc", "a/../../b", ".rm-0123456789abcdef", ".new-x", "a\0b", "/abs"]
+)
+def test_a_volume_name_never_leaves_the_volumes_directory(name, tmp_path):
+    with pytest.raises(sandkit.VolumeSpecError, match="letters, digits"):
+        sandkit.Volume(name).create()
+    with pytest.raises(sandkit.VolumeSpecError):
+        sandkit.Volume.get(name)
+    volumes = tmp_path / "home" / "volumes"
+    assert not volumes.exists() or list(volumes.iterdir()) == []
+
+
+# --- volumes: fill and mount target ---------------------------------------------------------------
+
+
+def _image_with(busybox_dir: Path, root: Path, build) -> sandkit.Image:
+    shutil.copytree(busybox_dir, root, symlinks=True)
+    build(root)
+    return sandkit.Image.from_directory(root)
+
+
+@pytest.mark.root
+def test_a_mount_target_the_image_makes_a_symlink_stays_in_the_container(busybox_dir, tmp_path):
+    """The image's /data is an absolute symlink to a host directory (which the image has too),
+    and /up one climbing out with ..: each volume is mounted where its link leads inside the
+    container's root, and filled from there; the host's directory is neither filled from nor
+    mounted over. (A link to a path the image lacks fails the start: `dangling` below.)"""
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    (host_dir / "host-file").write_bytes(_SECRET)
+
+    def build(root: Path) -> None:
+        os.symlink(host_dir, root / "data")
+        (root / host_dir.relative_to("/")).mkdir(parents=True)
+        (root / "inside").mkdir()
+        (root / "inside" / "from-image").write_text("image\n")
+        os.symlink("../../../../../../../inside", root / "up")
+
+    image = _image_with(busybox_dir, tmp_path / "rootfs", build)
+    with (
+        sandkit.Volume("linked") as vol,
+        sandkit.Volume("climbing") as climbing,
+        sandkit.Container(image, mounts=["linked:/data", "climbing:/up"]) as c,
+    ):
+        _sh(c, "echo written > /data/new")
+        assert _sh(c, "cat /up/from-image") == "image\n"
+        assert sorted(os.listdir(vol.mountpoint)) == ["new"]
+        assert sorted(os.listdir(climbing.mountpoint)) == ["from-image"]
+        assert sorted(os.listdir(host_dir)) == ["host-file"]
+        assert not os.path.ismount(host_dir)
+    assert sorted(os.listdir(host_dir)) == ["host-file"]
+    (tmp_path / "rootfs" / host_dir.relative_to("/")).rmdir()
+    image = sandkit.Image.from_directory(tmp_path / "rootfs")
+    with pytest.raises(sandkit.ContainerStartError, match="mount point /data"):
+        sandkit.Container(image, mounts=["other:/data"]).start()
+    assert sorted(os.listdir(host_dir)) == ["host-file"]
+    assert not os.path.ismount(host_dir)
+
+
+@pytest.mark.root
+def test_two_containers_filling_one_fresh_volume_at_once_fill_it_once(busybox_dir, tmp_path):
+    image = _image_with(
+        busybox_dir, tmp_path / "rootfs", lambda root: make_tree(root / "data", owners=True)
+    )
+    errors: list[BaseException] = []
+    started: list[sandkit.Container] = []
+
+    def start() -> None:
+        try:
+            started.append(sandkit.Container(image, mounts=["raced:/data"]).start())
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    with sandkit.Volume("raced") as vol:
+        threads = [threading.Thread(target=start) for _ in range(2)]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+            names = [sorted(_sh(c, "ls -A /data").split()) for c in started]
+        finally:
+            for c in started:
+                c.stop()
+        expected = listing(tmp_path / "rootfs" / "data", top_mtime=False)
+        got = listing(vol.mountpoint, top_mtime=False)
+        assert [r[0] for r in got] == [r[0] for r in expected]
+        assert names[0] == names[1] == sorted(os.listdir(tmp_path / "rootfs" / "data"))
