@@ -44,34 +44,51 @@ def walk_tree(
 
     Without recursion and with one directory open at a time, by fds and names: a layer may nest
     2,000 directories, deeper than Python's recursion limit (shutil.rmtree and os.walk fail
-    there) and deeper than any path from the store can name (PATH_MAX).
+    there) and deeper than any path from the store can name (PATH_MAX). Climbing back by ".."
+    checks it arrives where it came from: `OSError` (ESTALE) if the tree was moved meanwhile.
     """
     fd = os.dup(top_fd)
     try:
         on_enter(fd)
         subdirs = _scan(fd, on_file)
-        stack: list[
-            tuple[str, list[str]]
-        ] = []  # (a directory's name in its parent, its siblings left)
+        # (a directory's name in its parent, its siblings left, the parent's identity)
+        stack: list[tuple[str, list[str], tuple[int, int]]] = []
         while True:
             if subdirs:  # down into the next subdirectory
                 name = subdirs.pop()
                 step = open_dir(name, fd)
+                parent = _identity(fd)
                 os.close(fd)
                 fd = step
-                stack.append((name, subdirs))
+                stack.append((name, subdirs, parent))
                 on_enter(fd)
                 subdirs = _scan(fd, on_file)
             elif stack:  # this directory is done: back up to its parent
-                name, subdirs = stack.pop()
+                name, subdirs, parent = stack.pop()
                 step = os.open("..", DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = step
+                _check_back_in(fd, parent)
                 on_dir_done(fd, name)
             else:
                 return
     finally:
         os.close(fd)
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _check_back_in(fd: int, parent: tuple[int, int]) -> None:
+    """The walk climbs back by "..": a directory moved meanwhile (a running container's, in a
+    volume) would put it elsewhere, even out of the tree, where it would go on by the names it
+    has left. It stops instead."""
+    if _identity(fd) != parent:
+        raise OSError(
+            errno.ESTALE, "a directory was moved while its tree was walked; walk it again"
+        )
 
 
 def _owner_writable(fd: int) -> None:
@@ -165,6 +182,8 @@ def dir_size(path: Path) -> int:
         return 0
     try:
         walk_tree(fd, count)
+    except OSError:
+        pass  # changed while walked (a container's volume in use): the count so far
     finally:
         os.close(fd)
     return total

@@ -16,6 +16,7 @@ import pytest
 from treelisting import listing, make_tree
 
 import sandkit
+from sandkit.images import fsutil
 
 pytestmark = pytest.mark.slow
 
@@ -293,3 +294,61 @@ def test_two_containers_filling_one_fresh_volume_at_once_fill_it_once(busybox_di
         got = listing(vol.mountpoint, top_mtime=False)
         assert [r[0] for r in got] == [r[0] for r in expected]
         assert names[0] == names[1] == sorted(os.listdir(tmp_path / "rootfs" / "data"))
+
+
+# --- the host's walks of a volume a container changes (volume ls -s, system df, removal) ---------
+
+
+def _moving_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """volumes/att/_data holding a/b/c (c with a file) and a top-level directory named after
+    the volume beside it, "victim", whose files the walk of att must never meet."""
+    volumes = tmp_path / "volumes"
+    data = volumes / "att" / "_data"
+    (data / "a" / "b" / "c").mkdir(parents=True)
+    (data / "a" / "b" / "c" / "f").write_bytes(b"x")
+    (data / "victim").mkdir()
+    (volumes / "victim" / "_data").mkdir(parents=True)
+    (volumes / "victim" / "_data" / "precious").write_bytes(b"p" * 1000)
+    return volumes, data
+
+
+@pytest.fixture
+def moved_during_walk(tmp_path, monkeypatch) -> Path:
+    """The _data of a volume whose a/b/c a container moves to the top right after the host's
+    walk listed c (and that the walk visits before the top's "victim", whatever the order of
+    the listing)."""
+    data = _moving_tree(tmp_path)[1]
+    real_scan = fsutil._scan
+
+    def scan_then_move(fd: int, on_file):
+        subdirs = real_scan(fd, on_file)
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/a/b/c"):
+            os.rename(data / "a" / "b" / "c", data / "c")
+        return sorted(subdirs, key=lambda name: name == "a")  # walk_tree pops from the end
+
+    monkeypatch.setattr(fsutil, "_scan", scan_then_move)
+    return data
+
+
+def test_a_directory_moved_during_the_walk_never_leads_it_out_of_the_tree(moved_during_walk):
+    """Climbing back by ``..`` from the moved c puts the walk one level above where it thinks it
+    is, then two: out of _data into volumes/, where it opens the names it still has to visit,
+    which the container chose. The walk notices it is not where it came from, and stops."""
+    seen: list[str] = []
+
+    def on_file(dir_fd: int, entry: os.DirEntry[str]) -> None:
+        seen.append(os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), entry.name))
+
+    top = os.open(moved_during_walk, fsutil.DIR_FLAGS)
+    try:
+        with pytest.raises(OSError, match="moved while"):
+            fsutil.walk_tree(top, on_file)
+    finally:
+        os.close(top)
+    assert [p for p in seen if not p.startswith(os.fspath(moved_during_walk))] == []
+
+
+def test_volume_size_of_a_tree_moved_meanwhile_counts_only_the_volume(moved_during_walk):
+    """The size of a volume in use (`volume ls -s`, `system df`) while its container moves
+    things: what was counted before the move, never another volume's files, no exception."""
+    assert fsutil.dir_size(moved_during_walk) <= 1
