@@ -146,6 +146,41 @@ def test_copy_in_racing_symlink_swaps_never_writes_the_host(busybox, tmp_path):
     assert (secret / "file").read_bytes() == _SECRET
 
 
+def _rootless_copy_attacks(busybox_dir: str, work: str) -> dict:
+    """In the unprivileged child: the sparse file and the racing swaps, against copy_out."""
+    work_dir = Path(work)
+    secret = _host_secret(work_dir)
+    found, outcomes = [], set()
+    with sandkit.Container(sandkit.Image.from_directory(busybox_dir)) as c:
+        _sh(c, f"truncate -s {_SPARSE} /big")
+        c.copy_out("/big", work_dir / "big")
+        with _swapper(c, secret):
+            for n in range(_ROUNDS):
+                dest = work_dir / f"out{n}"
+                dest.mkdir()
+                try:
+                    c.copy_out("/src", dest)
+                    outcomes.add("copied")
+                except sandkit.CopyError:
+                    outcomes.add("refused")
+                found += _secret_in(dest)
+    return {
+        "size": (work_dir / "big").stat().st_size,
+        "allocated": _allocated(work_dir / "big"),
+        "found": found,
+        "outcomes": outcomes,
+    }
+
+
+def test_rootless_sparse_and_racing_copy_out(as_unprivileged, busybox_dir, tmp_path):
+    from conftest import unprivileged_ids
+
+    os.chown(tmp_path, *unprivileged_ids())
+    got = as_unprivileged(_rootless_copy_attacks, str(busybox_dir), str(tmp_path))
+    assert got["size"] == _SPARSE and got["allocated"] < 1 << 20
+    assert got["found"] == [] and got["outcomes"]
+
+
 # --- tar members made to escape -------------------------------------------------------------------
 
 
