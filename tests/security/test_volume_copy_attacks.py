@@ -387,3 +387,55 @@ def test_volume_size_of_a_tree_moved_meanwhile_counts_only_the_volume(moved_duri
     """The size of a volume in use (`volume ls -s`, `system df`) while its container moves
     things: what was counted before the move, never another volume's files, no exception."""
     assert fsutil.dir_size(moved_during_walk) <= 1
+
+
+@pytest.mark.root
+def test_a_container_racing_the_next_ones_fill_never_reaches_the_host(
+    busybox, busybox_dir, tmp_path
+):
+    """Container A shares a fresh volume and plants, again and again, symlinks to host paths
+    under the names the image's tree has, while container B's init (root, still in the host's
+    view of files) fills the volume from its image: B's fill creates every name with O_EXCL and
+    opens with O_NOFOLLOW, so it fails (clear error, volume emptied) or fills; it never writes,
+    chowns or chmods through a link."""
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir(mode=0o700)
+    host_file = tmp_path / "host-file"
+    host_file.write_bytes(_SECRET)
+    host_file.chmod(0o600)
+    before = [(p, os.stat(p)) for p in (host_dir, host_file)]
+    image = _image_with(
+        busybox_dir, tmp_path / "rootfs", lambda root: make_tree(root / "data", owners=True)
+    )
+    links = " ".join(
+        f"ln -s {target} /v/{name} 2>/dev/null;"
+        for name, target in [
+            ("sub", host_dir),
+            ("private", host_dir),
+            ("empty", host_dir),
+            ("hello.txt", host_file),
+            ("setuid", host_file),
+            ("readonly", host_file),
+        ]
+    )
+    # Waits for B's fill to begin (the volume is empty until then), then plants its links.
+    plant = f'echo ready; until [ -n "$(ls -A /v)" ]; do :; done; {links} {links} {links}'
+    outcomes = set()
+    with sandkit.Volume("contended"), sandkit.Container(busybox, mounts=["contended:/v"]) as a:
+        for _ in range(8):
+            _sh(a, "find /v -mindepth 1 -maxdepth 1 -exec rm -rf {} + ; true")
+            with a.spawn(["sh", "-c", plant], stdin=False) as p:
+                assert p.stdout.read() == b"ready\n"
+                try:
+                    with sandkit.Container(image, mounts=["contended:/data"]):
+                        outcomes.add("filled")
+                except sandkit.ContainerStartError as exc:
+                    assert "fill volume at /data" in str(exc)
+                    outcomes.add("refused")
+                p.kill()
+            assert sorted(os.listdir(host_dir)) == []
+            assert host_file.read_bytes() == _SECRET
+    for path, st in before:
+        now = os.stat(path)
+        assert (now.st_mode, now.st_uid, now.st_gid) == (st.st_mode, st.st_uid, st.st_gid)
+    assert outcomes
