@@ -439,3 +439,26 @@ def test_a_container_racing_the_next_ones_fill_never_reaches_the_host(
         now = os.stat(path)
         assert (now.st_mode, now.st_uid, now.st_gid) == (st.st_mode, st.st_uid, st.st_gid)
     assert outcomes
+
+
+# --- tmpfs volumes: host memory -------------------------------------------------------------------
+
+
+def _half_of_ram_kib() -> int:
+    """tmpfs's default size (Documentation/filesystems/tmpfs.rst): half of RAM, in pages."""
+    with open("/proc/meminfo") as f:
+        total_kib = next(int(line.split()[1]) for line in f if line.startswith("MemTotal:"))
+    page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+    return total_kib // page_kib // 2 * page_kib
+
+
+@pytest.mark.root
+def test_a_tmpfs_volume_without_a_size_is_bounded_by_half_of_ram(busybox):
+    """As Docker's `--opt type=tmpfs` without `o=size=`: the kernel's default. A tmpfs mounted
+    with size=0 has no bound at all, and a container could fill the host's memory."""
+    with (
+        sandkit.Volume("unsized", tmpfs=True),
+        sandkit.Container(busybox, mounts=["unsized:/m"]) as c,
+    ):
+        blocks = int(_sh(c, "df -k /m | tail -n 1").split()[1])
+    assert blocks == _half_of_ram_kib()
