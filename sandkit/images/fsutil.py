@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import stat
@@ -114,16 +115,61 @@ def _open_dir_owned(name: str, dir_fd: int) -> int:
     return _open_dir(name, dir_fd)
 
 
+# <linux/fs.h>: the inode flags chattr sets (the kernel reads and writes an int)
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_UNREMOVABLE_FLAGS = 0x10 | 0x20  # FS_IMMUTABLE_FL, FS_APPEND_FL
+
+
+def _clear_unremovable(fd: int) -> bool:
+    """Clears the immutable and append-only flags of the file or directory ``fd`` (which no
+    unlink gets past, not even root's; a container given CAP_LINUX_IMMUTABLE can set them in
+    its volume). Whether it did: only root may, and not every filesystem has them."""
+    try:
+        flags = int.from_bytes(fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(4)), "little")
+        if not flags & _UNREMOVABLE_FLAGS:
+            return False
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, (flags & ~_UNREMOVABLE_FLAGS).to_bytes(4, "little"))
+    except OSError:  # ENOTTY/EOPNOTSUPP: no flags here; EPERM: not root
+        return False
+    return True
+
+
+def _removable_dir(fd: int) -> None:
+    _owner_writable(fd)
+    _clear_unremovable(fd)  # an immutable or append-only directory keeps its entries
+
+
+def _unlink_flagged(dir_fd: int, entry: os.DirEntry[str]) -> None:
+    """Unlinks ``entry``; a regular file that is immutable or append-only loses the flag first
+    (a symlink or special file cannot have it: chattr's ioctl does not reach their inode)."""
+    try:
+        os.unlink(entry.name, dir_fd=dir_fd)
+        return
+    except PermissionError:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        if not entry.is_file(follow_symlinks=False):
+            raise
+        fd = os.open(entry.name, flags, dir_fd=dir_fd)
+        try:
+            if not (stat.S_ISREG(os.fstat(fd).st_mode) and _clear_unremovable(fd)):
+                raise
+        finally:
+            os.close(fd)
+    os.unlink(entry.name, dir_fd=dir_fd)
+
+
 def remove_tree_at(dir_fd: int | None, name: str) -> None:
     """Delete directory ``name`` (relative to ``dir_fd`` if given) and everything under it, even
-    read-only or unreadable directories, however deep."""
+    read-only or unreadable directories, or (as root) immutable or append-only files, however
+    deep."""
     fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     try:
         walk_tree(
             fd,
-            lambda dfd, entry: os.unlink(entry.name, dir_fd=dfd),
+            _unlink_flagged,
             lambda parent_fd, sub: os.rmdir(sub, dir_fd=parent_fd),
-            _owner_writable,
+            _removable_dir,
             _open_dir_owned,
         )
     finally:

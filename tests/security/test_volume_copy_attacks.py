@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
 import tarfile
 import threading
 from pathlib import Path
@@ -462,3 +463,50 @@ def test_a_tmpfs_volume_without_a_size_is_bounded_by_half_of_ram(busybox):
     ):
         blocks = int(_sh(c, "df -k /m | tail -n 1").split()[1])
     assert blocks == _half_of_ram_kib()
+
+
+# --- removal of what a container with CAP_LINUX_IMMUTABLE leaves -----------------------------------
+
+_ATTACKS = Path(__file__).resolve().parent / "attacks"
+
+
+@pytest.fixture
+def flags_image(busybox_dir, tmp_path) -> sandkit.Image:
+    """busybox with /bin/setflags (chattr's job; compiled static: the image has no libc). The
+    flags left on the test's files are cleared at the end, or tmp_path could not be removed."""
+    root = tmp_path / "rootfs"
+    shutil.copytree(busybox_dir, root, symlinks=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-static",
+            "-O1",
+            "-Wall",
+            "-o",
+            root / "bin" / "setflags",
+            _ATTACKS / "setflags.c",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    yield sandkit.Image.from_directory(root)
+    subprocess.run(["chattr", "-R", "-i", "-a", tmp_path], capture_output=True)
+
+
+@pytest.mark.root
+def test_immutable_and_append_only_files_in_a_volume_do_not_stop_its_removal(flags_image):
+    """A container given CAP_LINUX_IMMUTABLE (cap_add) marks files and directories of its
+    volume immutable or append-only, which no unlink gets past, not even root's: removal then
+    failed half-way with a bare PermissionError and left a hidden .rm- directory that every
+    later prune() tripped over. The host, root, clears the flags as it removes the tree."""
+    script = (
+        "echo x > /v/f && mkdir -p /v/d/e && echo y > /v/d/g && echo z > /v/d/e/h && "
+        "setflags +i /v/f && setflags +a /v/d/g && setflags +i /v/d/e/h && "
+        "setflags +i /v/d/e && setflags +a /v/d && setflags +i /v"
+    )
+    with sandkit.Container(flags_image, mounts=["stuck:/v"], cap_add=["LINUX_IMMUTABLE"]) as c:
+        _sh(c, script)
+    sandkit.Volume.get("stuck").remove()
+    assert sandkit.Volume.all() == []
+    assert sandkit.Volume.prune(all=True) == []
+    assert os.listdir(Path(os.environ["SANDKIT_HOME"]) / "volumes") == []
