@@ -510,3 +510,26 @@ def test_immutable_and_append_only_files_in_a_volume_do_not_stop_its_removal(fla
     assert sandkit.Volume.all() == []
     assert sandkit.Volume.prune(all=True) == []
     assert os.listdir(Path(os.environ["SANDKIT_HOME"]) / "volumes") == []
+
+
+# --- a volume over a directory the init has mounted something on ---------------------------------
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    "target", ["/proc", "/sys", "/proc/sys", "/dev", "/proc/sys/kernel/random", "/sys/kernel/mm"]
+)
+def test_a_volume_over_a_mounted_directory_is_not_filled_from_the_mount(busybox, target):
+    """Docker fills a volume from the image's own tree, where /proc, /sys and /dev are empty
+    directories. The init fills it before its own mounts are hidden by the volume, as real root
+    with the host's view of files: from /proc or /sys it would copy the live procfs and the
+    host's sysfs into a volume the container reads (past the masked paths: /proc/kcore,
+    /proc/keys, /sys/firmware), from /dev the init's own nodes. The volume stays empty, whether
+    the container then starts or not."""
+    with sandkit.Volume("over") as vol:
+        try:
+            with sandkit.Container(busybox, mounts=[f"over:{target}"]):
+                pass
+        except sandkit.ContainerStartError:
+            pass  # a volume over /proc or /dev may well stop the start: fine, if clearly
+        assert os.listdir(vol.mountpoint) == []
