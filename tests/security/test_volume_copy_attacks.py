@@ -533,3 +533,25 @@ def test_a_volume_over_a_mounted_directory_is_not_filled_from_the_mount(busybox,
         except sandkit.ContainerStartError:
             pass  # a volume over /proc or /dev may well stop the start: fine, if clearly
         assert os.listdir(vol.mountpoint) == []
+
+
+def _rootless_fills_over_mounts(busybox_dir: str, targets: list[str]) -> dict[str, list[str]]:
+    image = sandkit.Image.from_directory(busybox_dir)
+    left = {}
+    for n, target in enumerate(targets):
+        with sandkit.Volume(f"over{n}") as vol:
+            try:
+                with sandkit.Container(image, mounts=[f"over{n}:{target}"]):
+                    pass
+            except sandkit.ContainerStartError:
+                pass
+            left[target] = os.listdir(vol.mountpoint)
+    return left
+
+
+def test_rootless_a_volume_over_a_mounted_directory_is_not_filled_from_it(
+    as_unprivileged, busybox_dir
+):
+    targets = ["/dev", "/proc/sys/kernel/random", "/sys/kernel/mm"]
+    left = as_unprivileged(_rootless_fills_over_mounts, str(busybox_dir), targets)
+    assert left == {target: [] for target in targets}
