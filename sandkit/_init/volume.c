@@ -8,7 +8,13 @@
  * single names created with O_EXCL / O_NOFOLLOW, so nothing ever leads out of the volume. The
  * image's side is read the same way, from a directory resolved inside the container's root.
  * Device nodes and sockets are not copied (the volume is mounted nodev; Docker would copy
- * them), nor extended attributes. */
+ * them), nor extended attributes.
+ *
+ * Only the image's own tree is copied, as Docker copies from the image's layers: the init has
+ * mounted /proc, /sys, /dev and more by now, and a volume over one of them, or over a parent of
+ * one, would otherwise be filled from the live procfs, the host's sysfs or the init's /dev, read
+ * as real root past the container's masked paths (/proc/kcore). What is on another mount than
+ * the container's root is left out. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -22,6 +28,7 @@
 
 #include "cleanup.h"
 #include "init.h"
+#include "mountid.h"
 
 /* As deep as layers may nest (the host's unpacker allows as much) is not needed here: images
  * put data directories a few levels deep. Deeper trees fail the start with a clear error. */
@@ -38,6 +45,7 @@ struct linked {
 struct copy {
 	struct linked links[COPY_MAX_LINKS];
 	size_t nlinks;
+	uint64_t mnt;    /* the mount of the container's root: the image's tree */
 	const char *dst; /* the mount target, for messages */
 	struct err *e;
 };
@@ -70,6 +78,16 @@ static int set_meta(int fd, const struct stat *st, bool times)
 	if (chown_fd(fd, st) < 0 || chmod(path, st->st_mode & 07777) < 0)
 		return -1;
 	return times ? utimensat(AT_FDCWD, path, ts, 0) : 0;
+}
+
+/* 1 if fd is on the image's own tree, 0 if on a mount over it (left out), -1 on error. */
+static int in_image(struct copy *cp, int fd, const char *name)
+{
+	uint64_t mnt;
+
+	if (mount_id(fd, &mnt) < 0)
+		return fail(cp, "find the mount of", name);
+	return mnt == cp->mnt;
 }
 
 static int copy_data(int in, int out)
@@ -109,8 +127,12 @@ static int copy_file(struct copy *cp, int from, int to, const char *name, const 
 	autoclose int in = openat(from, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
 	autoclose int out = -1;
 
+	int own;
+
 	if (in < 0)
 		return fail(cp, "open", name);
+	if ((own = in_image(cp, in, name)) <= 0)
+		return own; /* a file mounted over the image's (as /etc/hosts): not the image's */
 	out = openat(to, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (out < 0 || copy_data(in, out) < 0)
 		return fail(cp, "copy", name);
@@ -168,8 +190,12 @@ static int copy_dir(struct copy *cp, int from, int to, const char *name, const s
 	autoclose int in = openat(from, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	autoclose int out = -1;
 
+	int own;
+
 	if (in < 0)
 		return fail(cp, "open directory", name);
+	if ((own = in_image(cp, in, name)) <= 0)
+		return own; /* a mount point: what is mounted there is not the image's */
 	if (mkdirat(to, name, 0700) < 0)
 		return fail(cp, "create directory", name);
 	out = openat(to, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -281,7 +307,7 @@ int volume_copyup(int rootfd, const char *dst, const char *volume, const char *l
 	autoclose int image = -1;
 	autoclose int vol = open(volume, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	autoclose int lockfd = open(lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	int empty, rc;
+	int empty, rc, own = 0;
 
 	if (vol < 0)
 		return seterr(e, errno, "open volume %s: %s", volume, strerror(errno));
@@ -307,8 +333,11 @@ int volume_copyup(int rootfd, const char *dst, const char *volume, const char *l
 			      strerror(errno));
 	cp->dst = dst;
 	cp->e = e;
-	rc = copy_tree(cp, image, vol, 0);
-	if (rc == 0 && set_meta(vol, &st, false) < 0)
+	if (mount_id(rootfd, &cp->mnt) < 0)
+		rc = fail(cp, "find the mount of", "the container's root");
+	else if ((rc = own = in_image(cp, image, dst)) == 1)
+		rc = copy_tree(cp, image, vol, 0);
+	if (rc == 0 && own == 1 && set_meta(vol, &st, false) < 0)
 		rc = fail(cp, "set owner or mode of", "the volume");
 	if (rc < 0)
 		empty_dir(vol, 0);

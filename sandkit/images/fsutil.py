@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import stat
@@ -44,34 +45,51 @@ def walk_tree(
 
     Without recursion and with one directory open at a time, by fds and names: a layer may nest
     2,000 directories, deeper than Python's recursion limit (shutil.rmtree and os.walk fail
-    there) and deeper than any path from the store can name (PATH_MAX).
+    there) and deeper than any path from the store can name (PATH_MAX). Climbing back by ".."
+    checks it arrives where it came from: `OSError` (ESTALE) if the tree was moved meanwhile.
     """
     fd = os.dup(top_fd)
     try:
         on_enter(fd)
         subdirs = _scan(fd, on_file)
-        stack: list[
-            tuple[str, list[str]]
-        ] = []  # (a directory's name in its parent, its siblings left)
+        # (a directory's name in its parent, its siblings left, the parent's identity)
+        stack: list[tuple[str, list[str], tuple[int, int]]] = []
         while True:
             if subdirs:  # down into the next subdirectory
                 name = subdirs.pop()
                 step = open_dir(name, fd)
+                parent = _identity(fd)
                 os.close(fd)
                 fd = step
-                stack.append((name, subdirs))
+                stack.append((name, subdirs, parent))
                 on_enter(fd)
                 subdirs = _scan(fd, on_file)
             elif stack:  # this directory is done: back up to its parent
-                name, subdirs = stack.pop()
+                name, subdirs, parent = stack.pop()
                 step = os.open("..", DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = step
+                _check_back_in(fd, parent)
                 on_dir_done(fd, name)
             else:
                 return
     finally:
         os.close(fd)
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _check_back_in(fd: int, parent: tuple[int, int]) -> None:
+    """The walk climbs back by "..": a directory moved meanwhile (a running container's, in a
+    volume) would put it elsewhere, even out of the tree, where it would go on by the names it
+    has left. It stops instead."""
+    if _identity(fd) != parent:
+        raise OSError(
+            errno.ESTALE, "a directory was moved while its tree was walked; walk it again"
+        )
 
 
 def _owner_writable(fd: int) -> None:
@@ -97,16 +115,61 @@ def _open_dir_owned(name: str, dir_fd: int) -> int:
     return _open_dir(name, dir_fd)
 
 
+# <linux/fs.h>: the inode flags chattr sets (the kernel reads and writes an int)
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_UNREMOVABLE_FLAGS = 0x10 | 0x20  # FS_IMMUTABLE_FL, FS_APPEND_FL
+
+
+def _clear_unremovable(fd: int) -> bool:
+    """Clears the immutable and append-only flags of the file or directory ``fd`` (which no
+    unlink gets past, not even root's; a container given CAP_LINUX_IMMUTABLE can set them in
+    its volume). Whether it did: only root may, and not every filesystem has them."""
+    try:
+        flags = int.from_bytes(fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(4)), "little")
+        if not flags & _UNREMOVABLE_FLAGS:
+            return False
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, (flags & ~_UNREMOVABLE_FLAGS).to_bytes(4, "little"))
+    except OSError:  # ENOTTY/EOPNOTSUPP: no flags here; EPERM: not root
+        return False
+    return True
+
+
+def _removable_dir(fd: int) -> None:
+    _owner_writable(fd)
+    _clear_unremovable(fd)  # an immutable or append-only directory keeps its entries
+
+
+def _unlink_flagged(dir_fd: int, entry: os.DirEntry[str]) -> None:
+    """Unlinks ``entry``; a regular file that is immutable or append-only loses the flag first
+    (a symlink or special file cannot have it: chattr's ioctl does not reach their inode)."""
+    try:
+        os.unlink(entry.name, dir_fd=dir_fd)
+        return
+    except PermissionError:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        if not entry.is_file(follow_symlinks=False):
+            raise
+        fd = os.open(entry.name, flags, dir_fd=dir_fd)
+        try:
+            if not (stat.S_ISREG(os.fstat(fd).st_mode) and _clear_unremovable(fd)):
+                raise
+        finally:
+            os.close(fd)
+    os.unlink(entry.name, dir_fd=dir_fd)
+
+
 def remove_tree_at(dir_fd: int | None, name: str) -> None:
     """Delete directory ``name`` (relative to ``dir_fd`` if given) and everything under it, even
-    read-only or unreadable directories, however deep."""
+    read-only or unreadable directories, or (as root) immutable or append-only files, however
+    deep."""
     fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     try:
         walk_tree(
             fd,
-            lambda dfd, entry: os.unlink(entry.name, dir_fd=dfd),
+            _unlink_flagged,
             lambda parent_fd, sub: os.rmdir(sub, dir_fd=parent_fd),
-            _owner_writable,
+            _removable_dir,
             _open_dir_owned,
         )
     finally:
@@ -165,6 +228,8 @@ def dir_size(path: Path) -> int:
         return 0
     try:
         walk_tree(fd, count)
+    except OSError:
+        pass  # changed while walked (a container's volume in use): the count so far
     finally:
         os.close(fd)
     return total

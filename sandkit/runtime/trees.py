@@ -153,7 +153,8 @@ class Walker:
     ) -> Iterator[Entry]:
         mode = st.st_mode
         if stat.S_ISLNK(mode):
-            yield self._entry(path, st, "symlink", target=os.readlink(name, dir_fd=parent_fd))
+            target = _read_link(parent_fd, name, self._where(path))
+            yield self._entry(path, st, "symlink", target=target)
         elif stat.S_ISDIR(mode):
             if len(path) > MAX_DEPTH:
                 raise _too_deep(self._where(path))
@@ -190,6 +191,19 @@ class Walker:
             yield from self._member(fd, name, (*path, name), child_st)
 
 
+def _replaced(where: str) -> errors.CopyError:
+    return errors.CopyError(f"{where} was replaced while it was being copied; copy it again")
+
+
+def _read_link(parent_fd: int, name: str, where: str) -> str:
+    """The target of the symlink ``name`` that was lstat'ed; a process of the container may
+    remove it or swap something else in meanwhile."""
+    try:
+        return os.readlink(name, dir_fd=parent_fd)
+    except OSError:  # gone (ENOENT), or no longer a symlink (EINVAL)
+        raise _replaced(where) from None
+
+
 def _open_same(parent_fd: int, name: str, flags: int, st: os.stat_result, where: str) -> int:
     """Open ``name`` without following a symlink, and check it is what was lstat'ed (a process of
     the container may swap it in between)."""
@@ -200,7 +214,7 @@ def _open_same(parent_fd: int, name: str, flags: int, st: os.stat_result, where:
     opened = os.fstat(fd)
     if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)
-        raise errors.CopyError(f"{where} was replaced while it was being copied; copy it again")
+        raise _replaced(where)
     if flags & os.O_NONBLOCK:
         os.set_blocking(fd, True)
     return fd
@@ -346,22 +360,50 @@ def _checked(path: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def copy_bytes(source: int, dest: int, size: int) -> None:
-    """Copy up to ``size`` bytes from fd ``source`` to fd ``dest`` in the kernel (no more: a
-    file that grows while copied must not make the copy endless)."""
-    while size > 0:
+    """Copy up to ``size`` bytes from fd ``source`` to the regular file ``dest`` in the kernel
+    (no more: a file that grows while copied must not make the copy endless). Holes stay holes:
+    a container's sparse file of a terabyte costs it nothing, and must not cost the host's disk
+    a terabyte either."""
+    offset = 0
+    while offset < size:
         try:
-            n = os.sendfile(dest, source, None, min(size, CHUNK))
+            start = os.lseek(source, offset, os.SEEK_DATA)
+            end = min(os.lseek(source, start, os.SEEK_HOLE), size)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break  # nothing but a hole from offset on (or the file shrank)
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            start, end = offset, size  # no hole lookup here: every byte is copied
+        if start >= size:
+            break
+        offset = _copy_range(source, dest, start, end)
+        if offset < end:
+            break  # the file shrank while it was copied
+    # The length the holes at the end leave to give (and no more if the file shrank).
+    os.ftruncate(dest, min(os.fstat(source).st_size, size))
+
+
+def _copy_range(source: int, dest: int, start: int, end: int) -> int:
+    """Copy bytes ``start`` to ``end`` of ``source`` to the same offsets of ``dest``; where the
+    copy stopped (before ``end`` if the source ended first)."""
+    os.lseek(dest, start, os.SEEK_SET)
+    offset = start
+    while offset < end:
+        try:
+            n = os.sendfile(dest, source, offset, min(end - offset, CHUNK))
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.ENOSYS):
                 raise
-            data = os.read(source, min(size, CHUNK))
+            data = os.pread(source, min(end - offset, CHUNK), offset)
             n = len(data)
             view = memoryview(data)
             while view:
                 view = view[os.write(dest, view) :]
         if n == 0:
-            return  # the file shrank while it was copied
-        size -= n
+            break
+        offset += n
+    return offset
 
 
 # --- committing a staged tree ----------------------------------------------------------------

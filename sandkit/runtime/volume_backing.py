@@ -91,7 +91,9 @@ def prepare(directory: Path, backing: str, size: int) -> None:
 
 def _mount(directory: Path, backing: str, size: int, data: Path) -> None:
     if backing == "tmpfs":
-        argv = ["mount", "-t", "tmpfs", "-o", f"{_MOUNT_OPTIONS},mode=755,size={size}", "tmpfs"]
+        # No size: the kernel's default, half of RAM; size=0 would mean no bound at all.
+        limit = f",size={size}" if size else ""
+        argv = ["mount", "-t", "tmpfs", "-o", f"{_MOUNT_OPTIONS},mode=755{limit}", "tmpfs"]
     else:
         argv = ["mount", "-t", "ext4", "-o", f"loop,{_MOUNT_OPTIONS}", os.fspath(directory / _DISK)]
     _run([*argv, os.fspath(data)], "mount the volume's filesystem")
