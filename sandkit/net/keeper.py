@@ -44,7 +44,7 @@ MAX_DNS_TCP_PER_CLIENT = 4  # of which one container may hold (the others' stay 
 DNS_TCP_TIMEOUT = 5.0
 SELECT_TICK = 1.0
 LOCK_RETRY = 0.01  # while idle and the lock is taken
-PASTA_START_TIMEOUT = 10.0
+UPLINK_START_TIMEOUT = 10.0
 
 
 @attrs.frozen
@@ -278,12 +278,17 @@ class Keeper:
         ``go`` stays open for the keeper's life: its end tells the launcher to kill pasta."""
         os.write(go, b"g")
         self.pasta_watch = go
-        deadline = time.monotonic() + PASTA_START_TIMEOUT
+        deadline = time.monotonic() + UPLINK_START_TIMEOUT
         while not netlink.has_address(firewall.UPLINK_NAME):
             if os.waitpid(launcher, os.WNOHANG) != (0, 0):
-                raise NetworkError("pasta failed to start (its message follows)")
+                raise NetworkError(
+                    "the uplink (slirp4netns or pasta) failed to start (its message follows)"
+                )
             if time.monotonic() > deadline:
-                raise NetworkError(f"pasta did not set up its interface in {PASTA_START_TIMEOUT} s")
+                raise NetworkError(
+                    f"the uplink (slirp4netns or pasta) did not set up its interface in "
+                    f"{UPLINK_START_TIMEOUT} s"
+                )
             time.sleep(0.001)
 
     def _open_resolver(self) -> None:
