@@ -13,7 +13,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import init_harness as H
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces)"),
+]
 
 # A user whose home is long: the HOME= entry the init adds to an exec's environment is then
 # 4 KiB, so that even one leaked copy per exec adds up to megabytes within the test.

@@ -18,6 +18,7 @@ from sandkit.runtime import options as options_module
 REPO = Path(sandkit.__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_mypy_checks_the_options_of_every_entry_point(tmp_path, monkeypatch):
     mypy = pytest.importorskip("mypy.api")
     program = tmp_path / "user_code.py"

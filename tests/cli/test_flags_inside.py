@@ -15,6 +15,8 @@ from docker_defaults import DOCKER_CAP_MASK, cap_mask
 
 from .conftest import held, init_under, sandkit, sandkit_env
 
+pytestmark = pytest.mark.slow  # starts containers, the CLI or servers
+
 MiB = 1024 * 1024
 
 

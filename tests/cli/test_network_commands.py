@@ -9,6 +9,8 @@ import pytest
 
 from .conftest import sandkit
 
+pytestmark = pytest.mark.slow  # starts containers, the CLI or servers
+
 
 @pytest.fixture(autouse=True)
 def own_home(tmp_path, monkeypatch):

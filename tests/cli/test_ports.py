@@ -18,6 +18,8 @@ from sandkit.images.image import Image
 
 from .conftest import containers_on_disk, sandkit, sandkit_env
 
+pytestmark = pytest.mark.slow  # starts containers, the CLI or servers
+
 
 def _echo(address: tuple[str, int], message: bytes) -> bytes:
     """What comes back through ``address`` once the echo server inside serves."""

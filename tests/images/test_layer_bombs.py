@@ -72,6 +72,7 @@ def layer():
     assert peak < PEAK_BOUND
 
 
+@pytest.mark.slow
 def test_3000_files_with_1_mib_pax_comments_stay_flat():
     # 3 GB of headers from a few MB of gzip: tarfile kept every member's headers until the end.
     # Each header is under the per-header limit; the tar's total of them is refused early.
@@ -87,6 +88,7 @@ def layer():
     assert peak < PEAK_BOUND
 
 
+@pytest.mark.slow
 def test_members_headers_are_not_kept_once_applied():
     # 3000 files and directories with 64 KiB PAX comments each (190 MiB in all, under every
     # limit): applied, and the host holds one member's headers at a time.

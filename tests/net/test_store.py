@@ -82,6 +82,7 @@ def test_the_default_network_always_exists_and_stays():
         store.remove_network("bridge")
 
 
+@pytest.mark.slow
 def test_a_network_with_a_keeper_is_in_use(tmp_path):
     """While something answers on the network's keeper socket (its containers' keeper), the
     network is in use; once nothing does, it can go."""

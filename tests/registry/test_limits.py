@@ -25,6 +25,8 @@ from sandkit.images.store import Store
 
 from .hostile import Blob, ScriptedRegistry, answer, endless, promise_more, serve, silent, trickle
 
+pytestmark = pytest.mark.slow  # starts registry servers
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 

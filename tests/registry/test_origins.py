@@ -16,6 +16,8 @@ from sandkit.images.store import Store
 from .hostile import Answer, Relay, Seen
 from .server import Registry
 
+pytestmark = pytest.mark.slow  # starts containers, the CLI or servers
+
 
 def _moved_to(host: str, location: str) -> str:
     """``location`` (absolute or relative) on ``host`` instead."""
