@@ -15,6 +15,7 @@ import secrets
 import select
 import signal
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -37,6 +38,11 @@ _NAMESERVER = re.compile(rb"^\s*nameserver\s+([0-9.]+)\s*(?:#.*)?$", re.MULTILIN
 
 
 LIST_TIMEOUT = 5.0  # seconds a `sandkit network inspect` waits for a keeper's listing
+# How long the host waits for a keeper's answer to a join, an attach or an egress change. The
+# keeper answers one request at a time, and an attach may reload a rule set (up to
+# firewall.RESTORE_TIMEOUT): far more than that, but a stopped or wedged keeper must not hang
+# the host (and everyone waiting for the network's lock behind it) forever.
+KEEPER_REPLY_TIMEOUT = 60.0
 
 
 def host_resolvers(path: Path | None = None) -> list[str]:
@@ -48,6 +54,16 @@ def host_resolvers(path: Path | None = None) -> list[str]:
         return []
     found = [m.decode() for m in _NAMESERVER.findall(text)]
     return found[:MAX_UPSTREAM]
+
+
+def _keeper_silent(sock: socket.socket, timeout: float) -> NetworkError:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid = struct.unpack("3i", creds)[0]
+    return NetworkError(
+        f"the network's keeper (pid {pid}) did not answer within {timeout:g} s: it is stopped "
+        f"or wedged. End it (`kill {pid}`; the containers on the network lose their interfaces "
+        "on it) and restart them"
+    )
 
 
 def _keeper_gone(why: str | None) -> NetworkError:
@@ -63,6 +79,8 @@ class KeeperConnection:
     def __init__(self, sock: socket.socket, userns_fd: int | None) -> None:
         self._sock = sock
         self._lock = threading.Lock()
+        # Set once a request went unanswered: a late answer would be taken for the next one's.
+        self._silent: NetworkError | None = None
         self.userns_fd = userns_fd  # rootless: the keeper's user namespace, to nest under
 
     def attach(
@@ -96,12 +114,7 @@ class KeeperConnection:
             "egress": policy.to_json(),
             "denied": [str(network) for network in denied],
         }
-        try:
-            protocol.send(self._sock, request, [netns_fd])
-            received = protocol.receive(self._sock)
-        except OSError as exc:  # a keeper killed: the pipe is broken, or reset
-            raise _keeper_gone(exc.strerror) from None
-        return protocol.check_attachment(self._reply(received))
+        return protocol.check_attachment(self._exchange(request, [netns_fd]))
 
     def set_egress(
         self, policy: egress.ResolvedEgress, denied: list[ipaddress.IPv4Network]
@@ -119,14 +132,21 @@ class KeeperConnection:
                 f"the network refused the egress policy: {reply.get('error', reply)}"
             )
 
-    def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _exchange(self, request: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
         """Send ``request`` and return the keeper's answer: one at a time (a container's
-        requests may come from several threads, and each answer must go to its own request)."""
+        requests may come from several threads, and each answer must go to its own request),
+        within `KEEPER_REPLY_TIMEOUT`."""
         with self._lock:
+            if self._silent is not None:
+                raise self._silent
+            self._sock.settimeout(KEEPER_REPLY_TIMEOUT)
             try:
-                protocol.send(self._sock, request)
+                protocol.send(self._sock, request, fds)
                 received = protocol.receive(self._sock)
-            except OSError as exc:
+            except TimeoutError:
+                self._silent = _keeper_silent(self._sock, KEEPER_REPLY_TIMEOUT)
+                raise self._silent from None
+            except OSError as exc:  # a keeper killed: the pipe is broken, or reset
                 raise _keeper_gone(exc.strerror) from None
             return self._reply(received)
 
@@ -164,6 +184,10 @@ def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
             # Under the lock: a keeper that takes it to exit sees this connection as a member.
             protocol.send(sock, {"op": "hello"})
             received = protocol.receive(sock)
+        except TimeoutError:
+            error = _keeper_silent(sock, KEEPER_REPLY_TIMEOUT)
+            sock.close()
+            raise error from None
         except BaseException:
             sock.close()
             raise
@@ -210,12 +234,21 @@ def attached_containers(
 
 def _connect(dir_fd: int) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    # Connecting waits too while a stopped keeper's backlog is full.
+    sock.settimeout(KEEPER_REPLY_TIMEOUT)
     try:
         # Through the directory's fd: a deep $SANDKIT_HOME makes paths longer than sun_path.
         sock.connect(f"/proc/self/fd/{dir_fd}/{SOCKET_NAME}")
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         return None
+    except TimeoutError:
+        sock.close()
+        raise NetworkError(
+            f"the network's keeper did not take a connection within {KEEPER_REPLY_TIMEOUT:g} s: "
+            "it is stopped or wedged. End it (`sandkit network inspect` names the network; "
+            "its process is called sandkit-keeper) and restart the containers on it"
+        ) from None
     except BaseException:
         sock.close()
         raise

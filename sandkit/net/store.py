@@ -274,15 +274,18 @@ def keeper_running(directory: Path) -> bool:
     from .protocol import receive, send  # the protocol module imports nothing of ours
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as probe:
+        # (before connecting too: a stopped keeper's full backlog would hold the connect)
+        probe.settimeout(_PROBE_TIMEOUT)
         dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             # Through the directory's fd: a deep $SANDKIT_HOME makes paths longer than sun_path.
             probe.connect(f"/proc/self/fd/{dir_fd}/{keeper_socket(directory).name}")
+        except TimeoutError:
+            return True  # something listens there but does not take us: it counts as running
         except OSError:
             return False
         finally:
             os.close(dir_fd)
-        probe.settimeout(_PROBE_TIMEOUT)
         try:
             send(probe, {"op": "status"})
             answer = receive(probe)
