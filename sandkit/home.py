@@ -50,6 +50,7 @@ def private_home(home: Path | None = None) -> Path:
     path = (home or sandkit_home()).absolute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _check_ancestors(path)
         path.mkdir(mode=PRIVATE_MODE, exist_ok=True)
         st = os.stat(path)
     except OSError as exc:
@@ -59,6 +60,39 @@ def private_home(home: Path | None = None) -> Path:
         ) from None
     _check_private(path, st)
     return path
+
+
+def _check_ancestors(path: Path) -> None:
+    """Refuses a home that another user could swap: one below a directory they own, or may
+    write to without the sticky bit (/tmp's, which keeps them from renaming our entries). They
+    could replace the home by a link between two of our calls: to a directory of ours (which
+    `_check_private` would then make private and fill), or to a tree of theirs whose links we
+    would follow. Both the path as given and where its links lead are checked."""
+    uid = os.geteuid()
+    for directory in sorted(_ancestors(path.parent)):
+        st = os.stat(directory, follow_symlinks=False)
+        if st.st_uid not in (0, uid):
+            problem = f"belongs to uid {st.st_uid}"
+        elif stat.S_ISLNK(st.st_mode):
+            continue  # (a link's own mode means nothing; the directory holding it is checked)
+        elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            problem = f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+        else:
+            continue
+        raise _state_error(
+            f"sandkit's state directory {str(path)!r} lies below {str(directory)!r}, which "
+            f"{problem}: whoever may change it could swap the state directory for a link to "
+            "files of yours. Set SANDKIT_HOME to a directory whose parents only you or root "
+            "may change"
+        )
+
+
+def _ancestors(directory: Path) -> set[Path]:
+    """``directory`` and every directory above it, as written and where each leads through
+    links."""
+    written = {directory, *directory.parents}
+    resolved = (Path(os.path.realpath(p)) for p in written)
+    return written | {a for r in resolved for a in (r, *r.parents)}
 
 
 def _check_private(path: Path, st: os.stat_result) -> None:

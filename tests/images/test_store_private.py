@@ -194,7 +194,7 @@ def _rootless_homes(shared: str) -> dict[str, str]:
 def test_rootless_a_users_store_is_private_too(as_unprivileged):
     shared = Path(tempfile.mkdtemp(prefix="sandkit-shared-"))
     try:
-        os.chmod(shared, 0o777)  # both users may make directories here
+        os.chmod(shared, 0o1777)  # both users may make directories here (sticky, as /tmp)
         (shared / "root-home").mkdir(mode=0o755)
         outcomes = as_unprivileged(_rootless_homes, str(shared))
     finally:

@@ -5,10 +5,14 @@ that could outlive the host process that started them."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import stat
 import struct
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 from net.helpers import network_processes
@@ -80,3 +84,64 @@ def test_a_keeper_that_stops_answering_fails_join_and_requests_instead_of_hangin
     finally:
         os.kill(keeper, signal.SIGCONT)
         member.close()
+
+
+# --- a home below a directory another user can change -----------------------------------------
+
+
+@pytest.fixture
+def users_directory(tmp_path):
+    """A directory of the unprivileged user's, reachable by them (as a home directory is)."""
+    from conftest import unprivileged_ids
+
+    os.chmod(tmp_path, 0o755)
+    for parent in tmp_path.parents:
+        if parent != Path(tempfile.gettempdir()) and str(parent).startswith(tempfile.gettempdir()):
+            os.chmod(parent, os.stat(parent).st_mode | 0o055)
+    theirs = tmp_path / "alice"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, *unprivileged_ids())
+    return theirs
+
+
+@needs_root
+@pytest.mark.root
+def test_root_refuses_a_home_below_a_directory_another_user_owns(users_directory, tmp_path):
+    """The owner of the directory above could swap root's home for a link: to a directory of
+    root's (which the home check would then chmod 0700 and fill), or, between two calls, to a
+    tree of their own whose links root would follow (network rm unlinks every file of a
+    network's directory)."""
+    home = users_directory / "sandkit"
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o755)
+    os.chmod(victim, 0o755)
+    # what the user does between two of root's calls: the home is theirs to replace
+    os.symlink(victim, home)
+    with pytest.raises(errors.HostUnsupportedError, match=r"alice.*sandkit-test|uid"):
+        store.create_network("planted", home=home)
+    assert stat.S_IMODE(os.stat(victim).st_mode) == 0o755
+    assert list(victim.iterdir()) == []
+
+
+@needs_root
+@pytest.mark.root
+def test_root_refuses_a_home_in_a_directory_others_may_write_without_the_sticky_bit(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(errors.HostUnsupportedError, match=r"writable by other users"):
+        store.create_network("planted", home=shared / "sandkit")
+    assert list(shared.iterdir()) == []
+
+
+def _make_home_below_sticky_tmp() -> str:
+    home = tempfile.mkdtemp(prefix="sandkit-atk-")
+    try:
+        return store.create_network("fine", home=Path(home)).name
+    finally:
+        shutil.rmtree(home)
+
+
+def test_a_home_in_a_sticky_shared_directory_is_fine(as_unprivileged):
+    """/tmp is writable by all, but sticky: nobody else may rename or remove our entries."""
+    assert as_unprivileged(_make_home_below_sticky_tmp) == "fine"
