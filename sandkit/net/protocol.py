@@ -50,6 +50,7 @@ MAX_ALIASES = 16
 # A DNS label (RFC 1035: 63 bytes); names of containers and aliases are looked up by DNS.
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})")
 _IFACE = re.compile(r"eth[0-9]{1,2}")
+MAX_INTERFACES = 100  # a container's interfaces are eth0 to eth99 (_IFACE)
 _ID = re.compile(r"[0-9a-f]{64}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 

@@ -591,7 +591,8 @@ class AsyncContainer:
         policy = self._egress or await anyio.to_thread.run_sync(self._egress_policy.resolve)
         denied = await anyio.to_thread.run_sync(denied_destinations)
         membership = await anyio.to_thread.run_sync(net_client.join, record)
-        iface = f"eth{self._next_iface}"
+        index = self._free_interface_index()
+        iface = f"eth{index}"
         try:
             config = await anyio.to_thread.run_sync(
                 self._attach_interface, membership, iface, aliases, policy, denied
@@ -603,9 +604,22 @@ class AsyncContainer:
         except BaseException:
             membership.close()  # the keeper takes the interface away again
             raise
-        self._next_iface += 1
+        self._next_iface = index + 1
         self._joined[record.name] = Joined(membership, iface)
         self._addresses[record.name] = config["address"]
+
+    def _free_interface_index(self) -> int:
+        """The next interface's number: the one after the last given that is free, wrapping
+        around, so that disconnects and connects never run out of names."""
+        taken = {joined.iface for joined in self._joined.values()}
+        for step in range(net_protocol.MAX_INTERFACES):
+            index = (self._next_iface + step) % net_protocol.MAX_INTERFACES
+            if f"eth{index}" not in taken:
+                return index
+        raise errors.NetworkError(
+            f"container {self.id[:12]} is on {len(taken)} networks, as many as it may be: "
+            "disconnect one first"
+        )
 
     def _network_to_connect(self, network: object) -> net_store.NetworkRecord:
         name = network_name(network)

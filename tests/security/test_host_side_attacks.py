@@ -15,9 +15,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from net.conftest import open_tun, users_busybox  # noqa: F401 - fixtures
 from net.helpers import network_processes
 from polling import wait_until
 
+import sandkit
 from sandkit import errors
 from sandkit.net import client, egress, store
 
@@ -145,3 +147,57 @@ def _make_home_below_sticky_tmp() -> str:
 def test_a_home_in_a_sticky_shared_directory_is_fine(as_unprivileged):
     """/tmp is writable by all, but sticky: nobody else may rename or remove our entries."""
     assert as_unprivileged(_make_home_below_sticky_tmp) == "fine"
+
+
+# --- calls repeated until something runs out -------------------------------------------------
+
+
+def _fds() -> set[str]:
+    return {
+        f"{fd} -> {target}"
+        for fd in os.listdir("/proc/self/fd")
+        if (target := _target(fd)) is not None and not target.startswith("/sys/fs/cgroup/")
+    }
+
+
+def _target(fd: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None  # the fd listdir used
+
+
+def _connect_rounds(image: sandkit.Image, rounds: int) -> tuple[int, int, list[str]]:
+    """``rounds`` disconnects and connects of one container, with an egress change each:
+    the fds before and after, and what was left open. (Started on the network, beside a
+    neighbour that keeps its keeper: a rootless container can only rejoin the keeper it was
+    cloned under.)"""
+    with (
+        sandkit.Network() as network,
+        sandkit.Container(image, network=network) as c,
+        sandkit.Container(image, network=network),
+    ):
+        c.disconnect(network)  # the first round loads what stays loaded
+        c.connect(network)
+        before = _fds()
+        for _ in range(rounds):
+            c.disconnect(network)
+            c.connect(network, aliases=["x"])
+            c.set_egress(["10.1.2.3/32"])
+        after = _fds()
+    return len(before), len(after), sorted(after - before)[:5]
+
+
+@needs_root
+@pytest.mark.root
+def test_connect_and_disconnect_rounds_leave_no_fd_behind_and_never_run_out_of_names(busybox):
+    before, after, left = _connect_rounds(busybox, 200)
+    # (the container's connection to the keeper is a new socket, in the old one's fd)
+    assert after <= before, left
+
+
+def test_rootless_connect_and_disconnect_rounds_leave_no_fd_behind(
+    users_busybox, as_unprivileged, open_tun
+):
+    before, after, left = as_unprivileged(_connect_rounds, users_busybox, 200)
+    assert after <= before, left
