@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import ipaddress
 import math
@@ -176,6 +177,25 @@ class Joined:
 # How long `disconnect` waits for the keeper to take the container's interface away.
 DETACH_TIMEOUT = 5.0
 _DETACH_POLL = 0.002
+
+
+_NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2), linux/nsfs.h
+
+
+def _userns_parent_is(pid: int, userns_fd: int) -> bool:
+    """Whether the user namespace of process ``pid`` was made right under ``userns_fd``'s."""
+    own = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parent = fcntl.ioctl(own, _NS_GET_PARENT)
+    except OSError:
+        return False  # (EPERM: its parent is not ours to see, so not the keeper's either)
+    finally:
+        os.close(own)
+    try:
+        theirs, wanted = os.fstat(parent), os.fstat(userns_fd)
+    finally:
+        os.close(parent)
+    return (theirs.st_dev, theirs.st_ino) == (wanted.st_dev, wanted.st_ino)
 
 
 def _has_interface(dev_path: str, iface: str) -> bool:
@@ -665,6 +685,15 @@ class AsyncContainer:
     ) -> dict[str, Any]:
         """Have the keeper put interface ``iface`` into the running container (blocking)."""
         assert self._init is not None
+        if membership.userns_fd is not None and not _userns_parent_is(
+            self._init.pid, membership.userns_fd
+        ):
+            raise errors.NetworkError(
+                f"container {self.id[:12]} cannot rejoin its network: the keeper it was started "
+                "under has ended (it had no other container on the network), and rootless only "
+                "that keeper can give it an interface. Restart the container on the network; "
+                "keep another container on it to disconnect and connect this one"
+            )
         netns = os.open(f"/proc/{self._init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             return membership.attach(

@@ -201,3 +201,20 @@ def test_rootless_connect_and_disconnect_rounds_leave_no_fd_behind(
 ):
     before, after, left = as_unprivileged(_connect_rounds, users_busybox, 200)
     assert after <= before, left
+
+
+def _rejoin_after_the_keeper_ended(image: sandkit.Image) -> str:
+    with sandkit.Network() as network, sandkit.Container(image, network=network) as c:
+        c.disconnect(network)  # its last member: the keeper ends
+        try:
+            c.connect(network)
+        except errors.NetworkError as exc:
+            return str(exc)
+    return "connected"
+
+
+def test_rootless_rejoining_after_the_keeper_ended_says_why_it_cannot(
+    users_busybox, as_unprivileged, open_tun
+):
+    said = as_unprivileged(_rejoin_after_the_keeper_ended, users_busybox)
+    assert "keeper" in said and "ended" in said and "restart the container" in said.lower(), said
