@@ -10,18 +10,20 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 from net.conftest import open_tun, users_busybox  # noqa: F401 - fixtures
-from net.helpers import network_processes
+from net.helpers import killed_host_process, network_processes
 from polling import wait_until
 
 import sandkit
 from sandkit import errors
 from sandkit.net import client, egress, store
+from sandkit.runtime import volumes
 
 pytestmark = [pytest.mark.slow]
 
@@ -218,3 +220,45 @@ def test_rootless_rejoining_after_the_keeper_ended_says_why_it_cannot(
 ):
     said = as_unprivileged(_rejoin_after_the_keeper_ended, users_busybox)
     assert "keeper" in said and "ended" in said and "restart the container" in said.lower(), said
+
+
+# --- what could outlive its host process -------------------------------------------------------
+
+_HOLDS_A_SIZED_VOLUME = """
+import sys
+import sandkit
+image = sandkit.Image.from_directory(sys.argv[1])
+with sandkit.Container(image, mounts=[sys.argv[2] + ":/data"]) as c:
+    c.exec(["sh", "-c", "echo kept > /data/f"], check=True)
+    print("holding", flush=True)
+    sys.stdin.read()
+"""
+
+
+def _loop_devices_of(disk: Path) -> str:
+    return subprocess.run(
+        ["losetup", "-j", os.fspath(disk)], capture_output=True, text=True, check=True
+    ).stdout
+
+
+@needs_root
+@pytest.mark.root
+def test_a_sized_volumes_mount_left_by_a_killed_last_user_goes_with_the_next_one(busybox_dir):
+    """SIGKILL of the only process using a sized volume leaves its loop mount (nobody is left
+    to unmount it); the next container that uses the volume unmounts it when it ends, and
+    frees the loop device, and the content is kept."""
+    with sandkit.Volume("atk-sized", size="8m") as volume:
+        data = Path(volume.mountpoint)
+        disk = data.parent / "disk.img"
+        with killed_host_process(
+            _HOLDS_A_SIZED_VOLUME, os.fspath(busybox_dir), volume.name
+        ) as said:
+            assert said.strip() == "holding"
+        record = volumes.get_volume(volume.name)
+        wait_until(lambda: not volumes.in_use(record), "the killed host's lease to go")
+        assert os.path.ismount(data)  # what the killed process could not undo
+        image = sandkit.Image.from_directory(busybox_dir)
+        with sandkit.Container(image, mounts=[f"{volume.name}:/data"]) as c:
+            assert c.read_file("/data/f") == b"kept\n"
+        assert not os.path.ismount(data)
+        assert _loop_devices_of(disk) == ""
