@@ -182,12 +182,14 @@ def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
             os.close(dir_fd)
         try:
             # Under the lock: a keeper that takes it to exit sees this connection as a member.
-            protocol.send(sock, {"op": "hello"})
-            received = protocol.receive(sock)
+            received = _hello(sock)
         except TimeoutError:
             error = _keeper_silent(sock, KEEPER_REPLY_TIMEOUT)
             sock.close()
             raise error from None
+        except OSError as exc:  # a keeper that ended meanwhile
+            sock.close()
+            raise _keeper_gone(exc.strerror) from None
         except BaseException:
             sock.close()
             raise
@@ -195,6 +197,9 @@ def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
         sock.close()
         raise NetworkError(f"the keeper of network {record.name!r} closed the connection")
     message, fds = received
+    if set(message) == {"error"} and not fds:
+        sock.close()
+        raise NetworkError(f"the keeper of network {record.name!r} refused: {message['error']}")
     if message != {"ok": True} or len(fds) > (1 if rootless else 0):
         for fd in fds:
             os.close(fd)
@@ -230,6 +235,18 @@ def attached_containers(
     for fd in fds:
         os.close(fd)
     return protocol.check_listing(message)
+
+
+def _hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    """Say hello and read the answer. A keeper that refuses the connection (it has as many as
+    it may) sends why and closes at once: our hello then fails, or the first read reports the
+    reset ahead of the answer queued before it; the answer is read all the same."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        protocol.send(sock, {"op": "hello"})
+    try:
+        return protocol.receive(sock)
+    except ConnectionResetError:
+        return protocol.receive(sock)
 
 
 def _connect(dir_fd: int) -> socket.socket | None:

@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import queue
+import resource
 import select
 import selectors
 import signal
@@ -39,6 +40,9 @@ SOCKET_NAME = "keeper.sock"
 PROCESS_NAME = "sandkit-keeper"  # its comm, as ps shows it
 LOCK_NAME = "lock"
 MAX_CONNECTIONS = 1024  # host connections at once (one per container, plus probes)
+# fds the keeper keeps for itself beyond its connections: its sockets, the resolver's TCP
+# connections (MAX_DNS_TCP), and the pipes and netlink sockets of an attach.
+FD_RESERVE = 96
 MAX_DNS_TCP = 32  # resolver TCP connections at once
 MAX_DNS_TCP_PER_CLIENT = 4  # of which one container may hold (the others' stay free)
 DNS_TCP_TIMEOUT = 5.0
@@ -142,6 +146,7 @@ class Keeper:
         )
         self.selector = selectors.DefaultSelector()
         self.connections: set[HostConnection] = set()
+        _raise_fd_limit()
         self.dns_tcp: set[DnsTcpConnection] = set()
         # the address slots whose port rules are loaded (they stay: see portguard)
         self.guarded: set[ipaddress.IPv4Address] = set()
@@ -378,14 +383,29 @@ class Keeper:
         while True:
             try:
                 sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
+            except OSError:  # none waiting; or out of fds, which the limit below should prevent
                 return
-            if len(self.connections) >= MAX_CONNECTIONS:
-                sock.close()
+            if len(self.connections) >= _connection_limit():
+                self._refuse(sock)
                 continue
             connection = HostConnection(sock)
             self.connections.add(connection)
             self.selector.register(sock, selectors.EVENT_READ, connection)
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """Tell a connection past the limit why it is refused (it never blocks: a fresh
+        connection's buffer is empty), and close it."""
+        with contextlib.suppress(OSError), sock:
+            sock.setblocking(False)
+            protocol.send(
+                sock,
+                {
+                    "error": f"the network has {len(self.connections)} containers and probes, "
+                    "the limit of its keeper (its open-files limit, `ulimit -n`, less "
+                    f"{FD_RESERVE}; at most {MAX_CONNECTIONS}): raise that limit for the "
+                    "process that starts the network's first container, or use another network"
+                },
+            )
 
     def _serve_host(self, connection: HostConnection) -> None:
         try:
@@ -636,6 +656,24 @@ class Keeper:
         if self.pasta_watch is not None:
             os.close(self.pasta_watch)
             self.pasta_watch = None
+
+
+def _raise_fd_limit() -> None:
+    """Open-files limit up to the hard limit: the host's soft limit is often 1024, less than
+    MAX_CONNECTIONS and the keeper's own fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _connection_limit() -> int:
+    """How many host connections the keeper takes now: MAX_CONNECTIONS, or fewer if its
+    open-files limit leaves no room for them and FD_RESERVE."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, soft - FD_RESERVE))
 
 
 def run(spec: KeeperSpec) -> NoReturn:

@@ -5,6 +5,7 @@ that could outlive the host process that started them."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -262,3 +263,32 @@ def test_a_sized_volumes_mount_left_by_a_killed_last_user_goes_with_the_next_one
             assert c.read_file("/data/f") == b"kept\n"
         assert not os.path.ismount(data)
         assert _loop_devices_of(disk) == ""
+
+
+@needs_root
+@pytest.mark.root
+def test_more_members_than_the_keeper_has_fds_for_are_refused_and_the_others_still_served(
+    no_keeper_left, monkeypatch
+):
+    """The keeper inherits its host's fd limit (1024 by default on many hosts, below its
+    1024 connections plus its own fds): a connection past it must be refused, not end the
+    keeper and with it every container's network."""
+    monkeypatch.setattr(client, "KEEPER_REPLY_TIMEOUT", 5.0)
+    first = client.join(store.BRIDGE)
+    resource.prlimit(_keeper_pid(first), resource.RLIMIT_NOFILE, (128, 128))
+    members, refusals = [first], []
+    try:
+        for _ in range(160):
+            try:
+                members.append(client.join(store.BRIDGE))
+            except errors.NetworkError as exc:
+                refusals.append(str(exc))
+        assert refusals, "160 members fit in 128 fds?"
+        assert all("containers" in why and "limit" in why for why in refusals), refusals[0]
+        # the same keeper serves on: a member that leaves makes room for the next
+        members.pop().close()
+        members.append(client.join(store.BRIDGE))
+        assert _keeper_pid(members[-1]) == _keeper_pid(first)
+    finally:
+        for member in members:
+            member.close()
