@@ -39,6 +39,11 @@ from .control import LOG_HEADER, STOP_TIMEOUT
 from .spec import RunSpec
 
 _SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# A client says what it wants at once: one that connects and says nothing holds an fd here,
+# and is dropped after this many seconds.
+REQUEST_TIMEOUT = 10.0
+# How long accepting pauses when the supervisor is out of fds (until clients go).
+ACCEPT_BACKOFF = 0.1
 
 
 @attrs.define(eq=False)
@@ -89,6 +94,11 @@ class Supervisor:
                 conn, _ = listener.accept()
             except BlockingIOError:
                 continue
+            except OSError:
+                # Out of fds (EMFILE, ENFILE): the clients holding them go in time, and the
+                # container must not end with this loop. The waiting ones stay in the backlog.
+                await anyio.sleep(ACCEPT_BACKOFF)
+                continue
             conn.setblocking(False)
             services.start_soon(self._handle, conn, services)
 
@@ -101,7 +111,10 @@ class Supervisor:
             traceback.print_exc()
 
     async def _dispatch(self, conn: socket.socket, services: anyio.abc.TaskGroup) -> None:
-        request, fds = await control.receive(conn)
+        request: dict[str, Any] | None = None
+        fds: list[int] = []
+        with anyio.move_on_after(REQUEST_TIMEOUT):
+            request, fds = await control.receive(conn)
         for fd in fds:  # clients send none; never keep what we did not ask for
             os.close(fd)
         if request is None:

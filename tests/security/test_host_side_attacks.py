@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -14,15 +15,19 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from cli.conftest import sandkit as cli_sandkit
 from net.conftest import open_tun, users_busybox  # noqa: F401 - fixtures
 from net.helpers import killed_host_process, network_processes
 from polling import wait_until
 
 import sandkit
 from sandkit import errors
+from sandkit.cli import control
+from sandkit.cli import state as cli_state
 from sandkit.net import client, egress, store
 from sandkit.runtime import volumes
 
@@ -292,3 +297,57 @@ def test_more_members_than_the_keeper_has_fds_for_are_refused_and_the_others_sti
     finally:
         for member in members:
             member.close()
+
+
+# --- the supervisor of a detached container ----------------------------------------------------
+
+
+def _idle_clients(socket_path: str, count: int) -> list[socket.socket]:
+    """Up to ``count`` connections to a supervisor that never send a request: fewer once its
+    backlog stays full for a second (it accepts no more), or when it is gone."""
+    clients: list[socket.socket] = []
+    with control.short_path(socket_path) as reachable:
+        while len(clients) < count:
+            client_socket = control.make_socket()
+            if not _connected(client_socket, reachable):
+                client_socket.close()
+                break
+            clients.append(client_socket)
+    return clients
+
+
+def _connected(client_socket: socket.socket, address: str) -> bool:
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            client_socket.connect(address)
+            return True
+        except BlockingIOError:  # the backlog is full: it may accept more in a moment
+            if time.monotonic() > deadline:
+                return False
+            select.select([], [], [], 0.01)
+        except OSError:
+            return False
+
+
+def test_idle_clients_past_the_supervisors_fd_limit_do_not_end_the_container(busybox_dir):
+    """Connections to a detached container's supervisor that say nothing hold one fd each
+    there: more than its open-files limit must leave it serving once they go, not end it and
+    with it the container."""
+    started = cli_sandkit("run", "-d", os.fspath(busybox_dir), "sleep", "600")
+    assert started.returncode == 0, started.stderr
+    container_id = started.stdout.strip()
+    try:
+        record = cli_state.find(container_id)
+        resource.prlimit(int(record.state["supervisor_pid"]), resource.RLIMIT_NOFILE, (64, 64))
+        clients = _idle_clients(record.socket_path, 100)
+        # they are dropped after a while (supervisor.REQUEST_TIMEOUT, 10 s)
+        clients[0].setblocking(True)
+        clients[0].settimeout(30)
+        assert clients[0].recv(1) == b""
+        for client_socket in clients:
+            client_socket.close()
+        ran = cli_sandkit("exec", container_id, "echo", "still here")
+        assert (ran.returncode, ran.stdout) == (0, "still here\n"), ran.stderr
+    finally:
+        cli_sandkit("rm", "-f", container_id)
