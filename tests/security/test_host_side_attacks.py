@@ -99,15 +99,20 @@ def test_a_keeper_that_stops_answering_fails_join_and_requests_instead_of_hangin
 # --- a home below a directory another user can change -----------------------------------------
 
 
+def _open_to_others(path: Path) -> None:
+    """The directories above ``path`` in the temporary directory: enterable by others."""
+    for parent in path.parents:
+        if parent != Path(tempfile.gettempdir()) and str(parent).startswith(tempfile.gettempdir()):
+            os.chmod(parent, os.stat(parent).st_mode | 0o055)
+
+
 @pytest.fixture
 def users_directory(tmp_path):
     """A directory of the unprivileged user's, reachable by them (as a home directory is)."""
     from conftest import unprivileged_ids
 
     os.chmod(tmp_path, 0o755)
-    for parent in tmp_path.parents:
-        if parent != Path(tempfile.gettempdir()) and str(parent).startswith(tempfile.gettempdir()):
-            os.chmod(parent, os.stat(parent).st_mode | 0o055)
+    _open_to_others(tmp_path)
     theirs = tmp_path / "alice"
     theirs.mkdir(mode=0o755)
     os.chown(theirs, *unprivileged_ids())
@@ -351,3 +356,44 @@ def test_idle_clients_past_the_supervisors_fd_limit_do_not_end_the_container(bus
         assert (ran.returncode, ran.stdout) == (0, "still here\n"), ran.stderr
     finally:
         cli_sandkit("rm", "-f", container_id)
+
+
+# --- another local user ------------------------------------------------------------------------
+
+
+def _opens(paths: list[str]) -> list[str]:
+    """What another user gets opening each of ``paths`` to read and to write."""
+    outcomes = []
+    for path in paths:
+        for flags in (os.O_RDONLY, os.O_WRONLY):
+            try:
+                os.close(os.open(path, flags | os.O_NONBLOCK))
+                outcomes.append(f"opened {path}")
+            except PermissionError:
+                outcomes.append("denied")
+    return outcomes
+
+
+@needs_root
+@pytest.mark.root
+def test_state_files_stay_private_even_in_directories_opened_to_others(tmp_path, as_unprivileged):
+    """The home is 0700 (checked at every open), so nobody else reaches into it; and should its
+    directories be opened anyway (a chmod by hand), the files that hold state and locks are the
+    owner's alone: nobody else reads a definition or flocks a lease or lock to block us."""
+    home = tmp_path / "home"
+    network = store.create_network("private-net", home=home)
+    volumes.create_volume("private-vol", home=home)
+    with store.network_lock(network, home):
+        pass  # (made at the first use: a join, a removal)
+    files = [p for p in home.rglob("*") if p.is_file() and "_data" not in p.parts]
+    names = {p.name for p in files}
+    assert {"network.json", "lock", "store.lock", "volume.json", "lease", "fill.lock"} <= names
+    for directory in [tmp_path, *[p for p in home.rglob("*") if p.is_dir()], home]:
+        os.chmod(directory, 0o755)
+    _open_to_others(tmp_path)
+    control_file = home / "readable"
+    control_file.write_bytes(b"")
+    os.chmod(control_file, 0o644)
+    outcomes = as_unprivileged(_opens, [os.fspath(control_file), *map(os.fspath, files)])
+    assert outcomes[0] == f"opened {control_file}"  # the directories are open indeed
+    assert set(outcomes[2:]) == {"denied"}, outcomes
