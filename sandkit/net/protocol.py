@@ -25,6 +25,9 @@ Requests (host -> keeper), at most one fd each:
   connection attached (a running container's ``set_egress``), as in an attach; each container's
   chain is swapped in one transaction, and the resolver follows the new policy. The reply is
   ``{"ok": true}``, or ``{"error": str}``.
+
+A connection past the keeper's limit (`keeper.MAX_CONNECTIONS`, or fewer for its fd limit) gets
+``{"error": str}`` at once, saying so, and is closed.
 """
 
 from __future__ import annotations
