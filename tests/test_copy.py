@@ -419,3 +419,60 @@ def test_rootless(as_unprivileged, busybox_dir, tmp_path):
     assert got["back_owner"] == got["me"]  # the caller's, on the host
     assert "does not map" in got["refused"] and "archive=True" in got["refused"]
     assert "kept" not in got["left"] and not any(n.startswith(".sandkit-cp-") for n in got["left"])
+
+
+def _rootless_unreadable(busybox_dir: str, work: str) -> dict:
+    import sandkit
+
+    tree = Path(work) / "tree"
+    (tree / "closed").mkdir(parents=True)
+    (tree / "closed" / "f").write_text("x")
+    (tree / "listed").mkdir()
+    (tree / "listed" / "g").write_text("y")
+    os.chmod(tree / "closed", 0)
+    os.chmod(tree / "listed", 0o444)  # listable, not searchable
+    got: dict[str, str] = {}
+
+    def attempt(label, fn):
+        try:
+            fn()
+            got[label] = "no error"
+        except sandkit.CopyError as exc:
+            got[label] = str(exc)
+
+    with sandkit.Container(sandkit.Image.from_directory(busybox_dir)) as c:
+        attempt("in", lambda: c.copy_in(tree, "/t"))
+        attempt("in_listed", lambda: c.copy_in(tree / "listed", "/t"))
+        attempt("in_below_listed", lambda: c.copy_in(tree / "listed" / "g", "/t"))
+        c.exec(["sh", "-c", "mkdir -p /d/x && echo x > /d/x/f && chmod 0 /d/x"], check=True)
+        attempt("out", lambda: c.copy_out("/d", Path(work) / "out"))
+        attempt("archive", lambda: b"".join(c.get_archive("/d/.")))
+        attempt("stat", lambda: c.stat("/d/x/f"))
+        left = sorted(os.listdir(work))
+    os.chmod(tree / "closed", 0o755)
+    os.chmod(tree / "listed", 0o755)
+    return {"errors": got, "host": left}
+
+
+def test_rootless_an_unreadable_source_is_a_copy_error_naming_it_and_the_fix(
+    as_unprivileged, busybox_dir, tmp_path
+):
+    from conftest import unprivileged_ids
+
+    uid, gid = unprivileged_ids()
+    os.chown(tmp_path, uid, gid)
+    got = as_unprivileged(_rootless_unreadable, str(busybox_dir), str(tmp_path))
+    tree = f"{tmp_path}/tree"
+    named = {
+        "in": f"'{tree}/closed' in the host",
+        "in_listed": f"'{tree}/listed/g' in the host",
+        "in_below_listed": f"'{tree}/listed/g' in the host",
+        "out": "'/d/x' in the container",
+        "archive": "'/d/./x' in the container",
+        "stat": "'/d/x/f' in the container",
+    }
+    for label, where in named.items():
+        message = got["errors"][label]
+        assert f"cannot read {where}: Permission denied" in message, (label, message)
+        assert "chmod" in message, (label, message)
+    assert got["host"] == ["tree"]

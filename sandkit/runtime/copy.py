@@ -45,6 +45,7 @@ from .trees import (
     display,
     merge,
     refuse_special,
+    unreadable,
 )
 
 __all__ = ["MAX_DEPTH", "ContainerSide", "HostSide", "IdMap", "PathStat"]
@@ -197,7 +198,7 @@ def _split(path: str) -> tuple[str, str]:
 
 def _locate(side: Side, path: str, follow_link: bool, stack: ExitStack) -> _Source:
     """The tree at ``path`` of ``side``, by Docker's rules for a source; fds go on ``stack``."""
-    walker = Walker(f"{path!r} in {side.name}", side.seen)
+    walker = Walker(path, side.name, side.seen)
     contents_only = path.endswith("/.")
     name = _split(path)[1]
     if contents_only or path.endswith("/") or follow_link or name in ("", ".", ".."):
@@ -216,10 +217,7 @@ def _locate(side: Side, path: str, follow_link: bool, stack: ExitStack) -> _Sour
         return _Source(walker.walk_open(fd, top), is_dir, contents_only)
     parent = _open_or_explain(side, _split(path)[0], "dir")
     stack.callback(os.close, parent)
-    try:
-        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-    except FileNotFoundError:
-        raise _missing(side, path) from None
+    st = _lstat(side, parent, name, path)
     return _Source(walker.walk(parent, name, name), stat.S_ISDIR(st.st_mode), False)
 
 
@@ -232,12 +230,20 @@ def _open_or_explain(side: Side, path: str, mode: OpenMode) -> int:
         raise _open_error(side, path, exc) from None
 
 
+def _lstat(side: Side, parent_fd: int, name: str, path: str) -> os.stat_result:
+    """``name`` in ``parent_fd`` (``path`` of ``side``), not followed if a symlink."""
+    try:
+        return os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except OSError as exc:  # missing, or a parent the host may list but not search (r--)
+        raise _open_error(side, path, exc) from None
+
+
 def _open_error(side: Side, path: str, exc: OSError) -> errors.CopyError:
     if exc.errno == errno.ENOENT:
         return _missing(side, path)
     if exc.errno == errno.ENOTDIR:
         return _not_dir(side, path)
-    return errors.CopyError(f"cannot open {path!r} in {side.name}: {exc.strerror or exc}")
+    return unreadable(f"{path!r} in {side.name}", exc)
 
 
 def _missing(side: Side, path: str) -> errors.CopyError:
@@ -634,10 +640,7 @@ def stat_path(side: Side, path: str) -> PathStat:
             return PathStat(name or "/", st.st_size, st.st_mode, st.st_mtime, "")
         parent = _open_or_explain(side, parent_path, "dir")
         stack.callback(os.close, parent)
-        try:
-            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            raise _missing(side, path) from None
+        st = _lstat(side, parent, name, path)
         target = os.readlink(name, dir_fd=parent) if stat.S_ISLNK(st.st_mode) else ""
         return PathStat(name, st.st_size, st.st_mode, st.st_mtime, target)
 
