@@ -476,3 +476,15 @@ def test_rootless_an_unreadable_source_is_a_copy_error_naming_it_and_the_fix(
         assert f"cannot read {where}: Permission denied" in message, (label, message)
         assert "chmod" in message, (label, message)
     assert got["host"] == ["tree"]
+
+
+@pytest.mark.root
+def test_a_full_host_disk_names_the_hosts_disk_and_leaves_nothing(busybox, full_tmpfs):
+    with sandkit.Container(busybox) as c:
+        c.copy_in(b"x" * (256 << 10), "/big")
+        with pytest.raises(sandkit.CopyError) as full:
+            c.copy_out("/big", full_tmpfs / "big")
+    assert "No space left on device" in str(full.value)
+    assert "room on the host's disk" in str(full.value), str(full.value)
+    assert "disk_size" not in str(full.value)
+    assert sorted(os.listdir(full_tmpfs)) == ["filler", "volumes"]

@@ -377,7 +377,7 @@ def _write(entries: Iterable[Entry], target: _Target, owner: Owner, side: Side) 
     except OSError as exc:
         raise errors.CopyError(
             f"cannot write in {target.where!r} in {side.name}: {exc.strerror} (nothing was "
-            f"written); {_fix(exc)}"
+            f"written); {_fix(exc, side)}"
         ) from None
     writer: TreeWriter | None = None
     moving = False
@@ -413,19 +413,21 @@ def _write(entries: Iterable[Entry], target: _Target, owner: Owner, side: Side) 
             )
             raise errors.CopyError(
                 f"copy to {target.where!r} in {side.name} failed: {exc.strerror or exc} "
-                f"({done}); {_fix(exc)}"
+                f"({done}); {_fix(exc, side)}"
             ) from None
         raise
 
 
-def _fix(exc: OSError) -> str:
+def _fix(exc: OSError, side: Side) -> str:
     if exc.errno == errno.EOVERFLOW:
         return (
             "the directory belongs to a user the container's user namespace does not map "
             "(rootless: the image's files owned by another user cannot be changed); copy to a "
             "directory the container's root owns, or as root"
         )
-    if exc.errno == errno.ENOSPC:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(side, HostSide):
+            return "make room on the host's disk (or copy elsewhere) and copy again"
         return "make room (or give the container a larger disk_size=) and copy again"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "copy to a writable place, or as a user allowed to write there"
