@@ -248,3 +248,10 @@ def full_tmpfs(tmp_path) -> Iterator[Path]:
         yield small
     finally:
         subprocess.run(["umount", small], check=True)
+
+
+@pytest.fixture
+def own_home(tmp_path, monkeypatch):
+    """A SANDKIT_HOME of the test's own: its volumes and networks are all there is (use it with
+    ``pytest.mark.usefixtures("own_home")``)."""
+    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))

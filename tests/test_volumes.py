@@ -18,7 +18,7 @@ from treelisting import listing, make_tree
 import sandkit
 from sandkit.runtime import volumes
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("own_home")]
 
 
 def _seed(busybox_dir: Path, root: Path) -> Path:
@@ -45,12 +45,6 @@ def seeded_rootfs(busybox_dir, tmp_path_factory) -> Path:
 def _own_image(busybox_dir: Path) -> sandkit.Image:
     """The seeded image made by the calling user (rootless: their own files, as their pulls)."""
     return sandkit.Image.from_directory(_seed(busybox_dir, Path(tempfile.mkdtemp()) / "rootfs"))
-
-
-@pytest.fixture(autouse=True)
-def own_home(tmp_path, monkeypatch):
-    """A home of the test's own: its volumes are all there is."""
-    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))
 
 
 @pytest.fixture
