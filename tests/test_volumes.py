@@ -373,3 +373,25 @@ def test_a_full_disk_is_a_volume_error_with_the_fix_and_leaves_nothing(full_tmpf
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "No space left on device" in result.stderr
+
+
+@pytest.mark.root
+def test_a_read_only_home_is_a_sandkit_error_naming_the_fix(tmp_path):
+    home = tmp_path / "ro"
+    home.mkdir(mode=0o700)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=700", "tmpfs", home], check=True
+    )
+    try:
+        for argv in (["volume", "create", "data"], ["volume", "ls"]):
+            result = subprocess.run(
+                [sys.executable, "-m", "sandkit", *argv],
+                env={**os.environ, "SANDKIT_HOME": str(home)},
+                capture_output=True,
+                text=True,
+            )
+            assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+            assert "Read-only file system" in result.stderr, result.stderr
+            assert "set SANDKIT_HOME to a writable directory" in result.stderr
+    finally:
+        subprocess.run(["umount", home], check=True)
