@@ -488,3 +488,24 @@ def test_a_full_host_disk_names_the_hosts_disk_and_leaves_nothing(busybox, full_
     assert "room on the host's disk" in str(full.value), str(full.value)
     assert "disk_size" not in str(full.value)
     assert sorted(os.listdir(full_tmpfs)) == ["filler", "volumes"]
+
+
+def _rootless_remove(busybox_dir: str) -> dict:
+    import sandkit
+
+    deep = "/".join(["d"] * 1100)  # deeper than Python's recursion limit
+    got = {}
+    with sandkit.Container(sandkit.Image.from_directory(busybox_dir)) as c:
+        c.exec(["sh", "-c", f"mkdir -p /t/ro/x /t/{deep} && chmod 555 /t/ro"], check=True)
+        try:
+            c.remove("/t", recursive=True)
+            got["removed"] = "t" not in c.listdir("/")
+        except Exception as exc:
+            got["removed"] = f"{type(exc).__name__}: {exc}"[:300]
+    return got
+
+
+def test_rootless_recursive_remove_takes_read_only_and_deep_trees(as_unprivileged, busybox_dir):
+    # As Docker, whose removal runs as the container's root: neither a 0555 directory nor the
+    # depth of a tree stops it.
+    assert as_unprivileged(_rootless_remove, str(busybox_dir)) == {"removed": True}

@@ -23,7 +23,6 @@ import errno
 import os
 import posixpath
 import secrets
-import shutil
 import stat
 import tarfile
 import time
@@ -34,6 +33,7 @@ from typing import IO, Literal, Protocol
 import attrs
 
 from .. import errors
+from ..images.fsutil import remove_tree_at
 from ..images.tarstream import ForwardReader, LayerTarFile
 from .trees import (
     MAX_DEPTH,
@@ -435,15 +435,10 @@ def _fix(exc: OSError, side: Side) -> str:
 
 
 def _remove_staging(dir_fd: int, staging: str) -> None:
-    # fd-based (never follows a symlink a process of the container may plant in it)
-    shutil.rmtree(staging, dir_fd=dir_fd, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.stat(staging, dir_fd=dir_fd, follow_symlinks=False)
-        # Still there: not root, and a 0555 directory the copy finished holds entries.
-        for _path, dirs, _files, fd in os.fwalk(staging, dir_fd=dir_fd):
-            for name in dirs:
-                os.chmod(name, 0o700, dir_fd=fd, follow_symlinks=False)
-        shutil.rmtree(staging, dir_fd=dir_fd, ignore_errors=True)
+    # By fds, never following a symlink a process of the container may plant in it, and
+    # through the 0555 directories the copy finished (not root: no CAP_DAC_OVERRIDE).
+    with contextlib.suppress(OSError):  # the copy's own error is the one to report
+        remove_tree_at(dir_fd, staging)
 
 
 def _owner_policy(dest: Side, archive: bool, where: str) -> Owner:
@@ -661,7 +656,9 @@ def remove(side: Side, path: str, *, recursive: bool = False) -> None:
             if not stat.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=parent)
             elif recursive:
-                shutil.rmtree(name, dir_fd=parent)  # fd-based: never follows a symlink
+                # By fds, never following a symlink; through 0555 directories (rootless, as the
+                # container's root would) and trees deeper than Python's recursion limit.
+                remove_tree_at(parent, name)
             else:
                 os.rmdir(name, dir_fd=parent)
         except FileNotFoundError:
