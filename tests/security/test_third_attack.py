@@ -16,6 +16,10 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import init_harness as H
+from test_init_agent import (  # noqa: F401 - fixtures: the init built, a container with loopback
+    built,
+    lo_ctr,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -23,25 +27,8 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nsenter, useradd)"),
 ]
 
-# The init's cap on TCP connects in progress (sandkit/_init/connect.c), and how long the host
-# waits for one (sandkit.runtime.forward.CONNECT_TIMEOUT).
+# The init's cap on TCP connects in progress (MAX_CONNECTING in sandkit/_init/connect.c).
 MAX_CONNECTING = 64
-
-
-@pytest.fixture(scope="session", autouse=True)
-def built():
-    return H.build_init()
-
-
-@pytest.fixture(params=[False, True], ids=["root", "rootless"])
-def lo_ctr(request):
-    """A container whose network namespace has its loopback up, as network="none" makes it."""
-    i = H.Init(rootless=request.param)
-    try:
-        assert i.setup(loopback=True) == {"t": "ready", "v": 1}
-        yield i
-    finally:
-        i.close()
 
 
 def init_pid(i: H.Init) -> int:
