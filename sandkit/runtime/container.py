@@ -48,7 +48,7 @@ from ..net import store as net_store
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
-from . import copy, environment, etcfiles, plan, prespawn, startup
+from . import environment, etcfiles, plan, prespawn, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .forward import CONNECT_TIMEOUT, Binding, PortForwarder
@@ -71,6 +71,7 @@ from .spawn import SpawnedInit
 
 if TYPE_CHECKING:
     from ..net.client import KeeperConnection
+    from . import copy
 
 # How long a start waits for a spare container that is being made (20 x 0.2 ms).
 _SPARE_POLLS = 20
@@ -1155,6 +1156,8 @@ class AsyncContainer:
         return fds[0]
 
     # -- copying (`docker cp`'s job; the work is in copy.py, on a worker thread) --------------
+    # (copy.py is imported by each method: ~10 ms of imports a program that never copies
+    # need not pay)
 
     async def copy_in(
         self,
@@ -1169,6 +1172,8 @@ class AsyncContainer:
         into directory ``container_path``). ``archive`` keeps the owners (``cp -a``; else the
         container's root owns it all); ``follow_link`` copies what a symlink source points to.
         Raises `CopyError` (nothing written) when a path is missing or refused."""
+        from . import copy
+
         side = self._copy_side(anyio.from_thread.run)
         await anyio.to_thread.run_sync(
             lambda: copy.copy_in(
@@ -1186,6 +1191,8 @@ class AsyncContainer:
     ) -> None:
         """Copy a file or tree of the container to the host, by `docker cp`'s rules; what lands
         belongs to the caller unless ``archive``. Nothing half-made is left on failure."""
+        from . import copy
+
         side = self._copy_side(anyio.from_thread.run)
         await anyio.to_thread.run_sync(
             lambda: copy.copy_out(
@@ -1195,6 +1202,8 @@ class AsyncContainer:
 
     async def get_archive(self, path: str, *, follow_link: bool = False) -> AsyncIterator[bytes]:
         """The file or tree at ``path`` as a tar stream (Docker's archive API), in chunks."""
+        from . import copy
+
         chunks = copy.archive(self._copy_side(anyio.from_thread.run), path, follow_link=follow_link)
         try:
             while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
@@ -1204,17 +1213,23 @@ class AsyncContainer:
 
     async def stat(self, path: str) -> copy.PathStat:
         """Docker's ``PathStat`` of ``path`` (a symlink at its last name is not followed)."""
+        from . import copy
+
         side = self._copy_side(anyio.from_thread.run)
         return await anyio.to_thread.run_sync(lambda: copy.stat_path(side, path))
 
     async def remove(self, path: str, *, recursive: bool = False) -> None:
         """Remove a file, symlink or empty directory of the container (``recursive``: a tree)."""
+        from . import copy
+
         side = self._copy_side(anyio.from_thread.run)
         await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
 
     def _copy_side(self, call: Callable[..., Any]) -> copy.ContainerSide:
         """The container as copy.py reaches it; ``call`` runs a coroutine function from the
         thread that copies (anyio's from_thread.run, or the sync API's portal)."""
+        from . import copy
+
         self._live_channel()
         assert self._init is not None
         ids = copy.IdMap.of_process(self._init.pid) if self.rootless else copy.IdMap()
