@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -129,6 +130,44 @@ def query(pid: int, server: str, name: str, transport: str = "udp") -> str:
 
 def connect(pid: int, address: str, port: int) -> subprocess.CompletedProcess[str]:
     return in_netns(pid, sys.executable, "-c", CONNECT, address, str(port))
+
+
+def keeper_pid(connection) -> int:
+    """The pid of the keeper at the other end of ``connection`` (it runs in the network's
+    namespace N)."""
+    creds = connection._sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+    )
+    return struct.unpack("3i", creds)[0]
+
+
+@contextlib.contextmanager
+def listening_in(pid: int, port: int) -> Iterator[None]:
+    """A TCP server on 0.0.0.0:``port`` in ``pid``'s network namespace, listening when this
+    yields: a refused connection to it is the firewall's doing, not an empty port's."""
+    server = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/proc/{pid}/ns/net",
+            sys.executable,
+            "-c",
+            "import socket, sys; s = socket.create_server(('0.0.0.0', int(sys.argv[1]))); "
+            "c, _ = s.accept(); c.sendall(b'listening')",
+            str(port),
+        ]
+    )
+    try:
+        wait_until(
+            lambda: (
+                f"00000000:{port:04X} 00000000:0000 0A"
+                in in_netns(pid, "cat", "/proc/net/tcp").stdout
+            ),
+            f"the server in {pid} to listen on {port}",
+        )
+        yield
+    finally:
+        server.kill()
+        server.wait()
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 
@@ -23,7 +22,9 @@ from .helpers import (
     greeting_server,
     host_address,
     in_netns,
+    keeper_pid,
     killed_host_process,
+    listening_in,
     netns_fd,
     netns_process,
     network_processes,
@@ -69,8 +70,10 @@ def test_attached_namespace_gets_address_names_and_the_way_out(clean_host):
             # out through pasta, to a server on the host's own (non-loopback) address
             reached = connect(pid, host_address(), port)
             assert reached.stdout.strip() == "hello from the host", reached.stderr
-            # nothing in the network's namespace but the resolver answers a container
-            refused = connect(pid, "10.88.0.1", 22)
+            # nothing in the network's namespace but the resolver answers a container, not
+            # even a server listening there on all addresses
+            with listening_in(keeper_pid(connection), 22):
+                refused = connect(pid, "10.88.0.1", 22)
             assert "ConnectionRefusedError" in refused.stderr
         finally:
             connection.close()
@@ -228,12 +231,8 @@ def test_no_uplink_installed_is_a_clear_error_and_leaves_nothing(clean_host, tmp
 def test_sigkill_of_the_keeper_takes_pasta_with_it(clean_host):
     connection = client.join(store.BRIDGE)
     try:
-        creds = connection._sock.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
-        )
-        keeper_pid = struct.unpack("3i", creds)[0]
         assert any("up0" in p for p in network_processes(os.environ["SANDKIT_HOME"]))
-        os.kill(keeper_pid, signal.SIGKILL)
+        os.kill(keeper_pid(connection), signal.SIGKILL)
         wait_until(
             lambda: not network_processes(os.environ["SANDKIT_HOME"]),
             "pasta to go with its keeper",
