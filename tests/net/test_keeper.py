@@ -3,6 +3,7 @@ path out through pasta, isolation, and nothing left on the host however the host
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from images.smallfs import small_tmpfs
 from polling import wait_until
 
 from sandkit import errors
@@ -239,3 +241,35 @@ def test_sigkill_of_the_keeper_takes_pasta_with_it(clean_host):
         )
     finally:
         connection.close()
+
+
+def test_a_stopped_keeper_is_an_error_not_a_hang(clean_host, monkeypatch):
+    monkeypatch.setattr(client, "REPLY_TIMEOUT", 0.5)
+    connection = client.join(store.BRIDGE)
+    keeper = keeper_pid(connection)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        with (
+            netns_process() as pid,
+            pytest.raises(errors.NetworkError, match=r"did not answer within 0\.5 s"),
+        ):
+            attach(connection, pid, "alpha")
+        with pytest.raises(errors.NetworkError, match=r"did not answer within 0\.5 s"):
+            client.join(store.BRIDGE)  # the hello of a second container
+    finally:
+        os.kill(keeper, signal.SIGCONT)
+        connection.close()
+
+
+def test_a_full_home_is_a_network_error(clean_host, tmp_path, monkeypatch):
+    with small_tmpfs(tmp_path / "home", "1m", inodes=64) as home:
+        monkeypatch.setenv("SANDKIT_HOME", str(home))
+        store.BRIDGE.directory()  # the network's directory, made while there is room
+        filler = home / "filler"
+        filler.mkdir()
+        with contextlib.suppress(OSError):  # every inode taken
+            for number in range(64):
+                (filler / str(number)).touch()
+        with pytest.raises(errors.NetworkError, match="No space left on device"):
+            client.join(store.BRIDGE)
+        assert not network_processes(str(home))
