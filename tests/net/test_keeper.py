@@ -15,7 +15,7 @@ from images.smallfs import small_tmpfs
 from polling import wait_until
 
 from sandkit import errors
-from sandkit.net import client, egress, store, uplink
+from sandkit.net import client, egress, protocol, store, uplink
 from sandkit.net.keeper import SOCKET_NAME
 
 from .helpers import (
@@ -273,3 +273,29 @@ def test_a_full_home_is_a_network_error(clean_host, tmp_path, monkeypatch):
         with pytest.raises(errors.NetworkError, match="No space left on device"):
             client.join(store.BRIDGE)
         assert not network_processes(str(home))
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_status_probe_does_not_count_a_member_that_closed_before_it_was_read(clean_host):
+    """The race `store.keeper_running` runs when a network is removed right after its last
+    container stopped: the probe's request is read before the container's end of file. The
+    keeper is stopped while both arrive, probe first: its epoll hands them over in that order."""
+    member = client.join(store.BRIDGE)
+    keeper = keeper_pid(member)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+        probe.settimeout(10)
+        probe.connect(os.fspath(store.BRIDGE.directory() / SOCKET_NAME))
+        protocol.send(probe, {"op": "status"})  # answered: the probe is accepted and served
+        assert protocol.receive(probe) == ({"members": 1}, [])
+        os.kill(keeper, signal.SIGSTOP)
+        try:
+            wait_until(lambda: _stopped(keeper), "the keeper to stop")
+            protocol.send(probe, {"op": "status"})
+            member.close()
+        finally:
+            os.kill(keeper, signal.SIGCONT)
+        assert protocol.receive(probe) == ({"members": 0}, [])
