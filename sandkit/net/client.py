@@ -28,7 +28,7 @@ from . import egress, keeper, pasta, protocol, uplink
 from .keeper import SOCKET_NAME, KeeperSpec
 from .store import NetworkRecord, network_lock
 
-# How long a new keeper may take to build its namespace, rules and pasta and say it is ready.
+# How long a new keeper may take to build its namespace, rules and uplink and say it is ready.
 KEEPER_START_TIMEOUT = 10.0
 # Where the host's resolvers are read from (the keeper forwards to them).
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -252,9 +252,9 @@ def _connect(dir_fd: int) -> socket.socket | None:
 
 def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> None:
     """Start the network's keeper and wait until it is ready (or say why it is not)."""
-    pasta_path = None
+    uplink_path = None
     if not record.internal:
-        pasta_path = uplink.find_uplink()
+        uplink_path = uplink.find_uplink()
         pasta.check_tun(rootless)
     ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
     spec = KeeperSpec(
@@ -264,7 +264,7 @@ def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> Non
         gateway=str(record.gateway),
         internal=record.internal,
         upstream=host_resolvers(),
-        pasta=pasta_path,
+        uplink=uplink_path,
         rootless=rootless,
         uid=os.geteuid(),
         gid=os.getegid(),

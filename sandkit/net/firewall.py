@@ -1,16 +1,16 @@
 """The iptables rules of a network's namespace N (never the host's), as `egress` writes them:
-NAT out of pasta's interface, nothing reachable in N but the resolver, and each container's
+NAT out of the uplink's interface, nothing reachable in N but the resolver, and each container's
 egress chain. Applied with one ``iptables-restore`` per change, run by the keeper inside N."""
 
 from __future__ import annotations
 
 import ipaddress
 
-from . import egress
+from . import egress, uplink
 from . import restore as restore_tool
 from .netlink import BRIDGE_NAME
 
-UPLINK_NAME = "up0"  # pasta's interface in N
+UPLINK_NAME = uplink.TAP_NAME  # the uplink's interface in N
 
 
 def restore(ruleset: str, *, flush: bool, lock_file: str | None, ipv6: bool = False) -> None:
