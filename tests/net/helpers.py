@@ -142,35 +142,6 @@ def keeper_pid(connection) -> int:
 
 
 @contextlib.contextmanager
-def listening_in(pid: int, port: int) -> Iterator[None]:
-    """A TCP server on 0.0.0.0:``port`` in ``pid``'s network namespace, listening when this
-    yields: a refused connection to it is the firewall's doing, not an empty port's."""
-    server = subprocess.Popen(
-        [
-            "nsenter",
-            f"--net=/proc/{pid}/ns/net",
-            sys.executable,
-            "-c",
-            "import socket, sys; s = socket.create_server(('0.0.0.0', int(sys.argv[1]))); "
-            "c, _ = s.accept(); c.sendall(b'listening')",
-            str(port),
-        ]
-    )
-    try:
-        wait_until(
-            lambda: (
-                f"00000000:{port:04X} 00000000:0000 0A"
-                in in_netns(pid, "cat", "/proc/net/tcp").stdout
-            ),
-            f"the server in {pid} to listen on {port}",
-        )
-        yield
-    finally:
-        server.kill()
-        server.wait()
-
-
-@contextlib.contextmanager
 def greeting_server(address: str) -> Iterator[int]:
     """A TCP server on ``address`` that says hello to each connection: its port."""
     import threading

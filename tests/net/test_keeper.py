@@ -26,12 +26,12 @@ from .helpers import (
     in_netns,
     keeper_pid,
     killed_host_process,
-    listening_in,
     netns_fd,
     netns_process,
     network_processes,
     query,
 )
+from .test_attacks import greeter_in_the_networks_namespace
 
 pytestmark = [
     pytest.mark.slow,
@@ -74,7 +74,7 @@ def test_attached_namespace_gets_address_names_and_the_way_out(clean_host):
             assert reached.stdout.strip() == "hello from the host", reached.stderr
             # nothing in the network's namespace but the resolver answers a container, not
             # even a server listening there on all addresses
-            with listening_in(keeper_pid(connection), 22):
+            with greeter_in_the_networks_namespace(22):
                 refused = connect(pid, "10.88.0.1", 22)
             assert "ConnectionRefusedError" in refused.stderr
         finally:
