@@ -112,12 +112,7 @@ class KeeperConnection:
             "egress": policy.to_json(),
             "denied": [str(network) for network in denied],
         }
-        try:
-            protocol.send(self._sock, request, [netns_fd])
-            received = protocol.receive(self._sock)
-        except OSError as exc:  # a keeper killed (the pipe is broken, or reset) or wedged
-            raise _keeper_lost(exc) from None
-        return protocol.check_attachment(self._reply(received))
+        return protocol.check_attachment(self._exchange(request, [netns_fd]))
 
     def set_egress(
         self, policy: egress.ResolvedEgress, denied: list[ipaddress.IPv4Network]
@@ -135,14 +130,15 @@ class KeeperConnection:
                 f"the network refused the egress policy: {reply.get('error', reply)}"
             )
 
-    def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Send ``request`` and return the keeper's answer: one at a time (a container's
-        requests may come from several threads, and each answer must go to its own request)."""
+    def _exchange(self, request: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
+        """Send ``request`` (with ``fds``) and return the keeper's answer: one at a time (a
+        container's requests may come from several threads, and each answer must go to its own
+        request)."""
         with self._lock:
             try:
-                protocol.send(self._sock, request)
+                protocol.send(self._sock, request, fds)
                 received = protocol.receive(self._sock)
-            except OSError as exc:
+            except OSError as exc:  # a keeper killed (the pipe is broken, or reset) or wedged
                 raise _keeper_lost(exc) from None
             return self._reply(received)
 
