@@ -28,7 +28,7 @@ from . import egress, keeper, pasta, protocol, uplink
 from .keeper import SOCKET_NAME, KeeperSpec
 from .store import NetworkRecord, network_lock
 
-# How long a new keeper may take to build its namespace, rules and pasta and say it is ready.
+# How long a new keeper may take to build its namespace, rules and uplink and say it is ready.
 KEEPER_START_TIMEOUT = 10.0
 # Where the host's resolvers are read from (the keeper forwards to them).
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -37,6 +37,11 @@ _NAMESERVER = re.compile(rb"^\s*nameserver\s+([0-9.]+)\s*(?:#.*)?$", re.MULTILIN
 
 
 LIST_TIMEOUT = 5.0  # seconds a `sandkit network inspect` waits for a keeper's listing
+# Seconds the host waits for a keeper's answer to a hello, attach or egress request. A keeper
+# answers at once, but one request at a time: the slowest, an attach, runs two *tables-restore
+# (each given up after restore.TIMEOUT s). A keeper silent for longer is stopped or wedged,
+# and a container start must fail rather than hang on it.
+REPLY_TIMEOUT = 120.0
 
 
 def host_resolvers(path: Path | None = None) -> list[str]:
@@ -48,6 +53,17 @@ def host_resolvers(path: Path | None = None) -> list[str]:
         return []
     found = [m.decode() for m in _NAMESERVER.findall(text)]
     return found[:MAX_UPSTREAM]
+
+
+def _keeper_lost(exc: OSError) -> NetworkError:
+    """The error for a request to a keeper that failed with ``exc``."""
+    if isinstance(exc, TimeoutError):
+        return NetworkError(
+            f"the network's keeper did not answer within {REPLY_TIMEOUT:g} s (stopped or "
+            "wedged; sandkit.net.client.REPLY_TIMEOUT): stop the containers on the network, "
+            "or kill the keeper, to start a new one"
+        )
+    return _keeper_gone(exc.strerror or str(exc))
 
 
 def _keeper_gone(why: str | None) -> NetworkError:
@@ -96,12 +112,7 @@ class KeeperConnection:
             "egress": policy.to_json(),
             "denied": [str(network) for network in denied],
         }
-        try:
-            protocol.send(self._sock, request, [netns_fd])
-            received = protocol.receive(self._sock)
-        except OSError as exc:  # a keeper killed: the pipe is broken, or reset
-            raise _keeper_gone(exc.strerror) from None
-        return protocol.check_attachment(self._reply(received))
+        return protocol.check_attachment(self._exchange(request, [netns_fd]))
 
     def set_egress(
         self, policy: egress.ResolvedEgress, denied: list[ipaddress.IPv4Network]
@@ -119,15 +130,16 @@ class KeeperConnection:
                 f"the network refused the egress policy: {reply.get('error', reply)}"
             )
 
-    def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Send ``request`` and return the keeper's answer: one at a time (a container's
-        requests may come from several threads, and each answer must go to its own request)."""
+    def _exchange(self, request: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
+        """Send ``request`` (with ``fds``) and return the keeper's answer: one at a time (a
+        container's requests may come from several threads, and each answer must go to its own
+        request)."""
         with self._lock:
             try:
-                protocol.send(self._sock, request)
+                protocol.send(self._sock, request, fds)
                 received = protocol.receive(self._sock)
-            except OSError as exc:
-                raise _keeper_gone(exc.strerror) from None
+            except OSError as exc:  # a keeper killed (the pipe is broken, or reset) or wedged
+                raise _keeper_lost(exc) from None
             return self._reply(received)
 
     def _reply(self, received: tuple[dict[str, Any], list[int]] | None) -> dict[str, Any]:
@@ -147,7 +159,18 @@ class KeeperConnection:
 
 
 def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
-    """A connection to ``record``'s keeper, started first if none runs."""
+    """A connection to ``record``'s keeper, started first if none runs. NetworkError when
+    none can be had: a keeper that fails to start, dies or does not answer, or a
+    $SANDKIT_HOME where the network's files cannot be made (full, read-only)."""
+    try:
+        return _join(record, home)
+    except TimeoutError as exc:
+        raise _keeper_lost(exc) from None
+    except OSError as exc:
+        raise NetworkError(f"cannot join network {record.name!r}: {exc}") from None
+
+
+def _join(record: NetworkRecord, home: Path | None) -> KeeperConnection:
     rootless = os.geteuid() != 0
     with network_lock(record, home) as directory:
         dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -161,6 +184,7 @@ def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
         finally:
             os.close(dir_fd)
         try:
+            sock.settimeout(REPLY_TIMEOUT)
             # Under the lock: a keeper that takes it to exit sees this connection as a member.
             protocol.send(sock, {"op": "hello"})
             received = protocol.receive(sock)
@@ -224,9 +248,9 @@ def _connect(dir_fd: int) -> socket.socket | None:
 
 def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> None:
     """Start the network's keeper and wait until it is ready (or say why it is not)."""
-    pasta_path = None
+    uplink_path = None
     if not record.internal:
-        pasta_path = uplink.find_uplink()
+        uplink_path = uplink.find_uplink()
         pasta.check_tun(rootless)
     ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
     spec = KeeperSpec(
@@ -236,7 +260,7 @@ def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> Non
         gateway=str(record.gateway),
         internal=record.internal,
         upstream=host_resolvers(),
-        pasta=pasta_path,
+        uplink=uplink_path,
         rootless=rootless,
         uid=os.geteuid(),
         gid=os.getegid(),

@@ -443,18 +443,9 @@ class AsyncContainer:
         """The setup of a container on a network: attach the new init's network namespace,
         then tell the init its interface, /etc/hosts and /etc/resolv.conf."""
         assert self._membership is not None and self._network_record is not None
-        netns = os.open(f"/proc/{init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            config = self._membership.attach(
-                netns,
-                self.hostname,
-                list(self._aliases),
-                policy=self._egress,
-                denied=self._denied,
-                container_id=self.id,
-            )
-        finally:
-            os.close(netns)
+        config = self._attach_interface(
+            init.pid, self._membership, "eth0", self._aliases, self._egress, self._denied
+        )
         self._addresses[self._network_record.name] = config["address"]
         files = (
             File(HOSTS_FILE, etcfiles.hosts(self.hostname, config["address"], self._aliases)),
@@ -594,8 +585,9 @@ class AsyncContainer:
         membership = await anyio.to_thread.run_sync(net_client.join, record)
         iface = f"eth{self._next_iface}"
         try:
+            assert self._init is not None
             config = await anyio.to_thread.run_sync(
-                self._attach_interface, membership, iface, aliases, policy, denied
+                self._attach_interface, self._init.pid, membership, iface, aliases, policy, denied
             )
             first = not self._joined
             await self._configure_interface(channel, config, aliases, default_route=first)
@@ -644,15 +636,16 @@ class AsyncContainer:
 
     def _attach_interface(
         self,
+        pid: int,
         membership: KeeperConnection,
         iface: str,
         aliases: tuple[str, ...],
         policy: net_egress.ResolvedEgress | None,
-        denied: list[ipaddress.IPv4Network],
+        denied: list[ipaddress.IPv4Network] | None,
     ) -> dict[str, Any]:
-        """Have the keeper put interface ``iface`` into the running container (blocking)."""
-        assert self._init is not None
-        netns = os.open(f"/proc/{self._init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        """Have the keeper put interface ``iface`` into the network namespace of ``pid`` (the
+        container's init), blocking; its configuration for the init."""
+        netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             return membership.attach(
                 netns,
