@@ -8,11 +8,10 @@ import functools
 import os
 import signal as signals
 from collections.abc import Iterator, Mapping, Sequence
-from typing import BinaryIO, Self, TypedDict, Unpack, cast
+from typing import TYPE_CHECKING, BinaryIO, Self, TypedDict, Unpack, cast
 
 from . import _portal
 from .images.image import Image
-from .runtime import copy
 from .runtime.cgroups import CgroupStats
 from .runtime.container import (
     DEFAULT_MAX_READ,
@@ -27,6 +26,9 @@ from .runtime.options import ContainerOptions
 from .runtime.process import AsyncInput, AsyncProcess, wait_ready
 from .runtime.results import ExecResult
 from .security.seccomp import SeccompSpec
+
+if TYPE_CHECKING:
+    from .runtime import copy  # imported by get_archive, its one use at run time
 
 __all__ = [
     "Container",
@@ -236,6 +238,8 @@ class Container:
     def get_archive(self, path: str, *, follow_link: bool = False) -> Iterator[bytes]:
         """The file or tree at ``path`` as a tar stream, in chunks (Docker's archive API):
         ``for chunk in c.get_archive("/etc"): out.write(chunk)``."""
+        from .runtime import copy
+
         return copy.archive(copy_side(self._core, _portal.run), path, follow_link=follow_link)
 
     def stat(self, path: str) -> copy.PathStat:

@@ -121,11 +121,18 @@ def _check_private(path: Path, st: os.stat_result) -> None:
 
 
 def private_subdir(home: Path, *parts: str) -> Path:
-    """A directory under the (already checked) home, created 0700 (each level) if missing."""
+    """A directory under the (already checked) home, created 0700 (each level) if missing;
+    HostUnsupportedError naming the fix when it cannot be (a read-only or full disk)."""
     path = home
     for part in (p for name in parts for p in name.split("/")):
         path = path / part
-        path.mkdir(exist_ok=True, mode=PRIVATE_MODE)
+        try:
+            path.mkdir(exist_ok=True, mode=PRIVATE_MODE)
+        except OSError as exc:
+            raise _state_error(
+                f"cannot create sandkit's state directory {str(path)!r}: {exc.strerror}; "
+                "set SANDKIT_HOME to a writable directory"
+            ) from None
     return path
 
 
@@ -136,11 +143,4 @@ def scratch_mountpoint(home: Path) -> Path:
     container at once and the host never sees those mounts: nothing to clean up, even after
     `kill -9` of the host.
     """
-    home = private_home(home)
-    try:
-        return private_subdir(home, "mnt")
-    except OSError as exc:
-        raise _state_error(
-            f"cannot create sandkit's state directory {str(home / 'mnt')!r}: {exc.strerror}; "
-            "set SANDKIT_HOME to a writable directory"
-        ) from None
+    return private_subdir(private_home(home), "mnt")

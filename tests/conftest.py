@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,27 @@ def as_unprivileged():
     if sys.platform != "linux":
         pytest.skip("Linux only")
     return run_unprivileged
+
+
+@pytest.fixture
+def full_tmpfs(tmp_path) -> Iterator[Path]:
+    """A private (0700) tmpfs of 64 KiB, mounted for the test and filled up by a file; its
+    SANDKIT_HOME-style volumes/ directory made before it filled. Needs root (mount)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=700", "tmpfs", small], check=True)
+    try:
+        (small / "volumes").mkdir(mode=0o700)
+        with open(small / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):
+            while True:
+                filler.write(bytes(4096))
+        yield small
+    finally:
+        subprocess.run(["umount", small], check=True)
+
+
+@pytest.fixture
+def own_home(tmp_path, monkeypatch):
+    """A SANDKIT_HOME of the test's own: its volumes and networks are all there is (use it with
+    ``pytest.mark.usefixtures("own_home")``)."""
+    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))

@@ -220,13 +220,13 @@ def test_hostile_tar_is_refused_and_leaves_nothing(busybox):
     dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 3
     with sandkit.Container(busybox) as c:
         c.exec(["mkdir", "/dst"], check=True)
-        for bad in (dotdot, link, dev):
-            with pytest.raises(sandkit.CopyError):
+        for bad, why in ((dotdot, "leads outside"), (link, "leads outside"), (dev, "a device")):
+            with pytest.raises(sandkit.CopyError, match=why):
                 c.copy_in(_tar_with((ok, b"x"), (bad, b"")), "/dst")
-            assert c.listdir("/dst") == [], bad.name
+            assert c.listdir("/dst") == [], bad.name  # not even "fine", nor the staging
         with pytest.raises(sandkit.CopyError, match="not a valid tar"):
             c.copy_in(io.BytesIO(b"this is not a tar" * 100), "/dst")
-        assert c.listdir("/dst") == [] and c.listdir("/") == sorted(c.listdir("/"))
+        assert c.listdir("/dst") == [] and _container_staging(c) == []
 
 
 def test_a_full_disk_or_a_too_deep_tree_leaves_nothing(busybox, tmp_path):
@@ -419,3 +419,93 @@ def test_rootless(as_unprivileged, busybox_dir, tmp_path):
     assert got["back_owner"] == got["me"]  # the caller's, on the host
     assert "does not map" in got["refused"] and "archive=True" in got["refused"]
     assert "kept" not in got["left"] and not any(n.startswith(".sandkit-cp-") for n in got["left"])
+
+
+def _rootless_unreadable(busybox_dir: str, work: str) -> dict:
+    import sandkit
+
+    tree = Path(work) / "tree"
+    (tree / "closed").mkdir(parents=True)
+    (tree / "closed" / "f").write_text("x")
+    (tree / "listed").mkdir()
+    (tree / "listed" / "g").write_text("y")
+    os.chmod(tree / "closed", 0)
+    os.chmod(tree / "listed", 0o444)  # listable, not searchable
+    got: dict[str, str] = {}
+
+    def attempt(label, fn):
+        try:
+            fn()
+            got[label] = "no error"
+        except sandkit.CopyError as exc:
+            got[label] = str(exc)
+
+    with sandkit.Container(sandkit.Image.from_directory(busybox_dir)) as c:
+        attempt("in", lambda: c.copy_in(tree, "/t"))
+        attempt("in_listed", lambda: c.copy_in(tree / "listed", "/t"))
+        attempt("in_below_listed", lambda: c.copy_in(tree / "listed" / "g", "/t"))
+        c.exec(["sh", "-c", "mkdir -p /d/x && echo x > /d/x/f && chmod 0 /d/x"], check=True)
+        attempt("out", lambda: c.copy_out("/d", Path(work) / "out"))
+        attempt("archive", lambda: b"".join(c.get_archive("/d/.")))
+        attempt("stat", lambda: c.stat("/d/x/f"))
+        left = sorted(os.listdir(work))
+    os.chmod(tree / "closed", 0o755)
+    os.chmod(tree / "listed", 0o755)
+    return {"errors": got, "host": left}
+
+
+def test_rootless_an_unreadable_source_is_a_copy_error_naming_it_and_the_fix(
+    as_unprivileged, busybox_dir, tmp_path
+):
+    from conftest import unprivileged_ids
+
+    uid, gid = unprivileged_ids()
+    os.chown(tmp_path, uid, gid)
+    got = as_unprivileged(_rootless_unreadable, str(busybox_dir), str(tmp_path))
+    tree = f"{tmp_path}/tree"
+    named = {
+        "in": f"'{tree}/closed' in the host",
+        "in_listed": f"'{tree}/listed/g' in the host",
+        "in_below_listed": f"'{tree}/listed/g' in the host",
+        "out": "'/d/x' in the container",
+        "archive": "'/d/./x' in the container",
+        "stat": "'/d/x/f' in the container",
+    }
+    for label, where in named.items():
+        message = got["errors"][label]
+        assert f"cannot read {where}: Permission denied" in message, (label, message)
+        assert "chmod" in message, (label, message)
+    assert got["host"] == ["tree"]
+
+
+@pytest.mark.root
+def test_a_full_host_disk_names_the_hosts_disk_and_leaves_nothing(busybox, full_tmpfs):
+    with sandkit.Container(busybox) as c:
+        c.copy_in(b"x" * (256 << 10), "/big")
+        with pytest.raises(sandkit.CopyError) as full:
+            c.copy_out("/big", full_tmpfs / "big")
+    assert "No space left on device" in str(full.value)
+    assert "room on the host's disk" in str(full.value), str(full.value)
+    assert "disk_size" not in str(full.value)
+    assert sorted(os.listdir(full_tmpfs)) == ["filler", "volumes"]
+
+
+def _rootless_remove(busybox_dir: str) -> dict:
+    import sandkit
+
+    deep = "/".join(["d"] * 1100)  # deeper than Python's recursion limit
+    got = {}
+    with sandkit.Container(sandkit.Image.from_directory(busybox_dir)) as c:
+        c.exec(["sh", "-c", f"mkdir -p /t/ro/x /t/{deep} && chmod 555 /t/ro"], check=True)
+        try:
+            c.remove("/t", recursive=True)
+            got["removed"] = "t" not in c.listdir("/")
+        except Exception as exc:  # noqa: BLE001 - reported to the parent as text
+            got["removed"] = f"{type(exc).__name__}: {exc}"[:300]
+    return got
+
+
+def test_rootless_recursive_remove_takes_read_only_and_deep_trees(as_unprivileged, busybox_dir):
+    # As Docker, whose removal runs as the container's root: neither a 0555 directory nor the
+    # depth of a tree stops it.
+    assert as_unprivileged(_rootless_remove, str(busybox_dir)) == {"removed": True}

@@ -57,3 +57,11 @@ def test_star_import_binds_every_public_name() -> None:
     exec("from sandkit import *", namespace)
     assert set(sandkit.__all__) <= set(namespace)
     assert namespace["AsyncContainer"] is sandkit.AsyncContainer
+
+
+def test_a_program_that_never_copies_does_not_load_the_copy_code() -> None:
+    """copy.py and trees.py (~13 ms) load with the first copy_in/copy_out/stat, not with
+    the container runtime."""
+    loaded = _modules_after("import sandkit.api, sandkit.aio")
+    assert "sandkit.runtime.container" in loaded
+    assert not loaded & {"sandkit.runtime.copy", "sandkit.runtime.trees"}

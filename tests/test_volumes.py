@@ -18,7 +18,7 @@ from treelisting import listing, make_tree
 import sandkit
 from sandkit.runtime import volumes
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("own_home")]
 
 
 def _seed(busybox_dir: Path, root: Path) -> Path:
@@ -45,12 +45,6 @@ def seeded_rootfs(busybox_dir, tmp_path_factory) -> Path:
 def _own_image(busybox_dir: Path) -> sandkit.Image:
     """The seeded image made by the calling user (rootless: their own files, as their pulls)."""
     return sandkit.Image.from_directory(_seed(busybox_dir, Path(tempfile.mkdtemp()) / "rootfs"))
-
-
-@pytest.fixture(autouse=True)
-def own_home(tmp_path, monkeypatch):
-    """A home of the test's own: its volumes are all there is."""
-    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))
 
 
 @pytest.fixture
@@ -361,3 +355,43 @@ def test_a_container_that_locks_its_volume_does_not_stall_the_next_fill(image):
             assert _sh(c, "cat /data/hello.txt") == "hello\n"
         assert (vol.mountpoint / "hello.txt").exists()
         p.kill()
+
+
+@pytest.mark.root
+def test_a_full_disk_is_a_volume_error_with_the_fix_and_leaves_nothing(full_tmpfs):
+    full_home = full_tmpfs
+    with pytest.raises(sandkit.VolumeError) as full:
+        volumes.create_volume("data", home=full_home)
+    assert "No space left on device" in str(full.value)
+    assert "SANDKIT_HOME" in str(full.value) and "prune" in str(full.value)
+    assert os.listdir(full_home / "volumes") == []  # made before the disk was full
+    result = subprocess.run(
+        [sys.executable, "-m", "sandkit", "volume", "create", "data"],
+        env={**os.environ, "SANDKIT_HOME": str(full_home)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "No space left on device" in result.stderr
+
+
+@pytest.mark.root
+def test_a_read_only_home_is_a_sandkit_error_naming_the_fix(tmp_path):
+    home = tmp_path / "ro"
+    home.mkdir(mode=0o700)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=700", "tmpfs", home], check=True
+    )
+    try:
+        for argv in (["volume", "create", "data"], ["volume", "ls"]):
+            result = subprocess.run(
+                [sys.executable, "-m", "sandkit", *argv],
+                env={**os.environ, "SANDKIT_HOME": str(home)},
+                capture_output=True,
+                text=True,
+            )
+            assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+            assert "Read-only file system" in result.stderr, result.stderr
+            assert "set SANDKIT_HOME to a writable directory" in result.stderr
+    finally:
+        subprocess.run(["umount", home], check=True)

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -18,6 +19,12 @@
 /* At most this many TCP connects in progress at once; one more is refused with EAGAIN (the host
  * caps its connections per port anyway, this bounds the init's table and poll set). */
 #define MAX_CONNECTING 64
+/* SYNs a connect retransmits before it fails with ETIMEDOUT: 2 make it give up 7 s after it began
+ * (1 s, then 2 s, then 4 s), soon after the host stops waiting for it (CONNECT_TIMEOUT, 5 s).
+ * The kernel's default (net.ipv4.tcp_syn_retries, 6) would keep a connect to a listener whose
+ * backlog is full in the table for over 2 minutes, and a full table refuses the connects of
+ * every published port of the container: any client of one slow port could keep them all shut. */
+#define CONNECT_SYN_RETRIES 2
 
 struct connecting {
 	int fd;
@@ -74,6 +81,10 @@ int do_connect(struct req *r, struct err *e)
 	fd = socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return connect_error(e, errno, port, udp ? "udp" : "tcp");
+	/* Best effort: a custom seccomp profile may forbid setsockopt, and the connect still works
+	 * (only its give-up comes as late as the kernel's default). */
+	if (!udp)
+		setsockopt(fd, IPPROTO_TCP, TCP_SYNCNT, &(int){ CONNECT_SYN_RETRIES }, sizeof(int));
 	to.sin_port = htons((uint16_t)port);
 	do
 		rc = connect(fd, (struct sockaddr *)&to, sizeof(to));

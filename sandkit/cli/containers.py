@@ -461,7 +461,12 @@ def ask_supervisor(ref: str, message: dict[str, Any]) -> None:
     """Send ``message`` to the supervisor of running container ``ref`` and wait for its
     answer: `ContainerError` with its refusal (`NoSuchContainerError`, `ContainerNotRunning`)."""
     record = _running(state.find(ref))
-    anyio.run(_request, record, message, True, backend="trio")
+    if anyio.run(_request, record, message, True, backend="trio") is None:
+        # (a kill may go unanswered: the container ends with it; a change of it may not)
+        raise errors.ContainerError(
+            f"container {record.id[:12]} did not answer the {message.get('op')} request: it "
+            f"stopped meanwhile, or its supervisor failed (see {record.dir / 'supervisor.log'})"
+        )
 
 
 def _running(record: state.Record) -> state.Record:
@@ -477,15 +482,21 @@ async def _connect(record: state.Record) -> socket.socket:
         raise state.ContainerNotRunning(f"Container {record.id} is not running") from None
 
 
-async def _request(record: state.Record, message: dict[str, Any], wait_reply: bool) -> None:
+async def _request(
+    record: state.Record, message: dict[str, Any], wait_reply: bool
+) -> dict[str, Any] | None:
+    """Send ``message`` to the container's supervisor; with ``wait_reply``, its answer (None
+    when it hung up without one), its refusal raised as `ContainerError`."""
     with await _connect(record) as sock:
         await control.send(sock, message)
-        if wait_reply:
-            reply, fds = await control.receive(sock)
-            for fd in fds:
-                os.close(fd)
-            if reply is not None and "error" in reply:
-                raise errors.ContainerError(reply["error"])
+        if not wait_reply:
+            return None
+        reply, fds = await control.receive(sock)
+        for fd in fds:
+            os.close(fd)
+    if reply is not None and "error" in reply:
+        raise errors.ContainerError(reply["error"])
+    return reply
 
 
 def _wait_for_exit(record: state.Record, timeout: float) -> None:

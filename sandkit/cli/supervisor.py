@@ -76,9 +76,8 @@ class Supervisor:
                         logs.start_soon(_log_stream, self.main.stderr, 2, log_fd)
                     returncode = await self.main.wait()
                     self.main_exited.set()
-                    await (
-                        self.container.stop()
-                    )  # as in Docker: the container ends with its main process
+                    # As in Docker: the container ends with its main process.
+                    await self.container.stop()
                     logs.cancel_scope.deadline = anyio.current_time() + OUTPUT_GRACE
             finally:
                 os.close(log_fd)

@@ -26,7 +26,13 @@ from ..errors import ImageError, ImageNotFoundError
 from . import reference
 from .budget import ChargedWriter, DiskBudget
 from .digest import check_digest, hex_of, sha256_bytes, verify_bytes
-from .documents import check_config, check_descriptor, load_json
+from .documents import (
+    check_config,
+    check_descriptor,
+    check_layer_type,
+    image_descriptors,
+    load_json,
+)
 from .fsutil import open_regular_beneath
 from .layers import DECOMPRESSION_ERRORS, open_decompressed, split_name
 from .platform import Platform, choose
@@ -353,18 +359,7 @@ class _Loader:
                     f"index {where}",
                 )
                 continue
-            config_desc = doc.get("config") or {}
-            layers = doc.get("layers") or []
-            if (
-                not isinstance(config_desc, dict)
-                or not isinstance(layers, list)
-                or not all(isinstance(x, dict) for x in layers)
-            ):
-                raise ImageError(
-                    f"{where}: the manifest's config or layers are not descriptors; the image is corrupt"
-                )
-            for d in (config_desc, *layers):
-                check_descriptor(d, f"a descriptor of the manifest {where}")
+            config_desc, layers = image_descriptors(doc, where)
             if config_desc.get("mediaType") not in CONFIG_TYPES:
                 raise ImageError(
                     f"{self.src.path}: {desc['digest'][:19]} is an artifact (config type "
@@ -378,11 +373,7 @@ class _Loader:
                 )
             names = []
             for layer in layers:
-                if "tar" not in str(layer.get("mediaType", "")):
-                    raise ImageError(
-                        f"{self.src.path}: layer media type {layer.get('mediaType')!r} is not a tar "
-                        "layer; this is not a runnable container image"
-                    )
+                check_layer_type(layer, where)
                 digest = check_digest(layer.get("digest"), "layer digest")
                 names.append((f"blobs/sha256/{hex_of(digest)}", digest, layer.get("size")))
             with self.store.unpacking(len(layers)):

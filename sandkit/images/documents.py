@@ -51,6 +51,56 @@ def check_descriptor(desc: dict[str, Any], what: str, *, max_size: int | None = 
         )
 
 
+# The layer media types sandkit unpacks (OCI image-spec layer.md and Docker's manifest v2.2).
+# Only the tar is read from the label: plain, gzip or zstd is told by the layer's first bytes.
+UNPACKABLE_LAYERS = frozenset(
+    {
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    }
+)
+
+
+def image_descriptors(
+    manifest: dict[str, Any], where: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The config and layer descriptors of an image manifest (from a registry or a layout),
+    each with its spec's field types."""
+    config = manifest.get("config")
+    layers = manifest.get("layers")
+    if (
+        not isinstance(config, dict)
+        or not isinstance(layers, list)
+        or not all(isinstance(x, dict) for x in layers)
+    ):
+        raise ImageError(
+            f"manifest of {where} lacks a config or a layers list: the image is corrupt"
+        )
+    check_descriptor(config, f"the config descriptor of {where}")
+    for layer in layers:
+        check_descriptor(layer, f"a layer descriptor of {where}")
+    return config, layers
+
+
+def check_layer_type(layer: dict[str, Any], where: str) -> None:
+    """A layer descriptor of a type sandkit can unpack: an encrypted or non-tar layer is refused
+    by its type, not taken for a corrupt tar once downloaded."""
+    media_type = layer.get("mediaType", "")
+    if media_type in UNPACKABLE_LAYERS:
+        return
+    hint = (
+        " (encrypted layers need a decryption key sandkit does not have)"
+        if "encrypted" in media_type
+        else ""
+    )
+    raise ImageError(
+        f"{where} has a layer of media type {media_type!r} that sandkit cannot unpack{hint}"
+    )
+
+
 def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -29,7 +29,7 @@ from . import egress, keeper, pasta, protocol, uplink
 from .keeper import SOCKET_NAME, KeeperSpec
 from .store import NetworkRecord, network_lock
 
-# How long a new keeper may take to build its namespace, rules and pasta and say it is ready.
+# How long a new keeper may take to build its namespace, rules and uplink and say it is ready.
 KEEPER_START_TIMEOUT = 10.0
 # Where the host's resolvers are read from (the keeper forwards to them).
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -38,11 +38,11 @@ _NAMESERVER = re.compile(rb"^\s*nameserver\s+([0-9.]+)\s*(?:#.*)?$", re.MULTILIN
 
 
 LIST_TIMEOUT = 5.0  # seconds a `sandkit network inspect` waits for a keeper's listing
-# How long the host waits for a keeper's answer to a join, an attach or an egress change. The
-# keeper answers one request at a time, and an attach may reload a rule set (up to
-# firewall.RESTORE_TIMEOUT): far more than that, but a stopped or wedged keeper must not hang
-# the host (and everyone waiting for the network's lock behind it) forever.
-KEEPER_REPLY_TIMEOUT = 60.0
+# Seconds the host waits for a keeper's answer to a hello, attach or egress request. A keeper
+# answers at once, but one request at a time: the slowest, an attach, runs two *tables-restore
+# (each given up after restore.TIMEOUT s). A keeper silent for longer is stopped or wedged,
+# and a container start must fail rather than hang on it.
+REPLY_TIMEOUT = 120.0
 
 
 def host_resolvers(path: Path | None = None) -> list[str]:
@@ -56,13 +56,16 @@ def host_resolvers(path: Path | None = None) -> list[str]:
     return found[:MAX_UPSTREAM]
 
 
-def _keeper_silent(sock: socket.socket, timeout: float) -> NetworkError:
+def _keeper_silent(sock: socket.socket) -> NetworkError:
+    """The error for a keeper that left a request on ``sock`` unanswered: it names the
+    keeper's pid, the process to end."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid = struct.unpack("3i", creds)[0]
     return NetworkError(
-        f"the network's keeper (pid {pid}) did not answer within {timeout:g} s: it is stopped "
-        f"or wedged. End it (`kill {pid}`; the containers on the network lose their interfaces "
-        "on it) and restart them"
+        f"the network's keeper (pid {pid}) did not answer within {REPLY_TIMEOUT:g} s "
+        "(sandkit.net.client.REPLY_TIMEOUT): it is stopped or wedged. End it "
+        f"(`kill {pid}`; the containers on the network lose their interfaces on it) and "
+        "restart them"
     )
 
 
@@ -135,16 +138,16 @@ class KeeperConnection:
     def _exchange(self, request: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
         """Send ``request`` and return the keeper's answer: one at a time (a container's
         requests may come from several threads, and each answer must go to its own request),
-        within `KEEPER_REPLY_TIMEOUT`."""
+        within `REPLY_TIMEOUT`."""
         with self._lock:
             if self._silent is not None:
                 raise self._silent
-            self._sock.settimeout(KEEPER_REPLY_TIMEOUT)
+            self._sock.settimeout(REPLY_TIMEOUT)
             try:
                 protocol.send(self._sock, request, fds)
                 received = protocol.receive(self._sock)
             except TimeoutError:
-                self._silent = _keeper_silent(self._sock, KEEPER_REPLY_TIMEOUT)
+                self._silent = _keeper_silent(self._sock)
                 raise self._silent from None
             except OSError as exc:  # a keeper killed: the pipe is broken, or reset
                 raise _keeper_gone(exc.strerror) from None
@@ -167,7 +170,16 @@ class KeeperConnection:
 
 
 def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
-    """A connection to ``record``'s keeper, started first if none runs."""
+    """A connection to ``record``'s keeper, started first if none runs. NetworkError when
+    none can be had: a keeper that fails to start, dies or does not answer, or a
+    $SANDKIT_HOME where the network's files cannot be made (full, read-only)."""
+    try:
+        return _join(record, home)
+    except OSError as exc:
+        raise NetworkError(f"cannot join network {record.name!r}: {exc}") from None
+
+
+def _join(record: NetworkRecord, home: Path | None) -> KeeperConnection:
     rootless = os.geteuid() != 0
     with network_lock(record, home) as directory:
         dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -181,10 +193,11 @@ def join(record: NetworkRecord, home: Path | None = None) -> KeeperConnection:
         finally:
             os.close(dir_fd)
         try:
+            sock.settimeout(REPLY_TIMEOUT)
             # Under the lock: a keeper that takes it to exit sees this connection as a member.
             received = _hello(sock)
         except TimeoutError:
-            error = _keeper_silent(sock, KEEPER_REPLY_TIMEOUT)
+            error = _keeper_silent(sock)
             sock.close()
             raise error from None
         except OSError as exc:  # a keeper that ended meanwhile
@@ -252,7 +265,7 @@ def _hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
 def _connect(dir_fd: int) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     # Connecting waits too while a stopped keeper's backlog is full.
-    sock.settimeout(KEEPER_REPLY_TIMEOUT)
+    sock.settimeout(REPLY_TIMEOUT)
     try:
         # Through the directory's fd: a deep $SANDKIT_HOME makes paths longer than sun_path.
         sock.connect(f"/proc/self/fd/{dir_fd}/{SOCKET_NAME}")
@@ -262,7 +275,7 @@ def _connect(dir_fd: int) -> socket.socket | None:
     except TimeoutError:
         sock.close()
         raise NetworkError(
-            f"the network's keeper did not take a connection within {KEEPER_REPLY_TIMEOUT:g} s: "
+            f"the network's keeper did not take a connection within {REPLY_TIMEOUT:g} s: "
             "it is stopped or wedged. End it (`sandkit network inspect` names the network; "
             "its process is called sandkit-keeper) and restart the containers on it"
         ) from None
@@ -274,9 +287,9 @@ def _connect(dir_fd: int) -> socket.socket | None:
 
 def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> None:
     """Start the network's keeper and wait until it is ready (or say why it is not)."""
-    pasta_path = None
+    uplink_path = None
     if not record.internal:
-        pasta_path = uplink.find_uplink()
+        uplink_path = uplink.find_uplink()
         pasta.check_tun(rootless)
     ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
     spec = KeeperSpec(
@@ -286,7 +299,7 @@ def _start_keeper(record: NetworkRecord, directory: Path, rootless: bool) -> Non
         gateway=str(record.gateway),
         internal=record.internal,
         upstream=host_resolvers(),
-        pasta=pasta_path,
+        uplink=uplink_path,
         rootless=rootless,
         uid=os.geteuid(),
         gid=os.getegid(),

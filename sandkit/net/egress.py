@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import shutil
 import socket
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -35,7 +33,7 @@ from typing import Any, Literal, cast
 
 import attrs
 
-from ..errors import EgressError, NetworkError, NetworkUnavailableError
+from ..errors import EgressError, NetworkError
 
 Proto = Literal["tcp", "udp"]
 
@@ -447,7 +445,7 @@ def _interface(name: str, what: str) -> str:
 def network_rules(
     *, bridge: str, subnet: IPv4Network, gateway: IPv4Address, uplink: str | None
 ) -> str:
-    """The iptables-restore input for a new network's namespace N (load it once, with `apply`).
+    """The iptables-restore input for a new network's namespace N (load it once, with `firewall.restore`).
 
     INPUT: from the bridge only DNS (UDP and TCP 53) to the gateway and replies, the rest
     refused, so a container reaches nothing that listens in N. FORWARD: replies back to the
@@ -495,7 +493,7 @@ def network_rules(
 
 def network_rules6(*, bridge: str) -> str:
     """The ip6tables-restore input for a new network's namespace N (load it with
-    ``apply(rules, ipv6=True)``). Networks are IPv4 only, but every interface gets an IPv6
+    ``firewall.restore(..., ipv6=True)``). Networks are IPv4 only, but every interface gets an IPv6
     link-local address: without these rules a container could reach what listens in N on
     [::] through the bridge's, and N would route IPv6 (pasta gives N an IPv6 uplink when the
     host has one) if forwarding were ever turned on. IPv6 between containers of the network
@@ -575,7 +573,7 @@ def container_rules(
     denied: list[IPv4Network],
     replace: bool = False,
 ) -> str:
-    """The iptables-restore input (for `apply`) that fills a container's own chain, and, unless
+    """The iptables-restore input (for `firewall.restore`) that fills a container's own chain, and, unless
     ``replace``, creates the chain and its jump for packets from ``address``.
 
     The chain holds, in order: the allowed destinations inside an always-denied one (named
@@ -625,41 +623,6 @@ def _restore_input(lines: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_IPTABLES_RESTORE = "iptables-restore"
-_IP6TABLES_RESTORE = "ip6tables-restore"
-_APPLY_TIMEOUT = 30.0
-_SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
-
-
-def _iptables_restore(program: str) -> str:
-    found = shutil.which(program) or shutil.which(program, path=_SBIN)
-    if found is None:
-        raise NetworkUnavailableError(
-            f"{program} is not installed: networks need iptables for their egress "
-            "rules (Debian: apt-get install iptables)"
-        )
-    return found
-
-
-def apply(rules: str, *, ipv6: bool = False) -> None:
-    """Loads ``rules`` (iptables-restore input; ip6tables-restore's with ``ipv6``) in the
-    caller's network namespace, in one transaction, keeping what is there (``--noflush``)."""
-    program = _IP6TABLES_RESTORE if ipv6 else _IPTABLES_RESTORE
-    try:
-        result = subprocess.run(
-            [_iptables_restore(program), "--noflush", "-w"],
-            input=rules.encode(),
-            capture_output=True,
-            timeout=_APPLY_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise NetworkError(f"{program} did not finish within {_APPLY_TIMEOUT:g} s") from None
-    if result.returncode != 0:
-        message = result.stderr.decode(errors="replace").strip()[-2000:]
-        raise NetworkError(f"{program} failed (exit {result.returncode}): {message}")
-
-
 __all__ = [
     "FIXED_DENIED",
     "MAX_DESTINATIONS",
@@ -670,7 +633,6 @@ __all__ = [
     "HostDestination",
     "ResolvedEgress",
     "always_denied",
-    "apply",
     "container_chain",
     "container_lines",
     "container_rules",

@@ -1,59 +1,29 @@
 """The iptables rules of a network's namespace N (never the host's), as `egress` writes them:
-NAT out of pasta's interface, nothing reachable in N but the resolver, and each container's
+NAT out of the uplink's interface, nothing reachable in N but the resolver, and each container's
 egress chain. Applied with one ``iptables-restore`` per change, run by the keeper inside N."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import shutil
-import subprocess
 
-from ..errors import NetworkError, NetworkUnavailableError
-from . import egress
+from . import egress, uplink
+from . import restore as restore_tool
 from .netlink import BRIDGE_NAME
 
-UPLINK_NAME = "up0"  # pasta's interface in N
-RESTORE_TIMEOUT = 30.0  # for one *tables-restore: far more than a few hundred rules take
+UPLINK_NAME = uplink.TAP_NAME  # the uplink's interface in N
 
 
-def _iptables_restore(ipv6: bool) -> str:
-    program = "ip6tables-restore" if ipv6 else "iptables-restore"
-    found = shutil.which(program, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-    if found is None:
-        raise NetworkUnavailableError(
-            f"{program} is not installed: networks need it (apt install iptables)"
-        )
-    return found
-
-
-def restore(ruleset: str, *, flush: bool, lock_file: str, ipv6: bool = False) -> None:
+def restore(ruleset: str, *, flush: bool, lock_file: str | None, ipv6: bool = False) -> None:
     """Load ``ruleset`` into this namespace's tables (``flush``: replacing what they hold;
-    ``ipv6``: with ip6tables-restore)."""
-    command = [_iptables_restore(ipv6), "-w"] + ([] if flush else ["--noflush"])
+    ``ipv6``: with ip6tables-restore; ``lock_file``: the xtables lock to take, None for the
+    system's)."""
+    name = "ip6tables-restore" if ipv6 else "iptables-restore"
+    program = restore_tool.find(
+        name, missing=f"{name} is not installed: networks need it (apt install iptables)"
+    )
+    command = [program, "-w"] + ([] if flush else ["--noflush"])
     # A rootless keeper cannot open /run/xtables.lock: each network has its own lock anyway.
-    load(command, ruleset, {"XTABLES_LOCKFILE": lock_file})
-
-
-def load(command: list[str], ruleset: str, env: dict[str, str] | None = None) -> None:
-    """Run ``command`` (an ``*tables-restore``) with ``ruleset`` on its stdin, in this
-    namespace, with ``env`` added to a fixed PATH; NetworkError naming the program and what it
-    said when it fails or takes longer than `RESTORE_TIMEOUT`."""
-    program = os.path.basename(command[0])
-    try:
-        done = subprocess.run(
-            command,
-            input=ruleset.encode(),
-            capture_output=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
-            timeout=RESTORE_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise NetworkError(f"{program} did not finish within {RESTORE_TIMEOUT:g} s") from None
-    if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").strip()[-2000:]
-        raise NetworkError(f"{program} failed in the network's namespace: {message}")
+    restore_tool.run(command, ruleset, {"XTABLES_LOCKFILE": lock_file} if lock_file else None)
 
 
 def install_base(

@@ -1,7 +1,7 @@
 """The keeper of one network: ``python -m sandkit.net.keeper SPEC``, started by `client`.
 
 It makes the network's namespace N (rootless: inside a user namespace U_N of its own, where it
-is root), with the bridge, iptables rules and resolver of the network, starts pasta for the
+is root), with the bridge, iptables rules and resolver of the network, starts the uplink for the
 outbound path (not for an internal network), and serves the hosts' connections: each container's
 host side holds one for the container's life, attaches the container through it, and closing it
 detaches. When no connection is left the keeper takes the network's lock, makes sure nobody
@@ -61,7 +61,7 @@ class KeeperSpec:
     gateway: str
     internal: bool
     upstream: list[str]
-    pasta: str | None
+    uplink: str | None  # the uplink program's path (`uplink.find_uplink`); None: internal
     rootless: bool
     uid: int
     gid: int
@@ -153,8 +153,8 @@ class Keeper:
         self.egress = firewall.EgressTables(self._xtables_lock())
         # addresses whose veths a thread deleted (see _release), freed by the loop
         self.released: queue.SimpleQueue[ipaddress.IPv4Address] = queue.SimpleQueue()
-        # The keeper's end of the pipe whose end of file makes the launcher kill pasta.
-        self.pasta_watch: int | None = None
+        # The keeper's end of the pipe whose end of file makes the launcher kill the uplink.
+        self.uplink_watch: int | None = None
         self.forwarder = resolver.Forwarder(None, [])
         self.listener: socket.socket | None = None
 
@@ -169,9 +169,9 @@ class Keeper:
             # the host's loopback, which no container can.
             upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.forwarder = resolver.Forwarder(upstream, spec.upstream)
-        launcher = self._fork_pasta_launcher() if spec.pasta else None
+        launcher = self._fork_uplink_launcher() if spec.uplink else None
         if launcher is not None:
-            self.pasta_watch = launcher[1]
+            self.uplink_watch = launcher[1]
         try:
             if spec.rootless:
                 nsutil.unshare(nsutil.CLONE_NEWUSER | nsutil.CLONE_NEWNET)
@@ -192,23 +192,23 @@ class Keeper:
             )
         except BaseException:
             if launcher is not None:
-                self.stop_pasta()  # the launcher exits without starting pasta
+                self.stop_uplink()  # the launcher exits without starting the uplink
                 os.waitpid(launcher[0], 0)
             raise
         if launcher is not None:
-            self._start_pasta(*launcher)
+            self._start_uplink(*launcher)
         self._open_resolver()
         self._listen()
 
     def _xtables_lock(self) -> str:
         return os.path.join(self.spec.directory, "xtables.lock")
 
-    def _fork_pasta_launcher(self) -> tuple[int, int]:
-        """A child left in the host's namespaces (the launcher) that waits for N, starts pasta
-        on it, and kills pasta when the keeper ends, however it ends (its end of a pipe the
+    def _fork_uplink_launcher(self) -> tuple[int, int]:
+        """A child left in the host's namespaces (the launcher) that waits for N, starts the
+        uplink on it, and kills it when the keeper ends, however it ends (its end of a pipe the
         keeper holds reads end of file). Returns (launcher pid, the keeper's end of the pipe).
 
-        A watchdog rather than PR_SET_PDEATHSIG on pasta: pasta sandboxes itself in a user
+        A watchdog rather than PR_SET_PDEATHSIG on the uplink: pasta sandboxes itself in a user
         namespace of its own, and changing credentials so clears the parent-death signal (seen
         here: pastas outlived their keeper); given N as an fd, pasta does not notice N's end.
         """
@@ -219,34 +219,34 @@ class Keeper:
             status = 127
             try:
                 os.close(go_write)
-                status = self._launch_and_watch_pasta(keeper_pid, go_read)
+                status = self._launch_and_watch_uplink(keeper_pid, go_read)
             except BaseException as exc:  # noqa: BLE001 - a forked child must never return
                 with contextlib.suppress(OSError):
-                    os.write(2, f"sandkit keeper: cannot start pasta: {exc}\n".encode())
+                    os.write(2, f"sandkit keeper: cannot start the uplink: {exc}\n".encode())
             os._exit(status)
         os.close(go_read)
         return pid, go_write
 
-    def _launch_and_watch_pasta(self, keeper_pid: int, go: int) -> int:
-        """In the launcher: start pasta once the keeper says so; return its exit status when it
+    def _launch_and_watch_uplink(self, keeper_pid: int, go: int) -> int:
+        """In the launcher: start the uplink once the keeper says so; return its exit status when it
         ends by itself, or kill it when the keeper ends (0)."""
         if os.read(go, 1) != b"g":
             return 1  # the keeper failed before N was ready
         command = self._uplink_command(keeper_pid, go)
-        pasta_pid = os.fork()
-        if pasta_pid == 0:
+        uplink_pid = os.fork()
+        if uplink_pid == 0:
             os.set_inheritable(go, True)  # slirp4netns's --exit-fd
             for number in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
-                signal.signal(number, signal.SIG_DFL)  # as Python found them, for pasta
+                signal.signal(number, signal.SIG_DFL)  # as Python found them, for the uplink
             try:
                 os.execv(command[0], command)
             finally:
                 os._exit(127)
-        pasta_fd = os.pidfd_open(pasta_pid)
-        ready, _, _ = select.select([go, pasta_fd], [], [])
-        if go in ready:  # the keeper ended (or stopped pasta): end of file
-            signal.pidfd_send_signal(pasta_fd, signal.SIGKILL)
-        _, status = os.waitpid(pasta_pid, 0)
+        uplink_fd = os.pidfd_open(uplink_pid)
+        ready, _, _ = select.select([go, uplink_fd], [], [])
+        if go in ready:  # the keeper ended (or stopped the uplink): end of file
+            signal.pidfd_send_signal(uplink_fd, signal.SIGKILL)
+        _, status = os.waitpid(uplink_pid, 0)
         return 0 if go in ready else os.waitstatus_to_exitcode(status) or 1
 
     def _uplink_command(self, keeper_pid: int, keeper_watch: int) -> list[str]:
@@ -255,7 +255,7 @@ class Keeper:
         itself: it then ends with the keeper even when the launcher was killed first."""
         # The program opens them again as /proc/self/fd/N: as root, its dropped capabilities
         # would not let it open /proc/<keeper>/ns/net itself.
-        program = self.spec.pasta
+        program = self.spec.uplink
         assert program is not None
         netns = os.open(f"/proc/{keeper_pid}/ns/net", os.O_RDONLY)
         os.set_inheritable(netns, True)
@@ -278,11 +278,11 @@ class Keeper:
             exit_fd=keeper_watch,
         )
 
-    def _start_pasta(self, launcher: int, go: int) -> None:
-        """Let the launcher start pasta, and wait until pasta's interface in N has its address.
-        ``go`` stays open for the keeper's life: its end tells the launcher to kill pasta."""
+    def _start_uplink(self, launcher: int, go: int) -> None:
+        """Let the launcher start the uplink, and wait until its interface in N has its address.
+        ``go`` stays open for the keeper's life: its end tells the launcher to kill the uplink."""
         os.write(go, b"g")
-        self.pasta_watch = go
+        self.uplink_watch = go
         deadline = time.monotonic() + UPLINK_START_TIMEOUT
         while not netlink.has_address(firewall.UPLINK_NAME):
             if os.waitpid(launcher, os.WNOHANG) != (0, 0):
@@ -650,12 +650,12 @@ class Keeper:
 
     # -- the end ----------------------------------------------------------------------------
 
-    def stop_pasta(self) -> None:
-        """Have the launcher kill pasta now (it holds N open: it would not notice N's end).
+    def stop_uplink(self) -> None:
+        """Have the launcher kill the uplink now (it holds N open: it would not notice N's end).
         The keeper's exit does the same, however it exits."""
-        if self.pasta_watch is not None:
-            os.close(self.pasta_watch)
-            self.pasta_watch = None
+        if self.uplink_watch is not None:
+            os.close(self.uplink_watch)
+            self.uplink_watch = None
 
 
 def _raise_fd_limit() -> None:
@@ -685,7 +685,7 @@ def run(spec: KeeperSpec) -> NoReturn:
     try:
         keeper.set_up()
     except BaseException as exc:  # noqa: BLE001 - reported to the host through the ready pipe
-        keeper.stop_pasta()
+        keeper.stop_uplink()
         message = str(exc) if isinstance(exc, NetworkError) else f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(OSError):
             os.write(spec.ready_fd, ("error: " + message).encode()[: protocol.MAX_MESSAGE])
@@ -693,13 +693,13 @@ def run(spec: KeeperSpec) -> NoReturn:
     try:
         os.write(spec.ready_fd, b"ok")
     except OSError:  # the host gave up waiting: nobody will connect
-        keeper.stop_pasta()
+        keeper.stop_uplink()
         os._exit(1)
     os.close(spec.ready_fd)
     try:
         keeper.serve()
     finally:
-        keeper.stop_pasta()
+        keeper.stop_uplink()
         os._exit(0)
 
 

@@ -1,6 +1,5 @@
-"""pasta (Debian package ``passt``): the user-mode network stack that carries a network's
-outbound traffic from its namespace N to the host's network, as root too (so the host's
-firewall, sysctls and interfaces are never touched).
+"""pasta (Debian package ``passt``): the fallback uplink when slirp4netns is missing (see
+`uplink`, which finds and starts either), and the /dev/net/tun check both need.
 
 The keeper forks a launcher before it leaves the host's namespaces; once N is ready the launcher
 opens N (and, rootless, its user namespace U_N) through /proc, starts pasta on those fds in the
@@ -11,33 +10,15 @@ launcher kills pasta (given N as an fd, pasta would not notice N's end by itself
 from __future__ import annotations
 
 import os
-import shutil
 
 from ..errors import NetworkUnavailableError
 
-# Where pasta is looked for (None: $PATH, then /usr/bin and /usr/sbin). Tests point it at an
-# empty directory to see the error a host without passt gets.
-SEARCH_PATH: str | None = None
 TUN_DEVICE = "/dev/net/tun"
 # N's side of pasta: a link-local address, which egress denies to containers anyway, so that it
 # can never shadow a real destination (pasta's default copies the host's address into N).
 UPLINK_ADDRESS = "169.254.88.2"
 UPLINK_GATEWAY = "169.254.88.1"
 UPLINK_PREFIX = 30
-
-
-def find_pasta() -> str:
-    """pasta's path; NetworkUnavailableError naming the package when it is not installed."""
-    path = SEARCH_PATH
-    if path is None:
-        path = os.environ.get("PATH", "") + ":/usr/bin:/usr/sbin:/bin"
-    found = shutil.which("pasta", path=path)
-    if found is None:
-        raise NetworkUnavailableError(
-            "network='bridge' and user networks need pasta, which is not installed: install "
-            "passt (apt install passt), or use network='none' or 'host'"
-        )
-    return found
 
 
 def check_tun(rootless: bool) -> None:

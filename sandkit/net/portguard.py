@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import shutil
 
-from ..errors import NetworkError, NetworkUnavailableError
-from . import firewall
+from ..errors import NetworkError
+from . import restore
 
 # iptables-nft's ebtables first: it works inside a user namespace (the legacy one does not).
 _PROGRAMS = ("ebtables-nft-restore", "ebtables-restore")
-_SEARCH_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
 _VETH = re.compile(r"v[0-9]{1,9}")
 # A container's MAC: locally administered, unicast, "sk", then the low 24 bits of its address
 # (unique in any network of at least 2^24 addresses; sandkit's are /8 or smaller).
@@ -78,21 +76,15 @@ def guard_rules(veth: str, address: ipaddress.IPv4Address, mac: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ebtables_restore() -> str:
-    for program in _PROGRAMS:
-        found = shutil.which(program, path=_SEARCH_PATH)
-        if found is not None:
-            return found
-    raise NetworkUnavailableError(
-        "ebtables-nft-restore is not installed: networks need it to keep containers from "
-        "forging their addresses (Debian: apt-get install iptables)"
-    )
-
-
 def apply(rules: str) -> None:
     """Load ``rules`` (ebtables-restore input) in the caller's network namespace, keeping the
     rest (``--noflush``), in one transaction."""
-    firewall.load([_ebtables_restore(), "--noflush"], rules)
+    program = restore.find(
+        *_PROGRAMS,
+        missing="ebtables-nft-restore is not installed: networks need it to keep containers "
+        "from forging their addresses (Debian: apt-get install iptables)",
+    )
+    restore.run([program, "--noflush"], rules)
 
 
 def guard(address: ipaddress.IPv4Address) -> None:

@@ -49,7 +49,7 @@ from ..net import store as net_store
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
-from . import copy, environment, etcfiles, plan, prespawn, startup
+from . import environment, etcfiles, plan, prespawn, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .forward import CONNECT_TIMEOUT, Binding, PortForwarder
@@ -72,6 +72,7 @@ from .spawn import SpawnedInit
 
 if TYPE_CHECKING:
     from ..net.client import KeeperConnection
+    from . import copy
 
 # How long a start waits for a spare container that is being made (20 x 0.2 ms).
 _SPARE_POLLS = 20
@@ -462,18 +463,9 @@ class AsyncContainer:
         """The setup of a container on a network: attach the new init's network namespace,
         then tell the init its interface, /etc/hosts and /etc/resolv.conf."""
         assert self._membership is not None and self._network_record is not None
-        netns = os.open(f"/proc/{init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            config = self._membership.attach(
-                netns,
-                self.hostname,
-                list(self._aliases),
-                policy=self._egress,
-                denied=self._denied,
-                container_id=self.id,
-            )
-        finally:
-            os.close(netns)
+        config = self._attach_interface(
+            init.pid, self._membership, "eth0", self._aliases, self._egress, self._denied
+        )
         self._addresses[self._network_record.name] = config["address"]
         files = (
             File(HOSTS_FILE, etcfiles.hosts(self.hostname, config["address"], self._aliases)),
@@ -614,8 +606,9 @@ class AsyncContainer:
         index = self._free_interface_index()
         iface = f"eth{index}"
         try:
+            assert self._init is not None
             config = await anyio.to_thread.run_sync(
-                self._attach_interface, membership, iface, aliases, policy, denied
+                self._attach_interface, self._init.pid, membership, iface, aliases, policy, denied
             )
             first = not self._joined
             await self._configure_interface(channel, config, aliases, default_route=first)
@@ -677,24 +670,23 @@ class AsyncContainer:
 
     def _attach_interface(
         self,
+        pid: int,
         membership: KeeperConnection,
         iface: str,
         aliases: tuple[str, ...],
         policy: net_egress.ResolvedEgress | None,
-        denied: list[ipaddress.IPv4Network],
+        denied: list[ipaddress.IPv4Network] | None,
     ) -> dict[str, Any]:
-        """Have the keeper put interface ``iface`` into the running container (blocking)."""
-        assert self._init is not None
-        if membership.userns_fd is not None and not _userns_parent_is(
-            self._init.pid, membership.userns_fd
-        ):
+        """Have the keeper put interface ``iface`` into the network namespace of ``pid`` (the
+        container's init), blocking; its configuration for the init."""
+        if membership.userns_fd is not None and not _userns_parent_is(pid, membership.userns_fd):
             raise errors.NetworkError(
                 f"container {self.id[:12]} cannot rejoin its network: the keeper it was started "
                 "under has ended (it had no other container on the network), and rootless only "
                 "that keeper can give it an interface. Restart the container on the network; "
                 "keep another container on it to disconnect and connect this one"
             )
-        netns = os.open(f"/proc/{self._init.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             return membership.attach(
                 netns,
@@ -1198,6 +1190,8 @@ class AsyncContainer:
         return fds[0]
 
     # -- copying (`docker cp`'s job; the work is in copy.py, on a worker thread) --------------
+    # (copy.py is imported by each method: ~10 ms of imports a program that never copies
+    # need not pay)
 
     async def copy_in(
         self,
@@ -1212,6 +1206,8 @@ class AsyncContainer:
         into directory ``container_path``). ``archive`` keeps the owners (``cp -a``; else the
         container's root owns it all); ``follow_link`` copies what a symlink source points to.
         Raises `CopyError` (nothing written) when a path is missing or refused."""
+        from . import copy
+
         side = self._copy_side(anyio.from_thread.run)
         await anyio.to_thread.run_sync(
             lambda: copy.copy_in(
@@ -1229,6 +1225,8 @@ class AsyncContainer:
     ) -> None:
         """Copy a file or tree of the container to the host, by `docker cp`'s rules; what lands
         belongs to the caller unless ``archive``. Nothing half-made is left on failure."""
+        from . import copy
+
         side = self._copy_side(anyio.from_thread.run)
         await anyio.to_thread.run_sync(
             lambda: copy.copy_out(
@@ -1238,6 +1236,8 @@ class AsyncContainer:
 
     async def get_archive(self, path: str, *, follow_link: bool = False) -> AsyncIterator[bytes]:
         """The file or tree at ``path`` as a tar stream (Docker's archive API), in chunks."""
+        from . import copy
+
         chunks = copy.archive(self._copy_side(anyio.from_thread.run), path, follow_link=follow_link)
         try:
             while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
@@ -1247,17 +1247,23 @@ class AsyncContainer:
 
     async def stat(self, path: str) -> copy.PathStat:
         """Docker's ``PathStat`` of ``path`` (a symlink at its last name is not followed)."""
+        from . import copy
+
         side = self._copy_side(anyio.from_thread.run)
         return await anyio.to_thread.run_sync(lambda: copy.stat_path(side, path))
 
     async def remove(self, path: str, *, recursive: bool = False) -> None:
         """Remove a file, symlink or empty directory of the container (``recursive``: a tree)."""
+        from . import copy
+
         side = self._copy_side(anyio.from_thread.run)
         await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
 
     def _copy_side(self, call: Callable[..., Any]) -> copy.ContainerSide:
         """The container as copy.py reaches it; ``call`` runs a coroutine function from the
         thread that copies (anyio's from_thread.run, or the sync API's portal)."""
+        from . import copy
+
         self._live_channel()
         assert self._init is not None
         ids = copy.IdMap.of_process(self._init.pid) if self.rootless else copy.IdMap()

@@ -23,7 +23,6 @@ import errno
 import os
 import posixpath
 import secrets
-import shutil
 import stat
 import tarfile
 import time
@@ -34,6 +33,7 @@ from typing import IO, Literal, Protocol
 import attrs
 
 from .. import errors
+from ..images.fsutil import remove_tree_at
 from ..images.tarstream import ForwardReader, LayerTarFile
 from .trees import (
     MAX_DEPTH,
@@ -45,6 +45,7 @@ from .trees import (
     display,
     merge,
     refuse_special,
+    unreadable,
 )
 
 __all__ = ["MAX_DEPTH", "ContainerSide", "HostSide", "IdMap", "PathStat"]
@@ -197,7 +198,7 @@ def _split(path: str) -> tuple[str, str]:
 
 def _locate(side: Side, path: str, follow_link: bool, stack: ExitStack) -> _Source:
     """The tree at ``path`` of ``side``, by Docker's rules for a source; fds go on ``stack``."""
-    walker = Walker(f"{path!r} in {side.name}", side.seen)
+    walker = Walker(path, side.name, side.seen)
     contents_only = path.endswith("/.")
     name = _split(path)[1]
     if contents_only or path.endswith("/") or follow_link or name in ("", ".", ".."):
@@ -216,10 +217,7 @@ def _locate(side: Side, path: str, follow_link: bool, stack: ExitStack) -> _Sour
         return _Source(walker.walk_open(fd, top), is_dir, contents_only)
     parent = _open_or_explain(side, _split(path)[0], "dir")
     stack.callback(os.close, parent)
-    try:
-        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-    except FileNotFoundError:
-        raise _missing(side, path) from None
+    st = _lstat(side, parent, name, path)
     return _Source(walker.walk(parent, name, name), stat.S_ISDIR(st.st_mode), False)
 
 
@@ -232,12 +230,20 @@ def _open_or_explain(side: Side, path: str, mode: OpenMode) -> int:
         raise _open_error(side, path, exc) from None
 
 
+def _lstat(side: Side, parent_fd: int, name: str, path: str) -> os.stat_result:
+    """``name`` in ``parent_fd`` (``path`` of ``side``), not followed if a symlink."""
+    try:
+        return os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except OSError as exc:  # missing, or a parent the host may list but not search (r--)
+        raise _open_error(side, path, exc) from None
+
+
 def _open_error(side: Side, path: str, exc: OSError) -> errors.CopyError:
     if exc.errno == errno.ENOENT:
         return _missing(side, path)
     if exc.errno == errno.ENOTDIR:
         return _not_dir(side, path)
-    return errors.CopyError(f"cannot open {path!r} in {side.name}: {exc.strerror or exc}")
+    return unreadable(f"{path!r} in {side.name}", exc)
 
 
 def _missing(side: Side, path: str) -> errors.CopyError:
@@ -371,7 +377,7 @@ def _write(entries: Iterable[Entry], target: _Target, owner: Owner, side: Side) 
     except OSError as exc:
         raise errors.CopyError(
             f"cannot write in {target.where!r} in {side.name}: {exc.strerror} (nothing was "
-            f"written); {_fix(exc)}"
+            f"written); {_fix(exc, side)}"
         ) from None
     writer: TreeWriter | None = None
     moving = False
@@ -407,19 +413,21 @@ def _write(entries: Iterable[Entry], target: _Target, owner: Owner, side: Side) 
             )
             raise errors.CopyError(
                 f"copy to {target.where!r} in {side.name} failed: {exc.strerror or exc} "
-                f"({done}); {_fix(exc)}"
+                f"({done}); {_fix(exc, side)}"
             ) from None
         raise
 
 
-def _fix(exc: OSError) -> str:
+def _fix(exc: OSError, side: Side) -> str:
     if exc.errno == errno.EOVERFLOW:
         return (
             "the directory belongs to a user the container's user namespace does not map "
             "(rootless: the image's files owned by another user cannot be changed); copy to a "
             "directory the container's root owns, or as root"
         )
-    if exc.errno == errno.ENOSPC:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(side, HostSide):
+            return "make room on the host's disk (or copy elsewhere) and copy again"
         return "make room (or give the container a larger disk_size=) and copy again"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "copy to a writable place, or as a user allowed to write there"
@@ -427,15 +435,10 @@ def _fix(exc: OSError) -> str:
 
 
 def _remove_staging(dir_fd: int, staging: str) -> None:
-    # fd-based (never follows a symlink a process of the container may plant in it)
-    shutil.rmtree(staging, dir_fd=dir_fd, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.stat(staging, dir_fd=dir_fd, follow_symlinks=False)
-        # Still there: not root, and a 0555 directory the copy finished holds entries.
-        for _path, dirs, _files, fd in os.fwalk(staging, dir_fd=dir_fd):
-            for name in dirs:
-                os.chmod(name, 0o700, dir_fd=fd, follow_symlinks=False)
-        shutil.rmtree(staging, dir_fd=dir_fd, ignore_errors=True)
+    # By fds, never following a symlink a process of the container may plant in it, and
+    # through the 0555 directories the copy finished (not root: no CAP_DAC_OVERRIDE).
+    with contextlib.suppress(OSError):  # the copy's own error is the one to report
+        remove_tree_at(dir_fd, staging)
 
 
 def _owner_policy(dest: Side, archive: bool, where: str) -> Owner:
@@ -634,10 +637,7 @@ def stat_path(side: Side, path: str) -> PathStat:
             return PathStat(name or "/", st.st_size, st.st_mode, st.st_mtime, "")
         parent = _open_or_explain(side, parent_path, "dir")
         stack.callback(os.close, parent)
-        try:
-            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            raise _missing(side, path) from None
+        st = _lstat(side, parent, name, path)
         target = os.readlink(name, dir_fd=parent) if stat.S_ISLNK(st.st_mode) else ""
         return PathStat(name, st.st_size, st.st_mode, st.st_mtime, target)
 
@@ -656,7 +656,9 @@ def remove(side: Side, path: str, *, recursive: bool = False) -> None:
             if not stat.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=parent)
             elif recursive:
-                shutil.rmtree(name, dir_fd=parent)  # fd-based: never follows a symlink
+                # By fds, never following a symlink; through 0555 directories (rootless, as the
+                # container's root would) and trees deeper than Python's recursion limit.
+                remove_tree_at(parent, name)
             else:
                 os.rmdir(name, dir_fd=parent)
         except FileNotFoundError:

@@ -78,6 +78,17 @@ def _too_deep(where: str) -> errors.CopyError:
     )
 
 
+def unreadable(where: str, exc: OSError) -> errors.CopyError:
+    """The error for a part of a source tree that the copying user may not read (or look up)."""
+    fix = (
+        "make it readable for the user who copies (chmod; in a rootless container, chmod it "
+        "there with exec), or copy around it"
+        if exc.errno in (errno.EACCES, errno.EPERM)
+        else "check it and copy again"
+    )
+    return errors.CopyError(f"cannot read {where}: {exc.strerror or exc}; {fix}")
+
+
 def refuse_special(where: str, st: os.stat_result) -> errors.CopyError:
     """The error for a FIFO, a device or a socket met in a copy: copying one is never meant."""
     what = (
@@ -108,10 +119,11 @@ def _identity(uid: int, gid: int) -> tuple[int, int]:
 @attrs.define
 class Walker:
     """Walks the tree at ``name`` in directory ``parent_fd`` (pre-order: a directory, then what
-    it holds), yielding `Entry` objects. ``where`` names the top in errors; ``ids`` turns the
-    owners the host sees into the tree's own view."""
+    it holds), yielding `Entry` objects. ``top`` (the top's path) and ``side`` name what errors
+    are about; ``ids`` turns the owners the host sees into the tree's own view."""
 
-    where: str
+    top: str
+    side: str
     ids: IdView = _identity
     _links: dict[tuple[int, int], tuple[str, ...]] = attrs.field(factory=dict)
 
@@ -129,10 +141,11 @@ class Walker:
         elif stat.S_ISREG(st.st_mode):
             yield self._entry((top_name,), st, "file", fd=fd)
         else:
-            raise refuse_special(self.where, st)
+            raise refuse_special(self._where((top_name,)), st)
 
     def _where(self, path: tuple[str, ...]) -> str:
-        return os.path.join(self.where, *path[1:]) if len(path) > 1 else self.where
+        """``path`` (names from the top) as the user gave its top: "'/d/x' in the container"."""
+        return f"{os.path.join(self.top, *path[1:])!r} in {self.side}"
 
     def _entry(
         self, path: tuple[str, ...], st: os.stat_result, kind: Kind, **more: object
@@ -183,11 +196,17 @@ class Walker:
         yield self._entry(path, st, "dir")
         # Sorted, as Docker walks (so the first of a set of hard links is the same file): the
         # names of one directory are held meanwhile, as Docker holds them.
-        for name in sorted(os.listdir(fd)):
+        try:
+            names = sorted(os.listdir(fd))
+        except OSError as exc:
+            raise unreadable(self._where(path), exc) from None
+        for name in names:
             try:
                 child_st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed since it was listed (the container is running)
+            except OSError as exc:  # a directory one may list but not search (r--)
+                raise unreadable(self._where((*path, name)), exc) from None
             yield from self._member(fd, name, (*path, name), child_st)
 
 
@@ -210,7 +229,7 @@ def _open_same(parent_fd: int, name: str, flags: int, st: os.stat_result, where:
     try:
         fd = os.open(name, flags, dir_fd=parent_fd)
     except OSError as exc:
-        raise errors.CopyError(f"cannot open {where}: {exc.strerror}") from None
+        raise unreadable(where, exc) from None
     opened = os.fstat(fd)
     if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)

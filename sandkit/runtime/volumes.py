@@ -28,6 +28,7 @@ container's init copies that tree (owners, modes, times, symlinks) into it befor
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -41,7 +42,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import VolumeInUseError, VolumeNotFoundError, VolumeSpecError
+from ..errors import VolumeError, VolumeInUseError, VolumeNotFoundError, VolumeSpecError
 from ..home import private_home, private_subdir
 from ..images.fsutil import dir_size, remove_tree_at
 from . import volume_backing
@@ -201,23 +202,46 @@ def create_volume(
         options=dict(options or {}),
     )
     staging = parent / f"{_STAGING_PREFIX}{secrets.token_hex(8)}"
-    staging.mkdir(mode=0o700)
     try:
-        (staging / DATA).mkdir(mode=0o755)
-        os.chmod(staging / DATA, 0o755)  # as Docker's: whatever the umask
-        if record.backing is not None:
-            volume_backing.prepare(staging, record.backing, record.size)
-        _make_private_file(staging / _LEASE, b"")
-        _make_private_file(staging / _FILL_LOCK, b"")
-        _make_private_file(staging / _DEFINITION, json.dumps(record.to_json()).encode())
+        _stage(staging, record)
         try:
             os.rename(staging, record.directory)  # fails if the name was taken meanwhile
         except OSError:
             return get_volume(name, home), False
+    except OSError as exc:  # a full disk, a home one may not write
+        raise _cannot_create(record, exc) from None
     finally:
         if staging.exists():
             remove_tree_at(None, os.fspath(staging))
     return record, True
+
+
+def _stage(staging: Path, record: VolumeRecord) -> None:
+    """The volume's directory, complete, at ``staging``."""
+    staging.mkdir(mode=0o700)
+    (staging / DATA).mkdir(mode=0o755)
+    os.chmod(staging / DATA, 0o755)  # as Docker's: whatever the umask
+    if record.backing is not None:
+        volume_backing.prepare(staging, record.backing, record.size)
+    _make_private_file(staging / _LEASE, b"")
+    _make_private_file(staging / _FILL_LOCK, b"")
+    _make_private_file(staging / _DEFINITION, json.dumps(record.to_json()).encode())
+
+
+def _cannot_create(record: VolumeRecord, exc: OSError) -> VolumeError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = (
+            "free space there (`sandkit volume prune`, `sandkit image prune`) or set "
+            "SANDKIT_HOME to a directory on a larger disk"
+        )
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "set SANDKIT_HOME to a directory you may write"
+    else:
+        fix = "fix the cause and create it again"
+    return VolumeError(
+        f"cannot create volume {record.name!r} in {record.directory.parent}: "
+        f"{exc.strerror or exc} (nothing was left behind); {fix}"
+    )
 
 
 def _make_private_file(path: Path, data: bytes) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
+
+from sandkit.cli import containers, control, state
+from sandkit.errors import ContainerError
 
 from .conftest import sandkit
 
@@ -86,3 +90,38 @@ def test_run_on_a_user_network_with_an_alias(busybox_dir):
     unknown = sandkit("run", "--rm", "--network", "nosuch", str(busybox_dir), "true")
     assert unknown.returncode == 125
     assert "network 'nosuch' not found" in unknown.stderr
+
+
+def test_connect_fails_when_the_supervisor_hangs_up_without_an_answer(tmp_path, monkeypatch):
+    """`network connect` waits for the supervisor's verdict: a connection closed without one
+    (the container stopped meanwhile, or the supervisor failed on the request) is an error
+    naming the supervisor's log, never a silent success."""
+    me = os.getpid()
+    record = state.Record(
+        id="ab" * 32,
+        dir=tmp_path,
+        config={},
+        state={
+            "status": "running",
+            "supervisor_pid": me,
+            "supervisor_start": state.process_start_time(me),
+        },
+    )
+    monkeypatch.setattr(state, "find", lambda ref: record)
+    listener = control.listen(record.socket_path)
+    listener.settimeout(10)
+
+    def hang_up() -> None:  # a supervisor that reads the request and closes
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.recv(control.MAX_MESSAGE)
+
+    answering = threading.Thread(target=hang_up)
+    answering.start()
+    try:
+        with pytest.raises(ContainerError, match="did not answer the connect request"):
+            containers.ask_supervisor("c", {"op": "connect", "network": "n", "aliases": []})
+    finally:
+        answering.join()
+        listener.close()

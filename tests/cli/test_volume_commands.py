@@ -9,12 +9,10 @@ import pytest
 
 from .conftest import sandkit
 
-pytestmark = pytest.mark.slow  # starts containers, the CLI or servers
-
-
-@pytest.fixture(autouse=True)
-def own_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))
+pytestmark = [
+    pytest.mark.slow,  # starts containers, the CLI or servers
+    pytest.mark.usefixtures("own_home"),
+]
 
 
 def test_create_prints_the_name_and_ls_lists_docker_columns():

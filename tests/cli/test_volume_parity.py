@@ -19,7 +19,7 @@ import sandkit
 
 from .conftest import sandkit as sandkit_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.usefixtures("own_home")]
 
 IMAGE = "sandkit-volume-parity/busybox:1"
 STARTED = time.time()
@@ -51,12 +51,6 @@ def rootfs(busybox_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def image(docker, rootfs) -> str:
     return dockerd.import_rootfs(docker, rootfs, IMAGE)
-
-
-@pytest.fixture(autouse=True)
-def own_home(tmp_path, monkeypatch):
-    """A home of the test's own: its volumes are all `volume ls` shows."""
-    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))
 
 
 def _docker_inspect(docker: dict[str, str], name: str) -> dict:

@@ -160,3 +160,21 @@ def test_a_hostile_oci_layout_document_is_a_clear_error(store: Store, tmp_path: 
         Image.load(layout, store=store)
     assert "corrupt" in str(err.value) or "deep" in str(err.value), err.value
     assert_nothing_stored(store)
+
+
+def test_an_encrypted_layer_in_a_layout_is_refused_by_its_type(store: Store, tmp_path: Path):
+    """ocicrypt's layer type (image-spec's "+encrypted" suffix): the blob is ciphertext, so the
+    fix is a key, not the re-export that a "corrupt tar" error would suggest."""
+    layout = oci_layout(tmp_path / "layout", [LAYER])
+    ciphertext = bytes(range(256)) * 4
+    (layout / "blobs" / "sha256" / sha(ciphertext)[7:]).write_bytes(ciphertext)
+    _, manifest = _image_manifest(layout)
+    manifest["layers"][0] = {
+        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
+        "digest": sha(ciphertext),
+        "size": len(ciphertext),
+    }
+    _replace_manifest(layout, manifest)
+    with pytest.raises(ImageError, match="encrypted layers need a decryption key"):
+        Image.load(layout, store=store)
+    assert_nothing_stored(store)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -129,6 +130,15 @@ def query(pid: int, server: str, name: str, transport: str = "udp") -> str:
 
 def connect(pid: int, address: str, port: int) -> subprocess.CompletedProcess[str]:
     return in_netns(pid, sys.executable, "-c", CONNECT, address, str(port))
+
+
+def keeper_pid(connection) -> int:
+    """The pid of the keeper at the other end of ``connection`` (it runs in the network's
+    namespace N)."""
+    creds = connection._sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+    )
+    return struct.unpack("3i", creds)[0]
 
 
 @contextlib.contextmanager

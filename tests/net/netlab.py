@@ -25,7 +25,7 @@ from typing import Any
 from conftest import unprivileged_ids
 from polling import wait_until
 
-from sandkit.net import egress
+from sandkit.net import firewall
 
 SUBNET = IPv4Network("10.88.0.0/16")
 GATEWAY = IPv4Address("10.88.0.1")
@@ -165,7 +165,7 @@ class Lab:
         return agent
 
     def apply(self, rules: str, ipv6: bool = False) -> None:
-        """sandkit.net.egress.apply(rules), called in N (as the keeper calls it: rootless, as
+        """sandkit.net.firewall.restore(rules), called in N (as the keeper calls it: rootless, as
         the unprivileged user in N's user namespace) by a forked child of this process (the
         test user may not be able to run this checkout's interpreter)."""
         pid = self.holders["N"].pid
@@ -183,7 +183,7 @@ class Lab:
                     os.setresuid(uid, uid, uid)
                 for fd in fds:
                     _setns(fd)
-                egress.apply(rules, ipv6=ipv6)
+                firewall.restore(rules, flush=False, lock_file=None, ipv6=ipv6)
             except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
                 message = f"{type(exc).__name__}: {exc}".encode()
             os.write(write_end, message)

@@ -842,7 +842,8 @@ def test_without_ebtables_a_container_is_refused_with_the_fix(tmp_path, monkeypa
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     monkeypatch.setenv("SANDKIT_HOME", str(home))
-    monkeypatch.setattr(portguard, "_SEARCH_PATH", str(tmp_path))  # the keeper is forked
+    # (the keeper is forked: it sees the change)
+    monkeypatch.setattr(portguard, "_PROGRAMS", ("no-such-ebtables-nft-restore",))
     with pytest.raises(
         errors.NetworkError, match=r"ebtables-nft-restore.*apt-get install iptables"
     ):

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from sandkit.errors import EgressError, NetworkError, NetworkUnavailableError
-from sandkit.net import egress
+from sandkit.net import egress, firewall, restore
 from sandkit.net.egress import (
     MAX_DESTINATIONS,
     MAX_ENTRIES,
@@ -303,9 +303,9 @@ def test_always_denied_sees_secondary_and_point_to_point_addresses() -> None:
     assert set(denied) == {IPv4Network(n) for n in expected} | set(FIXED)
 
 
-def _apply_error(rules: str) -> str:
+def _restore_error(rules: str) -> str:
     try:
-        egress.apply(rules)
+        firewall.restore(rules, flush=False, lock_file=None)
     except NetworkError as exc:
         return f"{type(exc).__name__}: {exc}"
     return "applied"
@@ -313,16 +313,17 @@ def _apply_error(rules: str) -> str:
 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="makes a network namespace")
-def test_apply_reports_what_iptables_refused() -> None:
-    message = _in_new_netns(lambda: _apply_error("*filter\n-A NO-SUCH-CHAIN -j ACCEPT\nCOMMIT\n"))
+def test_restore_reports_what_iptables_refused() -> None:
+    message = _in_new_netns(lambda: _restore_error("*filter\n-A NO-SUCH-CHAIN -j ACCEPT\nCOMMIT\n"))
     assert message.startswith("NetworkError: iptables-restore failed (exit 1):")
     assert "line 2" in message  # iptables-restore's own words, with the line it failed on
 
 
-def test_apply_without_iptables_says_what_to_install(monkeypatch) -> None:
-    monkeypatch.setattr(egress, "_IPTABLES_RESTORE", "no-such-iptables-restore")
-    with pytest.raises(NetworkUnavailableError, match="apt-get install iptables"):
-        egress.apply("*filter\nCOMMIT\n")
+def test_restore_without_iptables_says_what_to_install(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(restore, "SEARCH_PATH", str(tmp_path))
+    with pytest.raises(NetworkUnavailableError, match="apt install iptables"):
+        firewall.restore("*filter\nCOMMIT\n", flush=False, lock_file=None)
 
 
 # --- the text of the rules ---------------------------------------------------------------

@@ -3,18 +3,19 @@ path out through pasta, isolation, and nothing left on the host however the host
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 
 import pytest
+from images.smallfs import small_tmpfs
 from polling import wait_until
 
 from sandkit import errors
-from sandkit.net import client, egress, store, uplink
+from sandkit.net import client, egress, protocol, store, uplink
 from sandkit.net.keeper import SOCKET_NAME
 
 from .helpers import (
@@ -23,12 +24,14 @@ from .helpers import (
     greeting_server,
     host_address,
     in_netns,
+    keeper_pid,
     killed_host_process,
     netns_fd,
     netns_process,
     network_processes,
     query,
 )
+from .test_attacks import greeter_in_the_networks_namespace
 
 pytestmark = [
     pytest.mark.slow,
@@ -69,8 +72,10 @@ def test_attached_namespace_gets_address_names_and_the_way_out(clean_host):
             # out through pasta, to a server on the host's own (non-loopback) address
             reached = connect(pid, host_address(), port)
             assert reached.stdout.strip() == "hello from the host", reached.stderr
-            # nothing in the network's namespace but the resolver answers a container
-            refused = connect(pid, "10.88.0.1", 22)
+            # nothing in the network's namespace but the resolver answers a container, not
+            # even a server listening there on all addresses
+            with greeter_in_the_networks_namespace(22):
+                refused = connect(pid, "10.88.0.1", 22)
             assert "ConnectionRefusedError" in refused.stderr
         finally:
             connection.close()
@@ -228,15 +233,69 @@ def test_no_uplink_installed_is_a_clear_error_and_leaves_nothing(clean_host, tmp
 def test_sigkill_of_the_keeper_takes_pasta_with_it(clean_host):
     connection = client.join(store.BRIDGE)
     try:
-        creds = connection._sock.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
-        )
-        keeper_pid = struct.unpack("3i", creds)[0]
         assert any("up0" in p for p in network_processes(os.environ["SANDKIT_HOME"]))
-        os.kill(keeper_pid, signal.SIGKILL)
+        os.kill(keeper_pid(connection), signal.SIGKILL)
         wait_until(
             lambda: not network_processes(os.environ["SANDKIT_HOME"]),
             "pasta to go with its keeper",
         )
     finally:
         connection.close()
+
+
+def test_a_stopped_keeper_is_an_error_not_a_hang(clean_host, monkeypatch):
+    monkeypatch.setattr(client, "REPLY_TIMEOUT", 0.5)
+    connection = client.join(store.BRIDGE)
+    keeper = keeper_pid(connection)
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        with (
+            netns_process() as pid,
+            pytest.raises(errors.NetworkError, match=r"did not answer within 0\.5 s"),
+        ):
+            attach(connection, pid, "alpha")
+        with pytest.raises(errors.NetworkError, match=r"did not answer within 0\.5 s"):
+            client.join(store.BRIDGE)  # the hello of a second container
+    finally:
+        os.kill(keeper, signal.SIGCONT)
+        connection.close()
+
+
+def test_a_full_home_is_a_network_error(clean_host, tmp_path, monkeypatch):
+    with small_tmpfs(tmp_path / "home", "1m", inodes=64) as home:
+        monkeypatch.setenv("SANDKIT_HOME", str(home))
+        store.BRIDGE.directory()  # the network's directory, made while there is room
+        filler = home / "filler"
+        filler.mkdir()
+        with contextlib.suppress(OSError):  # every inode taken
+            for number in range(64):
+                (filler / str(number)).touch()
+        with pytest.raises(errors.NetworkError, match="No space left on device"):
+            client.join(store.BRIDGE)
+        assert not network_processes(str(home))
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_status_probe_does_not_count_a_member_that_closed_before_it_was_read(clean_host):
+    """The race `store.keeper_running` runs when a network is removed right after its last
+    container stopped: the probe's request is read before the container's end of file. The
+    keeper is stopped while both arrive, probe first: its epoll hands them over in that order."""
+    member = client.join(store.BRIDGE)
+    keeper = keeper_pid(member)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+        probe.settimeout(10)
+        probe.connect(os.fspath(store.BRIDGE.directory() / SOCKET_NAME))
+        protocol.send(probe, {"op": "status"})  # answered: the probe is accepted and served
+        assert protocol.receive(probe) == ({"members": 1}, [])
+        os.kill(keeper, signal.SIGSTOP)
+        try:
+            wait_until(lambda: _stopped(keeper), "the keeper to stop")
+            protocol.send(probe, {"op": "status"})
+            member.close()
+        finally:
+            os.kill(keeper, signal.SIGCONT)
+        assert protocol.receive(probe) == ({"members": 0}, [])

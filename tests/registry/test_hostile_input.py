@@ -141,6 +141,10 @@ def test_an_index_entry_of_the_wrong_types(
         ),
         ({"size": True}, "invalid size True"),
         ({"annotations": ["a"]}, "annotations that are not an object of strings"),
+        (
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip+encrypted"},
+            "encrypted layers need a decryption key",
+        ),
     ],
 )
 def test_a_layer_descriptor_of_the_wrong_types(

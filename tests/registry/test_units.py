@@ -209,3 +209,39 @@ def test_tls_contexts_are_shared_until_a_ca_file_changes(tmp_path) -> None:  # t
         RegistryError, match=r"cannot load CA certificate .*missing.pem.*pass a PEM file"
     ):
         _ssl_context("127.0.0.1:1", tmp_path / "missing.pem")
+
+
+def _helper(tmp_path, monkeypatch, script: str, mode: int = 0o755) -> None:  # type: ignore[no-untyped-def]
+    """A `docker-credential-fake` on PATH that runs ``script`` (sh)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    program = bin_dir / "docker-credential-fake"
+    program.write_text(f"#!/bin/sh\n{script}\n")
+    program.chmod(mode)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+@pytest.mark.parametrize(
+    "script, mode, message",
+    [
+        ('echo \'{"Username": "u", "Secret": "s"}\'', 0o644, "cannot be run"),
+        ('echo \'["u", "s"]\'', 0o755, "not a JSON object"),
+        ("echo '\"u:s\"'", 0o755, "not a JSON object"),
+        ("echo 'u:s'", 0o755, "not a JSON object"),
+    ],
+)
+def test_a_credential_helper_that_cannot_run_or_answers_nonsense_is_a_clear_error(  # type: ignore[no-untyped-def]
+    docker_config, tmp_path, monkeypatch, script: str, mode: int, message: str
+) -> None:
+    """The credential helper protocol (docker-credential-helpers): `get` prints a JSON object
+    with Username and Secret. Anything else is an AuthenticationError naming the helper."""
+    docker_config.write_text(json.dumps({"credsStore": "fake"}))
+    _helper(tmp_path, monkeypatch, script, mode)
+    with pytest.raises(AuthenticationError, match=f"docker-credential-fake.*{message}"):
+        auth.credentials_for("reg.example")
+
+
+def test_a_credential_helpers_answer_is_used(docker_config, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    docker_config.write_text(json.dumps({"credHelpers": {"reg.example": "fake"}}))
+    _helper(tmp_path, monkeypatch, 'cat >/dev/null; echo \'{"Username": "u", "Secret": "s"}\'')
+    assert auth.credentials_for("reg.example") == auth.Credentials("u", "s")

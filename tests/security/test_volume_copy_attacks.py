@@ -19,15 +19,9 @@ from treelisting import listing, make_tree
 import sandkit
 from sandkit.images import fsutil
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("own_home")]
 
 _SPARSE = 1 << 30  # apparent size of the planted sparse file
-
-
-@pytest.fixture(autouse=True)
-def own_home(tmp_path, monkeypatch):
-    """A home of the test's own: its volumes are all there is."""
-    monkeypatch.setenv("SANDKIT_HOME", str(tmp_path / "home"))
 
 
 def _sh(c: sandkit.Container, script: str) -> str:

@@ -148,6 +148,11 @@ def _run_helper(helper: str, registry: str) -> Credentials | None:
             f"the Docker config names credential helper {helper!r} but {program} is not on PATH: "
             "install it or remove credsStore/credHelpers from the config"
         ) from None
+    except OSError as e:  # on PATH but not runnable (not executable, a bad interpreter...)
+        raise AuthenticationError(
+            f"credential helper {program} cannot be run ({e.strerror or e}): fix its "
+            "installation or remove credsStore/credHelpers from the Docker config"
+        ) from None
     except subprocess.TimeoutExpired:
         raise AuthenticationError(f"{program} did not answer within 30 s") from None
     if proc.returncode != 0:
@@ -159,7 +164,9 @@ def _run_helper(helper: str, registry: str) -> Credentials | None:
     try:
         out = json.loads(proc.stdout)
     except ValueError:
-        raise AuthenticationError(f"{program} get printed something that is not JSON") from None
+        out = None
+    if not isinstance(out, dict):
+        raise AuthenticationError(f"{program} get printed something that is not a JSON object")
     if out.get("Username") == "<token>":  # the protocol's spelling of an identity token
         return Credentials("", "", str(out.get("Secret") or ""))
     return Credentials(str(out.get("Username") or ""), str(out.get("Secret") or ""))

@@ -26,13 +26,6 @@ INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
 # Schema 1 is deliberately absent: a registry then either serves schema 2 or (for an image that
 # only exists as schema 1) sends schema 1 anyway, which `parse` refuses with an explanation.
 ACCEPT = f"{OCI_INDEX}, {DOCKER_LIST}, {OCI_MANIFEST}, {DOCKER_MANIFEST}"
-LAYER_TYPES = {
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-}
 # Content types that say nothing about the manifest kind: trust the body's own mediaType then.
 _GENERIC_TYPES = {"", "application/json", "text/plain", "application/octet-stream"}
 MAX_MANIFEST = MAX_DOCUMENT  # what registries themselves accept; bigger is an attack or a mistake
@@ -116,30 +109,3 @@ def select(index: Manifest, platform: Platform | None, where: str) -> dict[str, 
     for entry in manifests:
         check_descriptor(entry, f"an entry of the index of {where}", max_size=MAX_MANIFEST)
     return choose(manifests, platform, f"index of {where}")
-
-
-def check_image(man: Manifest, where: str) -> None:
-    """An image manifest we can pull: a config descriptor and supported layer types."""
-    cfg = man.body.get("config")
-    layers = man.body.get("layers")
-    if (
-        not isinstance(cfg, dict)
-        or not isinstance(layers, list)
-        or not all(isinstance(x, dict) for x in layers)
-    ):
-        raise RegistryError(
-            f"manifest of {where} lacks a config or a layers list: the image is corrupt"
-        )
-    check_descriptor(cfg, f"the config descriptor of {where}")
-    for layer in layers:
-        check_descriptor(layer, f"a layer descriptor of {where}")
-        mt = layer.get("mediaType", "")
-        if mt not in LAYER_TYPES:
-            hint = (
-                " (encrypted layers need a decryption key sandkit does not have)"
-                if "encrypted" in mt
-                else ""
-            )
-            raise ImageError(
-                f"{where} has a layer of media type {mt!r} that sandkit cannot unpack{hint}"
-            )

@@ -18,7 +18,7 @@ import anyio
 from ...errors import ImageError, ImageNotFoundError, RegistryError
 from .. import reference
 from ..digest import check_digest, verify_bytes
-from ..documents import check_config
+from ..documents import check_config, check_layer_type, image_descriptors
 from ..platform import Platform
 from ..store import ImageRecord, Store
 from . import manifests
@@ -99,7 +99,9 @@ class Puller:
                     f"{self.where}: the index for the chosen platform is another index; "
                     "nested indexes are not supported"
                 )
-        manifests.check_image(man, self.where)
+        _, layers = image_descriptors(man.body, self.where)
+        for layer in layers:
+            check_layer_type(layer, self.where)
         return man
 
     async def config(self, desc: dict[str, Any]) -> bytes:
