@@ -124,6 +124,16 @@ def test_an_image_with_no_command_is_a_clear_error_and_leaves_nothing(busybox_di
     assert not c.running
     with pytest.raises(errors.ContainerError, match="neither Entrypoint nor Cmd"):
         sandkit.Container("host", run=True).start()
+    # --entrypoint "" drops the image's Cmd too: nothing is left (docker run refuses it too)
+    img = image_with(busybox_dir, cmd=("echo", "hi"))
+    with pytest.raises(errors.ContainerError, match=r"drops its Cmd.*run=\["):
+        sandkit.Container(img, run=True, entrypoint="").start()
+    # None is no run, as False
+    with (
+        sandkit.Container(img, run=None) as c,
+        pytest.raises(errors.ContainerError, match="no main"),
+    ):
+        c.logs()
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,7 @@ class ServiceSpec:
         """The service the options ask for, or None without ``run``; `ContainerError` (nothing
         made yet) for an option that is malformed or needs ``run``."""
         run = options.get("run", False)
+        run = False if run is None else run  # (None, as wrappers pass it on, is no run too)
         entrypoint = options.get("entrypoint")
         restart = RestartPolicy.parse(options.get("restart", "no"))
         log_size = _log_size(options.get("log_size", DEFAULT_LOG_SIZE))
@@ -136,9 +137,15 @@ class ServiceSpec:
         try:
             return resolve_command(config, self.command, **overrides)
         except errors.ImageError:
+            why = (
+                "the image has neither Entrypoint nor Cmd"
+                if self.entrypoint is None
+                else f"entrypoint={self.entrypoint!r} replaces the image's Entrypoint and drops "
+                "its Cmd (as docker run --entrypoint)"
+            )
             raise errors.ContainerError(
-                "run=True: the image has neither Entrypoint nor Cmd, so there is no program to "
-                "run; name it: run=['program', 'arg', ...] (or entrypoint='program')"
+                f"run=True: {why}, so there is no program to run; name it: "
+                "run=['program', 'arg', ...] (or entrypoint='program')"
             ) from None
 
 
