@@ -12,6 +12,7 @@ import attrs
 
 from .. import errors
 from ..ipc import Error, Exit, Output, Reply
+from . import idmap
 from .cgroups import ExecUsage
 from .process import AsyncOutput, AsyncProcess
 from .results import ExecResult
@@ -162,6 +163,8 @@ def exec_failure(reply: Error, argv: Sequence[str]) -> errors.ExecStartError:
         "cwd": "use a working directory that exists in the container and the user may enter",
     }
     fix = fixes.get(reply.kind, "")
+    if "not mapped in the container's user namespace" in reply.msg:
+        fix = idmap.unmapped_fix()
     return cls(
         f"cannot run {argv[0]!r} in the container: {reply.msg}" + (f" ({fix})" if fix else "")
     )

@@ -10,12 +10,13 @@ What the init gets (its side of the contract, see docs/protocol.md): fd 3 is ``c
 handling; pid 1 of a new pid namespace, in new mount, ipc, uts and cgroup namespaces (plus net
 and user when asked). In user-namespace mode it is uid 0 / gid 0 there.
 
-Id maps in user-namespace mode: by default the caller's own uid and gid become 0 inside, one id
-each (``"0 <uid> 1"``), for root as for anyone. That is what rootless mode needs (files the caller
-owns are root's inside), it keeps layer ownership the same in both modes, and it needs no
-/etc/subuid entry nor the setuid newuidmap helper. Callers who want a range (root mapping the
-container to a subordinate range, for example) pass ``id_maps``; see ``subid_maps``. Unprivileged
-callers can map only their own ids (the kernel's rule for writing the maps directly).
+Id maps in user-namespace mode: the caller's own uid and gid become 0 inside. A rootless caller
+with /etc/subuid and /etc/subgid entries (and the setuid helpers newuidmap/newgidmap) also maps
+1..65535 to the first ids of its subordinate ranges, as rootless Podman does, so that an image's
+own users exist inside (``idmap.py``); without entries the map is that one id, which needs
+nothing from the host, and a container run as another user fails with the exact fix. Root maps
+its own one id (``"0 0 1"``): root mode does not use a user namespace by default. Callers who
+want another mapping pass ``id_maps``; see ``subid_maps``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Self
 import attrs
 
 from ..errors import ContainerStartError, HostUnsupportedError
+from . import idmap
 from .process import wait_ready
 
 if TYPE_CHECKING:
@@ -148,10 +150,16 @@ class IdMaps:
     #: write "deny" to /proc/<pid>/setgroups first: the kernel demands it before an
     #: unprivileged caller writes gid_map (else it could drop groups that deny it access).
     deny_setgroups: bool
+    #: writes both maps itself (with newuidmap/newgidmap) instead of writing the texts above
+    writer: Callable[[int], None] | None = None
 
 
 def default_id_maps() -> IdMaps:
-    """The caller's euid and egid become 0 inside (one id each): see the module docstring."""
+    """The caller's euid and egid become 0 inside, with its subordinate range when it has one:
+    see the module docstring."""
+    mapping = idmap.rootless_mapping()
+    if mapping is not None:
+        return IdMaps(mapping.uid_map, mapping.gid_map, deny_setgroups=False, writer=mapping.write)
     uid, gid = os.geteuid(), os.getegid()
     return IdMaps(f"0 {uid} 1\n", f"0 {gid} 1\n", deny_setgroups=uid != 0)
 
@@ -182,6 +190,9 @@ def _subid_range(path: Path, user: str) -> tuple[int, int] | None:
 
 
 def _write_id_maps(pid: int, maps: IdMaps) -> None:
+    if maps.writer is not None:
+        maps.writer(pid)
+        return
     if maps.deny_setgroups:
         _write_proc(pid, "setgroups", "deny")
     _write_proc(pid, "uid_map", maps.uid_map)
