@@ -24,10 +24,13 @@ import pytest
 
 import sandkit
 import sandkit.api
+import sandkit.doctor
 import sandkit.images.image
 import sandkit.images.layers
 import sandkit.images.mapped
 import sandkit.images.store
+import sandkit.net.client
+import sandkit.network
 import sandkit.runtime.container
 import sandkit.runtime.idmap
 import sandkit.volume
@@ -215,7 +218,6 @@ def _get_then_run(ref: str) -> tuple[int, str]:
         return os.stat(image.layer_dirs[-1] / "var/pg").st_uid, c.exec(["id", "-u"]).stdout.decode()
 
 
-
 def test_a_store_applied_without_the_range_is_applied_again_with_it(
     pg_layout, as_unprivileged, monkeypatch
 ):
@@ -290,3 +292,37 @@ def test_the_mapping_names_the_range():
     assert mapping.host_uid(70) == 100069
     assert pwd.getpwnam(UNPRIVILEGED_USER)  # the tests' user exists for the others
     assert stat.S_ISREG(os.stat(mapping.newuidmap).st_mode)
+
+
+def _doctor_says() -> tuple[bool, str, str]:
+    (check,) = sandkit.doctor._subids()
+    return check.ok, check.detail, check.fix
+
+
+def test_doctor_reports_the_range_and_the_fix(subids, as_unprivileged):
+    ok, detail, _ = as_unprivileged(_doctor_says)
+    assert ok and f"/etc/subuid {START}+65536" in detail and "1..65535" in detail
+    with _subid_entries(None):
+        ok, detail, fix = as_unprivileged(_doctor_says)
+    assert not ok and f"no /etc/subuid entry for {UNPRIVILEGED_USER}" in detail
+    assert fix == (
+        f"usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {UNPRIVILEGED_USER} "
+        "(as root)"
+    )
+
+
+def _on_a_network(layout: Path) -> tuple[str, str, str]:
+    image = sandkit.Image.load(layout)
+    with sandkit.Network("pgnet", internal=True) as net, sandkit.Container(image, network=net) as c:
+        return (
+            c.exec(["id"]).stdout.decode().strip(),
+            c.exec(["stat", "-c", "%u:%g", "/var/pg"]).stdout.decode().strip(),
+            c.exec(["sh", "-c", "echo x > /var/pg/new && ls -n /var/pg/new"]).stdout.decode(),
+        )
+
+
+def test_rootless_on_a_network_the_keeper_maps_the_range_too(pg_layout, subids, as_unprivileged):
+    seen, owners, written = as_unprivileged(_on_a_network, pg_layout)
+    assert seen == "uid=70(postgres) gid=70(postgres) groups=70(postgres)"
+    assert owners == "70:70"
+    assert " 70 " in written and "70" in written.split()[3]

@@ -310,6 +310,38 @@ def _child(  # pragma: no cover - runs in the forked child
         os._exit(status)
 
 
+def unshare_mapped(mapping: RangeMapping, flags: int = 0) -> None:
+    """unshare(CLONE_NEWUSER | flags) and become root of the new user namespace with ``mapping``
+    (a network's keeper, so that the containers nested in it may map the range too). A child
+    forked first, still outside, writes the maps: only a process there may run the helpers on
+    us. The caller must be single-threaded (unshare's rule)."""
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        status = 1
+        try:
+            os.close(go_w)
+            if os.read(go_r, 1) == b"g":
+                mapping.write(os.getppid())
+                status = 0
+        except BaseException as e:  # noqa: BLE001 - said on stderr, the parent raises
+            os.write(2, f"{e}\n".encode(errors="replace"))
+        finally:
+            os._exit(status)
+    os.close(go_r)
+    try:
+        nsutil.unshare(nsutil.CLONE_NEWUSER | flags)
+        os.write(go_w, b"g")
+    finally:
+        os.close(go_w)
+        _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise SandkitError(
+            "cannot map the subordinate id range in a new user namespace with newuidmap/"
+            "newgidmap (their message is above); check `sandkit doctor`"
+        )
+
+
 def as_owner(work: Callable[[], T], mapping: RangeMapping | None) -> T:
     """``work()``, done again inside the user namespace of ``mapping`` when the caller may not
     touch what the container's users own (a tree of its subordinate ids, to read or delete)."""

@@ -300,7 +300,9 @@ def spawn_init(
     parent_userns: with user_namespace, an fd of /proc/<pid>/ns/user: the new user namespace
         is made a child of that one (not of ours) and maps uid and gid 0 to its 0 ("0 0 1"),
         so that its owner (a network's keeper) has the capabilities over the container's
-        namespaces that it needs. It must be ours (owned by our euid) and map 0.
+        namespaces that it needs. It must be ours (owned by our euid) and map 0. When this
+        process has a subordinate range (idmap.py), the keeper's maps it too, and so does the
+        container: 0..65535 to the same ids of the parent ("0 0 1" and "1 1 65535").
     network: True = a new, empty network namespace (only a down ``lo``); False = the host's.
     cgroup_fd: a cgroup v2 directory fd the init starts in (CLONE_INTO_CGROUP).
     before_release: called with the init's pid after the id maps are written and before it
@@ -320,6 +322,7 @@ def spawn_init(
         new_net=network,
         cgroup_fd=cgroup_fd,
         userns_fd=parent_userns,
+        nested=_nested_map() if parent_userns is not None else None,
     )
     child = SpawnedInit(pid, pidfd)
     try:
@@ -401,6 +404,7 @@ def _clone(
     new_net: bool,
     cgroup_fd: int | None,
     userns_fd: int | None = None,
+    nested: tuple[str, bool] | None = None,
 ) -> tuple[int, int, int, int, Callable[[], None]]:
     """sk_clone(): returns (pid, pidfd, go_fd, err_fd, release) or raises the error clone3
     earned. Call ``release()`` once err_fd reported the exec or the child is reaped."""
@@ -419,6 +423,8 @@ def _clone(
             "userns_fd": -1 if userns_fd is None else userns_fd,
             "argv": _c_strings(ffi, argv, keep),
             "envp": _c_strings(ffi, env, keep),
+            "nested_map": _c_string(ffi, nested[0] if nested else None, keep),
+            "nested_setgroups": int(nested[1]) if nested else 0,
         },
     )
     out: Any = ffi.new("struct sk_child *")  # cffi knows the struct's fields at run time only
@@ -428,6 +434,27 @@ def _clone(
     if rc < 0:
         raise _clone_error(-rc, new_user=new_user, cgroup=cgroup_fd is not None)
     return out.pid, out.pidfd, out.go_fd, out.err_fd, lambda: lib.sk_release(out)
+
+
+def _c_string(ffi: FFI, text: str | None, keep: list[object]) -> FFI.CData:
+    """A C string kept alive in ``keep``, or NULL."""
+    if text is None:
+        return ffi.NULL
+    string = ffi.new("char[]", text.encode())
+    keep.append(string)
+    return string
+
+
+def _nested_map() -> tuple[str, bool]:
+    """The map of a container nested in a network keeper's user namespace: the keeper's
+    mapping, seen from inside it (its 0..n-1), for uids and gids alike; and whether setgroups
+    stays allowed (with a range, as newgidmap leaves it in the keeper's and in a container that
+    is not nested)."""
+    mapping = idmap.rootless_mapping()
+    if mapping is None:
+        return "0 0 1\n", False
+    # One line per line of the parent's map: the kernel maps each line through one of them.
+    return f"0 0 1\n1 1 {min(mapping.inner_uids, mapping.inner_gids) - 1}\n", True
 
 
 def _c_strings(ffi: FFI, items: Sequence[str | bytes], keep: list[object]) -> FFI.CData:
@@ -495,9 +522,10 @@ def _nested_clone_error(stage: int, err: int, userns_fd: int | None, *, cgroup: 
     if stage == _STAGE_MAPS:
         return ContainerStartError(
             "cannot write the id maps of the container's user namespace (uid_map and gid_map "
-            f"'0 0 1', setgroups 'deny') from its parent user namespace: {reason}. The parent "
-            "must map uid 0 and gid 0 (its creator maps itself to root there, as "
-            "`unshare --user --map-root-user` does)."
+            f"{_nested_map()[0].strip()!r}) from its parent user namespace: "
+            f"{reason}. The parent must map those ids (its creator maps itself to root there, "
+            "as `unshare --user --map-root-user` does; a network's keeper started before your "
+            "/etc/subuid entry maps one id: stop the network's containers so that it restarts)."
         )
     if err == errno.EPERM:
         return ContainerStartError(
