@@ -326,3 +326,33 @@ def test_rootless_on_a_network_the_keeper_maps_the_range_too(pg_layout, subids, 
     assert seen == "uid=70(postgres) gid=70(postgres) groups=70(postgres)"
     assert owners == "70:70"
     assert " 70 " in written and "70" in written.split()[3]
+
+
+def _copies(layout: Path, tmp: str) -> dict[str, object]:
+    image = sandkit.Image.load(layout)
+    src = Path(tmp) / "conf"
+    src.write_text("listen_addresses='*'\n")
+    with sandkit.Container(image) as c:
+        c.copy_in(str(src), "/var/pg/postgresql.conf")  # into a directory of uid 70
+        c.copy_in(b"data", "/var/pg/blob")
+        c.copy_out("/var/pg/PG_VERSION", Path(tmp) / "version")  # 0600, uid 70's
+        c.remove("/var/pg/blob")
+        listed = c.exec(["ls", "-ln", "/var/pg"]).stdout.decode()
+    return {"listed": listed, "out": (Path(tmp) / "version").read_bytes()}
+
+
+def test_rootless_copy_and_remove_in_a_directory_of_the_images_user(
+    pg_layout, subids, as_unprivileged
+):
+    uid, gid = unprivileged_ids()
+    tmp = _readable_dir()
+    os.chown(tmp, uid, gid)
+    try:
+        found = as_unprivileged(_copies, pg_layout, str(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows = {line.split()[-1]: line.split()[2:4] for line in found["listed"].splitlines()[1:]}
+    assert rows["PG_VERSION"] == ["70", "70"]
+    assert rows["postgresql.conf"] == ["0", "0"]  # the copier's files are the container root's
+    assert "blob" not in rows
+    assert found["out"] == b"16\n"

@@ -15,6 +15,7 @@ its subordinate ids from outside).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import pwd
@@ -199,24 +200,50 @@ def run_mapped(
 
     ``feed(fd)``, when given, runs here meanwhile and writes the child's input into a pipe whose
     read end the job gets as ``data_fd`` (else None); the job must read it to EOF.
-
-    A fork (not an exec): the child needs no access to sandkit's files, and unshare(CLONE_NEWUSER)
-    demands a single-threaded process, which a forked child is. It runs only this module's job and
-    leaves with os._exit, touching none of the locks other threads of ours may have held.
     """
+    enter = functools.partial(nsutil.unshare, nsutil.CLONE_NEWUSER)
+    return _run_forked(enter, mapping.write, job, feed)
+
+
+def run_in_userns_of(pid: int, job: Callable[[], T]) -> T:
+    """``job()`` in a forked child that joined the user namespace of our process ``pid`` (a
+    rootless container's init), where it has every capability: it writes and removes files of
+    the container's users (subordinate ids) as the container's root would, with the ids the
+    container sees. Returns or raises as `run_mapped`."""
+    userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        enter = functools.partial(nsutil.setns, userns, nsutil.CLONE_NEWUSER)
+        return _run_forked(enter, None, lambda _fd: job(), None)
+    finally:
+        os.close(userns)
+
+
+def _run_forked(
+    enter: Callable[[], None],
+    write_maps: Callable[[int], None] | None,
+    job: Callable[[int | None], T],
+    feed: Callable[[int], None] | None,
+) -> T:
+    """The child runs ``enter()`` (into a user namespace), waits while ``write_maps(pid)`` runs
+    here, then ``job``. A fork (not an exec): the child needs no access to sandkit's files, and
+    unshare/setns of a user namespace demand a single-threaded process, which a forked child is.
+    It runs only the job and leaves with os._exit, touching none of the locks other threads of
+    ours may have held."""
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     result_r, result_w = os.pipe2(os.O_CLOEXEC)
     data_r, data_w = os.pipe2(os.O_CLOEXEC) if feed is not None else (None, None)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's coverage is not collected
-        _child(job, ready_w, go_r, result_w, data_r, close=(ready_r, go_w, result_r, data_w))
+        _child(
+            enter, job, (ready_w, go_r, result_w, data_r), close=(ready_r, go_w, result_r, data_w)
+        )
     for fd in (ready_w, go_r, result_w, data_r):
         if fd is not None:
             os.close(fd)
     ours = [fd for fd in (ready_r, go_w, result_r, data_w) if fd is not None]
     try:
-        _release(pid, mapping, ready_r, go_w, result_r)
+        _release(pid, write_maps, ready_r, go_w, result_r)
         if feed is not None and data_w is not None:
             _feed(feed, data_w)
             ours.remove(data_w)
@@ -234,14 +261,17 @@ def run_mapped(
     return _outcome(outcome)
 
 
-def _release(pid: int, mapping: RangeMapping, ready_r: int, go_w: int, result_r: int) -> None:
-    """Once the child has its user namespace, write the maps and let it go on."""
+def _release(
+    pid: int, write_maps: Callable[[int], None] | None, ready_r: int, go_w: int, result_r: int
+) -> None:
+    """Once the child is in its user namespace, write the maps and let it go on."""
     if os.read(ready_r, 1) != b"u":
         raise SandkitError(
-            "cannot make a user namespace for the image store's files: "
+            "cannot enter a user namespace with the containers' id mapping: "
             + _read_all(result_r).decode(errors="replace")
         )
-    mapping.write(pid)
+    if write_maps is not None:
+        write_maps(pid)
     os.write(go_w, b"g")
 
 
@@ -266,48 +296,55 @@ def _outcome(data: bytes) -> Any:
         return value
     if kind == "sandkit":
         raise value
-    raise SandkitError(f"in the user namespace of the image store's files: {value}")
+    raise SandkitError(f"in the user namespace with the containers' id mapping: {value}")
 
 
 def _child(  # pragma: no cover - runs in the forked child
+    enter: Callable[[], None],
     job: Callable[[int | None], Any],
-    ready_w: int,
-    go_r: int,
-    result_w: int,
-    data_r: int | None,
+    fds: tuple[int, int, int, int | None],
     *,
     close: tuple[int | None, ...],
 ) -> None:
+    ready_w, go_r, result_w, data_r = fds
     status = 0
     try:
         for fd in close:
             if fd is not None:
                 os.close(fd)
         try:
-            nsutil.unshare(nsutil.CLONE_NEWUSER)
+            enter()
         except OSError as e:
-            os.write(result_w, f"unshare(CLONE_NEWUSER): {e.strerror}".encode())
+            os.write(result_w, str(e).encode(errors="replace"))
             os._exit(1)
         os.write(ready_w, b"u")
         os.close(ready_w)
         if os.read(go_r, 1) != b"g":
             os._exit(1)
-        try:
-            outcome: tuple[str, Any] = ("ok", job(data_r))
-        except SandkitError as e:
-            outcome = ("sandkit", e)
-        except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
-            outcome = ("other", f"{type(e).__name__}: {e}")
-            status = 1
-        try:
-            data = pickle.dumps(outcome)
-        except Exception as e:  # noqa: BLE001 - an unpicklable error still gets a word out
-            data = pickle.dumps(("other", f"{type(e).__name__}: {e}"))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(result_w, view) :]
+        _send(result_w, _outcome_of(job, data_r))
+    except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+        status = 1
     finally:
         os._exit(status)
+
+
+def _outcome_of(job: Callable[[int | None], Any], data_r: int | None) -> tuple[str, Any]:
+    try:
+        return ("ok", job(data_r))
+    except SandkitError as e:
+        return ("sandkit", e)
+    except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
+        return ("other", f"{type(e).__name__}: {e}")
+
+
+def _send(fd: int, outcome: tuple[str, Any]) -> None:
+    try:
+        data = pickle.dumps(outcome)
+    except Exception as e:  # noqa: BLE001 - an unpicklable result still gets a word out
+        data = pickle.dumps(("other", f"{type(e).__name__}: {e}"))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def unshare_mapped(mapping: RangeMapping, flags: int = 0) -> None:

@@ -523,9 +523,10 @@ def _nested_clone_error(stage: int, err: int, userns_fd: int | None, *, cgroup: 
         return ContainerStartError(
             "cannot write the id maps of the container's user namespace (uid_map and gid_map "
             f"{_nested_map()[0].strip()!r}) from its parent user namespace: "
-            f"{reason}. The parent must map those ids (its creator maps itself to root there, "
-            "as `unshare --user --map-root-user` does; a network's keeper started before your "
-            "/etc/subuid entry maps one id: stop the network's containers so that it restarts)."
+            f"{reason}. The parent must map uid 0 and gid 0 (its creator maps itself to root "
+            "there, as `unshare --user --map-root-user` does), and with your subordinate range "
+            "1..65535 too (a network's keeper started before your /etc/subuid entry maps one "
+            "id: stop the network's containers so that it restarts)."
         )
     if err == errno.EPERM:
         return ContainerStartError(
