@@ -133,6 +133,10 @@ def _image_users(layout: Path) -> dict[str, object]:
         found["roots"] = c.exec(["sh", "-c", "echo x > /srv/new"], check=False).exit_code
         found["other"] = c.exec(["id"], user="1000:50").stdout.decode().strip()
         found["map"] = c.exec(["cat", "/proc/self/uid_map"]).stdout.decode().split()
+        try:
+            c.exec(["id"], user="70000")
+        except sandkit.errors.ExecStartError as e:
+            found["past"] = str(e)
     layer = image.layer_dirs[-1]
     found["host"] = [os.stat(layer / "var/pg").st_uid, os.stat(layer / "var/pg/PG_VERSION").st_gid]
     return found
@@ -148,6 +152,7 @@ def test_rootless_an_image_user_runs_with_its_own_files(pg_layout, subids, as_un
     uid = unprivileged_ids()[0]
     assert found["map"] == ["0", str(uid), "1", "1", str(START), "65535"]
     assert found["host"] == [START + 69, START + 69]
+    assert "not mapped" in found["past"] and "maps ids 0 to 65535 only" in found["past"]
 
 
 def _run_as_70(layout: Path) -> str:

@@ -178,10 +178,12 @@ def unmapped_fix() -> str:
             f"{' and '.join(helpers)} (the setuid helpers that map your subordinate ids) are "
             "missing: install the uidmap package (apt-get install uidmap)"
         )
+    mapping = rootless_mapping()
+    top = min(mapping.inner_uids, mapping.inner_gids) - 1 if mapping else INNER_IDS - 1
     return (
-        f"a rootless container maps ids 0 to {INNER_IDS - 1} only, and one on a network maps only "
-        "root (its user namespace is nested in the network keeper's, which maps one id): use an "
-        "id below 65536, or network='none' with ports= to publish its ports, or run as root"
+        f"a rootless container maps ids 0 to {top} only (your subordinate range): use ids in it, "
+        "or run as root; on a network whose keeper started before your /etc/subuid entry was "
+        "added, only root is mapped until the keeper restarts (stop its containers)"
     )
 
 
