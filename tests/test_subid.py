@@ -361,3 +361,33 @@ def test_rootless_copy_and_remove_in_a_directory_of_the_images_user(
     assert rows["postgresql.conf"] == ["0", "0"]  # the copier's files are the container root's
     assert "blob" not in rows
     assert found["out"] == b"16\n"
+
+
+def _keeper_of_one_id(layout: Path) -> tuple[str, str]:
+    image = sandkit.Image.load(layout)
+    idmap = sandkit.runtime.idmap
+    real = idmap.rootless_mapping
+    with sandkit.Network("oldnet", internal=True) as net:
+        idmap.rootless_mapping = lambda: None  # the keeper (a fork of ours) maps one id
+        try:
+            first = sandkit.Container(image, network=net, user="0").start()
+        finally:
+            idmap.rootless_mapping = real
+        try:
+            with sandkit.Container(image, network=net, user="0") as c:  # the range is refused
+                seen = c.exec(["cat", "/proc/self/uid_map"]).stdout.decode()
+                try:
+                    c.exec(["id"], user="70")
+                except sandkit.errors.ExecStartError as e:
+                    return seen, str(e)
+        finally:
+            first.stop()
+    return seen, "ran"
+
+
+def test_rootless_a_keeper_of_one_id_gives_its_containers_one_id(
+    pg_layout, subids, as_unprivileged
+):
+    seen, refused = as_unprivileged(_keeper_of_one_id, pg_layout)
+    assert seen.split() == ["0", "0", "1"]
+    assert "not mapped" in refused and "until the keeper restarts" in refused

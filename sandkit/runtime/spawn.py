@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import signal
 import socket
@@ -313,7 +314,8 @@ def spawn_init(
     if parent_userns is not None and (not user_namespace or id_maps is not None):
         raise ValueError("parent_userns needs user_namespace=True and takes no id_maps")
     exe = init_memfd() if exec_fd is None else exec_fd
-    pid, pidfd, go_fd, err_fd, release = _clone(
+    clone = functools.partial(
+        _clone,
         control.fileno(),
         exe,
         argv=argv,
@@ -322,8 +324,8 @@ def spawn_init(
         new_net=network,
         cgroup_fd=cgroup_fd,
         userns_fd=parent_userns,
-        nested=_nested_map() if parent_userns is not None else None,
     )
+    pid, pidfd, go_fd, err_fd, release = _clone_nested(clone) if parent_userns else clone()
     child = SpawnedInit(pid, pidfd)
     try:
         with contextlib.closing(_Fd(err_fd)), contextlib.closing(_Fd(go_fd)) as go:
@@ -394,6 +396,9 @@ def _lib() -> tuple[FFI, Lib]:
     return ffi, lib
 
 
+_Cloned = tuple[int, int, int, int, Callable[[], None]]
+
+
 def _clone(
     control_fd: int,
     exec_fd: int,
@@ -445,6 +450,26 @@ def _c_string(ffi: FFI, text: str | None, keep: list[object]) -> FFI.CData:
     return string
 
 
+class _NestedMapsRefused(ContainerStartError):
+    """The parent user namespace refused the nested container's maps."""
+
+
+_ONE_ID = ("0 0 1\n", False)
+
+
+def _clone_nested(clone: Callable[..., _Cloned]) -> _Cloned:
+    """``clone(nested=...)`` with the range when we have one; a keeper that maps one id (it
+    started before the /etc/subuid entry was added) refuses it, and the container gets its one
+    id then (a user other than root fails later, with `idmap.unmapped_fix`)."""
+    nested = _nested_map()
+    try:
+        return clone(nested=nested)
+    except _NestedMapsRefused:
+        if nested == _ONE_ID:
+            raise
+        return clone(nested=_ONE_ID)
+
+
 def _nested_map() -> tuple[str, bool]:
     """The map of a container nested in a network keeper's user namespace: the keeper's
     mapping, seen from inside it (its 0..n-1), for uids and gids alike; and whether setgroups
@@ -452,7 +477,7 @@ def _nested_map() -> tuple[str, bool]:
     is not nested)."""
     mapping = idmap.rootless_mapping()
     if mapping is None:
-        return "0 0 1\n", False
+        return _ONE_ID
     # One line per line of the parent's map: the kernel maps each line through one of them.
     return f"0 0 1\n1 1 {min(mapping.inner_uids, mapping.inner_gids) - 1}\n", True
 
@@ -520,13 +545,11 @@ def _nested_clone_error(stage: int, err: int, userns_fd: int | None, *, cgroup: 
             f"{reason}. {_JOIN_USERNS_FIXES.get(err, '')}".rstrip()
         )
     if stage == _STAGE_MAPS:
-        return ContainerStartError(
+        return _NestedMapsRefused(
             "cannot write the id maps of the container's user namespace (uid_map and gid_map "
-            f"{_nested_map()[0].strip()!r}) from its parent user namespace: "
-            f"{reason}. The parent must map uid 0 and gid 0 (its creator maps itself to root "
-            "there, as `unshare --user --map-root-user` does), and with your subordinate range "
-            "1..65535 too (a network's keeper started before your /etc/subuid entry maps one "
-            "id: stop the network's containers so that it restarts)."
+            f"'0 0 1', setgroups 'deny') from its parent user namespace: {reason}. The parent "
+            "must map uid 0 and gid 0 (its creator maps itself to root there, as "
+            "`unshare --user --map-root-user` does)."
         )
     if err == errno.EPERM:
         return ContainerStartError(
