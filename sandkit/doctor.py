@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import attrs
 
-from .runtime import idmap
+from . import idmap
 from .runtime.cgroups.detect import LIMIT_CONTROLLERS
 from .runtime.cgroups.detect import detect as detect_cgroups
 

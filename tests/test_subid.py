@@ -25,6 +25,7 @@ import pytest
 import sandkit
 import sandkit.api
 import sandkit.doctor
+import sandkit.idmap
 import sandkit.images.image
 import sandkit.images.layers
 import sandkit.images.mapped
@@ -32,7 +33,6 @@ import sandkit.images.store
 import sandkit.net.client
 import sandkit.network
 import sandkit.runtime.container
-import sandkit.runtime.idmap
 import sandkit.volume
 from sandkit.images.layers import LayerWarning
 from tests.conftest import UNPRIVILEGED_USER, unprivileged_ids
@@ -283,11 +283,11 @@ def test_rootless_a_volume_filled_from_the_image_keeps_its_owners(
 
 
 def test_the_mapping_names_the_range():
-    mapping = sandkit.runtime.idmap.RangeMapping(
+    mapping = sandkit.idmap.RangeMapping(
         1000,
         1000,
-        sandkit.runtime.idmap.SubidRange(100000, 65536),
-        sandkit.runtime.idmap.SubidRange(200000, 10),
+        sandkit.idmap.SubidRange(100000, 65536),
+        sandkit.idmap.SubidRange(200000, 10),
         "/usr/bin/newuidmap",
         "/usr/bin/newgidmap",
     )
@@ -365,7 +365,7 @@ def test_rootless_copy_and_remove_in_a_directory_of_the_images_user(
 
 def _keeper_of_one_id(layout: Path) -> tuple[str, str]:
     image = sandkit.Image.load(layout)
-    idmap = sandkit.runtime.idmap
+    idmap = sandkit.idmap
     real = idmap.rootless_mapping
     with sandkit.Network("oldnet", internal=True) as net:
         idmap.rootless_mapping = lambda: None  # the keeper (a fork of ours) maps one id

@@ -1,5 +1,5 @@
 """Rootless layers with their owners: a layer applied inside a user namespace that has the
-containers' id mapping (``runtime/idmap.py``), so that chown works and a file the layer gives to
+containers' id mapping (``sandkit/idmap.py``), so that chown works and a file the layer gives to
 uid 70 is uid 70 inside every container (on the host: the caller's subordinate id START+69).
 
 The store's process decompresses and hashes as ever (one pass over the download); the plain tar
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..runtime import idmap
+from .. import idmap
 from .layers import ApplyReport, apply_tar
 
 if TYPE_CHECKING:

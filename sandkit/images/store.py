@@ -62,9 +62,9 @@ from typing import Any, BinaryIO
 
 import attrs
 
+from .. import idmap
 from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
 from ..home import private_home, private_subdir, sandkit_home
-from ..runtime import idmap
 from . import reference
 from .budget import ChargedWriter, DiskBudget, StoreLimits, check_layer_count
 from .digest import (

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import ipaddress
 import json
 import os
@@ -31,8 +32,8 @@ import attrs
 import dns.message
 import dns.rcode
 
+from .. import idmap
 from ..errors import NetworkError
-from ..runtime import idmap
 from . import dns as resolver
 from . import firewall, netlink, nsutil, portguard, protocol, uplink
 from .egress import ResolvedEgress
@@ -208,7 +209,8 @@ class Keeper:
         the containers nested in it map the range too; else the user's one id."""
         mapping = idmap.rootless_mapping()
         if mapping is not None:
-            idmap.unshare_mapped(mapping, nsutil.CLONE_NEWNET)
+            flags = nsutil.CLONE_NEWUSER | nsutil.CLONE_NEWNET
+            idmap.unshare_mapped(mapping, functools.partial(nsutil.unshare, flags))
             return
         nsutil.unshare(nsutil.CLONE_NEWUSER | nsutil.CLONE_NEWNET)
         nsutil.become_root_of_new_userns(self.spec.uid, self.spec.gid)

@@ -32,10 +32,9 @@ from typing import IO, Literal, Protocol
 
 import attrs
 
-from .. import errors
+from .. import errors, idmap
 from ..images.fsutil import remove_tree_at
 from ..images.tarstream import ForwardReader, LayerTarFile
-from . import idmap
 from .trees import (
     MAX_DEPTH,
     Entry,

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 import anyio
 import attrs
 
-from .. import errors
+from .. import errors, idmap
 from ..ipc import Error, Exit, Output, Reply
-from . import idmap
 from .cgroups import ExecUsage
 from .process import AsyncOutput, AsyncProcess
 from .results import ExecResult

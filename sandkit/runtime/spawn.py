@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
+from .. import idmap
 from ..errors import ContainerStartError, HostUnsupportedError
-from . import idmap
 from .process import wait_ready
 
 if TYPE_CHECKING:

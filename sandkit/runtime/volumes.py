@@ -42,10 +42,11 @@ from typing import Any
 
 import attrs
 
+from .. import idmap
 from ..errors import VolumeError, VolumeInUseError, VolumeNotFoundError, VolumeSpecError
 from ..home import private_home, private_subdir
 from ..images.fsutil import dir_size, remove_tree_at
-from . import idmap, volume_backing
+from . import volume_backing
 
 # Docker's rule for volume names, with a length bound of ours (one path component).
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}")

@@ -15,6 +15,7 @@ its subordinate ids from outside).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import pickle
@@ -27,8 +28,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ..errors import ContainerStartError, SandkitError
-from ..net import nsutil  # now: the forked child may not be able to read sandkit's files
+from .errors import ContainerStartError, SandkitError
 
 #: ids mapped inside a rootless container with a range: 0..INNER_IDS-1 (Podman's default too).
 INNER_IDS = 65536
@@ -37,6 +37,22 @@ _HELPER_DIRS = "/usr/bin:/bin:/usr/sbin:/sbin"  # the setuid helpers, not whatev
 _HELPER_TIMEOUT = 10.0
 
 T = TypeVar("T")
+
+_CLONE_NEWUSER = 0x10000000
+# Loaded now: a forked child may not be able to read sandkit's (or Python's) files.
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _new_user_namespace() -> None:
+    """unshare(CLONE_NEWUSER) (Python 3.11 has no os.unshare)."""
+    if _libc.unshare(ctypes.c_int(_CLONE_NEWUSER)) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER) failed")
+
+
+def _join_user_namespace(fd: int) -> None:
+    """setns(fd, CLONE_NEWUSER) (Python 3.11 has no os.setns)."""
+    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(_CLONE_NEWUSER)) != 0:
+        raise OSError(ctypes.get_errno(), "setns into the container's user namespace failed")
 
 
 @attrs.frozen
@@ -203,7 +219,7 @@ def run_mapped(
     ``feed(fd)``, when given, runs here meanwhile and writes the child's input into a pipe whose
     read end the job gets as ``data_fd`` (else None); the job must read it to EOF.
     """
-    enter = functools.partial(nsutil.unshare, nsutil.CLONE_NEWUSER)
+    enter = _new_user_namespace
     return _run_forked(enter, mapping.write, job, feed)
 
 
@@ -214,7 +230,7 @@ def run_in_userns_of(pid: int, job: Callable[[], T]) -> T:
     container sees. Returns or raises as `run_mapped`."""
     userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        enter = functools.partial(nsutil.setns, userns, nsutil.CLONE_NEWUSER)
+        enter = functools.partial(_join_user_namespace, userns)
         return _run_forked(enter, None, lambda _fd: job(), None)
     finally:
         os.close(userns)
@@ -349,8 +365,8 @@ def _send(fd: int, outcome: tuple[str, Any]) -> None:
         view = view[os.write(fd, view) :]
 
 
-def unshare_mapped(mapping: RangeMapping, flags: int = 0) -> None:
-    """unshare(CLONE_NEWUSER | flags) and become root of the new user namespace with ``mapping``
+def unshare_mapped(mapping: RangeMapping, unshare: Callable[[], None]) -> None:
+    """``unshare()`` (with CLONE_NEWUSER among its flags) and become root of the new user namespace with ``mapping``
     (a network's keeper, so that the containers nested in it may map the range too). A child
     forked first, still outside, writes the maps: only a process there may run the helpers on
     us. The caller must be single-threaded (unshare's rule)."""
@@ -369,7 +385,7 @@ def unshare_mapped(mapping: RangeMapping, flags: int = 0) -> None:
             os._exit(status)
     os.close(go_r)
     try:
-        nsutil.unshare(nsutil.CLONE_NEWUSER | flags)
+        unshare()
         os.write(go_w, b"g")
     finally:
         os.close(go_w)
