@@ -10,7 +10,8 @@ from typing import Any
 
 from .. import errors
 from ..images.image import Image
-from . import exitcodes, state
+from ..detached import state
+from . import exitcodes
 from .containers import inspect_record
 from .image_commands import add_image_commands
 from .parser import Subparsers

@@ -20,7 +20,8 @@ from typing import Any
 from .. import errors
 from ..net import store
 from ..net.store import NetworkRecord
-from . import containers, exitcodes, options, state
+from ..detached import state
+from . import containers, exitcodes, options
 from .output import print_table
 from .parser import Subparsers
 

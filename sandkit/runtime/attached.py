@@ -1,0 +1,489 @@
+"""Detached containers (``detach=True``) as any process of their user sees them.
+
+A detached container lives in a supervisor process of its own (sandkit/detached/supervisor.py,
+the one `sandkit run -d` uses), found by name or id through its state directory in the user's
+private ``$SANDKIT_HOME/run``. `AsyncAttachedContainer` is the handle: what `AsyncContainer`
+does, asked of that supervisor over its socket. The process that made the container holds one
+too (``AsyncContainer(image, detach=True)`` returns it), and nothing about it is special:
+leaving a ``with`` block detaches, `remove()` ends the container.
+
+Commands run in the supervisor (``run``: `AsyncContainer.exec` there, the result and its
+output sent back in memfds), so their timeouts, output limits and process-tree kills are the
+in-process ones; files are opened by the container's init there and the fd sent here, so reads,
+writes and copies run in this process with the in-process code (copy.py), never through a
+path of the host.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Self
+
+import anyio
+import attrs
+
+from .. import errors
+from ..detached import client, control, launch, state
+from ..detached.control import STOP_TIMEOUT
+from . import handover
+from .container import (
+    DEFAULT_MAX_READ,
+    AsyncContainer,
+    ImageSource,
+    check_max_size,
+    list_from,
+    read_from,
+    write_to,
+)
+from .forward import Binding
+from .outcomes import raise_for
+from .ports import container_side, parse_port
+from .results import ExecResult
+
+if TYPE_CHECKING:
+    from ..security.seccomp import SeccompSpec
+    from . import copy
+    from .cgroups import CgroupStats
+
+# How often `wait` looks whether the supervisor has gone, once it said the container ended.
+_EXIT_POLL = 0.02
+
+
+@attrs.define(eq=False)
+class AsyncAttachedContainer:
+    """A detached container, reached through its supervisor; see the module's doc."""
+
+    # What to start (``detach=True`` before `start`); None once there is a record.
+    _config: dict[str, Any] | None
+    _wanted_name: str | None = None
+    _record: state.Record | None = None
+
+    @classmethod
+    def create(cls, image: ImageSource, **options: Any) -> AsyncAttachedContainer:
+        """The handle of a container to start detached; its options are checked here, as an
+        in-process container's are, so that bad ones fail before any process is started."""
+        kept = {k: v for k, v in options.items() if k not in handover.HANDOVER_OPTIONS}
+        AsyncContainer(image, **kept)  # raises for a bad option; starts nothing
+        config = {
+            "image": handover.image_to_text(image),
+            "options": handover.options_to_json(kept),
+            "command": [],
+            "main": None,
+        }
+        return cls(config, options.get("name"))
+
+    @classmethod
+    async def attach(cls, name_or_id: str) -> AsyncAttachedContainer:
+        """The running detached container ``name_or_id``; see `AsyncContainer.attach`."""
+        try:
+            record = state.find(name_or_id)
+        except errors.NoSuchContainerError as exc:
+            raise errors.NoSuchContainerError(
+                f"{exc}: no detached container of this user (uid {os.geteuid()}) has that name "
+                f"or id; they live in {state.run_dir()}, and each user sees only their own"
+            ) from None
+        _check_running(record)
+        return cls(None, record=record)
+
+    async def start(self) -> Self:
+        """Hand the container to a new supervisor and return once it runs: `NameInUseError`
+        when the name is taken; the supervisor's own error when the container cannot start
+        (then nothing is left: no state, no name)."""
+        if self._config is None:
+            raise errors.ContainerError("this container was already started; make a new one")
+        config, self._config = self._config, None
+        self._record = await anyio.to_thread.run_sync(
+            launch.start_supervisor, config, self._wanted_name
+        )
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.start() if self._config is not None else self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Detach: the container goes on (`remove` ends it)."""
+
+    # -- what it is ---------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The container's id (64 hex digits); empty before `start`."""
+        return self._record.id if self._record is not None else ""
+
+    @property
+    def name(self) -> str:
+        """The container's name (the one given, or the one generated for it)."""
+        return self._record.name if self._record is not None else (self._wanted_name or "")
+
+    @property
+    def image(self) -> str:
+        """The image as the supervisor was given it."""
+        config = self._config if self._config is not None else self._live().config
+        return str(config.get("image", ""))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The container's options, as the supervisor was given them (JSON values)."""
+        config = self._config if self._config is not None else self._live().config
+        return dict(config.get("options") or {})
+
+    @property
+    def hostname(self) -> str:
+        """The container's host name (``hostname=``, else the first 12 digits of its id)."""
+        return str(self.options.get("hostname") or self.id[:12])
+
+    @property
+    def running(self) -> bool:
+        """True while the container runs (its supervisor is alive)."""
+        return self._record is not None and self._record.reload().running
+
+    @property
+    def networks(self) -> dict[str, str]:
+        """The container's address on each network it is on, by network name."""
+        networks = self._current().state.get("networks") or {}
+        return {name: entry["IPAddress"] for name, entry in networks.items()}
+
+    @property
+    def ports(self) -> dict[str, list[Binding]]:
+        """The published ports, by container port ("80/tcp"), as the supervisor bound them."""
+        published: dict[str, list[Binding]] = {}
+        for entry in self._current().state.get("ports") or []:
+            spec = parse_port(str(entry["port"]))
+            binding = Binding(spec, str(entry["host_ip"]), int(entry["host_port"]))
+            published.setdefault(spec.key, []).append(binding)
+        return published
+
+    def port(self, container_port: int | str) -> tuple[str, int]:
+        """Where ``container_port`` is published: (host address, host port)."""
+        number, proto = container_side(str(container_port), container_port)
+        bindings = self.ports.get(f"{number}/{proto}")
+        if not bindings:
+            raise errors.PortSpecError(
+                f"port {number}/{proto} of the container is not published: publish it with "
+                f'ports=["{number}/{proto}"] (published: {", ".join(self.ports) or "none"})'
+            )
+        return bindings[0].host_ip, bindings[0].host_port
+
+    # -- commands -------------------------------------------------------------------------------
+
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        max_output: int | None = None,
+        seccomp: SeccompSpec = "default",
+    ) -> ExecResult:
+        """Run ``argv`` to completion in the container; see `AsyncContainer.exec`. It runs in the
+        supervisor: if this process dies meanwhile, the command is killed, the container goes
+        on."""
+        if not (seccomp is None or isinstance(seccomp, str | dict)):
+            raise errors.ContainerError(
+                "an attached container's exec takes seccomp= as a name, a dict or None"
+            )
+        request = {
+            "op": "run",
+            "argv": [str(a) for a in argv],
+            "env": dict(env or {}),
+            "workdir": workdir,
+            "user": user,
+            "timeout": timeout,
+            "max_output": max_output,
+            "seccomp": seccomp,
+        }
+        reply, fds = await self._ask_with_input(request, input)
+        try:
+            if reply is None:
+                raise errors.ContainerDiedError(
+                    f"container {self.name} ended while {argv[0]!r} ran in it"
+                )
+            if "error" in reply or len(fds) != 2:
+                raise control.error_from(reply, errors.ContainerError)
+            fields = reply["result"]
+            stdout, stderr = (control.memfd_content(fd) for fd in fds)
+            result = ExecResult(stdout=stdout, stderr=stderr, **fields)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if check and not result.ok:
+            raise_for(result, argv, timeout)
+        return result
+
+    async def _ask_with_input(
+        self, request: dict[str, Any], input: bytes | None
+    ) -> tuple[dict[str, Any] | None, list[int]]:
+        """Send ``request`` with ``input`` in a memfd; the supervisor's reply and fds."""
+        record = self._live()
+        sent = [control.memfd_holding(input)] if input is not None else []
+        try:
+            with await client.connect(record) as sock:
+                await control.send(sock, request, sent)
+                for fd in sent:
+                    os.close(fd)
+                sent = []
+                return await control.receive(sock)
+        finally:
+            for fd in sent:
+                os.close(fd)
+
+    async def spawn(self, argv: Sequence[str], **_: Any) -> Any:
+        """Not (yet) for an attached container: use `exec`."""
+        raise errors.ContainerError(
+            "spawn() is not available on an attached (detached) container yet: use exec(), "
+            "or `sandkit exec` for an interactive command"
+        )
+
+    # -- files ------------------------------------------------------------------------------
+
+    async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Create or replace a file inside the container; see `AsyncContainer.write_file`."""
+        write_to(await self._open(path, "w", mode), path, data, mode)
+
+    async def read_file(self, path: str, *, max_size: int = DEFAULT_MAX_READ) -> bytes:
+        """A file's whole content; see `AsyncContainer.read_file`."""
+        check_max_size(max_size)
+        return read_from(await self._open(path, "r"), path, max_size)
+
+    async def listdir(self, path: str = "/") -> list[str]:
+        """The names in directory ``path`` of the container, sorted."""
+        return list_from(await self._open(path, "dir"), path)
+
+    async def open_file(self, path: str) -> anyio.AsyncFile[bytes]:
+        """Open a file of the container for reading (binary), to stream it."""
+        return anyio.wrap_file(await self._open_for_reading(path))
+
+    async def _open_for_reading(self, path: str) -> BinaryIO:
+        return os.fdopen(await self._open(path, "r"), "rb")
+
+    async def _open(self, path: str, mode: str, perm: int = 0o644) -> int:
+        try:
+            fd, _ = await open_remote(self._live(), path, mode, perm)
+        except OSError as exc:
+            raise errors.ContainerError(
+                f"cannot open {path!r} in the container: {exc.strerror}"
+            ) from None
+        return fd
+
+    async def copy_in(
+        self,
+        source: copy.CopySource,
+        container_path: str,
+        *,
+        archive: bool = False,
+        follow_link: bool = False,
+    ) -> None:
+        """Copy into the container, by `docker cp`'s rules; see `AsyncContainer.copy_in`."""
+        from . import copy
+
+        side = self._copy_side(anyio.from_thread.run)
+        await anyio.to_thread.run_sync(
+            lambda: copy.copy_in(
+                side, source, container_path, archive=archive, follow_link=follow_link
+            )
+        )
+
+    async def copy_out(
+        self,
+        container_path: str,
+        host_path: str | os.PathLike[str],
+        *,
+        archive: bool = False,
+        follow_link: bool = False,
+    ) -> None:
+        """Copy out of the container, by `docker cp`'s rules; see `AsyncContainer.copy_out`."""
+        from . import copy
+
+        side = self._copy_side(anyio.from_thread.run)
+        await anyio.to_thread.run_sync(
+            lambda: copy.copy_out(
+                side, container_path, host_path, archive=archive, follow_link=follow_link
+            )
+        )
+
+    async def get_archive(self, path: str, *, follow_link: bool = False) -> AsyncIterator[bytes]:
+        """The file or tree at ``path`` as a tar stream, in chunks."""
+        from . import copy
+
+        chunks = copy.archive(self._copy_side(anyio.from_thread.run), path, follow_link=follow_link)
+        try:
+            while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            await anyio.to_thread.run_sync(chunks.close)
+
+    async def stat(self, path: str) -> copy.PathStat:
+        """Docker's ``PathStat`` of ``path``."""
+        from . import copy
+
+        side = self._copy_side(anyio.from_thread.run)
+        return await anyio.to_thread.run_sync(lambda: copy.stat_path(side, path))
+
+    async def remove(self, path: str | None = None, *, recursive: bool = False) -> None:
+        """Remove a path of the container (``recursive``: a tree); without one, the container
+        itself: its processes are killed, its supervisor ends, and its state and name go
+        (Docker's ``rm -f``)."""
+        if path is None:
+            record = self._record
+            if record is not None:
+                await anyio.to_thread.run_sync(lambda: client.remove(record.reload(), force=True))
+            return
+        from . import copy
+
+        side = self._copy_side(anyio.from_thread.run)
+        await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
+
+    def _copy_side(self, call: Callable[..., Any]) -> RemoteSide:
+        return RemoteSide(self._live(), call)
+
+    # -- the container's life ---------------------------------------------------------------
+
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the container (its main process's stop signal, SIGKILL after ``timeout`` s),
+        keeping its state: `sandkit ps -a` shows it, `remove()` or `sandkit rm` removes it."""
+        if self._record is not None:
+            record = self._record.reload()
+            await anyio.to_thread.run_sync(client.stop, record, timeout)
+
+    async def kill(self) -> None:
+        """Kill everything in the container at once; its state stays, as after `stop`."""
+        if self._record is not None and self.running:
+            record = self._record.reload()
+            try:
+                await anyio.to_thread.run_sync(client.kill, record, signal.SIGKILL)
+            except errors.ContainerNotRunningError:
+                return  # it ended meanwhile
+            await anyio.to_thread.run_sync(client.wait_for_exit, record, client.STOP_SLACK)
+
+    async def wait(self, timeout: float | None = None) -> int:
+        """Wait for the container to end and return its exit code (Docker's: 128+N for signal
+        N; without a main process 0 when it was stopped, 137 when killed or its lifetime was
+        up). `TimeoutError` when ``timeout`` s pass first (it keeps running)."""
+        record = self._live_or_ended()
+        with anyio.fail_after(timeout):
+            if record.running:
+                try:
+                    await client.request(record, {"op": "wait"}, True)
+                except errors.ContainerNotRunningError:
+                    pass  # it ended meanwhile
+                while state.supervisor_alive(record.state):
+                    await anyio.sleep(_EXIT_POLL)
+        ended = record.reload()
+        if ended.exit_code is None:
+            raise errors.ContainerError(
+                f"container {ended.name} ended without an exit code: its supervisor died "
+                f"(see {ended.dir / 'supervisor.log'})"
+            )
+        return ended.exit_code
+
+    async def ping(self) -> float:
+        """The round trip to the container's supervisor and back, in seconds."""
+        started = time.monotonic()
+        await client.request(self._live(), {"op": "ping"}, True)
+        return time.monotonic() - started
+
+    async def connect(self, network: object, aliases: Sequence[str] = ()) -> None:
+        """Put the running container on one more network; see `AsyncContainer.connect`."""
+        from .container import network_name
+
+        message = {"op": "connect", "network": network_name(network), "aliases": list(aliases)}
+        await client.request(self._live(), message, True)
+
+    async def disconnect(self, network: object) -> None:
+        """Take the running container off ``network``."""
+        from .container import network_name
+
+        message = {"op": "disconnect", "network": network_name(network), "aliases": []}
+        await client.request(self._live(), message, True)
+
+    def stats(self) -> CgroupStats:
+        """Not for an attached container (its cgroup is the supervisor's to read)."""
+        raise errors.ContainerError("stats() is not available on an attached container")
+
+    async def set_egress(self, egress: str | Sequence[str] | None) -> None:
+        """Not for an attached container."""
+        raise errors.ContainerError("set_egress() is not available on an attached container")
+
+    def _live(self) -> state.Record:
+        """The record of the running container; `ContainerNotRunningError` (with how it
+        ended) when it is not."""
+        return _check_running(self._live_or_ended())
+
+    def _live_or_ended(self) -> state.Record:
+        if self._record is None:
+            raise errors.ContainerNotRunningError("this detached container was never started")
+        return self._record.reload()
+
+    def _current(self) -> state.Record:
+        return self._record.reload() if self._record is not None else self._live_or_ended()
+
+
+def _check_running(record: state.Record) -> state.Record:
+    if record.running:
+        return record
+    code = record.exit_code
+    raise errors.ContainerNotRunningError(
+        f"container {record.name or record.id[:12]} has exited "
+        f"(exit code {code if code is not None else 'unknown'}): `sandkit logs` and "
+        "`sandkit inspect` say more; `sandkit rm` (or remove()) removes it"
+    )
+
+
+async def open_remote(
+    record: state.Record, path: str, mode: str, perm: int = 0o644
+) -> tuple[int, copy.IdMap]:
+    """An fd of ``path`` in the container, opened by its init in the supervisor, and the
+    container's id maps. `OSError` with the init's errno when it refuses."""
+    from . import copy
+
+    with await client.connect(record) as sock:
+        await control.send(sock, {"op": "open", "path": path, "mode": mode, "perm": perm})
+        reply, fds = await control.receive(sock)
+    if reply is None or "error" in reply or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        if reply is not None and isinstance(reply.get("errno"), int):
+            raise OSError(reply["errno"], str(reply["error"]), path)
+        raise errors.CopyError(f"container {record.name} did not open {path!r}: {reply}")
+    return fds[0], copy.IdMap(_ranges(reply["uids"]), _ranges(reply["gids"]))
+
+
+class RemoteSide:
+    """A detached container as copy.py reaches it (the ``Side`` of copy.py), from a worker
+    thread: each open is a request to its supervisor (``call`` runs it: anyio's
+    from_thread.run, or the sync API's portal)."""
+
+    name = "the container"
+
+    def __init__(
+        self, record: state.Record, call: Callable[..., Any] = anyio.from_thread.run
+    ) -> None:
+        self._record = record
+        self._call = call
+        self._ids: copy.IdMap | None = None
+
+    def open(self, path: str, mode: str) -> int:
+        """An fd the container's init opened, resolved in the container's root."""
+        fd, self._ids = self._call(open_remote, self._record, path, mode)
+        return int(fd)
+
+    def seen(self, uid: int, gid: int) -> tuple[int, int]:
+        """The ids the container sees for host ids ``uid:gid``."""
+        assert self._ids is not None  # every copy opens before it reads owners
+        return self._ids.to_container(uid, gid)
+
+    def host_ids(self, uid: int, gid: int, where: str) -> tuple[int, int]:
+        """The host ids for the container's ids ``uid:gid`` (found at ``where``)."""
+        assert self._ids is not None
+        return self._ids.to_host(uid, gid, where)
+
+
+def _ranges(value: Any) -> tuple[tuple[int, int, int], ...]:
+    return tuple((int(a), int(b), int(c)) for a, b, c in value)
