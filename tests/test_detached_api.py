@@ -46,7 +46,9 @@ def sandkit_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def python(code: str, *, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+def python(
+    code: str, *, timeout: float = 60, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """``code`` run by another Python process of this user (its output captured)."""
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -187,9 +189,12 @@ def test_a_worker_killed_mid_exec_harms_neither_the_container_nor_the_others(det
     wait_until(lambda: not detached.exec(["test", "-e", f"/proc/{pid}"]).ok, "the orphan's end")
     # ... and everyone else goes on
     assert detached.exec(["echo", "fine"]).stdout == b"fine\n"
-    assert python(
-        "import sandkit; print(sandkit.Container.attach('shared').exec(['true']).exit_code)"
-    ).stdout == "0\n"
+    assert (
+        python(
+            "import sandkit; print(sandkit.Container.attach('shared').exec(['true']).exit_code)"
+        ).stdout
+        == "0\n"
+    )
 
 
 def test_two_processes_creating_one_name_one_wins():

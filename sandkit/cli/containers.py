@@ -26,6 +26,7 @@ from . import attach, exitcodes, output
 from .options import add_process_options, environment
 from .parser import Subparsers, command_with_remainder
 
+
 def add_container_commands(commands: Subparsers) -> None:
     """Add ``ps``, ``exec``, ``logs``, ``stop``, ``kill`` and ``rm``, the commands on detached
     containers, to the parser."""

@@ -9,18 +9,17 @@ file) of the container, resolved in the container's root, and sends the fd over 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from .. import errors
-from ..detached import control, state
+from ..detached import state
 from .parser import Subparsers
 
 if TYPE_CHECKING:
-    from ._runtime import copy
+    pass
 
 
 def add_copy_command(commands: Subparsers) -> None:

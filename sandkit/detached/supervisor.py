@@ -526,7 +526,9 @@ async def supervise(directory: Path, ready_fd: int) -> None:
         state.remove(record)
 
 
-async def _start_main(container: AsyncContainer, main: dict[str, Any] | None) -> AsyncProcess | None:
+async def _start_main(
+    container: AsyncContainer, main: dict[str, Any] | None
+) -> AsyncProcess | None:
     """The main process `sandkit run -d` asked for (its output goes to the log), or None."""
     if not main:
         return None

@@ -67,7 +67,7 @@ class AsyncAttachedContainer:
         in-process container's are, so that bad ones fail before any process is started."""
         kept = {k: v for k, v in options.items() if k not in handover.HANDOVER_OPTIONS}
         AsyncContainer(image, **kept)  # raises for a bad option; starts nothing
-        config = {
+        config: dict[str, Any] = {
             "image": handover.image_to_text(image),
             "options": handover.options_to_json(kept),
             "command": [],
@@ -373,7 +373,8 @@ class AsyncAttachedContainer:
                     await client.request(record, {"op": "wait"}, True)
                 except errors.ContainerNotRunningError:
                     pass  # it ended meanwhile
-                while state.supervisor_alive(record.state):
+                # (another process, with no fd of it here to wait on: polled)
+                while state.supervisor_alive(record.state):  # noqa: ASYNC110
                     await anyio.sleep(_EXIT_POLL)
         ended = record.reload()
         if ended.exit_code is None:

@@ -272,7 +272,9 @@ class AsyncContainer:
 
     # -- detached containers (``detach=True``; the work is in attached.py) --------------------
 
-    def __new__(cls, image: ImageSource = "host", **options: Any) -> AsyncContainer:
+    def __new__(  # noqa: PYI034 - with detach=True it is not an instance of cls
+        cls, image: ImageSource = "host", **options: Any
+    ) -> AsyncContainer:
         """With ``detach=True``: the handle of a container a supervisor process will run (an
         `AsyncAttachedContainer`, which Python does not __init__ again)."""
         if options.get("detach"):
@@ -1410,9 +1412,7 @@ def copy_side(container: AsyncContainer, call: Callable[..., Any]) -> copy.Conta
     return container._copy_side(call)
 
 
-async def open_for_copy(
-    container: AsyncContainer, path: str, mode: str, perm: int = 0o644
-) -> int:
+async def open_for_copy(container: AsyncContainer, path: str, mode: str, perm: int = 0o644) -> int:
     """An fd on ``path`` ("dir", "r", or "w" made with ``perm``) resolved in the container's
     root, for a copy made by another process (``sandkit cp``, an attached container, through
     a detached container's supervisor); `OSError` with the init's errno when it is refused."""
@@ -1460,7 +1460,9 @@ def read_from(fd: int, path: str, max_size: int) -> bytes:
             _check_size(path, len(data), max_size)
             return data
     except OSError as exc:
-        raise errors.ContainerError(f"cannot read {path!r} in the container: {exc.strerror}") from None
+        raise errors.ContainerError(
+            f"cannot read {path!r} in the container: {exc.strerror}"
+        ) from None
 
 
 def list_from(fd: int, path: str) -> list[str]:
@@ -1468,7 +1470,9 @@ def list_from(fd: int, path: str) -> list[str]:
     try:
         return sorted(os.listdir(fd))
     except OSError as exc:
-        raise errors.ContainerError(f"cannot list {path!r} in the container: {exc.strerror}") from None
+        raise errors.ContainerError(
+            f"cannot list {path!r} in the container: {exc.strerror}"
+        ) from None
     finally:
         os.close(fd)
 

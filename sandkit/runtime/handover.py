@@ -90,9 +90,7 @@ def options_from_json(data: Mapping[str, Any]) -> ContainerOptions:
     if "mounts" in data:
         options["mounts"] = [Mount(**m) for m in data["mounts"]]
     if rlimits := data.get("rlimits"):
-        options["rlimits"] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in rlimits.items()
-        }
+        options["rlimits"] = {k: tuple(v) if isinstance(v, list) else v for k, v in rlimits.items()}
     return options
 
 
