@@ -357,3 +357,38 @@ def test_the_supervisor_socket_stays_private(detached):
     record = state.find("shared")
     assert os.stat(record.dir).st_mode & 0o777 == 0o700
     assert os.stat(state.run_dir()).st_mode & 0o077 == 0
+
+
+# --- a main process (run=, A's service) in a detached container ----------------------------
+
+SERVICE = "echo ready; echo warn >&2; trap 'echo bye; exit 3' TERM; while :; do sleep 0.05; done"
+
+
+def test_a_detached_main_process_is_read_and_stopped_from_another_process():
+    c = sandkit.Container("host", name="svc", detach=True, run=["sh", "-c", SERVICE]).start()
+    try:
+        wait_until(lambda: b"warn" in c.logs(), "the main process's output")
+        seen = python(
+            """
+            import json, sandkit
+            c = sandkit.Container.attach("svc")
+            print(json.dumps([c.logs(stderr=False).decode(), c.log_tail(),
+                              b"".join(c.logs_stream(follow=False, tail=1)).decode()]))
+            """
+        )
+        assert json.loads(seen.stdout) == ["ready\n", "ready\nwarn\n", "warn\n"]
+        c.stop()
+        assert c.wait(timeout=30) == 3  # its TERM trap's status: the stop signal reached it
+        assert "Exited (3)" in sandkit_cli("ps", "-a").stdout
+    finally:
+        c.remove()
+
+
+def test_a_detached_main_process_ends_its_container_with_its_status():
+    c = sandkit.Container("host", name="short", detach=True, run=["sh", "-c", "exit 7"]).start()
+    try:
+        assert c.wait(timeout=30) == 7
+        with pytest.raises(errors.ContainerNotRunningError, match=r"exit code 7"):
+            sandkit.Container.attach("short")
+    finally:
+        c.remove()

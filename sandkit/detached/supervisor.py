@@ -61,8 +61,12 @@ class Supervisor:
     main: AsyncProcess | None  # None: no main process (``detach=True``)
     stop_signal: int
     ended: anyio.Event = attrs.field(factory=anyio.Event)
-    # How a container without a main process ended, as a return code: 0 stopped, -9 killed.
-    held_returncode: int = 0
+    # How a held container ended, as a return code: 0 stopped, -9 killed; None: its own main
+    # process (``run=``) says.
+    held_returncode: int | None = 0
+    # A held container whose main process the container runs itself (``run=``, service.py).
+    serviced: bool = False
+    stop_timeout: float = STOP_TIMEOUT
     stopping: bool = False
     # The aliases the container has on each network it is on, by network name.
     aliases: dict[str, list[str]] = attrs.field(factory=dict)
@@ -100,21 +104,24 @@ class Supervisor:
 
     async def _hold(self) -> int:
         """Until a request or signal ends the container, or its init ends by itself (the
-        ``lifetime`` is up: it killed everything)."""
+        ``lifetime`` is up, or its main process ended for good: everything was killed)."""
         async with anyio.create_task_group() as watch:
 
             async def init_ends() -> None:
                 await init_exited(self.container)
-                self._end(-signal.SIGKILL)
+                self._end(None if self.serviced else -signal.SIGKILL)
 
             watch.start_soon(init_ends)
             await self.ended.wait()
             watch.cancel_scope.cancel()
-        await self.container.stop()
+        # (with a main process: its stop signal first, as `docker stop`)
+        await self.container.stop(self.stop_timeout)
+        if self.held_returncode is None:
+            return _returncode(await self.container.wait())
         return self.held_returncode
 
-    def _end(self, returncode: int) -> None:
-        """End a container without a main process, with ``returncode``."""
+    def _end(self, returncode: int | None) -> None:
+        """End a held container, with ``returncode`` (None: its main process's)."""
         if not self.ended.is_set():
             self.held_returncode = returncode
             self.ended.set()
@@ -170,6 +177,8 @@ class Supervisor:
             await self._exec(conn, request, services)
         elif op == "run":
             await self._run_captured(conn, request, wanted[0] if wanted else -1)
+        elif op == "logs":
+            await self._send_logs(conn, request)
         elif op == "wait":
             await self.ended.wait()  # (when the container ends, the services' end closes conn)
         elif op == "open":
@@ -222,6 +231,29 @@ class Supervisor:
             for fd in outputs:
                 os.close(fd)
 
+    async def _send_logs(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        """`logs`/`logs_stream` of the container's own main process (``run=``): each chunk in a
+        memfd (a message stays small), then ``{"end": true}``."""
+        tail = request.get("tail")
+        try:
+            chunks = self.container.logs_stream(
+                follow=bool(request.get("follow")),
+                stdout=bool(request.get("stdout", True)),
+                stderr=bool(request.get("stderr", True)),
+                timestamps=bool(request.get("timestamps")),
+                tail=None if tail is None else int(tail),
+            )
+            async for chunk in chunks:
+                fd = control.memfd_holding(chunk)
+                try:
+                    await control.send(conn, {"chunk": True}, [fd])
+                finally:
+                    os.close(fd)
+        except errors.SandkitError as exc:
+            await control.send(conn, {"error": str(exc), "kind": type(exc).__name__})
+            return
+        await control.send(conn, {"end": True})
+
     async def _open_for_copy(self, conn: socket.socket, request: dict[str, Any]) -> None:
         """`sandkit cp`: an fd of the container, resolved in its root by the init, and the
         container's id maps; the client walks or writes below it (copy.py)."""
@@ -273,7 +305,8 @@ class Supervisor:
             return
         self.stopping = True
         if self.main is None:
-            self._end(0)
+            self.stop_timeout = timeout
+            self._end(None if self.serviced else 0)
             return
         await self._kill(self.stop_signal)
         with anyio.move_on_after(timeout):
@@ -376,6 +409,12 @@ async def _forward_client_signals(conn: socket.socket, process: AsyncProcess) ->
                 await process.send_signal(int(message["signal"]))
             except (errors.SandkitError, KeyError, ValueError):
                 pass
+
+
+def _returncode(status: int) -> int:
+    """Docker's exit status (128 + N for signal N) as a return code (-N), as `exitcodes`
+    takes it back."""
+    return -(status - exitcodes.SIGNAL_BASE) if status > exitcodes.SIGNAL_BASE else status
 
 
 def _captured_options(request: dict[str, Any]) -> dict[str, Any]:
@@ -489,7 +528,14 @@ async def supervise(directory: Path, ready_fd: int) -> None:
             )
             _report(ready_fd, {"ok": True})
             ready_fd = -1
-            supervisor = Supervisor(record, container, main, stop_signal(image), aliases=aliases)
+            supervisor = Supervisor(
+                record,
+                container,
+                main,
+                stop_signal(image),
+                serviced=bool(options.get("run")),
+                aliases=aliases,
+            )
             returncode = await supervisor.run(listener)
         state.write_state(
             directory,

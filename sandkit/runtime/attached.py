@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, Self
 
 import anyio
@@ -42,6 +42,7 @@ from .forward import Binding
 from .outcomes import raise_for
 from .ports import container_side, parse_port
 from .results import ExecResult
+from .service import LogView, log_view
 
 if TYPE_CHECKING:
     from ..security.seccomp import SeccompSpec
@@ -345,12 +346,13 @@ class AsyncAttachedContainer:
 
     # -- the container's life ---------------------------------------------------------------
 
-    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
         """Stop the container (its main process's stop signal, SIGKILL after ``timeout`` s),
         keeping its state: `sandkit ps -a` shows it, `remove()` or `sandkit rm` removes it."""
         if self._record is not None:
             record = self._record.reload()
-            await anyio.to_thread.run_sync(client.stop, record, timeout)
+            wait = STOP_TIMEOUT if timeout is None else timeout
+            await anyio.to_thread.run_sync(client.stop, record, wait)
 
     async def kill(self) -> None:
         """Kill everything in the container at once; its state stays, as after `stop`."""
@@ -383,6 +385,47 @@ class AsyncAttachedContainer:
                 f"(see {ended.dir / 'supervisor.log'})"
             )
         return ended.exit_code
+
+    # -- the main process (``run=``; it runs in the supervisor's container, service.py) ---------
+
+    async def logs(
+        self,
+        *,
+        stdout: bool = True,
+        stderr: bool = True,
+        timestamps: bool = False,
+        tail: int | None = None,
+    ) -> bytes:
+        """What the main process printed so far; see `AsyncContainer.logs`."""
+        wanted = _log_request(False, stdout, stderr, timestamps, tail)
+        return b"".join([chunk async for chunk in _log_chunks(self._live(), wanted)])
+
+    async def logs_stream(
+        self,
+        *,
+        follow: bool = True,
+        stdout: bool = True,
+        stderr: bool = True,
+        timestamps: bool = False,
+        tail: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The output as chunks, then (``follow``) as it comes; see
+        `AsyncContainer.logs_stream`."""
+        wanted = _log_request(follow, stdout, stderr, timestamps, tail)
+        async for chunk in _log_chunks(self._live(), wanted):
+            yield chunk
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the main process's output, decoded ("" without one, or
+        once the container has ended)."""
+        try:
+            return self._main_process().tail(lines)
+        except errors.ContainerError:
+            return ""
+
+    def _main_process(self) -> RemoteMainProcess:
+        """What the sync API's logs and wait use (`container.main_process`)."""
+        return RemoteMainProcess(self)
 
     async def ping(self) -> float:
         """The round trip to the container's supervisor and back, in seconds."""
@@ -424,6 +467,69 @@ class AsyncAttachedContainer:
 
     def _current(self) -> state.Record:
         return self._record.reload() if self._record is not None else self._live_or_ended()
+
+
+@attrs.frozen
+class RemoteMainProcess:
+    """The main process of an attached container, as the sync API reads one
+    (`service.Service`'s logs, stream, wait_blocking and tail), blocking the caller's thread."""
+
+    container: AsyncAttachedContainer
+
+    def logs(self, view: LogView, tail: int | None) -> bytes:
+        """The output so far, as ``view`` shows it (its last ``tail`` lines)."""
+        return b"".join(self.stream(view, tail, follow=False))
+
+    def stream(self, view: LogView, tail: int | None, follow: bool) -> Iterator[bytes]:
+        """The output so far, then with ``follow`` what comes, until the main process ended."""
+        wanted = _log_request(follow, view.stdout, view.stderr, view.timestamps, tail)
+        chunks = _log_chunks(self.container._live(), wanted)
+        while True:
+            try:
+                yield anyio.run(anext, chunks, backend="trio")
+            except StopAsyncIteration:
+                return
+
+    def wait_blocking(self, timeout: float | None) -> int:
+        """The main process's exit status once the container has ended."""
+        return anyio.run(self.container.wait, timeout, backend="trio")
+
+    def tail(self, lines: int) -> str:
+        """The last ``lines`` lines of both streams, decoded."""
+        return self.logs(LogView(), lines).decode(errors="replace")
+
+
+def _log_request(
+    follow: bool, stdout: bool, stderr: bool, timestamps: bool, tail: int | None
+) -> dict[str, Any]:
+    log_view(stdout=stdout, stderr=stderr, timestamps=timestamps, tail=tail)  # checks tail
+    return {
+        "op": "logs",
+        "follow": follow,
+        "stdout": stdout,
+        "stderr": stderr,
+        "timestamps": timestamps,
+        "tail": tail,
+    }
+
+
+async def _log_chunks(record: state.Record, request: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The chunks of output the supervisor sends for a ``logs`` request, each in a memfd,
+    until it says it has sent them all (or the container ends)."""
+    with await client.connect(record) as sock:
+        await control.send(sock, request)
+        while True:
+            message, fds = await control.receive(sock)
+            try:
+                if message is None or message.get("end"):
+                    return
+                if "error" in message or len(fds) != 1:
+                    raise control.error_from(message, errors.ContainerError)
+                chunk = control.memfd_content(fds[0])
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            yield chunk
 
 
 def _check_running(record: state.Record) -> state.Record:
