@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import attrs
@@ -29,18 +29,10 @@ from .. import errors
 from ..detached import client, control, launch, state
 from ..detached.control import STOP_TIMEOUT
 from . import handover
-from .container import (
-    DEFAULT_MAX_READ,
-    AsyncContainer,
-    ImageSource,
-    check_max_size,
-    list_from,
-    read_from,
-    write_to,
-)
+from .container import AsyncContainer, ImageSource, published_on, remove_path
 from .forward import Binding
 from .outcomes import raise_for
-from .ports import container_side, parse_port
+from .ports import parse_port
 from .results import ExecResult
 from .service import LogView, log_view
 
@@ -159,14 +151,7 @@ class AsyncAttachedContainer:
 
     def port(self, container_port: int | str) -> tuple[str, int]:
         """Where ``container_port`` is published: (host address, host port)."""
-        number, proto = container_side(str(container_port), container_port)
-        bindings = self.ports.get(f"{number}/{proto}")
-        if not bindings:
-            raise errors.PortSpecError(
-                f"port {number}/{proto} of the container is not published: publish it with "
-                f'ports=["{number}/{proto}"] (published: {", ".join(self.ports) or "none"})'
-            )
-        return bindings[0].host_ip, bindings[0].host_port
+        return published_on(self.ports, container_port, self._live)
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -244,25 +229,12 @@ class AsyncAttachedContainer:
 
     # -- files ------------------------------------------------------------------------------
 
-    async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
-        """Create or replace a file inside the container; see `AsyncContainer.write_file`."""
-        write_to(await self._open(path, "w", mode), path, data, mode)
-
-    async def read_file(self, path: str, *, max_size: int = DEFAULT_MAX_READ) -> bytes:
-        """A file's whole content; see `AsyncContainer.read_file`."""
-        check_max_size(max_size)
-        return read_from(await self._open(path, "r"), path, max_size)
-
-    async def listdir(self, path: str = "/") -> list[str]:
-        """The names in directory ``path`` of the container, sorted."""
-        return list_from(await self._open(path, "dir"), path)
-
-    async def open_file(self, path: str) -> anyio.AsyncFile[bytes]:
-        """Open a file of the container for reading (binary), to stream it."""
-        return anyio.wrap_file(await self._open_for_reading(path))
-
-    async def _open_for_reading(self, path: str) -> BinaryIO:
-        return os.fdopen(await self._open(path, "r"), "rb")
+    # The file methods of an in-process container: all they need of one is `_open`.
+    write_file = AsyncContainer.write_file
+    read_file = AsyncContainer.read_file
+    listdir = AsyncContainer.listdir
+    open_file = AsyncContainer.open_file
+    _open_for_reading = AsyncContainer._open_for_reading
 
     async def _open(self, path: str, mode: str, perm: int = 0o644) -> int:
         try:
@@ -273,59 +245,11 @@ class AsyncAttachedContainer:
             ) from None
         return fd
 
-    async def copy_in(
-        self,
-        source: copy.CopySource,
-        container_path: str,
-        *,
-        archive: bool = False,
-        follow_link: bool = False,
-    ) -> None:
-        """Copy into the container, by `docker cp`'s rules; see `AsyncContainer.copy_in`."""
-        from . import copy
-
-        side = self._copy_side(anyio.from_thread.run)
-        await anyio.to_thread.run_sync(
-            lambda: copy.copy_in(
-                side, source, container_path, archive=archive, follow_link=follow_link
-            )
-        )
-
-    async def copy_out(
-        self,
-        container_path: str,
-        host_path: str | os.PathLike[str],
-        *,
-        archive: bool = False,
-        follow_link: bool = False,
-    ) -> None:
-        """Copy out of the container, by `docker cp`'s rules; see `AsyncContainer.copy_out`."""
-        from . import copy
-
-        side = self._copy_side(anyio.from_thread.run)
-        await anyio.to_thread.run_sync(
-            lambda: copy.copy_out(
-                side, container_path, host_path, archive=archive, follow_link=follow_link
-            )
-        )
-
-    async def get_archive(self, path: str, *, follow_link: bool = False) -> AsyncIterator[bytes]:
-        """The file or tree at ``path`` as a tar stream, in chunks."""
-        from . import copy
-
-        chunks = copy.archive(self._copy_side(anyio.from_thread.run), path, follow_link=follow_link)
-        try:
-            while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
-                yield chunk
-        finally:
-            await anyio.to_thread.run_sync(chunks.close)
-
-    async def stat(self, path: str) -> copy.PathStat:
-        """Docker's ``PathStat`` of ``path``."""
-        from . import copy
-
-        side = self._copy_side(anyio.from_thread.run)
-        return await anyio.to_thread.run_sync(lambda: copy.stat_path(side, path))
+    # ... and its copy methods: all they need of one is `_copy_side`.
+    copy_in = AsyncContainer.copy_in
+    copy_out = AsyncContainer.copy_out
+    get_archive = AsyncContainer.get_archive
+    stat = AsyncContainer.stat
 
     async def remove(self, path: str | None = None, *, recursive: bool = False) -> None:
         """Remove a path of the container (``recursive``: a tree); without one, the container
@@ -336,10 +260,7 @@ class AsyncAttachedContainer:
             if record is not None:
                 await anyio.to_thread.run_sync(lambda: client.remove(record.reload(), force=True))
             return
-        from . import copy
-
-        side = self._copy_side(anyio.from_thread.run)
-        await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
+        await remove_path(self._copy_side(anyio.from_thread.run), path, recursive)
 
     def _copy_side(self, call: Callable[..., Any]) -> RemoteSide:
         return RemoteSide(self._live(), call)

@@ -1272,10 +1272,7 @@ class AsyncContainer:
         if path is None:
             await self.stop()
             return
-        from . import copy
-
-        side = self._copy_side(anyio.from_thread.run)
-        await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
+        await remove_path(self._copy_side(anyio.from_thread.run), path, recursive)
 
     def _copy_side(self, call: Callable[..., Any]) -> copy.ContainerSide:
         """The container as copy.py reaches it; ``call`` runs a coroutine function from the
@@ -1318,15 +1315,7 @@ class AsyncContainer:
     def port(self, container_port: int | str) -> tuple[str, int]:
         """The host address and port that ``container_port`` (80, "80/tcp", "53/udp") is
         published on: ``host, port = c.port(80)``."""
-        number, proto = container_side(str(container_port), container_port)
-        bindings = self.ports.get(f"{number}/{proto}")
-        if not bindings:
-            self._live_channel()
-            raise errors.PortSpecError(
-                f"port {number}/{proto} of the container is not published: publish it with "
-                f'ports=["{number}/{proto}"] (published: {", ".join(self.ports) or "none"})'
-            )
-        return bindings[0].host_ip, bindings[0].host_port
+        return published_on(self.ports, container_port, self._live_channel)
 
     def _connect_blocking(self, proto: str, port: int) -> socket.socket:
         """A socket connected to ``port`` on the container's loopback, made by its init (for
@@ -1550,6 +1539,29 @@ async def open_for_copy(container: AsyncContainer, path: str, mode: str, perm: i
     if mode not in ("dir", "r", "w"):
         raise OSError(errno.EINVAL, f"a copy opens directories or files, not {mode!r}")
     return await container._open(path, mode, perm & 0o7777, raw=True)
+
+
+def published_on(
+    ports: dict[str, list[Binding]], container_port: int | str, check_running: Callable[[], object]
+) -> tuple[str, int]:
+    """`port()`'s answer from a container's ``ports``; for a port not among them,
+    ``check_running`` raises first if the container has stopped, else `PortSpecError`."""
+    number, proto = container_side(str(container_port), container_port)
+    bindings = ports.get(f"{number}/{proto}")
+    if not bindings:
+        check_running()
+        raise errors.PortSpecError(
+            f"port {number}/{proto} of the container is not published: publish it with "
+            f'ports=["{number}/{proto}"] (published: {", ".join(ports) or "none"})'
+        )
+    return bindings[0].host_ip, bindings[0].host_port
+
+
+async def remove_path(side: copy.Side, path: str, recursive: bool) -> None:
+    """`remove(path)`'s work, on a worker thread, for any container copy.py reaches."""
+    from . import copy
+
+    await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
 
 
 # -- files, through an fd the init opened (here, or in a detached container's supervisor) ------
