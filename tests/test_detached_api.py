@@ -197,6 +197,27 @@ def test_a_worker_killed_mid_exec_harms_neither_the_container_nor_the_others(det
     )
 
 
+def test_spawn_streams_and_its_process_goes_with_the_worker(detached):
+    seen = python(
+        """
+        import sandkit, time
+        c = sandkit.Container.attach("shared")
+        p = c.spawn(["sh", "-c", "read x; echo got $x; echo err >&2; exit 5"])
+        p.stdin.write(b"hello\\n")
+        p.stdin.close()
+        print(b"".join(p.stdout), b"".join(p.stderr), p.wait(timeout=30))
+        c.spawn(["sh", "-c", "echo $$ > /tmp/spawned; exec sleep 600"])
+        deadline = time.monotonic() + 30
+        while not c.exec(["test", "-s", "/tmp/spawned"]).ok and time.monotonic() < deadline:
+            pass  # (it is running once it wrote its pid)
+        """
+    )
+    assert seen.stdout == "b'got hello\\n' b'err\\n' 5\n"
+    # the worker exited without waiting for its second process: that one was killed
+    pid = detached.read_file("/tmp/spawned").decode().strip()
+    wait_until(lambda: not detached.exec(["test", "-e", f"/proc/{pid}"]).ok, "its end")
+
+
 def test_two_processes_creating_one_name_one_wins():
     create = """
         import sandkit

@@ -23,7 +23,8 @@ and its users in the CLI together.
   detached container's supervisor (sandkit/detached/supervisor.py) to start the same container;
   `sandkit run` resolves its IMAGE argument as the supervisor does (`image_from_text`).
 - `RemoteSide`: a detached container as copy.py reaches it through its supervisor (`sandkit
-  cp`; attached containers use it too).
+  cp`; attached containers use it too); `process_streams`: the stdio fds its supervisor
+  sends for an exec, as streams (`sandkit exec`; attached containers' `spawn`).
 
 Import this module inside the commands that need it, not at the top of a command module: it
 brings the protocol's modules (msgpack), which `sandkit images` or `sandkit ps` never use
@@ -33,7 +34,7 @@ brings the protocol's modules (msgpack), which `sandkit images` or `sandkit ps` 
 from __future__ import annotations
 
 from ..runtime import copy, handover
-from ..runtime.attached import RemoteSide
+from ..runtime.attached import RemoteSide, process_streams
 from ..runtime.mounts import Mount
 from ..runtime.options import ContainerOptions
 from ..runtime.ports import container_side, parse_port
@@ -49,6 +50,7 @@ __all__ = [
     "copy",
     "handover",
     "parse_port",
+    "process_streams",
     "set_nonblocking",
     "wait_ready",
 ]

@@ -324,23 +324,11 @@ async def _exec(record: state.Record, request: dict[str, Any]) -> int:
 
 
 def _streams(fds: dict[str, int], interactive: bool) -> attach.Streams:
-    from ._runtime import AsyncInput, AsyncOutput, set_nonblocking
+    from ._runtime import process_streams
 
-    for fd in fds.values():
-        set_nonblocking(fd)
-    if "pty" in fds:
-        master = fds["pty"]
-        return attach.Streams(
-            stdin=AsyncInput(master, owns_fd=False) if interactive else None,
-            stdout=AsyncOutput(master),
-            stderr=None,
-            tty=True,
-        )
-    return attach.Streams(
-        stdin=AsyncInput(fds["stdin"]) if "stdin" in fds else None,
-        stdout=AsyncOutput(fds["stdout"]),
-        stderr=AsyncOutput(fds["stderr"]),
-    )
+    stdin, stdout, stderr = process_streams(fds, interactive)
+    assert stdout is not None
+    return attach.Streams(stdin=stdin, stdout=stdout, stderr=stderr, tty="pty" in fds)
 
 
 # --- logs -----------------------------------------------------------------------------------------

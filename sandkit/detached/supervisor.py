@@ -19,6 +19,7 @@ started ({"ok": true} or {"error": ..., "code": ...}), then EOF.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -374,14 +375,18 @@ class Supervisor:
                 if s is not None
             ]
         await control.send(
-            conn, {"ok": True, "streams": [n for n, _ in named]}, [s.fd for _, s in named]
+            conn,
+            {"ok": True, "pid": process.pid, "streams": [n for n, _ in named]},
+            [s.fd for _, s in named],
         )
         for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
         try:
             async with anyio.create_task_group() as session:
-                session.start_soon(_forward_client_signals, conn, process)
+                session.start_soon(
+                    _forward_client_signals, conn, process, bool(request.get("kill_on_hangup"))
+                )
                 returncode = await process.wait()
                 session.cancel_scope.cancel()
         except errors.SandkitError:
@@ -397,16 +402,28 @@ class Supervisor:
                 services.start_soon(self.stop, STOP_TIMEOUT)
 
 
-async def _forward_client_signals(conn: socket.socket, process: AsyncProcess) -> None:
+async def _forward_client_signals(
+    conn: socket.socket, process: AsyncProcess, kill_on_hangup: bool
+) -> None:
+    """Signals the client sends (``tree``: to what the process started too); a client that
+    leaves leaves the process running, as `docker exec`'s, unless it asked otherwise (an
+    attached container's `spawn`: a dead worker's processes go with it)."""
     while True:
         message, fds = await control.receive(conn)
         for fd in fds:
             os.close(fd)
         if message is None:
-            return  # the client left (docker exec's process also keeps running then)
+            if kill_on_hangup:
+                with contextlib.suppress(errors.SandkitError):
+                    await process.kill()
+            return
         if message.get("op") == "signal":
             try:
-                await process.send_signal(int(message["signal"]))
+                signum = int(message["signal"])
+                if message.get("tree"):
+                    await process.kill(signum)
+                else:
+                    await process.send_signal(signum)
             except (errors.SandkitError, KeyError, ValueError):
                 pass
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import anyio
 import attrs
@@ -28,11 +29,13 @@ import attrs
 from .. import errors
 from ..detached import client, control, launch, state
 from ..detached.control import STOP_TIMEOUT
+from ..ipc import Exit
 from . import handover
-from .container import AsyncContainer, ImageSource, published_on, remove_path
+from .container import AsyncContainer, ImageSource, ProcessLink, published_on, remove_path
 from .forward import Binding
 from .outcomes import raise_for
 from .ports import parse_port
+from .process import AsyncInput, AsyncOutput, AsyncProcess, set_nonblocking
 from .results import ExecResult
 from .service import LogView, log_view
 
@@ -220,12 +223,53 @@ class AsyncAttachedContainer:
             for fd in sent:
                 os.close(fd)
 
-    async def spawn(self, argv: Sequence[str], **_: Any) -> Any:
-        """Not (yet) for an attached container: use `exec`."""
-        raise errors.ContainerError(
-            "spawn() is not available on an attached (detached) container yet: use exec(), "
-            "or `sandkit exec` for an interactive command"
-        )
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        stdin: bool = True,
+        tty: bool = False,
+        rows: int = 24,
+        cols: int = 80,
+        seccomp: SeccompSpec = "default",
+    ) -> AsyncProcess:
+        """Start ``argv`` and return at once; see `AsyncContainer.spawn`. The process's stdio
+        comes here as fds; it is killed if this process dies (or lets go of it unfinished)."""
+        if seccomp != "default":
+            raise errors.ContainerError("an attached container's spawn takes no seccomp=")
+        request = {
+            "op": "exec",
+            "argv": [str(a) for a in argv],
+            "env": dict(env or {}),
+            "workdir": workdir,
+            "user": user,
+            "interactive": stdin,
+            "tty": tty,
+            "rows": rows,
+            "cols": cols,
+            "kill_on_hangup": True,
+        }
+        sock = await client.connect(self._live())
+        try:
+            await control.send(sock, request)
+            reply, fds = await control.receive(sock)
+            if reply is None or "error" in reply:
+                for fd in fds:
+                    os.close(fd)
+                raise control.error_from(
+                    reply or {"error": "the container stopped"}, errors.ContainerError
+                )
+        except BaseException:
+            sock.close()
+            raise
+        streams = process_streams(dict(zip(reply["streams"], fds, strict=False)), stdin)
+        link = cast(ProcessLink, RemoteProcessLink(sock))
+        container = cast(AsyncContainer, self)
+        pid = int(reply.get("pid") or 0)
+        return AsyncProcess(container, 0, pid, tuple(argv), *streams, tty=tty, link=link)
 
     # -- files ------------------------------------------------------------------------------
 
@@ -451,6 +495,63 @@ async def _log_chunks(record: state.Record, request: dict[str, Any]) -> AsyncIte
                 for fd in fds:
                     os.close(fd)
             yield chunk
+
+
+@attrs.define(eq=False)
+class RemoteProcessLink:
+    """How an `AsyncProcess` of an attached container reaches it: its connection to the
+    supervisor, which sends the exit and passes signals on (`process.ProcessLink`'s job)."""
+
+    sock: socket.socket
+    closed: bool = False
+
+    async def wait_exit(self, exec_id: int) -> Exit:
+        """The process's exit, as the supervisor reports it; then the connection is done."""
+        try:
+            while True:
+                message, fds = await control.receive(self.sock)
+                for fd in fds:
+                    os.close(fd)
+                if message is None:  # the supervisor went: the container ended under it
+                    raise errors.ContainerNotRunningError("the container stopped")
+                if "exit" in message:
+                    code = int(message["exit"])
+                    return (
+                        Exit(id=exec_id, code=code) if code >= 0 else Exit(id=exec_id, signal=-code)
+                    )
+        finally:
+            self.close()
+
+    async def signal(self, exec_id: int, sig: int, *, tree: bool) -> None:
+        """Send ``sig`` to the process (``tree``: and to what it started)."""
+        if not self.closed:
+            await control.send(self.sock, {"op": "signal", "signal": sig, "tree": tree})
+
+    def channel_dead(self) -> bool:
+        """True once the connection is gone."""
+        return self.closed
+
+    def close(self) -> None:
+        """Let go of the process (the supervisor kills it if it still runs)."""
+        self.closed = True
+        self.sock.close()
+
+
+def process_streams(
+    fds: dict[str, int], stdin: bool
+) -> tuple[AsyncInput | None, AsyncOutput | None, AsyncOutput | None]:
+    """stdin, stdout and stderr of a process from the fds its supervisor sent (named by the
+    ``streams`` of its reply; with a tty, one pty master serves them all)."""
+    for fd in fds.values():
+        set_nonblocking(fd)
+    if "pty" in fds:
+        master = fds["pty"]
+        return (AsyncInput(master, owns_fd=False) if stdin else None, AsyncOutput(master), None)
+    return (
+        AsyncInput(fds["stdin"]) if "stdin" in fds else None,
+        AsyncOutput(fds["stdout"]),
+        AsyncOutput(fds["stderr"]),
+    )
 
 
 def _check_running(record: state.Record) -> state.Record:
