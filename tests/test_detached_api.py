@@ -398,6 +398,8 @@ def test_a_detached_main_process_is_read_and_stopped_from_another_process():
             """
         )
         assert json.loads(seen.stdout) == ["ready\n", "ready\nwarn\n", "warn\n"]
+        cli = sandkit_cli("logs", "svc")  # Docker's: stdout to stdout, stderr to stderr
+        assert (cli.returncode, cli.stdout, cli.stderr) == (0, "ready\n", "warn\n")
         c.stop()
         assert c.wait(timeout=30) == 3  # its TERM trap's status: the stop signal reached it
         assert "Exited (3)" in sandkit_cli("ps", "-a").stdout

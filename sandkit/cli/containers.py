@@ -339,6 +339,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
     last lines; ``-f``: then follow it until the container ends)."""
     record = state.find(args.container)
     tail = None if args.tail == "all" else _int_arg(args.tail, "--tail")
+    if (record.config.get("options") or {}).get("run") and record.running:
+        # (``detach=True, run=``: the container keeps its main process's output, in its ring)
+        try:
+            anyio.run(_print_ring, record, args.follow, tail, backend="trio")
+        except KeyboardInterrupt:
+            pass
+        return exitcodes.OK
     try:
         with open(record.log_path, "rb") as log:
             frames = list(_frames(log, follow=False, record=record))
@@ -350,6 +357,21 @@ def cmd_logs(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass  # Ctrl-C ends `logs -f`, as in Docker
     return exitcodes.OK
+
+
+async def _print_ring(record: state.Record, follow: bool, tail: int | None) -> None:
+    """The output of a main process the container runs itself, asked of its supervisor:
+    stdout to stdout, stderr to stderr (two requests, as the ring keeps them apart)."""
+
+    async def copy(stdout: bool, out: Any) -> None:
+        wanted = {"op": "logs", "follow": follow, "stdout": stdout, "stderr": not stdout}
+        async for chunk in client.log_chunks(record, {**wanted, "tail": tail}):
+            out.write(chunk)
+            out.flush()
+
+    async with anyio.create_task_group() as streams:
+        streams.start_soon(copy, True, sys.stdout.buffer)
+        streams.start_soon(copy, False, sys.stderr.buffer)
 
 
 def _frames(log: Any, *, follow: bool, record: state.Record) -> Iterator[tuple[int, bytes]]:

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -51,6 +52,25 @@ async def request(
     if reply is not None and "error" in reply:
         raise errors.ContainerError(reply["error"])
     return reply
+
+
+async def log_chunks(record: state.Record, request: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The chunks of output the supervisor sends for a ``logs`` request, each in a memfd,
+    until it says it has sent them all (or the container ends)."""
+    with await connect(record) as sock:
+        await control.send(sock, request)
+        while True:
+            message, fds = await control.receive(sock)
+            try:
+                if message is None or message.get("end"):
+                    return
+                if "error" in message or len(fds) != 1:
+                    raise control.error_from(message, errors.ContainerError)
+                chunk = control.memfd_content(fds[0])
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            yield chunk
 
 
 def stop(record: state.Record, timeout: float) -> None:

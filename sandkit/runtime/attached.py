@@ -363,7 +363,7 @@ class AsyncAttachedContainer:
     ) -> bytes:
         """What the main process printed so far; see `AsyncContainer.logs`."""
         wanted = _log_request(False, stdout, stderr, timestamps, tail)
-        return b"".join([chunk async for chunk in _log_chunks(self._live(), wanted)])
+        return b"".join([chunk async for chunk in client.log_chunks(self._live(), wanted)])
 
     async def logs_stream(
         self,
@@ -377,7 +377,7 @@ class AsyncAttachedContainer:
         """The output as chunks, then (``follow``) as it comes; see
         `AsyncContainer.logs_stream`."""
         wanted = _log_request(follow, stdout, stderr, timestamps, tail)
-        async for chunk in _log_chunks(self._live(), wanted):
+        async for chunk in client.log_chunks(self._live(), wanted):
             yield chunk
 
     def log_tail(self, lines: int = 20) -> str:
@@ -448,7 +448,7 @@ class RemoteMainProcess:
     def stream(self, view: LogView, tail: int | None, follow: bool) -> Iterator[bytes]:
         """The output so far, then with ``follow`` what comes, until the main process ended."""
         wanted = _log_request(follow, view.stdout, view.stderr, view.timestamps, tail)
-        chunks = _log_chunks(self.container._live(), wanted)
+        chunks = client.log_chunks(self.container._live(), wanted)
         while True:
             try:
                 yield anyio.run(anext, chunks, backend="trio")
@@ -476,25 +476,6 @@ def _log_request(
         "timestamps": timestamps,
         "tail": tail,
     }
-
-
-async def _log_chunks(record: state.Record, request: dict[str, Any]) -> AsyncIterator[bytes]:
-    """The chunks of output the supervisor sends for a ``logs`` request, each in a memfd,
-    until it says it has sent them all (or the container ends)."""
-    with await client.connect(record) as sock:
-        await control.send(sock, request)
-        while True:
-            message, fds = await control.receive(sock)
-            try:
-                if message is None or message.get("end"):
-                    return
-                if "error" in message or len(fds) != 1:
-                    raise control.error_from(message, errors.ContainerError)
-                chunk = control.memfd_content(fds[0])
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            yield chunk
 
 
 @attrs.define(eq=False)
