@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 from polling import wait_until
 from proctable import descendants
@@ -250,6 +251,34 @@ def test_two_processes_creating_one_name_one_wins():
         sandkit.Container.attach("race").remove()
 
 
+@pytest.mark.trio
+async def test_the_async_api_creates_and_attaches():
+    async with sandkit.AsyncContainer("host", name="async", detach=True) as made:
+        attached = await sandkit.AsyncContainer.attach("async")
+        async with attached:
+            r = await attached.exec(["sh", "-c", "echo $((2 + 3))"], timeout=30)
+            await attached.write_file("/tmp/a", "from async")
+    # neither block stopped it
+    try:
+        assert made.running and attached.running
+        assert await made.read_file("/tmp/a") == b"from async"
+        assert r.stdout == b"5\n"
+    finally:
+        await made.remove()
+    assert not attached.running
+
+
+def test_the_asyncio_path_works_too():
+    async def main() -> bytes:
+        async with sandkit.AsyncContainer("host", name="aio", detach=True) as c:
+            try:
+                return (await c.exec(["echo", "asyncio"], timeout=30)).stdout
+            finally:
+                await c.remove()
+
+    assert anyio.run(main, backend="asyncio") == b"asyncio\n"
+
+
 # --- the CLI and the API share the supervisor --------------------------------------------
 
 
@@ -415,3 +444,26 @@ def test_a_detached_main_process_ends_its_container_with_its_status():
             sandkit.Container.attach("short")
     finally:
         c.remove()
+
+
+def test_a_client_sending_a_pipe_as_input_is_refused_and_harms_nothing(detached):
+    """A run request's input must be a memfd: a pipe (or device) would neither say its size nor
+    necessarily end, and would hold the supervisor."""
+    from sandkit.detached import control
+
+    record = state.find("shared")
+    read_end, write_end = os.pipe()
+
+    async def ask() -> dict[str, object] | None:
+        with await control.connect(record.socket_path) as sock:
+            await control.send(sock, {"op": "run", "argv": ["cat"]}, [read_end])
+            reply, _ = await control.receive(sock)
+            return reply
+
+    try:
+        reply = anyio.run(ask, backend="trio")
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert reply == {"error": "malformed run request", "kind": "ContainerError"}
+    assert detached.exec(["echo", "still here"]).stdout == b"still here\n"

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -142,6 +143,9 @@ def memfd_holding(data: bytes) -> int:
 
 
 def memfd_content(fd: int) -> bytes:
-    """What a received memfd holds, from its start (whatever its offset)."""
-    size = os.fstat(fd).st_size
-    return os.pread(fd, size, 0) if size else b""
+    """What a received memfd holds, from its start (whatever its offset); `ValueError` for an
+    fd that is no regular file (a pipe or a device would not say its size, or never end)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("expected a memfd")
+    return os.pread(fd, st.st_size, 0) if st.st_size else b""

@@ -200,15 +200,14 @@ class Supervisor:
         killed, the container goes on."""
         try:
             data = control.memfd_content(input_fd) if input_fd >= 0 else None
+            argv = [str(a) for a in request["argv"]]
+            options = _captured_options(request)
+        except (KeyError, TypeError, ValueError, OSError):
+            await control.send(conn, {"error": "malformed run request", "kind": "ContainerError"})
+            return
         finally:
             if input_fd >= 0:
                 os.close(input_fd)
-        try:
-            argv = [str(a) for a in request["argv"]]
-            options = _captured_options(request)
-        except (KeyError, TypeError, ValueError):
-            await control.send(conn, {"error": "malformed run request", "kind": "ContainerError"})
-            return
         result = None
         async with anyio.create_task_group() as exec_scope:
 
