@@ -117,13 +117,13 @@ class AsyncAttachedContainer:
     @property
     def image(self) -> str:
         """The image as the supervisor was given it."""
-        config = self._config if self._config is not None else self._live().config
+        config = self._config if self._config is not None else self._current().config
         return str(config.get("image", ""))
 
     @property
     def options(self) -> dict[str, Any]:
         """The container's options, as the supervisor was given them (JSON values)."""
-        config = self._config if self._config is not None else self._live().config
+        config = self._config if self._config is not None else self._current().config
         return dict(config.get("options") or {})
 
     @property
@@ -139,14 +139,13 @@ class AsyncAttachedContainer:
     @property
     def networks(self) -> dict[str, str]:
         """The container's address on each network it is on, by network name."""
-        networks = self._current().state.get("networks") or {}
-        return {name: entry["IPAddress"] for name, entry in networks.items()}
+        return {name: entry["IPAddress"] for name, entry in self._recorded("networks").items()}
 
     @property
     def ports(self) -> dict[str, list[Binding]]:
         """The published ports, by container port ("80/tcp"), as the supervisor bound them."""
         published: dict[str, list[Binding]] = {}
-        for entry in self._current().state.get("ports") or []:
+        for entry in self._recorded("ports"):
             spec = parse_port(str(entry["port"]))
             binding = Binding(spec, str(entry["host_ip"]), int(entry["host_port"]))
             published.setdefault(spec.key, []).append(binding)
@@ -388,6 +387,11 @@ class AsyncAttachedContainer:
         except errors.ContainerError:
             return ""
 
+    @property
+    def restart_count(self) -> int:
+        """Not (yet) for an attached container: the supervisor's container counts them."""
+        raise errors.ContainerError("restart_count is not available on an attached container yet")
+
     def _main_process(self) -> RemoteMainProcess:
         """What the sync API's logs and wait use (`container.main_process`)."""
         return RemoteMainProcess(self)
@@ -429,6 +433,12 @@ class AsyncAttachedContainer:
         if self._record is None:
             raise errors.ContainerNotRunningError("this detached container was never started")
         return self._record.reload()
+
+    def _recorded(self, key: str) -> Any:
+        """What the supervisor recorded of the running container under ``key`` (its ports,
+        its networks); empty once it has stopped, as an in-process container's."""
+        record = self._current()
+        return (record.state.get(key) or {}) if record.running else {}
 
     def _current(self) -> state.Record:
         return self._record.reload() if self._record is not None else self._live_or_ended()
