@@ -1362,6 +1362,7 @@ class AsyncContainer:
             service.stop_signal(self._resolved or plan.HOST_IMAGE),
             self._channel,
             self._main_request,
+            self._init.pid,
             self._init.pidfd,
         )
         await main.start()

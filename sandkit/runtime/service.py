@@ -37,6 +37,7 @@ from ..images.config import ImageConfig, resolve_command
 from ..images.image import Image
 from ..ipc import Error, Exec, Exit, Signal, Started
 from ..sizes import parse_size
+from . import sessionkill
 from .channel import ControlChannel
 from .outcomes import exec_failure
 
@@ -62,6 +63,8 @@ STOP_TIMEOUT = 10.0
 # SIGKILL's, as Docker reports a killed container.
 _KILLED = 128 + signals.SIGKILL
 STDOUT, STDERR = 1, 2
+# How long the thread looks away from a control socket that another thread is reading.
+_MIN_SOCKET_PAUSE, _MAX_SOCKET_PAUSE = 0.0001, 0.005
 
 # One kept chunk of output: (stream, wall-clock time in ns, bytes).
 Record: TypeAlias = tuple[int, int, bytes]
@@ -302,15 +305,16 @@ class _Run:
 @attrs.define(eq=False)
 class Service:
     """The main process of one container and what it printed. ``request`` makes the exec
-    request for an argv (the container's env, workdir, user, capabilities...); ``init_pidfd``
-    is the container's init, killed when the main process ends for good (the caller keeps
-    its own fd: this takes a copy)."""
+    request for an argv (the container's env, workdir, user, capabilities...); ``init_pid``
+    and ``init_pidfd`` are the container's init, killed when the main process ends for good
+    (the caller keeps its own fd: this takes a copy)."""
 
     spec: ServiceSpec
     argv: list[str]
     stop_signal: int
     channel: ControlChannel
     request: Callable[[Sequence[str]], Exec]
+    init_pid: int
     init_pidfd: int
     ring: LogRing = attrs.field(init=False)
     restart_count: int = attrs.field(default=0, init=False)
@@ -332,6 +336,7 @@ class Service:
     _devnull: int = attrs.field(default=-1, init=False)
     _pidfd: int = attrs.field(default=-1, init=False)
     _delay: float = attrs.field(default=0.0, init=False)
+    _socket_pause: float = attrs.field(default=_MIN_SOCKET_PAUSE, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.ring = LogRing(self.spec.log_size)
@@ -555,7 +560,7 @@ class Service:
         127 or 126 as in a shell, its error in the log."""
         try:
             request, reads = self._send_exec()
-        except errors.ContainerDiedError:
+        except errors.SandkitError:  # the container stopped meanwhile
             return None
         reply = self._reply_on_thread(request.id)
         try:
@@ -597,34 +602,29 @@ class Service:
         run = self._run
         assert run is not None
         try:
-            while True:
-                status = self._follow(run)
-                if self.final or not self._pause(self._next_delay(run)):
-                    break
+            while not self._follow(run) and self._pause(self._next_delay(run)):
                 restarted = self._restart()
                 if restarted is None:
                     break
                 run = restarted
-            with self._lock:
-                self.final = True
-                self.status = status
         finally:
             self._close_thread_fds()
             with self._lock:
-                self.final = True
-                self.ended = True
+                self.final = self.ended = True
+                # The last run's status (it is always known, unless this thread failed).
+                self.status = _KILLED if run.status is None else run.status
                 self._notify()
 
-    def _follow(self, run: _Run) -> int:
+    def _follow(self, run: _Run) -> bool:
         """Take the run's output into the ring until it has ended and its pipes are at end of
-        file (or `OUTPUT_GRACE` has passed since it ended); its status."""
+        file (or `OUTPUT_GRACE` has passed since it ended); whether it was the last run."""
         deadline = math.inf
         while True:
             if run.status is None and self._take_exit(run):
                 deadline = time.monotonic() + OUTPUT_GRACE
             if run.status is not None and (not run.pipes or time.monotonic() >= deadline):
                 run.close_pipes()
-                return run.status
+                return self.final
             self._poll(run, watch_socket=run.status is None, deadline=deadline)
 
     def _poll(self, run: _Run | None, *, watch_socket: bool, deadline: float) -> None:
@@ -644,9 +644,12 @@ class Service:
                 # Unless we may read it (the caller's next reply_nowait does), another reader (an
                 # event loop's) takes the packet and files it, and our watch wakes us: meanwhile,
                 # do not spin on it.
-                time.sleep(0.0005)
+                time.sleep(self._socket_pause)
+                self._socket_pause = min(self._socket_pause * 2, _MAX_SOCKET_PAUSE)
+                return
             elif run is not None:
                 self._read_pipe(run, fd)
+        self._socket_pause = _MIN_SOCKET_PAUSE
 
     def _read_pipe(self, run: _Run, fd: int) -> None:
         chunk = os.read(fd, _READ_SIZE)
@@ -693,15 +696,8 @@ class Service:
             with contextlib.suppress(ProcessLookupError):
                 signals.pidfd_send_signal(self._pidfd, signals.SIGKILL)
         elif not self.final:
-            kill = Signal(
-                id=self.channel.protocol.next_id(),
-                target=run.exec_id,
-                sig=signals.SIGKILL,
-                tree=True,
-            )
-            with contextlib.suppress(errors.ContainerDiedError):
-                self.channel.send(kill)
-            self.channel.forget(kill.id)
+            # Docker restarts the whole container: nothing of this run survives into the next.
+            sessionkill.kill_session(self.init_pid, run.pid)
 
     def _next_delay(self, run: _Run) -> float:
         """Docker's delay before a restart: 100 ms, doubled each time, at most a minute; back
