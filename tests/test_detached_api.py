@@ -436,6 +436,21 @@ def test_a_detached_main_process_is_read_and_stopped_from_another_process():
         c.remove()
 
 
+@pytest.mark.trio
+async def test_log_tail_works_inside_an_event_loop():
+    # (what readiness errors call, from async code)
+    run = ["sh", "-c", "echo line; sleep 600"]
+    async with sandkit.AsyncContainer("host", name="tail", detach=True, run=run) as c:
+        try:
+            with anyio.fail_after(30):
+                async for chunk in c.logs_stream():  # until the line is there
+                    if b"line" in chunk:
+                        break
+            assert c.log_tail() == "line\n"
+        finally:
+            await c.remove()
+
+
 def test_a_detached_main_process_ends_its_container_with_its_status():
     c = sandkit.Container("host", name="short", detach=True, run=["sh", "-c", "exit 7"]).start()
     try:

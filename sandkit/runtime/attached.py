@@ -16,12 +16,13 @@ path of the host.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 import anyio
 import attrs
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from ..security.seccomp import SeccompSpec
     from . import copy
     from .cgroups import CgroupStats
+
+T = TypeVar("T")
 
 # How often `wait` looks whether the supervisor has gone, once it said the container ended.
 _EXIT_POLL = 0.02
@@ -461,17 +464,25 @@ class RemoteMainProcess:
         chunks = client.log_chunks(self.container._live(), wanted)
         while True:
             try:
-                yield anyio.run(anext, chunks, backend="trio")
+                yield _blocking(anext, chunks)
             except StopAsyncIteration:
                 return
 
     def wait_blocking(self, timeout: float | None) -> int:
         """The main process's exit status once the container has ended."""
-        return anyio.run(self.container.wait, timeout, backend="trio")
+        return _blocking(self.container.wait, timeout)
 
     def tail(self, lines: int) -> str:
         """The last ``lines`` lines of both streams, decoded."""
         return self.logs(LogView(), lines).decode(errors="replace")
+
+
+def _blocking(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``await function(*args)`` from synchronous code, on an event loop of its own in a
+    thread of its own: the caller's thread may be running one (an async program's
+    `log_tail()`, called in an error message)."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandkit-attached") as pool:
+        return pool.submit(anyio.run, function, *args, backend="trio").result()
 
 
 def _log_request(
