@@ -38,7 +38,8 @@ from .. import errors
 from ..runtime import handover
 from ..runtime.container import AsyncContainer, copy_side, init_exited, open_for_copy
 from ..runtime.process import AsyncInput, AsyncOutput, AsyncProcess
-from ..runtime.service import stop_signal
+from ..images.config import ImageConfig, stop_signal
+from ..images.image import Image
 from . import control, exitcodes, state
 from .control import LOG_HEADER, OUTPUT_GRACE, STOP_TIMEOUT
 
@@ -475,6 +476,10 @@ async def _log_stream(source: AsyncOutput | None, stream: int, log_fd: int) -> N
         os.write(log_fd, LOG_HEADER.pack(stream, len(chunk)) + chunk)
 
 
+def _stop_signal(image: Image | str) -> int:
+    return stop_signal(image.config if isinstance(image, Image) else ImageConfig())
+
+
 def published(container: AsyncContainer) -> list[dict[str, Any]]:
     """Where each published port landed, for `sandkit port` (the listeners are ours)."""
     return [
@@ -548,7 +553,7 @@ async def supervise(directory: Path, ready_fd: int) -> None:
                 record,
                 container,
                 main,
-                stop_signal(image),
+                _stop_signal(image),
                 serviced=bool(options.get("run")),
                 aliases=aliases,
             )
