@@ -35,11 +35,11 @@ import anyio
 import attrs
 
 from .. import errors
+from ..images.config import ImageConfig, stop_signal
+from ..images.image import Image
 from ..runtime import handover
 from ..runtime.container import AsyncContainer, copy_side, init_exited, open_for_copy
 from ..runtime.process import AsyncInput, AsyncOutput, AsyncProcess
-from ..images.config import ImageConfig, stop_signal
-from ..images.image import Image
 from . import control, exitcodes, state
 from .control import LOG_HEADER, OUTPUT_GRACE, STOP_TIMEOUT
 
