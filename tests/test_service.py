@@ -28,7 +28,7 @@ import sandkit
 from sandkit import errors
 from sandkit.cli.spec import RunSpec
 from sandkit.images.config import ImageConfig
-from sandkit.runtime import cgroups, service
+from sandkit.runtime import cgroups, handover, service
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leaks")]
 
@@ -189,10 +189,12 @@ def test_without_run_there_are_no_logs_and_nothing_to_wait_for(busybox):
 
 
 def test_the_cli_specs_entrypoint_stays_the_specs(busybox_dir):
-    # `entrypoint` is a container option too now: a detached run's spec must keep its own.
+    # `entrypoint` is a container option too now: a detached run's supervisor is handed the
+    # spec's command resolved, never the spec's entrypoint as a container option.
     spec = RunSpec(image=str(busybox_dir), command=["x"], entrypoint="")
-    back = RunSpec.from_json(spec.to_json())
-    assert back.entrypoint == "" and "entrypoint" not in back.options
+    image = spec.resolve_image()
+    assert spec.argv(image) == ["x"]
+    assert "entrypoint" not in handover.options_to_json(spec.container_options(image))
 
 
 # --- logs ------------------------------------------------------------------------------------

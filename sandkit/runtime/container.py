@@ -14,7 +14,7 @@ import signal as signals
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias, Unpack
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias, Unpack, cast
 
 import anyio
 import attrs
@@ -274,8 +274,36 @@ class AsyncContainer:
     _service_spec: service.ServiceSpec | None = attrs.field(default=None, init=False)
     _service: service.Service | None = attrs.field(default=None, init=False)
 
+    # -- detached containers (``detach=True``; the work is in attached.py) --------------------
+
+    def __new__(  # noqa: PYI034 - with detach=True it is not an instance of cls
+        cls, image: ImageSource = "host", **options: Any
+    ) -> AsyncContainer:
+        """With ``detach=True``: the handle of a container a supervisor process will run (an
+        `AsyncAttachedContainer`, which Python does not __init__ again)."""
+        if options.get("detach"):
+            from .attached import AsyncAttachedContainer
+
+            return cast(AsyncContainer, AsyncAttachedContainer.create(image, **options))
+        return super().__new__(cls)
+
+    @classmethod
+    async def attach(cls, name_or_id: str) -> AsyncContainer:
+        """The running detached container ``name_or_id`` (its name, id or unique id prefix),
+        made by any process of this user: ``detach=True`` or `sandkit run -d`. Leaving its
+        ``async with`` block leaves it running; `remove()` ends it. `NoSuchContainerError`
+        when there is none, `ContainerNotRunningError` (with its exit code) when it ended."""
+        from .attached import AsyncAttachedContainer
+
+        return cast(AsyncContainer, await AsyncAttachedContainer.attach(name_or_id))
+
     def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
         check_option_names(options)
+        if options.get("name") is not None:
+            raise errors.ContainerError(
+                "name= names a detached container: add detach=True (a container that lives "
+                "with its process needs no name)"
+            )
         container_id = secrets.token_hex(32)
         hostname = options.get("hostname")
         self.__attrs_init__(
@@ -1138,41 +1166,13 @@ class AsyncContainer:
 
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         """Create or replace a file inside the container (seen through the container's root)."""
-        if isinstance(data, str):
-            data = data.encode()
-        fd = await self._open(path, "w", mode)
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError as exc:  # a full writable layer, mostly
-            raise errors.ContainerError(
-                f"cannot write {path!r} in the container: {exc.strerror}"
-            ) from None
-        finally:
-            os.close(fd)
+        write_to(await self._open(path, "w", mode), path, data, mode)
 
     async def read_file(self, path: str, *, max_size: int = DEFAULT_MAX_READ) -> bytes:
         """A file's whole content; one over ``max_size`` bytes (64 MiB by default) is refused
         with `FileTooLargeError` before it is read: stream those with `open_file`."""
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
-            raise errors.LimitsError(
-                f"max_size={max_size!r} is not valid: give the most bytes to read, an int >= 0 "
-                f"(default {DEFAULT_MAX_READ}); use open_file() to stream a larger file"
-            )
-        fd = await self._open(path, "r")
-        try:
-            with os.fdopen(fd, "rb") as f:
-                _check_size(path, os.fstat(f.fileno()).st_size, max_size)
-                # st_size can lie (a file that grows, procfs): never read past the limit.
-                data = f.read(max_size + 1)
-                _check_size(path, len(data), max_size)
-                return data
-        except OSError as exc:
-            raise errors.ContainerError(
-                f"cannot read {path!r} in the container: {exc.strerror}"
-            ) from None
+        check_max_size(max_size)
+        return read_from(await self._open(path, "r"), path, max_size)
 
     async def open_file(self, path: str) -> anyio.AsyncFile[bytes]:
         """Open a file of the container for reading, in binary: a file object to stream from,
@@ -1185,15 +1185,7 @@ class AsyncContainer:
     async def listdir(self, path: str = "/") -> list[str]:
         """The names in directory ``path`` of the container, sorted (without ``.`` and ``..``).
         Raises `ContainerError` when it is missing or not a directory."""
-        fd = await self._open(path, "dir")
-        try:
-            return sorted(os.listdir(fd))
-        except OSError as exc:
-            raise errors.ContainerError(
-                f"cannot list {path!r} in the container: {exc.strerror}"
-            ) from None
-        finally:
-            os.close(fd)
+        return list_from(await self._open(path, "dir"), path)
 
     async def _open(self, path: str, mode: str, perm: int = 0o644, *, raw: bool = False) -> int:
         """An fd the init opened; its refusal a `ContainerError` (``raw``: an `OSError` with
@@ -1275,12 +1267,13 @@ class AsyncContainer:
         side = self._copy_side(anyio.from_thread.run)
         return await anyio.to_thread.run_sync(lambda: copy.stat_path(side, path))
 
-    async def remove(self, path: str, *, recursive: bool = False) -> None:
-        """Remove a file, symlink or empty directory of the container (``recursive``: a tree)."""
-        from . import copy
-
-        side = self._copy_side(anyio.from_thread.run)
-        await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
+    async def remove(self, path: str | None = None, *, recursive: bool = False) -> None:
+        """Remove a file, symlink or empty directory of the container (``recursive``: a tree).
+        Without a path: remove the container itself (`stop`; a detached one's state too)."""
+        if path is None:
+            await self.stop()
+            return
+        await remove_path(self._copy_side(anyio.from_thread.run), path, recursive)
 
     def _copy_side(self, call: Callable[..., Any]) -> copy.ContainerSide:
         """The container as copy.py reaches it; ``call`` runs a coroutine function from the
@@ -1293,14 +1286,11 @@ class AsyncContainer:
 
         # As `docker cp`: a relative path is taken from the container's root, not its workdir.
         def opener(path: str, mode: str) -> int:
-            return call(self._open_raw, path if path.startswith("/") else "/" + path, mode)
+            return call(open_for_copy, self, path if path.startswith("/") else "/" + path, mode)
 
         # rootless with a range, the container's users own files we may not touch: see copy.py
         userns = self._init.pid if len(ids.uids) > 1 else None
         return copy.ContainerSide(opener, ids, userns=userns)
-
-    async def _open_raw(self, path: str, mode: str) -> int:
-        return await self._open(path, mode, raw=True)
 
     def stats(self) -> CgroupStats:
         """Current and peak memory, cpu time and number of processes of the whole container.
@@ -1328,15 +1318,7 @@ class AsyncContainer:
     def port(self, container_port: int | str) -> tuple[str, int]:
         """The host address and port that ``container_port`` (80, "80/tcp", "53/udp") is
         published on: ``host, port = c.port(80)``."""
-        number, proto = container_side(str(container_port), container_port)
-        bindings = self.ports.get(f"{number}/{proto}")
-        if not bindings:
-            self._live_channel()
-            raise errors.PortSpecError(
-                f"port {number}/{proto} of the container is not published: publish it with "
-                f'ports=["{number}/{proto}"] (published: {", ".join(self.ports) or "none"})'
-            )
-        return bindings[0].host_ip, bindings[0].host_port
+        return published_on(self.ports, container_port, self._live_channel)
 
     def _connect_blocking(self, proto: str, port: int) -> socket.socket:
         """A socket connected to ``port`` on the container's loopback, made by its init (for
@@ -1555,13 +1537,99 @@ def copy_side(container: AsyncContainer, call: Callable[..., Any]) -> copy.Conta
     return container._copy_side(call)
 
 
-async def open_for_copy(container: AsyncContainer, path: str, mode: str) -> int:
-    """An fd on ``path`` ("dir" or "r") resolved in the container's root, for a copy made by
-    another process (``sandkit cp``, through a detached container's supervisor); `OSError`
-    with the init's errno when it is refused."""
-    if mode not in ("dir", "r"):
+async def open_for_copy(container: AsyncContainer, path: str, mode: str, perm: int = 0o644) -> int:
+    """An fd on ``path`` ("dir", "r", or "w" made with ``perm``) resolved in the container's
+    root, for a copy made by another process (``sandkit cp``, an attached container, through
+    a detached container's supervisor); `OSError` with the init's errno when it is refused."""
+    if mode not in ("dir", "r", "w"):
         raise OSError(errno.EINVAL, f"a copy opens directories or files, not {mode!r}")
-    return await container._open_raw(path, mode)
+    return await container._open(path, mode, perm & 0o7777, raw=True)
+
+
+def published_on(
+    ports: dict[str, list[Binding]], container_port: int | str, check_running: Callable[[], object]
+) -> tuple[str, int]:
+    """`port()`'s answer from a container's ``ports``; for a port not among them,
+    ``check_running`` raises first if the container has stopped, else `PortSpecError`."""
+    number, proto = container_side(str(container_port), container_port)
+    bindings = ports.get(f"{number}/{proto}")
+    if not bindings:
+        check_running()
+        raise errors.PortSpecError(
+            f"port {number}/{proto} of the container is not published: publish it with "
+            f'ports=["{number}/{proto}"] (published: {", ".join(ports) or "none"})'
+        )
+    return bindings[0].host_ip, bindings[0].host_port
+
+
+async def remove_path(side: copy.Side, path: str, recursive: bool) -> None:
+    """`remove(path)`'s work, on a worker thread, for any container copy.py reaches."""
+    from . import copy
+
+    await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
+
+
+# -- files, through an fd the init opened (here, or in a detached container's supervisor) ------
+
+
+def write_to(fd: int, path: str, data: bytes | str, mode: int) -> None:
+    """`write_file`'s work on the fd the init opened for it (closed here)."""
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:  # a full writable layer, mostly
+        raise errors.ContainerError(
+            f"cannot write {path!r} in the container: {exc.strerror}"
+        ) from None
+    finally:
+        os.close(fd)
+
+
+def check_max_size(max_size: int) -> None:
+    """`read_file`'s ``max_size``: an int >= 0, else `LimitsError`."""
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+        raise errors.LimitsError(
+            f"max_size={max_size!r} is not valid: give the most bytes to read, an int >= 0 "
+            f"(default {DEFAULT_MAX_READ}); use open_file() to stream a larger file"
+        )
+
+
+def read_from(fd: int, path: str, max_size: int) -> bytes:
+    """`read_file`'s work on the fd the init opened for it (closed here)."""
+    try:
+        with os.fdopen(fd, "rb") as f:
+            _check_size(path, os.fstat(f.fileno()).st_size, max_size)
+            # st_size can lie (a file that grows, procfs): never read past the limit.
+            data = f.read(max_size + 1)
+            _check_size(path, len(data), max_size)
+            return data
+    except OSError as exc:
+        raise errors.ContainerError(
+            f"cannot read {path!r} in the container: {exc.strerror}"
+        ) from None
+
+
+def list_from(fd: int, path: str) -> list[str]:
+    """`listdir`'s work on the directory fd the init opened for it (closed here)."""
+    try:
+        return sorted(os.listdir(fd))
+    except OSError as exc:
+        raise errors.ContainerError(
+            f"cannot list {path!r} in the container: {exc.strerror}"
+        ) from None
+    finally:
+        os.close(fd)
+
+
+async def init_exited(container: AsyncContainer) -> None:
+    """Until the running container's init has ended (its ``lifetime`` was up, or it was killed):
+    what a detached container without a main process waits on."""
+    assert container._init is not None
+    await anyio.wait_readable(container._init.pidfd)
 
 
 @attrs.frozen

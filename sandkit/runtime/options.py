@@ -118,6 +118,17 @@ class ContainerOptions(TypedDict, total=False):
     "unconfined" (no filter), a Docker JSON profile (a dict, JSON text or a file path), or a
     `sandkit.security.SeccompProfile`."""
 
+    # -- detached containers (issue 18 item 7) --
+    detach: bool
+    """Hand the container to a supervisor process of its own (as ``sandkit run -d``): it lives
+    on after this process exits, until it is removed (`remove()`, ``sandkit rm -f``) or its
+    ``lifetime`` is up, and any process of the same user reaches it with
+    ``Container.attach(name)``. Default False: the container ends with this process."""
+    name: str | None
+    """The detached container's name, unique among this user's (``[a-zA-Z0-9][a-zA-Z0-9_.-]*``);
+    taken: `NameInUseError`. Default: a generated one, as Docker's (``c.name`` says which).
+    Needs ``detach=True``."""
+
 
 def check_option_names(options: Mapping[str, object]) -> None:
     """Refuse a keyword that is no option, as a signature would (TypeError), naming the ones

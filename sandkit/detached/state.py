@@ -1,6 +1,8 @@
-"""Where detached containers are found again: `$SANDKIT_HOME/run/<id>/`.
+"""Where detached containers are found again: `$SANDKIT_HOME/run/<id>/`, for `sandkit run -d`
+and ``detach=True`` alike (each has a supervisor, sandkit/detached/supervisor.py).
 
-    config.json      the RunSpec, the resolved command, name, image, creation time (written once)
+    config.json      what to start (image, options, main command), name, creation time (written
+                     once); `sandkit run -d` adds its RunSpec for `inspect`
     state.json       status, supervisor pid (+ its start time), exit code, times (replaced atomically)
     control.sock     the supervisor's socket (exists while it runs)
     log              the main process's output, in Docker's multiplexed frame format
@@ -77,20 +79,12 @@ _NOUNS = (
 )
 
 
-class NoSuchContainerError(errors.ContainerError):
-    """No detached container has that id, id prefix or name ("No such container", as in Docker)."""
-
-
-class NameInUseError(errors.ContainerError):
-    """``--name`` is already the name of another container: remove it, or pick another name."""
-
-
-class ContainerNotRunning(errors.ContainerError):
+class ContainerNotRunning(errors.ContainerNotRunningError):
     """The command needs a running container, and this one has stopped."""
 
 
 # Failures to find the container asked for: Docker exits 1 for these, even for `exec`.
-LOOKUP_ERRORS = (NoSuchContainerError, ContainerNotRunning)
+LOOKUP_ERRORS = (errors.NoSuchContainerError, ContainerNotRunning)
 
 
 def run_dir() -> Path:
@@ -229,7 +223,7 @@ def _reserve_name(name: str | None, container_id: str) -> str:
         )
     if not _try_link(name, container_id):
         owner = os.readlink(_names_dir() / name)
-        raise NameInUseError(
+        raise errors.NameInUseError(
             f'Conflict. The container name "/{name}" is already in use by container "{owner}". '
             "You have to remove (or rename) that container to be able to reuse that name."
         )
@@ -268,7 +262,7 @@ def find(ref: str) -> Record:
         return matches[0]
     if len(matches) > 1:
         raise errors.ContainerError(f"multiple containers found with provided prefix: {ref}")
-    raise NoSuchContainerError(f"No such container: {ref}")
+    raise errors.NoSuchContainerError(f"No such container: {ref}")
 
 
 def remove(record: Record) -> None:
