@@ -101,7 +101,9 @@ def test_wait_for_http_before_anything_listens(busybox):
 def test_a_server_that_never_ends_its_headers_is_no_answer(busybox):
     # An endless header block stops at h11's limit: the wait fails at its timeout, having held
     # a bounded amount of it.
-    endless = "printf 'HTTP/1.1 200 OK\\r\\n'; while true; do printf 'X-A: aaaaaaaaaaaaaaaa\\r\\n'; done"
+    endless = (
+        "printf 'HTTP/1.1 200 OK\\r\\n'; while true; do printf 'X-A: aaaaaaaaaaaaaaaa\\r\\n'; done"
+    )
     with sandkit.Container(busybox) as c:
         c.spawn(["nc", "-ll", "-p", "8000", "-e", "sh", "-c", endless])
         c.wait_for_port(8000, timeout=10)

@@ -1575,7 +1575,16 @@ def probe_from_thread(
     neither the loop's nor a sync caller's), killing it after ``timeout`` s, or as soon as
     ``stop`` is set (then ContainerNotRunningError)."""
     channel = container._live_channel()
-    flow = container._captured_exec(argv, None, health.MAX_OUTPUT + 1, timeout)
+    flow = container._captured_exec(
+        argv,
+        None,
+        health.MAX_OUTPUT + 1,
+        timeout,
+        env=None,
+        workdir=None,
+        user=None,
+        seccomp="default",
+    )
     try:
         wanted = next(flow)
         while True:
