@@ -1403,19 +1403,10 @@ class AsyncContainer:
         return None if self._health_state is None else self._health_state.to_docker()
 
     def _start_health_checks(self) -> None:
-        """Start the health check's thread, when there is a check and a main process to check
-        (Docker checks only containers whose main process runs)."""
-        config = health.resolve(
-            self._resolved.config.healthcheck if isinstance(self._resolved, Image) else None,
-            self.options.get("healthcheck"),
-        )
-        if config is None or not self._has_main_process():
-            return
-        self._health_state = health.HealthState(config)
-        self._health_monitor = health.HealthMonitor(
-            self._health_state, functools.partial(probe_from_thread, self)
-        )
-        self._health_monitor.start()
+        """Start the health check's thread, when there is a main process to check (Docker
+        checks only containers whose main process runs)."""
+        if self._has_main_process():
+            start_health_checks(self)
 
     def _has_main_process(self) -> bool:
         return bool(self.options.get("run"))  # type: ignore[typeddict-item]
@@ -1566,6 +1557,27 @@ async def connect_in_container(container: AsyncContainer, proto: str, port: int)
     if not isinstance(reply, Connected) or len(fds) != 1:
         raise errors.ProtocolError(f"expected 'connected', got {reply!r}")
     return socket.socket(fileno=fds[0])
+
+
+def start_health_checks(
+    container: AsyncContainer,
+    on_change: Callable[[health.HealthState], None] | None = None,
+) -> None:
+    """Start the container's health check (the image's, under ``healthcheck=``), if it has one,
+    until it stops; ``on_change`` is called on the checking thread after each result. For a
+    container whose main process is started by another part (the CLI's supervisor)."""
+    image = container._resolved
+    config = health.resolve(
+        image.config.healthcheck if isinstance(image, Image) else None,
+        container.options.get("healthcheck"),
+    )
+    if config is None or container._health_monitor is not None:
+        return
+    container._health_state = health.HealthState(config)
+    container._health_monitor = health.HealthMonitor(
+        container._health_state, functools.partial(probe_from_thread, container), on_change
+    )
+    container._health_monitor.start()
 
 
 def probe_from_thread(

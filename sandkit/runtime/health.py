@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -212,6 +213,41 @@ def go_duration(seconds: float) -> str:
     return f"{text}{_trim(rest / 1e9)}s"
 
 
+_GO_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a duration written as Go's time.ParseDuration reads it, which Docker's
+    ``--health-*`` flags use: "30s", "1m30s", "500ms", "1.5h", "-2s", "0". ValueError with
+    Go's message for anything else ("5": a number needs its unit)."""
+    body = text[1:] if text[:1] in "+-" else text
+    sign = -1.0 if text.startswith("-") else 1.0
+    if body == "0":
+        return 0.0
+    if not body:
+        raise ValueError(f'time: invalid duration "{text}"')
+    total, position = 0.0, 0
+    while position < len(body):
+        part = _GO_PART.match(body, position)
+        if part is None:
+            if re.fullmatch(r"[\d.]+", body[position:]):
+                raise ValueError(f'time: missing unit in duration "{text}"')
+            raise ValueError(f'time: invalid duration "{text}"')
+        total += float(part.group(1)) * _GO_UNITS[part.group(2)]
+        position = part.end()
+    return sign * total
+
+
 def _trim(number: float) -> str:
     return f"{number:.9f}".rstrip("0").rstrip(".")
 
@@ -277,6 +313,12 @@ class HealthState:
             if self.failing_streak >= self.config.retries:
                 self.status = UNHEALTHY
 
+    def monitor_stopped(self) -> None:
+        """The checks have ended with the container: Docker then says "unhealthy" (moby's
+        CloseMonitorChannel, "for compatibility reasons"), whatever the last check said."""
+        with self._lock:
+            self.status = UNHEALTHY
+
     def next_interval(self) -> float:
         """How long after a check ends the next one starts (Docker's ``getInterval``)."""
         elapsed = time.monotonic() - self.started
@@ -322,6 +364,9 @@ class HealthMonitor:
 
     state: HealthState
     run_probe: ProbeRunner
+    # Called on the checking thread after each result, and once when the checks end (the CLI's
+    # supervisor writes the state where `sandkit ps` and `inspect` read it).
+    on_change: Callable[[HealthState], None] | None = None
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False)
     _thread: threading.Thread | None = attrs.field(default=None, init=False)
 
@@ -341,11 +386,21 @@ class HealthMonitor:
             self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.state.next_interval()):
-            result = self._check()
-            if result is None:
-                return  # stopped, or the container is gone
-            self.state.record(result)
+        try:
+            self._changed()  # "starting", before the first check
+            while not self._stop.wait(self.state.next_interval()):
+                result = self._check()
+                if result is None:
+                    return  # stopped, or the container is gone
+                self.state.record(result)
+                self._changed()
+        finally:
+            self.state.monitor_stopped()
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.state)
 
     def _check(self) -> CheckResult | None:
         config = self.state.config
