@@ -265,6 +265,7 @@ def test_close_abandons_a_running_check(container):
     monitor.close()
     assert not _health_threads()
     assert results(monitor) == []  # an abandoned check records nothing
+    assert monitor.status == "unhealthy"  # Docker's state once the checks end
     wait_until(
         lambda: b"sleep 1000" not in container.exec(["ps", "-o", "args"]).stdout,
         "the abandoned check to be killed",
