@@ -4,8 +4,10 @@ checks in busybox containers. Expected values are Docker's (docs.docker.com "HEA
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
+from collections.abc import Iterator
 
 import pytest
 from polling import wait_until
@@ -126,9 +128,10 @@ def container(busybox):
         yield c
 
 
-def monitor_for(container: sandkit.Container, **option: object) -> health.HealthMonitor:
+@contextlib.contextmanager
+def monitoring(container: sandkit.Container, **option: object) -> Iterator[health.HealthMonitor]:
     """The monitor a container with a main process would run (``run=`` starts one the same
-    way), here on a container whose check the test drives through its files."""
+    way), here on a container whose check the test drives through its files; closed after."""
     config = health.resolve(None, option)
     assert config is not None
     core = container._core
@@ -136,7 +139,15 @@ def monitor_for(container: sandkit.Container, **option: object) -> health.Health
         health.HealthState(config), functools.partial(probe_from_thread, core)
     )
     monitor.start()
-    return monitor
+    try:
+        yield monitor
+    finally:
+        monitor.close()
+
+
+def first_result(monitor: health.HealthMonitor) -> dict[str, object]:
+    wait_until(lambda: results(monitor), "a check", timeout=30)
+    return results(monitor)[0]
 
 
 def results(monitor: health.HealthMonitor) -> list[dict[str, object]]:
@@ -149,8 +160,9 @@ FAST = {"interval": 0.05, "start_interval": 0.05, "timeout": 5}
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_leaks")
 def test_starting_healthy_unhealthy(container):
-    monitor = monitor_for(container, test=["CMD", "test", "-e", "/tmp/healthy"], retries=2, **FAST)
-    try:
+    with monitoring(
+        container, test=["CMD", "test", "-e", "/tmp/healthy"], retries=2, **FAST
+    ) as monitor:
         wait_until(lambda: len(results(monitor)) >= 3, "three failed checks")
         # Failures before the first success: the streak counts (no start period), and after
         # `retries` of them the state is unhealthy even though it never was healthy.
@@ -167,8 +179,6 @@ def test_starting_healthy_unhealthy(container):
         assert log[-1]["ExitCode"] == 1
         assert set(log[-1]) == {"Start", "End", "ExitCode", "Output"}
         assert log[-1]["Start"] <= log[-1]["End"]
-    finally:
-        monitor.close()
 
 
 @pytest.mark.slow
@@ -177,80 +187,67 @@ def test_one_failure_short_of_retries_stays_healthy(container):
     container.write_file("/tmp/healthy", b"")
     # Fails every other check: never two in a row.
     script = "if [ -e /tmp/flip ]; then rm /tmp/flip; exit 1; else touch /tmp/flip; fi"
-    monitor = monitor_for(container, test=script, retries=2, **FAST)
-    try:
+    with monitoring(container, test=script, retries=2, **FAST) as monitor:
         wait_until(lambda: len(results(monitor)) >= 5, "five checks")
         codes = [entry["ExitCode"] for entry in results(monitor)]
         assert 1 in codes and 0 in codes
         assert monitor.status == "healthy"
-    finally:
-        monitor.close()
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_leaks")
 def test_failures_in_the_start_period_do_not_count(container):
-    monitor = monitor_for(container, test=["CMD", "false"], retries=1, start_period=3600, **FAST)
-    try:
+    with monitoring(
+        container, test=["CMD", "false"], retries=1, start_period=3600, **FAST
+    ) as monitor:
         wait_until(lambda: len(results(monitor)) >= 3, "three failed checks")
         assert monitor.status == "starting"
         assert monitor.state.to_docker()["FailingStreak"] == 0
-    finally:
-        monitor.close()
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_leaks")
 def test_a_check_longer_than_its_timeout_fails_and_is_killed(container):
     hang = "echo started; echo $$ > /tmp/check.pid; exec sleep 1000"
-    monitor = monitor_for(container, test=hang, retries=1, interval=0.05, timeout=0.2)
-    try:
-        wait_until(lambda: results(monitor), "a check", timeout=30)
-        entry = results(monitor)[0]
+    with monitoring(container, test=hang, retries=1, interval=0.05, timeout=0.2) as monitor:
+        entry = first_result(monitor)
         assert entry["ExitCode"] == -1
         assert entry["Output"] == "Health check exceeded timeout (200ms): started\n"
         assert monitor.status == "unhealthy"
         pid = container.read_file("/tmp/check.pid").strip().decode()
         alive = container.exec(["kill", "-0", pid])
         assert alive.exit_code != 0  # the hanging check is gone
-    finally:
-        monitor.close()
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_leaks")
 def test_a_check_that_cannot_start_is_a_failure_with_the_reason(container):
-    monitor = monitor_for(container, test=["CMD", "pg_isready"], retries=1, **FAST)
-    try:
-        wait_until(lambda: results(monitor), "a check")
-        entry = results(monitor)[0]
+    with monitoring(container, test=["CMD", "pg_isready"], retries=1, **FAST) as monitor:
+        entry = first_result(monitor)
         assert entry["ExitCode"] == -1
         assert "pg_isready" in entry["Output"]
         assert monitor.status == "unhealthy"
-    finally:
-        monitor.close()
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_leaks")
 def test_output_over_4096_bytes_is_cut(container):
-    monitor = monitor_for(container, test="head -c 10000 /dev/zero | tr '\\0' x", **FAST)
-    try:
-        wait_until(lambda: results(monitor), "a check")
-        assert results(monitor)[0]["Output"] == "x" * 4096 + "..."
-    finally:
-        monitor.close()
+    with monitoring(container, test="head -c 10000 /dev/zero | tr '\\0' x", **FAST) as monitor:
+        assert first_result(monitor)["Output"] == "x" * 4096 + "..."
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_leaks")
 def test_the_thread_ends_with_the_container(busybox):
-    with sandkit.Container(busybox) as c:
-        monitor = monitor_for(c, test="sleep 1000", interval=0.01, timeout=60)
+    with (
+        sandkit.Container(busybox) as c,
+        monitoring(c, test="sleep 1000", interval=0.01) as monitor,
+    ):
         wait_until(lambda: b"sleep 1000" in c.exec(["ps", "-o", "args"]).stdout, "a check runs")
-    # The check under way is given up when the container stops; the thread ends by itself.
-    wait_until(lambda: not _health_threads(), "the health thread to end")
-    monitor.close()
+        c.stop()
+        # The check under way is given up when the container stops; the thread ends by itself.
+        wait_until(lambda: not _health_threads(), "the health thread to end")
+        assert monitor.status == "unhealthy"
 
 
 def _health_threads() -> list[threading.Thread]:
@@ -260,9 +257,10 @@ def _health_threads() -> list[threading.Thread]:
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_leaks")
 def test_close_abandons_a_running_check(container):
-    monitor = monitor_for(container, test="sleep 1000", interval=0.01, timeout=60)
-    wait_until(lambda: b"sleep 1000" in container.exec(["ps", "-o", "args"]).stdout, "a check runs")
-    monitor.close()
+    with monitoring(container, test="sleep 1000", interval=0.01) as monitor:
+        wait_until(
+            lambda: b"sleep 1000" in container.exec(["ps", "-o", "args"]).stdout, "a check runs"
+        )
     assert not _health_threads()
     assert results(monitor) == []  # an abandoned check records nothing
     assert monitor.status == "unhealthy"  # Docker's state once the checks end

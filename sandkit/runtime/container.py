@@ -1409,7 +1409,7 @@ class AsyncContainer:
             start_health_checks(self)
 
     def _has_main_process(self) -> bool:
-        return bool(self.options.get("run"))  # type: ignore[typeddict-item]
+        return bool(self.options.get("run"))
 
     # -- plumbing (also used by the internal interface at the end of this module) ------------
 

@@ -282,7 +282,7 @@ async def wait_for_exec(container: AsyncContainer, argv: Sequence[str], *, timeo
 def check_status(status: object) -> Callable[[int], bool]:
     """The status an HTTP wait accepts, as a predicate."""
     if callable(status):
-        return status  # type: ignore[no-any-return]
+        return status
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise errors.ReadinessSpecError(
             f"status={status!r} is not valid: give an HTTP status (an int from 100 to 599) or a "
