@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import trio
+from polling import wait_until
 
 import sandkit
 from sandkit import errors
@@ -236,3 +237,33 @@ def test_bad_arguments_are_refused_before_anything_runs(busybox, call, named):
         assert isinstance(refused.value, ValueError)
         # nothing was started: the init and this ps are all there is
         assert len(c.exec(["ps", "-o", "pid"]).stdout.splitlines()) == 3
+
+
+# --- rootless ------------------------------------------------------------------------------
+
+
+def _waits_in_the_host_image() -> list[str]:
+    from sandkit.runtime.container import start_health_checks
+
+    check = {"test": "test -e /tmp/www/index.html", "interval": 0.05}
+    done = []
+    with sandkit.Container("host", healthcheck=check) as c:
+        c.spawn(["busybox", "nc", "-l", "-p", "8080"])
+        c.wait_for_port(8080, timeout=10)
+        done.append("port")
+        c.exec(["mkdir", "-p", "/tmp/www"], check=True)
+        c.spawn(["busybox", "httpd", "-f", "-p", "8000", "-h", "/tmp/www"])
+        c.wait_for_http("/index.html", port=8000, status=404, timeout=10)
+        c.write_file("/tmp/www/index.html", b"ok\n")
+        c.wait_for_http("/index.html", port=8000, timeout=10)
+        done.append("http")
+        c.wait_for_exec(["test", "-e", "/tmp/www/index.html"], timeout=10)
+        done.append("exec")
+        start_health_checks(c._core)  # as run= does (the main process here: the init's)
+        wait_until(lambda: c.health == "healthy", "healthy")
+        done.append(c.health or "")
+    return done
+
+
+def test_waits_and_health_rootless(as_unprivileged):
+    assert as_unprivileged(_waits_in_the_host_image) == ["port", "http", "exec", "healthy"]
