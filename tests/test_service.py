@@ -124,6 +124,16 @@ def test_an_image_with_no_command_is_a_clear_error_and_leaves_nothing(busybox_di
     assert not c.running
     with pytest.raises(errors.ContainerError, match="neither Entrypoint nor Cmd"):
         sandkit.Container("host", run=True).start()
+    # --entrypoint "" drops the image's Cmd too: nothing is left (docker run refuses it too)
+    img = image_with(busybox_dir, cmd=("echo", "hi"))
+    with pytest.raises(errors.ContainerError, match=r"drops its Cmd.*run=\["):
+        sandkit.Container(img, run=True, entrypoint="").start()
+    # None is no run, as False
+    with (
+        sandkit.Container(img, run=None) as c,
+        pytest.raises(errors.ContainerError, match="no main"),
+    ):
+        c.logs()
 
 
 @pytest.mark.parametrize(
@@ -568,3 +578,37 @@ async def test_async_wait_timeout_and_stop(busybox):
         with anyio.fail_after(10):
             await c.stop()
     assert await c.wait() == 143
+
+
+@pytest.mark.trio
+async def test_a_cancelled_follower_still_stops_the_container(busybox):
+    with anyio.move_on_after(0.3):
+        async with sandkit.AsyncContainer(
+            busybox, run=["sh", "-c", "while :; do echo x; sleep 0.01; done"]
+        ) as c:
+            async for _ in c.logs_stream():
+                pass
+    assert not c.running
+    assert service_threads() == []
+    # cancelled, the stop has no grace period to give: the main process is killed at once
+    assert await c.wait() == 137
+
+
+def test_many_chatty_services_at_once_stop_cleanly(busybox):
+    script = "i=0; while :; do echo out $i; echo err $i >&2; i=$((i+1)); done"
+    containers = [
+        sandkit.Container(busybox, run=["sh", "-c", script], log_size="64k") for _ in range(8)
+    ]
+    try:
+        for c in containers:
+            c.start()
+        for c in containers:
+            wait_until(lambda c=c: len(c.logs()) > 32 * 1024, "output")
+            assert c.exec(["echo", "beside"]).stdout == b"beside\n"
+    finally:
+        for c in containers:
+            c.stop()
+    assert service_threads() == []
+    for c in containers:
+        assert c.wait() == 143
+        assert len(c.logs()) <= 64 * 1024
