@@ -25,6 +25,7 @@ and its users in the CLI together.
 - `RemoteSide`: a detached container as copy.py reaches it through its supervisor (`sandkit
   cp`; attached containers use it too); `process_streams`: the stdio fds its supervisor
   sends for an exec, as streams (`sandkit exec`; attached containers' `spawn`).
+- `parse_go_duration`: `run --health-*` reads Go durations, as Docker does.
 
 Import this module inside the commands that need it, not at the top of a command module: it
 brings the protocol's modules (msgpack), which `sandkit images` or `sandkit ps` never use
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 from ..runtime import copy, handover
 from ..runtime.attached import RemoteSide, process_streams
+from ..runtime.health import parse_go_duration
 from ..runtime.mounts import Mount
 from ..runtime.options import ContainerOptions
 from ..runtime.ports import container_side, parse_port
@@ -49,6 +51,7 @@ __all__ = [
     "container_side",
     "copy",
     "handover",
+    "parse_go_duration",
     "parse_port",
     "process_streams",
     "set_nonblocking",

@@ -38,7 +38,13 @@ from .. import errors
 from ..images.config import ImageConfig, stop_signal
 from ..images.image import Image
 from ..runtime import handover
-from ..runtime.container import AsyncContainer, copy_side, init_exited, open_for_copy
+from ..runtime.container import (
+    AsyncContainer,
+    copy_side,
+    init_exited,
+    open_for_copy,
+    start_health_checks,
+)
 from ..runtime.process import AsyncInput, AsyncOutput, AsyncProcess
 from . import control, exitcodes, state
 from .control import LOG_HEADER, OUTPUT_GRACE, STOP_TIMEOUT
@@ -539,6 +545,11 @@ async def supervise(directory: Path, ready_fd: int) -> None:
         async with container:
             main = await _start_main(container, record.config.get("main"))
             aliases = {name: list(options.get("aliases", ())) for name in container.networks}
+            # Health checks (issue 18 item 2) run while the main process does; their state
+            # goes to health.json for `sandkit ps` and `inspect`.
+            start_health_checks(
+                container, lambda health: state.write_health(directory, health.to_docker())
+            )
             state.write_state(
                 directory,
                 status="running",
