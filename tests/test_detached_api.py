@@ -482,3 +482,20 @@ def test_a_client_sending_a_pipe_as_input_is_refused_and_harms_nothing(detached)
         os.close(write_end)
     assert reply == {"error": "malformed run request", "kind": "ContainerError"}
     assert detached.exec(["echo", "still here"]).stdout == b"still here\n"
+
+
+def test_the_health_of_a_detached_main_process_shows_in_ps_and_inspect():
+    """A detached `run=` container's health checks start with the container in its supervisor;
+    their state must still reach `sandkit ps` and `inspect` (as Docker shows it)."""
+    check = {"test": ["CMD", "true"], "interval": 0.1}
+    c = sandkit.Container(
+        "host", name="healthy", detach=True, run=["sleep", "60"], healthcheck=check
+    ).start()
+    try:
+        wait_until(
+            lambda: "(healthy)" in sandkit_cli("ps").stdout, "ps shows it healthy", timeout=30
+        )
+        inspected = json.loads(sandkit_cli("inspect", "healthy").stdout)
+        assert inspected[0]["State"]["Health"]["Status"] == "healthy"
+    finally:
+        c.remove()
