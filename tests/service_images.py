@@ -50,26 +50,26 @@ DEFAULT_CACHE = "/var/cache/sandkit-test-images"
 # Set (by .ci/run) where a missing image must fail the tests instead of skipping them.
 REQUIRED_ENV = "SANDKIT_TEST_IMAGES_REQUIRED"
 # Part of every recipe's hash: raise it when the build steps below change what they make.
-BUILD_STEPS_VERSION = 1
+BUILD_STEPS_VERSION = 2
 ENTRYPOINTS = Path(__file__).resolve().parent / "fixtures" / "service_images"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SECOND = 1_000_000_000  # the image config's durations are in nanoseconds
 
 # Removed from every image (glob patterns): what only apt, dpkg's history, a reader of manuals or
 # a maker of locales needs, and what debootstrap copied from the build machine (its
-# resolv.conf). /usr/lib/locale keeps only C.utf8 (see _strip).
+# resolv.conf). /usr/lib/locale keeps only C.utf8 (see _customise).
 STRIPPED = (
-    "var/lib/apt/lists",
-    "var/cache/apt",
+    "var/lib/apt/lists/*",
+    "var/cache/apt/*",
     "var/cache/debconf/config.dat-old",
     "var/cache/debconf/templates.dat-old",
     "var/lib/dpkg/status-old",
     "var/lib/dpkg/diversions-old",
-    "var/log",
-    "usr/share/man",
-    "usr/share/info",
-    "usr/share/locale",
-    "usr/share/i18n",
+    "var/log/*",
+    "usr/share/man/*",
+    "usr/share/info/*",
+    "usr/share/locale/*",
+    "usr/share/i18n/*",
     "usr/share/lintian",
     "etc/resolv.conf",
     "etc/hostname",
@@ -81,7 +81,7 @@ STRIPPED = (
 class Directory:
     """A directory the image must have, with its owner (a name of the image) and mode."""
 
-    path: str
+    path: str  # absolute, in the image
     owner: str
     mode: int
 
@@ -208,7 +208,11 @@ def archive_path(recipe: Recipe) -> Path:
 def cached(name: str) -> Path | None:
     """The archive of image `name` if the cache has it for the current recipe, else None."""
     path = archive_path(RECIPES[name])
-    return path if path.is_file() else None
+    if not path.is_file():
+        return None
+    if path.parent.stat().st_mode & 0o022:
+        _check_private(path.parent)  # (only its owner may write there; anyone may read)
+    return path
 
 
 def why_not_buildable() -> str | None:
@@ -248,6 +252,7 @@ def ensure(name: str, *, rebuild: bool = False, log: Path | None = None) -> Path
 def _build_lock() -> Iterator[None]:
     directory = cache_dir()
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _check_private(directory)
     with open(directory / ".lock", "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -264,6 +269,17 @@ def _build_directory(recipe: Recipe) -> Iterator[Path]:
         yield workdir
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_private(directory: Path) -> None:
+    """Refuses a cache that someone else could fill: root loads its archives, and Docker too."""
+    info = directory.stat()
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise RuntimeError(
+            f"{directory} belongs to uid {info.st_uid} with mode {info.st_mode & 0o7777:o}: "
+            "another user could plant an image there; make it yours and writable by you alone "
+            f"(chown {os.geteuid()} {directory}; chmod go-w {directory})"
+        )
 
 
 def _remove_stale_builds() -> None:
@@ -287,7 +303,6 @@ def build(recipe: Recipe, workdir: Path, log: Path) -> Path:
     rootfs = workdir / "rootfs"
     _debootstrap(recipe, rootfs, log)
     _customise(recipe, rootfs)
-    _strip(recipe, rootfs)
     layer = workdir / "layer.tar"
     diff_id = _write_layer(rootfs, layer)
     shutil.rmtree(rootfs)
@@ -326,49 +341,35 @@ def _debootstrap(recipe: Recipe, rootfs: Path, log: Path) -> None:
 
 
 def _customise(recipe: Recipe, rootfs: Path) -> None:
-    entrypoint = rootfs / "usr/local/bin" / recipe.entrypoint
-    shutil.copyfile(ENTRYPOINTS / recipe.entrypoint_script, entrypoint)
-    entrypoint.chmod(0o755)
-    for directory in recipe.directories:
-        path = rootfs / directory.path.lstrip("/")
-        path.mkdir(parents=True, exist_ok=True)
-        uid, gid = _ids_of(rootfs, directory.owner)
-        os.chown(path, uid, gid)
-        path.chmod(directory.mode)
-
-
-def _ids_of(rootfs: Path, user: str) -> tuple[int, int]:
-    """The uid and primary gid of `user` in the image's /etc/passwd (not the host's)."""
-    for line in (rootfs / "etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if fields[0] == user:
-            return int(fields[2]), int(fields[3])
-    raise RuntimeError(f"no user {user!r} in the image's /etc/passwd")
-
-
-def _strip(recipe: Recipe, rootfs: Path) -> None:
-    for pattern in (*STRIPPED, *recipe.removed):
-        for path in rootfs.glob(pattern):
-            _remove(path)
-    for locale in (rootfs / "usr/lib/locale").iterdir():
-        if locale.name != "C.utf8":
-            _remove(locale)
-    # Documentation, but for each package's copyright (the licence terms stay with the files).
-    for package_docs in (rootfs / "usr/share/doc").iterdir():
-        for item in package_docs.iterdir() if package_docs.is_dir() else ():
-            if item.name != "copyright":
-                _remove(item)
-    # The image's /dev is made by whoever runs it (docker, sandkit): debootstrap's device nodes go.
-    for node in (rootfs / "dev").iterdir():
-        _remove(node)
-    (rootfs / "etc/machine-id").write_text("")  # (systemd's "not yet set"; none runs here)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    """Installs the entrypoint, makes the recipe's directories and strips the image, all by a
+    shell chrooted into it: the image's absolute symlinks (/var/run -> /run) then lead where
+    they lead in a container, never to the build machine's files, and owners are the image's
+    users."""
+    entrypoint = f"/usr/local/bin/{recipe.entrypoint}"
+    script = [
+        "set -eu",
+        f"cat > {entrypoint} && chmod 755 {entrypoint}",
+        *(
+            f'mkdir -p {d.path} && chown {d.owner}:"$(id -gn {d.owner})" {d.path} '
+            f"&& chmod {d.mode:o} {d.path}"
+            for d in recipe.directories
+        ),
+        # (unquoted: the image's shell expands the globs)
+        *(f"rm -rf /{pattern}" for pattern in (*STRIPPED, *recipe.removed)),
+        # Documentation, but for each package's copyright (the terms stay with the files).
+        "find /usr/share/doc -mindepth 2 ! -type d ! -name copyright -exec rm -f {} +",
+        "find /usr/lib/locale -mindepth 1 -maxdepth 1 ! -name C.utf8 -exec rm -rf {} +",
+        # /dev is made by whoever runs the image (docker, sandkit): debootstrap's nodes go.
+        "find /dev -mindepth 1 -maxdepth 1 -exec rm -rf {} +",
+        ": > /etc/machine-id",  # (systemd's "not set yet"; none runs here)
+    ]
+    with open(ENTRYPOINTS / recipe.entrypoint_script, "rb") as source:
+        subprocess.run(
+            ["chroot", str(rootfs), "/bin/sh", "-c", "\n".join(script)],
+            stdin=source,
+            env={"PATH": PATH, "LC_ALL": "C"},
+            check=True,
+        )
 
 
 def _write_layer(rootfs: Path, layer: Path) -> str:

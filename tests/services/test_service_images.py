@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import subprocess
 import tarfile
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,3 +243,52 @@ def test_docker_load_takes_the_archive_and_runs_the_same_program(request, docker
     with sandkit.Container(image) as c:
         in_sandkit = c.exec(list(recipe.version_argv), timeout=30, check=True)
     assert in_docker.stdout == in_sandkit.stdout
+
+
+@pytest.mark.root
+def test_the_build_acts_inside_the_image_through_its_absolute_symlinks(busybox_dir, tmp_path):
+    """debootstrap's /var/run is a link to /run, absolute: making /var/run/NAME, or stripping
+    documentation behind such a link, must happen in the image, never on the build machine."""
+    rootfs = tmp_path / "rootfs"
+    shutil.copytree(busybox_dir, rootfs, symlinks=True)
+    (rootfs / "run").mkdir()
+    (rootfs / "usr/local/bin").mkdir(parents=True)
+    (rootfs / "var").mkdir()
+    (rootfs / "var/run").symlink_to("/run")
+    host_docs = tmp_path / "host-docs"  # stands for a directory of the build machine
+    host_docs.mkdir()
+    (host_docs / "README").write_text("the host's")
+    docs = rootfs / "usr/share/doc"
+    (docs / "pkg").mkdir(parents=True)
+    (docs / "pkg/copyright").write_text("kept")
+    (docs / "pkg/README").write_text("stripped")
+    (docs / "linked").symlink_to(host_docs)
+    for locale in ("C.utf8", "de_DE.utf8"):
+        (rootfs / "usr/lib/locale" / locale).mkdir(parents=True)
+    (rootfs / "dev/null").write_text("a stand-in for a device node")
+    name = f"sandkit-test-{uuid.uuid4().hex[:8]}"
+    recipe = service_images.Recipe(
+        **{
+            **vars(service_images.REDIS),
+            "directories": (service_images.Directory(f"/var/run/{name}", "app", 0o2775),),
+            "removed": ("usr/share/doc/linked/*",),
+        }
+    )
+    try:
+        service_images._customise(recipe, rootfs)
+        assert not Path("/run", name).exists()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            Path("/run", name).rmdir()  # (what the fault this test catches made on the host)
+    made = (rootfs / "run" / name).stat()
+    assert (made.st_uid, made.st_gid, made.st_mode & 0o7777) == (1000, 1000, 0o2775)
+    assert (host_docs / "README").read_text() == "the host's"
+    assert sorted(p.name for p in (docs / "pkg").iterdir()) == ["copyright"]
+    assert [p.name for p in (rootfs / "usr/lib/locale").iterdir()] == ["C.utf8"]
+    assert list((rootfs / "dev").iterdir()) == []
+    entrypoint = rootfs / "usr/local/bin" / recipe.entrypoint
+    assert (
+        entrypoint.read_bytes()
+        == (service_images.ENTRYPOINTS / recipe.entrypoint_script).read_bytes()
+    )
+    assert entrypoint.stat().st_mode & 0o777 == 0o755
