@@ -23,7 +23,7 @@ import attrs
 
 from .. import errors
 from ..home import sandkit_home, scratch_mountpoint
-from ..images.config import ImageConfig
+from ..images.config import ImageConfig, stop_signal
 from ..images.image import Image
 from ..ipc import (
     Connect,
@@ -1377,23 +1377,25 @@ class AsyncContainer:
 
     # -- the main process (run=; the work is in service.py) --------------------------------
 
+    def _image_config(self) -> ImageConfig:
+        resolved = self._resolved
+        return resolved.config if isinstance(resolved, Image) else ImageConfig()
+
     def _main_argv(self) -> list[str] | None:
         """The main process's argv by Docker's rules, or None without ``run``."""
         if self._service_spec is None:
             return None
-        resolved = self._resolved
-        return self._service_spec.argv(
-            resolved.config if isinstance(resolved, Image) else ImageConfig()
-        )
+        return self._service_spec.argv(self._image_config())
 
     async def _start_main(self, argv: list[str]) -> None:
         assert self._service_spec is not None and self._init is not None and self._channel
         main = service.Service(
             self._service_spec,
             argv,
-            service.stop_signal(self._resolved or plan.HOST_IMAGE),
+            stop_signal(self._image_config()),
             self._channel,
             self._main_request,
+            self._init.pid,
             self._init.pidfd,
         )
         await main.start()

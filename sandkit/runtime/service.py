@@ -34,9 +34,9 @@ import attrs
 
 from .. import errors
 from ..images.config import ImageConfig, resolve_command
-from ..images.image import Image
 from ..ipc import Error, Exec, Exit, Signal, Started
 from ..sizes import parse_size
+from . import sessionkill
 from .channel import ControlChannel
 from .outcomes import exec_failure
 
@@ -62,6 +62,8 @@ STOP_TIMEOUT = 10.0
 # SIGKILL's, as Docker reports a killed container.
 _KILLED = 128 + signals.SIGKILL
 STDOUT, STDERR = 1, 2
+# How long the thread looks away from a control socket that another thread is reading.
+_MIN_SOCKET_PAUSE, _MAX_SOCKET_PAUSE = 0.0001, 0.005
 
 # One kept chunk of output: (stream, wall-clock time in ns, bytes).
 Record: TypeAlias = tuple[int, int, bytes]
@@ -113,6 +115,7 @@ class ServiceSpec:
         """The service the options ask for, or None without ``run``; `ContainerError` (nothing
         made yet) for an option that is malformed or needs ``run``."""
         run = options.get("run", False)
+        run = False if run is None else run  # (None, as wrappers pass it on, is no run too)
         entrypoint = options.get("entrypoint")
         restart = RestartPolicy.parse(options.get("restart", "no"))
         log_size = _log_size(options.get("log_size", DEFAULT_LOG_SIZE))
@@ -134,9 +137,15 @@ class ServiceSpec:
         try:
             return resolve_command(config, self.command, **overrides)
         except errors.ImageError:
+            why = (
+                "the image has neither Entrypoint nor Cmd"
+                if self.entrypoint is None
+                else f"entrypoint={self.entrypoint!r} replaces the image's Entrypoint and drops "
+                "its Cmd (as docker run --entrypoint)"
+            )
             raise errors.ContainerError(
-                "run=True: the image has neither Entrypoint nor Cmd, so there is no program to "
-                "run; name it: run=['program', 'arg', ...] (or entrypoint='program')"
+                f"run=True: {why}, so there is no program to run; name it: "
+                "run=['program', 'arg', ...] (or entrypoint='program')"
             ) from None
 
 
@@ -162,21 +171,6 @@ def _log_size(value: object) -> int:
             f"room; give its bytes, e.g. '1m' (the default) or '64k'"
         )
     return size
-
-
-def stop_signal(image: Image | str) -> int:
-    """The signal that asks the image's program to stop: its StopSignal, else SIGTERM."""
-    name = image.config.stop_signal if isinstance(image, Image) else ""
-    if not name:
-        return signals.SIGTERM
-    try:
-        return (
-            int(name)
-            if name.isdigit()
-            else signals.Signals["SIG" + name.upper().removeprefix("SIG")]
-        )
-    except KeyError:
-        return signals.SIGTERM
 
 
 def exit_status(event: Exit) -> int:
@@ -302,15 +296,16 @@ class _Run:
 @attrs.define(eq=False)
 class Service:
     """The main process of one container and what it printed. ``request`` makes the exec
-    request for an argv (the container's env, workdir, user, capabilities...); ``init_pidfd``
-    is the container's init, killed when the main process ends for good (the caller keeps
-    its own fd: this takes a copy)."""
+    request for an argv (the container's env, workdir, user, capabilities...); ``init_pid``
+    and ``init_pidfd`` are the container's init, killed when the main process ends for good
+    (the caller keeps its own fd: this takes a copy)."""
 
     spec: ServiceSpec
     argv: list[str]
     stop_signal: int
     channel: ControlChannel
     request: Callable[[Sequence[str]], Exec]
+    init_pid: int
     init_pidfd: int
     ring: LogRing = attrs.field(init=False)
     restart_count: int = attrs.field(default=0, init=False)
@@ -332,6 +327,7 @@ class Service:
     _devnull: int = attrs.field(default=-1, init=False)
     _pidfd: int = attrs.field(default=-1, init=False)
     _delay: float = attrs.field(default=0.0, init=False)
+    _socket_pause: float = attrs.field(default=_MIN_SOCKET_PAUSE, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.ring = LogRing(self.spec.log_size)
@@ -343,11 +339,11 @@ class Service:
         """Start the main process and the thread that serves it. A program that cannot be
         started raises its `ExecStartError` (127: not found, 126: not executable) and leaves
         nothing running."""
-        self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._socket = os.dup(self.channel.sock.fileno())
-        self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self._pidfd = os.dup(self.init_pidfd)
         try:
+            self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self._socket = os.dup(self.channel.sock.fileno())
+            self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            self._pidfd = os.dup(self.init_pidfd)
             request, reads = self._send_exec()
             try:
                 reply, _ = await self.channel.reply(request.id)
@@ -512,8 +508,10 @@ class Service:
             os.close(listener)
 
     def _wake_up(self) -> None:
-        if self._wake >= 0:
-            with contextlib.suppress(OSError):
+        """Wake the thread (any thread may; never with the lock held). Under the lock, so that
+        `close` cannot close the fd, and another file take its number, in between."""
+        with self._lock:
+            if self._wake >= 0:
                 os.eventfd_write(self._wake, 1)
 
     # -- starting a run ---------------------------------------------------------------------------
@@ -555,7 +553,7 @@ class Service:
         127 or 126 as in a shell, its error in the log."""
         try:
             request, reads = self._send_exec()
-        except errors.ContainerDiedError:
+        except errors.SandkitError:  # the container stopped meanwhile
             return None
         reply = self._reply_on_thread(request.id)
         try:
@@ -597,34 +595,29 @@ class Service:
         run = self._run
         assert run is not None
         try:
-            while True:
-                status = self._follow(run)
-                if self.final or not self._pause(self._next_delay(run)):
-                    break
+            while not self._follow(run) and self._pause(self._next_delay(run)):
                 restarted = self._restart()
                 if restarted is None:
                     break
                 run = restarted
-            with self._lock:
-                self.final = True
-                self.status = status
         finally:
             self._close_thread_fds()
             with self._lock:
-                self.final = True
-                self.ended = True
+                self.final = self.ended = True
+                # The last run's status (it is always known, unless this thread failed).
+                self.status = _KILLED if run.status is None else run.status
                 self._notify()
 
-    def _follow(self, run: _Run) -> int:
+    def _follow(self, run: _Run) -> bool:
         """Take the run's output into the ring until it has ended and its pipes are at end of
-        file (or `OUTPUT_GRACE` has passed since it ended); its status."""
+        file (or `OUTPUT_GRACE` has passed since it ended); whether it was the last run."""
         deadline = math.inf
         while True:
             if run.status is None and self._take_exit(run):
                 deadline = time.monotonic() + OUTPUT_GRACE
             if run.status is not None and (not run.pipes or time.monotonic() >= deadline):
                 run.close_pipes()
-                return run.status
+                return self.final
             self._poll(run, watch_socket=run.status is None, deadline=deadline)
 
     def _poll(self, run: _Run | None, *, watch_socket: bool, deadline: float) -> None:
@@ -637,16 +630,20 @@ class Service:
         if watch_socket:
             poller.register(self._socket, select.POLLIN)
         left = deadline - time.monotonic()
-        for fd, _ in poller.poll(None if left == math.inf else max(0.0, left) * 1000 + 1):
+        ready = [fd for fd, _ in poller.poll(None if left == math.inf else max(0, left) * 1e3 + 1)]
+        for fd in ready:
             if fd == self._wake:
                 _consume(fd)
-            elif fd == self._socket:
-                # Unless we may read it (the caller's next reply_nowait does), another reader (an
-                # event loop's) takes the packet and files it, and our watch wakes us: meanwhile,
-                # do not spin on it.
-                time.sleep(0.0005)
-            elif run is not None:
+            elif fd != self._socket and run is not None:
                 self._read_pipe(run, fd)
+        if ready == [self._socket]:
+            # Unless we may read it (the caller's next reply_nowait does), another reader (an
+            # event loop's) takes the packet and files it, and our watch wakes us: meanwhile,
+            # do not spin on it.
+            time.sleep(self._socket_pause)
+            self._socket_pause = min(self._socket_pause * 2, _MAX_SOCKET_PAUSE)
+        else:
+            self._socket_pause = _MIN_SOCKET_PAUSE
 
     def _read_pipe(self, run: _Run, fd: int) -> None:
         chunk = os.read(fd, _READ_SIZE)
@@ -693,15 +690,8 @@ class Service:
             with contextlib.suppress(ProcessLookupError):
                 signals.pidfd_send_signal(self._pidfd, signals.SIGKILL)
         elif not self.final:
-            kill = Signal(
-                id=self.channel.protocol.next_id(),
-                target=run.exec_id,
-                sig=signals.SIGKILL,
-                tree=True,
-            )
-            with contextlib.suppress(errors.ContainerDiedError):
-                self.channel.send(kill)
-            self.channel.forget(kill.id)
+            # Docker restarts the whole container: nothing of this run survives into the next.
+            sessionkill.kill_session(self.init_pid, run.pid)
 
     def _next_delay(self, run: _Run) -> float:
         """Docker's delay before a restart: 100 ms, doubled each time, at most a minute; back
@@ -734,9 +724,10 @@ class Service:
 
     def _close_fds(self) -> None:
         self._close_thread_fds()
-        if self._wake >= 0:
-            fd, self._wake = self._wake, -1
-            os.close(fd)
+        with self._lock:
+            if self._wake >= 0:
+                fd, self._wake = self._wake, -1
+                os.close(fd)
 
 
 def _consume(eventfd: int) -> None:
