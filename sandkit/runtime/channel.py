@@ -117,7 +117,12 @@ class ControlChannel:
                     if slot.replies:
                         break
                     while not self._receive_one():
-                        await anyio.wait_readable(self.sock)
+                        try:
+                            await anyio.wait_readable(self.sock)
+                        except anyio.ClosedResourceError:  # closed by another task: see close()
+                            raise ContainerDiedError(
+                                self._dead or "the channel was closed"
+                            ) from None
             finally:
                 with self._readers_lock:
                     self._loop_readers -= 1
@@ -279,6 +284,10 @@ class ControlChannel:
         # the init (EOF) and wakes that thread.
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+        # A task on the loop waiting for it to be readable would never wake once it is closed
+        # (the fd leaves the loop's epoll set): it is told, and fails with ContainerDiedError.
+        with contextlib.suppress(RuntimeError):  # not on an event loop's thread: no such task
+            anyio.notify_closing(self.sock)
         self.sock.close()
 
 

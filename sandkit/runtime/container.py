@@ -412,12 +412,12 @@ class AsyncContainer:
                 await self._start_fresh(setup)
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             self._forwarder.start()
-            self._start_health_checks()
             if self._membership is not None and self._network_record is not None:
                 self._joined[self._network_record.name] = Joined(self._membership, "eth0")
                 self._next_iface = 1
             if main_argv is not None:
                 await self._start_main(main_argv)
+                self._start_health_checks()
         except BaseException as exc:
             await self._teardown(kill=True)
             if isinstance(exc, errors.ContainerDiedError):  # a spare that died, taken
@@ -1528,13 +1528,10 @@ class AsyncContainer:
         return None if self._health_state is None else self._health_state.to_docker()
 
     def _start_health_checks(self) -> None:
-        """Start the health check's thread, when there is a main process to check (Docker
-        checks only containers whose main process runs)."""
-        if self._has_main_process():
+        """Start the health check's thread beside the main process (Docker checks only
+        containers whose main process runs)."""
+        if self._service is not None:
             start_health_checks(self)
-
-    def _has_main_process(self) -> bool:
-        return bool(self.options.get("run"))
 
     # -- plumbing (also used by the internal interface at the end of this module) ------------
 
@@ -1665,6 +1662,13 @@ class ProcessLink:
 
 
 # -- for readiness.py and health.py ------------------------------------------------------------
+
+
+def main_ended(container: AsyncContainer) -> str | None:
+    """Why the container no longer runs when its main process has ended for good (its exit
+    status and last output), else None."""
+    main = container._service
+    return None if main is None or container._stopped else main.stopped_reason()
 
 
 async def open_in_container(container: AsyncContainer, path: str) -> int:
