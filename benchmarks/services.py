@@ -17,7 +17,9 @@ entered the daemon's network namespace, where its published ports are. The "post
 include a first start (the entrypoint's initdb, in both); the "postgres-data" rounds start on
 the data a named volume kept from the round before (a database kept between test sessions),
 each side its own volume. Rounds alternate between the two sides; printed are the medians and
-the ratio (target: sandkit at most a tenth of Docker's).
+the ratios (target: sandkit at most a tenth of Docker's), of the time to the first answer and
+of the time until the container runs (`start()` returned, `docker run -d` returned): what is
+left between the two is mostly the service's own start, the same program in both.
 """
 
 from __future__ import annotations
@@ -106,7 +108,15 @@ def until_answered(query: Callable[[str, int], object], host: str, port: int) ->
 # --- sandkit ---------------------------------------------------------------------------------
 
 
-def sandkit_round(image: sandkit.Image, service: Service, volume: str | None) -> float:
+class Round(NamedTuple):
+    """Seconds from the start of a round until the container runs (`start()` or `docker run -d`
+    returned) and until the first answered query."""
+
+    running: float
+    answered: float
+
+
+def sandkit_round(image: sandkit.Image, service: Service, volume: str | None) -> Round:
     mounts = [f"{volume}:{service.data}"] if volume else []
     started = time.perf_counter()
     container = sandkit.Container(
@@ -114,8 +124,9 @@ def sandkit_round(image: sandkit.Image, service: Service, volume: str | None) ->
     )
     try:
         container.start()
+        running = time.perf_counter() - started
         until_answered(service.query, *container.port(service.port))
-        return time.perf_counter() - started
+        return Round(running, time.perf_counter() - started)
     finally:
         container.stop()
         prespawn.drain()  # no spare made in the background slows Docker's next round
@@ -152,7 +163,7 @@ class InNetns:
 
 def docker_round(
     daemon: dockerd.Daemon, netns: InNetns, tag: str, service: Service, volume: str | None
-) -> float:
+) -> Round:
     name = f"sandkit-bench-{uuid.uuid4().hex[:12]}"
     host_port = free_port_in(netns)
     env_flags = [flag for key, value in service.env.items() for flag in ("-e", f"{key}={value}")]
@@ -163,8 +174,9 @@ def docker_round(
     started = time.perf_counter()
     try:
         subprocess.run(argv, env=daemon.env, check=True, capture_output=True, timeout=120)
+        running = time.perf_counter() - started
         netns.call(until_answered, service.query, "127.0.0.1", host_port)
-        return time.perf_counter() - started
+        return Round(running, time.perf_counter() - started)
     finally:
         # Stopped with the image's StopSignal first, as sandkit's stop does: a database then
         # shuts down cleanly and its next start on the same data needs no recovery.
@@ -203,8 +215,8 @@ def volumes(daemon: dockerd.Daemon, service: Service) -> Iterator[tuple[str | No
 # --- the run ---------------------------------------------------------------------------------
 
 
-def measure(names: list[str], rounds: int) -> dict[str, tuple[float, float]]:
-    """Median seconds of each service's sandkit and Docker rounds, alternated."""
+def measure(names: list[str], rounds: int) -> dict[str, tuple[Round, Round]]:
+    """The medians of each service's sandkit and Docker rounds, alternated."""
     archives = {name: service_images.ensure(SERVICES[name].image) for name in names}
     results = {}
     with dockerd.private_dockerd(netns=True) as daemon:
@@ -225,10 +237,14 @@ def measure(names: list[str], rounds: int) -> dict[str, tuple[float, float]]:
                     for _ in range(rounds):
                         ours.append(sandkit_round(image, service, our_volume))
                         theirs.append(docker_round(daemon, netns, tag, service, their_volume))
-                results[name] = (statistics.median(ours), statistics.median(theirs))
+                results[name] = (median(ours), median(theirs))
         finally:
             netns.close()
     return results
+
+
+def median(rounds: list[Round]) -> Round:
+    return Round(*(statistics.median(column) for column in zip(*rounds, strict=True)))
 
 
 def main() -> int:
@@ -245,12 +261,20 @@ def main() -> int:
     if os.geteuid() != 0:
         parser.error("run as root: the private dockerd and the images' build need it")
     results = measure(names, args.rounds)
-    print(f"\ntime from start to the first answered query, median of {args.rounds} rounds")
-    print(f"{'service':14} {'sandkit ms':>11} {'docker run ms':>14} {'sandkit/docker':>15}")
+    print(f"\nmilliseconds from the start of a round, median of {args.rounds} rounds")
+    print(
+        f"{'service':14} {'first answer: sandkit':>21} {'docker':>8} {'ratio':>6}"
+        f"   {'container running: sandkit':>26} {'docker':>8} {'ratio':>6}"
+    )
     for name, (ours, theirs) in results.items():
-        ratio = ours / theirs
-        met = "target met" if ratio <= TARGET_RATIO else f"target {TARGET_RATIO:g} not met"
-        print(f"{name:14} {ours * 1000:11.1f} {theirs * 1000:14.1f} {ratio:15.3f}  {met}")
+        answered = ours.answered / theirs.answered
+        running = ours.running / theirs.running
+        met = "target met" if answered <= TARGET_RATIO else f"(target {TARGET_RATIO:g})"
+        print(
+            f"{name:14} {ours.answered * 1000:21.1f} {theirs.answered * 1000:8.1f} "
+            f"{answered:6.3f}   {ours.running * 1000:26.1f} {theirs.running * 1000:8.1f} "
+            f"{running:6.3f}  {met}"
+        )
     return 0
 
 
