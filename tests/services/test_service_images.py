@@ -109,6 +109,19 @@ def test_a_cached_image_is_not_built_again_and_a_new_recipe_replaces_the_old(
     assert _cache_entries(empty_cache) == [second.name]
 
 
+def test_a_cache_others_may_write_to_is_refused(empty_cache, monkeypatch):
+    """Root and dockerd load what is there: nobody else may put an archive there."""
+    calls: list[str] = []
+    monkeypatch.setattr(service_images, "build", _fake_build(calls))
+    service_images.ensure("redis")
+    empty_cache.chmod(0o777)
+    with pytest.raises(RuntimeError, match="another user could plant an image there"):
+        service_images.cached("redis")
+    with pytest.raises(RuntimeError, match="chmod go-w"):
+        service_images.ensure("redis", rebuild=True)
+    assert calls == ["redis"]
+
+
 def test_two_builds_at_once_build_once(empty_cache, monkeypatch):
     """The second waits on the lock, then finds the first one's archive."""
     calls: list[str] = []
