@@ -85,7 +85,8 @@ class Container:
 
     @property
     def running(self) -> bool:
-        """True between `start` and `stop`, while the container's init is alive."""
+        """True between `start` and `stop`, while the container's init is alive (with ``run=``:
+        until its main process ended for good)."""
         return self._core.running
 
     def start(self) -> Self:

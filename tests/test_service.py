@@ -536,10 +536,12 @@ def _rootless_service(busybox_dir: str) -> dict[str, object]:
         status = c.wait(timeout=30)
         running, logs = c.running, c.logs()
         left = processes_named("sleep 987654")
+    # each run counts what the last one left running (killed from the host before a restart)
+    counting = "echo $(ps -o args | grep -c '^sleep 987655'); sleep 987655 & exit 1"
     with sandkit.Container(
-        img, run=["sh", "-c", "echo x; exit 1"], entrypoint=[], restart="on-failure:2"
+        img, run=["sh", "-c", counting], entrypoint=[], restart="on-failure:2"
     ) as c:
-        restarted = (c.wait(timeout=30), c.restart_count)
+        restarted = (c.wait(timeout=30), c.restart_count, c.logs())
     with sandkit.Container(img, run=["sleep", "1000"], entrypoint=[]) as c:
         pass
     return {
@@ -560,7 +562,7 @@ def test_rootless_services(busybox_dir, as_unprivileged):
         "running": False,
         "logs": b"foo bar\n/home\nroot\na\n",
         "left": [],
-        "restarted": (1, 2),
+        "restarted": (1, 2, b"0\n0\n0\n"),
         "stopped": 143,
         "threads": 0,
     }

@@ -353,7 +353,8 @@ class AsyncContainer:
 
     @property
     def running(self) -> bool:
-        """True between `start` and `stop`, while the container's init is alive."""
+        """True between `start` and `stop`, while the container's init is alive; with a main
+        process (``run=``), until it ended for good (then the container has stopped)."""
         return (
             self._channel is not None
             and not self._stopped
