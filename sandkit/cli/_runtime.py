@@ -21,6 +21,8 @@ and its users in the CLI together.
   has its init open (copy.py).
 - `resolve_image`, `HOST_IMAGE`: how a container resolves the image it is given ("host", a
   store reference or an Image); `sandkit run` resolves its IMAGE argument the same way, once.
+- `start_health_checks`, `parse_go_duration`: a detached container's supervisor runs the health
+  check beside the main process it starts itself; `run --health-*` reads Go durations.
 
 Import this module inside the commands that need it, not at the top of a command module: it
 brings the protocol's modules (msgpack), which `sandkit images` or `sandkit ps` never use
@@ -30,7 +32,8 @@ brings the protocol's modules (msgpack), which `sandkit images` or `sandkit ps` 
 from __future__ import annotations
 
 from ..runtime import copy
-from ..runtime.container import copy_side, open_for_copy, resolve_image
+from ..runtime.container import copy_side, open_for_copy, resolve_image, start_health_checks
+from ..runtime.health import parse_go_duration
 from ..runtime.mounts import Mount
 from ..runtime.options import ContainerOptions
 from ..runtime.plan import HOST_IMAGE
@@ -47,8 +50,10 @@ __all__ = [
     "copy",
     "copy_side",
     "open_for_copy",
+    "parse_go_duration",
     "parse_port",
     "resolve_image",
     "set_nonblocking",
+    "start_health_checks",
     "wait_ready",
 ]

@@ -14,6 +14,7 @@ dead supervisor means a stopped container, and `ps` can tell by looking at the p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -190,8 +191,14 @@ def write_health(directory: Path, report: dict[str, Any]) -> None:
     """Replace health.json at once: the health check's thread writes it, apart from state.json,
     which the supervisor's loop rewrites (read, change, write) at the same time."""
     tmp = directory / f".health.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(report))
-    os.replace(tmp, directory / HEALTH_FILE)
+    try:
+        tmp.write_text(json.dumps(report))
+        os.replace(tmp, directory / HEALTH_FILE)
+    except OSError:
+        # No room, or the state directory is going: the checks go on, the next result is
+        # written again (a health report is worth no failure of the container).
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def process_start_time(pid: int) -> int | None:

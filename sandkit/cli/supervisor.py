@@ -34,8 +34,8 @@ from .. import errors
 from ..aio import AsyncContainer, AsyncInput, AsyncOutput, AsyncProcess
 from ..images.config import ImageConfig, stop_signal
 from ..images.image import Image
-from ..runtime.container import start_health_checks
 from . import control, exitcodes, state
+from ._runtime import start_health_checks
 from .attach import OUTPUT_GRACE
 from .control import LOG_HEADER, STOP_TIMEOUT
 from .spec import RunSpec
