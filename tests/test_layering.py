@@ -25,6 +25,7 @@ LAYER_OF = {
     "sandkit.errors": "errors",
     "sandkit.home": "base",
     "sandkit.sizes": "base",
+    "sandkit.idmap": "base",
     "sandkit.ipc": "ipc",
     "sandkit.security": "security",
     "sandkit.images": "images",

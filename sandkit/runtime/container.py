@@ -1309,7 +1309,9 @@ class AsyncContainer:
         def opener(path: str, mode: str) -> int:
             return call(self._open_raw, path if path.startswith("/") else "/" + path, mode)
 
-        return copy.ContainerSide(opener, ids)
+        # rootless with a range, the container's users own files we may not touch: see copy.py
+        userns = self._init.pid if len(ids.uids) > 1 else None
+        return copy.ContainerSide(opener, ids, userns=userns)
 
     async def _open_raw(self, path: str, mode: str) -> int:
         return await self._open(path, mode, raw=True)
