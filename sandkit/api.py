@@ -19,12 +19,14 @@ from .runtime.container import (
     ImageSource,
     copy_side,
     exec_on_this_thread,
+    main_process,
 )
 from .runtime.forward import Binding
 from .runtime.mounts import Mount
 from .runtime.options import ContainerOptions
 from .runtime.process import AsyncInput, AsyncProcess, wait_ready
 from .runtime.results import ExecResult
+from .runtime.service import log_view
 from .security.seccomp import SeccompSpec
 
 if TYPE_CHECKING:
@@ -92,9 +94,11 @@ class Container:
         _portal.run(self._core.start)
         return self
 
-    def stop(self) -> None:
-        """Stop every process in the container and remove all trace of it; safe to call again."""
-        _portal.run(self._core.stop)
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every process in the container and remove all trace of it; safe to call again.
+        A main process (``run=``) gets its StopSignal first and ``timeout`` s (default 10) to
+        end, as with ``docker stop``."""
+        _portal.run(functools.partial(self._core.stop, timeout))
 
     def kill(self) -> None:
         """Like `stop`, but SIGKILL the container's init at once instead of letting it kill its
@@ -165,6 +169,50 @@ class Container:
             seccomp=seccomp,
         )
         return Process(_portal.run(call))
+
+    # -- the main process (run=) --------------------------------------------------------------
+    # (its logs and exit are read from the container's service thread: no call into the loop)
+
+    def logs(
+        self,
+        *,
+        stdout: bool = True,
+        stderr: bool = True,
+        timestamps: bool = False,
+        tail: int | None = None,
+    ) -> bytes:
+        """What the main process printed so far (the ring keeps the last ``log_size`` bytes);
+        see `AsyncContainer.logs`."""
+        view = log_view(stdout=stdout, stderr=stderr, timestamps=timestamps, tail=tail)
+        return main_process(self._core).logs(view, tail)
+
+    def logs_stream(
+        self,
+        *,
+        follow: bool = True,
+        stdout: bool = True,
+        stderr: bool = True,
+        timestamps: bool = False,
+        tail: int | None = None,
+    ) -> Iterator[bytes]:
+        """The output as chunks, then (``follow``) as it comes until the main process has ended
+        for good: ``for chunk in c.logs_stream(): ...``."""
+        view = log_view(stdout=stdout, stderr=stderr, timestamps=timestamps, tail=tail)
+        return main_process(self._core).stream(view, tail, follow)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the main process to end for good and return its exit status (128 + N for
+        signal N); `TimeoutError` after ``timeout`` s."""
+        return main_process(self._core).wait_blocking(timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the main process's output, decoded ("" without one)."""
+        return self._core.log_tail(lines)
+
+    @property
+    def restart_count(self) -> int:
+        """How many times ``restart=`` started the main process again."""
+        return self._core.restart_count
 
     def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         """Create or replace the file ``path`` in the container with ``data`` (text is written as

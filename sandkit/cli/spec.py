@@ -89,7 +89,8 @@ class RunSpec:
     def from_json(cls, data: dict[str, Any]) -> RunSpec:
         """The spec that `to_json` wrote: the container's options are picked out of the flat
         object by name."""
-        names = ContainerOptions.__optional_keys__
+        # (a name that is both, such as entrypoint, is the spec's: `to_json` wrote it so)
+        names = ContainerOptions.__optional_keys__ - {f.name for f in attrs.fields(cls)}
         container = cast(ContainerOptions, {k: v for k, v in data.items() if k in names})
         container["mounts"] = [Mount(**m) for m in data.get("mounts", ())]
         if rlimits := data.get("rlimits"):

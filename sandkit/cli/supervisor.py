@@ -32,7 +32,7 @@ import attrs
 
 from .. import errors
 from ..aio import AsyncContainer, AsyncInput, AsyncOutput, AsyncProcess
-from ..images.image import Image
+from ..runtime.service import stop_signal
 from . import control, exitcodes, state
 from .attach import OUTPUT_GRACE
 from .control import LOG_HEADER, STOP_TIMEOUT
@@ -300,20 +300,6 @@ async def _log_stream(source: AsyncOutput | None, stream: int, log_fd: int) -> N
         os.write(log_fd, LOG_HEADER.pack(stream, len(chunk)) + chunk)
 
 
-def _stop_signal(image: Image | str) -> int:
-    name = image.config.stop_signal if isinstance(image, Image) else ""
-    if not name:
-        return signal.SIGTERM
-    try:
-        return (
-            int(name)
-            if name.isdigit()
-            else signal.Signals["SIG" + name.upper().removeprefix("SIG")]
-        )
-    except KeyError:
-        return signal.SIGTERM
-
-
 def published(container: AsyncContainer) -> list[dict[str, Any]]:
     """Where each published port landed, for `sandkit port` (the listeners are ours)."""
     return [
@@ -384,7 +370,7 @@ async def supervise(directory: Path, ready_fd: int) -> None:
             )
             _report(ready_fd, {"ok": True})
             ready_fd = -1
-            supervisor = Supervisor(record, container, main, _stop_signal(image), aliases=aliases)
+            supervisor = Supervisor(record, container, main, stop_signal(image), aliases=aliases)
             returncode = await supervisor.run(listener)
         state.write_state(
             directory,

@@ -20,7 +20,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import anyio
 import attrs
@@ -53,6 +53,9 @@ class ControlChannel:
     _readers_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _loop_readers: int = attrs.field(default=0, init=False)
     _thread_reading: bool = attrs.field(default=False, init=False)
+    # Called (on whichever thread read the packet) when a reply for the request id is filed:
+    # how a thread that does not read the socket itself learns of its replies (service.py).
+    _watchers: dict[int, Callable[[], None]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.sock.setblocking(False)
@@ -171,6 +174,22 @@ class ControlChannel:
         finally:
             self.forget(request.id)
 
+    def watch(self, request_id: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a reply for ``request_id`` is filed, until `forget`. It
+        runs on the thread that read the packet: it must be quick and never block."""
+        self._watchers[request_id] = callback
+
+    def reply_nowait(self, request_id: int) -> tuple[Reply, list[int]] | None:
+        """The next reply for ``request_id`` if it has come: filed already, or among the packets
+        waiting on the socket, which this reads (filing the others) when nobody else reads. None
+        otherwise; never blocks. For a thread that is neither the loop's nor a sync caller's."""
+        got = self._take_filed(request_id)
+        if got is None:
+            with self.thread_reader() as mine:
+                if mine:
+                    got = self.reply_blocking(request_id, deadline=0.0)
+        return got
+
     def _take_filed(self, request_id: int) -> tuple[Reply, list[int]] | None:
         if self._dead is not None:
             raise ContainerDiedError(self._dead)
@@ -179,6 +198,7 @@ class ControlChannel:
 
     def forget(self, request_id: int) -> None:
         """Drop a request's slot and close fds nobody will collect."""
+        self._watchers.pop(request_id, None)
         slot = self._slots.pop(request_id, None)
         if slot:
             for _, fds in slot.replies:
@@ -217,6 +237,9 @@ class ControlChannel:
                 os.close(fd)
             return True
         slot.replies.append((reply, kept))
+        watcher = self._watchers.get(reply.id)
+        if watcher is not None:
+            watcher()
         return True
 
     def _die(self, why: str) -> None:

@@ -21,6 +21,7 @@ import attrs
 
 from .. import errors
 from ..home import sandkit_home, scratch_mountpoint
+from ..images.config import ImageConfig
 from ..images.image import Image
 from ..ipc import (
     Connect,
@@ -49,7 +50,7 @@ from ..net import store as net_store
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
-from . import environment, etcfiles, plan, prespawn, startup
+from . import environment, etcfiles, plan, prespawn, service, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .forward import CONNECT_TIMEOUT, Binding, PortForwarder
@@ -269,6 +270,9 @@ class AsyncContainer:
     # An fd of the user namespace to nest a rootless container's under (a network's keeper's),
     # set before start; the caller keeps it open until start returns. See `spawn_init`.
     _parent_userns: int | None = attrs.field(default=None, init=False)
+    # The main process (run=): what the options ask for, and once started the service itself.
+    _service_spec: service.ServiceSpec | None = attrs.field(default=None, init=False)
+    _service: service.Service | None = attrs.field(default=None, init=False)
 
     def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
         check_option_names(options)
@@ -304,6 +308,7 @@ class AsyncContainer:
                 "already (Docker ignores -p there with a warning; sandkit refuses it)"
             )
         self._output_limit(None)
+        self._service_spec = service.ServiceSpec.from_options(options)
         # Checked here, so that bad limits or security options fail before anything is made.
         self._limits = Limits(
             memory=options.get("memory"),
@@ -339,7 +344,12 @@ class AsyncContainer:
     @property
     def running(self) -> bool:
         """True between `start` and `stop`, while the container's init is alive."""
-        return self._channel is not None and not self._stopped and not self._channel.dead
+        return (
+            self._channel is not None
+            and not self._stopped
+            and not self._channel.dead
+            and not (self._service is not None and self._service.final)
+        )
 
     @property
     def rootless(self) -> bool:
@@ -356,6 +366,7 @@ class AsyncContainer:
             raise errors.ContainerError("this container was already started; make a new one")
         try:
             self._resolved = resolve_image(self.image)
+            main_argv = self._main_argv()  # before anything is made: an image with no command
             if isinstance(self._resolved, Image) and self._resolved.id:
                 # A shared lock on the image for the container's life: `image.remove()` refuses
                 # to delete layers a running container has mounted, in any process.
@@ -394,6 +405,8 @@ class AsyncContainer:
             if self._membership is not None and self._network_record is not None:
                 self._joined[self._network_record.name] = Joined(self._membership, "eth0")
                 self._next_iface = 1
+            if main_argv is not None:
+                await self._start_main(main_argv)
         except BaseException as exc:
             await self._teardown(kill=True)
             if isinstance(exc, errors.ContainerDiedError):  # a spare that died, taken
@@ -497,9 +510,16 @@ class AsyncContainer:
             files_to_come=NETWORK_FILES if self._network_record is not None else (),
         )
 
-    async def stop(self) -> None:
-        """Stop every process in the container and remove all trace of it. Idempotent."""
-        await self._teardown(kill=False)
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop every process in the container and remove all trace of it. Idempotent.
+
+        With a main process (``run=``), as ``docker stop``: its image's StopSignal (SIGTERM
+        by default) goes to it first, and it has ``timeout`` seconds (default 10) to end."""
+        try:
+            if self._service is not None and not self._stopped:
+                await self._service.stop(timeout)
+        finally:
+            await self._teardown(kill=False)
 
     async def kill(self) -> None:
         """Like `stop`, but SIGKILLs the init at once instead of letting it kill its processes."""
@@ -532,6 +552,8 @@ class AsyncContainer:
                 spawned.close()
             if resources is not None:
                 resources.destroy()
+            if self._service is not None:
+                await self._service.close()  # its thread takes the last output and ends
         membership, self._membership = self._membership, None
         if membership is not None:
             membership.close()  # the keeper detaches it (and ends with the last container)
@@ -1339,6 +1361,108 @@ class AsyncContainer:
             raise errors.ProtocolError(f"expected 'pong', got {reply!r}")
         return time.perf_counter() - started
 
+    # -- the main process (run=; the work is in service.py) --------------------------------
+
+    def _main_argv(self) -> list[str] | None:
+        """The main process's argv by Docker's rules, or None without ``run``."""
+        if self._service_spec is None:
+            return None
+        resolved = self._resolved
+        return self._service_spec.argv(
+            resolved.config if isinstance(resolved, Image) else ImageConfig()
+        )
+
+    async def _start_main(self, argv: list[str]) -> None:
+        assert self._service_spec is not None and self._init is not None and self._channel
+        main = service.Service(
+            self._service_spec,
+            argv,
+            service.stop_signal(self._resolved or plan.HOST_IMAGE),
+            self._channel,
+            self._main_request,
+            self._init.pid,
+            self._init.pidfd,
+        )
+        await main.start()
+        self._service = main
+
+    def _main_request(self, argv: Sequence[str]) -> Exec:
+        # The container's env, workdir and user over the image's, as for any exec (Docker's).
+        return self._exec_request(
+            argv,
+            env=None,
+            workdir=None,
+            user=None,
+            tty=False,
+            rows=0,
+            cols=0,
+            seccomp="default",
+            stdio="fds",
+        )
+
+    def _raise_if_main_ended(self) -> None:
+        reason = None if self._stopped or self._service is None else self._service.stopped_reason()
+        if reason is not None:
+            raise errors.ContainerNotRunningError(
+                f"container {self.id[:12]} has stopped: {reason}"
+            ) from None
+
+    def _main_process(self) -> service.Service:
+        if self._service is None:
+            if self._service_spec is not None:
+                self._live_channel()  # not started (or its start failed): says so
+            raise errors.ContainerError(
+                f"container {self.id[:12]} has no main process, so no logs or exit status: "
+                "start it with run=True (the image's Entrypoint and Cmd) or run=[...]"
+            )
+        return self._service
+
+    async def logs(
+        self,
+        *,
+        stdout: bool = True,
+        stderr: bool = True,
+        timestamps: bool = False,
+        tail: int | None = None,
+    ) -> bytes:
+        """What the main process (``run=``) printed so far, as far as the ring keeps it
+        (``log_size``, 1 MiB by default): stdout and/or stderr, each line after its RFC 3339
+        time with ``timestamps`` (as ``docker logs -t``), only the last ``tail`` lines."""
+        view = service.log_view(stdout=stdout, stderr=stderr, timestamps=timestamps, tail=tail)
+        return self._main_process().logs(view, tail)
+
+    async def logs_stream(
+        self,
+        *,
+        follow: bool = True,
+        stdout: bool = True,
+        stderr: bool = True,
+        timestamps: bool = False,
+        tail: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """`logs` as chunks, then (``follow``) what the main process prints, as it comes, until
+        it has ended (for good: restarts go on) and all of it was given: ``async for chunk in
+        c.logs_stream(): ...``. Stop iterating to stop following."""
+        view = service.log_view(stdout=stdout, stderr=stderr, timestamps=timestamps, tail=tail)
+        async for chunk in self._main_process().astream(view, tail, follow):
+            yield chunk
+
+    async def wait(self, timeout: float | None = None) -> int:
+        """Wait for the main process to end for good (no restart follows) and return its exit
+        status: its code, or 128 + N when signal N ended it (Docker's). `TimeoutError` after
+        ``timeout`` seconds (it keeps running)."""
+        return await self._main_process().wait(timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the main process's output (both streams), decoded, for
+        error messages; "" when the container has no main process."""
+        return "" if self._service is None else self._service.tail(lines)
+
+    @property
+    def restart_count(self) -> int:
+        """How many times the restart policy (``restart=``) started the main process again."""
+        return 0 if self._service is None else self._service.restart_count
+
     # -- plumbing (also used by the internal interface at the end of this module) ------------
 
     async def _request(
@@ -1365,8 +1489,10 @@ class AsyncContainer:
             raise errors.ContainerNotRunningError(
                 "the container was stopped while this process was running"
             ) from None
+        self._raise_if_main_ended()
 
     def _live_channel(self) -> ControlChannel:
+        self._raise_if_main_ended()
         if self._channel is None or self._stopped:
             state = "has been stopped" if self._stopped else "is not started"
             raise errors.ContainerNotRunningError(
@@ -1411,6 +1537,12 @@ def exec_on_this_thread(
         flow = container._captured_exec(argv, input, limit, timeout, **options)
         outcome = container._drive_blocking(channel, flow)
     return finished(outcome, argv, timeout, check, started)
+
+
+def main_process(container: AsyncContainer) -> service.Service:
+    """The container's main process (``run=``), for the sync API's logs and wait, which block
+    the caller's thread rather than the loop; `ContainerError` when it has none."""
+    return container._main_process()
 
 
 def copy_side(container: AsyncContainer, call: Callable[..., Any]) -> copy.ContainerSide:

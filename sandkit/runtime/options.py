@@ -95,6 +95,24 @@ class ContainerOptions(TypedDict, total=False):
     """Capabilities added to Docker's default set ("NET_ADMIN", "ALL", ...)."""
     cap_drop: Sequence[str]
     """Capabilities removed from Docker's default set ("NET_RAW", "ALL", ...)."""
+    # -- the main process (service.py) --
+    run: bool | Sequence[str]
+    """Start the image's program as the container's main process (True: its Entrypoint + Cmd,
+    by Docker's rules; a list: that Cmd instead), with the image's Env, WorkingDir and User
+    (``env``, ``workdir``, ``user`` override them). Its output is kept (``logs()``), its end
+    waited for (``wait()``), and the container stops when it ends. Default False: no main
+    process, only what ``exec``/``spawn`` start."""
+    entrypoint: str | Sequence[str] | None
+    """Replaces the image's Entrypoint (as ``docker run --entrypoint``; then the image's Cmd
+    is dropped too); "" or [] clears it. Needs ``run``."""
+    restart: str
+    """What happens when the main process ends, as ``docker run --restart``: "no" (the
+    default: the container stops), "on-failure" or "on-failure:N" (a non-zero exit starts it
+    again, at most N times), "always" and "unless-stopped" (every end does), after Docker's
+    delays (100 ms, doubling, at most a minute)."""
+    log_size: int | str
+    """Bytes of the main process's latest output kept for ``logs()`` (a ring: older output
+    goes). Default "1m"."""
     seccomp: SeccompSpec
     """The seccomp profile: "default" (the default, at least as strict as Docker's), None or
     "unconfined" (no filter), a Docker JSON profile (a dict, JSON text or a file path), or a
