@@ -6,9 +6,10 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import signal as signals
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, BinaryIO, Self, TypedDict, Unpack, cast
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypedDict, Unpack, cast
 
 from . import _portal
 from .images.image import Image
@@ -335,6 +336,51 @@ class Container:
         cgroup: a limit (``memory``, ``cpus``, ``pids_limit``...) or ``accounting=True``, else
         `ContainerError`."""
         return self._core.stats()
+
+    # -- readiness and health (issue 18 item 2) --------------------------------------------
+
+    def wait_for_port(self, port: int, *, timeout: float = 30.0, proto: str = "tcp") -> None:
+        """Wait until something in the container listens on ``port``; see
+        `AsyncContainer.wait_for_port`."""
+        _portal.run(functools.partial(self._core.wait_for_port, port, timeout=timeout, proto=proto))
+
+    def wait_for_log(
+        self, pattern: str | bytes | re.Pattern[Any], *, timeout: float = 30.0, times: int = 1
+    ) -> None:
+        """Wait until the main process's output matches ``pattern`` ``times`` times; see
+        `AsyncContainer.wait_for_log`."""
+        _portal.run(
+            functools.partial(self._core.wait_for_log, pattern, timeout=timeout, times=times)
+        )
+
+    def wait_for_http(
+        self,
+        path: str = "/",
+        *,
+        port: int,
+        status: int | Callable[[int], bool] = 200,
+        timeout: float = 30.0,
+    ) -> None:
+        """Wait until ``GET path`` on the container's ``port`` answers ``status``; see
+        `AsyncContainer.wait_for_http`."""
+        call = functools.partial(
+            self._core.wait_for_http, path, port=port, status=status, timeout=timeout
+        )
+        _portal.run(call)
+
+    def wait_for_exec(self, argv: Sequence[str], *, timeout: float = 30.0) -> None:
+        """Wait until ``argv`` exits 0 in the container; see `AsyncContainer.wait_for_exec`."""
+        _portal.run(functools.partial(self._core.wait_for_exec, argv, timeout=timeout))
+
+    @property
+    def health(self) -> str | None:
+        """The health check's state: "starting", "healthy", "unhealthy", or None without one; see
+        `AsyncContainer.health`."""
+        return self._core.health
+
+    def health_report(self) -> dict[str, Any] | None:
+        """State.Health as `docker inspect` shows it; see `AsyncContainer.health_report`."""
+        return self._core.health_report()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "not running"

@@ -39,6 +39,8 @@ __all__ = [  # noqa: RUF022 - in the order of the class hierarchy below
     "CgroupError",
     "FileTooLargeError",
     "CopyError",
+    "WaitTimeoutError",
+    "ReadinessSpecError",
     "ExecStartError",
     "CommandNotFoundError",
     "CommandNotExecutableError",
@@ -206,6 +208,19 @@ class FileTooLargeError(ContainerError):
 class CopyError(ContainerError):
     """A copy into or out of a container (``copy_in``, ``copy_out``, ``sandkit cp``) was refused or
     failed: the message names the path, the cause and the fix, and what was written, if anything."""
+
+
+# --- readiness and health (`wait_for_*`, healthcheck=) ---------------------------------------
+
+
+class WaitTimeoutError(ContainerError, TimeoutError):
+    """A ``wait_for_*`` did not see what it waited for in time; the message names what was awaited
+    and ends with the service's last log lines."""
+
+
+class ReadinessSpecError(ContainerError, ValueError):
+    """A readiness wait or health check given by the caller is malformed (a port, a pattern, a
+    duration, a ``healthcheck=`` key)."""
 
 
 # --- processes inside a container ------------------------------------------------------------

@@ -162,7 +162,13 @@ def _ps_row(record: state.Record, no_trunc: bool) -> dict[str, str]:
 
 def _status_text(record: state.Record, now: float) -> str:
     if record.status == "running":
-        return "Up " + output.human_duration(now - record.state.get("started_at", now))
+        up = "Up " + output.human_duration(now - record.state.get("started_at", now))
+        health = record.health
+        if health is None:
+            return up
+        # Docker's State.String(): "(health: starting)", "(healthy)", "(unhealthy)".
+        status = health.get("Status")
+        return f"{up} (health: starting)" if status == "starting" else f"{up} ({status})"
     if record.status == "created":
         return "Created"
     code = record.exit_code
@@ -195,6 +201,7 @@ def inspect_record(record: state.Record) -> dict[str, Any]:
             "Error": record.state.get("error", ""),
             "StartedAt": _iso(record.state.get("started_at")),
             "FinishedAt": _iso(record.state.get("finished_at")),
+            **({"Health": record.health} if record.health is not None else {}),
         },
         "Image": record.config.get("image", ""),
         "Name": "/" + record.name,

@@ -153,6 +153,71 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
         metavar="OPT",
         help="seccomp=PROFILE.json|unconfined, or no-new-privileges (always on)",
     )
+    _add_health_options(p)
+
+
+# --- health checks (issue 18 item 2) ----------------------------------------------------------
+
+# Docker's --health-* flags that take a duration, and the healthcheck= key each one sets.
+_HEALTH_DURATIONS = {
+    "--health-interval": "interval",
+    "--health-timeout": "timeout",
+    "--health-start-period": "start_period",
+    "--health-start-interval": "start_interval",
+}
+
+
+def _add_health_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--health-cmd", metavar="STRING", help="command to run to check health")
+    helps = {
+        "interval": "time between running the check (ms|s|m|h) (default 0s: the image's, or 30s)",
+        "timeout": "maximum time to allow one check to run (ms|s|m|h) (default 0s: 30s)",
+        "start_period": "start period for the container to initialize before starting "
+        "health-retries countdown (ms|s|m|h) (default 0s)",
+        "start_interval": "time between running the check during the start period "
+        "(ms|s|m|h) (default 0s: 5s)",
+    }
+    for flag, key in _HEALTH_DURATIONS.items():
+        p.add_argument(flag, metavar="DURATION", default="0s", help=helps[key])
+    p.add_argument(
+        "--health-retries",
+        type=int,
+        default=0,
+        metavar="INT",
+        help="consecutive failures needed to report unhealthy (default 0: the image's, or 3)",
+    )
+    p.add_argument(
+        "--no-healthcheck", action="store_true", help="disable any container-specified HEALTHCHECK"
+    )
+
+
+def healthcheck(args: argparse.Namespace) -> dict[str, object] | None:
+    """The ``healthcheck=`` option of the --health-* flags, read as ``docker run`` reads them
+    (Go durations; none given: None, the image's check as it is)."""
+    from ..runtime.health import parse_go_duration
+
+    wanted: dict[str, object] = {}
+    for flag, key in _HEALTH_DURATIONS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        try:
+            seconds = parse_go_duration(value)
+        except ValueError as exc:
+            raise UsageError(f'invalid argument "{value}" for "{flag}" flag: {exc}') from None
+        if seconds < 0:
+            raise UsageError(f"{flag} cannot be negative")
+        if seconds:
+            wanted[key] = seconds
+    if args.health_retries < 0:
+        raise UsageError("--health-retries cannot be negative")
+    if args.health_retries:
+        wanted["retries"] = args.health_retries
+    if args.health_cmd:
+        wanted["test"] = ["CMD-SHELL", args.health_cmd]
+    if args.no_healthcheck:
+        if wanted:
+            raise UsageError("--no-healthcheck conflicts with --health-* options")
+        return {"test": ["NONE"]}
+    return wanted or None
 
 
 # --- environment ---------------------------------------------------------------------------------

@@ -63,6 +63,9 @@ class RunSpec:
             cap_drop=list(args.cap_drop),
             seccomp=None if seccomp == "unconfined" else seccomp,
         )
+        health = options.healthcheck(args)
+        if health is not None:  # else the image's own check, as it is
+            container["healthcheck"] = health
         egress = options.egress(args.egress)
         if egress is not None:  # else the default ("all" on a network; refused without one)
             container["egress"] = egress

@@ -2,6 +2,7 @@
 
     config.json      the RunSpec, the resolved command, name, image, creation time (written once)
     state.json       status, supervisor pid (+ its start time), exit code, times (replaced atomically)
+    health.json      State.Health, with a health check (replaced atomically by its thread)
     control.sock     the supervisor's socket (exists while it runs)
     log              the main process's output, in Docker's multiplexed frame format
     supervisor.log   the supervisor's own stderr, for when something goes wrong
@@ -28,6 +29,8 @@ from .. import errors
 from ..home import private_home, private_subdir
 
 _ID = re.compile(r"^[0-9a-f]{64}$")
+# State.Health of a container with a health check (see write_health).
+HEALTH_FILE = "health.json"
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 # Docker names containers adjective_noun; these word lists are sandkit's own.
@@ -149,6 +152,12 @@ class Record:
         code = self.state.get("exit_code")
         return int(code) if code is not None else None
 
+    @property
+    def health(self) -> dict[str, Any] | None:
+        """State.Health as the supervisor last wrote it (health.json), None without a health
+        check."""
+        return _read_json(self.dir / HEALTH_FILE) or None
+
     def reload(self) -> Record:
         """The record as the state directory says now."""
         return load(self.dir)
@@ -175,6 +184,14 @@ def write_state(directory: Path, **state: Any) -> None:
     tmp = directory / f".state.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(current))
     os.replace(tmp, directory / "state.json")
+
+
+def write_health(directory: Path, report: dict[str, Any]) -> None:
+    """Replace health.json at once: the health check's thread writes it, apart from state.json,
+    which the supervisor's loop rewrites (read, change, write) at the same time."""
+    tmp = directory / f".health.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(report))
+    os.replace(tmp, directory / HEALTH_FILE)
 
 
 def process_start_time(pid: int) -> int | None:

@@ -32,6 +32,7 @@ import attrs
 
 from .. import errors
 from ..aio import AsyncContainer, AsyncInput, AsyncOutput, AsyncProcess
+from ..runtime.container import start_health_checks
 from ..runtime.service import stop_signal
 from . import control, exitcodes, state
 from .attach import OUTPUT_GRACE
@@ -358,6 +359,10 @@ async def supervise(directory: Path, ready_fd: int) -> None:
         async with container:
             main = await container.spawn(
                 record.config["command"], stdin=spec.interactive, tty=spec.tty
+            )
+            # Health checks (issue 18 item 2) run while the main process does.
+            start_health_checks(
+                container, lambda health: state.write_health(directory, health.to_docker())
             )
             aliases = {name: list(spec.options.get("aliases", ())) for name in container.networks}
             state.write_state(

@@ -19,6 +19,9 @@ class ImageConfig:
     exposed_ports: tuple[str, ...] = ()
     labels: dict[str, str] = attrs.field(factory=dict)
     stop_signal: str = ""
+    # Healthcheck as the config has it (Test, Interval...: nanoseconds); checked where it is
+    # used (runtime/health.py), so that a malformed one fails the container, not the image.
+    healthcheck: dict[str, Any] | None = None
 
     @classmethod
     def from_oci(cls, config: dict[str, Any] | None) -> ImageConfig:
@@ -42,6 +45,7 @@ class ImageConfig:
             exposed_ports=tuple(sorted((config.get("ExposedPorts") or {}).keys())),
             labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
             stop_signal=str(config.get("StopSignal") or ""),
+            healthcheck=_healthcheck(config.get("Healthcheck")),
         )
 
     def to_oci(self) -> dict[str, Any]:
@@ -64,7 +68,14 @@ class ImageConfig:
             out["Labels"] = dict(self.labels)
         if self.stop_signal:
             out["StopSignal"] = self.stop_signal
+        if self.healthcheck is not None:
+            out["Healthcheck"] = dict(self.healthcheck)
         return out
+
+
+def _healthcheck(value: object) -> dict[str, Any] | None:
+    """The Healthcheck object of a config (a non-object is none, as a missing one)."""
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else None
 
 
 # --- Docker's rules for turning an image config plus caller overrides into a process ----------

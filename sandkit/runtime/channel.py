@@ -29,6 +29,9 @@ from ..errors import ContainerDiedError, ProtocolError
 from ..ipc import MAX_FDS, MAX_PACKET, Connection, Error, Reply, Request
 
 _FD_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+# How long a thread other than the loop's and the sync caller's reads the socket at a time
+# (`reply_from_thread`) before it lets others have a turn and looks whether to give up.
+_THREAD_TURN = 0.05
 
 
 @attrs.define(eq=False)
@@ -159,18 +162,9 @@ class ControlChannel:
         """Send a request with one reply and wait for it on a thread that is neither the loop's
         nor the sync API caller's (a published port's): it reads the socket itself when nobody
         else does, else waits for the reader to file its reply. None after ``timeout``."""
-        deadline = time.monotonic() + timeout
         self.send(request)
         try:
-            while time.monotonic() < deadline:
-                with self.thread_reader() as mine:
-                    if mine:
-                        return self.reply_blocking(request.id, deadline)
-                got = self._take_filed(request.id)
-                if got is not None:
-                    return got
-                time.sleep(0.0005)  # a loop task reads: it files our reply, or is done soon
-            return None
+            return self.reply_from_thread(request.id, time.monotonic() + timeout)
         finally:
             self.forget(request.id)
 
@@ -189,6 +183,30 @@ class ControlChannel:
                 if mine:
                     got = self.reply_blocking(request_id, deadline=0.0)
         return got
+
+    def reply_from_thread(
+        self,
+        request_id: int,
+        deadline: float | None,
+        give_up: threading.Event | None = None,
+    ) -> tuple[Reply, list[int]] | None:
+        """The next reply for ``request_id``, waited for on such a thread: None at ``deadline``
+        (a `time.monotonic()` value; None: none), or soon after ``give_up`` is set. It reads
+        the socket in short turns, so that a task on the loop never waits long for it."""
+        while give_up is None or not give_up.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return None
+            turn = now + _THREAD_TURN if deadline is None else min(deadline, now + _THREAD_TURN)
+            with self.thread_reader() as mine:
+                got = self.reply_blocking(request_id, turn) if mine else None
+            if got is None:
+                got = self._take_filed(request_id)
+            if got is not None:
+                return got
+            if not mine:
+                time.sleep(0.0005)  # a loop task reads: it files our reply, or is done soon
+        return None
 
     def _take_filed(self, request_id: int) -> tuple[Reply, list[int]] | None:
         if self._dead is not None:

@@ -9,9 +9,11 @@ import functools
 import ipaddress
 import math
 import os
+import re
 import secrets
 import signal as signals
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias, Unpack
@@ -50,7 +52,7 @@ from ..net import store as net_store
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
-from . import environment, etcfiles, plan, prespawn, service, startup
+from . import environment, etcfiles, health, plan, prespawn, readiness, service, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
 from .forward import CONNECT_TIMEOUT, Binding, PortForwarder
@@ -62,6 +64,7 @@ from .outcomes import (
     ExecOutcome,
     communicate,
     exec_failure,
+    exec_result,
     file_error,
     finished,
 )
@@ -273,6 +276,10 @@ class AsyncContainer:
     # The main process (run=): what the options ask for, and once started the service itself.
     _service_spec: service.ServiceSpec | None = attrs.field(default=None, init=False)
     _service: service.Service | None = attrs.field(default=None, init=False)
+    # Readiness and health (issue 18 item 2): the health check's thread while it runs, and its
+    # state, kept after the stop for `health` and `health_report`.
+    _health_monitor: health.HealthMonitor | None = attrs.field(default=None, init=False)
+    _health_state: health.HealthState | None = attrs.field(default=None, init=False)
 
     def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
         check_option_names(options)
@@ -323,6 +330,9 @@ class AsyncContainer:
         self._seccomp_program = seccomp_profiles.resolve_seccomp(
             options.get("seccomp", "default"), self._caps
         )
+        healthcheck = options.get("healthcheck")
+        if healthcheck is not None:
+            health.from_option(healthcheck)  # a malformed one fails before anything is made
 
     @property
     def _network(self) -> str:
@@ -402,6 +412,7 @@ class AsyncContainer:
                 await self._start_fresh(setup)
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             self._forwarder.start()
+            self._start_health_checks()
             if self._membership is not None and self._network_record is not None:
                 self._joined[self._network_record.name] = Joined(self._membership, "eth0")
                 self._next_iface = 1
@@ -530,6 +541,9 @@ class AsyncContainer:
         forwarder, self._forwarder = self._forwarder, None
         if forwarder is not None:
             forwarder.close()  # before the channel: its accepting thread may be using it
+        monitor, self._health_monitor = self._health_monitor, None
+        if monitor is not None:
+            monitor.close()  # likewise: its thread may be running a check
         if self._channel is not None:
             self._channel.close()  # the init sees EOF: it kills everything and exits
             self._channel = None
@@ -1463,6 +1477,64 @@ class AsyncContainer:
         """How many times the restart policy (``restart=``) started the main process again."""
         return 0 if self._service is None else self._service.restart_count
 
+    # -- readiness and health (issue 18 item 2; the work is in readiness.py and health.py) -----
+
+    async def wait_for_port(self, port: int, *, timeout: float = 30.0, proto: str = "tcp") -> None:
+        """Wait until something in the container listens on ``port`` ("tcp" or "udp"), seen from
+        inside (its /proc/net tables): works with network="none" and unpublished ports.
+
+        Raises `WaitTimeoutError` (its message ends with the service's last log lines) after
+        ``timeout`` seconds, and `ContainerNotRunningError` as soon as the container or its main
+        process has ended."""
+        await readiness.wait_for_port(self, port, timeout=timeout, proto=proto)
+
+    async def wait_for_log(
+        self, pattern: str | bytes | re.Pattern[Any], *, timeout: float = 30.0, times: int = 1
+    ) -> None:
+        """Wait until the main process's output (stdout and stderr, as kept by `logs`) matches
+        the regular expression ``pattern`` (str or bytes; multi-line mode) ``times`` times,
+        counted from its start. Errors as `wait_for_port`."""
+        await readiness.wait_for_log(self, pattern, timeout=timeout, times=times)
+
+    async def wait_for_http(
+        self,
+        path: str = "/",
+        *,
+        port: int,
+        status: int | Callable[[int], bool] = 200,
+        timeout: float = 30.0,
+    ) -> None:
+        """Wait until an HTTP/1.1 ``GET path`` to ``port`` on the container's 127.0.0.1 answers
+        ``status`` (an int, or a callable that accepts a status). The connection is made by the
+        container's init, so no port needs to be published. Errors as `wait_for_port`."""
+        await readiness.wait_for_http(self, path, port=port, status=status, timeout=timeout)
+
+    async def wait_for_exec(self, argv: Sequence[str], *, timeout: float = 30.0) -> None:
+        """Wait until ``argv``, run in the container, exits 0 (each try gets what is left of
+        ``timeout``). Errors as `wait_for_port`."""
+        await readiness.wait_for_exec(self, argv, timeout=timeout)
+
+    @property
+    def health(self) -> str | None:
+        """The health check's state, as Docker's: "starting", "healthy" or "unhealthy"; None
+        when the container has no health check (the image has none, it is ["NONE"], or the
+        container has no main process: see ``healthcheck=``)."""
+        return None if self._health_state is None else self._health_state.status
+
+    def health_report(self) -> dict[str, Any] | None:
+        """State.Health as `docker inspect` shows it (Status, FailingStreak, the last 5 checks
+        in Log), or None without a health check."""
+        return None if self._health_state is None else self._health_state.to_docker()
+
+    def _start_health_checks(self) -> None:
+        """Start the health check's thread, when there is a main process to check (Docker
+        checks only containers whose main process runs)."""
+        if self._has_main_process():
+            start_health_checks(self)
+
+    def _has_main_process(self) -> bool:
+        return bool(self.options.get("run"))
+
     # -- plumbing (also used by the internal interface at the end of this module) ------------
 
     async def _request(
@@ -1589,3 +1661,87 @@ class ProcessLink:
         died)."""
         channel = self.container._channel
         return channel is None or channel.dead
+
+
+# -- for readiness.py and health.py ------------------------------------------------------------
+
+
+async def open_in_container(container: AsyncContainer, path: str) -> int:
+    """An fd the init opened for reading on ``path`` (absolute) in the container's root; OSError
+    with the init's errno when it cannot."""
+    return await container._open_raw(path, "r")
+
+
+async def connect_in_container(container: AsyncContainer, proto: str, port: int) -> socket.socket:
+    """A non-blocking socket the init connected to ``port`` on the container's 127.0.0.1;
+    OSError (ECONNREFUSED: nothing listens) when it cannot."""
+    channel = container._live_channel()
+    request = Connect(id=channel.protocol.next_id(), proto=proto, port=port)
+    channel.send(request)
+    try:
+        reply, fds = await container._reply_or_stopped(channel, request.id)
+    finally:
+        channel.forget(request.id)
+    if isinstance(reply, Error):
+        for fd in fds:
+            os.close(fd)
+        raise OSError(reply.errno, reply.msg)
+    if not isinstance(reply, Connected) or len(fds) != 1:
+        raise errors.ProtocolError(f"expected 'connected', got {reply!r}")
+    return socket.socket(fileno=fds[0])
+
+
+def start_health_checks(
+    container: AsyncContainer,
+    on_change: Callable[[health.HealthState], None] | None = None,
+) -> None:
+    """Start the container's health check (the image's, under ``healthcheck=``), if it has one,
+    until it stops; ``on_change`` is called on the checking thread after each result. For a
+    container whose main process is started by another part (the CLI's supervisor)."""
+    image = container._resolved
+    config = health.resolve(
+        image.config.healthcheck if isinstance(image, Image) else None,
+        container.options.get("healthcheck"),
+    )
+    if config is None or container._health_monitor is not None:
+        return
+    container._health_state = health.HealthState(config)
+    container._health_monitor = health.HealthMonitor(
+        container._health_state, functools.partial(probe_from_thread, container), on_change
+    )
+    container._health_monitor.start()
+
+
+def probe_from_thread(
+    container: AsyncContainer, argv: Sequence[str], timeout: float, stop: threading.Event
+) -> health.ProbeOutcome:
+    """Run a health check's command to completion on the calling thread (the health thread:
+    neither the loop's nor a sync caller's), killing it after ``timeout`` s, or as soon as
+    ``stop`` is set (then ContainerNotRunningError)."""
+    channel = container._live_channel()
+    flow = container._captured_exec(
+        argv,
+        None,
+        health.MAX_OUTPUT + 1,
+        timeout,
+        env=None,
+        workdir=None,
+        user=None,
+        seccomp="default",
+    )
+    try:
+        wanted = next(flow)
+        while True:
+            request_id, deadline = wanted
+            got = channel.reply_from_thread(request_id, deadline, stop)
+            if got is None and stop.is_set():
+                raise errors.ContainerNotRunningError("the health check was stopped")
+            wanted = flow.send(got[0] if got else None)
+    except StopIteration as done:
+        outcome: ExecOutcome = done.value
+    finally:
+        flow.close()
+    result = exec_result(outcome, duration=0.0)
+    return health.ProbeOutcome(
+        result.exit_code, result.stdout + result.stderr, timed_out=result.timed_out
+    )

@@ -117,6 +117,14 @@ class ContainerOptions(TypedDict, total=False):
     """The seccomp profile: "default" (the default, at least as strict as Docker's), None or
     "unconfined" (no filter), a Docker JSON profile (a dict, JSON text or a file path), or a
     `sandkit.security.SeccompProfile`."""
+    # -- readiness and health (issue 18 item 2) --
+    healthcheck: Mapping[str, object] | None
+    """The health check, over the image's HEALTHCHECK key by key, as ``docker run --health-*``:
+    ``{"test": ["CMD", "pg_isready"]}`` (or ``["CMD-SHELL", "cmd"]``, or a str: a shell
+    command), ``interval``, ``timeout``, ``start_period``, ``start_interval`` (seconds) and
+    ``retries``; a key left out or 0 takes the image's, then Docker's default (30, 30, 0, 5, 3).
+    ``{"test": ["NONE"]}`` turns the image's off. Checks run only in a container with a main
+    process (``run=``); see `AsyncContainer.health`."""
 
 
 def check_option_names(options: Mapping[str, object]) -> None:
