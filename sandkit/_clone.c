@@ -404,10 +404,12 @@ static long write_at(int dir, const char *name, const char *text)
     return rc < 0 ? rc : (size_t)rc == len ? 0 : -EIO;
 }
 
-/* The init's uid 0 and gid 0 are our own 0 in the parent user namespace (where we have every
+/* The init's ids 0..n-1 are the same ids of the parent user namespace (where we have every
  * capability, so "deny" is not needed for the gid map: it is written so that the container
- * cannot drop supplementary groups, as in every rootless container). */
-static long write_root_maps(int pid)
+ * cannot drop supplementary groups, as in every rootless container of one id). A parent that
+ * maps a subordinate range maps it here too ("0 0 1\n1 1 65535\n") and allows setgroups, as
+ * newgidmap does for a container that is not nested. */
+static long write_root_maps(int pid, const char *map, int setgroups)
 {
     char path[24];
     long dir, rc;
@@ -416,9 +418,11 @@ static long write_root_maps(int pid)
     dir = SYS3(SYS_openat, AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir < 0)
         return dir;
-    if ((rc = write_at((int)dir, "uid_map", "0 0 1\n")) == 0 &&
-        (rc = write_at((int)dir, "setgroups", "deny")) == 0)
-        rc = write_at((int)dir, "gid_map", "0 0 1\n");
+    if (!map)
+        map = "0 0 1\n";
+    if ((rc = write_at((int)dir, "uid_map", map)) == 0 &&
+        (setgroups || (rc = write_at((int)dir, "setgroups", "deny")) == 0))
+        rc = write_at((int)dir, "gid_map", map);
     sys_close((int)dir);
     return rc;
 }
@@ -441,7 +445,7 @@ __attribute__((noreturn)) static void helper_main(struct child_ctx *c)
     if (rc < 0)
         helper_exit(r, SK_STAGE_NESTED_CLONE, rc);
     r->pid = (int)rc;
-    if ((rc = write_root_maps(r->pid)) < 0)
+    if ((rc = write_root_maps(r->pid, c->args.nested_map, c->args.nested_setgroups)) < 0)
         helper_exit(r, SK_STAGE_MAPS, rc);
     helper_exit(r, 0, 0);
 }

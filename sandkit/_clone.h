@@ -27,9 +27,14 @@ struct sk_clone_args {
     int new_user;           /* non-zero: new user namespace, become uid/gid 0 in it */
     int new_net;            /* non-zero: new network namespace */
     int userns_fd;          /* with new_user: nest the new user namespace under this one (an
-                             * fd of /proc/<pid>/ns/user), ids mapped "0 0 1"; -1 = none */
+                             * fd of /proc/<pid>/ns/user), ids mapped by nested_map; -1 = none */
     char *const *argv;      /* NULL-terminated */
     char *const *envp;      /* NULL-terminated */
+    const char *nested_map; /* with userns_fd: the uid_map and gid_map text of the new user
+                             * namespace ("0 0 65536\n": a parent that maps a range); NULL =
+                             * "0 0 1\n" */
+    int nested_setgroups;   /* with userns_fd: non-zero leaves setgroups allowed (a parent that
+                             * maps a range allows it, as newgidmap does); 0 writes "deny" */
 };
 
 struct sk_child {

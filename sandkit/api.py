@@ -85,7 +85,8 @@ class Container:
 
     @property
     def running(self) -> bool:
-        """True between `start` and `stop`, while the container's init is alive."""
+        """True between `start` and `stop`, while the container's init is alive (with ``run=``:
+        until its main process ended for good)."""
         return self._core.running
 
     def start(self) -> Self:
@@ -107,10 +108,31 @@ class Container:
         _portal.run(self._core.kill)
 
     def __enter__(self) -> Self:
+        if not isinstance(self._core, AsyncContainer) and self._core.running:
+            return self  # an attached container: already running
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        # Stops the container; a detached one's handle only lets go of it.
+        _portal.run(self._core.__aexit__, None, None, None)
+
+    # -- detached containers (``detach=True``; sandkit/runtime/attached.py) -------------------
+
+    @classmethod
+    def attach(cls, name_or_id: str) -> Container:
+        """The running detached container ``name_or_id`` (its name, id or unique id prefix),
+        made by any process of this user (``detach=True``, or `sandkit run -d`). Leaving its
+        ``with`` block leaves it running; `remove()` ends it. `NoSuchContainerError` when there
+        is none; `ContainerNotRunningError`, with its exit code, when it has exited."""
+        attached = cls.__new__(cls)
+        attached._core = _portal.run(AsyncContainer.attach, name_or_id)
+        return attached
+
+    @property
+    def name(self) -> str:
+        """A detached container's name (the one given, or the one generated for it); ""
+        for a container that lives with this process."""
+        return str(getattr(self._core, "name", ""))
 
     def exec(
         self,
@@ -136,7 +158,7 @@ class Container:
             "max_output": max_output,
             "seccomp": seccomp,
         }
-        if not _portal.on_loop_thread():
+        if isinstance(self._core, AsyncContainer) and not _portal.on_loop_thread():
             # Mostly done right here, blocking this thread: two thread hand-offs fewer.
             result = exec_on_this_thread(self._core, argv, **options)
             if result is not None:
@@ -296,8 +318,10 @@ class Container:
         link_target (a symlink at the last name is not followed)."""
         return _portal.run(self._core.stat, path)
 
-    def remove(self, path: str, *, recursive: bool = False) -> None:
-        """Remove a file, symlink or empty directory of the container (a tree: ``recursive``)."""
+    def remove(self, path: str | None = None, *, recursive: bool = False) -> None:
+        """Remove a file, symlink or empty directory of the container (a tree: ``recursive``).
+        Without a path, the container itself: `stop`; a detached one is killed and its state
+        and name removed (``sandkit rm -f``)."""
         _portal.run(functools.partial(self._core.remove, path, recursive=recursive))
 
     def ping(self) -> float:

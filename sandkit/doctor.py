@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import attrs
 
+from . import idmap
 from .runtime.cgroups.detect import LIMIT_CONTROLLERS
 from .runtime.cgroups.detect import detect as detect_cgroups
 
@@ -390,28 +391,42 @@ def _pidfd_clone3() -> list[Check]:
 
 def _subids() -> list[Check]:
     uid, _, who = _rootless_identity()
-    problems = []
+    problems, fixes = [], []
     for tool in ("newuidmap", "newgidmap"):
         path = shutil.which(tool)
         if path is None:
             problems.append(f"{tool} not found")
         elif not os.stat(path).st_mode & stat.S_ISUID and not _has_file_caps(path):
             problems.append(f"{tool} is neither setuid nor has file capabilities")
-    for db in ("/etc/subuid", "/etc/subgid"):
-        text = _read(db) or ""
-        owners = {line.split(":")[0] for line in text.splitlines() if line.count(":") == 2}
-        if who not in owners and str(uid) not in owners:
-            problems.append(f"no {db} entry for {who}")
+    if problems:
+        fixes.append("apt-get install uidmap (as root)")
+    ranges = {
+        db: idmap.subordinate_range(db, uid, who) for db in (idmap.SUBUID_FILE, idmap.SUBGID_FILE)
+    }
+    problems += [f"no {db} entry for {who}" for db, found in ranges.items() if found is None]
+    if None in ranges.values():
+        fixes.append(
+            "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
+            + (who if uid != NOBODY else "<user>")
+            + " (as root)"
+        )
     if not problems:
-        return [Check("subordinate ids (rootless)", True, f"newuidmap/newgidmap and subuid/subgid ranges for {who}",
-                      essential=False)]  # fmt: skip
+        shown = ", ".join(f"{db} {r.start}+{r.count}" for db, r in ranges.items() if r is not None)
+        return [
+            Check(
+                "subordinate ids (rootless)",
+                True,
+                f"{who} has {shown}: rootless containers map 0 to {who} and 1..65535 to "
+                "that range, so images' own users (postgres...) run",
+                essential=False,
+            )
+        ]
     return [Check(
         "subordinate ids (rootless)",
         False,
-        "; ".join(problems) + ": rootless containers map only your own uid (files owned by other "
-        "users in images become nobody)",
-        "apt-get install uidmap; usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
-        + (who if uid != NOBODY else "<user>"),
+        "; ".join(problems) + ": rootless containers map only your own uid (as root); an image "
+        "whose program runs as another user fails, and layers' other owners become yours",
+        "; ".join(fixes),
         essential=False,
     )]  # fmt: skip
 

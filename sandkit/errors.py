@@ -19,6 +19,8 @@ __all__ = [  # noqa: RUF022 - in the order of the class hierarchy below
     "ContainerError",
     "ContainerStartError",
     "ContainerNotRunningError",
+    "NoSuchContainerError",
+    "NameInUseError",
     "ContainerDiedError",
     "ProtocolError",
     "MountError",
@@ -124,6 +126,19 @@ class ContainerStartError(ContainerError):
 
 class ContainerNotRunningError(ContainerError):
     """The container was never started, or has already stopped."""
+
+
+# Detached containers (``detach=True``, `sandkit run -d`): found again by name or id.
+
+
+class NoSuchContainerError(ContainerError):
+    """No detached container of this user has that id, id prefix or name ("No such
+    container", as in Docker)."""
+
+
+class NameInUseError(ContainerError):
+    """The name is already the name of another detached container: remove that one (``sandkit
+    rm``), or pick another name."""
 
 
 class ContainerDiedError(ContainerError):

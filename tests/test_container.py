@@ -13,6 +13,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+import trio
+import trio.testing
 from polling import POLL_SH, wait_until
 
 import sandkit
@@ -562,3 +564,34 @@ def test_write_file_replaces_content_and_reports_a_full_disk(busybox):
         assert c.read_file("/tmp/f") == b"short"
         with pytest.raises(sandkit.ContainerError, match="cannot write '/big'"):
             c.write_file("/big", b"x" * (4 << 20))
+
+
+@pytest.mark.trio
+async def test_an_exec_awaited_while_another_task_stops_the_container(busybox):
+    # The awaiting task waits for the control socket to be readable; stop() closes it on the
+    # same loop, which took the fd out of the loop's epoll set: the task hung for ever.
+    failure: list[BaseException] = []
+    async with sandkit.AsyncContainer(busybox) as c:
+
+        async def run() -> None:
+            try:
+                await c.exec(["sleep", "1000"])
+            except errors.SandkitError as exc:
+                failure.append(exc)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(run)
+                await wait_for_process(c, "sleep 1000")
+                # until the exec's task waits on the socket (no other task runs)
+                await trio.testing.wait_all_tasks_blocked()
+                await c.stop()
+    assert [type(f) for f in failure] == [errors.ContainerNotRunningError]
+
+
+async def wait_for_process(c: sandkit.AsyncContainer, args: str) -> None:
+    """Until a process with these arguments runs in the container (ps, polled)."""
+    while True:
+        if args.encode() in (await c.exec(["ps", "-o", "args"])).stdout:
+            return
+        await anyio.sleep(0.01)

@@ -14,6 +14,7 @@ from polling import wait_until
 
 import sandkit
 from sandkit import errors
+from sandkit.images.config import ImageConfig
 from sandkit.runtime import health
 from sandkit.runtime.container import probe_from_thread
 
@@ -277,3 +278,56 @@ def test_no_health_check_without_a_main_process(busybox):
         assert c.health is None
         assert c.health_report() is None
         assert not _health_threads()
+
+
+# --- with a main process (run=) ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leaks")
+def test_a_service_starting_healthy_unhealthy_then_stopped(busybox):
+    check = {
+        "test": "test -e /tmp/ok",
+        "interval": 0.05,
+        "start_interval": 0.05,
+        "start_period": 3600,  # failures before the first success do not count...
+        "retries": 1,
+    }
+    with sandkit.Container(busybox, run=["sleep", "1000"], healthcheck=check) as c:
+        wait_until(lambda: len(c.health_report()["Log"]) >= 2, "two checks")
+        assert c.health == "starting"
+        c.write_file("/tmp/ok", b"")
+        wait_until(lambda: c.health == "healthy", "healthy")
+        c.exec(["rm", "/tmp/ok"], check=True)
+        # ...but once it was healthy they do, start period or not.
+        wait_until(lambda: c.health == "unhealthy", "unhealthy")
+        assert _health_threads()
+    assert not _health_threads()
+    assert c.health == "unhealthy"
+    assert c.health_report()["Log"][-1]["ExitCode"] == 1
+
+
+@pytest.mark.slow
+def test_the_images_healthcheck_and_none(busybox_dir):
+    config = ImageConfig(
+        cmd=("sleep", "1000"),
+        healthcheck={"Test": ["CMD-SHELL", "exit 0"], "Interval": SECOND // 20},
+    )
+    image = sandkit.Image.from_directory(busybox_dir, config=config)
+    with sandkit.Container(image, run=True) as c:
+        wait_until(lambda: c.health == "healthy", "the image's check to pass")
+    with sandkit.Container(image, run=True, healthcheck={"test": ["NONE"]}) as c:
+        assert c.health is None
+        assert c.health_report() is None
+    # healthcheck= over the image's, key by key: its test, the image's interval.
+    with sandkit.Container(image, run=True, healthcheck={"test": "exit 1", "retries": 1}) as c:
+        wait_until(lambda: c.health == "unhealthy", "the overriding check to fail")
+
+
+@pytest.mark.slow
+def test_the_check_ends_when_the_main_process_does(busybox):
+    check = {"test": "true", "interval": 0.05}
+    with sandkit.Container(busybox, run=["sh", "-c", "exit 0"], healthcheck=check) as c:
+        assert c.wait(timeout=30) == 0
+        wait_until(lambda: not _health_threads(), "the health thread to end")
+        assert c.health == "unhealthy"

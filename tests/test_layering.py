@@ -25,12 +25,15 @@ LAYER_OF = {
     "sandkit.errors": "errors",
     "sandkit.home": "base",
     "sandkit.sizes": "base",
+    "sandkit.idmap": "base",
     "sandkit.ipc": "ipc",
     "sandkit.security": "security",
     "sandkit.images": "images",
     "sandkit.net": "net",
     "sandkit._clone_ffi": "native",
     "sandkit._init_bin": "native",
+    "sandkit.detached": "detached",
+    "sandkit.detached.supervisor": "supervisor",
     "sandkit.runtime": "runtime",
     "sandkit": "facade",  # the package itself: the lazy public names
     "sandkit.aio": "facade",
@@ -53,12 +56,17 @@ MAY_IMPORT = {
     "images": {"errors", "base"},
     "net": {"errors", "base"},
     "native": set(),
-    "runtime": {"errors", "base", "ipc", "security", "images", "net", "native"},
+    # Detached containers: the state directories, the supervisor's wire format and the
+    # clients' side; the runtime's attached containers use them, and so does the CLI.
+    "detached": {"errors", "base"},
+    "runtime": {"errors", "base", "ipc", "security", "images", "net", "native", "detached"},
+    # The supervisor process runs containers with the runtime.
+    "supervisor": {"errors", "base", "images", "net", "runtime", "detached"},
     "facade": {"errors", "base", "security", "images", "net", "runtime"},
     "doctor": {"errors", "base", "net", "runtime"},
     # The CLI: the public API, the image and network stores it fronts, and the runtime only
     # through its door.
-    "cli": {"errors", "base", "images", "net", "facade", "doctor", "cli-door"},
+    "cli": {"errors", "base", "images", "net", "facade", "doctor", "cli-door", "detached"},
     "cli-door": {"runtime"},
     "plugin": {"facade"},
     "build": set(),

@@ -267,3 +267,69 @@ def _waits_in_the_host_image() -> list[str]:
 
 def test_waits_and_health_rootless(as_unprivileged):
     assert as_unprivileged(_waits_in_the_host_image) == ["port", "http", "exec", "healthy"]
+
+
+# --- with a main process (run=) ---------------------------------------------------------------
+
+# A service that says "ready" once, then again when the test creates /tmp/go.
+TWICE_READY = "echo starting; echo ready; " + GATED + "echo ready; exec sleep 1000"
+
+
+def test_wait_for_log_counts_matches_since_the_start(busybox):
+    with sandkit.Container(busybox, run=["sh", "-c", TWICE_READY]) as c:
+        c.wait_for_log("ready", timeout=10)
+        c.wait_for_log(b"^ready$", timeout=10)  # bytes, multi-line: ^ and $ at each line
+        with pytest.raises(errors.WaitTimeoutError) as missed:
+            c.wait_for_log(r"ready", times=2, timeout=0.3)
+        assert "'ready' 2 times" in str(missed.value)
+        release(c)
+        c.wait_for_log(r"ready", times=2, timeout=10)
+
+
+def test_a_timeout_ends_with_the_services_last_log_lines(busybox):
+    script = "for i in $(seq 1 30); do echo line $i; done; exec sleep 1000"
+    with sandkit.Container(busybox, run=["sh", "-c", script]) as c:
+        c.wait_for_log("line 30", timeout=10)
+        with pytest.raises(errors.WaitTimeoutError) as missed:
+            c.wait_for_port(5432, timeout=0.2)
+    message = str(missed.value)
+    assert message.endswith("line 30")
+    assert "line 11\n" in message and "line 10\n" not in message  # the last 20 lines
+    assert message.index("port 5432/tcp") < message.index("line 11")
+
+
+@pytest.mark.parametrize(
+    "wait",
+    [
+        lambda c: c.wait_for_port(5432, timeout=60),
+        lambda c: c.wait_for_log("never", timeout=60),
+        lambda c: c.wait_for_http("/", port=80, timeout=60),
+        lambda c: c.wait_for_exec(["false"], timeout=60),
+    ],
+    ids=["port", "log", "http", "exec"],
+)
+def test_a_main_process_that_exits_fails_the_wait_with_its_status(busybox, wait):
+    script = GATED + "echo giving up >&2; exit 3"
+    with sandkit.Container(busybox, run=["sh", "-c", script]) as c:
+        failure: list[BaseException] = []
+
+        def waiter() -> None:
+            try:
+                wait(c)
+            except errors.SandkitError as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        release(c)
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert [type(f) for f in failure] == [errors.ContainerNotRunningError]
+    assert "exited with status 3" in str(failure[0])
+    assert "giving up" in str(failure[0])
+
+
+def test_wait_for_log_without_a_main_process(busybox):
+    with sandkit.Container(busybox) as c, pytest.raises(errors.ContainerError) as refused:
+        c.wait_for_log("ready", timeout=1)
+    assert "run=True" in str(refused.value)

@@ -28,7 +28,7 @@ import sandkit
 from sandkit import errors
 from sandkit.cli.spec import RunSpec
 from sandkit.images.config import ImageConfig
-from sandkit.runtime import cgroups, service
+from sandkit.runtime import cgroups, handover, service
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leaks")]
 
@@ -124,6 +124,16 @@ def test_an_image_with_no_command_is_a_clear_error_and_leaves_nothing(busybox_di
     assert not c.running
     with pytest.raises(errors.ContainerError, match="neither Entrypoint nor Cmd"):
         sandkit.Container("host", run=True).start()
+    # --entrypoint "" drops the image's Cmd too: nothing is left (docker run refuses it too)
+    img = image_with(busybox_dir, cmd=("echo", "hi"))
+    with pytest.raises(errors.ContainerError, match=r"drops its Cmd.*run=\["):
+        sandkit.Container(img, run=True, entrypoint="").start()
+    # None is no run, as False
+    with (
+        sandkit.Container(img, run=None) as c,
+        pytest.raises(errors.ContainerError, match="no main"),
+    ):
+        c.logs()
 
 
 @pytest.mark.parametrize(
@@ -179,10 +189,12 @@ def test_without_run_there_are_no_logs_and_nothing_to_wait_for(busybox):
 
 
 def test_the_cli_specs_entrypoint_stays_the_specs(busybox_dir):
-    # `entrypoint` is a container option too now: a detached run's spec must keep its own.
+    # `entrypoint` is a container option too now: a detached run's supervisor is handed the
+    # spec's command resolved, never the spec's entrypoint as a container option.
     spec = RunSpec(image=str(busybox_dir), command=["x"], entrypoint="")
-    back = RunSpec.from_json(spec.to_json())
-    assert back.entrypoint == "" and "entrypoint" not in back.options
+    image = spec.resolve_image()
+    assert spec.argv(image) == ["x"]
+    assert "entrypoint" not in handover.options_to_json(spec.container_options(image))
 
 
 # --- logs ------------------------------------------------------------------------------------
@@ -526,10 +538,12 @@ def _rootless_service(busybox_dir: str) -> dict[str, object]:
         status = c.wait(timeout=30)
         running, logs = c.running, c.logs()
         left = processes_named("sleep 987654")
+    # each run counts what the last one left running (killed from the host before a restart)
+    counting = "echo $(ps -o args | grep -c '^sleep 987655'); sleep 987655 & exit 1"
     with sandkit.Container(
-        img, run=["sh", "-c", "echo x; exit 1"], entrypoint=[], restart="on-failure:2"
+        img, run=["sh", "-c", counting], entrypoint=[], restart="on-failure:2"
     ) as c:
-        restarted = (c.wait(timeout=30), c.restart_count)
+        restarted = (c.wait(timeout=30), c.restart_count, c.logs())
     with sandkit.Container(img, run=["sleep", "1000"], entrypoint=[]) as c:
         pass
     return {
@@ -550,7 +564,7 @@ def test_rootless_services(busybox_dir, as_unprivileged):
         "running": False,
         "logs": b"foo bar\n/home\nroot\na\n",
         "left": [],
-        "restarted": (1, 2),
+        "restarted": (1, 2, b"0\n0\n0\n"),
         "stopped": 143,
         "threads": 0,
     }
@@ -568,3 +582,37 @@ async def test_async_wait_timeout_and_stop(busybox):
         with anyio.fail_after(10):
             await c.stop()
     assert await c.wait() == 143
+
+
+@pytest.mark.trio
+async def test_a_cancelled_follower_still_stops_the_container(busybox):
+    with anyio.move_on_after(0.3):
+        async with sandkit.AsyncContainer(
+            busybox, run=["sh", "-c", "while :; do echo x; sleep 0.01; done"]
+        ) as c:
+            async for _ in c.logs_stream():
+                pass
+    assert not c.running
+    assert service_threads() == []
+    # cancelled, the stop has no grace period to give: the main process is killed at once
+    assert await c.wait() == 137
+
+
+def test_many_chatty_services_at_once_stop_cleanly(busybox):
+    script = "i=0; while :; do echo out $i; echo err $i >&2; i=$((i+1)); done"
+    containers = [
+        sandkit.Container(busybox, run=["sh", "-c", script], log_size="64k") for _ in range(8)
+    ]
+    try:
+        for c in containers:
+            c.start()
+        for c in containers:
+            wait_until(lambda c=c: len(c.logs()) > 32 * 1024, "output")
+            assert c.exec(["echo", "beside"]).stdout == b"beside\n"
+    finally:
+        for c in containers:
+            c.stop()
+    assert service_threads() == []
+    for c in containers:
+        assert c.wait() == 143
+        assert len(c.logs()) <= 64 * 1024

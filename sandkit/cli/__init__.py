@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 
 from .. import errors
-from . import exitcodes, state
+from ..detached import state
+from . import exitcodes
 from .containers import add_container_commands
 from .copy_command import add_copy_command
 from .images import add_image_and_registry_commands

@@ -16,11 +16,16 @@ and its users in the CLI together.
   `sandkit run` in it, so that a detached container's supervisor starts the same container.
 - `parse_port`, `container_side`: Docker's `-p` syntax, checked by `run` before anything starts
   (and `sandkit port`'s PORT[/PROTO]), without the container runtime.
-- `copy`, `copy_side`, `open_for_copy`: `sandkit cp` copies in the CLI's process with the
-  code of `Container.copy_in`/`copy_out`, through fds the detached container's supervisor
-  has its init open (copy.py).
-- `resolve_image`, `HOST_IMAGE`: how a container resolves the image it is given ("host", a
-  store reference or an Image); `sandkit run` resolves its IMAGE argument the same way, once.
+- `copy`: `sandkit cp` copies in the CLI's process with the code of
+  `Container.copy_in`/`copy_out`, through fds the detached container's supervisor has its
+  init open (copy.py).
+- `handover`: a container's image and options as JSON, which `run -d` writes for the
+  detached container's supervisor (sandkit/detached/supervisor.py) to start the same container;
+  `sandkit run` resolves its IMAGE argument as the supervisor does (`image_from_text`).
+- `RemoteSide`: a detached container as copy.py reaches it through its supervisor (`sandkit
+  cp`; attached containers use it too); `process_streams`: the stdio fds its supervisor
+  sends for an exec, as streams (`sandkit exec`; attached containers' `spawn`).
+- `parse_go_duration`: `run --health-*` reads Go durations, as Docker does.
 
 Import this module inside the commands that need it, not at the top of a command module: it
 brings the protocol's modules (msgpack), which `sandkit images` or `sandkit ps` never use
@@ -29,26 +34,26 @@ brings the protocol's modules (msgpack), which `sandkit images` or `sandkit ps` 
 
 from __future__ import annotations
 
-from ..runtime import copy
-from ..runtime.container import copy_side, open_for_copy, resolve_image
+from ..runtime import copy, handover
+from ..runtime.attached import RemoteSide, process_streams
+from ..runtime.health import parse_go_duration
 from ..runtime.mounts import Mount
 from ..runtime.options import ContainerOptions
-from ..runtime.plan import HOST_IMAGE
 from ..runtime.ports import container_side, parse_port
 from ..runtime.process import AsyncInput, AsyncOutput, set_nonblocking, wait_ready
 
 __all__ = [
-    "HOST_IMAGE",
     "AsyncInput",
     "AsyncOutput",
     "ContainerOptions",
     "Mount",
+    "RemoteSide",
     "container_side",
     "copy",
-    "copy_side",
-    "open_for_copy",
+    "handover",
+    "parse_go_duration",
     "parse_port",
-    "resolve_image",
+    "process_streams",
     "set_nonblocking",
     "wait_ready",
 ]

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
+from ..detached.control import OUTPUT_GRACE
+
 if TYPE_CHECKING:
     from ..aio import AsyncInput, AsyncOutput
 
@@ -35,9 +37,6 @@ PROXIED_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
-# After the process ends, how long its output may keep flowing (from something it left behind
-# holding the pipe) before we stop reading.
-OUTPUT_GRACE = 1.0
 
 
 @attrs.define

@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -21,14 +20,11 @@ from typing import Any
 import anyio
 
 from .. import errors
-from . import attach, control, exitcodes, output, state
-from .control import LOG_HEADER, STOP_TIMEOUT
+from ..detached import client, control, state
+from ..detached.control import LOG_HEADER, STOP_TIMEOUT
+from . import attach, exitcodes, output
 from .options import add_process_options, environment
 from .parser import Subparsers, command_with_remainder
-
-# After asking a supervisor to stop, how long past the stop timeout before it is SIGKILLed (its
-# init then kills the container).
-_STOP_SLACK = 5.0
 
 
 def add_container_commands(commands: Subparsers) -> None:
@@ -282,7 +278,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if args.interactive and args.tty and not attach.stdin_is_terminal():
         print("the input device is not a TTY", file=sys.stderr)
         return exitcodes.FAILED
-    record = _running(state.find(args.container))
+    record = client.running(state.find(args.container))
     rows, cols = attach.terminal_size()
     request = {
         "op": "exec",
@@ -300,7 +296,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 async def _exec(record: state.Record, request: dict[str, Any]) -> int:
-    with await _connect(record) as sock:
+    with await client.connect(record) as sock:
         await control.send(sock, request)
         reply, fds = await control.receive(sock)
         if reply is None or "error" in reply:
@@ -335,23 +331,11 @@ async def _exec(record: state.Record, request: dict[str, Any]) -> int:
 
 
 def _streams(fds: dict[str, int], interactive: bool) -> attach.Streams:
-    from ._runtime import AsyncInput, AsyncOutput, set_nonblocking
+    from ._runtime import process_streams
 
-    for fd in fds.values():
-        set_nonblocking(fd)
-    if "pty" in fds:
-        master = fds["pty"]
-        return attach.Streams(
-            stdin=AsyncInput(master, owns_fd=False) if interactive else None,
-            stdout=AsyncOutput(master),
-            stderr=None,
-            tty=True,
-        )
-    return attach.Streams(
-        stdin=AsyncInput(fds["stdin"]) if "stdin" in fds else None,
-        stdout=AsyncOutput(fds["stdout"]),
-        stderr=AsyncOutput(fds["stderr"]),
-    )
+    stdin, stdout, stderr = process_streams(fds, interactive)
+    assert stdout is not None
+    return attach.Streams(stdin=stdin, stdout=stdout, stderr=stderr, tty="pty" in fds)
 
 
 # --- logs -----------------------------------------------------------------------------------------
@@ -362,6 +346,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
     last lines; ``-f``: then follow it until the container ends)."""
     record = state.find(args.container)
     tail = None if args.tail == "all" else _int_arg(args.tail, "--tail")
+    if (record.config.get("options") or {}).get("run") and record.running:
+        # (``detach=True, run=``: the container keeps its main process's output, in its ring)
+        try:
+            anyio.run(_print_ring, record, args.follow, tail, backend="trio")
+        except KeyboardInterrupt:
+            pass
+        return exitcodes.OK
     try:
         with open(record.log_path, "rb") as log:
             frames = list(_frames(log, follow=False, record=record))
@@ -373,6 +364,21 @@ def cmd_logs(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass  # Ctrl-C ends `logs -f`, as in Docker
     return exitcodes.OK
+
+
+async def _print_ring(record: state.Record, follow: bool, tail: int | None) -> None:
+    """The output of a main process the container runs itself, asked of its supervisor:
+    stdout to stdout, stderr to stderr (two requests, as the ring keeps them apart)."""
+
+    async def copy(stdout: bool, out: Any) -> None:
+        wanted = {"op": "logs", "follow": follow, "stdout": stdout, "stderr": not stdout}
+        async for chunk in client.log_chunks(record, {**wanted, "tail": tail}):
+            out.write(chunk)
+            out.flush()
+
+    async with anyio.create_task_group() as streams:
+        streams.start_soon(copy, True, sys.stdout.buffer)
+        streams.start_soon(copy, False, sys.stderr.buffer)
 
 
 def _frames(log: Any, *, follow: bool, record: state.Record) -> Iterator[tuple[int, bytes]]:
@@ -418,106 +424,32 @@ def _print_frames(frames: Any) -> None:
 def cmd_stop(args: argparse.Namespace) -> int:
     """``sandkit stop``: stop each named container (its image's stop signal, then SIGKILL to
     everything after ``-t`` seconds); a stopped one is not an error."""
-    return _each(args.containers, lambda record: _stop(record, args.time))
-
-
-def _stop(record: state.Record, timeout: float) -> None:
-    if not record.running:
-        return  # Docker: stopping a stopped container succeeds
-    anyio.run(_request, record, {"op": "stop", "timeout": timeout}, False, backend="trio")
-    _wait_for_exit(record, timeout + _STOP_SLACK)
+    return _each(args.containers, lambda record: client.stop(record, args.time))
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
     """``sandkit kill``: send ``-s`` to the main process of each named running container
     (SIGKILL, the default, kills everything in it)."""
     signum = _signal_number(args.signal)
-
-    def kill(record: state.Record) -> None:
-        _running(record)
-        anyio.run(_request, record, {"op": "kill", "signal": signum}, True, backend="trio")
-
-    return _each(args.containers, kill)
+    return _each(args.containers, lambda record: client.kill(record, signum))
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
     """``sandkit rm``: remove each named stopped container's state; ``-f`` kills a running one
     first."""
-
-    def remove(record: state.Record) -> None:
-        if record.running:
-            if not args.force:
-                raise errors.ContainerError(
-                    f"You cannot remove a running container {record.id}. "
-                    "Stop the container before attempting removal or force remove"
-                )
-            anyio.run(
-                _request,
-                record,
-                {"op": "kill", "signal": int(signal.SIGKILL)},
-                True,
-                backend="trio",
-            )
-            _wait_for_exit(record, _STOP_SLACK)
-        state.remove(record)
-
-    return _each(args.containers, remove)
+    return _each(args.containers, lambda record: client.remove(record, force=args.force))
 
 
 def ask_supervisor(ref: str, message: dict[str, Any]) -> None:
     """Send ``message`` to the supervisor of running container ``ref`` and wait for its
     answer: `ContainerError` with its refusal (`NoSuchContainerError`, `ContainerNotRunning`)."""
-    record = _running(state.find(ref))
-    if anyio.run(_request, record, message, True, backend="trio") is None:
+    record = client.running(state.find(ref))
+    if anyio.run(client.request, record, message, True, backend="trio") is None:
         # (a kill may go unanswered: the container ends with it; a change of it may not)
         raise errors.ContainerError(
             f"container {record.id[:12]} did not answer the {message.get('op')} request: it "
             f"stopped meanwhile, or its supervisor failed (see {record.dir / 'supervisor.log'})"
         )
-
-
-def _running(record: state.Record) -> state.Record:
-    if not record.running:
-        raise state.ContainerNotRunning(f"Container {record.id} is not running")
-    return record
-
-
-async def _connect(record: state.Record) -> socket.socket:
-    try:
-        return await control.connect(record.socket_path)
-    except OSError:
-        raise state.ContainerNotRunning(f"Container {record.id} is not running") from None
-
-
-async def _request(
-    record: state.Record, message: dict[str, Any], wait_reply: bool
-) -> dict[str, Any] | None:
-    """Send ``message`` to the container's supervisor; with ``wait_reply``, its answer (None
-    when it hung up without one), its refusal raised as `ContainerError`."""
-    with await _connect(record) as sock:
-        await control.send(sock, message)
-        if not wait_reply:
-            return None
-        reply, fds = await control.receive(sock)
-        for fd in fds:
-            os.close(fd)
-    if reply is not None and "error" in reply:
-        raise errors.ContainerError(reply["error"])
-    return reply
-
-
-def _wait_for_exit(record: state.Record, timeout: float) -> None:
-    """Until the supervisor is gone; past ``timeout`` it is SIGKILLed (its container dies with
-    it, since the init sees the control socket close)."""
-    deadline = time.monotonic() + timeout
-    while state.supervisor_alive(record.state):
-        if time.monotonic() > deadline:
-            try:
-                os.kill(int(record.state["supervisor_pid"]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            deadline = float("inf")
-        time.sleep(0.02)
 
 
 def _signal_number(name: str) -> int:

@@ -9,18 +9,17 @@ file) of the container, resolved in the container's root, and sends the fd over 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from .. import errors
-from . import control, state
+from ..detached import state
 from .parser import Subparsers
 
 if TYPE_CHECKING:
-    from ._runtime import copy
+    pass
 
 
 def add_copy_command(commands: Subparsers) -> None:
@@ -81,9 +80,9 @@ def cmd_cp(args: argparse.Namespace) -> int:
 async def _copy(
     record: state.Record, out: bool, src: str, dst: str, args: argparse.Namespace
 ) -> int:
-    from ._runtime import copy
+    from ._runtime import RemoteSide, copy
 
-    side = _Remote(record)
+    side = RemoteSide(record)
     options = {"archive": args.archive, "follow_link": args.follow_link}
 
     def run() -> None:
@@ -100,48 +99,3 @@ async def _copy(
 
     await anyio.to_thread.run_sync(run)
     return 0
-
-
-class _Remote:
-    """A detached container as copy.py reaches it (the ``Side`` of copy.py): each open is a
-    request to its supervisor, which answers with the fd and the container's id maps."""
-
-    name = "the container"
-
-    def __init__(self, record: state.Record) -> None:
-        self._record = record
-        self._ids: copy.IdMap | None = None
-
-    def open(self, path: str, mode: str) -> int:
-        return anyio.from_thread.run(self._open, path, mode)
-
-    async def _open(self, path: str, mode: str) -> int:
-        from ._runtime import copy
-
-        try:
-            sock = await control.connect(self._record.socket_path)
-        except OSError:
-            raise state.ContainerNotRunning(f"Container {self._record.id} is not running") from None
-        with sock:
-            await control.send(sock, {"op": "open", "path": path, "mode": mode})
-            reply, fds = await control.receive(sock)
-        if reply is None or "error" in reply or len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            if reply is not None and isinstance(reply.get("errno"), int):
-                raise OSError(reply["errno"], str(reply["error"]), path)
-            raise errors.CopyError(f"container {self._record.name} did not open {path!r}: {reply}")
-        self._ids = copy.IdMap(_ranges(reply["uids"]), _ranges(reply["gids"]))
-        return fds[0]
-
-    def seen(self, uid: int, gid: int) -> tuple[int, int]:
-        assert self._ids is not None  # every copy opens before it reads owners
-        return self._ids.to_container(uid, gid)
-
-    def host_ids(self, uid: int, gid: int, where: str) -> tuple[int, int]:
-        assert self._ids is not None
-        return self._ids.to_host(uid, gid, where)
-
-
-def _ranges(value: Any) -> tuple[tuple[int, int, int], ...]:
-    return tuple((int(a), int(b), int(c)) for a, b, c in value)

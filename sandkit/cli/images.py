@@ -9,8 +9,9 @@ import sys
 from typing import Any
 
 from .. import errors
+from ..detached import state
 from ..images.image import Image
-from . import exitcodes, state
+from . import exitcodes
 from .containers import inspect_record
 from .image_commands import add_image_commands
 from .parser import Subparsers

@@ -18,9 +18,10 @@ import sys
 from typing import Any
 
 from .. import errors
+from ..detached import state
 from ..net import store
 from ..net.store import NetworkRecord
-from . import containers, exitcodes, options, state
+from . import containers, exitcodes, options
 from .output import print_table
 from .parser import Subparsers
 

@@ -194,7 +194,7 @@ def _add_health_options(p: argparse.ArgumentParser) -> None:
 def healthcheck(args: argparse.Namespace) -> dict[str, object] | None:
     """The ``healthcheck=`` option of the --health-* flags, read as ``docker run`` reads them
     (Go durations; none given: None, the image's check as it is)."""
-    from ..runtime.health import parse_go_duration
+    from ._runtime import parse_go_duration
 
     wanted: dict[str, object] = {}
     for flag, key in _HEALTH_DURATIONS.items():

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
-from . import attach, exitcodes, state
+from .. import errors
+from ..detached import launch
+from . import attach, exitcodes
 from .options import add_container_options, add_process_options
 from .parser import Subparsers, command_with_remainder
 
 if TYPE_CHECKING:
+    from ..images.image import Image
     from .spec import RunSpec
 
 DESCRIPTION = """\
@@ -62,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = spec.argv(image)
     spec.container(image)
     if args.detach:
-        return start_detached(spec, argv)
+        return start_detached(spec, image, argv)
     return anyio.run(run_foreground, spec, image, argv, backend="trio")
 
 
@@ -91,55 +90,25 @@ async def run_foreground(spec: RunSpec, image: object, argv: list[str]) -> int:
     return exitcodes.from_returncode(returncode)
 
 
-def start_detached(spec: RunSpec, argv: list[str]) -> int:
+def start_detached(spec: RunSpec, image: Image | str, argv: list[str]) -> int:
     """Hand the container to a supervisor of its own; print its id once it runs."""
-    record = state.create({"spec": spec.to_json(), "image": spec.image, "command": argv}, spec.name)
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    from ._runtime import handover
+
+    config = {
+        "spec": spec.to_json(),  # for `sandkit inspect`
+        "image": spec.image,  # as given, for `sandkit ps`
+        "source": spec.image_source(),
+        "options": handover.options_to_json(spec.container_options(image)),
+        "command": argv,
+        "main": {"argv": argv, "stdin": spec.interactive, "tty": spec.tty},
+        "remove": spec.remove,
+    }
     try:
-        env = dict(os.environ)
-        # The supervisor imports this very sandkit, installed or not.
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        with open(record.dir / "supervisor.log", "ab") as log:
-            supervisor = subprocess.Popen(
-                [sys.executable, "-m", "sandkit.cli.supervisor", str(record.dir), str(write_end)],
-                pass_fds=(write_end,),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                cwd="/",
-                env=env,
-                start_new_session=True,  # no terminal, and no Ctrl-C from the shell that started it
-            )
-        os.close(write_end)
-        write_end = -1
-        with os.fdopen(read_end, "rb") as ready:
-            read_end = -1
-            line = ready.readline()
-    except BaseException:
-        state.remove(record)
+        record = launch.start_supervisor(config, spec.name)
+    except errors.NameInUseError:
         raise
-    finally:
-        for fd in (read_end, write_end):
-            if fd >= 0:
-                os.close(fd)
-    report = json.loads(line) if line.strip() else None
-    if report and report.get("ok"):
-        print(record.id)
-        return exitcodes.OK
-    supervisor.wait()  # it has given up; make sure it is gone before removing its directory
-    message = report["error"] if report else _last_lines(record.dir / "supervisor.log")
-    state.remove(record)
-    print(f"sandkit: {message}", file=sys.stderr)
-    return int(report["code"]) if report else exitcodes.SANDKIT_FAILED
-
-
-def _last_lines(path: Path, count: int = 5) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        lines = []
-    detail = "\n".join(lines[-count:])
-    return "the container's supervisor exited before the container started" + (
-        f":\n{detail}" if detail else ""
-    )
+    except errors.SandkitError as exc:
+        print(f"sandkit: {exc}", file=sys.stderr)
+        return exitcodes.for_error(exc)
+    print(record.id)
+    return exitcodes.OK

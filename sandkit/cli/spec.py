@@ -1,14 +1,12 @@
 """`RunSpec`: everything `sandkit run` was asked for, checked, in a form that survives JSON.
 
-The foreground run and the detached supervisor build their container from the same spec, so the
-two can never disagree on what a flag means.
+The foreground run and the detached supervisor build their container from the same options
+(`container_options`), so the two can never disagree on what a flag means.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 from typing import Any, cast
 
 import attrs
@@ -17,14 +15,14 @@ from ..aio import AsyncContainer
 from ..images.config import ImageConfig, resolve_command
 from ..images.image import Image
 from . import options
-from ._runtime import HOST_IMAGE, ContainerOptions, Mount, resolve_image
+from ._runtime import ContainerOptions, Mount, handover
 
 
 @attrs.define
 class RunSpec:
     """What one ``sandkit run`` asks for: the image, the container's `ContainerOptions`, the
     command and how it is attached. A detached container's supervisor builds the same container
-    from its JSON form (`to_json`, `from_json`)."""
+    from `container_options`; `to_json` is what `sandkit inspect` shows."""
 
     image: str
     options: ContainerOptions = attrs.field(factory=ContainerOptions)  # the container's
@@ -88,26 +86,16 @@ class RunSpec:
         mounts = [attrs.asdict(Mount.parse(m)) for m in self.options.get("mounts", ())]
         return {**data, **self.options, "mounts": mounts}
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunSpec:
-        """The spec that `to_json` wrote: the container's options are picked out of the flat
-        object by name."""
-        # (a name that is both, such as entrypoint, is the spec's: `to_json` wrote it so)
-        names = ContainerOptions.__optional_keys__ - {f.name for f in attrs.fields(cls)}
-        container = cast(ContainerOptions, {k: v for k, v in data.items() if k in names})
-        container["mounts"] = [Mount(**m) for m in data.get("mounts", ())]
-        if rlimits := data.get("rlimits"):
-            container["rlimits"] = {k: tuple(v) for k, v in rlimits.items()}
-        return cls(options=container, **{k: v for k, v in data.items() if k not in names})
-
     # --- what the spec becomes ------------------------------------------------------------------
 
     def resolve_image(self) -> Image | str:
         """'host', a directory holding a root filesystem, or an image in the local store."""
-        image = self.image
-        if image != HOST_IMAGE and (image.startswith(("/", ".")) or os.path.isdir(image)):
-            return resolve_image(Path(image))
-        return resolve_image(image)
+        return handover.image_from_text(self.image)
+
+    def image_source(self) -> str:
+        """The image as a detached container's supervisor finds it again, from its own
+        working directory: a directory by its absolute path."""
+        return handover.absolute_image_text(self.image)
 
     def argv(self, image: Image | str) -> list[str]:
         """The command per Docker's ENTRYPOINT/CMD rules (see `resolve_command`)."""
@@ -116,14 +104,17 @@ class RunSpec:
             return resolve_command(config, self.command)
         return resolve_command(config, self.command, entrypoint=self.entrypoint)
 
-    def container(self, image: Image | str, *, hostname: str | None = None) -> AsyncContainer:
+    def container(self, image: Image | str) -> AsyncContainer:
         """A container for the spec; its options are checked here (bad limits raise)."""
+        return AsyncContainer(image, **self.container_options(image))
+
+    def container_options(self, image: Image | str) -> ContainerOptions:
+        """The container's options, with ``-P``'s ports: what a supervisor is handed."""
         wanted = self.options.copy()
-        wanted["hostname"] = wanted.get("hostname") or hostname
         if self.publish_all and isinstance(image, Image):
             published = list(cast(list[str], wanted.get("ports") or []))
             wanted["ports"] = published + exposed_ports(image, published)
-        return AsyncContainer(image, **wanted)
+        return wanted
 
 
 def exposed_ports(image: Image, published: list[str]) -> list[str]:

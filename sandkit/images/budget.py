@@ -134,6 +134,10 @@ class DiskBudget:
             return self.limits.min_free
         return min(int(fs.f_blocks * fs.f_frsize * MIN_FREE_FRACTION), MAX_MIN_FREE)
 
+    def after_fork(self) -> None:
+        """In a forked child: a lock of its own (another thread may have held the parent's)."""
+        self._lock = threading.Lock()
+
     def charge_entry(self, m: tarfile.TarInfo) -> None:
         """Charge what one tar entry is about to take (a hard link takes no inode)."""
         data = -(-m.size // BLOCK) * BLOCK if m.isreg() else BLOCK if m.isdir() else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import attrs
@@ -79,6 +80,19 @@ def _healthcheck(value: object) -> dict[str, Any] | None:
 
 
 # --- Docker's rules for turning an image config plus caller overrides into a process ----------
+
+
+def stop_signal(config: ImageConfig) -> int:
+    """The signal that asks the image's program to stop (`docker stop`'s first): its
+    StopSignal ("SIGUSR1", "USR1" or a number), else SIGTERM."""
+    name = config.stop_signal
+    try:
+        if name.isdigit():
+            return int(name)
+        return signal.Signals["SIG" + name.upper().removeprefix("SIG")] if name else signal.SIGTERM
+    except KeyError:
+        return signal.SIGTERM
+
 
 _UNSET: Any = object()
 

@@ -62,6 +62,7 @@ class Image:
         ``name`` or else by its first tag (its short id if it has none)."""
         from .reference import parse
 
+        store.refresh_layers(rec)  # applied for another id mapping: applied again
         cfg = json.loads(store.read_blob(rec.id))
         tags = tuple(parse(t).familiar() for t in store.tags_of(rec.id))
         return cls(
@@ -208,6 +209,7 @@ class Image:
 
         store = self._store()
         rec = store.record(self.id)
+        store.refresh_layers(rec)  # applied for another id mapping: applied again
         cfg = json.loads(store.read_blob(rec.id))
         tags = store.tags_of(rec.id)
         return {

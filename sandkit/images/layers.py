@@ -76,6 +76,7 @@ class ApplyReport:
     placeholders: list[str] = attrs.field(factory=list)  # devices written as empty files
     foreign_owners: int = 0  # entries whose uid/gid could not be set (rootless)
     skipped_xattrs: list[str] = attrs.field(factory=list)
+    clamped_owners: int = 0  # entries whose uid/gid the id mapping has not: made root's
 
     def warn(self, layer: str) -> None:
         """Tell the caller what was approximated, in one warning per kind."""
@@ -93,6 +94,14 @@ class ApplyReport:
                 f"layer {layer}: {self.foreign_owners} entries belong to other users and are owned "
                 "by you instead (they appear as root inside a rootless container); run as root to "
                 "keep the image's ownership",
+                LayerWarning,
+                stacklevel=3,
+            )
+        if self.clamped_owners:
+            warnings.warn(
+                f"layer {layer}: {self.clamped_owners} entries belong to a uid or gid that rootless "
+                "containers do not map (0 to 65535): they belong to root inside instead, as with "
+                "Podman's ignore_chown_errors; run as root to keep the image's ownership",
                 LayerWarning,
                 stacklevel=3,
             )
@@ -290,8 +299,15 @@ def _not_in_layer(m: tarfile.TarInfo) -> ImageError:
 class _Applier:
     """Applies one tar stream under ``root``; see the module docstring for the rules."""
 
-    def __init__(self, root: Path, reader: ForwardReader, budget: DiskBudget | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        reader: ForwardReader,
+        budget: DiskBudget | None = None,
+        id_limits: tuple[int, int] | None = None,
+    ) -> None:
         self.root_fd = os.open(root, _DIR_FLAGS)
+        self.id_limits = id_limits  # (uids, gids) a user namespace maps; None: any id
         self.budget = budget  # charged for each entry before it is written (budget.py)
         self.reader = reader  # what the tarfile reads: regular files are copied from it directly
         self.report = ApplyReport()
@@ -581,6 +597,11 @@ class _Applier:
     # --- metadata ----------------------------------------------------------------------------
 
     def _owner(self, uid: int, gid: int, chown: object, *args: object, **kw: object) -> None:
+        if self.id_limits is not None and (uid >= self.id_limits[0] or gid >= self.id_limits[1]):
+            # An owner the mapping cannot hold would be refused (EINVAL): root's instead.
+            self.report.clamped_owners += 1
+            uid = uid if uid < self.id_limits[0] else 0
+            gid = gid if gid < self.id_limits[1] else 0
         try:
             chown(*args, uid, gid, **kw)  # type: ignore[operator]
         except PermissionError:
@@ -644,15 +665,17 @@ def apply_tar(
     budget: DiskBudget | None = None,
     *,
     layer: str | None = None,
+    id_limits: tuple[int, int] | None = None,
 ) -> ApplyReport:
     """Apply the uncompressed layer tar read from ``stream`` into the empty directory ``root``,
-    charging each entry to ``budget`` (if given) before it is written.
+    charging each entry to ``budget`` (if given) before it is written. ``id_limits`` (uids,
+    gids): owners at or past them become root (a user namespace mapping only those ids).
 
     Raises UnsafeLayerError for hostile content and ImageError for malformed tars, naming
     ``layer`` (its digest) when given; the caller owns ``root`` and deletes it on error.
     """
     try:
-        return _apply_tar(stream, root, budget)
+        return _apply_tar(stream, root, budget, id_limits)
     except ImageError as e:
         if layer is None:
             raise
@@ -660,10 +683,13 @@ def apply_tar(
 
 
 def _apply_tar(
-    stream: BinaryIO, root: str | os.PathLike[str], budget: DiskBudget | None
+    stream: BinaryIO,
+    root: str | os.PathLike[str],
+    budget: DiskBudget | None,
+    id_limits: tuple[int, int] | None,
 ) -> ApplyReport:
     reader = ForwardReader(stream)
-    applier = _Applier(Path(root), reader, budget)
+    applier = _Applier(Path(root), reader, budget, id_limits)
     try:
         with LayerTarFile(fileobj=reader, mode="r", errorlevel=2) as tar:  # type: ignore[arg-type]
             return applier.apply(tar)

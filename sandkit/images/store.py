@@ -62,6 +62,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
+from .. import idmap
 from ..errors import DigestMismatchError, ImageError, ImageInUseError, ImageNotFoundError
 from ..home import private_home, private_subdir, sandkit_home
 from . import reference
@@ -77,7 +78,15 @@ from .digest import (
     verify_bytes,
 )
 from .fsutil import dir_size, remove_tree, write_json_atomic
-from .layers import DECOMPRESSION_ERRORS, LAYER_TYPES, apply_tar, compression_of, open_decompressed
+from .layers import (
+    DECOMPRESSION_ERRORS,
+    LAYER_TYPES,
+    ApplyReport,
+    apply_tar,
+    compression_of,
+    open_decompressed,
+)
+from .mapped import apply_tar_mapped
 from .readahead import ReadAhead
 
 MANIFEST_TYPES = {
@@ -179,6 +188,10 @@ class Store:
                 f"SANDKIT_HOME {str(self.home)!r} contains ':' or ',', which overlayfs cannot take "
                 "in layer paths: choose another directory"
             )
+        # Rootless with a subordinate range, layers are applied (and removed) in a user namespace
+        # with the containers' mapping; layer.json records which mapping ("idmap").
+        self.mapping = idmap.rootless_mapping()
+        self.mapping_key = idmap.mapping_key() if self.mapping is None else self.mapping.key
         # Private to its owner, checked at every open (see sandkit/home.py for why).
         private_home(self.home)
         for sub in ("blobs/sha256", "layers", "images", "tmp", "locks", "leases"):
@@ -273,7 +286,7 @@ class Store:
         try:
             yield path
         finally:
-            remove_tree(path)
+            self._remove(path)
             os.close(fd)
 
     def _new_staging(self) -> tuple[Path, int]:
@@ -301,8 +314,8 @@ class Store:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 # Removed while locked: a process that made it a moment ago and waits for the
                 # lock finds it unlinked and makes another (_new_staging).
-                freed += dir_size(entry)
-                remove_tree(entry)
+                freed += self._size(entry)
+                self._remove(entry)
                 count += 1
             except BlockingIOError:
                 pass  # a live process is using it
@@ -377,8 +390,45 @@ class Store:
         return self.home / "layers" / hex_of(diff_id) / "fs"
 
     def has_layer(self, diff_id: str) -> bool:
-        """True when the layer of uncompressed digest ``diff_id`` is applied in the store."""
-        return (self.home / "layers" / hex_of(diff_id) / "layer.json").is_file()
+        """True when the layer of uncompressed digest ``diff_id`` is applied in the store, with
+        the id mapping this process's containers have (else it is applied again)."""
+        try:
+            info = json.loads((self.home / "layers" / hex_of(diff_id) / "layer.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        # Written before mappings were recorded: by root as the layer says, else as the caller's.
+        applied_with = info.get("idmap") or ("host" if os.geteuid() == 0 else "single")
+        return bool(applied_with == self.mapping_key)
+
+    def _apply(self, stream: BinaryIO, root: Path, budget: DiskBudget, layer: str) -> ApplyReport:
+        if self.mapping is None:
+            return apply_tar(stream, root, budget, layer=layer)
+        return apply_tar_mapped(stream, root, budget, layer=layer, mapping=self.mapping)
+
+    def _remove(self, path: Path) -> None:
+        """remove_tree, inside the id mapping when the caller may not delete its files."""
+        idmap.as_owner(lambda: remove_tree(path), self.mapping)
+
+    def _size(self, path: Path) -> int:
+        """dir_size, inside the id mapping when the caller may not read its directories."""
+        return idmap.as_owner(lambda: dir_size(path), self.mapping)
+
+    def refresh_layers(self, rec: ImageRecord) -> None:
+        """Apply again, from their blobs, the layers of ``rec`` that were applied with another id
+        mapping (the caller's /etc/subuid entry was added or changed since)."""
+        stale = [layer for layer in rec.layers if not self.has_layer(layer.diff_id)]
+        if not stale:
+            return
+        with self.loading(len(rec.layers)):
+            for layer in stale:
+                with self.open_blob(layer.digest) as blob:
+                    self.ingest_layer(
+                        blob,
+                        digest=layer.digest,
+                        diff_id=layer.diff_id,
+                        size=layer.size,
+                        media_type=layer.media_type,
+                    )
 
     def _stored_layer(
         self, digest: str | None, diff_id: str, media_type: str | None
@@ -431,11 +481,11 @@ class Store:
                         plain = HashingReader(decompressed)
                         if apply:
                             (tmp / "layer" / "fs").mkdir(parents=True)
-                            report = apply_tar(
+                            report = self._apply(
                                 plain,  # type: ignore[arg-type]
                                 tmp / "layer" / "fs",
                                 budget,
-                                layer=diff_id[:19],
+                                diff_id[:19],
                             )
                         plain.drain()  # tar end padding is part of the DiffID
                     except _BAD_LAYER_BLOB as e:
@@ -460,10 +510,17 @@ class Store:
                 report.warn(diff_id[:19])
                 write_json_atomic(
                     tmp / "layer" / "layer.json",
-                    {"diff_id": diff_id, "size": plain.count, "applied": time.time()},
+                    {
+                        "diff_id": diff_id,
+                        "size": plain.count,
+                        "applied": time.time(),
+                        "idmap": self.mapping_key,
+                    },
                 )
                 target = self.home / "layers" / hex_of(diff_id)
-                remove_tree(target)  # a leftover without layer.json is an interrupted apply
+                # a leftover without layer.json is an interrupted apply; one with another
+                # "idmap" was applied for other containers' mapping
+                self._remove(target)
                 os.rename(tmp / "layer", target)
             if not self.has_blob(digest):
                 os.replace(tmp / "blob", self.blob_path(digest))
@@ -681,8 +738,8 @@ class Store:
             n_layers = n_blobs = 0
             for path in (self.home / "layers").iterdir():
                 if "sha256:" + path.name not in keep_layers:
-                    freed += dir_size(path)
-                    remove_tree(path)
+                    freed += self._size(path)
+                    self._remove(path)
                     n_layers += 1
             for path in (self.home / "blobs" / "sha256").iterdir():
                 if "sha256:" + path.name not in keep_blobs:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import ipaddress
 import json
 import os
@@ -31,6 +32,7 @@ import attrs
 import dns.message
 import dns.rcode
 
+from .. import idmap
 from ..errors import NetworkError
 from . import dns as resolver
 from . import firewall, netlink, nsutil, portguard, protocol, uplink
@@ -174,8 +176,7 @@ class Keeper:
             self.uplink_watch = launcher[1]
         try:
             if spec.rootless:
-                nsutil.unshare(nsutil.CLONE_NEWUSER | nsutil.CLONE_NEWNET)
-                nsutil.become_root_of_new_userns(spec.uid, spec.gid)
+                self._enter_user_namespace()
             else:
                 nsutil.unshare(nsutil.CLONE_NEWNET)
             # (the MAC of the gateway's address: no container has it, see portguard.mac_for)
@@ -202,6 +203,17 @@ class Keeper:
 
     def _xtables_lock(self) -> str:
         return os.path.join(self.spec.directory, "xtables.lock")
+
+    def _enter_user_namespace(self) -> None:
+        """U_N and N. U_N maps the user's subordinate range when it has one (idmap.py), so that
+        the containers nested in it map the range too; else the user's one id."""
+        mapping = idmap.rootless_mapping()
+        if mapping is not None:
+            flags = nsutil.CLONE_NEWUSER | nsutil.CLONE_NEWNET
+            idmap.unshare_mapped(mapping, functools.partial(nsutil.unshare, flags))
+            return
+        nsutil.unshare(nsutil.CLONE_NEWUSER | nsutil.CLONE_NEWNET)
+        nsutil.become_root_of_new_userns(self.spec.uid, self.spec.gid)
 
     def _fork_uplink_launcher(self) -> tuple[int, int]:
         """A child left in the host's namespaces (the launcher) that waits for N, starts the

@@ -117,7 +117,12 @@ class ControlChannel:
                     if slot.replies:
                         break
                     while not self._receive_one():
-                        await anyio.wait_readable(self.sock)
+                        try:
+                            await anyio.wait_readable(self.sock)
+                        except anyio.ClosedResourceError:  # closed by another task: see close()
+                            raise ContainerDiedError(
+                                self._dead or "the channel was closed"
+                            ) from None
             finally:
                 with self._readers_lock:
                     self._loop_readers -= 1
@@ -168,22 +173,6 @@ class ControlChannel:
         finally:
             self.forget(request.id)
 
-    def watch(self, request_id: int, callback: Callable[[], None]) -> None:
-        """Call ``callback`` whenever a reply for ``request_id`` is filed, until `forget`. It
-        runs on the thread that read the packet: it must be quick and never block."""
-        self._watchers[request_id] = callback
-
-    def reply_nowait(self, request_id: int) -> tuple[Reply, list[int]] | None:
-        """The next reply for ``request_id`` if it has come: filed already, or among the packets
-        waiting on the socket, which this reads (filing the others) when nobody else reads. None
-        otherwise; never blocks. For a thread that is neither the loop's nor a sync caller's."""
-        got = self._take_filed(request_id)
-        if got is None:
-            with self.thread_reader() as mine:
-                if mine:
-                    got = self.reply_blocking(request_id, deadline=0.0)
-        return got
-
     def reply_from_thread(
         self,
         request_id: int,
@@ -207,6 +196,22 @@ class ControlChannel:
             if not mine:
                 time.sleep(0.0005)  # a loop task reads: it files our reply, or is done soon
         return None
+
+    def watch(self, request_id: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a reply for ``request_id`` is filed, until `forget`. It
+        runs on the thread that read the packet: it must be quick and never block."""
+        self._watchers[request_id] = callback
+
+    def reply_nowait(self, request_id: int) -> tuple[Reply, list[int]] | None:
+        """The next reply for ``request_id`` if it has come: filed already, or among the packets
+        waiting on the socket, which this reads (filing the others) when nobody else reads. None
+        otherwise; never blocks. For a thread that is neither the loop's nor a sync caller's."""
+        got = self._take_filed(request_id)
+        if got is None:
+            with self.thread_reader() as mine:
+                if mine:
+                    got = self.reply_blocking(request_id, deadline=0.0)
+        return got
 
     def _take_filed(self, request_id: int) -> tuple[Reply, list[int]] | None:
         if self._dead is not None:
@@ -279,6 +284,10 @@ class ControlChannel:
         # the init (EOF) and wakes that thread.
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+        # A task on the loop waiting for it to be readable would never wake once it is closed
+        # (the fd leaves the loop's epoll set): it is told, and fails with ContainerDiedError.
+        with contextlib.suppress(RuntimeError):  # not on an event loop's thread: no such task
+            anyio.notify_closing(self.sock)
         self.sock.close()
 
 

@@ -16,14 +16,14 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias, Unpack
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias, Unpack, cast
 
 import anyio
 import attrs
 
 from .. import errors
 from ..home import sandkit_home, scratch_mountpoint
-from ..images.config import ImageConfig
+from ..images.config import ImageConfig, stop_signal
 from ..images.image import Image
 from ..ipc import (
     Connect,
@@ -281,8 +281,36 @@ class AsyncContainer:
     _health_monitor: health.HealthMonitor | None = attrs.field(default=None, init=False)
     _health_state: health.HealthState | None = attrs.field(default=None, init=False)
 
+    # -- detached containers (``detach=True``; the work is in attached.py) --------------------
+
+    def __new__(  # noqa: PYI034 - with detach=True it is not an instance of cls
+        cls, image: ImageSource = "host", **options: Any
+    ) -> AsyncContainer:
+        """With ``detach=True``: the handle of a container a supervisor process will run (an
+        `AsyncAttachedContainer`, which Python does not __init__ again)."""
+        if options.get("detach"):
+            from .attached import AsyncAttachedContainer
+
+            return cast(AsyncContainer, AsyncAttachedContainer.create(image, **options))
+        return super().__new__(cls)
+
+    @classmethod
+    async def attach(cls, name_or_id: str) -> AsyncContainer:
+        """The running detached container ``name_or_id`` (its name, id or unique id prefix),
+        made by any process of this user: ``detach=True`` or `sandkit run -d`. Leaving its
+        ``async with`` block leaves it running; `remove()` ends it. `NoSuchContainerError`
+        when there is none, `ContainerNotRunningError` (with its exit code) when it ended."""
+        from .attached import AsyncAttachedContainer
+
+        return cast(AsyncContainer, await AsyncAttachedContainer.attach(name_or_id))
+
     def __init__(self, image: ImageSource = "host", **options: Unpack[ContainerOptions]) -> None:
         check_option_names(options)
+        if options.get("name") is not None:
+            raise errors.ContainerError(
+                "name= names a detached container: add detach=True (a container that lives "
+                "with its process needs no name)"
+            )
         container_id = secrets.token_hex(32)
         hostname = options.get("hostname")
         self.__attrs_init__(
@@ -353,7 +381,8 @@ class AsyncContainer:
 
     @property
     def running(self) -> bool:
-        """True between `start` and `stop`, while the container's init is alive."""
+        """True between `start` and `stop`, while the container's init is alive; with a main
+        process (``run=``), until it ended for good (then the container has stopped)."""
         return (
             self._channel is not None
             and not self._stopped
@@ -412,12 +441,12 @@ class AsyncContainer:
                 await self._start_fresh(setup)
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             self._forwarder.start()
-            self._start_health_checks()
             if self._membership is not None and self._network_record is not None:
                 self._joined[self._network_record.name] = Joined(self._membership, "eth0")
                 self._next_iface = 1
             if main_argv is not None:
                 await self._start_main(main_argv)
+                self._start_health_checks()
         except BaseException as exc:
             await self._teardown(kill=True)
             if isinstance(exc, errors.ContainerDiedError):  # a spare that died, taken
@@ -1151,41 +1180,13 @@ class AsyncContainer:
 
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         """Create or replace a file inside the container (seen through the container's root)."""
-        if isinstance(data, str):
-            data = data.encode()
-        fd = await self._open(path, "w", mode)
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError as exc:  # a full writable layer, mostly
-            raise errors.ContainerError(
-                f"cannot write {path!r} in the container: {exc.strerror}"
-            ) from None
-        finally:
-            os.close(fd)
+        write_to(await self._open(path, "w", mode), path, data, mode)
 
     async def read_file(self, path: str, *, max_size: int = DEFAULT_MAX_READ) -> bytes:
         """A file's whole content; one over ``max_size`` bytes (64 MiB by default) is refused
         with `FileTooLargeError` before it is read: stream those with `open_file`."""
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
-            raise errors.LimitsError(
-                f"max_size={max_size!r} is not valid: give the most bytes to read, an int >= 0 "
-                f"(default {DEFAULT_MAX_READ}); use open_file() to stream a larger file"
-            )
-        fd = await self._open(path, "r")
-        try:
-            with os.fdopen(fd, "rb") as f:
-                _check_size(path, os.fstat(f.fileno()).st_size, max_size)
-                # st_size can lie (a file that grows, procfs): never read past the limit.
-                data = f.read(max_size + 1)
-                _check_size(path, len(data), max_size)
-                return data
-        except OSError as exc:
-            raise errors.ContainerError(
-                f"cannot read {path!r} in the container: {exc.strerror}"
-            ) from None
+        check_max_size(max_size)
+        return read_from(await self._open(path, "r"), path, max_size)
 
     async def open_file(self, path: str) -> anyio.AsyncFile[bytes]:
         """Open a file of the container for reading, in binary: a file object to stream from,
@@ -1198,15 +1199,7 @@ class AsyncContainer:
     async def listdir(self, path: str = "/") -> list[str]:
         """The names in directory ``path`` of the container, sorted (without ``.`` and ``..``).
         Raises `ContainerError` when it is missing or not a directory."""
-        fd = await self._open(path, "dir")
-        try:
-            return sorted(os.listdir(fd))
-        except OSError as exc:
-            raise errors.ContainerError(
-                f"cannot list {path!r} in the container: {exc.strerror}"
-            ) from None
-        finally:
-            os.close(fd)
+        return list_from(await self._open(path, "dir"), path)
 
     async def _open(self, path: str, mode: str, perm: int = 0o644, *, raw: bool = False) -> int:
         """An fd the init opened; its refusal a `ContainerError` (``raw``: an `OSError` with
@@ -1288,12 +1281,13 @@ class AsyncContainer:
         side = self._copy_side(anyio.from_thread.run)
         return await anyio.to_thread.run_sync(lambda: copy.stat_path(side, path))
 
-    async def remove(self, path: str, *, recursive: bool = False) -> None:
-        """Remove a file, symlink or empty directory of the container (``recursive``: a tree)."""
-        from . import copy
-
-        side = self._copy_side(anyio.from_thread.run)
-        await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
+    async def remove(self, path: str | None = None, *, recursive: bool = False) -> None:
+        """Remove a file, symlink or empty directory of the container (``recursive``: a tree).
+        Without a path: remove the container itself (`stop`; a detached one's state too)."""
+        if path is None:
+            await self.stop()
+            return
+        await remove_path(self._copy_side(anyio.from_thread.run), path, recursive)
 
     def _copy_side(self, call: Callable[..., Any]) -> copy.ContainerSide:
         """The container as copy.py reaches it; ``call`` runs a coroutine function from the
@@ -1306,12 +1300,11 @@ class AsyncContainer:
 
         # As `docker cp`: a relative path is taken from the container's root, not its workdir.
         def opener(path: str, mode: str) -> int:
-            return call(self._open_raw, path if path.startswith("/") else "/" + path, mode)
+            return call(open_for_copy, self, path if path.startswith("/") else "/" + path, mode)
 
-        return copy.ContainerSide(opener, ids)
-
-    async def _open_raw(self, path: str, mode: str) -> int:
-        return await self._open(path, mode, raw=True)
+        # rootless with a range, the container's users own files we may not touch: see copy.py
+        userns = self._init.pid if len(ids.uids) > 1 else None
+        return copy.ContainerSide(opener, ids, userns=userns)
 
     def stats(self) -> CgroupStats:
         """Current and peak memory, cpu time and number of processes of the whole container.
@@ -1339,15 +1332,7 @@ class AsyncContainer:
     def port(self, container_port: int | str) -> tuple[str, int]:
         """The host address and port that ``container_port`` (80, "80/tcp", "53/udp") is
         published on: ``host, port = c.port(80)``."""
-        number, proto = container_side(str(container_port), container_port)
-        bindings = self.ports.get(f"{number}/{proto}")
-        if not bindings:
-            self._live_channel()
-            raise errors.PortSpecError(
-                f"port {number}/{proto} of the container is not published: publish it with "
-                f'ports=["{number}/{proto}"] (published: {", ".join(self.ports) or "none"})'
-            )
-        return bindings[0].host_ip, bindings[0].host_port
+        return published_on(self.ports, container_port, self._live_channel)
 
     def _connect_blocking(self, proto: str, port: int) -> socket.socket:
         """A socket connected to ``port`` on the container's loopback, made by its init (for
@@ -1377,21 +1362,22 @@ class AsyncContainer:
 
     # -- the main process (run=; the work is in service.py) --------------------------------
 
+    def _image_config(self) -> ImageConfig:
+        resolved = self._resolved
+        return resolved.config if isinstance(resolved, Image) else ImageConfig()
+
     def _main_argv(self) -> list[str] | None:
         """The main process's argv by Docker's rules, or None without ``run``."""
         if self._service_spec is None:
             return None
-        resolved = self._resolved
-        return self._service_spec.argv(
-            resolved.config if isinstance(resolved, Image) else ImageConfig()
-        )
+        return self._service_spec.argv(self._image_config())
 
     async def _start_main(self, argv: list[str]) -> None:
         assert self._service_spec is not None and self._init is not None and self._channel
         main = service.Service(
             self._service_spec,
             argv,
-            service.stop_signal(self._resolved or plan.HOST_IMAGE),
+            stop_signal(self._image_config()),
             self._channel,
             self._main_request,
             self._init.pid,
@@ -1527,13 +1513,10 @@ class AsyncContainer:
         return None if self._health_state is None else self._health_state.to_docker()
 
     def _start_health_checks(self) -> None:
-        """Start the health check's thread, when there is a main process to check (Docker
-        checks only containers whose main process runs)."""
-        if self._has_main_process():
+        """Start the health check's thread beside the main process (Docker checks only
+        containers whose main process runs)."""
+        if self._service is not None:
             start_health_checks(self)
-
-    def _has_main_process(self) -> bool:
-        return bool(self.options.get("run"))
 
     # -- plumbing (also used by the internal interface at the end of this module) ------------
 
@@ -1623,13 +1606,99 @@ def copy_side(container: AsyncContainer, call: Callable[..., Any]) -> copy.Conta
     return container._copy_side(call)
 
 
-async def open_for_copy(container: AsyncContainer, path: str, mode: str) -> int:
-    """An fd on ``path`` ("dir" or "r") resolved in the container's root, for a copy made by
-    another process (``sandkit cp``, through a detached container's supervisor); `OSError`
-    with the init's errno when it is refused."""
-    if mode not in ("dir", "r"):
+async def open_for_copy(container: AsyncContainer, path: str, mode: str, perm: int = 0o644) -> int:
+    """An fd on ``path`` ("dir", "r", or "w" made with ``perm``) resolved in the container's
+    root, for a copy made by another process (``sandkit cp``, an attached container, through
+    a detached container's supervisor); `OSError` with the init's errno when it is refused."""
+    if mode not in ("dir", "r", "w"):
         raise OSError(errno.EINVAL, f"a copy opens directories or files, not {mode!r}")
-    return await container._open_raw(path, mode)
+    return await container._open(path, mode, perm & 0o7777, raw=True)
+
+
+def published_on(
+    ports: dict[str, list[Binding]], container_port: int | str, check_running: Callable[[], object]
+) -> tuple[str, int]:
+    """`port()`'s answer from a container's ``ports``; for a port not among them,
+    ``check_running`` raises first if the container has stopped, else `PortSpecError`."""
+    number, proto = container_side(str(container_port), container_port)
+    bindings = ports.get(f"{number}/{proto}")
+    if not bindings:
+        check_running()
+        raise errors.PortSpecError(
+            f"port {number}/{proto} of the container is not published: publish it with "
+            f'ports=["{number}/{proto}"] (published: {", ".join(ports) or "none"})'
+        )
+    return bindings[0].host_ip, bindings[0].host_port
+
+
+async def remove_path(side: copy.Side, path: str, recursive: bool) -> None:
+    """`remove(path)`'s work, on a worker thread, for any container copy.py reaches."""
+    from . import copy
+
+    await anyio.to_thread.run_sync(lambda: copy.remove(side, path, recursive=recursive))
+
+
+# -- files, through an fd the init opened (here, or in a detached container's supervisor) ------
+
+
+def write_to(fd: int, path: str, data: bytes | str, mode: int) -> None:
+    """`write_file`'s work on the fd the init opened for it (closed here)."""
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:  # a full writable layer, mostly
+        raise errors.ContainerError(
+            f"cannot write {path!r} in the container: {exc.strerror}"
+        ) from None
+    finally:
+        os.close(fd)
+
+
+def check_max_size(max_size: int) -> None:
+    """`read_file`'s ``max_size``: an int >= 0, else `LimitsError`."""
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+        raise errors.LimitsError(
+            f"max_size={max_size!r} is not valid: give the most bytes to read, an int >= 0 "
+            f"(default {DEFAULT_MAX_READ}); use open_file() to stream a larger file"
+        )
+
+
+def read_from(fd: int, path: str, max_size: int) -> bytes:
+    """`read_file`'s work on the fd the init opened for it (closed here)."""
+    try:
+        with os.fdopen(fd, "rb") as f:
+            _check_size(path, os.fstat(f.fileno()).st_size, max_size)
+            # st_size can lie (a file that grows, procfs): never read past the limit.
+            data = f.read(max_size + 1)
+            _check_size(path, len(data), max_size)
+            return data
+    except OSError as exc:
+        raise errors.ContainerError(
+            f"cannot read {path!r} in the container: {exc.strerror}"
+        ) from None
+
+
+def list_from(fd: int, path: str) -> list[str]:
+    """`listdir`'s work on the directory fd the init opened for it (closed here)."""
+    try:
+        return sorted(os.listdir(fd))
+    except OSError as exc:
+        raise errors.ContainerError(
+            f"cannot list {path!r} in the container: {exc.strerror}"
+        ) from None
+    finally:
+        os.close(fd)
+
+
+async def init_exited(container: AsyncContainer) -> None:
+    """Until the running container's init has ended (its ``lifetime`` was up, or it was killed):
+    what a detached container without a main process waits on."""
+    assert container._init is not None
+    await anyio.wait_readable(container._init.pidfd)
 
 
 @attrs.frozen
@@ -1666,10 +1735,17 @@ class ProcessLink:
 # -- for readiness.py and health.py ------------------------------------------------------------
 
 
+def main_ended(container: AsyncContainer) -> str | None:
+    """Why the container no longer runs when its main process has ended for good (its exit
+    status and last output), else None."""
+    main = container._service
+    return None if main is None or container._stopped else main.stopped_reason()
+
+
 async def open_in_container(container: AsyncContainer, path: str) -> int:
     """An fd the init opened for reading on ``path`` (absolute) in the container's root; OSError
     with the init's errno when it cannot."""
-    return await container._open_raw(path, "r")
+    return await container._open(path, "r", raw=True)
 
 
 async def connect_in_container(container: AsyncContainer, proto: str, port: int) -> socket.socket:
@@ -1697,13 +1773,19 @@ def start_health_checks(
 ) -> None:
     """Start the container's health check (the image's, under ``healthcheck=``), if it has one,
     until it stops; ``on_change`` is called on the checking thread after each result. For a
-    container whose main process is started by another part (the CLI's supervisor)."""
+    container whose main process is started by another part (the detached supervisor); for one
+    started with ``run=``, whose checks run already, it only sets ``on_change``."""
     image = container._resolved
     config = health.resolve(
         image.config.healthcheck if isinstance(image, Image) else None,
         container.options.get("healthcheck"),
     )
-    if config is None or container._health_monitor is not None:
+    if config is None:
+        return
+    if container._health_monitor is not None:  # started with the container's own run=
+        if on_change is not None:
+            container._health_monitor.on_change = on_change
+            on_change(container._health_monitor.state)
         return
     container._health_state = health.HealthState(config)
     container._health_monitor = health.HealthMonitor(

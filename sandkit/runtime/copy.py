@@ -32,7 +32,7 @@ from typing import IO, Literal, Protocol
 
 import attrs
 
-from .. import errors
+from .. import errors, idmap
 from ..images.fsutil import remove_tree_at
 from ..images.tarstream import ForwardReader, LayerTarFile
 from .trees import (
@@ -167,6 +167,9 @@ class ContainerSide:
     opener: Callable[[str, OpenMode], int]
     ids: IdMap
     name: str = "the container"
+    #: rootless with a subordinate range: the init's pid, whose user namespace writes happen in
+    #: (we may not write in, nor chown to, what the container's users own); else None
+    userns: int | None = None
 
     def open(self, path: str, mode: OpenMode) -> int:
         """An fd the container's init opened, resolved in the container's root."""
@@ -174,11 +177,32 @@ class ContainerSide:
 
     def seen(self, uid: int, gid: int) -> tuple[int, int]:
         """The ids the container sees for host ids ``uid:gid``."""
+        if _in_its_userns(self):
+            return uid, gid  # the kernel shows them as the container sees them already
         return self.ids.to_container(uid, gid)
 
     def host_ids(self, uid: int, gid: int, where: str) -> tuple[int, int]:
         """The host ids the container sees as ``uid:gid``; `CopyError` when unmapped."""
+        if _in_its_userns(self):
+            return uid, gid  # chown there takes the container's own ids
         return self.ids.to_host(uid, gid, where)
+
+
+# Set in the forked child that copies inside a container's user namespace (see `_write`).
+_copying_in_userns = False
+
+
+def _in_its_userns(side: ContainerSide) -> bool:
+    return _copying_in_userns and side.userns is not None
+
+
+def _userns_of(*sides: Side) -> int | None:
+    """The user namespace a copy between ``sides`` runs in: a rootless container's with a
+    subordinate range (its users' files are not ours to read, write or chown), else None."""
+    for side in sides:
+        if isinstance(side, ContainerSide) and side.userns is not None:
+            return side.userns
+    return None
 
 
 # --- the source ------------------------------------------------------------------------------
@@ -368,9 +392,25 @@ def _links_kept_inside(
         yield entry
 
 
-def _write(entries: Iterable[Entry], target: _Target, owner: Owner, side: Side) -> int:
+def _write(
+    entries: Iterable[Entry], target: _Target, owner: Owner, side: Side, userns: int | None
+) -> int:
     """Stage the entries next to the destination, then move them into place; the number of
-    entries written. On failure nothing stays (and the error says so)."""
+    entries written. On failure nothing stays (and the error says so). With ``userns`` (the
+    pid of a rootless container's init that maps a range), as the container's root does it:
+    in a child that joined its user namespace (the fds were all opened before)."""
+    if userns is None:
+        return _write_here(entries, target, owner, side)
+
+    def inside() -> int:
+        global _copying_in_userns
+        _copying_in_userns = True  # a forked child of its own: no other copy shares it
+        return _write_here(entries, target, owner, side)
+
+    return idmap.run_in_userns_of(userns, inside)
+
+
+def _write_here(entries: Iterable[Entry], target: _Target, owner: Owner, side: Side) -> int:
     staging = _STAGING_PREFIX + secrets.token_hex(8)
     try:
         os.mkdir(staging, 0o700, dir_fd=target.dir_fd)
@@ -480,7 +520,7 @@ def copy(
         entries = _rebased(found.entries, target.name)
         if isinstance(dest, HostSide):
             entries = _links_kept_inside(entries, source, src, dst, target.name is None)
-        return _write(entries, target, owner, dest)
+        return _write(entries, target, owner, dest, _userns_of(source, dest))
 
 
 def copy_tar_in(stream: IO[bytes], dest: Side, dst: str, *, archive: bool = False) -> int:
@@ -495,7 +535,8 @@ def copy_tar_in(stream: IO[bytes], dest: Side, dst: str, *, archive: bool = Fals
             ) from None
         stack.callback(os.close, fd)
         target = _Target(fd, None, dst)
-        return _write(_tar_entries(stream), target, _owner_policy(dest, archive, dst), dest)
+        owner = _owner_policy(dest, archive, dst)
+        return _write(_tar_entries(stream), target, owner, dest, _userns_of(dest))
 
 
 # --- tar streams -----------------------------------------------------------------------------
@@ -651,27 +692,39 @@ def remove(side: Side, path: str, *, recursive: bool = False) -> None:
     with ExitStack() as stack:
         parent = _open_or_explain(side, parent_path, "dir")
         stack.callback(os.close, parent)
-        try:
-            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):
-                os.unlink(name, dir_fd=parent)
-            elif recursive:
-                # By fds, never following a symlink; through 0555 directories (rootless, as the
-                # container's root would) and trees deeper than Python's recursion limit.
-                remove_tree_at(parent, name)
-            else:
-                os.rmdir(name, dir_fd=parent)
-        except FileNotFoundError:
-            raise _missing(side, path) from None
-        except OSError as exc:
-            hint = (
-                "pass recursive=True to remove a directory and all it holds"
-                if exc.errno == errno.ENOTEMPTY
-                else "check the path and its permissions"
+        if isinstance(side, ContainerSide) and side.userns is not None:
+            # files of the container's users: removed as its root removes them
+            idmap.run_in_userns_of(
+                side.userns, lambda: _remove_at(side, parent, name, path, recursive)
             )
-            raise errors.CopyError(
-                f"cannot remove {path!r} in {side.name}: {exc.strerror}; {hint}"
-            ) from None
+        else:
+            _remove_at(side, parent, name, path, recursive)
+
+
+def _remove_at(side: Side, parent: int, name: str, path: str, recursive: bool) -> None:
+    """Unlink (or rmdir, or with ``recursive`` remove the tree of) ``name`` in ``parent``."""
+
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=parent)
+        elif recursive:
+            # By fds, never following a symlink; through 0555 directories (rootless, as the
+            # container's root would) and trees deeper than Python's recursion limit.
+            remove_tree_at(parent, name)
+        else:
+            os.rmdir(name, dir_fd=parent)
+    except FileNotFoundError:
+        raise _missing(side, path) from None
+    except OSError as exc:
+        hint = (
+            "pass recursive=True to remove a directory and all it holds"
+            if exc.errno == errno.ENOTEMPTY
+            else "check the path and its permissions"
+        )
+        raise errors.CopyError(
+            f"cannot remove {path!r} in {side.name}: {exc.strerror}; {hint}"
+        ) from None
 
 
 # --- the entry points of the API (run on a worker thread) ------------------------------------
@@ -724,7 +777,8 @@ def _bytes_in(data: bytes, container: Side, dst: str) -> int:
                 view = view[os.write(fd, view) :]
 
         entry.feed = feed
-        return _write([entry], target, _owner_policy(container, False, dst), container)
+        owner = _owner_policy(container, False, dst)
+        return _write([entry], target, owner, container, _userns_of(container))
 
 
 def copy_out(

@@ -276,6 +276,7 @@ class CheckResult:
     start_monotonic: float = 0.0
 
     def to_docker(self) -> dict[str, Any]:
+        """The entry as `docker inspect` shows it (times in RFC 3339 with nanoseconds)."""
         return {
             "Start": timestamp(self.start),
             "End": timestamp(self.end),
@@ -372,9 +373,11 @@ class HealthMonitor:
 
     @property
     def status(self) -> str:
+        """The state: "starting", "healthy" or "unhealthy"."""
         return self.state.status
 
     def start(self) -> None:
+        """Start checking, on a thread of its own (the first check one interval from now)."""
         self._thread = threading.Thread(target=self._run, name="sandkit-health", daemon=True)
         self._thread.start()
 

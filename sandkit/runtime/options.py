@@ -114,10 +114,6 @@ class ContainerOptions(TypedDict, total=False):
     log_size: int | str
     """Bytes of the main process's latest output kept for ``logs()`` (a ring: older output
     goes). Default "1m"."""
-    seccomp: SeccompSpec
-    """The seccomp profile: "default" (the default, at least as strict as Docker's), None or
-    "unconfined" (no filter), a Docker JSON profile (a dict, JSON text or a file path), or a
-    `sandkit.security.SeccompProfile`."""
     # -- readiness and health (issue 18 item 2) --
     healthcheck: Mapping[str, object] | None
     """The health check, over the image's HEALTHCHECK key by key, as ``docker run --health-*``:
@@ -126,6 +122,21 @@ class ContainerOptions(TypedDict, total=False):
     ``retries``; a key left out or 0 takes the image's, then Docker's default (30, 30, 0, 5, 3).
     ``{"test": ["NONE"]}`` turns the image's off. Checks run only in a container with a main
     process (``run=``); see `AsyncContainer.health`."""
+    seccomp: SeccompSpec
+    """The seccomp profile: "default" (the default, at least as strict as Docker's), None or
+    "unconfined" (no filter), a Docker JSON profile (a dict, JSON text or a file path), or a
+    `sandkit.security.SeccompProfile`."""
+
+    # -- detached containers (issue 18 item 7) --
+    detach: bool
+    """Hand the container to a supervisor process of its own (as ``sandkit run -d``): it lives
+    on after this process exits, until it is removed (`remove()`, ``sandkit rm -f``) or its
+    ``lifetime`` is up, and any process of the same user reaches it with
+    ``Container.attach(name)``. Default False: the container ends with this process."""
+    name: str | None
+    """The detached container's name, unique among this user's (``[a-zA-Z0-9][a-zA-Z0-9_.-]*``);
+    taken: `NameInUseError`. Default: a generated one, as Docker's (``c.name`` says which).
+    Needs ``detach=True``."""
 
 
 def check_option_names(options: Mapping[str, object]) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import anyio
 import attrs
 
-from .. import errors
+from .. import errors, idmap
 from ..ipc import Error, Exit, Output, Reply
 from .cgroups import ExecUsage
 from .process import AsyncOutput, AsyncProcess
@@ -162,6 +162,8 @@ def exec_failure(reply: Error, argv: Sequence[str]) -> errors.ExecStartError:
         "cwd": "use a working directory that exists in the container and the user may enter",
     }
     fix = fixes.get(reply.kind, "")
+    if "not mapped in the container's user namespace" in reply.msg:
+        fix = idmap.unmapped_fix()
     return cls(
         f"cannot run {argv[0]!r} in the container: {reply.msg}" + (f" ({fix})" if fix else "")
     )

@@ -120,11 +120,12 @@ async def wait_until(
 def ensure_alive(container: AsyncContainer, what: str) -> None:
     """Raise `ContainerNotRunningError` when there is nothing left to wait for: the container
     stopped, or its main process ended (the message has its exit status and last log lines)."""
-    status = main_exit_status(container)
-    if status is not None:
+    from .container import main_ended
+
+    reason = main_ended(container)
+    if reason is not None:  # it says the exit status and ends with the last output
         raise errors.ContainerNotRunningError(
-            f"container {container.id[:12]}: its main process exited with status {status} "
-            f"while waiting for {what}{log_tail_text(container)}"
+            f"container {container.id[:12]} stopped while waiting for {what}: {reason}"
         )
     if not container.running:
         raise errors.ContainerNotRunningError(
@@ -134,18 +135,10 @@ def ensure_alive(container: AsyncContainer, what: str) -> None:
         )
 
 
-def main_exit_status(container: AsyncContainer) -> int | None:
-    """The main process's exit status once it has ended (Docker's 128+N for signal N); None
-    while it runs, or when the container has none."""
-    status = getattr(container, "main_exit_status", None)
-    return status if isinstance(status, int) else None
-
-
 def log_tail_text(container: AsyncContainer, lines: int = TAIL_LINES) -> str:
     """What ends a failed wait's message: the main process's last log lines, or why there are
     none."""
-    log_tail = getattr(container, "log_tail", None)
-    tail = log_tail(lines) if log_tail is not None else ""
+    tail = container.log_tail(lines)
     if not tail:
         return "; the container has no log (no main process, or it printed nothing)"
     return f"; its last log lines:\n{tail.rstrip()}"
@@ -243,14 +236,9 @@ async def wait_for_log(
         raise errors.ReadinessSpecError(
             f"times={times!r} is not valid: give how many matches to wait for, an int >= 1"
         )
-    logs = getattr(container, "logs", None)
-    if logs is None:
-        raise errors.ContainerError(
-            "this sandkit has no logs(): wait_for_log needs a container started with run=True"
-        )
 
     async def probe(_: float) -> bool:
-        return sum(1 for _ in regex.finditer(await logs())) >= times
+        return sum(1 for _ in regex.finditer(await container.logs())) >= times
 
     shown = regex.pattern.decode("utf-8", "backslashreplace")
     what = f"the log to match {shown!r}" + (f" {times} times" if times > 1 else "")

@@ -34,7 +34,6 @@ import attrs
 
 from .. import errors
 from ..images.config import ImageConfig, resolve_command
-from ..images.image import Image
 from ..ipc import Error, Exec, Exit, Signal, Started
 from ..sizes import parse_size
 from . import sessionkill
@@ -116,6 +115,7 @@ class ServiceSpec:
         """The service the options ask for, or None without ``run``; `ContainerError` (nothing
         made yet) for an option that is malformed or needs ``run``."""
         run = options.get("run", False)
+        run = False if run is None else run  # (None, as wrappers pass it on, is no run too)
         entrypoint = options.get("entrypoint")
         restart = RestartPolicy.parse(options.get("restart", "no"))
         log_size = _log_size(options.get("log_size", DEFAULT_LOG_SIZE))
@@ -137,9 +137,15 @@ class ServiceSpec:
         try:
             return resolve_command(config, self.command, **overrides)
         except errors.ImageError:
+            why = (
+                "the image has neither Entrypoint nor Cmd"
+                if self.entrypoint is None
+                else f"entrypoint={self.entrypoint!r} replaces the image's Entrypoint and drops "
+                "its Cmd (as docker run --entrypoint)"
+            )
             raise errors.ContainerError(
-                "run=True: the image has neither Entrypoint nor Cmd, so there is no program to "
-                "run; name it: run=['program', 'arg', ...] (or entrypoint='program')"
+                f"run=True: {why}, so there is no program to run; name it: "
+                "run=['program', 'arg', ...] (or entrypoint='program')"
             ) from None
 
 
@@ -165,21 +171,6 @@ def _log_size(value: object) -> int:
             f"room; give its bytes, e.g. '1m' (the default) or '64k'"
         )
     return size
-
-
-def stop_signal(image: Image | str) -> int:
-    """The signal that asks the image's program to stop: its StopSignal, else SIGTERM."""
-    name = image.config.stop_signal if isinstance(image, Image) else ""
-    if not name:
-        return signals.SIGTERM
-    try:
-        return (
-            int(name)
-            if name.isdigit()
-            else signals.Signals["SIG" + name.upper().removeprefix("SIG")]
-        )
-    except KeyError:
-        return signals.SIGTERM
 
 
 def exit_status(event: Exit) -> int:
@@ -348,11 +339,11 @@ class Service:
         """Start the main process and the thread that serves it. A program that cannot be
         started raises its `ExecStartError` (127: not found, 126: not executable) and leaves
         nothing running."""
-        self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._socket = os.dup(self.channel.sock.fileno())
-        self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self._pidfd = os.dup(self.init_pidfd)
         try:
+            self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self._socket = os.dup(self.channel.sock.fileno())
+            self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            self._pidfd = os.dup(self.init_pidfd)
             request, reads = self._send_exec()
             try:
                 reply, _ = await self.channel.reply(request.id)
@@ -517,8 +508,10 @@ class Service:
             os.close(listener)
 
     def _wake_up(self) -> None:
-        if self._wake >= 0:
-            with contextlib.suppress(OSError):
+        """Wake the thread (any thread may; never with the lock held). Under the lock, so that
+        `close` cannot close the fd, and another file take its number, in between."""
+        with self._lock:
+            if self._wake >= 0:
                 os.eventfd_write(self._wake, 1)
 
     # -- starting a run ---------------------------------------------------------------------------
@@ -637,19 +630,20 @@ class Service:
         if watch_socket:
             poller.register(self._socket, select.POLLIN)
         left = deadline - time.monotonic()
-        for fd, _ in poller.poll(None if left == math.inf else max(0.0, left) * 1000 + 1):
+        ready = [fd for fd, _ in poller.poll(None if left == math.inf else max(0, left) * 1e3 + 1)]
+        for fd in ready:
             if fd == self._wake:
                 _consume(fd)
-            elif fd == self._socket:
-                # Unless we may read it (the caller's next reply_nowait does), another reader (an
-                # event loop's) takes the packet and files it, and our watch wakes us: meanwhile,
-                # do not spin on it.
-                time.sleep(self._socket_pause)
-                self._socket_pause = min(self._socket_pause * 2, _MAX_SOCKET_PAUSE)
-                return
-            elif run is not None:
+            elif fd != self._socket and run is not None:
                 self._read_pipe(run, fd)
-        self._socket_pause = _MIN_SOCKET_PAUSE
+        if ready == [self._socket]:
+            # Unless we may read it (the caller's next reply_nowait does), another reader (an
+            # event loop's) takes the packet and files it, and our watch wakes us: meanwhile,
+            # do not spin on it.
+            time.sleep(self._socket_pause)
+            self._socket_pause = min(self._socket_pause * 2, _MAX_SOCKET_PAUSE)
+        else:
+            self._socket_pause = _MIN_SOCKET_PAUSE
 
     def _read_pipe(self, run: _Run, fd: int) -> None:
         chunk = os.read(fd, _READ_SIZE)
@@ -730,9 +724,10 @@ class Service:
 
     def _close_fds(self) -> None:
         self._close_thread_fds()
-        if self._wake >= 0:
-            fd, self._wake = self._wake, -1
-            os.close(fd)
+        with self._lock:
+            if self._wake >= 0:
+                fd, self._wake = self._wake, -1
+                os.close(fd)
 
 
 def _consume(eventfd: int) -> None:

@@ -10,12 +10,13 @@ What the init gets (its side of the contract, see docs/protocol.md): fd 3 is ``c
 handling; pid 1 of a new pid namespace, in new mount, ipc, uts and cgroup namespaces (plus net
 and user when asked). In user-namespace mode it is uid 0 / gid 0 there.
 
-Id maps in user-namespace mode: by default the caller's own uid and gid become 0 inside, one id
-each (``"0 <uid> 1"``), for root as for anyone. That is what rootless mode needs (files the caller
-owns are root's inside), it keeps layer ownership the same in both modes, and it needs no
-/etc/subuid entry nor the setuid newuidmap helper. Callers who want a range (root mapping the
-container to a subordinate range, for example) pass ``id_maps``; see ``subid_maps``. Unprivileged
-callers can map only their own ids (the kernel's rule for writing the maps directly).
+Id maps in user-namespace mode: the caller's own uid and gid become 0 inside. A rootless caller
+with /etc/subuid and /etc/subgid entries (and the setuid helpers newuidmap/newgidmap) also maps
+1..65535 to the first ids of its subordinate ranges, as rootless Podman does, so that an image's
+own users exist inside (``idmap.py``); without entries the map is that one id, which needs
+nothing from the host, and a container run as another user fails with the exact fix. Root maps
+its own one id (``"0 0 1"``): root mode does not use a user namespace by default. Callers who
+want another mapping pass ``id_maps``; see ``subid_maps``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import signal
 import socket
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
+from .. import idmap
 from ..errors import ContainerStartError, HostUnsupportedError
 from .process import wait_ready
 
@@ -148,10 +151,16 @@ class IdMaps:
     #: write "deny" to /proc/<pid>/setgroups first: the kernel demands it before an
     #: unprivileged caller writes gid_map (else it could drop groups that deny it access).
     deny_setgroups: bool
+    #: writes both maps itself (with newuidmap/newgidmap) instead of writing the texts above
+    writer: Callable[[int], None] | None = None
 
 
 def default_id_maps() -> IdMaps:
-    """The caller's euid and egid become 0 inside (one id each): see the module docstring."""
+    """The caller's euid and egid become 0 inside, with its subordinate range when it has one:
+    see the module docstring."""
+    mapping = idmap.rootless_mapping()
+    if mapping is not None:
+        return IdMaps(mapping.uid_map, mapping.gid_map, deny_setgroups=False, writer=mapping.write)
     uid, gid = os.geteuid(), os.getegid()
     return IdMaps(f"0 {uid} 1\n", f"0 {gid} 1\n", deny_setgroups=uid != 0)
 
@@ -182,6 +191,9 @@ def _subid_range(path: Path, user: str) -> tuple[int, int] | None:
 
 
 def _write_id_maps(pid: int, maps: IdMaps) -> None:
+    if maps.writer is not None:
+        maps.writer(pid)
+        return
     if maps.deny_setgroups:
         _write_proc(pid, "setgroups", "deny")
     _write_proc(pid, "uid_map", maps.uid_map)
@@ -289,7 +301,9 @@ def spawn_init(
     parent_userns: with user_namespace, an fd of /proc/<pid>/ns/user: the new user namespace
         is made a child of that one (not of ours) and maps uid and gid 0 to its 0 ("0 0 1"),
         so that its owner (a network's keeper) has the capabilities over the container's
-        namespaces that it needs. It must be ours (owned by our euid) and map 0.
+        namespaces that it needs. It must be ours (owned by our euid) and map 0. When this
+        process has a subordinate range (idmap.py), the keeper's maps it too, and so does the
+        container: 0..65535 to the same ids of the parent ("0 0 1" and "1 1 65535").
     network: True = a new, empty network namespace (only a down ``lo``); False = the host's.
     cgroup_fd: a cgroup v2 directory fd the init starts in (CLONE_INTO_CGROUP).
     before_release: called with the init's pid after the id maps are written and before it
@@ -300,7 +314,8 @@ def spawn_init(
     if parent_userns is not None and (not user_namespace or id_maps is not None):
         raise ValueError("parent_userns needs user_namespace=True and takes no id_maps")
     exe = init_memfd() if exec_fd is None else exec_fd
-    pid, pidfd, go_fd, err_fd, release = _clone(
+    clone = functools.partial(
+        _clone,
         control.fileno(),
         exe,
         argv=argv,
@@ -310,6 +325,7 @@ def spawn_init(
         cgroup_fd=cgroup_fd,
         userns_fd=parent_userns,
     )
+    pid, pidfd, go_fd, err_fd, release = _clone_nested(clone) if parent_userns else clone()
     child = SpawnedInit(pid, pidfd)
     try:
         with contextlib.closing(_Fd(err_fd)), contextlib.closing(_Fd(go_fd)) as go:
@@ -380,6 +396,9 @@ def _lib() -> tuple[FFI, Lib]:
     return ffi, lib
 
 
+_Cloned = tuple[int, int, int, int, Callable[[], None]]
+
+
 def _clone(
     control_fd: int,
     exec_fd: int,
@@ -390,6 +409,7 @@ def _clone(
     new_net: bool,
     cgroup_fd: int | None,
     userns_fd: int | None = None,
+    nested: tuple[str, bool] | None = None,
 ) -> tuple[int, int, int, int, Callable[[], None]]:
     """sk_clone(): returns (pid, pidfd, go_fd, err_fd, release) or raises the error clone3
     earned. Call ``release()`` once err_fd reported the exec or the child is reaped."""
@@ -408,6 +428,8 @@ def _clone(
             "userns_fd": -1 if userns_fd is None else userns_fd,
             "argv": _c_strings(ffi, argv, keep),
             "envp": _c_strings(ffi, env, keep),
+            "nested_map": _c_string(ffi, nested[0] if nested else None, keep),
+            "nested_setgroups": int(nested[1]) if nested else 0,
         },
     )
     out: Any = ffi.new("struct sk_child *")  # cffi knows the struct's fields at run time only
@@ -417,6 +439,47 @@ def _clone(
     if rc < 0:
         raise _clone_error(-rc, new_user=new_user, cgroup=cgroup_fd is not None)
     return out.pid, out.pidfd, out.go_fd, out.err_fd, lambda: lib.sk_release(out)
+
+
+def _c_string(ffi: FFI, text: str | None, keep: list[object]) -> FFI.CData:
+    """A C string kept alive in ``keep``, or NULL."""
+    if text is None:
+        return ffi.NULL
+    string = ffi.new("char[]", text.encode())
+    keep.append(string)
+    return string
+
+
+class _NestedMapsRefused(ContainerStartError):
+    """The parent user namespace refused the nested container's maps."""
+
+
+_ONE_ID = ("0 0 1\n", False)
+
+
+def _clone_nested(clone: Callable[..., _Cloned]) -> _Cloned:
+    """``clone(nested=...)`` with the range when we have one; a keeper that maps one id (it
+    started before the /etc/subuid entry was added) refuses it, and the container gets its one
+    id then (a user other than root fails later, with `idmap.unmapped_fix`)."""
+    nested = _nested_map()
+    try:
+        return clone(nested=nested)
+    except _NestedMapsRefused:
+        if nested == _ONE_ID:
+            raise
+        return clone(nested=_ONE_ID)
+
+
+def _nested_map() -> tuple[str, bool]:
+    """The map of a container nested in a network keeper's user namespace: the keeper's
+    mapping, seen from inside it (its 0..n-1), for uids and gids alike; and whether setgroups
+    stays allowed (with a range, as newgidmap leaves it in the keeper's and in a container that
+    is not nested)."""
+    mapping = idmap.rootless_mapping()
+    if mapping is None:
+        return _ONE_ID
+    # One line per line of the parent's map: the kernel maps each line through one of them.
+    return f"0 0 1\n1 1 {min(mapping.inner_uids, mapping.inner_gids) - 1}\n", True
 
 
 def _c_strings(ffi: FFI, items: Sequence[str | bytes], keep: list[object]) -> FFI.CData:
@@ -482,7 +545,7 @@ def _nested_clone_error(stage: int, err: int, userns_fd: int | None, *, cgroup: 
             f"{reason}. {_JOIN_USERNS_FIXES.get(err, '')}".rstrip()
         )
     if stage == _STAGE_MAPS:
-        return ContainerStartError(
+        return _NestedMapsRefused(
             "cannot write the id maps of the container's user namespace (uid_map and gid_map "
             f"'0 0 1', setgroups 'deny') from its parent user namespace: {reason}. The parent "
             "must map uid 0 and gid 0 (its creator maps itself to root there, as "

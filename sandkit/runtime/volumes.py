@@ -42,6 +42,7 @@ from typing import Any
 
 import attrs
 
+from .. import idmap
 from ..errors import VolumeError, VolumeInUseError, VolumeNotFoundError, VolumeSpecError
 from ..home import private_home, private_subdir
 from ..images.fsutil import dir_size, remove_tree_at
@@ -348,7 +349,7 @@ def remove_volume(name: str, home: Path | None = None) -> VolumeRecord:
         os.rename(record.directory, doomed)
     finally:
         os.close(fd)
-    remove_tree_at(None, os.fspath(doomed))
+    _remove_tree(doomed)
     return record
 
 
@@ -357,7 +358,13 @@ def volume_size(record: VolumeRecord) -> int:
     the disk its ext4 image takes."""
     if record.backing == "ext4":
         return volume_backing.disk_usage(record.directory)
-    return dir_size(record.mountpoint)
+    # rootless with a subordinate range, files of the container's users may be unreadable to us
+    return idmap.as_owner(lambda: dir_size(record.mountpoint), idmap.rootless_mapping())
+
+
+def _remove_tree(path: Path) -> None:
+    """Deletes a volume's tree, also files the container's users (subordinate ids) own."""
+    idmap.as_owner(lambda: remove_tree_at(None, os.fspath(path)), idmap.rootless_mapping())
 
 
 def sweep_leftovers(home: Path | None = None) -> None:
@@ -371,4 +378,4 @@ def sweep_leftovers(home: Path | None = None) -> None:
         )
         if removing or stale:
             with contextlib.suppress(FileNotFoundError):
-                remove_tree_at(None, os.fspath(entry))
+                _remove_tree(entry)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sandkit.cli import state
+from sandkit.detached import state
 
 from .conftest import containers_on_disk, sandkit
 

@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from sandkit.cli import containers, control, state
+from sandkit.cli import containers
+from sandkit.detached import control, state
 from sandkit.errors import ContainerError
 
 from .conftest import sandkit

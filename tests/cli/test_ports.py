@@ -15,6 +15,8 @@ from sandkit.cli import build_parser
 from sandkit.cli.spec import RunSpec
 from sandkit.images.config import ImageConfig
 from sandkit.images.image import Image
+from sandkit.runtime import handover
+from sandkit.runtime.ports import parse_ports
 
 from .conftest import containers_on_disk, sandkit, sandkit_env
 
@@ -155,4 +157,7 @@ def test_publish_all_adds_the_images_exposed_ports(bb):
     )
     # -P adds what -p does not publish already, each on an ephemeral port (Docker's -P)
     assert spec.container(image).options["ports"] == ["8080:80", "443/tcp", "53/udp"]
-    assert RunSpec.from_json(spec.to_json()).publish_all
+    # ... and a detached container's supervisor is handed the same ports
+    wanted = spec.container_options(image)
+    handed = handover.options_from_json(handover.options_to_json(wanted))
+    assert parse_ports(handed["ports"]) == parse_ports(wanted["ports"])

@@ -162,7 +162,7 @@ def test_a_store_owned_by_another_user_is_refused(tmp_path: Path, open_home):
 
 
 def test_run_state_of_detached_containers_checks_the_home(tmp_path: Path, monkeypatch):
-    from sandkit.cli import state
+    from sandkit.detached import state
 
     home = tmp_path / "home"
     home.mkdir(mode=0o755)

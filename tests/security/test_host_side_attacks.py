@@ -26,8 +26,8 @@ from polling import wait_until
 
 import sandkit
 from sandkit import errors
-from sandkit.cli import control
-from sandkit.cli import state as cli_state
+from sandkit.detached import control
+from sandkit.detached import state as cli_state
 from sandkit.net import client, egress, store
 from sandkit.runtime import volumes
 

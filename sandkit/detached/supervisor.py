@@ -1,21 +1,25 @@
-"""The process that keeps a detached container (`sandkit run -d`) alive after the CLI exits.
+"""The process that keeps a detached container (`sandkit run -d`, ``detach=True``) alive after
+the process that made it exits.
 
-    python -m sandkit.cli.supervisor STATE_DIR READY_FD
+    python -m sandkit.detached.supervisor STATE_DIR READY_FD
 
 One supervisor per container, in its own session (no terminal, no signals from the caller's
-shell). It starts the container through the normal async API, writes the main process's output
-to STATE_DIR/log, serves STATE_DIR/control.sock for `exec`, `kill`, `stop`, `cp` and `network
-connect/disconnect`, and when the main process ends it stops the container, records the exit
-code and exits. If the supervisor itself
-dies (even by SIGKILL) the container's init sees its control socket close and kills everything,
-so a container is never left running without a way to reach it.
+shell). It starts the container that STATE_DIR/config.json describes through the normal async
+API, serves STATE_DIR/control.sock for `exec`, `kill`, `stop`, `cp`, `network
+connect/disconnect` and the attached API (`Container.attach`), and when the container ends it
+records the exit code and exits. With a main process (`sandkit run -d`) it writes that
+process's output to STATE_DIR/log, and the container ends with it; without one (``detach=True``)
+the container lives until it is stopped, killed or removed, or its ``lifetime`` is up. If the
+supervisor itself dies (even by SIGKILL) the container's init sees its control socket close and
+kills everything, so a container is never left running without a way to reach it.
 
-READY_FD is a pipe to the `sandkit run -d` that started us: one JSON line saying whether the
-container started ({"ok": true} or {"error": ..., "code": ...}), then EOF.
+READY_FD is a pipe to the process that started us: one JSON line saying whether the container
+started ({"ok": true} or {"error": ..., "code": ...}), then EOF.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -31,13 +35,19 @@ import anyio
 import attrs
 
 from .. import errors
-from ..aio import AsyncContainer, AsyncInput, AsyncOutput, AsyncProcess
-from ..runtime.container import start_health_checks
-from ..runtime.service import stop_signal
+from ..images.config import ImageConfig, stop_signal
+from ..images.image import Image
+from ..runtime import handover
+from ..runtime.container import (
+    AsyncContainer,
+    copy_side,
+    init_exited,
+    open_for_copy,
+    start_health_checks,
+)
+from ..runtime.process import AsyncInput, AsyncOutput, AsyncProcess
 from . import control, exitcodes, state
-from .attach import OUTPUT_GRACE
-from .control import LOG_HEADER, STOP_TIMEOUT
-from .spec import RunSpec
+from .control import LOG_HEADER, OUTPUT_GRACE, STOP_TIMEOUT
 
 _SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # A client says what it wants at once: one that connects and says nothing holds an fd here,
@@ -49,41 +59,80 @@ ACCEPT_BACKOFF = 0.1
 
 @attrs.define(eq=False)
 class Supervisor:
-    """Serves one detached container until its main process ends: writes that process's output
-    to the log, answers ``exec``, ``stop``, ``kill``, ``open``, ``connect`` and ``disconnect``
-    requests on its socket, and stops the container when it is sent SIGTERM, SIGINT or SIGHUP."""
+    """Serves one detached container until it ends: answers ``exec``, ``run``, ``stop``,
+    ``kill``, ``open``, ``connect`` and ``disconnect`` requests on its socket, and stops the
+    container when it is sent SIGTERM, SIGINT or SIGHUP. With a main process, writes its output
+    to the log and ends with it; without one, holds the container until it is stopped."""
 
     record: state.Record
     container: AsyncContainer
-    main: AsyncProcess
+    main: AsyncProcess | None  # None: no main process (``detach=True``)
     stop_signal: int
-    main_exited: anyio.Event = attrs.field(factory=anyio.Event)
+    ended: anyio.Event = attrs.field(factory=anyio.Event)
+    # How a held container ended, as a return code: 0 stopped, -9 killed; None: its own main
+    # process (``run=``) says.
+    held_returncode: int | None = 0
+    # A held container whose main process the container runs itself (``run=``, service.py).
+    serviced: bool = False
+    stop_timeout: float = STOP_TIMEOUT
     stopping: bool = False
     # The aliases the container has on each network it is on, by network name.
     aliases: dict[str, list[str]] = attrs.field(factory=dict)
 
     async def run(self, listener: socket.socket) -> int:
-        """Serve until the main process ends; its return code."""
+        """Serve until the container ends; its main process's return code (without one: 0
+        when it was stopped, -9 when it was killed or its ``lifetime`` was up)."""
         async with anyio.create_task_group() as services:
             services.start_soon(self._serve, listener, services)
             services.start_soon(self._stop_on_signals, services)
-            log_fd = os.open(
-                self.record.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-            )
-            try:
-                async with anyio.create_task_group() as logs:
-                    logs.start_soon(_log_stream, self.main.stdout, 1, log_fd)
-                    if self.main.stderr is not None:
-                        logs.start_soon(_log_stream, self.main.stderr, 2, log_fd)
-                    returncode = await self.main.wait()
-                    self.main_exited.set()
-                    # As in Docker: the container ends with its main process.
-                    await self.container.stop()
-                    logs.cancel_scope.deadline = anyio.current_time() + OUTPUT_GRACE
-            finally:
-                os.close(log_fd)
+            if self.main is not None:
+                returncode = await self._run_main(self.main)
+            else:
+                returncode = await self._hold()
             services.cancel_scope.cancel()
         return returncode
+
+    async def _run_main(self, main: AsyncProcess) -> int:
+        log_fd = os.open(
+            self.record.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
+        try:
+            async with anyio.create_task_group() as logs:
+                logs.start_soon(_log_stream, main.stdout, 1, log_fd)
+                if main.stderr is not None:
+                    logs.start_soon(_log_stream, main.stderr, 2, log_fd)
+                returncode = await main.wait()
+                self.ended.set()
+                # As in Docker: the container ends with its main process.
+                await self.container.stop()
+                logs.cancel_scope.deadline = anyio.current_time() + OUTPUT_GRACE
+        finally:
+            os.close(log_fd)
+        return returncode
+
+    async def _hold(self) -> int:
+        """Until a request or signal ends the container, or its init ends by itself (the
+        ``lifetime`` is up, or its main process ended for good: everything was killed)."""
+        async with anyio.create_task_group() as watch:
+
+            async def init_ends() -> None:
+                await init_exited(self.container)
+                self._end(None if self.serviced else -signal.SIGKILL)
+
+            watch.start_soon(init_ends)
+            await self.ended.wait()
+            watch.cancel_scope.cancel()
+        # (with a main process: its stop signal first, as `docker stop`)
+        await self.container.stop(self.stop_timeout)
+        if self.held_returncode is None:
+            return _returncode(await self.container.wait())
+        return self.held_returncode
+
+    def _end(self, returncode: int | None) -> None:
+        """End a held container, with ``returncode`` (None: its main process's)."""
+        if not self.ended.is_set():
+            self.held_returncode = returncode
+            self.ended.set()
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -115,13 +164,16 @@ class Supervisor:
         fds: list[int] = []
         with anyio.move_on_after(REQUEST_TIMEOUT):
             request, fds = await control.receive(conn)
-        for fd in fds:  # clients send none; never keep what we did not ask for
+        op = request.get("op") if request is not None else None
+        # Only `run` takes an fd (its input); never keep what we did not ask for.
+        wanted = fds[:1] if op == "run" else []
+        for fd in fds[len(wanted) :]:
             os.close(fd)
         if request is None:
             return
-        op = request.get("op")
         if op == "ping":
-            await control.send(conn, {"ok": True, "pid": self.main.pid})
+            pid = self.main.pid if self.main is not None else None
+            await control.send(conn, {"ok": True, "pid": pid})
         elif op == "kill":
             await self._kill(int(request.get("signal", signal.SIGKILL)))
             await control.send(conn, {"ok": True})
@@ -131,6 +183,12 @@ class Supervisor:
             services.start_soon(self.stop, float(request.get("timeout", STOP_TIMEOUT)))
         elif op == "exec":
             await self._exec(conn, request, services)
+        elif op == "run":
+            await self._run_captured(conn, request, wanted[0] if wanted else -1)
+        elif op == "logs":
+            await self._send_logs(conn, request)
+        elif op == "wait":
+            await self.ended.wait()  # (when the container ends, the services' end closes conn)
         elif op == "open":
             await self._open_for_copy(conn, request)
         elif op in ("connect", "disconnect"):
@@ -140,13 +198,79 @@ class Supervisor:
                 conn, {"error": f"unknown request {op!r}", "code": exitcodes.SANDKIT_FAILED}
             )
 
+    async def _run_captured(
+        self, conn: socket.socket, request: dict[str, Any], input_fd: int
+    ) -> None:
+        """The attached API's `exec`: run the command to completion here (`AsyncContainer.exec`,
+        its timeout and output limit included) and answer with the `ExecResult`, its stdout and
+        stderr in two memfds. A client that goes away first cancels it: the process tree is
+        killed, the container goes on."""
+        try:
+            data = control.memfd_content(input_fd) if input_fd >= 0 else None
+            argv = [str(a) for a in request["argv"]]
+            options = _captured_options(request)
+        except (KeyError, TypeError, ValueError, OSError):
+            await control.send(conn, {"error": "malformed run request", "kind": "ContainerError"})
+            return
+        finally:
+            if input_fd >= 0:
+                os.close(input_fd)
+        result = None
+        async with anyio.create_task_group() as exec_scope:
+
+            async def cancel_when_client_leaves() -> None:
+                await _wait_hang_up(conn)
+                exec_scope.cancel_scope.cancel()
+
+            exec_scope.start_soon(cancel_when_client_leaves)
+            try:
+                result = await self.container.exec(argv, input=data, **options)
+            except errors.SandkitError as exc:
+                await control.send(conn, {"error": str(exc), "kind": type(exc).__name__})
+            exec_scope.cancel_scope.cancel()
+        if result is None:
+            return
+        fields = attrs.asdict(result, filter=lambda a, _: a.name not in ("stdout", "stderr"))
+        outputs = [control.memfd_holding(result.stdout), control.memfd_holding(result.stderr)]
+        try:
+            await control.send(conn, {"ok": True, "result": fields}, outputs)
+        finally:
+            for fd in outputs:
+                os.close(fd)
+
+    async def _send_logs(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        """`logs`/`logs_stream` of the container's own main process (``run=``): each chunk in a
+        memfd (a message stays small), then ``{"end": true}``."""
+        tail = request.get("tail")
+        try:
+            chunks = self.container.logs_stream(
+                follow=bool(request.get("follow")),
+                stdout=bool(request.get("stdout", True)),
+                stderr=bool(request.get("stderr", True)),
+                timestamps=bool(request.get("timestamps")),
+                tail=None if tail is None else int(tail),
+            )
+            async for chunk in chunks:
+                fd = control.memfd_holding(chunk)
+                try:
+                    await control.send(conn, {"chunk": True}, [fd])
+                finally:
+                    os.close(fd)
+        except errors.SandkitError as exc:
+            await control.send(conn, {"error": str(exc), "kind": type(exc).__name__})
+            return
+        await control.send(conn, {"end": True})
+
     async def _open_for_copy(self, conn: socket.socket, request: dict[str, Any]) -> None:
         """`sandkit cp`: an fd of the container, resolved in its root by the init, and the
         container's id maps; the client walks or writes below it (copy.py)."""
-        from ._runtime import copy_side, open_for_copy
-
         try:
-            fd = await open_for_copy(self.container, str(request["path"]), str(request["mode"]))
+            fd = await open_for_copy(
+                self.container,
+                str(request["path"]),
+                str(request["mode"]),
+                int(request.get("perm", 0o644)),
+            )
         except OSError as exc:
             await control.send(conn, {"error": exc.strerror or str(exc), "errno": exc.errno})
             return
@@ -187,14 +311,22 @@ class Supervisor:
         if self.stopping:
             return
         self.stopping = True
+        if self.main is None:
+            self.stop_timeout = timeout
+            self._end(None if self.serviced else 0)
+            return
         await self._kill(self.stop_signal)
         with anyio.move_on_after(timeout):
-            await self.main_exited.wait()
-        if not self.main_exited.is_set():
+            await self.ended.wait()
+        if not self.ended.is_set():
             await self._kill(signal.SIGKILL)
 
     async def _kill(self, signum: int) -> None:
-        if self.main_exited.is_set():
+        if self.ended.is_set():
+            return
+        if self.main is None:  # nothing to signal but the whole container
+            if signum == signal.SIGKILL:
+                self._end(-signal.SIGKILL)
             return
         try:
             if signum == signal.SIGKILL:
@@ -249,14 +381,18 @@ class Supervisor:
                 if s is not None
             ]
         await control.send(
-            conn, {"ok": True, "streams": [n for n, _ in named]}, [s.fd for _, s in named]
+            conn,
+            {"ok": True, "pid": process.pid, "streams": [n for n, _ in named]},
+            [s.fd for _, s in named],
         )
         for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
         try:
             async with anyio.create_task_group() as session:
-                session.start_soon(_forward_client_signals, conn, process)
+                session.start_soon(
+                    _forward_client_signals, conn, process, bool(request.get("kill_on_hangup"))
+                )
                 returncode = await process.wait()
                 session.cancel_scope.cancel()
         except errors.SandkitError:
@@ -272,18 +408,63 @@ class Supervisor:
                 services.start_soon(self.stop, STOP_TIMEOUT)
 
 
-async def _forward_client_signals(conn: socket.socket, process: AsyncProcess) -> None:
+async def _forward_client_signals(
+    conn: socket.socket, process: AsyncProcess, kill_on_hangup: bool
+) -> None:
+    """Signals the client sends (``tree``: to what the process started too); a client that
+    leaves leaves the process running, as `docker exec`'s, unless it asked otherwise (an
+    attached container's `spawn`: a dead worker's processes go with it)."""
     while True:
         message, fds = await control.receive(conn)
         for fd in fds:
             os.close(fd)
         if message is None:
-            return  # the client left (docker exec's process also keeps running then)
+            if kill_on_hangup:
+                with contextlib.suppress(errors.SandkitError):
+                    await process.kill()
+            return
         if message.get("op") == "signal":
             try:
-                await process.send_signal(int(message["signal"]))
+                signum = int(message["signal"])
+                if message.get("tree"):
+                    await process.kill(signum)
+                else:
+                    await process.send_signal(signum)
             except (errors.SandkitError, KeyError, ValueError):
                 pass
+
+
+def _returncode(status: int) -> int:
+    """Docker's exit status (128 + N for signal N) as a return code (-N), as `exitcodes`
+    takes it back."""
+    return -(status - exitcodes.SIGNAL_BASE) if status > exitcodes.SIGNAL_BASE else status
+
+
+def _captured_options(request: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `AsyncContainer.exec` a ``run`` request may carry, checked."""
+    env = request.get("env") or {}
+    timeout, max_output = request.get("timeout"), request.get("max_output")
+    seccomp = request.get("seccomp", "default")
+    if not isinstance(env, dict) or not (seccomp is None or isinstance(seccomp, str | dict)):
+        raise TypeError("malformed run request")
+    return {
+        "env": {str(k): str(v) for k, v in env.items()},
+        "workdir": None if request.get("workdir") is None else str(request["workdir"]),
+        "user": None if request.get("user") is None else str(request["user"]),
+        "timeout": None if timeout is None else float(timeout),
+        "max_output": None if max_output is None else int(max_output),
+        "seccomp": seccomp,
+    }
+
+
+async def _wait_hang_up(conn: socket.socket) -> None:
+    """Until the client closes its end (it sends nothing more during a ``run``)."""
+    while True:
+        message, fds = await control.receive(conn)
+        for fd in fds:
+            os.close(fd)
+        if message is None:
+            return
 
 
 async def _discard_output(process: AsyncProcess) -> None:
@@ -299,6 +480,10 @@ async def _log_stream(source: AsyncOutput | None, stream: int, log_fd: int) -> N
         return
     while chunk := await source.read():
         os.write(log_fd, LOG_HEADER.pack(stream, len(chunk)) + chunk)
+
+
+def _stop_signal(image: Image | str) -> int:
+    return stop_signal(image.config if isinstance(image, Image) else ImageConfig())
 
 
 def published(container: AsyncContainer) -> list[dict[str, Any]]:
@@ -341,10 +526,9 @@ def network_settings(
 
 async def supervise(directory: Path, ready_fd: int) -> None:
     """Run the detached container whose state directory is ``directory``: start it, report
-    readiness (or the error) on ``ready_fd`` to ``sandkit run -d``, serve it until its main
-    process ends, and record how it ended (with ``--rm``, remove its state instead)."""
+    readiness (or the error) on ``ready_fd`` to the process that launched us, serve it until it
+    ends, and record how it ended (with ``remove``, `sandkit run --rm`: remove its state)."""
     record = state.load(directory)
-    spec = RunSpec.from_json(record.config["spec"])
     state.write_state(
         directory,
         status="created",
@@ -353,29 +537,37 @@ async def supervise(directory: Path, ready_fd: int) -> None:
     )
     listener = control.listen(record.socket_path)
     try:
-        image = spec.resolve_image()
-        container = spec.container(image, hostname=record.id[:12])
+        image = handover.image_from_text(record.config.get("source", record.config["image"]))
+        options = handover.options_from_json(record.config.get("options", {}))
+        options["hostname"] = options.get("hostname") or record.id[:12]
+        container = AsyncContainer(image, **options)
         container.id = record.id  # the keeper lists it by the id `sandkit` shows
         async with container:
-            main = await container.spawn(
-                record.config["command"], stdin=spec.interactive, tty=spec.tty
-            )
-            # Health checks (issue 18 item 2) run while the main process does.
+            main = await _start_main(container, record.config.get("main"))
+            aliases = {name: list(options.get("aliases", ())) for name in container.networks}
+            # Health checks (issue 18 item 2) run while the main process does; their state
+            # goes to health.json for `sandkit ps` and `inspect`.
             start_health_checks(
                 container, lambda health: state.write_health(directory, health.to_docker())
             )
-            aliases = {name: list(spec.options.get("aliases", ())) for name in container.networks}
             state.write_state(
                 directory,
                 status="running",
                 started_at=time.time(),
-                pid=main.pid,
+                pid=main.pid if main is not None else None,
                 ports=published(container),
                 networks=network_settings(container, aliases),
             )
             _report(ready_fd, {"ok": True})
             ready_fd = -1
-            supervisor = Supervisor(record, container, main, stop_signal(image), aliases=aliases)
+            supervisor = Supervisor(
+                record,
+                container,
+                main,
+                _stop_signal(image),
+                serviced=bool(options.get("run")),
+                aliases=aliases,
+            )
             returncode = await supervisor.run(listener)
         state.write_state(
             directory,
@@ -386,13 +578,27 @@ async def supervise(directory: Path, ready_fd: int) -> None:
     except errors.SandkitError as exc:
         if ready_fd < 0:
             raise
-        _report(ready_fd, {"error": str(exc), "code": exitcodes.for_error(exc)})
+        _report(
+            ready_fd,
+            {"error": str(exc), "code": exitcodes.for_error(exc), "kind": type(exc).__name__},
+        )
     finally:
         listener.close()
         # One unlink of a local socket file: quick; an await in this `finally` would need a cancel shield.
         Path(record.socket_path).unlink(missing_ok=True)  # noqa: ASYNC240
-    if spec.remove:
+    if record.config.get("remove"):
         state.remove(record)
+
+
+async def _start_main(
+    container: AsyncContainer, main: dict[str, Any] | None
+) -> AsyncProcess | None:
+    """The main process `sandkit run -d` asked for (its output goes to the log), or None."""
+    if not main:
+        return None
+    return await container.spawn(
+        main["argv"], stdin=bool(main.get("stdin")), tty=bool(main.get("tty"))
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,8 @@
-"""Where detached containers are found again: `$SANDKIT_HOME/run/<id>/`.
+"""Where detached containers are found again: `$SANDKIT_HOME/run/<id>/`, for `sandkit run -d`
+and ``detach=True`` alike (each has a supervisor, sandkit/detached/supervisor.py).
 
-    config.json      the RunSpec, the resolved command, name, image, creation time (written once)
+    config.json      what to start (image, options, main command), name, creation time (written
+                     once); `sandkit run -d` adds its RunSpec for `inspect`
     state.json       status, supervisor pid (+ its start time), exit code, times (replaced atomically)
     health.json      State.Health, with a health check (replaced atomically by its thread)
     control.sock     the supervisor's socket (exists while it runs)
@@ -14,6 +16,7 @@ dead supervisor means a stopped container, and `ps` can tell by looking at the p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -80,20 +83,12 @@ _NOUNS = (
 )
 
 
-class NoSuchContainerError(errors.ContainerError):
-    """No detached container has that id, id prefix or name ("No such container", as in Docker)."""
-
-
-class NameInUseError(errors.ContainerError):
-    """``--name`` is already the name of another container: remove it, or pick another name."""
-
-
-class ContainerNotRunning(errors.ContainerError):
+class ContainerNotRunning(errors.ContainerNotRunningError):
     """The command needs a running container, and this one has stopped."""
 
 
 # Failures to find the container asked for: Docker exits 1 for these, even for `exec`.
-LOOKUP_ERRORS = (NoSuchContainerError, ContainerNotRunning)
+LOOKUP_ERRORS = (errors.NoSuchContainerError, ContainerNotRunning)
 
 
 def run_dir() -> Path:
@@ -190,8 +185,14 @@ def write_health(directory: Path, report: dict[str, Any]) -> None:
     """Replace health.json at once: the health check's thread writes it, apart from state.json,
     which the supervisor's loop rewrites (read, change, write) at the same time."""
     tmp = directory / f".health.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(report))
-    os.replace(tmp, directory / HEALTH_FILE)
+    try:
+        tmp.write_text(json.dumps(report))
+        os.replace(tmp, directory / HEALTH_FILE)
+    except OSError:
+        # No room, or the state directory is going: the checks go on, the next result is
+        # written again (a health report is worth no failure of the container).
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def process_start_time(pid: int) -> int | None:
@@ -246,7 +247,7 @@ def _reserve_name(name: str | None, container_id: str) -> str:
         )
     if not _try_link(name, container_id):
         owner = os.readlink(_names_dir() / name)
-        raise NameInUseError(
+        raise errors.NameInUseError(
             f'Conflict. The container name "/{name}" is already in use by container "{owner}". '
             "You have to remove (or rename) that container to be able to reuse that name."
         )
@@ -285,7 +286,7 @@ def find(ref: str) -> Record:
         return matches[0]
     if len(matches) > 1:
         raise errors.ContainerError(f"multiple containers found with provided prefix: {ref}")
-    raise NoSuchContainerError(f"No such container: {ref}")
+    raise errors.NoSuchContainerError(f"No such container: {ref}")
 
 
 def remove(record: Record) -> None:

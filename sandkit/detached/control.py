@@ -1,4 +1,5 @@
-"""Messages between the CLI and a detached container's supervisor.
+"""Messages between a detached container's supervisor and its clients (the CLI, attached
+containers).
 
 A unix SOCK_SEQPACKET socket: one JSON object per packet (the boundaries come free), file
 descriptors alongside with SCM_RIGHTS. JSON and not pickle, so that a process that can reach the
@@ -8,22 +9,30 @@ socket can at worst send a bad request, never code.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
+import stat
 import struct
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 
+from .. import errors
+
 # Docker's log multiplexing header, in the supervisor's log file: stream (1 stdout, 2 stderr),
 # 3 zero bytes, big-endian length.
 LOG_HEADER = struct.Struct(">BxxxI")
 STOP_TIMEOUT = 10.0  # seconds a stop waits before it kills
+# How long a process's output is still read after it exited (what its children left in the pipe).
+OUTPUT_GRACE = 1.0
 
 MAX_MESSAGE = 65536
 MAX_FDS = 3
+# A memfd sent with a message cannot change once sent.
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
 def make_socket() -> socket.socket:
@@ -103,3 +112,40 @@ async def connect(path: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def error_from(reply: dict[str, Any], default: type[errors.SandkitError]) -> errors.SandkitError:
+    """A supervisor's refusal (``{"error": message, "kind": class name}``) as that
+    `sandkit.errors` class, so a client raises what the same call raises in-process; ``default``
+    for a class this sandkit does not have, or one that takes more than a message."""
+    kind = getattr(errors, str(reply.get("kind")), None)
+    if not (isinstance(kind, type) and issubclass(kind, errors.SandkitError)):
+        kind = default
+    try:
+        return kind(str(reply.get("error")))
+    except TypeError:
+        return default(str(reply.get("error")))
+
+
+def memfd_holding(data: bytes) -> int:
+    """A sealed memfd holding ``data``: bytes of any size (an exec's input or output) sent
+    alongside a message, which itself stays small."""
+    fd = os.memfd_create("sandkit-data", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def memfd_content(fd: int) -> bytes:
+    """What a received memfd holds, from its start (whatever its offset); `ValueError` for an
+    fd that is no regular file (a pipe or a device would not say its size, or never end)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("expected a memfd")
+    return os.pread(fd, st.st_size, 0) if st.st_size else b""
