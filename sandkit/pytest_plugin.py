@@ -22,11 +22,12 @@ The marker, the factory and `container_fixture` take what `sandkit.Container` ta
 then `sandkit.ContainerOptions` as keywords; annotate the factory with `ContainerFactory` to have
 them checked), plus the readiness waits of `Readiness`: the container is returned only once
 they passed, and a wait that fails stops it and fails the test with the service's last log
-lines. Every container a fixture started is stopped when its scope ends, whatever the outcome.
+lines. Every container a fixture started is removed when its scope ends, whatever the outcome.
 
 Under pytest-xdist each worker is a process of its own, so it has its own containers (and
-sessions: a session-scoped container is started once per worker); a container `name=` is made
-unique per worker by appending the worker's id (``db`` becomes ``db-gw1``).
+sessions: a session-scoped container is started once per worker); a detached container's
+`name=` is made unique per worker by appending the worker's id (``db`` becomes ``db-gw1``).
+Containers are removed at the end of their scope, detached ones too (`Container.remove`).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def start_ready(image: ImageSource = "host", **options: Unpack[FixtureOptions]) 
     try:
         _wait_until_ready(container, waits, container_options.get("ports"))
     except BaseException:
-        container.stop()
+        container.remove()
         raise
     return container
 
@@ -166,7 +167,7 @@ class _Factory:
 
     def stop_all(self) -> None:
         while self._started:
-            self._started.pop().stop()
+            self._started.pop().remove()  # stop(), and a detached one's state goes too
 
 
 @pytest.fixture
@@ -236,6 +237,6 @@ def container_fixture(
         try:
             yield container
         finally:
-            container.stop()
+            container.remove()
 
     return pytest.fixture(scope=scope, name=fixture_name)(fixture)

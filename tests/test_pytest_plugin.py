@@ -189,8 +189,7 @@ def test_each_xdist_worker_has_its_own_session_containers(pytester, busybox_dir)
         from sandkit.pytest_plugin import container_fixture
 
         service = container_fixture(
-            sandkit.Image.from_directory({str(busybox_dir)!r}), name="svc",
-            run=["sleep", "86393"],
+            {str(busybox_dir)!r}, name="svc", detach=True, run=["sleep", "86393"],
         )
     """)
     pytester.makepyfile(
@@ -207,3 +206,29 @@ def test_{i}(service, worker_id):
     result = pytester.runpytest_subprocess("-q", "-n", "2")
     result.assert_outcomes(passed=6)
     assert _processes_running("sleep 86393") == []
+
+
+def test_the_session_factory_serves_module_fixtures(pytester, busybox_dir):
+    """`sandkit_session_factory`: a module-scoped fixture of the user's own builds its
+    container from it, and it is removed when the session ends, not with the first test."""
+    marker = "sleep 86394"
+    pytester.makepyfile(f"""
+        import pytest
+        import sandkit
+
+        @pytest.fixture(scope="module")
+        def cache(sandkit_session_factory):
+            return sandkit_session_factory(
+                sandkit.Image.from_directory({str(busybox_dir)!r}), run=["{marker.split()[0]}", "{marker.split()[1]}"]
+            )
+
+        def test_one(cache):
+            cache.write_file("/tmp/x", "1")
+
+        def test_two(cache):
+            assert cache.read_file("/tmp/x") == b"1"
+            assert cache.running
+    """)
+    result = pytester.runpytest_inprocess("-q")
+    result.assert_outcomes(passed=2)
+    assert _processes_running(marker) == []
