@@ -83,6 +83,12 @@ def _whereabouts(c: sandkit.Container, port: int) -> Whereabouts:
 def assert_gone(where: Whereabouts) -> None:
     """No process is left in the container's PID namespace and its host port is closed."""
     if where.pid_namespace is not None:
+        # The kernel kills the namespace's processes when its init dies; they may take a
+        # moment to be reaped on a loaded machine.
+        wait_until(
+            lambda: in_namespace("pid", where.pid_namespace) == set(),
+            "the container's processes to be gone",
+        )
         assert in_namespace("pid", where.pid_namespace) == set()
     with pytest.raises(ConnectionRefusedError), socket.create_connection(where.address, 5):
         pass
