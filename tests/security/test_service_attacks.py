@@ -1,0 +1,191 @@
+"""Attacks on service containers (``run=``), their readiness and health checks, detached
+containers and subordinate id ranges, as an outsider would make them: a hostile main process, a
+hostile health check or HTTP answer, another local user, a hostile layer. Each attack is kept
+here as a test; what it must not reach is checked on the real host (its memory, fds, threads,
+processes, files)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+import tracemalloc
+
+import pytest
+from polling import wait_until
+
+import sandkit
+from sandkit.runtime import service, sessionkill
+
+pytestmark = [pytest.mark.slow]
+
+
+def _init_pid(c: sandkit.Container) -> int:
+    """The host pid of the container's init."""
+    return c._core._init.pid
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# --- a hostile main process: output ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 4096])
+def test_the_ring_of_tiny_chunks_costs_the_host_at_most_its_size(chunk):
+    """A service that writes one byte at a time makes one kept chunk per read: what each costs
+    beyond its bytes (tuple, bytes header, timestamp, deque slot) must be charged in full, or a
+    1 MiB ring holds more than 1 MiB of host memory. Measured with tracemalloc on real reads
+    from a real pipe."""
+    capacity = 256 << 10
+    read_end, write_end = os.pipe()
+    try:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        ring = service.LogRing(capacity)
+        for _ in range(4 * capacity // chunk + 100):
+            os.write(write_end, b"x" * chunk)
+            ring.append(service.STDOUT, os.read(read_end, 1 << 16))
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+        os.close(read_end)
+        os.close(write_end)
+    assert held <= capacity, f"{held} bytes held for a ring of {capacity}"
+
+
+def test_a_flood_on_both_streams_keeps_the_ring_and_host_bounded(busybox):
+    """Both streams flooded as fast as busybox can write: the service never blocks (it keeps
+    writing while nobody reads) and what the host keeps is the ring, not the flood."""
+    script = "yes out & yes err >&2 & wait"
+    with sandkit.Container(busybox, run=["sh", "-c", script], log_size="1m") as c:
+        wait_until(lambda: len(c.logs()) >= 900_000, "the ring to fill")
+        first = c.logs()
+        wait_until(lambda: c.logs() != first, "the ring to keep turning over")
+        kept = c.logs()
+        assert len(kept) <= 1 << 20
+        # neither stream starves the other
+        assert b"out\n" in kept and b"err\n" in kept
+
+
+def test_one_endless_line_keeps_its_end_within_the_ring(busybox):
+    """A service printing one line that never ends (no newline, ever): the ring keeps its last
+    log_size bytes, tail= and timestamps= still answer, and memory stays bounded."""
+    with sandkit.Container(
+        busybox, run=["sh", "-c", "tr -d '\\n' < /dev/zero | tr '\\0' a"], log_size="32k"
+    ) as c:
+        wait_until(lambda: len(c.logs()) >= 30_000, "the ring to fill")
+        assert len(c.logs()) <= 32 << 10
+        assert set(c.logs(tail=1)) == {ord("a")}
+        assert c.logs(timestamps=True, tail=1).count(b"Z ") <= 2
+
+
+def test_a_follower_that_never_reads_holds_no_copy_of_the_flood(busybox):
+    """logs(follow=True) iterators that are started and then never read again: the service
+    runs on, and the host holds nothing per follower beyond the ring."""
+    with sandkit.Container(busybox, run=["sh", "-c", "yes flood"], log_size="64k") as c:
+        followers = [c.logs_stream(follow=True) for _ in range(50)]
+        for f in followers:
+            next(iter(f), None)
+        wait_until(lambda: len(c.logs()) >= 60_000, "the ring to fill")
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            c.logs(tail=1)
+        grown = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        assert grown < 1 << 20
+        for f in followers:
+            f.close()
+
+
+def test_a_service_that_closes_its_output_but_runs_on_is_still_waited_for(busybox):
+    """Closing stdout and stderr is not ending: the container keeps running, wait() times out,
+    and stop() ends it."""
+    with sandkit.Container(busybox, run=["sh", "-c", "echo bye; exec >&- 2>&-; sleep 1000"]) as c:
+        wait_until(lambda: c.logs() == b"bye\n", "its last words")
+        with pytest.raises(TimeoutError):
+            c.wait(timeout=0.5)
+        assert c.running
+        c.stop(timeout=1)
+    assert c.wait(timeout=10) != 0
+
+
+def test_children_holding_the_pipes_do_not_keep_a_finished_service_alive(busybox):
+    """The main process exits but leaves a child holding its stdout and stderr: the service
+    ends (wait returns the main process's status within OUTPUT_GRACE) and the container stops,
+    taking the child with it."""
+    script = "(while :; do echo child; sleep 0.05; done) & echo main; exit 7"
+    with sandkit.Container(busybox, run=["sh", "-c", script]) as c:
+        assert c.wait(timeout=30) == 7
+        wait_until(lambda: not c.running, "the container to stop")
+
+
+def test_a_service_that_ignores_the_stop_signal_is_killed_after_the_grace(busybox):
+    with sandkit.Container(
+        busybox, run=["sh", "-c", "trap '' TERM; echo up; while :; do sleep 1; done"]
+    ) as c:
+        wait_until(lambda: c.logs() == b"up\n", "the trap to be set")
+        c.stop(timeout=0.5)
+        assert c.wait(timeout=10) == 128 + 9
+
+
+# --- a hostile main process: a tight restart loop ------------------------------------------------
+
+
+def test_a_hundred_restarts_leak_no_fd_or_thread(busybox, monkeypatch):
+    """A main process that exits at once under restart="always", its delays made nil: after
+    100 restarts the host has as many fds and threads as after the first few."""
+    monkeypatch.setattr(service, "FIRST_DELAY", 0.001)
+    monkeypatch.setattr(service, "MAX_DELAY", 0.001)
+    with sandkit.Container(busybox, run=["sh", "-c", "echo r; exit 1"], restart="always") as c:
+        wait_until(lambda: c.restart_count >= 5, "five restarts")
+        fds, threads = _fds(), threading.active_count()
+        wait_until(lambda: c.restart_count >= 105, "a hundred more restarts", timeout=120)
+        assert _fds() <= fds + 2
+        assert threading.active_count() <= threads
+        children = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(_init_pid(c))], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) <= 2
+
+
+# --- sessionkill: only the container's own, never a reused pid -------------------------------
+
+
+def _nspid(pid: int) -> list[int]:
+    return sessionkill._status_ids(pid, "NSpid")
+
+
+def test_sessionkill_never_signals_a_process_of_another_container(busybox):
+    """kill_session's table is a snapshot: a pid in it may be reused before the signal, by a
+    process of another container at the same pid-namespace depth. The kill must check that
+    the process it holds a pidfd on is still in *this* container."""
+    with (
+        sandkit.Container(busybox, run=["sleep", "1000"]) as ours,
+        sandkit.Container(busybox, run=["sleep", "1000"]) as theirs,
+    ):
+        victim = next(
+            p for p in sessionkill._descendants(_init_pid(theirs), sessionkill._parents())
+        )
+        level = len(_nspid(_init_pid(ours))) - 1
+        # as if the snapshot of `ours` had listed this pid before it was reused
+        assert not sessionkill._kill(victim, level, {victim}, _init_pid(ours))
+        assert theirs.running
+        os.kill(victim, 0)
+
+
+def test_sessionkill_never_signals_a_host_process(busybox):
+    """A host process (this one's child) whose pid stands in the snapshot is left alone."""
+    with sandkit.Container(busybox, run=["sleep", "1000"]) as c:
+        bystander = subprocess.Popen(["sleep", "1000"])
+        try:
+            level = len(_nspid(_init_pid(c))) - 1
+            assert not sessionkill._kill(bystander.pid, level, {bystander.pid}, _init_pid(c))
+            assert bystander.poll() is None
+        finally:
+            bystander.kill()
+            bystander.wait()
