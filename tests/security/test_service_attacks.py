@@ -6,17 +6,21 @@ processes, files)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from polling import wait_until
 
 import sandkit
 from sandkit.runtime import service, sessionkill
+from tests.conftest import UNPRIVILEGED_USER
 
 pytestmark = [pytest.mark.slow]
 
@@ -189,3 +193,66 @@ def test_sessionkill_never_signals_a_host_process(busybox):
         finally:
             bystander.kill()
             bystander.wait()
+
+
+# --- subordinate id ranges ------------------------------------------------------------------------
+
+_SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
+_TEST_START = 310000  # the test user's range here: 310000..375535
+
+
+@contextlib.contextmanager
+def _subid_lines(*lines: str) -> Iterator[None]:
+    """Both files hold ``lines`` besides their other entries (the test user's own replaced)
+    until the end, then what they held before."""
+    saved = [(path, path.read_bytes() if path.exists() else None) for path in _SUBID_FILES]
+    try:
+        for path, old in saved:
+            kept = [
+                row
+                for row in (old or b"").decode().splitlines()
+                if not row.startswith((f"{UNPRIVILEGED_USER}:", "sandkit-neighbour:"))
+            ]
+            path.write_text("".join(f"{row}\n" for row in [*kept, *lines]))
+        yield
+    finally:
+        for path, old in saved:
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(old)
+
+
+def _start_and_report(busybox_dir: str) -> str:
+    img = sandkit.Image.from_directory(busybox_dir)
+    try:
+        with sandkit.Container(img) as c:
+            return "started: " + c.exec(["id"], check=True).stdout.decode()
+    except sandkit.errors.SandkitError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    "lines",
+    [
+        # another user's range overlapping the test user's
+        (
+            f"sandkit-neighbour:{_TEST_START + 1000}:65536",
+            f"{UNPRIVILEGED_USER}:{_TEST_START}:65536",
+        ),
+        # a range that takes in a real account's uid (nobody's, 65534)
+        (f"{UNPRIVILEGED_USER}:65000:65536",),
+    ],
+    ids=["another-users-range", "real-accounts"],
+)
+def test_rootless_a_range_shared_with_another_user_is_refused(busybox_dir, as_unprivileged, lines):
+    """Two users whose subordinate ranges overlap run containers as the same host uids: each
+    could ptrace and signal the other's container processes (same uid, dumpable), and reach
+    its files through /proc/PID/root; a range over real accounts' uids makes the container's
+    users those accounts on the host. newuidmap maps what /etc/subuid says; sandkit refuses
+    such a range, naming what else holds those ids and the usermod fix."""
+    with _subid_lines(*lines):
+        got = as_unprivileged(_start_and_report, str(busybox_dir))
+    assert got.startswith("ContainerStartError"), got
+    assert "usermod" in got and "/etc/subuid" in got, got
