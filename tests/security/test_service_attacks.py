@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -19,6 +20,8 @@ import pytest
 from polling import wait_until
 
 import sandkit
+from sandkit.detached import control as detached_control
+from sandkit.detached import state as detached_state
 from sandkit.runtime import service, sessionkill
 from tests.conftest import UNPRIVILEGED_USER
 
@@ -256,3 +259,75 @@ def test_rootless_a_range_shared_with_another_user_is_refused(busybox_dir, as_un
         got = as_unprivileged(_start_and_report, str(busybox_dir))
     assert got.startswith("ContainerStartError"), got
     assert "usermod" in got and "/etc/subuid" in got, got
+
+
+# --- detached containers: clients that misbehave --------------------------------------------------
+
+
+def _supervisor_pid(name: str) -> int:
+    return int(detached_state.find(name).state["supervisor_pid"])
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.fixture
+def shared():
+    """A detached container of the host's programs, named "atk-shared"; removed afterwards."""
+    container = sandkit.Container("host", name="atk-shared", detach=True).start()
+    yield container
+    container.remove()
+
+
+def test_waits_that_time_out_leave_nothing_in_the_supervisor(shared):
+    """A worker polling ``wait(timeout=...)`` (or a client that hangs up mid-wait) must not
+    leave its connection, and an fd, in the supervisor for the container's whole life: 300 of
+    them would take 300 of its fds, and soon every fd it may open."""
+    supervisor = _supervisor_pid("atk-shared")
+    attached = sandkit.Container.attach("atk-shared")
+    attached.exec(["true"])
+    baseline = _fd_count(supervisor)
+    for _ in range(300):
+        with pytest.raises(TimeoutError):
+            attached.wait(timeout=0.01)
+    wait_until(lambda: _fd_count(supervisor) <= baseline + 2, "the supervisor to let go")
+    assert attached.exec(["echo", "ok"]).stdout == b"ok\n"
+
+
+def test_malformed_huge_and_fd_laden_requests_harm_nothing(shared):
+    """Raw packets on the control socket: not JSON, JSON but no object, an object with wrong
+    types, one over the packet size, unknown ops, a flood of fds. The supervisor answers or
+    drops each, keeps no fd, and serves the next client."""
+    supervisor = _supervisor_pid("atk-shared")
+    record = detached_state.find("atk-shared")
+    shared.exec(["true"])
+    baseline = _fd_count(supervisor)
+    packets = [
+        b"\xff\xfe not json",
+        b"[1, 2, 3]",
+        b'{"op": "kill", "signal": "nine"}',
+        b'{"op": "kill", "signal": 123456}',
+        b'{"op": "exec", "argv": "not a list"}',
+        b'{"op": "logs", "tail": -5, "follow": "yes"}',
+        b'{"op": "open", "path": 5, "mode": "w"}',
+        b'{"op": "' + b"x" * (1 << 20) + b'"}',
+        b'{"op": "nosuch"}',
+    ]
+    r, w = os.pipe()
+    try:
+        for data in packets:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+                with detached_control.short_path(record.socket_path) as name:
+                    sock.connect(name)
+                sock.settimeout(10)
+                with contextlib.suppress(OSError):
+                    socket.send_fds(sock, [data[: 200 << 10]], [r, w, r, w, r, w, r, w])
+                with contextlib.suppress(OSError):
+                    sock.recv(1 << 16)
+    finally:
+        os.close(r)
+        os.close(w)
+    wait_until(lambda: _fd_count(supervisor) <= baseline, "the supervisor to drop every fd")
+    assert shared.running
+    assert sandkit.Container.attach("atk-shared").exec(["echo", "ok"]).stdout == b"ok\n"
