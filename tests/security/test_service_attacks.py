@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from polling import wait_until
+from proctable import descendants
 
 import sandkit
 from sandkit.detached import control as detached_control
@@ -331,3 +332,103 @@ def test_malformed_huge_and_fd_laden_requests_harm_nothing(shared):
     wait_until(lambda: _fd_count(supervisor) <= baseline, "the supervisor to drop every fd")
     assert shared.running
     assert sandkit.Container.attach("atk-shared").exec(["echo", "ok"]).stdout == b"ok\n"
+
+
+def test_attach_after_the_supervisor_was_sigkilled_is_clear_and_cleans_up():
+    """The supervisor SIGKILLed (the OOM killer, a careless kill -9): the container goes with
+    it (its init loses the control socket), attach says so, and remove() leaves neither state
+    directory nor name: the name can be used again."""
+    c = sandkit.Container("host", name="atk-killed", detach=True, run=["sleep", "1000"]).start()
+    record = detached_state.find("atk-killed")
+    supervisor = _supervisor_pid("atk-killed")
+    below = descendants(supervisor)
+    assert below
+    os.kill(supervisor, 9)
+    wait_until(
+        lambda: not any(detached_state.process_start_time(p) for p in [supervisor, *below]),
+        "the supervisor and everything below it to be gone",
+    )
+    with pytest.raises(sandkit.errors.ContainerNotRunningError, match="atk-killed"):
+        sandkit.Container.attach("atk-killed")
+    c.remove()
+    assert not record.dir.exists()
+    with pytest.raises(sandkit.errors.NoSuchContainerError):
+        detached_state.find("atk-killed")
+    again = sandkit.Container("host", name="atk-killed", detach=True).start()
+    again.remove()
+
+
+# --- readiness and health: hostile answers ---------------------------------------------------------
+
+# An HTTP "server" on the container's port 8080 (the host's python3, in the "host" image) that
+# answers every connection with what ANSWER says.
+_SERVER = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 8080)); s.listen(8); print("up", flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        c.recv(4096)
+        ANSWER
+    except OSError:
+        pass
+    c.close()
+"""
+_ANSWERS = {
+    # a status line, then headers that never end
+    "endless-headers": 'c.sendall(b"HTTP/1.1 200 OK\\r\\n")\n        '
+    'while True: c.sendall(b"X-Pad: " + b"a" * 1000 + b"\\r\\n")',
+    # a byte now and then, never a whole status line
+    "slow-drip": 'while True: c.sendall(b"H"); time.sleep(0.2)',
+    # 100 Continue, again and again, never a final answer
+    "endless-continue": 'while True: c.sendall(b"HTTP/1.1 100 Continue\\r\\n\\r\\n")',
+    # one header line that never ends
+    "endless-header-line": 'c.sendall(b"HTTP/1.1 200 OK\\r\\nX: ")\n        '
+    'while True: c.sendall(b"a" * 65536)',
+}
+
+
+@pytest.mark.parametrize("answer", sorted(_ANSWERS))
+def test_wait_for_http_against_a_hostile_answer_times_out_with_bounded_memory(answer):
+    """The wait ends at its timeout with WaitTimeoutError (not a hang, not an endless read)
+    and holds at most a bounded head of the answer in memory."""
+    server = _SERVER.replace("ANSWER", _ANSWERS[answer])
+    with sandkit.Container("host", run=["python3", "-c", server]) as c:
+        c.wait_for_log("up", timeout=30)
+        tracemalloc.start()
+        try:
+            with pytest.raises(sandkit.errors.WaitTimeoutError, match="GET /health"):
+                c.wait_for_http("/health", port=8080, timeout=3)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 << 20
+        assert c.running
+
+
+def test_a_health_check_printing_without_end_is_cut_and_bounded(busybox):
+    """A health check that prints forever: it is killed at its timeout, reported unhealthy
+    with Docker's message, and what is kept of its output is at most the 4096 bytes Docker
+    keeps."""
+    check = {"test": ["CMD", "yes"], "interval": 0.1, "timeout": 1, "retries": 1}
+    with sandkit.Container(busybox, run=["sleep", "1000"], healthcheck=check) as c:
+        wait_until(lambda: c.health == "unhealthy", "unhealthy", timeout=60)
+        log = c.health_report()["Log"]
+        # Docker's "Health check exceeded timeout (1s): " + the first 4096 bytes + "..."
+        assert all(len(entry["Output"]) <= 4096 + 100 for entry in log)
+        assert "exceeded timeout" in log[-1]["Output"]
+        assert c.running
+
+
+def test_a_health_check_that_never_ends_does_not_block_stop(busybox):
+    """A health check stuck forever (its process ignores TERM): stop() ends the container
+    anyway and no health thread is left."""
+    check = {"test": ["CMD-SHELL", "trap '' TERM; sleep 1000"], "interval": 0.1, "timeout": 600}
+    with sandkit.Container(busybox, run=["sleep", "1000"], healthcheck=check) as c:
+        wait_until(
+            lambda: c.exec(["ps", "-o", "args"]).stdout.count(b"sleep 1000") >= 2,
+            "the check to run beside the main process",
+        )
+        c.stop(timeout=1)
+    assert not [t for t in threading.enumerate() if t.name == "sandkit-health"]
