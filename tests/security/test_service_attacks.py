@@ -24,7 +24,7 @@ import sandkit
 from sandkit.detached import control as detached_control
 from sandkit.detached import state as detached_state
 from sandkit.runtime import service, sessionkill
-from tests.conftest import UNPRIVILEGED_USER
+from tests.conftest import UNPRIVILEGED_USER, unprivileged_ids
 
 pytestmark = [pytest.mark.slow]
 
@@ -432,3 +432,93 @@ def test_a_health_check_that_never_ends_does_not_block_stop(busybox):
         )
         c.stop(timeout=1)
     assert not [t for t in threading.enumerate() if t.name == "sandkit-health"]
+
+
+def test_the_container_cannot_swap_what_the_port_probe_opens(busybox):
+    """The port probe has the init open /proc/1/net/tcp: container root (Docker's default
+    capabilities) cannot mount a FIFO or a file over it, nor stop or kill the init, and the
+    wait still sees the port."""
+    script = (
+        "mkfifo /tmp/fifo; echo fake > /tmp/fake; "
+        "mount --bind /tmp/fifo /proc/1/net/tcp 2>/dev/null && echo MOUNTED; "
+        "mount --bind /tmp/fake /proc/1/net/tcp 2>/dev/null && echo MOUNTED; "
+        "mount -t tmpfs none /proc/1/net 2>/dev/null && echo MOUNTED; "
+        "kill -STOP 1; kill -KILL 1; echo tried; nc -l -p 7070 -e cat"
+    )
+    with sandkit.Container(busybox, run=["sh", "-c", script]) as c:
+        c.wait_for_log("tried", timeout=30)
+        c.wait_for_port(7070, timeout=30)
+        assert b"MOUNTED" not in c.logs()
+        assert c.exec(["echo", "alive"]).stdout == b"alive\n"
+
+
+def _hostile_layer_on_the_host(layout: str) -> dict[str, object]:
+    """As the rootless user: load the layout, and say what each planted file became on the
+    host (owner, mode, type, inode) and what the device is inside."""
+    import stat as stats
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = sandkit.Image.load(layout)
+    layer = image.layer_dirs[-1]
+    host = {}
+    for path in sorted(layer.rglob("*")):
+        st = os.lstat(path)
+        host[str(path.relative_to(layer))] = (
+            st.st_uid,
+            st.st_gid,
+            stats.S_IMODE(st.st_mode),
+            stats.S_IFMT(st.st_mode),
+            st.st_ino,
+        )
+    with sandkit.Container(image, user="0") as c:
+        kind = c.exec(["stat", "-c", "%F", "/hostdisk"]).stdout
+    home = os.environ["SANDKIT_HOME"]
+    return {"host": host, "kind": kind, "home_mode": stats.S_IMODE(os.stat(home).st_mode)}
+
+
+@pytest.mark.root
+def test_rootless_a_hostile_layer_lands_only_on_the_callers_ids(busybox_dir, as_unprivileged):
+    """A layer planting setuid-root and setuid-70 programs, a host disk's device node, owners
+    far past the range and a hard link across owners, applied by the mapped helper: on the
+    host every file belongs to the caller or its range, no device node exists (inside, an
+    empty stand-in), and the setuid files stay in the caller's private home."""
+    import shutil
+    import stat as stats
+    import tempfile
+
+    from tests.images.conftest import oci_layout, tar_bytes
+    from tests.test_subid import _busybox_layer
+
+    uid, gid = unprivileged_ids()
+    hostile = tar_bytes(
+        [
+            ("suid-root", "file", b"#!/bin/sh\nid\n", {"mode": 0o4755}),
+            ("suid-70", "file", b"#!/bin/sh\nid\n", {"mode": 0o6755, "uid": 70, "gid": 70}),
+            ("hostdisk", "blk", (8, 0), {"mode": 0o666}),
+            ("far", "file", b"x", {"uid": 4294967294, "gid": 4294967294, "mode": 0o4777}),
+            ("link-to-70", "hardlink", "suid-70", {"uid": 0, "gid": 0}),
+        ]
+    )
+    base = Path(tempfile.mkdtemp(prefix="sandkit-atk-"))
+    os.chmod(base, 0o755)
+    try:
+        layout = oci_layout(
+            base / "layout", [_busybox_layer(busybox_dir), hostile], ref_name="x/y:1"
+        )
+        with _subid_lines(f"{UNPRIVILEGED_USER}:{_TEST_START}:65536"):
+            found = as_unprivileged(_hostile_layer_on_the_host, str(layout))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    ours = range(_TEST_START, _TEST_START + 65535)
+    host = found["host"]
+    for name, (owner, group, _mode, _kind, _ino) in host.items():
+        assert owner == uid or owner in ours, (name, owner)
+        assert group == gid or group in ours, (name, group)
+    assert all(kind in (stats.S_IFREG, stats.S_IFDIR) for *_, kind, _ in host.values())
+    assert host["suid-70"][:2] == (_TEST_START + 69, _TEST_START + 69)
+    assert host["link-to-70"][4] == host["suid-70"][4]  # the same file, its owner unchanged
+    assert host["far"][0] == uid
+    assert found["kind"] == b"regular empty file\n"  # a stand-in, no device
+    assert found["home_mode"] & 0o077 == 0
