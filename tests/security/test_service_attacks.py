@@ -522,3 +522,56 @@ def test_rootless_a_hostile_layer_lands_only_on_the_callers_ids(busybox_dir, as_
     assert host["far"][0] == uid
     assert found["kind"] == b"regular empty file\n"  # a stand-in, no device
     assert found["home_mode"] & 0o077 == 0
+
+
+def _claim_name(name: str, home: str, go: int, out: int) -> None:
+    """In a forked child: wait for the start signal, then try to create ``name``; write
+    whether it was won. Looking at a directory takes a while here, as it may when the
+    scheduler runs another process between the look and what follows it."""
+    os.environ["SANDKIT_HOME"] = home
+    is_dir = Path.is_dir
+
+    def slow_is_dir(path: Path) -> bool:
+        found = is_dir(path)
+        time.sleep(0.02)
+        return found
+
+    Path.is_dir = slow_is_dir  # (a forked child of its own: nothing else sees it)
+    os.read(go, 1)
+    try:
+        detached_state.create({}, name)
+        won = b"1"
+    except sandkit.errors.NameInUseError:
+        won = b"0"
+    os.write(out, won)
+
+
+def test_racing_claims_of_a_stale_name_have_one_winner(tmp_path, monkeypatch):
+    """A name whose container is gone (its link is stale) claimed by several processes at
+    once: each may find the link stale, but only one may end up holding the name, or two
+    containers answer to it and attach() reaches either."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("SANDKIT_HOME", str(home))
+    for round_ in range(5):
+        name = f"stale{round_}"
+        os.symlink("0" * 64, detached_state._names_dir() / name)  # a container that is gone
+        go_r, go_w = os.pipe()
+        out_r, out_w = os.pipe()
+        pids = []
+        for _ in range(6):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    _claim_name(name, str(home), go_r, out_w)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        os.write(go_w, b"x" * 6)
+        for pid in pids:
+            os.waitpid(pid, 0)
+        os.close(out_w)
+        with os.fdopen(out_r, "rb") as results:
+            wins = results.read().count(b"1")
+        for fd in (go_r, go_w):
+            os.close(fd)
+        assert wins == 1, f"round {round_}: {wins} processes hold the name {name!r}"
