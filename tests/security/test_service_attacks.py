@@ -575,3 +575,44 @@ def test_racing_claims_of_a_stale_name_have_one_winner(tmp_path, monkeypatch):
         for fd in (go_r, go_w):
             os.close(fd)
         assert wins == 1, f"round {round_}: {wins} processes hold the name {name!r}"
+
+
+def _peek_at_the_supervisor(pid: int, socket_path: str, state_dir: str) -> dict[str, str]:
+    """As another user: what each way into root's supervisor gives."""
+    tries = {
+        "fds": lambda: os.listdir(f"/proc/{pid}/fd"),
+        "memfd": lambda: open(f"/proc/{pid}/fd/0", "rb").read(1),  # noqa: SIM115
+        "root": lambda: os.listdir(f"/proc/{pid}/root/"),
+        "environ": lambda: open(f"/proc/{pid}/environ", "rb").read(),  # noqa: SIM115
+        "state": lambda: os.listdir(state_dir),
+        "signal": lambda: os.kill(pid, 0),
+    }
+    got = {}
+    for what, attempt in tries.items():
+        try:
+            attempt()
+            got[what] = "reached"
+        except OSError as exc:
+            got[what] = type(exc).__name__
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        try:
+            with detached_control.short_path(socket_path) as name:  # (a long path)
+                sock.connect(name)
+            got["socket"] = "reached"
+        except OSError as exc:
+            got["socket"] = type(exc).__name__
+    return got
+
+
+def test_another_user_reaches_nothing_of_roots_supervisor(shared, as_unprivileged):
+    """The test user against root's running supervisor: its /proc fds (the memfds it passes
+    and the container's control socket), its root, its environment, its state directory, its
+    socket (by a path it may not traverse), a signal. Each is refused."""
+    record = detached_state.find("atk-shared")
+    got = as_unprivileged(
+        _peek_at_the_supervisor,
+        _supervisor_pid("atk-shared"),
+        record.socket_path,
+        str(record.dir),
+    )
+    assert all(outcome != "reached" for outcome in got.values()), got
