@@ -13,7 +13,6 @@ import subprocess
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from sandkit.detached import control as detached_control
 from sandkit.detached import state as detached_state
 from sandkit.runtime import service, sessionkill
 from tests.conftest import UNPRIVILEGED_USER, unprivileged_ids
+from tests.test_subid import _busybox_layer, _subid_entries
 
 pytestmark = [pytest.mark.slow]
 
@@ -201,30 +201,7 @@ def test_sessionkill_never_signals_a_host_process(busybox):
 
 # --- subordinate id ranges ------------------------------------------------------------------------
 
-_SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 _TEST_START = 310000  # the test user's range here: 310000..375535
-
-
-@contextlib.contextmanager
-def _subid_lines(*lines: str) -> Iterator[None]:
-    """Both files hold ``lines`` besides their other entries (the test user's own replaced)
-    until the end, then what they held before."""
-    saved = [(path, path.read_bytes() if path.exists() else None) for path in _SUBID_FILES]
-    try:
-        for path, old in saved:
-            kept = [
-                row
-                for row in (old or b"").decode().splitlines()
-                if not row.startswith((f"{UNPRIVILEGED_USER}:", "sandkit-neighbour:"))
-            ]
-            path.write_text("".join(f"{row}\n" for row in [*kept, *lines]))
-        yield
-    finally:
-        for path, old in saved:
-            if old is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(old)
 
 
 def _start_and_report(busybox_dir: str) -> str:
@@ -256,7 +233,7 @@ def test_rootless_a_range_shared_with_another_user_is_refused(busybox_dir, as_un
     its files through /proc/PID/root; a range over real accounts' uids makes the container's
     users those accounts on the host. newuidmap maps what /etc/subuid says; sandkit refuses
     such a range, naming what else holds those ids and the usermod fix."""
-    with _subid_lines(*lines):
+    with _subid_entries(*lines):
         got = as_unprivileged(_start_and_report, str(busybox_dir))
     assert got.startswith("ContainerStartError"), got
     assert "usermod" in got and "/etc/subuid" in got, got
@@ -489,7 +466,6 @@ def test_rootless_a_hostile_layer_lands_only_on_the_callers_ids(busybox_dir, as_
     import tempfile
 
     from tests.images.conftest import oci_layout, tar_bytes
-    from tests.test_subid import _busybox_layer
 
     uid, gid = unprivileged_ids()
     hostile = tar_bytes(
@@ -507,7 +483,7 @@ def test_rootless_a_hostile_layer_lands_only_on_the_callers_ids(busybox_dir, as_
         layout = oci_layout(
             base / "layout", [_busybox_layer(busybox_dir), hostile], ref_name="x/y:1"
         )
-        with _subid_lines(f"{UNPRIVILEGED_USER}:{_TEST_START}:65536"):
+        with _subid_entries(f"{UNPRIVILEGED_USER}:{_TEST_START}:65536"):
             found = as_unprivileged(_hostile_layer_on_the_host, str(layout))
     finally:
         shutil.rmtree(base, ignore_errors=True)
