@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import grp
 import os
 import pickle
 import pwd
@@ -63,16 +64,23 @@ class SubidRange:
     count: int
 
 
-def subordinate_range(path: Path, uid: int, name: str | None) -> SubidRange | None:
-    """The first range ``path`` gives the user (by name or by uid, as shadow's helpers accept),
-    or None."""
+def _entries(path: Path) -> list[tuple[str, SubidRange]]:
+    """Every well-formed line of ``path``: the user (name or uid) and its range."""
+    found = []
     with contextlib.suppress(OSError, UnicodeDecodeError):
         for line in path.read_text().splitlines():
             fields = line.strip().split(":")
-            if len(fields) != 3 or not (fields[1].isdigit() and fields[2].isdigit()):
-                continue
-            if fields[0] in (name, str(uid)) and int(fields[2]) > 0:
-                return SubidRange(int(fields[1]), int(fields[2]))
+            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+                found.append((fields[0], SubidRange(int(fields[1]), int(fields[2]))))
+    return found
+
+
+def subordinate_range(path: Path, uid: int, name: str | None) -> SubidRange | None:
+    """The first range ``path`` gives the user (by name or by uid, as shadow's helpers accept),
+    or None."""
+    for owner, found in _entries(path):
+        if owner in (name, str(uid)) and found.count > 0:
+            return found
     return None
 
 
@@ -132,7 +140,20 @@ class RangeMapping:
 
     def write(self, pid: int) -> None:
         """Writes ``pid``'s maps (a process of ours in a fresh user namespace, waiting) with the
-        setuid helpers: only they may map ids other than our own."""
+        setuid helpers: only they may map ids other than our own. Refused (`ContainerStartError`)
+        for a range that is not the caller's alone (`shared_ids`)."""
+        shared = shared_ids(self)
+        if shared:
+            name = _user_name(self.uid) or str(self.uid)
+            raise ContainerStartError(
+                f"your subordinate ids are not yours alone: {shared}. A container's users would "
+                "be the same host ids as another user's (who could then signal, ptrace and read "
+                "your containers' processes, and you theirs). Give each user a range of its "
+                f"own in {SUBUID_FILE} and {SUBGID_FILE}, as root: `usermod --del-subuids "
+                f"{self.uids.start}-{self.uids.start + self.uids.count - 1} --del-subgids "
+                f"{self.gids.start}-{self.gids.start + self.gids.count - 1} --add-subuids "
+                f"N-M --add-subgids N-M {name}` with a free N-M (65536 ids)"
+            )
         self._run(self.newuidmap, pid, self.uid, self.uids.start, self.inner_uids - 1)
         self._run(self.newgidmap, pid, self.gid, self.gids.start, self.inner_gids - 1)
 
@@ -151,6 +172,36 @@ class RangeMapping:
                 f"setuid root (reinstall the uidmap package), and {SUBUID_FILE}/{SUBGID_FILE} must "
                 "give your user that range; check them with `sandkit doctor`"
             )
+
+
+def _overlaps(a: SubidRange, b: SubidRange) -> bool:
+    return a.start < b.start + b.count and b.start < a.start + a.count
+
+
+def shared_ids(mapping: RangeMapping) -> str:
+    """What else holds the host ids ``mapping`` gives a container's users 1..n-1 (another
+    user's subordinate range, or an account's or group's own id), as words; "" when nothing
+    does. Shadow's newuidmap checks only that /etc/subuid gives the range to the caller."""
+    name = _user_name(mapping.uid)
+    uids = SubidRange(mapping.uids.start, mapping.inner_uids - 1)
+    gids = SubidRange(mapping.gids.start, mapping.inner_gids - 1)
+    found = [
+        f"{path} gives {other} {theirs.start}-{theirs.start + theirs.count - 1} too"
+        for path, ours in ((SUBUID_FILE, uids), (SUBGID_FILE, gids))
+        for other, theirs in _entries(path)
+        if other not in (name, str(mapping.uid)) and _overlaps(ours, theirs)
+    ]
+    found += [
+        f"uid {user.pw_uid} is the account {user.pw_name!r}"
+        for user in pwd.getpwall()
+        if user.pw_uid != mapping.uid and _overlaps(uids, SubidRange(user.pw_uid, 1))
+    ]
+    found += [
+        f"gid {group.gr_gid} is the group {group.gr_name!r}"
+        for group in grp.getgrall()
+        if group.gr_gid != mapping.gid and _overlaps(gids, SubidRange(group.gr_gid, 1))
+    ]
+    return "; ".join(found)
 
 
 def rootless_mapping() -> RangeMapping | None:

@@ -46,8 +46,9 @@ _SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 
 
 @contextlib.contextmanager
-def _subid_entries(line: str | None) -> Iterator[None]:
-    """The test user has exactly ``line`` in both files (None: no entry) until the end."""
+def _subid_entries(*lines: str | None) -> Iterator[None]:
+    """The test user has exactly ``lines`` in both files (None: no entry) until the end (so may
+    other users' that ``lines`` add)."""
     saved = [(path, path.read_bytes() if path.exists() else None) for path in _SUBID_FILES]
     try:
         for path, old in saved:
@@ -56,7 +57,7 @@ def _subid_entries(line: str | None) -> Iterator[None]:
                 for row in (old or b"").decode().splitlines()
                 if not row.startswith(f"{UNPRIVILEGED_USER}:")
             ]
-            path.write_text("".join(f"{row}\n" for row in [*kept, *([line] if line else [])]))
+            path.write_text("".join(f"{row}\n" for row in [*kept, *filter(None, lines)]))
         yield
     finally:
         for path, old in saved:

@@ -17,12 +17,14 @@ dead supervisor means a stopped container, and `ps` can tell by looking at the p
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,17 +257,38 @@ def _reserve_name(name: str | None, container_id: str) -> str:
 
 
 def _try_link(name: str, container_id: str) -> bool:
-    """Claim ``name`` with a symlink (atomic); a link to a container that is gone is stale."""
-    link = _names_dir() / name
-    for _ in range(2):
-        try:
-            os.symlink(container_id, link)
-            return True
-        except FileExistsError:
+    """Claim ``name`` with a symlink (atomic); a link to a container that is gone is stale,
+    and replaced under the names' lock: two processes that both found it stale must not
+    both remove what is there and link their own (the second would remove the first's
+    fresh link, and two containers would answer to the name)."""
+    names = _names_dir()
+    link = names / name
+    try:
+        os.symlink(container_id, link)
+        return True
+    except FileExistsError:
+        pass
+    with _names_locked(names):
+        with contextlib.suppress(FileNotFoundError):
             if (run_dir() / os.readlink(link)).is_dir():
                 return False
-            link.unlink(missing_ok=True)
-    return False
+            link.unlink()
+        try:
+            os.symlink(container_id, link)
+        except FileExistsError:  # a claim that took no lock came first
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _names_locked(names: Path) -> Iterator[None]:
+    """An exclusive flock on the names directory, for replacing a stale link."""
+    fd = os.open(names, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def records() -> list[Record]:
@@ -291,7 +314,12 @@ def find(ref: str) -> Record:
 
 def remove(record: Record) -> None:
     """Delete the container's state directory, and its name if that still names it."""
-    link = _names_dir() / record.name
-    if record.name and link.is_symlink() and os.readlink(link) == record.id:
-        link.unlink(missing_ok=True)
+    names = _names_dir()
+    link = names / record.name
+    if record.name:
+        # Under the lock, so that no other remove of it takes the name back from a new
+        # container that claimed it between this look and the unlink.
+        with _names_locked(names), contextlib.suppress(OSError):
+            if os.readlink(link) == record.id:
+                link.unlink()
     shutil.rmtree(record.dir, ignore_errors=True)

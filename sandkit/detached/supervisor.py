@@ -28,6 +28,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,7 @@ class Supervisor:
         elif op == "logs":
             await self._send_logs(conn, request)
         elif op == "wait":
-            await self.ended.wait()  # (when the container ends, the services' end closes conn)
+            await self._wait_for_end(conn)
         elif op == "open":
             await self._open_for_copy(conn, request)
         elif op in ("connect", "disconnect"):
@@ -216,18 +217,11 @@ class Supervisor:
             if input_fd >= 0:
                 os.close(input_fd)
         result = None
-        async with anyio.create_task_group() as exec_scope:
-
-            async def cancel_when_client_leaves() -> None:
-                await _wait_hang_up(conn)
-                exec_scope.cancel_scope.cancel()
-
-            exec_scope.start_soon(cancel_when_client_leaves)
+        async with _cancelled_on_hang_up(conn):
             try:
                 result = await self.container.exec(argv, input=data, **options)
             except errors.SandkitError as exc:
                 await control.send(conn, {"error": str(exc), "kind": type(exc).__name__})
-            exec_scope.cancel_scope.cancel()
         if result is None:
             return
         fields = attrs.asdict(result, filter=lambda a, _: a.name not in ("stdout", "stderr"))
@@ -237,6 +231,13 @@ class Supervisor:
         finally:
             for fd in outputs:
                 os.close(fd)
+
+    async def _wait_for_end(self, conn: socket.socket) -> None:
+        """Until the container ends (the services' end then closes ``conn``) or the client
+        hangs up: a client whose wait timed out, or that died, must not leave its connection
+        here for the container's whole life."""
+        async with _cancelled_on_hang_up(conn):
+            await self.ended.wait()
 
     async def _send_logs(self, conn: socket.socket, request: dict[str, Any]) -> None:
         """`logs`/`logs_stream` of the container's own main process (``run=``): each chunk in a
@@ -455,6 +456,20 @@ def _captured_options(request: dict[str, Any]) -> dict[str, Any]:
         "max_output": None if max_output is None else int(max_output),
         "seccomp": seccomp,
     }
+
+
+@contextlib.asynccontextmanager
+async def _cancelled_on_hang_up(conn: socket.socket) -> AsyncIterator[None]:
+    """The body runs until it is done or the client closes its end, whichever comes first."""
+    async with anyio.create_task_group() as scope:
+
+        async def cancel_when_client_leaves() -> None:
+            await _wait_hang_up(conn)
+            scope.cancel_scope.cancel()
+
+        scope.start_soon(cancel_when_client_leaves)
+        yield
+        scope.cancel_scope.cancel()
 
 
 async def _wait_hang_up(conn: socket.socket) -> None:

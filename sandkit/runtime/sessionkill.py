@@ -24,15 +24,19 @@ def _status_ids(pid: int, key: str) -> list[int]:
     return []
 
 
+def _parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # the command name may hold anything, ") " included: the last ')' ends it
+    return int(stat.rpartition(")")[2].split()[1])
+
+
 def _parents() -> dict[int, int]:
     """pid -> parent pid of every process there is (those that vanish meanwhile left out)."""
     table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                # the command name may hold anything, ") " included: the last ')' ends it
-                table[int(entry)] = int(stat.rpartition(")")[2].split()[1])
+                table[int(entry)] = _parent_of(int(entry))
     return table
 
 
@@ -60,7 +64,7 @@ def kill_session(init_pid: int, session: int) -> int:
         inside = _descendants(init_pid, parents)
         members = {pid for pid in inside if _session_of(pid, level) == session}
         doomed = members | {d for pid in members for d in _descendants(pid, parents)}
-        return sum(_kill(pid, level, inside) for pid in doomed)
+        return sum(_kill(pid, level, inside, init_pid) for pid in doomed)
     return 0
 
 
@@ -70,17 +74,36 @@ def _session_of(pid: int, level: int) -> int | None:
     return None
 
 
-def _kill(pid: int, level: int, inside: set[int]) -> bool:
-    """SIGKILL ``pid`` if it is still the container's process that was found (a pidfd taken
-    first, then checked: the pid cannot be another process's once the pidfd is known live)."""
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``pid`` is, now, a descendant of ``ancestor`` (its parents followed up)."""
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        pid = _parent_of(pid)
+        if pid == ancestor:
+            return True
+    return False
+
+
+def _kill(pid: int, level: int, inside: set[int], init_pid: int) -> bool:
+    """SIGKILL ``pid`` if it is still a process of the container whose init is ``init_pid``.
+    The table ``inside`` came from is a snapshot: the pid may since have been reused, by a
+    host process or another container's at the same depth. So a pidfd is taken first, the
+    process it holds checked to descend from the init now (a process of a pid namespace the
+    container nested does too), and the pidfd then proved live (what /proc said was its
+    process's, not a newer one's)."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
         return False
     try:
-        if pid not in inside or len(_status_ids(pid, "NSpid")) <= level:
+        if (
+            pid not in inside
+            or len(_status_ids(pid, "NSpid")) <= level
+            or not _descends_from(pid, init_pid)
+        ):
             return False
-        signals.pidfd_send_signal(pidfd, 0)  # still the same process: its /proc entry was its
+        signals.pidfd_send_signal(pidfd, 0)
         signals.pidfd_send_signal(pidfd, signals.SIGKILL)
         return True
     except OSError:
