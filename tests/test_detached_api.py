@@ -499,3 +499,58 @@ def test_the_health_of_a_detached_main_process_shows_in_ps_and_inspect():
         assert inspected[0]["State"]["Health"]["Status"] == "healthy"
     finally:
         c.remove()
+
+
+# A service that serves /tmp/www over HTTP on port 8000 once it has said "ready".
+WEB = (
+    "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && echo ready && "
+    "exec busybox httpd -f -p 8000 -h /tmp/www"
+)
+
+
+def test_an_attached_container_waits_for_its_service_and_reads_its_health():
+    """The waits and health of the README's Services section, on a container attached from
+    another process (the README's gunicorn workers), as on one of this process."""
+    check = {"test": ["CMD", "test", "-e", "/tmp/www/index.html"], "interval": 0.1}
+    c = sandkit.Container(
+        "host", name="web", detach=True, run=["sh", "-c", WEB], healthcheck=check
+    ).start()
+    try:
+        worker = python(
+            """
+            import json, sandkit
+            from sandkit import errors
+            c = sandkit.Container.attach("web")
+            c.wait_for_log("ready", timeout=60)
+            c.wait_for_port(8000, timeout=60)
+            c.wait_for_http("/index.html", port=8000, timeout=60)
+            c.wait_for_http("/missing", port=8000, status=404, timeout=60)
+            c.wait_for_exec(["test", "-e", "/tmp/www/index.html"], timeout=60)
+            try:
+                c.wait_for_port(9, timeout=0.5)  # nothing listens there
+            except errors.WaitTimeoutError as exc:
+                print(json.dumps(str(exc)))
+            """
+        )
+        # Its message names the wait and ends with the service's last log lines.
+        assert json.loads(worker.stdout).endswith("its last log lines:\nready")
+        attached = sandkit.Container.attach("web")
+        wait_until(lambda: attached.health == "healthy", "the health check passes", timeout=60)
+        assert attached.health_report()["Status"] == "healthy"  # type: ignore[index]
+        attached.stop()
+        with pytest.raises(errors.ContainerNotRunningError, match=r"exit code 143"):
+            attached.wait_for_port(8000, timeout=60)  # at once: there is nothing to wait for
+    finally:
+        c.remove()
+
+
+@pytest.mark.trio
+async def test_an_attached_containers_waits_in_async_code():
+    async with sandkit.AsyncContainer("host", name="aweb", detach=True, run=["sh", "-c", WEB]) as c:
+        try:
+            attached = await sandkit.AsyncContainer.attach("aweb")
+            await attached.wait_for_http("/index.html", port=8000, timeout=60)
+            await attached.wait_for_log("ready", timeout=60)
+            assert attached.health is None  # the host image has no HEALTHCHECK
+        finally:
+            await c.remove()

@@ -40,6 +40,7 @@ from ..images.image import Image
 from ..runtime import handover
 from ..runtime.container import (
     AsyncContainer,
+    connect_in_container,
     copy_side,
     init_exited,
     open_for_copy,
@@ -191,6 +192,8 @@ class Supervisor:
             await self.ended.wait()  # (when the container ends, the services' end closes conn)
         elif op == "open":
             await self._open_for_copy(conn, request)
+        elif op == "dial":
+            await self._dial(conn, request)
         elif op in ("connect", "disconnect"):
             await self._change_networks(conn, request)
         else:
@@ -279,6 +282,22 @@ class Supervisor:
             await control.send(conn, {"ok": True, "uids": ids.uids, "gids": ids.gids}, [fd])
         finally:
             os.close(fd)
+
+    async def _dial(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        """An attached container's `wait_for_http`: a socket the init connected to a port on
+        the container's 127.0.0.1 (``{"proto", "port"}``), passed to the client, which speaks
+        over it; the refusal as ``{"error", "errno"}`` (ECONNREFUSED: nothing listens)."""
+        proto, port = request.get("proto"), request.get("port")
+        if proto not in ("tcp", "udp") or not isinstance(port, int) or not 1 <= port <= 65535:
+            await control.send(conn, {"error": "malformed dial request", "kind": "ContainerError"})
+            return
+        try:
+            sock = await connect_in_container(self.container, proto, port)
+        except OSError as exc:
+            await control.send(conn, {"error": exc.strerror or str(exc), "errno": exc.errno})
+            return
+        with sock:
+            await control.send(conn, {"ok": True}, [sock.fileno()])
 
     async def _change_networks(self, conn: socket.socket, request: dict[str, Any]) -> None:
         """`sandkit network connect/disconnect`: the container joins or leaves a network; the

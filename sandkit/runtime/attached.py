@@ -282,10 +282,12 @@ class AsyncAttachedContainer:
     open_file = AsyncContainer.open_file
     _open_for_reading = AsyncContainer._open_for_reading
 
-    async def _open(self, path: str, mode: str, perm: int = 0o644) -> int:
+    async def _open(self, path: str, mode: str, perm: int = 0o644, *, raw: bool = False) -> int:
         try:
             fd, _ = await open_remote(self._live(), path, mode, perm)
         except OSError as exc:
+            if raw:  # (readiness.py's port probe tells "no such table" apart)
+                raise
             raise errors.ContainerError(
                 f"cannot open {path!r} in the container: {exc.strerror}"
             ) from None
@@ -394,6 +396,46 @@ class AsyncAttachedContainer:
     def restart_count(self) -> int:
         """Not (yet) for an attached container: the supervisor's container counts them."""
         raise errors.ContainerError("restart_count is not available on an attached container yet")
+
+    # -- readiness and health ------------------------------------------------------------------
+    # The waits are the in-process ones (readiness.py): their probes open the container's
+    # /proc/net tables (`_open`), run commands (`exec`), read the log (`logs`) and dial a port
+    # (`_dial`), each asked of the supervisor. The health check runs in the supervisor, whose
+    # thread writes State.Health to health.json.
+    wait_for_port = AsyncContainer.wait_for_port
+    wait_for_log = AsyncContainer.wait_for_log
+    wait_for_http = AsyncContainer.wait_for_http
+    wait_for_exec = AsyncContainer.wait_for_exec
+
+    @property
+    def health(self) -> str | None:
+        """The health check's state ("starting", "healthy", "unhealthy"), as the supervisor last
+        recorded it; None without a health check."""
+        report = self.health_report()
+        return None if report is None else str(report.get("Status"))
+
+    def health_report(self) -> dict[str, Any] | None:
+        """State.Health as `docker inspect` shows it; see `AsyncContainer.health_report`."""
+        return self._current().health
+
+    def _ended_reason(self) -> str | None:
+        """Why the container no longer runs (its exit code), or None while it runs."""
+        record = self._current()
+        return None if record.running else _exited(record)
+
+    async def _dial(self, proto: str, port: int) -> socket.socket:
+        """A socket the container's init connected to ``port`` on its 127.0.0.1 (the
+        supervisor's ``dial``); OSError with the init's errno when it cannot."""
+        with await client.connect(self._live()) as sock:
+            await control.send(sock, {"op": "dial", "proto": proto, "port": port})
+            reply, fds = await control.receive(sock)
+        if reply is None or "error" in reply or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            if reply is not None and isinstance(reply.get("errno"), int):
+                raise OSError(reply["errno"], str(reply["error"]))
+            raise errors.ContainerError(f"the supervisor did not dial port {port}: {reply}")
+        return socket.socket(fileno=fds[0])
 
     def _main_process(self) -> RemoteMainProcess:
         """What the sync API's logs and wait use (`container.main_process`)."""
@@ -559,8 +601,12 @@ def process_streams(
 def _check_running(record: state.Record) -> state.Record:
     if record.running:
         return record
+    raise errors.ContainerNotRunningError(_exited(record))
+
+
+def _exited(record: state.Record) -> str:
     code = record.exit_code
-    raise errors.ContainerNotRunningError(
+    return (
         f"container {record.name or record.id[:12]} has exited "
         f"(exit code {code if code is not None else 'unknown'}): `sandkit logs` and "
         "`sandkit inspect` say more; `sandkit rm` (or remove()) removes it"

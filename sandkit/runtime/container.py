@@ -77,6 +77,7 @@ from .spawn import SpawnedInit
 if TYPE_CHECKING:
     from ..net.client import KeeperConnection
     from . import copy
+    from .attached import AsyncAttachedContainer
 
 # How long a start waits for a spare container that is being made (20 x 0.2 ms).
 _SPARE_POLLS = 20
@@ -1735,22 +1736,29 @@ class ProcessLink:
 # -- for readiness.py and health.py ------------------------------------------------------------
 
 
-def main_ended(container: AsyncContainer) -> str | None:
+def main_ended(container: AsyncContainer | AsyncAttachedContainer) -> str | None:
     """Why the container no longer runs when its main process has ended for good (its exit
     status and last output), else None."""
+    if not isinstance(container, AsyncContainer):  # an attached one: its supervisor knows
+        return container._ended_reason()
     main = container._service
     return None if main is None or container._stopped else main.stopped_reason()
 
 
-async def open_in_container(container: AsyncContainer, path: str) -> int:
+async def open_in_container(container: AsyncContainer | AsyncAttachedContainer, path: str) -> int:
     """An fd the init opened for reading on ``path`` (absolute) in the container's root; OSError
     with the init's errno when it cannot."""
     return await container._open(path, "r", raw=True)
 
 
-async def connect_in_container(container: AsyncContainer, proto: str, port: int) -> socket.socket:
+async def connect_in_container(
+    container: AsyncContainer | AsyncAttachedContainer, proto: str, port: int
+) -> socket.socket:
     """A non-blocking socket the init connected to ``port`` on the container's 127.0.0.1;
-    OSError (ECONNREFUSED: nothing listens) when it cannot."""
+    OSError (ECONNREFUSED: nothing listens) when it cannot. (A detached container's supervisor
+    answers its clients' ``dial`` request with this.)"""
+    if not isinstance(container, AsyncContainer):  # an attached one: through its supervisor
+        return await container._dial(proto, port)
     channel = container._live_channel()
     request = Connect(id=channel.protocol.next_id(), proto=proto, port=port)
     channel.send(request)
