@@ -554,3 +554,38 @@ async def test_an_attached_containers_waits_in_async_code():
             assert attached.health is None  # the host image has no HEALTHCHECK
         finally:
             await c.remove()
+
+
+def test_an_attached_container_counts_restarts_and_reads_its_stats():
+    # Docker: --restart on-failure:N starts a process that exited non-zero again, at most N
+    # times. This one fails twice, then stays up (its runs are counted in the container's /tmp).
+    script = "echo run >> /tmp/runs; [ $(wc -l < /tmp/runs) -ge 3 ] && exec sleep 600; exit 1"
+    c = sandkit.Container(
+        "host",
+        name="flaky",
+        detach=True,
+        run=["sh", "-c", script],
+        restart="on-failure:5",
+        memory="256m",
+    ).start()
+    try:
+        worker = python(
+            """
+            import json, sandkit
+            c = sandkit.Container.attach("flaky")
+            stats = c.stats()
+            print(json.dumps([stats.memory_current > 0, stats.pids_current >= 1]))
+            """
+        )
+        assert json.loads(worker.stdout) == [True, True]
+        wait_until(lambda: c.exec(["wc", "-l", "/tmp/runs"]).stdout.startswith(b"3 "), "3 runs", timeout=60)
+        assert c.restart_count == 2
+        c.stop()
+        assert c.wait(timeout=60) == 143  # sleep has no SIGTERM handler: 128 + 15
+    finally:
+        c.remove()
+
+
+def test_stats_of_an_attached_container_without_a_cgroup_says_how(detached):
+    with pytest.raises(errors.ContainerError, match=r"accounting=True"):
+        sandkit.Container.attach("shared").stats()

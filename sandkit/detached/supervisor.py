@@ -60,8 +60,9 @@ ACCEPT_BACKOFF = 0.1
 
 @attrs.define(eq=False)
 class Supervisor:
-    """Serves one detached container until it ends: answers ``exec``, ``run``, ``stop``,
-    ``kill``, ``open``, ``connect`` and ``disconnect`` requests on its socket, and stops the
+    """Serves one detached container until it ends: answers ``ping``, ``exec``, ``run``,
+    ``stop``, ``kill``, ``open``, ``dial``, ``logs``, ``wait``, ``stats``, ``connect`` and
+    ``disconnect`` requests on its socket (docs/architecture.md), and stops the
     container when it is sent SIGTERM, SIGINT or SIGHUP. With a main process, writes its output
     to the log and ends with it; without one, holds the container until it is stopped."""
 
@@ -174,7 +175,8 @@ class Supervisor:
             return
         if op == "ping":
             pid = self.main.pid if self.main is not None else None
-            await control.send(conn, {"ok": True, "pid": pid})
+            restarts = self.container.restart_count
+            await control.send(conn, {"ok": True, "pid": pid, "restart_count": restarts})
         elif op == "kill":
             await self._kill(int(request.get("signal", signal.SIGKILL)))
             await control.send(conn, {"ok": True})
@@ -194,6 +196,8 @@ class Supervisor:
             await self._open_for_copy(conn, request)
         elif op == "dial":
             await self._dial(conn, request)
+        elif op == "stats":
+            await self._send_stats(conn)
         elif op in ("connect", "disconnect"):
             await self._change_networks(conn, request)
         else:
@@ -298,6 +302,16 @@ class Supervisor:
             return
         with sock:
             await control.send(conn, {"ok": True}, [sock.fileno()])
+
+    async def _send_stats(self, conn: socket.socket) -> None:
+        """An attached container's `stats()`: the container's `CgroupStats` as a dict, or the
+        refusal (a container without a cgroup) as ``{"error"}``."""
+        try:
+            stats = self.container.stats()
+        except errors.SandkitError as exc:
+            await control.send(conn, {"error": str(exc), "code": exitcodes.FAILED})
+            return
+        await control.send(conn, {"ok": True, "stats": attrs.asdict(stats)})
 
     async def _change_networks(self, conn: socket.socket, request: dict[str, Any]) -> None:
         """`sandkit network connect/disconnect`: the container joins or leaves a network; the

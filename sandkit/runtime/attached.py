@@ -394,8 +394,10 @@ class AsyncAttachedContainer:
 
     @property
     def restart_count(self) -> int:
-        """Not (yet) for an attached container: the supervisor's container counts them."""
-        raise errors.ContainerError("restart_count is not available on an attached container yet")
+        """How many times ``restart=`` started the main process again, as its supervisor
+        counts them."""
+        reply = _blocking(client.request, self._live(), {"op": "ping"}, True)
+        return int((reply or {}).get("restart_count", 0))
 
     # -- readiness and health ------------------------------------------------------------------
     # The waits are the in-process ones (readiness.py): their probes open the container's
@@ -462,8 +464,14 @@ class AsyncAttachedContainer:
         await client.request(self._live(), message, True)
 
     def stats(self) -> CgroupStats:
-        """Not for an attached container (its cgroup is the supervisor's to read)."""
-        raise errors.ContainerError("stats() is not available on an attached container")
+        """The container's resource use, read by its supervisor; see `AsyncContainer.stats`
+        (`ContainerError` for a container without a cgroup)."""
+        from .cgroups import CgroupStats
+
+        reply = _blocking(client.request, self._live(), {"op": "stats"}, True)
+        if reply is None:
+            raise errors.ContainerNotRunningError(f"container {self.name} ended meanwhile")
+        return CgroupStats(**reply["stats"])
 
     async def set_egress(self, egress: str | Sequence[str] | None) -> None:
         """Not for an attached container."""
