@@ -578,7 +578,9 @@ def test_an_attached_container_counts_restarts_and_reads_its_stats():
             """
         )
         assert json.loads(worker.stdout) == [True, True]
-        wait_until(lambda: c.exec(["wc", "-l", "/tmp/runs"]).stdout.startswith(b"3 "), "3 runs", timeout=60)
+        wait_until(
+            lambda: c.exec(["wc", "-l", "/tmp/runs"]).stdout.startswith(b"3 "), "3 runs", timeout=60
+        )
         assert c.restart_count == 2
         c.stop()
         assert c.wait(timeout=60) == 143  # sleep has no SIGTERM handler: 128 + 15
