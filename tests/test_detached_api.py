@@ -345,6 +345,12 @@ def test_without_a_name_it_gets_one():
         c.remove()
 
 
+def test_a_container_of_this_process_has_no_name_sync_and_async():
+    # (the sync API's `name` is the async one's, for every kind of container)
+    assert sandkit.Container("host").name == ""
+    assert sandkit.AsyncContainer("host").name == ""
+
+
 def test_a_supervisor_that_fails_to_start_leaves_nothing():
     before = set(state.run_dir().iterdir()), set((state.run_dir() / "names").iterdir())
     with pytest.raises(errors.ImageNotFoundError, match="nosuch-image"):

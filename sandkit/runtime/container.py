@@ -373,6 +373,12 @@ class AsyncContainer:
         return self._network != "host"
 
     @property
+    def name(self) -> str:
+        """A detached container's name; "" for this one, which lives with this process (only a
+        detached container, ``detach=True``, takes ``name=``)."""
+        return ""
+
+    @property
     def networks(self) -> dict[str, str]:
         """The container's address on each network it is on, by network name (empty with
         network="none" or "host")."""
