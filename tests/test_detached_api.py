@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 from polling import wait_until
-from proctable import descendants
+from proctable import children, descendants
 
 import sandkit
 from sandkit import errors
@@ -334,6 +334,26 @@ def test_attach_to_a_missing_or_stopped_container_says_which():
             c.exec(["true"])
     finally:
         c.remove()
+
+
+def test_a_long_lived_creator_keeps_no_zombie_of_its_containers():
+    """A program that makes detached containers over its life (a web app's start-up hook, a
+    test session) must not collect a zombie process for each one it made and removed: their
+    supervisors are not its children (as Docker's containers are not the client's)."""
+    c = sandkit.Container("host", detach=True).start()
+    try:
+        supervisor = int(state.find(c.id).state["supervisor_pid"])
+        assert supervisor not in children(os.getpid())
+    finally:
+        c.remove()
+    assert not [pid for pid in children(os.getpid()) if _is_zombie(pid)]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def test_without_a_name_it_gets_one():

@@ -638,6 +638,12 @@ def main(argv: list[str]) -> int:
     """The supervisor process's entry point: ``argv`` is the state directory and the fd to report
     readiness on. Returns 0, or 1 after recording what ended it."""
     directory, ready_fd = Path(argv[0]), int(argv[1])
+    # The launcher's child exits at once and is reaped by it; the supervisor goes on as its
+    # orphan (the host's init, or the nearest subreaper, reaps it), so that a long-lived program
+    # that makes detached containers is not left with a zombie of each (a daemon's double
+    # fork). One thread runs here yet: forking is safe.
+    if os.fork() != 0:
+        os._exit(0)
     try:
         anyio.run(supervise, directory, ready_fd, backend="trio")
     except BaseException as exc:  # noqa: BLE001 - whatever ended us is recorded for `ps`/`inspect`
