@@ -617,3 +617,14 @@ def test_an_attached_container_counts_restarts_and_reads_its_stats():
 def test_stats_of_an_attached_container_without_a_cgroup_says_how(detached):
     with pytest.raises(errors.ContainerError, match=r"accounting=True"):
         sandkit.Container.attach("shared").stats()
+
+
+def test_an_attached_container_refuses_what_an_in_process_one_refuses(detached):
+    attached = sandkit.Container.attach("shared")
+    for argv in ("ls", []):  # a str would run as its letters: 'l' 's'
+        with pytest.raises(errors.ExecStartError, match="non-empty list of strings"):
+            attached.exec(argv)  # type: ignore[arg-type]
+        with pytest.raises(errors.ExecStartError, match="non-empty list of strings"):
+            attached.spawn(argv)  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError, match=r"still runs after 0\.1 s"):
+        attached.wait(timeout=0.1)  # it runs until removed

@@ -17,6 +17,7 @@ path of the host.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import socket
@@ -32,7 +33,14 @@ from ..detached import client, control, launch, state
 from ..detached.control import STOP_TIMEOUT
 from ..ipc import Exit
 from . import handover
-from .container import AsyncContainer, ImageSource, ProcessLink, published_on, remove_path
+from .container import (
+    AsyncContainer,
+    ImageSource,
+    ProcessLink,
+    check_argv,
+    published_on,
+    remove_path,
+)
 from .forward import Binding
 from .outcomes import raise_for
 from .ports import parse_port
@@ -176,6 +184,7 @@ class AsyncAttachedContainer:
         """Run ``argv`` to completion in the container; see `AsyncContainer.exec`. It runs in the
         supervisor: if this process dies meanwhile, the command is killed, the container goes
         on."""
+        check_argv(argv)
         if not (seccomp is None or isinstance(seccomp, str | dict)):
             raise errors.ContainerError(
                 "an attached container's exec takes seccomp= as a name, a dict or None"
@@ -240,8 +249,12 @@ class AsyncAttachedContainer:
     ) -> AsyncProcess:
         """Start ``argv`` and return at once; see `AsyncContainer.spawn`. The process's stdio
         comes here as fds; it is killed if this process dies (or lets go of it unfinished)."""
+        check_argv(argv)
         if seccomp != "default":
-            raise errors.ContainerError("an attached container's spawn takes no seccomp=")
+            raise errors.ContainerError(
+                "an attached container's spawn takes no seccomp=: its processes get the "
+                "container's own profile (set seccomp= when creating it, or use exec(seccomp=))"
+            )
         request = {
             "op": "exec",
             "argv": [str(a) for a in argv],
@@ -338,7 +351,7 @@ class AsyncAttachedContainer:
         N; without a main process 0 when it was stopped, 137 when killed or its lifetime was
         up). `TimeoutError` when ``timeout`` s pass first (it keeps running)."""
         record = self._live_or_ended()
-        with anyio.fail_after(timeout):
+        with _still_running_after(timeout, record):
             if record.running:
                 try:
                     await client.request(record, {"op": "wait"}, True)
@@ -525,6 +538,19 @@ class RemoteMainProcess:
     def tail(self, lines: int) -> str:
         """The last ``lines`` lines of both streams, decoded."""
         return self.logs(LogView(), lines).decode(errors="replace")
+
+
+@contextlib.contextmanager
+def _still_running_after(timeout: float | None, record: state.Record) -> Iterator[None]:
+    """`anyio.fail_after`, its `TimeoutError` saying what still runs (as the in-process
+    container's `wait` does)."""
+    try:
+        with anyio.fail_after(timeout):
+            yield
+    except TimeoutError:
+        raise TimeoutError(
+            f"container {record.name} still runs after {timeout:g} s (it keeps running)"
+        ) from None
 
 
 def _blocking(function: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -968,10 +968,7 @@ class AsyncContainer:
         input: bytes | None = None,
         limit: int | None = None,
     ) -> Exec:
-        if isinstance(argv, str | bytes) or not argv:
-            raise errors.ExecStartError(
-                "argv must be a non-empty list of strings, e.g. ['sh', '-c', 'echo hi']"
-            )
+        check_argv(argv)
         channel = self._live_channel()
         config = self._resolved.config if isinstance(self._resolved, Image) else None
         merged_env = environment.merge(
@@ -1599,6 +1596,15 @@ def exec_on_this_thread(
         flow = container._captured_exec(argv, input, limit, timeout, **options)
         outcome = container._drive_blocking(channel, flow)
     return finished(outcome, argv, timeout, check, started)
+
+
+def check_argv(argv: Sequence[str]) -> None:
+    """`ExecStartError` for a command that is no list of arguments (a str would run as its
+    letters)."""
+    if isinstance(argv, str | bytes) or not argv:
+        raise errors.ExecStartError(
+            "argv must be a non-empty list of strings, e.g. ['sh', '-c', 'echo hi']"
+        )
 
 
 def main_process(container: AsyncContainer) -> service.Service:
