@@ -60,7 +60,7 @@ def kill_session(init_pid: int, session: int) -> int:
         inside = _descendants(init_pid, parents)
         members = {pid for pid in inside if _session_of(pid, level) == session}
         doomed = members | {d for pid in members for d in _descendants(pid, parents)}
-        return sum(_kill(pid, level, inside) for pid in doomed)
+        return sum(_kill(pid, init_pid) for pid in doomed)
     return 0
 
 
@@ -70,20 +70,33 @@ def _session_of(pid: int, level: int) -> int | None:
     return None
 
 
-def _kill(pid: int, level: int, inside: set[int]) -> bool:
-    """SIGKILL ``pid`` if it is still the container's process that was found (a pidfd taken
-    first, then checked: the pid cannot be another process's once the pidfd is known live)."""
+def _kill(pid: int, init_pid: int) -> bool:
+    """SIGKILL ``pid`` if it is still a process of the container. The table it was found in is
+    a moment old: the pid may have ended and been reused since, by any process of the host. So a
+    pidfd is taken first, the process's place checked again (under the container's init), then
+    the pidfd found still live: what /proc said was of the process the pidfd holds."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
         return False
     try:
-        if pid not in inside or len(_status_ids(pid, "NSpid")) <= level:
+        if not _under(pid, init_pid):
             return False
-        signals.pidfd_send_signal(pidfd, 0)  # still the same process: its /proc entry was its
+        signals.pidfd_send_signal(pidfd, 0)
         signals.pidfd_send_signal(pidfd, signals.SIGKILL)
         return True
     except OSError:
         return False
     finally:
         os.close(pidfd)
+
+
+def _under(pid: int, ancestor: int) -> bool:
+    """Whether ``pid`` descends from ``ancestor`` now (its parents, read from /proc, lead to it)."""
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        if pid == ancestor:
+            return True
+    return False
