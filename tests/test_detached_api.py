@@ -628,3 +628,24 @@ def test_an_attached_container_refuses_what_an_in_process_one_refuses(detached):
             attached.spawn(argv)  # type: ignore[arg-type]
     with pytest.raises(TimeoutError, match=r"still runs after 0\.1 s"):
         attached.wait(timeout=0.1)  # it runs until removed
+
+
+def test_rootless_an_attached_container_waits_for_its_service(as_unprivileged):
+    if sys.version_info[:2] != (3, 11) or not os.access("/usr/bin/python3.11", os.X_OK):
+        pytest.skip("needs the system's python3.11 for the test user")
+    # (imported here: this interpreter's standard library may sit where the test user cannot
+    # read it, and restart_count imports it in the child)
+    import concurrent.futures.thread  # noqa: F401
+
+    def in_a_rootless_session() -> list[object]:
+        _python_for_another_user()
+        c = sandkit.Container("host", name="rweb", detach=True, run=["sh", "-c", WEB]).start()
+        try:
+            attached = sandkit.Container.attach("rweb")
+            attached.wait_for_port(8000, timeout=60)
+            attached.wait_for_http("/index.html", port=8000, timeout=60)
+            return [attached.restart_count, attached.health]
+        finally:
+            c.remove()
+
+    assert as_unprivileged(in_a_rootless_session) == [0, None]
