@@ -610,6 +610,7 @@ def test_an_attached_container_counts_restarts_and_reads_its_stats():
         assert c.restart_count == 2
         c.stop()
         assert c.wait(timeout=60) == 143  # sleep has no SIGTERM handler: 128 + 15
+        assert c.restart_count == 2  # (as an in-process container's, after its end too)
     finally:
         c.remove()
 

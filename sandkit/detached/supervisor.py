@@ -607,6 +607,7 @@ async def supervise(directory: Path, ready_fd: int) -> None:
             status="exited",
             finished_at=time.time(),
             exit_code=exitcodes.from_returncode(returncode),
+            restart_count=container.restart_count,
         )
     except errors.SandkitError as exc:
         if ready_fd < 0:

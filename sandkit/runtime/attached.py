@@ -408,9 +408,13 @@ class AsyncAttachedContainer:
     @property
     def restart_count(self) -> int:
         """How many times ``restart=`` started the main process again, as its supervisor
-        counts them."""
-        reply = _blocking(client.request, self._live(), {"op": "ping"}, True)
-        return int((reply or {}).get("restart_count", 0))
+        counts them (and recorded when the container ended)."""
+        record = self._live_or_ended()
+        if record.running:
+            with contextlib.suppress(errors.ContainerNotRunningError):  # it ends meanwhile
+                reply = _blocking(client.request, record, {"op": "ping"}, True)
+                return int((reply or {}).get("restart_count", 0))
+        return int(record.reload().state.get("restart_count") or 0)
 
     # -- readiness and health ------------------------------------------------------------------
     # The waits are the in-process ones (readiness.py): their probes open the container's
