@@ -396,6 +396,10 @@ class Container:
         """Wait until ``argv`` exits 0 in the container; see `AsyncContainer.wait_for_exec`."""
         _portal.run(functools.partial(self._core.wait_for_exec, argv, timeout=timeout))
 
+    def wait_for_healthy(self, *, timeout: float = 60.0) -> None:
+        """Wait until the health check says "healthy"; see `AsyncContainer.wait_for_healthy`."""
+        _portal.run(functools.partial(self._core.wait_for_healthy, timeout=timeout))
+
     @property
     def health(self) -> str | None:
         """The health check's state: "starting", "healthy", "unhealthy", or None without one; see

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from proctable import children
+from proctable import children, in_namespace
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -230,12 +230,4 @@ def _wait_until_no_process_in(netns_inode: int) -> None:
 
 def processes_in_netns(inode: int) -> set[int]:
     """The pids of the processes in the network namespace of inode `inode`."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
-                    found.add(int(entry))
-            except OSError:
-                pass  # gone meanwhile, or a zombie
-    return found
+    return in_namespace("net", inode)

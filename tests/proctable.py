@@ -33,3 +33,17 @@ def descendants(root: int) -> set[int]:
         found.update(kids)
         todo.extend(kids)
     return found
+
+
+def in_namespace(kind: str, inode: int) -> set[int]:
+    """The pids of the processes in the namespace of type `kind` ("net", "pid", ...) whose
+    inode is `inode` (as `readlink /proc/PID/ns/KIND` shows it: "KIND:[INODE]")."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/{kind}").st_ino == inode:
+                    found.add(int(entry))
+            except OSError:
+                pass  # gone meanwhile, or a zombie
+    return found

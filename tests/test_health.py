@@ -331,3 +331,37 @@ def test_the_check_ends_when_the_main_process_does(busybox):
         assert c.wait(timeout=30) == 0
         wait_until(lambda: not _health_threads(), "the health thread to end")
         assert c.health == "unhealthy"
+
+
+# --- waiting for it (wait_for_healthy: the pytest fixtures' wait_for_healthy=) -----------------
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leaks")
+def test_wait_for_healthy_returns_once_the_check_passes(busybox):
+    check = {"test": "test -e /tmp/ok", "interval": 0.05, "start_interval": 0.05}
+    serve = ["sh", "-c", "sleep 0.5; touch /tmp/ok; exec sleep 1000"]
+    with sandkit.Container(busybox, run=serve, healthcheck=check) as c:
+        assert c.health == "starting"
+        c.wait_for_healthy(timeout=30)
+        assert c.health == "healthy"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_leaks")
+def test_wait_for_healthy_times_out_naming_the_state_and_the_checks_output(busybox):
+    check = {"test": "echo not yet, disk busy; exit 1", "interval": 0.05, "retries": 1}
+    with (
+        sandkit.Container(busybox, run=["sleep", "1000"], healthcheck=check) as c,
+        pytest.raises(errors.WaitTimeoutError, match=r"(?s)unhealthy.*not yet, disk busy"),
+    ):
+        c.wait_for_healthy(timeout=1)
+
+
+@pytest.mark.slow
+def test_wait_for_healthy_without_a_check_says_so_at_once(busybox):
+    with (
+        sandkit.Container(busybox, run=["sleep", "1000"]) as c,
+        pytest.raises(errors.ReadinessSpecError, match="no health check"),
+    ):
+        c.wait_for_healthy(timeout=3600)

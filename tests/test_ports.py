@@ -61,6 +61,15 @@ def test_mapping_syntax():
     )
 
 
+def test_bare_container_ports_are_published_on_ephemeral_ports():
+    """``ports=[5432]`` (testcontainers' and the issue's spelling) means ``-p 5432``: the
+    container port on an ephemeral host port."""
+    assert parse_ports([5432, "53/udp"]) == (
+        PortSpec(5432, "tcp", "127.0.0.1", 0),
+        PortSpec(53, "udp", "127.0.0.1", 0),
+    )
+
+
 @pytest.mark.parametrize(
     "spec",
     [
@@ -90,6 +99,10 @@ def test_malformed_option_shapes(busybox):
         sandkit.Container(busybox, ports=80)
     with pytest.raises(errors.PortSpecError, match=r"list of strings"):
         sandkit.Container(busybox, ports=80.5)  # type: ignore[arg-type]
+    with pytest.raises(errors.PortSpecError, match="invalid port"):
+        sandkit.Container(busybox, ports=[True])  # type: ignore[list-item]
+    with pytest.raises(errors.PortSpecError, match="out of range"):
+        sandkit.Container(busybox, ports=[0])
     with pytest.raises(errors.PortSpecError, match="host port"):
         sandkit.Container(busybox, ports={80: "8080"})
     with pytest.raises(errors.PortSpecError, match="published twice"):

@@ -1,5 +1,7 @@
 """The pytest fixtures sandkit installs, used by a test suite of their own."""
 
+import os
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -90,3 +92,143 @@ def test_a_network_per_test_with_names(pytester, busybox_dir):
     """)
     result = pytester.runpytest_inprocess("-q")
     result.assert_outcomes(passed=2)
+
+
+# --- services: readiness waits, wider scopes, xdist --------------------------------------------
+
+
+def _processes_running(marker: str) -> list[int]:
+    """Host pids whose command line contains ``marker`` (a container's processes are host
+    processes too, in their own pid namespace)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_the_marker_waits_for_a_served_port_and_publishes_it(pytester, busybox_dir):
+    """A service started from the marker is handed to the test only once its port answers
+    HTTP; the test reaches it from the host through the published port."""
+    pytester.makepyfile(f"""
+        import httpx
+        import pytest
+        import sandkit
+
+        BUSYBOX = sandkit.Image.from_directory({str(busybox_dir)!r})
+        SERVE = ["sh", "-c", "sleep 0.5; echo hello > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
+
+        @pytest.mark.sandkit(BUSYBOX, run=SERVE, ports=[8080], wait_for_port=8080,
+                             wait_for_http="/index.html")
+        def test_served(sandkit_container):
+            host, port = sandkit_container.port(8080)
+            assert httpx.get(f"http://{{host}}:{{port}}/index.html").text == "hello\\n"
+    """)
+    result = pytester.runpytest_inprocess("-q")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_failed_wait_fails_the_test_with_the_log_and_stops_the_service(pytester, busybox_dir):
+    marker = "sleep 86391"
+    pytester.makepyfile(f"""
+        import pytest
+        import sandkit
+
+        BUSYBOX = sandkit.Image.from_directory({str(busybox_dir)!r})
+
+        def test_never_ready(sandkit_factory):
+            sandkit_factory(BUSYBOX, run=["sh", "-c", "echo starting up, slowly; {marker}"],
+                            wait_for_log="never printed", wait_timeout=1)
+    """)
+    result = pytester.runpytest_inprocess("-q")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*WaitTimeoutError*", "*starting up, slowly*"])
+    assert _processes_running(marker) == []
+
+
+def test_a_session_container_is_started_once_and_stopped_at_the_end(pytester, busybox_dir):
+    """`container_fixture(scope="session")`: every test of the session gets the same
+    container (one start), and it is stopped when the session ends."""
+    marker = "sleep 86392"
+    pytester.makeconftest(f"""
+        import sandkit
+        from sandkit.pytest_plugin import container_fixture
+
+        service = container_fixture(
+            sandkit.Image.from_directory({str(busybox_dir)!r}),
+            run=["sh", "-c", "touch /tmp/ready; {marker}"],
+            wait_for_exec=["test", "-f", "/tmp/ready"],
+        )
+    """)
+    pytester.makepyfile(
+        test_one="""
+        def test_first(service):
+            service.write_file("/tmp/seen", "first")
+    """,
+        test_two="""
+        def test_second(service):
+            assert service.read_file("/tmp/seen") == b"first"
+    """,
+    )
+    result = pytester.runpytest_inprocess("-q", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert _processes_running(marker) == []
+
+
+def test_each_xdist_worker_has_its_own_session_containers(pytester, busybox_dir):
+    """Under pytest-xdist the session fixture starts once per worker, and the workers' named
+    containers do not collide."""
+    pytest.importorskip("xdist")
+    pytester.makeconftest(f"""
+        import sandkit
+        from sandkit.pytest_plugin import container_fixture
+
+        service = container_fixture(
+            {str(busybox_dir)!r}, name="svc", detach=True, run=["sleep", "86393"],
+        )
+    """)
+    pytester.makepyfile(
+        "\n".join(
+            f"""
+def test_{i}(service, worker_id):
+    assert service.name == "svc-" + worker_id
+    service.exec(["sh", "-c", "echo {i} >> /tmp/tests"])
+    assert service.exec(["cat", "/tmp/tests"]).exit_code == 0
+"""
+            for i in range(6)
+        )
+    )
+    result = pytester.runpytest_subprocess("-q", "-n", "2")
+    result.assert_outcomes(passed=6)
+    assert _processes_running("sleep 86393") == []
+
+
+def test_the_session_factory_serves_module_fixtures(pytester, busybox_dir):
+    """`sandkit_session_factory`: a module-scoped fixture of the user's own builds its
+    container from it, and it is removed when the session ends, not with the first test."""
+    marker = "sleep 86394"
+    pytester.makepyfile(f"""
+        import pytest
+        import sandkit
+
+        @pytest.fixture(scope="module")
+        def cache(sandkit_session_factory):
+            return sandkit_session_factory(
+                sandkit.Image.from_directory({str(busybox_dir)!r}), run=["{marker.split()[0]}", "{marker.split()[1]}"]
+            )
+
+        def test_one(cache):
+            cache.write_file("/tmp/x", "1")
+
+        def test_two(cache):
+            assert cache.read_file("/tmp/x") == b"1"
+            assert cache.running
+    """)
+    result = pytester.runpytest_inprocess("-q")
+    result.assert_outcomes(passed=2)
+    assert _processes_running(marker) == []

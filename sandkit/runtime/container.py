@@ -1504,6 +1504,12 @@ class AsyncContainer:
         ``timeout``). Errors as `wait_for_port`."""
         await readiness.wait_for_exec(self, argv, timeout=timeout)
 
+    async def wait_for_healthy(self, *, timeout: float = 60.0) -> None:
+        """Wait until the health check (the image's HEALTHCHECK, or ``healthcheck=``) says
+        "healthy". `ReadinessSpecError` at once when the container has none; otherwise errors
+        as `wait_for_port`."""
+        await readiness.wait_for_healthy(self, timeout=timeout)
+
     @property
     def health(self) -> str | None:
         """The health check's state, as Docker's: "starting", "healthy" or "unhealthy"; None

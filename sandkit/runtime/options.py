@@ -61,9 +61,10 @@ class ContainerOptions(TypedDict, total=False):
     ports: PortsOption | None
     """Published ports, as ``docker run -p``: ``["8080:80", "127.0.0.1::5432", "53/udp"]``
     ([[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/tcp|udp]), or ``{80: 8080, "53/udp": None,
-    5432: ("127.0.0.1", 15432)}``. A missing host port is an ephemeral one; a missing address is
-    127.0.0.1 (Docker's is 0.0.0.0). Works with network="none" (the init carries connections
-    in); refused with "host". See `AsyncContainer.port` for where each one landed."""
+    5432: ("127.0.0.1", 15432)}``. A bare port (``[5432]``) or a missing host port is an
+    ephemeral one; a missing address is 127.0.0.1 (Docker's is 0.0.0.0). Works with
+    network="none" (the init carries connections in); refused with "host". See
+    `AsyncContainer.port` for where each one landed."""
     memory: int | str | None
     """Memory limit of the whole container (cgroup; at least 6m). Default: none."""
     memory_swap: int | str | None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import attrs
 
@@ -19,10 +19,11 @@ from ..errors import PortSpecError
 DEFAULT_HOST_IP = "127.0.0.1"
 PROTOCOLS = ("tcp", "udp")
 
-# What `ports=` takes: Docker's strings, or a mapping of container port ("80", "53/udp", 80) to
+# What `ports=` takes: Docker's strings or bare container ports (5432: an ephemeral host port,
+# as "5432"), or a mapping of container port ("80", "53/udp", 80) to
 # host port (int), None (an ephemeral port) or (host address, host port).
 HostSide: TypeAlias = int | tuple[str, int | None] | None
-PortsOption: TypeAlias = Sequence[str] | Mapping[int | str, HostSide]
+PortsOption: TypeAlias = Sequence[str | int] | Mapping[int | str, HostSide]
 
 _FIX = (
     'use Docker\'s syntax: "80", "8080:80", "127.0.0.1:8080:80", "127.0.0.1::80", with '
@@ -113,6 +114,13 @@ def _from_mapping(container: int | str, host: HostSide) -> PortSpec:
     return PortSpec(container_port, proto, host_ip, port)
 
 
+def _as_text(spec: str | int) -> str:
+    """A bare container port (an int, not a bool) as the string Docker would take for it."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return str(spec)
+    return cast(str, spec)  # a string, or a wrong value that parse_port refuses by name
+
+
 def parse_ports(ports: PortsOption | None) -> tuple[PortSpec, ...]:
     """The ``ports=`` option as `PortSpec` values; PortSpecError names what is wrong."""
     if not ports:
@@ -124,7 +132,7 @@ def parse_ports(ports: PortsOption | None) -> tuple[PortSpec, ...]:
     if isinstance(ports, Mapping):
         specs = tuple(_from_mapping(container, host) for container, host in ports.items())
     elif isinstance(ports, Iterable):
-        specs = tuple(parse_port(spec) for spec in ports)
+        specs = tuple(parse_port(_as_text(spec)) for spec in ports)
     else:
         raise PortSpecError(f"ports={ports!r} must be a list of strings or a dict")
     _refuse_twice_bound(specs)

@@ -15,6 +15,7 @@ All the probes look from inside the container, through its init, so they work wi
   request that carries published ports), and h11 speaks HTTP/1.1 over it.
 - a log pattern: the main process's kept log (`AsyncContainer.logs`).
 - a command: `AsyncContainer.exec`, exit status 0.
+- the health check: the state its own thread keeps (runtime/health.py).
 """
 
 from __future__ import annotations
@@ -268,6 +269,31 @@ async def wait_for_exec(container: Waited, argv: Sequence[str], *, timeout: floa
         return result.exit_code == 0
 
     await wait_until(container, f"{argv!r} to exit 0", probe, timeout)
+
+
+# -- the health check -------------------------------------------------------------------------
+
+
+async def wait_for_healthy(container: AsyncContainer, *, timeout: float) -> None:
+    """Wait until the container's health check says "healthy" (an "unhealthy" one may still
+    recover, as in Docker, so it is waited on too, and named in the timeout's message)."""
+    if container.health is None:
+        raise errors.ReadinessSpecError(
+            f"container {container.id[:12]} has no health check to wait for: the image has no "
+            "HEALTHCHECK (or it is NONE), or the container has no main process. Give one with "
+            'healthcheck={"test": [...]} and run=, or wait for a port, a log line or a command'
+        )
+
+    async def probe(left: float) -> bool:
+        return container.health == "healthy"
+
+    def last_try() -> str:
+        report = container.health_report() or {}
+        checks = report.get("Log") or [{}]
+        output = str(checks[-1].get("Output", "")).strip()[-200:]
+        return f"it is {container.health}" + (f"; the last check said: {output}" if output else "")
+
+    await wait_until(container, "the health check to pass", probe, timeout, last_try)
 
 
 # -- HTTP -----------------------------------------------------------------------------------
