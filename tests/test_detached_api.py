@@ -547,6 +547,7 @@ def test_an_attached_container_waits_for_its_service_and_reads_its_health():
             import json, sandkit
             from sandkit import errors
             c = sandkit.Container.attach("web")
+            c.wait_for_healthy(timeout=60)  # the supervisor's check, from its first moment
             c.wait_for_log("ready", timeout=60)
             c.wait_for_port(8000, timeout=60)
             c.wait_for_http("/index.html", port=8000, timeout=60)
@@ -561,7 +562,7 @@ def test_an_attached_container_waits_for_its_service_and_reads_its_health():
         # Its message names the wait and ends with the service's last log lines.
         assert json.loads(worker.stdout).endswith("its last log lines:\nready")
         attached = sandkit.Container.attach("web")
-        wait_until(lambda: attached.health == "healthy", "the health check passes", timeout=60)
+        assert attached.health == "healthy"
         assert attached.health_report()["Status"] == "healthy"  # type: ignore[index]
         attached.stop()
         with pytest.raises(errors.ContainerNotRunningError, match=r"exit code 143"):
@@ -578,6 +579,8 @@ async def test_an_attached_containers_waits_in_async_code():
             await attached.wait_for_http("/index.html", port=8000, timeout=60)
             await attached.wait_for_log("ready", timeout=60)
             assert attached.health is None  # the host image has no HEALTHCHECK
+            with pytest.raises(errors.ReadinessSpecError, match="no health check"):
+                await attached.wait_for_healthy(timeout=60)
         finally:
             await c.remove()
 

@@ -425,6 +425,7 @@ class AsyncAttachedContainer:
     wait_for_log = AsyncContainer.wait_for_log
     wait_for_http = AsyncContainer.wait_for_http
     wait_for_exec = AsyncContainer.wait_for_exec
+    wait_for_healthy = AsyncContainer.wait_for_healthy
 
     @property
     def health(self) -> str | None:

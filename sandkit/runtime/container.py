@@ -1817,6 +1817,8 @@ def start_health_checks(
     container._health_monitor = health.HealthMonitor(
         container._health_state, functools.partial(probe_from_thread, container), on_change
     )
+    if on_change is not None:  # "starting" now, not once the thread runs: a detached
+        on_change(container._health_state)  # container's clients may ask at once
     container._health_monitor.start()
 
 

@@ -274,7 +274,7 @@ async def wait_for_exec(container: Waited, argv: Sequence[str], *, timeout: floa
 # -- the health check -------------------------------------------------------------------------
 
 
-async def wait_for_healthy(container: AsyncContainer, *, timeout: float) -> None:
+async def wait_for_healthy(container: Waited, *, timeout: float) -> None:
     """Wait until the container's health check says "healthy" (an "unhealthy" one may still
     recover, as in Docker, so it is waited on too, and named in the timeout's message)."""
     if container.health is None:
