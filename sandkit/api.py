@@ -132,7 +132,7 @@ class Container:
     def name(self) -> str:
         """A detached container's name (the one given, or the one generated for it); ""
         for a container that lives with this process."""
-        return str(getattr(self._core, "name", ""))
+        return self._core.name
 
     def exec(
         self,

@@ -13,8 +13,16 @@ from collections.abc import Callable
 POLL_SH = "i=0; until {condition}; do [ $i -ge 500 ] && break; i=$((i+1)); sleep 0.01; done"
 
 
+# How long a wait gives its condition by default: what a slow step takes on a loaded 2-core CI
+# machine shared with other test runs, with room to spare. Only a failing test waits that long.
+DEFAULT_TIMEOUT = 60.0
+
+
 def wait_until(
-    condition: Callable[[], object], what: str, timeout: float = 10.0, interval: float = 0.005
+    condition: Callable[[], object],
+    what: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = 0.005,
 ) -> None:
     """Returns once `condition()` is true; raises AssertionError naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 from polling import wait_until
-from proctable import descendants
+from proctable import children, descendants
 
 import sandkit
 from sandkit import errors
@@ -336,6 +336,26 @@ def test_attach_to_a_missing_or_stopped_container_says_which():
         c.remove()
 
 
+def test_a_long_lived_creator_keeps_no_zombie_of_its_containers():
+    """A program that makes detached containers over its life (a web app's start-up hook, a
+    test session) must not collect a zombie process for each one it made and removed: their
+    supervisors are not its children (as Docker's containers are not the client's)."""
+    c = sandkit.Container("host", detach=True).start()
+    try:
+        supervisor = int(state.find(c.id).state["supervisor_pid"])
+        assert supervisor not in children(os.getpid())
+    finally:
+        c.remove()
+    assert not [pid for pid in children(os.getpid()) if _is_zombie(pid)]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def test_without_a_name_it_gets_one():
     c = sandkit.Container("host", detach=True).start()
     try:
@@ -343,6 +363,12 @@ def test_without_a_name_it_gets_one():
         assert sandkit.Container.attach(c.id[:12]).name == c.name
     finally:
         c.remove()
+
+
+def test_a_container_of_this_process_has_no_name_sync_and_async():
+    # (the sync API's `name` is the async one's, for every kind of container)
+    assert sandkit.Container("host").name == ""
+    assert sandkit.AsyncContainer("host").name == ""
 
 
 def _entries(directory: Path) -> set[Path]:
@@ -506,3 +532,131 @@ def test_the_health_of_a_detached_main_process_shows_in_ps_and_inspect():
         assert inspected[0]["State"]["Health"]["Status"] == "healthy"
     finally:
         c.remove()
+
+
+# A service that serves /tmp/www over HTTP on port 8000 once it has said "ready".
+WEB = (
+    "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && echo ready && "
+    "exec busybox httpd -f -p 8000 -h /tmp/www"
+)
+
+
+def test_an_attached_container_waits_for_its_service_and_reads_its_health():
+    """The waits and health of the README's Services section, on a container attached from
+    another process (the README's gunicorn workers), as on one of this process."""
+    check = {"test": ["CMD", "test", "-e", "/tmp/www/index.html"], "interval": 0.1}
+    c = sandkit.Container(
+        "host", name="web", detach=True, run=["sh", "-c", WEB], healthcheck=check
+    ).start()
+    try:
+        worker = python(
+            """
+            import json, sandkit
+            from sandkit import errors
+            c = sandkit.Container.attach("web")
+            c.wait_for_healthy(timeout=60)  # the supervisor's check, from its first moment
+            c.wait_for_log("ready", timeout=60)
+            c.wait_for_port(8000, timeout=60)
+            c.wait_for_http("/index.html", port=8000, timeout=60)
+            c.wait_for_http("/missing", port=8000, status=404, timeout=60)
+            c.wait_for_exec(["test", "-e", "/tmp/www/index.html"], timeout=60)
+            try:
+                c.wait_for_port(9, timeout=0.5)  # nothing listens there
+            except errors.WaitTimeoutError as exc:
+                print(json.dumps(str(exc)))
+            """
+        )
+        # Its message names the wait and ends with the service's last log lines.
+        assert json.loads(worker.stdout).endswith("its last log lines:\nready")
+        attached = sandkit.Container.attach("web")
+        assert attached.health == "healthy"
+        assert attached.health_report()["Status"] == "healthy"  # type: ignore[index]
+        attached.stop()
+        with pytest.raises(errors.ContainerNotRunningError, match=r"exit code 143"):
+            attached.wait_for_port(8000, timeout=60)  # at once: there is nothing to wait for
+    finally:
+        c.remove()
+
+
+@pytest.mark.trio
+async def test_an_attached_containers_waits_in_async_code():
+    async with sandkit.AsyncContainer("host", name="aweb", detach=True, run=["sh", "-c", WEB]) as c:
+        try:
+            attached = await sandkit.AsyncContainer.attach("aweb")
+            await attached.wait_for_http("/index.html", port=8000, timeout=60)
+            await attached.wait_for_log("ready", timeout=60)
+            assert attached.health is None  # the host image has no HEALTHCHECK
+            with pytest.raises(errors.ReadinessSpecError, match="no health check"):
+                await attached.wait_for_healthy(timeout=60)
+        finally:
+            await c.remove()
+
+
+def test_an_attached_container_counts_restarts_and_reads_its_stats():
+    # Docker: --restart on-failure:N starts a process that exited non-zero again, at most N
+    # times. This one fails twice, then stays up (its runs are counted in the container's /tmp).
+    script = "echo run >> /tmp/runs; [ $(wc -l < /tmp/runs) -ge 3 ] && exec sleep 600; exit 1"
+    c = sandkit.Container(
+        "host",
+        name="flaky",
+        detach=True,
+        run=["sh", "-c", script],
+        restart="on-failure:5",
+        memory="256m",
+    ).start()
+    try:
+        worker = python(
+            """
+            import json, sandkit
+            c = sandkit.Container.attach("flaky")
+            stats = c.stats()
+            print(json.dumps([stats.memory_current > 0, stats.pids_current >= 1]))
+            """
+        )
+        assert json.loads(worker.stdout) == [True, True]
+        wait_until(
+            lambda: c.exec(["wc", "-l", "/tmp/runs"]).stdout.startswith(b"3 "), "3 runs", timeout=60
+        )
+        assert c.restart_count == 2
+        c.stop()
+        assert c.wait(timeout=60) == 143  # sleep has no SIGTERM handler: 128 + 15
+        assert c.restart_count == 2  # (as an in-process container's, after its end too)
+    finally:
+        c.remove()
+
+
+def test_stats_of_an_attached_container_without_a_cgroup_says_how(detached):
+    with pytest.raises(errors.ContainerError, match=r"accounting=True"):
+        sandkit.Container.attach("shared").stats()
+
+
+def test_an_attached_container_refuses_what_an_in_process_one_refuses(detached):
+    attached = sandkit.Container.attach("shared")
+    for argv in ("ls", []):  # a str would run as its letters: 'l' 's'
+        with pytest.raises(errors.ExecStartError, match="non-empty list of strings"):
+            attached.exec(argv)  # type: ignore[arg-type]
+        with pytest.raises(errors.ExecStartError, match="non-empty list of strings"):
+            attached.spawn(argv)  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError, match=r"still runs after 0\.1 s"):
+        attached.wait(timeout=0.1)  # it runs until removed
+
+
+def test_rootless_an_attached_container_waits_for_its_service(as_unprivileged):
+    if sys.version_info[:2] != (3, 11) or not os.access("/usr/bin/python3.11", os.X_OK):
+        pytest.skip("needs the system's python3.11 for the test user")
+    # (imported here: this interpreter's standard library may sit where the test user cannot
+    # read it, and restart_count imports it in the child)
+    import concurrent.futures.thread  # noqa: F401
+
+    def in_a_rootless_session() -> list[object]:
+        _python_for_another_user()
+        c = sandkit.Container("host", name="rweb", detach=True, run=["sh", "-c", WEB]).start()
+        try:
+            attached = sandkit.Container.attach("rweb")
+            attached.wait_for_port(8000, timeout=60)
+            attached.wait_for_http("/index.html", port=8000, timeout=60)
+            return [attached.restart_count, attached.health]
+        finally:
+            c.remove()
+
+    assert as_unprivileged(in_a_rootless_session) == [0, None]

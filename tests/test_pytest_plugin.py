@@ -208,6 +208,28 @@ def test_{i}(service, worker_id):
     assert _processes_running("sleep 86393") == []
 
 
+def test_a_detached_fixture_waits_for_its_service(pytester, busybox_dir):
+    """The fixtures' waits on a detached container (what a session-wide service shared by
+    several processes is): they run through its supervisor."""
+    marker = "18395"  # the port, and what tells its process apart
+    pytester.makeconftest(f"""
+        from sandkit.pytest_plugin import container_fixture
+
+        service = container_fixture(
+            {str(busybox_dir)!r}, name="web", detach=True,
+            run=["sh", "-c", "echo ready; exec nc -l -p {marker}"],
+            wait_for_log="ready", wait_for_port={marker}, wait_timeout=60,
+        )
+    """)
+    pytester.makepyfile("""
+def test_it(service):
+    assert service.running and service.name == "web"
+""")
+    result = pytester.runpytest_subprocess("-q")
+    result.assert_outcomes(passed=1)
+    assert _processes_running(f"nc -l -p {marker}") == []
+
+
 def test_the_session_factory_serves_module_fixtures(pytester, busybox_dir):
     """`sandkit_session_factory`: a module-scoped fixture of the user's own builds its
     container from it, and it is removed when the session ends, not with the first test."""

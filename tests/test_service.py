@@ -28,7 +28,7 @@ import sandkit
 from sandkit import errors
 from sandkit.cli.spec import RunSpec
 from sandkit.images.config import ImageConfig
-from sandkit.runtime import cgroups, handover, service
+from sandkit.runtime import cgroups, handover, service, sessionkill
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leaks")]
 
@@ -491,6 +491,40 @@ def test_a_restart_kills_what_the_last_run_left(busybox):
         assert c.wait(timeout=30) == 1
         assert c.logs() == b"0\n0\n0\n"
     assert processes_named(marker) == []
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def _ns_ids(pid: int, key: str) -> list[int]:
+    line = next(
+        x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(key)
+    )
+    return [int(v) for v in line.split()[1:]]
+
+
+def test_a_restart_never_kills_another_containers_process(busybox, monkeypatch):
+    # The process table a restart kills from is a moment old: a pid it lists may have been
+    # reused meanwhile by a process of another container, whose session number (as its own
+    # container sees it) may well be the same. Here the table is made stale on purpose: B's
+    # service is listed under A's init. It must survive.
+    with (
+        sandkit.Container(busybox, run=["sh", "-c", "exec sleep 987670"]),
+        sandkit.Container(busybox, run=["sh", "-c", "exec sleep 987671"]) as b,
+    ):
+        wait_until(
+            lambda: processes_named("sleep 987670") and processes_named("sleep 987671"), "both"
+        )
+        [a_main], [b_main] = processes_named("sleep 987670"), processes_named("sleep 987671")
+        a_init = _parent(a_main)
+        level = len(_ns_ids(a_init, "NSpid")) - 1
+        b_session = _ns_ids(b_main, "NSsid")[level]
+        real = sessionkill._parents
+        monkeypatch.setattr(sessionkill, "_parents", lambda: {**real(), b_main: a_init})
+        sessionkill.kill_session(a_init, b_session)
+        assert b.running
+        assert processes_named("sleep 987671") == [b_main]
 
 
 # --- nothing left behind ---------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 The caller writes what to start into a new state directory (`state.create`, which also claims
 the name), starts ``python -m sandkit.detached.supervisor`` in a session of its own and waits
-for the one line the supervisor writes on the ready pipe. A failed start leaves nothing: the
-supervisor is waited for, and the state directory and the name go.
+for the one line the supervisor writes on the ready pipe. The process started exits at once,
+leaving the supervisor it forked, which is so no child of the caller's (none stays a zombie).
+A failed start leaves nothing: the supervisor is waited for, and the state directory and the
+name go.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from . import control, state
+from . import client, control, state
 
 
 def start_supervisor(config: dict[str, Any], name: str | None) -> state.Record:
@@ -25,18 +27,19 @@ def start_supervisor(config: dict[str, Any], name: str | None) -> state.Record:
     kept the container from starting (the class the supervisor reported)."""
     record = state.create(config, name)
     try:
-        report, supervisor = _launch(record)
+        report = _launch(record)
     except BaseException:
         state.remove(record)
         raise
     if report.get("ok"):
         return record
-    supervisor.wait()  # it has given up; make sure it is gone before removing its directory
+    # It has given up: make sure it is gone before removing its directory.
+    client.wait_for_exit(record.reload(), client.STOP_SLACK)
     state.remove(record)
     raise _reported_error(report, record)
 
 
-def _launch(record: state.Record) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
+def _launch(record: state.Record) -> dict[str, Any]:
     """Start the supervisor of ``record`` and read its report (empty when it died first)."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
@@ -45,7 +48,7 @@ def _launch(record: state.Record) -> tuple[dict[str, Any], subprocess.Popen[byte
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         with open(record.dir / "supervisor.log", "ab") as log:
-            supervisor = subprocess.Popen(
+            forker = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -63,6 +66,7 @@ def _launch(record: state.Record) -> tuple[dict[str, Any], subprocess.Popen[byte
             )
         os.close(write_end)
         write_end = -1
+        forker.wait()  # it forks the supervisor and exits
         with os.fdopen(read_end, "rb") as ready:
             read_end = -1
             line = ready.readline()
@@ -74,7 +78,7 @@ def _launch(record: state.Record) -> tuple[dict[str, Any], subprocess.Popen[byte
         report = json.loads(line) if line.strip() else {}
     except ValueError:
         report = {}
-    return (report if isinstance(report, dict) else {}), supervisor
+    return report if isinstance(report, dict) else {}
 
 
 def _reported_error(report: dict[str, Any], record: state.Record) -> errors.SandkitError:

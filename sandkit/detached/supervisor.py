@@ -41,6 +41,7 @@ from ..images.image import Image
 from ..runtime import handover
 from ..runtime.container import (
     AsyncContainer,
+    connect_in_container,
     copy_side,
     init_exited,
     open_for_copy,
@@ -60,8 +61,9 @@ ACCEPT_BACKOFF = 0.1
 
 @attrs.define(eq=False)
 class Supervisor:
-    """Serves one detached container until it ends: answers ``exec``, ``run``, ``stop``,
-    ``kill``, ``open``, ``connect`` and ``disconnect`` requests on its socket, and stops the
+    """Serves one detached container until it ends: answers ``ping``, ``exec``, ``run``,
+    ``stop``, ``kill``, ``open``, ``dial``, ``logs``, ``wait``, ``stats``, ``connect`` and
+    ``disconnect`` requests on its socket (docs/architecture.md), and stops the
     container when it is sent SIGTERM, SIGINT or SIGHUP. With a main process, writes its output
     to the log and ends with it; without one, holds the container until it is stopped."""
 
@@ -174,7 +176,8 @@ class Supervisor:
             return
         if op == "ping":
             pid = self.main.pid if self.main is not None else None
-            await control.send(conn, {"ok": True, "pid": pid})
+            restarts = self.container.restart_count
+            await control.send(conn, {"ok": True, "pid": pid, "restart_count": restarts})
         elif op == "kill":
             await self._kill(int(request.get("signal", signal.SIGKILL)))
             await control.send(conn, {"ok": True})
@@ -192,6 +195,10 @@ class Supervisor:
             await self._wait_for_end(conn)
         elif op == "open":
             await self._open_for_copy(conn, request)
+        elif op == "dial":
+            await self._dial(conn, request)
+        elif op == "stats":
+            await self._send_stats(conn)
         elif op in ("connect", "disconnect"):
             await self._change_networks(conn, request)
         else:
@@ -280,6 +287,32 @@ class Supervisor:
             await control.send(conn, {"ok": True, "uids": ids.uids, "gids": ids.gids}, [fd])
         finally:
             os.close(fd)
+
+    async def _dial(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        """An attached container's `wait_for_http`: a socket the init connected to a port on
+        the container's 127.0.0.1 (``{"proto", "port"}``), passed to the client, which speaks
+        over it; the refusal as ``{"error", "errno"}`` (ECONNREFUSED: nothing listens)."""
+        proto, port = request.get("proto"), request.get("port")
+        if proto not in ("tcp", "udp") or not isinstance(port, int) or not 1 <= port <= 65535:
+            await control.send(conn, {"error": "malformed dial request", "kind": "ContainerError"})
+            return
+        try:
+            sock = await connect_in_container(self.container, proto, port)
+        except OSError as exc:
+            await control.send(conn, {"error": exc.strerror or str(exc), "errno": exc.errno})
+            return
+        with sock:
+            await control.send(conn, {"ok": True}, [sock.fileno()])
+
+    async def _send_stats(self, conn: socket.socket) -> None:
+        """An attached container's `stats()`: the container's `CgroupStats` as a dict, or the
+        refusal (a container without a cgroup) as ``{"error"}``."""
+        try:
+            stats = self.container.stats()
+        except errors.SandkitError as exc:
+            await control.send(conn, {"error": str(exc), "code": exitcodes.FAILED})
+            return
+        await control.send(conn, {"ok": True, "stats": attrs.asdict(stats)})
 
     async def _change_networks(self, conn: socket.socket, request: dict[str, Any]) -> None:
         """`sandkit network connect/disconnect`: the container joins or leaves a network; the
@@ -589,6 +622,7 @@ async def supervise(directory: Path, ready_fd: int) -> None:
             status="exited",
             finished_at=time.time(),
             exit_code=exitcodes.from_returncode(returncode),
+            restart_count=container.restart_count,
         )
     except errors.SandkitError as exc:
         if ready_fd < 0:
@@ -620,6 +654,12 @@ def main(argv: list[str]) -> int:
     """The supervisor process's entry point: ``argv`` is the state directory and the fd to report
     readiness on. Returns 0, or 1 after recording what ended it."""
     directory, ready_fd = Path(argv[0]), int(argv[1])
+    # The launcher's child exits at once and is reaped by it; the supervisor goes on as its
+    # orphan (the host's init, or the nearest subreaper, reaps it), so that a long-lived program
+    # that makes detached containers is not left with a zombie of each (a daemon's double
+    # fork). One thread runs here yet: forking is safe.
+    if os.fork() != 0:
+        os._exit(0)
     try:
         anyio.run(supervise, directory, ready_fd, backend="trio")
     except BaseException as exc:  # noqa: BLE001 - whatever ended us is recorded for `ps`/`inspect`

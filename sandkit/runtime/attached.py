@@ -17,6 +17,7 @@ path of the host.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import socket
@@ -32,7 +33,14 @@ from ..detached import client, control, launch, state
 from ..detached.control import STOP_TIMEOUT
 from ..ipc import Exit
 from . import handover
-from .container import AsyncContainer, ImageSource, ProcessLink, published_on, remove_path
+from .container import (
+    AsyncContainer,
+    ImageSource,
+    ProcessLink,
+    check_argv,
+    published_on,
+    remove_path,
+)
 from .forward import Binding
 from .outcomes import raise_for
 from .ports import parse_port
@@ -176,6 +184,7 @@ class AsyncAttachedContainer:
         """Run ``argv`` to completion in the container; see `AsyncContainer.exec`. It runs in the
         supervisor: if this process dies meanwhile, the command is killed, the container goes
         on."""
+        check_argv(argv)
         if not (seccomp is None or isinstance(seccomp, str | dict)):
             raise errors.ContainerError(
                 "an attached container's exec takes seccomp= as a name, a dict or None"
@@ -240,8 +249,12 @@ class AsyncAttachedContainer:
     ) -> AsyncProcess:
         """Start ``argv`` and return at once; see `AsyncContainer.spawn`. The process's stdio
         comes here as fds; it is killed if this process dies (or lets go of it unfinished)."""
+        check_argv(argv)
         if seccomp != "default":
-            raise errors.ContainerError("an attached container's spawn takes no seccomp=")
+            raise errors.ContainerError(
+                "an attached container's spawn takes no seccomp=: its processes get the "
+                "container's own profile (set seccomp= when creating it, or use exec(seccomp=))"
+            )
         request = {
             "op": "exec",
             "argv": [str(a) for a in argv],
@@ -282,10 +295,12 @@ class AsyncAttachedContainer:
     open_file = AsyncContainer.open_file
     _open_for_reading = AsyncContainer._open_for_reading
 
-    async def _open(self, path: str, mode: str, perm: int = 0o644) -> int:
+    async def _open(self, path: str, mode: str, perm: int = 0o644, *, raw: bool = False) -> int:
         try:
             fd, _ = await open_remote(self._live(), path, mode, perm)
         except OSError as exc:
+            if raw:  # (readiness.py's port probe tells "no such table" apart)
+                raise
             raise errors.ContainerError(
                 f"cannot open {path!r} in the container: {exc.strerror}"
             ) from None
@@ -336,7 +351,7 @@ class AsyncAttachedContainer:
         N; without a main process 0 when it was stopped, 137 when killed or its lifetime was
         up). `TimeoutError` when ``timeout`` s pass first (it keeps running)."""
         record = self._live_or_ended()
-        with anyio.fail_after(timeout):
+        with _still_running_after(timeout, record):
             if record.running:
                 try:
                     await client.request(record, {"op": "wait"}, True)
@@ -392,8 +407,55 @@ class AsyncAttachedContainer:
 
     @property
     def restart_count(self) -> int:
-        """Not (yet) for an attached container: the supervisor's container counts them."""
-        raise errors.ContainerError("restart_count is not available on an attached container yet")
+        """How many times ``restart=`` started the main process again, as its supervisor
+        counts them (and recorded when the container ended)."""
+        record = self._live_or_ended()
+        if record.running:
+            with contextlib.suppress(errors.ContainerNotRunningError):  # it ends meanwhile
+                reply = _blocking(client.request, record, {"op": "ping"}, True)
+                return int((reply or {}).get("restart_count", 0))
+        return int(record.reload().state.get("restart_count") or 0)
+
+    # -- readiness and health ------------------------------------------------------------------
+    # The waits are the in-process ones (readiness.py): their probes open the container's
+    # /proc/net tables (`_open`), run commands (`exec`), read the log (`logs`) and dial a port
+    # (`_dial`), each asked of the supervisor. The health check runs in the supervisor, whose
+    # thread writes State.Health to health.json.
+    wait_for_port = AsyncContainer.wait_for_port
+    wait_for_log = AsyncContainer.wait_for_log
+    wait_for_http = AsyncContainer.wait_for_http
+    wait_for_exec = AsyncContainer.wait_for_exec
+    wait_for_healthy = AsyncContainer.wait_for_healthy
+
+    @property
+    def health(self) -> str | None:
+        """The health check's state ("starting", "healthy", "unhealthy"), as the supervisor last
+        recorded it; None without a health check."""
+        report = self.health_report()
+        return None if report is None else str(report.get("Status"))
+
+    def health_report(self) -> dict[str, Any] | None:
+        """State.Health as `docker inspect` shows it; see `AsyncContainer.health_report`."""
+        return self._current().health
+
+    def _ended_reason(self) -> str | None:
+        """Why the container no longer runs (its exit code), or None while it runs."""
+        record = self._current()
+        return None if record.running else _exited(record)
+
+    async def _dial(self, proto: str, port: int) -> socket.socket:
+        """A socket the container's init connected to ``port`` on its 127.0.0.1 (the
+        supervisor's ``dial``); OSError with the init's errno when it cannot."""
+        with await client.connect(self._live()) as sock:
+            await control.send(sock, {"op": "dial", "proto": proto, "port": port})
+            reply, fds = await control.receive(sock)
+        if reply is None or "error" in reply or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            if reply is not None and isinstance(reply.get("errno"), int):
+                raise OSError(reply["errno"], str(reply["error"]))
+            raise errors.ContainerError(f"the supervisor did not dial port {port}: {reply}")
+        return socket.socket(fileno=fds[0])
 
     def _main_process(self) -> RemoteMainProcess:
         """What the sync API's logs and wait use (`container.main_process`)."""
@@ -420,8 +482,14 @@ class AsyncAttachedContainer:
         await client.request(self._live(), message, True)
 
     def stats(self) -> CgroupStats:
-        """Not for an attached container (its cgroup is the supervisor's to read)."""
-        raise errors.ContainerError("stats() is not available on an attached container")
+        """The container's resource use, read by its supervisor; see `AsyncContainer.stats`
+        (`ContainerError` for a container without a cgroup)."""
+        from .cgroups import CgroupStats
+
+        reply = _blocking(client.request, self._live(), {"op": "stats"}, True)
+        if reply is None:
+            raise errors.ContainerNotRunningError(f"container {self.name} ended meanwhile")
+        return CgroupStats(**reply["stats"])
 
     async def set_egress(self, egress: str | Sequence[str] | None) -> None:
         """Not for an attached container."""
@@ -475,6 +543,19 @@ class RemoteMainProcess:
     def tail(self, lines: int) -> str:
         """The last ``lines`` lines of both streams, decoded."""
         return self.logs(LogView(), lines).decode(errors="replace")
+
+
+@contextlib.contextmanager
+def _still_running_after(timeout: float | None, record: state.Record) -> Iterator[None]:
+    """`anyio.fail_after`, its `TimeoutError` saying what still runs (as the in-process
+    container's `wait` does)."""
+    try:
+        with anyio.fail_after(timeout):
+            yield
+    except TimeoutError:
+        raise TimeoutError(
+            f"container {record.name} still runs after {timeout:g} s (it keeps running)"
+        ) from None
 
 
 def _blocking(function: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -559,8 +640,12 @@ def process_streams(
 def _check_running(record: state.Record) -> state.Record:
     if record.running:
         return record
+    raise errors.ContainerNotRunningError(_exited(record))
+
+
+def _exited(record: state.Record) -> str:
     code = record.exit_code
-    raise errors.ContainerNotRunningError(
+    return (
         f"container {record.name or record.id[:12]} has exited "
         f"(exit code {code if code is not None else 'unknown'}): `sandkit logs` and "
         "`sandkit inspect` say more; `sandkit rm` (or remove()) removes it"

@@ -77,6 +77,7 @@ from .spawn import SpawnedInit
 if TYPE_CHECKING:
     from ..net.client import KeeperConnection
     from . import copy
+    from .attached import AsyncAttachedContainer
 
 # How long a start waits for a spare container that is being made (20 x 0.2 ms).
 _SPARE_POLLS = 20
@@ -370,6 +371,12 @@ class AsyncContainer:
     def _own_network(self) -> bool:
         """Whether the container gets a network namespace of its own (every mode but host)."""
         return self._network != "host"
+
+    @property
+    def name(self) -> str:
+        """A detached container's name; "" for this one, which lives with this process (only a
+        detached container, ``detach=True``, takes ``name=``)."""
+        return ""
 
     @property
     def networks(self) -> dict[str, str]:
@@ -961,10 +968,7 @@ class AsyncContainer:
         input: bytes | None = None,
         limit: int | None = None,
     ) -> Exec:
-        if isinstance(argv, str | bytes) or not argv:
-            raise errors.ExecStartError(
-                "argv must be a non-empty list of strings, e.g. ['sh', '-c', 'echo hi']"
-            )
+        check_argv(argv)
         channel = self._live_channel()
         config = self._resolved.config if isinstance(self._resolved, Image) else None
         merged_env = environment.merge(
@@ -1600,6 +1604,15 @@ def exec_on_this_thread(
     return finished(outcome, argv, timeout, check, started)
 
 
+def check_argv(argv: Sequence[str]) -> None:
+    """`ExecStartError` for a command that is no list of arguments (a str would run as its
+    letters)."""
+    if isinstance(argv, str | bytes) or not argv:
+        raise errors.ExecStartError(
+            "argv must be a non-empty list of strings, e.g. ['sh', '-c', 'echo hi']"
+        )
+
+
 def main_process(container: AsyncContainer) -> service.Service:
     """The container's main process (``run=``), for the sync API's logs and wait, which block
     the caller's thread rather than the loop; `ContainerError` when it has none."""
@@ -1741,22 +1754,29 @@ class ProcessLink:
 # -- for readiness.py and health.py ------------------------------------------------------------
 
 
-def main_ended(container: AsyncContainer) -> str | None:
+def main_ended(container: AsyncContainer | AsyncAttachedContainer) -> str | None:
     """Why the container no longer runs when its main process has ended for good (its exit
     status and last output), else None."""
+    if not isinstance(container, AsyncContainer):  # an attached one: its supervisor knows
+        return container._ended_reason()
     main = container._service
     return None if main is None or container._stopped else main.stopped_reason()
 
 
-async def open_in_container(container: AsyncContainer, path: str) -> int:
+async def open_in_container(container: AsyncContainer | AsyncAttachedContainer, path: str) -> int:
     """An fd the init opened for reading on ``path`` (absolute) in the container's root; OSError
     with the init's errno when it cannot."""
     return await container._open(path, "r", raw=True)
 
 
-async def connect_in_container(container: AsyncContainer, proto: str, port: int) -> socket.socket:
+async def connect_in_container(
+    container: AsyncContainer | AsyncAttachedContainer, proto: str, port: int
+) -> socket.socket:
     """A non-blocking socket the init connected to ``port`` on the container's 127.0.0.1;
-    OSError (ECONNREFUSED: nothing listens) when it cannot."""
+    OSError (ECONNREFUSED: nothing listens) when it cannot. (A detached container's supervisor
+    answers its clients' ``dial`` request with this.)"""
+    if not isinstance(container, AsyncContainer):  # an attached one: through its supervisor
+        return await container._dial(proto, port)
     channel = container._live_channel()
     request = Connect(id=channel.protocol.next_id(), proto=proto, port=port)
     channel.send(request)
@@ -1797,6 +1817,8 @@ def start_health_checks(
     container._health_monitor = health.HealthMonitor(
         container._health_state, functools.partial(probe_from_thread, container), on_change
     )
+    if on_change is not None:  # "starting" now, not once the thread runs: a detached
+        on_change(container._health_state)  # container's clients may ask at once
     container._health_monitor.start()
 
 

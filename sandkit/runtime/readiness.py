@@ -32,7 +32,13 @@ import anyio
 from .. import errors
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from .attached import AsyncAttachedContainer
     from .container import AsyncContainer
+
+    # What the waits take: a container of this process, or a detached one through its supervisor.
+    Waited: TypeAlias = AsyncContainer | AsyncAttachedContainer
 
 # The first pause between two probes, its growth and its cap: fast for a service that is up in
 # milliseconds, gentle on the cores for one that takes seconds.
@@ -84,7 +90,7 @@ def check_port(port: object, proto: str = "tcp") -> int:
 
 
 async def wait_until(
-    container: AsyncContainer,
+    container: Waited,
     what: str,
     probe: Probe,
     timeout: float,
@@ -118,7 +124,7 @@ async def wait_until(
         pause = min(pause * PAUSE_GROWTH, MAX_PAUSE)
 
 
-def ensure_alive(container: AsyncContainer, what: str) -> None:
+def ensure_alive(container: Waited, what: str) -> None:
     """Raise `ContainerNotRunningError` when there is nothing left to wait for: the container
     stopped, or its main process ended (the message has its exit status and last log lines)."""
     from .container import main_ended
@@ -136,7 +142,7 @@ def ensure_alive(container: AsyncContainer, what: str) -> None:
         )
 
 
-def log_tail_text(container: AsyncContainer, lines: int = TAIL_LINES) -> str:
+def log_tail_text(container: Waited, lines: int = TAIL_LINES) -> str:
     """What ends a failed wait's message: the main process's last log lines, or why there are
     none."""
     tail = container.log_tail(lines)
@@ -164,7 +170,7 @@ def listening_ports(table: bytes, proto: str) -> set[int]:
     return ports
 
 
-async def port_listens(container: AsyncContainer, port: int, proto: str) -> bool:
+async def port_listens(container: Waited, port: int, proto: str) -> bool:
     """Whether a socket in the container's network namespace listens on ``port``."""
     from .container import open_in_container
 
@@ -195,7 +201,7 @@ def _read_capped(fd: int, limit: int) -> bytes:
 
 
 async def wait_for_port(
-    container: AsyncContainer, port: int, *, timeout: float, proto: str = "tcp"
+    container: Waited, port: int, *, timeout: float, proto: str = "tcp"
 ) -> None:
     """See `AsyncContainer.wait_for_port`."""
     check_port(port, proto)
@@ -229,7 +235,7 @@ def compile_pattern(pattern: object) -> re.Pattern[bytes]:
 
 
 async def wait_for_log(
-    container: AsyncContainer, pattern: object, *, timeout: float, times: int = 1
+    container: Waited, pattern: object, *, timeout: float, times: int = 1
 ) -> None:
     """See `AsyncContainer.wait_for_log`."""
     regex = compile_pattern(pattern)
@@ -249,7 +255,7 @@ async def wait_for_log(
 # -- commands -------------------------------------------------------------------------------
 
 
-async def wait_for_exec(container: AsyncContainer, argv: Sequence[str], *, timeout: float) -> None:
+async def wait_for_exec(container: Waited, argv: Sequence[str], *, timeout: float) -> None:
     """See `AsyncContainer.wait_for_exec`."""
     if isinstance(argv, str | bytes) or not argv or not all(isinstance(a, str) for a in argv):
         raise errors.ReadinessSpecError(
@@ -268,7 +274,7 @@ async def wait_for_exec(container: AsyncContainer, argv: Sequence[str], *, timeo
 # -- the health check -------------------------------------------------------------------------
 
 
-async def wait_for_healthy(container: AsyncContainer, *, timeout: float) -> None:
+async def wait_for_healthy(container: Waited, *, timeout: float) -> None:
     """Wait until the container's health check says "healthy" (an "unhealthy" one may still
     recover, as in Docker, so it is waited on too, and named in the timeout's message)."""
     if container.health is None:
@@ -320,7 +326,7 @@ def check_path(path: object) -> str:
     return path
 
 
-async def http_status(container: AsyncContainer, port: int, path: str) -> int | None:
+async def http_status(container: Waited, port: int, path: str) -> int | None:
     """The status of ``GET path`` on the container's 127.0.0.1:port, or None when nothing
     answers (refused, reset, or not HTTP)."""
     from .container import connect_in_container
@@ -380,7 +386,7 @@ async def _send_all(sock: socket.socket, data: bytes) -> None:
 
 
 async def wait_for_http(
-    container: AsyncContainer,
+    container: Waited,
     path: str,
     *,
     port: int,

@@ -24,19 +24,15 @@ def _status_ids(pid: int, key: str) -> list[int]:
     return []
 
 
-def _parent_of(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # the command name may hold anything, ") " included: the last ')' ends it
-    return int(stat.rpartition(")")[2].split()[1])
-
-
 def _parents() -> dict[int, int]:
     """pid -> parent pid of every process there is (those that vanish meanwhile left out)."""
     table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                table[int(entry)] = _parent_of(int(entry))
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                # the command name may hold anything, ") " included: the last ')' ends it
+                table[int(entry)] = int(stat.rpartition(")")[2].split()[1])
     return table
 
 
@@ -64,7 +60,7 @@ def kill_session(init_pid: int, session: int) -> int:
         inside = _descendants(init_pid, parents)
         members = {pid for pid in inside if _session_of(pid, level) == session}
         doomed = members | {d for pid in members for d in _descendants(pid, parents)}
-        return sum(_kill(pid, level, inside, init_pid) for pid in doomed)
+        return sum(_kill(pid, init_pid) for pid in doomed)
     return 0
 
 
@@ -74,34 +70,17 @@ def _session_of(pid: int, level: int) -> int | None:
     return None
 
 
-def _descends_from(pid: int, ancestor: int) -> bool:
-    """Whether ``pid`` is, now, a descendant of ``ancestor`` (its parents followed up)."""
-    seen = set()
-    while pid > 1 and pid not in seen:
-        seen.add(pid)
-        pid = _parent_of(pid)
-        if pid == ancestor:
-            return True
-    return False
-
-
-def _kill(pid: int, level: int, inside: set[int], init_pid: int) -> bool:
-    """SIGKILL ``pid`` if it is still a process of the container whose init is ``init_pid``.
-    The table ``inside`` came from is a snapshot: the pid may since have been reused, by a
-    host process or another container's at the same depth. So a pidfd is taken first, the
-    process it holds checked to descend from the init now (a process of a pid namespace the
-    container nested does too), and the pidfd then proved live (what /proc said was its
-    process's, not a newer one's)."""
+def _kill(pid: int, init_pid: int) -> bool:
+    """SIGKILL ``pid`` if it is still a process of the container. The table it was found in is
+    a moment old: the pid may have ended and been reused since, by any process of the host. So a
+    pidfd is taken first, the process's place checked again (under the container's init), then
+    the pidfd found still live: what /proc said was of the process the pidfd holds."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
         return False
     try:
-        if (
-            pid not in inside
-            or len(_status_ids(pid, "NSpid")) <= level
-            or not _descends_from(pid, init_pid)
-        ):
+        if not _under(pid, init_pid):
             return False
         signals.pidfd_send_signal(pidfd, 0)
         signals.pidfd_send_signal(pidfd, signals.SIGKILL)
@@ -110,3 +89,14 @@ def _kill(pid: int, level: int, inside: set[int], init_pid: int) -> bool:
         return False
     finally:
         os.close(pidfd)
+
+
+def _under(pid: int, ancestor: int) -> bool:
+    """Whether ``pid`` descends from ``ancestor`` now (its parents, read from /proc, lead to it)."""
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        if pid == ancestor:
+            return True
+    return False
