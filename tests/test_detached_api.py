@@ -660,3 +660,16 @@ def test_rootless_an_attached_container_waits_for_its_service(as_unprivileged):
             c.remove()
 
     assert as_unprivileged(in_a_rootless_session) == [0, None]
+
+
+def test_ps_and_inspect_show_a_run_containers_command():
+    """Docker's ps shows the main process's command, and inspect its Path and Args: for a
+    `run=` container that is the one resolved in the supervisor, not given by the caller."""
+    c = sandkit.Container("host", name="cmd", detach=True, run=["sleep", "61"]).start()
+    try:
+        listed = sandkit_cli("ps", "--no-trunc").stdout
+        assert '"sleep 61"' in listed
+        inspected = json.loads(sandkit_cli("inspect", "cmd").stdout)[0]
+        assert (inspected["Path"], inspected["Args"]) == ("sleep", ["61"])
+    finally:
+        c.remove()

@@ -141,7 +141,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def _ps_row(record: state.Record, no_trunc: bool) -> dict[str, str]:
     now = time.time()
-    command = shlex.join(record.config.get("command", []))
+    command = shlex.join(record.command)
     return {
         "ID": record.id if no_trunc else record.id[:12],
         "Image": str(record.config.get("image", "")),
@@ -183,7 +183,7 @@ def _iso(timestamp: float | None) -> str:
 def inspect_record(record: state.Record) -> dict[str, Any]:
     """A container as `docker inspect` shows one, for the fields sandkit has."""
     spec = record.config.get("spec", {})
-    command = record.config.get("command", [])
+    command = record.command
     return {
         "Id": record.id,
         "Created": _iso(record.config.get("created")),

@@ -120,6 +120,12 @@ class Record:
         return str(self.config.get("name", ""))
 
     @property
+    def command(self) -> list[str]:
+        """The main process's argv: the one `sandkit run -d` gave, or the one the supervisor
+        resolved from the image for a ``run=`` container (Docker's ps and inspect show it)."""
+        return list(self.state.get("command") or self.config.get("command") or [])
+
+    @property
     def socket_path(self) -> str:
         """Where the container's supervisor listens for requests."""
         return str(self.dir / "control.sock")

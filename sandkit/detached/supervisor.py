@@ -44,6 +44,7 @@ from ..runtime.container import (
     connect_in_container,
     copy_side,
     init_exited,
+    main_command,
     open_for_copy,
     start_health_checks,
 )
@@ -603,6 +604,7 @@ async def supervise(directory: Path, ready_fd: int) -> None:
                 status="running",
                 started_at=time.time(),
                 pid=main.pid if main is not None else None,
+                command=main_command(container),
                 ports=published(container),
                 networks=network_settings(container, aliases),
             )

@@ -1619,6 +1619,11 @@ def main_process(container: AsyncContainer) -> service.Service:
     return container._main_process()
 
 
+def main_command(container: AsyncContainer) -> list[str]:
+    """The argv of the container's main process (``run=``), [] without one."""
+    return list(container._service.argv) if container._service is not None else []
+
+
 def copy_side(container: AsyncContainer, call: Callable[..., Any]) -> copy.ContainerSide:
     """The container as copy.py reaches it from a thread of the caller's (``call``: the sync
     API's portal), for the sync `get_archive`, a generator run on the caller's thread."""
