@@ -47,8 +47,9 @@ PAUSE_GROWTH = 1.5
 MAX_PAUSE = 0.5
 # How many of the service's last log lines a failed wait shows.
 TAIL_LINES = 20
-# What a port probe reads of one /proc/net table at most (a table of 32,000 sockets; beyond it
-# the rest is not looked at rather than held in memory).
+# What a port probe reads of one /proc/net table at most (about 28,000 sockets of 150 bytes a
+# line; beyond it the rest is not looked at rather than held in memory). The kernel lists the
+# listening sockets first, so a crowded table hides no listener of a real service.
 MAX_PROC_NET = 4 << 20
 # What an HTTP probe reads of the answer before its status line and headers are in (h11's own
 # limit for a header block is 16 KiB): a service that sends an endless header stops here.
