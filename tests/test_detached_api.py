@@ -207,7 +207,8 @@ def test_spawn_streams_and_its_process_goes_with_the_worker(detached):
         p.stdin.write(b"hello\\n")
         p.stdin.close()
         print(b"".join(p.stdout), b"".join(p.stderr), p.wait(timeout=30))
-        c.spawn(["sh", "-c", "echo $$ > /tmp/spawned; exec sleep 600"])
+        # kept: a Process dropped at once closes its link, and its process goes with it
+        kept = c.spawn(["sh", "-c", "echo $$ > /tmp/spawned; exec sleep 600"])
         deadline = time.monotonic() + 30
         while not c.exec(["test", "-s", "/tmp/spawned"]).ok and time.monotonic() < deadline:
             pass  # (it is running once it wrote its pid)
