@@ -59,6 +59,24 @@ T = TypeVar("T")
 _EXIT_POLL = 0.02
 
 
+def _process_request(
+    op: str,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None,
+    workdir: str | None,
+    user: str | None,
+) -> dict[str, Any]:
+    """The fields a supervisor's ``run`` (captured) and ``exec`` (streamed) requests share:
+    which command, and as whom and where it runs."""
+    return {
+        "op": op,
+        "argv": [str(a) for a in argv],
+        "env": dict(env or {}),
+        "workdir": workdir,
+        "user": user,
+    }
+
+
 @attrs.define(eq=False)
 class AsyncAttachedContainer:
     """A detached container, reached through its supervisor; see the module's doc."""
@@ -190,11 +208,7 @@ class AsyncAttachedContainer:
                 "an attached container's exec takes seccomp= as a name, a dict or None"
             )
         request = {
-            "op": "run",
-            "argv": [str(a) for a in argv],
-            "env": dict(env or {}),
-            "workdir": workdir,
-            "user": user,
+            **_process_request("run", argv, env, workdir, user),
             "timeout": timeout,
             "max_output": max_output,
             "seccomp": seccomp,
@@ -256,11 +270,7 @@ class AsyncAttachedContainer:
                 "container's own profile (set seccomp= when creating it, or use exec(seccomp=))"
             )
         request = {
-            "op": "exec",
-            "argv": [str(a) for a in argv],
-            "env": dict(env or {}),
-            "workdir": workdir,
-            "user": user,
+            **_process_request("exec", argv, env, workdir, user),
             "interactive": stdin,
             "tty": tty,
             "rows": rows,
