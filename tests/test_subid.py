@@ -392,3 +392,28 @@ def test_rootless_a_keeper_of_one_id_gives_its_containers_one_id(
     seen, refused = as_unprivileged(_keeper_of_one_id, pg_layout)
     assert seen.split() == ["0", "0", "1"]
     assert "not mapped" in refused and "until the keeper restarts" in refused
+
+
+def _user_70_against_the_init(layout: Path) -> dict[str, object]:
+    image = sandkit.Image.load(layout)
+    with sandkit.Container(image) as c:
+        tries = {
+            what: c.exec(["sh", "-c", cmd], user="70", timeout=10).exit_code
+            for what, cmd in {
+                "stop": "kill -STOP 1",
+                "kill": "kill -KILL 1",
+                "environ": "cat /proc/1/environ",
+                "mem": "head -c1 /proc/1/mem",
+                "fds": "ls /proc/1/fd",
+            }.items()
+        }
+        tries["init answers"] = c.exec(["true"], timeout=10).exit_code
+        return tries
+
+
+def test_rootless_a_ranged_user_cannot_reach_the_init(pg_layout, subids, as_unprivileged):
+    """With a range mapped, the container's other users are host ids of their own: one of them
+    (70, the image's) must still be unable to stop, kill or read the init (uid 0 inside)."""
+    tries = as_unprivileged(_user_70_against_the_init, pg_layout)
+    assert tries.pop("init answers") == 0
+    assert all(code != 0 for code in tries.values()), tries
