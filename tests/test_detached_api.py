@@ -495,6 +495,37 @@ def test_a_detached_main_process_ends_its_container_with_its_status():
         c.remove()
 
 
+def test_a_supervisor_ending_while_a_request_is_sent_reads_as_not_running(tmp_path):
+    """A supervisor that closes its socket with our connection still unaccepted (its container
+    just ended) resets it: a request then says "not running", which `wait` takes as the end."""
+    from types import SimpleNamespace
+
+    from sandkit.detached import client, control
+
+    path = str(tmp_path / "s")
+    listener = control.make_socket()
+    listener.bind(path)
+    listener.listen(1)
+    record = SimpleNamespace(id="ended", socket_path=path)
+
+    async def ask() -> None:
+        original = control.connect
+
+        async def connect_then_supervisor_ends(where: str):  # type: ignore[no-untyped-def]
+            sock = await original(where)
+            listener.close()
+            return sock
+
+        control.connect = connect_then_supervisor_ends  # type: ignore[assignment]
+        try:
+            await client.request(record, {"op": "wait"}, True)  # type: ignore[arg-type]
+        finally:
+            control.connect = original  # type: ignore[assignment]
+
+    with pytest.raises(errors.ContainerNotRunningError, match="not running"):
+        anyio.run(ask, backend="trio")
+
+
 def test_a_client_sending_a_pipe_as_input_is_refused_and_harms_nothing(detached):
     """A run request's input must be a memfd: a pipe (or device) would neither say its size nor
     necessarily end, and would hold the supervisor."""

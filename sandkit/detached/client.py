@@ -43,10 +43,14 @@ async def request(
     """Send ``message`` to the container's supervisor; with ``wait_reply``, its answer (None
     when it hung up without one), its refusal raised as `ContainerError`."""
     with await connect(record) as sock:
-        await control.send(sock, message)
-        if not wait_reply:
-            return None
-        reply, fds = await control.receive(sock)
+        try:
+            await control.send(sock, message)
+            if not wait_reply:
+                return None
+            reply, fds = await control.receive(sock)
+        except (ConnectionResetError, BrokenPipeError):
+            # It accepted, then ended (its container stopped) before reading what we sent.
+            raise state.ContainerNotRunning(f"Container {record.id} is not running") from None
         for fd in fds:
             os.close(fd)
     if reply is not None and "error" in reply:
