@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from .api import Process as Process
     from .network import AsyncNetwork as AsyncNetwork
     from .network import Network as Network
+    from .pool import AsyncPool as AsyncPool
+    from .pool import Pool as Pool
+    from .pool import PoolStats as PoolStats
     from .volume import Volume as Volume
 
 __version__ = "0.1.0"
@@ -29,6 +32,7 @@ __version__ = "0.1.0"
 _WHERE = {
     "AsyncContainer": "aio",
     "AsyncNetwork": "network",
+    "AsyncPool": "pool",
     "AsyncProcess": "aio",
     "Container": "api",
     "ContainerOptions": "api",
@@ -36,6 +40,8 @@ _WHERE = {
     "Image": "api",
     "Mount": "api",
     "Network": "network",
+    "Pool": "pool",
+    "PoolStats": "pool",
     "Process": "api",
     "Volume": "volume",
 }

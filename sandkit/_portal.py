@@ -74,6 +74,39 @@ def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     return result.pop().unwrap()
 
 
+def run_soon(fn: Callable[..., object], *args: Any) -> None:
+    """Have the loop thread call ``fn(*args)`` (synchronous, quick, and never raising: an error
+    there would end the loop) and return at once, without waiting for it."""
+    _current_token().run_sync_soon(fn, *args)
+
+
+def start(fn: Callable[..., Awaitable[object]]) -> Any:
+    """Run ``await fn(task_status=...)`` in a task of the loop that outlives this call (a warm
+    pool's life); return the value it gives ``task_status.started()``, or raise what it raised
+    before then. After that it must handle its own errors: the loop can report them to no one."""
+
+    async def begin() -> Any:
+        started: list[outcome.Outcome[Any]] = []
+        settled = trio.Event()
+
+        async def life() -> None:
+            try:
+                async with trio.open_nursery() as nursery:
+                    started.append(outcome.Value(await nursery.start(fn)))
+                    settled.set()
+            except Exception as exc:
+                if settled.is_set():
+                    raise  # fn broke its promise: a bug, which ends the loop loudly
+                started.append(outcome.Error(exc))
+                settled.set()
+
+        trio.lowlevel.spawn_system_task(life)
+        await settled.wait()
+        return started.pop().unwrap()
+
+    return run(begin)
+
+
 def _forget_after_fork() -> None:
     global _token, _lock, _loop_thread
     _token = None

@@ -415,6 +415,13 @@ class Container:
         return f"<sandkit.Container {self.id[:12]} image={self._core.image!r} {state}>"
 
 
+def container_of(core: AsyncContainer) -> Container:
+    """The sync handle of a started `AsyncContainer` (a warm pool's, made on the loop thread)."""
+    container = Container.__new__(Container)
+    container._core = core
+    return container
+
+
 class _Output:
     """A process's stdout or stderr: ``read()`` or iterate for chunks as they arrive."""
 

@@ -50,6 +50,11 @@ __all__ = [  # noqa: RUF022 - in the order of the class hierarchy below
     "WorkdirError",
     "ExecError",
     "ExecTimeoutError",
+    "PoolError",
+    "PoolSpecError",
+    "PoolClosedError",
+    "PoolExhaustedError",
+    "PoolStartError",
 ]
 
 if TYPE_CHECKING:
@@ -280,3 +285,29 @@ class ExecError(SandkitError):
 class ExecTimeoutError(ExecError):
     """Raised by ``exec(..., check=True, timeout=...)`` when the command ran out of time and was
     killed with everything it started; ``.result`` holds what it wrote until then."""
+
+
+# --- warm pools (`sandkit.Pool`) ---------------------------------------------------------------
+
+
+class PoolError(SandkitError):
+    """A warm pool could not hand out a container (the message says why and what to change)."""
+
+
+class PoolSpecError(PoolError, ValueError):
+    """A pool's ``size=`` or ``max_containers=`` is malformed, or asks for more containers than
+    this process may hold, or a container option does not fit a pool (``detach=True``)."""
+
+
+class PoolClosedError(PoolError):
+    """The pool is closed (or, an `AsyncPool`, not started yet): it hands out nothing more."""
+
+
+class PoolExhaustedError(PoolError, TimeoutError):
+    """``container(timeout=)`` ran out of time: every one of the pool's ``max_containers`` was
+    in use, starting or being destroyed (or the starts were slower than the timeout)."""
+
+
+class PoolStartError(PoolError):
+    """The pool's background starts failed (its ``__cause__`` is the last failure): the waiting
+    callers get this rather than waiting out their timeout; the pool retries, less and less often."""

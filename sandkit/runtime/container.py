@@ -281,6 +281,8 @@ class AsyncContainer:
     # state, kept after the stop for `health` and `health_report`.
     _health_monitor: health.HealthMonitor | None = attrs.field(default=None, init=False)
     _health_state: health.HealthState | None = attrs.field(default=None, init=False)
+    # Why it was stopped, when not by its own user (a warm pool's close), for the holder's errors.
+    _stop_reason: str = attrs.field(default="", init=False)
 
     # -- detached containers (``detach=True``; the work is in attached.py) --------------------
 
@@ -1551,8 +1553,9 @@ class AsyncContainer:
 
     def _raise_if_stopped(self) -> None:
         if self._stopped:
+            because = f" ({self._stop_reason})" if self._stop_reason else ""
             raise errors.ContainerNotRunningError(
-                "the container was stopped while this process was running"
+                f"the container was stopped while this process was running{because}"
             ) from None
         self._raise_if_main_ended()
 
@@ -1560,6 +1563,10 @@ class AsyncContainer:
         self._raise_if_main_ended()
         if self._channel is None or self._stopped:
             state = "has been stopped" if self._stopped else "is not started"
+            if self._stop_reason:
+                raise errors.ContainerNotRunningError(
+                    f"container {self.id[:12]} has been stopped: {self._stop_reason}"
+                )
             raise errors.ContainerNotRunningError(
                 f"container {self.id[:12]} {state}: use it inside `with Container(...)` "
                 "or call start() first"
@@ -1576,6 +1583,12 @@ class AsyncContainer:
 # What the sync API (api.py) and `AsyncProcess` (process.py) need of a container beyond its
 # public methods. Not public API: named here so that no private name crosses a module and
 # `AsyncContainer` shows its users only what they may call.
+
+
+def stopped_because(container: AsyncContainer, reason: str) -> None:
+    """Say why ``container`` is about to be stopped by someone other than its user (a warm pool's
+    close): its user's next call fails with that reason."""
+    container._stop_reason = reason
 
 
 def exec_on_this_thread(
