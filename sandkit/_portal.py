@@ -86,25 +86,35 @@ def start(fn: Callable[..., Awaitable[object]]) -> Any:
     before then. After that it must handle its own errors: the loop can report them to no one."""
 
     async def begin() -> Any:
-        started: list[outcome.Outcome[Any]] = []
-        settled = trio.Event()
+        status = _TaskStatus()
 
         async def life() -> None:
             try:
-                async with trio.open_nursery() as nursery:
-                    started.append(outcome.Value(await nursery.start(fn)))
-                    settled.set()
+                await fn(task_status=status)
             except Exception as exc:
-                if settled.is_set():
+                if status.settled.is_set():
                     raise  # fn broke its promise: a bug, which ends the loop loudly
-                started.append(outcome.Error(exc))
-                settled.set()
+                status.outcome = outcome.Error(exc)
+                status.settled.set()
 
         trio.lowlevel.spawn_system_task(life)
-        await settled.wait()
-        return started.pop().unwrap()
+        await status.settled.wait()
+        return status.outcome.unwrap()
 
     return run(begin)
+
+
+class _TaskStatus:
+    """What `start` gives its task as ``task_status`` (a nursery's would wrap an error raised
+    before ``started()`` in an ExceptionGroup, which the caller should not have to unpack)."""
+
+    def __init__(self) -> None:
+        self.settled = trio.Event()
+        self.outcome: outcome.Outcome[Any] = outcome.Value(None)
+
+    def started(self, value: object = None) -> None:
+        self.outcome = outcome.Value(value)
+        self.settled.set()
 
 
 def _forget_after_fork() -> None:

@@ -71,9 +71,10 @@ class PoolStats:
 
     ``hits``: containers handed out at once (one was ready); ``misses``: times `container()`
     found none ready and waited for one to start; ``waits``: of those misses, the ones that found
-    the pool at ``max_containers`` (they wait for a used container to be destroyed before one can
-    start for them). ``created`` / ``destroyed`` / ``failed``: containers started / torn down /
-    starts that failed. ``ready`` / ``in_use``: containers ready now / handed out now."""
+    the pool at ``max_containers`` with no start under way for them (they wait for a used
+    container to be destroyed before one can start). ``created`` / ``destroyed`` /
+    ``failed``: containers started / torn down / starts that failed (and ready ones found
+    dead). ``ready`` / ``in_use``: containers ready now / handed out now."""
 
     hits: int
     misses: int
@@ -210,8 +211,8 @@ class AsyncPool:
             self._counts["hits"] += 1
             return self._hand_out(container)
         self._counts["misses"] += 1
-        if self._alive() >= self._cap:
-            self._counts["waits"] += 1
+        if len(self._waiters) >= self._starting and self._alive() >= self._cap:
+            self._counts["waits"] += 1  # no start under way is for it, and none may begin
         waiter = _Waiter()
         self._waiters.append(waiter)
         self._notify()
@@ -259,10 +260,11 @@ class AsyncPool:
         self._state = "open"
         self._events = _Events()
         try:
+            # Outside the task group, whose error would come wrapped in an ExceptionGroup.
+            self._ready.append(await self._make())
+            self._counts["created"] += 1
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
-                self._ready.append(await self._make())
-                self._counts["created"] += 1
                 async with anyio.create_task_group() as fillers:
                     for _ in range(START_CONCURRENCY):
                         fillers.start_soon(self._fill)
@@ -296,8 +298,10 @@ class AsyncPool:
         await self._outer.__aenter__()
         try:
             await self._outer.start(self.start)
-        except BaseException as exc:
-            await self._outer.__aexit__(type(exc), exc, exc.__traceback__)
+        except BaseException:
+            # Nothing runs in it (the pool's life failed before it began): closed empty, so that
+            # the error comes out as it is, not wrapped in an ExceptionGroup.
+            await self._outer.__aexit__(None, None, None)
             raise
         return self
 

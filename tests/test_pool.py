@@ -1,0 +1,335 @@
+"""Warm pools (`sandkit.Pool`, `sandkit.AsyncPool`): started containers handed out once each,
+destroyed after use, refilled in the background within their limits, and nothing left behind."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import host_footprint
+from polling import wait_until
+from proctable import children
+from rootfs import make_busybox_rootfs
+
+import sandkit
+from sandkit import errors
+from sandkit.pool import retry_delay
+from sandkit.runtime import cgroups
+
+pytestmark = pytest.mark.slow
+
+
+def _inits() -> set[int]:
+    """Our child processes: each container's init is one."""
+    return children(os.getpid())
+
+
+def _held(pool: sandkit.Pool, count: int, timeout: float = 30.0) -> list:
+    """``count`` containers taken from ``pool`` and held (leave them with ``__exit__``)."""
+    blocks = [pool.container(timeout=timeout) for _ in range(count)]
+    for block in blocks:
+        block.__enter__()
+    return blocks
+
+
+def _leave(blocks: list) -> None:
+    for block in blocks:
+        block.__exit__(None, None, None)
+
+
+# -- each container is handed out once --------------------------------------------------------
+
+
+def test_a_used_container_is_never_handed_out_again(busybox, no_leaks):
+    seen_ids, seen_inits = set(), set()
+    with sandkit.Pool(busybox, size=2) as pool:
+        for round_ in range(6):
+            with pool.container() as c:
+                assert c.running
+                # nothing of an earlier user is there: its file, its processes
+                assert c.exec(["ls", "/tmp"]).stdout == b""
+                assert b"sleep" not in c.exec(["ps", "-o", "comm="]).stdout
+                c.exec(["sh", "-c", f"echo {round_} > /tmp/mine"], check=True)
+                c.exec(["sh", "-c", "sleep 1000 >/dev/null 2>&1 &"], check=True)
+                seen_ids.add(c.id)
+                seen_inits.add(c._core._init.pid)
+            # the caller does not wait for the teardown, but it comes
+            wait_until(lambda c=c: not c.running, "the used container to stop")
+    assert len(seen_ids) == 6
+    assert len(seen_inits) == 6
+
+
+def test_the_pool_refills_after_use_and_counts_hits(busybox, no_leaks):
+    with sandkit.Pool(busybox, size=3) as pool:
+        pool.wait_ready()
+        assert pool.stats.ready == 3
+        with pool.container() as c:
+            c.exec(["true"], check=True)
+            assert pool.stats.in_use == 1
+        pool.wait_ready()  # a new one replaced it
+        wait_until(lambda: pool.stats.destroyed == 1, "the used container's teardown")
+        stats = pool.stats
+        assert (stats.hits, stats.misses, stats.waits) == (1, 0, 0)
+        assert (stats.created, stats.ready, stats.in_use, stats.failed) == (4, 3, 0, 0)
+    stats = pool.stats
+    assert (stats.created, stats.destroyed, stats.ready, stats.in_use) == (4, 4, 0, 0)
+
+
+def test_a_caller_that_finds_none_ready_waits_for_one(busybox, no_leaks):
+    # size 1, at most 1: while one is held, nothing can start; the next caller waits (a miss,
+    # and a wait: the pool is at its cap) and gets the one started when the first is gone.
+    with sandkit.Pool(busybox, size=1, max_containers=1) as pool:
+        pool.wait_ready()
+        got = []
+        [first] = _held(pool, 1)
+        waiter = threading.Thread(target=lambda: got.append(_use_one(pool)))
+        waiter.start()
+        wait_until(lambda: pool.stats.misses == 1, "the second caller to wait")
+        assert not got
+        _leave([first])
+        waiter.join(timeout=60)
+        assert got == [b"ok\n"]
+        stats = pool.stats
+        assert (stats.hits, stats.misses, stats.waits) == (1, 1, 1)
+
+
+def _use_one(pool: sandkit.Pool) -> bytes:
+    with pool.container(timeout=60) as c:
+        return c.exec(["echo", "ok"]).stdout
+
+
+def test_past_its_cap_the_pool_waits_then_says_which_limit(busybox, no_leaks):
+    with sandkit.Pool(busybox, size=1, max_containers=2) as pool:
+        held = _held(pool, 2)
+        assert len(_inits()) <= 2
+        exhausted = pytest.raises(errors.PoolExhaustedError, match=r"max_containers=2")
+        with exhausted as caught, pool.container(timeout=0.2):
+            pass
+        assert isinstance(caught.value, TimeoutError)
+        assert "raise max_containers=" in str(caught.value)
+        assert pool.stats.waits == 1
+        assert len(_inits()) <= 2  # the caller looping on container() took nothing more
+        _leave(held)
+        with pool.container() as c:  # room again
+            c.exec(["true"], check=True)
+
+
+def test_32_threads_at_once(busybox, no_leaks):
+    results: list[str] = []
+    failures: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            with pool.container(timeout=120) as c:
+                results.append(c.exec(["hostname"], check=True).stdout.decode().strip())
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    with sandkit.Pool(busybox, size=4, max_containers=8) as pool:
+        threads = [threading.Thread(target=use) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=180)
+        assert not failures
+        assert len(set(results)) == 32  # 32 different containers
+        stats = pool.stats
+        assert stats.hits + stats.misses == 32
+        assert stats.in_use == 0
+    assert pool.stats.destroyed == pool.stats.created
+
+
+# -- close ------------------------------------------------------------------------------------
+
+
+def test_close_ends_the_containers_in_use_and_their_holders_are_told(busybox, no_leaks):
+    pool = sandkit.Pool(busybox, size=2)
+    with pool.container() as c:
+        running = c.spawn(["sleep", "1000"])
+        try:
+            pool.close()
+            assert not c.running
+            with pytest.raises(errors.ContainerNotRunningError, match="its pool was closed"):
+                c.exec(["true"])
+            with pytest.raises(errors.ContainerNotRunningError, match="its pool was closed"):
+                running.wait(timeout=60)
+        finally:
+            running.close()
+    assert not _inits()
+    pool.close()  # a second close is fine
+    with pytest.raises(errors.PoolClosedError), pool.container():
+        pass
+
+
+def test_close_leaves_no_cgroup(busybox, no_leaks):
+    host = cgroups.host()
+    if not host.usable or os.geteuid() != 0:
+        pytest.skip("needs root and usable cgroups")
+    dirs = [Path(parent, host.name) for parent in sorted(set(host.parents.values()))]
+
+    def cgroup_dirs() -> set[Path]:
+        return {p for d in dirs if d.is_dir() for p in d.rglob("*") if p.is_dir()}
+
+    before = cgroup_dirs()
+    with sandkit.Pool(busybox, size=2, memory="64m", pids_limit=50) as pool:
+        held = _held(pool, 1)
+        pool.wait_ready()
+        assert len(cgroup_dirs() - before) >= 3
+    _leave(held)
+    assert cgroup_dirs() - before == set()
+
+
+def test_rootless_pool(as_unprivileged):
+    def use_a_pool() -> tuple[int, bytes, int]:
+        # Built by the unprivileged user, as a rootless user's images are (files of unmapped
+        # owners cannot be copied up).
+        root = make_busybox_rootfs(Path(os.environ["SANDKIT_HOME"]) / "rootfs")
+        with sandkit.Pool(sandkit.Image.from_directory(root), size=2) as pool:
+            with pool.container() as c:
+                c.exec(["sh", "-c", "echo x > /tmp/mine"], check=True)
+            with pool.container() as c:
+                leftover = c.exec(["ls", "/tmp"]).stdout
+            in_pool = len(children(os.getpid()))
+        return in_pool, leftover, len(children(os.getpid()))
+
+    in_pool, leftover, after = as_unprivileged(use_a_pool)
+    assert in_pool >= 1
+    assert (leftover, after) == (b"", 0)
+
+
+# -- starts that fail -------------------------------------------------------------------------
+
+
+def test_an_unknown_image_fails_at_construction_and_leaves_nothing(warmed_up):
+    with pytest.raises(errors.ImageNotFoundError):
+        sandkit.Container("no-such-image:1").start()  # the store's own directories made
+    before = host_footprint()
+    with pytest.raises(errors.ImageNotFoundError, match="no-such-image"):
+        sandkit.Pool("no-such-image:1", size=2)
+    assert host_footprint() == before
+
+
+def test_a_bad_option_fails_at_construction_and_leaves_nothing(busybox, no_leaks):
+    with pytest.raises(errors.LimitsError):
+        sandkit.Pool(busybox, size=2, memory="lots")
+    with pytest.raises(TypeError, match="memroy"):
+        sandkit.Pool(busybox, size=2, memroy="1g")
+    # a failure only a start finds: the first start, in the caller's thread, raises it
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(errors.PortInUseError):
+            sandkit.Pool(busybox, size=2, network="none", ports=[f"127.0.0.1:{port}:80"])
+
+
+def test_failing_starts_back_off_and_reach_the_waiting_callers(tmp_path, no_leaks):
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    with sandkit.Pool(sandkit.Image.from_directory(rootfs), size=1, max_containers=1) as pool:
+        pool.wait_ready()
+        [held] = _held(pool, 1)
+        shutil.rmtree(rootfs)  # every start from now on fails
+        began = time.monotonic()
+        _leave([held])
+        failing = pytest.raises(errors.PoolStartError, match="could not start a container")
+        with failing as caught, pool.container(timeout=60):
+            pass
+        assert isinstance(caught.value.__cause__, errors.SandkitError)
+        wait_until(lambda: pool.stats.failed >= 4, "more failed starts")
+        # no spinning: each retry came after its delay
+        assert time.monotonic() - began >= sum(retry_delay(n) for n in range(1, 4))
+        assert pool.stats.failed < 20
+    assert not _inits()
+
+
+def test_retry_delays_grow_to_a_ceiling():
+    delays = [retry_delay(n) for n in range(12)]
+    assert delays[0] == 0
+    assert all(a < b for a, b in itertools.pairwise(delays[:7]))
+    assert max(delays) == delays[-1] <= 5.0
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"size": 0}, "size= must be"),
+        ({"size": "8"}, "size= must be"),
+        ({"size": True}, "size= must be"),
+        ({"size": 4, "max_containers": 3}, r"max_containers= must be .* >= size \(4\)"),
+        ({"size": 2, "max_containers": 10**9}, "RLIMIT_NOFILE"),
+        ({"size": 10**9}, "RLIMIT_NOFILE"),
+        ({"size": 2, "detach": True}, "leave out detach=True"),
+    ],
+)
+def test_bad_pool_arguments_are_refused_before_anything_starts(busybox, arguments, message):
+    before = _inits()
+    with pytest.raises(errors.PoolSpecError, match=message):
+        sandkit.Pool(busybox, **arguments)
+    assert _inits() == before
+
+
+def test_an_async_pool_hands_out_nothing_before_it_is_started(busybox):
+    async def main() -> None:
+        pool = sandkit.AsyncPool(busybox, size=1)
+        with pytest.raises(errors.PoolClosedError, match="not started"):
+            async with pool.container():
+                pass
+
+    anyio.run(main)
+
+
+# -- async --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_async_pool(busybox, backend, no_leaks):
+    async def main() -> tuple[set[str], list[bytes], sandkit.PoolStats]:
+        ids: set[str] = set()
+        listings: list[bytes] = []
+
+        async def use() -> None:
+            async with pool.container() as c:
+                listings.append((await c.exec(["ls", "/tmp"])).stdout)
+                await c.exec(["sh", "-c", "echo x > /tmp/mine"], check=True)
+                ids.add(c.id)
+
+        async with sandkit.AsyncPool(busybox, size=2) as pool:
+            await pool.wait_ready()
+            async with anyio.create_task_group() as tasks:
+                for _ in range(8):
+                    tasks.start_soon(use)
+            stats = pool.stats
+        return ids, listings, stats
+
+    ids, listings, stats = anyio.run(main, backend=backend)
+    assert len(ids) == 8
+    assert listings == [b""] * 8
+    assert stats.hits + stats.misses == 8
+    assert stats.hits >= 2
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_async_pool_close_with_a_container_in_use(busybox, backend, no_leaks):
+    async def main() -> None:
+        async with sandkit.AsyncPool(busybox, size=1) as pool, pool.container() as c:
+            await pool.close()
+            with pytest.raises(errors.ContainerNotRunningError, match="pool was closed"):
+                await c.exec(["true"])
+
+    anyio.run(main, backend=backend)
+    assert not _inits()
+
+
+def test_python_pool_has_its_interpreter_started(busybox):
+    if not hasattr(sandkit.AsyncContainer, "start_python"):
+        pytest.skip("code sessions (start_python) are not in this branch yet")
