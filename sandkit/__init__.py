@@ -11,6 +11,7 @@ from .errors import __all__ as _errors_all
 if TYPE_CHECKING:
     from .aio import AsyncContainer as AsyncContainer
     from .aio import AsyncProcess as AsyncProcess
+    from .api import CodeSession as CodeSession
     from .api import Container as Container
     from .api import ContainerOptions as ContainerOptions
     from .api import ExecResult as ExecResult
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
     from .api import Process as Process
     from .network import AsyncNetwork as AsyncNetwork
     from .network import Network as Network
+    from .sessions import AsyncCodeSession as AsyncCodeSession
+    from .sessions import CodeError as CodeError
+    from .sessions import CodeResult as CodeResult
+    from .sessions import OutputChunk as OutputChunk
     from .volume import Volume as Volume
 
 __version__ = "0.1.0"
@@ -27,7 +32,11 @@ __version__ = "0.1.0"
 # under it take ~0.2 s to import, which `sandkit images`, or a program that only needs the
 # error types, should not pay.
 _WHERE = {
+    "AsyncCodeSession": "aio",
     "AsyncContainer": "aio",
+    "CodeError": "sessions",
+    "CodeResult": "sessions",
+    "CodeSession": "api",
     "AsyncNetwork": "network",
     "AsyncProcess": "aio",
     "Container": "api",
@@ -36,6 +45,7 @@ _WHERE = {
     "Image": "api",
     "Mount": "api",
     "Network": "network",
+    "OutputChunk": "sessions",
     "Process": "api",
     "Volume": "volume",
 }

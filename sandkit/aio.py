@@ -7,5 +7,16 @@ async with sandkit.AsyncContainer("host") as c:
 from .runtime.container import AsyncContainer
 from .runtime.process import AsyncInput, AsyncOutput, AsyncProcess
 from .runtime.results import ExecResult
+from .sessions import AsyncCodeSession, CodeError, CodeResult, OutputChunk
 
-__all__ = ["AsyncContainer", "AsyncInput", "AsyncOutput", "AsyncProcess", "ExecResult"]
+__all__ = [
+    "AsyncCodeSession",
+    "AsyncContainer",
+    "AsyncInput",
+    "AsyncOutput",
+    "AsyncProcess",
+    "CodeError",
+    "CodeResult",
+    "ExecResult",
+    "OutputChunk",
+]
