@@ -11,6 +11,7 @@ from .errors import __all__ as _errors_all
 if TYPE_CHECKING:
     from .aio import AsyncContainer as AsyncContainer
     from .aio import AsyncProcess as AsyncProcess
+    from .api import CodeSession as CodeSession
     from .api import Container as Container
     from .api import ContainerOptions as ContainerOptions
     from .api import ExecResult as ExecResult
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from .pool import AsyncPool as AsyncPool
     from .pool import Pool as Pool
     from .pool import PoolStats as PoolStats
+    from .sessions import AsyncCodeSession as AsyncCodeSession
+    from .sessions import CodeError as CodeError
+    from .sessions import CodeResult as CodeResult
+    from .sessions import OutputChunk as OutputChunk
     from .volume import Volume as Volume
 
 __version__ = "0.1.0"
@@ -30,7 +35,11 @@ __version__ = "0.1.0"
 # under it take ~0.2 s to import, which `sandkit images`, or a program that only needs the
 # error types, should not pay.
 _WHERE = {
+    "AsyncCodeSession": "aio",
     "AsyncContainer": "aio",
+    "CodeError": "sessions",
+    "CodeResult": "sessions",
+    "CodeSession": "api",
     "AsyncNetwork": "network",
     "AsyncPool": "pool",
     "AsyncProcess": "aio",
@@ -40,6 +49,7 @@ _WHERE = {
     "Image": "api",
     "Mount": "api",
     "Network": "network",
+    "OutputChunk": "sessions",
     "Pool": "pool",
     "PoolStats": "pool",
     "Process": "api",

@@ -29,11 +29,14 @@ from .runtime.process import AsyncInput, AsyncProcess, wait_ready
 from .runtime.results import ExecResult
 from .runtime.service import log_view
 from .security.seccomp import SeccompSpec
+from .sessions.results import CodeResult, OutputChunk
+from .sessions.sync import CodeSession
 
 if TYPE_CHECKING:
     from .runtime import copy  # imported by get_archive, its one use at run time
 
 __all__ = [
+    "CodeSession",
     "Container",
     "ContainerOptions",
     "ExecResult",
@@ -192,6 +195,60 @@ class Container:
             seccomp=seccomp,
         )
         return Process(_portal.run(call))
+
+    # -- code sessions and function calls (issue 19; the work is in sandkit/sessions/) ---------
+    # (a round trip runs on the calling thread: see sessions/sync.py)
+
+    def session(
+        self,
+        *,
+        python: str = "python3",
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        max_output: int | None = None,
+    ) -> CodeSession:
+        """A Python interpreter of its own in this container; see `AsyncContainer.session`."""
+        options = {"env": env, "workdir": workdir, "user": user, "max_output": max_output}
+        return CodeSession(self._core._sessions().new(python=python, **options))
+
+    def _default_session(self) -> CodeSession:
+        return CodeSession(self._core._sessions().default_core())
+
+    def start_python(self) -> None:
+        """Start the default session's interpreter now (a pool's ``python=True`` does)."""
+        self._default_session().start()
+
+    def run_code(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        on_stdout: Callable[[str], object] | None = None,
+        on_stderr: Callable[[str], object] | None = None,
+    ) -> CodeResult:
+        """Run Python ``code`` in the default session; see `AsyncCodeSession.run_code`."""
+        session = self._default_session()
+        return session.run_code(
+            code, timeout=timeout, env=env, on_stdout=on_stdout, on_stderr=on_stderr
+        )
+
+    def run_code_stream(
+        self, code: str, *, timeout: float | None = None, env: Mapping[str, str] | None = None
+    ) -> Iterator[OutputChunk | CodeResult]:
+        """`OutputChunk` s as the snippet writes them, then its `CodeResult`."""
+        return self._default_session().run_code_stream(code, timeout=timeout, env=env)
+
+    def call(self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Import and call ``target`` in the default session; see `AsyncCodeSession.call`."""
+        return self._default_session().call(target, *args, timeout=timeout, **kwargs)
+
+    def call_iter(
+        self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Iterate over a generator function's items; see `AsyncCodeSession.call_iter`."""
+        return self._default_session().call_iter(target, *args, timeout=timeout, **kwargs)
 
     # -- the main process (run=) --------------------------------------------------------------
     # (its logs and exit are read from the container's service thread: no call into the loop)

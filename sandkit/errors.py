@@ -50,6 +50,9 @@ __all__ = [  # noqa: RUF022 - in the order of the class hierarchy below
     "WorkdirError",
     "ExecError",
     "ExecTimeoutError",
+    "SessionError",
+    "CallTimeoutError",
+    "RemoteError",
     "PoolError",
     "PoolSpecError",
     "PoolClosedError",
@@ -285,6 +288,31 @@ class ExecError(SandkitError):
 class ExecTimeoutError(ExecError):
     """Raised by ``exec(..., check=True, timeout=...)`` when the command ran out of time and was
     killed with everything it started; ``.result`` holds what it wrote until then."""
+
+
+# --- code sessions and function calls (sandkit/sessions/) -----------------------------------
+
+
+class SessionError(ContainerError):
+    """A code session's interpreter could not start (no python3 in the image, a Python older than
+    3.8), died (exit code or signal in the message), or sent garbage on its channel. The
+    interpreter is gone; the next call on the session starts a fresh one."""
+
+
+class CallTimeoutError(SessionError, TimeoutError):
+    """A ``call``/``call_iter`` did not return within its ``timeout``: it was interrupted
+    (KeyboardInterrupt inside), and its interpreter killed when it did not stop in a second."""
+
+
+class RemoteError(SandkitError):
+    """The function a ``call``/``call_iter`` ran raised: ``.type_name``, ``.message`` and
+    ``.traceback`` are the remote exception's, as text (nothing is unpickled)."""
+
+    def __init__(self, type_name: str, message: str, traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
 
 
 # --- warm pools (`sandkit.Pool`) ---------------------------------------------------------------

@@ -35,6 +35,8 @@ LAYER_OF = {
     "sandkit.detached": "detached",
     "sandkit.detached.supervisor": "supervisor",
     "sandkit.runtime": "runtime",
+    "sandkit.sessions": "runtime",  # code sessions: the async core, used by the container
+    "sandkit.sessions.sync": "facade",  # their sync side: drives the loop thread (_portal)
     "sandkit": "facade",  # the package itself: the lazy public names
     "sandkit.aio": "facade",
     "sandkit.api": "facade",

@@ -85,6 +85,7 @@ class AsyncAttachedContainer:
     _config: dict[str, Any] | None
     _wanted_name: str | None = None
     _record: state.Record | None = None
+    _code_sessions: Any = attrs.field(default=None, init=False)  # sessions.ContainerSessions
 
     @classmethod
     def create(cls, image: ImageSource, **options: Any) -> AsyncAttachedContainer:
@@ -295,6 +296,17 @@ class AsyncAttachedContainer:
         container = cast(AsyncContainer, self)
         pid = int(reply.get("pid") or 0)
         return AsyncProcess(container, 0, pid, tuple(argv), *streams, tty=tty, link=link)
+
+    # -- code sessions and function calls: an in-process container's (they need `spawn`) ----
+
+    _sessions = AsyncContainer._sessions
+    _default_session = AsyncContainer._default_session
+    session = AsyncContainer.session
+    start_python = AsyncContainer.start_python
+    run_code = AsyncContainer.run_code
+    run_code_stream = AsyncContainer.run_code_stream
+    call = AsyncContainer.call
+    call_iter = AsyncContainer.call_iter
 
     # -- files ------------------------------------------------------------------------------
 

@@ -52,6 +52,8 @@ from ..net import store as net_store
 from ..security import capabilities
 from ..security import paths as security_paths
 from ..security import seccomp as seccomp_profiles
+from ..sessions.results import CodeResult, OutputChunk
+from ..sessions.session import AsyncCodeSession, ContainerSessions
 from . import environment, etcfiles, health, plan, prespawn, readiness, service, startup
 from .cgroups import CgroupStats, Limits, parse_size
 from .channel import ControlChannel
@@ -281,6 +283,8 @@ class AsyncContainer:
     # state, kept after the stop for `health` and `health_report`.
     _health_monitor: health.HealthMonitor | None = attrs.field(default=None, init=False)
     _health_state: health.HealthState | None = attrs.field(default=None, init=False)
+    # Code sessions (issue 19): made on first use, closed at stop.
+    _code_sessions: ContainerSessions | None = attrs.field(default=None, init=False)
     # Why it was stopped, when not by its own user (a warm pool's close), for the holder's errors.
     _stop_reason: str = attrs.field(default="", init=False)
 
@@ -582,6 +586,9 @@ class AsyncContainer:
         monitor, self._health_monitor = self._health_monitor, None
         if monitor is not None:
             monitor.close()  # likewise: its thread may be running a check
+        sessions, self._code_sessions = self._code_sessions, None
+        if sessions is not None:
+            sessions.close()  # their interpreters end with the container: close our pipe ends
         if self._channel is not None:
             self._channel.close()  # the init sees EOF: it kills everything and exits
             self._channel = None
@@ -1181,6 +1188,71 @@ class AsyncContainer:
             await process.wait()
         assert process.exit is not None
         return ExecOutcome(process.exit, process.usage, out, err, timed_out=timed_out)
+
+    # -- code sessions and function calls (issue 19) ----------------------------------------
+    # (the work is in sandkit/sessions/; an attached container shares these methods)
+
+    def _sessions(self) -> ContainerSessions:
+        if self._code_sessions is None:
+            self._code_sessions = ContainerSessions(self)
+        return self._code_sessions
+
+    def session(
+        self,
+        *,
+        python: str = "python3",
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        max_output: int | None = None,
+    ) -> AsyncCodeSession:
+        """A Python interpreter of its own in this container (started on first use): state
+        persists between its calls. ``max_output``: bytes of stdout and of stderr a result keeps
+        (default: the container's ``max_output`` if set, else 1 MiB)."""
+        options = {"env": env, "workdir": workdir, "user": user, "max_output": max_output}
+        return AsyncCodeSession(self._sessions().new(python=python, **options))
+
+    def _default_session(self) -> AsyncCodeSession:
+        return AsyncCodeSession(self._sessions().default_core())
+
+    async def start_python(self) -> None:
+        """Start the default session's interpreter now, so that the first `run_code` or `call`
+        does not wait for it."""
+        await self._default_session().start()
+
+    async def run_code(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        on_stdout: Callable[[str], object] | None = None,
+        on_stderr: Callable[[str], object] | None = None,
+    ) -> CodeResult:
+        """Run Python ``code`` in the container's default session; see
+        `AsyncCodeSession.run_code`."""
+        session = self._default_session()
+        return await session.run_code(
+            code, timeout=timeout, env=env, on_stdout=on_stdout, on_stderr=on_stderr
+        )
+
+    def run_code_stream(
+        self, code: str, *, timeout: float | None = None, env: Mapping[str, str] | None = None
+    ) -> AsyncIterator[OutputChunk | CodeResult]:
+        """`OutputChunk` s as the snippet writes them, then its `CodeResult`."""
+        return self._default_session().run_code_stream(code, timeout=timeout, env=env)
+
+    async def call(
+        self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Import and call ``target`` in the default session; see `AsyncCodeSession.call`."""
+        return await self._default_session().call(target, *args, timeout=timeout, **kwargs)
+
+    def call_iter(
+        self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """Iterate over a generator function's items; see `AsyncCodeSession.call_iter`."""
+        return self._default_session().call_iter(target, *args, timeout=timeout, **kwargs)
 
     # -- files ----------------------------------------------------------------------------
 

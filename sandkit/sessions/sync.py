@@ -1,0 +1,197 @@
+"""The sync side of code sessions: `CodeSession`, and the driver that runs a request's flow on
+the calling thread, blocking on the interpreter's pipes with poll. Only starting, signalling and
+killing the interpreter go through the event-loop thread (`sandkit._portal`); a round trip does
+not, which keeps it well under a millisecond."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Self
+
+from .. import _portal
+from ..runtime.process import wait_ready
+from .results import CodeResult, OutputChunk
+from .session import (
+    _NOTHING,
+    _TIMED_OUT,
+    SessionCore,
+    _AsyncLink,
+    _code,
+    _Command,
+    _Deliver,
+    _Ended,
+    _Flow,
+    _output_callback,
+    _Receive,
+    _Send,
+    _StopIteration,
+    call_arguments,
+    call_flow,
+    check_target,
+    run_flow,
+)
+from .wire import ChannelGarbage
+
+
+class _SyncLink:
+    """Carries out a flow's commands on the calling thread: poll on the pipes; only starting,
+    signalling and killing go through the event loop."""
+
+    def __init__(self, core: SessionCore) -> None:
+        self.core = core
+
+    def send(self, data: bytes) -> None:
+        interpreter = self.core.interpreter
+        assert interpreter is not None
+        view = memoryview(data)
+        try:
+            while view := interpreter.write_some(view):
+                wait_ready(interpreter.request_fd, write=True)
+        except BrokenPipeError:
+            pass  # it died: the next receive reads the end of its channel
+
+    def receive(self, deadline: float | None) -> Any:
+        interpreter = self.core.interpreter
+        assert interpreter is not None
+        try:
+            while (event := interpreter.next_event()) is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return _TIMED_OUT
+                if wait_ready(interpreter.reply_fd, timeout=remaining) and not (
+                    interpreter.read_some()
+                ):
+                    return _Ended(_portal.run(self.core.reap))
+        except ChannelGarbage as exc:
+            return _Ended(_portal.run(self.core.garbage, exc))
+        return event
+
+    def execute(self, command: _Command) -> Any:
+        if isinstance(command, _Send):
+            return self.send(command.data)
+        if isinstance(command, _Receive):
+            return self.receive(command.deadline)
+        return _portal.run(_AsyncLink(self.core).execute, command)
+
+
+def drive_sync(core: SessionCore, flow: _Flow) -> Iterator[Any]:
+    """Run ``flow`` on this thread; yields what it delivers, then what it returns."""
+    with core.exclusive(threading.current_thread()):
+        if core.interpreter is None:
+            _portal.run(core.start)
+        link = _SyncLink(core)
+        finished = False
+        try:
+            answer = None
+            while True:
+                try:
+                    command = flow.send(answer)
+                except StopIteration as done:
+                    finished = True
+                    yield done.value
+                    return
+                except BaseException:
+                    finished = True
+                    raise
+                if isinstance(command, _Deliver):
+                    answer = None
+                    try:
+                        yield command.item
+                    except GeneratorExit:
+                        finished = _finish_sync(link, flow)
+                        return
+                else:
+                    answer = link.execute(command)
+        finally:
+            if not finished:  # interrupted mid-request: the interpreter's state is unknown
+                _portal.run(core.kill)
+
+
+def _finish_sync(link: _SyncLink, flow: _Flow) -> bool:
+    """The caller let go of a stream: let the flow stop the remote side, delivering nothing."""
+    try:
+        command = flow.throw(_StopIteration())
+        while True:
+            answer = None if isinstance(command, _Deliver) else link.execute(command)
+            command = flow.send(answer)
+    except StopIteration:
+        return True
+    except Exception:  # noqa: BLE001 - the caller has gone: nobody to tell
+        return True
+
+
+def _last(items: Iterator[Any], deliver: Callable[[Any], None] | None = None) -> Any:
+    last = None
+    for last in items:
+        if deliver is not None and isinstance(last, OutputChunk):
+            deliver(last)
+    return last
+
+
+class CodeSession:
+    """A Python interpreter of its own in a container (``c.session()``); state persists between
+    calls. Started on first use (or `start`); `close` (or leaving ``with``) ends it."""
+
+    def __init__(self, core: SessionCore) -> None:
+        self._core = core
+
+    def start(self) -> Self:
+        """Start the interpreter now, so that the first call does not wait for it."""
+        with self._core.exclusive(threading.current_thread()):
+            _portal.run(self._core.start)
+        return self
+
+    def run_code(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        on_stdout: Callable[[str], object] | None = None,
+        on_stderr: Callable[[str], object] | None = None,
+    ) -> CodeResult:
+        """Run ``code``; see `AsyncCodeSession.run_code`."""
+        flow = run_flow(_code(code), env, timeout, self._core.max_output)
+        return _last(drive_sync(self._core, flow), _output_callback(on_stdout, on_stderr))
+
+    def run_code_stream(
+        self, code: str, *, timeout: float | None = None, env: Mapping[str, str] | None = None
+    ) -> Iterator[OutputChunk | CodeResult]:
+        """`OutputChunk` s as the snippet writes them, then its `CodeResult`."""
+        return drive_sync(self._core, run_flow(_code(code), env, timeout, self._core.max_output))
+
+    def call(self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Import and call ``target``; see `AsyncCodeSession.call`."""
+        flow = call_flow(check_target(target), *call_arguments(args, kwargs), timeout, stream=False)
+        return _last(drive_sync(self._core, flow))
+
+    def call_iter(
+        self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Call a generator function ``target`` and iterate over its items as they come."""
+        flow = call_flow(check_target(target), *call_arguments(args, kwargs), timeout, stream=True)
+        return _items(drive_sync(self._core, flow))
+
+    def close(self) -> None:
+        """End the interpreter and everything it started."""
+        self._core.closed = True
+        _portal.run(self._core.kill)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _items(delivered: Iterator[Any]) -> Iterator[Any]:
+    """The items of a call_iter, without the flow's final return value (None)."""
+    with contextlib.closing(delivered):  # type: ignore[type-var] # a generator
+        previous: Any = _NOTHING
+        for item in delivered:
+            if previous is not _NOTHING:
+                yield previous
+            previous = item
