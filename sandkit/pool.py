@@ -34,7 +34,13 @@ import attrs
 
 from . import _portal, errors
 from .api import Container, container_of
-from .runtime.container import AsyncContainer, ImageSource, resolve_image, stopped_because
+from .runtime.container import (
+    AsyncContainer,
+    ImageSource,
+    resolve_image,
+    stopped_because,
+    without_spares,
+)
 from .runtime.options import ContainerOptions
 
 __all__ = ["AsyncPool", "Pool", "PoolStats"]
@@ -344,7 +350,7 @@ class AsyncPool:
             await self._changed.wait()
 
     async def _make(self) -> AsyncContainer:
-        container = AsyncContainer(self._image, **self._options)
+        container = without_spares(AsyncContainer(self._image, **self._options))
         await container.start()
         try:
             if self._python:

@@ -21,7 +21,7 @@ from rootfs import make_busybox_rootfs
 import sandkit
 from sandkit import errors
 from sandkit.pool import retry_delay
-from sandkit.runtime import cgroups
+from sandkit.runtime import cgroups, prespawn
 
 pytestmark = pytest.mark.slow
 
@@ -330,6 +330,43 @@ def test_async_pool_close_with_a_container_in_use(busybox, backend, no_leaks):
     assert not _inits()
 
 
-def test_python_pool_has_its_interpreter_started(busybox):
-    if not hasattr(sandkit.AsyncContainer, "start_python"):
-        pytest.skip("code sessions (start_python) are not in this branch yet")
+# -- python=True --------------------------------------------------------------------------------
+
+
+def test_a_python_pool_hands_out_containers_with_their_interpreter_started(no_leaks):
+    with sandkit.Pool("host", size=2, python=True) as pool:
+        pool.wait_ready()
+        with pool.container() as c:
+            # the interpreter runs before anything was asked of the container
+            assert b"python3" in c.exec(["sh", "-c", "cat /proc/[0-9]*/comm"]).stdout
+            c.run_code("secret = 42")
+            assert c.run_code("secret").value == "42"
+        with pool.container() as c:
+            assert b"python3" in c.exec(["sh", "-c", "cat /proc/[0-9]*/comm"]).stdout
+            result = c.run_code("secret")  # a fresh interpreter in a fresh container
+            assert result.error is not None and result.error.name == "NameError"
+            assert c.run_code("1 + 1").value == "2"
+
+
+def test_a_python_pool_of_an_image_without_python_fails_at_construction(busybox, no_leaks):
+    with pytest.raises(errors.SessionError, match="python3"):
+        sandkit.Pool(busybox, size=2, python=True)
+
+
+# -- spares -------------------------------------------------------------------------------------
+
+
+def test_pool_containers_leave_no_spare_behind(busybox, monkeypatch, no_leaks):
+    # Spares on, as users have them: the pool starts its containers' successors itself, within
+    # its limits, so their stops ask for no spare that would outlive the pool.
+    monkeypatch.setenv("SANDKIT_PRESPAWN", "1")
+    prespawn.drain()
+    with sandkit.Pool(busybox, size=2) as pool:
+        for _ in range(3):
+            with pool.container() as c:
+                c.exec(["true"], check=True)
+        wait_until(lambda: pool.stats.destroyed == 3, "the used containers' teardown")
+    # (a stop's request for a spare is filed at once: after close() it would show here)
+    assert prespawn.spares() == []
+    assert not prespawn._pool._wanted
+    assert prespawn._pool._making is None
