@@ -37,6 +37,7 @@ from .api import Container, container_of
 from .runtime.container import (
     AsyncContainer,
     ImageSource,
+    init_alive,
     resolve_image,
     stopped_because,
     without_spares,
@@ -431,7 +432,7 @@ class AsyncPool:
     def _take_ready(self) -> AsyncContainer | None:
         while self._ready:
             container = self._ready.popleft()
-            if container.running:
+            if init_alive(container):
                 return container
             self._counts["failed"] += 1  # it died while ready (killed from outside)
             self._destroy_soon(container)

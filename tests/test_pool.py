@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -144,6 +145,23 @@ def test_32_threads_at_once(busybox, no_leaks):
         assert stats.hits + stats.misses == 32
         assert stats.in_use == 0
     assert pool.stats.destroyed == pool.stats.created
+
+
+def test_a_ready_container_killed_from_outside_is_not_handed_out(busybox, no_leaks):
+    with sandkit.Pool(busybox, size=2) as pool:
+        pool.wait_ready()
+        ready_inits = _inits()  # nothing is in use: every init is a ready container's
+        assert len(ready_inits) == 2
+        for pid in ready_inits:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: all(_is_zombie(pid) for pid in ready_inits), "the inits to die")
+        with pool.container() as c:
+            assert c.exec(["echo", "ok"]).stdout == b"ok\n"
+        assert pool.stats.failed == 2
+
+
+def _is_zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
 
 
 # -- close ------------------------------------------------------------------------------------

@@ -1821,6 +1821,12 @@ async def init_exited(container: AsyncContainer) -> None:
     await anyio.wait_readable(container._init.pidfd)
 
 
+def init_alive(container: AsyncContainer) -> bool:
+    """Whether the running container's init is still there (`running` learns of a death only
+    when the channel is next used): a warm pool checks it before handing the container out."""
+    return container.running and container._init is not None and container._init.poll() is None
+
+
 @attrs.frozen
 class ProcessLink:
     """What an `AsyncProcess` asks of the container that started it: its exit, signals, and
