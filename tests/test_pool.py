@@ -14,7 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import host_footprint
+from conftest import host_footprint, run_unprivileged
 from polling import wait_until
 from proctable import children
 from rootfs import make_busybox_rootfs
@@ -220,6 +220,20 @@ def test_rootless_pool(as_unprivileged):
     in_pool, leftover, after = as_unprivileged(use_a_pool)
     assert in_pool >= 1
     assert (leftover, after) == (b"", 0)
+
+
+def test_a_forked_child_cannot_use_its_parents_pool(busybox, no_leaks):
+    def in_the_child(pool: sandkit.Pool) -> str:
+        refused = pytest.raises(errors.PoolClosedError, match="a forked child makes a pool")
+        with refused, pool.container():
+            pass
+        pool.close()  # nothing: the parent's containers are not the child's to end
+        return "ok"
+
+    with sandkit.Pool(busybox, size=1) as pool:
+        assert run_unprivileged(in_the_child, pool, unprivileged=False) == "ok"
+        with pool.container() as c:  # the parent's pool is unharmed
+            c.exec(["true"], check=True)
 
 
 # -- starts that fail -------------------------------------------------------------------------
