@@ -225,15 +225,21 @@ class AsyncPool:
         waiter = _Waiter()
         self._waiters.append(waiter)
         self._notify()
-        with anyio.move_on_after(timeout):
-            await waiter.arrived.wait()
+        try:
+            with anyio.move_on_after(timeout):
+                await waiter.arrived.wait()
+        except BaseException:  # cancelled: what was given to it goes to the next caller
+            self._abandon(waiter)
+            raise
         if not waiter.arrived.is_set():
             self._waiters.remove(waiter)
             raise self._timed_out(timeout)
         if waiter.error is not None:
             raise waiter.error
+        if self._state != "open":  # close() came between: it ended the container given
+            raise errors.PoolClosedError("the pool was closed")
         assert waiter.container is not None
-        return self._hand_out(waiter.container)
+        return waiter.container  # in use since it was given (see _deliver)
 
     def release(self, container: AsyncContainer) -> None:
         """Give back a container `acquire` handed out: it is destroyed in the background (never
@@ -291,10 +297,9 @@ class AsyncPool:
         """End every container, ready and in use (whoever holds one then gets
         `ContainerNotRunningError` on its next call), and wait until all are gone. Safe to call
         again."""
-        if self._state == "new":
+        if self._events is None:  # never started: nothing to end
             self._state = "closed"
             return
-        assert self._events is not None
         if self._state == "open":
             self._state = "closing"
             self._fail_waiters(errors.PoolClosedError("the pool was closed"))
@@ -439,6 +444,15 @@ class AsyncPool:
             self._counts["failed"] += 1  # it died while ready (killed from outside)
             self._destroy_soon(container)
         return None
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """A waiting caller gave up (cancelled): it waits no more, and a container given to it,
+        never seen by anyone, is as good as new."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+        if waiter.container is not None and waiter.container in self._in_use:
+            self._in_use.discard(waiter.container)
+            self._deliver(waiter.container)
 
     def _hand_out(self, container: AsyncContainer) -> AsyncContainer:
         self._in_use.add(container)
