@@ -43,6 +43,7 @@ from .runtime.container import (
     without_spares,
 )
 from .runtime.options import ContainerOptions
+from .runtime.ports import parse_ports
 
 __all__ = ["AsyncPool", "Pool", "PoolStats"]
 
@@ -118,6 +119,18 @@ def cap_of(size: int, max_containers: int | None) -> int:
     return cap
 
 
+def _check_shareable(options: ContainerOptions, cap: int) -> None:
+    """Refuse options that several containers alive at once cannot all have: a fixed host port
+    (the second start would find it taken, and the pool would keep failing)."""
+    fixed = [spec for spec in parse_ports(options.get("ports")) if spec.host_port]
+    if fixed and cap > 1:
+        raise errors.PoolSpecError(
+            f"up to {cap} containers of the pool are alive at once, and only one can publish on "
+            f'host port {fixed[0].host_port}: leave the host port out (ports=["{fixed[0].key}"]) '
+            "and ask each container its own with c.port()"
+        )
+
+
 @attrs.define(eq=False)
 class _Waiter:
     """A `container()` call that found nothing ready: given a container, or an error."""
@@ -161,6 +174,7 @@ class AsyncPool:
             )
         self._cap = cap_of(size, max_containers)
         AsyncContainer(image, **container_options)  # bad options fail here, making nothing
+        _check_shareable(container_options, self._cap)
         self._image = resolve_image(image)  # looked up once, here, not by every start
         self._size = size
         self._python = python

@@ -262,7 +262,7 @@ def test_a_bad_option_fails_at_construction_and_leaves_nothing(busybox, no_leaks
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(errors.PortInUseError):
-            sandkit.Pool(busybox, size=2, network="none", ports=[f"127.0.0.1:{port}:80"])
+            sandkit.Pool(busybox, size=1, max_containers=1, ports=[f"127.0.0.1:{port}:80"])
 
 
 def test_failing_starts_back_off_and_reach_the_waiting_callers(tmp_path, no_leaks, new_inits):
@@ -304,6 +304,7 @@ def test_retry_delays_grow_to_a_ceiling():
         ({"size": 2, "max_containers": 10**9}, "RLIMIT_NOFILE"),
         ({"size": 10**9}, "RLIMIT_NOFILE"),
         ({"size": 2, "detach": True}, "leave out detach=True"),
+        ({"size": 1, "ports": ["127.0.0.1:8080:80"]}, r"leave the host port out .*80/tcp"),
     ],
 )
 def test_bad_pool_arguments_are_refused_before_anything_starts(
