@@ -150,6 +150,22 @@ def test_32_threads_at_once(busybox, no_leaks):
     assert pool.stats.destroyed == pool.stats.created
 
 
+def test_what_a_holder_does_stays_with_its_container(busybox, no_leaks):
+    with sandkit.Pool(busybox, size=2, pids_limit=64, memory="64m") as pool:
+        with pool.container() as c:
+            # a fork bomb: it hits the container's pids limit, and ends with the container
+            bomb = c.exec(["sh", "-c", "f() { f | f & }; f; sleep 1"], timeout=5)
+            assert b"can't fork" in bomb.stderr or bomb.timed_out
+        kept = c
+        with pool.container() as c:
+            c.kill()  # the holder ends its container itself: leaving the block is still fine
+        with pool.container() as c:
+            assert c.exec(["echo", "ok"]).stdout == b"ok\n"
+        wait_until(lambda: not kept.running, "the first container's teardown")
+        with pytest.raises(errors.ContainerNotRunningError):
+            kept.exec(["true"])  # a reference kept past the block reaches nothing
+
+
 def test_a_ready_container_killed_from_outside_is_not_handed_out(busybox, no_leaks, new_inits):
     with sandkit.Pool(busybox, size=2) as pool:
         pool.wait_ready()
