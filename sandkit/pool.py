@@ -220,14 +220,14 @@ class AsyncPool:
         """A started container nobody has used, for the ``async with`` block; leaving the block
         destroys it in the background. Waits up to ``timeout`` s when none is ready
         (`PoolExhaustedError` then); `PoolStartError` when the pool's starts fail."""
-        container = await self.acquire(timeout)
+        container = await self._acquire(timeout)
         try:
             yield container
         finally:
-            self.release(container)
+            self._release(container)
 
-    async def acquire(self, timeout: float | None = 30.0) -> AsyncContainer:
-        """`container()` without the block: the caller gives the container back with `release`."""
+    async def _acquire(self, timeout: float | None = 30.0) -> AsyncContainer:
+        """`container()`'s hand-out: the caller gives the container back with `_release`."""
         self._check_open()
         container = self._take_ready()
         if container is not None:
@@ -255,9 +255,10 @@ class AsyncPool:
         assert waiter.container is not None
         return waiter.container  # in use since it was given (see _deliver)
 
-    def release(self, container: AsyncContainer) -> None:
-        """Give back a container `acquire` handed out: it is destroyed in the background (never
-        handed out again). Returns at once; safe to call again, and after `close`."""
+    def _release(self, container: AsyncContainer) -> None:
+        """Give back a container `_acquire` handed out: it is destroyed in the background (never
+        handed out again). Returns at once, never raises (the sync `Pool` calls it on the loop
+        thread, where an error would end the loop); safe to call again, and after `close`."""
         if container not in self._in_use:
             return  # given back before, or already ended by close()
         self._in_use.discard(container)
@@ -553,11 +554,11 @@ class Pool:
         """A started container nobody has used, for the ``with`` block; leaving the block
         destroys it in the background. Waits up to ``timeout`` s when none is ready
         (`PoolExhaustedError` then); `PoolStartError` when the pool's starts fail."""
-        core = self._run(self._core.acquire, timeout)
+        core = self._run(self._core._acquire, timeout)
         try:
             yield container_of(core)
         finally:
-            _portal.run_soon(self._core.release, core)
+            _portal.run_soon(self._core._release, core)
 
     def wait_ready(self, timeout: float | None = 60.0) -> None:
         """Wait until the pool holds ``size`` ready containers; see `AsyncPool.wait_ready`."""
