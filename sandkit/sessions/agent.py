@@ -42,7 +42,6 @@ class Unsendable(TypeError):
     """A value msgpack (as we speak it) cannot carry."""
 
 
-
 # --- msgpack, the subset the host speaks (no ext types) ------------------------------------------
 
 
@@ -97,7 +96,7 @@ def _pack_int(value, out, where):
         out.append(struct.pack("b", value))
     elif -(2**63) <= value < 0:
         out.append(b"\xd3" + struct.pack(">q", value))
-    elif value < 2**64:
+    elif 0 <= value < 2**64:
         out.append(b"\xcf" + struct.pack(">Q", value))
     else:
         raise Unsendable(f"{where}: the int {value} does not fit in 64 bits")

@@ -91,6 +91,14 @@ class _Ended:
 
 _TIMED_OUT = object()  # answer to a _Receive whose deadline passed
 
+
+@attrs.frozen
+class Final:
+    """What a driver yields last: the flow's return value (a CodeResult; a call's result)."""
+
+    value: Any
+
+
 _Command = _Send | _Receive | _Interrupt | _Kill | _Deliver
 _Flow = Generator[_Command, Any, Any]
 
@@ -485,7 +493,7 @@ async def drive_async(core: SessionCore, flow: _Flow) -> AsyncIterator[Any]:
                     command = flow.send(answer)
                 except StopIteration as done:
                     finished = True
-                    yield done.value
+                    yield Final(done.value)
                     return
                 except BaseException:
                     finished = True
@@ -534,7 +542,11 @@ def _output_callback(
     return deliver
 
 
-_NOTHING = object()
+async def _unwrapped_async(delivered: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A run flow's chunks, then its result itself."""
+    async with contextlib.aclosing(delivered):  # type: ignore[type-var] # an async generator
+        async for item in delivered:
+            yield item.value if isinstance(item, Final) else item
 
 
 def _code(code: object) -> str:
@@ -570,20 +582,22 @@ class AsyncCodeSession:
         ``env`` sets environment variables for this snippet only. ``on_stdout``/``on_stderr``
         get the output as it comes. Errors in the code are in ``result.error``."""
         deliver = _output_callback(on_stdout, on_stderr)
-        last = None
         flow = run_flow(_code(code), env, timeout, self._core.max_output)
         async with contextlib.aclosing(drive_async(self._core, flow)) as delivered:
-            async for last in delivered:
-                if deliver is not None and isinstance(last, OutputChunk):
-                    deliver(last)
-        return last  # type: ignore[return-value] # the flow's last item is its result
+            async for item in delivered:
+                if isinstance(item, Final):
+                    return item.value  # type: ignore[no-any-return] # a run flow's: CodeResult
+                if deliver is not None:
+                    deliver(item)
+        raise AssertionError("a flow ends with its result")
 
     def run_code_stream(
         self, code: str, *, timeout: float | None = None, env: Mapping[str, str] | None = None
     ) -> AsyncIterator[OutputChunk | CodeResult]:
         """`OutputChunk` s as the snippet writes them, then its `CodeResult` (use
         ``contextlib.aclosing`` to stop early)."""
-        return drive_async(self._core, run_flow(_code(code), env, timeout, self._core.max_output))
+        flow = run_flow(_code(code), env, timeout, self._core.max_output)
+        return _unwrapped_async(drive_async(self._core, flow))
 
     async def call(
         self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -594,11 +608,11 @@ class AsyncCodeSession:
         `RemoteError` for an exception inside, `CallTimeoutError` after ``timeout`` seconds,
         `SessionError` when the interpreter died."""
         flow = call_flow(check_target(target), *call_arguments(args, kwargs), timeout, stream=False)
-        result = None
         async with contextlib.aclosing(drive_async(self._core, flow)) as delivered:
             async for item in delivered:
-                result = item
-        return result
+                if isinstance(item, Final):
+                    return item.value
+        raise AssertionError("a flow ends with its result")
 
     async def call_iter(
         self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -606,12 +620,11 @@ class AsyncCodeSession:
         """Call a generator function and iterate over its items as they come (a few ahead at
         most); leaving the loop closes the generator inside. ``timeout`` is per item."""
         flow = call_flow(check_target(target), *call_arguments(args, kwargs), timeout, stream=True)
-        previous: Any = _NOTHING
         async with contextlib.aclosing(drive_async(self._core, flow)) as delivered:
             async for item in delivered:
-                if previous is not _NOTHING:
-                    yield previous
-                previous = item
+                if isinstance(item, Final):
+                    return
+                yield item
 
     async def close(self) -> None:
         """End the interpreter and everything it started."""

@@ -15,8 +15,8 @@ from .. import _portal
 from ..runtime.process import wait_ready
 from .results import CodeResult, OutputChunk
 from .session import (
-    _NOTHING,
     _TIMED_OUT,
+    Final,
     SessionCore,
     _AsyncLink,
     _code,
@@ -91,7 +91,7 @@ def drive_sync(core: SessionCore, flow: _Flow) -> Iterator[Any]:
                     command = flow.send(answer)
                 except StopIteration as done:
                     finished = True
-                    yield done.value
+                    yield Final(done.value)
                     return
                 except BaseException:
                     finished = True
@@ -123,12 +123,15 @@ def _finish_sync(link: _SyncLink, flow: _Flow) -> bool:
         return True
 
 
-def _last(items: Iterator[Any], deliver: Callable[[Any], None] | None = None) -> Any:
-    last = None
-    for last in items:
-        if deliver is not None and isinstance(last, OutputChunk):
-            deliver(last)
-    return last
+def _final(delivered: Iterator[Any], deliver: Callable[[Any], None] | None = None) -> Any:
+    """The flow's result, handing what it delivers on the way to ``deliver``."""
+    with contextlib.closing(delivered):  # type: ignore[type-var] # a generator
+        for item in delivered:
+            if isinstance(item, Final):
+                return item.value
+            if deliver is not None:
+                deliver(item)
+    raise AssertionError("a flow ends with its result")
 
 
 class CodeSession:
@@ -155,18 +158,19 @@ class CodeSession:
     ) -> CodeResult:
         """Run ``code``; see `AsyncCodeSession.run_code`."""
         flow = run_flow(_code(code), env, timeout, self._core.max_output)
-        return _last(drive_sync(self._core, flow), _output_callback(on_stdout, on_stderr))
+        return _final(drive_sync(self._core, flow), _output_callback(on_stdout, on_stderr))  # type: ignore[no-any-return]
 
     def run_code_stream(
         self, code: str, *, timeout: float | None = None, env: Mapping[str, str] | None = None
     ) -> Iterator[OutputChunk | CodeResult]:
         """`OutputChunk` s as the snippet writes them, then its `CodeResult`."""
-        return drive_sync(self._core, run_flow(_code(code), env, timeout, self._core.max_output))
+        flow = run_flow(_code(code), env, timeout, self._core.max_output)
+        return _unwrapped(drive_sync(self._core, flow))
 
     def call(self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """Import and call ``target``; see `AsyncCodeSession.call`."""
         flow = call_flow(check_target(target), *call_arguments(args, kwargs), timeout, stream=False)
-        return _last(drive_sync(self._core, flow))
+        return _final(drive_sync(self._core, flow))
 
     def call_iter(
         self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -190,8 +194,14 @@ class CodeSession:
 def _items(delivered: Iterator[Any]) -> Iterator[Any]:
     """The items of a call_iter, without the flow's final return value (None)."""
     with contextlib.closing(delivered):  # type: ignore[type-var] # a generator
-        previous: Any = _NOTHING
         for item in delivered:
-            if previous is not _NOTHING:
-                yield previous
-            previous = item
+            if isinstance(item, Final):
+                return
+            yield item
+
+
+def _unwrapped(delivered: Iterator[Any]) -> Iterator[Any]:
+    """A run flow's chunks, then its result itself."""
+    with contextlib.closing(delivered):  # type: ignore[type-var] # a generator
+        for item in delivered:
+            yield item.value if isinstance(item, Final) else item
