@@ -126,13 +126,19 @@ def run_flow(code: str, env: Mapping[str, str] | None, timeout: float | None, li
         )
 
     yield _Send(AgentProtocol.run(code, env, limit))
-    deadline, timed_out = _deadline(timeout), False
+    deadline, timed_out, abandoned = _deadline(timeout), False, False
     while True:
         event = yield _Receive(deadline)
         if isinstance(event, Output):
             text = output.add(event.stream, event.data)
-            if text:
+            if not text or abandoned:
+                continue
+            try:
                 yield _Deliver(OutputChunk(event.stream, text))
+            except _StopIteration:  # the caller let go: interrupt, as a timeout would
+                abandoned = timed_out = True
+                deadline = _deadline(INTERRUPT_GRACE)
+                yield _Interrupt()
         elif isinstance(event, Done):
             error = CodeError(*event.error) if event.error else None
             return result(
