@@ -7,6 +7,8 @@ import dataclasses
 import datetime
 import math
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import attrs
@@ -156,3 +158,15 @@ def test_the_agent_refuses_what_it_cannot_send() -> None:
     with pytest.raises(TypeError, match="does not fit in 64 bits"):
         AGENT["pack"](-(2**63) - 1)
     assert AGENT["unpack"](AGENT["pack"](Point(1, [math.inf]))) == {"x": 1, "y": [math.inf]}
+
+
+def test_the_agent_needs_nothing_newer_than_python_3_8(tmp_path: Path) -> None:
+    # vermin reads the source for the minimum version of each construct and library call
+    # (test_sessions.py also runs it under a real 3.8)
+    agent = Path(protocol.__file__).with_name("agent.py")
+    check = [str(Path(sys.executable).with_name("vermin")), "-t=3.8-", "--no-tips", "--violations"]
+    found = subprocess.run([*check, str(agent)], capture_output=True, text=True)
+    assert found.returncode == 0, found.stdout
+    newer = tmp_path / "newer.py"  # the check itself catches what 3.8 lacks
+    newer.write_text(agent.read_text() + "\n'x'.removeprefix('y')\n")
+    assert subprocess.run([*check, str(newer)], capture_output=True).returncode != 0

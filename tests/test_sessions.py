@@ -377,15 +377,18 @@ def test_a_fork_bomb_is_contained() -> None:
 
 
 def test_memory_hunger_is_ended_by_the_memory_limit() -> None:
-    with sandkit.Container("host", memory="64m", memory_swap="64m") as box:
-        with box.session() as s, box.session() as other:
-            other.run_code("x = 1")
-            r = s.run_code("hog = bytearray(512 * 1024 * 1024)", timeout=30)
-            assert r.restarted and r.error is not None
-            if r.error.name == "SessionError":  # OOM-killed (else: MemoryError, also fine)
-                assert "SIGKILL" in r.error.value and "memory limit, 64m" in r.error.value
-            assert s.run_code("1").value == "1"
-            assert other.run_code("x").value == "1"
+    with (
+        sandkit.Container("host", memory="64m", memory_swap="64m") as box,
+        box.session() as s,
+        box.session() as other,
+    ):
+        other.run_code("x = 1")
+        r = s.run_code("hog = bytearray(512 * 1024 * 1024)", timeout=30)
+        assert r.restarted and r.error is not None
+        assert r.error.name == "SessionError"  # OOM-killed
+        assert "SIGKILL" in r.error.value and "memory limit, 64m" in r.error.value
+        assert s.run_code("1").value == "1"
+        assert other.run_code("x").value == "1"
 
 
 def test_closing_its_stdio_and_the_channel(c) -> None:
@@ -452,9 +455,11 @@ def test_no_python_in_the_image(busybox) -> None:
 
 
 def test_a_python_that_fails_to_start_says_how() -> None:
-    with sandkit.Container("host") as box:
-        with pytest.raises(SessionError, match=r"could not start: it exited with code 2: .*sh"):
-            box.session(python="sh").run_code("1")
+    with (
+        sandkit.Container("host") as box,
+        pytest.raises(SessionError, match=r"could not start: it exited with code 2: .*sh"),
+    ):
+        box.session(python="sh").run_code("1")
 
 
 def test_the_session_is_closed_with_the_container() -> None:
@@ -506,15 +511,17 @@ def test_a_detached_container_runs_sessions_too() -> None:
 
 @pytest.mark.skipif(not (PY38 / "bin" / "python3.8").exists(), reason="needs pyenv's 3.8.18")
 def test_the_agent_runs_on_python_3_8() -> None:
-    with sandkit.Container("host", mounts=[f"{PY38}:{PY38}:ro"]) as box:
-        with box.session(python=str(PY38 / "bin" / "python3.8")) as s:
-            r = s.run_code("import sys\nprint('hi')\nsys.version_info[:2]")
-            assert (r.value, r.stdout) == ("(3, 8)", "hi\n")
-            assert s.run_code("1/0").error.name == "ZeroDivisionError"
-            assert s.call("os.path:join", "a", "b") == "a/b"
-            assert list(s.call_iter("itertools:repeat", 1, 3)) == [1, 1, 1]
-            timed = s.run_code("while True: pass", timeout=0.3)
-            assert timed.timed_out and timed.error.name == "KeyboardInterrupt"
+    with (
+        sandkit.Container("host", mounts=[f"{PY38}:{PY38}:ro"]) as box,
+        box.session(python=str(PY38 / "bin" / "python3.8")) as s,
+    ):
+        r = s.run_code("import sys\nprint('hi')\nsys.version_info[:2]")
+        assert (r.value, r.stdout) == ("(3, 8)", "hi\n")
+        assert s.run_code("1/0").error.name == "ZeroDivisionError"
+        assert s.call("os.path:join", "a", "b") == "a/b"
+        assert list(s.call_iter("itertools:repeat", 1, 3)) == [1, 1, 1]
+        timed = s.run_code("while True: pass", timeout=0.3)
+        assert timed.timed_out and timed.error.name == "KeyboardInterrupt"
 
 
 def test_rootless(as_unprivileged) -> None:

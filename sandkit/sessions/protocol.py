@@ -185,7 +185,7 @@ def _error(error: Any) -> tuple[str, str, str] | None:
     _need(isinstance(error, dict), "error")
     fields = (error.get("name"), error.get("value"), error.get("traceback"))
     _need(all(isinstance(f, str) for f in fields), "error fields")
-    return fields  # type: ignore[return-value] # checked just above
+    return fields  # checked just above
 
 
 def _packed(data: Any) -> Any:

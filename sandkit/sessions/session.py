@@ -20,7 +20,15 @@ import re
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -485,7 +493,7 @@ class _AsyncLink:
         return await self.core.kill()
 
 
-async def drive_async(core: SessionCore, flow: _Flow) -> AsyncIterator[Any]:
+async def drive_async(core: SessionCore, flow: _Flow) -> AsyncGenerator[Any, None]:
     """Run ``flow`` on the event loop; yields what it delivers, then what it returns."""
     with core.exclusive(anyio.get_current_task()):
         if core.interpreter is None:
@@ -527,8 +535,9 @@ async def _finish_async(link: _AsyncLink, flow: _Flow) -> bool:
                 command = flow.send(answer)
     except StopIteration:
         return True
-    except Exception:  # noqa: BLE001 - the caller has gone: nobody to tell
-        return True
+    except Exception:  # noqa: BLE001 - the caller has gone: nobody to tell; the driver kills
+        return False
+    return False  # not reached: the loop ends with the flow
 
 
 # --- the public session objects ------------------------------------------------------------------
@@ -548,9 +557,9 @@ def _output_callback(
     return deliver
 
 
-async def _unwrapped_async(delivered: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _unwrapped_async(delivered: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
     """A run flow's chunks, then its result itself."""
-    async with contextlib.aclosing(delivered):  # type: ignore[type-var] # an async generator
+    async with contextlib.aclosing(delivered):
         async for item in delivered:
             yield item.value if isinstance(item, Final) else item
 
@@ -592,7 +601,7 @@ class AsyncCodeSession:
         async with contextlib.aclosing(drive_async(self._core, flow)) as delivered:
             async for item in delivered:
                 if isinstance(item, Final):
-                    return item.value  # type: ignore[no-any-return] # a run flow's: CodeResult
+                    return item.value  # a run flow's: its CodeResult
                 if deliver is not None:
                     deliver(item)
         raise AssertionError("a flow ends with its result")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any, Self
 
 from .. import _portal
@@ -77,7 +77,7 @@ class _SyncLink:
         return _portal.run(_AsyncLink(self.core).execute, command)
 
 
-def drive_sync(core: SessionCore, flow: _Flow) -> Iterator[Any]:
+def drive_sync(core: SessionCore, flow: _Flow) -> Generator[Any, None, None]:
     """Run ``flow`` on this thread; yields what it delivers, then what it returns."""
     with core.exclusive(threading.current_thread()):
         if core.interpreter is None:
@@ -119,8 +119,9 @@ def _finish_sync(link: _SyncLink, flow: _Flow) -> bool:
             command = flow.send(answer)
     except StopIteration:
         return True
-    except Exception:  # noqa: BLE001 - the caller has gone: nobody to tell
-        return True
+    except Exception:  # noqa: BLE001 - the caller has gone: nobody to tell; the driver kills
+        return False
+    return False  # not reached: the loop ends with the flow
 
 
 def _final(delivered: Iterator[Any], deliver: Callable[[Any], None] | None = None) -> Any:
@@ -158,7 +159,7 @@ class CodeSession:
     ) -> CodeResult:
         """Run ``code``; see `AsyncCodeSession.run_code`."""
         flow = run_flow(_code(code), env, timeout, self._core.max_output)
-        return _final(drive_sync(self._core, flow), _output_callback(on_stdout, on_stderr))  # type: ignore[no-any-return]
+        return _final(drive_sync(self._core, flow), _output_callback(on_stdout, on_stderr))
 
     def run_code_stream(
         self, code: str, *, timeout: float | None = None, env: Mapping[str, str] | None = None
