@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sandkit.sessions import protocol
+from sandkit.sessions.results import OutputCollector
 from sandkit.sessions.session import call_arguments, check_target
 from sandkit.sessions.wire import ChannelGarbage
 
@@ -170,3 +171,11 @@ def test_the_agent_needs_nothing_newer_than_python_3_8(tmp_path: Path) -> None:
     newer = tmp_path / "newer.py"  # the check itself catches what 3.8 lacks
     newer.write_text(agent.read_text() + "\n'x'.removeprefix('y')\n")
     assert subprocess.run([*check, str(newer)], capture_output=True).returncode != 0
+
+
+def test_the_host_keeps_no_more_output_than_its_limit_whatever_the_agent_sends() -> None:
+    kept = OutputCollector(limit=5)
+    assert kept.add("stdout", "é".encode()[:1]) == ""  # half a character: held back
+    assert kept.add("stdout", "é".encode()[1:] + b"abcdef") == "éabc"
+    assert kept.add("stderr", b"12") == "12"
+    assert kept.finish("stdout") == "éabc" and kept.truncated

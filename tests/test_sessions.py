@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 from conftest import our_children
+from polling import wait_until
 
 import sandkit
 from sandkit.errors import CallTimeoutError, RemoteError, SessionError
@@ -241,6 +242,19 @@ def test_a_snippet_that_ignores_the_interrupt_is_killed_and_restarted(c) -> None
         assert after.value == "False" and after.error is None  # a fresh interpreter
 
 
+def test_an_interrupt_between_requests_is_ignored(c) -> None:
+    # a timeout's SIGINT may land just after the snippet ended: it must not end the interpreter
+    with c.session() as s:
+        s.run_code(
+            "import os, subprocess\nkept = 1\n"
+            "subprocess.Popen(['sh', '-c', f'sleep 0.1; kill -INT {os.getpid()}; touch /tmp/sent'])"
+        )
+        wait_until(lambda: c.exec(["test", "-e", "/tmp/sent"]).exit_code == 0, "the SIGINT")
+        r = s.run_code("kept")
+        assert (r.value, r.restarted, r.error) == ("1", False, None)
+        c.remove("/tmp/sent")
+
+
 # --- 2. function calls -----------------------------------------------------------------------
 
 
@@ -357,6 +371,17 @@ def test_forks_do_not_speak_on_the_channel(c) -> None:
         )
         assert r.stdout == "child\nparent\n" and r.value == "True" and r.error is None
         assert s.run_code("1 + 1").value == "2"
+
+
+def test_a_forked_child_does_not_hold_the_channel_open(c) -> None:
+    # else the interpreter's end would go unseen (no end of stream) while the child lives
+    with c.session() as s:
+        r = s.run_code(
+            "import os, time\nif os.fork() == 0:\n    time.sleep(60)\nos._exit(1)", timeout=30
+        )
+        assert r.restarted and not r.timed_out
+        assert r.error is not None and "exited with code 1" in r.error.value
+        assert s.run_code("1").value == "1"
 
 
 def test_a_fork_bomb_is_contained() -> None:
