@@ -16,7 +16,7 @@ from conftest import our_children
 from polling import wait_until
 
 import sandkit
-from sandkit.errors import CallTimeoutError, RemoteError, SessionError
+from sandkit.errors import CallTimeoutError, LimitsError, RemoteError, SessionError
 
 pytestmark = [
     pytest.mark.root,
@@ -485,6 +485,25 @@ def test_a_python_that_fails_to_start_says_how() -> None:
         pytest.raises(SessionError, match=r"could not start: it exited with code 2: .*sh"),
     ):
         box.session(python="sh").run_code("1")
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda b: b.run_code(b"1"), TypeError, "code must be a str"),
+        (lambda b: b.run_code("1", timeout=-1), ValueError, "timeout=-1 is not valid"),
+        (lambda b: b.call("os:getcwd", timeout="1"), ValueError, "timeout='1' is not valid"),
+        (lambda b: b.run_code("1", env={"A": 1}), TypeError, "env must map str names"),
+        (lambda b: b.session(max_output=-1), LimitsError, "max_output=-1 is not valid"),
+        (lambda b: b.session(env={"A": None}), TypeError, "env must map str names"),
+    ],
+)
+def test_bad_arguments_are_refused_before_an_interpreter_starts(call, error, message) -> None:
+    with sandkit.Container("host") as box:
+        with pytest.raises(error, match=message):
+            call(box)
+        sessions = box._core._code_sessions
+        assert sessions is None or all(core.interpreter is None for core in sessions.cores)
 
 
 def test_the_session_is_closed_with_the_container() -> None:

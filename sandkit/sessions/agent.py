@@ -394,9 +394,10 @@ class Agent:
     def run(self, code: str, env: dict[str, str] | None, max_output: int) -> None:
         """run_code: exec the code, eval its last expression, reply with the result."""
         self._prepare(max_output)
-        saved = _apply_env(env)
+        saved: dict[str, str | None] = {}
         reply: dict[str, Any] = {"value": None, "rich": {}, "figures": [], "error": None}
         try:
+            saved = _apply_env(env)
             body, last = _split_last_expression(code)
             self._user_code(exec, body, self.namespace)
             if last is not None:

@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 import attrs
 
-from ..errors import CallTimeoutError, CommandNotFoundError, RemoteError, SessionError
+from ..errors import (
+    CallTimeoutError,
+    CommandNotFoundError,
+    LimitsError,
+    RemoteError,
+    SessionError,
+)
 from .protocol import AgentProtocol, Done, Event, Item, Output, Raised, Ready, Returned
 from .results import DEFAULT_MAX_CODE_OUTPUT, CodeError, CodeResult, OutputChunk, OutputCollector
 from .wire import ChannelGarbage, to_wire
@@ -120,7 +126,13 @@ def _deadline(timeout: float | None) -> float | None:
 
 
 def run_flow(code: str, env: Mapping[str, str] | None, timeout: float | None, limit: int) -> _Flow:
-    """One snippet: its output as chunks, then its `CodeResult`."""
+    """One snippet: its output as chunks, then its `CodeResult` (its arguments checked now)."""
+    return _run_steps(_code(code), _env(env), _timeout(timeout), limit)
+
+
+def _run_steps(
+    code: str, env: Mapping[str, str] | None, timeout: float | None, limit: int
+) -> _Flow:
     started = time.monotonic()
     output = OutputCollector(limit)
 
@@ -186,6 +198,10 @@ def call_flow(
 ) -> _Flow:
     """One call: its items (call_iter), then its return value; raises what the call raised."""
     request = AgentProtocol.call(target, args, kwargs, ITEMS_AHEAD if stream else None)
+    return _call_steps(target, request, _timeout(timeout), stream=stream)
+
+
+def _call_steps(target: str, request: bytes, timeout: float | None, *, stream: bool) -> _Flow:
     yield _Send(request)
     deadline, timed_out, stopping = _deadline(timeout), False, False
     while True:
@@ -229,6 +245,34 @@ def call_flow(
         else:
             yield _Kill()
             raise SessionError(f"the agent sent {event!r} during {target}: it was killed")
+
+
+def _env(env: object) -> Mapping[str, str] | None:
+    if env is not None and not (
+        isinstance(env, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+    ):
+        raise TypeError(f"env must map str names to str values, not {env!r}")
+    return env
+
+
+def _timeout(timeout: object) -> float | None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
+    ):
+        raise ValueError(f"timeout={timeout!r} is not valid: give seconds, a number >= 0, or None")
+    return timeout
+
+
+def _max_output(limit: object) -> int:
+    if limit is None:
+        return DEFAULT_MAX_CODE_OUTPUT
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise LimitsError(
+            f"max_output={limit!r} is not valid: give the bytes of stdout and of stderr a result "
+            f"keeps, an int >= 0 (default {DEFAULT_MAX_CODE_OUTPUT})"
+        )
+    return limit
 
 
 def check_target(target: object) -> str:
@@ -318,7 +362,8 @@ class SessionCore:
         self.env = {"MPLBACKEND": "Agg", **(env or {})}
         self.workdir = workdir
         self.user = user
-        self.max_output = DEFAULT_MAX_CODE_OUTPUT if max_output is None else max_output
+        self.max_output = _max_output(max_output)
+        _env(env)
         self.interpreter: _Interpreter | None = None
         self.closed = False
         self.busy_owner: object | None = None
@@ -597,7 +642,7 @@ class AsyncCodeSession:
         ``env`` sets environment variables for this snippet only. ``on_stdout``/``on_stderr``
         get the output as it comes. Errors in the code are in ``result.error``."""
         deliver = _output_callback(on_stdout, on_stderr)
-        flow = run_flow(_code(code), env, timeout, self._core.max_output)
+        flow = run_flow(code, env, timeout, self._core.max_output)
         async with contextlib.aclosing(drive_async(self._core, flow)) as delivered:
             async for item in delivered:
                 if isinstance(item, Final):
@@ -611,7 +656,7 @@ class AsyncCodeSession:
     ) -> AsyncIterator[OutputChunk | CodeResult]:
         """`OutputChunk` s as the snippet writes them, then its `CodeResult` (use
         ``contextlib.aclosing`` to stop early)."""
-        flow = run_flow(_code(code), env, timeout, self._core.max_output)
+        flow = run_flow(code, env, timeout, self._core.max_output)
         return _unwrapped_async(drive_async(self._core, flow))
 
     async def call(

@@ -19,7 +19,6 @@ from .session import (
     Final,
     SessionCore,
     _AsyncLink,
-    _code,
     _Command,
     _Deliver,
     _Ended,
@@ -158,14 +157,14 @@ class CodeSession:
         on_stderr: Callable[[str], object] | None = None,
     ) -> CodeResult:
         """Run ``code``; see `AsyncCodeSession.run_code`."""
-        flow = run_flow(_code(code), env, timeout, self._core.max_output)
+        flow = run_flow(code, env, timeout, self._core.max_output)
         return _final(drive_sync(self._core, flow), _output_callback(on_stdout, on_stderr))
 
     def run_code_stream(
         self, code: str, *, timeout: float | None = None, env: Mapping[str, str] | None = None
     ) -> Iterator[OutputChunk | CodeResult]:
         """`OutputChunk` s as the snippet writes them, then its `CodeResult`."""
-        flow = run_flow(_code(code), env, timeout, self._core.max_output)
+        flow = run_flow(code, env, timeout, self._core.max_output)
         return _unwrapped(drive_sync(self._core, flow))
 
     def call(self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
