@@ -45,6 +45,9 @@ def describe(box):
 def fail():
     raise LookupError("no such thing: 42")
 
+def text(n):
+    return "x" * n
+
 def give_a_set():
     return {1, 2}
 
@@ -361,6 +364,19 @@ def test_a_flood_of_output_is_cut_at_the_limit(c) -> None:
         assert s.run_code("print('ok')").stdout == "ok\n"
         flood = s.run_code("print('y' * 300_000)")
         assert flood.truncated and len(flood.stdout) == 100_000 and not flood.timed_out
+
+
+def test_huge_values_and_results_do_not_end_the_session(c) -> None:
+    with c.session(workdir="/tmp", max_output=1000) as s:
+        r = s.run_code("big = 'x' * (100 * 1024 * 1024)\nbig")
+        assert r.truncated and r.value == "'" + "x" * 999 and not r.restarted
+        with pytest.raises(RemoteError, match="the result is 104857605 bytes of msgpack"):
+            s.call("plugin:text", 100 * 1024 * 1024)
+        assert s.run_code("len(big)").value == str(100 * 1024 * 1024)
+        with pytest.raises(
+            ValueError, match=r"the request is \d+ bytes of msgpack, over the limit"
+        ):
+            s.call("plugin:add", "x" * (100 * 1024 * 1024))
 
 
 def test_forks_do_not_speak_on_the_channel(c) -> None:

@@ -412,7 +412,7 @@ class Agent:
         reply["figures"] = _figures()
         self._finish_output()
         reply["truncated"] = self.stdout.dropped or self.stderr.dropped
-        self.channel.send(["done", reply])
+        self.channel.send(["done", _within_frame(reply, max_output)])
 
     # -- call / call_iter -----------------------------------------------------------------------
 
@@ -427,7 +427,7 @@ class Agent:
             if credit is not None and _is_iterator(result):
                 self._stream(result, credit)
                 return
-            message = ["return", pack(result, "the result")]
+            message = ["return", _sized(pack(result, "the result"), "the result")]
         except BaseException as exc:  # noqa: BLE001 - sent to the host as a RemoteError
             message = ["raise", *_exception_fields(exc)]
         self._finish_output()
@@ -449,13 +449,31 @@ class Agent:
                     item = self._user_code(next, iterator)
                 except StopIteration:
                     break
-                self.channel.send(["item", pack(item, "an item")])
+                self.channel.send(["item", _sized(pack(item, "an item"), "an item")])
                 credit -= 1
             message = ["return", pack(None)]
         except BaseException as exc:  # noqa: BLE001 - sent to the host as a RemoteError
             message = ["raise", *_exception_fields(exc)]
         self._finish_output()
         self.channel.send(message)
+
+
+def _sized(packed: bytes, what: str) -> bytes:
+    """``packed`` when it fits in a frame (the host ends an interpreter that sends more)."""
+    if len(packed) > MAX_FRAME - 1024:
+        raise Unsendable(f"{what} is {len(packed)} bytes of msgpack, over the {MAX_FRAME} limit")
+    return packed
+
+
+def _within_frame(reply: dict[str, Any], max_output: int) -> dict[str, Any]:
+    """A snippet's reply cut to what a frame carries: the value's repr to ``max_output``
+    characters, then, if still too large, without its rich forms and figures."""
+    value = reply["value"]
+    if value is not None and len(value) > max_output:
+        reply["value"], reply["truncated"] = value[:max_output], True
+    if len(pack(reply)) > MAX_FRAME - 1024:
+        reply["rich"], reply["figures"], reply["truncated"] = {}, [], True
+    return reply
 
 
 def _flush_quietly(stream: Any) -> None:

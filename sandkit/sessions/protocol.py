@@ -134,6 +134,11 @@ class AgentProtocol:
 
 def _frame(message: list[Any]) -> bytes:
     body = encode(message)
+    if len(body) > MAX_FRAME:  # the agent would refuse it (and end)
+        raise ValueError(
+            f"the request is {len(body)} bytes of msgpack, over the limit of {MAX_FRAME}: "
+            "pass large data through a file (write_file, copy_in) instead"
+        )
     return _LENGTH.pack(len(body)) + body
 
 
