@@ -377,9 +377,7 @@ class AsyncPool:
         await container.start()
         try:
             if self._python:
-                start_python = getattr(container, "start_python", None)
-                if start_python is not None:  # (until sandkit.sessions is merged)
-                    await start_python()
+                await container.start_python()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await container.kill()
