@@ -24,9 +24,9 @@ import contextlib
 import functools
 import os
 import resource
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Self, Unpack
+from typing import Self, TypeVar, Unpack
 
 import anyio
 import anyio.abc
@@ -34,10 +34,19 @@ import attrs
 
 from . import _portal, errors
 from .api import Container, container_of
-from .runtime.container import AsyncContainer, ImageSource, resolve_image, stopped_because
+from .runtime.container import (
+    AsyncContainer,
+    ImageSource,
+    init_alive,
+    resolve_image,
+    stopped_because,
+    without_spares,
+)
 from .runtime.options import ContainerOptions
 
 __all__ = ["AsyncPool", "Pool", "PoolStats"]
+
+T = TypeVar("T")
 
 # Starts at a time: each is mostly the kernel's work (namespaces, mounts) and the interpreter's
 # start-up, so more starts than cores only make each slower. Four at most: past that the kernel
@@ -344,7 +353,7 @@ class AsyncPool:
             await self._changed.wait()
 
     async def _make(self) -> AsyncContainer:
-        container = AsyncContainer(self._image, **self._options)
+        container = without_spares(AsyncContainer(self._image, **self._options))
         await container.start()
         try:
             if self._python:
@@ -425,7 +434,7 @@ class AsyncPool:
     def _take_ready(self) -> AsyncContainer | None:
         while self._ready:
             container = self._ready.popleft()
-            if container.running:
+            if init_alive(container):
                 return container
             self._counts["failed"] += 1  # it died while ready (killed from outside)
             self._destroy_soon(container)
@@ -493,19 +502,30 @@ class Pool:
         self._core = AsyncPool(
             image, size, python=python, max_containers=max_containers, **container_options
         )
+        self._pid = os.getpid()
         _portal.start(self._core.start)
+
+    def _run(self, fn: Callable[..., Awaitable[T]], *args: object) -> T:
+        """`_portal.run`, in the process that made the pool: a forked child has a loop of its
+        own, and the pool's containers are not its to use."""
+        if os.getpid() != self._pid:
+            raise errors.PoolClosedError(
+                f"this pool belongs to process {self._pid}, which made it; a forked child "
+                "makes a pool of its own"
+            )
+        return _portal.run(fn, *args)
 
     @property
     def stats(self) -> PoolStats:
         """What the pool has done so far and holds now (see `PoolStats`)."""
-        return _portal.run(_stats_of, self._core)
+        return self._run(_stats_of, self._core)
 
     @contextlib.contextmanager
     def container(self, timeout: float | None = 30.0) -> Iterator[Container]:
         """A started container nobody has used, for the ``with`` block; leaving the block
         destroys it in the background. Waits up to ``timeout`` s when none is ready
         (`PoolExhaustedError` then); `PoolStartError` when the pool's starts fail."""
-        core = _portal.run(self._core.acquire, timeout)
+        core = self._run(self._core.acquire, timeout)
         try:
             yield container_of(core)
         finally:
@@ -513,12 +533,13 @@ class Pool:
 
     def wait_ready(self, timeout: float | None = 60.0) -> None:
         """Wait until the pool holds ``size`` ready containers; see `AsyncPool.wait_ready`."""
-        _portal.run(functools.partial(self._core.wait_ready, timeout))
+        self._run(functools.partial(self._core.wait_ready, timeout))
 
     def close(self) -> None:
         """End every container, ready and in use, and wait until all are gone; see
-        `AsyncPool.close`."""
-        _portal.run(self._core.close)
+        `AsyncPool.close`. In a forked child, nothing: the pool is its parent's."""
+        if os.getpid() == self._pid:
+            _portal.run(self._core.close)
 
     def __enter__(self) -> Self:
         return self

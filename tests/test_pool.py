@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import host_footprint
+from conftest import host_footprint, run_unprivileged
 from polling import wait_until
 from proctable import children
 from rootfs import make_busybox_rootfs
@@ -21,7 +22,7 @@ from rootfs import make_busybox_rootfs
 import sandkit
 from sandkit import errors
 from sandkit.pool import retry_delay
-from sandkit.runtime import cgroups
+from sandkit.runtime import cgroups, prespawn
 
 pytestmark = pytest.mark.slow
 
@@ -146,6 +147,23 @@ def test_32_threads_at_once(busybox, no_leaks):
     assert pool.stats.destroyed == pool.stats.created
 
 
+def test_a_ready_container_killed_from_outside_is_not_handed_out(busybox, no_leaks):
+    with sandkit.Pool(busybox, size=2) as pool:
+        pool.wait_ready()
+        ready_inits = _inits()  # nothing is in use: every init is a ready container's
+        assert len(ready_inits) == 2
+        for pid in ready_inits:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: all(_is_zombie(pid) for pid in ready_inits), "the inits to die")
+        with pool.container() as c:
+            assert c.exec(["echo", "ok"]).stdout == b"ok\n"
+        assert pool.stats.failed == 2
+
+
+def _is_zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+
+
 # -- close ------------------------------------------------------------------------------------
 
 
@@ -202,6 +220,20 @@ def test_rootless_pool(as_unprivileged):
     in_pool, leftover, after = as_unprivileged(use_a_pool)
     assert in_pool >= 1
     assert (leftover, after) == (b"", 0)
+
+
+def test_a_forked_child_cannot_use_its_parents_pool(busybox, no_leaks):
+    def in_the_child(pool: sandkit.Pool) -> str:
+        refused = pytest.raises(errors.PoolClosedError, match="a forked child makes a pool")
+        with refused, pool.container():
+            pass
+        pool.close()  # nothing: the parent's containers are not the child's to end
+        return "ok"
+
+    with sandkit.Pool(busybox, size=1) as pool:
+        assert run_unprivileged(in_the_child, pool, unprivileged=False) == "ok"
+        with pool.container() as c:  # the parent's pool is unharmed
+            c.exec(["true"], check=True)
 
 
 # -- starts that fail -------------------------------------------------------------------------
@@ -330,6 +362,43 @@ def test_async_pool_close_with_a_container_in_use(busybox, backend, no_leaks):
     assert not _inits()
 
 
-def test_python_pool_has_its_interpreter_started(busybox):
-    if not hasattr(sandkit.AsyncContainer, "start_python"):
-        pytest.skip("code sessions (start_python) are not in this branch yet")
+# -- python=True --------------------------------------------------------------------------------
+
+
+def test_a_python_pool_hands_out_containers_with_their_interpreter_started(no_leaks):
+    with sandkit.Pool("host", size=2, python=True) as pool:
+        pool.wait_ready()
+        with pool.container() as c:
+            # the interpreter runs before anything was asked of the container
+            assert b"python3" in c.exec(["sh", "-c", "cat /proc/[0-9]*/comm"]).stdout
+            c.run_code("secret = 42")
+            assert c.run_code("secret").value == "42"
+        with pool.container() as c:
+            assert b"python3" in c.exec(["sh", "-c", "cat /proc/[0-9]*/comm"]).stdout
+            result = c.run_code("secret")  # a fresh interpreter in a fresh container
+            assert result.error is not None and result.error.name == "NameError"
+            assert c.run_code("1 + 1").value == "2"
+
+
+def test_a_python_pool_of_an_image_without_python_fails_at_construction(busybox, no_leaks):
+    with pytest.raises(errors.SessionError, match="python3"):
+        sandkit.Pool(busybox, size=2, python=True)
+
+
+# -- spares -------------------------------------------------------------------------------------
+
+
+def test_pool_containers_leave_no_spare_behind(busybox, monkeypatch, no_leaks):
+    # Spares on, as users have them: the pool starts its containers' successors itself, within
+    # its limits, so their stops ask for no spare that would outlive the pool.
+    monkeypatch.setenv("SANDKIT_PRESPAWN", "1")
+    prespawn.drain()
+    with sandkit.Pool(busybox, size=2) as pool:
+        for _ in range(3):
+            with pool.container() as c:
+                c.exec(["true"], check=True)
+        wait_until(lambda: pool.stats.destroyed == 3, "the used containers' teardown")
+    # (a stop's request for a spare is filed at once: after close() it would show here)
+    assert prespawn.spares() == []
+    assert not prespawn._pool._wanted
+    assert prespawn._pool._making is None

@@ -287,6 +287,8 @@ class AsyncContainer:
     _code_sessions: ContainerSessions | None = attrs.field(default=None, init=False)
     # Why it was stopped, when not by its own user (a warm pool's close), for the holder's errors.
     _stop_reason: str = attrs.field(default="", init=False)
+    # False for a warm pool's containers: the pool makes their successors itself (see prespawn).
+    _spares: bool = attrs.field(default=True, init=False)
 
     # -- detached containers (``detach=True``; the work is in attached.py) --------------------
 
@@ -469,6 +471,8 @@ class AsyncContainer:
 
     def _recipe(self, setup: Setup, plan: ResourcePlan) -> prespawn.Recipe | None:
         """How a spare for this container is made, if it may use one."""
+        if not self._spares:
+            return None
         if self.options.get("lifetime") or self._network_record is not None:
             # A spare on a network would hold an address and a name; and it is made in a user
             # namespace of its own, where the network's keeper has no say.
@@ -1657,6 +1661,13 @@ class AsyncContainer:
 # `AsyncContainer` shows its users only what they may call.
 
 
+def without_spares(container: AsyncContainer) -> AsyncContainer:
+    """Have ``container`` neither take a spare nor have one made when it stops (a warm pool's:
+    the pool starts its successors itself, counted within its limits)."""
+    container._spares = False
+    return container
+
+
 def stopped_because(container: AsyncContainer, reason: str) -> None:
     """Say why ``container`` is about to be stopped by someone other than its user (a warm pool's
     close): its user's next call fails with that reason."""
@@ -1808,6 +1819,12 @@ async def init_exited(container: AsyncContainer) -> None:
     what a detached container without a main process waits on."""
     assert container._init is not None
     await anyio.wait_readable(container._init.pidfd)
+
+
+def init_alive(container: AsyncContainer) -> bool:
+    """Whether the running container's init is still there (`running` learns of a death only
+    when the channel is next used): a warm pool checks it before handing the container out."""
+    return container.running and container._init is not None and container._init.poll() is None
 
 
 @attrs.frozen
