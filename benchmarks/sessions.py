@@ -96,7 +96,7 @@ def in_running_session(image: sandkit.Image, runs: int) -> Figures:
 
 def from_pool(image: sandkit.Image, runs: int) -> tuple[Figures, sandkit.PoolStats]:
     with sandkit.Pool(image, size=POOL_SIZE, python=True, network="none") as pool:
-        until(lambda: pool.stats.ready == POOL_SIZE, "the pool to fill", 120)
+        pool.wait_ready(timeout=120)
 
         def one() -> None:
             with pool.container(timeout=60) as c:

@@ -53,6 +53,7 @@ LIMITS: dict[str, Any] = {
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     async with sandkit.AsyncPool(IMAGE, size=POOL_SIZE, python=True, **LIMITS) as pool:
+        await pool.wait_ready()  # (the first requests then find their containers ready)
         app.state.pool = pool
         yield
 
