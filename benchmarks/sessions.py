@@ -45,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import dockerd
 import service_images
+from polling import wait_until
+from registry.server import free_port
 
 import sandkit
 
@@ -155,7 +157,7 @@ def code_service(port: int) -> Iterator[str]:
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            until(lambda: answers(url) or server.poll() is not None, "the service", 120)
+            wait_until(lambda: answers(url) or server.poll() is not None, "the service", 120)
             if server.poll() is not None:
                 log.seek(0)
                 tail = log.read()[-3000:].decode(errors="replace")
@@ -204,22 +206,6 @@ async def load(url: str, clients: int, seconds: float) -> Load:
         await asyncio.gather(*(one_client() for _ in range(clients)))
         took = time.perf_counter() - started
     return Load(len(latencies) / took, figures(latencies), failed)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def until(condition: Callable[[], object], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 # --- the run ---------------------------------------------------------------------------------
