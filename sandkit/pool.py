@@ -43,6 +43,7 @@ from .runtime.container import (
     without_spares,
 )
 from .runtime.options import ContainerOptions
+from .runtime.ports import parse_ports
 
 __all__ = ["AsyncPool", "Pool", "PoolStats"]
 
@@ -118,6 +119,18 @@ def cap_of(size: int, max_containers: int | None) -> int:
     return cap
 
 
+def _check_shareable(options: ContainerOptions, cap: int) -> None:
+    """Refuse options that several containers alive at once cannot all have: a fixed host port
+    (the second start would find it taken, and the pool would keep failing)."""
+    fixed = [spec for spec in parse_ports(options.get("ports")) if spec.host_port]
+    if fixed and cap > 1:
+        raise errors.PoolSpecError(
+            f"up to {cap} containers of the pool are alive at once, and only one can publish on "
+            f'host port {fixed[0].host_port}: leave the host port out (ports=["{fixed[0].key}"]) '
+            "and ask each container its own with c.port()"
+        )
+
+
 @attrs.define(eq=False)
 class _Waiter:
     """A `container()` call that found nothing ready: given a container, or an error."""
@@ -161,6 +174,7 @@ class AsyncPool:
             )
         self._cap = cap_of(size, max_containers)
         AsyncContainer(image, **container_options)  # bad options fail here, making nothing
+        _check_shareable(container_options, self._cap)
         self._image = resolve_image(image)  # looked up once, here, not by every start
         self._size = size
         self._python = python
@@ -206,14 +220,14 @@ class AsyncPool:
         """A started container nobody has used, for the ``async with`` block; leaving the block
         destroys it in the background. Waits up to ``timeout`` s when none is ready
         (`PoolExhaustedError` then); `PoolStartError` when the pool's starts fail."""
-        container = await self.acquire(timeout)
+        container = await self._acquire(timeout)
         try:
             yield container
         finally:
-            self.release(container)
+            self._release(container)
 
-    async def acquire(self, timeout: float | None = 30.0) -> AsyncContainer:
-        """`container()` without the block: the caller gives the container back with `release`."""
+    async def _acquire(self, timeout: float | None = 30.0) -> AsyncContainer:
+        """`container()`'s hand-out: the caller gives the container back with `_release`."""
         self._check_open()
         container = self._take_ready()
         if container is not None:
@@ -225,19 +239,26 @@ class AsyncPool:
         waiter = _Waiter()
         self._waiters.append(waiter)
         self._notify()
-        with anyio.move_on_after(timeout):
-            await waiter.arrived.wait()
+        try:
+            with anyio.move_on_after(timeout):
+                await waiter.arrived.wait()
+        except BaseException:  # cancelled: what was given to it goes to the next caller
+            self._abandon(waiter)
+            raise
         if not waiter.arrived.is_set():
             self._waiters.remove(waiter)
             raise self._timed_out(timeout)
         if waiter.error is not None:
             raise waiter.error
+        if self._state != "open":  # close() came between: it ended the container given
+            raise errors.PoolClosedError("the pool was closed")
         assert waiter.container is not None
-        return self._hand_out(waiter.container)
+        return waiter.container  # in use since it was given (see _deliver)
 
-    def release(self, container: AsyncContainer) -> None:
-        """Give back a container `acquire` handed out: it is destroyed in the background (never
-        handed out again). Returns at once; safe to call again, and after `close`."""
+    def _release(self, container: AsyncContainer) -> None:
+        """Give back a container `_acquire` handed out: it is destroyed in the background (never
+        handed out again). Returns at once, never raises (the sync `Pool` calls it on the loop
+        thread, where an error would end the loop); safe to call again, and after `close`."""
         if container not in self._in_use:
             return  # given back before, or already ended by close()
         self._in_use.discard(container)
@@ -291,10 +312,9 @@ class AsyncPool:
         """End every container, ready and in use (whoever holds one then gets
         `ContainerNotRunningError` on its next call), and wait until all are gone. Safe to call
         again."""
-        if self._state == "new":
+        if self._events is None:  # never started: nothing to end
             self._state = "closed"
             return
-        assert self._events is not None
         if self._state == "open":
             self._state = "closing"
             self._fail_waiters(errors.PoolClosedError("the pool was closed"))
@@ -357,9 +377,7 @@ class AsyncPool:
         await container.start()
         try:
             if self._python:
-                start_python = getattr(container, "start_python", None)
-                if start_python is not None:  # (until sandkit.sessions is merged)
-                    await start_python()
+                await container.start_python()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await container.kill()
@@ -439,6 +457,15 @@ class AsyncPool:
             self._counts["failed"] += 1  # it died while ready (killed from outside)
             self._destroy_soon(container)
         return None
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """A waiting caller gave up (cancelled): it waits no more, and a container given to it,
+        never seen by anyone, is as good as new."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+        if waiter.container is not None and waiter.container in self._in_use:
+            self._in_use.discard(waiter.container)
+            self._deliver(waiter.container)
 
     def _hand_out(self, container: AsyncContainer) -> AsyncContainer:
         self._in_use.add(container)
@@ -525,11 +552,11 @@ class Pool:
         """A started container nobody has used, for the ``with`` block; leaving the block
         destroys it in the background. Waits up to ``timeout`` s when none is ready
         (`PoolExhaustedError` then); `PoolStartError` when the pool's starts fail."""
-        core = self._run(self._core.acquire, timeout)
+        core = self._run(self._core._acquire, timeout)
         try:
             yield container_of(core)
         finally:
-            _portal.run_soon(self._core.release, core)
+            _portal.run_soon(self._core._release, core)
 
     def wait_ready(self, timeout: float | None = 60.0) -> None:
         """Wait until the pool holds ``size`` ready containers; see `AsyncPool.wait_ready`."""

@@ -27,9 +27,12 @@ from sandkit.runtime import cgroups, prespawn
 pytestmark = pytest.mark.slow
 
 
-def _inits() -> set[int]:
-    """Our child processes: each container's init is one."""
-    return children(os.getpid())
+@pytest.fixture
+def new_inits():
+    """Our child processes the test made (each container's init is one): earlier tests of the
+    run may have left long-lived ones of their own (a network's keeper, a service)."""
+    before = children(os.getpid())
+    return lambda: children(os.getpid()) - before
 
 
 def _held(pool: sandkit.Pool, count: int, timeout: float = 30.0) -> list:
@@ -106,17 +109,17 @@ def _use_one(pool: sandkit.Pool) -> bytes:
         return c.exec(["echo", "ok"]).stdout
 
 
-def test_past_its_cap_the_pool_waits_then_says_which_limit(busybox, no_leaks):
+def test_past_its_cap_the_pool_waits_then_says_which_limit(busybox, no_leaks, new_inits):
     with sandkit.Pool(busybox, size=1, max_containers=2) as pool:
         held = _held(pool, 2)
-        assert len(_inits()) <= 2
+        assert len(new_inits()) <= 2
         exhausted = pytest.raises(errors.PoolExhaustedError, match=r"max_containers=2")
         with exhausted as caught, pool.container(timeout=0.2):
             pass
         assert isinstance(caught.value, TimeoutError)
         assert "raise max_containers=" in str(caught.value)
         assert pool.stats.waits == 1
-        assert len(_inits()) <= 2  # the caller looping on container() took nothing more
+        assert len(new_inits()) <= 2  # the caller looping on container() took nothing more
         _leave(held)
         with pool.container() as c:  # room again
             c.exec(["true"], check=True)
@@ -147,10 +150,26 @@ def test_32_threads_at_once(busybox, no_leaks):
     assert pool.stats.destroyed == pool.stats.created
 
 
-def test_a_ready_container_killed_from_outside_is_not_handed_out(busybox, no_leaks):
+def test_what_a_holder_does_stays_with_its_container(busybox, no_leaks):
+    with sandkit.Pool(busybox, size=2, pids_limit=64, memory="64m") as pool:
+        with pool.container() as c:
+            # a fork bomb: it hits the container's pids limit, and ends with the container
+            bomb = c.exec(["sh", "-c", "f() { f | f & }; f; sleep 1"], timeout=5)
+            assert b"can't fork" in bomb.stderr or bomb.timed_out
+        kept = c
+        with pool.container() as c:
+            c.kill()  # the holder ends its container itself: leaving the block is still fine
+        with pool.container() as c:
+            assert c.exec(["echo", "ok"]).stdout == b"ok\n"
+        wait_until(lambda: not kept.running, "the first container's teardown")
+        with pytest.raises(errors.ContainerNotRunningError):
+            kept.exec(["true"])  # a reference kept past the block reaches nothing
+
+
+def test_a_ready_container_killed_from_outside_is_not_handed_out(busybox, no_leaks, new_inits):
     with sandkit.Pool(busybox, size=2) as pool:
         pool.wait_ready()
-        ready_inits = _inits()  # nothing is in use: every init is a ready container's
+        ready_inits = new_inits()  # nothing is in use: every init is a ready container's
         assert len(ready_inits) == 2
         for pid in ready_inits:
             os.kill(pid, signal.SIGKILL)
@@ -167,7 +186,7 @@ def _is_zombie(pid: int) -> bool:
 # -- close ------------------------------------------------------------------------------------
 
 
-def test_close_ends_the_containers_in_use_and_their_holders_are_told(busybox, no_leaks):
+def test_close_ends_the_containers_in_use_and_their_holders_are_told(busybox, no_leaks, new_inits):
     pool = sandkit.Pool(busybox, size=2)
     with pool.container() as c:
         running = c.spawn(["sleep", "1000"])
@@ -180,7 +199,7 @@ def test_close_ends_the_containers_in_use_and_their_holders_are_told(busybox, no
                 running.wait(timeout=60)
         finally:
             running.close()
-    assert not _inits()
+    assert not new_inits()
     pool.close()  # a second close is fine
     with pytest.raises(errors.PoolClosedError), pool.container():
         pass
@@ -259,10 +278,10 @@ def test_a_bad_option_fails_at_construction_and_leaves_nothing(busybox, no_leaks
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(errors.PortInUseError):
-            sandkit.Pool(busybox, size=2, network="none", ports=[f"127.0.0.1:{port}:80"])
+            sandkit.Pool(busybox, size=1, max_containers=1, ports=[f"127.0.0.1:{port}:80"])
 
 
-def test_failing_starts_back_off_and_reach_the_waiting_callers(tmp_path, no_leaks):
+def test_failing_starts_back_off_and_reach_the_waiting_callers(tmp_path, no_leaks, new_inits):
     rootfs = make_busybox_rootfs(tmp_path / "rootfs")
     with sandkit.Pool(sandkit.Image.from_directory(rootfs), size=1, max_containers=1) as pool:
         pool.wait_ready()
@@ -278,7 +297,7 @@ def test_failing_starts_back_off_and_reach_the_waiting_callers(tmp_path, no_leak
         # no spinning: each retry came after its delay
         assert time.monotonic() - began >= sum(retry_delay(n) for n in range(1, 4))
         assert pool.stats.failed < 20
-    assert not _inits()
+    assert not new_inits()
 
 
 def test_retry_delays_grow_to_a_ceiling():
@@ -301,13 +320,15 @@ def test_retry_delays_grow_to_a_ceiling():
         ({"size": 2, "max_containers": 10**9}, "RLIMIT_NOFILE"),
         ({"size": 10**9}, "RLIMIT_NOFILE"),
         ({"size": 2, "detach": True}, "leave out detach=True"),
+        ({"size": 1, "ports": ["127.0.0.1:8080:80"]}, r"leave the host port out .*80/tcp"),
     ],
 )
-def test_bad_pool_arguments_are_refused_before_anything_starts(busybox, arguments, message):
-    before = _inits()
+def test_bad_pool_arguments_are_refused_before_anything_starts(
+    busybox, arguments, message, new_inits
+):
     with pytest.raises(errors.PoolSpecError, match=message):
         sandkit.Pool(busybox, **arguments)
-    assert _inits() == before
+    assert not new_inits()
 
 
 def test_an_async_pool_hands_out_nothing_before_it_is_started(busybox):
@@ -316,6 +337,8 @@ def test_an_async_pool_hands_out_nothing_before_it_is_started(busybox):
         with pytest.raises(errors.PoolClosedError, match="not started"):
             async with pool.container():
                 pass
+        await pool.close()
+        await pool.close()
 
     anyio.run(main)
 
@@ -351,7 +374,25 @@ def test_async_pool(busybox, backend, no_leaks):
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
-def test_async_pool_close_with_a_container_in_use(busybox, backend, no_leaks):
+def test_a_cancelled_waiter_takes_nothing_with_it(busybox, backend, no_leaks):
+    async def main() -> sandkit.PoolStats:
+        async with sandkit.AsyncPool(busybox, size=1, max_containers=1) as pool:
+            async with pool.container() as held:
+                with anyio.move_on_after(0.1) as scope:  # the cap: nothing can start for it
+                    async with pool.container():
+                        pass
+                assert scope.cancelled_caught
+                await held.exec(["true"], check=True)
+            async with pool.container(timeout=60) as c:  # its place is not kept for it
+                await c.exec(["true"], check=True)
+                return pool.stats
+
+    stats = anyio.run(main, backend=backend)
+    assert (stats.misses, stats.in_use) == (2, 1)
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_async_pool_close_with_a_container_in_use(busybox, backend, no_leaks, new_inits):
     async def main() -> None:
         async with sandkit.AsyncPool(busybox, size=1) as pool, pool.container() as c:
             await pool.close()
@@ -359,7 +400,7 @@ def test_async_pool_close_with_a_container_in_use(busybox, backend, no_leaks):
                 await c.exec(["true"])
 
     anyio.run(main, backend=backend)
-    assert not _inits()
+    assert not new_inits()
 
 
 # -- python=True --------------------------------------------------------------------------------

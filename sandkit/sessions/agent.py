@@ -19,6 +19,8 @@ Requests (host -> agent), replies (agent -> host):
 SIGINT interrupts the user's code (KeyboardInterrupt); between requests it is ignored.
 """
 
+from __future__ import annotations
+
 import ast
 import os
 import signal
@@ -26,6 +28,12 @@ import struct
 import sys
 import threading
 import traceback
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from types import CodeType
+    from typing import TextIO
 
 MAX_FRAME = 64 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
@@ -42,18 +50,17 @@ class Unsendable(TypeError):
     """A value msgpack (as we speak it) cannot carry."""
 
 
-
 # --- msgpack, the subset the host speaks (no ext types) ------------------------------------------
 
 
-def pack(value, where="value"):
+def pack(value: Any, where: str = "value") -> bytes:
     """``value`` as msgpack; `Unsendable` naming ``where`` for what it cannot carry."""
-    out = []
+    out: list[bytes] = []
     _pack(value, out, where, 0)
     return b"".join(out)
 
 
-def _pack(value, out, where, depth):
+def _pack(value: Any, out: list[bytes], where: str, depth: int) -> None:
     if depth > 100:
         raise Unsendable(f"{where}: nested too deeply (more than 100 levels)")
     if value is None:
@@ -90,20 +97,28 @@ def _pack(value, out, where, depth):
         _pack(fields, out, where, depth)
 
 
-def _pack_int(value, out, where):
+def _pack_int(value: int, out: list[bytes], where: str) -> None:
     if 0 <= value < 128:
         out.append(struct.pack("B", value))
     elif -32 <= value < 0:
         out.append(struct.pack("b", value))
     elif -(2**63) <= value < 0:
         out.append(b"\xd3" + struct.pack(">q", value))
-    elif value < 2**64:
+    elif 0 <= value < 2**64:
         out.append(b"\xcf" + struct.pack(">Q", value))
     else:
         raise Unsendable(f"{where}: the int {value} does not fit in 64 bits")
 
 
-def _pack_head(length, out, fix_base, fix_max, head8, head16, head32):
+def _pack_head(
+    length: int,
+    out: list[bytes],
+    fix_base: int | None,
+    fix_max: int,
+    head8: bytes | None,
+    head16: bytes,
+    head32: bytes,
+) -> None:
     if fix_base is not None and length <= fix_max:
         out.append(struct.pack("B", fix_base | length))
     elif head8 is not None and length < 256:
@@ -114,7 +129,7 @@ def _pack_head(length, out, fix_base, fix_max, head8, head16, head32):
         out.append(head32 + struct.pack(">I", length))
 
 
-def _record_fields(value):
+def _record_fields(value: Any) -> dict[str, Any] | None:
     """A dataclass or attrs instance as a dict of its fields (not recursively: _pack recurses)."""
     if isinstance(value, type):
         return None
@@ -127,13 +142,13 @@ def _record_fields(value):
     return None
 
 
-def _type(value):
+def _type(value: Any) -> str:
     kind = type(value)
     module = kind.__module__
     return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
-def unpack(data):
+def unpack(data: bytes) -> Any:
     """One msgpack value (the subset pack writes; no ext types)."""
     value, end = _unpack(data, 0, 0)
     if end != len(data):
@@ -141,7 +156,7 @@ def unpack(data):
     return value
 
 
-def _unpack(data, pos, depth):
+def _unpack(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     if depth > 100:
         raise ValueError("msgpack nested too deeply")
     head = data[pos]
@@ -185,13 +200,13 @@ def _unpack(data, pos, depth):
     return _map(data, pos, length, depth)
 
 
-def _text(data, pos, length):
+def _text(data: bytes, pos: int, length: int) -> tuple[str, int]:
     if pos + length > len(data):
         raise ValueError("msgpack str runs past the end")
     return bytes(data[pos : pos + length]).decode("utf-8", "surrogatepass"), pos + length
 
 
-def _array(data, pos, length, depth):
+def _array(data: bytes, pos: int, length: int, depth: int) -> tuple[list[Any], int]:
     items = []
     for _ in range(length):
         item, pos = _unpack(data, pos, depth + 1)
@@ -199,7 +214,7 @@ def _array(data, pos, length, depth):
     return items, pos
 
 
-def _map(data, pos, length, depth):
+def _map(data: bytes, pos: int, length: int, depth: int) -> tuple[dict[Any, Any], int]:
     result = {}
     for _ in range(length):
         key, pos = _unpack(data, pos, depth + 1)
@@ -214,13 +229,13 @@ def _map(data, pos, length, depth):
 class Channel:
     """Frames to and from the host over two fds."""
 
-    def __init__(self, read_fd, write_fd):
+    def __init__(self, read_fd: int, write_fd: int) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
         self.lock = threading.Lock()
         self.pending = b""
 
-    def send(self, message):
+    def send(self, message: list[Any]) -> None:
         """Send one message as a frame (whole: the forwarder threads share the channel)."""
         frame = pack(message)
         data = _LENGTH.pack(len(frame)) + frame
@@ -229,7 +244,7 @@ class Channel:
             while view:
                 view = view[os.write(self.write_fd, view) :]
 
-    def receive(self):
+    def receive(self) -> Any:
         """The next request, or None at end of stream (the host let go of us)."""
         head = self._read_exactly(4)
         if head is None:
@@ -242,7 +257,7 @@ class Channel:
             return None
         return unpack(body)
 
-    def _read_exactly(self, count):
+    def _read_exactly(self, count: int) -> bytes | None:
         chunks = []
         while count:
             chunk = os.read(self.read_fd, min(count, 1 << 20))
@@ -259,7 +274,7 @@ class Channel:
 class Forwarder:
     """Reads one output pipe and sends what it reads, up to the current request's budget."""
 
-    def __init__(self, name, channel):
+    def __init__(self, name: str, channel: Channel) -> None:
         self.name = name
         self.channel = channel
         self.read_fd, self.write_fd = os.pipe()  # both close-on-exec (os.pipe's default)
@@ -268,12 +283,12 @@ class Forwarder:
         self.budget = 0
         self.dropped = False
 
-    def start(self):
+    def start(self) -> None:
         """Forward in a thread of its own from now on."""
         thread = threading.Thread(target=self._forward_forever, name=self.name, daemon=True)
         thread.start()
 
-    def _forward_forever(self):
+    def _forward_forever(self) -> None:
         import select
 
         poller = select.poll()
@@ -284,12 +299,12 @@ class Forwarder:
                 if not self._forward_available():
                     return
 
-    def drain(self):
+    def drain(self) -> None:
         """Forward everything written so far (the request's output ends before its reply)."""
         with self.lock:
             self._forward_available()
 
-    def _forward_available(self):
+    def _forward_available(self) -> bool:
         """Forward what can be read without waiting (what is over budget is read and dropped);
         False at end of stream."""
         while True:
@@ -313,7 +328,7 @@ class Forwarder:
 class Agent:
     """The interpreter's state (the user's namespace) and the requests it serves."""
 
-    def __init__(self, channel, stdout, stderr):
+    def __init__(self, channel: Channel, stdout: Forwarder, stderr: Forwarder) -> None:
         self.channel = channel
         self.stdout = stdout
         self.stderr = stderr
@@ -325,12 +340,12 @@ class Agent:
         self.interruptible = False
         self.pid = os.getpid()
 
-    def on_sigint(self, signum, frame):
+    def on_sigint(self, signum: int, frame: object) -> None:
         """SIGINT: KeyboardInterrupt inside the user's code, nothing between requests."""
         if self.interruptible:
             raise KeyboardInterrupt
 
-    def serve(self):
+    def serve(self) -> None:
         """Serve requests until the host closes the channel."""
         while True:
             request = self.channel.receive()
@@ -343,7 +358,7 @@ class Agent:
                 self.call(*request[1:])
             # "more"/"stop" left over from a call_iter that ended: nothing to do
 
-    def _user_code(self, function, *args):
+    def _user_code(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run the user's code, interruptible; a forked child never comes back to serve."""
         self.interruptible = True
         try:
@@ -353,7 +368,7 @@ class Agent:
             if os.getpid() != self.pid:
                 os._exit(0)
 
-    def _prepare(self, max_output):
+    def _prepare(self, max_output: int) -> None:
         for stream in (sys.stdout, sys.stderr):
             _flush_quietly(stream)
         self.stdout.drain()
@@ -368,7 +383,7 @@ class Agent:
         os.dup2(self.stderr.write_fd, 2)
         sys.stdout, sys.stderr = _text_stream(1), _text_stream(2)
 
-    def _finish_output(self):
+    def _finish_output(self) -> None:
         for stream in (sys.stdout, sys.stderr):
             _flush_quietly(stream)
         self.stdout.drain()
@@ -376,12 +391,13 @@ class Agent:
 
     # -- run_code -------------------------------------------------------------------------------
 
-    def run(self, code, env, max_output):
+    def run(self, code: str, env: dict[str, str] | None, max_output: int) -> None:
         """run_code: exec the code, eval its last expression, reply with the result."""
         self._prepare(max_output)
-        saved = _apply_env(env)
-        reply = {"value": None, "rich": {}, "figures": [], "error": None}
+        saved: dict[str, str | None] = {}
+        reply: dict[str, Any] = {"value": None, "rich": {}, "figures": [], "error": None}
         try:
+            saved = _apply_env(env)
             body, last = _split_last_expression(code)
             self._user_code(exec, body, self.namespace)
             if last is not None:
@@ -396,11 +412,13 @@ class Agent:
         reply["figures"] = _figures()
         self._finish_output()
         reply["truncated"] = self.stdout.dropped or self.stderr.dropped
-        self.channel.send(["done", reply])
+        self.channel.send(["done", _within_frame(reply, max_output)])
 
     # -- call / call_iter -----------------------------------------------------------------------
 
-    def call(self, target, args, kwargs, credit):
+    def call(
+        self, target: str, args: list[Any], kwargs: dict[str, Any], credit: int | None
+    ) -> None:
         """call/call_iter: import and call ``target``; stream a generator's items."""
         self._prepare(0)
         try:
@@ -409,13 +427,13 @@ class Agent:
             if credit is not None and _is_iterator(result):
                 self._stream(result, credit)
                 return
-            message = ["return", pack(result, "the result")]
+            message = ["return", _sized(pack(result, "the result"), "the result")]
         except BaseException as exc:  # noqa: BLE001 - sent to the host as a RemoteError
             message = ["raise", *_exception_fields(exc)]
         self._finish_output()
         self.channel.send(message)
 
-    def _stream(self, iterator, credit):
+    def _stream(self, iterator: Iterator[Any], credit: int) -> None:
         """Send items while the host has granted credit; wait for more or for "stop"."""
         try:
             while True:
@@ -431,7 +449,7 @@ class Agent:
                     item = self._user_code(next, iterator)
                 except StopIteration:
                     break
-                self.channel.send(["item", pack(item, "an item")])
+                self.channel.send(["item", _sized(pack(item, "an item"), "an item")])
                 credit -= 1
             message = ["return", pack(None)]
         except BaseException as exc:  # noqa: BLE001 - sent to the host as a RemoteError
@@ -440,14 +458,32 @@ class Agent:
         self.channel.send(message)
 
 
-def _flush_quietly(stream):
+def _sized(packed: bytes, what: str) -> bytes:
+    """``packed`` when it fits in a frame (the host ends an interpreter that sends more)."""
+    if len(packed) > MAX_FRAME - 1024:
+        raise Unsendable(f"{what} is {len(packed)} bytes of msgpack, over the {MAX_FRAME} limit")
+    return packed
+
+
+def _within_frame(reply: dict[str, Any], max_output: int) -> dict[str, Any]:
+    """A snippet's reply cut to what a frame carries: the value's repr to ``max_output``
+    characters, then, if still too large, without its rich forms and figures."""
+    value = reply["value"]
+    if value is not None and len(value) > max_output:
+        reply["value"], reply["truncated"] = value[:max_output], True
+    if len(pack(reply)) > MAX_FRAME - 1024:
+        reply["rich"], reply["figures"], reply["truncated"] = {}, [], True
+    return reply
+
+
+def _flush_quietly(stream: Any) -> None:
     try:
         stream.flush()
     except Exception:  # noqa: BLE001 - the user's code may have closed or broken it
         pass
 
 
-def _close_quietly(iterator):
+def _close_quietly(iterator: Any) -> None:
     close = getattr(iterator, "close", None)
     if close is not None:
         try:
@@ -456,11 +492,11 @@ def _close_quietly(iterator):
             pass
 
 
-def _text_stream(fd):
+def _text_stream(fd: int) -> TextIO:
     return open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
 
 
-def _apply_env(env):
+def _apply_env(env: dict[str, str] | None) -> dict[str, str | None]:
     if not env:
         return {}
     saved = {name: os.environ.get(name) for name in env}
@@ -468,7 +504,7 @@ def _apply_env(env):
     return saved
 
 
-def _restore_env(saved):
+def _restore_env(saved: dict[str, str | None]) -> None:
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
@@ -476,17 +512,18 @@ def _restore_env(saved):
             os.environ[name] = value
 
 
-def _split_last_expression(code):
+def _split_last_expression(code: str) -> tuple[CodeType, CodeType | None]:
     """The code as a module to exec, and its last statement, when an expression, to eval."""
     tree = ast.parse(code, "<snippet>", "exec")
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
-        last = compile(last, "<snippet>", "eval")
+    final = tree.body[-1] if tree.body else None
+    if isinstance(final, ast.Expr):
+        tree.body.pop()
+        last = compile(ast.Expression(final.value), "<snippet>", "eval")
     return compile(tree, "<snippet>", "exec"), last
 
 
-def _describe(value):
+def _describe(value: Any) -> tuple[str, dict[str, str | bytes]]:
     """The value's repr and its rich forms (as notebooks show them), each best effort."""
     try:
         text = repr(value)
@@ -501,7 +538,7 @@ def _describe(value):
     return text, rich
 
 
-def _rich_form(value, method):
+def _rich_form(value: Any, method: str) -> str | bytes | None:
     function = getattr(value, method, None)
     if not callable(function):
         return None
@@ -519,7 +556,7 @@ def _rich_form(value, method):
     return form if isinstance(form, (str, bytes)) else None
 
 
-def _figures():
+def _figures() -> list[bytes]:
     """PNG of every matplotlib figure left open, then closed (only when pyplot was imported)."""
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None:
@@ -538,12 +575,12 @@ def _figures():
     return images
 
 
-def _error_of(exc):
+def _error_of(exc: BaseException) -> dict[str, str]:
     name, value, text = _exception_fields(exc)
     return {"name": name, "value": value, "traceback": text}
 
 
-def _exception_fields(exc):
+def _exception_fields(exc: BaseException) -> tuple[str, str, str]:
     """Type name, message and traceback text, without the agent's own frames."""
     if isinstance(exc, SyntaxError):
         text = "".join(traceback.format_exception_only(type(exc), exc))
@@ -558,7 +595,7 @@ def _exception_fields(exc):
     return _type(exc), message, text
 
 
-def _drop_own_frames(report, seen):
+def _drop_own_frames(report: traceback.TracebackException | None, seen: set[int]) -> None:
     while report is not None and id(report) not in seen:
         seen.add(id(report))
         own = [frame for frame in report.stack if frame.filename != _OWN_FILENAME]
@@ -567,7 +604,7 @@ def _drop_own_frames(report, seen):
         report = report.__context__
 
 
-def _resolve(target):
+def _resolve(target: str) -> Callable[..., Any]:
     """ "package.module:function" or "package.module:Class.method" -> the callable."""
     import importlib
 
@@ -591,27 +628,27 @@ def _resolve(target):
     return found
 
 
-def _is_iterator(value):
+def _is_iterator(value: Any) -> bool:
     return hasattr(value, "__next__") and hasattr(value, "__iter__")
 
 
 _OWN_FILENAME = "<sandkit-agent>"
 
 
-def _high_fd(fd):
+def _high_fd(fd: int) -> int:
     """A close-on-exec duplicate of ``fd`` above the range user code tends to use."""
     import fcntl
 
     return fcntl.fcntl(fd, getattr(fcntl, "F_DUPFD_CLOEXEC", 1030), 100)
 
 
-def main():
+def main() -> None:
     """Move the channel off fds 0 and 1, set up the output forwarders, serve."""
     channel = Channel(_high_fd(0), _high_fd(1))
     stdout, stderr = Forwarder("stdout", channel), Forwarder("stderr", channel)
     agent = Agent(channel, stdout, stderr)
 
-    def forget_channel():  # a forked child must not speak on it (the parent does)
+    def forget_channel() -> None:  # a forked child must not speak on it (the parent does)
         for fd in (channel.read_fd, channel.write_fd):
             try:
                 os.close(fd)

@@ -134,6 +134,11 @@ class AgentProtocol:
 
 def _frame(message: list[Any]) -> bytes:
     body = encode(message)
+    if len(body) > MAX_FRAME:  # the agent would refuse it (and end)
+        raise ValueError(
+            f"the request is {len(body)} bytes of msgpack, over the limit of {MAX_FRAME}: "
+            "pass large data through a file (write_file, copy_in) instead"
+        )
     return _LENGTH.pack(len(body)) + body
 
 
@@ -185,7 +190,7 @@ def _error(error: Any) -> tuple[str, str, str] | None:
     _need(isinstance(error, dict), "error")
     fields = (error.get("name"), error.get("value"), error.get("traceback"))
     _need(all(isinstance(f, str) for f in fields), "error fields")
-    return fields  # type: ignore[return-value] # checked just above
+    return fields  # checked just above
 
 
 def _packed(data: Any) -> Any:

@@ -20,14 +20,28 @@ import re
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import attrs
 
-from ..errors import CallTimeoutError, CommandNotFoundError, RemoteError, SessionError
+from ..errors import (
+    CallTimeoutError,
+    CommandNotFoundError,
+    LimitsError,
+    RemoteError,
+    SessionError,
+)
 from .protocol import AgentProtocol, Done, Event, Item, Output, Raised, Ready, Returned
 from .results import DEFAULT_MAX_CODE_OUTPUT, CodeError, CodeResult, OutputChunk, OutputCollector
 from .wire import ChannelGarbage, to_wire
@@ -91,6 +105,14 @@ class _Ended:
 
 _TIMED_OUT = object()  # answer to a _Receive whose deadline passed
 
+
+@attrs.frozen
+class Final:
+    """What a driver yields last: the flow's return value (a CodeResult; a call's result)."""
+
+    value: Any
+
+
 _Command = _Send | _Receive | _Interrupt | _Kill | _Deliver
 _Flow = Generator[_Command, Any, Any]
 
@@ -104,7 +126,13 @@ def _deadline(timeout: float | None) -> float | None:
 
 
 def run_flow(code: str, env: Mapping[str, str] | None, timeout: float | None, limit: int) -> _Flow:
-    """One snippet: its output as chunks, then its `CodeResult`."""
+    """One snippet: its output as chunks, then its `CodeResult` (its arguments checked now)."""
+    return _run_steps(_code(code), _env(env), _timeout(timeout), limit)
+
+
+def _run_steps(
+    code: str, env: Mapping[str, str] | None, timeout: float | None, limit: int
+) -> _Flow:
     started = time.monotonic()
     output = OutputCollector(limit)
 
@@ -118,13 +146,19 @@ def run_flow(code: str, env: Mapping[str, str] | None, timeout: float | None, li
         )
 
     yield _Send(AgentProtocol.run(code, env, limit))
-    deadline, timed_out = _deadline(timeout), False
+    deadline, timed_out, abandoned = _deadline(timeout), False, False
     while True:
         event = yield _Receive(deadline)
         if isinstance(event, Output):
             text = output.add(event.stream, event.data)
-            if text:
+            if not text or abandoned:
+                continue
+            try:
                 yield _Deliver(OutputChunk(event.stream, text))
+            except _StopIteration:  # the caller let go: interrupt, as a timeout would
+                abandoned = timed_out = True
+                deadline = _deadline(INTERRUPT_GRACE)
+                yield _Interrupt()
         elif isinstance(event, Done):
             error = CodeError(*event.error) if event.error else None
             return result(
@@ -164,6 +198,10 @@ def call_flow(
 ) -> _Flow:
     """One call: its items (call_iter), then its return value; raises what the call raised."""
     request = AgentProtocol.call(target, args, kwargs, ITEMS_AHEAD if stream else None)
+    return _call_steps(target, request, _timeout(timeout), stream=stream)
+
+
+def _call_steps(target: str, request: bytes, timeout: float | None, *, stream: bool) -> _Flow:
     yield _Send(request)
     deadline, timed_out, stopping = _deadline(timeout), False, False
     while True:
@@ -207,6 +245,34 @@ def call_flow(
         else:
             yield _Kill()
             raise SessionError(f"the agent sent {event!r} during {target}: it was killed")
+
+
+def _env(env: object) -> Mapping[str, str] | None:
+    if env is not None and not (
+        isinstance(env, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+    ):
+        raise TypeError(f"env must map str names to str values, not {env!r}")
+    return env
+
+
+def _timeout(timeout: object) -> float | None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
+    ):
+        raise ValueError(f"timeout={timeout!r} is not valid: give seconds, a number >= 0, or None")
+    return timeout
+
+
+def _max_output(limit: object) -> int:
+    if limit is None:
+        return DEFAULT_MAX_CODE_OUTPUT
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise LimitsError(
+            f"max_output={limit!r} is not valid: give the bytes of stdout and of stderr a result "
+            f"keeps, an int >= 0 (default {DEFAULT_MAX_CODE_OUTPUT})"
+        )
+    return limit
 
 
 def check_target(target: object) -> str:
@@ -296,7 +362,8 @@ class SessionCore:
         self.env = {"MPLBACKEND": "Agg", **(env or {})}
         self.workdir = workdir
         self.user = user
-        self.max_output = DEFAULT_MAX_CODE_OUTPUT if max_output is None else max_output
+        self.max_output = _max_output(max_output)
+        _env(env)
         self.interpreter: _Interpreter | None = None
         self.closed = False
         self.busy_owner: object | None = None
@@ -471,7 +538,7 @@ class _AsyncLink:
         return await self.core.kill()
 
 
-async def drive_async(core: SessionCore, flow: _Flow) -> AsyncIterator[Any]:
+async def drive_async(core: SessionCore, flow: _Flow) -> AsyncGenerator[Any, None]:
     """Run ``flow`` on the event loop; yields what it delivers, then what it returns."""
     with core.exclusive(anyio.get_current_task()):
         if core.interpreter is None:
@@ -485,7 +552,7 @@ async def drive_async(core: SessionCore, flow: _Flow) -> AsyncIterator[Any]:
                     command = flow.send(answer)
                 except StopIteration as done:
                     finished = True
-                    yield done.value
+                    yield Final(done.value)
                     return
                 except BaseException:
                     finished = True
@@ -513,8 +580,9 @@ async def _finish_async(link: _AsyncLink, flow: _Flow) -> bool:
                 command = flow.send(answer)
     except StopIteration:
         return True
-    except Exception:  # noqa: BLE001 - the caller has gone: nobody to tell
-        return True
+    except Exception:  # noqa: BLE001 - the caller has gone: nobody to tell; the driver kills
+        return False
+    return False  # not reached: the loop ends with the flow
 
 
 # --- the public session objects ------------------------------------------------------------------
@@ -534,7 +602,11 @@ def _output_callback(
     return deliver
 
 
-_NOTHING = object()
+async def _unwrapped_async(delivered: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
+    """A run flow's chunks, then its result itself."""
+    async with contextlib.aclosing(delivered):
+        async for item in delivered:
+            yield item.value if isinstance(item, Final) else item
 
 
 def _code(code: object) -> str:
@@ -570,20 +642,22 @@ class AsyncCodeSession:
         ``env`` sets environment variables for this snippet only. ``on_stdout``/``on_stderr``
         get the output as it comes. Errors in the code are in ``result.error``."""
         deliver = _output_callback(on_stdout, on_stderr)
-        last = None
-        flow = run_flow(_code(code), env, timeout, self._core.max_output)
+        flow = run_flow(code, env, timeout, self._core.max_output)
         async with contextlib.aclosing(drive_async(self._core, flow)) as delivered:
-            async for last in delivered:
-                if deliver is not None and isinstance(last, OutputChunk):
-                    deliver(last)
-        return last  # type: ignore[return-value] # the flow's last item is its result
+            async for item in delivered:
+                if isinstance(item, Final):
+                    return item.value  # a run flow's: its CodeResult
+                if deliver is not None:
+                    deliver(item)
+        raise AssertionError("a flow ends with its result")
 
     def run_code_stream(
         self, code: str, *, timeout: float | None = None, env: Mapping[str, str] | None = None
     ) -> AsyncIterator[OutputChunk | CodeResult]:
         """`OutputChunk` s as the snippet writes them, then its `CodeResult` (use
         ``contextlib.aclosing`` to stop early)."""
-        return drive_async(self._core, run_flow(_code(code), env, timeout, self._core.max_output))
+        flow = run_flow(code, env, timeout, self._core.max_output)
+        return _unwrapped_async(drive_async(self._core, flow))
 
     async def call(
         self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -594,11 +668,11 @@ class AsyncCodeSession:
         `RemoteError` for an exception inside, `CallTimeoutError` after ``timeout`` seconds,
         `SessionError` when the interpreter died."""
         flow = call_flow(check_target(target), *call_arguments(args, kwargs), timeout, stream=False)
-        result = None
         async with contextlib.aclosing(drive_async(self._core, flow)) as delivered:
             async for item in delivered:
-                result = item
-        return result
+                if isinstance(item, Final):
+                    return item.value
+        raise AssertionError("a flow ends with its result")
 
     async def call_iter(
         self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -606,12 +680,11 @@ class AsyncCodeSession:
         """Call a generator function and iterate over its items as they come (a few ahead at
         most); leaving the loop closes the generator inside. ``timeout`` is per item."""
         flow = call_flow(check_target(target), *call_arguments(args, kwargs), timeout, stream=True)
-        previous: Any = _NOTHING
         async with contextlib.aclosing(drive_async(self._core, flow)) as delivered:
             async for item in delivered:
-                if previous is not _NOTHING:
-                    yield previous
-                previous = item
+                if isinstance(item, Final):
+                    return
+                yield item
 
     async def close(self) -> None:
         """End the interpreter and everything it started."""

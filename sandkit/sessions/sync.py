@@ -8,18 +8,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any, Self
 
 from .. import _portal
 from ..runtime.process import wait_ready
 from .results import CodeResult, OutputChunk
 from .session import (
-    _NOTHING,
     _TIMED_OUT,
+    Final,
     SessionCore,
     _AsyncLink,
-    _code,
     _Command,
     _Deliver,
     _Ended,
@@ -77,7 +76,7 @@ class _SyncLink:
         return _portal.run(_AsyncLink(self.core).execute, command)
 
 
-def drive_sync(core: SessionCore, flow: _Flow) -> Iterator[Any]:
+def drive_sync(core: SessionCore, flow: _Flow) -> Generator[Any, None, None]:
     """Run ``flow`` on this thread; yields what it delivers, then what it returns."""
     with core.exclusive(threading.current_thread()):
         if core.interpreter is None:
@@ -91,7 +90,7 @@ def drive_sync(core: SessionCore, flow: _Flow) -> Iterator[Any]:
                     command = flow.send(answer)
                 except StopIteration as done:
                     finished = True
-                    yield done.value
+                    yield Final(done.value)
                     return
                 except BaseException:
                     finished = True
@@ -119,16 +118,20 @@ def _finish_sync(link: _SyncLink, flow: _Flow) -> bool:
             command = flow.send(answer)
     except StopIteration:
         return True
-    except Exception:  # noqa: BLE001 - the caller has gone: nobody to tell
-        return True
+    except Exception:  # noqa: BLE001 - the caller has gone: nobody to tell; the driver kills
+        return False
+    return False  # not reached: the loop ends with the flow
 
 
-def _last(items: Iterator[Any], deliver: Callable[[Any], None] | None = None) -> Any:
-    last = None
-    for last in items:
-        if deliver is not None and isinstance(last, OutputChunk):
-            deliver(last)
-    return last
+def _final(delivered: Iterator[Any], deliver: Callable[[Any], None] | None = None) -> Any:
+    """The flow's result, handing what it delivers on the way to ``deliver``."""
+    with contextlib.closing(delivered):  # type: ignore[type-var] # a generator
+        for item in delivered:
+            if isinstance(item, Final):
+                return item.value
+            if deliver is not None:
+                deliver(item)
+    raise AssertionError("a flow ends with its result")
 
 
 class CodeSession:
@@ -154,19 +157,20 @@ class CodeSession:
         on_stderr: Callable[[str], object] | None = None,
     ) -> CodeResult:
         """Run ``code``; see `AsyncCodeSession.run_code`."""
-        flow = run_flow(_code(code), env, timeout, self._core.max_output)
-        return _last(drive_sync(self._core, flow), _output_callback(on_stdout, on_stderr))
+        flow = run_flow(code, env, timeout, self._core.max_output)
+        return _final(drive_sync(self._core, flow), _output_callback(on_stdout, on_stderr))
 
     def run_code_stream(
         self, code: str, *, timeout: float | None = None, env: Mapping[str, str] | None = None
     ) -> Iterator[OutputChunk | CodeResult]:
         """`OutputChunk` s as the snippet writes them, then its `CodeResult`."""
-        return drive_sync(self._core, run_flow(_code(code), env, timeout, self._core.max_output))
+        flow = run_flow(code, env, timeout, self._core.max_output)
+        return _unwrapped(drive_sync(self._core, flow))
 
     def call(self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """Import and call ``target``; see `AsyncCodeSession.call`."""
         flow = call_flow(check_target(target), *call_arguments(args, kwargs), timeout, stream=False)
-        return _last(drive_sync(self._core, flow))
+        return _final(drive_sync(self._core, flow))
 
     def call_iter(
         self, target: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
@@ -190,8 +194,14 @@ class CodeSession:
 def _items(delivered: Iterator[Any]) -> Iterator[Any]:
     """The items of a call_iter, without the flow's final return value (None)."""
     with contextlib.closing(delivered):  # type: ignore[type-var] # a generator
-        previous: Any = _NOTHING
         for item in delivered:
-            if previous is not _NOTHING:
-                yield previous
-            previous = item
+            if isinstance(item, Final):
+                return
+            yield item
+
+
+def _unwrapped(delivered: Iterator[Any]) -> Iterator[Any]:
+    """A run flow's chunks, then its result itself."""
+    with contextlib.closing(delivered):  # type: ignore[type-var] # a generator
+        for item in delivered:
+            yield item.value if isinstance(item, Final) else item
