@@ -1,12 +1,15 @@
-"""Test images of real services, built from Debian's packages: PostgreSQL 15 and Redis.
+"""Test images of real services, built from Debian's packages: PostgreSQL 15 and Redis, and
+an image with Python 3 and matplotlib for code sessions (issue 19).
 
 Each image is one layer, made by `debootstrap --variant=minbase --include=PACKAGES bookworm`
-from deb.debian.org, with an entrypoint of our own (tests/fixtures/service_images/), stripped of
-what no test needs (apt lists and caches, documentation, translations: C.UTF-8 is the only
+from deb.debian.org (and the recipe's setup commands: the python image's apt-get), with an
+entrypoint of our own where it needs one (tests/fixtures/service_images/), stripped of what no
+test needs (apt lists and caches, documentation, translations: C.UTF-8 is the only
 locale, built into libc), and written as a `docker save` archive that `sandkit load` and
 `docker load` both take. Its config has the fields of the official `postgres` and `redis`
 images (Entrypoint, Cmd, Env, User, WorkingDir, ExposedPorts, Volumes, StopSignal) plus a
-Healthcheck, which those lack, so that tests can watch one.
+Healthcheck, which those lack, so that tests can watch one; the python image's that of the
+official `python` image (Cmd python3, no entrypoint).
 
 Building needs root, debootstrap and the Debian mirror, and takes a minute or two per image, so
 the archives are kept in a cache directory outside the clone (SANDKIT_TEST_IMAGES, default
@@ -93,17 +96,24 @@ class Recipe:
     name: str
     tag: str
     packages: tuple[str, ...]
-    entrypoint_script: str  # a file of ENTRYPOINTS, installed as /usr/local/bin/<entrypoint>
-    entrypoint: str
+    # A file of ENTRYPOINTS, installed as /usr/local/bin/<entrypoint> (None: the image has none)
+    entrypoint_script: str | None
+    entrypoint: str | None
     directories: tuple[Directory, ...]
     removed: tuple[str, ...]  # more paths (glob patterns) to remove, besides STRIPPED
     config: Mapping[str, object] = field(hash=False)
     version_argv: tuple[str, ...] = ()  # prints the service's version (a smoke test)
+    # Shell commands run in the image (with the build machine's resolv.conf) once the packages
+    # are in: apt-get installs, caches a program makes once
+    setup: tuple[str, ...] = ()
 
     def key(self) -> str:
         """16 hex digits of SHA-256 over everything that decides the image's content."""
         recipe = asdict(self)
-        recipe["entrypoint_text"] = (ENTRYPOINTS / self.entrypoint_script).read_text()
+        if not self.setup:
+            del recipe["setup"]  # (so that the recipes older than it keep their archives)
+        if self.entrypoint_script is not None:
+            recipe["entrypoint_text"] = (ENTRYPOINTS / self.entrypoint_script).read_text()
         recipe["build"] = [BUILD_STEPS_VERSION, SUITE, list(STRIPPED)]
         text = json.dumps(recipe, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -191,7 +201,48 @@ REDIS = Recipe(
     version_argv=("redis-server", "--version"),
 )
 
-RECIPES = {recipe.name: recipe for recipe in (POSTGRES, REDIS)}
+PYTHON = Recipe(
+    name="python",
+    tag="sandkit-test/python:3.11",
+    # Debian's matplotlib brings numpy, Pillow and the DejaVu fonts: what a notebook-like
+    # snippet (numbers, a plot) needs. It comes by apt-get (setup, below), not debootstrap:
+    # its fonttools depends on "python3-scipy | python3-munkres", and debootstrap takes the
+    # first of alternatives, SciPy, which brings a C++ compiler, Boost and OpenBLAS (600 MB).
+    packages=("python3",),
+    entrypoint_script=None,
+    entrypoint=None,
+    directories=(),
+    # The test suites and C headers of Python and numpy, which no snippet imports, and what
+    # fonttools depends on for features matplotlib does not use: SymPy and the Unicode
+    # Character Database's text files (70 MB).
+    removed=(
+        "usr/lib/python3/dist-packages/sympy",
+        "usr/share/unicode",
+        "usr/lib/python3/dist-packages/numpy/*/tests",
+        "usr/lib/python3/dist-packages/numpy/core/include",
+        "usr/lib/python3/dist-packages/matplotlib/tests",
+        "usr/lib/python3.11/test",
+        # (documentation in directories, which the stripping of files would leave empty)
+        "usr/share/doc/*/examples",
+        "usr/share/doc/util-linux/releases",
+    ),
+    config={
+        # (MPLBACKEND: no display in a container; Agg draws the PNGs that results carry)
+        "Env": [f"PATH={PATH}", "LANG=C.UTF-8", "MPLBACKEND=Agg"],
+        "Cmd": ["python3"],
+    },
+    version_argv=("python3", "--version"),
+    setup=(
+        "apt-get update -q",
+        "DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends "
+        "python3-matplotlib python3-munkres",
+        # matplotlib's font cache, made here once instead of on each container's first plot
+        # (seconds); in root's home, as the image runs as root like the official one.
+        "MPLBACKEND=Agg python3 -c 'import matplotlib.pyplot'",
+    ),
+)
+
+RECIPES = {recipe.name: recipe for recipe in (POSTGRES, REDIS, PYTHON)}
 
 
 # --- the cache -------------------------------------------------------------------------------
@@ -341,19 +392,19 @@ def _debootstrap(recipe: Recipe, rootfs: Path, log: Path) -> None:
 
 
 def _customise(recipe: Recipe, rootfs: Path) -> None:
-    """Installs the entrypoint, makes the recipe's directories and strips the image, all by a
-    shell chrooted into it: the image's absolute symlinks (/var/run -> /run) then lead where
-    they lead in a container, never to the build machine's files, and owners are the image's
-    users."""
-    entrypoint = f"/usr/local/bin/{recipe.entrypoint}"
+    """Installs the entrypoint, makes the recipe's directories, runs its setup and strips the
+    image, all by a shell chrooted into it: the image's absolute symlinks (/var/run -> /run)
+    then lead where they lead in a container, never to the build machine's files, and owners
+    are the image's users."""
     script = [
         "set -eu",
-        f"cat > {entrypoint} && chmod 755 {entrypoint}",
+        *_entrypoint_install(recipe),
         *(
             f'mkdir -p {d.path} && chown {d.owner}:"$(id -gn {d.owner})" {d.path} '
             f"&& chmod {d.mode:o} {d.path}"
             for d in recipe.directories
         ),
+        *recipe.setup,
         # (unquoted: the image's shell expands the globs)
         *(f"rm -rf /{pattern}" for pattern in (*STRIPPED, *recipe.removed)),
         # Documentation, but for each package's copyright (the terms stay with the files).
@@ -363,13 +414,24 @@ def _customise(recipe: Recipe, rootfs: Path) -> None:
         "find /dev -mindepth 1 -maxdepth 1 -exec rm -rf {} +",
         ": > /etc/machine-id",  # (systemd's "not set yet"; none runs here)
     ]
-    with open(ENTRYPOINTS / recipe.entrypoint_script, "rb") as source:
+    entrypoint_source = (
+        ENTRYPOINTS / recipe.entrypoint_script if recipe.entrypoint_script else os.devnull
+    )
+    with open(entrypoint_source, "rb") as source:
         subprocess.run(
             ["chroot", str(rootfs), "/bin/sh", "-c", "\n".join(script)],
             stdin=source,
             env={"PATH": PATH, "LC_ALL": "C"},
             check=True,
         )
+
+
+def _entrypoint_install(recipe: Recipe) -> list[str]:
+    """The shell command that writes the entrypoint (the shell's stdin) into the image."""
+    if recipe.entrypoint is None:
+        return []
+    entrypoint = f"/usr/local/bin/{recipe.entrypoint}"
+    return [f"cat > {entrypoint} && chmod 755 {entrypoint}"]
 
 
 def _write_layer(rootfs: Path, layer: Path) -> str:
@@ -419,7 +481,7 @@ def _image_config(recipe: Recipe, diff_id: str) -> bytes:
                 {
                     "created": created,
                     "created_by": f"tests/service_images.py: debootstrap --variant=minbase "
-                    f"--include={packages} {SUITE}; entrypoint {recipe.entrypoint}",
+                    f"--include={packages} {SUITE}; entrypoint {recipe.entrypoint or 'none'}",
                 }
             ],
         },

@@ -1,4 +1,5 @@
-"""The test images of real services (tests/service_images.py), loaded into the tests' store."""
+"""The test images of real services and of Python (tests/service_images.py), loaded into the
+tests' store; tests/examples/ takes the python image's fixtures from here."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def redis_archive() -> Path:
     return archive_of("redis")
 
 
+@pytest.fixture(scope="session")
+def python_archive() -> Path:
+    return archive_of("python")
+
+
 def loaded(archive: Path):
     """The archive loaded into the tests' store, leased once: the lease's lock file stays for
     the session, and would otherwise count as a leak of the first test that uses the image."""
@@ -59,6 +65,12 @@ def postgres_image(postgres_archive):
 @pytest.fixture(scope="session")
 def redis_image(redis_archive):
     return loaded(redis_archive)
+
+
+@pytest.fixture(scope="session")
+def python_image(python_archive):
+    """Python 3.11 with matplotlib (numpy, Pillow): code sessions and examples/ run on it."""
+    return loaded(python_archive)
 
 
 @pytest.fixture
