@@ -288,6 +288,16 @@ def test_an_unsendable_result_is_a_remote_error_naming_its_type(c) -> None:
     assert c.call("plugin:add", 1) == 1
 
 
+def test_strs_that_are_not_utf8_cross_both_ways(c) -> None:
+    # os.fsdecode gives lone surrogates for names that are not UTF-8: a plugin listing such a
+    # directory, or an error naming such a file, must not end its interpreter as "garbage"
+    odd = os.fsdecode(b"caf\xff")
+    assert c.call("os:fsdecode", b"caf\xff") == odd
+    assert c.call("os.path:basename", "/x/" + odd) == odd
+    r = c.run_code("import os\nraise ValueError(os.fsdecode(b'\\xff'))")
+    assert not r.restarted and r.error is not None and r.error.value == os.fsdecode(b"\xff")
+
+
 def test_missing_modules_and_functions_are_clear_errors(c) -> None:
     with pytest.raises(RemoteError, match="no module named 'nosuchplugin' in the container") as e:
         c.call("nosuchplugin:f")
