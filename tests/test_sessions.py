@@ -245,6 +245,43 @@ def test_a_snippet_that_ignores_the_interrupt_is_killed_and_restarted(c) -> None
         assert after.value == "False" and after.error is None  # a fresh interpreter
 
 
+@pytest.mark.parametrize(
+    "request_",
+    [
+        lambda s: s.run_code("x = '" + "a" * 300_000 + "'", timeout=0.5),
+        lambda s: s.call("plugin:add", b"a" * 300_000, b"", timeout=0.5),
+    ],
+    ids=["run_code", "call"],
+)
+def test_a_request_larger_than_the_pipe_is_bounded_by_its_timeout(c, request_) -> None:
+    # an interpreter that reads nothing (here stopped between requests by its own last snippet)
+    # must not hold the caller in writing a request past the pipe's 64 KiB
+    with c.session() as s:
+        pid = s.run_code(
+            "import os, signal, threading\n"
+            "threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGSTOP)).start()\nos.getpid()"
+        ).value
+        stopped = ["sh", "-c", f"grep -q '^State:.*T' /proc/{pid}/status"]
+        wait_until(lambda: c.exec(stopped).exit_code == 0, "the interpreter to stop")
+        outcome: list[object] = []
+
+        def send() -> None:
+            try:
+                outcome.append(request_(s))
+            except Exception as exc:  # noqa: BLE001 - the outcome is checked below
+                outcome.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        sender.join(30)  # far over the 0.5 s timeout plus the grace second: not done means stuck
+        assert not sender.is_alive(), "the caller is stuck writing to a stopped interpreter"
+    (result,) = outcome
+    if isinstance(result, sandkit.CodeResult):
+        assert result.timed_out and result.restarted
+    else:
+        assert isinstance(result, CallTimeoutError)
+
+
 def test_an_interrupt_between_requests_is_ignored(c) -> None:
     # a timeout's SIGINT may land just after the snippet ended: it must not end the interpreter
     with c.session() as s:

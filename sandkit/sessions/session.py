@@ -73,7 +73,11 @@ _STDERR_KEPT = 4096
 
 @attrs.frozen
 class _Send:
+    """Write ``data``; stop at ``deadline`` (an interpreter that reads nothing, stopped or stuck,
+    must not hold the caller past its timeout: the next _Receive then times out too)."""
+
     data: bytes
+    deadline: float | None = None
 
 
 @attrs.frozen
@@ -125,6 +129,11 @@ def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
 
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (<= 0 once passed), None for no deadline."""
+    return None if deadline is None else deadline - time.monotonic()
+
+
 def run_flow(code: str, env: Mapping[str, str] | None, timeout: float | None, limit: int) -> _Flow:
     """One snippet: its output as chunks, then its `CodeResult` (its arguments checked now)."""
     return _run_steps(_code(code), _env(env), _timeout(timeout), limit)
@@ -145,8 +154,8 @@ def _run_steps(
             **fields,
         )
 
-    yield _Send(AgentProtocol.run(code, env, limit))
     deadline, timed_out, abandoned = _deadline(timeout), False, False
+    yield _Send(AgentProtocol.run(code, env, limit), deadline)
     while True:
         event = yield _Receive(deadline)
         if isinstance(event, Output):
@@ -202,8 +211,8 @@ def call_flow(
 
 
 def _call_steps(target: str, request: bytes, timeout: float | None, *, stream: bool) -> _Flow:
-    yield _Send(request)
     deadline, timed_out, stopping = _deadline(timeout), False, False
+    yield _Send(request, deadline)
     while True:
         event = yield _Receive(deadline)
         if isinstance(event, Item) and stream:
@@ -213,10 +222,10 @@ def _call_steps(target: str, request: bytes, timeout: float | None, *, stream: b
                 yield _Deliver(event.value)
             except _StopIteration:
                 stopping, deadline = True, _deadline(INTERRUPT_GRACE)
-                yield _Send(AgentProtocol.stop())
+                yield _Send(AgentProtocol.stop(), deadline)
                 continue
             deadline = _deadline(timeout)  # per item: the caller's own time does not count
-            yield _Send(AgentProtocol.more(1))
+            yield _Send(AgentProtocol.more(1), deadline)
         elif isinstance(event, (Returned, Raised)):
             if timed_out:
                 raise CallTimeoutError(f"{target} did not return within {timeout} s")
@@ -407,9 +416,10 @@ class SessionCore:
             ) from None
         interpreter = _Interpreter(process)
         self.interpreter = interpreter
+        deadline = _deadline(START_TIMEOUT)
         try:
-            await _AsyncLink(self).send(AgentProtocol.bootstrap(_agent_source()))
-            ready = await _AsyncLink(self).receive(_deadline(START_TIMEOUT))
+            await _AsyncLink(self).send(AgentProtocol.bootstrap(_agent_source()), deadline)
+            ready = await _AsyncLink(self).receive(deadline)
         except BaseException:
             await self.kill()
             raise
@@ -498,13 +508,17 @@ class _AsyncLink:
     def __init__(self, core: SessionCore) -> None:
         self.core = core
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, deadline: float | None) -> None:
         interpreter = self.core.interpreter
         assert interpreter is not None
         view = memoryview(data)
         try:
             while view := interpreter.write_some(view):
-                await anyio.wait_writable(interpreter.request_fd)
+                remaining = _remaining(deadline)
+                if remaining is not None and remaining <= 0:
+                    return  # the receive that follows times out
+                with anyio.move_on_after(remaining if remaining is not None else float("inf")):
+                    await anyio.wait_writable(interpreter.request_fd)
         except BrokenPipeError:
             pass  # it died: the next receive reads the end of its channel
 
@@ -513,7 +527,7 @@ class _AsyncLink:
         assert interpreter is not None
         try:
             while (event := interpreter.next_event()) is None:
-                remaining = None if deadline is None else deadline - time.monotonic()
+                remaining = _remaining(deadline)
                 if remaining is not None and remaining <= 0:
                     return _TIMED_OUT
                 with anyio.move_on_after(remaining if remaining is not None else float("inf")):
@@ -526,7 +540,7 @@ class _AsyncLink:
 
     async def execute(self, command: _Command) -> Any:
         if isinstance(command, _Send):
-            return await self.send(command.data)
+            return await self.send(command.data, command.deadline)
         if isinstance(command, _Receive):
             return await self.receive(command.deadline)
         if isinstance(command, _Interrupt):
