@@ -606,6 +606,37 @@ def test_concurrent_sessions_from_threads(c) -> None:
     assert results == {n: str(n * 2) for n in range(4)}
 
 
+@pytest.mark.parametrize("closing", ["the session", "the container"])
+def test_closing_from_another_thread_while_a_snippet_runs(closing) -> None:
+    # The closer must not close the pipes under the running caller (a closed fd number is soon
+    # another container's pipe): the caller is told, as a result, and the pipes are closed once.
+    with sandkit.Container("host") as box:
+        s = box.session()
+        started = threading.Event()
+        outcome: list[object] = []
+
+        def run() -> None:
+            try:
+                code = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+                outcome.append(s.run_code(code, on_stdout=lambda _: started.set()))
+            except Exception as exc:  # noqa: BLE001 - checked below
+                outcome.append(exc)
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        assert started.wait(30)
+        s.close() if closing == "the session" else box.stop()
+        runner.join(30)
+        assert not runner.is_alive()
+    (result,) = outcome
+    assert isinstance(result, sandkit.CodeResult), result
+    assert result.error is not None and result.error.name == "SessionError"
+    assert "the session was closed while it ran" in result.error.value
+    assert result.restarted
+    with pytest.raises(SessionError, match="closed"):
+        s.run_code("1")
+
+
 def test_a_detached_container_runs_sessions_too() -> None:
     box = sandkit.Container("host", detach=True).start()
     try:

@@ -396,7 +396,24 @@ class SessionCore:
         try:
             yield
         finally:
-            self.busy_owner = None
+            with self._guard:
+                self.busy_owner = None
+                left = self.interpreter if self.closed else None
+                if left is not None:  # closed while this request ran: its pipes are ours to close
+                    self.interpreter = None
+            if left is not None:
+                left.process.close()
+
+    def _take_for_closing(self) -> tuple[_Interpreter | None, bool]:
+        """Mark the session closed: its interpreter, and whether a request is running on it. A
+        running request's thread or task may be reading its pipes: they are closed by it (when
+        it ends), never under it, where the fd numbers could already be another's pipes."""
+        with self._guard:
+            self.closed = True
+            if self.busy_owner is not None:
+                return self.interpreter, True
+            interpreter, self.interpreter = self.interpreter, None
+            return interpreter, False
 
     # -- start and end (on the event loop) ------------------------------------------------------
 
@@ -436,17 +453,20 @@ class SessionCore:
     async def kill(self) -> None:
         """Kill the interpreter and everything it started; the next request starts a fresh one."""
         interpreter, self.interpreter = self.interpreter, None
+        if interpreter is not None:
+            await _end(interpreter)
+
+    async def close(self) -> None:
+        """End the session: kill its interpreter; a request running on it (another thread's or
+        task's) sees its channel end, is told so, and closes the pipes."""
+        interpreter, busy = self._take_for_closing()
         if interpreter is None:
             return
-        with anyio.CancelScope(shield=True):
-            try:
+        if busy:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await interpreter.process.kill()
-                with anyio.move_on_after(5):
-                    await interpreter.process.wait()
-            except Exception:  # noqa: BLE001 - the container is gone: so is the interpreter
-                pass
-            finally:
-                interpreter.process.close()
+        else:
+            await _end(interpreter)
 
     async def reap(self) -> str:
         """The interpreter closed its channel: how it ended (exit status, signal, its stderr)."""
@@ -461,7 +481,8 @@ class SessionCore:
                     await interpreter.process.kill()
             text = interpreter.stderr_text()
             interpreter.process.close()
-        return self._describe_end(code, text)
+        how = self._describe_end(code, text)
+        return f"the session was closed while it ran ({how})" if self.closed else how
 
     async def garbage(self, error: ChannelGarbage) -> str:
         """The channel carried garbage: kill the interpreter; how it ended."""
@@ -482,10 +503,23 @@ class SessionCore:
         return f"{how}: {stderr}" if stderr else how
 
     def close_now(self) -> None:
-        """Without the event loop (the container is stopping): close the host's pipe ends."""
-        self.closed = True
-        interpreter, self.interpreter = self.interpreter, None
-        if interpreter is not None:
+        """Without the event loop (the container is stopping, which ends its processes): close
+        the host's pipe ends, unless a request is running on them (it closes them)."""
+        interpreter, busy = self._take_for_closing()
+        if interpreter is not None and not busy:
+            interpreter.process.close()
+
+
+async def _end(interpreter: _Interpreter) -> None:
+    """Kill an interpreter and everything it started, and close the host's ends of its pipes."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await interpreter.process.kill()
+            with anyio.move_on_after(5):
+                await interpreter.process.wait()
+        except Exception:  # noqa: BLE001 - the container is gone: so is the interpreter
+            pass
+        finally:
             interpreter.process.close()
 
 
@@ -702,8 +736,7 @@ class AsyncCodeSession:
 
     async def close(self) -> None:
         """End the interpreter and everything it started."""
-        self._core.closed = True
-        await self._core.kill()
+        await self._core.close()
 
     async def __aenter__(self) -> Self:
         return self

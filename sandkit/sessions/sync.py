@@ -184,8 +184,7 @@ class CodeSession:
 
     def close(self) -> None:
         """End the interpreter and everything it started."""
-        self._core.closed = True
-        _portal.run(self._core.kill)
+        _portal.run(self._core.close)
 
     def __enter__(self) -> Self:
         return self
