@@ -519,6 +519,41 @@ def test_garbage_on_the_channel_ends_that_interpreter_only(c, garbage) -> None:
         assert other.run_code("x").value == "1"
 
 
+FORGER = r"""
+import os, struct
+forged = bytes([0x92, 0xa4]) + b"done" + bytes([0x81, 0xa5]) + b"value" + bytes([0xa6]) + b"forged"
+frame = struct.pack(">I", len(forged)) + forged
+opened = []
+for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        continue
+    for fd in fds:
+        try:
+            end = os.open(f"/proc/{pid}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        opened.append(f"{pid}/{fd}")
+        try:
+            os.write(end, frame)
+        except OSError:
+            pass
+        os.close(end)
+opened
+"""
+
+
+def test_a_session_cannot_reach_another_sessions_channel(c) -> None:
+    # same container, same user: through /proc/<pid>/fd a snippet could write forged replies
+    # into another session's channel (or read its requests)
+    with c.session() as attacker, c.session() as victim:
+        victim.run_code("1")
+        r = attacker.run_code(FORGER)
+        assert (r.value, r.error) == ("[]", None)
+        assert victim.run_code("2 + 2").value == "4"
+
+
 def test_the_host_is_out_of_reach() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
