@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -670,6 +671,30 @@ def test_closing_from_another_thread_while_a_snippet_runs(closing) -> None:
     assert result.restarted
     with pytest.raises(SessionError, match="closed"):
         s.run_code("1")
+
+
+def test_sessions_made_by_many_threads_at_once_are_all_closed_with_the_container() -> None:
+    # each session made must be on the container's list, whose pipes its stop closes
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # make the threads interleave as much as they can
+    try:
+        with sandkit.Container("host") as box:
+            made: list[sandkit.CodeSession] = []
+            together = threading.Barrier(16)
+
+            def make() -> None:
+                together.wait()
+                made.extend(box.session() for _ in range(50))
+
+            threads = [threading.Thread(target=make) for _ in range(16)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            tracked = box._core._sessions().cores
+            assert {id(s._core) for s in made} <= {id(core) for core in tracked}
+    finally:
+        sys.setswitchinterval(switch)
 
 
 def test_a_detached_container_runs_sessions_too() -> None:

@@ -753,24 +753,30 @@ class ContainerSessions:
         self.container = container
         self.cores: list[SessionCore] = []
         self.default: SessionCore | None = None
+        # threads make sessions at once: one they dropped from the list would keep its pipes open
+        # after the container stops
+        self._lock = threading.RLock()
 
     def new(self, **options: Any) -> SessionCore:
         """A new session (``c.session()``)."""
         if options.get("max_output") is None:
             options["max_output"] = getattr(self.container, "options", {}).get("max_output")
         core = SessionCore(self.container, **options)
-        self.cores = [c for c in self.cores if not c.closed]
-        self.cores.append(core)
+        with self._lock:
+            self.cores = [c for c in self.cores if not c.closed]
+            self.cores.append(core)
         return core
 
     def default_core(self) -> SessionCore:
         """The default session's (``c.run_code``...), made again after a close."""
-        if self.default is None or self.default.closed:
-            self.default = self.new()
-        return self.default
+        with self._lock:
+            if self.default is None or self.default.closed:
+                self.default = self.new()
+            return self.default
 
     def close(self) -> None:
         """The container stops: close the host's ends of every interpreter's pipes."""
-        for core in self.cores:
+        with self._lock:
+            cores, self.cores = self.cores, []
+        for core in cores:
             core.close_now()
-        self.cores = []
