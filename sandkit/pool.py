@@ -552,7 +552,12 @@ class Pool:
         """A started container nobody has used, for the ``with`` block; leaving the block
         destroys it in the background. Waits up to ``timeout`` s when none is ready
         (`PoolExhaustedError` then); `PoolStartError` when the pool's starts fail."""
-        core = self._run(self._core._acquire, timeout)
+        claim = _Claim()
+        try:
+            core = self._run(claim.acquire, self._core, timeout)
+        except BaseException:  # Ctrl-C in the wait: the loop thread still waits for this caller
+            _portal.run_soon(claim.abandon, self._core)
+            raise
         try:
             yield container_of(core)
         finally:
@@ -573,6 +578,34 @@ class Pool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@attrs.define(eq=False)
+class _Claim:
+    """A sync caller's `_acquire`, which runs on the loop thread and so goes on when the caller
+    stops waiting for it (KeyboardInterrupt): `abandon` then ends it, and gives back what it
+    took, whichever of the two the loop thread runs first."""
+
+    abandoned: bool = False
+    scope: anyio.CancelScope | None = None
+    container: AsyncContainer | None = None
+
+    async def acquire(self, pool: AsyncPool, timeout: float | None) -> AsyncContainer:
+        with anyio.CancelScope() as self.scope:
+            if not self.abandoned:
+                self.container = await pool._acquire(timeout)
+        if self.abandoned or self.container is None:
+            self.abandon(pool)
+            raise errors.PoolClosedError("the caller stopped waiting for a container")
+        return self.container
+
+    def abandon(self, pool: AsyncPool) -> None:
+        """(On the loop thread.) The caller has gone: stop waiting; give back what was taken."""
+        self.abandoned = True
+        if self.scope is not None:
+            self.scope.cancel()
+        if self.container is not None:
+            pool._release(self.container)
 
 
 async def _stats_of(pool: AsyncPool) -> PoolStats:

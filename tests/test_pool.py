@@ -104,6 +104,29 @@ def test_a_caller_that_finds_none_ready_waits_for_one(busybox, no_leaks):
         assert (stats.hits, stats.misses, stats.waits) == (1, 1, 1)
 
 
+def test_a_waiter_stopped_by_ctrl_c_takes_nothing_with_it(busybox, no_leaks):
+    # Ctrl-C while pool.container() waits: the wait on the loop thread must end with it, or the
+    # next container started would be handed to nobody and stay "in use" until close()
+    with sandkit.Pool(busybox, size=1, max_containers=1) as pool:
+        [held] = _held(pool, 1)
+        main = threading.get_ident()
+
+        def press_ctrl_c() -> None:
+            wait_until(lambda: pool.stats.misses == 1, "the caller to wait")
+            signal.pthread_kill(main, signal.SIGINT)
+
+        presser = threading.Thread(target=press_ctrl_c)
+        presser.start()
+        with pytest.raises(KeyboardInterrupt), pool.container(timeout=None):
+            pass
+        presser.join()
+        _leave([held])
+        wait_until(lambda: pool.stats.ready == 1, "the next container to be ready", timeout=30)
+        assert pool.stats.in_use == 0
+        with pool.container(timeout=60) as c:
+            c.exec(["true"], check=True)
+
+
 def _use_one(pool: sandkit.Pool) -> bytes:
     with pool.container(timeout=60) as c:
         return c.exec(["echo", "ok"]).stdout

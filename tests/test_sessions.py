@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,6 +246,43 @@ def test_a_snippet_that_ignores_the_interrupt_is_killed_and_restarted(c) -> None
         assert after.value == "False" and after.error is None  # a fresh interpreter
 
 
+@pytest.mark.parametrize(
+    "request_",
+    [
+        lambda s: s.run_code("x = '" + "a" * 300_000 + "'", timeout=0.5),
+        lambda s: s.call("plugin:add", b"a" * 300_000, b"", timeout=0.5),
+    ],
+    ids=["run_code", "call"],
+)
+def test_a_request_larger_than_the_pipe_is_bounded_by_its_timeout(c, request_) -> None:
+    # an interpreter that reads nothing (here stopped between requests by its own last snippet)
+    # must not hold the caller in writing a request past the pipe's 64 KiB
+    with c.session() as s:
+        pid = s.run_code(
+            "import os, signal, threading\n"
+            "threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGSTOP)).start()\nos.getpid()"
+        ).value
+        stopped = ["sh", "-c", f"grep -q '^State:.*T' /proc/{pid}/status"]
+        wait_until(lambda: c.exec(stopped).exit_code == 0, "the interpreter to stop")
+        outcome: list[object] = []
+
+        def send() -> None:
+            try:
+                outcome.append(request_(s))
+            except Exception as exc:  # noqa: BLE001 - the outcome is checked below
+                outcome.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        sender.join(30)  # far over the 0.5 s timeout plus the grace second: not done means stuck
+        assert not sender.is_alive(), "the caller is stuck writing to a stopped interpreter"
+    (result,) = outcome
+    if isinstance(result, sandkit.CodeResult):
+        assert result.timed_out and result.restarted
+    else:
+        assert isinstance(result, CallTimeoutError)
+
+
 def test_an_interrupt_between_requests_is_ignored(c) -> None:
     # a timeout's SIGINT may land just after the snippet ended: it must not end the interpreter
     with c.session() as s:
@@ -286,6 +324,16 @@ def test_an_unsendable_result_is_a_remote_error_naming_its_type(c) -> None:
     with pytest.raises(RemoteError, match="the result: cannot send a set"):
         c.call("plugin:give_a_set")
     assert c.call("plugin:add", 1) == 1
+
+
+def test_strs_that_are_not_utf8_cross_both_ways(c) -> None:
+    # os.fsdecode gives lone surrogates for names that are not UTF-8: a plugin listing such a
+    # directory, or an error naming such a file, must not end its interpreter as "garbage"
+    odd = os.fsdecode(b"caf\xff")
+    assert c.call("os:fsdecode", b"caf\xff") == odd
+    assert c.call("os.path:basename", "/x/" + odd) == odd
+    r = c.run_code("import os\nraise ValueError(os.fsdecode(b'\\xff'))")
+    assert not r.restarted and r.error is not None and r.error.value == os.fsdecode(b"\xff")
 
 
 def test_missing_modules_and_functions_are_clear_errors(c) -> None:
@@ -472,6 +520,41 @@ def test_garbage_on_the_channel_ends_that_interpreter_only(c, garbage) -> None:
         assert other.run_code("x").value == "1"
 
 
+FORGER = r"""
+import os, struct
+forged = bytes([0x92, 0xa4]) + b"done" + bytes([0x81, 0xa5]) + b"value" + bytes([0xa6]) + b"forged"
+frame = struct.pack(">I", len(forged)) + forged
+opened = []
+for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        continue
+    for fd in fds:
+        try:
+            end = os.open(f"/proc/{pid}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        opened.append(f"{pid}/{fd}")
+        try:
+            os.write(end, frame)
+        except OSError:
+            pass
+        os.close(end)
+opened
+"""
+
+
+def test_a_session_cannot_reach_another_sessions_channel(c) -> None:
+    # same container, same user: through /proc/<pid>/fd a snippet could write forged replies
+    # into another session's channel (or read its requests)
+    with c.session() as attacker, c.session() as victim:
+        victim.run_code("1")
+        r = attacker.run_code(FORGER)
+        assert (r.value, r.error) == ("[]", None)
+        assert victim.run_code("2 + 2").value == "4"
+
+
 def test_the_host_is_out_of_reach() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -557,6 +640,61 @@ def test_concurrent_sessions_from_threads(c) -> None:
     for thread in threads:
         thread.join()
     assert results == {n: str(n * 2) for n in range(4)}
+
+
+@pytest.mark.parametrize("closing", ["the session", "the container"])
+def test_closing_from_another_thread_while_a_snippet_runs(closing) -> None:
+    # The closer must not close the pipes under the running caller (a closed fd number is soon
+    # another container's pipe): the caller is told, as a result, and the pipes are closed once.
+    with sandkit.Container("host") as box:
+        s = box.session()
+        started = threading.Event()
+        outcome: list[object] = []
+
+        def run() -> None:
+            try:
+                code = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+                outcome.append(s.run_code(code, on_stdout=lambda _: started.set()))
+            except Exception as exc:  # noqa: BLE001 - checked below
+                outcome.append(exc)
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        assert started.wait(30)
+        s.close() if closing == "the session" else box.stop()
+        runner.join(30)
+        assert not runner.is_alive()
+    (result,) = outcome
+    assert isinstance(result, sandkit.CodeResult), result
+    assert result.error is not None and result.error.name == "SessionError"
+    assert "the session was closed while it ran" in result.error.value
+    assert result.restarted
+    with pytest.raises(SessionError, match="closed"):
+        s.run_code("1")
+
+
+def test_sessions_made_by_many_threads_at_once_are_all_closed_with_the_container() -> None:
+    # each session made must be on the container's list, whose pipes its stop closes
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # make the threads interleave as much as they can
+    try:
+        with sandkit.Container("host") as box:
+            made: list[sandkit.CodeSession] = []
+            together = threading.Barrier(16)
+
+            def make() -> None:
+                together.wait()
+                made.extend(box.session() for _ in range(50))
+
+            threads = [threading.Thread(target=make) for _ in range(16)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            tracked = box._core._sessions().cores
+            assert {id(s._core) for s in made} <= {id(core) for core in tracked}
+    finally:
+        sys.setswitchinterval(switch)
 
 
 def test_a_detached_container_runs_sessions_too() -> None:

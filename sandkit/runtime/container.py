@@ -82,6 +82,8 @@ if TYPE_CHECKING:
     from .attached import AsyncAttachedContainer
 
 # How long a start waits for a spare container that is being made (20 x 0.2 ms).
+# Guards making a container's ContainerSessions, which threads may ask for at once.
+_SESSIONS_MADE = threading.Lock()
 _SPARE_POLLS = 20
 _SPARE_POLL_INTERVAL = 0.0002
 # A spare taken this soon after it was made means starts come back to back.
@@ -1197,9 +1199,10 @@ class AsyncContainer:
     # (the work is in sandkit/sessions/; an attached container shares these methods)
 
     def _sessions(self) -> ContainerSessions:
-        if self._code_sessions is None:
-            self._code_sessions = ContainerSessions(self)
-        return self._code_sessions
+        with _SESSIONS_MADE:  # once, though threads ask at once
+            if self._code_sessions is None:
+                self._code_sessions = ContainerSessions(self)
+            return self._code_sessions
 
     def session(
         self,

@@ -642,8 +642,22 @@ def _high_fd(fd: int) -> int:
     return fcntl.fcntl(fd, getattr(fcntl, "F_DUPFD_CLOEXEC", 1030), 100)
 
 
+def _close_to_other_processes() -> None:
+    """Keep the container's other processes (another session's code) out of our channel: they
+    run as our user, and could otherwise open it through /proc/<our pid>/fd to forge our replies
+    or read our requests. A process that is not dumpable has its /proc/<pid>/fd open only to
+    CAP_SYS_PTRACE, which containers lack by default; what it execs is dumpable again."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, SUID_DUMP_DISABLE
+    except Exception:  # noqa: BLE001 - no ctypes in the image: the channel stays reachable
+        pass
+
+
 def main() -> None:
     """Move the channel off fds 0 and 1, set up the output forwarders, serve."""
+    _close_to_other_processes()
     channel = Channel(_high_fd(0), _high_fd(1))
     stdout, stderr = Forwarder("stdout", channel), Forwarder("stderr", channel)
     agent = Agent(channel, stdout, stderr)

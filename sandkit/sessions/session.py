@@ -73,7 +73,11 @@ _STDERR_KEPT = 4096
 
 @attrs.frozen
 class _Send:
+    """Write ``data``; stop at ``deadline`` (an interpreter that reads nothing, stopped or stuck,
+    must not hold the caller past its timeout: the next _Receive then times out too)."""
+
     data: bytes
+    deadline: float | None = None
 
 
 @attrs.frozen
@@ -125,6 +129,11 @@ def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
 
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (<= 0 once passed), None for no deadline."""
+    return None if deadline is None else deadline - time.monotonic()
+
+
 def run_flow(code: str, env: Mapping[str, str] | None, timeout: float | None, limit: int) -> _Flow:
     """One snippet: its output as chunks, then its `CodeResult` (its arguments checked now)."""
     return _run_steps(_code(code), _env(env), _timeout(timeout), limit)
@@ -145,8 +154,8 @@ def _run_steps(
             **fields,
         )
 
-    yield _Send(AgentProtocol.run(code, env, limit))
     deadline, timed_out, abandoned = _deadline(timeout), False, False
+    yield _Send(AgentProtocol.run(code, env, limit), deadline)
     while True:
         event = yield _Receive(deadline)
         if isinstance(event, Output):
@@ -202,8 +211,8 @@ def call_flow(
 
 
 def _call_steps(target: str, request: bytes, timeout: float | None, *, stream: bool) -> _Flow:
-    yield _Send(request)
     deadline, timed_out, stopping = _deadline(timeout), False, False
+    yield _Send(request, deadline)
     while True:
         event = yield _Receive(deadline)
         if isinstance(event, Item) and stream:
@@ -213,10 +222,10 @@ def _call_steps(target: str, request: bytes, timeout: float | None, *, stream: b
                 yield _Deliver(event.value)
             except _StopIteration:
                 stopping, deadline = True, _deadline(INTERRUPT_GRACE)
-                yield _Send(AgentProtocol.stop())
+                yield _Send(AgentProtocol.stop(), deadline)
                 continue
             deadline = _deadline(timeout)  # per item: the caller's own time does not count
-            yield _Send(AgentProtocol.more(1))
+            yield _Send(AgentProtocol.more(1), deadline)
         elif isinstance(event, (Returned, Raised)):
             if timed_out:
                 raise CallTimeoutError(f"{target} did not return within {timeout} s")
@@ -387,7 +396,24 @@ class SessionCore:
         try:
             yield
         finally:
-            self.busy_owner = None
+            with self._guard:
+                self.busy_owner = None
+                left = self.interpreter if self.closed else None
+                if left is not None:  # closed while this request ran: its pipes are ours to close
+                    self.interpreter = None
+            if left is not None:
+                left.process.close()
+
+    def _take_for_closing(self) -> tuple[_Interpreter | None, bool]:
+        """Mark the session closed: its interpreter, and whether a request is running on it. A
+        running request's thread or task may be reading its pipes: they are closed by it (when
+        it ends), never under it, where the fd numbers could already be another's pipes."""
+        with self._guard:
+            self.closed = True
+            if self.busy_owner is not None:
+                return self.interpreter, True
+            interpreter, self.interpreter = self.interpreter, None
+            return interpreter, False
 
     # -- start and end (on the event loop) ------------------------------------------------------
 
@@ -407,9 +433,10 @@ class SessionCore:
             ) from None
         interpreter = _Interpreter(process)
         self.interpreter = interpreter
+        deadline = _deadline(START_TIMEOUT)
         try:
-            await _AsyncLink(self).send(AgentProtocol.bootstrap(_agent_source()))
-            ready = await _AsyncLink(self).receive(_deadline(START_TIMEOUT))
+            await _AsyncLink(self).send(AgentProtocol.bootstrap(_agent_source()), deadline)
+            ready = await _AsyncLink(self).receive(deadline)
         except BaseException:
             await self.kill()
             raise
@@ -426,17 +453,20 @@ class SessionCore:
     async def kill(self) -> None:
         """Kill the interpreter and everything it started; the next request starts a fresh one."""
         interpreter, self.interpreter = self.interpreter, None
+        if interpreter is not None:
+            await _end(interpreter)
+
+    async def close(self) -> None:
+        """End the session: kill its interpreter; a request running on it (another thread's or
+        task's) sees its channel end, is told so, and closes the pipes."""
+        interpreter, busy = self._take_for_closing()
         if interpreter is None:
             return
-        with anyio.CancelScope(shield=True):
-            try:
+        if busy:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await interpreter.process.kill()
-                with anyio.move_on_after(5):
-                    await interpreter.process.wait()
-            except Exception:  # noqa: BLE001 - the container is gone: so is the interpreter
-                pass
-            finally:
-                interpreter.process.close()
+        else:
+            await _end(interpreter)
 
     async def reap(self) -> str:
         """The interpreter closed its channel: how it ended (exit status, signal, its stderr)."""
@@ -451,7 +481,8 @@ class SessionCore:
                     await interpreter.process.kill()
             text = interpreter.stderr_text()
             interpreter.process.close()
-        return self._describe_end(code, text)
+        how = self._describe_end(code, text)
+        return f"the session was closed while it ran ({how})" if self.closed else how
 
     async def garbage(self, error: ChannelGarbage) -> str:
         """The channel carried garbage: kill the interpreter; how it ended."""
@@ -472,10 +503,23 @@ class SessionCore:
         return f"{how}: {stderr}" if stderr else how
 
     def close_now(self) -> None:
-        """Without the event loop (the container is stopping): close the host's pipe ends."""
-        self.closed = True
-        interpreter, self.interpreter = self.interpreter, None
-        if interpreter is not None:
+        """Without the event loop (the container is stopping, which ends its processes): close
+        the host's pipe ends, unless a request is running on them (it closes them)."""
+        interpreter, busy = self._take_for_closing()
+        if interpreter is not None and not busy:
+            interpreter.process.close()
+
+
+async def _end(interpreter: _Interpreter) -> None:
+    """Kill an interpreter and everything it started, and close the host's ends of its pipes."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await interpreter.process.kill()
+            with anyio.move_on_after(5):
+                await interpreter.process.wait()
+        except Exception:  # noqa: BLE001 - the container is gone: so is the interpreter
+            pass
+        finally:
             interpreter.process.close()
 
 
@@ -498,13 +542,17 @@ class _AsyncLink:
     def __init__(self, core: SessionCore) -> None:
         self.core = core
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, deadline: float | None) -> None:
         interpreter = self.core.interpreter
         assert interpreter is not None
         view = memoryview(data)
         try:
             while view := interpreter.write_some(view):
-                await anyio.wait_writable(interpreter.request_fd)
+                remaining = _remaining(deadline)
+                if remaining is not None and remaining <= 0:
+                    return  # the receive that follows times out
+                with anyio.move_on_after(remaining if remaining is not None else float("inf")):
+                    await anyio.wait_writable(interpreter.request_fd)
         except BrokenPipeError:
             pass  # it died: the next receive reads the end of its channel
 
@@ -513,7 +561,7 @@ class _AsyncLink:
         assert interpreter is not None
         try:
             while (event := interpreter.next_event()) is None:
-                remaining = None if deadline is None else deadline - time.monotonic()
+                remaining = _remaining(deadline)
                 if remaining is not None and remaining <= 0:
                     return _TIMED_OUT
                 with anyio.move_on_after(remaining if remaining is not None else float("inf")):
@@ -526,7 +574,7 @@ class _AsyncLink:
 
     async def execute(self, command: _Command) -> Any:
         if isinstance(command, _Send):
-            return await self.send(command.data)
+            return await self.send(command.data, command.deadline)
         if isinstance(command, _Receive):
             return await self.receive(command.deadline)
         if isinstance(command, _Interrupt):
@@ -688,8 +736,7 @@ class AsyncCodeSession:
 
     async def close(self) -> None:
         """End the interpreter and everything it started."""
-        self._core.closed = True
-        await self._core.kill()
+        await self._core.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -706,24 +753,30 @@ class ContainerSessions:
         self.container = container
         self.cores: list[SessionCore] = []
         self.default: SessionCore | None = None
+        # threads make sessions at once: one they dropped from the list would keep its pipes open
+        # after the container stops
+        self._lock = threading.RLock()
 
     def new(self, **options: Any) -> SessionCore:
         """A new session (``c.session()``)."""
         if options.get("max_output") is None:
             options["max_output"] = getattr(self.container, "options", {}).get("max_output")
         core = SessionCore(self.container, **options)
-        self.cores = [c for c in self.cores if not c.closed]
-        self.cores.append(core)
+        with self._lock:
+            self.cores = [c for c in self.cores if not c.closed]
+            self.cores.append(core)
         return core
 
     def default_core(self) -> SessionCore:
         """The default session's (``c.run_code``...), made again after a close."""
-        if self.default is None or self.default.closed:
-            self.default = self.new()
-        return self.default
+        with self._lock:
+            if self.default is None or self.default.closed:
+                self.default = self.new()
+            return self.default
 
     def close(self) -> None:
         """The container stops: close the host's ends of every interpreter's pipes."""
-        for core in self.cores:
+        with self._lock:
+            cores, self.cores = self.cores, []
+        for core in cores:
             core.close_now()
-        self.cores = []

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any, Self
 
@@ -25,6 +24,7 @@ from .session import (
     _Flow,
     _output_callback,
     _Receive,
+    _remaining,
     _Send,
     _StopIteration,
     call_arguments,
@@ -42,13 +42,16 @@ class _SyncLink:
     def __init__(self, core: SessionCore) -> None:
         self.core = core
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, deadline: float | None) -> None:
         interpreter = self.core.interpreter
         assert interpreter is not None
         view = memoryview(data)
         try:
             while view := interpreter.write_some(view):
-                wait_ready(interpreter.request_fd, write=True)
+                remaining = _remaining(deadline)
+                if remaining is not None and remaining <= 0:
+                    return  # the receive that follows times out
+                wait_ready(interpreter.request_fd, write=True, timeout=remaining)
         except BrokenPipeError:
             pass  # it died: the next receive reads the end of its channel
 
@@ -57,7 +60,7 @@ class _SyncLink:
         assert interpreter is not None
         try:
             while (event := interpreter.next_event()) is None:
-                remaining = None if deadline is None else deadline - time.monotonic()
+                remaining = _remaining(deadline)
                 if remaining is not None and remaining <= 0:
                     return _TIMED_OUT
                 if wait_ready(interpreter.reply_fd, timeout=remaining) and not (
@@ -70,7 +73,7 @@ class _SyncLink:
 
     def execute(self, command: _Command) -> Any:
         if isinstance(command, _Send):
-            return self.send(command.data)
+            return self.send(command.data, command.deadline)
         if isinstance(command, _Receive):
             return self.receive(command.deadline)
         return _portal.run(_AsyncLink(self.core).execute, command)
@@ -181,8 +184,7 @@ class CodeSession:
 
     def close(self) -> None:
         """End the interpreter and everything it started."""
-        self._core.closed = True
-        _portal.run(self._core.kill)
+        _portal.run(self._core.close)
 
     def __enter__(self) -> Self:
         return self

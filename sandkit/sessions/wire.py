@@ -75,9 +75,15 @@ def _type_name(value: Any) -> str:
     )
 
 
+# Python str may hold lone surrogates (os.fsdecode of a name that is not UTF-8 gives them): both
+# ends carry them as surrogatepass does, so that such a str round-trips instead of being taken
+# for garbage; bytes that are not UTF-8 at all are still refused.
+_STR_ERRORS = "surrogatepass"
+
+
 def encode(message: list[Any]) -> bytes:
     """One message (already plain data) as msgpack."""
-    return msgpack.packb(message, use_bin_type=True)
+    return msgpack.packb(message, use_bin_type=True, unicode_errors=_STR_ERRORS)
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -90,6 +96,7 @@ def decode(body: bytes) -> Any:
         value = msgpack.unpackb(
             body,
             raw=False,
+            unicode_errors=_STR_ERRORS,
             strict_map_key=False,
             ext_hook=_no_ext,
             timestamp=0,
