@@ -89,6 +89,13 @@ def test_ext_types_and_timestamps_are_refused() -> None:
             events(struct.pack(">I", len(body)) + body)
 
 
+def test_a_message_nested_past_the_unpackers_stack_is_garbage() -> None:
+    # ["return", [[[...]]]] 5000 levels deep: refused by msgpack, before any Python walks it.
+    body = b"\x92\xa6return" + b"\x91" * 5000 + b"\xc0"
+    with pytest.raises(ChannelGarbage):
+        events(struct.pack(">I", len(body)) + body)
+
+
 def test_bytes_that_are_not_msgpack_are_garbage() -> None:
     with pytest.raises(ChannelGarbage):
         events(struct.pack(">I", 3) + b"\xc1\xc1\xc1")

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from types import CodeType
     from typing import TextIO
 
-MAX_FRAME = 64 * 1024 * 1024
+MAX_FRAME = 16 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
 _FORMATS = {
     "text/html": "_repr_html_",

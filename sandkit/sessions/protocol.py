@@ -17,7 +17,7 @@ import attrs
 
 from .wire import ChannelGarbage, decode, encode
 
-MAX_FRAME = 64 * 1024 * 1024
+MAX_FRAME = 16 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
 _STREAMS = ("stdout", "stderr")
 
