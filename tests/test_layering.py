@@ -68,7 +68,17 @@ MAY_IMPORT = {
     "doctor": {"errors", "base", "net", "runtime"},
     # The CLI: the public API, the image and network stores it fronts, and the runtime only
     # through its door.
-    "cli": {"errors", "base", "images", "net", "facade", "doctor", "cli-door", "detached"},
+    "cli": {
+        "errors",
+        "base",
+        "images",
+        "net",
+        "facade",
+        "doctor",
+        "cli-door",
+        "detached",
+        "builder",
+    },
     "cli-door": {"runtime"},
     "plugin": {"facade"},
     "build": set(),
