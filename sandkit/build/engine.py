@@ -149,13 +149,22 @@ class Builder:
             raise BuildError(f"target stage {target!r} is not in the Dockerfile (stages: {known})")
         return self.names[target.lower()]
 
-    def _stage_ref(self, ref: str, before: int) -> int | None:
-        """The index of the earlier stage ``ref`` names (by name or number), else None."""
-        if ref.lower() in self.names and self.names[ref.lower()] < before:
-            return self.names[ref.lower()]
-        if ref.isdigit() and int(ref) < before:
-            return int(ref)
-        return None
+    def _stage_ref(self, ref: str, before: int, line: int = 0, *, copy: bool = False) -> int | None:
+        """The index of the earlier stage ``ref`` names (by name or number), else None (an
+        image). In FROM a later stage's name is an image's (``FROM alpine AS alpine``), as in
+        BuildKit; COPY --from this stage or a later one would make a cycle: refused."""
+        index = self.names.get(ref.lower())
+        if index is None and ref.isdigit():
+            index = int(ref)
+        if index is None or (index >= before and not copy):
+            return None
+        if index >= before:
+            raise DockerfileSyntaxError(
+                f"stage {ref!r} is this stage or a later one: a stage can only use the stages "
+                "before it (this would be a cycle); reorder the stages",
+                line,
+            )
+        return index
 
     def _needed(self, stages: list[list[Instruction]], target: int) -> set[int]:
         needed: set[int] = set()
@@ -166,12 +175,12 @@ class Builder:
                 continue
             needed.add(index)
             body = stages[index]
-            refs = [self._from_image(body[0])]
-            refs += [
-                ins.flag("from") or "" for ins in body if ins.cmd == "COPY" and ins.flag("from")
-            ]
-            for ref in refs:
-                dep = self._stage_ref(substitute(ref, self._global_env(), line=body[0].line), index)
+            from_ = body[0]
+            refs = [(from_, self._from_image(from_), False)]
+            refs += [(ins, ins.flag("from") or "", True) for ins in body if ins.flag("from")]
+            for ins, ref, copy in refs:
+                word = substitute(ref, self._global_env(), line=ins.line)
+                dep = self._stage_ref(word, index, ins.line, copy=copy)
                 if dep is not None:
                     todo.append(dep)
         return needed
@@ -469,7 +478,7 @@ class Builder:
         if ref is None:
             return self.context
         ref = self._word(stage, ins, ref)
-        earlier = self._stage_ref(ref, stage.index)
+        earlier = self._stage_ref(ref, stage.index, ins.line, copy=True)
         if earlier is not None:
             source = self.stages[earlier]
             return LayersTree(self._dirs(source), f"stage {ref!r}")
@@ -550,11 +559,34 @@ class Builder:
             rel = "/".join(parts[:depth])
             found = below.lookup(rel)
             if found is not None and stat.S_ISDIR(found[1].st_mode):
-                entries.append(_dir_entry(rel, found[1]))
+                entries.append(self._dir_entry(rel, found[1]))
             else:
                 created = True
                 entries.append(Entry(rel, "dir", 0o755, 0, 0, mtime))
         return entries, created
+
+    def _dir_entry(self, rel: str, st: os.stat_result) -> Entry:
+        """A directory of the layers below, as the image has it (its ids the image's)."""
+        uid, gid = self._image_ids(st)
+        return Entry(rel, "dir", stat.S_IMODE(st.st_mode), uid, gid, int(st.st_mtime))
+
+    def _image_ids(self, st: os.stat_result) -> tuple[int, int]:
+        """The image's ids of a file of an applied layer: as they are for root; rootless, the
+        caller is the image's root and a subordinate range's ids count from 1 (idmap.py); an id
+        the mapping does not know is root's, as the store keeps it."""
+        if os.geteuid() == 0:
+            return st.st_uid, st.st_gid
+        mapping = self.store.mapping
+        if mapping is None:
+            return 0, 0
+
+        def inner(host: int, start: int, count: int) -> int:
+            return host - start + 1 if start <= host < start + count else 0
+
+        return (
+            inner(st.st_uid, mapping.uids.start, mapping.inner_uids - 1),
+            inner(st.st_gid, mapping.gids.start, mapping.inner_gids - 1),
+        )
 
     def _owner(self, stage: Stage, ins: Instruction) -> tuple[int, int]:
         chown = ins.flag("chown")
@@ -759,10 +791,6 @@ def _split_stages(
     if not stages:
         raise DockerfileSyntaxError("the Dockerfile has no FROM", 1)
     return global_args, stages
-
-
-def _dir_entry(rel: str, st: os.stat_result) -> Entry:
-    return Entry(rel, "dir", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime))
 
 
 def _duration(value: str, ins: Instruction) -> int:

@@ -236,6 +236,12 @@ def _nothing_left(store: Store) -> None:
         ("FROM scratch\nCOPY --chown=nobody src/a.txt /a\n", BuildError, "line 2.*nobody"),
         ("FROM scratch\nEXPOSE 80/xyz\n", DockerfileSyntaxError, "EXPOSE"),
         ("FROM scratch AS a\nFROM scratch AS A\n", DockerfileSyntaxError, "used twice"),
+        ("FROM scratch AS a\nCOPY --from=a /x /y\n", DockerfileSyntaxError, "line 2.*cycle"),
+        (
+            "FROM scratch AS a\nCOPY --from=b /x /y\nFROM a AS b\n",
+            DockerfileSyntaxError,
+            "line 2.*'b' is this stage or a later one",
+        ),
     ],
 )
 def test_bad_input_names_the_line_and_leaves_nothing(
