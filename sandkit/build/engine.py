@@ -335,17 +335,27 @@ class Builder:
         self._step(stage, ins, self._created_by(stage, ins), layer=None, extra=[])
 
     def _env(self, stage: Stage, ins: Instruction) -> None:
+        # Every value is substituted with the environment from before the instruction: in
+        # Docker's example `ENV abc=bye def=$abc` after `ENV abc=hello` gives def=hello.
+        pairs = self._pairs(stage, ins)
         env = list(stage.config.get("Env") or [])
-        for key, raw in zip(ins.args[::2], ins.args[1::2], strict=True):
-            value = self._word(stage, ins, raw)
-            env = [item for item in env if item.partition("=")[0] != key] + [f"{key}={value}"]
-            stage.config["Env"] = env  # each pair sees the ones before it, as in Docker
-        self._metadata(stage, ins)
+        for key, value in pairs.items():  # a key already set keeps its place, as in Docker
+            index = next((i for i, item in enumerate(env) if item.partition("=")[0] == key), None)
+            if index is None:
+                env.append(f"{key}={value}")
+            else:
+                env[index] = f"{key}={value}"
+        self._set(stage, ins, "Env", env)
+
+    def _pairs(self, stage: Stage, ins: Instruction) -> dict[str, str]:
+        """The KEY=VALUE pairs of ENV or LABEL, substituted (a later KEY wins)."""
+        return {
+            self._word(stage, ins, key): self._word(stage, ins, raw)
+            for key, raw in zip(ins.args[::2], ins.args[1::2], strict=True)
+        }
 
     def _label(self, stage: Stage, ins: Instruction) -> None:
-        labels = dict(stage.config.get("Labels") or {})
-        for key, raw in zip(ins.args[::2], ins.args[1::2], strict=True):
-            labels[self._word(stage, ins, key)] = self._word(stage, ins, raw)
+        labels = {**(stage.config.get("Labels") or {}), **self._pairs(stage, ins)}
         self._set(stage, ins, "Labels", labels)
 
     def _command(self, stage: Stage, ins: Instruction) -> list[str]:
@@ -368,17 +378,8 @@ class Builder:
         ports = dict(stage.config.get("ExposedPorts") or {})
         for raw in ins.args:
             port = self._word(stage, ins, raw)
-            number, _, proto = port.partition("/")
-            proto = (proto or "tcp").lower()
-            if (
-                not number.isdigit()
-                or not 0 < int(number) < 65536
-                or proto not in ("tcp", "udp", "sctp")
-            ):
-                raise DockerfileSyntaxError(
-                    f"EXPOSE {port!r}: write PORT or PORT/tcp, PORT/udp, PORT/sctp", ins.line
-                )
-            ports[f"{int(number)}/{proto}"] = {}
+            first, last, proto = _port_range(port, ins)
+            ports.update({f"{number}/{proto}": {} for number in range(first, last + 1)})
         self._set(stage, ins, "ExposedPorts", ports)
 
     def _volume(self, stage: Stage, ins: Instruction) -> None:
@@ -444,10 +445,13 @@ class Builder:
         into_dir = dest.endswith(("/", "/.")) or dest == "." or len(found) > 1
         into_dir = into_dir or self._is_dir_below(stage, dest_path)
         entries = self._copied_entries(stage, ins, tree, found, dest_path, into_dir, what)
-        parents = dest_path if into_dir else posixpath.dirname(dest_path)
         mtime = max((e.mtime for e in entries.values()), default=0)
-        for parent in self._dir_chain(stage, parents, mtime)[0]:
-            entries.setdefault(parent.path, parent)
+        # Every directory on the way to what is written is in the layer (the destination
+        # itself too, and the directories of an unpacked archive that lists no entry for them).
+        missing = {posixpath.dirname(path) for path in entries} | {dest_path if into_dir else ""}
+        for parent in sorted(missing - set(entries) - {""}):
+            for entry in self._dir_chain(stage, parent, mtime)[0]:
+                entries.setdefault(entry.path, entry)
         layer = store_layer(self.store, list(entries.values()))
         self._step(stage, ins, self._created_by(stage, ins), layer=layer, extra=[layer.diff_id])
 
@@ -791,6 +795,18 @@ def _split_stages(
     if not stages:
         raise DockerfileSyntaxError("the Dockerfile has no FROM", 1)
     return global_args, stages
+
+
+def _port_range(port: str, ins: Instruction) -> tuple[int, int, str]:
+    """EXPOSE's PORT[-PORT][/PROTO]: the first and last port and the protocol (default tcp)."""
+    match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?", port, re.IGNORECASE)
+    first = int(match.group(1)) if match else 0
+    last = int(match.group(2) or first) if match else 0
+    if match is None or not 0 < first <= last < 65536:
+        raise DockerfileSyntaxError(
+            f"EXPOSE {port!r}: write PORT, PORT-PORT, or either with /tcp, /udp or /sctp", ins.line
+        )
+    return first, last, (match.group(3) or "tcp").lower()
 
 
 def _duration(value: str, ins: Instruction) -> int:

@@ -290,3 +290,30 @@ def test_copy_from_an_image_never_follows_its_symlinks_to_the_host(
     assert link.issym() and link.linkname == str(host)  # copied as a link, not followed
     with pytest.raises(BuildContextError, match="does not exist"):
         build(store, ctx, "FROM scratch\nCOPY --from=hostile:1 /link/secret /s\n")
+
+
+def test_env_substitutes_with_the_environment_before_the_instruction(
+    store: Store, ctx: Path
+) -> None:
+    # the example of Docker's documentation (Dockerfile reference, "Environment replacement")
+    image = build(
+        store,
+        ctx,
+        "FROM scratch\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\nEXPOSE 8000-8002/udp\n",
+    )
+    cfg = config_of(store, image)["config"]
+    assert cfg["Env"][1:] == ["abc=bye", "def=hello", "ghi=bye"]  # abc keeps its place
+    assert cfg["ExposedPorts"] == {"8000/udp": {}, "8001/udp": {}, "8002/udp": {}}
+
+
+def test_add_archive_without_directory_entries_gets_its_directories(
+    store: Store, ctx: Path
+) -> None:
+    with tarfile.open(ctx / "bare.tar", "w") as tar:
+        info = tarfile.TarInfo("deep/er/file")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    image = build(store, ctx, "FROM scratch\nADD bare.tar /opt/x\n")
+    members = layer_members(store, image, 0)
+    assert set(members) == {"opt", "opt/x", "opt/x/deep", "opt/x/deep/er", "opt/x/deep/er/file"}
+    assert all(members[d].isdir() for d in ("opt", "opt/x", "opt/x/deep", "opt/x/deep/er"))
