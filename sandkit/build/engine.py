@@ -542,7 +542,9 @@ class Builder:
         if ins.cmd == "ADD" and stat.S_ISREG(top_st.st_mode):
             from .archive import tar_entries
 
-            unpacked = tar_entries(top_host, dest, what)
+            unpacked = tar_entries(
+                top_host, dest, what, self.store.home / "tmp", self.store.budget()
+            )
             if unpacked is not None:
                 return unpacked
         return [entry_from_host(target, top_host, top_st, what=what)]

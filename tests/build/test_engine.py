@@ -317,3 +317,24 @@ def test_add_archive_without_directory_entries_gets_its_directories(
     members = layer_members(store, image, 0)
     assert set(members) == {"opt", "opt/x", "opt/x/deep", "opt/x/deep/er", "opt/x/deep/er/file"}
     assert all(members[d].isdir() for d in ("opt", "opt/x", "opt/x/deep", "opt/x/deep/er"))
+
+
+def test_add_of_an_archive_bomb_stops_at_the_store_limit(
+    tmp_path: Path, ctx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from images.smallfs import small_tmpfs
+
+    from sandkit.errors import ImageError
+
+    with tarfile.open(ctx / "bomb.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("zeros")
+        info.size = 64 << 20  # 64 MiB of zeros: a few KB compressed
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    assert (ctx / "bomb.tar.gz").stat().st_size < 1 << 20
+    # a home of 16 MiB: the bomb must be stopped by the limit before it fills the disk
+    with small_tmpfs(tmp_path / "small", "16m") as home:
+        monkeypatch.setenv("SANDKIT_HOME", str(home / "home"))
+        store = Store(home / "home", max_image_size="4m")
+        with pytest.raises(ImageError, match="build layer|bomb"):
+            build(store, ctx, "FROM scratch\nADD bomb.tar.gz /\n")
+        _nothing_left(store)
