@@ -338,3 +338,13 @@ def test_add_of_an_archive_bomb_stops_at_the_store_limit(
         with pytest.raises(ImageError, match=r"Dockerfile line 2 \(ADD\).*more than 4.0 MiB"):
             build(store, ctx, "FROM scratch\nADD bomb.tar.gz /\n")
         _nothing_left(store)
+
+
+def test_dockerfile_that_is_no_text_or_no_file(store: Store, ctx: Path) -> None:
+    (ctx / "Dockerfile").write_bytes(b"FROM scratch\nLABEL a=\xff\n")
+    with pytest.raises(DockerfileSyntaxError, match=r"line 2.*UTF-8"):
+        sandkit.Image.build(ctx, store=store, progress="quiet")
+    os.mkfifo(ctx / "fifo.Dockerfile")  # opened without blocking, then refused
+    with pytest.raises(BuildContextError, match="not a regular file"):
+        sandkit.Image.build(ctx, dockerfile="fifo.Dockerfile", store=store, progress="quiet")
+    _nothing_left(store)
