@@ -348,3 +348,23 @@ def test_dockerfile_that_is_no_text_or_no_file(store: Store, ctx: Path) -> None:
     with pytest.raises(BuildContextError, match="not a regular file"):
         sandkit.Image.build(ctx, dockerfile="fifo.Dockerfile", store=store, progress="quiet")
     _nothing_left(store)
+
+
+@pytest.mark.trio
+async def test_the_async_twin_builds_under_trio(store: Store, ctx: Path) -> None:
+    from sandkit.build import build_async
+
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY src/a.txt /a\n")
+    image = await build_async(ctx, store=store, tag="async:1", progress="quiet")
+    assert image.tags == ("async:1",)
+    assert set(layer_members(store, image, 0)) == {"a"}
+
+
+def test_the_async_twin_builds_under_asyncio(store: Store, ctx: Path) -> None:
+    import asyncio
+
+    from sandkit.build import build_async
+
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY src/a.txt /a\n")
+    image = asyncio.run(build_async(ctx, store=store, progress="quiet"))
+    assert set(layer_members(store, image, 0)) == {"a"}
