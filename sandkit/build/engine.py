@@ -42,6 +42,9 @@ from .progress import Progress
 from .substitution import substitute
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
+# Part of every step's cache key: raised when what a step makes changes (a fix in how a layer
+# is written), so that steps cached by an older sandkit are built again.
+CACHE_VERSION = 2
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_NS = {
@@ -720,6 +723,7 @@ class Builder:
     def _key(self, stage: Stage, ins: Instruction, extra: list[Any]) -> str:
         return _hash(
             [
+                CACHE_VERSION,
                 stage.key,
                 ins.cmd,
                 list(ins.args),

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from ..errors import BuildError, ExecStartError
 from ..images.config import ImageConfig
@@ -42,7 +43,11 @@ async def run_step(
 ) -> LayerRecord:
     """Run ``command`` on ``layers`` (bottom first) with the stage's ``config`` and store what it
     changed as a layer; `BuildError` naming ``line`` when it fails."""
-    image = Image(layer_dirs=tuple(layers), config=ImageConfig.from_oci(config), name="build step")
+    # No WorkingDir in the container's image: the runtime would make it as a mount point,
+    # which a commit leaves out, and a RUN's chown of it would be lost. WORKDIR steps made the
+    # directory in a layer; the command runs there.
+    image_config = attrs.evolve(ImageConfig.from_oci(config), working_dir="")
+    image = Image(layer_dirs=tuple(layers), config=image_config, name="build step")
     environment = dict(item.partition("=")[::2] for item in env)
     async with AsyncContainer(image, network=network) as container:
         try:

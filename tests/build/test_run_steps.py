@@ -108,3 +108,17 @@ def test_a_failing_run_names_the_line_and_code_and_leaves_no_image(
     assert "line 3" in message and "exit code 3" in message and "boom" in message
     assert {rec.id for rec in store.records()} == before
     assert list((store.home / "tmp").iterdir()) == []
+
+
+def test_a_run_that_chowns_the_workdir_keeps_it_for_the_next_user(
+    store: Store, tmp_path: Path
+) -> None:
+    # Docker: the second RUN, as nobody, may write where the first one gave it the directory
+    image = build(
+        store,
+        tmp_path / "ctx",
+        "FROM busybox:test\nWORKDIR /work/deep\nWORKDIR relative\n"
+        "RUN chown nobody /work/deep/relative\nUSER nobody\nRUN touch mine\n",
+        progress="quiet",
+    )
+    assert "work/deep/relative/mine" in last_layer(store, image)
