@@ -284,6 +284,9 @@ class AsyncContainer:
     _health_state: health.HealthState | None = attrs.field(default=None, init=False)
     # What the init was told at start: its mounts and files are left out of diff and commit.
     _setup: Setup | None = attrs.field(default=None, init=False)
+    # The command a commit records as its history's created_by, when the main process is not
+    # ``run=``'s (a detached container's supervisor spawns `sandkit run -d`'s itself).
+    history_command: tuple[str, ...] = attrs.field(default=(), init=False)
 
     # -- detached containers (``detach=True``; the work is in attached.py) --------------------
 
@@ -1365,7 +1368,7 @@ class AsyncContainer:
                 "only a container of an image from the store can be committed (its layers are "
                 "the new image's): load or pull the image, or build one, and run that"
             )
-        store, argv = base.store, self._main_argv() or []
+        store, argv = base.store, self._main_argv() or list(self.history_command)
         upper = await self._open("/", "upper")
         try:
             write = layer.layer_writer(upper, setup, self._userns_pid())
@@ -1391,10 +1394,18 @@ class AsyncContainer:
         as empty directories. An existing file is replaced; a failed export leaves none."""
         from . import layer
 
+        with layer.replacing(path) as out_fd:
+            await self._export_into(out_fd)
+
+    async def _export_into(self, out_fd: int) -> None:
+        """`export` into the file open as ``out_fd`` (a detached container's supervisor writes
+        its client's file)."""
+        from . import layer
+
         self._running_setup()
         root = await self._open("/", "dir")
         try:
-            await anyio.to_thread.run_sync(layer.export, root, path, self._userns_pid())
+            await anyio.to_thread.run_sync(layer.export_into, root, out_fd, self._userns_pid())
         finally:
             os.close(root)
 

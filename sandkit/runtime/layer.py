@@ -17,7 +17,7 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -79,25 +79,33 @@ def layer_writer(
     return write
 
 
-def export(root_fd: int, path: str | os.PathLike[str], init_pid: int | None) -> None:
-    """Write the merged root open as ``root_fd`` to the tar file ``path`` (replaced if it
-    exists, as `docker export -o` does); written beside it first, so a failed export leaves
-    nothing new behind."""
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[int]:
+    """An fd of a new file beside ``path`` that replaces ``path`` when the block ends well, and
+    is removed when it does not."""
     target = Path(path).absolute()
     fd, staging = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.sandkit-")
     try:
-        with os.fdopen(fd, "wb") as out:
-
-            def job() -> None:
-                export_tree(root_fd, out)
-                out.flush()
-
-            as_container(init_pid, job)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
         os.chmod(staging, 0o644)
         os.replace(staging, target)
     except BaseException:
         os.unlink(staging)
         raise
+
+
+def export_into(root_fd: int, out_fd: int, init_pid: int | None) -> None:
+    """Write the merged root open as ``root_fd`` as a tar to the file open as ``out_fd``."""
+    with os.fdopen(os.dup(out_fd), "wb") as out:
+
+        def job() -> None:
+            export_tree(root_fd, out)
+            out.flush()
+
+        as_container(init_pid, job)
 
 
 # --- persistent writable layers (persist=True) ------------------------------------------------
