@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 from images.conftest import oci_layout
@@ -81,3 +83,43 @@ def test_export_to_a_file_and_to_stdout(changed, tmp_path):
 def test_diff_of_an_unknown_container_says_so():
     r = sandkit("diff", "no-such-container")
     assert r.returncode == 1 and "no-such-container" in r.stderr
+
+
+def test_create_start_stop_start_keeps_the_files_and_rm_deletes_them(bb):
+    created = sandkit("create", "--name", "kept", bb, "sleep", "600")
+    assert created.returncode == 0, created.stderr
+    container_id = created.stdout.strip()
+    layer = Path(os.environ["SANDKIT_HOME"]) / "containers" / container_id
+    try:
+        assert sandkit("exec", "kept", "true").returncode != 0  # created, not running yet
+        assert sandkit("start", "kept").stdout == "kept\n"
+        assert sandkit("exec", "kept", "sh", "-c", "echo kept > /root-file").returncode == 0
+        assert sandkit("stop", "-t", "0", "kept").returncode == 0
+        assert (layer / "upper" / "root-file").read_text() == "kept\n"
+        started = sandkit("start", "kept")
+        assert started.returncode == 0, started.stderr
+        assert sandkit("exec", "kept", "cat", "/root-file").stdout == "kept\n"
+        assert sandkit("diff", "kept").stdout.splitlines() == ["A /root-file"]
+    finally:
+        removed = sandkit("rm", "-f", "kept")
+    assert removed.returncode == 0, removed.stderr
+    assert not layer.exists()
+
+
+def test_a_run_d_container_does_not_start_again_without_its_files(bb):
+    assert sandkit("run", "-d", "--name", "gone", bb, "sleep", "600").returncode == 0
+    try:
+        assert sandkit("stop", "-t", "0", "gone").returncode == 0
+        again = sandkit("start", "gone")
+        assert again.returncode == 1 and "sandkit create" in again.stderr
+    finally:
+        sandkit("rm", "-f", "gone")
+
+
+def test_a_created_container_shows_as_created(bb):
+    assert sandkit("create", "--name", "fresh", bb, "sleep", "600").returncode == 0
+    try:
+        listed = sandkit("ps", "-a", "--format", "json").stdout.splitlines()
+        assert any('"fresh"' in line and "Created" in line for line in listed), listed
+    finally:
+        sandkit("rm", "fresh")
