@@ -437,7 +437,9 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     """``sandkit rm``: remove each named stopped container's state; ``-f`` kills a running one
     first."""
-    return _each(args.containers, lambda record: client.remove(record, force=args.force))
+    from ._runtime import remove_detached
+
+    return _each(args.containers, lambda record: remove_detached(record, force=args.force))
 
 
 def ask_supervisor(ref: str, message: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from .output import print_table, truncate
 from .parser import Subparsers
 
 if TYPE_CHECKING:
-    from ..runtime.attached import AsyncAttachedContainer
+    from ._runtime import AsyncAttachedContainer
 
 T = TypeVar("T")
 
@@ -73,7 +73,7 @@ def _on_container(ref: str, work: Callable[[AsyncAttachedContainer], Awaitable[T
     """``work(container)`` on the running detached container ``ref``."""
     import anyio
 
-    from ..runtime.attached import AsyncAttachedContainer
+    from ._runtime import AsyncAttachedContainer
 
     async def run() -> T:
         return await work(await AsyncAttachedContainer.attach(ref))
@@ -109,12 +109,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise errors.SandkitError(
             "cowardly refusing to save to a terminal. Use the -o flag or redirect"
         )
-    from ..runtime.attached import _ask_layer
+    from ._runtime import export_remote
 
     sys.stdout.flush()
     out = os.dup(sys.stdout.fileno())
     try:
-        _on_container(args.container, lambda c: _ask_layer(c._live(), {"op": "export"}, [out]))
+        _on_container(args.container, lambda c: export_remote(c._live(), out))
     finally:
         os.close(out)
     return 0

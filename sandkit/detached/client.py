@@ -106,10 +106,6 @@ def remove(record: state.Record, *, force: bool) -> None:
             pass  # it ended meanwhile
         wait_for_exit(record, STOP_SLACK)
     state.remove(record)
-    if record.config.get("options", {}).get("persist"):
-        from ..runtime.layer import remove_persistent_layer
-
-        remove_persistent_layer(record.id)  # (`sandkit create`'s: kept from start to start)
 
 
 def wait_for_exit(record: state.Record, timeout: float) -> None:

@@ -332,7 +332,7 @@ class AsyncAttachedContainer:
         if path is None:
             record = self._record
             if record is not None:
-                await anyio.to_thread.run_sync(lambda: client.remove(record.reload(), force=True))
+                await anyio.to_thread.run_sync(lambda: remove_detached(record.reload()))
             return
         await remove_path(self._copy_side(anyio.from_thread.run), path, recursive)
 
@@ -515,7 +515,7 @@ class AsyncAttachedContainer:
         from .layer import replacing
 
         with replacing(path) as out_fd:
-            await _ask_layer(self._live(), {"op": "export"}, [out_fd])
+            await export_remote(self._live(), out_fd)
 
     async def ping(self) -> float:
         """The round trip to the container's supervisor and back, in seconds."""
@@ -755,6 +755,22 @@ class RemoteSide:
         """The host ids for the container's ids ``uid:gid`` (found at ``where``)."""
         assert self._ids is not None
         return self._ids.to_host(uid, gid, where)
+
+
+def remove_detached(record: state.Record, *, force: bool = True) -> None:
+    """Remove a detached container's state (`client.remove`) and, for one made by
+    `sandkit create`, the writable layer it kept on disk."""
+    client.remove(record, force=force)
+    if record.config.get("options", {}).get("persist"):
+        from .layer import remove_persistent_layer
+
+        remove_persistent_layer(record.id)
+
+
+async def export_remote(record: state.Record, out_fd: int) -> None:
+    """`export` of a running detached container into the file open as ``out_fd`` (written
+    by its supervisor)."""
+    await _ask_layer(record, {"op": "export"}, [out_fd])
 
 
 async def _ask_layer(

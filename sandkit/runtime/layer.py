@@ -145,7 +145,8 @@ def open_persistent_layer(container_id: str) -> int:
 
 def remove_persistent_layer(container_id: str) -> None:
     """Delete a container's persistent layer (no error when there is none); a rootless one's
-    files owned by a subordinate range are removed inside that mapping."""
+    files owned by a subordinate range are removed inside that mapping. (A detached one's
+    is removed with its state by `sandkit rm` and `AsyncAttachedContainer.remove`.)"""
     path = layer_home(container_id)
     if os.path.lexists(path):
         idmap.as_owner(lambda: remove_tree(path), idmap.rootless_mapping())
