@@ -32,7 +32,7 @@ if that supervisor is killed, the container is stopped with it, never left runni
 
 
 def add_run_command(commands: Subparsers) -> None:
-    """Add ``run`` and ``create`` (its flags, Docker's) and ``start`` to the parser."""
+    """Add ``run`` and ``create`` (its flags, Docker's) to the parser."""
     p = commands.add_parser(
         "run",
         help="run a command in a new container",
@@ -56,14 +56,6 @@ def add_run_command(commands: Subparsers) -> None:
     add_container_options(p)
     command_with_remainder(p, "image", "image reference or root filesystem directory")
     p.set_defaults(func=cmd_create, detach=True)
-
-    p = commands.add_parser(
-        "start",
-        help="start one or more stopped containers",
-        description="Start containers made by `sandkit create` (again, after a stop).",
-    )
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.set_defaults(func=cmd_start)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -143,32 +135,6 @@ def cmd_create(args: argparse.Namespace) -> int:
     state.write_state(record.dir, status="created")
     print(record.id)
     return exitcodes.OK
-
-
-def cmd_start(args: argparse.Namespace) -> int:
-    """``sandkit start``: start each named stopped container made by `create` (a running one
-    is left alone); prints each name given. Exits 1 if any failed."""
-    code = exitcodes.OK
-    for ref in args.containers:
-        try:
-            start_again(state.find(ref))
-            print(ref)
-        except errors.SandkitError as exc:
-            print(f"Error: {exc}", file=sys.stderr)
-            code = exitcodes.FAILED
-    return code
-
-
-def start_again(record: state.Record) -> None:
-    """Start the supervisor of a stopped container once more, with the layer it kept."""
-    if record.running:
-        return
-    if not record.config.get("options", {}).get("persist"):
-        raise errors.ContainerError(
-            f"container {record.name} has no writable layer to start again with (`run -d` keeps "
-            "it in memory): make one with `sandkit create`, or `sandkit run` a new one"
-        )
-    launch.restart_supervisor(record)
 
 
 def start_detached(spec: RunSpec, image: Image | str, argv: list[str]) -> int:
