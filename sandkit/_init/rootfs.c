@@ -383,7 +383,8 @@ static int open_layer(struct req *r, const char *path, struct err *e)
 	if (fd < 0 || fstat(fd, &found) < 0)
 		return seterr(e, errno, "open the container's layer %s: %s", path, strerror(errno));
 	if (found.st_dev != sent.st_dev || found.st_ino != sent.st_ino)
-		return seterr(e, EXDEV, "the container's layer %s was replaced during set-up", path);
+		return seterr(e, EXDEV, "the container's layer %s was replaced during set-up",
+			      path);
 	return take_fd(&fd);
 }
 
@@ -418,8 +419,7 @@ int setup_container(struct req *r, struct err *e)
 	    get_type(d, 0, "mounts", MP_ARRAY, &mounts, e) < 0 ||
 	    get_bool(d, rootspec, "readonly", &ro, e) < 0 ||
 	    get_int(d, 0, "scratch_inodes", &inodes, e) < 0 ||
-	    get_bool(d, 0, "loopback", &loopback, e) < 0 ||
-	    get_str(d, 0, "layer", &layer, e) < 0 ||
+	    get_bool(d, 0, "loopback", &loopback, e) < 0 || get_str(d, 0, "layer", &layer, e) < 0 ||
 	    get_type(d, 0, "net", MP_MAP, &net, e) < 0 ||
 	    get_type(d, 0, "files", MP_ARRAY, &files, e) < 0)
 		return -1;
