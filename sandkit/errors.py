@@ -82,6 +82,28 @@ class SecurityConfigError(SandkitError, ValueError):
     """A seccomp profile, capability name or other security option given by the caller is invalid."""
 
 
+# --- builds ----------------------------------------------------------------------------------
+
+
+class BuildError(SandkitError):
+    """A Dockerfile build failed: a step's command, a missing file, an unusable instruction."""
+
+
+class DockerfileSyntaxError(BuildError, ValueError):
+    """A Dockerfile that cannot be parsed or uses an instruction wrongly; ``line`` and ``column``
+    (1-based) point at the cause."""
+
+    def __init__(self, message: str, line: int, column: int = 1) -> None:
+        super().__init__(f"Dockerfile line {line}, column {column}: {message}")
+        self.line = line
+        self.column = column
+
+
+class BuildContextError(BuildError, ValueError):
+    """A COPY or ADD source that is missing, or leads out of the build context (``..``, an absolute
+    symlink, a symlink chain that leaves it)."""
+
+
 # --- images ----------------------------------------------------------------------------------
 
 
