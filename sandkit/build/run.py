@@ -23,7 +23,7 @@ from ..images.config import ImageConfig
 from ..images.image import Image
 from ..images.store import LayerRecord, Store
 from ..runtime import layer as writable_layer
-from ..runtime.container import AsyncContainer
+from ..runtime.container import AsyncContainer, without_spares
 from ..runtime.process import AsyncOutput
 
 # How much of a failed RUN's output its BuildError repeats (all of it was shown as it came).
@@ -49,7 +49,8 @@ async def run_step(
     image_config = attrs.evolve(ImageConfig.from_oci(config), working_dir="")
     image = Image(layer_dirs=tuple(layers), config=image_config, name="build step")
     environment = dict(item.partition("=")[::2] for item in env)
-    async with AsyncContainer(image, network=network) as container:
+    # No spare: each step's image is new, so one made for its successor would never be taken.
+    async with without_spares(AsyncContainer(image, network=network)) as container:
         try:
             process = await container.spawn(
                 command,

@@ -122,3 +122,20 @@ def test_a_run_that_chowns_the_workdir_keeps_it_for_the_next_user(
         progress="quiet",
     )
     assert "work/deep/relative/mine" in last_layer(store, image)
+
+
+def test_run_steps_leave_no_spare_container_behind(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Spares on, as users have them: a spare made for a step's container would wait for a
+    # container of the very same image, which never comes, and hold its processes meanwhile.
+    from polling import wait_until
+
+    from sandkit.runtime import prespawn
+
+    monkeypatch.setenv("SANDKIT_PRESPAWN", "1")
+    prespawn.drain()
+    build(store, tmp_path / "ctx", "FROM busybox:test\nRUN echo one > /a\nRUN echo two > /b\n")
+    with pytest.raises(AssertionError):
+        wait_until(prespawn.spares, "a spare container", timeout=1.0)
+    prespawn.drain()
