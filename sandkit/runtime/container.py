@@ -75,6 +75,7 @@ from .results import ExecResult
 from .spawn import SpawnedInit
 
 if TYPE_CHECKING:
+    from ..build.dsl import ImageRecipe
     from ..net.client import KeeperConnection
     from . import copy
     from .attached import AsyncAttachedContainer
@@ -213,8 +214,18 @@ def _has_interface(dev_path: str, iface: str) -> bool:
         return False
 
 
-# What a container can be made from (see `resolve_image`).
-ImageSource: TypeAlias = Image | str | os.PathLike[str]
+# What a container can be made from (see `resolve_image`; a recipe: `built_image`).
+ImageSource: TypeAlias = "Image | str | os.PathLike[str] | ImageRecipe"
+
+
+async def built_image(image: ImageSource) -> ImageSource:
+    """A recipe (``Image.from_(...)...``) built into an image (on first use; the cache makes a
+    rebuild cheap), in a worker thread: the build runs a loop of its own. Anything else as is."""
+    from ..build.dsl import ImageRecipe
+
+    if isinstance(image, ImageRecipe):
+        return await anyio.to_thread.run_sync(image.build)
+    return image
 
 
 def resolve_image(image: ImageSource) -> Image | str:
@@ -411,7 +422,7 @@ class AsyncContainer:
         if self._channel is not None or self._stopped:
             raise errors.ContainerError("this container was already started; make a new one")
         try:
-            self._resolved = resolve_image(self.image)
+            self._resolved = resolve_image(await built_image(self.image))
             main_argv = self._main_argv()  # before anything is made: an image with no command
             if isinstance(self._resolved, Image) and self._resolved.id:
                 # A shared lock on the image for the container's life: `image.remove()` refuses
