@@ -35,6 +35,8 @@ _ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # In a double-quoted value, '"' and '\' are escaped; '\$' is kept so that it stays a literal '$'
 # (a bare '$VAR' is substituted, as in a Dockerfile).
 _QUOTED_SPECIAL = re.compile(r'\\(?!\$)|"')
+# A value that reads the same quoted or not: no whitespace, quote or escape character.
+_PLAIN = re.compile(r"[A-Za-z0-9_./:@%+,=${}-]+")
 
 
 def _refuse_line_breaks(what: str, text: str) -> str:
@@ -47,8 +49,12 @@ def _refuse_line_breaks(what: str, text: str) -> str:
 
 
 def _quoted(what: str, value: str) -> str:
-    """``value`` in double quotes, as ENV and LABEL read it back."""
+    """``value`` as ENV and LABEL read it back: as it is when it has nothing the parser treats
+    specially (as a person would write it, so the line matches a hand-written Dockerfile's),
+    else in double quotes."""
     _refuse_line_breaks(what, value)
+    if _PLAIN.fullmatch(value):
+        return value
     return '"' + _QUOTED_SPECIAL.sub(lambda m: "\\" + m.group(0), value) + '"'
 
 

@@ -1,0 +1,104 @@
+"""The DSL built by sandkit's engine (issue 20 item 4): a chain and the equivalent Dockerfile
+give the same image digest, a container given a recipe builds it on start, and a failed step
+leaves no image behind."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from images.conftest import oci_layout
+
+import sandkit
+from sandkit import Image
+from sandkit.build.dsl import ImageRecipe
+from sandkit.errors import ImageNotFoundError, SandkitError
+
+pytestmark = pytest.mark.slow
+
+BASE = "dsl-test/busybox:1"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+EQUIVALENT_DOCKERFILE = """\
+FROM dsl-test/busybox:1
+ARG FLAVOUR=plain
+ENV APP=/app GREETING="hello world"
+WORKDIR /app
+COPY ["src/", "/app/src/"]
+RUN echo "$FLAVOUR" > flavour && ls src > listing
+LABEL org.example.title=dsl
+EXPOSE 8080
+USER app
+CMD ["sh", "-c", "cat /app/listing"]
+"""
+
+
+@pytest.fixture(scope="module")
+def base(busybox_dir, tmp_path_factory) -> str:
+    """BASE in the store: the busybox root filesystem as a one-layer image (loaded from an OCI
+    layout, so that the engine under test does not make its own base)."""
+    if not hasattr(Image, "build"):
+        pytest.skip("sandkit build (Image.build) is not merged in yet")
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        tar.add(busybox_dir, arcname=".")
+    layout = oci_layout(
+        tmp_path_factory.mktemp("dsl-base") / "layout",
+        [layer.getvalue()],
+        config={"Env": [f"PATH={PATH}"], "Cmd": ["sh"]},
+        ref_name=BASE,
+    )
+    Image.load(layout, tag=BASE)
+    return BASE
+
+
+def recipe(context: Path) -> ImageRecipe:
+    return (
+        Image.from_(BASE, context=context)
+        .arg("FLAVOUR", "plain")
+        .env(APP="/app", GREETING="hello world")
+        .workdir("/app")
+        .copy("src/", "/app/src/")
+        .run('echo "$FLAVOUR" > flavour && ls src > listing')
+        .label({"org.example.title": "dsl"})
+        .expose(8080)
+        .user("app")
+        .cmd(["sh", "-c", "cat /app/listing"])
+    )
+
+
+def context_with_sources(path):
+    (path / "src").mkdir(parents=True)
+    (path / "src" / "main.py").write_text("print('hi')\n")
+    (path / "src" / "util.py").write_text("X = 1\n")
+    return path
+
+
+def test_the_chain_renders_as_the_equivalent_dockerfile(tmp_path):
+    assert recipe(tmp_path).dockerfile() == EQUIVALENT_DOCKERFILE
+
+
+def test_a_chain_and_the_equivalent_dockerfile_give_the_same_digest(base, tmp_path):
+    context = context_with_sources(tmp_path / "context")
+    from_dsl = recipe(context).build(tag="dsl-test/from-dsl:1")
+    (context / "Dockerfile").write_text(EQUIVALENT_DOCKERFILE)
+    from_file = Image.build(context, tag="dsl-test/from-file:1", no_cache=True)
+    assert from_dsl.digest and from_dsl.digest == from_file.digest
+    assert from_dsl.id == from_file.id
+
+
+def test_a_container_given_a_recipe_builds_it_on_start(base, tmp_path):
+    context = context_with_sources(tmp_path / "context")
+    with sandkit.Container(recipe(context), network="none") as c:
+        r = c.exec(["sh", "-c", "cat /app/flavour /app/listing; id -un; echo $GREETING"])
+    assert r.stdout == b"plain\nmain.py\nutil.py\napp\nhello world\n"
+
+
+def test_a_failing_run_raises_and_leaves_no_image(base, tmp_path):
+    failing = Image.from_(BASE, context=tmp_path).run("echo about to fail; exit 7")
+    with pytest.raises(SandkitError, match="7"):
+        failing.build(tag="dsl-test/failing:1")
+    with pytest.raises(ImageNotFoundError):
+        Image.get("dsl-test/failing:1")
