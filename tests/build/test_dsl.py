@@ -150,3 +150,11 @@ def test_what_no_dockerfile_line_can_hold_is_refused(make, cause):
 def test_a_base_that_is_not_one_word_is_refused():
     with pytest.raises(ImageError, match="whitespace"):
         Image.from_("base:1\nRUN x")
+
+
+def test_a_detached_container_refuses_a_recipe_before_anything_starts():
+    import sandkit
+    from sandkit.errors import ContainerError
+
+    with pytest.raises(ContainerError, match=r"recipe\.build"):
+        sandkit.Container(Image.from_("base:1"), detach=True, name="from-a-recipe")
