@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +43,12 @@ def docker_env() -> Iterator[dict[str, str]]:
         yield daemon.env
 
 
+# Where base_image saves BASE: a place the unprivileged user of the rootless builds can read.
+BASE_ARCHIVE = Path(tempfile.gettempdir()) / f"sandkit-interop-base-{os.getpid()}.tar"
+
+
 @pytest.fixture(scope="module")
-def base_image(docker_env, busybox_dir, tmp_path_factory) -> str:
+def base_image(docker_env, busybox_dir, tmp_path_factory) -> Iterator[str]:
     """BASE in Docker (imported from the busybox root filesystem) and, from `docker save`, in
     sandkit's store: the same image, byte for byte, under both."""
     work = tmp_path_factory.mktemp("interop-base")
@@ -58,10 +65,13 @@ def base_image(docker_env, busybox_dir, tmp_path_factory) -> str:
         str(rootfs_tar),
         BASE,
     )
-    archive = work / "base.tar"
-    docker(docker_env, "save", "-o", str(archive), BASE)
-    Image.load(archive)
-    return BASE
+    docker(docker_env, "save", "-o", str(BASE_ARCHIVE), BASE)
+    try:
+        os.chmod(BASE_ARCHIVE, 0o644)
+        Image.load(BASE_ARCHIVE)
+        yield BASE
+    finally:
+        BASE_ARCHIVE.unlink()
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +142,41 @@ def test_sandkit_build_gives_dockers_tree_and_config(case, docker_env, docker_bu
             "-c", "echo runs",
         )  # fmt: skip
         assert r.stdout == b"runs\n"
+
+
+def _build_rootless(case: Case, context: Path, archive: Path) -> None:
+    """In the unprivileged user's process (its own SANDKIT_HOME): BASE loaded, ``case`` built
+    and saved to ``archive``."""
+    Image.load(BASE_ARCHIVE)
+    sandkit_build(case, context).save(archive, format="docker")
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_a_rootless_sandkit_build_gives_dockers_tree_and_config(
+    case, docker_env, docker_built, as_unprivileged, tmp_path
+):
+    """The same, built by an unprivileged user (its container's ids from its subordinate
+    range, so --chown and RUN chown work)."""
+    if not hasattr(Image, "build"):
+        pytest.skip("sandkit build (Image.build) is not merged in yet")
+    from conftest import unprivileged_ids
+
+    exchange = Path(tempfile.mkdtemp(prefix="sandkit-interop-rootless-"))
+    try:
+        context = write_context(case, exchange / "context")
+        uid, gid = unprivileged_ids()
+        for path in [exchange, *exchange.rglob("*")]:
+            os.chown(path, uid, gid, follow_symlinks=False)
+        archive = exchange / "built.tar"
+        as_unprivileged(_build_rootless, case, context, archive)
+        tag = f"sandkit-built/{case.id}:1"
+        docker(docker_env, "load", "-i", str(archive))
+    finally:
+        shutil.rmtree(exchange)
+    tree, config = docker_built[case.id]
+    assert tree_difference(tree, exported_tree(docker_env, tag, tmp_path)) == {}
+    assert config_of(docker_env, tag) == config
 
 
 # --- the DSL, read back by Docker's own parser -----------------------------------------------
