@@ -73,6 +73,7 @@ class Instruction:
     original: str = ""
 
     def flag(self, name: str, default: str | None = None) -> str | None:
+        """The value of ``--name=value``, else ``default``."""
         for key, value in self.flags:
             if key == name:
                 return value
@@ -175,11 +176,11 @@ def _instruction(logical: _Logical, escape: str) -> Instruction:
     flags, rest_at = _flags(logical, cmd, rest_at)
     rest = text[rest_at:].rstrip()
     line = logical.at(0)[0]
-    base = {"cmd": cmd, "flags": flags, "line": line, "original": text.strip()}
+    base = Instruction(cmd, (), flags, line=line, original=text.strip())
     if cmd in JSON_FORM and rest.startswith("["):
         items = _json_array(rest)
         if items is not None:
-            return _checked(logical, Instruction(args=items, json=True, **base), rest_at)
+            return _checked(logical, attrs.evolve(base, args=items, json=True), rest_at)
     if cmd == "SHELL":
         raise logical.fail('SHELL takes a JSON array of strings: SHELL ["/bin/sh", "-c"]', rest_at)
     if cmd == "HEALTHCHECK":
@@ -190,19 +191,19 @@ def _instruction(logical: _Logical, escape: str) -> Instruction:
         args = _pairs(logical, cmd, rest, rest_at, escape)
     else:
         args = tuple(word for word, _ in _words(logical, rest, rest_at, escape))
-    return _checked(logical, Instruction(args=args, **base), rest_at)
+    return _checked(logical, attrs.evolve(base, args=args), rest_at)
 
 
-def _healthcheck(rest: str, base: dict) -> Instruction:
+def _healthcheck(rest: str, base: Instruction) -> Instruction:
     """HEALTHCHECK NONE, or HEALTHCHECK CMD followed by a command in shell or JSON form."""
     kind, _, command = rest.partition(" ")
     command = command.strip()
     if kind.upper() != "CMD" or not command:
-        return Instruction(args=tuple(rest.split()), **base)
+        return attrs.evolve(base, args=tuple(rest.split()))
     items = _json_array(command) if command.startswith("[") else None
     if items is not None:
-        return Instruction(args=("CMD", *items), json=True, **base)
-    return Instruction(args=("CMD", command), **base)
+        return attrs.evolve(base, args=("CMD", *items), json=True)
+    return attrs.evolve(base, args=("CMD", command))
 
 
 def _flags(logical: _Logical, cmd: str, at: int) -> tuple[tuple[tuple[str, str], ...], int]:

@@ -114,6 +114,8 @@ class _Lexer:
         if op == "}":
             self.pos += 1
             return value or ""
+        if not op:
+            raise self._error("missing '}'")
         colon = op == ":"
         if colon:
             self.pos += 1

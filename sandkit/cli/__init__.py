@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from .. import errors
 from ..detached import state
 from . import exitcodes
+from .build_command import add_build_command
 from .containers import add_container_commands
 from .copy_command import add_copy_command
 from .images import add_image_and_registry_commands
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_command(commands)
     add_container_commands(commands)
     add_copy_command(commands)
+    add_build_command(commands)
     add_image_and_registry_commands(commands)
     add_network_commands(commands)
     add_volume_commands(commands)

@@ -188,6 +188,42 @@ class Image:
             chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
         )
 
+    @classmethod
+    def build(
+        cls,
+        context: str | os.PathLike[str],
+        *,
+        dockerfile: str | os.PathLike[str] = "Dockerfile",
+        tag: str | list[str] | None = None,
+        build_args: dict[str, str] | None = None,
+        target: str | None = None,
+        no_cache: bool = False,
+        network: str = "bridge",
+        labels: dict[str, str] | None = None,
+        progress: Any = "auto",
+        store: Store | None = None,
+    ) -> Image:
+        """Build the Dockerfile ``dockerfile`` (relative to ``context``) into the local store, as
+        `docker build` does (see sandkit.build; the async twin is `sandkit.build.build_async`).
+
+        ``progress``: "auto" (rich on a terminal, else plain lines on stderr), "plain", "rich",
+        "quiet" or a `sandkit.build.progress.Progress`; ``network``: the network of RUN steps.
+        """
+        from ..build import build
+
+        return build(
+            context,
+            dockerfile=dockerfile,
+            tag=tag,
+            build_args=build_args,
+            target=target,
+            no_cache=no_cache,
+            network=network,
+            labels=labels,
+            progress=progress,
+            store=store,
+        )
+
     def _store(self) -> Store:
         if self.store is None:
             raise ImageError(

@@ -526,6 +526,46 @@ class Store:
                 os.replace(tmp / "blob", self.blob_path(digest))
         return LayerRecord(digest, diff_id, raw.count, media_type or LAYER_TYPES[kind])
 
+    def add_layer(self, tar: BinaryIO, diff_id: str) -> LayerRecord:
+        """Store a layer tar that sandkit made itself (a commit, a build step), uncompressed as
+        written: its blob digest is its ``diff_id`` (verified while it is copied and applied).
+        Hold `loading` from here to `create_image`, or a prune may take the layer meanwhile."""
+        return self.ingest_layer(tar, digest=diff_id, diff_id=diff_id, media_type=LAYER_TYPES[""])
+
+    def create_image(
+        self,
+        config: dict[str, Any],
+        layers: list[LayerRecord] | tuple[LayerRecord, ...],
+        *,
+        tags: list[str] | tuple[str, ...] = (),
+    ) -> ImageRecord:
+        """Record a new image: the OCI image ``config`` (its ``rootfs`` is set from ``layers``,
+        bottom first, all already in the store) and an OCI manifest for them; points ``tags``
+        at it. The same config and layers always give the same image id and manifest digest."""
+        config = {**config, "rootfs": {"type": "layers", "diff_ids": [x.diff_id for x in layers]}}
+        config_bytes = json.dumps(config, separators=(",", ":")).encode()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_bytes(config_bytes),
+                "size": len(config_bytes),
+            },
+            "layers": [
+                {"mediaType": self._oci_layer_type(x), "digest": x.digest, "size": x.size}
+                for x in layers
+            ],
+        }
+        manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+        return self.register_image(manifest_bytes, config_bytes, tags=tags)
+
+    def _oci_layer_type(self, layer: LayerRecord) -> str:
+        """The OCI media type of a stored layer (a Docker-typed one of a pulled image, say)."""
+        if layer.media_type in LAYER_TYPES.values():
+            return layer.media_type
+        return LAYER_TYPES[compression_of(self.blob_path(layer.digest))]
+
     # --- images and tags ---------------------------------------------------------------------
 
     def _record_path(self, image_id: str) -> Path:

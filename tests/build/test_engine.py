@@ -1,0 +1,259 @@
+"""Dockerfile builds without RUN, end to end through `sandkit.Image.build`: the image config and
+the layer tars are read back from the store's blobs (not through the engine), and compared with
+what Docker's documentation says each instruction does."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import sandkit
+from sandkit.errors import BuildContextError, BuildError, DockerfileSyntaxError
+from sandkit.images.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    home = tmp_path / "home"
+    monkeypatch.setenv("SANDKIT_HOME", str(home))
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    return Store(home)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    root = tmp_path / "ctx"
+    (root / "src" / "sub").mkdir(parents=True)
+    (root / "src" / "a.txt").write_text("alpha\n")
+    (root / "src" / "sub" / "b.txt").write_text("beta\n")
+    os.chmod(root / "src" / "sub" / "b.txt", 0o750)
+    os.symlink("a.txt", root / "src" / "link")
+    return root
+
+
+def build(store: Store, ctx: Path, dockerfile: str, **options: object) -> sandkit.Image:
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return sandkit.Image.build(ctx, store=store, progress="quiet", **options)  # type: ignore[arg-type]
+
+
+def config_of(store: Store, image: sandkit.Image) -> dict:
+    return json.loads(store.read_blob(image.id))
+
+
+def layer_members(store: Store, image: sandkit.Image, index: int) -> dict[str, tarfile.TarInfo]:
+    manifest = json.loads(store.read_blob(image.digest))
+    blob = store.read_blob(manifest["layers"][index]["digest"])
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        return {m.name.rstrip("/"): m for m in tar.getmembers()}
+
+
+def test_metadata_instructions_set_the_config_as_docker(store: Store, ctx: Path) -> None:
+    image = build(
+        store,
+        ctx,
+        """ARG BASE_PORT=80
+FROM scratch
+ARG BASE_PORT
+ARG LEVEL=info
+ENV APP=/srv/app MODE="a b" LEVEL=${LEVEL:-debug}
+LABEL org.example.mode="$MODE" plain=1
+EXPOSE ${BASE_PORT} 53/udp
+VOLUME ["/data", "/logs"]
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=1m30s --timeout=5s --retries=3 CMD ["check", "--quick"]
+ENTRYPOINT ["serve"]
+CMD port $BASE_PORT
+USER 1000:1000
+WORKDIR $APP
+WORKDIR sub
+""",
+        build_args={"LEVEL": "warn"},
+        tag="metadata:1",
+    )
+    cfg = config_of(store, image)["config"]
+    assert cfg["Env"][1:] == ["APP=/srv/app", "MODE=a b", "LEVEL=warn"]
+    assert cfg["Labels"] == {"org.example.mode": "a b", "plain": "1"}
+    assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
+    assert cfg["Volumes"] == {"/data": {}, "/logs": {}}
+    assert cfg["StopSignal"] == "SIGINT"
+    assert cfg["Healthcheck"] == {
+        "Test": ["CMD", "check", "--quick"],
+        "Interval": 90 * 10**9,
+        "Timeout": 5 * 10**9,
+        "Retries": 3,
+    }
+    assert cfg["Entrypoint"] == ["serve"]
+    # shell form: the shell runs it; RUN/CMD/ENTRYPOINT are not substituted by the builder
+    assert cfg["Cmd"] == ["/bin/sh", "-c", "port $BASE_PORT"]
+    assert cfg["User"] == "1000:1000"
+    assert cfg["WorkingDir"] == "/srv/app/sub"
+    assert image.tags == ("metadata:1",)
+    # WORKDIR made the missing directories in a layer of their own
+    assert set(layer_members(store, image, 0)) == {"srv", "srv/app"}
+    assert set(layer_members(store, image, 1)) == {"srv", "srv/app", "srv/app/sub"}
+
+
+def test_copy_files_directories_owners_and_modes(store: Store, ctx: Path) -> None:
+    image = build(
+        store,
+        ctx,
+        """FROM scratch
+COPY src/ /app/
+COPY --chown=7:8 --chmod=600 src/a.txt /etc/conf
+COPY src/sub/b.txt src/a.txt /many/
+""",
+    )
+    copied = layer_members(store, image, 0)
+    assert set(copied) == {"app", "app/a.txt", "app/link", "app/sub", "app/sub/b.txt"}
+    assert copied["app/sub/b.txt"].mode == 0o750 and copied["app/sub/b.txt"].uid == 0
+    assert copied["app/link"].issym() and copied["app/link"].linkname == "a.txt"
+    assert copied["app/a.txt"].mtime == int((ctx / "src" / "a.txt").stat().st_mtime)
+    conf = layer_members(store, image, 1)
+    assert (conf["etc/conf"].mode, conf["etc/conf"].uid, conf["etc/conf"].gid) == (0o600, 7, 8)
+    assert conf["etc"].isdir() and conf["etc"].mode == 0o755
+    assert set(layer_members(store, image, 2)) == {"many", "many/a.txt", "many/b.txt"}
+
+
+def test_globs_and_dockerignore(store: Store, ctx: Path) -> None:
+    (ctx / "one.py").write_text("1")
+    (ctx / "two.py").write_text("2")
+    (ctx / "keep.log").write_text("k")
+    (ctx / "drop.log").write_text("d")
+    (ctx / ".dockerignore").write_text("# logs\n*.log\n!keep.log\nsrc/sub\n")
+    image = build(store, ctx, "FROM scratch\nCOPY *.py *.log /g/\nCOPY src /s\n")
+    assert set(layer_members(store, image, 0)) == {"g", "g/one.py", "g/two.py", "g/keep.log"}
+    assert set(layer_members(store, image, 1)) == {"s", "s/a.txt", "s/link"}
+    with pytest.raises(BuildContextError, match=r"line 2.*excluded by \.dockerignore"):
+        build(store, ctx, "FROM scratch\nCOPY drop.log /\n")
+
+
+def test_rebuild_reuses_the_cache_and_a_changed_file_rebuilds_from_its_copy(
+    store: Store, ctx: Path
+) -> None:
+    dockerfile = "FROM scratch\nCOPY src/sub /sub\nCOPY src/a.txt /a\nENV X=1\n"
+    out = io.StringIO()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    first = sandkit.Image.build(ctx, store=store, progress="quiet")
+    again = sandkit.build.build(ctx, store=store, progress="plain", stream=out)
+    assert again.id == first.id and again.digest == first.digest
+    assert out.getvalue().count("CACHED") == 3
+    (ctx / "src" / "a.txt").write_text("changed\n")
+    out = io.StringIO()
+    changed = sandkit.build.build(ctx, store=store, progress="plain", stream=out)
+    lines = out.getvalue().splitlines()
+    assert [line.endswith("CACHED") for line in lines[:4]] == [False, True, False, False]
+    assert changed.id != first.id
+    assert (
+        config_of(store, changed)["rootfs"]["diff_ids"][0]
+        == (config_of(store, first)["rootfs"]["diff_ids"][0])
+    )
+
+
+def test_no_cache_and_source_date_epoch_give_the_same_image(
+    store: Store, ctx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    first = build(store, ctx, 'FROM scratch\nCOPY src /s\nWORKDIR /w\nCMD ["x"]\n')
+    second = build(store, ctx, 'FROM scratch\nCOPY src /s\nWORKDIR /w\nCMD ["x"]\n', no_cache=True)
+    assert first.id == second.id
+    cfg = config_of(store, first)
+    assert cfg["created"] == "2023-11-14T22:13:20Z"
+    assert {entry["created"] for entry in cfg["history"]} == {"2023-11-14T22:13:20Z"}
+
+
+def test_multi_stage_copy_from_and_target(store: Store, ctx: Path) -> None:
+    dockerfile = """FROM scratch AS files
+COPY src /src
+COPY src/a.txt /only/a.txt
+FROM never-pulled:1 AS unused
+FROM scratch AS final
+COPY --from=files /src/sub /from-stage/
+COPY --from=0 /only /only
+"""
+    image = build(store, ctx, dockerfile, tag="multi:1")
+    assert set(layer_members(store, image, 0)) == {"from-stage", "from-stage/b.txt"}
+    assert set(layer_members(store, image, 1)) == {"only", "only/a.txt"}
+    files = build(store, ctx, dockerfile, target="files")
+    assert len(config_of(store, files)["rootfs"]["diff_ids"]) == 2
+
+
+def test_from_an_earlier_stage_and_entrypoint_resets_the_inherited_cmd(
+    store: Store, ctx: Path
+) -> None:
+    image = build(
+        store,
+        ctx,
+        'FROM scratch AS base\nCMD ["base"]\nENV A=1\nFROM base\nENTRYPOINT ["ep"]\n',
+    )
+    cfg = config_of(store, image)["config"]
+    assert cfg["Entrypoint"] == ["ep"] and "Cmd" not in cfg
+    assert "A=1" in cfg["Env"]
+
+
+def test_add_unpacks_a_local_tar_keeping_its_owners(store: Store, ctx: Path) -> None:
+    with tarfile.open(ctx / "bundle.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("pkg/bin/tool")
+        data = b"#!/bin/sh\n"
+        info.size, info.mode, info.uid, info.gid, info.mtime = len(data), 0o755, 33, 44, 1234
+        tar.addfile(info, io.BytesIO(data))
+    image = build(store, ctx, "FROM scratch\nADD bundle.tar.gz /opt/\nADD src/a.txt /plain\n")
+    unpacked = layer_members(store, image, 0)
+    tool = unpacked["opt/pkg/bin/tool"]
+    assert (tool.mode, tool.uid, tool.gid, tool.mtime, tool.size) == (0o755, 33, 44, 1234, 10)
+    assert "plain" in layer_members(store, image, 1)
+
+
+# --- bad input: a clear error naming the line, and nothing half-made in the store ----------
+
+
+def _nothing_left(store: Store) -> None:
+    assert store.records() == []
+    assert list((store.home / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "error", "words"),
+    [
+        ("FROM scratch\nCOPY ../outside /x\n", BuildContextError, "line 2.*leads out of the build"),
+        ("FROM scratch\nCOPY missing.txt /x\n", BuildContextError, "line 2.*does not exist"),
+        ("FROM scratch\nCOPY escape /x\n", BuildContextError, "line 2.*symlink.*leads out"),
+        ("FROM scratch\nCOPY up/secret /x\n", BuildContextError, "line 2.*symlink.*leads out"),
+        ("FROM scratch\nCOPY nothing*.txt /x\n", BuildContextError, "line 2.*matches"),
+        ("FROM scratch\nCOPY src/a.txt src/sub /x\n", BuildContextError, "ending in '/'"),
+        ("FROM scratch\nADD https://example.com/x /x\n", BuildContextError, "line 2.*URL"),
+        ("FROM scratch\nCOPY fifo /x\n", BuildContextError, "line 2.*fifo"),
+        ("FROM scratch\nBOGUS\n", DockerfileSyntaxError, "line 2, column 1"),
+        ("FROM scratch\nONBUILD RUN x\n", DockerfileSyntaxError, "ONBUILD"),
+        ("FROM scratch\nENV A=${NEED:?NEED_is_required}\n", BuildError, "line 2: NEED_is_req"),
+        ("FROM scratch\nWORKDIR ${A\n", DockerfileSyntaxError, "line 2.*missing '}'"),
+        ("FROM absent:1\n", BuildError, "line 1.*not in the local store.*does not pull"),
+        ("FROM scratch\nCOPY --from=nowhere /a /b\n", BuildError, "line 2.*--from=nowhere"),
+        ("FROM scratch\nCOPY --chown=nobody src/a.txt /a\n", BuildError, "line 2.*nobody"),
+        ("FROM scratch\nEXPOSE 80/xyz\n", DockerfileSyntaxError, "EXPOSE"),
+        ("FROM scratch AS a\nFROM scratch AS A\n", DockerfileSyntaxError, "used twice"),
+    ],
+)
+def test_bad_input_names_the_line_and_leaves_nothing(
+    store: Store, ctx: Path, tmp_path: Path, dockerfile: str, error: type, words: str
+) -> None:
+    (tmp_path / "outside").write_text("host secret")
+    os.symlink("/etc/passwd", ctx / "escape")
+    os.symlink("..", ctx / "up")
+    (tmp_path / "secret").write_text("host secret")
+    os.mkfifo(ctx / "fifo")
+    with pytest.raises(error, match=words):
+        build(store, ctx, dockerfile + "COPY src/a.txt /last\n", tag="bad:1")
+    _nothing_left(store)
+
+
+def test_unknown_target_and_missing_dockerfile(store: Store, ctx: Path) -> None:
+    with pytest.raises(BuildError, match=r"target stage 'nope'.*stages: base"):
+        build(store, ctx, "FROM scratch AS base\n", target="nope")
+    with pytest.raises(BuildContextError, match="does not exist"):
+        sandkit.Image.build(ctx, dockerfile="Other.dockerfile", store=store, progress="quiet")
+    _nothing_left(store)
