@@ -11,18 +11,18 @@ so no argument can turn into an instruction of its own.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import tempfile
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..errors import ImageError
+from ..errors import BuildError
 
 if TYPE_CHECKING:
     from ..images.image import Image
@@ -41,7 +41,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9_./:@%+,=${}-]+")
 
 def _refuse_line_breaks(what: str, text: str) -> str:
     if _LINE_BREAKS.search(text):
-        raise ImageError(
+        raise BuildError(
             f"{what} {text!r} contains a line break or NUL, which no Dockerfile line can hold: "
             "remove it (for a multi-line script, pass the exec form: run(['sh', '-c', script]))"
         )
@@ -61,9 +61,9 @@ def _quoted(what: str, value: str) -> str:
 def _exec_form(what: str, argv: Sequence[str]) -> str:
     """A JSON array: the exec form of RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK."""
     if isinstance(argv, str) or not all(isinstance(a, str) for a in argv):
-        raise ImageError(f"{what} takes a list of strings for its exec form, not {argv!r}")
+        raise BuildError(f"{what} takes a list of strings for its exec form, not {argv!r}")
     if not argv:
-        raise ImageError(f"{what} needs at least one argument (the program to run)")
+        raise BuildError(f"{what} needs at least one argument (the program to run)")
     return json.dumps(list(argv), ensure_ascii=False)
 
 
@@ -72,9 +72,9 @@ def _shell_form(what: str, command: str) -> str:
     next line."""
     text = _refuse_line_breaks(what, command).strip()
     if not text:
-        raise ImageError(f"{what} needs a command")
+        raise BuildError(f"{what} needs a command")
     if text.endswith("\\"):
-        raise ImageError(
+        raise BuildError(
             f"{what} {command!r} ends in '\\', which a Dockerfile reads as 'continued on the "
             "next line': remove it or pass the exec form (a list)"
         )
@@ -84,7 +84,7 @@ def _shell_form(what: str, command: str) -> str:
         except ValueError:
             pass
         else:
-            raise ImageError(
+            raise BuildError(
                 f"{what} {command!r} reads as the exec form (a JSON array): pass a list instead"
             )
     return text
@@ -97,17 +97,17 @@ def _command(what: str, command: str | Sequence[str]) -> str:
 def _word(what: str, text: str) -> str:
     """A single word (a path, user, port, signal): no whitespace, no line break."""
     if not isinstance(text, str) or not text or any(c.isspace() for c in text):
-        raise ImageError(f"{what} must be a non-empty string without whitespace, not {text!r}")
+        raise BuildError(f"{what} must be a non-empty string without whitespace, not {text!r}")
     return text
 
 
 def _pairs(what: str, items: Mapping[str, str], key_pattern: re.Pattern[str]) -> str:
     if not items:
-        raise ImageError(f"{what} needs at least one NAME=value pair")
+        raise BuildError(f"{what} needs at least one NAME=value pair")
     rendered = []
     for key, value in items.items():
         if not key_pattern.fullmatch(key):
-            raise ImageError(f"{what} name {key!r} is not valid: use letters, digits and '_'")
+            raise BuildError(f"{what} name {key!r} is not valid: use letters, digits and '_'")
         rendered.append(f"{key}={_quoted(what, str(value))}")
     return " ".join(rendered)
 
@@ -115,7 +115,7 @@ def _pairs(what: str, items: Mapping[str, str], key_pattern: re.Pattern[str]) ->
 def _duration(what: str, seconds: float) -> str:
     """A HEALTHCHECK duration in whole milliseconds ("1500ms"), as Docker parses it."""
     if seconds < 0:
-        raise ImageError(f"HEALTHCHECK {what} must not be negative, not {seconds!r}")
+        raise BuildError(f"HEALTHCHECK {what} must not be negative, not {seconds!r}")
     return f"{round(seconds * 1000)}ms"
 
 
@@ -143,8 +143,6 @@ class ImageRecipe:
     context: Path
     steps: tuple[_Step, ...] = ()
     platform: str | None = None
-    _built: dict[str, Image] = attrs.field(factory=dict, eq=False, repr=False)
-    _lock: threading.Lock = attrs.field(factory=threading.Lock, eq=False, repr=False)
 
     @classmethod
     def from_(
@@ -164,12 +162,7 @@ class ImageRecipe:
         )
 
     def _with(self, keyword: str, text: str, source: ImageRecipe | None = None) -> ImageRecipe:
-        return attrs.evolve(
-            self,
-            steps=(*self.steps, _Step(keyword, text, source)),
-            built={},
-            lock=threading.Lock(),
-        )
+        return attrs.evolve(self, steps=(*self.steps, _Step(keyword, text, source)))
 
     # --- instructions ------------------------------------------------------------------------
 
@@ -210,14 +203,14 @@ class ImageRecipe:
     def arg(self, name: str, default: str | None = None) -> ImageRecipe:
         """ARG NAME[=default]: set with ``build(build_args={NAME: ...})``."""
         if not _ARG_NAME.fullmatch(name):
-            raise ImageError(f"ARG name {name!r} is not valid: use letters, digits and '_'")
+            raise BuildError(f"ARG name {name!r} is not valid: use letters, digits and '_'")
         return self._with("ARG", name if default is None else _pairs("ARG", {name: default}, _NAME))
 
     def label(self, values: Mapping[str, str] | None = None, /, **more: str) -> ImageRecipe:
         """LABEL key=value... (keys with dots or dashes go in the mapping)."""
         items = {**(values or {}), **more}
         if not items:
-            raise ImageError("LABEL needs at least one key=value pair")
+            raise BuildError("LABEL needs at least one key=value pair")
         return self._with(
             "LABEL",
             " ".join(f"{_quoted('LABEL', k)}={_quoted('LABEL', str(v))}" for k, v in items.items()),
@@ -246,13 +239,13 @@ class ImageRecipe:
     def expose(self, *ports: int | str) -> ImageRecipe:
         """EXPOSE 80 53/udp ..."""
         if not ports:
-            raise ImageError("EXPOSE needs at least one port")
+            raise BuildError("EXPOSE needs at least one port")
         return self._with("EXPOSE", " ".join(_word("EXPOSE port", str(p)) for p in ports))
 
     def volume(self, *paths: str) -> ImageRecipe:
         """VOLUME: paths a container gets a fresh volume at."""
         if not paths:
-            raise ImageError("VOLUME needs at least one path")
+            raise BuildError("VOLUME needs at least one path")
         return self._with("VOLUME", _exec_form("VOLUME", [_word("VOLUME", p) for p in paths]))
 
     def stopsignal(self, signal: str | int) -> ImageRecipe:
@@ -297,7 +290,7 @@ class ImageRecipe:
     ) -> str:
         sources = [src] if isinstance(src, str) else list(src)
         if not sources:
-            raise ImageError(f"{keyword} needs at least one source")
+            raise BuildError(f"{keyword} needs at least one source")
         paths = [_refuse_line_breaks(keyword, p) for p in [*sources, dest]]
         flags = []
         if chown is not None:
@@ -330,17 +323,13 @@ class ImageRecipe:
         labels: Mapping[str, str] | None = None,
         progress: Any = None,
     ) -> Image:
-        """Build (each step already built is taken from the cache) and return the image;
-        ``tag`` names it in the store. The same recipe built again in this process with the
-        same arguments returns the image built first."""
-        key = json.dumps(
-            [tag, sorted((build_args or {}).items()), network, sorted((labels or {}).items())]
-        )
-        with self._lock:
-            if not no_cache and key in self._built:
-                return self._built[key]
-            image = _build_dockerfile(
-                self,
+        """Build (each step already built is taken from the cache, as for `Image.build`) and
+        return the image; ``tag`` names it in the store."""
+        from .. import _portal
+
+        return _portal.run(
+            functools.partial(
+                self.build_async,
                 tag,
                 build_args=build_args,
                 no_cache=no_cache,
@@ -348,8 +337,33 @@ class ImageRecipe:
                 labels=labels,
                 progress=progress,
             )
-            self._built[key] = image
-            return image
+        )
+
+    async def build_async(
+        self,
+        tag: str | None = None,
+        *,
+        build_args: Mapping[str, str] | None = None,
+        no_cache: bool = False,
+        network: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        progress: Any = None,
+    ) -> Image:
+        """`build` for trio and asyncio programs."""
+        from . import build_instructions, parse
+
+        options = {"network": network, "labels": labels, "progress": progress}
+        with tempfile.TemporaryDirectory(prefix="sandkit-dsl-") as empty:
+            # A recipe that copies nothing from the context builds in an empty one: the engine
+            # need not read (or hash) the working directory.
+            return await build_instructions(
+                parse(self.dockerfile()),
+                self.context if self._uses_context() else empty,
+                tag=tag,
+                build_args=build_args,
+                no_cache=no_cache,
+                **{k: v for k, v in options.items() if v is not None},
+            )
 
     def _uses_context(self) -> bool:
         stages: list[ImageRecipe] = []
@@ -373,7 +387,7 @@ def _copies_from_elsewhere(step: _Step) -> bool:
 def _chmod_text(keyword: str, chmod: str | int) -> str:
     text = format(chmod, "o") if isinstance(chmod, int) else chmod
     if not re.fullmatch(r"[0-7]{3,4}", text):
-        raise ImageError(
+        raise BuildError(
             f"{keyword} --chmod takes an octal mode such as 0o755 or '755', not {chmod!r}"
         )
     return text
@@ -404,24 +418,3 @@ def _render_stage(recipe: ImageRecipe, names: dict[int, str]) -> str:
             )
         lines.append(f"{step.keyword} {text}")
     return "\n".join(lines) + "\n"
-
-
-def _build_dockerfile(recipe: ImageRecipe, tag: str | None, **options: Any) -> Image:
-    """Writes the recipe's Dockerfile outside the context and builds it with `Image.build`."""
-    from ..images.image import Image
-
-    with tempfile.TemporaryDirectory(prefix="sandkit-dsl-") as scratch:
-        dockerfile = Path(scratch) / "Dockerfile"
-        dockerfile.write_text(recipe.dockerfile())
-        # A recipe that copies nothing from the context builds in an empty one: the engine
-        # need not read (or hash) the working directory.
-        context = recipe.context
-        if not recipe._uses_context():
-            context = Path(scratch) / "empty"
-            context.mkdir()
-        return Image.build(context, dockerfile=str(dockerfile), tag=tag, **_given(options))
-
-
-def _given(options: dict[str, Any]) -> dict[str, Any]:
-    """The options that were set (the engine's own defaults apply to the others)."""
-    return {k: v for k, v in options.items() if v not in (None, False)}

@@ -219,12 +219,12 @@ ImageSource: TypeAlias = "Image | str | os.PathLike[str] | ImageRecipe"
 
 
 async def built_image(image: ImageSource) -> ImageSource:
-    """A recipe (``Image.from_(...)...``) built into an image (on first use; the cache makes a
-    rebuild cheap), in a worker thread: the build runs a loop of its own. Anything else as is."""
+    """A recipe (``Image.from_(...)...``) built into an image (on first use; the build cache
+    makes a rebuild cheap); anything else as is."""
     from ..build.dsl import ImageRecipe
 
     if isinstance(image, ImageRecipe):
-        return await anyio.to_thread.run_sync(image.build)
+        return await image.build_async()
     return image
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from sandkit import Image
-from sandkit.errors import ImageError
+from sandkit.errors import BuildError
 
 
 def lines(recipe) -> list[str]:
@@ -143,12 +143,12 @@ def test_a_chain_is_immutable_so_branches_do_not_share_steps():
 )
 def test_what_no_dockerfile_line_can_hold_is_refused(make, cause):
     base = Image.from_("base:1")
-    with pytest.raises(ImageError, match=cause):
+    with pytest.raises(BuildError, match=cause):
         make(base)
 
 
 def test_a_base_that_is_not_one_word_is_refused():
-    with pytest.raises(ImageError, match="whitespace"):
+    with pytest.raises(BuildError, match="whitespace"):
         Image.from_("base:1\nRUN x")
 
 
