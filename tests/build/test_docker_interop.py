@@ -26,7 +26,15 @@ import pytest
 from sandkit import Image
 
 from .cases import BASE, CASES, Case
-from .interop import config_of, docker, docker_build, exported_tree, tree_difference, write_context
+from .interop import (
+    config_of,
+    docker,
+    docker_build,
+    exported_tree,
+    skipped_while_run_is_unsupported,
+    tree_difference,
+    write_context,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +135,8 @@ def test_enough_cases_and_every_instruction_used():
 def test_sandkit_build_gives_dockers_tree_and_config(case, docker_env, docker_built, tmp_path):
     if not hasattr(Image, "build"):
         pytest.skip("sandkit build (Image.build) is not merged in yet")
-    image = sandkit_build(case, write_context(case, tmp_path / "context"))
+    with skipped_while_run_is_unsupported():
+        image = sandkit_build(case, write_context(case, tmp_path / "context"))
     archive = tmp_path / "built.tar"
     image.save(archive, format="docker")
     loaded = docker(docker_env, "load", "-i", str(archive))
@@ -169,7 +178,12 @@ def test_a_rootless_sandkit_build_gives_dockers_tree_and_config(
         for path in [exchange, *exchange.rglob("*")]:
             os.chown(path, uid, gid, follow_symlinks=False)
         archive = exchange / "built.tar"
-        as_unprivileged(_build_rootless, case, context, archive)
+        try:
+            as_unprivileged(_build_rootless, case, context, archive)
+        except AssertionError as e:  # carrying the child's traceback
+            if "RUN is not supported" in str(e):  # see skipped_while_run_is_unsupported
+                pytest.skip("RUN is not supported by the engine yet")
+            raise
         tag = f"sandkit-built/{case.id}:1"
         docker(docker_env, "load", "-i", str(archive))
     finally:

@@ -16,6 +16,8 @@ from sandkit import Image
 from sandkit.build.dsl import ImageRecipe
 from sandkit.errors import BuildError, ImageNotFoundError
 
+from .interop import skipped_while_run_is_unsupported
+
 pytestmark = pytest.mark.slow
 
 BASE = "dsl-test/busybox:1"
@@ -76,12 +78,8 @@ def recipe(context: Path, *, with_run: bool) -> ImageRecipe:
 @pytest.fixture(scope="module")
 def run_steps(base) -> None:
     """Skips while the engine (i20-build) cannot run RUN steps yet."""
-    try:
+    with skipped_while_run_is_unsupported():
         Image.from_(BASE).run("true").build()
-    except BuildError as e:
-        if "not supported" in str(e):
-            pytest.skip(f"RUN steps: {e}")
-        raise
 
 
 def context_with_sources(path):
