@@ -31,6 +31,7 @@ from .runtime.service import log_view
 from .security.seccomp import SeccompSpec
 
 if TYPE_CHECKING:
+    from .images.changes import Change
     from .runtime import copy  # imported by get_archive, its one use at run time
 
 __all__ = [
@@ -317,6 +318,31 @@ class Container:
         """Docker's ``PathStat`` of ``path``: name, size, mode (``st_mode``), mtime,
         link_target (a symlink at the last name is not followed)."""
         return _portal.run(self._core.stat, path)
+
+    def diff(self) -> list[Change]:
+        """What the container changed in its filesystem, as `docker diff`: `Change`s "A"
+        (added), "C" (changed), "D" (deleted), sorted by path."""
+        return _portal.run(self._core.diff)
+
+    def commit(
+        self,
+        tag: str | None = None,
+        *,
+        changes: Sequence[str] = (),
+        message: str = "",
+        author: str = "",
+    ) -> Image:
+        """A new image: the container's image plus a layer of its changes, as `docker commit`;
+        ``changes`` are Dockerfile lines for its config (``'CMD ["app"]'``, ``"ENV K=V"``)."""
+        commit = functools.partial(
+            self._core.commit, tag, changes=changes, message=message, author=author
+        )
+        return _portal.run(commit)
+
+    def export(self, path: str | os.PathLike[str]) -> None:
+        """Write the container's flattened filesystem to the tar file ``path``, as
+        `docker export`."""
+        _portal.run(self._core.export, path)
 
     def remove(self, path: str | None = None, *, recursive: bool = False) -> None:
         """Remove a file, symlink or empty directory of the container (a tree: ``recursive``).

@@ -236,8 +236,9 @@ def test_masked_and_readonly_paths(rctr):
 
 def test_init_holds_no_stray_fds(rctr):
     # the init closes its side of this exec's start-up pipe once the exec has started
-    r = sh(rctr, POLL_SH.format(condition="[ $(ls /proc/1/fd | wc -l) -le 5 ]") + "; ls /proc/1/fd")
-    assert r["stdout"].split() == [b"0", b"1", b"2", b"3", b"4"]  # 4 = signalfd
+    r = sh(rctr, POLL_SH.format(condition="[ $(ls /proc/1/fd | wc -l) -le 6 ]") + "; ls /proc/1/fd")
+    # 4 = the writable layer's upper directory (O_PATH, for commit and diff), 5 = signalfd
+    assert r["stdout"].split() == [b"0", b"1", b"2", b"3", b"4", b"5"]
 
 
 # -- exec ----------------------------------------------------------------------------------------
@@ -464,9 +465,9 @@ def test_exec_wrong_fd_count_and_extra_fds_closed(ctr):
         os.close(w_)
     r = sh(
         ctr,
-        POLL_SH.format(condition="[ $(ls /proc/1/fd | wc -l) -le 5 ]") + "; ls /proc/1/fd | wc -l",
+        POLL_SH.format(condition="[ $(ls /proc/1/fd | wc -l) -le 6 ]") + "; ls /proc/1/fd | wc -l",
     )
-    assert r["stdout"].strip() == b"5"
+    assert r["stdout"].strip() == b"6"  # 0-2, the socket, the upper directory, the signalfd
 
 
 # -- signal ----------------------------------------------------------------------------------------

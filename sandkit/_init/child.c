@@ -166,6 +166,8 @@ __attribute__((noreturn)) void child(struct spec *s, int pipefd)
 	close(CTRL_FD);
 	if (hostname_fd >= 0)
 		close(hostname_fd);
+	if (upper_fd >= 0)
+		close(upper_fd);
 
 	for (int k = 0; k < s->ncg; k++) {
 		int fd = openat(s->cg[k], "cgroup.procs", O_WRONLY | O_CLOEXEC);

@@ -106,6 +106,9 @@ int setup_container(struct req *r, struct err *e);
  * open for writing, opened before /proc/sys became read-only: renaming it then needs no
  * sethostname, which the container's seccomp profile may forbid. -1 otherwise. */
 extern int hostname_fd;
+/* An O_PATH fd on the overlay upper directory (the container's writable layer), for the host's
+ * "upper" open requests (commit, diff); -1 for a root without one. */
+extern int upper_fd;
 
 /* confine.c: the container's capabilities and seccomp profile ("caps", "seccomp" of the setup message),
  * applied to the init itself so that no exec pays for them and every process inherits them:

@@ -159,15 +159,41 @@ static int setup(void)
 	return -1;
 }
 
-/* Everything the init holds open is fd 3, the hostname sysctl (then fd 4) or about to be
- * closed; 0..2 point at the container's /dev/null so nothing writes into a host terminal or pipe. */
+/* Moves an fd the init keeps (-1: none) above the low numbers reset_fds fills. */
+static int park_fd(int *fd)
+{
+	int moved;
+
+	if (*fd < 0 || *fd >= 16)
+		return 0;
+	if ((moved = fcntl(*fd, F_DUPFD_CLOEXEC, 16)) < 0)
+		return -1;
+	close(*fd);
+	*fd = moved;
+	return 0;
+}
+
+/* Moves a parked fd (-1: none) to *keep, the next number kept open. */
+static int keep_fd(int *fd, int *keep)
+{
+	if (*fd < 0)
+		return 0;
+	if (dup3(*fd, *keep, O_CLOEXEC) < 0 || close(*fd) < 0)
+		return -1;
+	*fd = (*keep)++;
+	return 0;
+}
+
+/* Everything the init holds open is fd 3, the hostname sysctl and the upper directory (then
+ * fds 4 and 5, those it has) or about to be closed; 0..2 point at the container's /dev/null so
+ * nothing writes into a host terminal or pipe. */
 static int reset_fds(void)
 {
 	int fd, keep = 4;
 
-	/* Out of the way of 0..2 first, should the init have been started with them closed. */
-	if (hostname_fd >= 0 && hostname_fd < 3 &&
-	    (hostname_fd = fcntl(hostname_fd, F_DUPFD_CLOEXEC, 5)) < 0)
+	/* Out of the way of 0..2 and 4..5 first, should the init have been started with 0..2
+	 * closed. */
+	if (park_fd(&hostname_fd) < 0 || park_fd(&upper_fd) < 0)
 		return -1;
 	if ((fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
 		return -1;
@@ -176,12 +202,8 @@ static int reset_fds(void)
 			return -1;
 	if (fd > 3)
 		close(fd);
-	if (hostname_fd >= 0) {
-		if (hostname_fd != 4 &&
-		    (dup3(hostname_fd, 4, O_CLOEXEC) < 0 || close(hostname_fd) < 0))
-			return -1;
-		hostname_fd = keep++;
-	}
+	if (keep_fd(&hostname_fd, &keep) < 0 || keep_fd(&upper_fd, &keep) < 0)
+		return -1;
 	return close_range((unsigned)keep, ~0U, 0);
 }
 

@@ -50,6 +50,20 @@ static int open_in_container(const char *path, int flags, mode_t perm, struct er
 	return take_fd(&fd);
 }
 
+/* The writable layer's upper directory, for commit and diff: opened anew (a dup would share
+ * the directory's read position with the init's fd and with every other request's). */
+static int open_upper(struct req *r, struct err *e)
+{
+	autoclose int fd = -1;
+
+	if (upper_fd < 0)
+		return seterr(e, ENOENT, "this container's root has no writable layer of its own");
+	if ((fd = openat(upper_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return seterr(e, errno, "open the writable layer: %s", strerror(errno));
+	send_fd_reply("opened", r->id, fd);
+	return 0;
+}
+
 int do_open(struct req *r, struct err *e)
 {
 	char *path = NULL, *mode = NULL;
@@ -62,8 +76,10 @@ int do_open(struct req *r, struct err *e)
 	if (need_str(&r->doc, 0, "path", &path, e) < 0 ||
 	    need_str(&r->doc, 0, "mode", &mode, e) < 0 || get_int(&r->doc, 0, "perm", &perm, e) < 0)
 		return -1;
+	if (strcmp(mode, "upper") == 0)
+		return open_upper(r, e);
 	if ((flags = mode_flags(mode)) < 0)
-		return seterr(e, EPROTO, "\"mode\" must be r, w, a or dir");
+		return seterr(e, EPROTO, "\"mode\" must be r, w, a, dir or upper");
 	if (perm < 0 || perm > 07777)
 		return seterr(e, EINVAL, "bad \"perm\"");
 	if ((fd = open_in_container(path, flags, (mode_t)perm, e)) < 0)

@@ -97,7 +97,7 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 		       struct err *e)
 {
 	const struct mp_doc *d = &r->doc;
-	char *kind = NULL, *src = NULL;
+	char *kind = NULL, *src = NULL, upper[4200];
 	bool ux = false;
 	uint32_t lower = 0;
 
@@ -121,7 +121,14 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 		/* Even a read-only root gets its writable layer: mount points can be made in it during
 		 * set-up, and the root is made read-only once everything is mounted. */
 		o.userxattr = ux;
-		return mount_overlay(&o, root, e);
+		if (mount_overlay(&o, root, e) < 0)
+			return -1;
+		/* Kept for commit and diff: once the old root is detached, no path reaches the
+		 * upper directory any more, from the host or from the container. */
+		snprintf(upper, sizeof(upper), "%s/upper", scratch);
+		upper_fd = open(upper, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (upper_fd < 0)
+			return seterr(e, errno, "open %s: %s", upper, strerror(errno));
 	} else if (strcmp(kind, "bind") == 0) {
 		if (need_str(d, spec, "src", &src, e) < 0)
 			return -1;
@@ -318,6 +325,7 @@ static int path_list(struct ctx *c, const struct mp_doc *d, uint32_t setup, cons
 }
 
 int hostname_fd = -1;
+int upper_fd = -1;
 
 /* The UTS hostname sysctl of the container's own proc mount, opened for writing. Reached from
  * the proc mount itself, without crossing a symlink or another mount, and checked to be procfs:

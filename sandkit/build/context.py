@@ -283,17 +283,19 @@ class LayersTree:
             yield from self._below(rel, "")
 
     def _entries(self, rel: str) -> dict[str, tuple[Path, os.stat_result]]:
+        """The merged listing of directory ``rel``: each layer's entries from the top down,
+        until a layer where ``rel`` (or a directory above it) is not a directory, is deleted or
+        is opaque."""
         seen: dict[str, tuple[Path, os.stat_result]] = {}
         hidden: set[str] = set()
         parts = [p for p in rel.split("/") if p]
         for layer in reversed(self.layers):
-            directory = layer.joinpath(*parts)
-            try:
-                st = directory.lstat()
-            except (FileNotFoundError, NotADirectoryError):
+            state = _directory_in(layer, parts)
+            if state == "missing":
                 continue
-            if not stat.S_ISDIR(st.st_mode):
+            if state == "hidden":
                 break
+            directory = layer.joinpath(*parts)
             for name in os.listdir(directory):
                 if name in seen or name in hidden:
                     continue
@@ -302,7 +304,7 @@ class LayersTree:
                     hidden.add(name)
                 else:
                     seen[name] = (directory / name, child_st)
-            if _is_opaque(directory):
+            if state == "opaque":
                 break
         return seen
 
@@ -313,3 +315,22 @@ class LayersTree:
             yield child, st, host
             if stat.S_ISDIR(st.st_mode):
                 yield from self._below(rel, child)
+
+
+def _directory_in(layer: Path, parts: list[str]) -> str:
+    """What one layer holds at ``parts``, checked component by component with lstat (so that a
+    symlink in a layer, even to an absolute host path, is never followed): "dir", "opaque"
+    (a directory here, and the layers below do not show through), "missing" (look below), or
+    "hidden" (missing here, and nothing below shows through: a whiteout, a file or a symlink,
+    or an opaque directory, on the way)."""
+    opaque = False
+    for depth in range(len(parts) + 1):
+        path = layer.joinpath(*parts[:depth])
+        try:
+            st = path.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            return "hidden" if opaque else "missing"
+        if not stat.S_ISDIR(st.st_mode):
+            return "hidden"
+        opaque = opaque or (depth > 0 and _is_opaque(path))
+    return "opaque" if opaque else "dir"

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import attrs
 
 from ..errors import BuildContextError, BuildError, DockerfileSyntaxError, ImageNotFoundError
@@ -118,7 +119,9 @@ class Builder:
             self.progress.warning(
                 f"build args not used by any ARG: {', '.join(sorted(unused))} (ignored)"
             )
-        return self._register(self.stages[target])
+        # File and store work runs on a worker thread: the event loop (sandkit's, for the sync
+        # API) keeps serving other containers meanwhile.
+        return await anyio.to_thread.run_sync(self._register, self.stages[target])
 
     def _declare_globals(self, args: list[Instruction]) -> dict[str, str | None]:
         values: dict[str, str | None] = {}
@@ -183,7 +186,7 @@ class Builder:
 
     async def _run_stage(self, index: int, body: list[Instruction]) -> Stage:
         from_ = body[0]
-        stage = self._start_stage(index, from_)
+        stage = await anyio.to_thread.run_sync(self._start_stage, index, from_)
         self.progress.step(from_, cached=False)
         for ins in body[1:]:
             handler = self._handlers().get(ins.cmd)
@@ -192,7 +195,7 @@ class Builder:
             if ins.cmd == "RUN":
                 await self._run(stage, ins)
             else:
-                handler(stage, ins)
+                await anyio.to_thread.run_sync(handler, stage, ins)
         return stage
 
     def _handlers(self) -> dict[str, Callable[[Stage, Instruction], None]]:

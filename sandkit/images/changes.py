@@ -139,9 +139,13 @@ def _is_ignored_below(parts: tuple[str, ...], ignore: frozenset[tuple[str, ...]]
 class _Walk:
     """The items of an upper directory in layer order (see the module docstring)."""
 
-    def __init__(self, root_fd: int, ignore: frozenset[tuple[str, ...]]) -> None:
+    def __init__(
+        self, root_fd: int, ignore: frozenset[tuple[str, ...]], *, one_filesystem: bool = False
+    ) -> None:
         self.root_fd = root_fd
         self.ignore = ignore
+        # exporting a merged tree: what is mounted on it (/proc, a volume) shows as a directory
+        self.root_dev = os.fstat(root_fd).st_dev if one_filesystem else None
         # directories whose header waits until something inside them is kept
         self.pending: list[_Item] = []
 
@@ -194,7 +198,12 @@ class _Walk:
             return None  # as Docker: sockets are not archived
         if not stat.S_ISDIR(st.st_mode):
             yield from self._flush()
-            yield _Item(here, st, _is_whiteout(st), dir_fd=fd, name=name, under_opaque=under_opaque)
+            whiteout = self.root_dev is None and _is_whiteout(st)
+            yield _Item(here, st, whiteout, dir_fd=fd, name=name, under_opaque=under_opaque)
+            return None
+        if self.root_dev is not None and st.st_dev != self.root_dev:
+            yield from self._flush()
+            yield _Item(here, st)  # a mount point: the directory, not what is mounted there
             return None
         child = os.open(name, DIR_FLAGS, dir_fd=fd)
         try:
@@ -231,8 +240,9 @@ def _split(path: str) -> tuple[str, ...]:
     return tuple(p for p in path.split("/") if p not in ("", "."))
 
 
-def _walk(root_fd: int, ignore: Iterable[str]) -> Iterator[_Item]:
-    return _Walk(root_fd, frozenset(_split(p) for p in ignore)).items()
+def _walk(root_fd: int, ignore: Iterable[str], *, one_filesystem: bool = False) -> Iterator[_Item]:
+    paths = frozenset(_split(p) for p in ignore)
+    return _Walk(root_fd, paths, one_filesystem=one_filesystem).items()
 
 
 def _open_root(upper_dir: str | os.PathLike[str] | int) -> int:
@@ -427,6 +437,35 @@ def _same_ids(uid: int, gid: int) -> tuple[int, int]:
     return uid, gid
 
 
+def _write_tar(
+    root_dir: str | os.PathLike[str] | int,
+    out: BinaryIO,
+    ignore: Iterable[str],
+    owner: Owner | None,
+    *,
+    one_filesystem: bool,
+) -> tuple[str, int]:
+    root = _open_root(root_dir)
+    hashing = _HashingOut(out)
+    writer = _LayerWriter(hashing, owner or _same_ids)
+    try:
+        for item in _walk(root, ignore, one_filesystem=one_filesystem):
+            writer.add(item)
+    finally:
+        os.close(root)
+    hashing.write(bytes(2 * _BLOCK))  # the end of the archive
+    return "sha256:" + hashing.sha.hexdigest(), hashing.count
+
+
+def export_tree(
+    root_dir: str | os.PathLike[str] | int, out: BinaryIO, *, owner: Owner | None = None
+) -> tuple[str, int]:
+    """Write a container's merged root (a path, or an fd on it) as one tar, as `docker export`
+    does: what is mounted on it (/proc, /dev, volumes) appears as an empty directory. Returns
+    (sha256 digest, size)."""
+    return _write_tar(root_dir, out, (), owner, one_filesystem=True)
+
+
 def write_layer_from_upper(
     upper_dir: str | os.PathLike[str] | int,
     out: BinaryIO,
@@ -439,13 +478,4 @@ def write_layer_from_upper(
     to record for a file the caller sees owned by ``uid:gid`` (a rootless container's ids as
     the container sees them); ``ignore``: paths sandkit put there itself (module docstring).
     ImageError when the tree changes while it is read."""
-    root = _open_root(upper_dir)
-    hashing = _HashingOut(out)
-    writer = _LayerWriter(hashing, owner or _same_ids)
-    try:
-        for item in _walk(root, ignore):
-            writer.add(item)
-    finally:
-        os.close(root)
-    hashing.write(bytes(2 * _BLOCK))  # the end of the archive
-    return "sha256:" + hashing.sha.hexdigest(), hashing.count
+    return _write_tar(upper_dir, out, ignore, owner, one_filesystem=False)

@@ -15,9 +15,9 @@ import datetime
 import json
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import ImageError
 from .changes import Owner, write_layer_from_upper
@@ -138,21 +138,19 @@ def committed_config(
     return out
 
 
-def commit_upper(
+def commit_image(
     store: Store,
     base: ImageRecord,
-    upper: str | os.PathLike[str] | int,
+    write_layer: Callable[[BinaryIO], tuple[str, int]],
     *,
     tags: Sequence[str] = (),
     changes: Sequence[str] = (),
     author: str = "",
     message: str = "",
     created_by: str = "",
-    ignore: Sequence[str] = (),
-    owner: Owner | None = None,
 ) -> ImageRecord:
-    """A new image in ``store``: ``base`` plus the layer of the overlay upper directory
-    ``upper`` (see changes.py for ``ignore`` and ``owner``). The changes are checked before
+    """A new image in ``store``: ``base`` plus the layer tar ``write_layer(out)`` writes (it
+    returns its diff_id and size, as `write_layer_from_upper`). The changes are checked before
     anything is written; on any error nothing is left in the store."""
     base_config = json.loads(store.read_blob(base.id))
     config = committed_config(
@@ -161,7 +159,25 @@ def commit_upper(
     with store.loading(len(base.layers) + 1), store.staging() as tmp:
         layer_path = Path(tmp) / "layer.tar"
         with open(layer_path, "wb") as out:
-            diff_id, _ = write_layer_from_upper(upper, out, ignore=ignore, owner=owner)
+            diff_id, _ = write_layer(out)
         with open(layer_path, "rb") as tar:
             layer = store.add_layer(tar, diff_id)
         return store.create_image(config, [*base.layers, layer], tags=list(tags))
+
+
+def commit_upper(
+    store: Store,
+    base: ImageRecord,
+    upper: str | os.PathLike[str] | int,
+    *,
+    ignore: Sequence[str] = (),
+    owner: Owner | None = None,
+    **details: Any,
+) -> ImageRecord:
+    """`commit_image` of the overlay upper directory ``upper`` (see changes.py for ``ignore``
+    and ``owner``); ``details`` are commit_image's keywords."""
+
+    def write(out: BinaryIO) -> tuple[str, int]:
+        return write_layer_from_upper(upper, out, ignore=ignore, owner=owner)
+
+    return commit_image(store, base, write, **details)

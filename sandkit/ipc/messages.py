@@ -131,7 +131,7 @@ class Open(Request):
 
     TYPE: ClassVar[str] = "open"
     path: str
-    mode: str  # "r", "w", "a" or "dir"
+    mode: str  # "r", "w", "a", "dir", or "upper": the writable layer's upper directory (path unused)
     perm: int = 0o644
 
 

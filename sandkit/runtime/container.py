@@ -76,6 +76,7 @@ from .spawn import SpawnedInit
 
 if TYPE_CHECKING:
     from ..build.dsl import ImageRecipe
+    from ..images.changes import Change
     from ..net.client import KeeperConnection
     from . import copy
     from .attached import AsyncAttachedContainer
@@ -292,6 +293,8 @@ class AsyncContainer:
     # state, kept after the stop for `health` and `health_report`.
     _health_monitor: health.HealthMonitor | None = attrs.field(default=None, init=False)
     _health_state: health.HealthState | None = attrs.field(default=None, init=False)
+    # What the init was told at start: its mounts and files are left out of diff and commit.
+    _setup: Setup | None = attrs.field(default=None, init=False)
 
     # -- detached containers (``detach=True``; the work is in attached.py) --------------------
 
@@ -431,7 +434,7 @@ class AsyncContainer:
                 self._lease.__enter__()
             # Likewise for its named volumes: `volume rm` refuses them while it runs.
             self._volume_leases = lease_volumes(self.options.get("mounts", ()))
-            setup = self._setup_message(self._resolved)
+            setup = self._setup = self._setup_message(self._resolved)
             # Bound before the container is made: a port in use fails the start at no cost.
             self._forwarder = PortForwarder(self._connect_blocking)
             self._forwarder.bind(self._port_specs)
@@ -1303,6 +1306,87 @@ class AsyncContainer:
             await self.stop()
             return
         await remove_path(self._copy_side(anyio.from_thread.run), path, recursive)
+
+    # -- the writable layer: diff, commit, export (the work is in layer.py, on a thread) ------
+
+    async def diff(self) -> list[Change]:
+        """What the container changed in its filesystem, as `docker diff` lists it: `Change`s
+        of kind "A" (added), "C" (changed) or "D" (deleted), sorted by path. What sandkit
+        itself writes there (/etc/hosts, mount points) is left out, as Docker leaves it."""
+        from . import layer
+
+        setup = self._running_setup()
+        upper = await self._open("/", "upper")
+        try:
+            return await anyio.to_thread.run_sync(layer.diff, upper, setup, self._userns_pid())
+        finally:
+            os.close(upper)
+
+    async def commit(
+        self,
+        tag: str | None = None,
+        *,
+        changes: Sequence[str] = (),
+        message: str = "",
+        author: str = "",
+    ) -> Image:
+        """A new image in the store: the container's image plus one layer with its changes
+        (`diff`), as `docker commit`. ``changes``: Dockerfile lines for the new config (CMD,
+        ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL); ``tag``: a name
+        for it. The container goes on running; a file it writes meanwhile may fail the commit
+        (`ImageError`: try again). Nothing is left in the store on failure."""
+        from ..images.commit import commit_image
+        from . import layer
+
+        setup = self._running_setup()
+        base = self._resolved
+        if not isinstance(base, Image) or base.store is None or not base.id:
+            raise errors.ImageError(
+                "only a container of an image from the store can be committed (its layers are "
+                "the new image's): load or pull the image, or build one, and run that"
+            )
+        store, argv = base.store, self._main_argv() or []
+        upper = await self._open("/", "upper")
+        try:
+            write = layer.layer_writer(upper, setup, self._userns_pid())
+            record = await anyio.to_thread.run_sync(
+                lambda: commit_image(
+                    store,
+                    store.record(base.id),
+                    write,
+                    tags=[tag] if tag else [],
+                    changes=changes,
+                    message=message,
+                    author=author,
+                    created_by=" ".join(argv),
+                )
+            )
+        finally:
+            os.close(upper)
+        return await anyio.to_thread.run_sync(Image.from_record, store, record, tag or "")
+
+    async def export(self, path: str | os.PathLike[str]) -> None:
+        """Write the container's whole filesystem (its image and its changes, flattened) to
+        the tar file ``path``, as `docker export`: mounted filesystems (/proc, volumes) show
+        as empty directories. An existing file is replaced; a failed export leaves none."""
+        from . import layer
+
+        self._running_setup()
+        root = await self._open("/", "dir")
+        try:
+            await anyio.to_thread.run_sync(layer.export, root, path, self._userns_pid())
+        finally:
+            os.close(root)
+
+    def _running_setup(self) -> Setup:
+        self._live_channel()
+        assert self._setup is not None
+        return self._setup
+
+    def _userns_pid(self) -> int | None:
+        """The init's pid when its files' ids are a user namespace's (rootless), else None."""
+        assert self._init is not None
+        return self._init.pid if self.rootless else None
 
     def _copy_side(self, call: Callable[..., Any]) -> copy.ContainerSide:
         """The container as copy.py reaches it; ``call`` runs a coroutine function from the

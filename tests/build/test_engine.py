@@ -257,3 +257,30 @@ def test_unknown_target_and_missing_dockerfile(store: Store, ctx: Path) -> None:
     with pytest.raises(BuildContextError, match="does not exist"):
         sandkit.Image.build(ctx, dockerfile="Other.dockerfile", store=store, progress="quiet")
     _nothing_left(store)
+
+
+def test_copy_from_an_image_never_follows_its_symlinks_to_the_host(
+    store: Store, ctx: Path, tmp_path: Path
+) -> None:
+    from images.conftest import oci_layout, tar_bytes
+
+    host = tmp_path / "host-dir"
+    (host / "b").mkdir(parents=True)
+    (host / "b" / "secret").write_text("host secret")
+    (host / "secret").write_text("host secret")
+    lower = tar_bytes([("a", "symlink", str(host)), ("link", "symlink", str(host))])
+    # the upper layer replaces the symlink "a" by a directory with a "b" of its own: overlayfs
+    # shows only the upper "a" (a directory never merges with a lower non-directory)
+    upper = tar_bytes([("a", "dir", None), ("a/b", "dir", None), ("a/b/own", "file", b"own")])
+    sandkit.Image.load(oci_layout(tmp_path / "hostile", [lower, upper], ref_name="hostile:1"),
+                       store=store)  # fmt: skip
+    image = build(
+        store,
+        ctx,
+        "FROM scratch\nCOPY --from=hostile:1 /a /a\nCOPY --from=hostile:1 /link /link\n",
+    )
+    assert set(layer_members(store, image, 0)) == {"a", "a/b", "a/b/own"}
+    link = layer_members(store, image, 1)["link"]
+    assert link.issym() and link.linkname == str(host)  # copied as a link, not followed
+    with pytest.raises(BuildContextError, match="does not exist"):
+        build(store, ctx, "FROM scratch\nCOPY --from=hostile:1 /link/secret /s\n")

@@ -1,0 +1,102 @@
+"""diff, commit and export of a running container (issue 20 item 5): what `docker diff`,
+`docker commit` and `docker export` give for the same changes."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+import sandkit
+from sandkit.errors import ImageError
+from sandkit.images import Image
+
+from .test_image_run import busybox  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.slow
+
+CHANGES = "echo new > /tmp/new && rm /etc/group && mkdir -p /srv/d && echo x > /srv/d/f"
+
+
+def test_diff_lists_the_changes_and_not_what_sandkit_wrote(busybox):
+    with sandkit.Container(busybox, user="root") as c:
+        assert c.diff() == []  # a fresh container: its /etc/hosts and mount points are sandkit's
+        assert c.exec(["sh", "-c", CHANGES]).exit_code == 0
+        assert [str(x) for x in c.diff()] == [
+            "C /etc",
+            "D /etc/group",
+            "A /srv",
+            "A /srv/d",
+            "A /srv/d/f",
+            "C /tmp",
+            "A /tmp/new",
+        ]
+
+
+def test_commit_makes_an_image_that_runs_with_the_changes(busybox, store):
+    with sandkit.Container(busybox, user="root") as c:
+        assert c.exec(["sh", "-c", CHANGES]).exit_code == 0
+        image = c.commit("committed:1", changes=['CMD ["cat", "/tmp/new"]'], message="m")
+        assert c.exec(["cat", "/tmp/new"]).stdout == b"new\n"  # it goes on running
+    assert image.tags == ("committed:1",) and image.config.cmd == ("cat", "/tmp/new")
+    assert Image.get("committed:1", store=store).id == image.id
+    with sandkit.Container(image, user="root") as again:
+        r = again.exec(["sh", "-c", "cat /tmp/new /srv/d/f; ls /etc"])
+        assert r.stdout == b"new\nx\npasswd\n"
+        assert again.diff() == []
+
+
+def test_export_writes_the_flattened_tree(busybox, tmp_path):
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "export.tar"
+    out.write_bytes(b"an older export")
+    with sandkit.Container(busybox, user="root") as c:
+        assert c.exec(["sh", "-c", CHANGES]).exit_code == 0
+        c.export(out)
+    with tarfile.open(out) as tar:
+        names = {m.name: m for m in tar.getmembers()}
+        assert tar.extractfile("tmp/new").read() == b"new\n"  # type: ignore[union-attr]
+    assert "etc/group" not in names and "etc/passwd" in names and "bin/busybox" in names
+    assert names["proc"].isdir() and not any(n.startswith("proc/") for n in names)
+    assert list(out.parent.iterdir()) == [out]  # no staging left beside it
+
+
+def test_a_directory_image_cannot_be_committed(busybox_dir):
+    with (
+        sandkit.Container(Image.from_directory(busybox_dir)) as c,
+        pytest.raises(ImageError, match="from the store"),
+    ):
+        c.commit("x:1")
+
+
+def _rootless_commit(layers: list[bytes]) -> tuple[list[str], list[tuple[str, int, int]]]:
+    """In the unprivileged child: change a container, diff and commit it; returns the diff and
+    (name, uid, gid) of each entry of the committed layer."""
+    import tempfile
+    from pathlib import Path
+
+    from sandkit.images.store import Store
+
+    from .conftest import oci_layout
+
+    layout = oci_layout(Path(tempfile.mkdtemp()) / "bb", layers, config={"Env": ["PATH=/bin"]})
+    store = Store.default()
+    image = Image.load(layout, store=store)
+    with sandkit.Container(image) as c:
+        assert c.exec(["sh", "-c", CHANGES]).exit_code == 0
+        changes = [str(x) for x in c.diff()]
+        committed = c.commit("rootless:1")
+    layer = store.record(committed.id).layers[-1]
+    with store.open_blob(layer.digest) as blob, tarfile.open(fileobj=blob) as tar:
+        owners = [(m.name, m.uid, m.gid) for m in tar.getmembers()]
+    return changes, owners
+
+
+def test_rootless_commit_records_the_containers_own_ids(as_unprivileged):
+    from .test_image_run import busybox_layers
+
+    changes, owners = as_unprivileged(_rootless_commit, busybox_layers())
+    assert "A /tmp/new" in changes and "D /etc/group" in changes
+    # the files belong to the container's root: 0:0 in the layer, not the caller's host uid
+    assert ("tmp/new", 0, 0) in owners and ("srv/d/f", 0, 0) in owners
+    assert ("etc/.wh.group", 0, 0) in owners
