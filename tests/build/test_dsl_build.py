@@ -95,23 +95,29 @@ def test_the_chain_renders_as_the_equivalent_dockerfile(tmp_path, with_run):
     assert recipe(tmp_path, with_run=with_run).dockerfile() == expected
 
 
-def same_digest(context: Path, with_run: bool) -> None:
-    from_dsl = recipe(context, with_run=with_run).build(tag="dsl-test/from-dsl:1")
+def same_digest(context: Path, *, with_run: bool, no_cache: bool) -> None:
+    from_dsl = recipe(context, with_run=with_run).build(
+        tag="dsl-test/from-dsl:1", no_cache=no_cache
+    )
     dockerfile = context.parent / "Dockerfile"
     dockerfile.write_text(EQUIVALENT_DOCKERFILE.format(run=RUN_LINE if with_run else ""))
     from_file = Image.build(
-        context, dockerfile=dockerfile, tag="dsl-test/from-file:1", no_cache=True
+        context, dockerfile=dockerfile, tag="dsl-test/from-file:1", no_cache=no_cache
     )
     assert from_dsl.digest and from_dsl.digest == from_file.digest
     assert from_dsl.id == from_file.id
 
 
-def test_a_chain_and_the_equivalent_dockerfile_give_the_same_digest(base, tmp_path):
-    same_digest(context_with_sources(tmp_path / "context"), with_run=False)
+def test_a_chain_and_the_equivalent_dockerfile_give_the_same_digest(base, tmp_path, monkeypatch):
+    """Built independently (no cache; `created` fixed by SOURCE_DATE_EPOCH, as Docker's is)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    same_digest(context_with_sources(tmp_path / "context"), with_run=False, no_cache=True)
 
 
-def test_the_same_digest_with_a_run_step(run_steps, tmp_path):
-    same_digest(context_with_sources(tmp_path / "context"), with_run=True)
+def test_the_dockerfile_build_takes_the_chains_cached_steps(run_steps, tmp_path):
+    """With a RUN step (whose files are as new as the build): the Dockerfile build after the
+    chain's finds every step in the cache, the same instructions on the same parents."""
+    same_digest(context_with_sources(tmp_path / "context"), with_run=True, no_cache=False)
 
 
 def test_a_container_given_a_recipe_builds_it_on_start(base, tmp_path):
