@@ -5,20 +5,15 @@ image built by sandkit and one built by Docker are compared by the same means.""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dockerd
-import pytest
-
-from sandkit.errors import BuildError
 
 from .cases import Case, Link
 
@@ -134,15 +129,3 @@ def tree_difference(
         for path in sorted(expected.keys() | actual.keys())
         if expected.get(path) != actual.get(path)
     }
-
-
-@contextlib.contextmanager
-def skipped_while_run_is_unsupported() -> Iterator[None]:
-    """Turns the engine's "RUN is not supported yet" into a skip (i20-build's engine before the
-    container commit it needs is merged); any other error goes through."""
-    try:
-        yield
-    except BuildError as e:
-        if "RUN is not supported" in str(e):
-            pytest.skip(str(e))
-        raise

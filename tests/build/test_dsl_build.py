@@ -16,8 +16,6 @@ from sandkit import Image
 from sandkit.build.dsl import ImageRecipe
 from sandkit.errors import BuildError, ImageNotFoundError
 
-from .interop import skipped_while_run_is_unsupported
-
 pytestmark = pytest.mark.slow
 
 BASE = "dsl-test/busybox:1"
@@ -41,8 +39,6 @@ CMD ["sh", "-c", "ls /app/src"]
 def base(busybox_dir, tmp_path_factory) -> str:
     """BASE in the store: the busybox root filesystem as a one-layer image (loaded from an OCI
     layout, so that the engine under test does not make its own base)."""
-    if not hasattr(Image, "build"):
-        pytest.skip("sandkit build (Image.build) is not merged in yet")
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
         tar.add(busybox_dir, arcname=".")
@@ -73,13 +69,6 @@ def recipe(context: Path, *, with_run: bool) -> ImageRecipe:
         .user("app")
         .cmd(["sh", "-c", "ls /app/src"])
     )
-
-
-@pytest.fixture(scope="module")
-def run_steps(base) -> None:
-    """Skips while the engine (i20-build) cannot run RUN steps yet."""
-    with skipped_while_run_is_unsupported():
-        Image.from_(BASE).run("true").build()
 
 
 def context_with_sources(path):
@@ -114,7 +103,7 @@ def test_a_chain_and_the_equivalent_dockerfile_give_the_same_digest(base, tmp_pa
     same_digest(context_with_sources(tmp_path / "context"), with_run=False, no_cache=True)
 
 
-def test_the_dockerfile_build_takes_the_chains_cached_steps(run_steps, tmp_path):
+def test_the_dockerfile_build_takes_the_chains_cached_steps(base, tmp_path):
     """With a RUN step (whose files are as new as the build): the Dockerfile build after the
     chain's finds every step in the cache, the same instructions on the same parents."""
     same_digest(context_with_sources(tmp_path / "context"), with_run=True, no_cache=False)
@@ -127,7 +116,7 @@ def test_a_container_given_a_recipe_builds_it_on_start(base, tmp_path):
     assert r.stdout == b"/app\nmain.py\nutil.py\napp\nhello world\n"
 
 
-def test_a_recipe_with_a_run_step_in_a_container(run_steps, tmp_path):
+def test_a_recipe_with_a_run_step_in_a_container(base, tmp_path):
     context = context_with_sources(tmp_path / "context")
     with sandkit.Container(recipe(context, with_run=True), network="none") as c:
         assert c.exec(["cat", "/app/flavour", "/app/listing"]).stdout == (
@@ -135,7 +124,7 @@ def test_a_recipe_with_a_run_step_in_a_container(run_steps, tmp_path):
         )
 
 
-def test_a_failing_run_raises_and_leaves_no_image(run_steps, tmp_path):
+def test_a_failing_run_raises_and_leaves_no_image(base, tmp_path):
     failing = Image.from_(BASE, context=tmp_path).run("echo about to fail; exit 7")
     with pytest.raises(BuildError, match="7"):
         failing.build(tag="dsl-test/failing:1")
