@@ -313,31 +313,12 @@ class ImageRecipe:
         names = {id(recipe): f"stage-{n}" for n, recipe in enumerate(stages[:-1])}
         return "".join(_render_stage(recipe, names) for recipe in stages)
 
-    def build(
-        self,
-        tag: str | None = None,
-        *,
-        build_args: Mapping[str, str] | None = None,
-        no_cache: bool = False,
-        network: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        progress: Any = None,
-    ) -> Image:
+    def build(self, tag: str | None = None, **options: Any) -> Image:
         """Build (each step already built is taken from the cache, as for `Image.build`) and
-        return the image; ``tag`` names it in the store."""
+        return the image; ``tag`` names it in the store; ``options`` as `build_async`'s."""
         from .. import _portal
 
-        return _portal.run(
-            functools.partial(
-                self.build_async,
-                tag,
-                build_args=build_args,
-                no_cache=no_cache,
-                network=network,
-                labels=labels,
-                progress=progress,
-            )
-        )
+        return _portal.run(functools.partial(self.build_async, tag, **options))
 
     async def build_async(
         self,
@@ -349,7 +330,9 @@ class ImageRecipe:
         labels: Mapping[str, str] | None = None,
         progress: Any = None,
     ) -> Image:
-        """`build` for trio and asyncio programs."""
+        """`build` for trio and asyncio programs: ``build_args`` for the ARGs, ``no_cache``,
+        ``network`` of the RUN steps (default "bridge", as Docker's), ``labels`` added to the
+        image, ``progress`` ("auto", "plain", "rich", "quiet"); as `Image.build`."""
         from . import build_instructions, parse
 
         options = {"network": network, "labels": labels, "progress": progress}

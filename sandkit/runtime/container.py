@@ -217,9 +217,10 @@ def _has_interface(dev_path: str, iface: str) -> bool:
 
 # What a container can be made from (see `resolve_image`; a recipe: `built_image`).
 ImageSource: TypeAlias = "Image | str | os.PathLike[str] | ImageRecipe"
+BuiltSource: TypeAlias = Image | str | os.PathLike[str]
 
 
-async def built_image(image: ImageSource) -> ImageSource:
+async def built_image(image: ImageSource) -> BuiltSource:
     """A recipe (``Image.from_(...)...``) built into an image (on first use; the build cache
     makes a rebuild cheap); anything else as is."""
     from ..build.dsl import ImageRecipe
@@ -229,7 +230,7 @@ async def built_image(image: ImageSource) -> ImageSource:
     return image
 
 
-def resolve_image(image: ImageSource) -> Image | str:
+def resolve_image(image: BuiltSource) -> Image | str:
     """What a container runs: "host" (see `plan.HOST_IMAGE`), an `Image`, a directory holding a
     root filesystem (an `os.PathLike`), or an image in the local store by reference."""
     if isinstance(image, os.PathLike):
