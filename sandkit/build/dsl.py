@@ -27,8 +27,10 @@ from ..errors import BuildError
 if TYPE_CHECKING:
     from ..images.image import Image
 
-# Characters no Dockerfile line can carry: the line would end there.
-_LINE_BREAKS = re.compile(r"[\r\n\x00]")
+# Characters no Dockerfile line can carry: the line would end there. Docker ends lines at \n
+# only, but Python's str.splitlines (sandkit's parser) at all of these too, and refusing them is
+# the one choice under which both read the DSL's text as the same instructions.
+_LINE_BREAKS = re.compile("[\n\r\x00\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 # A key of ENV, ARG or LABEL: no space, quote or '=' (they would split the pair).
 _NAME = re.compile(r"[^\s=\"'\\]+")
 _ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -42,7 +44,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9_./:@%+,=${}-]+")
 def _refuse_line_breaks(what: str, text: str) -> str:
     if _LINE_BREAKS.search(text):
         raise BuildError(
-            f"{what} {text!r} contains a line break or NUL, which no Dockerfile line can hold: "
+            f"{what} {text!r} contains a line break (or NUL), which no Dockerfile line can hold: "
             "remove it (for a multi-line script, pass the exec form: run(['sh', '-c', script]))"
         )
     return text

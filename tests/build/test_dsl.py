@@ -158,3 +158,20 @@ def test_a_detached_container_refuses_a_recipe_before_anything_starts():
 
     with pytest.raises(ContainerError, match=r"recipe\.build"):
         sandkit.Container(Image.from_("base:1"), detach=True, name="from-a-recipe")
+
+
+@pytest.mark.parametrize(
+    "char", ["\n", "\r", "\x00", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+)
+def test_every_character_a_parser_may_end_a_line_at_is_refused(char):
+    """Docker ends lines at \\n only; sandkit's parser (str.splitlines) at these too: a value
+    holding one would be read as two instructions by one of them."""
+    base = Image.from_("base:1")
+    for make in (
+        lambda: base.env(A=f"x{char}USER root"),
+        lambda: base.label({"k": f"v{char}CMD x"}),
+        lambda: base.run(f"echo a{char}USER root"),
+        lambda: base.copy(f"a{char}b", "/x"),
+    ):
+        with pytest.raises(BuildError, match="line break"):
+            make()
