@@ -70,16 +70,11 @@ def _exec_form(what: str, argv: Sequence[str]) -> str:
 
 
 def _shell_form(what: str, command: str) -> str:
-    """A shell-form command: one line that does not read as a JSON array or continue on the
-    next line."""
+    """A shell-form command: one line that does not read as a JSON array (`_with` refuses one
+    that would continue on the next line)."""
     text = _refuse_line_breaks(what, command).strip()
     if not text:
         raise BuildError(f"{what} needs a command")
-    if text.endswith("\\"):
-        raise BuildError(
-            f"{what} {command!r} ends in '\\', which a Dockerfile reads as 'continued on the "
-            "next line': remove it or pass the exec form (a list)"
-        )
     if text.startswith("["):
         try:
             json.loads(text)
@@ -164,6 +159,11 @@ class ImageRecipe:
         )
 
     def _with(self, keyword: str, text: str, source: ImageRecipe | None = None) -> ImageRecipe:
+        if text.endswith("\\"):  # a word such as WORKDIR's: the next line would continue it
+            raise BuildError(
+                f"{keyword} {text!r} ends in '\\', which a Dockerfile reads as 'continued on the "
+                "next line': remove it"
+            )
         return attrs.evolve(self, steps=(*self.steps, _Step(keyword, text, source)))
 
     # --- instructions ------------------------------------------------------------------------
