@@ -14,7 +14,7 @@ from images.conftest import oci_layout
 import sandkit
 from sandkit import Image
 from sandkit.build.dsl import ImageRecipe
-from sandkit.errors import BuildError, ImageNotFoundError
+from sandkit.errors import BuildContextError, BuildError, ImageNotFoundError
 
 pytestmark = pytest.mark.slow
 
@@ -130,3 +130,25 @@ def test_a_failing_run_raises_and_leaves_no_image(base, tmp_path):
         failing.build(tag="dsl-test/failing:1")
     with pytest.raises(ImageNotFoundError):
         Image.get("dsl-test/failing:1")
+
+
+def test_a_copy_from_outside_the_context_is_refused_and_leaves_no_image(base, tmp_path):
+    (tmp_path / "secret").write_text("host secret\n")
+    context = context_with_sources(tmp_path / "context")
+    escaping = Image.from_(BASE, context=context).copy("../secret", "/stolen")
+    with pytest.raises(BuildContextError, match="secret"):
+        escaping.build(tag="dsl-test/escaping:1")
+    with pytest.raises(ImageNotFoundError):
+        Image.get("dsl-test/escaping:1")
+
+
+def test_a_recipe_that_copies_nothing_from_the_context_never_reads_it(base, tmp_path):
+    """Its context (default: the working directory, which may be a home directory) is not
+    needed: here it does not even exist."""
+    image = (
+        Image.from_(BASE, context=tmp_path / "absent")
+        .copy("/etc/passwd", "/copied", from_=BASE)
+        .env(A="1")
+        .build()
+    )
+    assert "A=1" in image.config.env
