@@ -167,10 +167,21 @@ def _build_rootless(case: Case, context: Path, archive: Path) -> None:
     sandkit_build(case, context).save(archive, format="docker")
 
 
+@pytest.fixture(scope="module")
+def subordinate_range() -> Iterator[None]:
+    """The unprivileged user has a subordinate id range for the module (as a rootless builder
+    needs one for --chown and RUN chown), whatever /etc/subuid held before; restored after."""
+    from conftest import UNPRIVILEGED_USER
+    from test_subid import START, _subid_entries
+
+    with _subid_entries(f"{UNPRIVILEGED_USER}:{START}:65536"):
+        yield
+
+
 @pytest.mark.root
 @pytest.mark.parametrize("case", _cases(rootless=True))
 def test_a_rootless_sandkit_build_gives_dockers_tree_and_config(
-    case, docker_env, docker_built, as_unprivileged, tmp_path
+    case, docker_env, docker_built, as_unprivileged, subordinate_range, tmp_path
 ):
     """The same, built by an unprivileged user (its container's ids from its subordinate
     range, so --chown and RUN chown work)."""
