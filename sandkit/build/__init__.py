@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from ..errors import BuildContextError
+from ..errors import BuildContextError, DockerfileSyntaxError
 from .parser import Instruction, parse
 
 if TYPE_CHECKING:
@@ -40,12 +41,18 @@ def read_dockerfile(context: Path, dockerfile: str | os.PathLike[str]) -> str:
             "context"
         ) from None
     with os.fdopen(fd, "rb") as f:
-        if not os.path.isfile(f"/proc/self/fd/{fd}"):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise BuildContextError(f"Dockerfile {str(path)!r} is not a regular file")
         data = f.read(MAX_DOCKERFILE + 1)
     if len(data) > MAX_DOCKERFILE:
         raise BuildContextError(f"Dockerfile {str(path)!r} is larger than {MAX_DOCKERFILE} bytes")
-    return data.decode("utf-8", errors="strict")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DockerfileSyntaxError(
+            "the Dockerfile is not UTF-8 text: save it as UTF-8", line
+        ) from None
 
 
 async def build_instructions(

@@ -20,6 +20,7 @@ from typing import BinaryIO, Self
 import attrs
 
 from ..errors import BuildContextError
+from ..images.budget import ChargedWriter, DiskBudget
 from .layer import Entry
 
 _KINDS = {
@@ -62,7 +63,7 @@ def _is_archive(host: Path) -> bool:
 
 
 def tar_entries(
-    host: Path, dest: str, what: str, spool_dir: Path | None = None
+    host: Path, dest: str, what: str, spool_dir: Path, budget: DiskBudget
 ) -> list[Entry] | None:
     """The entries of the archive at ``host`` placed under ``dest``, or None if it is no tar."""
     if not _is_archive(host):
@@ -97,19 +98,26 @@ def tar_entries(
                 link=link,
             )
             if kind == "file":
-                entry = _spooled(entry, tar, member, spool)
+                entry = _spooled(entry, tar, member, ChargedWriter(spool, budget, what), spool)
             entries.append(entry)
             names.add(path)
     return entries
 
 
-def _spooled(entry: Entry, tar: tarfile.TarFile, member: tarfile.TarInfo, spool: BinaryIO) -> Entry:
+def _spooled(
+    entry: Entry,
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    sink: ChargedWriter,
+    spool: BinaryIO,
+) -> Entry:
+    """``entry`` reading the member's data from where it was copied in the spool file."""
     offset = spool.seek(0, os.SEEK_END)
     source = tar.extractfile(member)
     assert source is not None  # a regular member
     size = 0
     while chunk := source.read(1 << 20):
-        spool.write(chunk)
+        sink.write(chunk)  # charged first: an archive bomb stops at the store's limits
         size += len(chunk)
     spool.flush()
     return attrs.evolve(entry, size=size, opener=lambda: _Slice(spool, offset, size))

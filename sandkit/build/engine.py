@@ -42,6 +42,9 @@ from .progress import Progress
 from .substitution import substitute
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
+# Part of every step's cache key: raised when what a step makes changes (a fix in how a layer
+# is written), so that steps cached by an older sandkit are built again.
+CACHE_VERSION = 2
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_NS = {
@@ -149,13 +152,22 @@ class Builder:
             raise BuildError(f"target stage {target!r} is not in the Dockerfile (stages: {known})")
         return self.names[target.lower()]
 
-    def _stage_ref(self, ref: str, before: int) -> int | None:
-        """The index of the earlier stage ``ref`` names (by name or number), else None."""
-        if ref.lower() in self.names and self.names[ref.lower()] < before:
-            return self.names[ref.lower()]
-        if ref.isdigit() and int(ref) < before:
-            return int(ref)
-        return None
+    def _stage_ref(self, ref: str, before: int, line: int = 0, *, copy: bool = False) -> int | None:
+        """The index of the earlier stage ``ref`` names (by name or number), else None (an
+        image). In FROM a later stage's name is an image's (``FROM alpine AS alpine``), as in
+        BuildKit; COPY --from this stage or a later one would make a cycle: refused."""
+        index = self.names.get(ref.lower())
+        if index is None and ref.isdigit():
+            index = int(ref)
+        if index is None or (index >= before and not copy):
+            return None
+        if index >= before:
+            raise DockerfileSyntaxError(
+                f"stage {ref!r} is this stage or a later one: a stage can only use the stages "
+                "before it (this would be a cycle); reorder the stages",
+                line,
+            )
+        return index
 
     def _needed(self, stages: list[list[Instruction]], target: int) -> set[int]:
         needed: set[int] = set()
@@ -166,12 +178,12 @@ class Builder:
                 continue
             needed.add(index)
             body = stages[index]
-            refs = [self._from_image(body[0])]
-            refs += [
-                ins.flag("from") or "" for ins in body if ins.cmd == "COPY" and ins.flag("from")
-            ]
-            for ref in refs:
-                dep = self._stage_ref(substitute(ref, self._global_env(), line=body[0].line), index)
+            from_ = body[0]
+            refs = [(from_, self._from_image(from_), False)]
+            refs += [(ins, ins.flag("from") or "", True) for ins in body if ins.flag("from")]
+            for ins, ref, copy in refs:
+                word = substitute(ref, self._global_env(), line=ins.line)
+                dep = self._stage_ref(word, index, ins.line, copy=copy)
                 if dep is not None:
                     todo.append(dep)
         return needed
@@ -326,17 +338,27 @@ class Builder:
         self._step(stage, ins, self._created_by(stage, ins), layer=None, extra=[])
 
     def _env(self, stage: Stage, ins: Instruction) -> None:
+        # Every value is substituted with the environment from before the instruction: in
+        # Docker's example `ENV abc=bye def=$abc` after `ENV abc=hello` gives def=hello.
+        pairs = self._pairs(stage, ins)
         env = list(stage.config.get("Env") or [])
-        for key, raw in zip(ins.args[::2], ins.args[1::2], strict=True):
-            value = self._word(stage, ins, raw)
-            env = [item for item in env if item.partition("=")[0] != key] + [f"{key}={value}"]
-            stage.config["Env"] = env  # each pair sees the ones before it, as in Docker
-        self._metadata(stage, ins)
+        for key, value in pairs.items():  # a key already set keeps its place, as in Docker
+            index = next((i for i, item in enumerate(env) if item.partition("=")[0] == key), None)
+            if index is None:
+                env.append(f"{key}={value}")
+            else:
+                env[index] = f"{key}={value}"
+        self._set(stage, ins, "Env", env)
+
+    def _pairs(self, stage: Stage, ins: Instruction) -> dict[str, str]:
+        """The KEY=VALUE pairs of ENV or LABEL, substituted (a later KEY wins)."""
+        return {
+            self._word(stage, ins, key): self._word(stage, ins, raw)
+            for key, raw in zip(ins.args[::2], ins.args[1::2], strict=True)
+        }
 
     def _label(self, stage: Stage, ins: Instruction) -> None:
-        labels = dict(stage.config.get("Labels") or {})
-        for key, raw in zip(ins.args[::2], ins.args[1::2], strict=True):
-            labels[self._word(stage, ins, key)] = self._word(stage, ins, raw)
+        labels = {**(stage.config.get("Labels") or {}), **self._pairs(stage, ins)}
         self._set(stage, ins, "Labels", labels)
 
     def _command(self, stage: Stage, ins: Instruction) -> list[str]:
@@ -359,17 +381,8 @@ class Builder:
         ports = dict(stage.config.get("ExposedPorts") or {})
         for raw in ins.args:
             port = self._word(stage, ins, raw)
-            number, _, proto = port.partition("/")
-            proto = (proto or "tcp").lower()
-            if (
-                not number.isdigit()
-                or not 0 < int(number) < 65536
-                or proto not in ("tcp", "udp", "sctp")
-            ):
-                raise DockerfileSyntaxError(
-                    f"EXPOSE {port!r}: write PORT or PORT/tcp, PORT/udp, PORT/sctp", ins.line
-                )
-            ports[f"{int(number)}/{proto}"] = {}
+            first, last, proto = _port_range(port, ins)
+            ports.update({f"{number}/{proto}": {} for number in range(first, last + 1)})
         self._set(stage, ins, "ExposedPorts", ports)
 
     def _volume(self, stage: Stage, ins: Instruction) -> None:
@@ -435,10 +448,13 @@ class Builder:
         into_dir = dest.endswith(("/", "/.")) or dest == "." or len(found) > 1
         into_dir = into_dir or self._is_dir_below(stage, dest_path)
         entries = self._copied_entries(stage, ins, tree, found, dest_path, into_dir, what)
-        parents = dest_path if into_dir else posixpath.dirname(dest_path)
         mtime = max((e.mtime for e in entries.values()), default=0)
-        for parent in self._dir_chain(stage, parents, mtime)[0]:
-            entries.setdefault(parent.path, parent)
+        # Every directory on the way to what is written is in the layer (the destination
+        # itself too, and the directories of an unpacked archive that lists no entry for them).
+        missing = {posixpath.dirname(path) for path in entries} | {dest_path if into_dir else ""}
+        for parent in sorted(missing - set(entries) - {""}):
+            for entry in self._dir_chain(stage, parent, mtime)[0]:
+                entries.setdefault(entry.path, entry)
         layer = store_layer(self.store, list(entries.values()))
         self._step(stage, ins, self._created_by(stage, ins), layer=layer, extra=[layer.diff_id])
 
@@ -469,7 +485,7 @@ class Builder:
         if ref is None:
             return self.context
         ref = self._word(stage, ins, ref)
-        earlier = self._stage_ref(ref, stage.index)
+        earlier = self._stage_ref(ref, stage.index, ins.line, copy=True)
         if earlier is not None:
             source = self.stages[earlier]
             return LayersTree(self._dirs(source), f"stage {ref!r}")
@@ -529,7 +545,9 @@ class Builder:
         if ins.cmd == "ADD" and stat.S_ISREG(top_st.st_mode):
             from .archive import tar_entries
 
-            unpacked = tar_entries(top_host, dest, what)
+            unpacked = tar_entries(
+                top_host, dest, what, self.store.home / "tmp", self.store.budget()
+            )
             if unpacked is not None:
                 return unpacked
         return [entry_from_host(target, top_host, top_st, what=what)]
@@ -550,11 +568,34 @@ class Builder:
             rel = "/".join(parts[:depth])
             found = below.lookup(rel)
             if found is not None and stat.S_ISDIR(found[1].st_mode):
-                entries.append(_dir_entry(rel, found[1]))
+                entries.append(self._dir_entry(rel, found[1]))
             else:
                 created = True
                 entries.append(Entry(rel, "dir", 0o755, 0, 0, mtime))
         return entries, created
+
+    def _dir_entry(self, rel: str, st: os.stat_result) -> Entry:
+        """A directory of the layers below, as the image has it (its ids the image's)."""
+        uid, gid = self._image_ids(st)
+        return Entry(rel, "dir", stat.S_IMODE(st.st_mode), uid, gid, int(st.st_mtime))
+
+    def _image_ids(self, st: os.stat_result) -> tuple[int, int]:
+        """The image's ids of a file of an applied layer: as they are for root; rootless, the
+        caller is the image's root and a subordinate range's ids count from 1 (idmap.py); an id
+        the mapping does not know is root's, as the store keeps it."""
+        if os.geteuid() == 0:
+            return st.st_uid, st.st_gid
+        mapping = self.store.mapping
+        if mapping is None:
+            return 0, 0
+
+        def inner(host: int, start: int, count: int) -> int:
+            return host - start + 1 if start <= host < start + count else 0
+
+        return (
+            inner(st.st_uid, mapping.uids.start, mapping.inner_uids - 1),
+            inner(st.st_gid, mapping.gids.start, mapping.inner_gids - 1),
+        )
 
     def _owner(self, stage: Stage, ins: Instruction) -> tuple[int, int]:
         chown = ins.flag("chown")
@@ -682,6 +723,7 @@ class Builder:
     def _key(self, stage: Stage, ins: Instruction, extra: list[Any]) -> str:
         return _hash(
             [
+                CACHE_VERSION,
                 stage.key,
                 ins.cmd,
                 list(ins.args),
@@ -761,8 +803,16 @@ def _split_stages(
     return global_args, stages
 
 
-def _dir_entry(rel: str, st: os.stat_result) -> Entry:
-    return Entry(rel, "dir", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime))
+def _port_range(port: str, ins: Instruction) -> tuple[int, int, str]:
+    """EXPOSE's PORT[-PORT][/PROTO]: the first and last port and the protocol (default tcp)."""
+    match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?", port, re.IGNORECASE)
+    first = int(match.group(1)) if match else 0
+    last = int(match.group(2) or first) if match else 0
+    if match is None or not 0 < first <= last < 65536:
+        raise DockerfileSyntaxError(
+            f"EXPOSE {port!r}: write PORT, PORT-PORT, or either with /tcp, /udp or /sctp", ins.line
+        )
+    return first, last, (match.group(3) or "tcp").lower()
 
 
 def _duration(value: str, ins: Instruction) -> int:

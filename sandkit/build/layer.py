@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import attrs
 
 from ..errors import BuildContextError
+from ..images.budget import ChargedWriter
 from ..images.store import LayerRecord, Store
 
 # A callable giving a fresh reader (a context manager with read()) of a file's contents.
@@ -143,6 +144,9 @@ def store_layer(store: Store, entries: list[Entry]) -> LayerRecord:
     with store.staging() as tmp:
         tar_path = tmp / "layer.tar"
         with open(tar_path, "wb") as out:
-            diff_id, _size = write_tar(entries, out)
+            # Charged to the store's limits (README, "Images"): a COPY of a huge tree or an
+            # ADD of an archive bomb stops at max_image_size / max_store_size / min_free.
+            charged = ChargedWriter(out, store.budget(), "build layer")
+            diff_id, _size = write_tar(entries, charged)  # type: ignore[arg-type]
         with open(tar_path, "rb") as source:
             return store.add_layer(source, diff_id)

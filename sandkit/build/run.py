@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
+import attrs
 
 from ..errors import BuildError, ExecStartError
 from ..images.config import ImageConfig
@@ -22,10 +24,10 @@ from ..images.image import Image
 from ..images.store import LayerRecord, Store
 from ..runtime import layer as writable_layer
 from ..runtime.container import AsyncContainer
+from ..runtime.process import AsyncOutput
 
-# What a RUN step's output may take in memory (each of stdout and stderr); the rest is dropped
-# and the progress says so. Docker's plain progress keeps less.
-MAX_RUN_OUTPUT = 16 << 20
+# How much of a failed RUN's output its BuildError repeats (all of it was shown as it came).
+MAX_ERROR_OUTPUT = 8192
 
 
 async def run_step(
@@ -41,26 +43,57 @@ async def run_step(
 ) -> LayerRecord:
     """Run ``command`` on ``layers`` (bottom first) with the stage's ``config`` and store what it
     changed as a layer; `BuildError` naming ``line`` when it fails."""
-    image = Image(layer_dirs=tuple(layers), config=ImageConfig.from_oci(config), name="build step")
+    # No WorkingDir in the container's image: the runtime would make it as a mount point,
+    # which a commit leaves out, and a RUN's chown of it would be lost. WORKDIR steps made the
+    # directory in a layer; the command runs there.
+    image_config = attrs.evolve(ImageConfig.from_oci(config), working_dir="")
+    image = Image(layer_dirs=tuple(layers), config=image_config, name="build step")
     environment = dict(item.partition("=")[::2] for item in env)
     async with AsyncContainer(image, network=network) as container:
         try:
-            result = await container.exec(
+            process = await container.spawn(
                 command,
                 env=environment,
                 workdir=config.get("WorkingDir") or None,
                 user=config.get("User") or None,
-                max_output=MAX_RUN_OUTPUT,
+                stdin=False,
             )
         except ExecStartError as e:
             raise BuildError(f"Dockerfile line {line}: RUN {_shown(command)}: {e}") from None
-        output(result.stdout + result.stderr)
-        if result.exit_code != 0:
+        tail = _Tail()
+        async with process, anyio.create_task_group() as pumps:
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    pumps.start_soon(_pump, stream, output, tail)
+            code = await process.wait()
+        if code != 0:
             raise BuildError(
-                f"Dockerfile line {line}: RUN {_shown(command)} failed with exit code "
-                f"{result.exit_code}; its output:\n{_tail(result.stdout + result.stderr)}"
+                f"Dockerfile line {line}: RUN {_shown(command)} failed with exit code {code}; "
+                f"the end of its output:\n{tail.text()}"
             )
         return await _store_upper(store, container)
+
+
+class _Tail:
+    """The last bytes of a RUN's output, for its error: all of it goes to the progress as it
+    comes, only this much is kept."""
+
+    def __init__(self, limit: int = MAX_ERROR_OUTPUT) -> None:
+        self.data = bytearray()
+        self.limit = limit
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        del self.data[: -self.limit]
+
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+
+async def _pump(stream: AsyncOutput, output: Callable[[bytes], None], tail: _Tail) -> None:
+    async for chunk in stream:
+        output(chunk)
+        tail.add(chunk)
 
 
 async def _store_upper(store: Store, container: AsyncContainer) -> LayerRecord:
@@ -87,8 +120,3 @@ async def _store_upper(store: Store, container: AsyncContainer) -> LayerRecord:
 def _shown(command: list[str]) -> str:
     text = " ".join(command)
     return text if len(text) <= 200 else text[:200] + "..."
-
-
-def _tail(data: bytes, limit: int = 8192) -> str:
-    text = data.decode(errors="replace")
-    return text if len(text) <= limit else "...\n" + text[-limit:]

@@ -236,6 +236,12 @@ def _nothing_left(store: Store) -> None:
         ("FROM scratch\nCOPY --chown=nobody src/a.txt /a\n", BuildError, "line 2.*nobody"),
         ("FROM scratch\nEXPOSE 80/xyz\n", DockerfileSyntaxError, "EXPOSE"),
         ("FROM scratch AS a\nFROM scratch AS A\n", DockerfileSyntaxError, "used twice"),
+        ("FROM scratch AS a\nCOPY --from=a /x /y\n", DockerfileSyntaxError, "line 2.*cycle"),
+        (
+            "FROM scratch AS a\nCOPY --from=b /x /y\nFROM a AS b\n",
+            DockerfileSyntaxError,
+            "line 2.*'b' is this stage or a later one",
+        ),
     ],
 )
 def test_bad_input_names_the_line_and_leaves_nothing(
@@ -284,3 +290,81 @@ def test_copy_from_an_image_never_follows_its_symlinks_to_the_host(
     assert link.issym() and link.linkname == str(host)  # copied as a link, not followed
     with pytest.raises(BuildContextError, match="does not exist"):
         build(store, ctx, "FROM scratch\nCOPY --from=hostile:1 /link/secret /s\n")
+
+
+def test_env_substitutes_with_the_environment_before_the_instruction(
+    store: Store, ctx: Path
+) -> None:
+    # the example of Docker's documentation (Dockerfile reference, "Environment replacement")
+    image = build(
+        store,
+        ctx,
+        "FROM scratch\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\nEXPOSE 8000-8002/udp\n",
+    )
+    cfg = config_of(store, image)["config"]
+    assert cfg["Env"][1:] == ["abc=bye", "def=hello", "ghi=bye"]  # abc keeps its place
+    assert cfg["ExposedPorts"] == {"8000/udp": {}, "8001/udp": {}, "8002/udp": {}}
+
+
+def test_add_archive_without_directory_entries_gets_its_directories(
+    store: Store, ctx: Path
+) -> None:
+    with tarfile.open(ctx / "bare.tar", "w") as tar:
+        info = tarfile.TarInfo("deep/er/file")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    image = build(store, ctx, "FROM scratch\nADD bare.tar /opt/x\n")
+    members = layer_members(store, image, 0)
+    assert set(members) == {"opt", "opt/x", "opt/x/deep", "opt/x/deep/er", "opt/x/deep/er/file"}
+    assert all(members[d].isdir() for d in ("opt", "opt/x", "opt/x/deep", "opt/x/deep/er"))
+
+
+def test_add_of_an_archive_bomb_stops_at_the_store_limit(
+    tmp_path: Path, ctx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from images.smallfs import small_tmpfs
+
+    from sandkit.errors import ImageError
+
+    with tarfile.open(ctx / "bomb.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("zeros")
+        info.size = 64 << 20  # 64 MiB of zeros: a few KB compressed
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    assert (ctx / "bomb.tar.gz").stat().st_size < 1 << 20
+    # a home of 16 MiB: the bomb must be stopped by the limit before it fills the disk
+    with small_tmpfs(tmp_path / "small", "16m") as home:
+        monkeypatch.setenv("SANDKIT_HOME", str(home / "home"))
+        store = Store(home / "home", max_image_size="4m")
+        with pytest.raises(ImageError, match=r"Dockerfile line 2 \(ADD\).*more than 4.0 MiB"):
+            build(store, ctx, "FROM scratch\nADD bomb.tar.gz /\n")
+        _nothing_left(store)
+
+
+def test_dockerfile_that_is_no_text_or_no_file(store: Store, ctx: Path) -> None:
+    (ctx / "Dockerfile").write_bytes(b"FROM scratch\nLABEL a=\xff\n")
+    with pytest.raises(DockerfileSyntaxError, match=r"line 2.*UTF-8"):
+        sandkit.Image.build(ctx, store=store, progress="quiet")
+    os.mkfifo(ctx / "fifo.Dockerfile")  # opened without blocking, then refused
+    with pytest.raises(BuildContextError, match="not a regular file"):
+        sandkit.Image.build(ctx, dockerfile="fifo.Dockerfile", store=store, progress="quiet")
+    _nothing_left(store)
+
+
+@pytest.mark.trio
+async def test_the_async_twin_builds_under_trio(store: Store, ctx: Path) -> None:
+    from sandkit.build import build_async
+
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY src/a.txt /a\n")
+    image = await build_async(ctx, store=store, tag="async:1", progress="quiet")
+    assert image.tags == ("async:1",)
+    assert set(layer_members(store, image, 0)) == {"a"}
+
+
+def test_the_async_twin_builds_under_asyncio(store: Store, ctx: Path) -> None:
+    import asyncio
+
+    from sandkit.build import build_async
+
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY src/a.txt /a\n")
+    image = asyncio.run(build_async(ctx, store=store, progress="quiet"))
+    assert set(layer_members(store, image, 0)) == {"a"}

@@ -14,6 +14,7 @@ from images.conftest import oci_layout
 from images.test_image_run import busybox_layers
 
 import sandkit
+from sandkit.build.progress import PlainProgress
 from sandkit.errors import BuildError
 from sandkit.images.store import Store
 
@@ -93,15 +94,31 @@ def test_a_failing_run_names_the_line_and_code_and_leaves_no_image(
     store: Store, tmp_path: Path
 ) -> None:
     before = {rec.id for rec in store.records()}
+    shown = io.StringIO()
     with pytest.raises(BuildError) as caught:
         build(
             store,
             tmp_path / "ctx",
-            "FROM busybox:test\nRUN echo partial > /p\nRUN echo boom >&2; exit 3\n",
+            "FROM busybox:test\nRUN echo partial > /p\nRUN echo step; echo boom >&2; exit 3\n",
             tag="never:1",
-            progress="quiet",
+            progress=PlainProgress(shown),
         )
+    assert "step\n" in shown.getvalue() and "boom\n" in shown.getvalue()  # shown as it ran
     message = str(caught.value)
     assert "line 3" in message and "exit code 3" in message and "boom" in message
     assert {rec.id for rec in store.records()} == before
     assert list((store.home / "tmp").iterdir()) == []
+
+
+def test_a_run_that_chowns_the_workdir_keeps_it_for_the_next_user(
+    store: Store, tmp_path: Path
+) -> None:
+    # Docker: the second RUN, as nobody, may write where the first one gave it the directory
+    image = build(
+        store,
+        tmp_path / "ctx",
+        "FROM busybox:test\nWORKDIR /work/deep\nWORKDIR relative\n"
+        "RUN chown nobody /work/deep/relative\nUSER nobody\nRUN touch mine\n",
+        progress="quiet",
+    )
+    assert "work/deep/relative/mine" in last_layer(store, image)
