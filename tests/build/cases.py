@@ -31,10 +31,6 @@ class Case(NamedTuple):
     files: Mapping[str, bytes | tuple[bytes, int] | Link] = {}
     build_args: Mapping[str, str] = {}
     target: str | None = None
-    # A difference from Docker still to fix in sandkit's engine: the case is an expected
-    # failure (strict: it fails the run once fixed, so that the note goes), as root and rootless.
-    known_gap: str = ""
-    rootless_gap: str = ""
 
 
 def _tar(entries: dict[str, bytes]) -> bytes:
@@ -109,10 +105,6 @@ CASES = [
         "COPY a.txt ${APP}/data/\n"
         'RUN echo "$DERIVED $UNSET_DEFAULT $SET_ALT" > env-seen\n',
         files={"a.txt": b"a\n"},
-        known_gap="ENV of a variable the image has (PATH) moves it to the end of Env; Docker "
-        "replaces it in place",
-        rootless_gap="rootless: the directories WORKDIR makes are owned by the building host "
-        "user's uid and gid in the layer instead of 0:0",
     ),
     Case(
         "arg-before-and-after-from",
@@ -135,8 +127,6 @@ CASES = [
         "USER app\n"
         "RUN id > /tmp/id-seen && touch /work/deep/relative/mine\n"
         "USER 1000:50\n",
-        known_gap="a RUN as USER app cannot write to the directory an earlier RUN chowned to "
-        "app (touch: Permission denied)",
     ),
     Case(
         "entrypoint-and-cmd",

@@ -103,7 +103,7 @@ def sandkit_build(case: Case, context: Path) -> Image:
 
 
 def test_enough_cases_and_every_instruction_used():
-    assert len([c for c in CASES if not c.known_gap]) >= 15
+    assert len(CASES) >= 15
     used = {
         line.split()[0].upper()
         for case in CASES
@@ -130,18 +130,7 @@ def test_enough_cases_and_every_instruction_used():
     }
 
 
-def _cases(rootless: bool) -> list[Any]:
-    """CASES as parameters, those with a known gap (see cases.Case) as strict expected
-    failures."""
-    params = []
-    for case in CASES:
-        gap = " / ".join(g for g in (case.known_gap, case.rootless_gap if rootless else "") if g)
-        marks = [pytest.mark.xfail(reason=gap, strict=True)] if gap else []
-        params.append(pytest.param(case, id=case.id, marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("case", _cases(rootless=False))
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_sandkit_build_gives_dockers_tree_and_config(case, docker_env, docker_built, tmp_path):
     image = sandkit_build(case, write_context(case, tmp_path / "context"))
     archive = tmp_path / "built.tar"
@@ -179,7 +168,7 @@ def subordinate_range() -> Iterator[None]:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("case", _cases(rootless=True))
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_a_rootless_sandkit_build_gives_dockers_tree_and_config(
     case, docker_env, docker_built, as_unprivileged, subordinate_range, tmp_path
 ):
