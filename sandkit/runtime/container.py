@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias, Unpack, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeAlias, Unpack, cast
 
 import anyio
 import attrs
@@ -75,7 +75,6 @@ from .results import ExecResult
 from .spawn import SpawnedInit
 
 if TYPE_CHECKING:
-    from ..build.dsl import ImageRecipe
     from ..images.changes import Change
     from ..net.client import KeeperConnection
     from . import copy
@@ -215,19 +214,26 @@ def _has_interface(dev_path: str, iface: str) -> bool:
         return False
 
 
+class Buildable(Protocol):
+    """An image still to build: a recipe of the Python DSL (``Image.from_(...)...``, in
+    sandkit.build, a layer above this one, hence a protocol rather than the class)."""
+
+    async def build_async(self) -> Image:
+        """Build (or take from the build cache) and return the image."""
+        ...
+
+
 # What a container can be made from (see `resolve_image`; a recipe: `built_image`).
-ImageSource: TypeAlias = "Image | str | os.PathLike[str] | ImageRecipe"
 BuiltSource: TypeAlias = Image | str | os.PathLike[str]
+ImageSource: TypeAlias = BuiltSource | Buildable
 
 
 async def built_image(image: ImageSource) -> BuiltSource:
-    """A recipe (``Image.from_(...)...``) built into an image (on first use; the build cache
-    makes a rebuild cheap); anything else as is."""
-    from ..build.dsl import ImageRecipe
-
-    if isinstance(image, ImageRecipe):
-        return await image.build_async()
-    return image
+    """A recipe built into an image (on first use; the build cache makes a rebuild cheap);
+    anything else as is."""
+    if isinstance(image, Image | str | os.PathLike):
+        return image
+    return await image.build_async()
 
 
 def resolve_image(image: BuiltSource) -> Image | str:
