@@ -148,12 +148,16 @@ static int setup(void)
 
 	if (rc == 0)
 		_exit(1);
-	close_fds(req.fds, req.nfds);
 	if (rc < 0)
 		seterr(&e, EPROTO, "protocol error: %s", req.doc.err);
 	else if (get_str(&req.doc, 0, "t", &t, &e) <= 0 || strcmp(t, "setup") != 0)
 		seterr(&e, EPROTO, "protocol error: expected a setup message");
-	else if (setup_container(&req, &e) == 0)
+	else
+		rc = setup_container(&req, &e);
+	/* (a persistent layer's directory came with it; mounted now, its fd is not needed) */
+	close_fds(req.fds, req.nfds);
+	req.nfds = 0;
+	if (rc == 0)
 		return 0;
 	send_error(0, &e);
 	return -1;

@@ -93,11 +93,13 @@ static int mount_std(struct ctx *c, const char *dst, const char *src, const char
 	return mount_on(c, fd, dst, src, type, flags, data);
 }
 
+/* ``layer_fd``: the host's directory for a persistent writable layer (its upper/ and work/), or
+ * -1 for one on the scratch tmpfs. */
 static int make_rootfs(struct req *r, uint32_t spec, const char *root, const char *scratch,
-		       struct err *e)
+		       int layer_fd, struct err *e)
 {
 	const struct mp_doc *d = &r->doc;
-	char *kind = NULL, *src = NULL, upper[4200];
+	char *kind = NULL, *src = NULL, upper[4200], layer[64];
 	bool ux = false;
 	uint32_t lower = 0;
 
@@ -118,6 +120,12 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 				return -1;
 		o.n = n;
 		o.scratch = scratch;
+		if (layer_fd >= 0) {
+			/* The directory open_layer checked; its upper/ and work/ were made by the
+			 * host, never by the container, which only ever writes inside upper/. */
+			snprintf(layer, sizeof(layer), "/proc/self/fd/%d", layer_fd);
+			o.scratch = layer;
+		}
 		/* Even a read-only root gets its writable layer: mount points can be made in it during
 		 * set-up, and the root is made read-only once everything is mounted. */
 		o.userxattr = ux;
@@ -125,7 +133,7 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 			return -1;
 		/* Kept for commit and diff: once the old root is detached, no path reaches the
 		 * upper directory any more, from the host or from the container. */
-		snprintf(upper, sizeof(upper), "%s/upper", scratch);
+		snprintf(upper, sizeof(upper), "%s/upper", o.scratch);
 		upper_fd = open(upper, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (upper_fd < 0)
 			return seterr(e, errno, "open %s: %s", upper, strerror(errno));
@@ -360,6 +368,26 @@ static bool bound_root(const struct mp_doc *d, uint32_t spec)
 	return get_str(d, spec, "kind", &kind, &ignored) > 0 && strcmp(kind, "bind") == 0;
 }
 
+/* The host's directory for a persistent writable layer, opened again by its name here (overlay
+ * takes its upper directory only from a mount of the caller's own mount namespace, and the
+ * host's fd is of the host's) and checked to be the very directory whose fd the host sent
+ * with the setup, after checking it is its own with mode 0700. */
+static int open_layer(struct req *r, const char *path, struct err *e)
+{
+	struct stat sent, found;
+	autoclose int fd = -1;
+
+	if (r->nfds != 1 || fstat(r->fds[0], &sent) < 0 || !S_ISDIR(sent.st_mode))
+		return seterr(e, EPROTO, "\"layer\" comes with the fd of its directory");
+	fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &found) < 0)
+		return seterr(e, errno, "open the container's layer %s: %s", path, strerror(errno));
+	if (found.st_dev != sent.st_dev || found.st_ino != sent.st_ino)
+		return seterr(e, EXDEV, "the container's layer %s was replaced during set-up",
+			      path);
+	return take_fd(&fd);
+}
+
 int setup_container(struct req *r, struct err *e)
 {
 	static const char *const scratch_dirs[] = { "upper", "work", "root" };
@@ -368,6 +396,8 @@ int setup_container(struct req *r, struct err *e)
 	int64_t v = 0, ssize = 0, inodes = 0;
 	uint32_t rootspec = 0, mounts = 0, net = 0, files = 0;
 	bool rootless = false, ro = false, loopback = false;
+	char *layer = NULL;
+	autoclose int layer_fd = -1;
 	autoclose int rootfd = -1;
 	struct ctx c = { -1, false, e };
 	char opts[96];
@@ -389,7 +419,7 @@ int setup_container(struct req *r, struct err *e)
 	    get_type(d, 0, "mounts", MP_ARRAY, &mounts, e) < 0 ||
 	    get_bool(d, rootspec, "readonly", &ro, e) < 0 ||
 	    get_int(d, 0, "scratch_inodes", &inodes, e) < 0 ||
-	    get_bool(d, 0, "loopback", &loopback, e) < 0 ||
+	    get_bool(d, 0, "loopback", &loopback, e) < 0 || get_str(d, 0, "layer", &layer, e) < 0 ||
 	    get_type(d, 0, "net", MP_MAP, &net, e) < 0 ||
 	    get_type(d, 0, "files", MP_ARRAY, &files, e) < 0)
 		return -1;
@@ -399,6 +429,8 @@ int setup_container(struct req *r, struct err *e)
 			      "(\"loopback\": true)");
 	if (strlen(scratch) > 4000 || ssize < 0 || inodes < 0)
 		return seterr(e, EINVAL, "bad scratch directory, size or inode count");
+	if (layer && *layer && (layer_fd = open_layer(r, layer, e)) < 0)
+		return -1;
 	c.rootless = rootless;
 
 	/* Nothing done below may leak back into the host's mount namespace. */
@@ -419,7 +451,7 @@ int setup_container(struct req *r, struct err *e)
 			return seterr(e, errno, "mkdir %s: %s", sub, strerror(errno));
 	}
 	snprintf(root, sizeof(root), "%s/root", scratch);
-	if (make_rootfs(r, rootspec, root, scratch, e) < 0)
+	if (make_rootfs(r, rootspec, root, scratch, layer_fd, e) < 0)
 		return -1;
 	c.rootfd = rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)

@@ -23,6 +23,7 @@ from .build_command import add_build_command
 from .containers import add_container_commands
 from .copy_command import add_copy_command
 from .images import add_image_and_registry_commands
+from .layer_commands import add_layer_commands
 from .network_commands import add_network_commands
 from .parser import DockerArgumentParser
 from .run import add_run_command
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_container_commands(commands)
     add_copy_command(commands)
     add_build_command(commands)
+    add_layer_commands(commands)
     add_image_and_registry_commands(commands)
     add_network_commands(commands)
     add_volume_commands(commands)

@@ -26,6 +26,10 @@ and its users in the CLI together.
   cp`; attached containers use it too); `process_streams`: the stdio fds its supervisor
   sends for an exec, as streams (`sandkit exec`; attached containers' `spawn`).
 - `parse_go_duration`: `run --health-*` reads Go durations, as Docker does.
+- `AsyncAttachedContainer`, `export_remote`: `sandkit diff`, `commit` and `export` ask the
+  detached container's supervisor, as the attached API does (`export` to stdout writes the
+  fd it sends); `remove_detached`: `sandkit rm`, which also deletes the writable layer a
+  `sandkit create`d container kept on disk.
 
 Import this module inside the commands that need it, not at the top of a command module: it
 brings the protocol's modules (msgpack), which `sandkit images` or `sandkit ps` never use
@@ -35,7 +39,13 @@ brings the protocol's modules (msgpack), which `sandkit images` or `sandkit ps` 
 from __future__ import annotations
 
 from ..runtime import copy, handover
-from ..runtime.attached import RemoteSide, process_streams
+from ..runtime.attached import (
+    AsyncAttachedContainer,
+    RemoteSide,
+    export_remote,
+    process_streams,
+    remove_detached,
+)
 from ..runtime.health import parse_go_duration
 from ..runtime.mounts import Mount
 from ..runtime.options import ContainerOptions
@@ -43,6 +53,7 @@ from ..runtime.ports import container_side, parse_port
 from ..runtime.process import AsyncInput, AsyncOutput, set_nonblocking, wait_ready
 
 __all__ = [
+    "AsyncAttachedContainer",
     "AsyncInput",
     "AsyncOutput",
     "ContainerOptions",
@@ -50,10 +61,12 @@ __all__ = [
     "RemoteSide",
     "container_side",
     "copy",
+    "export_remote",
     "handover",
     "parse_go_duration",
     "parse_port",
     "process_streams",
+    "remove_detached",
     "set_nonblocking",
     "wait_ready",
 ]

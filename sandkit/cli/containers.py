@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from .. import errors
-from ..detached import client, control, state
+from ..detached import client, control, launch, state
 from ..detached.control import LOG_HEADER, STOP_TIMEOUT
 from . import attach, exitcodes, output
 from .options import add_process_options, environment
@@ -28,7 +28,7 @@ from .parser import Subparsers, command_with_remainder
 
 
 def add_container_commands(commands: Subparsers) -> None:
-    """Add ``ps``, ``exec``, ``logs``, ``stop``, ``kill`` and ``rm``, the commands on detached
+    """Add ``ps``, ``exec``, ``logs``, ``stop``, ``start``, ``kill`` and ``rm``, the commands on detached
     containers, to the parser."""
     p = commands.add_parser(
         "ps",
@@ -81,6 +81,14 @@ def add_container_commands(commands: Subparsers) -> None:
     )
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_stop)
+
+    p = commands.add_parser(
+        "start",
+        help="start one or more stopped containers",
+        description="Start containers made by `sandkit create` (again, after a stop).",
+    )
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_start)
 
     p = commands.add_parser("kill", help="kill running containers")
     p.add_argument(
@@ -427,6 +435,23 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return _each(args.containers, lambda record: client.stop(record, args.time))
 
 
+def cmd_start(args: argparse.Namespace) -> int:
+    """``sandkit start``: start each named stopped container made by `create` (a running one
+    is left alone), with the writable layer it kept."""
+    return _each(args.containers, _start_again)
+
+
+def _start_again(record: state.Record) -> None:
+    if record.running:
+        return
+    if not record.config.get("options", {}).get("persist"):
+        raise errors.ContainerError(
+            f"container {record.name} has no writable layer to start again with (`run -d` keeps "
+            "it in memory): make one with `sandkit create`, or `sandkit run` a new one"
+        )
+    launch.restart_supervisor(record)
+
+
 def cmd_kill(args: argparse.Namespace) -> int:
     """``sandkit kill``: send ``-s`` to the main process of each named running container
     (SIGKILL, the default, kills everything in it)."""
@@ -437,7 +462,9 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     """``sandkit rm``: remove each named stopped container's state; ``-f`` kills a running one
     first."""
-    return _each(args.containers, lambda record: client.remove(record, force=args.force))
+    from ._runtime import remove_detached
+
+    return _each(args.containers, lambda record: remove_detached(record, force=args.force))
 
 
 def ask_supervisor(ref: str, message: dict[str, Any]) -> None:

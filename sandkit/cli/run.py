@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .. import errors
-from ..detached import launch
+from ..detached import launch, state
 from . import attach, exitcodes
 from .options import add_container_options, add_process_options
 from .parser import Subparsers, command_with_remainder
@@ -32,7 +32,7 @@ if that supervisor is killed, the container is stopped with it, never left runni
 
 
 def add_run_command(commands: Subparsers) -> None:
-    """Add ``run`` and its Docker flags to the parser."""
+    """Add ``run`` and ``create`` (its flags, Docker's) to the parser."""
     p = commands.add_parser(
         "run",
         help="run a command in a new container",
@@ -44,6 +44,18 @@ def add_run_command(commands: Subparsers) -> None:
     add_container_options(p)
     command_with_remainder(p, "image", "image reference, root filesystem directory, or 'host'")
     p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser(
+        "create",
+        help="create a new container, to be started with `sandkit start`",
+        description="Create a detached container whose writable layer is kept on disk: "
+        "`sandkit start` runs it, `stop` and `start` again keep its files, `rm` deletes them.",
+        add_help=False,
+    )
+    add_process_options(p)
+    add_container_options(p)
+    command_with_remainder(p, "image", "image reference or root filesystem directory")
+    p.set_defaults(func=cmd_create, detach=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,19 +102,44 @@ async def run_foreground(spec: RunSpec, image: object, argv: list[str]) -> int:
     return exitcodes.from_returncode(returncode)
 
 
-def start_detached(spec: RunSpec, image: Image | str, argv: list[str]) -> int:
-    """Hand the container to a supervisor of its own; print its id once it runs."""
+def _detached_config(
+    spec: RunSpec, image: Image | str, argv: list[str], *, persist: bool = False
+) -> dict[str, Any]:
+    """What a detached container's supervisor starts (supervisor.py), as JSON."""
     from ._runtime import handover
 
-    config = {
+    options = dict(spec.container_options(image))
+    if persist:
+        options["persist"] = True
+    return {
         "spec": spec.to_json(),  # for `sandkit inspect`
         "image": spec.image,  # as given, for `sandkit ps`
         "source": spec.image_source(),
-        "options": handover.options_to_json(spec.container_options(image)),
+        "options": handover.options_to_json(options),
         "command": argv,
         "main": {"argv": argv, "stdin": spec.interactive, "tty": spec.tty},
         "remove": spec.remove,
     }
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    """``sandkit create``: check everything `run` checks, record the container (persistent
+    writable layer) without starting it; print its id."""
+    from .spec import RunSpec
+
+    spec = RunSpec.from_args(args)
+    image = spec.resolve_image()
+    argv = spec.argv(image)
+    spec.container(image)
+    record = state.create(_detached_config(spec, image, argv, persist=True), spec.name)
+    state.write_state(record.dir, status="created")
+    print(record.id)
+    return exitcodes.OK
+
+
+def start_detached(spec: RunSpec, image: Image | str, argv: list[str]) -> int:
+    """Hand the container to a supervisor of its own; print its id once it runs."""
+    config = _detached_config(spec, image, argv)
     try:
         record = launch.start_supervisor(config, spec.name)
     except errors.NameInUseError:

@@ -39,6 +39,16 @@ def start_supervisor(config: dict[str, Any], name: str | None) -> state.Record:
     raise _reported_error(report, record)
 
 
+def restart_supervisor(record: state.Record) -> None:
+    """Start the supervisor of the stopped container ``record`` once more (`sandkit start`),
+    its state directory and name kept. Raises the error that kept the container from starting."""
+    report = _launch(record)
+    if report.get("ok"):
+        return
+    client.wait_for_exit(record.reload(), client.STOP_SLACK)
+    raise _reported_error(report, record)
+
+
 def _launch(record: state.Record) -> dict[str, Any]:
     """Start the supervisor of ``record`` and read its report (empty when it died first)."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)

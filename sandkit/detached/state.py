@@ -147,6 +147,8 @@ class Record:
         """Docker's State.Status: created, running or exited."""
         if self.running:
             return str(self.state["status"])
+        if self.state.get("status") == "created" and "supervisor_pid" not in self.state:
+            return "created"  # `sandkit create`d, never started
         return "exited"
 
     @property

@@ -169,8 +169,9 @@ class Supervisor:
         with anyio.move_on_after(REQUEST_TIMEOUT):
             request, fds = await control.receive(conn)
         op = request.get("op") if request is not None else None
-        # Only `run` takes an fd (its input); never keep what we did not ask for.
-        wanted = fds[:1] if op == "run" else []
+        # Only `run` (its input) and `export` (the file to write) take an fd; never keep what
+        # we did not ask for.
+        wanted = fds[:1] if op in ("run", "export") else []
         for fd in fds[len(wanted) :]:
             os.close(fd)
         if request is None:
@@ -196,6 +197,8 @@ class Supervisor:
             await self._wait_for_end(conn)
         elif op == "open":
             await self._open_for_copy(conn, request)
+        elif op in ("diff", "commit", "export"):
+            await self._layer_request(conn, request, wanted[0] if wanted else -1)
         elif op == "dial":
             await self._dial(conn, request)
         elif op == "stats":
@@ -288,6 +291,39 @@ class Supervisor:
             await control.send(conn, {"ok": True, "uids": ids.uids, "gids": ids.gids}, [fd])
         finally:
             os.close(fd)
+
+    async def _layer_request(self, conn: socket.socket, request: dict[str, Any], fd: int) -> None:
+        """`diff` (its changes as JSON in a memfd: a big one would not fit in a message),
+        `commit` (``{"tag", "changes", "message", "author"}``: the new image's id) and
+        `export` (into the file ``fd`` the client opened) of the container."""
+        reply: dict[str, Any] = {"ok": True}
+        out: list[int] = []
+        try:
+            if request["op"] == "diff":
+                changes = [[c.kind, c.path] for c in await self.container.diff()]
+                out.append(control.memfd_holding(json.dumps(changes).encode()))
+            elif request["op"] == "commit":
+                image = await self.container.commit(
+                    request.get("tag") or None,
+                    changes=[str(c) for c in request.get("changes") or ()],
+                    message=str(request.get("message") or ""),
+                    author=str(request.get("author") or ""),
+                )
+                reply["id"] = image.id
+            elif fd < 0:
+                raise errors.ContainerError("an export request comes with the file to write")
+            else:
+                await self.container._export_into(fd)
+        except errors.SandkitError as exc:
+            reply = {"error": str(exc), "kind": type(exc).__name__}
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        try:
+            await control.send(conn, reply, out)
+        finally:
+            for memfd in out:
+                os.close(memfd)
 
     async def _dial(self, conn: socket.socket, request: dict[str, Any]) -> None:
         """An attached container's `wait_for_http`: a socket the init connected to a port on
@@ -647,6 +683,7 @@ async def _start_main(
     """The main process `sandkit run -d` asked for (its output goes to the log), or None."""
     if not main:
         return None
+    container.history_command = tuple(main["argv"])  # what a commit records, as Docker's Cmd
     return await container.spawn(
         main["argv"], stdin=bool(main.get("stdin")), tty=bool(main.get("tty"))
     )

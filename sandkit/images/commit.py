@@ -134,8 +134,18 @@ def committed_config(
         entry["author"] = author
     if message:
         entry["comment"] = message
-    out["history"] = [*(out.get("history") or []), entry]
+    out["history"] = [*_base_history(base), entry]
     return out
+
+
+def _base_history(base: dict[str, Any]) -> list[dict[str, Any]]:
+    """``base``'s history with one entry for each of its layers (an image made without history
+    gets blank ones), so that the new entry stays paired with the new layer."""
+    history = [h for h in base.get("history") or [] if isinstance(h, dict)]
+    layers = len((base.get("rootfs") or {}).get("diff_ids") or [])
+    missing = layers - sum(1 for h in history if not h.get("empty_layer"))
+    blank = {"created": base.get("created") or "", "created_by": ""}
+    return [*(dict(blank) for _ in range(max(0, missing))), *history]
 
 
 def commit_image(

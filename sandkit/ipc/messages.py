@@ -64,6 +64,10 @@ class Setup(Request):
     scratch_size: int = 0
     scratch_inodes: int = 0
     loopback: bool = False
+    # The writable layer is this host directory (upper/ and work/ inside; its fd comes with this
+    # message, to check it by) instead of the scratch tmpfs: it outlives the container
+    # (persist=True). "": none.
+    layer: str = ""
     lifetime_ms: int = 0
     # The container's capabilities and seccomp profile: the init applies them to itself at the
     # end of set-up (or at the first exec, see docs/protocol.md), and every process inherits them.
@@ -131,7 +135,9 @@ class Open(Request):
 
     TYPE: ClassVar[str] = "open"
     path: str
-    mode: str  # "r", "w", "a", "dir", or "upper": the writable layer's upper directory (path unused)
+    mode: (
+        str  # "r", "w", "a", "dir", or "upper": the writable layer's upper directory (path unused)
+    )
     perm: int = 0o644
 
 

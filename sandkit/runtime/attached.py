@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ import attrs
 from .. import errors
 from ..detached import client, control, launch, state
 from ..detached.control import STOP_TIMEOUT
+from ..images.image import Image
 from ..ipc import Exit
 from . import handover
 from .container import (
@@ -49,6 +51,7 @@ from .results import ExecResult
 from .service import LogView, log_view
 
 if TYPE_CHECKING:
+    from ..images.changes import Change
     from ..security.seccomp import SeccompSpec
     from . import copy
     from .cgroups import CgroupStats
@@ -329,7 +332,7 @@ class AsyncAttachedContainer:
         if path is None:
             record = self._record
             if record is not None:
-                await anyio.to_thread.run_sync(lambda: client.remove(record.reload(), force=True))
+                await anyio.to_thread.run_sync(lambda: remove_detached(record.reload()))
             return
         await remove_path(self._copy_side(anyio.from_thread.run), path, recursive)
 
@@ -470,6 +473,49 @@ class AsyncAttachedContainer:
     def _main_process(self) -> RemoteMainProcess:
         """What the sync API's logs and wait use (`container.main_process`)."""
         return RemoteMainProcess(self)
+
+    # -- the writable layer: done by the supervisor, which holds the container -------------
+
+    async def diff(self) -> list[Change]:
+        """What the container changed in its filesystem, as `docker diff` (see
+        `AsyncContainer.diff`)."""
+        from ..images.changes import Change
+
+        _, fds = await _ask_layer(self._live(), {"op": "diff"})
+        try:
+            rows = json.loads(control.memfd_content(fds[0])) if fds else []
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return [Change(str(path), str(kind)) for kind, path in rows]
+
+    async def commit(
+        self,
+        tag: str | None = None,
+        *,
+        changes: Sequence[str] = (),
+        message: str = "",
+        author: str = "",
+    ) -> Image:
+        """A new image of the container's changes, as `docker commit` (see
+        `AsyncContainer.commit`)."""
+        request = {
+            "op": "commit",
+            "tag": tag,
+            "changes": list(changes),
+            "message": message,
+            "author": author,
+        }
+        reply, _ = await _ask_layer(self._live(), request)
+        return await anyio.to_thread.run_sync(Image.get, str(reply["id"]))
+
+    async def export(self, path: str | os.PathLike[str]) -> None:
+        """Write the container's flattened filesystem to the tar file ``path``, as
+        `docker export` (see `AsyncContainer.export`)."""
+        from .layer import replacing
+
+        with replacing(path) as out_fd:
+            await export_remote(self._live(), out_fd)
 
     async def ping(self) -> float:
         """The round trip to the container's supervisor and back, in seconds."""
@@ -709,6 +755,39 @@ class RemoteSide:
         """The host ids for the container's ids ``uid:gid`` (found at ``where``)."""
         assert self._ids is not None
         return self._ids.to_host(uid, gid, where)
+
+
+def remove_detached(record: state.Record, *, force: bool = True) -> None:
+    """Remove a detached container's state (`client.remove`) and, for one made by
+    `sandkit create`, the writable layer it kept on disk."""
+    client.remove(record, force=force)
+    if record.config.get("options", {}).get("persist"):
+        from .layer import remove_persistent_layer
+
+        remove_persistent_layer(record.id)
+
+
+async def export_remote(record: state.Record, out_fd: int) -> None:
+    """`export` of a running detached container into the file open as ``out_fd`` (written
+    by its supervisor)."""
+    await _ask_layer(record, {"op": "export"}, [out_fd])
+
+
+async def _ask_layer(
+    record: state.Record, message: dict[str, Any], fds: Sequence[int] = ()
+) -> tuple[dict[str, Any], list[int]]:
+    """A diff, commit or export request to the supervisor: its answer and the fds that came
+    with it (the caller's to close); its refusal raised as the same error in-process."""
+    with await client.connect(record) as sock:
+        await control.send(sock, message, list(fds))
+        reply, received = await control.receive(sock)
+    if reply is None or "error" in reply:
+        for fd in received:
+            os.close(fd)
+        if reply is None:
+            raise state.ContainerNotRunning(f"Container {record.id} is not running")
+        raise control.error_from(reply, errors.ContainerError)
+    return reply, received
 
 
 def _ranges(value: Any) -> tuple[tuple[int, int, int], ...]:

@@ -302,6 +302,9 @@ class AsyncContainer:
     _health_state: health.HealthState | None = attrs.field(default=None, init=False)
     # What the init was told at start: its mounts and files are left out of diff and commit.
     _setup: Setup | None = attrs.field(default=None, init=False)
+    # The command a commit records as its history's created_by, when the main process is not
+    # ``run=``'s (a detached container's supervisor spawns `sandkit run -d`'s itself).
+    history_command: tuple[str, ...] = attrs.field(default=(), init=False)
 
     # -- detached containers (``detach=True``; the work is in attached.py) --------------------
 
@@ -429,8 +432,15 @@ class AsyncContainer:
         ready for `exec`; ``async with`` calls this. Raises `ContainerStartError` when it cannot
         be set up, `ImageNotFoundError` for an unknown image, and `ContainerError` when it was
         started before: a container starts once. Nothing is left behind on failure."""
-        if self._channel is not None or self._stopped:
-            raise errors.ContainerError("this container was already started; make a new one")
+        if self._channel is not None:
+            raise errors.ContainerError("this container is running already")
+        if self._stopped:
+            if not self.options.get("persist"):
+                raise errors.ContainerError(
+                    "this container was already started; make a new one, or pass persist=True "
+                    "for a container that starts again with its files"
+                )
+            self._stopped, self._service, self._health_state = False, None, None
         try:
             self._resolved = resolve_image(await built_image(self.image))
             main_argv = self._main_argv()  # before anything is made: an image with no command
@@ -442,6 +452,11 @@ class AsyncContainer:
             # Likewise for its named volumes: `volume rm` refuses them while it runs.
             self._volume_leases = lease_volumes(self.options.get("mounts", ()))
             setup = self._setup = self._setup_message(self._resolved)
+            if self.options.get("persist"):
+                from .layer import layer_home
+
+                _check_layered(setup, "persist=True")
+                setup = self._setup = attrs.evolve(setup, layer=str(layer_home(self.id)))
             # Bound before the container is made: a port in use fails the start at no cost.
             self._forwarder = PortForwarder(self._connect_blocking)
             self._forwarder.bind(self._port_specs)
@@ -484,7 +499,11 @@ class AsyncContainer:
 
     def _recipe(self, setup: Setup, plan: ResourcePlan) -> prespawn.Recipe | None:
         """How a spare for this container is made, if it may use one."""
-        if self.options.get("lifetime") or self._network_record is not None:
+        if (
+            self.options.get("lifetime")
+            or self._network_record is not None
+            or self.options.get("persist")  # a spare's layer is a tmpfs of its own
+        ):
             # A spare on a network would hold an address and a name; and it is made in a user
             # namespace of its own, where the network's keeper has no say.
             return None
@@ -531,13 +550,23 @@ class AsyncContainer:
     async def _start_fresh(self, setup: Setup) -> None:
         assert self._resources is not None
         membership = self._membership
-        self._init, self._channel = startup.spawn_with_setup(
-            encode(setup) if membership is None else functools.partial(self._join, setup),
-            user_namespace=self.rootless,
-            network=self._own_network,
-            cgroup=self._resources.cgroup,
-            parent_userns=self._parent_userns,
-        )
+        layer_fds = []
+        if setup.layer:
+            from .layer import open_persistent_layer
+
+            layer_fds.append(open_persistent_layer(self.id))
+        try:
+            self._init, self._channel = startup.spawn_with_setup(
+                encode(setup) if membership is None else functools.partial(self._join, setup),
+                user_namespace=self.rootless,
+                network=self._own_network,
+                cgroup=self._resources.cgroup,
+                parent_userns=self._parent_userns,
+                fds=layer_fds,
+            )
+        finally:
+            for fd in layer_fds:
+                os.close(fd)
         await startup.await_ready(self._channel, rootless=self.rootless)
 
     def _join(self, setup: Setup, init: SpawnedInit) -> bytes:
@@ -1308,9 +1337,14 @@ class AsyncContainer:
 
     async def remove(self, path: str | None = None, *, recursive: bool = False) -> None:
         """Remove a file, symlink or empty directory of the container (``recursive``: a tree).
-        Without a path: remove the container itself (`stop`; a detached one's state too)."""
+        Without a path: remove the container itself (`stop`; a detached one's state and a
+        persistent one's writable layer too)."""
         if path is None:
             await self.stop()
+            if self.options.get("persist"):
+                from .layer import remove_persistent_layer
+
+                await anyio.to_thread.run_sync(remove_persistent_layer, self.id)
             return
         await remove_path(self._copy_side(anyio.from_thread.run), path, recursive)
 
@@ -1352,7 +1386,7 @@ class AsyncContainer:
                 "only a container of an image from the store can be committed (its layers are "
                 "the new image's): load or pull the image, or build one, and run that"
             )
-        store, argv = base.store, self._main_argv() or []
+        store, argv = base.store, self._main_argv() or list(self.history_command)
         upper = await self._open("/", "upper")
         try:
             write = layer.layer_writer(upper, setup, self._userns_pid())
@@ -1378,16 +1412,26 @@ class AsyncContainer:
         as empty directories. An existing file is replaced; a failed export leaves none."""
         from . import layer
 
+        with layer.replacing(path) as out_fd:
+            await self._export_into(out_fd)
+
+    async def _export_into(self, out_fd: int) -> None:
+        """`export` into the file open as ``out_fd`` (a detached container's supervisor writes
+        its client's file)."""
+        from . import layer
+
         self._running_setup()
         root = await self._open("/", "dir")
         try:
-            await anyio.to_thread.run_sync(layer.export, root, path, self._userns_pid())
+            await anyio.to_thread.run_sync(layer.export_into, root, out_fd, self._userns_pid())
         finally:
             os.close(root)
 
     def _running_setup(self) -> Setup:
+        """The setup of the running container, whose root must have a writable layer."""
         self._live_channel()
         assert self._setup is not None
+        _check_layered(self._setup, "diff, commit and export")
         return self._setup
 
     def _userns_pid(self) -> int | None:
@@ -1678,6 +1722,16 @@ class AsyncContainer:
 # What the sync API (api.py) and `AsyncProcess` (process.py) need of a container beyond its
 # public methods. Not public API: named here so that no private name crosses a module and
 # `AsyncContainer` shows its users only what they may call.
+
+
+def _check_layered(setup: Setup, what: str) -> None:
+    """`ContainerError` unless the container's root is an image's layers under a writable
+    layer of its own (not "host", whose root is the host's directories, or a plain tmpfs)."""
+    if setup.rootfs.get("kind") != "overlay":
+        raise errors.ContainerError(
+            f"{what} needs a container of an image (its layers under a writable layer), not "
+            "the 'host' image: run an image from the store or a directory"
+        )
 
 
 def exec_on_this_thread(

@@ -13,14 +13,18 @@ child that joined that namespace (idmap.run_in_userns_of), where the ids are the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from .. import idmap
+from .. import errors, idmap
+from ..home import private_home, private_subdir, sandkit_home
 from ..images.changes import Change, diff_upper, export_tree, write_layer_from_upper
+from ..images.fsutil import remove_tree
 from ..ipc.messages import Setup
 
 T = TypeVar("T")
@@ -75,22 +79,74 @@ def layer_writer(
     return write
 
 
-def export(root_fd: int, path: str | os.PathLike[str], init_pid: int | None) -> None:
-    """Write the merged root open as ``root_fd`` to the tar file ``path`` (replaced if it
-    exists, as `docker export -o` does); written beside it first, so a failed export leaves
-    nothing new behind."""
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[int]:
+    """An fd of a new file beside ``path`` that replaces ``path`` when the block ends well, and
+    is removed when it does not."""
     target = Path(path).absolute()
     fd, staging = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.sandkit-")
     try:
-        with os.fdopen(fd, "wb") as out:
-
-            def job() -> None:
-                export_tree(root_fd, out)
-                out.flush()
-
-            as_container(init_pid, job)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
         os.chmod(staging, 0o644)
         os.replace(staging, target)
     except BaseException:
         os.unlink(staging)
         raise
+
+
+def export_into(root_fd: int, out_fd: int, init_pid: int | None) -> None:
+    """Write the merged root open as ``root_fd`` as a tar to the file open as ``out_fd``."""
+    with os.fdopen(os.dup(out_fd), "wb") as out:
+
+        def job() -> None:
+            export_tree(root_fd, out)
+            out.flush()
+
+        as_container(init_pid, job)
+
+
+# --- persistent writable layers (persist=True) ------------------------------------------------
+
+
+def layer_home(container_id: str) -> Path:
+    """Where the persistent writable layer of container ``container_id`` is kept:
+    ``$SANDKIT_HOME/containers/<id>/`` (its upper/ and work/ directories)."""
+    if not container_id or not all(c in "0123456789abcdef" for c in container_id):
+        raise errors.ContainerError(f"bad container id {container_id!r} for a persistent layer")
+    return private_subdir(private_home(sandkit_home()), "containers") / container_id
+
+
+def open_persistent_layer(container_id: str) -> int:
+    """An fd on the container's layer directory, made (empty) the first time; for the init,
+    which mounts its upper/ and work/ by this fd, never by a name. Refused unless it is a real
+    directory of ours with mode 0700: nothing else may have put or changed anything there."""
+    path = layer_home(container_id)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+            raise errors.ContainerError(
+                f"the container's layer directory {path} is not this user's with mode 0700; "
+                "something else changed it: remove it (sandkit rm) and start afresh"
+            )
+        for sub in ("upper", "work"):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(sub, 0o755, dir_fd=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_persistent_layer(container_id: str) -> None:
+    """Delete a container's persistent layer (no error when there is none); a rootless one's
+    files owned by a subordinate range are removed inside that mapping. (A detached one's
+    is removed with its state by `sandkit rm` and `AsyncAttachedContainer.remove`.)"""
+    path = layer_home(container_id)
+    if os.path.lexists(path):
+        idmap.as_owner(lambda: remove_tree(path), idmap.rootless_mapping())

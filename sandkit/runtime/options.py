@@ -78,7 +78,11 @@ class ContainerOptions(TypedDict, total=False):
     """Most processes and threads the container may have at once. Default: no limit."""
     disk_size: int | str | None
     """Size of the writable layer (a tmpfs: the host's memory). Default: 1 GiB, or a quarter
-    of RAM on a smaller host."""
+    of RAM on a smaller host. Not a limit with ``persist``, whose layer is on disk."""
+    persist: bool
+    """Keep the writable layer on disk, in ``$SANDKIT_HOME/containers/<id>/``, instead of the
+    tmpfs: the container may then be stopped and started again with its files, as Docker's
+    are, until `remove()`. Default False (the tmpfs, faster and gone with the container)."""
     disk_inodes: int | None
     """Most files the writable layer may hold. Default: one per 4 KiB of ``disk_size``
     (between 4096 and 1048576)."""

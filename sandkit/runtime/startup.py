@@ -7,10 +7,11 @@ has one message, whichever waited.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import anyio
 
@@ -35,10 +36,12 @@ def spawn_with_setup(
     network: bool,
     cgroup: ContainerCgroup | None,
     parent_userns: int | None = None,
+    fds: Sequence[int] = (),
 ) -> tuple[SpawnedInit, ControlChannel]:
     """Spawn an init (in ``cgroup``, if any; its user namespace under ``parent_userns``, if
     given: see `spawn_init`) and send it ``setup``, an encoded `Setup`, or what ``setup(init)``
-    returns (for what needs the init to exist first: its interface on a network).
+    returns (for what needs the init to exist first: its interface on a network), with
+    ``fds`` (a persistent layer's directory).
 
     Its answer is the caller's to wait for. On failure nothing is left behind (the cgroup is the
     caller's).
@@ -64,7 +67,8 @@ def spawn_with_setup(
         # The socket is new and empty: this one packet never blocks. An init that died already
         # is found by the wait for its answer (end of file), which says so.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            host_end.sendmsg([setup])
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+            host_end.sendmsg([setup], ancillary if fds else [])
     except BaseException:
         host_end.close()
         init.close()  # kills and reaps it

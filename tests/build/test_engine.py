@@ -368,3 +368,35 @@ def test_the_async_twin_builds_under_asyncio(store: Store, ctx: Path) -> None:
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY src/a.txt /a\n")
     image = asyncio.run(build_async(ctx, store=store, progress="quiet"))
     assert set(layer_members(store, image, 0)) == {"a"}
+
+
+def _rootless_workdir_owners(ctx: str) -> dict[str, tuple[int, int]]:
+    store = Store()  # the unprivileged user's own SANDKIT_HOME
+    image = sandkit.Image.build(ctx, store=store, progress="quiet")
+    manifest = json.loads(store.read_blob(image.digest))
+    blob = store.read_blob(manifest["layers"][1]["digest"])
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        return {m.name.rstrip("/"): (m.uid, m.gid) for m in tar.getmembers()}
+
+
+def test_rootless_layers_carry_the_images_ids_not_the_builders(as_unprivileged) -> None:
+    import shutil
+    import tempfile
+
+    from conftest import unprivileged_ids
+
+    import sandkit.build.engine  # noqa: F401 - loaded while the checkout is readable
+
+    uid, gid = unprivileged_ids()
+    ctx = Path(tempfile.mkdtemp(prefix="sandkit-build-ctx-"))  # reachable by that user
+    try:
+        (ctx / "a.txt").write_text("a")
+        (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /srv/a\nWORKDIR /srv/app\n")
+        for path in [ctx, *ctx.iterdir()]:
+            os.chown(path, uid, gid)
+        # /srv exists below (made by the COPY, applied as the caller's files): the WORKDIR
+        # layer repeats it with the image's ids, 0:0, as Docker's does
+        owners = as_unprivileged(_rootless_workdir_owners, str(ctx))
+    finally:
+        shutil.rmtree(ctx)
+    assert owners == {"srv": (0, 0), "srv/app": (0, 0)}

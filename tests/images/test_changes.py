@@ -247,12 +247,14 @@ def test_commit_makes_an_image_whose_layers_give_the_changed_tree(tmp_path, stor
     cfg = json.loads(store.read_blob(rec.id))
     assert cfg["author"] == "someone"
     assert cfg["history"] == [
+        # the base had none: a blank entry for its one layer keeps entries and layers paired
+        {"created": "2024-01-01T00:00:00Z", "created_by": ""},
         {
             "created": cfg["created"],
             "created_by": "sh -c edit",
             "author": "someone",
             "comment": "a message",
-        }
+        },
     ]
     man = json.loads(store.read_blob(rec.manifest_digest))
     assert man["layers"][-1]["mediaType"] == "application/vnd.oci.image.layer.v1.tar"

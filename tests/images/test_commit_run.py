@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import tarfile
+from pathlib import Path
 
 import pytest
 
 import sandkit
-from sandkit.errors import ImageError
+from sandkit.errors import ContainerError, ImageError
 from sandkit.images import Image
 
 from .test_image_run import busybox  # noqa: F401 - the fixture
@@ -100,3 +101,65 @@ def test_rootless_commit_records_the_containers_own_ids(as_unprivileged):
     # the files belong to the container's root: 0:0 in the layer, not the caller's host uid
     assert ("tmp/new", 0, 0) in owners and ("srv/d/f", 0, 0) in owners
     assert ("etc/.wh.group", 0, 0) in owners
+
+
+# --- persist=True: the writable layer on disk, kept from one start to the next ---------------
+
+
+def _persist_round(image: Image, home: Path) -> tuple[bytes, list[str], list[str], bool, bool]:
+    """Change a persistent container, stop it, start it again; then remove it. Returns what it
+    read back, its diff before and after the restart, whether its layer directory was there
+    while it was stopped, and whether it is there after the removal."""
+    c = sandkit.Container(image, persist=True, user="root")
+    c.start()
+    assert c.exec(["sh", "-c", CHANGES]).exit_code == 0
+    before = [str(x) for x in c.diff()]
+    c.stop()
+    layer = home / "containers" / c.id
+    kept = (layer / "upper" / "tmp" / "new").exists()
+    c.start()
+    try:
+        read = c.exec(["cat", "/tmp/new", "/srv/d/f"]).stdout
+        after = [str(x) for x in c.diff()]
+    finally:
+        c.remove()
+    return read, before, after, kept, layer.exists()
+
+
+def test_a_persistent_container_starts_again_with_its_files(busybox, store):
+    read, before, after, kept, left = _persist_round(busybox, store.home)
+    assert read == b"new\nx\n" and before == after and "D /etc/group" in after
+    assert kept and not left
+
+
+def _rootless_persist(layers: list[bytes]) -> tuple[bytes, list[str], list[str], bool, bool]:
+    import tempfile
+
+    from sandkit.images.store import Store
+
+    from .conftest import oci_layout
+
+    layout = oci_layout(Path(tempfile.mkdtemp()) / "bb", layers, config={"Env": ["PATH=/bin"]})
+    store = Store.default()
+    return _persist_round(Image.load(layout, store=store), store.home)
+
+
+def test_rootless_a_persistent_container_starts_again_with_its_files(as_unprivileged):
+    from .test_image_run import busybox_layers
+
+    read, before, after, kept, left = as_unprivileged(_rootless_persist, busybox_layers())
+    assert read == b"new\nx\n" and before == after and "D /etc/group" in after
+    assert kept and not left
+
+
+def test_without_persist_a_stopped_container_does_not_start_again(busybox):
+    c = sandkit.Container(busybox)
+    c.start()
+    c.stop()
+    with pytest.raises(ContainerError, match="persist=True"):
+        c.start()
+
+
+def test_the_host_image_has_no_layer_to_keep():
+    with pytest.raises(ContainerError, match="persist=True needs a container of an image"):
+        sandkit.Container("host", persist=True).start()
