@@ -14,6 +14,7 @@ from ..errors import ImageError
 from .config import ImageConfig
 
 if TYPE_CHECKING:
+    from ..build.dsl import ImageRecipe
     from .store import ImageRecord, Store
 
 
@@ -53,6 +54,22 @@ class Image:
                 "in a layer path: move or rename the directory"
             )
         return cls(layer_dirs=(root,), config=config or ImageConfig(), name=str(root))
+
+    @classmethod
+    def from_(
+        cls,
+        base: str | ImageRecipe,
+        *,
+        context: str | os.PathLike[str] | None = None,
+        platform: str | None = None,
+    ) -> ImageRecipe:
+        """The start of a build in Python: ``Image.from_("debian:12").run("...").copy("src",
+        "/app").cmd([...]).build(tag="app:1")`` (see `sandkit.build.dsl`). ``base`` is an
+        image reference, "scratch" or another recipe; ``context`` the directory COPY and ADD
+        read from (default: the working directory)."""
+        from ..build.dsl import ImageRecipe
+
+        return ImageRecipe.from_(base, context=context, platform=platform)
 
     # --- from the store ----------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeAlias, Unpack, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeAlias, Unpack, cast
 
 import anyio
 import attrs
@@ -218,11 +218,29 @@ def _has_interface(dev_path: str, iface: str) -> bool:
         return False
 
 
-# What a container can be made from (see `resolve_image`).
-ImageSource: TypeAlias = Image | str | os.PathLike[str]
+class Buildable(Protocol):
+    """An image still to build: a recipe of the Python DSL (``Image.from_(...)...``, in
+    sandkit.build, a layer above this one, hence a protocol rather than the class)."""
+
+    async def build_async(self) -> Image:
+        """Build (or take from the build cache) and return the image."""
+        ...
 
 
-def resolve_image(image: ImageSource) -> Image | str:
+# What a container can be made from (see `resolve_image`; a recipe: `built_image`).
+BuiltSource: TypeAlias = Image | str | os.PathLike[str]
+ImageSource: TypeAlias = BuiltSource | Buildable
+
+
+async def built_image(image: ImageSource) -> BuiltSource:
+    """A recipe built into an image (on first use; the build cache makes a rebuild cheap);
+    anything else as is."""
+    if isinstance(image, Image | str | os.PathLike):
+        return image
+    return await image.build_async()
+
+
+def resolve_image(image: BuiltSource) -> Image | str:
     """What a container runs: "host" (see `plan.HOST_IMAGE`), an `Image`, a directory holding a
     root filesystem (an `os.PathLike`), or an image in the local store by reference."""
     if isinstance(image, os.PathLike):
@@ -434,7 +452,7 @@ class AsyncContainer:
                 )
             self._stopped, self._service, self._health_state = False, None, None
         try:
-            self._resolved = resolve_image(self.image)
+            self._resolved = resolve_image(await built_image(self.image))
             main_argv = self._main_argv()  # before anything is made: an image with no command
             if isinstance(self._resolved, Image) and self._resolved.id:
                 # A shared lock on the image for the container's life: `image.remove()` refuses

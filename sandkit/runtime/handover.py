@@ -41,6 +41,11 @@ def image_to_text(image: ImageSource) -> str:
                 "pass the directory itself (a pathlib.Path), not Image.from_directory()"
             )
         return image.id
+    if not isinstance(image, str):  # a recipe (Image.from_(...)): not built yet
+        raise errors.ContainerError(
+            "a detached container needs a built image: pass recipe.build(tag=...) (or its tag) "
+            "instead of the recipe"
+        )
     return image
 
 
