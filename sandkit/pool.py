@@ -34,9 +34,11 @@ import attrs
 
 from . import _portal, errors
 from .api import Container, container_of
+from .images.image import Image
 from .runtime.container import (
     AsyncContainer,
     ImageSource,
+    built_image,
     init_alive,
     resolve_image,
     stopped_because,
@@ -175,7 +177,11 @@ class AsyncPool:
         self._cap = cap_of(size, max_containers)
         AsyncContainer(image, **container_options)  # bad options fail here, making nothing
         _check_shareable(container_options, self._cap)
-        self._image = resolve_image(image)  # looked up once, here, not by every start
+        # Looked up once, here, not by every start; a recipe (the build DSL) is built at start.
+        self._source = image
+        self._image: Image | str = (
+            resolve_image(image) if isinstance(image, Image | str | os.PathLike) else ""
+        )
         self._size = size
         self._python = python
         self._options = container_options
@@ -290,6 +296,8 @@ class AsyncPool:
         self._state = "open"
         self._events = _Events()
         try:
+            if not self._image:
+                self._image = resolve_image(await built_image(self._source))
             # Outside the task group, whose error would come wrapped in an ExceptionGroup.
             self._ready.append(await self._make())
             self._counts["created"] += 1

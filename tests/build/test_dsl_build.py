@@ -124,6 +124,14 @@ def test_a_recipe_with_a_run_step_in_a_container(base, tmp_path):
         )
 
 
+def test_a_pool_given_a_recipe_builds_it_once_and_serves_its_image(base, tmp_path):
+    context = context_with_sources(tmp_path / "context")
+    with sandkit.Pool(recipe(context, with_run=True), size=2, network="none") as pool:
+        for _ in range(3):
+            with pool.container() as c:
+                assert c.exec(["cat", "/app/flavour"]).stdout == b"plain\n"
+
+
 def test_a_failing_run_raises_and_leaves_no_image(base, tmp_path):
     failing = Image.from_(BASE, context=tmp_path).run("echo about to fail; exit 7")
     with pytest.raises(BuildError, match="7"):
