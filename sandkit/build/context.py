@@ -20,6 +20,7 @@ import attrs
 
 from ..errors import BuildContextError
 from ..images.layers import OPAQUE_XATTRS
+from .parser import docker_lines
 
 _MAX_LINKS = 40  # as the kernel's MAXSYMLINKS
 
@@ -36,7 +37,7 @@ def parse_dockerignore(text: str) -> list[Pattern]:
     """The patterns of a ``.dockerignore`` file, as Docker's patternmatcher reads them: blank
     lines and ``#`` comments skipped, each pattern cleaned, a leading ``/`` dropped."""
     patterns = []
-    for raw in text.splitlines():
+    for raw in docker_lines(text):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -97,9 +97,19 @@ class _Logical:
         return DockerfileSyntaxError(message, line, column)
 
 
+def docker_lines(text: str) -> list[str]:
+    """``text`` split into lines as Docker's scanner splits them: at "\\n" only (a "\\r" before
+    it dropped), not at the other breaks `str.splitlines` knows (\\v, \\f, \\x1c-\\x1e, \\x85,
+    U+2028/9), which would make sandkit read other instructions than Docker from one file."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line, it does not start one
+    return lines
+
+
 def parse(text: str) -> list[Instruction]:
     """The instructions of a Dockerfile; :class:`DockerfileSyntaxError` for the first mistake."""
-    lines = text.splitlines()
+    lines = docker_lines(text)
     escape, first = _directives(lines)
     instructions = [
         _instruction(logical, escape) for logical in _logical_lines(lines, first, escape)

@@ -47,6 +47,14 @@ CMD echo done
     assert got[8].args == ("echo done",) and not got[8].json
 
 
+@pytest.mark.parametrize("separator", ["\v", "\f", "\x1c", "\x85", "\u2028"])
+def test_lines_break_at_newline_only_as_in_docker(separator: str) -> None:
+    # Docker's scanner splits at "\n" alone: these stay inside the RUN's command.
+    got = parse(f"FROM scratch\r\nRUN echo a{separator}CMD b\n")
+    assert [ins.cmd for ins in got] == ["FROM", "RUN"]
+    assert got[1].args == (f"echo a{separator}CMD b",)
+
+
 def test_escape_directive_changes_the_continuation_character() -> None:
     got = parse("# escape=`\nFROM scratch\nCOPY a `\n  C:\\b\n")
     assert got[1].args == ("a", "C:\\b")
