@@ -30,6 +30,26 @@ os.environ["SANDKIT_HOME"] = _home
 os.environ["SANDKIT_PRESPAWN"] = "0"
 
 
+def pytest_sessionstart(session):
+    _remove_leftover_subids()
+
+
+def _remove_leftover_subids() -> None:
+    """Drop the test user's rows from /etc/subuid and /etc/subgid: a run killed inside a test
+    that gave it a range (test_subid.py's `subids`) leaves them, and the rootless tests that
+    expect one id mapped would then see a range. Every test that wants one adds its own."""
+    if os.geteuid() != 0:
+        return
+    for path in (Path("/etc/subuid"), Path("/etc/subgid")):
+        try:
+            rows = path.read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        kept = [row for row in rows if not row.startswith(f"{UNPRIVILEGED_USER}:")]
+        if kept != rows:
+            path.write_text("".join(f"{row}\n" for row in kept))
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_home, ignore_errors=True)
 
