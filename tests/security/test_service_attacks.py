@@ -156,7 +156,9 @@ def test_a_hundred_restarts_leak_no_fd_or_thread(busybox, monkeypatch):
         wait_until(lambda: c.restart_count >= 5, "five restarts")
         fds, threads = _fds(), threading.active_count()
         wait_until(lambda: c.restart_count >= 105, "a hundred more restarts", timeout=120)
-        assert _fds() <= fds + 2
+        # A leak per restart would show as 100 more; a few may be the process's own, opened
+        # meanwhile by other threads (seen once in CI: 3).
+        assert _fds() <= fds + 10
         assert threading.active_count() <= threads
         children = subprocess.run(
             ["ps", "-o", "pid=", "--ppid", str(_init_pid(c))], capture_output=True, text=True
