@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -33,19 +32,15 @@ def read_dockerfile(context: Path, dockerfile: str | os.PathLike[str]) -> str:
     path = Path(dockerfile)
     if not path.is_absolute():
         path = context / path
+    from .context import read_bounded
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_bounded(path, "Dockerfile", MAX_DOCKERFILE)
     except FileNotFoundError:
         raise BuildContextError(
             f"Dockerfile {str(path)!r} does not exist: pass dockerfile= (-f) or add it to the "
             "context"
         ) from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BuildContextError(f"Dockerfile {str(path)!r} is not a regular file")
-        data = f.read(MAX_DOCKERFILE + 1)
-    if len(data) > MAX_DOCKERFILE:
-        raise BuildContextError(f"Dockerfile {str(path)!r} is larger than {MAX_DOCKERFILE} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

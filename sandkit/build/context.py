@@ -9,12 +9,13 @@ followed; fifos, sockets and devices are refused (reading a fifo would block the
 
 from __future__ import annotations
 
+import enum
 import os
 import posixpath
-import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -23,13 +24,15 @@ from ..images.layers import OPAQUE_XATTRS
 from .parser import docker_lines
 
 _MAX_LINKS = 40  # as the kernel's MAXSYMLINKS
+MAX_DOCKERIGNORE = 1 << 20  # patterns are a few lines; each is matched against every path
 
 
 @attrs.frozen
 class Pattern:
-    """One line of ``.dockerignore``: a path pattern, ``!`` for an exception."""
+    """One line of ``.dockerignore`` (or a COPY source with wildcards): a path pattern, ``!``
+    for an exception."""
 
-    regex: re.Pattern[str]
+    glob: Glob
     exclusion: bool
 
 
@@ -47,51 +50,119 @@ def parse_dockerignore(text: str) -> list[Pattern]:
         cleaned = posixpath.normpath(line).lstrip("/")
         if cleaned in ("", "."):
             continue
-        patterns.append(Pattern(re.compile(_glob_regex(cleaned)), exclusion))
+        patterns.append(Pattern(Glob.compile(cleaned), exclusion))
     return patterns
 
 
-def _glob_regex(pattern: str) -> str:
-    """A Go filepath.Match pattern (plus ``**`` for any number of directories) as a regex."""
-    out = []
-    for index, segment in enumerate(pattern.split("/")):
-        sep = "/" if index else ""
-        if segment == "**":
-            out.append(f"(?:{sep}.*)?" if index else "(?:.*)?")
-            continue
-        out.append(re.escape(sep) + _segment_regex(segment))
-    regex = "".join(out)
-    if regex.startswith("(?:.*)?"):
-        regex = "(?:.*/)?" + regex[len("(?:.*)?") :].lstrip("/")
-    return f"^{regex}$"
+class _Wild(enum.Enum):
+    """The wildcards of a pattern segment (a literal ``*`` or ``?`` is a one-character str)."""
+
+    STAR = "*"
+    ANY = "?"
 
 
-def _segment_regex(segment: str) -> str:
-    out = []
+# One character of a pattern segment: a wildcard, a literal character, or a character class
+# (negated, and its (low, high) ranges; a single character is a range of one).
+_Token = _Wild | str | tuple[bool, tuple[tuple[str, str], ...]]
+
+
+@attrs.frozen
+class Glob:
+    """A Go filepath.Match pattern plus ``**`` (any number of whole directories), as Docker's
+    patternmatcher, matched without backtracking regexes.
+
+    Think like the attacker: ``.dockerignore`` and COPY sources come from the build's author,
+    and a backtracking regex takes exponential time on ``*a*a*a*a*a*a*a*a*a*a*a*a*b``; the
+    star matcher below takes at most len(pattern) * len(path) steps."""
+
+    segments: tuple[tuple[_Token, ...] | str, ...]  # "**" for a ``**`` segment
+
+    @classmethod
+    def compile(cls, pattern: str) -> Glob:
+        return cls(
+            tuple("**" if segment == "**" else _tokens(segment) for segment in pattern.split("/"))
+        )
+
+    def match(self, path: str) -> bool:
+        return _star_match(self.segments, path.split("/"), "**", _segment_matches)
+
+
+def _segment_matches(tokens: tuple[_Token, ...] | str, name: str) -> bool:
+    assert not isinstance(tokens, str)  # "**" is the star, never matched one to one
+    return _star_match(tokens, name, _Wild.STAR, _char_matches)
+
+
+def _char_matches(token: _Token, char: str) -> bool:
+    if token is _Wild.ANY:
+        return True
+    if isinstance(token, str):
+        return token == char
+    negated, ranges = token
+    return any(low <= char <= high for low, high in ranges) != negated
+
+
+def _star_match(
+    pattern: Sequence[Any], text: Sequence[Any], star: Any, one: Callable[[Any, Any], bool]
+) -> bool:
+    """Whether ``pattern`` matches all of ``text``: ``star`` matches any run of items, every
+    other pattern item one item (``one`` says whether it does). The classic two-pointer
+    matcher: on a mismatch only the last star grows by one, so time is O(len * len), never
+    exponential."""
+    p = t = 0
+    last_star, star_t = -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] != star and one(pattern[p], text[t]):
+            p, t = p + 1, t + 1
+        elif p < len(pattern) and pattern[p] == star:
+            last_star, star_t = p, t
+            p += 1
+        elif last_star >= 0:
+            star_t += 1
+            p, t = last_star + 1, star_t
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == star:
+        p += 1
+    return p == len(pattern)
+
+
+def _tokens(segment: str) -> tuple[_Token, ...]:
+    out: list[_Token] = []
     index = 0
     while index < len(segment):
         char = segment[index]
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
+        if char in "*?":
+            out.append(_Wild(char))
         elif char == "\\" and index + 1 < len(segment):
             index += 1
-            out.append(re.escape(segment[index]))
-        elif char == "[":
+            out.append(segment[index])
+        elif char == "[" and segment.find("]", index + 1) >= 0:
             end = segment.find("]", index + 1)
-            if end < 0:
-                out.append(re.escape(char))
-            else:
-                body = segment[index + 1 : end]
-                if body.startswith("^"):
-                    body = "!" + body[1:]
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-                index = end
+            out.append(_char_class(segment[index + 1 : end]))
+            index = end
         else:
-            out.append(re.escape(char))
+            out.append(char)
         index += 1
-    return "".join(out)
+    return tuple(out)
+
+
+def _char_class(body: str) -> _Token:
+    """``[...]``: ``!`` or ``^`` first negates; ``a-z`` is a range; ``\\`` escapes."""
+    negated = body[:1] in ("!", "^")
+    chars = body[1:] if negated else body
+    ranges = []
+    index = 0
+    while index < len(chars):
+        if chars[index] == "\\" and index + 1 < len(chars):
+            index += 1
+        low = chars[index]
+        if index + 2 < len(chars) and chars[index + 1] == "-":
+            ranges.append((low, chars[index + 2]))
+            index += 3
+        else:
+            ranges.append((low, low))
+            index += 1
+    return (negated, tuple(ranges))
 
 
 def ignored(rel: str, patterns: list[Pattern]) -> bool:
@@ -99,7 +170,7 @@ def ignored(rel: str, patterns: list[Pattern]) -> bool:
     parents = _with_parents(rel)
     result = False
     for pattern in patterns:
-        if any(pattern.regex.match(path) for path in parents):
+        if any(pattern.glob.match(path) for path in parents):
             result = not pattern.exclusion
     return result
 
@@ -107,6 +178,28 @@ def ignored(rel: str, patterns: list[Pattern]) -> bool:
 def _with_parents(rel: str) -> list[str]:
     parts = rel.split("/")
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def read_bounded(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` (FileNotFoundError passes).
+
+    Think like the attacker: the context's author chooses what the path is; a fifo would block
+    the build forever and a symlink to /dev/zero (or a huge file) would fill the host's memory,
+    so only a regular file is read, and only up to the limit."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BuildContextError(
+                f"{what} {str(path)!r} is not a regular file (a fifo, device or directory): "
+                "replace it with a plain file"
+            )
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise BuildContextError(
+            f"{what} {str(path)!r} is larger than {limit} bytes: a file this large is not a "
+            f"{what}; shorten it"
+        )
+    return data
 
 
 def clean_source(source: str, what: str) -> str:
@@ -131,10 +224,10 @@ class ContextTree:
                 "COPY and ADD use (often '.')"
             )
         try:
-            text = (self.root / ".dockerignore").read_text()
+            data = read_bounded(self.root / ".dockerignore", ".dockerignore", MAX_DOCKERIGNORE)
         except FileNotFoundError:
-            text = ""
-        self.patterns = parse_dockerignore(text)
+            data = b""
+        self.patterns = parse_dockerignore(data.decode("utf-8", errors="replace"))
 
     def __str__(self) -> str:
         return "the build context"
@@ -206,11 +299,11 @@ class ContextTree:
 
     def glob(self, pattern: str) -> list[str]:
         """The context paths (not ignored) matching a COPY source with wildcards, sorted."""
-        regex = re.compile(_glob_regex(pattern))
+        glob = Glob.compile(pattern)
         depth = pattern.count("/")
         found = []
         for sub, _ in self._below(self.root, "", "", f"pattern {pattern!r}"):
-            if sub.count("/") == depth and regex.match(sub):
+            if sub.count("/") == depth and glob.match(sub):
                 found.append(sub)
         return found
 

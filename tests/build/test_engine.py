@@ -4,10 +4,13 @@ what Docker's documentation says each instruction does."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -130,6 +133,48 @@ def test_globs_and_dockerignore(store: Store, ctx: Path) -> None:
     assert set(layer_members(store, image, 1)) == {"s", "s/a.txt", "s/link"}
     with pytest.raises(BuildContextError, match=r"line 2.*excluded by \.dockerignore"):
         build(store, ctx, "FROM scratch\nCOPY drop.log /\n")
+
+
+@contextlib.contextmanager
+def hang_guard(seconds: int) -> Iterator[None]:
+    """Turn a hang (a blocking open) into a failure: the deadline is far above the milliseconds
+    the work takes, so it never decides a pass. (A regex backtracking inside C does not see the
+    signal: there the old code hangs the run instead, which fails it just the same.)"""
+
+    def fail(*_: object) -> None:
+        raise AssertionError(f"still running after {seconds} s: the build hangs")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_pathological_dockerignore_pattern_is_matched_in_linear_time(
+    store: Store, ctx: Path
+) -> None:
+    # With a backtracking regex, '*a*a...*a*b' against a name of 40 'a's takes years.
+    (ctx / ("a" * 40)).write_text("x")
+    (ctx / ("a" * 39 + "b")).write_text("x")
+    (ctx / ".dockerignore").write_text("*a" * 16 + "b\n" + "**/" * 20 + "zz\n")
+    with hang_guard(60):
+        image = build(store, ctx, "FROM scratch\nCOPY " + "*a" * 16 + "* /g/\n")
+    assert set(layer_members(store, image, 0)) == {"g", "g/" + "a" * 40}
+
+
+def test_a_dockerignore_that_is_a_fifo_or_huge_is_refused(store: Store, ctx: Path) -> None:
+    os.mkfifo(ctx / ".dockerignore")  # nobody writes it: reading would block forever
+    with hang_guard(60), pytest.raises(BuildContextError, match="not a regular file"):
+        build(store, ctx, "FROM scratch\nCOPY src /s\n")
+    os.unlink(ctx / ".dockerignore")
+    with open(ctx / ".dockerignore", "wb") as f:
+        f.truncate(64 << 20)  # sparse: costs no disk, but would be read into memory
+    with pytest.raises(BuildContextError, match=r"\.dockerignore.*larger than"):
+        build(store, ctx, "FROM scratch\nCOPY src /s\n")
+    _nothing_left(store)
 
 
 def test_rebuild_reuses_the_cache_and_a_changed_file_rebuilds_from_its_copy(
