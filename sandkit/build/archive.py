@@ -62,6 +62,11 @@ def _is_archive(host: Path) -> bool:
         return False
 
 
+# The most entries one ADD unpacks: each is held in memory until the layer is written, sorted
+# (~0.7 KiB apiece: 500,000 is ~350 MiB), and a small compressed archive can hold millions.
+MAX_ARCHIVE_ENTRIES = 500_000
+
+
 def tar_entries(
     host: Path, dest: str, what: str, spool_dir: Path, budget: DiskBudget
 ) -> list[Entry] | None:
@@ -73,6 +78,14 @@ def tar_entries(
     names: set[str] = set()
     with tarfile.open(host, "r:*") as tar:
         for member in tar:
+            # tarfile keeps every member read (~0.4 KiB each, unbounded): we need none back.
+            tar.members = []  # type: ignore[attr-defined]  # (typeshed omits the attribute)
+            if len(entries) >= MAX_ARCHIVE_ENTRIES:
+                raise BuildContextError(
+                    f"{what}: {host.name} holds more than {MAX_ARCHIVE_ENTRIES} entries, the most "
+                    "an ADD unpacks (each costs host memory until the layer is written): split "
+                    "it, or unpack it in a RUN step"
+                )
             path = _placed(member.name, dest, what)
             kind = _KINDS.get(member.type)
             if kind is None:

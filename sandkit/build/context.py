@@ -97,6 +97,7 @@ def _char_matches(token: _Token, char: str) -> bool:
         return True
     if isinstance(token, str):
         return token == char
+    assert isinstance(token, tuple)  # a class; a star never reaches here (_star_match's)
     negated, ranges = token
     return any(low <= char <= high for low, high in ranges) != negated
 

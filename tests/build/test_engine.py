@@ -385,6 +385,26 @@ def test_add_of_an_archive_bomb_stops_at_the_store_limit(
         _nothing_left(store)
 
 
+def test_add_of_an_archive_of_too_many_entries_is_refused(
+    store: Store, ctx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Millions of empty members fit in a few MB compressed, and each costs host memory until
+    # the layer is written: the count is capped (lowered here to keep the test small).
+    from sandkit.build import archive
+
+    monkeypatch.setattr(archive, "MAX_ARCHIVE_ENTRIES", 50)
+    with tarfile.open(ctx / "many.tar", "w") as tar:
+        for i in range(51):
+            tar.addfile(tarfile.TarInfo(f"f{i}"), io.BytesIO())
+    with pytest.raises(BuildContextError, match=r"line 2.*more than 50 entries.*RUN step"):
+        build(store, ctx, "FROM scratch\nADD many.tar /\n")
+    _nothing_left(store)
+    (ctx / "Dockerfile").write_text("FROM scratch\nADD many.tar /d/\n")
+    monkeypatch.setattr(archive, "MAX_ARCHIVE_ENTRIES", 51)  # exactly at the cap: unpacked
+    image = sandkit.Image.build(ctx, store=store, progress="quiet")
+    assert len(layer_members(store, image, 0)) == 52  # d/ and its 51 files
+
+
 def test_dockerfile_that_is_no_text_or_no_file(store: Store, ctx: Path) -> None:
     (ctx / "Dockerfile").write_bytes(b"FROM scratch\nLABEL a=\xff\n")
     with pytest.raises(DockerfileSyntaxError, match=r"line 2.*UTF-8"):
