@@ -22,6 +22,7 @@ from typing import Any
 
 import dockerd
 import pytest
+from net.conftest import open_tun  # noqa: F401 - a fixture
 
 from sandkit import Image
 
@@ -170,10 +171,11 @@ def subordinate_range() -> Iterator[None]:
 @pytest.mark.root
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_a_rootless_sandkit_build_gives_dockers_tree_and_config(
-    case, docker_env, docker_built, as_unprivileged, subordinate_range, tmp_path
+    case, docker_env, docker_built, as_unprivileged, subordinate_range, open_tun, tmp_path
 ):
     """The same, built by an unprivileged user (its container's ids from its subordinate
-    range, so --chown and RUN chown work)."""
+    range, so --chown and RUN chown work; RUN on the default bridge network, whose rootless
+    outbound path, pasta, needs /dev/net/tun)."""
     from conftest import unprivileged_ids
 
     exchange = Path(tempfile.mkdtemp(prefix="sandkit-interop-rootless-"))
