@@ -79,11 +79,13 @@ class Glob:
 
     @classmethod
     def compile(cls, pattern: str) -> Glob:
+        """``pattern`` (a cleaned .dockerignore line or COPY source) split into segments."""
         return cls(
             tuple("**" if segment == "**" else _tokens(segment) for segment in pattern.split("/"))
         )
 
     def match(self, path: str) -> bool:
+        """Whether the whole of ``path`` (slash-separated, relative) matches."""
         return _star_match(self.segments, path.split("/"), "**", _segment_matches)
 
 
