@@ -132,11 +132,16 @@ static int make_rootfs(struct req *r, uint32_t spec, const char *root, const cha
 		if (mount_overlay(&o, root, e) < 0)
 			return -1;
 		/* Kept for commit and diff: once the old root is detached, no path reaches the
-		 * upper directory any more, from the host or from the container. */
+		 * upper directory any more, from the host or from the container. Held as a clone of
+		 * its own mount, detached: ".." from its root stays there. An fd on the directory
+		 * itself would lead up through the old root to the host's directories, for anything
+		 * that gets hold of it (a container process given CAP_SYS_PTRACE opens
+		 * /proc/1/fd/N). */
 		snprintf(upper, sizeof(upper), "%s/upper", o.scratch);
-		upper_fd = open(upper, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		upper_fd = open_tree(AT_FDCWD, upper,
+				     OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
 		if (upper_fd < 0)
-			return seterr(e, errno, "open %s: %s", upper, strerror(errno));
+			return seterr(e, errno, "open_tree %s: %s", upper, strerror(errno));
 	} else if (strcmp(kind, "bind") == 0) {
 		if (need_str(d, spec, "src", &src, e) < 0)
 			return -1;

@@ -163,3 +163,67 @@ def test_without_persist_a_stopped_container_does_not_start_again(busybox):
 def test_the_host_image_has_no_layer_to_keep():
     with pytest.raises(ContainerError, match="persist=True needs a container of an image"):
         sandkit.Container("host", persist=True).start()
+
+
+# --- the init's hold on the writable layer leads nowhere else ---------------------------------
+
+# From each directory fd of the init (/proc/1/fd/N), ".." twelve times over, looking for the
+# host's canary: the init holds the upper directory for commit and diff, and a container process
+# that may trace the init (given CAP_SYS_PTRACE) can open its fds.
+_WALK_UP = r"""
+for f in /proc/1/fd/*; do
+  [ -d "$f/" ] || continue
+  echo "dir $f"
+  p="$f"
+  for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
+    [ -e "$p/$CANARY" ] && echo "HOLE: $f, $i levels up"
+    p="$p/.."
+  done
+done
+echo walked
+"""
+
+
+def _walk_up_from_the_inits_fds(image: Image, canary: str, persist: bool) -> str:
+    with sandkit.Container(image, cap_add=["SYS_PTRACE"], persist=persist) as c:
+        r = c.exec(
+            ["sh", "-c", _WALK_UP], env={"CANARY": canary.lstrip("/")}, user="0", timeout=30
+        )
+    return r.stdout.decode() + r.stderr.decode()
+
+
+def _rootless_walk_up(layers: list[bytes], canary: str, persist: bool) -> str:
+    import tempfile
+
+    from sandkit.images.store import Store
+
+    from .conftest import oci_layout
+
+    layout = oci_layout(Path(tempfile.mkdtemp()) / "bb", layers, config={"Env": ["PATH=/bin"]})
+    return _walk_up_from_the_inits_fds(Image.load(layout, store=Store.default()), canary, persist)
+
+
+@pytest.mark.parametrize("persist", [False, True], ids=["tmpfs-layer", "persistent-layer"])
+@pytest.mark.parametrize("mode", ["root", "rootless"])
+def test_the_inits_upper_directory_fd_never_leads_to_the_host(
+    busybox, as_unprivileged, mode, persist
+):
+    import shutil
+    import tempfile
+
+    from .test_image_run import busybox_layers
+
+    # Where any user may look (pytest's own directory is 0700: a rootless walk would not see it).
+    where = Path(tempfile.mkdtemp(prefix="sandkit-canary-"))
+    try:
+        where.chmod(0o755)
+        canary = where / "host-canary"
+        canary.write_text("host")
+        if mode == "root":
+            out = _walk_up_from_the_inits_fds(busybox, str(canary), persist)
+        else:
+            out = as_unprivileged(_rootless_walk_up, busybox_layers(), str(canary), persist)
+    finally:
+        shutil.rmtree(where)
+    # (it reached the init's directory fd, the upper directory: else it proves nothing)
+    assert "walked" in out and "dir /proc/1/fd/" in out and "HOLE" not in out, out
