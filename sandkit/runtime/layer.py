@@ -1,9 +1,10 @@
 """A running container's writable layer: `diff`, `commit` and `export` (images/changes.py
 does the writing; this module reaches the layer and says whose ids its files have).
 
-The upper directory lives on the init's scratch tmpfs, which no path reaches once the init has
-pivoted into the container's root. The init keeps an fd on it and opens it anew for an "upper"
-open request; the host walks it from that fd. For `export`, the init opens the container's
+The upper directory lives on the init's scratch tmpfs (or, with ``persist=True``, under
+$SANDKIT_HOME/containers/), which no path reaches once the init has pivoted into the container's
+root. The init keeps a detached clone of its mount (open_tree: ".." cannot leave it) and opens
+it anew for an "upper" open request; the host walks it from that fd. For `export`, the init opens the container's
 root (the merged view) the same way.
 
 A rootless container's files belong to ids of its user namespace, which the caller may not
@@ -14,6 +15,7 @@ child that joined that namespace (idmap.run_in_userns_of), where the ids are the
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -84,17 +86,32 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[int]:
     """An fd of a new file beside ``path`` that replaces ``path`` when the block ends well, and
     is removed when it does not."""
     target = Path(path).absolute()
-    fd, staging = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.sandkit-")
+    try:
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        fd, staging = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.sandkit-")
+    except OSError as exc:
+        raise _cannot_write(target, exc) from None
     try:
         try:
             yield fd
         finally:
             os.close(fd)
         os.chmod(staging, 0o644)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError as exc:
+            raise _cannot_write(target, exc) from None
     except BaseException:
         os.unlink(staging)
         raise
+
+
+def _cannot_write(target: Path, exc: OSError) -> errors.ContainerError:
+    return errors.ContainerError(
+        f"cannot write {target}: {exc.strerror or exc}: name a file in an existing directory "
+        "you may write to"
+    )
 
 
 def export_into(root_fd: int, out_fd: int, init_pid: int | None) -> None:

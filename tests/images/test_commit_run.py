@@ -62,6 +62,17 @@ def test_export_writes_the_flattened_tree(busybox, tmp_path):
     assert list(out.parent.iterdir()) == [out]  # no staging left beside it
 
 
+def test_export_to_a_missing_directory_or_onto_a_directory_is_a_clear_error(busybox, tmp_path):
+    where = tmp_path / "exports"
+    (where / "taken").mkdir(parents=True)
+    with sandkit.Container(busybox) as c:
+        for target in (where / "missing" / "x.tar", where / "taken"):
+            with pytest.raises(ContainerError, match=f"cannot write {target}.*existing directory"):
+                c.export(target)
+    assert [p.name for p in where.iterdir()] == ["taken"]  # nothing staged left
+    assert list((where / "taken").iterdir()) == []
+
+
 def test_a_directory_image_cannot_be_committed(busybox_dir):
     with (
         sandkit.Container(Image.from_directory(busybox_dir)) as c,
