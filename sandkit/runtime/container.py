@@ -396,6 +396,13 @@ class AsyncContainer:
         healthcheck = options.get("healthcheck")
         if healthcheck is not None:
             health.from_option(healthcheck)  # a malformed one fails before anything is made
+        if options.get("persist") and (options.get("disk_size") or options.get("disk_inodes")):
+            # A limit the user asked for must hold, not be dropped without a word.
+            raise errors.LimitsError(
+                "disk_size and disk_inodes limit the tmpfs writable layer; a persistent one "
+                "(persist=True) is on the host's disk, which they cannot bound: leave them out, "
+                "or leave out persist"
+            )
 
     @property
     def _network(self) -> str:

@@ -78,7 +78,7 @@ class ContainerOptions(TypedDict, total=False):
     """Most processes and threads the container may have at once. Default: no limit."""
     disk_size: int | str | None
     """Size of the writable layer (a tmpfs: the host's memory). Default: 1 GiB, or a quarter
-    of RAM on a smaller host. Not a limit with ``persist``, whose layer is on disk."""
+    of RAM on a smaller host. Refused with ``persist``, whose layer is on disk."""
     persist: bool
     """Keep the writable layer on disk, in ``$SANDKIT_HOME/containers/<id>/``, instead of the
     tmpfs: the container may then be stopped and started again with its files, as Docker's

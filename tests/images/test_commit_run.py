@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import sandkit
-from sandkit.errors import ContainerError, ImageError
+from sandkit.errors import ContainerError, ImageError, LimitsError
 from sandkit.images import Image
 
 from .test_image_run import busybox  # noqa: F401 - the fixture
@@ -161,6 +161,12 @@ def test_rootless_a_persistent_container_starts_again_with_its_files(as_unprivil
     read, before, after, kept, left = as_unprivileged(_rootless_persist, busybox_layers())
     assert read == b"new\nx\n" and before == after and "D /etc/group" in after
     assert kept and not left
+
+
+@pytest.mark.parametrize("limit", [{"disk_size": "64m"}, {"disk_inodes": 1000}])
+def test_a_disk_limit_with_persist_is_refused_not_dropped(busybox, limit):
+    with pytest.raises(LimitsError, match="persist=True.*cannot bound"):
+        sandkit.Container(busybox, persist=True, **limit)
 
 
 def test_without_persist_a_stopped_container_does_not_start_again(busybox):
