@@ -203,9 +203,7 @@ echo walked
 
 def _walk_up_from_the_inits_fds(image: Image, canary: str, persist: bool) -> str:
     with sandkit.Container(image, cap_add=["SYS_PTRACE"], persist=persist) as c:
-        r = c.exec(
-            ["sh", "-c", _WALK_UP], env={"CANARY": canary.lstrip("/")}, user="0", timeout=30
-        )
+        r = c.exec(["sh", "-c", _WALK_UP], env={"CANARY": canary.lstrip("/")}, user="0", timeout=30)
     return r.stdout.decode() + r.stderr.decode()
 
 
