@@ -165,7 +165,7 @@ def test_rootless_a_persistent_container_starts_again_with_its_files(as_unprivil
 
 @pytest.mark.parametrize("limit", [{"disk_size": "64m"}, {"disk_inodes": 1000}])
 def test_a_disk_limit_with_persist_is_refused_not_dropped(busybox, limit):
-    with pytest.raises(LimitsError, match="persist=True.*cannot bound"):
+    with pytest.raises(LimitsError, match=r"persist=True.*cannot bound"):
         sandkit.Container(busybox, persist=True, **limit)
 
 
